@@ -1,0 +1,111 @@
+/* The exception hierarchy, built from one table, and the one place where libssh
+ * errors become Python exceptions. Docstrings are set in pyssh/errors.py. */
+#include "pyssh.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+enum second_base { NONE, CONNECTION, TIMEOUT };
+
+static const struct {
+    const char *name;        /* pyssh.<name> */
+    int parent;              /* index into this table, -1 for OSError */
+    enum second_base second; /* a builtin second base where one fits */
+} exc_table[PYSSH_EXC_COUNT] = {
+    [PYSSH_EXC_SSHError] = {"pyssh.SSHError", -1, NONE},
+    [PYSSH_EXC_ConnectError] = {"pyssh.ConnectError", PYSSH_EXC_SSHError, CONNECTION},
+    [PYSSH_EXC_SSHTimeoutError] = {"pyssh.SSHTimeoutError", PYSSH_EXC_SSHError, TIMEOUT},
+    [PYSSH_EXC_AuthenticationError] = {"pyssh.AuthenticationError", PYSSH_EXC_SSHError, NONE},
+    [PYSSH_EXC_HostKeyError] = {"pyssh.HostKeyError", PYSSH_EXC_SSHError, NONE},
+    [PYSSH_EXC_UnknownHostKeyError] = {"pyssh.UnknownHostKeyError", PYSSH_EXC_HostKeyError, NONE},
+    [PYSSH_EXC_HostKeyMismatchError] = {"pyssh.HostKeyMismatchError", PYSSH_EXC_HostKeyError, NONE},
+    [PYSSH_EXC_SessionClosedError] = {"pyssh.SessionClosedError", PYSSH_EXC_SSHError, NONE},
+};
+
+int
+pyssh_errors_init(PyObject *module, pyssh_state *st)
+{
+    for (int i = 0; i < PYSSH_EXC_COUNT; i++) {
+        PyObject *parent = exc_table[i].parent < 0 ? PyExc_OSError : st->exc[exc_table[i].parent];
+        PyObject *bases;
+        switch (exc_table[i].second) {
+        case CONNECTION:
+            bases = PyTuple_Pack(2, parent, PyExc_ConnectionError);
+            break;
+        case TIMEOUT:
+            bases = PyTuple_Pack(2, parent, PyExc_TimeoutError);
+            break;
+        default:
+            bases = PyTuple_Pack(1, parent);
+        }
+        if (bases == NULL) {
+            return -1;
+        }
+        st->exc[i] = PyErr_NewException(exc_table[i].name, bases, NULL);
+        Py_DECREF(bases);
+        if (st->exc[i] == NULL) {
+            return -1;
+        }
+        if (PyModule_AddObjectRef(module, strchr(exc_table[i].name, '.') + 1, st->exc[i]) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+pyssh_errors_traverse(pyssh_state *st, visitproc visit, void *arg)
+{
+    for (int i = 0; i < PYSSH_EXC_COUNT; i++) {
+        Py_VISIT(st->exc[i]);
+    }
+    return 0;
+}
+
+void
+pyssh_errors_clear(pyssh_state *st)
+{
+    for (int i = 0; i < PYSSH_EXC_COUNT; i++) {
+        Py_CLEAR(st->exc[i]);
+    }
+}
+
+PyObject *
+pyssh_raise(pyssh_state *st, enum pyssh_exc which, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *msg = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    if (msg != NULL) {
+        PyErr_SetObject(st->exc[which], msg);
+        Py_DECREF(msg);
+    }
+    return NULL;
+}
+
+static int
+contains(const char *haystack, const char *needle)
+{
+    return haystack != NULL && strstr(haystack, needle) != NULL;
+}
+
+PyObject *
+pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
+                   const char *detail)
+{
+    enum pyssh_exc which = fallback;
+    if (detail == NULL || detail[0] == '\0') {
+        detail = "libssh gave no reason";
+    }
+    if (contains(detail, "Timeout") || contains(detail, "timed out")) {
+        which = PYSSH_EXC_SSHTimeoutError;
+    }
+    else if (fallback == PYSSH_EXC_SSHError &&
+             (contains(detail, "Socket error") || contains(detail, "Connection refused") ||
+              contains(detail, "Connection reset") || contains(detail, "disconnected") ||
+              contains(detail, "Broken pipe"))) {
+        which = PYSSH_EXC_ConnectError;
+    }
+    return pyssh_raise(st, which, "%s: %s", what, detail);
+}

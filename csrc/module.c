@@ -1,0 +1,128 @@
+/* pyssh._ssh: module init (PEP 489 multi-phase), module state, constants. */
+#include "pyssh.h"
+
+static int
+module_exec(PyObject *module)
+{
+    pyssh_state *st = PyModule_GetState(module);
+
+    /* ssh_init() is reference counted, so each module object (one per
+     * interpreter) may call it. It is never undone: ssh_finalize() while another
+     * thread or interpreter still uses libssh would pull the rug from under it. */
+    if (ssh_init() < 0) {
+        PyErr_SetString(PyExc_ImportError, "pyssh: libssh failed to initialise (ssh_init)");
+        return -1;
+    }
+    if (pyssh_errors_init(module, st) < 0) {
+        return -1;
+    }
+    if (pyssh_session_setup_type(module, st) < 0) {
+        return -1;
+    }
+
+#define C(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
+    C(SSH_AUTH_SUCCESS);
+    C(SSH_AUTH_DENIED);
+    C(SSH_AUTH_PARTIAL);
+    C(SSH_AUTH_INFO);
+    C(SSH_AUTH_METHOD_NONE);
+    C(SSH_AUTH_METHOD_PASSWORD);
+    C(SSH_AUTH_METHOD_PUBLICKEY);
+    C(SSH_AUTH_METHOD_HOSTBASED);
+    C(SSH_AUTH_METHOD_INTERACTIVE);
+    C(SSH_AUTH_METHOD_GSSAPI_MIC);
+    C(SSH_KNOWN_HOSTS_OK);
+    C(SSH_KNOWN_HOSTS_CHANGED);
+    C(SSH_KNOWN_HOSTS_OTHER);
+    C(SSH_KNOWN_HOSTS_UNKNOWN);
+    C(SSH_KNOWN_HOSTS_NOT_FOUND);
+#undef C
+    if (PyModule_AddStringConstant(module, "LIBSSH_VERSION", ssh_version(0)) < 0) {
+        return -1;
+    }
+    if (PyModule_AddStringConstant(module, "LIBSSH_HEADER_VERSION", SSH_STRINGIFY(LIBSSH_VERSION)) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static int
+module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    pyssh_state *st = PyModule_GetState(module);
+    Py_VISIT(st->SessionType);
+    Py_VISIT(st->logger);
+    return pyssh_errors_traverse(st, visit, arg);
+}
+
+static int
+module_clear(PyObject *module)
+{
+    pyssh_state *st = PyModule_GetState(module);
+    Py_CLEAR(st->SessionType);
+    Py_CLEAR(st->logger);
+    pyssh_errors_clear(st);
+    return 0;
+}
+
+static void
+module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, NULL},
+};
+
+PyModuleDef pyssh_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pyssh._ssh",
+    .m_doc = "The C half of pyssh: libssh sessions, with the GIL released while waiting.",
+    .m_size = sizeof(pyssh_state),
+    .m_slots = module_slots,
+    .m_traverse = module_traverse,
+    .m_clear = module_clear,
+    .m_free = module_free,
+};
+
+pyssh_state *
+pyssh_state_from_type(PyTypeObject *type)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *module = PyType_GetModuleByDef(type, &pyssh_module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    return PyModule_GetState(module);
+#else
+    /* PyType_GetModuleByDef is 3.11+: walk the MRO for our heap type. */
+    PyObject *mro = type->tp_mro;
+    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
+        PyTypeObject *t = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
+        if (!PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
+            continue;
+        }
+        PyObject *module = PyType_GetModule(t);
+        if (module == NULL) {
+            PyErr_Clear();
+            continue;
+        }
+        if (PyModule_GetDef(module) == &pyssh_module_def) {
+            return PyModule_GetState(module);
+        }
+    }
+    PyErr_Format(PyExc_TypeError, "%s is not a pyssh type", type->tp_name);
+    return NULL;
+#endif
+}
+
+PyMODINIT_FUNC
+PyInit__ssh(void)
+{
+    return PyModuleDef_Init(&pyssh_module_def);
+}

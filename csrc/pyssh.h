@@ -1,0 +1,149 @@
+/* pyssh: the one header shared by the C files of the extension pyssh._ssh.
+ *
+ * Layout (after CPython's Modules/_sqlite): module.c holds init, module state and
+ * constants; errors.c the exception table and the one mapping from libssh errors
+ * to exception classes; wait.c the one helper that waits on the network with the
+ * GIL released; session.c the Session type. */
+#ifndef PYSSH_H
+#define PYSSH_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+
+#ifndef LIBSSH_STATIC
+#define LIBSSH_STATIC 1
+#endif
+#include <libssh/libssh.h>
+#include <libssh/callbacks.h>
+
+#if PY_VERSION_HEX < 0x030A0000
+static inline int
+PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *v)
+{
+    Py_XINCREF(v);
+    int r = PyModule_AddObject(m, name, v);
+    if (r < 0) {
+        Py_XDECREF(v);
+    }
+    return r;
+}
+#endif
+
+#if LIBSSH_VERSION_INT < SSH_VERSION_INT(0, 11, 5)
+#error "pyssh needs libssh 0.11.5 or newer: build it with vendor/build.sh"
+#endif
+
+/* ---- module state ------------------------------------------------------ */
+
+/* The exception classes, in the order of the table in errors.c. */
+enum pyssh_exc {
+    PYSSH_EXC_SSHError,
+    PYSSH_EXC_ConnectError,
+    PYSSH_EXC_SSHTimeoutError,
+    PYSSH_EXC_AuthenticationError,
+    PYSSH_EXC_HostKeyError,
+    PYSSH_EXC_UnknownHostKeyError,
+    PYSSH_EXC_HostKeyMismatchError,
+    PYSSH_EXC_SessionClosedError,
+    PYSSH_EXC_COUNT
+};
+
+typedef struct {
+    PyTypeObject *SessionType;
+    PyObject *exc[PYSSH_EXC_COUNT];
+    PyObject *logger;            /* logging.getLogger("pyssh"), fetched on first use */
+} pyssh_state;
+
+extern PyModuleDef pyssh_module_def;
+
+pyssh_state *pyssh_state_from_type(PyTypeObject *type);
+
+/* ---- errors.c ------------------------------------------------------------ */
+
+int pyssh_errors_init(PyObject *module, pyssh_state *st);
+int pyssh_errors_traverse(pyssh_state *st, visitproc visit, void *arg);
+void pyssh_errors_clear(pyssh_state *st);
+
+/* Raise exception class `which` with a printf-style message. Returns NULL. */
+PyObject *pyssh_raise(pyssh_state *st, enum pyssh_exc which, const char *fmt, ...);
+
+/* Raise for a libssh failure: `what` says what pyssh was doing ("connecting to
+ * host:22"), `detail` is libssh's message (copied while the session lock was held).
+ * The class is `fallback` unless the detail says more (a refused or reset
+ * connection, a timeout). Returns NULL. */
+PyObject *pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback,
+                             const char *what, const char *detail);
+
+/* ---- the Session object -------------------------------------------------- */
+
+typedef struct pyssh_logmsg {
+    struct pyssh_logmsg *next;
+    int priority;
+    char text[];
+} pyssh_logmsg;
+
+typedef struct {
+    pyssh_logmsg *head;
+    pyssh_logmsg **tail;
+    size_t count;
+    size_t dropped;
+} pyssh_logq;
+
+typedef struct {
+    PyObject_HEAD
+    pyssh_state *state;
+    ssh_session ssh;             /* NULL once closed: set to NULL with the GIL held */
+    PyThread_type_lock lock;     /* one thread in libssh at a time; only ever waited
+                                    for with the GIL released */
+    int log_level;               /* libssh log level, 0-4 */
+    int connected;               /* the transport is up (key exchange done) */
+    long pid;                    /* creator's pid: a forked child skips the goodbye */
+    pyssh_logq logq;             /* libssh log lines, queued without the GIL */
+    PyObject *weakreflist;
+} SessionObject;
+
+int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
+
+/* ---- wait.c: the one blocking loop --------------------------------------- */
+
+/* Result of one step of a non-blocking operation. */
+#define PYSSH_AGAIN   (-2)     /* not finished: wait for the socket, then step again */
+#define PYSSH_FAILED  (-1)     /* libssh failed: its message is in the session */
+/* >= 0: finished, with this result */
+
+/* One step: called with the GIL released and the session lock held, with a
+ * session that is open. It must not block. */
+typedef int (*pyssh_step_fn)(ssh_session ssh, void *arg);
+
+/* Run `step` until it finishes: between steps wait for the session socket with
+ * poll() in slices of at most 100 ms (GIL released, session lock not held),
+ * retry on EINTR, run signal handlers (Ctrl-C raises KeyboardInterrupt) and
+ * honour `timeout` seconds (< 0: none) measured on a monotonic clock.
+ * Returns the step's result (>= 0), or -1 with an exception set: `fail_exc`
+ * for a libssh failure, SSHTimeoutError, SessionClosedError or whatever a
+ * signal handler raised. `what` names the operation for messages. */
+int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+               enum pyssh_exc fail_exc, const char *what);
+
+/* Run `step` once, holding the lock with the GIL released (for short local
+ * libssh calls). Returns as pyssh_wait does; PYSSH_AGAIN is returned as is. */
+int pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
+               enum pyssh_exc fail_exc, const char *what);
+
+/* Take / drop the session lock from code that holds the GIL: the GIL is released
+ * while waiting. Log lines queued meanwhile go to Python by pyssh_log_flush. */
+void pyssh_lock(SessionObject *self);
+void pyssh_unlock(SessionObject *self);
+
+/* Route libssh's (thread-local) logging of the calling thread to the session's
+ * queue. Called with the lock held, before any libssh call. */
+void pyssh_log_attach(SessionObject *self);
+/* Detach the queued lines (lock held) and hand them to logging (GIL held). */
+pyssh_logmsg *pyssh_log_take(SessionObject *self);
+void pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs);
+void pyssh_log_discard(pyssh_logq *q);
+
+double pyssh_monotonic(void);
+
+#endif /* PYSSH_H */

@@ -1,0 +1,1006 @@
+/* pyssh._ssh.Session: one libssh session.
+ *
+ * The methods here are primitives; the policy (argument checking, the order in
+ * which authentication methods are tried, host key policies) lives in
+ * pyssh/session.py, which subclasses this type.
+ *
+ * Thread contract: every libssh call on a session is made with the session lock
+ * held, and the lock is only ever waited for with the GIL released. Waiting on
+ * the network (pyssh_wait) happens without the lock, so other threads can use
+ * the session between two steps. close() sets the handle to NULL with the GIL
+ * held, then frees it under the lock: any later or concurrent call sees a
+ * closed session and raises SessionClosedError. */
+#include "pyssh.h"
+
+#include <structmember.h>
+#include <string.h>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
+
+/* Extra results of the key steps, beside libssh's SSH_AUTH_* values (0-3). */
+#define KEY_ENCRYPTED 10   /* the key needs a passphrase and none was given */
+#define KEY_UNUSABLE  11   /* not a private key libssh can read, or wrong passphrase */
+#define KEY_NO_PUBLIC 12   /* no public key to offer (no .pub, not OpenSSH format) */
+
+static long
+current_pid(void)
+{
+#ifdef _WIN32
+    return (long)GetCurrentProcessId();
+#else
+    return (long)getpid();
+#endif
+}
+
+static int
+map_auth(int rc)
+{
+    switch (rc) {
+    case SSH_AUTH_AGAIN: return PYSSH_AGAIN;
+    case SSH_AUTH_ERROR: return PYSSH_FAILED;
+    default: return rc;
+    }
+}
+
+#define CHECK_OPEN(self, ret)                                                        \
+    do {                                                                             \
+        if ((self)->ssh == NULL) {                                                   \
+            pyssh_raise((self)->state, PYSSH_EXC_SessionClosedError,                 \
+                        "the session is closed: connect again with pyssh.connect()"); \
+            return ret;                                                              \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_CONNECTED(self, ret)                                                   \
+    do {                                                                             \
+        CHECK_OPEN(self, ret);                                                       \
+        if (!(self)->connected) {                                                    \
+            pyssh_raise((self)->state, PYSSH_EXC_SSHError,                           \
+                        "the session is not connected yet");                         \
+            return ret;                                                              \
+        }                                                                            \
+    } while (0)
+
+static double
+timeout_arg(PyObject *obj, int *ok)
+{
+    *ok = 1;
+    if (obj == NULL || obj == Py_None) {
+        return -1.0;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) {
+        *ok = 0;
+        return 0;
+    }
+    if (t < 0) {
+        t = 0;
+    }
+    return t;
+}
+
+/* "O&" converter: None or a path (str, bytes, PathLike) to a bytes object. */
+static int
+fspath_or_none(PyObject *obj, void *out)
+{
+    if (obj == NULL) {   /* cleanup call */
+        Py_CLEAR(*(PyObject **)out);
+        return 1;
+    }
+    if (obj == Py_None) {
+        *(PyObject **)out = NULL;
+        return 1;
+    }
+    return PyUnicode_FSConverter(obj, out) ? Py_CLEANUP_SUPPORTED : 0;
+}
+
+/* ---- lifetime -------------------------------------------------------------- */
+
+static PyObject *
+session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    pyssh_state *st = pyssh_state_from_type(type);
+    if (st == NULL) {
+        return NULL;
+    }
+    SessionObject *self = (SessionObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->state = st;
+    self->logq.tail = &self->logq.head;
+    self->pid = current_pid();
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    self->ssh = ssh_new();
+    if (self->ssh == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+/* The one close, shared by close() and dealloc. Idempotent. `goodbye`: send the
+ * SSH disconnect message (not in a forked child, whose socket the parent shares). */
+static void
+session_close_impl(SessionObject *self, int emit_logs)
+{
+    ssh_session ssh = self->ssh;
+    if (ssh == NULL) {
+        return;
+    }
+    self->ssh = NULL;
+    self->connected = 0;
+    int forked = self->pid != current_pid();
+    pyssh_logmsg *logs = NULL;
+
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    pyssh_log_attach(self);
+    if (forked) {
+        /* Freeing would send channel-close packets on the parent's connection:
+         * close this process's copy of the socket and leave the rest. */
+        socket_t fd = ssh_get_fd(ssh);
+        if (fd != SSH_INVALID_SOCKET) {
+#ifdef _WIN32
+            closesocket(fd);
+#else
+            close(fd);
+#endif
+        }
+    }
+    else {
+        ssh_disconnect(ssh);
+        ssh_free(ssh);
+    }
+    logs = pyssh_log_take(self);
+    PyThread_release_lock(self->lock);
+    Py_END_ALLOW_THREADS
+
+    if (emit_logs) {
+        pyssh_log_emit(self, logs);
+    }
+    else {
+        pyssh_logq q = {logs, NULL, 0, 0};
+        pyssh_log_discard(&q);
+    }
+}
+
+static int
+session_traverse(SessionObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static void
+session_dealloc(SessionObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist != NULL) {
+        PyObject_ClearWeakRefs((PyObject *)self);
+    }
+    if (self->lock != NULL) {
+        session_close_impl(self, 0);
+        PyThread_free_lock(self->lock);
+        self->lock = NULL;
+    }
+    else if (self->ssh != NULL) {
+        ssh_free(self->ssh);
+    }
+    pyssh_log_discard(&self->logq);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+PyDoc_STRVAR(session_close_doc,
+"close($self, /)\n--\n\n"
+"Disconnect and free the session. Safe to call more than once.");
+
+static PyObject *
+session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+    session_close_impl(self, 1);
+    Py_RETURN_NONE;
+}
+
+/* ---- configuration ------------------------------------------------------------ */
+
+struct configure_arg {
+    const char *host, *user, *ssh_dir, *known_hosts, *config;
+    int use_config;    /* 0: none; 1: the default files; 2: the file `config` */
+    unsigned int port;
+    int log_level;
+    const char *failed;
+};
+
+static int
+configure_step(ssh_session ssh, void *p)
+{
+    struct configure_arg *a = p;
+    int off = 0, on = 1;
+#define SET(opt, val, name)                                  \
+    if (ssh_options_set(ssh, opt, val) < 0) {                \
+        a->failed = name;                                    \
+        return PYSSH_FAILED;                                 \
+    }
+    SET(SSH_OPTIONS_LOG_VERBOSITY, &a->log_level, "verbose");
+    SET(SSH_OPTIONS_HOST, a->host, "host");
+    if (a->ssh_dir != NULL) {
+        SET(SSH_OPTIONS_SSH_DIR, a->ssh_dir, "ssh_dir");
+    }
+    SET(SSH_OPTIONS_PROCESS_CONFIG, &off, "config");
+    if (a->use_config) {
+        if (ssh_options_parse_config(ssh, a->use_config == 2 ? a->config : NULL) < 0) {
+            a->failed = "config";
+            return PYSSH_FAILED;
+        }
+    }
+    /* Set after the configuration files, so that what the caller gave wins. */
+    if (a->user != NULL) {
+        SET(SSH_OPTIONS_USER, a->user, "user");
+    }
+    if (a->port != 0) {
+        SET(SSH_OPTIONS_PORT, &a->port, "port");
+    }
+    if (a->known_hosts != NULL) {
+        SET(SSH_OPTIONS_KNOWNHOSTS, a->known_hosts, "known_hosts");
+    }
+    SET(SSH_OPTIONS_NODELAY, &on, "nodelay");
+#undef SET
+    return 0;
+}
+
+PyDoc_STRVAR(session_configure_doc,
+"_configure($self, /, host, *, user=None, port=0, ssh_dir=None, known_hosts=None,\n"
+"           config=None, verbose=0)\n--\n\n"
+"Set the session's options. `config` is None (no configuration files), True\n"
+"(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
+"over the configuration. Returns (host, user, port) as they will be used.");
+
+static PyObject *
+session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"host", "user", "port", "ssh_dir", "known_hosts", "config",
+                             "verbose", NULL};
+    struct configure_arg a = {0};
+    PyObject *ssh_dir = NULL, *known_hosts = NULL, *config = Py_None, *config_path = NULL;
+    PyObject *result = NULL;
+
+    CHECK_OPEN(self, NULL);
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oi:_configure", kwlist,
+                                     &a.host, &a.user, &a.port, fspath_or_none, &ssh_dir,
+                                     fspath_or_none, &known_hosts, &config, &a.log_level)) {
+        return NULL;
+    }
+    if (a.log_level < 0 || a.log_level > 4) {
+        PyErr_SetString(PyExc_ValueError, "verbose must be between 0 and 4");
+        goto done;
+    }
+    if (a.port > 65535) {
+        PyErr_SetString(PyExc_ValueError, "port must be between 1 and 65535");
+        goto done;
+    }
+    if (config == Py_True) {
+        a.use_config = 1;
+    }
+    else if (config != Py_None && config != Py_False) {
+        if (!PyUnicode_FSConverter(config, &config_path)) {
+            goto done;
+        }
+        a.use_config = 2;
+        a.config = PyBytes_AS_STRING(config_path);
+    }
+    a.ssh_dir = ssh_dir ? PyBytes_AS_STRING(ssh_dir) : NULL;
+    a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
+    self->log_level = a.log_level;
+
+    int rc = pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options");
+    if (rc < 0) {
+        if (a.failed != NULL && PyErr_ExceptionMatches(self->state->exc[PYSSH_EXC_SSHError])) {
+            PyObject *exc, *val, *tb;
+            PyErr_Fetch(&exc, &val, &tb);
+            PyErr_NormalizeException(&exc, &val, &tb);
+            pyssh_raise(self->state, PYSSH_EXC_SSHError, "invalid %s: %S", a.failed, val);
+            Py_XDECREF(exc);
+            Py_XDECREF(val);
+            Py_XDECREF(tb);
+        }
+        goto done;
+    }
+
+    /* Read back what will be used. */
+    char *host = NULL, *user = NULL;
+    unsigned int port = 22;
+    pyssh_lock(self);
+    if (self->ssh != NULL) {
+        ssh_options_get(self->ssh, SSH_OPTIONS_HOST, &host);
+        ssh_options_get(self->ssh, SSH_OPTIONS_USER, &user);
+        if (ssh_options_get_port(self->ssh, &port) < 0 || port == 0) {
+            port = 22;
+        }
+    }
+    pyssh_unlock(self);
+    result = Py_BuildValue("(zzI)", host, user, port);
+    ssh_string_free_char(host);
+    ssh_string_free_char(user);
+
+done:
+    Py_XDECREF(ssh_dir);
+    Py_XDECREF(known_hosts);
+    Py_XDECREF(config_path);
+    return result;
+}
+
+/* ---- connecting ---------------------------------------------------------------- */
+
+struct connect_arg {
+    socket_t fd;
+    int started;
+};
+
+static int
+connect_step(ssh_session ssh, void *p)
+{
+    struct connect_arg *a = p;
+    if (!a->started) {
+        a->started = 1;
+        ssh_set_blocking(ssh, 0);
+        if (a->fd != SSH_INVALID_SOCKET) {
+            /* from here on libssh owns (and closes) the socket */
+            if (ssh_options_set(ssh, SSH_OPTIONS_FD, &a->fd) < 0) {
+                return PYSSH_FAILED;
+            }
+        }
+    }
+    int rc = ssh_connect(ssh);
+    if (rc == SSH_OK) {
+        return 0;
+    }
+    return rc == SSH_AGAIN ? PYSSH_AGAIN : PYSSH_FAILED;
+}
+
+PyDoc_STRVAR(session_connect_doc,
+"_connect($self, /, fd=-1, timeout=None, what='connecting')\n--\n\n"
+"Run the SSH handshake. `fd` is a connected socket, which the session takes over\n"
+"(closes) whatever happens; with -1 libssh connects itself (for ProxyJump and\n"
+"ProxyCommand). Waits at most `timeout` seconds.");
+
+static PyObject *
+session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "timeout", "what", NULL};
+    long long fd = -1;
+    PyObject *timeout_obj = Py_None;
+    const char *what = "connecting";
+    int ok;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|LOs:_connect", kwlist,
+                                     &fd, &timeout_obj, &what)) {
+        return NULL;
+    }
+    struct connect_arg a = {fd < 0 ? SSH_INVALID_SOCKET : (socket_t)fd, 0};
+    double timeout = timeout_arg(timeout_obj, &ok);
+    if (!ok || self->ssh == NULL || self->connected) {
+        if (a.fd != SSH_INVALID_SOCKET) {
+#ifdef _WIN32
+            closesocket(a.fd);
+#else
+            close(a.fd);
+#endif
+        }
+        if (ok) {
+            CHECK_OPEN(self, NULL);
+            return pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already connected");
+        }
+        return NULL;
+    }
+    int rc = pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what);
+    if (rc < 0) {
+        if (!a.started && a.fd != SSH_INVALID_SOCKET) {
+#ifdef _WIN32
+            closesocket(a.fd);
+#else
+            close(a.fd);
+#endif
+        }
+        return NULL;
+    }
+    self->connected = 1;
+    Py_RETURN_NONE;
+}
+
+/* ---- host keys ----------------------------------------------------------------- */
+
+PyDoc_STRVAR(session_server_key_doc,
+"_server_key($self, /)\n--\n\n"
+"The server's host key: (key_type, 'SHA256:...', 'aa:bb:..' SHA-1 hex, base64).");
+
+static PyObject *
+session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_CONNECTED(self, NULL);
+    ssh_key key = NULL;
+    unsigned char *h256 = NULL, *h1 = NULL;
+    size_t l256 = 0, l1 = 0;
+    char *fp256 = NULL, *hex1 = NULL, *b64 = NULL;
+    const char *type = NULL;
+    int ok = 0;
+
+    pyssh_lock(self);
+    if (self->ssh != NULL && ssh_get_server_publickey(self->ssh, &key) == SSH_OK &&
+        ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &h256, &l256) == 0 &&
+        ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA1, &h1, &l1) == 0 &&
+        ssh_pki_export_pubkey_base64(key, &b64) == SSH_OK) {
+        fp256 = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, h256, l256);
+        hex1 = ssh_get_hexa(h1, l1);
+        type = ssh_key_type_to_char(ssh_key_type(key));
+        ok = fp256 != NULL && hex1 != NULL && type != NULL;
+    }
+    pyssh_unlock(self);
+
+    PyObject *result = NULL;
+    if (ok) {
+        result = Py_BuildValue("(ssss)", type, fp256, hex1, b64);
+    }
+    else if (self->ssh == NULL) {
+        pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");
+    }
+    else {
+        pyssh_raise(self->state, PYSSH_EXC_HostKeyError, "could not read the server's host key");
+    }
+    ssh_clean_pubkey_hash(&h256);
+    ssh_clean_pubkey_hash(&h1);
+    ssh_string_free_char(fp256);
+    ssh_string_free_char(hex1);
+    ssh_string_free_char(b64);
+    ssh_key_free(key);
+    return result;
+}
+
+static int
+known_step(ssh_session ssh, void *p)
+{
+    (void)p;
+    enum ssh_known_hosts_e r = ssh_session_is_known_server(ssh);
+    if (r == SSH_KNOWN_HOSTS_ERROR) {
+        return PYSSH_FAILED;
+    }
+    /* OK 0, CHANGED 1, OTHER 2, UNKNOWN 3, NOT_FOUND 4: shifted to stay >= 0 */
+    return (int)r + 1;
+}
+
+PyDoc_STRVAR(session_known_host_doc,
+"_known_host($self, /)\n--\n\n"
+"Look the server's key up in known_hosts: one of the KNOWN_HOST_* constants.");
+
+static PyObject *
+session_known_host(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_CONNECTED(self, NULL);
+    int rc = pyssh_call(self, known_step, NULL, PYSSH_EXC_HostKeyError,
+                        "reading known_hosts");
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(rc - 1);
+}
+
+static int
+update_known_step(ssh_session ssh, void *p)
+{
+    (void)p;
+    return ssh_session_update_known_hosts(ssh) == SSH_OK ? 0 : PYSSH_FAILED;
+}
+
+PyDoc_STRVAR(session_update_known_hosts_doc,
+"_update_known_hosts($self, /)\n--\n\n"
+"Append the server's key to the known_hosts file.");
+
+static PyObject *
+session_update_known_hosts(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_CONNECTED(self, NULL);
+    if (pyssh_call(self, update_known_step, NULL, PYSSH_EXC_HostKeyError,
+                   "writing known_hosts") < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- authentication ------------------------------------------------------------ */
+
+static int
+auth_none_step(ssh_session ssh, void *p)
+{
+    (void)p;
+    return map_auth(ssh_userauth_none(ssh, NULL));
+}
+
+static int
+auth_agent_step(ssh_session ssh, void *p)
+{
+    (void)p;
+    return map_auth(ssh_userauth_agent(ssh, NULL));
+}
+
+static int
+auth_password_step(ssh_session ssh, void *p)
+{
+    return map_auth(ssh_userauth_password(ssh, NULL, (const char *)p));
+}
+
+static int
+auth_kbdint_step(ssh_session ssh, void *p)
+{
+    (void)p;
+    return map_auth(ssh_userauth_kbdint(ssh, NULL, NULL));
+}
+
+struct pubfile_arg {
+    const char *path;
+    ssh_key pub;
+};
+
+static int
+auth_try_pubkey_step(ssh_session ssh, void *p)
+{
+    struct pubfile_arg *a = p;
+    if (a->pub == NULL) {
+        size_t n = strlen(a->path);
+        char *pubpath = malloc(n + 5);
+        if (pubpath == NULL) {
+            return KEY_NO_PUBLIC;
+        }
+        memcpy(pubpath, a->path, n);
+        memcpy(pubpath + n, ".pub", 5);
+        int rc = ssh_pki_import_pubkey_file(pubpath, &a->pub);
+        free(pubpath);
+        if (rc != SSH_OK) {
+            a->pub = NULL;
+            /* an OpenSSH private key file carries its public key in clear */
+            if (ssh_pki_import_pubkey_file(a->path, &a->pub) != SSH_OK) {
+                a->pub = NULL;
+                return KEY_NO_PUBLIC;
+            }
+        }
+    }
+    return map_auth(ssh_userauth_try_publickey(ssh, NULL, a->pub));
+}
+
+struct privkey_arg {
+    const char *data;
+    const char *passphrase;
+    ssh_key key;
+    int asked;
+};
+
+/* Called by libssh when a key is encrypted and no passphrase was passed: never
+ * prompt (OpenSSL would, on the terminal); remember that one was needed. */
+static int
+no_prompt(const char *prompt, char *buf, size_t len, int echo, int verify, void *userdata)
+{
+    (void)prompt; (void)buf; (void)len; (void)echo; (void)verify;
+    ((struct privkey_arg *)userdata)->asked = 1;
+    return SSH_ERROR;
+}
+
+static int
+auth_privkey_step(ssh_session ssh, void *p)
+{
+    struct privkey_arg *a = p;
+    if (a->key == NULL) {
+        int rc = ssh_pki_import_privkey_base64(a->data, a->passphrase,
+                                               a->passphrase ? NULL : no_prompt, a, &a->key);
+        if (rc != SSH_OK) {
+            a->key = NULL;
+            return a->asked ? KEY_ENCRYPTED : KEY_UNUSABLE;
+        }
+    }
+    return map_auth(ssh_userauth_publickey(ssh, NULL, a->key));
+}
+
+static PyObject *
+auth_result(SessionObject *self, int rc)
+{
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc == SSH_AUTH_SUCCESS && self->ssh == NULL) {
+        return pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");
+    }
+    return PyLong_FromLong(rc);
+}
+
+#define AUTH_METHOD(name, step, what, doc)                                             \
+    PyDoc_STRVAR(session_##name##_doc, #name "($self, /, timeout=None)\n--\n\n" doc);  \
+    static PyObject *session_##name(SessionObject *self, PyObject *args, PyObject *kwds) \
+    {                                                                                  \
+        static char *kwlist[] = {"timeout", NULL};                                     \
+        PyObject *t = Py_None;                                                         \
+        int ok;                                                                        \
+        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:" #name, kwlist, &t)) {       \
+            return NULL;                                                               \
+        }                                                                              \
+        double timeout = timeout_arg(t, &ok);                                          \
+        if (!ok) {                                                                     \
+            return NULL;                                                               \
+        }                                                                              \
+        CHECK_CONNECTED(self, NULL);                                                   \
+        return auth_result(self, pyssh_wait(self, step, NULL, timeout,                 \
+                                            PYSSH_EXC_AuthenticationError, what));     \
+    }
+
+AUTH_METHOD(_auth_none, auth_none_step, "authenticating (none)",
+            "Try the 'none' method; returns an AUTH_* constant.")
+AUTH_METHOD(_auth_agent, auth_agent_step, "authenticating with ssh-agent",
+            "Try the keys of the ssh-agent at SSH_AUTH_SOCK; returns an AUTH_* constant.")
+
+PyDoc_STRVAR(session_auth_list_doc,
+"_auth_list($self, /)\n--\n\n"
+"The methods the server allows (AUTH_METHOD_* bits), known after _auth_none().");
+
+static int
+auth_list_step(ssh_session ssh, void *p)
+{
+    (void)p;
+    return ssh_userauth_list(ssh, NULL);
+}
+
+static PyObject *
+session_auth_list(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_CONNECTED(self, NULL);
+    int rc = pyssh_call(self, auth_list_step, NULL, PYSSH_EXC_AuthenticationError,
+                        "listing authentication methods");
+    return rc < 0 ? NULL : PyLong_FromLong(rc);
+}
+
+PyDoc_STRVAR(session_auth_password_doc,
+"_auth_password($self, password, /, timeout=None)\n--\n\n"
+"Try the 'password' method; returns an AUTH_* constant.");
+
+static PyObject *
+session_auth_password(SessionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"", "timeout", NULL};
+    const char *password;
+    PyObject *t = Py_None;
+    int ok;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:_auth_password", kwlist, &password, &t)) {
+        return NULL;
+    }
+    double timeout = timeout_arg(t, &ok);
+    if (!ok) {
+        return NULL;
+    }
+    CHECK_CONNECTED(self, NULL);
+    return auth_result(self, pyssh_wait(self, auth_password_step, (void *)password, timeout,
+                                        PYSSH_EXC_AuthenticationError,
+                                        "authenticating with a password"));
+}
+
+PyDoc_STRVAR(session_auth_try_pubkey_doc,
+"_auth_try_pubkey($self, path, /, timeout=None)\n--\n\n"
+"Ask whether the server would accept the public half of the key at `path` (from\n"
+"path.pub, or the OpenSSH private key file itself), without using the private key.\n"
+"Returns AUTH_SUCCESS (it would), AUTH_DENIED, or KEY_NO_PUBLIC.");
+
+static PyObject *
+session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"", "timeout", NULL};
+    PyObject *path = NULL, *t = Py_None;
+    int ok;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O:_auth_try_pubkey", kwlist,
+                                     PyUnicode_FSConverter, &path, &t)) {
+        return NULL;
+    }
+    double timeout = timeout_arg(t, &ok);
+    if (!ok || self->ssh == NULL || !self->connected) {
+        Py_DECREF(path);
+        if (ok) {
+            CHECK_CONNECTED(self, NULL);
+        }
+        return NULL;
+    }
+    struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL};
+    int rc = pyssh_wait(self, auth_try_pubkey_step, &a, timeout,
+                        PYSSH_EXC_AuthenticationError, "offering a public key");
+    ssh_key_free(a.pub);
+    Py_DECREF(path);
+    return auth_result(self, rc);
+}
+
+PyDoc_STRVAR(session_auth_privkey_doc,
+"_auth_privkey($self, key, /, passphrase=None, timeout=None)\n--\n\n"
+"Authenticate with a private key given as its text (bytes, PEM or OpenSSH format).\n"
+"Returns an AUTH_* constant, KEY_ENCRYPTED (a passphrase is needed and none was\n"
+"given) or KEY_UNUSABLE (not a key libssh can read, or a wrong passphrase).");
+
+static PyObject *
+session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"", "passphrase", "timeout", NULL};
+    const char *data;
+    Py_ssize_t len;
+    const char *passphrase = NULL;
+    PyObject *t = Py_None;
+    int ok;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO:_auth_privkey", kwlist,
+                                     &data, &len, &passphrase, &t)) {
+        return NULL;
+    }
+    if ((Py_ssize_t)strlen(data) != len) {
+        PyErr_SetString(PyExc_ValueError, "the key text contains a NUL byte");
+        return NULL;
+    }
+    double timeout = timeout_arg(t, &ok);
+    if (!ok) {
+        return NULL;
+    }
+    CHECK_CONNECTED(self, NULL);
+    struct privkey_arg a = {data, passphrase, NULL, 0};
+    int rc = pyssh_wait(self, auth_privkey_step, &a, timeout,
+                        PYSSH_EXC_AuthenticationError, "authenticating with a key");
+    ssh_key_free(a.key);
+    return auth_result(self, rc);
+}
+
+PyDoc_STRVAR(session_auth_kbdint_doc,
+"_auth_kbdint($self, responder, /, timeout=None)\n--\n\n"
+"Try 'keyboard-interactive'. For each round of questions the server asks,\n"
+"responder(name, instruction, [(prompt, echo), ...]) is called (GIL held, outside\n"
+"libssh) and returns one answer (str) per prompt. Returns an AUTH_* constant.");
+
+static PyObject *
+session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"", "timeout", NULL};
+    PyObject *responder, *t = Py_None;
+    int ok;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:_auth_kbdint", kwlist, &responder, &t)) {
+        return NULL;
+    }
+    double timeout = timeout_arg(t, &ok);
+    if (!ok) {
+        return NULL;
+    }
+    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
+    for (int round = 0; ; round++) {
+        CHECK_CONNECTED(self, NULL);
+        if (round > 32) {
+            return pyssh_raise(self->state, PYSSH_EXC_AuthenticationError,
+                               "keyboard-interactive: the server asked more than 32 rounds of questions");
+        }
+        double left = timeout >= 0 ? deadline - pyssh_monotonic() : -1;
+        if (timeout >= 0 && left < 0) {
+            left = 0;
+        }
+        int rc = pyssh_wait(self, auth_kbdint_step, NULL, left, PYSSH_EXC_AuthenticationError,
+                            "keyboard-interactive authentication");
+        if (rc != SSH_AUTH_INFO) {
+            return auth_result(self, rc);
+        }
+        /* Copy the questions out under the lock, then ask Python without it. */
+        PyObject *name = NULL, *instruction = NULL, *prompts = NULL;
+        pyssh_lock(self);
+        if (self->ssh != NULL) {
+            int n = ssh_userauth_kbdint_getnprompts(self->ssh);
+            const char *nm = ssh_userauth_kbdint_getname(self->ssh);
+            name = PyUnicode_DecodeUTF8(nm ? nm : "", nm ? (Py_ssize_t)strlen(nm) : 0, "replace");
+            const char *ins = ssh_userauth_kbdint_getinstruction(self->ssh);
+            instruction = PyUnicode_DecodeUTF8(ins ? ins : "", ins ? (Py_ssize_t)strlen(ins) : 0, "replace");
+            prompts = PyList_New(0);
+            for (int i = 0; prompts != NULL && i < n; i++) {
+                char echo = 0;
+                const char *q = ssh_userauth_kbdint_getprompt(self->ssh, (unsigned)i, &echo);
+                PyObject *qs = PyUnicode_DecodeUTF8(q ? q : "", q ? (Py_ssize_t)strlen(q) : 0, "replace");
+                PyObject *item = qs ? Py_BuildValue("(NO)", qs, echo ? Py_True : Py_False) : NULL;
+                if (item == NULL || PyList_Append(prompts, item) < 0) {
+                    Py_XDECREF(item);
+                    Py_CLEAR(prompts);
+                    break;
+                }
+                Py_DECREF(item);
+            }
+        }
+        pyssh_unlock(self);
+        if (name == NULL || instruction == NULL || prompts == NULL) {
+            Py_XDECREF(name);
+            Py_XDECREF(instruction);
+            Py_XDECREF(prompts);
+            if (!PyErr_Occurred()) {
+                CHECK_OPEN(self, NULL);
+            }
+            return NULL;
+        }
+        Py_ssize_t n = PyList_GET_SIZE(prompts);
+        PyObject *answers = PyObject_CallFunctionObjArgs(responder, name, instruction, prompts, NULL);
+        Py_DECREF(name);
+        Py_DECREF(instruction);
+        Py_DECREF(prompts);
+        if (answers == NULL) {
+            return NULL;
+        }
+        PyObject *seq = PySequence_Fast(answers, "the keyboard-interactive responder must return a list of str");
+        Py_DECREF(answers);
+        if (seq == NULL) {
+            return NULL;
+        }
+        if (PySequence_Fast_GET_SIZE(seq) != n) {
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_ValueError,
+                                "the keyboard-interactive responder returned %zd answers for %zd prompts",
+                                PySequence_Fast_GET_SIZE(seq), n);
+        }
+        const char **texts = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+        if (texts == NULL) {
+            Py_DECREF(seq);
+            return PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *s = PySequence_Fast_GET_ITEM(seq, i);
+            if (!PyUnicode_Check(s) || (texts[i] = PyUnicode_AsUTF8(s)) == NULL) {
+                PyMem_Free(texts);
+                Py_DECREF(seq);
+                if (!PyErr_Occurred()) {
+                    PyErr_SetString(PyExc_TypeError, "keyboard-interactive answers must be str");
+                }
+                return NULL;
+            }
+        }
+        int set_failed = 0;
+        pyssh_lock(self);
+        if (self->ssh != NULL) {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                if (ssh_userauth_kbdint_setanswer(self->ssh, (unsigned)i, texts[i]) < 0) {
+                    set_failed = 1;
+                }
+            }
+        }
+        pyssh_unlock(self);
+        PyMem_Free(texts);
+        Py_DECREF(seq);
+        if (set_failed) {
+            return pyssh_raise(self->state, PYSSH_EXC_AuthenticationError,
+                               "keyboard-interactive: could not set the answers");
+        }
+    }
+}
+
+/* ---- information ------------------------------------------------------------------- */
+
+PyDoc_STRVAR(session_algorithms_doc,
+"_algorithms($self, /)\n--\n\n"
+"A dict of what was negotiated: cipher, mac (each way), kex, server and client\n"
+"banners, the issue banner if any.");
+
+static PyObject *
+session_algorithms(SessionObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_CONNECTED(self, NULL);
+    PyObject *d = NULL;
+    char *issue = NULL;
+    pyssh_lock(self);
+    if (self->ssh != NULL) {
+        ssh_session s = self->ssh;
+        issue = ssh_get_issue_banner(s);
+        d = Py_BuildValue("{s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:i}",
+                          "cipher_in", ssh_get_cipher_in(s),
+                          "cipher_out", ssh_get_cipher_out(s),
+                          "mac_in", ssh_get_hmac_in(s),
+                          "mac_out", ssh_get_hmac_out(s),
+                          "kex", ssh_get_kex_algo(s),
+                          "server_banner", ssh_get_serverbanner(s),
+                          "client_banner", ssh_get_clientbanner(s),
+                          "issue_banner", issue,
+                          "openssh_version", ssh_get_openssh_version(s));
+    }
+    pyssh_unlock(self);
+    ssh_string_free_char(issue);
+    if (d == NULL && !PyErr_Occurred()) {
+        CHECK_OPEN(self, NULL);
+    }
+    return d;
+}
+
+static PyObject *
+session_get_connected(SessionObject *self, void *Py_UNUSED(closure))
+{
+    int up = 0;
+    if (self->ssh != NULL && self->connected) {
+        pyssh_lock(self);
+        up = self->ssh != NULL && ssh_is_connected(self->ssh);
+        pyssh_unlock(self);
+    }
+    return PyBool_FromLong(up);
+}
+
+static PyObject *
+session_get_closed(SessionObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->ssh == NULL);
+}
+
+static PyMethodDef session_methods[] = {
+    {"close", (PyCFunction)session_close, METH_NOARGS, session_close_doc},
+    {"_configure", (PyCFunction)(void (*)(void))session_configure, METH_VARARGS | METH_KEYWORDS,
+     session_configure_doc},
+    {"_connect", (PyCFunction)(void (*)(void))session_connect, METH_VARARGS | METH_KEYWORDS,
+     session_connect_doc},
+    {"_server_key", (PyCFunction)session_server_key, METH_NOARGS, session_server_key_doc},
+    {"_known_host", (PyCFunction)session_known_host, METH_NOARGS, session_known_host_doc},
+    {"_update_known_hosts", (PyCFunction)session_update_known_hosts, METH_NOARGS,
+     session_update_known_hosts_doc},
+    {"_auth_none", (PyCFunction)(void (*)(void))session__auth_none, METH_VARARGS | METH_KEYWORDS,
+     session__auth_none_doc},
+    {"_auth_list", (PyCFunction)session_auth_list, METH_NOARGS, session_auth_list_doc},
+    {"_auth_agent", (PyCFunction)(void (*)(void))session__auth_agent, METH_VARARGS | METH_KEYWORDS,
+     session__auth_agent_doc},
+    {"_auth_password", (PyCFunction)(void (*)(void))session_auth_password,
+     METH_VARARGS | METH_KEYWORDS, session_auth_password_doc},
+    {"_auth_try_pubkey", (PyCFunction)(void (*)(void))session_auth_try_pubkey,
+     METH_VARARGS | METH_KEYWORDS, session_auth_try_pubkey_doc},
+    {"_auth_privkey", (PyCFunction)(void (*)(void))session_auth_privkey,
+     METH_VARARGS | METH_KEYWORDS, session_auth_privkey_doc},
+    {"_auth_kbdint", (PyCFunction)(void (*)(void))session_auth_kbdint,
+     METH_VARARGS | METH_KEYWORDS, session_auth_kbdint_doc},
+    {"_algorithms", (PyCFunction)session_algorithms, METH_NOARGS, session_algorithms_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef session_getset[] = {
+    {"connected", (getter)session_get_connected, NULL,
+     "True while the connection to the server is up.", NULL},
+    {"closed", (getter)session_get_closed, NULL, "True once close() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef session_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(SessionObject, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyType_Slot session_slots[] = {
+    {Py_tp_new, session_new},
+    {Py_tp_dealloc, session_dealloc},
+    {Py_tp_traverse, session_traverse},
+    {Py_tp_methods, session_methods},
+    {Py_tp_getset, session_getset},
+    {Py_tp_members, session_members},
+    {Py_tp_doc, "Session()\n--\n\nA libssh session (the C half of pyssh.Session)."},
+    {0, NULL},
+};
+
+static PyType_Spec session_spec = {
+    .name = "pyssh._ssh.Session",
+    .basicsize = sizeof(SessionObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = session_slots,
+};
+
+int
+pyssh_session_setup_type(PyObject *module, pyssh_state *st)
+{
+    st->SessionType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &session_spec, NULL);
+    if (st->SessionType == NULL) {
+        return -1;
+    }
+    if (PyModule_AddType(module, st->SessionType) < 0) {
+        return -1;
+    }
+#define C(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
+    C(KEY_ENCRYPTED);
+    C(KEY_UNUSABLE);
+    C(KEY_NO_PUBLIC);
+#undef C
+    return 0;
+}

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Build libssh (and, on request, OpenSSL and zlib) as static, position-independent
+# archives into a prefix outside the source tree, for pyssh to link.
+#
+#   bash vendor/build.sh                 build (or reuse) the prefix, print its path last
+#   bash vendor/build.sh --print-prefix  print the prefix path only, build nothing
+#
+# Environment (all optional):
+#   PYSSH_OPENSSL=system|source  system: link the system's static libcrypto.a (Debian's
+#                                libssl-dev); source: build OpenSSL from its release tarball.
+#                                Default: system where a libcrypto.a is found, else source.
+#   PYSSH_ZLIB=off|source        zlib for SSH compression. Default: source with
+#                                PYSSH_OPENSSL=source, off otherwise (Debian's libz.a is not PIC).
+#   PYSSH_VENDOR_DIR             where prefixes and downloads are kept
+#                                (default: ${XDG_CACHE_HOME:-~/.cache}/pyssh-vendor).
+#   PYSSH_VENDOR_TARBALLS        a directory holding release tarballs already downloaded
+#                                (upstream file names, e.g. libssh-0.11.5.tar.xz); looked at first.
+#   PYSSH_VENDOR_OFFLINE=1       never touch the network: local tarballs only.
+#   PYSSH_VENDOR_JOBS            parallel make jobs (default: number of CPUs).
+#
+# Every tarball, wherever it comes from, is checked against the sha256 pinned in
+# vendor/versions.env before it is unpacked. The prefix is keyed by a hash of this
+# script, versions.env and the options above, so a second run finds it and takes seconds.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+. "$here/versions.env"
+
+log() { printf 'pyssh-vendor: %s\n' "$*" >&2; }
+die() { printf 'pyssh-vendor: error: %s\n' "$*" >&2; exit 1; }
+
+find_system_libcrypto() {
+    local d
+    for d in "${PYSSH_SYSTEM_LIBDIR:-}" /usr/lib/"$(gcc -dumpmachine 2>/dev/null || echo none)" \
+             /usr/lib64 /usr/lib /usr/local/lib64 /usr/local/lib; do
+        [ -n "$d" ] && [ -f "$d/libcrypto.a" ] && { echo "$d/libcrypto.a"; return 0; }
+    done
+    return 1
+}
+
+openssl_mode=${PYSSH_OPENSSL:-}
+if [ -z "$openssl_mode" ]; then
+    if find_system_libcrypto >/dev/null; then openssl_mode=system; else openssl_mode=source; fi
+fi
+case "$openssl_mode" in system|source) ;; *) die "PYSSH_OPENSSL must be 'system' or 'source', not '$openssl_mode'";; esac
+zlib_mode=${PYSSH_ZLIB:-}
+if [ -z "$zlib_mode" ]; then
+    if [ "$openssl_mode" = source ]; then zlib_mode=source; else zlib_mode=off; fi
+fi
+case "$zlib_mode" in off|source) ;; *) die "PYSSH_ZLIB must be 'off' or 'source', not '$zlib_mode'";; esac
+
+vendor_dir=${PYSSH_VENDOR_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pyssh-vendor}
+machine=$(uname -sm | tr ' ' '-')
+key=$( { cat "$here/build.sh" "$here/versions.env"; echo "$openssl_mode $zlib_mode $machine ${CC:-cc} ${CFLAGS:-}"; } \
+       | sha256sum | cut -c1-16)
+prefix="$vendor_dir/$machine-$key"
+
+if [ "${1:-}" = "--print-prefix" ]; then
+    echo "$prefix"
+    exit 0
+fi
+
+if [ -f "$prefix/pyssh-vendor.txt" ]; then
+    log "up to date: $prefix"
+    echo "$prefix"
+    exit 0
+fi
+
+jobs=${PYSSH_VENDOR_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}
+downloads="$vendor_dir/downloads"
+mkdir -p "$downloads"
+work=$(mktemp -d "${TMPDIR:-/tmp}/pyssh-vendor.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+sha256_ok() { # file expected
+    [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]
+}
+
+download() { # url dest
+    command -v curl >/dev/null || return 1
+    curl -fsSL --connect-timeout 10 --max-time 300 -o "$2.part" "$1" 2>/dev/null && mv "$2.part" "$2"
+}
+
+# Debian's source archive keeps upstream release tarballs as PKG_VERSION.orig.tar.*,
+# byte for byte, with apt checking the archive's signature on the way. This needs
+# apt-get and a Debian release whose source package has the pinned version.
+debian_orig() { # srcpkg version upstream-file dest-dir
+    local pkg=$1 ver=$2 file=$3 dest=$4 suite list d
+    command -v apt-get >/dev/null || return 1
+    [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || return 1
+    for suite in ${PYSSH_DEBIAN_SUITES:-trixie trixie-security bookworm bookworm-security}; do
+        d="$work/apt-$suite"
+        mkdir -p "$d/lists/partial" "$d/src"
+        list="$d/sources.list"
+        case "$suite" in *-security) url=http://deb.debian.org/debian-security ;; *) url=http://deb.debian.org/debian ;; esac
+        echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $url $suite main" > "$list"
+        local apt=(apt-get -q -o "Dir::Etc::SourceList=$list" -o Dir::Etc::SourceParts=/dev/null
+                   -o "Dir::State::Lists=$d/lists" -o APT::Sandbox::User=root)
+        "${apt[@]}" update >/dev/null 2>&1 || continue
+        (cd "$d/src" && "${apt[@]}" source --download-only "$pkg" >/dev/null 2>&1) || continue
+        local orig
+        orig=$(ls "$d/src/${pkg}_${ver}.orig.tar."* 2>/dev/null | grep -v '\.asc$' | head -n 1) || true
+        if [ -n "$orig" ]; then
+            cp "$orig" "$dest/$file"
+            log "took $file from Debian's source archive ($suite)"
+            return 0
+        fi
+    done
+    return 1
+}
+
+fetch() { # file sha256 url debian-pkg debian-version ; prints the verified path
+    local file=$1 sum=$2 url=$3 dpkg=${4:-} dver=${5:-} f
+    for f in "${PYSSH_VENDOR_TARBALLS:-/nonexistent}/$file" "$downloads/$file"; do
+        if [ -f "$f" ]; then
+            sha256_ok "$f" "$sum" || die "$f does not match the pinned sha256 $sum: delete it or fix vendor/versions.env"
+            echo "$f"; return 0
+        fi
+    done
+    if [ "${PYSSH_VENDOR_OFFLINE:-0}" = 1 ]; then
+        die "$file not found in PYSSH_VENDOR_TARBALLS (${PYSSH_VENDOR_TARBALLS:-unset}) and PYSSH_VENDOR_OFFLINE=1"
+    fi
+    f="$downloads/$file"
+    if download "$url" "$f"; then
+        log "downloaded $url"
+    elif [ -n "$dpkg" ] && debian_orig "$dpkg" "$dver" "$file" "$downloads"; then
+        :
+    else
+        die "could not get $file: not in PYSSH_VENDOR_TARBALLS, not downloadable from $url${dpkg:+, not in the Debian source archive}. Download it by hand and set PYSSH_VENDOR_TARBALLS to its directory."
+    fi
+    if ! sha256_ok "$f" "$sum"; then
+        mv "$f" "$f.bad"
+        die "$file does not match the pinned sha256 $sum (kept as $f.bad)"
+    fi
+    echo "$f"
+}
+
+stage="$prefix.tmp.$$"
+rm -rf "$stage"
+mkdir -p "$stage"
+
+link_libs=()
+cmake_ssl=()
+
+if [ "$zlib_mode" = source ]; then
+    tgz=$(fetch "zlib-$ZLIB_VERSION.tar.gz" "$ZLIB_SHA256" \
+          "https://github.com/madler/zlib/releases/download/v$ZLIB_VERSION/zlib-$ZLIB_VERSION.tar.gz")
+    log "building zlib $ZLIB_VERSION"
+    tar -xzf "$tgz" -C "$work"
+    (cd "$work/zlib-$ZLIB_VERSION" \
+        && CFLAGS="${CFLAGS:-} -O2 -fPIC" ./configure --static --prefix="$stage" >/dev/null \
+        && make -j"$jobs" >/dev/null && make install >/dev/null)
+    link_libs+=("$stage/lib/libz.a")
+fi
+
+if [ "$openssl_mode" = source ]; then
+    tgz=$(fetch "openssl-$OPENSSL_VERSION.tar.gz" "$OPENSSL_SHA256" \
+          "https://github.com/openssl/openssl/releases/download/openssl-$OPENSSL_VERSION/openssl-$OPENSSL_VERSION.tar.gz" \
+          openssl "$OPENSSL_VERSION")
+    log "building OpenSSL $OPENSSL_VERSION (takes a few minutes)"
+    tar -xzf "$tgz" -C "$work"
+    (cd "$work/openssl-$OPENSSL_VERSION" \
+        && ./Configure no-shared no-tests no-docs no-apps no-engine no-module -fPIC \
+               --prefix="$stage" --libdir=lib >/dev/null \
+        && make -j"$jobs" build_libs >/dev/null && make install_dev >/dev/null)
+    cmake_ssl=(-DOPENSSL_ROOT_DIR="$stage" -DOPENSSL_USE_STATIC_LIBS=TRUE)
+    crypto="$stage/lib/libcrypto.a"
+else
+    crypto=$(find_system_libcrypto) || die "no static libcrypto.a found: install libssl-dev (Debian/Ubuntu) or set PYSSH_OPENSSL=source"
+    cmake_ssl=(-DOPENSSL_USE_STATIC_LIBS=TRUE -DOPENSSL_CRYPTO_LIBRARY="$crypto")
+fi
+
+txz=$(fetch "libssh-$LIBSSH_VERSION.tar.xz" "$LIBSSH_SHA256" \
+      "https://www.libssh.org/files/${LIBSSH_VERSION%.*}/libssh-$LIBSSH_VERSION.tar.xz" \
+      libssh "$LIBSSH_VERSION")
+log "building libssh $LIBSSH_VERSION (openssl: $openssl_mode, zlib: $zlib_mode)"
+tar -xJf "$txz" -C "$work"
+zlib_flags=(-DWITH_ZLIB=OFF)
+if [ "$zlib_mode" = source ]; then
+    zlib_flags=(-DWITH_ZLIB=ON -DZLIB_ROOT="$stage" -DZLIB_USE_STATIC_LIBS=ON
+                -DZLIB_LIBRARY="$stage/lib/libz.a" -DZLIB_INCLUDE_DIR="$stage/include")
+fi
+cmake -S "$work/libssh-$LIBSSH_VERSION" -B "$work/libssh-build" \
+    -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$stage" -DCMAKE_INSTALL_LIBDIR=lib \
+    -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF \
+    -DWITH_SERVER=OFF -DWITH_GSSAPI=OFF -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF \
+    -DCLIENT_TESTING=OFF -DSERVER_TESTING=OFF -DWITH_PCAP=OFF -DWITH_SYMBOL_VERSIONING=OFF \
+    -DWITH_NACL=OFF -DWITH_BLOWFISH_CIPHER=OFF \
+    "${cmake_ssl[@]}" "${zlib_flags[@]}" >"$work/cmake.log" 2>&1 \
+    || { tail -n 40 "$work/cmake.log" >&2; die "libssh's cmake configuration failed (log above)"; }
+cmake --build "$work/libssh-build" -j "$jobs" >"$work/build.log" 2>&1 \
+    || { tail -n 40 "$work/build.log" >&2; die "building libssh failed (log above)"; }
+cmake --install "$work/libssh-build" >/dev/null
+[ -f "$stage/lib/libssh.a" ] || die "libssh.a was not installed into $stage/lib"
+
+# What setup.py links, in link order: one path a line.
+{
+    echo "$prefix/lib/libssh.a"
+    if [ "$openssl_mode" = source ]; then echo "$prefix/lib/libcrypto.a"; else echo "$crypto"; fi
+    for l in "${link_libs[@]}"; do echo "${l/#$stage/$prefix}"; done
+} > "$stage/pyssh-link.txt"
+{
+    echo "libssh $LIBSSH_VERSION"
+    if [ "$openssl_mode" = source ]; then echo "openssl source $OPENSSL_VERSION"; else echo "openssl system $crypto"; fi
+    echo "zlib $zlib_mode"
+    echo "key $key"
+} > "$stage/pyssh-vendor.txt"
+
+rm -rf "$prefix"
+mv "$stage" "$prefix"
+log "built $prefix"
+echo "$prefix"
