@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-enum second_base { NONE, CONNECTION, TIMEOUT };
+enum second_base { NONE, CONNECTION, TIMEOUT, VALUE };
 
 static const struct {
     const char *name;        /* pyssh.<name> */
@@ -20,6 +20,7 @@ static const struct {
     [PYSSH_EXC_UnknownHostKeyError] = {"pyssh.UnknownHostKeyError", PYSSH_EXC_HostKeyError, NONE},
     [PYSSH_EXC_HostKeyMismatchError] = {"pyssh.HostKeyMismatchError", PYSSH_EXC_HostKeyError, NONE},
     [PYSSH_EXC_SessionClosedError] = {"pyssh.SessionClosedError", PYSSH_EXC_SSHError, NONE},
+    [PYSSH_EXC_PrivateKeyError] = {"pyssh.PrivateKeyError", PYSSH_EXC_SSHError, VALUE},
 };
 
 int
@@ -34,6 +35,9 @@ pyssh_errors_init(PyObject *module, pyssh_state *st)
             break;
         case TIMEOUT:
             bases = PyTuple_Pack(2, parent, PyExc_TimeoutError);
+            break;
+        case VALUE:
+            bases = PyTuple_Pack(2, parent, PyExc_ValueError);
             break;
         default:
             bases = PyTuple_Pack(1, parent);

@@ -214,7 +214,7 @@ session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
 /* ---- configuration ------------------------------------------------------------ */
 
 struct configure_arg {
-    const char *host, *user, *ssh_dir, *known_hosts, *config;
+    const char *host, *user, *default_user, *ssh_dir, *known_hosts, *config;
     int use_config;    /* 0: none; 1: the default files; 2: the file `config` */
     unsigned int port;
     int log_level;
@@ -247,6 +247,15 @@ configure_step(ssh_session ssh, void *p)
     if (a->user != NULL) {
         SET(SSH_OPTIONS_USER, a->user, "user");
     }
+    else if (a->default_user != NULL) {
+        char *configured = NULL;
+        if (ssh_options_get(ssh, SSH_OPTIONS_USER, &configured) == SSH_OK) {
+            ssh_string_free_char(configured);
+        }
+        else {
+            SET(SSH_OPTIONS_USER, a->default_user, "user");
+        }
+    }
     if (a->port != 0) {
         SET(SSH_OPTIONS_PORT, &a->port, "port");
     }
@@ -260,7 +269,7 @@ configure_step(ssh_session ssh, void *p)
 
 PyDoc_STRVAR(session_configure_doc,
 "_configure($self, /, host, *, user=None, port=0, ssh_dir=None, known_hosts=None,\n"
-"           config=None, verbose=0)\n--\n\n"
+"           config=None, verbose=0, default_user=None)\n--\n\n"
 "Set the session's options. `config` is None (no configuration files), True\n"
 "(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
 "over the configuration. Returns (host, user, port) as they will be used.");
@@ -269,15 +278,16 @@ static PyObject *
 session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"host", "user", "port", "ssh_dir", "known_hosts", "config",
-                             "verbose", NULL};
+                             "verbose", "default_user", NULL};
     struct configure_arg a = {0};
     PyObject *ssh_dir = NULL, *known_hosts = NULL, *config = Py_None, *config_path = NULL;
     PyObject *result = NULL;
 
     CHECK_OPEN(self, NULL);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oi:_configure", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oiz:_configure", kwlist,
                                      &a.host, &a.user, &a.port, fspath_or_none, &ssh_dir,
-                                     fspath_or_none, &known_hosts, &config, &a.log_level)) {
+                                     fspath_or_none, &known_hosts, &config, &a.log_level,
+                                     &a.default_user)) {
         return NULL;
     }
     if (a.log_level < 0 || a.log_level > 4) {

@@ -1,0 +1,45 @@
+"""pyssh: a native SSH client for Python.
+
+A hand-written C extension on a statically linked libssh, which releases the GIL
+whenever it waits on the network. Start with :func:`connect`.
+"""
+from __future__ import annotations
+
+from . import _ssh
+from ._version import __version__
+from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
+                     PrivateKeyError, SessionClosedError, SSHError, SSHTimeoutError,
+                     UnknownHostKeyError)
+from .session import Session, connect, parse_host
+
+__all__ = [
+    "__version__", "connect", "Session", "parse_host", "libssh_version",
+    "ssh_connect", "ssh_disconnect", "ssh_info", "ssh_session_info",
+    "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
+    "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
+]
+
+
+def libssh_version(full: bool = False) -> str:
+    """The version of the libssh inside pyssh ("0.11.5"); with full=True as libssh
+    reports it, with its crypto backend ("0.11.5/openssl")."""
+    return _ssh.LIBSSH_VERSION if full else _ssh.LIBSSH_VERSION.split("/")[0]
+
+
+# The R package's names, as thin aliases, so translated code reads the same.
+def ssh_connect(host: str, keyfile=None, passwd=None, verbose: int = 0, **kwargs) -> Session:
+    """Alias of :func:`connect` with the R package's argument names."""
+    return connect(host, keyfile=keyfile, password=passwd, verbose=verbose, **kwargs)
+
+
+def ssh_disconnect(session: Session) -> None:
+    """Alias of ``session.disconnect()``."""
+    session.disconnect()
+
+
+def ssh_info(session: Session) -> dict:
+    """Alias of ``session.info()``."""
+    return session.info()
+
+
+ssh_session_info = ssh_info

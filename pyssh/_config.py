@@ -1,0 +1,166 @@
+"""Reads the few ssh_config options that pyssh needs in Python.
+
+libssh parses the configuration files itself for everything it supports
+(HostName, User, Port, ciphers, ProxyJump, ...). libssh has no public way to list
+the IdentityFile entries it found, and pyssh needs them (its own authentication
+order, and a report for each key), as well as whether a proxy is configured
+(then libssh opens the connection itself). This reader answers only that.
+
+Supported: ``Host`` patterns (``*``, ``?``, ``!negation``, several per line),
+``Match all|host|originalhost|user|localuser`` (other criteria never match),
+``Include`` (globs, relative paths under ~/.ssh or /etc/ssh), first value wins,
+``IdentityFile`` accumulates, ``%d %u %l %h %r %p %%`` and ``~`` in IdentityFile.
+"""
+from __future__ import annotations
+
+import fnmatch
+import getpass
+import glob
+import os
+import shlex
+import socket
+from typing import Dict, List, Optional
+
+__all__ = ["lookup", "SYSTEM_CONFIG"]
+
+SYSTEM_CONFIG = "/etc/ssh/ssh_config"
+_WANTED = {"identityfile", "identitiesonly", "proxyjump", "proxycommand", "user", "hostname", "port"}
+
+
+def _split(line: str):
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None, []
+    if "=" in line.split(None, 1)[0]:
+        key, _, rest = line.partition("=")
+    else:
+        parts = line.split(None, 1)
+        key, rest = parts[0], parts[1] if len(parts) > 1 else ""
+    rest = rest.strip()
+    if rest.startswith("="):
+        rest = rest[1:].strip()
+    try:
+        args = shlex.split(rest, comments=True)
+    except ValueError:
+        args = rest.split()
+    return key.lower(), args
+
+
+def _match_patterns(name: str, patterns: List[str]) -> bool:
+    found = False
+    for pat in ",".join(patterns).split(","):
+        pat = pat.strip()
+        if not pat:
+            continue
+        if pat.startswith("!"):
+            if fnmatch.fnmatchcase(name, pat[1:]):
+                return False
+        elif fnmatch.fnmatchcase(name, pat):
+            found = True
+    return found
+
+
+class _Reader:
+    def __init__(self, host: str, user: Optional[str], home: str):
+        self.host = host
+        self.user = user
+        self.home = home
+        self.options: Dict[str, List[str]] = {}
+        self.depth = 0
+
+    def read(self, path: str, base: str) -> None:
+        if self.depth > 16:
+            return
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        self.depth += 1
+        active = True
+        for line in lines:
+            key, args = _split(line)
+            if key is None:
+                continue
+            if key == "host":
+                active = _match_patterns(self.host, args)
+            elif key == "match":
+                active = self._match(args)
+            elif key == "include":
+                if active:
+                    for pattern in args:
+                        pattern = os.path.expanduser(pattern)
+                        if not os.path.isabs(pattern):
+                            pattern = os.path.join(base, pattern)
+                        for inc in sorted(glob.glob(pattern)):
+                            self.read(inc, base)
+            elif active and key in _WANTED and args:
+                if key == "identityfile":
+                    self.options.setdefault(key, []).append(args[0])
+                elif key not in self.options:
+                    self.options[key] = [" ".join(args)]
+        self.depth -= 1
+
+    def _match(self, args: List[str]) -> bool:
+        i = 0
+        while i < len(args):
+            crit = args[i].lower()
+            if crit == "all":
+                i += 1
+                continue
+            if crit in ("canonical", "final"):
+                i += 1
+                continue
+            if i + 1 >= len(args):
+                return False
+            value = args[i + 1].split(",")
+            negate = crit.startswith("!")
+            crit = crit.lstrip("!")
+            if crit in ("host", "originalhost"):
+                ok = _match_patterns(self.host, value)
+            elif crit == "user":
+                ok = self.user is not None and _match_patterns(self.user, value)
+            elif crit == "localuser":
+                ok = _match_patterns(getpass.getuser(), value)
+            else:
+                ok = False   # exec, address, localnetwork, tagged...: not evaluated here
+            if ok == negate:
+                return False
+            i += 2
+        return True
+
+
+def lookup(host: str, *, user: Optional[str] = None, config=True,
+           home: Optional[str] = None) -> Dict[str, List[str]]:
+    """The options of interest for `host`, from ~/.ssh/config then /etc/ssh/ssh_config
+    (``config=True``) or from one file (``config=path``)."""
+    home = home or os.path.expanduser("~")
+    r = _Reader(host, user, home)
+    if config is True:
+        r.read(os.path.join(home, ".ssh", "config"), os.path.join(home, ".ssh"))
+        r.read(SYSTEM_CONFIG, os.path.dirname(SYSTEM_CONFIG))
+    elif config:
+        path = os.fspath(config)
+        r.read(path, os.path.join(home, ".ssh"))
+    return r.options
+
+
+def expand_identity(path: str, *, host: str, user: str, port: int, home: str) -> str:
+    """Expand ~ and the %-tokens OpenSSH allows in IdentityFile."""
+    if path.startswith("~"):
+        path = home + path[1:]
+    tokens = {"%": "%", "d": home, "u": getpass.getuser(), "l": socket.gethostname().split(".")[0],
+              "h": host, "r": user, "p": str(port)}
+    out, i = [], 0
+    while i < len(path):
+        c = path[i]
+        if c == "%" and i + 1 < len(path) and path[i + 1] in tokens:
+            out.append(tokens[path[i + 1]])
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    path = "".join(out)
+    if not os.path.isabs(path):
+        path = os.path.join(home, ".ssh", path)
+    return path

@@ -1,0 +1,42 @@
+"""pyssh's exceptions: one hierarchy rooted at SSHError (an OSError).
+
+The classes are created in C (csrc/errors.c, from one table) so that C code can
+raise them; their documentation lives here."""
+from __future__ import annotations
+
+from . import _ssh
+
+SSHError = _ssh.SSHError
+ConnectError = _ssh.ConnectError
+SSHTimeoutError = _ssh.SSHTimeoutError
+AuthenticationError = _ssh.AuthenticationError
+HostKeyError = _ssh.HostKeyError
+UnknownHostKeyError = _ssh.UnknownHostKeyError
+HostKeyMismatchError = _ssh.HostKeyMismatchError
+SessionClosedError = _ssh.SessionClosedError
+PrivateKeyError = _ssh.PrivateKeyError
+
+
+SSHError.__doc__ = """Base class of every pyssh error; an OSError, so ``except OSError`` catches
+network failures of pyssh as it does those of the socket module."""
+ConnectError.__doc__ = """The connection could not be made or was lost: unresolvable name, refused
+or reset connection, a server that is not an SSH server. Also a ConnectionError."""
+SSHTimeoutError.__doc__ = """An operation took longer than its timeout. Also a TimeoutError."""
+AuthenticationError.__doc__ = """No authentication method succeeded. ``.methods_tried``, ``.methods_allowed``
+and ``.keys`` (a list of (path, reason) for each key tried) say what happened."""
+HostKeyError.__doc__ = """The server's host key could not be verified. Carries ``.host``, ``.port``,
+``.key_type``, ``.fingerprint`` (SHA256:...) and ``.known_hosts``."""
+UnknownHostKeyError.__doc__ = """The server's host key is not in known_hosts and the host key policy
+refused to trust it ("strict", or a callable that returned False)."""
+HostKeyMismatchError.__doc__ = """known_hosts holds a different key for this host: the key has changed.
+This is what a man-in-the-middle attack looks like; pyssh never connects anyway."""
+PrivateKeyError.__doc__ = """A private key given to pyssh cannot be used: not a key libssh can read, an
+encrypted key with no passphrase to open it, or a wrong passphrase. Also a ValueError.
+``.path`` is the key file (None for a key given as text)."""
+SessionClosedError.__doc__ = """The session was closed (disconnect(), the with-block ended, or it was
+garbage-collected) and cannot be used any more."""
+
+__all__ = [
+    "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
+    "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
+]

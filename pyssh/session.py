@@ -1,0 +1,626 @@
+"""Sessions: connecting, host key checking and authentication.
+
+The C type ``pyssh._ssh.Session`` holds the libssh session and does every network
+wait with the GIL released; this module decides what to do: parse the host string,
+read the configuration, open the TCP connection, apply the host key policy and try
+the authentication methods in pyssh's order.
+"""
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+from . import _config, _ssh
+from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
+                     PrivateKeyError, SSHTimeoutError, UnknownHostKeyError)
+
+__all__ = ["Session", "connect", "parse_host"]
+
+log = logging.getLogger("pyssh")
+
+PathType = Union[str, "os.PathLike[str]"]
+Secret = Union[str, Callable[[str], str]]
+HostKeyPolicy = Union[str, Callable[[str, int, str, str], bool]]
+
+_POLICIES = ("accept-new", "strict", "ignore")
+_DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
+_METHOD_NAMES = [
+    (_ssh.SSH_AUTH_METHOD_PUBLICKEY, "publickey"),
+    (_ssh.SSH_AUTH_METHOD_INTERACTIVE, "keyboard-interactive"),
+    (_ssh.SSH_AUTH_METHOD_PASSWORD, "password"),
+    (_ssh.SSH_AUTH_METHOD_HOSTBASED, "hostbased"),
+    (_ssh.SSH_AUTH_METHOD_GSSAPI_MIC, "gssapi-with-mic"),
+]
+
+
+# ---- the host string ----------------------------------------------------------
+
+def parse_host(host: str) -> Tuple[Optional[str], str, Optional[int]]:
+    """Split ``"[user@]host[:port]"`` into (user, host, port).
+
+    The last ``@`` separates the user (user names may contain ``@``); IPv6 literals
+    are bracketed (``"user@[::1]:2222"``); a bare IPv6 address without a port is
+    accepted too. Raises ValueError for malformed strings.
+    """
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str like 'user@host:port', not {type(host).__name__}")
+    text = host.strip()
+    user: Optional[str] = None
+    if "@" in text:
+        user, _, text = text.rpartition("@")
+        if not user:
+            raise ValueError(f"invalid host {host!r}: empty user name before '@'")
+    port: Optional[int] = None
+    port_text: Optional[str] = None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"invalid host {host!r}: '[' without a closing ']'")
+        name, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"invalid host {host!r}: unexpected {rest!r} after ']'")
+            port_text = rest[1:]
+    elif text.count(":") > 1:
+        name = text   # a bare IPv6 address: no port possible
+        try:
+            ipaddress.IPv6Address(name.split("%")[0])
+        except ValueError:
+            raise ValueError(f"invalid host {host!r}: bracket IPv6 addresses, as in '[::1]:22'") from None
+    elif ":" in text:
+        name, _, port_text = text.partition(":")
+    else:
+        name = text
+    if port_text is not None:
+        if not port_text.isdigit():
+            raise ValueError(f"invalid host {host!r}: the port must be a number, not {port_text!r}")
+        port = _check_port(int(port_text), host)
+    if not name:
+        raise ValueError(f"invalid host {host!r}: no host name")
+    if any(c.isspace() for c in name) or "/" in name:
+        raise ValueError(f"invalid host {host!r}: a host name cannot contain spaces or '/'")
+    return user, name, port
+
+
+def _check_port(port: Any, where: str = "port") -> int:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"invalid port {port} in {where!r}: ports are 1 to 65535")
+    return port
+
+
+def _format_target(user: Optional[str], host: str, port: int) -> str:
+    h = f"[{host}]" if ":" in host else host
+    return f"{user + '@' if user else ''}{h}:{port}"
+
+
+# ---- the TCP connection ---------------------------------------------------------
+
+class _Deadline:
+    def __init__(self, timeout: Optional[float]):
+        self.timeout = timeout
+        self.end = None if timeout is None else time.monotonic() + timeout
+
+    def left(self) -> Optional[float]:
+        if self.end is None:
+            return None
+        return max(0.0, self.end - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.end is not None and time.monotonic() >= self.end
+
+
+def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> list:
+    """getaddrinfo in a helper thread, so that Ctrl-C and the timeout still work
+    while a slow resolver is busy (getaddrinfo itself cannot be interrupted)."""
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except ValueError:
+        pass
+    box: Dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["result"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except BaseException as e:   # handed to the caller
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name="pyssh-resolve", daemon=True).start()
+    while not done.wait(0.1 if deadline.left() is None else min(0.1, deadline.left() or 0.0)):
+        if deadline.expired():
+            raise SSHTimeoutError(f"connecting to {target}: resolving {host!r} timed out after "
+                                  f"{deadline.timeout:g} seconds")
+    if "error" in box:
+        e = box["error"]
+        raise ConnectError(f"connecting to {target}: cannot resolve host name {host!r}: "
+                           f"{getattr(e, 'strerror', None) or e}") from e
+    return box["result"]
+
+
+def _tcp_connect(host: str, port: int, deadline: _Deadline, target: str) -> socket.socket:
+    infos = _resolve(host, port, deadline, target)
+    last: Optional[OSError] = None
+    for family, kind, proto, _, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(deadline.left())
+            sock.connect(addr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except socket.timeout:
+            sock.close()
+            raise SSHTimeoutError(f"connecting to {target}: the TCP connection timed out after "
+                                  f"{deadline.timeout:g} seconds") from None
+        except OSError as e:
+            sock.close()
+            last = e
+        except BaseException:
+            sock.close()
+            raise
+    assert last is not None
+    hint = " (is an SSH server listening there?)" if isinstance(last, ConnectionRefusedError) else ""
+    raise ConnectError(last.errno, f"connecting to {target}: {last.strerror or last}{hint}") from last
+
+
+# ---- secrets ------------------------------------------------------------------------
+
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _ask(secret: Optional[Secret], prompt: str, what: str) -> Optional[str]:
+    """A password or passphrase: the given str, the callable's answer, or getpass on
+    a terminal. None when there is no way to get one."""
+    if secret is None:
+        return getpass.getpass(prompt) if _stdin_is_tty() else None
+    if callable(secret):
+        answer = secret(prompt)
+        if isinstance(answer, bytes):
+            answer = answer.decode()
+        if answer is not None and not isinstance(answer, str):
+            raise TypeError(f"the {what} callable must return a str, not {type(answer).__name__}")
+        return answer
+    return secret
+
+
+# ---- the session ----------------------------------------------------------------------
+
+class Session(_ssh.Session):
+    """An SSH session: made by :func:`pyssh.connect`, closed by :meth:`disconnect`,
+    by the end of a ``with`` block, or when it is garbage-collected.
+
+    One session may be shared by threads: each libssh call holds the session's lock,
+    which is never waited for with the GIL held, so other Python threads keep running.
+    """
+
+    user: str
+    host: str
+    port: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user = ""
+        self.host = ""
+        self.port = 22
+        self._identity: Optional[str] = None
+        self._hostkey: Optional[Tuple[str, str, str, str]] = None
+        self._known_hosts: Optional[str] = None
+
+    # context manager and lifetime
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def disconnect(self) -> None:
+        """Close the connection. Calling it again does nothing."""
+        self.close()
+
+    def __repr__(self) -> str:
+        if self.closed or self._hostkey is None:
+            return "<ssh session>\ndisconnected"
+        return (f"<ssh session>\nconnected: {_format_target(self.user, self.host, self.port)}\n"
+                f"server: {self._hostkey[1]}")
+
+    __str__ = __repr__
+
+    def info(self) -> Dict[str, Any]:
+        """What this session is: user, host, port, identity (what authenticated:
+        a key's path, "ssh-agent", "keyboard-interactive", "password" or "none"),
+        connected, the server's key (type, SHA256 fingerprint as OpenSSH prints it,
+        SHA-1 as colon-separated hex), the server's banner, and the negotiated
+        cipher, MAC, key exchange and host key algorithms."""
+        if self._hostkey is None:
+            raise ConnectError("this session never connected")
+        algos = self._algorithms()   # raises SessionClosedError once closed
+        key_type, sha256, sha1, _ = self._hostkey
+        return {
+            "user": self.user,
+            "host": self.host,
+            "port": self.port,
+            "identity": self._identity,
+            "connected": self.connected,
+            "key_type": key_type,
+            "fingerprint": sha256,
+            "sha256": sha256,
+            "sha1": sha1,
+            "server_banner": algos["server_banner"],
+            "client_banner": algos["client_banner"],
+            "issue_banner": algos["issue_banner"],
+            "cipher": algos["cipher_out"],
+            "cipher_in": algos["cipher_in"],
+            "cipher_out": algos["cipher_out"],
+            "mac": algos["mac_out"],
+            "mac_in": algos["mac_in"],
+            "mac_out": algos["mac_out"],
+            "kex": algos["kex"],
+            "hostkey": key_type,
+            "known_hosts": self._known_hosts,
+        }
+
+
+# ---- host keys --------------------------------------------------------------------------
+
+def _known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _check_host_key(s: Session, policy: HostKeyPolicy, known_hosts: str) -> None:
+    key_type, sha256, _, _ = s._hostkey  # type: ignore[misc]
+    if policy == "ignore":
+        return
+    state = s._known_host()
+    name = _known_hosts_name(s.host, s.port)
+    attrs = dict(host=s.host, port=s.port, key_type=key_type, fingerprint=sha256,
+                 known_hosts=known_hosts)
+    if state == _ssh.SSH_KNOWN_HOSTS_OK:
+        return
+    if state in (_ssh.SSH_KNOWN_HOSTS_CHANGED, _ssh.SSH_KNOWN_HOSTS_OTHER):
+        what = ("holds a different key" if state == _ssh.SSH_KNOWN_HOSTS_CHANGED
+                else "holds a key of another type")
+        raise _with(HostKeyMismatchError(
+            f"HOST KEY MISMATCH for {name}: the server sent {key_type} key {sha256}, but "
+            f"{known_hosts} {what} for this host. Someone may be intercepting the connection "
+            f"(man-in-the-middle), or the host's key was replaced. Not connecting. If you know "
+            f"the key changed legitimately, remove the old entry with: "
+            f"ssh-keygen -R '{name}' -f '{known_hosts}'"), **attrs)
+    # unknown host
+    if policy == "strict":
+        raise _with(UnknownHostKeyError(
+            f"unknown host {name}: its {key_type} key {sha256} is not in {known_hosts} and "
+            f"host_key_policy='strict'. If the fingerprint is right, add the key (for example "
+            f"connect once with host_key_policy='accept-new', or ssh-keyscan)"), **attrs)
+    if callable(policy):
+        if not policy(s.host, s.port, key_type, sha256):
+            raise _with(UnknownHostKeyError(
+                f"unknown host {name}: its {key_type} key {sha256} was refused by the "
+                f"host_key_policy callable"), **attrs)
+    try:
+        os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
+        s._update_known_hosts()
+        log.info("added %s key %s for %s to %s", key_type, sha256, name, known_hosts)
+    except (OSError, HostKeyError) as e:
+        log.warning("could not record the host key of %s in %s: %s", name, known_hosts, e)
+
+
+def _with(exc: BaseException, **attrs: Any) -> BaseException:
+    for k, v in attrs.items():
+        setattr(exc, k, v)
+    return exc
+
+
+# ---- authentication ---------------------------------------------------------------------------
+
+class _Auth:
+    """Tries the methods in pyssh's order and keeps the record for the error."""
+
+    def __init__(self, s: Session, deadline: _Deadline, password: Optional[Secret],
+                 passphrase: Optional[Secret]):
+        self.s = s
+        self.deadline = deadline
+        self.password = password
+        self.passphrase = passphrase
+        self.tried: List[str] = []
+        self.keys: List[Tuple[str, str]] = []
+        self.allowed = 0
+        self.partial: List[str] = []
+
+    def allows(self, bit: int) -> bool:
+        return bool(self.allowed & bit)
+
+    def done(self, rc: int, identity: str) -> bool:
+        if rc == _ssh.SSH_AUTH_SUCCESS:
+            self.s._identity = identity
+            return True
+        if rc == _ssh.SSH_AUTH_PARTIAL:
+            self.partial.append(identity)
+            self.allowed = self.s._auth_list()
+        return False
+
+    def key(self, label: str, path: Optional[str], data: Optional[bytes], explicit: bool) -> bool:
+        """One private key, from a file (path) or text (data)."""
+        s, t = self.s, self.deadline
+        if path is not None:
+            rc = s._auth_try_pubkey(path, timeout=t.left())
+            if rc == _ssh.SSH_AUTH_DENIED:
+                self.keys.append((label, "the server does not accept this key"))
+                return False
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                if explicit:
+                    raise
+                self.keys.append((label, f"cannot be read: {e.strerror or e}"))
+                return False
+        assert data is not None
+        if b"\0" in data:
+            return self.unusable(label, path, explicit, "it is not a text key file")
+        rc = s._auth_privkey(data, timeout=t.left())
+        attempts = 0
+        while rc == _ssh.KEY_ENCRYPTED or (rc == _ssh.KEY_UNUSABLE and attempts):
+            if attempts and (self.passphrase is not None or not _stdin_is_tty() or attempts >= 3):
+                return self.unusable(label, path, explicit, "wrong passphrase")
+            prompt = f"Enter passphrase for key '{label}': "
+            pp = _ask(self.passphrase, prompt, "passphrase")
+            if pp is None:
+                if explicit:
+                    raise _with(PrivateKeyError(
+                        f"the key {label} is encrypted: pass passphrase= (a str or a callable)"),
+                        path=path)
+                self.keys.append((label, "encrypted, and no passphrase was given"))
+                return False
+            attempts += 1
+            rc = s._auth_privkey(data, pp, timeout=t.left())
+        if rc == _ssh.KEY_UNUSABLE:
+            return self.unusable(label, path, explicit,
+                                 "not a private key pyssh can read (PEM or OpenSSH format)")
+        if rc == _ssh.SSH_AUTH_DENIED:
+            self.keys.append((label, "the server does not accept this key"))
+        elif rc == _ssh.SSH_AUTH_PARTIAL:
+            self.keys.append((label, "accepted, but the server wants another method too"))
+        return self.done(rc, label)
+
+    def unusable(self, label: str, path: Optional[str], explicit: bool, why: str) -> bool:
+        if explicit:
+            raise _with(PrivateKeyError(f"cannot use the key {label}: {why}"), path=path)
+        self.keys.append((label, why))
+        return False
+
+    def kbdint(self) -> bool:
+        password = self.password
+        if password is None and not _stdin_is_tty():
+            return False
+
+        def respond(name: str, instruction: str, prompts: List[Tuple[str, bool]]) -> List[str]:
+            answers = []
+            for prompt, _echo in prompts:
+                answer = _ask(password, prompt, "password")
+                if answer is None:
+                    raise _with(AuthenticationError("keyboard-interactive: no answer to " + repr(prompt)))
+                answers.append(answer)
+            return answers
+
+        self.tried.append("keyboard-interactive")
+        return self.done(self.s._auth_kbdint(respond, timeout=self.deadline.left()),
+                         "keyboard-interactive")
+
+    def password_method(self) -> bool:
+        prompt = f"{self.s.user}@{self.s.host}'s password: "
+        pw = _ask(self.password, prompt, "password")
+        if pw is None:
+            return False
+        self.tried.append("password")
+        return self.done(self.s._auth_password(pw, timeout=self.deadline.left()), "password")
+
+    def failure(self) -> AuthenticationError:
+        allowed = [name for bit, name in _METHOD_NAMES if self.allowed & bit]
+        target = _format_target(self.s.user, self.s.host, self.s.port)
+        parts = [f"authentication failed for {target}."]
+        parts.append("Tried: " + (", ".join(self.tried) if self.tried else "nothing") + ".")
+        parts.append("The server allows: " + (", ".join(allowed) or "nothing") + ".")
+        if self.keys:
+            parts.append("Keys: " + "; ".join(f"{p}: {why}" for p, why in self.keys) + ".")
+        if self.partial:
+            parts.append("Partly accepted: " + ", ".join(self.partial) + ".")
+        if not self.tried:
+            parts.append("Give keyfile=, load a key into ssh-agent, or give password=.")
+        return _with(AuthenticationError(" ".join(parts)), methods_tried=list(self.tried),
+                     methods_allowed=allowed, keys=list(self.keys), user=self.s.user,
+                     host=self.s.host, port=self.s.port)
+
+
+def _key_argument(keyfile: Any) -> Tuple[Optional[str], Optional[bytes]]:
+    """(path, None) or (None, key text) from the keyfile argument."""
+    if isinstance(keyfile, bytes):
+        if b"-----BEGIN" in keyfile:
+            return None, keyfile
+        keyfile = os.fsdecode(keyfile)
+    if isinstance(keyfile, str) and "-----BEGIN" in keyfile:
+        return None, keyfile.encode()
+    if isinstance(keyfile, (str, os.PathLike)):
+        path = os.path.expanduser(os.fspath(keyfile))
+        if not os.path.exists(path):
+            raise FileNotFoundError(2, f"keyfile not found: {path}", path)
+        if os.path.isdir(path):
+            raise IsADirectoryError(21, f"keyfile is a directory, not a key: {path}", path)
+        with open(path, "rb"):   # PermissionError now rather than later
+            pass
+        return path, None
+    raise TypeError(f"keyfile must be a path or the key itself (str or bytes), "
+                    f"not {type(keyfile).__name__}")
+
+
+def _authenticate(s: Session, deadline: _Deadline, keyfile: Any, password: Optional[Secret],
+                  passphrase: Optional[Secret], identities: List[str], home: str) -> None:
+    a = _Auth(s, deadline, password, passphrase)
+    rc = s._auth_none(timeout=deadline.left())
+    if rc == _ssh.SSH_AUTH_SUCCESS:
+        s._identity = "none"
+        return
+    a.allowed = s._auth_list()
+
+    if a.allows(_ssh.SSH_AUTH_METHOD_PUBLICKEY):
+        if keyfile is not None:
+            path, data = _key_argument(keyfile)
+            a.tried.append("publickey")
+            if a.key(path or "<key given as text>", path, data, explicit=True):
+                return
+        else:
+            if os.environ.get("SSH_AUTH_SOCK"):
+                a.tried.append("publickey (ssh-agent)")
+                rc = s._auth_agent(timeout=deadline.left())
+                if rc == _ssh.SSH_AUTH_DENIED:
+                    a.keys.append(("ssh-agent", "no key of the agent was accepted"))
+                if a.done(rc, "ssh-agent"):
+                    return
+            seen = set()
+            defaults = [os.path.join(home, ".ssh", k) for k in _DEFAULT_KEYS]
+            for path in identities + defaults:
+                if path in seen or not a.allows(_ssh.SSH_AUTH_METHOD_PUBLICKEY):
+                    continue
+                seen.add(path)
+                if not os.path.exists(path):
+                    if path in identities:
+                        a.keys.append((path, "IdentityFile not found"))
+                    continue
+                if "publickey" not in a.tried:
+                    a.tried.append("publickey")
+                if a.key(path, path, None, explicit=False):
+                    return
+    if a.allows(_ssh.SSH_AUTH_METHOD_INTERACTIVE) and a.kbdint():
+        return
+    if a.allows(_ssh.SSH_AUTH_METHOD_PASSWORD) and a.password_method():
+        return
+    raise a.failure()
+
+
+# ---- connect ------------------------------------------------------------------------------------
+
+def _check_secret(value: Any, name: str) -> None:
+    if value is not None and not isinstance(value, str) and not callable(value):
+        raise TypeError(f"{name} must be a str or a callable(prompt) -> str, "
+                        f"not {type(value).__name__}")
+
+
+def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None,
+            keyfile: Union[PathType, bytes, None] = None, password: Optional[Secret] = None,
+            passphrase: Optional[Secret] = None, known_hosts: Optional[PathType] = None,
+            host_key_policy: HostKeyPolicy = "accept-new", timeout: Optional[float] = 30.0,
+            config: Union[bool, PathType] = True, verbose: int = 0) -> Session:
+    """Connect to ``"[user@]host[:port]"``, check the host key, authenticate.
+
+    See the README for the authentication order and the host key policies.
+    Raises ConnectError, SSHTimeoutError, HostKeyMismatchError, UnknownHostKeyError,
+    AuthenticationError or PrivateKeyError (all SSHError, an OSError).
+    """
+    h_user, h_host, h_port = parse_host(host)
+    if user is not None:
+        if not isinstance(user, str) or not user:
+            raise TypeError("user must be a non-empty str")
+        if h_user is not None and h_user != user:
+            raise ValueError(f"user given twice with different values: {h_user!r} in host "
+                             f"and user={user!r}")
+    if port is not None:
+        _check_port(port)
+        if h_port is not None and h_port != port:
+            raise ValueError(f"port given twice with different values: {h_port} in host "
+                             f"and port={port}")
+    user = user if user is not None else h_user
+    port = port if port is not None else h_port
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    if isinstance(verbose, bool) or not isinstance(verbose, int) or not 0 <= verbose <= 4:
+        raise ValueError(f"verbose must be an int from 0 to 4, not {verbose!r}")
+    if not (callable(host_key_policy) or host_key_policy in _POLICIES):
+        raise ValueError(f"host_key_policy must be one of {', '.join(map(repr, _POLICIES))} "
+                         f"or a callable(host, port, key_type, fingerprint) -> bool, "
+                         f"not {host_key_policy!r}")
+    _check_secret(password, "password")
+    if passphrase is not None and not isinstance(passphrase, (str, bytes)) and not callable(passphrase):
+        raise TypeError(f"passphrase must be a str or a callable(prompt) -> str, "
+                        f"not {type(passphrase).__name__}")
+    if isinstance(passphrase, bytes):
+        passphrase = passphrase.decode()
+    if keyfile is not None:
+        _key_argument(keyfile)   # fail on a missing file before touching the network
+    if config is not True and config is not False and config is not None:
+        config = os.fspath(config)
+        if not os.path.isfile(config):
+            raise FileNotFoundError(2, f"config file not found: {config}", config)
+
+    home = os.path.expanduser("~")
+    ssh_dir = os.path.join(home, ".ssh")
+    kh = os.path.expanduser(os.fspath(known_hosts)) if known_hosts is not None \
+        else os.path.join(ssh_dir, "known_hosts")
+    if verbose:
+        _show_log_on_stderr(verbose)
+
+    deadline = _Deadline(timeout)
+    s = Session()
+    try:
+        eff_host, eff_user, eff_port = s._configure(
+            h_host, user=user, port=port or 0, ssh_dir=ssh_dir, known_hosts=kh,
+            config=config if config else None, verbose=verbose,
+            default_user=_local_user())
+        s.host, s.user, s.port = eff_host or h_host, eff_user or _local_user(), eff_port
+        s._known_hosts = kh
+        target = _format_target(s.user, s.host, s.port)
+        opts = _config.lookup(h_host, user=user, config=config, home=home) if config else {}
+        proxy = any(opts.get(k, ["none"])[0].lower() != "none" for k in ("proxyjump", "proxycommand"))
+        if proxy:
+            s._connect(-1, timeout=deadline.left(), what=f"connecting to {target} through a proxy")
+        else:
+            sock = _tcp_connect(s.host, s.port, deadline, target)
+            s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
+        s._hostkey = s._server_key()
+        _check_host_key(s, host_key_policy, kh)
+        identities = [_config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
+                      for p in opts.get("identityfile", [])]
+        _authenticate(s, deadline, keyfile, password, passphrase, identities, home)
+    except BaseException:
+        s.close()
+        raise
+    log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
+    return s
+
+
+def _local_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:   # no login name in the environment or the password database
+        return "root" if hasattr(os, "getuid") and os.getuid() == 0 else "user"
+
+
+_stderr_handler: Optional[logging.Handler] = None
+
+
+def _show_log_on_stderr(verbose: int) -> None:
+    """verbose > 0: libssh's lines also go to stderr, as in the seed's example.
+    Adds one handler to the "pyssh" logger (once), unless it already has handlers."""
+    global _stderr_handler
+    level = {1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}.get(verbose, 5)
+    if _stderr_handler is None and not log.handlers:
+        _stderr_handler = logging.StreamHandler(sys.stderr)
+        _stderr_handler.setFormatter(logging.Formatter("pyssh: %(message)s"))
+        log.addHandler(_stderr_handler)
+    if log.level == logging.NOTSET or log.level > level:
+        log.setLevel(level)
+
