@@ -99,6 +99,8 @@ typedef struct {
                                     for with the GIL released */
     int log_level;               /* libssh log level, 0-4 */
     int connected;               /* the transport is up (key exchange done) */
+    socket_t fd;                 /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
+                                    does not close such a socket, the close below does */
     long pid;                    /* creator's pid: a forked child skips the goodbye */
     pyssh_logq logq;             /* libssh log lines, queued without the GIL */
     PyObject *weakreflist;

@@ -23,6 +23,18 @@
 #define KEY_UNUSABLE  11   /* not a private key libssh can read, or wrong passphrase */
 #define KEY_NO_PUBLIC 12   /* no public key to offer (no .pub, not OpenSSH format) */
 
+static void
+close_socket(socket_t fd)
+{
+    if (fd != SSH_INVALID_SOCKET) {
+#ifdef _WIN32
+        closesocket(fd);
+#else
+        close(fd);
+#endif
+    }
+}
+
 static long
 current_pid(void)
 {
@@ -111,6 +123,7 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->state = st;
+    self->fd = SSH_INVALID_SOCKET;
     self->logq.tail = &self->logq.head;
     self->pid = current_pid();
     self->lock = PyThread_allocate_lock();
@@ -137,6 +150,8 @@ session_close_impl(SessionObject *self, int emit_logs)
     }
     self->ssh = NULL;
     self->connected = 0;
+    socket_t fd = self->fd;
+    self->fd = SSH_INVALID_SOCKET;
     int forked = self->pid != current_pid();
     pyssh_logmsg *logs = NULL;
 
@@ -146,19 +161,15 @@ session_close_impl(SessionObject *self, int emit_logs)
     if (forked) {
         /* Freeing would send channel-close packets on the parent's connection:
          * close this process's copy of the socket and leave the rest. */
-        socket_t fd = ssh_get_fd(ssh);
-        if (fd != SSH_INVALID_SOCKET) {
-#ifdef _WIN32
-            closesocket(fd);
-#else
-            close(fd);
-#endif
+        if (fd == SSH_INVALID_SOCKET) {
+            fd = ssh_get_fd(ssh);
         }
     }
     else {
         ssh_disconnect(ssh);
         ssh_free(ssh);
     }
+    close_socket(fd);
     logs = pyssh_log_take(self);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
@@ -398,29 +409,17 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     struct connect_arg a = {fd < 0 ? SSH_INVALID_SOCKET : (socket_t)fd, 0};
     double timeout = timeout_arg(timeout_obj, &ok);
-    if (!ok || self->ssh == NULL || self->connected) {
-        if (a.fd != SSH_INVALID_SOCKET) {
-#ifdef _WIN32
-            closesocket(a.fd);
-#else
-            close(a.fd);
-#endif
-        }
+    if (!ok || self->ssh == NULL || self->connected || self->fd != SSH_INVALID_SOCKET) {
+        close_socket(a.fd);
         if (ok) {
             CHECK_OPEN(self, NULL);
             return pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already connected");
         }
         return NULL;
     }
-    int rc = pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what);
-    if (rc < 0) {
-        if (!a.started && a.fd != SSH_INVALID_SOCKET) {
-#ifdef _WIN32
-            closesocket(a.fd);
-#else
-            close(a.fd);
-#endif
-        }
+    /* The session owns the socket from here: close() closes it. */
+    self->fd = a.fd;
+    if (pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what) < 0) {
         return NULL;
     }
     self->connected = 1;

@@ -1,0 +1,242 @@
+"""Connecting, printing, info, lifetime, failures, interrupts and threads."""
+import gc
+import logging
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import weakref
+
+import pytest
+
+import pyssh
+from conftest import open_sockets
+
+
+def fingerprint_of(pub_path):
+    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", pub_path], capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()[1]
+
+
+def test_connect_print_and_info(server):
+    s = server.connect()
+    try:
+        text = str(s)
+        fp = fingerprint_of(server.host_key + ".pub")
+        assert text == f"<ssh session>\nconnected: {server.user}@127.0.0.1:{server.port}\nserver: {fp}"
+        assert repr(s) == text
+        info = s.info()
+        assert info["user"] == server.user
+        assert info["host"] == "127.0.0.1"
+        assert info["port"] == server.port
+        assert info["identity"] == server.client_key
+        assert info["connected"] is True
+        assert info["fingerprint"] == info["sha256"] == fp
+        md = subprocess.run(["ssh-keygen", "-l", "-E", "sha1", "-f", server.host_key + ".pub"],
+                            capture_output=True, text=True, check=True).stdout.split()[1]
+        import base64
+        raw = base64.b64decode(md.split(":", 1)[1] + "=")
+        assert info["sha1"] == ":".join(f"{b:02x}" for b in raw)
+        assert info["key_type"] == "ssh-ed25519"
+        assert info["server_banner"].startswith("SSH-2.0-OpenSSH")
+        for k in ("cipher", "mac", "kex", "hostkey"):
+            assert info[k], k
+        assert pyssh.ssh_session_info(s) == info
+    finally:
+        pyssh.ssh_disconnect(s)
+    assert str(s) == "<ssh session>\ndisconnected"
+    assert not s.connected
+
+
+def test_context_manager_and_close_twice(server):
+    with server.connect() as s:
+        assert s.connected and not s.closed
+    assert s.closed and not s.connected
+    s.close()
+    s.disconnect()
+
+
+def test_closed_session_raises(server):
+    s = server.connect()
+    s.disconnect()
+    with pytest.raises(pyssh.SessionClosedError):
+        s.info()
+    for call in (s._auth_none, s._auth_list, s._server_key, s._known_host, s._algorithms):
+        with pytest.raises(pyssh.SessionClosedError):
+            call()
+    with pytest.raises(pyssh.SessionClosedError):
+        s._configure("x")
+
+
+def test_garbage_collected_session_closes_its_socket(server):
+    before = open_sockets()
+    s = server.connect()
+    assert open_sockets() == before + 1
+    ref = weakref.ref(s)
+    del s
+    gc.collect()
+    assert ref() is None
+    assert open_sockets() == before
+
+
+def test_closed_port():
+    port = pyssh.testing.free_port()
+    with pytest.raises(pyssh.ConnectError) as e:
+        pyssh.connect(f"u@127.0.0.1:{port}", config=False, timeout=5)
+    assert isinstance(e.value, ConnectionError)
+    assert "refused" in str(e.value).lower()
+    assert f"127.0.0.1:{port}" in str(e.value)
+
+
+def test_unresolvable_name():
+    with pytest.raises(pyssh.ConnectError) as e:
+        pyssh.connect("u@no-such-host.invalid", config=False, timeout=20)
+    assert "no-such-host.invalid" in str(e.value)
+    assert "resolve" in str(e.value)
+
+
+def test_not_an_ssh_server():
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen()
+        port = lst.getsockname()[1]
+
+        def talk():
+            c, _ = lst.accept()
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            time.sleep(0.5)
+            c.close()
+        t = threading.Thread(target=talk)
+        t.start()
+        with pytest.raises(pyssh.SSHError) as e:
+            pyssh.connect(f"u@127.0.0.1:{port}", config=False, timeout=10, host_key_policy="ignore")
+        t.join()
+    assert "127.0.0.1" in str(e.value)
+
+
+@pytest.fixture
+def silent_server():
+    """A listening socket that never speaks (the kernel accepts the TCP connection)."""
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(16)
+        yield lst.getsockname()[1]
+
+
+def test_timeout_against_a_silent_server_leaves_no_socket(silent_server):
+    before = open_sockets()
+    with pytest.raises(pyssh.SSHTimeoutError) as e:
+        pyssh.connect(f"u@127.0.0.1:{silent_server}", config=False, timeout=0.5)
+    assert isinstance(e.value, TimeoutError)
+    assert "timed out" in str(e.value)
+    assert open_sockets() == before
+
+
+def test_other_threads_run_while_connecting(silent_server):
+    count = 0
+    stop = threading.Event()
+
+    def spin():
+        nonlocal count
+        while not stop.is_set():
+            count += 1
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        time.sleep(0.05)
+        start = count
+        with pytest.raises(pyssh.SSHTimeoutError):
+            pyssh.connect(f"u@127.0.0.1:{silent_server}", config=False, timeout=1.0)
+        during = count - start
+    finally:
+        stop.set()
+        t.join()
+    # with the GIL held for that second, the spinning thread would not have run at all
+    assert during > 10000
+
+
+def test_ctrl_c_during_connect(silent_server, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        import pyssh
+        def sockets():
+            n = 0
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    n += os.readlink("/proc/self/fd/" + fd).startswith("socket:")
+                except OSError:
+                    pass
+            return n
+        before = sockets()
+        print("ready", flush=True)
+        t = time.monotonic()
+        try:
+            pyssh.connect("u@127.0.0.1:{silent_server}", config=False, timeout=60,
+                          host_key_policy="ignore")
+        except KeyboardInterrupt:
+            print("interrupted", sockets() - before, flush=True)
+            sys.exit(0)
+        print("not interrupted", flush=True)
+        sys.exit(1)
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(1.0)   # the child is now waiting for the server's banner
+        child.send_signal(2)
+        out, _ = child.communicate(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, out
+    assert out.strip() == "interrupted 0"
+
+
+def test_verbose_logs_reach_the_logger_and_stderr(server, caplog, capfd):
+    with caplog.at_level(1, logger="pyssh"):
+        with server.connect(verbose=3):
+            pass
+    libssh_lines = [r for r in caplog.records if r.name == "pyssh" and r.levelno <= logging.DEBUG]
+    assert libssh_lines, "libssh's log lines should reach the 'pyssh' logger"
+    assert any("ssh_connect" in r.getMessage() or "kex" in r.getMessage().lower() for r in libssh_lines)
+    err = capfd.readouterr().err
+    assert "pyssh:" in err
+
+
+def test_quiet_by_default(server, caplog):
+    with caplog.at_level(1, logger="pyssh"):
+        with server.connect():
+            pass
+    assert not [r for r in caplog.records if r.levelno < logging.DEBUG]
+
+
+def test_many_sessions_from_many_threads(server):
+    errors = []
+    done = []
+    lock = threading.Lock()
+
+    def work(n):
+        try:
+            for _ in range(n):
+                with server.connect() as s:
+                    assert s.connected
+                    with lock:
+                        done.append(s.info()["fingerprint"])
+        except BaseException as e:   # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(7 if i < 2 else 6,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert len(done) == 50
+    assert len(set(done)) == 1
