@@ -91,6 +91,8 @@ typedef struct {
     size_t dropped;
 } pyssh_logq;
 
+struct pyssh_jump;
+
 typedef struct {
     PyObject_HEAD
     pyssh_state *state;
@@ -103,6 +105,7 @@ typedef struct {
                                     does not close such a socket, the close below does */
     long pid;                    /* creator's pid: a forked child skips the goodbye */
     pyssh_logq logq;             /* libssh log lines, queued without the GIL */
+    struct pyssh_jump *jump;     /* ProxyJump callbacks' data (see session.c) */
     PyObject *weakreflist;
 } SessionObject;
 

@@ -107,6 +107,72 @@ fspath_or_none(PyObject *obj, void *out)
     return PyUnicode_FSConverter(obj, out) ? Py_CLEANUP_SUPPORTED : 0;
 }
 
+/* ---- ProxyJump ---------------------------------------------------------------
+ *
+ * libssh runs each jump in a thread of its own, with a session that knows nothing
+ * of pyssh's settings: it would read the known_hosts and keys of the passwd home
+ * (not $HOME), and OpenSSL could prompt on the terminal for an encrypted key.
+ * These callbacks (plain C, never Python) give each jump session pyssh's ssh
+ * directory and known_hosts, and a passphrase callback that never prompts. The
+ * jump host must be in known_hosts already; it authenticates with the agent and
+ * the key files of the ssh directory, as OpenSSH's ProxyJump does by default. */
+struct pyssh_jump {
+    struct ssh_jump_callbacks_struct jump_cb;
+    struct ssh_callbacks_struct session_cb;
+    char *ssh_dir;
+    char *known_hosts;
+};
+
+static int
+jump_no_prompt(const char *prompt, char *buf, size_t len, int echo, int verify, void *userdata)
+{
+    (void)prompt; (void)buf; (void)len; (void)echo; (void)verify; (void)userdata;
+    return SSH_ERROR;
+}
+
+static int
+jump_before_connection(ssh_session jump, void *userdata)
+{
+    struct pyssh_jump *j = userdata;
+    if (j->ssh_dir != NULL && ssh_options_set(jump, SSH_OPTIONS_SSH_DIR, j->ssh_dir) < 0) {
+        return SSH_ERROR;
+    }
+    if (j->known_hosts != NULL && ssh_options_set(jump, SSH_OPTIONS_KNOWNHOSTS, j->known_hosts) < 0) {
+        return SSH_ERROR;
+    }
+    return ssh_set_callbacks(jump, &j->session_cb) == SSH_OK ? SSH_OK : SSH_ERROR;
+}
+
+static void
+jump_free(struct pyssh_jump *j)
+{
+    if (j != NULL) {
+        free(j->ssh_dir);
+        free(j->known_hosts);
+        free(j);
+    }
+}
+
+static struct pyssh_jump *
+jump_new(const char *ssh_dir, const char *known_hosts)
+{
+    struct pyssh_jump *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        return NULL;
+    }
+    j->jump_cb.userdata = j;
+    j->jump_cb.before_connection = jump_before_connection;
+    ssh_callbacks_init(&j->session_cb);
+    j->session_cb.auth_function = jump_no_prompt;
+    j->ssh_dir = ssh_dir ? strdup(ssh_dir) : NULL;
+    j->known_hosts = known_hosts ? strdup(known_hosts) : NULL;
+    if ((ssh_dir && !j->ssh_dir) || (known_hosts && !j->known_hosts)) {
+        jump_free(j);
+        return NULL;
+    }
+    return j;
+}
+
 /* ---- lifetime -------------------------------------------------------------- */
 
 static PyObject *
@@ -149,9 +215,12 @@ session_close_impl(SessionObject *self, int emit_logs)
         return;
     }
     self->ssh = NULL;
-    self->connected = 0;
     socket_t fd = self->fd;
     self->fd = SSH_INVALID_SOCKET;
+    struct pyssh_jump *jump = self->jump;
+    self->jump = NULL;
+    /* A jump thread that did not finish may still hold the callbacks: keep them. */
+    int free_jump = self->connected;
     int forked = self->pid != current_pid();
     pyssh_logmsg *logs = NULL;
 
@@ -174,6 +243,10 @@ session_close_impl(SessionObject *self, int emit_logs)
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
 
+    self->connected = 0;
+    if (free_jump) {
+        jump_free(jump);
+    }
     if (emit_logs) {
         pyssh_log_emit(self, logs);
     }
@@ -229,6 +302,8 @@ struct configure_arg {
     int use_config;    /* 0: none; 1: the default files; 2: the file `config` */
     unsigned int port;
     int log_level;
+    int proxy_jumps;               /* hops in ProxyJump: one callbacks struct each */
+    struct pyssh_jump *jump;
     const char *failed;
 };
 
@@ -274,13 +349,16 @@ configure_step(ssh_session ssh, void *p)
         SET(SSH_OPTIONS_KNOWNHOSTS, a->known_hosts, "known_hosts");
     }
     SET(SSH_OPTIONS_NODELAY, &on, "nodelay");
+    for (int i = 0; a->jump != NULL && i < a->proxy_jumps; i++) {
+        SET(SSH_OPTIONS_PROXYJUMP_CB_LIST_APPEND, &a->jump->jump_cb, "ProxyJump");
+    }
 #undef SET
     return 0;
 }
 
 PyDoc_STRVAR(session_configure_doc,
 "_configure($self, /, host, *, user=None, port=0, ssh_dir=None, known_hosts=None,\n"
-"           config=None, verbose=0, default_user=None)\n--\n\n"
+"           config=None, verbose=0, default_user=None, proxy_jumps=0)\n--\n\n"
 "Set the session's options. `config` is None (no configuration files), True\n"
 "(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
 "over the configuration. Returns (host, user, port) as they will be used.");
@@ -289,16 +367,16 @@ static PyObject *
 session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"host", "user", "port", "ssh_dir", "known_hosts", "config",
-                             "verbose", "default_user", NULL};
+                             "verbose", "default_user", "proxy_jumps", NULL};
     struct configure_arg a = {0};
     PyObject *ssh_dir = NULL, *known_hosts = NULL, *config = Py_None, *config_path = NULL;
     PyObject *result = NULL;
 
     CHECK_OPEN(self, NULL);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oiz:_configure", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oizi:_configure", kwlist,
                                      &a.host, &a.user, &a.port, fspath_or_none, &ssh_dir,
                                      fspath_or_none, &known_hosts, &config, &a.log_level,
-                                     &a.default_user)) {
+                                     &a.default_user, &a.proxy_jumps)) {
         return NULL;
     }
     if (a.log_level < 0 || a.log_level > 4) {
@@ -322,6 +400,18 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
     a.ssh_dir = ssh_dir ? PyBytes_AS_STRING(ssh_dir) : NULL;
     a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
     self->log_level = a.log_level;
+    if (a.proxy_jumps > 0) {
+        if (self->jump != NULL || self->connected) {
+            pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
+            goto done;
+        }
+        self->jump = jump_new(a.ssh_dir, a.known_hosts);
+        if (self->jump == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        a.jump = self->jump;
+    }
 
     int rc = pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options");
     if (rc < 0) {

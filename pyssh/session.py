@@ -576,15 +576,17 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
     deadline = _Deadline(timeout)
     s = Session()
     try:
+        opts = _config.lookup(h_host, user=user, config=config, home=home) if config else {}
+        jumps = opts.get("proxyjump", ["none"])[0]
+        hops = 0 if jumps.lower() == "none" else len(jumps.split(","))
+        proxy = hops > 0 or opts.get("proxycommand", ["none"])[0].lower() != "none"
         eff_host, eff_user, eff_port = s._configure(
             h_host, user=user, port=port or 0, ssh_dir=ssh_dir, known_hosts=kh,
             config=config if config else None, verbose=verbose,
-            default_user=_local_user())
+            default_user=_local_user(), proxy_jumps=hops)
         s.host, s.user, s.port = eff_host or h_host, eff_user or _local_user(), eff_port
         s._known_hosts = kh
         target = _format_target(s.user, s.host, s.port)
-        opts = _config.lookup(h_host, user=user, config=config, home=home) if config else {}
-        proxy = any(opts.get(k, ["none"])[0].lower() != "none" for k in ("proxyjump", "proxycommand"))
         if proxy:
             s._connect(-1, timeout=deadline.left(), what=f"connecting to {target} through a proxy")
         else:
