@@ -167,6 +167,7 @@ pyssh_lock(SessionObject *self)
         PyThread_acquire_lock(self->lock, WAIT_LOCK);
         Py_END_ALLOW_THREADS
     }
+    pyssh_log_attach(self);
 }
 
 void
