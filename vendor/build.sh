@@ -161,7 +161,7 @@ if [ "$openssl_mode" = source ]; then
     log "building OpenSSL $OPENSSL_VERSION (takes a few minutes)"
     tar -xzf "$tgz" -C "$work"
     (cd "$work/openssl-$OPENSSL_VERSION" \
-        && ./Configure no-shared no-tests no-docs no-apps no-engine no-module -fPIC \
+        && ./Configure no-shared no-tests no-engine no-module -fPIC \
                --prefix="$stage" --libdir=lib >/dev/null \
         && make -j"$jobs" build_libs >/dev/null && make install_dev >/dev/null)
     cmake_ssl=(-DOPENSSL_ROOT_DIR="$stage" -DOPENSSL_USE_STATIC_LIBS=TRUE)
