@@ -240,3 +240,26 @@ def test_many_sessions_from_many_threads(server):
     assert not errors, errors[:3]
     assert len(done) == 50
     assert len(set(done)) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_forked_child_does_not_say_goodbye_for_the_parent(fresh_server):
+    s = fresh_server.connect()
+    pid = os.fork()
+    if pid == 0:   # the child: closing its copy must not disconnect the parent's session
+        try:
+            s.close()
+            del s
+            gc.collect()
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    time.sleep(0.3)
+    assert "Bye Bye" not in fresh_server.log()
+    assert s.connected
+    s._auth_list()   # still usable in the parent
+    s.close()
+    deadline = time.monotonic() + 5
+    while "Bye Bye" not in fresh_server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "Bye Bye" in fresh_server.log()   # the parent's own close does say it
