@@ -205,8 +205,10 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* The one close, shared by close() and dealloc. Idempotent. `goodbye`: send the
- * SSH disconnect message (not in a forked child, whose socket the parent shares). */
+/* The one close, shared by close() and dealloc. Idempotent. The handle is set to
+ * NULL with the GIL held, then freed under the lock (which waits for a libssh call
+ * in another thread to end). A forked child sends no SSH goodbye: its socket is the
+ * parent's. `emit_logs`: hand libssh's last lines to logging (not from dealloc). */
 static void
 session_close_impl(SessionObject *self, int emit_logs)
 {
