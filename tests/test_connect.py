@@ -263,3 +263,36 @@ def test_forked_child_does_not_say_goodbye_for_the_parent(fresh_server):
     while "Bye Bye" not in fresh_server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "Bye Bye" in fresh_server.log()   # the parent's own close does say it
+
+
+def test_close_while_other_threads_use_the_session(server):
+    for _ in range(20):
+        s = server.connect()
+        results = {"ok": 0, "closed": 0, "other": []}
+        start = threading.Event()
+
+        def use():
+            start.wait()
+            for _ in range(200):
+                try:
+                    s.info()
+                    s._auth_list()
+                    results["ok"] += 1
+                except pyssh.SessionClosedError:
+                    results["closed"] += 1
+                    return
+                except BaseException as e:   # reported below
+                    results["other"].append(e)
+                    return
+        threads = [threading.Thread(target=use) for _ in range(3)]
+        for t in threads:
+            t.start()
+        start.set()
+        time.sleep(0.002)
+        s.close()
+        for t in threads:
+            t.join()
+        assert not results["other"], results["other"]
+        assert s.closed
+        with pytest.raises(pyssh.SessionClosedError):
+            s.info()
