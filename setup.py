@@ -4,7 +4,8 @@ and OpenSSL's libcrypto (and zlib when the vendor recipe builds it).
 Environment:
   PYSSH_LIBSSH_PREFIX  a prefix with include/libssh/ and lib/libssh.a (0.11.5 or newer)
   PYSSH_DEBUG=1        debug build (-O0 -g3, assertions on)
-  PYSSH_ASAN=1         AddressSanitizer build (see README, "Running the tests under ASan")
+  PYSSH_ASAN=1         AddressSanitizer build (see README, "Development")
+  PYSSH_WERROR=1       warnings are errors (CI sets it)
   PYSSH_OPENSSL, PYSSH_ZLIB, PYSSH_VENDOR_*: passed on to vendor/build.sh
 """
 import os
@@ -86,6 +87,8 @@ def extension():
     include_dirs, archives = find_libssh()
     cflags = ["-Wall", "-Wextra", "-fvisibility=hidden", "-DLIBSSH_STATIC=1"]
     ldflags = []
+    if os.environ.get("PYSSH_WERROR") == "1":
+        cflags.append("-Werror")
     if os.environ.get("PYSSH_DEBUG") == "1" or os.environ.get("PYSSH_ASAN") == "1":
         cflags += ["-O0", "-g3", "-UNDEBUG"]
     if os.environ.get("PYSSH_ASAN") == "1":

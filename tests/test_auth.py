@@ -250,3 +250,44 @@ def test_key_then_password_when_key_is_refused(server, as_account, make_key):
         server.connect(address=address, keyfile=stranger)   # no password: only the key
     with server.connect(address=address, keyfile=stranger, password=password) as s:
         assert s.info()["identity"] == "keyboard-interactive"
+
+
+def test_passphrase_is_asked_on_a_terminal(server, make_key, tmp_path):
+    import pty
+    import sys
+    import time
+    key = make_key("enc_tty", passphrase="typed-in")
+    server.authorize(key + ".pub")
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import pyssh\n"
+        f"s = pyssh.connect({server.address!r}, keyfile={key!r}, known_hosts={server.known_hosts!r},"
+        " config=False, timeout=20)\n"
+        "print('IDENTITY', s.info()['identity'], flush=True)\n")
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ["PYTHONPATH"] = os.pathsep.join(sys.path)
+        os.execv(sys.executable, [sys.executable, str(script)])
+    out = b""
+    deadline = time.monotonic() + 30
+    sent = False
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not sent and b"Enter passphrase for key" in out:
+                os.write(fd, b"typed-in\n")
+                sent = True
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = out.decode(errors="replace")
+    assert sent, text
+    assert f"IDENTITY {key}" in text
+    assert "typed-in" not in text   # not echoed
+    assert os.WEXITSTATUS(status) == 0
