@@ -19,6 +19,9 @@ module_exec(PyObject *module)
     if (pyssh_session_setup_type(module, st) < 0) {
         return -1;
     }
+    if (pyssh_channel_setup_type(module, st) < 0) {
+        return -1;
+    }
 
 #define C(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
     C(SSH_AUTH_SUCCESS);
@@ -37,6 +40,9 @@ module_exec(PyObject *module)
     C(SSH_KNOWN_HOSTS_UNKNOWN);
     C(SSH_KNOWN_HOSTS_NOT_FOUND);
 #undef C
+    if (PyModule_AddStringConstant(module, "DEFAULT_CIPHERS", "") < 0) {
+        return -1;
+    }
     if (PyModule_AddStringConstant(module, "LIBSSH_VERSION", ssh_version(0)) < 0) {
         return -1;
     }
@@ -51,6 +57,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     pyssh_state *st = PyModule_GetState(module);
     Py_VISIT(st->SessionType);
+    Py_VISIT(st->ChannelType);
     Py_VISIT(st->logger);
     return pyssh_errors_traverse(st, visit, arg);
 }
@@ -60,6 +67,7 @@ module_clear(PyObject *module)
 {
     pyssh_state *st = PyModule_GetState(module);
     Py_CLEAR(st->SessionType);
+    Py_CLEAR(st->ChannelType);
     Py_CLEAR(st->logger);
     pyssh_errors_clear(st);
     return 0;

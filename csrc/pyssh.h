@@ -30,6 +30,23 @@ PyModule_AddObjectRef(PyObject *m, const char *name, PyObject *v)
 }
 #endif
 
+#if PY_VERSION_HEX < 0x030A00A3
+static inline PyObject *
+Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#endif
+
+#ifdef _WIN32
+#include <process.h>
+#define pyssh_getpid() ((long)_getpid())
+#else
+#include <unistd.h>
+#define pyssh_getpid() ((long)getpid())
+#endif
+
 #if LIBSSH_VERSION_INT < SSH_VERSION_INT(0, 11, 5)
 #error "pyssh needs libssh 0.11.5 or newer: build it with vendor/build.sh"
 #endif
@@ -47,11 +64,13 @@ enum pyssh_exc {
     PYSSH_EXC_HostKeyMismatchError,
     PYSSH_EXC_SessionClosedError,
     PYSSH_EXC_PrivateKeyError,
+    PYSSH_EXC_CommandError,
     PYSSH_EXC_COUNT
 };
 
 typedef struct {
     PyTypeObject *SessionType;
+    PyTypeObject *ChannelType;
     PyObject *exc[PYSSH_EXC_COUNT];
     PyObject *logger;            /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;
@@ -106,10 +125,16 @@ typedef struct {
     long pid;                    /* creator's pid: a forked child skips the goodbye */
     pyssh_logq logq;             /* libssh log lines, queued without the GIL */
     struct pyssh_jump *jump;     /* ProxyJump callbacks' data (see session.c) */
+    ssh_event event;             /* the session's socket, for ssh_event_dopoll (channel.c);
+                                    created on first use, freed by the close */
     PyObject *weakreflist;
 } SessionObject;
 
 int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
+
+/* ---- channel.c: pyssh._ssh.Channel ----------------------------------------- */
+
+int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
 
 /* ---- wait.c: the one blocking loop --------------------------------------- */
 

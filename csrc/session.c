@@ -35,16 +35,6 @@ close_socket(socket_t fd)
     }
 }
 
-static long
-current_pid(void)
-{
-#ifdef _WIN32
-    return (long)GetCurrentProcessId();
-#else
-    return (long)getpid();
-#endif
-}
-
 static int
 map_auth(int rc)
 {
@@ -191,7 +181,7 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->state = st;
     self->fd = SSH_INVALID_SOCKET;
     self->logq.tail = &self->logq.head;
-    self->pid = current_pid();
+    self->pid = pyssh_getpid();
     self->lock = PyThread_allocate_lock();
     if (self->lock == NULL) {
         Py_DECREF(self);
@@ -221,9 +211,11 @@ session_close_impl(SessionObject *self, int emit_logs)
     self->fd = SSH_INVALID_SOCKET;
     struct pyssh_jump *jump = self->jump;
     self->jump = NULL;
+    ssh_event event = self->event;
+    self->event = NULL;
     /* A jump thread that did not finish may still hold the callbacks: keep them. */
     int free_jump = self->connected;
-    int forked = self->pid != current_pid();
+    int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
 
     Py_BEGIN_ALLOW_THREADS
@@ -237,6 +229,10 @@ session_close_impl(SessionObject *self, int emit_logs)
         }
     }
     else {
+        if (event != NULL) {
+            ssh_event_remove_session(event, ssh);
+            ssh_event_free(event);
+        }
         ssh_disconnect(ssh);
         ssh_free(ssh);
     }
@@ -301,6 +297,8 @@ session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
 
 struct configure_arg {
     const char *host, *user, *default_user, *ssh_dir, *known_hosts, *config;
+    const char *ciphers, *kex, *macs, *hostkeys;   /* the caller's lists, or NULL */
+    const char *default_ciphers;                   /* pyssh's order, below the config */
     int use_config;    /* 0: none; 1: the default files; 2: the file `config` */
     unsigned int port;
     int log_level;
@@ -325,6 +323,10 @@ configure_step(ssh_session ssh, void *p)
         SET(SSH_OPTIONS_SSH_DIR, a->ssh_dir, "ssh_dir");
     }
     SET(SSH_OPTIONS_PROCESS_CONFIG, &off, "config");
+    if (a->default_ciphers != NULL) {
+        SET(SSH_OPTIONS_CIPHERS_C_S, a->default_ciphers, "ciphers");
+        SET(SSH_OPTIONS_CIPHERS_S_C, a->default_ciphers, "ciphers");
+    }
     if (a->use_config) {
         if (ssh_options_parse_config(ssh, a->use_config == 2 ? a->config : NULL) < 0) {
             a->failed = "config";
@@ -350,6 +352,20 @@ configure_step(ssh_session ssh, void *p)
     if (a->known_hosts != NULL) {
         SET(SSH_OPTIONS_KNOWNHOSTS, a->known_hosts, "known_hosts");
     }
+    if (a->ciphers != NULL) {
+        SET(SSH_OPTIONS_CIPHERS_C_S, a->ciphers, "ciphers");
+        SET(SSH_OPTIONS_CIPHERS_S_C, a->ciphers, "ciphers");
+    }
+    if (a->kex != NULL) {
+        SET(SSH_OPTIONS_KEY_EXCHANGE, a->kex, "kex");
+    }
+    if (a->macs != NULL) {
+        SET(SSH_OPTIONS_HMAC_C_S, a->macs, "macs");
+        SET(SSH_OPTIONS_HMAC_S_C, a->macs, "macs");
+    }
+    if (a->hostkeys != NULL) {
+        SET(SSH_OPTIONS_HOSTKEYS, a->hostkeys, "host_key_algorithms");
+    }
     SET(SSH_OPTIONS_NODELAY, &on, "nodelay");
     for (int i = 0; a->jump != NULL && i < a->proxy_jumps; i++) {
         SET(SSH_OPTIONS_PROXYJUMP_CB_LIST_APPEND, &a->jump->jump_cb, "ProxyJump");
@@ -360,7 +376,8 @@ configure_step(ssh_session ssh, void *p)
 
 PyDoc_STRVAR(session_configure_doc,
 "_configure($self, /, host, *, user=None, port=0, ssh_dir=None, known_hosts=None,\n"
-"           config=None, verbose=0, default_user=None, proxy_jumps=0)\n--\n\n"
+"           config=None, verbose=0, default_user=None, proxy_jumps=0, ciphers=None,\n"
+"           kex=None, macs=None, host_key_algorithms=None, default_ciphers=None)\n--\n\n"
 "Set the session's options. `config` is None (no configuration files), True\n"
 "(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
 "over the configuration. Returns (host, user, port) as they will be used.");
@@ -369,16 +386,18 @@ static PyObject *
 session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"host", "user", "port", "ssh_dir", "known_hosts", "config",
-                             "verbose", "default_user", "proxy_jumps", NULL};
+                             "verbose", "default_user", "proxy_jumps", "ciphers", "kex", "macs",
+                             "host_key_algorithms", "default_ciphers", NULL};
     struct configure_arg a = {0};
     PyObject *ssh_dir = NULL, *known_hosts = NULL, *config = Py_None, *config_path = NULL;
     PyObject *result = NULL;
 
     CHECK_OPEN(self, NULL);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oizi:_configure", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oizizzzzz:_configure", kwlist,
                                      &a.host, &a.user, &a.port, fspath_or_none, &ssh_dir,
                                      fspath_or_none, &known_hosts, &config, &a.log_level,
-                                     &a.default_user, &a.proxy_jumps)) {
+                                     &a.default_user, &a.proxy_jumps, &a.ciphers, &a.kex,
+                                     &a.macs, &a.hostkeys, &a.default_ciphers)) {
         return NULL;
     }
     if (a.log_level < 0 || a.log_level > 4) {

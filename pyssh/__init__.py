@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from . import _ssh
 from ._version import __version__
-from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
-                     PrivateKeyError, SessionClosedError, SSHError, SSHTimeoutError,
-                     UnknownHostKeyError)
+from ._exec import DEFAULT as _DEFAULT
+from ._exec import ExecResult
+from .errors import (AuthenticationError, CommandError, ConnectError, HostKeyError,
+                     HostKeyMismatchError, PrivateKeyError, SessionClosedError, SSHError,
+                     SSHTimeoutError, UnknownHostKeyError)
 from .session import Session, connect, parse_host
 
 __all__ = [
     "__version__", "connect", "Session", "parse_host", "libssh_version",
     "ssh_connect", "ssh_disconnect", "ssh_info", "ssh_session_info",
-    "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
+    "ExecResult", "ssh_exec_wait", "ssh_exec_internal",
+    "SSHError", "CommandError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
     "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
 ]
 
@@ -43,3 +46,16 @@ def ssh_info(session: Session) -> dict:
 
 
 ssh_session_info = ssh_info
+
+
+def ssh_exec_wait(session: Session, command="whoami", std_out=_DEFAULT, std_err=_DEFAULT,
+                  std_in=None, timeout=None) -> int:
+    """Alias of ``session.exec_wait`` with the R package's argument names."""
+    return session.exec_wait(command, stdout=std_out, stderr=std_err, stdin=std_in,
+                             timeout=timeout)
+
+
+def ssh_exec_internal(session: Session, command="whoami", error: bool = True, std_in=None,
+                      timeout=None) -> ExecResult:
+    """Alias of ``session.exec_internal`` with the R package's argument names."""
+    return session.exec_internal(command, error=error, stdin=std_in, timeout=timeout)

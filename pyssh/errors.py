@@ -15,6 +15,7 @@ UnknownHostKeyError = _ssh.UnknownHostKeyError
 HostKeyMismatchError = _ssh.HostKeyMismatchError
 SessionClosedError = _ssh.SessionClosedError
 PrivateKeyError = _ssh.PrivateKeyError
+CommandError = _ssh.CommandError
 
 
 SSHError.__doc__ = """Base class of every pyssh error; an OSError, so ``except OSError`` catches
@@ -33,10 +34,16 @@ This is what a man-in-the-middle attack looks like; pyssh never connects anyway.
 PrivateKeyError.__doc__ = """A private key given to pyssh cannot be used: not a key libssh can read, an
 encrypted key with no passphrase to open it, or a wrong passphrase. Also a ValueError.
 ``.path`` is the key file (None for a key given as text)."""
+CommandError.__doc__ = """A remote command run by ``exec_internal(..., error=True)`` (or
+``ExecResult.check()``) did not exit with status 0. Carries ``.status`` (also
+``.returncode``), ``.command``, ``.stdout``, ``.stderr`` (bytes), ``.signal`` (the
+signal's name if one killed it) and ``.result`` (the ExecResult); the message ends
+with the tail of stderr."""
 SessionClosedError.__doc__ = """The session was closed (disconnect(), the with-block ended, or it was
 garbage-collected) and cannot be used any more."""
 
 __all__ = [
     "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
     "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
+    "CommandError",
 ]

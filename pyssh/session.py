@@ -15,9 +15,9 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _config, _ssh
+from . import _config, _exec, _ssh
 from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
                      PrivateKeyError, SSHTimeoutError, UnknownHostKeyError)
 
@@ -28,6 +28,7 @@ log = logging.getLogger("pyssh")
 PathType = Union[str, "os.PathLike[str]"]
 Secret = Union[str, Callable[[str], str]]
 HostKeyPolicy = Union[str, Callable[[str, int, str, str], bool]]
+Algorithms = Union[str, Sequence[str], None]
 
 _POLICIES = ("accept-new", "strict", "ignore")
 _DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa", "id_dsa")
@@ -239,6 +240,47 @@ class Session(_ssh.Session):
                 f"server: {self._hostkey[1]}")
 
     __str__ = __repr__
+
+    # ---- remote commands
+    def exec_wait(self, command: _exec.Command, *, stdout: _exec.Sink = _exec.DEFAULT,
+                  stderr: _exec.Sink = _exec.DEFAULT, stdin: _exec.Source = None,
+                  timeout: Optional[float] = None,
+                  env: Optional[Mapping[str, str]] = None) -> int:
+        """Run ``command`` on the server, streaming its output as it comes, and
+        return its exit status (a non-zero status does not raise; ``-N`` when
+        signal N killed it).
+
+        ``command``: a str, or a list of str run as one script (joined by newlines).
+        ``stdout`` / ``stderr``: where the output goes: by default this process's
+        ``sys.stdout`` / ``sys.stderr`` (flushed as data arrives); a callable that
+        gets each ``bytes`` chunk; a binary file object; a path (overwritten; the
+        same path for both interleaves them); a text stream; or ``None`` to drop it.
+        ``stdin``: bytes, str (sent as UTF-8), a file object or an iterable of
+        bytes, streamed to the command, then end-of-file; with ``None`` the command
+        gets end-of-file at once, so a command that reads stdin does not hang.
+        ``timeout``: seconds; a longer command gets SIGHUP, its channel is closed and
+        ``SSHTimeoutError`` raised (the session stays usable). ``env``: environment
+        variables, which the server must accept (sshd's ``AcceptEnv``).
+
+        An exception raised by a callback (or Ctrl-C) stops the command the same
+        way and propagates.
+        """
+        return _exec.run(self, command, stdout, stderr, stdin, timeout, env, capture=False).status
+
+    def exec_internal(self, command: _exec.Command, *, error: bool = True,
+                      stdin: _exec.Source = None, timeout: Optional[float] = None,
+                      env: Optional[Mapping[str, str]] = None) -> _exec.ExecResult:
+        """Run ``command`` and capture its output: returns an :class:`ExecResult`
+        (``.status``, ``.stdout``, ``.stderr`` as bytes, ``.text()``). With
+        ``error=True`` (the default) a non-zero exit status raises
+        :class:`CommandError`, whose message ends with the tail of stderr. Other
+        arguments as for :meth:`exec_wait`."""
+        if not isinstance(error, bool):
+            raise TypeError(f"error must be True or False, not {error!r}")
+        result = _exec.run(self, command, None, None, stdin, timeout, env, capture=True)
+        if error and result.status != 0:
+            raise _exec.command_error(result)
+        return result
 
     def info(self) -> Dict[str, Any]:
         """What this session is: user, host, port, identity (what authenticated:
@@ -523,10 +565,16 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
             keyfile: Union[PathType, bytes, None] = None, password: Optional[Secret] = None,
             passphrase: Optional[Secret] = None, known_hosts: Optional[PathType] = None,
             host_key_policy: HostKeyPolicy = "accept-new", timeout: Optional[float] = 30.0,
-            config: Union[bool, PathType] = True, verbose: int = 0) -> Session:
+            config: Union[bool, PathType] = True, verbose: int = 0,
+            ciphers: Algorithms = None, kex: Algorithms = None, macs: Algorithms = None,
+            host_key_algorithms: Algorithms = None) -> Session:
     """Connect to ``"[user@]host[:port]"``, check the host key, authenticate.
 
     See the README for the authentication order and the host key policies.
+    ``ciphers``, ``kex``, ``macs`` and ``host_key_algorithms`` take a list of names
+    (or one comma-separated str), most preferred first, as OpenSSH's ``-c``,
+    ``-oKexAlgorithms``, ``-m`` and ``-oHostKeyAlgorithms`` do; they win over
+    ``~/.ssh/config``. pyssh's own cipher order is described in the README.
     Raises ConnectError, SSHTimeoutError, HostKeyMismatchError, UnknownHostKeyError,
     AuthenticationError or PrivateKeyError (all SSHError, an OSError).
     """
@@ -559,6 +607,9 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
                         f"not {type(passphrase).__name__}")
     if isinstance(passphrase, bytes):
         passphrase = passphrase.decode()
+    algos = {name: _algorithm_list(value, name) for name, value in
+             (("ciphers", ciphers), ("kex", kex), ("macs", macs),
+              ("host_key_algorithms", host_key_algorithms))}
     if keyfile is not None:
         _key_argument(keyfile)   # fail on a missing file before touching the network
     if config is not True and config is not False and config is not None:
@@ -583,7 +634,8 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
         eff_host, eff_user, eff_port = s._configure(
             h_host, user=user, port=port or 0, ssh_dir=ssh_dir, known_hosts=kh,
             config=config if config else None, verbose=verbose,
-            default_user=_local_user(), proxy_jumps=hops)
+            default_user=_local_user(), proxy_jumps=hops,
+            default_ciphers=_ssh.DEFAULT_CIPHERS or None, **algos)
         s.host, s.user, s.port = eff_host or h_host, eff_user or _local_user(), eff_port
         s._known_hosts = kh
         target = _format_target(s.user, s.host, s.port)
@@ -602,6 +654,21 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
         raise
     log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
     return s
+
+
+def _algorithm_list(value: Algorithms, name: str) -> Optional[str]:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        items = [x.strip() for x in items]
+    except (TypeError, AttributeError):
+        raise TypeError(f"{name} must be a list of algorithm names or a comma-separated str, "
+                        f"not {type(value).__name__}") from None
+    if not items or not all(items) or any(" " in x or "\0" in x for x in items):
+        raise ValueError(f"{name} must name at least one algorithm, with no empty or "
+                         f"space-containing names: {value!r}")
+    return ",".join(items)
 
 
 def _local_user() -> str:

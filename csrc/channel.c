@@ -1,0 +1,935 @@
+/* pyssh._ssh.Channel: one SSH channel that runs a remote command.
+ *
+ * The pump. run() moves stdout and stderr to their sinks and stdin from its
+ * source in one loop, built on the shared wait helper (wait.c):
+ *
+ *   - pump_step() runs with the session lock held and the GIL released. It copies
+ *     what libssh has buffered for the channel into pyssh's buffers, writes stdin
+ *     while the peer's window is open and libssh's output is flushed, then lets
+ *     libssh read the socket once (ssh_event_dopoll with a zero timeout) and goes
+ *     round again until the socket has nothing more or a buffer wants emptying.
+ *   - Between steps pyssh_wait() polls the socket without the lock, so an idle
+ *     command costs no CPU, and runs signal handlers (Ctrl-C).
+ *   - run() itself holds the GIL: it hands full buffers to Python callbacks,
+ *     fetches the next stdin chunk, and stops the command if anything raises.
+ *
+ * Knowing what libssh has buffered without making it read the socket: a data
+ * callback that consumes nothing records the length libssh holds per stream
+ * (avail[]). Reads are made only when avail[] says there is data, so they never
+ * touch the socket; the only socket reads are the explicit dopoll calls, and a
+ * dopoll that finds nothing means the socket is idle, so waiting on it cannot
+ * miss data that libssh already holds. Because the data stays in libssh's
+ * buffer until pyssh takes it, libssh only reopens the window as pyssh reads:
+ * a slow callback slows the command down instead of growing memory.
+ *
+ * Every field written by the libssh callbacks is touched only with the session
+ * lock held. A channel belongs to its session: ssh_free() frees it, so every use
+ * checks under the lock that the session is still open. */
+#include "pyssh.h"
+
+#include <string.h>
+
+#define CALLBACK_BUF (256 * 1024)   /* a callback's chunk: up to this much */
+#define CAPTURE_MIN (16 * 1024)     /* a capture buffer grows when it has less room */
+#define STDIN_WRITE (256 * 1024)    /* at most this much stdin per write call */
+#define ROUNDS_MAX 4096             /* socket reads per step, so that a step ends */
+
+typedef struct {
+    PyObject_HEAD
+    SessionObject *session;          /* strong reference */
+    ssh_channel chan;                /* NULL until opened, and again once closed */
+    struct ssh_channel_callbacks_struct cb;
+    int busy;                        /* a method is running (checked with the GIL) */
+    int opened;                      /* the channel was opened on the server */
+    int exec_sent;                   /* the command was started */
+    /* written by the libssh callbacks, with the session lock held */
+    uint32_t avail[2];               /* bytes libssh holds for stdout, stderr */
+    int remote_eof, remote_closed;
+    int has_status, exit_status;
+    int has_signal, core_dumped;
+    char exit_signal[32];
+    char exit_errmsg[256];
+    long pid;
+} ChannelObject;
+
+/* ---- libssh callbacks (plain C, called inside libssh with the lock held) --- */
+
+static int
+on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+{
+    (void)s; (void)c; (void)data;
+    ChannelObject *ch = ud;
+    ch->avail[is_stderr ? 1 : 0] = len;   /* what libssh holds now; consumed later */
+    return 0;
+}
+
+static void
+on_eof(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    ((ChannelObject *)ud)->remote_eof = 1;
+}
+
+static void
+on_close(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    ChannelObject *ch = ud;
+    ch->remote_eof = 1;
+    ch->remote_closed = 1;
+}
+
+static void
+on_exit_status(ssh_session s, ssh_channel c, int status, void *ud)
+{
+    (void)s; (void)c;
+    ChannelObject *ch = ud;
+    ch->has_status = 1;
+    ch->exit_status = status;
+}
+
+static void
+on_exit_signal(ssh_session s, ssh_channel c, const char *signal, int core, const char *errmsg,
+               const char *lang, void *ud)
+{
+    (void)s; (void)c; (void)lang;
+    ChannelObject *ch = ud;
+    ch->has_signal = 1;
+    ch->core_dumped = core;
+    snprintf(ch->exit_signal, sizeof(ch->exit_signal), "%s", signal ? signal : "");
+    snprintf(ch->exit_errmsg, sizeof(ch->exit_errmsg), "%s", errmsg ? errmsg : "");
+}
+
+/* ---- lifetime ---------------------------------------------------------------- */
+
+static PyObject *
+chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"session", NULL};
+    PyObject *session;
+    pyssh_state *st = pyssh_state_from_type(type);
+    if (st == NULL) {
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:Channel", kwlist, st->SessionType, &session)) {
+        return NULL;
+    }
+    ChannelObject *self = (ChannelObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(session);
+    self->session = (SessionObject *)session;
+    ssh_callbacks_init(&self->cb);
+    self->cb.userdata = self;
+    self->cb.channel_data_function = on_data;
+    self->cb.channel_eof_function = on_eof;
+    self->cb.channel_close_function = on_close;
+    self->cb.channel_exit_status_function = on_exit_status;
+    self->cb.channel_exit_signal_function = on_exit_signal;
+    self->pid = pyssh_getpid();
+    return (PyObject *)self;
+}
+
+/* The one close, shared by close(), the error paths and dealloc. Idempotent.
+ * `hup`: first ask the server to send SIGHUP to a command that still runs (a
+ * stopped run: timeout, Ctrl-C, an exception). Closing only queues packets: it
+ * never waits for the server, so it is safe from dealloc. */
+static void
+chanobj_close_impl(ChannelObject *self, int hup, int emit_logs)
+{
+    ssh_channel chan = self->chan;
+    if (chan == NULL) {
+        return;
+    }
+    self->chan = NULL;
+    SessionObject *s = self->session;
+    int forked = self->pid != pyssh_getpid();
+    pyssh_logmsg *logs = NULL;
+
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    /* A closed session has freed its channels (ssh_free), and a forked child must
+     * not send on its parent's connection. */
+    if (s->ssh != NULL && !forked) {
+        pyssh_log_attach(s);
+        if (hup && self->exec_sent && !self->remote_closed) {
+            ssh_channel_request_send_signal(chan, "HUP");
+        }
+        ssh_remove_channel_callbacks(chan, &self->cb);
+        /* sends EOF and CLOSE if the channel is open; libssh keeps the channel
+         * until the server's CLOSE arrives, then frees it */
+        ssh_channel_free(chan);
+        logs = pyssh_log_take(s);
+    }
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS
+
+    if (emit_logs) {
+        pyssh_log_emit(s, logs);
+    }
+    else {
+        pyssh_logq q = {logs, NULL, 0, 0};
+        pyssh_log_discard(&q);
+    }
+}
+
+static void
+chanobj_dealloc(ChannelObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    chanobj_close_impl(self, 1, 0);
+    Py_CLEAR(self->session);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+#define CHECK_USABLE(self, ret)                                                         \
+    do {                                                                                \
+        if ((self)->busy) {                                                             \
+            PyErr_SetString(PyExc_RuntimeError,                                         \
+                            "the channel is already in use (by another thread, or by " \
+                            "a callback of its own)");                                  \
+            return ret;                                                                 \
+        }                                                                               \
+        if ((self)->session->ssh == NULL) {                                             \
+            pyssh_raise((self)->session->state, PYSSH_EXC_SessionClosedError,           \
+                        "the session is closed: connect again with pyssh.connect()");   \
+            return ret;                                                                 \
+        }                                                                               \
+        if (!(self)->session->connected) {                                              \
+            pyssh_raise((self)->session->state, PYSSH_EXC_SSHError,                     \
+                        "the session is not connected");                                \
+            return ret;                                                                 \
+        }                                                                               \
+    } while (0)
+
+/* ---- opening: channel, environment, exec ------------------------------------ */
+
+struct exec_arg {
+    ChannelObject *ch;
+    const char *command;
+    PyObject *env;           /* list of (bytes, bytes) */
+    Py_ssize_t env_done;
+    int phase;               /* 0 open, 1 env, 2 exec */
+    const char *refused;     /* what the server refused (message) */
+};
+
+/* The session's event: ssh_event_dopoll(ev, 0) makes libssh read the socket once
+ * (no public call does exactly that otherwise). Created once per session. */
+static int
+ensure_event(SessionObject *s, ssh_session ssh)
+{
+    if (s->event != NULL) {
+        return 0;
+    }
+    ssh_event ev = ssh_event_new();
+    if (ev == NULL) {
+        return -1;
+    }
+    if (ssh_event_add_session(ev, ssh) != SSH_OK) {
+        ssh_event_free(ev);
+        return -1;
+    }
+    s->event = ev;
+    return 0;
+}
+
+static int
+map_rc(int rc)
+{
+    return rc == SSH_AGAIN ? PYSSH_AGAIN : rc == SSH_OK ? 0 : PYSSH_FAILED;
+}
+
+static int
+exec_step(ssh_session ssh, void *p)
+{
+    struct exec_arg *a = p;
+    ChannelObject *ch = a->ch;
+    int rc;
+
+    if (ch->chan == NULL) {
+        if (ensure_event(ch->session, ssh) < 0) {
+            a->refused = "out of memory";
+            return PYSSH_FAILED;
+        }
+        ch->chan = ssh_channel_new(ssh);
+        if (ch->chan == NULL) {
+            return PYSSH_FAILED;
+        }
+        /* before the channel opens, so that nothing arrives unseen */
+        if (ssh_add_channel_callbacks(ch->chan, &ch->cb) != SSH_OK) {
+            return PYSSH_FAILED;
+        }
+    }
+    if (a->phase == 0) {
+        rc = map_rc(ssh_channel_open_session(ch->chan));
+        if (rc != 0) {
+            if (rc == PYSSH_FAILED) {
+                a->refused = "the server refused to open a channel";
+            }
+            return rc;
+        }
+        ch->opened = 1;
+        a->phase = 1;
+    }
+    while (a->phase == 1 && a->env_done < PyList_GET_SIZE(a->env)) {
+        PyObject *pair = PyList_GET_ITEM(a->env, a->env_done);
+        rc = map_rc(ssh_channel_request_env(ch->chan,
+                                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
+                                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1))));
+        if (rc != 0) {
+            if (rc == PYSSH_FAILED) {
+                a->refused = "env";
+            }
+            return rc;
+        }
+        a->env_done++;
+    }
+    a->phase = 2;
+    rc = map_rc(ssh_channel_request_exec(ch->chan, a->command));
+    if (rc == PYSSH_FAILED) {
+        a->refused = "the server refused to run the command";
+    }
+    if (rc == 0) {
+        ch->exec_sent = 1;
+    }
+    return rc;
+}
+
+PyDoc_STRVAR(chanobj_exec_doc,
+"exec($self, command, /, env=(), timeout=None)\n--\n\n"
+"Open a session channel, set the environment variables `env` (pairs of str),\n"
+"and start `command` (str). Waits at most `timeout` seconds.");
+
+static PyObject *
+chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"command", "env", "timeout", NULL};
+    PyObject *command, *env = NULL, *timeout_obj = Py_None;
+    PyObject *cmd_bytes = NULL, *env_list = NULL, *result = NULL;
+    pyssh_state *st = self->session->state;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OO:exec", kwlist, &command, &env, &timeout_obj)) {
+        return NULL;
+    }
+    CHECK_USABLE(self, NULL);
+    if (self->chan != NULL || self->opened) {
+        return pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
+    }
+    double timeout = -1;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (timeout < 0) {
+            timeout = 0;
+        }
+    }
+    cmd_bytes = PyUnicode_AsUTF8String(command);
+    if (cmd_bytes == NULL) {
+        return NULL;
+    }
+    if ((Py_ssize_t)strlen(PyBytes_AS_STRING(cmd_bytes)) != PyBytes_GET_SIZE(cmd_bytes)) {
+        PyErr_SetString(PyExc_ValueError, "the command contains a NUL character");
+        goto done;
+    }
+    env_list = PyList_New(0);
+    if (env_list == NULL) {
+        goto done;
+    }
+    if (env != NULL && env != Py_None) {
+        PyObject *it = PyObject_GetIter(env);
+        if (it == NULL) {
+            goto done;
+        }
+        PyObject *item;
+        while ((item = PyIter_Next(it)) != NULL) {
+            PyObject *name, *value, *pair = NULL;
+            if (!PyArg_ParseTuple(item, "UU;env items must be (name, value) pairs of str",
+                                  &name, &value)) {
+                Py_DECREF(item);
+                break;
+            }
+            PyObject *nb = PyUnicode_AsUTF8String(name);
+            PyObject *vb = nb ? PyUnicode_AsUTF8String(value) : NULL;
+            if (vb != NULL) {
+                pair = PyTuple_Pack(2, nb, vb);
+            }
+            Py_XDECREF(nb);
+            Py_XDECREF(vb);
+            Py_DECREF(item);
+            if (pair == NULL || PyList_Append(env_list, pair) < 0) {
+                Py_XDECREF(pair);
+                break;
+            }
+            Py_DECREF(pair);
+        }
+        Py_DECREF(it);
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+    }
+
+    struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0, NULL};
+    self->busy = 1;
+    int rc = pyssh_wait(self->session, exec_step, &a, timeout, PYSSH_EXC_SSHError,
+                        "starting the command");
+    self->busy = 0;
+    if (rc < 0) {
+        if (a.refused != NULL && PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHError]) &&
+            !PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError]) &&
+            !PyErr_ExceptionMatches(st->exc[PYSSH_EXC_ConnectError])) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            if (strcmp(a.refused, "env") == 0) {
+                PyObject *pair = PyList_GET_ITEM(env_list, a.env_done);
+                pyssh_raise(st, PYSSH_EXC_SSHError,
+                            "the server refused to set the environment variable %s: "
+                            "its sshd_config must list it in AcceptEnv (or set it in the "
+                            "command itself: NAME=value command)",
+                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)));
+            }
+            else {
+                pyssh_raise(st, PYSSH_EXC_SSHError, "%s (%S)", a.refused,
+                            value ? value : Py_None);
+            }
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        chanobj_close_impl(self, 0, 1);
+        goto done;
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    Py_XDECREF(cmd_bytes);
+    Py_XDECREF(env_list);
+    return result;
+}
+
+/* ---- the pump ------------------------------------------------------------------ */
+
+enum sink_kind { SINK_DISCARD, SINK_CAPTURE, SINK_CALLBACK };
+
+typedef struct {
+    enum sink_kind kind;
+    PyObject *target;      /* the callable (SINK_CALLBACK) */
+    PyObject *bytes;       /* SINK_CAPTURE: the bytes object being filled */
+    char *buf;             /* where the step writes: malloc'd, or inside `bytes` */
+    size_t len, cap;
+    unsigned long long total;
+} sink;
+
+struct pump {
+    ChannelObject *ch;
+    sink out[2];
+    /* stdin: the current chunk, and whether more may follow */
+    PyObject *stdin_iter;        /* NULL: no stdin (EOF at once) */
+    Py_buffer in_view;
+    int have_view;
+    const char *in;
+    size_t in_left;
+    int in_done;                 /* the source is exhausted: EOF to send */
+    int eof_sent;
+    int stdin_dropped;           /* the command ended before reading all stdin */
+    int need_stdin;              /* the step wants the next chunk */
+    int done;                    /* the server closed the channel; all output read */
+    /* snapshot of the result, taken under the lock */
+    int has_status, exit_status, has_signal, core_dumped;
+    char exit_signal[32];
+    char exit_errmsg[256];
+};
+
+static int
+sink_ready(const sink *k)
+{
+    return k->kind != SINK_DISCARD && k->len > 0 &&
+           (k->kind == SINK_CALLBACK || k->cap - k->len < CAPTURE_MIN);
+}
+
+/* Copy what libssh holds for one stream into its sink (discard: read and drop). */
+static int
+drain(struct pump *P, int stream)
+{
+    static char scratch[64 * 1024];   /* discarded output: written, never read */
+    ChannelObject *ch = P->ch;
+    sink *k = &P->out[stream];
+    while (ch->avail[stream] > 0) {
+        char *dst;
+        size_t room;
+        if (k->kind == SINK_DISCARD) {
+            dst = scratch;
+            room = sizeof(scratch);
+        }
+        else {
+            dst = k->buf + k->len;
+            room = k->cap - k->len;
+            if (room == 0) {
+                return 0;
+            }
+        }
+        uint32_t want = ch->avail[stream] < room ? ch->avail[stream] : (uint32_t)room;
+        int n = ssh_channel_read_timeout(ch->chan, dst, want, stream, 0);
+        if (n < 0) {
+            return PYSSH_FAILED;
+        }
+        if (n == 0) {
+            ch->avail[stream] = 0;
+            break;
+        }
+        ch->avail[stream] -= (uint32_t)n < ch->avail[stream] ? (uint32_t)n : ch->avail[stream];
+        k->total += (unsigned)n;
+        if (k->kind != SINK_DISCARD) {
+            k->len += (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* Write stdin while the peer's window is open and libssh has sent what it had. */
+static int
+feed(struct pump *P, ssh_session ssh)
+{
+    ChannelObject *ch = P->ch;
+    if (ch->remote_closed) {
+        /* the command is gone: what it did not read is dropped, as a pipe would */
+        if (P->in_left > 0 || !P->in_done) {
+            P->stdin_dropped = 1;
+        }
+        P->in_left = 0;
+        P->in_done = 1;
+        P->eof_sent = 1;
+        return 0;
+    }
+    while (P->in_left > 0) {
+        if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+            return 0;          /* the socket is full: wait for POLLOUT */
+        }
+        uint32_t window = ssh_channel_window_size(ch->chan);
+        if (window == 0) {
+            return 0;          /* wait for the server's window adjust */
+        }
+        size_t n = P->in_left;
+        if (n > window) {
+            n = window;
+        }
+        if (n > STDIN_WRITE) {
+            n = STDIN_WRITE;
+        }
+        int w = ssh_channel_write(ch->chan, P->in, (uint32_t)n);
+        if (w < 0) {
+            if (ch->remote_closed) {
+                return feed(P, ssh);
+            }
+            return PYSSH_FAILED;
+        }
+        if (w == 0) {
+            return 0;
+        }
+        P->in += w;
+        P->in_left -= (size_t)w;
+    }
+    if (P->in_done && !P->eof_sent) {
+        if (ssh_channel_send_eof(ch->chan) == SSH_ERROR) {
+            if (!ch->remote_closed) {
+                return PYSSH_FAILED;
+            }
+        }
+        P->eof_sent = 1;
+    }
+    return 0;
+}
+
+static void
+snapshot(struct pump *P)
+{
+    ChannelObject *ch = P->ch;
+    P->has_status = ch->has_status;
+    P->exit_status = ch->exit_status;
+    P->has_signal = ch->has_signal;
+    P->core_dumped = ch->core_dumped;
+    memcpy(P->exit_signal, ch->exit_signal, sizeof(P->exit_signal));
+    memcpy(P->exit_errmsg, ch->exit_errmsg, sizeof(P->exit_errmsg));
+}
+
+/* Something for run() to do with the GIL: output to hand over, stdin to fetch, the end. */
+static int
+want_python(struct pump *P)
+{
+    return P->done || P->need_stdin || sink_ready(&P->out[0]) || sink_ready(&P->out[1]);
+}
+
+static int
+pump_step(ssh_session ssh, void *p)
+{
+    struct pump *P = p;
+    ChannelObject *ch = P->ch;
+    ssh_event ev = ch->session->event;
+
+    for (int round = 0; round < ROUNDS_MAX; round++) {
+        if (drain(P, 0) < 0 || drain(P, 1) < 0 || feed(P, ssh) < 0) {
+            return PYSSH_FAILED;
+        }
+        P->need_stdin = P->in_left == 0 && !P->in_done;
+        if (ch->remote_closed && ch->avail[0] == 0 && ch->avail[1] == 0) {
+            P->done = 1;
+        }
+        if (want_python(P)) {
+            snapshot(P);
+            return 0;
+        }
+        int rc = ssh_event_dopoll(ev, 0);
+        int status = ssh_get_status(ssh);
+        if (status & (SSH_CLOSED | SSH_CLOSED_ERROR)) {
+            return PYSSH_FAILED;   /* libssh's message says why */
+        }
+        if (rc == SSH_ERROR) {
+            return PYSSH_FAILED;
+        }
+        if (rc == SSH_AGAIN) {
+            /* the socket is idle: hand over what there is, or wait */
+            if (drain(P, 0) < 0 || drain(P, 1) < 0) {
+                return PYSSH_FAILED;
+            }
+            if (ch->remote_closed && ch->avail[0] == 0 && ch->avail[1] == 0) {
+                P->done = 1;
+            }
+            if (P->done || P->need_stdin || P->out[0].len > 0 || P->out[1].len > 0) {
+                snapshot(P);
+                return 0;
+            }
+            return PYSSH_AGAIN;
+        }
+    }
+    snapshot(P);
+    return 0;
+}
+
+/* ---- run(): the loop with the GIL ---------------------------------------------- */
+
+static int
+sink_init(sink *k, PyObject *target, const char *name)
+{
+    memset(k, 0, sizeof(*k));
+    if (target == Py_None) {
+        k->kind = SINK_DISCARD;
+        return 0;
+    }
+    if (target == Py_True) {
+        k->kind = SINK_CAPTURE;
+        k->cap = 4 * CAPTURE_MIN;
+        k->bytes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)k->cap);
+        if (k->bytes == NULL) {
+            return -1;
+        }
+        k->buf = PyBytes_AS_STRING(k->bytes);
+        return 0;
+    }
+    if (!PyCallable_Check(target)) {
+        PyErr_Format(PyExc_TypeError, "%s must be None, True or a callable, not %.100s",
+                     name, Py_TYPE(target)->tp_name);
+        return -1;
+    }
+    k->kind = SINK_CALLBACK;
+    k->cap = CALLBACK_BUF;
+    k->buf = PyMem_RawMalloc(k->cap);
+    if (k->buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_INCREF(target);
+    k->target = target;
+    return 0;
+}
+
+static void
+sink_free(sink *k)
+{
+    if (k->kind == SINK_CALLBACK) {
+        PyMem_RawFree(k->buf);
+    }
+    Py_CLEAR(k->target);
+    Py_CLEAR(k->bytes);
+    k->buf = NULL;
+}
+
+/* Hand a sink's data to Python (GIL held). */
+static int
+sink_flush(sink *k)
+{
+    if (k->kind == SINK_CALLBACK && k->len > 0) {
+        PyObject *chunk = PyBytes_FromStringAndSize(k->buf, (Py_ssize_t)k->len);
+        k->len = 0;
+        if (chunk == NULL) {
+            return -1;
+        }
+        PyObject *r = PyObject_CallOneArg(k->target, chunk);
+        Py_DECREF(chunk);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    else if (k->kind == SINK_CAPTURE && k->cap - k->len < CAPTURE_MIN) {
+        /* grow by doubling: linear time overall; realloc usually moves nothing */
+        size_t cap = k->cap * 2;
+        if (_PyBytes_Resize(&k->bytes, (Py_ssize_t)cap) < 0) {
+            return -1;
+        }
+        k->cap = cap;
+        k->buf = PyBytes_AS_STRING(k->bytes);
+    }
+    return 0;
+}
+
+static int
+next_stdin(struct pump *P)
+{
+    if (P->have_view) {
+        PyBuffer_Release(&P->in_view);
+        P->have_view = 0;
+    }
+    P->in = NULL;
+    P->in_left = 0;
+    for (;;) {
+        PyObject *item = PyIter_Next(P->stdin_iter);
+        if (item == NULL) {
+            if (PyErr_Occurred()) {
+                return -1;
+            }
+            P->in_done = 1;
+            return 0;
+        }
+        int r = PyObject_GetBuffer(item, &P->in_view, PyBUF_SIMPLE);
+        Py_DECREF(item);
+        if (r < 0) {
+            return -1;
+        }
+        if (P->in_view.len == 0) {
+            PyBuffer_Release(&P->in_view);
+            continue;
+        }
+        P->have_view = 1;
+        P->in = P->in_view.buf;
+        P->in_left = (size_t)P->in_view.len;
+        return 0;
+    }
+}
+
+PyDoc_STRVAR(chanobj_run_doc,
+"run($self, /, stdout=None, stderr=None, stdin=None, timeout=None)\n--\n\n"
+"Stream the running command's output and input until the server closes the\n"
+"channel. `stdout`/`stderr`: None (discard), True (capture) or a callable called\n"
+"with each bytes chunk. `stdin`: None (send EOF at once) or an iterator of\n"
+"bytes-like chunks (EOF when it ends). `timeout`: seconds for the whole run.\n"
+"Returns (exit_status or None, signal name or None, core_dumped, error message,\n"
+"captured stdout or None, captured stderr or None, stdin_dropped). On timeout,\n"
+"interrupt or an exception from a callback the command gets SIGHUP (where the\n"
+"server supports signals), the channel is closed and the exception propagates.");
+
+static PyObject *
+chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"stdout", "stderr", "stdin", "timeout", NULL};
+    PyObject *out_t = Py_None, *err_t = Py_None, *in_t = Py_None, *timeout_obj = Py_None;
+    pyssh_state *st = self->session->state;
+    PyObject *result = NULL;
+    struct pump P;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOO:run", kwlist, &out_t, &err_t, &in_t,
+                                     &timeout_obj)) {
+        return NULL;
+    }
+    CHECK_USABLE(self, NULL);
+    if (self->chan == NULL || !self->exec_sent) {
+        return pyssh_raise(st, PYSSH_EXC_SSHError,
+                           "no command is running on this channel: call exec() first");
+    }
+    double timeout = -1;
+    if (timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (timeout < 0) {
+            timeout = 0;
+        }
+    }
+    memset(&P, 0, sizeof(P));
+    P.ch = self;
+    if (sink_init(&P.out[0], out_t, "stdout") < 0 || sink_init(&P.out[1], err_t, "stderr") < 0) {
+        goto done;
+    }
+    if (in_t == Py_None) {
+        P.in_done = 1;
+    }
+    else {
+        P.stdin_iter = PyObject_GetIter(in_t);
+        if (P.stdin_iter == NULL) {
+            goto done;
+        }
+    }
+
+    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
+    self->busy = 1;
+    for (;;) {
+        if (P.need_stdin) {
+            P.need_stdin = 0;
+            if (next_stdin(&P) < 0) {
+                goto fail;
+            }
+        }
+        double left = -1;
+        if (timeout >= 0) {
+            left = deadline - pyssh_monotonic();
+            if (left < 0) {
+                left = 0;
+            }
+        }
+        int rc = pyssh_wait(self->session, pump_step, &P, left, PYSSH_EXC_SSHError,
+                            "running the command");
+        if (rc < 0) {
+            if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError]) && timeout >= 0) {
+                PyErr_Clear();
+                char secs[32];
+                snprintf(secs, sizeof(secs), "%g", timeout);
+                pyssh_raise(st, PYSSH_EXC_SSHTimeoutError,
+                            "the command ran longer than its timeout of %s seconds: it was sent "
+                            "SIGHUP and its channel closed (the session is still usable)", secs);
+            }
+            goto fail;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (sink_flush(&P.out[i]) < 0) {
+                goto fail;
+            }
+        }
+        if (P.done) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            goto fail;
+        }
+        if (timeout >= 0 && pyssh_monotonic() >= deadline && !P.done) {
+            char secs[32];
+            snprintf(secs, sizeof(secs), "%g", timeout);
+            pyssh_raise(st, PYSSH_EXC_SSHTimeoutError,
+                        "the command ran longer than its timeout of %s seconds: it was sent "
+                        "SIGHUP and its channel closed (the session is still usable)", secs);
+            goto fail;
+        }
+    }
+    self->busy = 0;
+    chanobj_close_impl(self, 0, 1);
+
+    PyObject *captured[2] = {Py_None, Py_None};
+    for (int i = 0; i < 2; i++) {
+        if (P.out[i].kind == SINK_CAPTURE) {
+            if (_PyBytes_Resize(&P.out[i].bytes, (Py_ssize_t)P.out[i].len) < 0) {
+                goto done;
+            }
+            captured[i] = P.out[i].bytes;
+        }
+    }
+    PyObject *status = P.has_status ? PyLong_FromLong(P.exit_status) : Py_NewRef(Py_None);
+    PyObject *sig = P.has_signal ? PyUnicode_DecodeUTF8(P.exit_signal, strlen(P.exit_signal), "replace")
+                                 : Py_NewRef(Py_None);
+    PyObject *msg = PyUnicode_DecodeUTF8(P.exit_errmsg, strlen(P.exit_errmsg), "replace");
+    if (status && sig && msg) {
+        result = Py_BuildValue("(OOOOOOO)", status, sig, P.core_dumped ? Py_True : Py_False, msg,
+                               captured[0], captured[1], P.stdin_dropped ? Py_True : Py_False);
+    }
+    Py_XDECREF(status);
+    Py_XDECREF(sig);
+    Py_XDECREF(msg);
+    goto done;
+
+fail:
+    self->busy = 0;
+    {
+        /* stop the command; the exception in flight is kept */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        chanobj_close_impl(self, 1, 1);
+        PyErr_Restore(type, value, tb);
+    }
+done:
+    sink_free(&P.out[0]);
+    sink_free(&P.out[1]);
+    if (P.have_view) {
+        PyBuffer_Release(&P.in_view);
+    }
+    Py_XDECREF(P.stdin_iter);
+    return result;
+}
+
+PyDoc_STRVAR(chanobj_close_doc,
+"close($self, /)\n--\n\n"
+"Close the channel (a command still running is sent SIGHUP first, where the\n"
+"server supports signals). Safe to call more than once.");
+
+static PyObject *
+chanobj_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the channel is in use: it cannot be closed from "
+                        "its own callback or while another thread runs it");
+        return NULL;
+    }
+    chanobj_close_impl(self, 1, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+chanobj_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->chan == NULL);
+}
+
+static PyObject *
+chanobj_get_session(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef((PyObject *)self->session);
+}
+
+static PyMethodDef chanobj_methods[] = {
+    {"exec", (PyCFunction)(void (*)(void))chanobj_exec, METH_VARARGS | METH_KEYWORDS, chanobj_exec_doc},
+    {"run", (PyCFunction)(void (*)(void))chanobj_run, METH_VARARGS | METH_KEYWORDS, chanobj_run_doc},
+    {"close", (PyCFunction)chanobj_close, METH_NOARGS, chanobj_close_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef chanobj_getset[] = {
+    {"closed", (getter)chanobj_get_closed, NULL, "True unless a channel is open.", NULL},
+    {"session", (getter)chanobj_get_session, NULL, "The session the channel belongs to.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot chanobj_slots[] = {
+    {Py_tp_new, chanobj_new},
+    {Py_tp_dealloc, chanobj_dealloc},
+    {Py_tp_methods, chanobj_methods},
+    {Py_tp_getset, chanobj_getset},
+    {Py_tp_doc, "Channel(session)\n--\n\nA session channel that runs one remote command."},
+    {0, NULL},
+};
+
+static PyType_Spec chanobj_spec = {
+    .name = "pyssh._ssh.Channel",
+    .basicsize = sizeof(ChannelObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = chanobj_slots,
+};
+
+int
+pyssh_channel_setup_type(PyObject *module, pyssh_state *st)
+{
+    st->ChannelType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &chanobj_spec, NULL);
+    if (st->ChannelType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->ChannelType);
+}
