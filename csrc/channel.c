@@ -30,6 +30,7 @@
 #include <string.h>
 
 #define CALLBACK_BUF (256 * 1024)   /* a callback's chunk: up to this much */
+#define CALLBACK_READY (64 * 1024)  /* ...and at least this much while data flows */
 #define CAPTURE_MIN (16 * 1024)     /* a capture buffer grows when it has less room */
 #define STDIN_WRITE (256 * 1024)    /* at most this much stdin per write call */
 #define ROUNDS_MAX 4096             /* socket reads per step, so that a step ends */
@@ -446,8 +447,12 @@ struct pump {
 static int
 sink_ready(const sink *k)
 {
-    return k->kind != SINK_DISCARD && k->len > 0 &&
-           (k->kind == SINK_CALLBACK || k->cap - k->len < CAPTURE_MIN);
+    /* A callback gets large chunks while data flows, and whatever there is as
+     * soon as the socket is idle (pump_step's SSH_AGAIN branch). */
+    if (k->kind == SINK_CALLBACK) {
+        return k->len >= CALLBACK_READY;
+    }
+    return k->kind == SINK_CAPTURE && k->cap - k->len < CAPTURE_MIN;
 }
 
 /* Copy what libssh holds for one stream into its sink (discard: read and drop). */

@@ -1,6 +1,64 @@
 /* pyssh._ssh: module init (PEP 489 multi-phase), module state, constants. */
 #include "pyssh.h"
 
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+#  if defined(_MSC_VER)
+#    include <intrin.h>
+#  else
+#    include <cpuid.h>
+#  endif
+#elif defined(__aarch64__) && defined(__linux__)
+#  include <sys/auxv.h>
+#  ifndef HWCAP_AES
+#    define HWCAP_AES (1 << 3)
+#  endif
+#  ifndef HWCAP_PMULL
+#    define HWCAP_PMULL (1 << 4)
+#  endif
+#elif (defined(_M_ARM64) || defined(__aarch64__)) && defined(_WIN32)
+#  include <windows.h>
+#endif
+
+/* Does this CPU encrypt AES and multiply for GCM in hardware (AES-NI and
+ * PCLMULQDQ on x86, the ARMv8 crypto extension's AES and PMULL)? */
+static int
+cpu_has_aes(void)
+{
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+    unsigned int ecx;
+#  if defined(_MSC_VER)
+    int r[4];
+    __cpuid(r, 1);
+    ecx = (unsigned int)r[2];
+#  else
+    unsigned int eax, ebx, edx;
+    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
+        return 0;
+    }
+#  endif
+    return (ecx & (1u << 25)) && (ecx & (1u << 1));   /* AES, PCLMULQDQ */
+#elif defined(__aarch64__) && defined(__APPLE__)
+    return 1;   /* every Apple arm64 CPU has the crypto extension */
+#elif defined(__aarch64__) && defined(__linux__)
+    unsigned long hw = getauxval(AT_HWCAP);
+    return (hw & HWCAP_AES) && (hw & HWCAP_PMULL);
+#elif (defined(_M_ARM64) || defined(__aarch64__)) && defined(_WIN32)
+    return IsProcessorFeaturePresent(PF_ARM_V8_CRYPTO_INSTRUCTIONS_AVAILABLE) != 0;
+#else
+    return 0;
+#endif
+}
+
+/* pyssh's cipher order, set below the user's ssh config (which wins over it).
+ * With AES in hardware, AES-GCM is the fastest AEAD cipher (on loopback here, 1 GB
+ * of stdout: aes128-gcm 711 MB/s, aes256-gcm 610, chacha20-poly1305 500,
+ * aes128-ctr 428) and constant-time, so it goes first. Without it, AES in software
+ * is slow and its table lookups leak timing, which is OpenSSH's reason for putting
+ * chacha20-poly1305 first: then libssh's own order is kept (""). Same set of
+ * ciphers as libssh's default either way: no CBC, no 3DES. */
+#define AES_FIRST "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com," \
+                  "aes256-ctr,aes192-ctr,aes128-ctr"
+
 static int
 module_exec(PyObject *module)
 {
@@ -40,7 +98,11 @@ module_exec(PyObject *module)
     C(SSH_KNOWN_HOSTS_UNKNOWN);
     C(SSH_KNOWN_HOSTS_NOT_FOUND);
 #undef C
-    if (PyModule_AddStringConstant(module, "DEFAULT_CIPHERS", "") < 0) {
+    int aes = cpu_has_aes();
+    if (PyModule_AddIntConstant(module, "CPU_HAS_AES", aes) < 0) {
+        return -1;
+    }
+    if (PyModule_AddStringConstant(module, "DEFAULT_CIPHERS", aes ? AES_FIRST : "") < 0) {
         return -1;
     }
     if (PyModule_AddStringConstant(module, "LIBSSH_VERSION", ssh_version(0)) < 0) {

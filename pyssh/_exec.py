@@ -12,11 +12,12 @@ import io
 import os
 import signal as _signal
 import sys
+import time
 from typing import (IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, List, Mapping,
                     Optional, Sequence, Tuple, Union)
 
 from . import _ssh
-from .errors import CommandError
+from .errors import CommandError, SSHTimeoutError
 
 if TYPE_CHECKING:   # pragma: no cover
     from .session import Session
@@ -28,6 +29,7 @@ Sink = Union[None, Callable[[bytes], Any], BinaryIO, IO[str], str, "os.PathLike[
 Source = Union[None, bytes, bytearray, memoryview, str, BinaryIO, Iterable[bytes]]
 
 STDIN_CHUNK = 256 * 1024
+MAX_COMMAND = 250_000   # bytes of UTF-8
 
 
 class _Default:
@@ -147,6 +149,12 @@ def command_text(command: Any) -> str:
         raise ValueError("the command is empty")
     if "\0" in text:
         raise ValueError("the command contains a NUL character")
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_COMMAND:
+        # sshd drops the connection on a packet over 256 KiB
+        raise ValueError(f"the command is {size} bytes: an SSH server takes at most about 256 KiB "
+                         f"in one request (and Linux at most 128 KiB in one argument). Send a "
+                         f"long script on stdin instead: exec_wait('sh', stdin=script)")
     return text
 
 
@@ -345,10 +353,17 @@ def run(session: "Session", command: Any, stdout: Any, stderr: Any, stdin: Any,
     try:
         ch = _ssh.Channel(session)
         try:
-            # the timeout bounds starting the command, then the command's run
+            # one timeout for all of it: starting the command, then its run
+            started = time.monotonic()
             ch.exec(text, env=pairs, timeout=timeout)
-            status, signame, core, _msg, out, err, _dropped = ch.run(
-                stdout=out_t, stderr=err_t, stdin=source, timeout=timeout)
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            try:
+                status, signame, core, _msg, out, err, _dropped = ch.run(
+                    stdout=out_t, stderr=err_t, stdin=source, timeout=left)
+            except SSHTimeoutError:
+                raise SSHTimeoutError(
+                    f"the command ran longer than its timeout of {timeout:g} seconds: it was "
+                    f"sent SIGHUP and its channel closed (the session is still usable)") from None
         finally:
             ch.close()
     finally:

@@ -1,0 +1,657 @@
+"""Remote commands: exec_wait and exec_internal against a real sshd."""
+import gc
+import hashlib
+import io
+import os
+import pathlib
+import resource
+import secrets
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import pyssh
+from conftest import IS_ROOT
+
+ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+
+
+@pytest.fixture
+def session(server):
+    with server.connect() as s:
+        yield s
+
+
+@pytest.fixture
+def plain_session(server, request):
+    """A session of an ordinary (non-root) user. As root that is the test account,
+    whose shell is /bin/sh: OpenSSH signals only non-root sessions, and root's
+    shell here may read a slow ~/.bashrc for every command."""
+    if IS_ROOT:
+        name, _password = request.getfixturevalue("account")
+        address = f"{name}@{server.host}:{server.port}"
+    else:
+        address = server.address
+    with server.connect(address=address) as s:
+        yield s
+
+
+def remote_pids(pattern):
+    """PIDs of processes whose command line matches (the server is this machine)."""
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def wait_gone(pattern, seconds=10.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not remote_pids(pattern):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+# ---- exit statuses and signals -----------------------------------------------------------
+
+@pytest.mark.parametrize("status", [0, 1, 255])
+def test_exit_status(session, status):
+    assert session.exec_wait(f"exit {status}", stdout=None, stderr=None) == status
+    r = session.exec_internal(f"exit {status}", error=False)
+    assert r.status == status and r.signal is None and r.ok == (status == 0)
+    assert r["status"] == status
+
+
+def test_nonzero_status_raises_command_error_with_stderr_tail(session):
+    script = "for i in $(seq 1 50); do echo \"line $i\" >&2; done; echo out; exit 3"
+    with pytest.raises(pyssh.CommandError) as ei:
+        session.exec_internal(script)
+    e = ei.value
+    assert e.status == 3 and e.returncode == 3 and e.command == script
+    assert e.stdout == b"out\n"
+    assert e.stderr.startswith(b"line 1\n") and e.stderr.endswith(b"line 50\n")
+    msg = str(e)
+    assert "exited with status 3" in msg
+    assert "line 50" in msg and "line 41" in msg   # the tail of stderr...
+    assert "line 40\n" not in msg                  # ...only the tail
+    assert isinstance(e, pyssh.SSHError)
+    assert e.result.status == 3
+
+
+def test_empty_stderr_is_said(session):
+    with pytest.raises(pyssh.CommandError, match=r"status 1 \(its stderr was empty\)"):
+        session.exec_internal("false")
+
+
+def test_killed_by_signal(session):
+    r = session.exec_internal("kill -KILL $$", error=False)
+    assert r.signal == "KILL"
+    assert r.status == -signal.SIGKILL
+    assert session.exec_wait("kill -TERM $$", stdout=None, stderr=None) == -signal.SIGTERM
+    with pytest.raises(pyssh.CommandError, match="killed by signal SIGKILL") as ei:
+        session.exec_internal("kill -KILL $$")
+    assert ei.value.signal == "KILL"
+
+
+def test_check_and_text(session):
+    r = session.exec_internal("printf 'h\\xc3\\xa9llo'; printf 'bad \\xff' >&2")
+    assert r.check() is r
+    assert r.text() == r.stdout_text == "héllo"
+    assert r.stderr_text == "bad \ufffd"
+    assert "status=0" in repr(r)
+
+
+# ---- output --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def blob(tmp_path_factory):
+    """3 MB of random bytes with every byte value, in a file the server can read."""
+    d = tmp_path_factory.mktemp("blob")
+    os.chmod(d, 0o755)
+    data = bytes(range(256)) * 16 + os.urandom(3_000_000)
+    path = d / "blob.bin"
+    path.write_bytes(data)
+    os.chmod(path, 0o644)
+    return path, data
+
+
+def test_large_binary_output_on_both_streams(session, blob):
+    path, data = blob
+    r = session.exec_internal(f"cat {path}; cat {path} >&2; cat {path}")
+    assert r.stdout == data + data
+    assert r.stderr == data
+
+
+def test_interleaved_streams_do_not_deadlock(session, blob):
+    path, data = blob
+    # both streams at once, each far more than a channel window
+    cmd = f"for i in 1 2 3 4; do cat {path}; done & for i in 1 2 3 4; do cat {path} >&2; done; wait"
+    r = session.exec_internal(cmd, timeout=60)
+    assert r.stdout == data * 4
+    assert r.stderr == data * 4
+
+
+def test_no_output(session):
+    r = session.exec_internal("true")
+    assert r.stdout == b"" and r.stderr == b"" and r.status == 0
+    got = []
+    assert session.exec_wait("true", stdout=got.append, stderr=got.append) == 0
+    assert got == []
+
+
+def test_unicode_command(session):
+    r = session.exec_internal("echo 'héllo wörld ✓ 日本'")
+    assert r.stdout.decode("utf-8") == "héllo wörld ✓ 日本\n"
+
+
+def test_script_as_a_list(session):
+    r = session.exec_internal(["cd /", "pwd", "x=42", "echo $x"])
+    assert r.stdout == b"/\n42\n"
+
+
+def test_callable_target_gets_bytes_in_large_chunks(session):
+    chunks = []
+    n = 8 * 1024 * 1024
+    assert session.exec_wait(f"head -c {n} /dev/zero", stdout=chunks.append) == 0
+    assert all(type(c) is bytes for c in chunks)
+    assert sum(map(len, chunks)) == n and b"".join(chunks) == bytes(n)
+    # tens of KiB per call while data flows, not 1 KiB reads
+    assert n / len(chunks) >= 16 * 1024, f"{len(chunks)} calls for 8 MiB"
+
+
+def test_default_targets_are_sys_stdout_and_stderr(session, capsys):
+    print("before", flush=False)   # still in the text layer: must come out first
+    assert session.exec_wait("echo out; echo err >&2") == 0
+    print("after")
+    out, err = capsys.readouterr()
+    assert out == "before\nout\nafter\n"
+    assert err == "err\n"
+
+
+class NotebookStream:
+    """Like Jupyter's sys.stdout: a text stream with no .buffer."""
+    encoding = "UTF-8"
+
+    def __init__(self):
+        self.parts = []
+        self.flushes = 0
+
+    def write(self, s):
+        assert isinstance(s, str)
+        self.parts.append(s)
+        return len(s)
+
+    def flush(self):
+        self.flushes += 1
+
+
+def test_default_target_without_buffer_gets_decoded_text(session, monkeypatch):
+    out, err = NotebookStream(), NotebookStream()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    # 3-byte characters, 300 KB: chunk boundaries fall inside characters
+    text = "€" * 100_000
+    assert session.exec_wait("yes '€' | head -n 100000 | tr -d '\\n'; echo 'é' >&2") == 0
+    assert "".join(out.parts) == text
+    assert "".join(err.parts) == "é\n"
+    assert out.flushes >= 1
+
+
+def test_text_stream_target(session):
+    out = io.StringIO()
+    assert session.exec_wait("echo 'ünï'", stdout=out, stderr=None) == 0
+    assert out.getvalue() == "ünï\n"
+
+
+@pytest.mark.parametrize("buffering", [-1, 0])
+def test_binary_file_target(session, blob, tmp_path, buffering):
+    path, data = blob
+    with open(tmp_path / "out", "wb", buffering=buffering) as f:
+        assert session.exec_wait(f"cat {path}", stdout=f) == 0
+    assert (tmp_path / "out").read_bytes() == data
+
+
+@pytest.mark.parametrize("kind", [str, pathlib.Path])
+def test_path_target_is_overwritten(session, tmp_path, kind):
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    out.write_text("old content that is longer than the new one\n")
+    assert session.exec_wait("echo new; echo oops >&2", stdout=kind(out), stderr=kind(err)) == 0
+    assert out.read_text() == "new\n"
+    assert err.read_text() == "oops\n"
+
+
+def test_same_path_for_both_streams(session, tmp_path):
+    both = tmp_path / "both.log"
+    assert session.exec_wait("echo out; echo err >&2", stdout=str(both), stderr=both) == 0
+    assert sorted(both.read_text().splitlines()) == ["err", "out"]
+
+
+def test_none_discards(session, capfd):
+    assert session.exec_wait("echo out; echo err >&2; exit 4", stdout=None, stderr=None) == 4
+    assert capfd.readouterr() == ("", "")
+
+
+def test_bad_targets(session):
+    with pytest.raises(TypeError, match="stdout must be a callable"):
+        session.exec_wait("true", stdout=42)
+    with pytest.raises(TypeError, match="not bytes"):
+        session.exec_wait("true", stderr=b"/tmp/x")
+    assert session.exec_internal("echo fine").stdout == b"fine\n"
+
+
+# ---- stdin -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [
+    lambda d: d,
+    lambda d: bytearray(d),
+    lambda d: memoryview(d),
+    lambda d: io.BytesIO(d),
+    lambda d: [d[:1000], b"", d[1000:5000], d[5000:]],
+    lambda d: (d[i:i + 777] for i in range(0, len(d), 777)),
+], ids=["bytes", "bytearray", "memoryview", "file", "list", "generator"])
+def test_stdin_kinds(session, make):
+    data = os.urandom(100_000) + bytes(range(256))
+    r = session.exec_internal("cat", stdin=make(data))
+    assert r.stdout == data
+
+
+def test_stdin_str_is_utf8(session):
+    assert session.exec_internal("cat", stdin="héllo\n").stdout == "héllo\n".encode()
+    assert session.exec_internal("cat", stdin=["a", b"b", "ç"]).stdout == "abç".encode()
+
+
+def test_stdin_real_file(session, blob):
+    path, data = blob
+    with open(path, "rb") as f:
+        assert session.exec_internal("sha256sum", stdin=f).stdout.split()[0].decode() == \
+            hashlib.sha256(data).hexdigest()
+
+
+def test_stdin_larger_than_the_window(session):
+    data = os.urandom(1 << 20) * 64   # 64 MiB, 32 times the channel window
+    r = session.exec_internal("sha256sum; echo done >&2", stdin=data, timeout=120)
+    assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
+    assert r.stderr == b"done\n"
+
+
+def test_stdin_never_read(session):
+    data = bytes(64 << 20)
+    t = time.monotonic()
+    r = session.exec_internal("echo ignored", stdin=data, timeout=60)
+    assert r.stdout == b"ignored\n"
+    assert time.monotonic() - t < 30
+
+
+def test_no_stdin_sends_eof_at_once(session):
+    # a command that reads stdin gets end-of-file, instead of hanging
+    r = session.exec_internal("cat; wc -c", timeout=20)
+    assert r.stdout.split() == [b"0"]
+
+
+def test_stdin_while_output_flows(session):
+    # the command writes as much as it reads: input and output move together
+    data = os.urandom(1 << 20) * 16
+    got = []
+    assert session.exec_wait("cat; cat /dev/null >&2", stdin=data, stdout=got.append, timeout=60) == 0
+    assert b"".join(got) == data
+
+
+def test_bad_stdin(session):
+    with pytest.raises(TypeError, match="stdin must be bytes"):
+        session.exec_internal("cat", stdin=42)
+    with pytest.raises(TypeError, match="stdin items must be bytes"):
+        session.exec_internal("cat", stdin=[b"ok", 42])
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+def test_stdin_source_raising_propagates(session):
+    class Broken(Exception):
+        pass
+
+    def source():
+        yield b"first\n"
+        raise Broken("the source failed")
+
+    with pytest.raises(Broken, match="the source failed"):
+        session.exec_internal("cat", stdin=source())
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+# ---- environment -------------------------------------------------------------------------
+
+def test_env_accepted(session):
+    r = session.exec_internal('printf "%s|%s" "$PYSSH_A" "$PYSSH_B"',
+                              env={"PYSSH_A": "one two", "PYSSH_B": "ü=3"})
+    assert r.stdout.decode() == "one two|ü=3"
+
+
+def test_env_refused_says_accept_env(session):
+    with pytest.raises(pyssh.SSHError, match="NOT_ACCEPTED_VAR.*AcceptEnv"):
+        session.exec_internal("true", env={"NOT_ACCEPTED_VAR": "x"})
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+@pytest.mark.parametrize("env, err", [
+    (["PYSSH_A=1"], TypeError),
+    ({"PYSSH_A": 1}, TypeError),
+    ({"": "x"}, ValueError),
+    ({"A=B": "x"}, ValueError),
+    ({"PYSSH_A": "a\0b"}, ValueError),
+])
+def test_bad_env(session, env, err):
+    with pytest.raises(err):
+        session.exec_internal("true", env=env)
+
+
+# ---- argument checks and aliases -----------------------------------------------------------
+
+@pytest.mark.parametrize("command, err, match", [
+    ("", ValueError, "empty"),
+    ("   \n", ValueError, "empty"),
+    (b"whoami", TypeError, "not bytes"),
+    (42, TypeError, "str or a sequence"),
+    (["echo", 1], TypeError, "must be a str"),
+    ("echo a\0b", ValueError, "NUL"),
+    ("echo " + "x" * 300_000, ValueError, "stdin"),
+])
+def test_bad_commands(session, command, err, match):
+    with pytest.raises(err, match=match):
+        session.exec_wait(command)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, "5", True, float("nan")])
+def test_bad_timeouts(session, timeout):
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
+        session.exec_internal("true", timeout=timeout)
+
+
+def test_bad_error_flag(session):
+    with pytest.raises(TypeError, match="error must be True or False"):
+        session.exec_internal("true", error="yes")
+
+
+def test_closed_session(server):
+    s = server.connect()
+    s.close()
+    with pytest.raises(pyssh.SessionClosedError):
+        s.exec_wait("true")
+    with pytest.raises(pyssh.SessionClosedError):
+        s.exec_internal("true")
+
+
+def test_r_style_aliases(session):
+    got = []
+    assert pyssh.ssh_exec_wait(session, command="echo hi; echo ho >&2",
+                               std_out=got.append, std_err=got.append) == 0
+    assert sorted(got) == [b"hi\n", b"ho\n"]
+    r = pyssh.ssh_exec_internal(session, "exit 3", error=False)
+    assert r["status"] == 3 and r["stdout"] == b"" and r["stderr"] == b""
+    assert pyssh.ssh_exec_internal(session).stdout.strip().decode() == session.user
+    with pytest.raises(pyssh.CommandError):
+        pyssh.ssh_exec_internal(session, "exit 1")
+
+
+# ---- stopping a command: timeout, Ctrl-C, a callback that raises ------------------------
+
+def test_timeout_closes_channel_and_session_stays_usable(session):
+    t = time.monotonic()
+    with pytest.raises(pyssh.SSHTimeoutError, match="timeout of 0.5 seconds") as ei:
+        session.exec_wait("sleep 30", timeout=0.5)
+    assert isinstance(ei.value, TimeoutError)
+    assert time.monotonic() - t < 3
+    assert session.exec_internal("echo usable", timeout=10).stdout == b"usable\n"
+
+
+def test_timeout_output_before_it_is_kept(session):
+    got = []
+    with pytest.raises(pyssh.SSHTimeoutError):
+        session.exec_wait("echo early; sleep 30", stdout=got.append, timeout=1)
+    assert b"".join(got) == b"early\n"
+
+
+def test_timeout_signals_the_command(plain_session):
+    # OpenSSH delivers the SIGHUP to an ordinary user's command (not to root's)
+    marker = f"sleep 4{secrets.randbelow(1000)}.{secrets.randbelow(1000)}"
+    with pytest.raises(pyssh.SSHTimeoutError):
+        plain_session.exec_wait(f"exec {marker}", timeout=0.5)
+    assert wait_gone(marker), "the remote command was not stopped"
+
+
+class Boom(Exception):
+    pass
+
+
+def test_callback_exception_propagates_and_stops_the_command(session):
+    marker = f"yes pyssh-{secrets.token_hex(4)}"
+    calls = []
+    err = Boom("stop here")
+
+    def cb(chunk):
+        calls.append(len(chunk))
+        raise err
+
+    with pytest.raises(Boom) as ei:
+        session.exec_wait(marker, stdout=cb)
+    assert ei.value is err      # unchanged
+    assert len(calls) == 1      # no call after the exception
+    # the channel was closed: `yes` gets EPIPE and ends
+    assert wait_gone(marker), "the remote command was not stopped"
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+def test_file_target_error_propagates(session, tmp_path):
+    f = open(tmp_path / "x", "wb")
+    f.close()
+    with pytest.raises(ValueError, match="closed file"):
+        session.exec_wait("echo hi", stdout=f)
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+SIGINT_CHILD = textwrap.dedent("""
+    import sys, time, pyssh
+    address, key, known_hosts = sys.argv[1:4]
+    s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+    print("ready", flush=True)
+    try:
+        s.exec_wait("sleep 30", stdout=None)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+    print("then", s.exec_internal("echo usable", timeout=10).stdout.decode().strip(), flush=True)
+""")
+
+
+def test_ctrl_c_interrupts_a_running_command(server):
+    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
+                          server.known_hosts], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        time.sleep(0.7)   # inside exec_wait, the command running
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        line = p.stdout.readline().split()
+        assert line and line[0] == "interrupted", (line, p.stderr.read())
+        assert float(line[1]) - sent < 0.5
+        assert p.stdout.readline().strip() == "then usable"
+        assert p.wait(timeout=20) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+# ---- threads, the GIL, CPU ---------------------------------------------------------------
+
+def test_concurrent_commands_on_several_sessions(server):
+    sessions = [server.connect() for _ in range(3)]
+    errors = []
+
+    def work(s, tag):
+        try:
+            for i in range(8):
+                r = s.exec_internal(f"printf '{tag}-{i}'; head -c 300000 /dev/zero >&2", timeout=60)
+                assert r.stdout == f"{tag}-{i}".encode()
+                assert r.stderr == bytes(300000)
+        except BaseException as e:   # reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(s, f"s{k}t{j}"))
+               for k, s in enumerate(sessions) for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for s in sessions:
+        s.close()
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+def test_other_threads_run_while_output_streams(session):
+    count = 0
+    stop = False
+
+    def spin():
+        nonlocal count
+        while not stop:
+            count += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        time.sleep(0.3)
+        base_rate = count / 0.3
+        count = 0
+        start = time.monotonic()
+        assert session.exec_wait("head -c 400000000 /dev/zero", stdout=None) == 0
+        elapsed = time.monotonic() - start
+        during = count
+    finally:
+        stop = True
+        t.join()
+    # with the GIL held through the transfer the counter would not move at all
+    assert during > 0.1 * base_rate * elapsed, (during, base_rate, elapsed)
+
+
+def test_idle_command_uses_no_cpu(session):
+    cpu = time.process_time()
+    t = time.monotonic()
+    assert session.exec_wait("sleep 2", stdout=None) == 0
+    assert time.monotonic() - t >= 2
+    assert time.process_time() - cpu < 0.2
+
+
+# ---- a server that dies ----------------------------------------------------------------------
+
+def test_server_killed_mid_command(fresh_server):
+    s = fresh_server.connect()
+    conns = subprocess.run(["pgrep", "-P", str(fresh_server.pid)], capture_output=True,
+                           text=True).stdout.split()
+    assert len(conns) == 1   # this session's sshd process
+
+    def kill_connection(chunk):
+        # every process of this connection: ours, started by our sshd
+        tree = [conns[0]] + subprocess.run(["pgrep", "-P", conns[0]], capture_output=True,
+                                           text=True).stdout.split()
+        for pid in tree:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    t = time.monotonic()
+    with pytest.raises(pyssh.SSHError) as ei:
+        s.exec_wait("echo started; sleep 30", stdout=kill_connection)
+    assert not isinstance(ei.value, pyssh.SSHTimeoutError)
+    assert time.monotonic() - t < 10
+    with pytest.raises(pyssh.SSHError):
+        s.exec_internal("true")
+    s.close()
+
+
+# ---- memory and leaks ----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+def test_two_gib_interleaved_through_callbacks_in_constant_memory(session):
+    gib = 1 << 30
+    seen = [0, 0]
+    peak = [0]
+    next_check = [0]
+    gc.collect()
+    before = rss_bytes()
+
+    def counter(i):
+        def cb(chunk):
+            seen[i] += len(chunk)
+            total = seen[0] + seen[1]
+            if total >= next_check[0]:
+                next_check[0] = total + (32 << 20)
+                peak[0] = max(peak[0], rss_bytes())
+        return cb
+
+    cmd = f"head -c {gib} /dev/zero & head -c {gib} /dev/zero >&2; wait"
+    assert session.exec_wait(cmd, stdout=counter(0), stderr=counter(1), timeout=300) == 0
+    assert seen == [gib, gib]
+    assert peak[0] - before < 32 << 20, f"RSS grew by {(peak[0] - before) >> 20} MiB"
+
+
+CAPTURE_CHILD = textwrap.dedent("""
+    import resource, sys, pyssh
+    address, key, known_hosts, n = sys.argv[1:5]
+    n = int(n)
+    s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+    s.exec_internal("true")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    r = s.exec_internal(f"head -c {3 * n} /dev/zero; head -c {n} /dev/zero >&2")
+    assert len(r.stdout) == 3 * n and len(r.stderr) == n
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(peak - before)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+def test_exec_internal_holds_only_the_output(server):
+    n = 64 << 20   # 192 MiB of stdout, 64 MiB of stderr
+    out = subprocess.run([sys.executable, "-c", CAPTURE_CHILD, server.address, server.client_key,
+                          server.known_hosts, str(n)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    grown = int(out.stdout)
+    # the output is 256 MiB: no second copy, no doubling left resident
+    assert grown < 4 * n + (40 << 20), f"peak RSS grew by {grown >> 20} MiB for 256 MiB of output"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+def test_ten_thousand_commands_leak_nothing(plain_session):
+    s = plain_session
+    got = []
+    for _ in range(100):
+        s.exec_internal("true")
+        s.exec_wait("echo x", stdout=got.append, stderr=None)
+    gc.collect()
+    rss, fds = rss_bytes(), open_fds()
+    for i in range(5000):
+        r = s.exec_internal("echo x")
+        assert r.stdout == b"x\n"
+        got.clear()
+        assert s.exec_wait("echo y >&2; exit 2", stdout=got.append, stderr=got.append) == 2
+    gc.collect()
+    assert open_fds() == fds
+    # 4 MiB over 10,000 commands: a leak of 400 bytes per command would show
+    assert rss_bytes() - rss < 4 << 20, f"RSS grew by {(rss_bytes() - rss) >> 10} KiB"
