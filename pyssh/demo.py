@@ -1,7 +1,8 @@
 """The demo: ``python -m pyssh.demo`` (or ``bash .ci/run demo`` on a fresh machine).
 
 Starts a throwaway OpenSSH server on 127.0.0.1 (pyssh.testing), connects to it
-as the seed's example does, prints the session and its info, and shows what a
+as the seed's example does, prints the session and its info, runs commands
+(streamed, a three-command script, captured, one that fails), and shows what a
 changed host key does.
 """
 from __future__ import annotations
@@ -26,6 +27,30 @@ def main() -> int:
         print()
         for key, value in session.info().items():
             print(f"  {key:14} {value}")
+
+        # run a command: its output streams to this terminal as it is produced
+        print("\n$ whoami")
+        status = session.exec_wait("whoami")
+        print(f"(exit status {status})")
+
+        # several commands run as one script, as in the seed's example
+        script = [
+            'd=$(mktemp -d) && cd "$d"',
+            "printf 'hello from pyssh\\n' > hello.txt && tar czf hello.tar.gz hello.txt && tar tzvf hello.tar.gz",
+            'cd / && rm -rf "$d" && echo "cleaned up $d"',
+        ]
+        print("\n$ " + "\n$ ".join(script))
+        session.exec_wait(script)
+
+        # capture the output instead
+        r = session.exec_internal("uname -sr; echo 'a line on stderr' >&2")
+        print(f"\nexec_internal: {r!r}\n  stdout: {r.stdout!r}\n  stderr: {r.stderr!r}")
+
+        # a failing command raises CommandError, with the end of its stderr
+        try:
+            session.exec_internal("ls /no/such/directory")
+        except pyssh.CommandError as e:
+            print(f"\nCommandError (status {e.status}):\n  {e}")
         session.disconnect()
         print()
         print(session)
