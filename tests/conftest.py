@@ -3,6 +3,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -54,7 +55,12 @@ def account():
     subprocess.run(["chpasswd"], input=f"{ACCOUNT}:{password}\n", text=True, check=True)
     yield ACCOUNT, password
     if created:
-        subprocess.run(["userdel", "-r", ACCOUNT], capture_output=True)
+        # sshd's process of a session that just closed may still hold the account
+        for _ in range(20):
+            r = subprocess.run(["userdel", "-r", ACCOUNT], capture_output=True, text=True)
+            if r.returncode == 0 or "currently used" not in r.stderr:
+                break
+            time.sleep(0.25)
 
 
 @pytest.fixture
