@@ -52,7 +52,7 @@ case "$zlib_mode" in off|source) ;; *) die "PYSSH_ZLIB must be 'off' or 'source'
 
 vendor_dir=${PYSSH_VENDOR_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/pyssh-vendor}
 machine=$(uname -sm | tr ' ' '-')
-key=$( { cat "$here/build.sh" "$here/versions.env"; echo "$openssl_mode $zlib_mode $machine ${CC:-cc} ${CFLAGS:-}"; } \
+key=$( { cat "$here/build.sh" "$here/versions.env" "$here"/patches/*.patch; echo "$openssl_mode $zlib_mode $machine ${CC:-cc} ${CFLAGS:-}"; } \
        | sha256sum | cut -c1-16)
 prefix="$vendor_dir/$machine-$key"
 
@@ -176,6 +176,13 @@ txz=$(fetch "libssh-$LIBSSH_VERSION.tar.xz" "$LIBSSH_SHA256" \
       libssh "$LIBSSH_VERSION")
 log "building libssh $LIBSSH_VERSION (openssl: $openssl_mode, zlib: $zlib_mode)"
 tar -xJf "$txz" -C "$work"
+# pyssh's patches to this release (vendor/patches/, README.md there says why each)
+for p in "$here"/patches/libssh-"$LIBSSH_VERSION"-*.patch; do
+    [ -f "$p" ] || continue
+    command -v patch >/dev/null || die "the 'patch' program is needed (Debian: apt-get install patch)"
+    log "applying $(basename "$p")"
+    patch -s -p1 -d "$work/libssh-$LIBSSH_VERSION" --forward <"$p" || die "patch $(basename "$p") did not apply"
+done
 zlib_flags=(-DWITH_ZLIB=OFF)
 if [ "$zlib_mode" = source ]; then
     zlib_flags=(-DWITH_ZLIB=ON -DZLIB_ROOT="$stage" -DZLIB_USE_STATIC_LIBS=ON
@@ -184,6 +191,7 @@ fi
 cmake -S "$work/libssh-$LIBSSH_VERSION" -B "$work/libssh-build" \
     -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$stage" -DCMAKE_INSTALL_LIBDIR=lib \
     -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF \
+    -DCMAKE_C_FLAGS="${CFLAGS:-} -DMAX_BUF_SIZE=65536" \
     -DWITH_SERVER=OFF -DWITH_GSSAPI=OFF -DWITH_EXAMPLES=OFF -DUNIT_TESTING=OFF \
     -DCLIENT_TESTING=OFF -DSERVER_TESTING=OFF -DWITH_PCAP=OFF -DWITH_SYMBOL_VERSIONING=OFF \
     -DWITH_NACL=OFF -DWITH_BLOWFISH_CIPHER=OFF \
