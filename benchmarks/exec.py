@@ -14,7 +14,9 @@ there the exit status 0 is checked). MB/s is 10**6 bytes per second, from the me
 Clients are run round-robin within each repetition, the order rotated each time,
 since the machines are shared and noisy: compare the ratios, not absolute numbers.
 ratio = client's median time / pyssh's median time with the same cipher setting
-(> 1: pyssh is faster).
+(> 1: pyssh is faster). client CPU = the client's median user + system CPU time per
+run: on a small machine the server (sshd encrypting, on one core) is often what
+limits the rate, and the client's CPU is what it takes from everything else.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import asyncio
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import time
@@ -172,10 +175,17 @@ def make_clients(srv) -> dict:
     return clients
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process (the in-process clients) and of its waited-for
+    children (ssh; sshd is never waited for while it runs)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def measure(clients: dict, cmd: str, size, reps: int) -> dict:
     """(client, setting) -> {"times": [...], "cipher": str, "error": str|None}, run
     round-robin: one of each per repetition, the starting point rotated."""
-    rows = {(name, st): {"times": [], "cipher": "", "error": None}
+    rows = {(name, st): {"times": [], "cpu": [], "cipher": "", "error": None}
             for name in clients for st in SETTINGS}
     for key, row in rows.items():   # warm-up, and find out what is unsupported
         try:
@@ -189,19 +199,20 @@ def measure(clients: dict, cmd: str, size, reps: int) -> dict:
             row = rows[key]
             if row["error"]:
                 continue
-            t = time.perf_counter()
+            c, t = cpu_seconds(), time.perf_counter()
             try:
                 clients[key[0]](key[1], cmd, size)
             except Exception as e:   # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {e}"
                 continue
             row["times"].append(time.perf_counter() - t)
+            row["cpu"].append(cpu_seconds() - c)
     return rows
 
 
 def table(rows: dict, size, markdown: bool) -> list:
     head = ["client", "ciphers", "negotiated", "median", "min"]
-    head += (["MB/s"] if size else []) + ["ratio"]
+    head += (["MB/s"] if size else []) + ["ratio", "client CPU"]
     body = []
     for (name, st), row in rows.items():
         if row["error"] or not row["times"]:
@@ -212,7 +223,8 @@ def table(rows: dict, size, markdown: bool) -> list:
         ratio = f"{med / statistics.median(base):.2f}" if base else "?"
         unit = (lambda s: f"{s:.2f} s") if size else (lambda s: f"{s * 1000:.1f} ms")
         body.append([name, st, row["cipher"], unit(med), unit(low)]
-                    + ([f"{size / med / 1e6:.0f}"] if size else []) + [ratio])
+                    + ([f"{size / med / 1e6:.0f}"] if size else []) + [ratio]
+                    + [unit(statistics.median(row["cpu"]))])
     if markdown:
         return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
                ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
