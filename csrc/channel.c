@@ -13,14 +13,23 @@
  *   - run() itself holds the GIL: it hands full buffers to Python callbacks,
  *     fetches the next stdin chunk, and stops the command if anything raises.
  *
- * Knowing what libssh has buffered without making it read the socket: a data
- * callback that consumes nothing records the length libssh holds per stream
- * (avail[]). Reads are made only when avail[] says there is data, so they never
- * touch the socket; the only socket reads are the explicit dopoll calls, and a
- * dopoll that finds nothing means the socket is idle, so waiting on it cannot
- * miss data that libssh already holds. Because the data stays in libssh's
- * buffer until pyssh takes it, libssh only reopens the window as pyssh reads:
- * a slow callback slows the command down instead of growing memory.
+ * Taking the data: while run()'s step holds the lock, libssh's data callback
+ * (on_data) copies what arrives straight into the sink, as much as the sink has
+ * room for (all of it when the output is discarded: no copy at all), and returns
+ * how much it took; libssh keeps the rest. With pyssh's libssh patch
+ * (vendor/patches/) the callback sees the data where it lies in the decrypted
+ * packet, so each byte is copied once, into its destination. Outside run()'s
+ * step (another thread's step on the same session, starting the command) the
+ * callback takes nothing.
+ *
+ * Knowing what libssh has buffered without making it read the socket: the data
+ * callback records the length libssh still holds per stream (avail[]). Reads
+ * are made only when avail[] says there is data, so they never touch the
+ * socket; the only socket reads are the explicit dopoll calls, and a dopoll
+ * that finds nothing means the socket is idle, so waiting on it cannot miss
+ * data that libssh already holds. Data a full sink cannot take stays in
+ * libssh's buffer, and libssh only reopens the window as pyssh takes it: a slow
+ * callback slows the command down instead of growing memory.
  *
  * Every field written by the libssh callbacks is touched only with the session
  * lock held. A channel belongs to its session: ssh_free() frees it, so every use
@@ -35,6 +44,8 @@
 #define STDIN_WRITE (256 * 1024)    /* at most this much stdin per write call */
 #define ROUNDS_MAX 4096             /* socket reads per step, so that a step ends */
 
+struct pump;
+
 typedef struct {
     PyObject_HEAD
     SessionObject *session;          /* strong reference */
@@ -45,6 +56,7 @@ typedef struct {
     int exec_sent;                   /* the command was started */
     /* written by the libssh callbacks, with the session lock held */
     uint32_t avail[2];               /* bytes libssh holds for stdout, stderr */
+    struct pump *pump;               /* run()'s state while its step holds the lock */
     int remote_eof, remote_closed;
     int has_status, exit_status;
     int has_signal, core_dumped;
@@ -55,13 +67,22 @@ typedef struct {
 
 /* ---- libssh callbacks (plain C, called inside libssh with the lock held) --- */
 
+static uint32_t pump_take(struct pump *P, int stream, const char *data, uint32_t len);
+
+/* `data`/`len`: all that libssh holds for the stream, oldest first. Returns how
+ * much was taken; libssh keeps the rest, which avail[] records. */
 static int
 on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
 {
-    (void)s; (void)c; (void)data;
+    (void)s; (void)c;
     ChannelObject *ch = ud;
-    ch->avail[is_stderr ? 1 : 0] = len;   /* what libssh holds now; consumed later */
-    return 0;
+    int stream = is_stderr ? 1 : 0;
+    uint32_t taken = 0;
+    if (ch->pump != NULL) {
+        taken = pump_take(ch->pump, stream, data, len);
+    }
+    ch->avail[stream] = len - taken;
+    return (int)taken;
 }
 
 static void
@@ -455,7 +476,24 @@ sink_ready(const sink *k)
     return k->kind == SINK_CAPTURE && k->cap - k->len < CAPTURE_MIN;
 }
 
-/* Copy what libssh holds for one stream into its sink (discard: read and drop). */
+/* Called from on_data, inside run()'s step: copy into the sink what it has room for. */
+static uint32_t
+pump_take(struct pump *P, int stream, const char *data, uint32_t len)
+{
+    sink *k = &P->out[stream];
+    if (k->kind == SINK_DISCARD) {
+        k->total += len;
+        return len;
+    }
+    size_t room = k->cap - k->len;
+    uint32_t n = len < room ? len : (uint32_t)room;
+    memcpy(k->buf + k->len, data, n);
+    k->len += n;
+    k->total += n;
+    return n;
+}
+
+/* Copy what libssh still holds for one stream into its sink (discard: read and drop). */
 static int
 drain(struct pump *P, int stream)
 {
@@ -567,10 +605,23 @@ want_python(struct pump *P)
     return P->done || P->need_stdin || sink_ready(&P->out[0]) || sink_ready(&P->out[1]);
 }
 
+static int pump_step_locked(ssh_session ssh, struct pump *P);
+
+/* The step: on_data takes data into the sinks only while it runs (the session
+ * lock is held: no other thread's step can run meanwhile). */
 static int
 pump_step(ssh_session ssh, void *p)
 {
     struct pump *P = p;
+    P->ch->pump = P;
+    int rc = pump_step_locked(ssh, P);
+    P->ch->pump = NULL;
+    return rc;
+}
+
+static int
+pump_step_locked(ssh_session ssh, struct pump *P)
+{
     ChannelObject *ch = P->ch;
     ssh_event ev = ch->session->event;
 

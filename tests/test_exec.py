@@ -19,6 +19,14 @@ import pyssh
 from conftest import IS_ROOT
 
 ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
+# for the system tools the tests run (pgrep hangs with the ASan runtime preloaded)
+TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
+def pgrep(*args):
+    out = subprocess.run(["pgrep", *args], capture_output=True, text=True, env=TOOL_ENV,
+                         timeout=30).stdout
+    return out.split()
 
 
 @pytest.fixture
@@ -43,8 +51,7 @@ def plain_session(server, request):
 
 def remote_pids(pattern):
     """PIDs of processes whose command line matches (the server is this machine)."""
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    return [int(p) for p in pgrep("-f", pattern)]
 
 
 def wait_gone(pattern, seconds=10.0):
@@ -559,14 +566,12 @@ def test_idle_command_uses_no_cpu(session):
 
 def test_server_killed_mid_command(fresh_server):
     s = fresh_server.connect()
-    conns = subprocess.run(["pgrep", "-P", str(fresh_server.pid)], capture_output=True,
-                           text=True).stdout.split()
+    conns = pgrep("-P", str(fresh_server.pid))
     assert len(conns) == 1   # this session's sshd process
 
     def kill_connection(chunk):
         # every process of this connection: ours, started by our sshd
-        tree = [conns[0]] + subprocess.run(["pgrep", "-P", conns[0]], capture_output=True,
-                                           text=True).stdout.split()
+        tree = [conns[0]] + pgrep("-P", conns[0])
         for pid in tree:
             try:
                 os.kill(int(pid), signal.SIGKILL)
