@@ -36,7 +36,11 @@
  * checks under the lock that the session is still open. */
 #include "pyssh.h"
 
+#include <errno.h>
 #include <string.h>
+#ifdef _WIN32
+#include <io.h>
+#endif
 
 #define CALLBACK_BUF (256 * 1024)   /* a callback's chunk: up to this much */
 #define CALLBACK_READY (64 * 1024)  /* ...and at least this much while data flows */
@@ -62,6 +66,8 @@ typedef struct {
     int has_signal, core_dumped;
     char exit_signal[32];
     char exit_errmsg[256];
+    char errtail[4096];              /* the last of stderr, kept by read()/write()... (ERRTAIL) */
+    size_t errlen;
     long pid;
 } ChannelObject;
 
@@ -922,6 +928,497 @@ done:
     return result;
 }
 
+/* ---- byte-level I/O, for protocols spoken over the channel (SCP) -------------- *
+ *
+ * read(), write(), recv_to_fd(), send_from_fd(): each is one loop on the shared
+ * wait helper, with the GIL released while it waits. Local file I/O (read(2),
+ * write(2) on a descriptor Python opened) is done in the step too, so a file moves
+ * through one fixed buffer whatever its size. stderr is kept as a bounded tail
+ * (stderr_tail) so that the window never fills with output nobody reads. */
+
+#define IO_BUF (256 * 1024)
+#define ERRTAIL 4096
+#define PROGRESS_EVERY 0.25       /* seconds between progress callbacks */
+
+enum io_mode { IO_READ, IO_WRITE, IO_RECV_FD, IO_SEND_FD };
+
+struct io {
+    ChannelObject *ch;
+    enum io_mode mode;
+    char *buf;               /* IO_READ: destination; IO_WRITE/IO_SEND_FD: data to send */
+    size_t cap, len, pos;
+    int fd;                  /* the local file */
+    unsigned long long left; /* file bytes still to move */
+    unsigned long long moved;
+    int local_errno;         /* a local read(2)/write(2) failed */
+    int short_file;          /* the local file ended before `left` did */
+    double next_progress;    /* 0: no progress reports */
+    int done;
+};
+
+static void
+keep_stderr(ChannelObject *ch)
+{
+    char tmp[1024];
+    while (ch->avail[1] > 0) {
+        uint32_t want = ch->avail[1] < sizeof(tmp) ? ch->avail[1] : (uint32_t)sizeof(tmp);
+        int n = ssh_channel_read_timeout(ch->chan, tmp, want, 1, 0);
+        if (n <= 0) {
+            ch->avail[1] = 0;
+            return;
+        }
+        ch->avail[1] -= (uint32_t)n < ch->avail[1] ? (uint32_t)n : ch->avail[1];
+        /* keep the last ERRTAIL bytes (n <= sizeof(tmp) < ERRTAIL) */
+        size_t keep = ch->errlen + (size_t)n > ERRTAIL ? ERRTAIL - (size_t)n : ch->errlen;
+        memmove(ch->errtail, ch->errtail + ch->errlen - keep, keep);
+        memcpy(ch->errtail + keep, tmp, (size_t)n);
+        ch->errlen = keep + (size_t)n;
+    }
+}
+
+static int
+write_fd_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+#ifdef _WIN32
+        int w = _write(fd, p, n > 0x40000000 ? 0x40000000 : (unsigned int)n);
+#else
+        ssize_t w = write(fd, p, n);
+#endif
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* One step of the four operations; runs with the session lock held. */
+static int
+io_step_once(struct io *X, ssh_session ssh)
+{
+    ChannelObject *ch = X->ch;
+    keep_stderr(ch);
+    switch (X->mode) {
+    case IO_READ:
+        if (ch->avail[0] > 0) {
+            uint32_t want = ch->avail[0] < X->cap ? ch->avail[0] : (uint32_t)X->cap;
+            int n = ssh_channel_read_timeout(ch->chan, X->buf, want, 0, 0);
+            if (n < 0) {
+                return PYSSH_FAILED;
+            }
+            ch->avail[0] -= (uint32_t)n < ch->avail[0] ? (uint32_t)n : ch->avail[0];
+            X->len = (size_t)n;
+            X->done = 1;
+        }
+        else if (ch->remote_eof) {
+            X->done = 1;     /* end of the stream: nothing read */
+        }
+        return 0;
+    case IO_RECV_FD:
+        while (ch->avail[0] > 0 && X->left > 0) {
+            uint32_t want = ch->avail[0] < X->cap ? ch->avail[0] : (uint32_t)X->cap;
+            if (want > X->left) {
+                want = (uint32_t)X->left;
+            }
+            int n = ssh_channel_read_timeout(ch->chan, X->buf, want, 0, 0);
+            if (n < 0) {
+                return PYSSH_FAILED;
+            }
+            ch->avail[0] -= (uint32_t)n < ch->avail[0] ? (uint32_t)n : ch->avail[0];
+            if (n == 0) {
+                break;
+            }
+            int e = write_fd_all(X->fd, X->buf, (size_t)n);
+            if (e != 0) {
+                X->local_errno = e;
+                X->done = 1;
+                return 0;
+            }
+            X->left -= (unsigned)n;
+            X->moved += (unsigned)n;
+        }
+        if (X->left == 0 || (ch->remote_eof && ch->avail[0] == 0)) {
+            X->done = 1;
+        }
+        return 0;
+    case IO_WRITE:
+    case IO_SEND_FD:
+        for (;;) {
+            if (ch->remote_closed) {
+                X->done = 1;    /* the caller sees what is left unsent */
+                return 0;
+            }
+            if (X->pos == X->len && X->mode == IO_SEND_FD && X->left > 0) {
+                size_t want = X->cap < X->left ? X->cap : (size_t)X->left;
+#ifdef _WIN32
+                int n = _read(X->fd, X->buf, (unsigned int)want);
+#else
+                ssize_t n = read(X->fd, X->buf, want);
+#endif
+                if (n < 0) {
+                    if (errno == EINTR) {
+                        continue;
+                    }
+                    X->local_errno = errno;
+                    X->done = 1;
+                    return 0;
+                }
+                if (n == 0) {
+                    X->short_file = 1;
+                    X->done = 1;
+                    return 0;
+                }
+                X->pos = 0;
+                X->len = (size_t)n;
+                X->left -= (unsigned long long)n;
+            }
+            if (X->pos == X->len) {
+                X->done = 1;
+                return 0;
+            }
+            if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+                return 0;      /* wait for POLLOUT */
+            }
+            uint32_t window = ssh_channel_window_size(ch->chan);
+            if (window == 0) {
+                return 0;      /* wait for the peer's window adjust */
+            }
+            size_t n = X->len - X->pos;
+            if (n > window) {
+                n = window;
+            }
+            if (n > STDIN_WRITE) {
+                n = STDIN_WRITE;
+            }
+            int w = ssh_channel_write(ch->chan, X->buf + X->pos, (uint32_t)n);
+            if (w < 0) {
+                if (ch->remote_closed) {
+                    X->done = 1;
+                    return 0;
+                }
+                return PYSSH_FAILED;
+            }
+            if (w == 0) {
+                return 0;
+            }
+            X->pos += (size_t)w;
+            X->moved += (unsigned)w;
+        }
+    }
+    return 0;
+}
+
+static int
+io_step(ssh_session ssh, void *p)
+{
+    struct io *X = p;
+    ChannelObject *ch = X->ch;
+    ssh_event ev = ch->session->event;
+    for (int round = 0; round < ROUNDS_MAX; round++) {
+        if (io_step_once(X, ssh) < 0) {
+            return PYSSH_FAILED;
+        }
+        if (X->done) {
+            return 0;
+        }
+        if (X->next_progress > 0 && pyssh_monotonic() >= X->next_progress) {
+            return 0;          /* time for a progress report */
+        }
+        int rc = ssh_event_dopoll(ev, 0);
+        if (ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) {
+            return PYSSH_FAILED;
+        }
+        if (rc == SSH_ERROR) {
+            return PYSSH_FAILED;
+        }
+        if (rc == SSH_AGAIN) {
+            if (io_step_once(X, ssh) < 0) {
+                return PYSSH_FAILED;
+            }
+            return X->done ? 0 : PYSSH_AGAIN;
+        }
+    }
+    return 0;
+}
+
+/* Run one operation to its end: wait, report progress, honour the timeout. */
+static int
+io_run(ChannelObject *self, struct io *X, double timeout, PyObject *progress, const char *what)
+{
+    pyssh_state *st = self->session->state;
+    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
+    int rc = 0;
+    if (progress != NULL && progress != Py_None) {
+        X->next_progress = pyssh_monotonic() + PROGRESS_EVERY;
+    }
+    self->busy = 1;
+    while (!X->done) {
+        double left = -1;
+        if (timeout >= 0) {
+            left = deadline - pyssh_monotonic();
+            if (left <= 0) {
+                pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %g seconds",
+                            what, timeout);
+                rc = -1;
+                break;
+            }
+        }
+        if (pyssh_wait(self->session, io_step, X, left, PYSSH_EXC_SSHError, what) < 0) {
+            rc = -1;
+            break;
+        }
+        if (X->next_progress > 0 && (X->done || pyssh_monotonic() >= X->next_progress)) {
+            X->next_progress = pyssh_monotonic() + PROGRESS_EVERY;
+            PyObject *r = PyObject_CallFunction(progress, "K", X->moved);
+            if (r == NULL) {
+                rc = -1;
+                break;
+            }
+            Py_DECREF(r);
+        }
+        if (PyErr_CheckSignals() < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    self->busy = 0;
+    return rc;
+}
+
+static int
+io_ready(ChannelObject *self)
+{
+    if (self->chan == NULL || !self->exec_sent) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                    "no command is running on this channel: call exec() first");
+        return -1;
+    }
+    return 0;
+}
+
+static double
+timeout_arg(PyObject *obj)
+{
+    if (obj == Py_None) {
+        return -1;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1 && PyErr_Occurred()) {
+        return -2;
+    }
+    return t < 0 ? 0 : t;
+}
+
+PyDoc_STRVAR(chanobj_read_doc,
+"read($self, /, n=65536, timeout=None)\n--\n\n"
+"Up to `n` bytes of the command's stdout, waiting until there is at least one;\n"
+"b'' once the command closed its output.");
+
+static PyObject *
+chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"n", "timeout", NULL};
+    Py_ssize_t n = 65536;
+    PyObject *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO:read", kwlist, &n, &timeout_obj)) {
+        return NULL;
+    }
+    CHECK_USABLE(self, NULL);
+    double timeout = timeout_arg(timeout_obj);
+    if (timeout == -2 || io_ready(self) < 0) {
+        return NULL;
+    }
+    if (n <= 0) {
+        return PyBytes_FromStringAndSize(NULL, 0);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL) {
+        return NULL;
+    }
+    struct io X = {0};
+    X.ch = self;
+    X.mode = IO_READ;
+    X.buf = PyBytes_AS_STRING(out);
+    X.cap = (size_t)n;
+    if (io_run(self, &X, timeout, NULL, "reading from the command") < 0 ||
+        _PyBytes_Resize(&out, (Py_ssize_t)X.len) < 0) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+static PyObject *
+closed_midway(ChannelObject *self, const char *what)
+{
+    return pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                       "%s: the remote command ended first%s%.*s", what,
+                       self->errlen ? "; its stderr ended with: " : "",
+                       (int)self->errlen, self->errtail);
+}
+
+PyDoc_STRVAR(chanobj_write_doc,
+"write($self, data, /, timeout=None)\n--\n\n"
+"Send all of `data` (bytes-like) to the command's stdin.");
+
+static PyObject *
+chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "timeout", NULL};
+    Py_buffer view;
+    PyObject *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O:write", kwlist, &view, &timeout_obj)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    double timeout = timeout_arg(timeout_obj);
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the channel is already in use");
+        goto done;
+    }
+    if (self->session->ssh == NULL) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SessionClosedError,
+                    "the session is closed: connect again with pyssh.connect()");
+        goto done;
+    }
+    if (timeout == -2 || io_ready(self) < 0) {
+        goto done;
+    }
+    struct io X = {0};
+    X.ch = self;
+    X.mode = IO_WRITE;
+    X.buf = view.buf;
+    X.len = (size_t)view.len;
+    if (io_run(self, &X, timeout, NULL, "writing to the command") < 0) {
+        goto done;
+    }
+    if (X.pos < X.len) {
+        closed_midway(self, "writing to the command");
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *
+fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mode)
+{
+    static char *kwlist[] = {"fd", "size", "progress", "timeout", NULL};
+    int fd;
+    unsigned long long size;
+    PyObject *progress = Py_None, *timeout_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iK|OO", kwlist, &fd, &size, &progress,
+                                     &timeout_obj)) {
+        return NULL;
+    }
+    CHECK_USABLE(self, NULL);
+    double timeout = timeout_arg(timeout_obj);
+    if (timeout == -2 || io_ready(self) < 0) {
+        return NULL;
+    }
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be a callable or None");
+        return NULL;
+    }
+    struct io X = {0};
+    X.ch = self;
+    X.mode = mode;
+    X.fd = fd;
+    X.left = size;
+    X.cap = IO_BUF;
+    X.buf = PyMem_RawMalloc(IO_BUF);
+    if (X.buf == NULL) {
+        return PyErr_NoMemory();
+    }
+    const char *what = mode == IO_RECV_FD ? "receiving a file" : "sending a file";
+    PyObject *result = NULL;
+    if (size == 0) {
+        X.done = 1;
+    }
+    if (io_run(self, &X, timeout, progress, what) < 0) {
+        goto done;
+    }
+    if (X.local_errno) {
+        errno = X.local_errno;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    if (X.short_file) {
+        PyErr_Format(PyExc_OSError, "the local file is shorter than its size said: it "
+                     "changed while it was being sent (%llu bytes missing)",
+                     X.left + (unsigned long long)(X.len - X.pos));
+        goto done;
+    }
+    if (X.left > 0 || X.pos < X.len) {
+        closed_midway(self, what);
+        goto done;
+    }
+    result = PyLong_FromUnsignedLongLong(X.moved);
+done:
+    PyMem_RawFree(X.buf);
+    return result;
+}
+
+PyDoc_STRVAR(chanobj_recv_to_fd_doc,
+"recv_to_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
+"Write exactly `size` bytes of the command's stdout to file descriptor `fd`.\n"
+"`progress(bytes_so_far)` is called a few times a second and at the end.");
+
+static PyObject *
+chanobj_recv_to_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    return fd_transfer(self, args, kwds, IO_RECV_FD);
+}
+
+PyDoc_STRVAR(chanobj_send_from_fd_doc,
+"send_from_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
+"Send exactly `size` bytes read from file descriptor `fd` to the command's stdin.");
+
+static PyObject *
+chanobj_send_from_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    return fd_transfer(self, args, kwds, IO_SEND_FD);
+}
+
+static int
+send_eof_step(ssh_session ssh, void *p)
+{
+    (void)ssh;
+    ChannelObject *ch = p;
+    if (!ch->remote_closed && ssh_channel_send_eof(ch->chan) == SSH_ERROR) {
+        return PYSSH_FAILED;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(chanobj_send_eof_doc,
+"send_eof($self, /)\n--\n\n"
+"Tell the command that its stdin has ended.");
+
+static PyObject *
+chanobj_send_eof(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    CHECK_USABLE(self, NULL);
+    if (io_ready(self) < 0 ||
+        pyssh_call(self->session, send_eof_step, self, PYSSH_EXC_SSHError, "sending EOF") < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+chanobj_get_stderr_tail(ChannelObject *self, void *Py_UNUSED(closure))
+{
+    return PyBytes_FromStringAndSize(self->errtail, (Py_ssize_t)self->errlen);
+}
+
 PyDoc_STRVAR(chanobj_close_doc,
 "close($self, /)\n--\n\n"
 "Close the channel (a command still running is sent SIGHUP first, where the\n"
@@ -954,6 +1451,13 @@ chanobj_get_session(ChannelObject *self, void *Py_UNUSED(closure))
 static PyMethodDef chanobj_methods[] = {
     {"exec", (PyCFunction)(void (*)(void))chanobj_exec, METH_VARARGS | METH_KEYWORDS, chanobj_exec_doc},
     {"run", (PyCFunction)(void (*)(void))chanobj_run, METH_VARARGS | METH_KEYWORDS, chanobj_run_doc},
+    {"read", (PyCFunction)(void (*)(void))chanobj_read, METH_VARARGS | METH_KEYWORDS, chanobj_read_doc},
+    {"write", (PyCFunction)(void (*)(void))chanobj_write, METH_VARARGS | METH_KEYWORDS, chanobj_write_doc},
+    {"recv_to_fd", (PyCFunction)(void (*)(void))chanobj_recv_to_fd, METH_VARARGS | METH_KEYWORDS,
+     chanobj_recv_to_fd_doc},
+    {"send_from_fd", (PyCFunction)(void (*)(void))chanobj_send_from_fd, METH_VARARGS | METH_KEYWORDS,
+     chanobj_send_from_fd_doc},
+    {"send_eof", (PyCFunction)chanobj_send_eof, METH_NOARGS, chanobj_send_eof_doc},
     {"close", (PyCFunction)chanobj_close, METH_NOARGS, chanobj_close_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -961,6 +1465,8 @@ static PyMethodDef chanobj_methods[] = {
 static PyGetSetDef chanobj_getset[] = {
     {"closed", (getter)chanobj_get_closed, NULL, "True unless a channel is open.", NULL},
     {"session", (getter)chanobj_get_session, NULL, "The session the channel belongs to.", NULL},
+    {"stderr_tail", (getter)chanobj_get_stderr_tail, NULL,
+     "The last 4 KiB of stderr seen by read(), write(), recv_to_fd(), send_from_fd().", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-enum second_base { NONE, CONNECTION, TIMEOUT, VALUE };
+enum second_base { NONE, CONNECTION, TIMEOUT, VALUE, NOTFOUND, PERMISSION };
 
 static const struct {
     const char *name;        /* pyssh.<name> */
@@ -22,6 +22,10 @@ static const struct {
     [PYSSH_EXC_SessionClosedError] = {"pyssh.SessionClosedError", PYSSH_EXC_SSHError, NONE},
     [PYSSH_EXC_PrivateKeyError] = {"pyssh.PrivateKeyError", PYSSH_EXC_SSHError, VALUE},
     [PYSSH_EXC_CommandError] = {"pyssh.CommandError", PYSSH_EXC_SSHError, NONE},
+    [PYSSH_EXC_SCPError] = {"pyssh.SCPError", PYSSH_EXC_SSHError, NONE},
+    [PYSSH_EXC_SCPProtocolError] = {"pyssh.SCPProtocolError", PYSSH_EXC_SCPError, NONE},
+    [PYSSH_EXC_SCPFileNotFoundError] = {"pyssh.SCPFileNotFoundError", PYSSH_EXC_SCPError, NOTFOUND},
+    [PYSSH_EXC_SCPPermissionError] = {"pyssh.SCPPermissionError", PYSSH_EXC_SCPError, PERMISSION},
 };
 
 int
@@ -39,6 +43,12 @@ pyssh_errors_init(PyObject *module, pyssh_state *st)
             break;
         case VALUE:
             bases = PyTuple_Pack(2, parent, PyExc_ValueError);
+            break;
+        case NOTFOUND:
+            bases = PyTuple_Pack(2, parent, PyExc_FileNotFoundError);
+            break;
+        case PERMISSION:
+            bases = PyTuple_Pack(2, parent, PyExc_PermissionError);
             break;
         default:
             bases = PyTuple_Pack(1, parent);

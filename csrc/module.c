@@ -154,6 +154,7 @@ PyModuleDef pyssh_module_def = {
     .m_name = "pyssh._ssh",
     .m_doc = "The C half of pyssh: libssh sessions, with the GIL released while waiting.",
     .m_size = sizeof(pyssh_state),
+    .m_methods = pyssh_scp_methods,
     .m_slots = module_slots,
     .m_traverse = module_traverse,
     .m_clear = module_clear,

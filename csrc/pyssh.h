@@ -65,6 +65,10 @@ enum pyssh_exc {
     PYSSH_EXC_SessionClosedError,
     PYSSH_EXC_PrivateKeyError,
     PYSSH_EXC_CommandError,
+    PYSSH_EXC_SCPError,
+    PYSSH_EXC_SCPProtocolError,
+    PYSSH_EXC_SCPFileNotFoundError,
+    PYSSH_EXC_SCPPermissionError,
     PYSSH_EXC_COUNT
 };
 
@@ -133,6 +137,9 @@ typedef struct {
 int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
 
 /* ---- channel.c: pyssh._ssh.Channel ----------------------------------------- */
+
+/* scp.c: the SCP message parser, as module functions */
+extern PyMethodDef pyssh_scp_methods[];
 
 int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
 
