@@ -10,16 +10,18 @@ from ._version import __version__
 from ._exec import DEFAULT as _DEFAULT
 from ._exec import ExecResult
 from .errors import (AuthenticationError, CommandError, ConnectError, HostKeyError,
-                     HostKeyMismatchError, PrivateKeyError, SessionClosedError, SSHError,
+                     HostKeyMismatchError, PrivateKeyError, SCPError, SCPFileNotFoundError,
+                     SCPPermissionError, SCPProtocolError, SessionClosedError, SSHError,
                      SSHTimeoutError, UnknownHostKeyError)
 from .session import Session, connect, parse_host
 
 __all__ = [
     "__version__", "connect", "Session", "parse_host", "libssh_version",
     "ssh_connect", "ssh_disconnect", "ssh_info", "ssh_session_info",
-    "ExecResult", "ssh_exec_wait", "ssh_exec_internal",
+    "ExecResult", "ssh_exec_wait", "ssh_exec_internal", "scp_upload", "scp_download",
     "SSHError", "CommandError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
     "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
+    "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
 ]
 
 
@@ -59,3 +61,13 @@ def ssh_exec_internal(session: Session, command="whoami", error: bool = True, st
                       timeout=None) -> ExecResult:
     """Alias of ``session.exec_internal`` with the R package's argument names."""
     return session.exec_internal(command, error=error, stdin=std_in, timeout=timeout)
+
+
+def scp_upload(session: Session, files, to=".", verbose: bool = True, **kwargs):
+    """Alias of ``session.scp_upload``, as in the R package."""
+    return session.scp_upload(files, to=to, verbose=verbose, **kwargs)
+
+
+def scp_download(session: Session, files, to=".", verbose: bool = True, **kwargs):
+    """Alias of ``session.scp_download``, as in the R package."""
+    return session.scp_download(files, to=to, verbose=verbose, **kwargs)

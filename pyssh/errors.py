@@ -16,6 +16,10 @@ HostKeyMismatchError = _ssh.HostKeyMismatchError
 SessionClosedError = _ssh.SessionClosedError
 PrivateKeyError = _ssh.PrivateKeyError
 CommandError = _ssh.CommandError
+SCPError = _ssh.SCPError
+SCPProtocolError = _ssh.SCPProtocolError
+SCPFileNotFoundError = _ssh.SCPFileNotFoundError
+SCPPermissionError = _ssh.SCPPermissionError
 
 
 SSHError.__doc__ = """Base class of every pyssh error; an OSError, so ``except OSError`` catches
@@ -45,5 +49,15 @@ garbage-collected) and cannot be used any more."""
 __all__ = [
     "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
     "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
-    "CommandError",
+    "CommandError", "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
 ]
+SCPError.__doc__ = """An SCP transfer failed on the server's side (a missing file, a permission
+error, no scp on the server). ``.filename`` is the path; ``.server_message`` what the server's
+scp said, where it said something."""
+SCPProtocolError.__doc__ = """The server broke the SCP protocol or sent something unsafe: a name that
+would write outside the target directory, a file that was not asked for, a bad size or mode,
+unbalanced directories. Nothing is written outside the target."""
+SCPFileNotFoundError.__doc__ = """SCPError where the server says the file does not exist; also a
+FileNotFoundError."""
+SCPPermissionError.__doc__ = """SCPError where the server says permission is denied; also a
+PermissionError."""

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _config, _exec, _ssh
+from . import _config, _exec, _scp, _ssh
 from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
                      PrivateKeyError, SSHTimeoutError, UnknownHostKeyError)
 
@@ -281,6 +281,30 @@ class Session(_ssh.Session):
         if error and result.status != 0:
             raise _exec.command_error(result)
         return result
+
+    def scp_upload(self, files: Any, to: Any = ".", *, verbose: bool = True,
+                   progress: Optional[Callable[[str, int, int], Any]] = None,
+                   preserve: bool = False) -> List[str]:
+        """Copy local files and directories into the remote directory ``to`` (``"."``:
+        the remote home; ``"~/x"``: x in it), over SCP. Directories go recursively, hidden
+        files and empty directories included, with their modes (``preserve=True`` also
+        keeps modification and access times, like ``scp -p``); symlinks are followed.
+        ``verbose`` draws ``[NN%] path`` on stderr; ``progress(path, transferred, total)``
+        is called a few times a second per file and at its end (raising from it stops
+        the transfer). Returns the remote paths written (the top level)."""
+        return _scp.upload(self, files, to, verbose, progress, preserve)
+
+    def scp_download(self, files: Any, to: Any = ".", *, verbose: bool = True,
+                     progress: Optional[Callable[[str, int, int], Any]] = None,
+                     preserve: bool = False) -> List[str]:
+        """Copy remote files and directories (recursively) into the existing local
+        directory ``to``, over SCP. Each file is written to a temporary file beside its
+        destination and renamed into place once complete, so a failed transfer never
+        leaves a partial file under the final name. What the server sends is checked:
+        names that would escape ``to``, files not asked for, bad sizes or modes raise
+        :class:`SCPProtocolError`. ``verbose`` prints ``<size> <path>`` per file on
+        stderr. Returns the local paths written (the top level)."""
+        return _scp.download(self, files, to, verbose, progress, preserve)
 
     def info(self) -> Dict[str, Any]:
         """What this session is: user, host, port, identity (what authenticated:

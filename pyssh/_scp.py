@@ -1,0 +1,397 @@
+"""SCP: the Python half of scp_upload and scp_download.
+
+pyssh speaks the SCP protocol itself, over an exec channel running the server's
+``scp -t`` (receive) or ``scp -f`` (send). The C side moves file data between a
+local file descriptor and the channel in a fixed buffer with the GIL released
+(``Channel.send_from_fd`` / ``recv_to_fd``) and parses every message the server
+sends (``_ssh.scp_parse``: names that could escape the target directory, bad
+modes and sizes are refused there). This module walks the trees, keeps the
+directory nesting honest, writes downloads to a temporary file renamed into place
+only when complete, and reports progress.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import shlex
+import stat
+import sys
+import time
+from typing import Any, Callable, List, Optional, Sequence, Union
+
+from . import _ssh
+from .errors import SCPError, SCPFileNotFoundError, SCPPermissionError, SCPProtocolError
+
+PathArg = Union[str, "os.PathLike[str]"]
+Progress = Callable[[str, int, int], Any]
+
+LINE_MAX = 8192            # longest server message accepted
+PART_SUFFIX = ".pyssh-part"
+
+
+def remote_quote(path: str) -> str:
+    """Quote a remote path for the remote shell; a leading ``~/`` stays the home."""
+    if path == "~":
+        return "~"
+    if path.startswith("~/"):
+        rest = path[2:]
+        return "~/" + shlex.quote(rest) if rest else "~/"
+    return shlex.quote(path)
+
+
+def _paths(files: Any, what: str) -> List[str]:
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    elif isinstance(files, (bytes, bytearray)):
+        raise TypeError(f"{what}: give paths as str or os.PathLike, not bytes")
+    try:
+        out = [os.fspath(f) for f in files]
+    except TypeError:
+        raise TypeError(f"{what} must be a path or a sequence of paths") from None
+    if not out:
+        raise ValueError(f"{what}: no paths given")
+    for p in out:
+        if not isinstance(p, str):
+            raise TypeError(f"{what}: give paths as str, not {type(p).__name__}")
+        if not p or "\0" in p or "\n" in p:
+            raise ValueError(f"{what}: invalid path {p!r} (empty, or with a NUL or newline)")
+    return out
+
+
+def _server_error(text: bytes, path: Optional[str]) -> SCPError:
+    """The server's scp reported an error ("scp: PATH: REASON")."""
+    msg = text.decode("utf-8", "replace").strip()
+    if path is None:
+        body = msg[5:] if msg.startswith("scp: ") else msg
+        path = body.rsplit(": ", 1)[0] if ": " in body else "?"
+    low = msg.lower()
+    if "no such file" in low or "not found" in low:
+        cls, num = SCPFileNotFoundError, errno.ENOENT
+    elif "permission denied" in low:
+        cls, num = SCPPermissionError, errno.EACCES
+    else:
+        cls, num = SCPError, errno.EIO
+    err = cls(num, f"the server's scp said: {msg}", path)
+    err.server_message = msg
+    return err
+
+
+class _Reader:
+    """Buffered reading of the server's side of the protocol."""
+
+    def __init__(self, ch: Any, what: str):
+        self.ch = ch
+        self.buf = b""
+        self.what = what
+
+    def _more(self) -> bool:
+        data = self.ch.read(65536)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def byte(self) -> Optional[bytes]:
+        if not self.buf and not self._more():
+            return None
+        b, self.buf = self.buf[:1], self.buf[1:]
+        return b
+
+    def line(self) -> Optional[bytes]:
+        """One message, without its newline; None at the end of the stream."""
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 1:]
+                return line
+            if len(self.buf) > LINE_MAX:
+                raise SCPProtocolError(f"{self.what}: the server sent a message longer than "
+                                       f"{LINE_MAX} bytes")
+            if not self._more():
+                if self.buf:
+                    raise SCPProtocolError(f"{self.what}: the server's output ended inside a "
+                                           f"message: {self.buf[:200]!r}")
+                return None
+
+    def to_fd(self, fd: int, size: int, progress: Optional[Callable[[int], Any]]) -> None:
+        head = self.buf[:size]
+        self.buf = self.buf[len(head):]
+        done = 0
+        while done < len(head):
+            done += os.write(fd, head[done:])
+        if size > len(head):
+            offset = len(head)
+            cb = None if progress is None else (lambda n: progress(offset + n))
+            self.ch.recv_to_fd(fd, size - len(head), progress=cb)
+        elif progress is not None:
+            progress(size)
+
+
+class _Reporter:
+    """verbose printing and the progress callable."""
+
+    def __init__(self, verbose: bool, progress: Optional[Progress], upload: bool):
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be a callable progress(path, transferred, total) or None")
+        self.verbose = bool(verbose)
+        self.progress = progress
+        self.upload = upload
+
+    def callback(self, path: str, total: int) -> Optional[Callable[[int], Any]]:
+        if not self.verbose and self.progress is None:
+            return None
+
+        def report(moved: int) -> None:
+            if moved >= total:
+                return            # finished() reports the end
+            if self.progress is not None:
+                self.progress(path, moved, total)
+            if self.verbose and self.upload:
+                pct = 100 if total == 0 else moved * 100 // total
+                sys.stderr.write(f"\r[{pct:3d}%] {path}")
+                sys.stderr.flush()
+        return report
+
+    def finished(self, path: str, total: int) -> None:
+        if self.progress is not None:
+            self.progress(path, total, total)
+        if self.verbose:
+            if self.upload:
+                sys.stderr.write(f"\r[100%] {path}\n")
+            else:
+                sys.stderr.write(f"{total:>10} {path}\n")
+            sys.stderr.flush()
+
+
+def _finish(ch: Any, what: str) -> None:
+    """The end of the protocol: let the remote scp exit, and check how it did."""
+    status, signame, _core, _msg, _out, err, _dropped = ch.run(stdout=None, stderr=True, timeout=30)
+    if status not in (0, None) or signame:
+        tail = (ch.stderr_tail + (err or b"")).decode("utf-8", "replace").strip()
+        raise SCPError(errno.EIO, f"{what}: the server's scp exited with status {status}"
+                       + (f": {tail[-500:]}" if tail else ""))
+
+
+def _start(session: Any, command: str, what: str) -> Any:
+    ch = _ssh.Channel(session)
+    try:
+        ch.exec(command, env=[])
+    except BaseException:
+        ch.close()
+        raise
+    return ch
+
+
+def _no_scp(ch: Any, what: str) -> SCPError:
+    tail = ch.stderr_tail.decode("utf-8", "replace").strip()
+    if "not found" in tail or "No such file" in tail and "scp" in tail:
+        return SCPError(errno.ENOENT, f"{what}: the server has no scp command ({tail[-300:]})")
+    return SCPError(errno.EIO, f"{what}: the server's scp ended without answering"
+                    + (f": {tail[-500:]}" if tail else ""))
+
+
+# ---- upload --------------------------------------------------------------------------------
+
+def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
+           preserve: bool) -> List[str]:
+    sources = _paths(files, "files")
+    to = os.fspath(to)
+    if not isinstance(to, str) or not to or "\0" in to or "\n" in to:
+        raise ValueError(f"to must be a remote directory path, not {to!r}")
+    stats = []
+    for src in sources:
+        st = os.stat(src)     # FileNotFoundError/PermissionError with the path, before any traffic
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise OSError(errno.EINVAL, "not a regular file or a directory", src)
+        stats.append(st)
+    recursive = any(stat.S_ISDIR(st.st_mode) for st in stats)
+    flags = "-t -d" + (" -r" if recursive else "") + (" -p" if preserve else "")
+    what = f"scp_upload to {to}"
+    rep = _Reporter(verbose, progress, upload=True)
+    ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what)
+    reader = _Reader(ch, what)
+
+    def ack(path: str) -> None:
+        b = reader.byte()
+        if b == b"\0":
+            return
+        if b is None:
+            raise _no_scp(ch, what)
+        if b in (b"\1", b"\2"):
+            raise _server_error(reader.line() or b"", path)
+        raise SCPProtocolError(f"{what}: the server answered {b!r} instead of an acknowledgement")
+
+    def send_times(st: os.stat_result, path: str) -> None:
+        ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
+        ack(path)
+
+    def send(path: str, name: str, st: os.stat_result) -> None:
+        bname = os.fsencode(name)
+        if b"\n" in bname:
+            raise ValueError(f"{path}: SCP cannot send a name with a newline in it")
+        if stat.S_ISDIR(st.st_mode):
+            if preserve:
+                send_times(st, path)
+            ch.write(b"D%04o 0 %s\n" % (stat.S_IMODE(st.st_mode), bname))
+            ack(path)
+            for entry in sorted(os.listdir(path)):     # hidden files too
+                sub = os.path.join(path, entry)
+                sst = os.stat(sub)                      # follows symlinks, as scp does
+                if stat.S_ISDIR(sst.st_mode) or stat.S_ISREG(sst.st_mode):
+                    send(sub, entry, sst)
+                else:
+                    raise OSError(errno.EINVAL, "not a regular file or a directory", sub)
+            ch.write(b"E\n")
+            ack(path)
+            return
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            st = os.fstat(fd)
+            if preserve:
+                send_times(st, path)
+            size = st.st_size
+            ch.write(b"C%04o %d %s\n" % (stat.S_IMODE(st.st_mode), size, bname))
+            ack(path)
+            ch.send_from_fd(fd, size, progress=rep.callback(path, size))
+            ch.write(b"\0")
+            ack(path)
+        finally:
+            os.close(fd)
+        rep.finished(path, size)
+
+    written = []
+    try:
+        ack(to)   # the remote scp says it is ready
+        for src, st in zip(sources, stats):
+            name = os.path.basename(os.path.normpath(src))
+            send(src, name, st)
+            written.append(posixpath.join(to, name))
+        ch.send_eof()
+        _finish(ch, what)
+    finally:
+        ch.close()
+    return written
+
+
+# ---- download ------------------------------------------------------------------------------
+
+def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
+             preserve: bool) -> List[str]:
+    sources = _paths(files, "files")
+    to = os.fspath(to)
+    if not os.path.isdir(to):
+        if os.path.exists(to):
+            raise NotADirectoryError(errno.ENOTDIR, "the download target is not a directory", to)
+        raise FileNotFoundError(errno.ENOENT, "the download target directory does not exist", to)
+    expected = {}
+    for src in sources:
+        base = posixpath.basename(src.rstrip("/"))
+        if base in ("", ".", "..", "~"):
+            raise ValueError(f"cannot download {src!r}: name the files or directory to fetch")
+        expected[os.fsencode(base)] = src
+    what = "scp_download"
+    rep = _Reporter(verbose, progress, upload=False)
+    flags = "-f -r" + (" -p" if preserve else "")
+    ch = _start(session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what)
+    reader = _Reader(ch, what)
+    stack = [to]             # local directories being filled
+    dir_modes: List[Any] = []
+    times: Optional[tuple] = None
+    first_error: Optional[BaseException] = None
+    written: List[str] = []
+    got_anything = False
+
+    def check_top(name: bytes) -> None:
+        if len(stack) == 1 and name not in expected:
+            raise SCPProtocolError(f"{what}: the server sent {name!r}, which was not asked for "
+                                   f"(asked for: {sorted(expected.values())})")
+
+    try:
+        ch.write(b"\0")
+        while True:
+            line = reader.line()
+            if line is None:
+                break
+            got_anything = True
+            msg = _ssh.scp_parse(line)
+            kind = msg[0]
+            if kind in ("warning", "error"):
+                err = _server_error(msg[1], None)
+                first_error = first_error or err
+                if kind == "error":
+                    break
+                continue
+            if kind == "T":
+                times = (msg[2], msg[1])
+                ch.write(b"\0")
+                continue
+            if kind == "E":
+                if len(stack) == 1:
+                    raise SCPProtocolError(f"{what}: the server left a directory it never entered")
+                path = stack.pop()
+                mode, dtimes = dir_modes.pop()
+                os.chmod(path, mode)
+                if dtimes is not None:
+                    os.utime(path, dtimes)
+                ch.write(b"\0")
+                continue
+            _kind, mode, size, bname = msg
+            check_top(bname)
+            name = os.fsdecode(bname)
+            dest = os.path.join(stack[-1], name)
+            if kind == "D":
+                if os.path.lexists(dest) and not os.path.isdir(dest):
+                    raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
+                if not os.path.isdir(dest):
+                    os.mkdir(dest, 0o700)
+                stack.append(dest)
+                dir_modes.append((mode, times))
+                times = None
+                if len(stack) == 2:
+                    written.append(dest)
+                ch.write(b"\0")
+                continue
+            # a file
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                raise IsADirectoryError(errno.EISDIR, "a directory is in the way", dest)
+            tmp = os.path.join(stack[-1], f".{os.urandom(6).hex()}{PART_SUFFIX}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+            ok = False
+            try:
+                ch.write(b"\0")
+                reader.to_fd(fd, size, rep.callback(dest, size))
+                status = reader.byte()
+                if status != b"\0":
+                    if status in (b"\1", b"\2"):
+                        raise _server_error(reader.line() or b"", dest)
+                    raise SCPProtocolError(f"{what}: the server sent {status!r} after the data "
+                                           f"of {dest} instead of its end mark")
+                ok = True
+            finally:
+                os.close(fd)
+                if not ok:
+                    os.unlink(tmp)
+            try:
+                os.chmod(tmp, mode & 0o7777)
+                if times is not None:
+                    os.utime(tmp, times)
+                os.replace(tmp, dest)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            times = None
+            ch.write(b"\0")
+            rep.finished(dest, size)
+            if len(stack) == 1:
+                written.append(dest)
+        if len(stack) != 1:
+            raise SCPProtocolError(f"{what}: the server's output ended inside a directory")
+        if first_error is not None:
+            raise first_error
+        if not got_anything:
+            raise _no_scp(ch, what)
+        _finish(ch, what)
+    finally:
+        ch.close()
+    return written

@@ -1,0 +1,276 @@
+"""SCP upload and download against a real sshd (the server runs on this machine,
+so remote paths are local paths in the test's temporary directory)."""
+import hashlib
+import os
+import stat
+import time
+
+import pytest
+
+import pyssh
+from pyssh import _ssh
+
+
+@pytest.fixture
+def session(server):
+    with server.connect() as s:
+        yield s
+
+
+@pytest.fixture
+def area(tmp_path):
+    """local/, remote/ and back/ directories the server can use."""
+    os.chmod(tmp_path, 0o755)
+    dirs = {}
+    for name in ("local", "remote", "back"):
+        d = tmp_path / name
+        d.mkdir()
+        dirs[name] = d
+    return dirs
+
+
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree(root):
+    """{relative path: (kind, mode, sha256 or None)} of everything under root."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            rel = os.path.relpath(p, root)
+            st = os.stat(p)
+            if stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), None)
+            else:
+                out[rel] = ("file", stat.S_IMODE(st.st_mode), digest(p))
+    return out
+
+
+def make_tree(root):
+    (root / "sub" / "deeper").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "sub" / "empty too").mkdir()
+    files = {
+        "empty.txt": b"",
+        "one.bin": b"x",
+        ".hidden": b"hidden file\n",
+        "sub/.hidden dir file": b"h",
+        "sub/deeper/data.bin": os.urandom(300_000),
+        "with space and 'quote'.txt": b"q",
+        "ünïcødé ✓.txt": "ü".encode(),
+        "dollar $HOME `id`.txt": b"$",
+    }
+    for rel, data in files.items():
+        (root / rel).write_bytes(data)
+    os.chmod(root / "one.bin", 0o600)
+    os.chmod(root / "sub" / "deeper" / "data.bin", 0o755)
+    os.chmod(root / "empty.txt", 0o644)
+    os.chmod(root / "sub", 0o750)
+    return files
+
+
+def test_tree_round_trip(session, area):
+    src = area["local"] / "tree"
+    src.mkdir()
+    make_tree(src)
+    target = tree(src)
+    written = session.scp_upload(src, to=str(area["remote"]), verbose=False)
+    assert written == [f"{area['remote']}/tree"]
+    assert tree(area["remote"] / "tree") == target
+    got = session.scp_download(str(area["remote"] / "tree"), to=area["back"], verbose=False)
+    assert got == [str(area["back"] / "tree")]
+    assert tree(area["back"] / "tree") == target
+    assert not [p for p in os.listdir(area["back"] / "tree") if p.endswith(".pyssh-part")]
+
+
+@pytest.mark.parametrize("size", [0, 1, 100 << 20])
+def test_file_round_trip(session, area, size):
+    src = area["local"] / f"f{size}"
+    with open(src, "wb") as f:
+        for _ in range(size >> 20):
+            f.write(os.urandom(1 << 20))
+        f.write(os.urandom(size & ((1 << 20) - 1)))
+    session.scp_upload(str(src), to=str(area["remote"]), verbose=False)
+    assert digest(area["remote"] / src.name) == digest(src)
+    session.scp_download(str(area["remote"] / src.name), to=str(area["back"]), verbose=False)
+    assert digest(area["back"] / src.name) == digest(src)
+    assert os.path.getsize(area["back"] / src.name) == size
+
+
+def test_many_small_files(session, area):
+    src = area["local"] / "many"
+    src.mkdir()
+    for i in range(1000):
+        (src / f"f{i:04d}").write_bytes(os.urandom(4096))
+    session.scp_upload(src, to=str(area["remote"]), verbose=False)
+    session.scp_download(str(area["remote"] / "many"), to=area["back"], verbose=False)
+    assert tree(area["back"] / "many") == tree(src)
+
+
+def test_several_sources_and_a_symlink(session, area):
+    a = area["local"] / "a.txt"
+    a.write_bytes(b"A")
+    link = area["local"] / "link.txt"
+    os.symlink(a, link)
+    written = session.scp_upload([a, str(link)], to=str(area["remote"]), verbose=False)
+    assert written == [f"{area['remote']}/a.txt", f"{area['remote']}/link.txt"]
+    # followed, as scp does: a regular file arrives
+    assert not os.path.islink(area["remote"] / "link.txt")
+    assert (area["remote"] / "link.txt").read_bytes() == b"A"
+
+
+def test_preserve_keeps_times(session, area):
+    src = area["local"] / "old"
+    src.mkdir()
+    f = src / "f.txt"
+    f.write_bytes(b"old")
+    os.utime(f, (1_000_000_000, 1_100_000_000))
+    os.utime(src, (1_200_000_000, 1_300_000_000))
+    session.scp_upload(src, to=str(area["remote"]), verbose=False, preserve=True)
+    assert int(os.stat(area["remote"] / "old" / "f.txt").st_mtime) == 1_100_000_000
+    assert int(os.stat(area["remote"] / "old").st_mtime) == 1_300_000_000
+    session.scp_download(str(area["remote"] / "old"), to=area["back"], verbose=False, preserve=True)
+    assert int(os.stat(area["back"] / "old" / "f.txt").st_mtime) == 1_100_000_000
+    assert int(os.stat(area["back"] / "old" / "f.txt").st_atime) == 1_000_000_000
+    assert int(os.stat(area["back"] / "old").st_mtime) == 1_300_000_000
+    # without preserve, times are now
+    session.scp_download(str(area["remote"] / "old" / "f.txt"), to=area["local"], verbose=False)
+    assert os.stat(area["local"] / "f.txt").st_mtime > time.time() - 60
+
+
+def test_remote_names_are_quoted(session, area, tmp_path):
+    weird = area["remote"] / "a 'b' \"c\" $d `e` ü;f"
+    weird.mkdir()
+    src = area["local"] / "x.txt"
+    src.write_bytes(b"x")
+    session.scp_upload(src, to=str(weird), verbose=False)
+    assert (weird / "x.txt").read_bytes() == b"x"
+    session.scp_download(str(weird / "x.txt"), to=area["back"], verbose=False)
+    assert (area["back"] / "x.txt").read_bytes() == b"x"
+    # no remote shell injection
+    marker = tmp_path / "injected"
+    with pytest.raises(pyssh.SCPError):
+        session.scp_download(f"nothing; touch {marker}", to=area["back"], verbose=False)
+    with pytest.raises(pyssh.SCPError):
+        session.scp_download(f"$(touch {marker})", to=area["back"], verbose=False)
+    assert not marker.exists()
+
+
+def test_missing_remote_file(session, area):
+    missing = str(area["remote"] / "nope.txt")
+    with pytest.raises(pyssh.SCPFileNotFoundError) as ei:
+        session.scp_download(missing, to=area["back"], verbose=False)
+    e = ei.value
+    assert isinstance(e, FileNotFoundError) and isinstance(e, pyssh.SCPError)
+    assert e.filename == missing and "No such file" in str(e)
+    assert os.listdir(area["back"]) == []
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+def test_one_missing_among_several_still_fetches_the_rest(session, area):
+    (area["remote"] / "here.txt").write_bytes(b"here")
+    with pytest.raises(pyssh.SCPFileNotFoundError):
+        session.scp_download([str(area["remote"] / "gone.txt"), str(area["remote"] / "here.txt")],
+                             to=area["back"], verbose=False)
+    assert (area["back"] / "here.txt").read_bytes() == b"here"
+
+
+def test_upload_into_missing_remote_directory(session, area):
+    src = area["local"] / "x.txt"
+    src.write_bytes(b"x")
+    with pytest.raises(pyssh.SCPError, match="No such file|not a directory"):
+        session.scp_upload(src, to=str(area["remote"] / "no" / "such"), verbose=False)
+
+
+def test_local_errors_before_any_traffic(session, area):
+    with pytest.raises(FileNotFoundError):
+        session.scp_upload(area["local"] / "missing", to=str(area["remote"]), verbose=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        session.scp_download("x", to=area["back"] / "missing", verbose=False)
+    (area["back"] / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        session.scp_download("x", to=area["back"] / "file", verbose=False)
+    with pytest.raises(TypeError):
+        session.scp_upload(b"bytes", verbose=False)
+    with pytest.raises(ValueError):
+        session.scp_upload([], verbose=False)
+    with pytest.raises(ValueError, match="name the files"):
+        session.scp_download("~", to=area["back"], verbose=False)
+
+
+def test_progress_and_verbose(session, area, capsys):
+    src = area["local"] / "p.bin"
+    src.write_bytes(os.urandom(5 << 20))
+    calls = []
+    session.scp_upload(src, to=str(area["remote"]), progress=lambda *a: calls.append(a))
+    assert calls[-1] == (str(src), 5 << 20, 5 << 20)
+    assert all(0 <= moved <= total for _, moved, total in calls)
+    err = capsys.readouterr().err
+    assert err.endswith(f"\r[100%] {src}\n")
+    calls.clear()
+    session.scp_download(str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a))
+    assert calls[-1] == (str(area["back"] / "p.bin"), 5 << 20, 5 << 20)
+    assert capsys.readouterr().err == f"{5 << 20:>10} {area['back'] / 'p.bin'}\n"
+
+
+class Stop(Exception):
+    pass
+
+
+def test_failed_download_leaves_no_partial_file(session, area):
+    big = area["remote"] / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)   # sparse; over a second to send, so progress is called midway
+    good = area["back"] / "big.bin"
+    good.write_bytes(b"the good old content")
+
+    def stop(path, moved, total):
+        if moved < total:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        session.scp_download(str(big), to=area["back"], verbose=False, progress=stop)
+    assert good.read_bytes() == b"the good old content"   # not replaced by a partial file
+    assert os.listdir(area["back"]) == ["big.bin"]         # no temporary file left
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+def test_r_style_aliases(session, area):
+    src = area["local"] / "r.txt"
+    src.write_bytes(b"r")
+    assert pyssh.scp_upload(session, [str(src)], to=str(area["remote"]), verbose=False) == \
+        [f"{area['remote']}/r.txt"]
+    assert pyssh.scp_download(session, str(area["remote"] / "r.txt"), to=str(area["back"]),
+                              verbose=False) == [str(area["back"] / "r.txt")]
+
+
+# ---- the parser of server messages ---------------------------------------------------------
+
+@pytest.mark.parametrize("line, expected", [
+    (b"C0644 12 a b.txt", ("C", 0o644, 12, b"a b.txt")),
+    (b"D0755 0 dir", ("D", 0o755, 0, b"dir")),
+    (b"C0600 9223372036854775807 huge", ("C", 0o600, (1 << 63) - 1, b"huge")),
+    (b"E", ("E",)),
+    (b"T1700000000 0 1600000000 0", ("T", 1700000000, 1600000000)),
+    (b"\x01scp: x: No such file or directory", ("warning", b"scp: x: No such file or directory")),
+    (b"\x02fatal", ("error", b"fatal")),
+])
+def test_parse_good_messages(line, expected):
+    assert _ssh.scp_parse(line) == expected
+
+
+@pytest.mark.parametrize("line", [
+    b"", b"C0644 1 ..", b"C0644 1 .", b"C0644 1 ../../etc/passwd", b"C0644 1 a/b", b"D0755 0 /abs",
+    b"C0644 1 ", b"C0644 1 a\0b", b"C10000 1 x", b"C 1 x", b"Cxyz 1 x", b"C0644 -1 x",
+    b"C0644 9223372036854775808 x", b"C0644 1x x", b"C0644  1 x", b"Ex", b"T1 0 1", b"T1 1000000 1 0",
+    b"X", b"C0644 1 a\nb", b"C0644 1 " + b"n" * 5000,
+])
+def test_parse_refuses_bad_or_unsafe_messages(line):
+    with pytest.raises(pyssh.SCPProtocolError, match="the server sent"):
+        _ssh.scp_parse(line)
