@@ -331,7 +331,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                     raise SCPProtocolError(f"{what}: the server left a directory it never entered")
                 path = stack.pop()
                 mode, dtimes = dir_modes.pop()
-                os.chmod(path, mode)
+                os.chmod(path, mode & 0o777)
                 if dtimes is not None:
                     os.utime(path, dtimes)
                 ch.write(b"\0")
@@ -373,7 +373,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                 if not ok:
                     os.unlink(tmp)
             try:
-                os.chmod(tmp, mode & 0o7777)
+                os.chmod(tmp, mode & 0o777)   # never setuid/setgid/sticky from a server
                 if times is not None:
                     os.utime(tmp, times)
                 os.replace(tmp, dest)

@@ -274,3 +274,86 @@ def test_parse_good_messages(line, expected):
 def test_parse_refuses_bad_or_unsafe_messages(line):
     with pytest.raises(pyssh.SCPProtocolError, match="the server sent"):
         _ssh.scp_parse(line)
+
+
+# ---- a hostile server ---------------------------------------------------------------------
+
+FAKE_SCP = r'''
+import ast, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "scenario.txt")) as f:
+    steps = ast.literal_eval(f.read())
+out = sys.stdout.buffer
+for chunk in steps:
+    if not sys.stdin.buffer.read(1):     # the client's acknowledgement
+        break
+    out.write(chunk)
+    out.flush()
+time.sleep(0.2)
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """An sshd whose every command is a fake `scp -f` sending crafted messages."""
+    import sys
+    from pyssh.testing import SSHServer
+    d = tmp_path_factory.mktemp("hostile")
+    os.chmod(d, 0o755)
+    script = d / "fake_scp.py"
+    script.write_text(FAKE_SCP)
+    with SSHServer(extra_config=[f"ForceCommand {sys.executable} {script}"]) as srv:
+        def run(steps, files="wanted", to=None):
+            (d / "scenario.txt").write_text(repr(steps))
+            with srv.connect() as s:
+                return s.scp_download(files, to=to, verbose=False)
+        yield run
+
+
+@pytest.mark.parametrize("steps, match", [
+    ([b"C0644 4 ../evil\n", b"evil\0"], "outside the target"),
+    ([b"C0644 4 /tmp/evil\n", b"evil\0"], "outside the target"),
+    ([b"C0644 4 ..\n", b"evil\0"], "outside the target"),
+    ([b"D0755 0 wanted\n", b"C0644 4 ../../evil\n", b"evil\0", b"E\n"], "outside the target"),
+    ([b"C0644 4 evil\n", b"evil\0"], "not asked for"),
+    ([b"E\n"], "never entered"),
+    ([b"D0755 0 wanted\n"], "ended inside a directory"),
+    ([b"C0644 4 wanted\n", b"data\0", b"E\n"], "never entered"),
+    ([b"C0644 4 wanted\n", b"data\x05"], "end mark"),
+    ([b"C0644 -4 wanted\n"], "size"),
+    ([b"C99999 4 wanted\n"], "mode"),
+    ([b"Q hello\n"], "unknown message"),
+    ([b"C0644 4 wan" + b"t" * 9000], "longer than"),
+])
+def test_hostile_server_is_refused(hostile, tmp_path, steps, match):
+    to = tmp_path / "to"
+    to.mkdir()
+    with pytest.raises(pyssh.SCPProtocolError, match=match):
+        hostile(steps, to=to)
+    leftovers = [p for p in os.listdir(to) if p != "wanted"]
+    assert leftovers == []
+    assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil")
+
+
+def test_hostile_truncated_file_is_not_kept(hostile, tmp_path):
+    to = tmp_path / "to"
+    to.mkdir()
+    with pytest.raises(pyssh.SSHError, match="ended first"):
+        hostile([b"C0644 100 wanted\n", b"only ten b"], to=to)
+    assert os.listdir(to) == []
+
+
+def test_hostile_error_after_data_is_not_kept(hostile, tmp_path):
+    to = tmp_path / "to"
+    to.mkdir()
+    (to / "wanted").write_bytes(b"good")
+    with pytest.raises(pyssh.SCPError, match="disk full"):
+        hostile([b"C0644 4 wanted\n", b"data\x02disk full\n"], to=to)
+    assert os.listdir(to) == ["wanted"] and (to / "wanted").read_bytes() == b"good"
+
+
+def test_hostile_setuid_mode_is_dropped(hostile, tmp_path):
+    to = tmp_path / "to"
+    to.mkdir()
+    hostile([b"C6755 4 wanted\n", b"data\0"], to=to)
+    assert stat.S_IMODE(os.stat(to / "wanted").st_mode) == 0o755
