@@ -61,6 +61,7 @@ typedef struct {
     /* written by the libssh callbacks, with the session lock held */
     uint32_t avail[2];               /* bytes libssh holds for stdout, stderr */
     struct pump *pump;               /* run()'s state while its step holds the lock */
+    struct io *io;                   /* recv_to_fd()'s state while its step holds the lock */
     int remote_eof, remote_closed;
     int has_status, exit_status;
     int has_signal, core_dumped;
@@ -73,7 +74,9 @@ typedef struct {
 
 /* ---- libssh callbacks (plain C, called inside libssh with the lock held) --- */
 
+struct io;
 static uint32_t pump_take(struct pump *P, int stream, const char *data, uint32_t len);
+static uint32_t io_take(struct io *X, int stream, const char *data, uint32_t len);
 
 /* `data`/`len`: all that libssh holds for the stream, oldest first. Returns how
  * much was taken; libssh keeps the rest, which avail[] records. */
@@ -86,6 +89,9 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
     uint32_t taken = 0;
     if (ch->pump != NULL) {
         taken = pump_take(ch->pump, stream, data, len);
+    }
+    else if (ch->io != NULL) {
+        taken = io_take(ch->io, stream, data, len);
     }
     ch->avail[stream] = len - taken;
     return (int)taken;
@@ -997,6 +1003,32 @@ write_fd_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+/* Called from on_data inside recv_to_fd()'s step: write the file's bytes straight
+ * from the decrypted packet to the file. */
+static uint32_t
+io_take(struct io *X, int stream, const char *data, uint32_t len)
+{
+    if (stream != 0 || X->mode != IO_RECV_FD || X->left == 0 || X->local_errno) {
+        return 0;
+    }
+    uint32_t n = len;
+    if (n > X->left) {
+        n = (uint32_t)X->left;
+    }
+    int e = write_fd_all(X->fd, data, n);
+    if (e != 0) {
+        X->local_errno = e;
+        X->done = 1;
+        return 0;
+    }
+    X->left -= n;
+    X->moved += n;
+    if (X->left == 0) {
+        X->done = 1;
+    }
+    return n;
+}
+
 /* One step of the four operations; runs with the session lock held. */
 static int
 io_step_once(struct io *X, ssh_session ssh)
@@ -1113,10 +1145,21 @@ io_step_once(struct io *X, ssh_session ssh)
     return 0;
 }
 
+static int io_step_locked(ssh_session ssh, struct io *X);
+
 static int
 io_step(ssh_session ssh, void *p)
 {
     struct io *X = p;
+    X->ch->io = X;
+    int rc = io_step_locked(ssh, X);
+    X->ch->io = NULL;
+    return rc;
+}
+
+static int
+io_step_locked(ssh_session ssh, struct io *X)
+{
     ChannelObject *ch = X->ch;
     ssh_event ev = ch->session->event;
     for (int round = 0; round < ROUNDS_MAX; round++) {
