@@ -2,11 +2,12 @@
 
 Starts a throwaway OpenSSH server on 127.0.0.1 (pyssh.testing), connects to it
 as the seed's example does, prints the session and its info, runs commands
-(streamed, a three-command script, captured, one that fails), and shows what a
-changed host key does.
+(streamed, a three-command script, captured, one that fails), copies a file up
+and back over SCP, and shows what a changed host key does.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -51,6 +52,24 @@ def main() -> int:
             session.exec_internal("ls /no/such/directory")
         except pyssh.CommandError as e:
             print(f"\nCommandError (status {e.status}):\n  {e}")
+
+        # SCP: upload a file, download it back elsewhere, compare checksums
+        with tempfile.TemporaryDirectory() as d:
+            os.chmod(d, 0o755)
+            local = os.path.join(d, "hello.bin")
+            with open(local, "wb") as f:
+                f.write(os.urandom(1 << 20))
+            remote_dir = os.path.join(d, "on the server")
+            os.mkdir(remote_dir)
+            back = os.path.join(d, "back")
+            os.mkdir(back)
+            print()
+            session.scp_upload(local, to=remote_dir)
+            session.scp_download(os.path.join(remote_dir, "hello.bin"), to=back)
+            a, b = (hashlib.sha256(open(p, "rb").read()).hexdigest()
+                    for p in (local, os.path.join(back, "hello.bin")))
+            print(f"sha256 uploaded   {a}\nsha256 downloaded {b}\n"
+                  f"{'the same' if a == b else 'DIFFERENT'}")
         session.disconnect()
         print()
         print(session)
