@@ -96,3 +96,17 @@ def open_sockets():
         except OSError:
             pass
     return n
+
+
+@pytest.fixture
+def plain_session(server, request):
+    """A session of an ordinary (non-root) user. As root that is the test account,
+    whose shell is /bin/sh: OpenSSH signals only non-root sessions, and root's
+    shell here may read a slow ~/.bashrc for every command."""
+    if IS_ROOT:
+        name, _password = request.getfixturevalue("account")
+        address = f"{name}@{server.host}:{server.port}"
+    else:
+        address = server.address
+    with server.connect(address=address) as s:
+        yield s

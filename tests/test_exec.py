@@ -16,7 +16,6 @@ import time
 import pytest
 
 import pyssh
-from conftest import IS_ROOT
 
 ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 # for the system tools the tests run (pgrep hangs with the ASan runtime preloaded)
@@ -32,20 +31,6 @@ def pgrep(*args):
 @pytest.fixture
 def session(server):
     with server.connect() as s:
-        yield s
-
-
-@pytest.fixture
-def plain_session(server, request):
-    """A session of an ordinary (non-root) user. As root that is the test account,
-    whose shell is /bin/sh: OpenSSH signals only non-root sessions, and root's
-    shell here may read a slow ~/.bashrc for every command."""
-    if IS_ROOT:
-        name, _password = request.getfixturevalue("account")
-        address = f"{name}@{server.host}:{server.port}"
-    else:
-        address = server.address
-    with server.connect(address=address) as s:
         yield s
 
 

@@ -430,3 +430,54 @@ def test_two_transfers_in_two_threads(server, area):
     for t in threads:
         t.join(120)
     assert errors == []
+
+
+# ---- the remote home, permissions, sizes over 4 GiB --------------------------------------
+
+def test_tilde_is_the_remote_home(plain_session, area):
+    s = plain_session
+    home = s.exec_internal("printf %s \"$HOME\"").stdout.decode()
+    sub = f"pyssh-scp-{os.getpid()}"
+    s.exec_internal(f"mkdir -p ~/{sub}")
+    try:
+        src = area["local"] / "home file.txt"
+        src.write_bytes(b"home")
+        assert s.scp_upload(src, to=f"~/{sub}", verbose=False) == [f"~/{sub}/home file.txt"]
+        assert s.exec_internal(f"cat ~/{sub}/'home file.txt'").stdout == b"home"
+        assert s.scp_upload(src, verbose=False) == ["./home file.txt"]     # "." is the home
+        assert s.exec_internal("cat 'home file.txt'").stdout == b"home"
+        s.scp_download(f"~/{sub}/home file.txt", to=area["back"], verbose=False)
+        assert (area["back"] / "home file.txt").read_bytes() == b"home"
+        assert home and s.exec_internal(f"test -d {home}/{sub}").status == 0
+    finally:
+        s.exec_internal(f"rm -rf ~/{sub} 'home file.txt'")
+
+
+def test_permission_denied(plain_session, area, server):
+    # an ordinary user cannot read the sshd's private host key
+    with pytest.raises(pyssh.SCPPermissionError) as ei:
+        plain_session.scp_download(server.host_key, to=area["back"], verbose=False)
+    assert isinstance(ei.value, PermissionError) and "Permission denied" in str(ei.value)
+    assert os.listdir(area["back"]) == []
+
+
+@pytest.mark.slow
+def test_file_over_4_gib(session, area):
+    size = (4 << 30) + 12345
+    big = area["local"] / "sparse.bin"
+    with open(big, "wb") as f:
+        f.seek(size - 5)
+        f.write(b"tail!")
+    session.scp_upload(big, to=str(area["remote"]), verbose=False)
+    got = area["remote"] / "sparse.bin"
+    assert os.path.getsize(got) == size
+    with open(got, "rb") as f:
+        f.seek(size - 5)
+        assert f.read() == b"tail!"
+    os.unlink(got)   # the upload wrote it out in full: free the space before the download
+    session.scp_download(str(big), to=area["back"], verbose=False)
+    back = area["back"] / "sparse.bin"
+    assert os.path.getsize(back) == size
+    with open(back, "rb") as f:
+        f.seek(size - 5)
+        assert f.read() == b"tail!"
