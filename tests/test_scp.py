@@ -481,3 +481,21 @@ def test_file_over_4_gib(session, area):
     with open(back, "rb") as f:
         f.seek(size - 5)
         assert f.read() == b"tail!"
+
+
+def test_upload_permission_denied(plain_session, area):
+    src = area["local"] / "x.txt"
+    src.write_bytes(b"x")
+    with pytest.raises(pyssh.SCPPermissionError, match="Permission denied"):
+        plain_session.scp_upload(src, to="/root", verbose=False)
+    assert plain_session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+def test_server_without_scp(tmp_path):
+    from pyssh.testing import SSHServer
+    with SSHServer(extra_config=["ForceCommand /nonexistent/bin/scp"]) as srv, srv.connect() as s:
+        (tmp_path / "x").write_bytes(b"x")
+        with pytest.raises(pyssh.SCPError, match="no scp command"):
+            s.scp_download("x", to=tmp_path, verbose=False)
+        with pytest.raises(pyssh.SCPError, match="no scp command"):
+            s.scp_upload(tmp_path / "x", verbose=False)
