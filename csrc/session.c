@@ -440,7 +440,17 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
             PyObject *exc, *val, *tb;
             PyErr_Fetch(&exc, &val, &tb);
             PyErr_NormalizeException(&exc, &val, &tb);
-            pyssh_raise(self->state, PYSSH_EXC_SSHError, "invalid %s: %S", a.failed, val);
+            if (strcmp(a.failed, "ciphers") == 0 || strcmp(a.failed, "kex") == 0 ||
+                strcmp(a.failed, "macs") == 0 || strcmp(a.failed, "host_key_algorithms") == 0) {
+                /* a bad argument, not a network failure */
+                PyErr_Format(PyExc_ValueError,
+                             "%s: none of the names given is one this libssh supports, or one "
+                             "is unknown (%S); `ssh -Q cipher`, `-Q kex`, `-Q mac` and `-Q key` "
+                             "list OpenSSH's names", a.failed, val);
+            }
+            else {
+                pyssh_raise(self->state, PYSSH_EXC_SSHError, "invalid %s: %S", a.failed, val);
+            }
             Py_XDECREF(exc);
             Py_XDECREF(val);
             Py_XDECREF(tb);
