@@ -191,8 +191,18 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs)
             ssh_channel_request_send_signal(chan, "HUP");
         }
         ssh_remove_channel_callbacks(chan, &self->cb);
-        /* sends EOF and CLOSE if the channel is open; libssh keeps the channel
-         * until the server's CLOSE arrives, then frees it */
+        /* Send EOF and CLOSE. ssh_channel_close() returns SSH_AGAIN without
+         * queueing the CLOSE when the EOF could not be flushed at once (libssh
+         * 0.11 channels.c: send_eof's flush), and ssh_channel_free() calls it only
+         * once: the server would keep its end open. A second call queues the
+         * CLOSE (EOF is marked sent). Never for a channel still being opened:
+         * it has no remote id yet. */
+        if (self->opened && (ssh_channel_is_open(chan) || self->remote_closed)) {
+            if (ssh_channel_close(chan) == SSH_AGAIN) {
+                ssh_channel_close(chan);
+            }
+        }
+        /* libssh keeps the channel until the server's CLOSE arrives, then frees it */
         ssh_channel_free(chan);
         logs = pyssh_log_take(s);
     }
