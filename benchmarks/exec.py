@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import re
-import resource
 import statistics
 import subprocess
 import time
@@ -33,43 +30,9 @@ import time
 import pyssh
 from pyssh.testing import SSHServer
 
-GCM = "aes128-gcm@openssh.com"
+from _common import CHUNK, GCM, cpu_seconds, machine, pair, parse_size  # noqa: E402
+
 SETTINGS = ("default", GCM)
-CHUNK = 1 << 20
-
-
-def parse_size(text: str) -> int:
-    m = re.fullmatch(r"(\d+)([KMG]?)", text.strip().upper())
-    if not m:
-        raise argparse.ArgumentTypeError(f"bad size {text!r}: use e.g. 1G, 256M, 4096")
-    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
-
-
-def pair(cipher_in, cipher_out) -> str:
-    """The negotiated cipher(s): one name, or "in / out" when they differ."""
-    return cipher_in if cipher_in == cipher_out else f"{cipher_in} / {cipher_out}"
-
-
-def machine() -> list:
-    cpu, aes = "?", "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        cpu = re.search(r"^model name\s*:\s*(.*)$", text, re.M).group(1)
-        aes = "yes" if re.search(r"^flags\s*:.*\baes\b", text, re.M) else "no"
-    except (OSError, AttributeError):
-        pass
-    ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    lines = [f"machine: {platform.platform()}", f"cpu: {cpu}; aes flag: {aes}; "
-             f"nproc: {len(os.sched_getaffinity(0))}", f"python {platform.python_version()}; "
-             f"pyssh {pyssh.__version__} on libssh {pyssh.libssh_version(full=True)}; {ssh_v}"]
-    peers = []
-    for mod in ("paramiko", "asyncssh"):
-        try:
-            peers.append(f"{mod} {__import__(mod).__version__}")
-        except ImportError:
-            peers.append(f"{mod} not installed")
-    return lines + ["; ".join(peers)]
 
 
 def make_clients(srv) -> dict:
@@ -173,13 +136,6 @@ def make_clients(srv) -> dict:
     except ImportError:
         print("(asyncssh not installed: pip install asyncssh)")
     return clients
-
-
-def cpu_seconds() -> float:
-    """User + system CPU of this process (the in-process clients) and of its waited-for
-    children (ssh; sshd is never waited for while it runs)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def measure(clients: dict, cmd: str, size, reps: int) -> dict:
