@@ -209,13 +209,7 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs)
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS
 
-    if (emit_logs) {
-        pyssh_log_emit(s, logs);
-    }
-    else {
-        pyssh_logq q = {logs, NULL, 0, 0};
-        pyssh_log_discard(&q);
-    }
+    pyssh_log_finish(s, logs, emit_logs);
 }
 
 static void
@@ -247,6 +241,21 @@ chanobj_dealloc(ChannelObject *self)
             return ret;                                                                 \
         }                                                                               \
     } while (0)
+
+/* A timeout argument: None gives -1 (none), a negative number 0; -2 with an
+ * exception set when it is not a number. */
+static double
+timeout_arg(PyObject *obj)
+{
+    if (obj == Py_None) {
+        return -1;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1 && PyErr_Occurred()) {
+        return -2;
+    }
+    return t < 0 ? 0 : t;
+}
 
 /* ---- opening: channel, environment, exec ------------------------------------ */
 
@@ -361,15 +370,9 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (self->chan != NULL || self->opened) {
         return pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
     }
-    double timeout = -1;
-    if (timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (timeout < 0) {
-            timeout = 0;
-        }
+    double timeout = timeout_arg(timeout_obj);
+    if (timeout == -2) {
+        return NULL;
     }
     cmd_bytes = PyUnicode_AsUTF8String(command);
     if (cmd_bytes == NULL) {
@@ -620,6 +623,19 @@ snapshot(struct pump *P)
     memcpy(P->exit_errmsg, ch->exit_errmsg, sizeof(P->exit_errmsg));
 }
 
+/* Let libssh read the socket once (the only socket reads pyssh makes in a step).
+ * Returns SSH_OK (something was read), SSH_AGAIN (the socket is idle) or
+ * PYSSH_FAILED (libssh's message says why). */
+static int
+read_socket_once(ssh_session ssh, ssh_event ev)
+{
+    int rc = ssh_event_dopoll(ev, 0);
+    if ((ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) || rc == SSH_ERROR) {
+        return PYSSH_FAILED;
+    }
+    return rc == SSH_AGAIN ? SSH_AGAIN : SSH_OK;
+}
+
 /* Something for run() to do with the GIL: output to hand over, stdin to fetch, the end. */
 static int
 want_python(struct pump *P)
@@ -659,12 +675,8 @@ pump_step_locked(ssh_session ssh, struct pump *P)
             snapshot(P);
             return 0;
         }
-        int rc = ssh_event_dopoll(ev, 0);
-        int status = ssh_get_status(ssh);
-        if (status & (SSH_CLOSED | SSH_CLOSED_ERROR)) {
-            return PYSSH_FAILED;   /* libssh's message says why */
-        }
-        if (rc == SSH_ERROR) {
+        int rc = read_socket_once(ssh, ev);
+        if (rc == PYSSH_FAILED) {
             return PYSSH_FAILED;
         }
         if (rc == SSH_AGAIN) {
@@ -826,15 +838,9 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
         return pyssh_raise(st, PYSSH_EXC_SSHError,
                            "no command is running on this channel: call exec() first");
     }
-    double timeout = -1;
-    if (timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (timeout < 0) {
-            timeout = 0;
-        }
+    double timeout = timeout_arg(timeout_obj);
+    if (timeout == -2) {
+        return NULL;
     }
     memset(&P, 0, sizeof(P));
     P.ch = self;
@@ -1182,11 +1188,8 @@ io_step_locked(ssh_session ssh, struct io *X)
         if (X->next_progress > 0 && pyssh_monotonic() >= X->next_progress) {
             return 0;          /* time for a progress report */
         }
-        int rc = ssh_event_dopoll(ev, 0);
-        if (ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) {
-            return PYSSH_FAILED;
-        }
-        if (rc == SSH_ERROR) {
+        int rc = read_socket_once(ssh, ev);
+        if (rc == PYSSH_FAILED) {
             return PYSSH_FAILED;
         }
         if (rc == SSH_AGAIN) {
@@ -1254,18 +1257,6 @@ io_ready(ChannelObject *self)
     return 0;
 }
 
-static double
-timeout_arg(PyObject *obj)
-{
-    if (obj == Py_None) {
-        return -1;
-    }
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1 && PyErr_Occurred()) {
-        return -2;
-    }
-    return t < 0 ? 0 : t;
-}
 
 PyDoc_STRVAR(chanobj_read_doc,
 "read($self, /, n=65536, timeout=None)\n--\n\n"

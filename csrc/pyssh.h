@@ -181,6 +181,7 @@ void pyssh_log_attach(SessionObject *self);
 pyssh_logmsg *pyssh_log_take(SessionObject *self);
 void pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs);
 void pyssh_log_discard(pyssh_logq *q);
+void pyssh_log_finish(SessionObject *self, pyssh_logmsg *msgs, int emit);
 
 double pyssh_monotonic(void);
 

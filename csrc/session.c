@@ -245,13 +245,7 @@ session_close_impl(SessionObject *self, int emit_logs)
     if (free_jump) {
         jump_free(jump);
     }
-    if (emit_logs) {
-        pyssh_log_emit(self, logs);
-    }
-    else {
-        pyssh_logq q = {logs, NULL, 0, 0};
-        pyssh_log_discard(&q);
-    }
+    pyssh_log_finish(self, logs, emit_logs);
 }
 
 static int

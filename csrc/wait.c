@@ -113,6 +113,20 @@ pyssh_log_discard(pyssh_logq *q)
     q->count = 0;
 }
 
+/* The end of a close: hand the log lines to Python (GIL held), or drop them
+ * where Python must not be called (dealloc). */
+void
+pyssh_log_finish(SessionObject *self, pyssh_logmsg *msgs, int emit)
+{
+    if (emit) {
+        pyssh_log_emit(self, msgs);
+    }
+    else {
+        pyssh_logq q = {msgs, NULL, 0, 0};
+        pyssh_log_discard(&q);
+    }
+}
+
 /* libssh priorities to logging levels: WARN -> WARNING, PROTOCOL -> INFO,
  * PACKET -> DEBUG, FUNCTIONS -> 5 ("TRACE"). */
 static int
