@@ -17,8 +17,7 @@ import posixpath
 import shlex
 import stat
 import sys
-import time
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Union
 
 from . import _ssh
 from .errors import SCPError, SCPFileNotFoundError, SCPPermissionError, SCPProtocolError

@@ -4,7 +4,6 @@ import hashlib
 import io
 import os
 import pathlib
-import resource
 import secrets
 import signal
 import subprocess
@@ -281,10 +280,9 @@ def test_stdin_larger_than_the_window(session):
 
 def test_stdin_never_read(session):
     data = bytes(64 << 20)
-    t = time.monotonic()
-    r = session.exec_internal("echo ignored", stdin=data, timeout=60)
+    # a hang would end in SSHTimeoutError
+    r = session.exec_internal("echo ignored", stdin=data, timeout=30)
     assert r.stdout == b"ignored\n"
-    assert time.monotonic() - t < 30
 
 
 def test_no_stdin_sends_eof_at_once(session):
@@ -563,11 +561,9 @@ def test_server_killed_mid_command(fresh_server):
             except ProcessLookupError:
                 pass
 
-    t = time.monotonic()
-    with pytest.raises(pyssh.SSHError) as ei:
-        s.exec_wait("echo started; sleep 30", stdout=kill_connection)
+    with pytest.raises(pyssh.SSHError) as ei:   # a hang would be the SSHTimeoutError
+        s.exec_wait("echo started; sleep 30", stdout=kill_connection, timeout=10)
     assert not isinstance(ei.value, pyssh.SSHTimeoutError)
-    assert time.monotonic() - t < 10
     with pytest.raises(pyssh.SSHError):
         s.exec_internal("true")
     s.close()
