@@ -99,14 +99,19 @@ def open_sockets():
 
 
 @pytest.fixture
-def plain_session(server, request):
-    """A session of an ordinary (non-root) user. As root that is the test account,
-    whose shell is /bin/sh: OpenSSH signals only non-root sessions, and root's
-    shell here may read a slow ~/.bashrc for every command."""
+def plain_address(server, request):
+    """The address of an ordinary (non-root) user. As root that is the test account,
+    whose shell is /bin/sh: OpenSSH signals only non-root sessions, and root's shell
+    here may read a slow ~/.bashrc for every command, which also writes to stderr
+    when several run at once (pyenv's rehash lock: "rm: cannot remove ...")."""
     if IS_ROOT:
         name, _password = request.getfixturevalue("account")
-        address = f"{name}@{server.host}:{server.port}"
-    else:
-        address = server.address
-    with server.connect(address=address) as s:
+        return f"{name}@{server.host}:{server.port}"
+    return server.address
+
+
+@pytest.fixture
+def plain_session(server, plain_address):
+    """A session of the ordinary user of plain_address."""
+    with server.connect(address=plain_address) as s:
         yield s

@@ -486,8 +486,9 @@ def test_ctrl_c_interrupts_a_running_command(server):
 
 # ---- threads, the GIL, CPU ---------------------------------------------------------------
 
-def test_concurrent_commands_on_several_sessions(server):
-    sessions = [server.connect() for _ in range(3)]
+def test_concurrent_commands_on_several_sessions(server, plain_address):
+    # the plain account: its stderr is the command's alone (see plain_address)
+    sessions = [server.connect(address=plain_address) for _ in range(3)]
     errors = []
 
     def work(s, tag):
