@@ -268,26 +268,6 @@ struct exec_arg {
     const char *refused;     /* what the server refused (message) */
 };
 
-/* The session's event: ssh_event_dopoll(ev, 0) makes libssh read the socket once
- * (no public call does exactly that otherwise). Created once per session. */
-static int
-ensure_event(SessionObject *s, ssh_session ssh)
-{
-    if (s->event != NULL) {
-        return 0;
-    }
-    ssh_event ev = ssh_event_new();
-    if (ev == NULL) {
-        return -1;
-    }
-    if (ssh_event_add_session(ev, ssh) != SSH_OK) {
-        ssh_event_free(ev);
-        return -1;
-    }
-    s->event = ev;
-    return 0;
-}
-
 static int
 map_rc(int rc)
 {
@@ -302,10 +282,6 @@ exec_step(ssh_session ssh, void *p)
     int rc;
 
     if (ch->chan == NULL) {
-        if (ensure_event(ch->session, ssh) < 0) {
-            a->refused = "out of memory";
-            return PYSSH_FAILED;
-        }
         ch->chan = ssh_channel_new(ssh);
         if (ch->chan == NULL) {
             return PYSSH_FAILED;
@@ -623,19 +599,6 @@ snapshot(struct pump *P)
     memcpy(P->exit_errmsg, ch->exit_errmsg, sizeof(P->exit_errmsg));
 }
 
-/* Let libssh read the socket once (the only socket reads pyssh makes in a step).
- * Returns SSH_OK (something was read), SSH_AGAIN (the socket is idle) or
- * PYSSH_FAILED (libssh's message says why). */
-static int
-read_socket_once(ssh_session ssh, ssh_event ev)
-{
-    int rc = ssh_event_dopoll(ev, 0);
-    if ((ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) || rc == SSH_ERROR) {
-        return PYSSH_FAILED;
-    }
-    return rc == SSH_AGAIN ? SSH_AGAIN : SSH_OK;
-}
-
 /* Something for run() to do with the GIL: output to hand over, stdin to fetch, the end. */
 static int
 want_python(struct pump *P)
@@ -661,7 +624,6 @@ static int
 pump_step_locked(ssh_session ssh, struct pump *P)
 {
     ChannelObject *ch = P->ch;
-    ssh_event ev = ch->session->event;
 
     for (int round = 0; round < ROUNDS_MAX; round++) {
         if (drain(P, 0) < 0 || drain(P, 1) < 0 || feed(P, ssh) < 0) {
@@ -675,7 +637,7 @@ pump_step_locked(ssh_session ssh, struct pump *P)
             snapshot(P);
             return 0;
         }
-        int rc = read_socket_once(ssh, ev);
+        int rc = pyssh_read_socket_once(ch->session, ssh);
         if (rc == PYSSH_FAILED) {
             return PYSSH_FAILED;
         }
@@ -1177,7 +1139,6 @@ static int
 io_step_locked(ssh_session ssh, struct io *X)
 {
     ChannelObject *ch = X->ch;
-    ssh_event ev = ch->session->event;
     for (int round = 0; round < ROUNDS_MAX; round++) {
         if (io_step_once(X, ssh) < 0) {
             return PYSSH_FAILED;
@@ -1188,7 +1149,7 @@ io_step_locked(ssh_session ssh, struct io *X)
         if (X->next_progress > 0 && pyssh_monotonic() >= X->next_progress) {
             return 0;          /* time for a progress report */
         }
-        int rc = read_socket_once(ssh, ev);
+        int rc = pyssh_read_socket_once(ch->session, ssh);
         if (rc == PYSSH_FAILED) {
             return PYSSH_FAILED;
         }

@@ -115,6 +115,14 @@ typedef struct {
 } pyssh_logq;
 
 struct pyssh_jump;
+struct pyssh_waiter;
+
+#ifdef _WIN32
+typedef WSAPOLLFD pyssh_pollfd;
+#else
+#include <poll.h>
+typedef struct pollfd pyssh_pollfd;
+#endif
 
 typedef struct {
     PyObject_HEAD
@@ -131,6 +139,13 @@ typedef struct {
     struct pyssh_jump *jump;     /* ProxyJump callbacks' data (see session.c) */
     ssh_event event;             /* the session's socket, for ssh_event_dopoll (channel.c);
                                     created on first use, freed by the close */
+    /* wait.c, all under the lock: the threads waiting in pyssh_wait_ex, spare
+     * wake pipes, and libssh's count of packets read (a step that read packets
+     * wakes the other waiters: the packets may be theirs) */
+    struct pyssh_waiter *waiters;
+    struct pyssh_waiter *spare;
+    struct ssh_counter_struct rcounter;
+    void *rforwards;             /* tunnel.c: the remote forwards (ssh -R) on this session */
     PyObject *weakreflist;
 } SessionObject;
 
@@ -142,6 +157,10 @@ int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
 extern PyMethodDef pyssh_scp_methods[];
 
 int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
+
+/* ---- tunnel.c: pyssh._ssh.Tunnel ------------------------------------------- */
+
+int pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st);
 
 /* ---- wait.c: the one blocking loop --------------------------------------- */
 
@@ -164,6 +183,44 @@ typedef int (*pyssh_step_fn)(ssh_session ssh, void *arg);
 int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
                enum pyssh_exc fail_exc, const char *what);
 
+/* A waiting thread's wake-up: a pipe (a socket pair on Windows) polled beside
+ * the session's socket. Another thread's step that read packets rings it (they
+ * may be for this thread's channels), and so may whoever wants the waiter to
+ * look again (Tunnel.stop). */
+typedef struct pyssh_waiter {
+    socket_t rd, wr;
+    int rung;                    /* a byte is on its way (session lock held) */
+    struct pyssh_waiter *next;   /* in the session's list of waiters, or of spares */
+} pyssh_waiter;
+
+int pyssh_waiter_open(pyssh_waiter *w);     /* 0, or -1 with errno set */
+void pyssh_waiter_close(pyssh_waiter *w);
+void pyssh_waiter_ring(pyssh_waiter *w);    /* any thread, no lock needed */
+/* Ring every waiter of the session (lock held): it is closing. */
+void pyssh_waiters_ring_all(SessionObject *self);
+/* Close the spare pipes (lock held, or the session unreachable). */
+void pyssh_waiters_free_spare(SessionObject *self);
+
+/* What a step wants watched besides the session's socket: slots
+ * [PYSSH_POLL_RESERVED, n) of `fds` are the step's, with their events; the
+ * wait helper fills the first slots (the session's socket, the wake pipe),
+ * polls them all and leaves each revents for the next step. `wait_ms` >= 0
+ * caps the next wait (a deadline of the step's own). */
+#define PYSSH_POLL_RESERVED 2
+typedef struct {
+    pyssh_pollfd *fds;
+    int n;
+    int wait_ms;
+} pyssh_pollset;
+
+/* pyssh_wait, also polling `ps` (may be NULL) and waking on `w` (NULL: a spare
+ * pipe of the session's is used). Between slices of at most 100 ms it takes
+ * the GIL back to run signal handlers; within a slice it steps and polls
+ * without the GIL. */
+int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+                  enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps,
+                  pyssh_waiter *w);
+
 /* Run `step` once, holding the lock with the GIL released (for short local
  * libssh calls). Returns as pyssh_wait does; PYSSH_AGAIN is returned as is. */
 int pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
@@ -182,7 +239,18 @@ pyssh_logmsg *pyssh_log_take(SessionObject *self);
 void pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs);
 void pyssh_log_discard(pyssh_logq *q);
 void pyssh_log_finish(SessionObject *self, pyssh_logmsg *msgs, int emit);
+/* Queue a line of pyssh's own for the "pyssh" logger (lock held, GIL not needed).
+ * `priority` is a libssh one (SSH_LOG_WARNING is logging.WARNING), or
+ * PYSSH_LOG_ERROR for logging.ERROR. */
+#define PYSSH_LOG_ERROR SSH_LOG_NOLOG
+void pyssh_log_queue(SessionObject *self, int priority, const char *fmt, ...);
 
 double pyssh_monotonic(void);
+
+/* Let libssh read the session's socket once, without waiting (lock held): the
+ * only socket reads pyssh's steps make. Returns SSH_OK (something was read or
+ * sent), SSH_AGAIN (the socket is idle) or PYSSH_FAILED (libssh's message, or
+ * out of memory). */
+int pyssh_read_socket_once(SessionObject *self, ssh_session ssh);
 
 #endif /* PYSSH_H */

@@ -192,6 +192,7 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         Py_DECREF(self);
         return PyErr_NoMemory();
     }
+    ssh_set_counters(self->ssh, NULL, &self->rcounter);
     return (PyObject *)self;
 }
 
@@ -221,6 +222,9 @@ session_close_impl(SessionObject *self, int emit_logs)
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     pyssh_log_attach(self);
+    /* threads waiting on this session look again, and find it closed */
+    pyssh_waiters_ring_all(self);
+    pyssh_waiters_free_spare(self);
     if (forked) {
         /* Freeing would send channel-close packets on the parent's connection:
          * close this process's copy of the socket and leave the rest. */

@@ -21,14 +21,13 @@
 #include <winsock2.h>
 #include <windows.h>
 #define pyssh_poll WSAPoll
-typedef WSAPOLLFD pyssh_pollfd;
 #define PYSSH_EINTR WSAEINTR
 #define pyssh_errno() WSAGetLastError()
 #else
+#include <fcntl.h>
 #include <poll.h>
 #include <time.h>
 #define pyssh_poll poll
-typedef struct pollfd pyssh_pollfd;
 #define PYSSH_EINTR EINTR
 #define pyssh_errno() errno
 #endif
@@ -127,12 +126,24 @@ pyssh_log_finish(SessionObject *self, pyssh_logmsg *msgs, int emit)
     }
 }
 
+void
+pyssh_log_queue(SessionObject *self, int priority, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    log_callback(priority, NULL, line, &self->logq);
+}
+
 /* libssh priorities to logging levels: WARN -> WARNING, PROTOCOL -> INFO,
- * PACKET -> DEBUG, FUNCTIONS -> 5 ("TRACE"). */
+ * PACKET -> DEBUG, FUNCTIONS -> 5 ("TRACE"); pyssh's own errors -> ERROR. */
 static int
 python_level(int priority)
 {
     switch (priority) {
+    case PYSSH_LOG_ERROR: return 40;
     case SSH_LOG_WARNING: return 30;
     case SSH_LOG_PROTOCOL: return 20;
     case SSH_LOG_PACKET: return 10;
@@ -192,14 +203,195 @@ pyssh_unlock(SessionObject *self)
     pyssh_log_emit(self, msgs);
 }
 
+/* ---- reading the socket ------------------------------------------------------ */
+
+int
+pyssh_read_socket_once(SessionObject *self, ssh_session ssh)
+{
+    /* The session's event: ssh_event_dopoll(ev, 0) makes libssh read the socket
+     * once (no public call does exactly that otherwise). Made once per session. */
+    if (self->event == NULL) {
+        ssh_event ev = ssh_event_new();
+        if (ev == NULL) {
+            return PYSSH_FAILED;
+        }
+        if (ssh_event_add_session(ev, ssh) != SSH_OK) {
+            ssh_event_free(ev);
+            return PYSSH_FAILED;
+        }
+        self->event = ev;
+    }
+    int rc = ssh_event_dopoll(self->event, 0);
+    if ((ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) || rc == SSH_ERROR) {
+        return PYSSH_FAILED;
+    }
+    return rc == SSH_AGAIN ? SSH_AGAIN : SSH_OK;
+}
+
+/* ---- wake-ups -------------------------------------------------------------- */
+
+int
+pyssh_waiter_open(pyssh_waiter *w)
+{
+    w->rung = 0;
+    w->next = NULL;
+#ifdef _WIN32
+    /* WSAPoll polls sockets only; a loopback socket pair is the portable way.
+     * Until the Windows build has one, waiters wake by their 100 ms slices. */
+    w->rd = w->wr = SSH_INVALID_SOCKET;
+    return 0;
+#else
+    int p[2];
+    if (pipe(p) < 0) {
+        w->rd = w->wr = SSH_INVALID_SOCKET;
+        return -1;
+    }
+    for (int i = 0; i < 2; i++) {
+        fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK);
+        fcntl(p[i], F_SETFD, FD_CLOEXEC);
+    }
+    w->rd = p[0];
+    w->wr = p[1];
+    return 0;
+#endif
+}
+
+void
+pyssh_waiter_close(pyssh_waiter *w)
+{
+#ifndef _WIN32
+    if (w->rd != SSH_INVALID_SOCKET) {
+        close(w->rd);
+        close(w->wr);
+    }
+#endif
+    w->rd = w->wr = SSH_INVALID_SOCKET;
+}
+
+void
+pyssh_waiter_ring(pyssh_waiter *w)
+{
+#ifndef _WIN32
+    if (w->wr != SSH_INVALID_SOCKET) {
+        char b = 1;
+        ssize_t r = write(w->wr, &b, 1);   /* a full pipe is already ringing */
+        (void)r;
+    }
+#endif
+}
+
+static void
+waiter_drain(pyssh_waiter *w)
+{
+#ifndef _WIN32
+    char buf[64];
+    while (read(w->rd, buf, sizeof(buf)) > 0) {
+    }
+#endif
+}
+
+/* Lock held: ring the session's waiters but `me`, once until they step. */
+static void
+ring_others(SessionObject *self, pyssh_waiter *me)
+{
+    for (pyssh_waiter *o = self->waiters; o != NULL; o = o->next) {
+        if (o != me && !o->rung) {
+            o->rung = 1;
+            pyssh_waiter_ring(o);
+        }
+    }
+}
+
+void
+pyssh_waiters_ring_all(SessionObject *self)
+{
+    ring_others(self, NULL);
+}
+
+void
+pyssh_waiters_free_spare(SessionObject *self)
+{
+    while (self->spare != NULL) {
+        pyssh_waiter *w = self->spare;
+        self->spare = w->next;
+        pyssh_waiter_close(w);
+        free(w);
+    }
+}
+
+/* A wait's waiter: the caller's, or a spare of the session's. */
+typedef struct {
+    pyssh_waiter *w;
+    int own;                 /* taken from the spares (or made): give it back */
+    int listed;              /* in self->waiters */
+} waitctx;
+
+/* Lock held. */
+static void
+wait_join(SessionObject *self, waitctx *c)
+{
+    if (c->w == NULL) {
+        pyssh_waiter *w = self->spare;
+        if (w != NULL) {
+            self->spare = w->next;
+        }
+        else if ((w = malloc(sizeof(*w))) != NULL && pyssh_waiter_open(w) < 0) {
+            free(w);
+            w = NULL;        /* no wake-ups: the 100 ms slices still end the wait */
+        }
+        if (w == NULL) {
+            return;
+        }
+        c->w = w;
+        c->own = 1;
+    }
+    if (!c->listed) {
+        c->w->next = self->waiters;
+        self->waiters = c->w;
+        c->listed = 1;
+    }
+}
+
+/* Lock held. */
+static void
+wait_leave(SessionObject *self, waitctx *c)
+{
+    if (c->listed) {
+        for (pyssh_waiter **pp = &self->waiters; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == c->w) {
+                *pp = c->w->next;
+                break;
+            }
+        }
+        c->listed = 0;
+    }
+    if (c->own) {
+        if (c->w->rung) {
+            waiter_drain(c->w);
+        }
+        c->w->rung = 0;
+        if (self->ssh != NULL) {
+            c->w->next = self->spare;
+            self->spare = c->w;
+        }
+        else {
+            pyssh_waiter_close(c->w);
+            free(c->w);
+        }
+        c->w = NULL;
+        c->own = 0;
+    }
+}
+
 /* ---- the blocking loop ---------------------------------------------------- */
 
 #define ERRBUF 512
 
-/* One step under the lock, GIL released by the caller. */
+/* One step under the lock, GIL released by the caller. `c`: the wait's waiter
+ * (NULL for pyssh_call), joined on the first step and left on the last. */
 static int
 locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
-            char *errbuf, socket_t *fd, short *events, pyssh_logmsg **logs)
+            char *errbuf, socket_t *fd, short *events, pyssh_logmsg **logs, waitctx *c)
 {
     int rc = PYSSH_FAILED;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -209,7 +401,18 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
     }
     else {
         pyssh_log_attach(self);
+        if (c != NULL) {
+            wait_join(self, c);
+            if (c->w != NULL) {
+                c->w->rung = 0;      /* this step looks at everything that rang */
+            }
+        }
+        uint64_t packets = self->rcounter.in_packets;
         rc = step(ssh, arg);
+        if (self->rcounter.in_packets != packets) {
+            /* what was read may be another waiter's: let it look */
+            ring_others(self, c != NULL ? c->w : NULL);
+        }
         if (rc == PYSSH_FAILED) {
             const char *e = ssh_get_error(ssh);
             snprintf(errbuf, ERRBUF, "%s", e != NULL ? e : "");
@@ -223,52 +426,98 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
             }
         }
     }
+    if (c != NULL && (rc != PYSSH_AGAIN || *closed)) {
+        wait_leave(self, c);
+    }
     *logs = pyssh_log_take(self);
     PyThread_release_lock(self->lock);
     return rc;
 }
 
+static void
+logs_append(pyssh_logmsg **head, pyssh_logmsg *more)
+{
+    while (*head != NULL) {
+        head = &(*head)->next;
+    }
+    *head = more;
+}
+
 int
-pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
-           enum pyssh_exc fail_exc, const char *what)
+pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+              enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps, pyssh_waiter *w)
 {
     pyssh_state *st = self->state;
     double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0.0;
     char errbuf[ERRBUF];
+    waitctx c = {w, 0, 0};
+    pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
+    pyssh_pollfd *fds = ps != NULL ? ps->fds : own_fds;
 
     for (;;) {
         int rc, closed = 0, poll_rc = 0, poll_err = 0;
-        socket_t fd = SSH_INVALID_SOCKET;
-        short events = 0;
         pyssh_logmsg *logs = NULL;
 
         errbuf[0] = '\0';
         Py_BEGIN_ALLOW_THREADS
-        rc = locked_step(self, step, arg, &closed, errbuf, &fd, &events, &logs);
-        if (rc == PYSSH_AGAIN && !closed) {
-            int slice = SLICE_MS;
-            if (timeout >= 0) {
-                double left = deadline - pyssh_monotonic();
-                slice = left <= 0 ? 0 : (left * 1000 < SLICE_MS ? (int)(left * 1000) + 1 : SLICE_MS);
+        /* Step and poll without the GIL until the step ends, the slice is over,
+         * the deadline passes or poll is interrupted (a signal). */
+        double slice_end = pyssh_monotonic() + SLICE_MS / 1000.0;
+        for (;;) {
+            socket_t fd = SSH_INVALID_SOCKET;
+            short events = 0;
+            pyssh_logmsg *more = NULL;
+            rc = locked_step(self, step, arg, &closed, errbuf, &fd, &events, &more, &c);
+            logs_append(&logs, more);
+            if (rc != PYSSH_AGAIN || closed) {
+                break;
             }
-            if (fd != SSH_INVALID_SOCKET) {
-                pyssh_pollfd p = {0};
-                p.fd = fd;
-                p.events = events;
-                poll_rc = pyssh_poll(&p, 1, slice);
-                if (poll_rc < 0) {
-                    poll_err = pyssh_errno();
-                }
+            double now = pyssh_monotonic();
+            double end = slice_end;
+            if (timeout >= 0 && deadline < end) {
+                end = deadline;
             }
-            else {
+            int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
+            if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
+                ms = ps->wait_ms;
+            }
+            int n = ps != NULL ? ps->n : PYSSH_POLL_RESERVED;
+            fds[0].fd = fd;
+            fds[0].events = events;
+            fds[0].revents = 0;
+            fds[1].fd = c.w != NULL ? c.w->rd : SSH_INVALID_SOCKET;
+            fds[1].events = POLLIN;
+            fds[1].revents = 0;
+            if (fd == SSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED && fds[1].fd == SSH_INVALID_SOCKET) {
                 /* no socket yet (a proxy is connecting): just let time pass */
 #ifdef _WIN32
-                Sleep(slice);
+                Sleep(ms);
 #else
-                struct timespec ts = {0, (long)slice * 1000000L};
+                struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
                 nanosleep(&ts, NULL);
 #endif
             }
+            else {
+                /* poll() skips negative fds (no wake pipe, a closed slot) */
+                poll_rc = pyssh_poll(fds, (unsigned)n, ms);
+                if (poll_rc < 0) {
+                    poll_err = pyssh_errno();
+                    break;
+                }
+                if (fds[1].revents & POLLIN) {
+                    waiter_drain(c.w);
+                }
+            }
+            now = pyssh_monotonic();
+            if (now >= slice_end || (timeout >= 0 && now >= deadline)) {
+                break;
+            }
+        }
+        if (rc == PYSSH_AGAIN && !closed && c.listed) {
+            /* the wait ends or pauses here: leave the list while Python runs */
+            PyThread_acquire_lock(self->lock, WAIT_LOCK);
+            wait_leave(self, &c);
+            PyThread_release_lock(self->lock);
         }
         Py_END_ALLOW_THREADS
         pyssh_log_emit(self, logs);
@@ -304,6 +553,13 @@ pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
 }
 
 int
+pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+           enum pyssh_exc fail_exc, const char *what)
+{
+    return pyssh_wait_ex(self, step, arg, timeout, fail_exc, what, NULL, NULL);
+}
+
+int
 pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
            enum pyssh_exc fail_exc, const char *what)
 {
@@ -315,7 +571,7 @@ pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
 
     errbuf[0] = '\0';
     Py_BEGIN_ALLOW_THREADS
-    rc = locked_step(self, step, arg, &closed, errbuf, &fd, &events, &logs);
+    rc = locked_step(self, step, arg, &closed, errbuf, &fd, &events, &logs, NULL);
     Py_END_ALLOW_THREADS
     pyssh_log_emit(self, logs);
     if (closed) {
