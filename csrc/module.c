@@ -77,6 +77,9 @@ module_exec(PyObject *module)
     if (pyssh_session_setup_type(module, st) < 0) {
         return -1;
     }
+    if (pyssh_tunnel_setup_type(module, st) < 0) {
+        return -1;
+    }
     if (pyssh_channel_setup_type(module, st) < 0) {
         return -1;
     }
@@ -120,6 +123,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     pyssh_state *st = PyModule_GetState(module);
     Py_VISIT(st->SessionType);
     Py_VISIT(st->ChannelType);
+    Py_VISIT(st->TunnelType);
     Py_VISIT(st->logger);
     return pyssh_errors_traverse(st, visit, arg);
 }
@@ -130,6 +134,7 @@ module_clear(PyObject *module)
     pyssh_state *st = PyModule_GetState(module);
     Py_CLEAR(st->SessionType);
     Py_CLEAR(st->ChannelType);
+    Py_CLEAR(st->TunnelType);
     Py_CLEAR(st->logger);
     pyssh_errors_clear(st);
     return 0;

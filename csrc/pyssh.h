@@ -75,6 +75,7 @@ enum pyssh_exc {
 typedef struct {
     PyTypeObject *SessionType;
     PyTypeObject *ChannelType;
+    PyTypeObject *TunnelType;
     PyObject *exc[PYSSH_EXC_COUNT];
     PyObject *logger;            /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;

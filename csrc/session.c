@@ -276,6 +276,7 @@ session_dealloc(SessionObject *self)
         ssh_free(self->ssh);
     }
     pyssh_log_discard(&self->logq);
+    free(self->rforwards);      /* empty: each tunnel holds its session */
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }

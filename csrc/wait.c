@@ -452,7 +452,6 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
     char errbuf[ERRBUF];
     waitctx c = {w, 0, 0};
     pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
-    pyssh_pollfd *fds = ps != NULL ? ps->fds : own_fds;
 
     for (;;) {
         int rc, closed = 0, poll_rc = 0, poll_err = 0;
@@ -481,7 +480,9 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
             if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
                 ms = ps->wait_ms;
             }
-            int n = ps != NULL ? ps->n : PYSSH_POLL_RESERVED;
+            /* the step may have grown its set */
+            pyssh_pollfd *fds = ps != NULL && ps->fds != NULL ? ps->fds : own_fds;
+            int n = fds != own_fds ? ps->n : PYSSH_POLL_RESERVED;
             fds[0].fd = fd;
             fds[0].events = events;
             fds[0].revents = 0;

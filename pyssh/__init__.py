@@ -13,12 +13,14 @@ from .errors import (AuthenticationError, CommandError, ConnectError, HostKeyErr
                      HostKeyMismatchError, PrivateKeyError, SCPError, SCPFileNotFoundError,
                      SCPPermissionError, SCPProtocolError, SessionClosedError, SSHError,
                      SSHTimeoutError, UnknownHostKeyError)
+from ._tunnel import Tunnel, TunnelStats
 from .session import Session, connect, parse_host
 
 __all__ = [
     "__version__", "connect", "Session", "parse_host", "libssh_version",
     "ssh_connect", "ssh_disconnect", "ssh_info", "ssh_session_info",
     "ExecResult", "ssh_exec_wait", "ssh_exec_internal", "scp_upload", "scp_download",
+    "Tunnel", "TunnelStats", "ssh_tunnel",
     "SSHError", "CommandError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
     "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
     "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
@@ -71,3 +73,10 @@ def scp_upload(session: Session, files, to=".", verbose: bool = True, **kwargs):
 def scp_download(session: Session, files, to=".", verbose: bool = True, **kwargs):
     """Alias of ``session.scp_download``, as in the R package."""
     return session.scp_download(files, to=to, verbose=verbose, **kwargs)
+
+
+def ssh_tunnel(session: Session, port: int = 5555, target=None, **kwargs) -> TunnelStats:
+    """Alias of ``session.tunnel``, as in the R package. The target has no default
+    (the R package's is a public web site). Blocks until Ctrl-C, or
+    ``max_connections``/``timeout`` (keywords)."""
+    return session.tunnel(port, target, **kwargs)

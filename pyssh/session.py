@@ -17,9 +17,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from . import _config, _exec, _scp, _ssh
+from . import _config, _exec, _scp, _ssh, _tunnel
 from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
-                     PrivateKeyError, SSHTimeoutError, UnknownHostKeyError)
+                     PrivateKeyError, SessionClosedError, SSHTimeoutError, UnknownHostKeyError)
 
 __all__ = ["Session", "connect", "parse_host"]
 
@@ -221,6 +221,7 @@ class Session(_ssh.Session):
         self._identity: Optional[str] = None
         self._hostkey: Optional[Tuple[str, str, str, str]] = None
         self._known_hosts: Optional[str] = None
+        self._tunnels: set = set()
 
     # context manager and lifetime
     def __enter__(self) -> "Session":
@@ -229,9 +230,20 @@ class Session(_ssh.Session):
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    def close(self) -> None:
+        """Close the connection, and first the tunnels running on it. Calling it
+        again does nothing."""
+        for t in list(self._tunnels):
+            t.close(timeout=1.0)
+        super().close()
+
     def disconnect(self) -> None:
         """Close the connection. Calling it again does nothing."""
         self.close()
+
+    def _check_usable(self) -> None:
+        if self.closed:
+            raise SessionClosedError("the session is closed: connect again with pyssh.connect()")
 
     def __repr__(self) -> str:
         if self.closed or self._hostkey is None:
@@ -305,6 +317,46 @@ class Session(_ssh.Session):
         :class:`SCPProtocolError`. ``verbose`` prints ``<size> <path>`` per file on
         stderr. Returns the local paths written (the top level)."""
         return _scp.download(self, files, to, verbose, progress, preserve)
+
+    # ---- tunnels
+    def tunnel(self, port: int = 5555, target: Optional[_tunnel.Target] = None, *,
+               bind: str = "127.0.0.1", max_connections: Optional[int] = None,
+               timeout: Optional[float] = None) -> _tunnel.TunnelStats:
+        """Listen on ``bind:port`` and carry each connection to ``target``
+        (``"host:port"``, as the server sees it) through the server, like
+        ``ssh -N -L``. Blocks while it serves, any number of connections at once,
+        until ``max_connections`` have been served (``1``: the R package's
+        single-use tunnel), or ``timeout`` seconds pass with no connection open, or
+        Ctrl-C, which raises :class:`KeyboardInterrupt` once the listening socket and
+        every connection are closed. Returns a :class:`TunnelStats`.
+
+        ``bind`` is loopback by default: ``"0.0.0.0"`` or ``"::"`` lets other
+        machines use the tunnel. A port in use raises :class:`OSError` (EADDRINUSE)
+        at once; a target the server cannot reach closes that connection and logs a
+        warning on the ``"pyssh"`` logger; the session failing raises
+        :class:`SSHError`. Other threads can use the session meanwhile."""
+        if target is None:
+            raise ValueError("tunnel() needs a target: tunnel(5555, 'host:port')")
+        return _tunnel.run_blocking(self, port, target, bind, max_connections, timeout)
+
+    def forward_local(self, port: int, target: _tunnel.Target, *,
+                      bind: str = "127.0.0.1") -> _tunnel.Tunnel:
+        """Like :meth:`tunnel`, in the background: returns a running
+        :class:`Tunnel` (a context manager; ``.port`` is the local port, also with
+        ``port=0``, which picks a free one; ``.close()`` stops it; ``.stats``).
+        Several tunnels can run on one session, beside commands and transfers."""
+        return _tunnel.forward_local(self, port, target, bind)
+
+    def forward_remote(self, remote_port: int, target: _tunnel.Target, *,
+                       bind_address: str = "localhost",
+                       timeout: Optional[float] = None) -> _tunnel.Tunnel:
+        """Like ``ssh -R``: the server listens on ``bind_address:remote_port``
+        (``remote_port=0``: the server picks one; ``.port`` says which) and each
+        connection to it is carried to ``target`` from this machine. Returns a
+        running :class:`Tunnel`. ``timeout``: seconds to wait for the server's
+        answer (default 30). The server decides who may connect: ``"localhost"``
+        is its loopback; other addresses need ``GatewayPorts`` in its sshd_config."""
+        return _tunnel.forward_remote(self, remote_port, target, bind_address, timeout)
 
     def info(self) -> Dict[str, Any]:
         """What this session is: user, host, port, identity (what authenticated:

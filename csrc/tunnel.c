@@ -1,0 +1,1289 @@
+/* pyssh._ssh.Tunnel: port forwarding through the session, like ssh -L and ssh -R.
+ *
+ * One Tunnel is one forward: a local listening socket whose connections are
+ * carried to a target through the server (LOCAL, direct-tcpip channels), or a
+ * port the server listens on whose connections are carried to a target on this
+ * side (REMOTE, forwarded-tcpip channels). run() moves the data of all of its
+ * connections in one loop built on the shared wait helper: the step runs with
+ * the session lock held and the GIL released, and between steps
+ * pyssh_wait_ex() polls the session's socket, the listening socket and every
+ * connection's socket, without the lock. No thread per connection, and the
+ * session stays usable from other threads: they take the lock between steps.
+ *
+ * No byte is dropped. Server to local: libssh's data callback (on_data) sends
+ * what arrives straight from the decrypted packet to the local socket (pyssh's
+ * libssh patch, vendor/patches/), as much as the socket takes; the rest stays
+ * in libssh, which reopens the channel's window only as data is taken, so a
+ * slow local reader slows the sender down. What the callback could not send is
+ * read later into the connection's buffer (CONN_BUF) when the socket is
+ * writable. Local to server: a local socket is read only while the channel's
+ * window is open and libssh has flushed what it had, and never more than the
+ * window, so ssh_channel_write() takes everything it is given and libssh's
+ * output buffer stays small. EOF is passed on each way (shutdown(SHUT_WR) /
+ * SSH_MSG_CHANNEL_EOF); the other direction keeps flowing.
+ *
+ * Everything a connection's callbacks write is touched with the session lock
+ * held. The callbacks act only inside this tunnel's own step (in_step): in
+ * another thread's step they record what libssh holds, and the wait helper
+ * wakes this tunnel's loop (a step that read packets rings the others). */
+#include "pyssh.h"
+
+#include <errno.h>
+#include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#define sock_errno() WSAGetLastError()
+#define SOCK_EAGAIN(e) ((e) == WSAEWOULDBLOCK)
+#define SOCK_EINPROGRESS(e) ((e) == WSAEWOULDBLOCK || (e) == WSAEINPROGRESS)
+#define SHUT_WR SD_SEND
+#define MSG_NOSIGNAL 0
+#define close_sock closesocket
+typedef int sock_len;
+#else
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#define sock_errno() errno
+#define SOCK_EAGAIN(e) ((e) == EAGAIN || (e) == EWOULDBLOCK)
+#define SOCK_EINPROGRESS(e) ((e) == EINPROGRESS)
+#define close_sock close
+typedef socklen_t sock_len;
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0      /* macOS: SO_NOSIGPIPE is set on each socket instead */
+#endif
+#endif
+
+#define CONN_BUF (64 * 1024)       /* channel data a connection's socket has not taken yet */
+#define READ_MAX (256 * 1024)      /* local bytes read per channel write, at most */
+#define ROUNDS_MAX 64              /* socket reads per step, so that a step ends */
+#define ACCEPT_MAX 64              /* connections accepted per step */
+#define STOP_GRACE 5.0             /* seconds a stopping tunnel waits for channels being opened */
+
+enum { LOCAL, REMOTE };
+enum conn_state { C_OPENING, C_CONNECTING, C_OPEN };
+
+typedef struct TunnelObject TunnelObject;
+
+typedef struct conn {
+    struct conn *next;
+    TunnelObject *t;
+    socket_t fd;                  /* the local connection; SSH_INVALID_SOCKET once closed */
+    ssh_channel chan;
+    struct ssh_channel_callbacks_struct cb;
+    enum conn_state state;
+    struct addrinfo *ai;          /* REMOTE, connecting: the address being tried */
+    int pollidx;                  /* this connection's slot in the poll set, or -1 */
+    int readable, writable;       /* the local socket may have data / room */
+    char *buf;                    /* CONN_BUF, made when first needed */
+    size_t pos, len;              /* buf[pos..len): for the local socket */
+    /* written by the callbacks */
+    uint32_t avail;               /* what libssh holds for the channel */
+    int remote_eof, remote_closed;
+    int local_eof;                /* the local side sent FIN, passed on as EOF */
+    int shut;                     /* shutdown(SHUT_WR) done: the server's EOF passed on */
+    int dead;                     /* the local socket failed: close everything */
+    unsigned long long up, down;  /* to and from the target */
+    char peer[80];                /* who connected, for messages */
+    char orig[64];                /* LOCAL: the client's address, told to the server */
+    int orig_port;
+} conn;
+
+/* A forwarded channel for another tunnel on the same session (REMOTE). */
+typedef struct handover {
+    struct handover *next;
+    ssh_channel chan;
+    char peer[80];
+} handover;
+
+struct TunnelObject {
+    PyObject_HEAD
+    SessionObject *session;       /* strong reference */
+    int kind;
+    int configured;
+    /* LOCAL */
+    socket_t lfd;                 /* the listening socket (the Python layer owns it) */
+    char *host;                   /* the target (LOCAL); the server's bind address (REMOTE) */
+    int port;                     /* the target's port (LOCAL); the port asked for (REMOTE) */
+    /* REMOTE */
+    int bound;                    /* the port the server listens on; 0 when not listening */
+    struct addrinfo *ai;          /* the local target, resolved */
+    char target[300];             /* "host:port", for messages */
+    struct TunnelObject *rnext;   /* in the session's list of remote forwards */
+    handover *incoming;           /* channels another tunnel's step accepted for this one */
+    /* run()'s state, touched with the lock held */
+    conn *conns;
+    int nconns;
+    int in_step;
+    int running;                  /* run() is in progress (GIL) */
+    int stopping;
+    double stop_deadline;
+    long long max_conns;          /* -1: no limit */
+    double idle_timeout;          /* -1: none */
+    double idle_since;
+    unsigned long long served, failed, up, down;   /* `up`, `down`: of closed connections */
+    int dying;                    /* the session failed under run(): message logged */
+    char *scratch;                /* READ_MAX, for local to server */
+    pyssh_waiter wake;
+    pyssh_pollset ps;
+    int fds_cap;
+    long pid;
+};
+
+/* The session's remote forwards, and which tunnel has a global request
+ * (tcpip-forward, cancel-tcpip-forward) pending: libssh keeps one per session. */
+typedef struct {
+    TunnelObject *head;
+    void *global_req;             /* the tunnel waiting for its reply, ORPHAN, or NULL */
+} rforwards;
+
+static char ORPHAN_REQ;           /* a request whose caller gave up: the next one finishes it */
+
+static rforwards *
+session_rforwards(SessionObject *s)
+{
+    if (s->rforwards == NULL) {
+        s->rforwards = calloc(1, sizeof(rforwards));
+    }
+    return s->rforwards;
+}
+
+/* ---- sockets ------------------------------------------------------------------ */
+
+static void
+sock_nonblocking(socket_t fd)
+{
+#ifdef _WIN32
+    u_long on = 1;
+    ioctlsocket(fd, FIONBIO, &on);
+#else
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+#ifdef SO_NOSIGPIPE
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
+#endif
+#endif
+    int on_ = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const char *)&on_, sizeof(on_));
+}
+
+/* The address a local client connected from: host (64 bytes) and port. */
+static void
+peer_addr(const struct sockaddr *sa, char *host, int *port)
+{
+    snprintf(host, 64, "127.0.0.1");
+    *port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, host, 64);
+        *port = ntohs(a->sin_port);
+    }
+    else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, 64);
+        *port = ntohs(a->sin6_port);
+    }
+}
+
+/* ---- libssh callbacks (lock held) --------------------------------------------- */
+
+static int
+on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+{
+    (void)s; (void)c;
+    conn *k = ud;
+    if (is_stderr) {
+        return (int)len;          /* direct-tcpip has no stderr; drop what a server sends */
+    }
+    uint32_t taken = 0;
+    if (k->t->in_step && k->state == C_OPEN && k->writable && k->pos == k->len &&
+        k->fd != SSH_INVALID_SOCKET && !k->dead) {
+        /* straight from the packet to the socket, as much as it takes */
+#ifdef _WIN32
+        int n = send(k->fd, data, (int)len, 0);
+#else
+        ssize_t n = send(k->fd, data, len, MSG_NOSIGNAL);
+#endif
+        if (n >= 0) {
+            taken = (uint32_t)n;
+            k->down += (uint32_t)n;
+            if (taken < len) {
+                k->writable = 0;
+            }
+        }
+        else if (SOCK_EAGAIN(sock_errno())) {
+            k->writable = 0;
+        }
+        else if (sock_errno() != EINTR) {
+            k->dead = 1;
+            taken = len;          /* nobody will read it: do not hold up the session */
+        }
+    }
+    else if (k->dead) {
+        taken = len;
+    }
+    k->avail = len - taken;
+    return (int)taken;
+}
+
+static void
+on_eof(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    ((conn *)ud)->remote_eof = 1;
+}
+
+static void
+on_close(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    conn *k = ud;
+    k->remote_eof = 1;
+    k->remote_closed = 1;
+}
+
+/* ---- connections ---------------------------------------------------------------- */
+
+static conn *
+conn_new(TunnelObject *t, socket_t fd, ssh_channel chan, enum conn_state state, const char *peer)
+{
+    conn *k = calloc(1, sizeof(*k));
+    if (k == NULL) {
+        return NULL;
+    }
+    k->t = t;
+    k->fd = fd;
+    k->chan = chan;
+    k->state = state;
+    k->pollidx = -1;
+    k->readable = k->writable = 1;
+    snprintf(k->peer, sizeof(k->peer), "%s", peer);
+    ssh_callbacks_init(&k->cb);
+    k->cb.userdata = k;
+    k->cb.channel_data_function = on_data;
+    k->cb.channel_eof_function = on_eof;
+    k->cb.channel_close_function = on_close;
+    if (chan != NULL) {
+        ssh_add_channel_callbacks(chan, &k->cb);
+    }
+    k->next = t->conns;
+    t->conns = k;
+    t->nconns++;
+    t->served++;
+    return k;
+}
+
+static void
+close_local(conn *k)
+{
+    if (k->fd == SSH_INVALID_SOCKET) {
+        return;
+    }
+    if (!k->local_eof && !k->dead) {
+        /* closing with unread data would reset the connection and could destroy
+         * what the peer has not read yet: say EOF, drop what is waiting */
+        char tmp[4096];
+        shutdown(k->fd, SHUT_WR);
+        while (recv(k->fd, tmp, sizeof(tmp), 0) > 0) {
+        }
+    }
+    close_sock(k->fd);
+    k->fd = SSH_INVALID_SOCKET;
+}
+
+/* Close and free one connection (lock held). `session_alive`: the session still
+ * has the channel (ssh_free frees channels with the session). Returns 0, or -1
+ * when the channel is still being opened and must not be freed yet. */
+static int
+conn_free(TunnelObject *t, conn *k, int session_alive, int force)
+{
+    if (session_alive && k->chan != NULL && k->state == C_OPENING && !force) {
+        close_local(k);
+        return -1;
+    }
+    close_local(k);
+    if (session_alive && k->chan != NULL) {
+        ssh_remove_channel_callbacks(k->chan, &k->cb);
+        if (k->state != C_OPENING && (ssh_channel_is_open(k->chan) || k->remote_closed)) {
+            if (ssh_channel_close(k->chan) == SSH_AGAIN) {
+                ssh_channel_close(k->chan);   /* see chanobj_close_impl in channel.c */
+            }
+        }
+        ssh_channel_free(k->chan);
+    }
+    k->chan = NULL;
+    t->up += k->up;
+    t->down += k->down;
+    for (conn **pp = &t->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == k) {
+            *pp = k->next;
+            break;
+        }
+    }
+    t->nconns--;
+    if (t->nconns == 0) {
+        t->idle_since = pyssh_monotonic();
+    }
+    free(k->buf);
+    free(k);
+    return 0;
+}
+
+static void
+conns_free_all(TunnelObject *t, int session_alive)
+{
+    while (t->conns != NULL) {
+        conn_free(t, t->conns, session_alive, 1);
+    }
+    while (t->incoming != NULL) {
+        handover *h = t->incoming;
+        t->incoming = h->next;
+        if (session_alive) {
+            ssh_channel_close(h->chan);
+            ssh_channel_free(h->chan);
+        }
+        free(h);
+    }
+}
+
+/* REMOTE: start connecting to the next address of the target. 0: under way or
+ * done; -1: no address left (the target refused). */
+static int
+conn_connect(TunnelObject *t, conn *k, struct addrinfo *ai, int *err)
+{
+    for (; ai != NULL; ai = ai->ai_next) {
+        socket_t fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd == SSH_INVALID_SOCKET) {
+            *err = sock_errno();
+            continue;
+        }
+        sock_nonblocking(fd);
+        if (connect(fd, ai->ai_addr, (sock_len)ai->ai_addrlen) == 0 ||
+            SOCK_EINPROGRESS(sock_errno())) {
+            k->fd = fd;
+            k->ai = ai;
+            k->readable = 0;
+            k->writable = 0;      /* writable once connected */
+            return 0;
+        }
+        *err = sock_errno();
+        close_sock(fd);
+    }
+    (void)t;
+    return -1;
+}
+
+static void
+conn_refused(TunnelObject *t, conn *k, int err)
+{
+    pyssh_log_queue(t->session, SSH_LOG_WARNING,
+                    "tunnel: could not connect to %s for %s: %s; that connection is closed",
+                    t->target, k->peer, strerror(err));
+    k->dead = 1;
+}
+
+/* Move what can be moved for one connection, without blocking. */
+static int
+conn_service(TunnelObject *t, ssh_session ssh, conn *k)
+{
+    if (k->state == C_OPENING) {
+        int rc = ssh_channel_open_forward(k->chan, t->host, t->port, k->orig, k->orig_port);
+        if (rc == SSH_AGAIN) {
+            return 0;
+        }
+        if (rc != SSH_OK) {
+            const char *e = ssh_get_error(ssh);
+            pyssh_log_queue(t->session, SSH_LOG_WARNING,
+                            "tunnel: the server could not connect to %s:%d for %s (%s); "
+                            "that connection is closed",
+                            t->host, t->port, k->peer, e != NULL && *e ? e : "refused");
+            t->failed++;
+            k->state = C_OPEN;    /* the channel is closed, or was never opened */
+            k->dead = 1;
+            return 0;
+        }
+        k->state = C_OPEN;
+    }
+    if (k->state == C_CONNECTING) {
+        if (!k->writable) {
+            return 0;
+        }
+        int err = 0;
+        sock_len len = sizeof(err);
+        if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, (char *)&err, &len) < 0) {
+            err = sock_errno();
+        }
+        if (err == 0) {
+            k->state = C_OPEN;
+            k->readable = 1;
+            k->ai = NULL;
+        }
+        else {
+            close_sock(k->fd);
+            k->fd = SSH_INVALID_SOCKET;
+            if (conn_connect(t, k, k->ai->ai_next, &err) < 0) {
+                k->ai = NULL;
+                t->failed++;
+                conn_refused(t, k, err);
+                return 0;
+            }
+            return 0;
+        }
+    }
+    if (k->dead) {
+        return 0;
+    }
+    /* server to local: what the callback could not send */
+    while (k->writable && (k->pos < k->len || k->avail > 0)) {
+        if (k->pos == k->len) {
+            if (k->buf == NULL && (k->buf = malloc(CONN_BUF)) == NULL) {
+                return PYSSH_FAILED;
+            }
+            uint32_t want = k->avail < CONN_BUF ? k->avail : CONN_BUF;
+            int n = ssh_channel_read_timeout(k->chan, k->buf, want, 0, 0);
+            if (n < 0) {
+                return PYSSH_FAILED;
+            }
+            k->avail -= (uint32_t)n < k->avail ? (uint32_t)n : k->avail;
+            if (n == 0) {
+                k->avail = 0;
+                break;
+            }
+            k->pos = 0;
+            k->len = (size_t)n;
+        }
+#ifdef _WIN32
+        int n = send(k->fd, k->buf + k->pos, (int)(k->len - k->pos), 0);
+#else
+        ssize_t n = send(k->fd, k->buf + k->pos, k->len - k->pos, MSG_NOSIGNAL);
+#endif
+        if (n < 0) {
+            int e = sock_errno();
+            if (SOCK_EAGAIN(e)) {
+                k->writable = 0;
+                break;
+            }
+            if (e == EINTR) {
+                continue;
+            }
+            k->dead = 1;
+            return 0;
+        }
+        k->pos += (size_t)n;
+        k->down += (size_t)n;
+        if (k->pos == k->len) {
+            k->pos = k->len = 0;
+        }
+    }
+    if (k->remote_eof && !k->shut && k->avail == 0 && k->pos == k->len) {
+        shutdown(k->fd, SHUT_WR);   /* the target said EOF: pass it on */
+        k->shut = 1;
+    }
+    /* local to server: only within the window, and only with libssh's output sent */
+    while (k->readable && !k->local_eof && !k->remote_closed) {
+        if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+            break;                /* the session socket's POLLOUT wakes the loop */
+        }
+        uint32_t window = ssh_channel_window_size(k->chan);
+        if (window == 0) {
+            break;                /* the server's window adjust wakes the loop */
+        }
+        size_t want = window < READ_MAX ? window : READ_MAX;
+#ifdef _WIN32
+        int n = recv(k->fd, t->scratch, (int)want, 0);
+#else
+        ssize_t n = recv(k->fd, t->scratch, want, 0);
+#endif
+        if (n < 0) {
+            int e = sock_errno();
+            if (SOCK_EAGAIN(e)) {
+                k->readable = 0;
+                break;
+            }
+            if (e == EINTR) {
+                continue;
+            }
+            k->dead = 1;          /* reset: close both ways */
+            return 0;
+        }
+        if (n == 0) {
+            k->local_eof = 1;
+            k->readable = 0;
+            if (ssh_channel_send_eof(k->chan) == SSH_ERROR && !k->remote_closed) {
+                return PYSSH_FAILED;
+            }
+            break;
+        }
+        int w = ssh_channel_write(k->chan, t->scratch, (uint32_t)n);
+        if (w < 0) {
+            if (k->remote_closed) {
+                break;
+            }
+            return PYSSH_FAILED;
+        }
+        k->up += (unsigned)n;
+    }
+    return 0;
+}
+
+/* The connection has nothing left to do. */
+static int
+conn_finished(const conn *k)
+{
+    if (k->dead) {
+        return 1;
+    }
+    if (k->state != C_OPEN) {
+        return 0;
+    }
+    int drained = k->avail == 0 && k->pos == k->len;
+    if (k->remote_closed && drained) {
+        return 1;                 /* the server closed: nothing more can be sent */
+    }
+    return k->local_eof && k->shut;   /* EOF both ways, everything delivered */
+}
+
+/* ---- accepting ------------------------------------------------------------------- */
+
+static int
+accepting(const TunnelObject *t)
+{
+    return !t->stopping && (t->max_conns < 0 || (long long)t->served < t->max_conns);
+}
+
+static int
+accept_local(TunnelObject *t, ssh_session ssh)
+{
+    for (int i = 0; i < ACCEPT_MAX && accepting(t); i++) {
+        struct sockaddr_storage sa;
+        sock_len salen = sizeof(sa);
+        socket_t fd = accept(t->lfd, (struct sockaddr *)&sa, &salen);
+        if (fd == SSH_INVALID_SOCKET) {
+            int e = sock_errno();
+            if (SOCK_EAGAIN(e) || e == EINTR || e == ECONNABORTED) {
+                return 0;
+            }
+            /* EMFILE and the like: say so, keep serving the connections there are */
+            pyssh_log_queue(t->session, SSH_LOG_WARNING,
+                            "tunnel: accepting a connection failed: %s", strerror(e));
+            return 0;
+        }
+        sock_nonblocking(fd);
+        char host[64], peer[80];
+        int port;
+        peer_addr((struct sockaddr *)&sa, host, &port);
+        snprintf(peer, sizeof(peer), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+        ssh_channel chan = ssh_channel_new(ssh);
+        if (chan == NULL) {
+            close_sock(fd);
+            return PYSSH_FAILED;
+        }
+        conn *k = conn_new(t, fd, chan, C_OPENING, peer);
+        if (k == NULL) {
+            ssh_channel_free(chan);
+            close_sock(fd);
+            return PYSSH_FAILED;
+        }
+        memcpy(k->orig, host, sizeof(k->orig));
+        k->orig_port = port;
+    }
+    return 0;
+}
+
+static TunnelObject *
+rforward_owner(SessionObject *s, int port)
+{
+    rforwards *r = s->rforwards;
+    for (TunnelObject *o = r != NULL ? r->head : NULL; o != NULL; o = o->rnext) {
+        if (o->bound == port) {
+            return o;
+        }
+    }
+    return NULL;
+}
+
+static void
+start_remote_conn(TunnelObject *t, ssh_channel chan, const char *peer)
+{
+    if (!accepting(t)) {
+        ssh_channel_close(chan);
+        ssh_channel_free(chan);
+        return;
+    }
+    conn *k = conn_new(t, SSH_INVALID_SOCKET, chan, C_CONNECTING, peer);
+    if (k == NULL) {
+        ssh_channel_close(chan);
+        ssh_channel_free(chan);
+        return;
+    }
+    int err = 0;
+    if (conn_connect(t, k, t->ai, &err) < 0) {
+        t->failed++;
+        conn_refused(t, k, err);
+    }
+}
+
+/* REMOTE: take the forwarded channels the server opened, for this tunnel or
+ * another one of the session's. */
+static void
+accept_remote(TunnelObject *t, ssh_session ssh)
+{
+    while (t->incoming != NULL) {
+        handover *h = t->incoming;
+        t->incoming = h->next;
+        start_remote_conn(t, h->chan, h->peer);
+        free(h);
+    }
+    for (int i = 0; i < ACCEPT_MAX; i++) {
+        int dport = 0, oport = 0;
+        char *orig = NULL;
+        ssh_channel chan = ssh_channel_open_forward_port(ssh, 0, &dport, &orig, &oport);
+        if (chan == NULL) {
+            return;
+        }
+        char peer[80];
+        snprintf(peer, sizeof(peer), "%s:%d (on the server)", orig != NULL ? orig : "?", oport);
+        ssh_string_free_char(orig);
+        TunnelObject *owner = rforward_owner(t->session, dport);
+        if (owner == t) {
+            start_remote_conn(t, chan, peer);
+        }
+        else if (owner != NULL) {
+            handover *h = malloc(sizeof(*h));
+            if (h == NULL) {
+                ssh_channel_close(chan);
+                ssh_channel_free(chan);
+                continue;
+            }
+            h->chan = chan;
+            snprintf(h->peer, sizeof(h->peer), "%s", peer);
+            h->next = owner->incoming;
+            owner->incoming = h;
+            pyssh_waiter_ring(&owner->wake);
+        }
+        else {
+            /* a port no tunnel serves any more (closed, or its cancel still on its way) */
+            ssh_channel_close(chan);
+            ssh_channel_free(chan);
+        }
+    }
+}
+
+/* ---- the step ----------------------------------------------------------------------- */
+
+static int
+pollset_build(TunnelObject *t)
+{
+    int need = PYSSH_POLL_RESERVED + 1 + t->nconns;
+    if (need > t->fds_cap) {
+        int cap = t->fds_cap ? t->fds_cap : 16;
+        while (cap < need) {
+            cap *= 2;
+        }
+        pyssh_pollfd *fds = realloc(t->ps.fds, sizeof(*fds) * (size_t)cap);
+        if (fds == NULL) {
+            return -1;
+        }
+        t->ps.fds = fds;
+        t->fds_cap = cap;
+    }
+    int n = PYSSH_POLL_RESERVED;
+    if (t->kind == LOCAL && accepting(t)) {
+        t->ps.fds[n].fd = t->lfd;
+        t->ps.fds[n].events = POLLIN;
+        t->ps.fds[n].revents = 0;
+        n++;
+    }
+    for (conn *k = t->conns; k != NULL; k = k->next) {
+        short ev = 0;
+        k->pollidx = -1;
+        if (k->fd == SSH_INVALID_SOCKET || k->dead) {
+            continue;
+        }
+        if (k->state == C_CONNECTING) {
+            ev = POLLOUT;
+        }
+        else if (k->state == C_OPEN) {
+            if (!k->readable && !k->local_eof) {
+                ev |= POLLIN;
+            }
+            if (!k->writable && (k->avail > 0 || k->pos < k->len)) {
+                ev |= POLLOUT;
+            }
+        }
+        if (ev) {
+            t->ps.fds[n].fd = k->fd;
+            t->ps.fds[n].events = ev;
+            t->ps.fds[n].revents = 0;
+            k->pollidx = n;
+            n++;
+        }
+    }
+    t->ps.n = n;
+    return 0;
+}
+
+/* What the last poll said, before anything changes the list. Returns whether
+ * the listening socket is readable. */
+static int
+pollset_read(TunnelObject *t)
+{
+    int listen_ready = 0;
+    if (t->ps.fds == NULL) {
+        return 1;
+    }
+    if (t->kind == LOCAL && t->ps.n > PYSSH_POLL_RESERVED &&
+        t->ps.fds[PYSSH_POLL_RESERVED].fd == t->lfd) {
+        listen_ready = t->ps.fds[PYSSH_POLL_RESERVED].revents != 0;
+        t->ps.fds[PYSSH_POLL_RESERVED].revents = 0;
+    }
+    for (conn *k = t->conns; k != NULL; k = k->next) {
+        if (k->pollidx < 0) {
+            continue;
+        }
+        short r = t->ps.fds[k->pollidx].revents;
+        t->ps.fds[k->pollidx].revents = 0;
+        if (r & (POLLIN | POLLHUP | POLLERR)) {
+            k->readable = 1;
+        }
+        if (r & (POLLOUT | POLLHUP | POLLERR)) {
+            k->writable = 1;
+        }
+        k->pollidx = -1;
+    }
+    return listen_ready;
+}
+
+static int
+step_locked(ssh_session ssh, TunnelObject *t)
+{
+    int listen_ready = pollset_read(t);
+    if (t->stopping && t->stop_deadline == 0) {
+        t->stop_deadline = pyssh_monotonic() + STOP_GRACE;
+    }
+    for (int round = 0; round < ROUNDS_MAX; round++) {
+        if (t->kind == LOCAL && listen_ready && accept_local(t, ssh) < 0) {
+            return PYSSH_FAILED;
+        }
+        listen_ready = 0;
+        if (t->kind == REMOTE) {
+            accept_remote(t, ssh);
+        }
+        conn *next;
+        for (conn *k = t->conns; k != NULL; k = next) {
+            next = k->next;
+            if (t->stopping) {
+                /* a channel being opened must get its answer before it is closed */
+                if (k->state == C_OPENING && k->fd != SSH_INVALID_SOCKET) {
+                    close_local(k);
+                }
+                if (k->state == C_OPENING && conn_service(t, ssh, k) < 0) {
+                    return PYSSH_FAILED;
+                }
+                conn_free(t, k, 1, pyssh_monotonic() >= t->stop_deadline);
+                continue;
+            }
+            if (conn_service(t, ssh, k) < 0) {
+                return PYSSH_FAILED;
+            }
+            if (conn_finished(k)) {
+                conn_free(t, k, 1, 1);
+            }
+        }
+        int rc = pyssh_read_socket_once(t->session, ssh);
+        if (rc == PYSSH_FAILED) {
+            return PYSSH_FAILED;
+        }
+        if (rc == SSH_AGAIN) {
+            break;
+        }
+    }
+    /* the end: stopped, or every allowed connection served, or idle too long */
+    t->ps.wait_ms = -1;
+    if (t->nconns == 0) {
+        if (t->stopping || (t->max_conns >= 0 && (long long)t->served >= t->max_conns)) {
+            return 0;
+        }
+        if (t->idle_timeout >= 0) {
+            double left = t->idle_since + t->idle_timeout - pyssh_monotonic();
+            if (left <= 0) {
+                return 0;
+            }
+            t->ps.wait_ms = (int)(left * 1000) + 1;
+        }
+    }
+    else if (t->stopping) {
+        t->ps.wait_ms = 50;       /* channels being opened: look again soon */
+    }
+    if (pollset_build(t) < 0) {
+        return PYSSH_FAILED;
+    }
+    return PYSSH_AGAIN;
+}
+
+static int
+tunnel_step(ssh_session ssh, void *p)
+{
+    TunnelObject *t = p;
+    t->in_step = 1;
+    int rc = step_locked(ssh, t);
+    t->in_step = 0;
+    return rc;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------- */
+
+static PyObject *
+tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"session", NULL};
+    PyObject *session;
+    pyssh_state *st = pyssh_state_from_type(type);
+    if (st == NULL) {
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:Tunnel", kwlist, st->SessionType, &session)) {
+        return NULL;
+    }
+    TunnelObject *self = (TunnelObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->session = (SessionObject *)Py_NewRef(session);
+    self->lfd = SSH_INVALID_SOCKET;
+    self->max_conns = -1;
+    self->idle_timeout = -1;
+    self->pid = pyssh_getpid();
+    self->wake.rd = self->wake.wr = SSH_INVALID_SOCKET;
+    if (pyssh_waiter_open(&self->wake) < 0) {
+        Py_DECREF(self);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->scratch = malloc(READ_MAX);
+    if (self->scratch == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+/* Lock held: this tunnel no longer takes the server's connections. */
+static void
+rforward_unlink(TunnelObject *self)
+{
+    rforwards *r = self->session->rforwards;
+    if (r == NULL) {
+        return;
+    }
+    for (TunnelObject **pp = &r->head; *pp != NULL; pp = &(*pp)->rnext) {
+        if (*pp == self) {
+            *pp = self->rnext;
+            break;
+        }
+    }
+    self->rnext = NULL;
+}
+
+/* The one close of the connections, shared by close(), run()'s error paths and
+ * dealloc: never waits for the server. */
+static void
+tunnel_drop(TunnelObject *self, int emit_logs)
+{
+    SessionObject *s = self->session;
+    pyssh_logmsg *logs = NULL;
+    int forked = self->pid != pyssh_getpid();
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    pyssh_log_attach(s);
+    conns_free_all(self, s->ssh != NULL && !forked);
+    if (self->kind == REMOTE) {
+        rforward_unlink(self);
+    }
+    logs = pyssh_log_take(s);
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS
+    pyssh_log_finish(s, logs, emit_logs);
+}
+
+static void
+tunnel_dealloc(TunnelObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    if (self->session != NULL) {
+        tunnel_drop(self, 0);
+        Py_CLEAR(self->session);
+    }
+    pyssh_waiter_close(&self->wake);
+    if (self->ai != NULL) {
+        freeaddrinfo(self->ai);
+    }
+    free(self->host);
+    free(self->scratch);
+    free(self->ps.fds);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+#define CHECK_USABLE(self, ret)                                                          \
+    do {                                                                                 \
+        if ((self)->running) {                                                           \
+            PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first"); \
+            return ret;                                                                  \
+        }                                                                                \
+        if ((self)->session->ssh == NULL) {                                              \
+            pyssh_raise((self)->session->state, PYSSH_EXC_SessionClosedError,            \
+                        "the session is closed: connect again with pyssh.connect()");    \
+            return ret;                                                                  \
+        }                                                                                \
+    } while (0)
+
+/* ---- configuring ------------------------------------------------------------------------ */
+
+PyDoc_STRVAR(listen_local_doc,
+"listen_local($self, fd, host, port, /)\n--\n\n"
+"Serve the listening socket `fd` (bound, listening, owned by the caller): each\n"
+"connection is carried through the server to host:port (ssh -L).");
+
+static PyObject *
+tunnel_listen_local(TunnelObject *self, PyObject *args)
+{
+    int fd, port;
+    const char *host;
+    if (!PyArg_ParseTuple(args, "isi:listen_local", &fd, &host, &port)) {
+        return NULL;
+    }
+    CHECK_USABLE(self, NULL);
+    if (self->configured) {
+        PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
+        return NULL;
+    }
+    self->host = strdup(host);
+    if (self->host == NULL) {
+        return PyErr_NoMemory();
+    }
+    sock_nonblocking((socket_t)fd);
+    self->lfd = (socket_t)fd;
+    self->port = port;
+    self->kind = LOCAL;
+    self->configured = 1;
+    Py_RETURN_NONE;
+}
+
+struct greq_arg {
+    TunnelObject *t;
+    int cancel;
+    int bound;
+};
+
+/* tcpip-forward or cancel-tcpip-forward, one at a time per session. */
+static int
+greq_step(ssh_session ssh, void *p)
+{
+    struct greq_arg *a = p;
+    TunnelObject *t = a->t;
+    rforwards *r = session_rforwards(t->session);
+    if (r == NULL) {
+        return PYSSH_FAILED;
+    }
+    if (r->global_req == &ORPHAN_REQ) {
+        /* a request whose caller gave up: wait for its reply, and ignore it */
+        int rc = ssh_channel_cancel_forward(ssh, NULL, 0);
+        if (rc == SSH_AGAIN) {
+            return PYSSH_AGAIN;
+        }
+        r->global_req = NULL;
+    }
+    if (r->global_req != NULL && r->global_req != t) {
+        return PYSSH_AGAIN;       /* another tunnel's reply is awaited */
+    }
+    r->global_req = t;
+    const char *addr = t->host != NULL && *t->host ? t->host : NULL;
+    int rc = a->cancel ? ssh_channel_cancel_forward(ssh, addr, t->bound)
+                       : ssh_channel_listen_forward(ssh, addr, t->port, &a->bound);
+    if (rc == SSH_AGAIN) {
+        return PYSSH_AGAIN;
+    }
+    r->global_req = NULL;
+    if (rc != SSH_OK) {
+        return PYSSH_FAILED;
+    }
+    if (!a->cancel) {
+        t->bound = t->port != 0 ? t->port : a->bound;
+        t->rnext = r->head;
+        r->head = t;
+    }
+    return 0;
+}
+
+/* After an interrupted request: the reply is still due. Lock taken here. */
+static void
+greq_orphan(TunnelObject *t)
+{
+    SessionObject *s = t->session;
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    rforwards *r = s->rforwards;
+    if (r != NULL && r->global_req == t) {
+        r->global_req = &ORPHAN_REQ;
+    }
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS
+}
+
+PyDoc_STRVAR(listen_remote_doc,
+"listen_remote($self, bind_address, port, target_host, target_port, timeout, /)\n--\n\n"
+"Ask the server to listen on bind_address:port (port 0: it picks one) and carry\n"
+"each connection to target_host:target_port from here (ssh -R). Returns the port.");
+
+static PyObject *
+tunnel_listen_remote(TunnelObject *self, PyObject *args)
+{
+    const char *bind, *thost;
+    int port, tport;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "sisid:listen_remote", &bind, &port, &thost, &tport, &timeout)) {
+        return NULL;
+    }
+    CHECK_USABLE(self, NULL);
+    if (self->configured) {
+        PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
+        return NULL;
+    }
+    /* the target, resolved once */
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", tport);
+    int grc;
+    Py_BEGIN_ALLOW_THREADS
+    grc = getaddrinfo(thost, portstr, &hints, &ai);
+    Py_END_ALLOW_THREADS
+    if (grc != 0) {
+        PyErr_Format(PyExc_OSError, "the tunnel's target %s:%d could not be resolved: %s",
+                     thost, tport, gai_strerror(grc));
+        return NULL;
+    }
+    if (self->ai != NULL) {
+        freeaddrinfo(self->ai);
+    }
+    self->ai = ai;
+    snprintf(self->target, sizeof(self->target), "%s:%d", thost, tport);
+    free(self->host);
+    self->host = strdup(bind);
+    if (self->host == NULL) {
+        return PyErr_NoMemory();
+    }
+    self->port = port;
+    self->kind = REMOTE;
+
+    char what[400];
+    snprintf(what, sizeof(what), "asking the server to listen on %s:%d for a tunnel to %s",
+             *bind ? bind : "*", port, self->target);
+    struct greq_arg a = {self, 0, 0};
+    self->running = 1;
+    int rc = pyssh_wait(self->session, greq_step, &a, timeout, PYSSH_EXC_SSHError, what);
+    self->running = 0;
+    if (rc < 0) {
+        greq_orphan(self);
+        return NULL;
+    }
+    self->configured = 1;
+    return PyLong_FromLong(self->bound);
+}
+
+/* ---- running ------------------------------------------------------------------------------ */
+
+static PyObject *
+stats_tuple(TunnelObject *self)
+{
+    unsigned long long up = self->up, down = self->down;
+    for (conn *k = self->conns; k != NULL; k = k->next) {
+        up += k->up;
+        down += k->down;
+    }
+    return Py_BuildValue("(KKKKi)", self->served, up, down, self->failed, self->nconns);
+}
+
+PyDoc_STRVAR(run_doc,
+"run($self, /, max_connections=None, idle_timeout=None)\n--\n\n"
+"Serve connections until stop(), until max_connections have been served and\n"
+"have ended, or until idle_timeout seconds pass with no connection open. The\n"
+"GIL is released while it runs. Returns the stats tuple.");
+
+static PyObject *
+tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"max_connections", "idle_timeout", NULL};
+    PyObject *maxobj = Py_None, *idleobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:run", kwlist, &maxobj, &idleobj)) {
+        return NULL;
+    }
+    CHECK_USABLE(self, NULL);
+    if (!self->configured) {
+        PyErr_SetString(PyExc_RuntimeError, "call listen_local() or listen_remote() first");
+        return NULL;
+    }
+    long long maxc = -1;
+    if (maxobj != Py_None) {
+        maxc = PyLong_AsLongLong(maxobj);
+        if (maxc == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    double idle = -1;
+    if (idleobj != Py_None) {
+        idle = PyFloat_AsDouble(idleobj);
+        if (idle == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    self->max_conns = maxc;
+    self->idle_timeout = idle;
+    self->idle_since = pyssh_monotonic();
+    self->stopping = 0;
+    self->stop_deadline = 0;
+    self->ps.wait_ms = -1;
+    self->running = 1;
+
+    char what[400];
+    if (self->kind == LOCAL) {
+        snprintf(what, sizeof(what), "tunnel to %s:%d", self->host, self->port);
+    }
+    else {
+        snprintf(what, sizeof(what), "tunnel from the server's port %d to %s", self->bound,
+                 self->target);
+    }
+    int rc = pyssh_wait_ex(self->session, tunnel_step, self, -1, PYSSH_EXC_SSHError, what,
+                           &self->ps, &self->wake);
+    self->running = 0;
+    if (rc < 0) {
+        /* Ctrl-C, the session closed or failed: every connection goes */
+        tunnel_drop(self, 1);
+        return NULL;
+    }
+    return stats_tuple(self);
+}
+
+PyDoc_STRVAR(stop_doc,
+"stop($self, /)\n--\n\n"
+"Ask run() to close every connection and return (from any thread).");
+
+static PyObject *
+tunnel_stop(TunnelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    pyssh_lock(self->session);
+    self->stopping = 1;
+    pyssh_unlock(self->session);
+    pyssh_waiter_ring(&self->wake);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(close_doc,
+"close($self, /, timeout=5.0)\n--\n\n"
+"Close every connection and, for a remote forward, ask the server to stop\n"
+"listening (waiting at most `timeout` seconds for its answer). Safe to call more\n"
+"than once; not while run() runs.");
+
+static PyObject *
+tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    double timeout = 5.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|d:close", kwlist, &timeout)) {
+        return NULL;
+    }
+    if (self->running) {
+        PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
+        return NULL;
+    }
+    int listening = self->kind == REMOTE && self->bound != 0;
+    tunnel_drop(self, 1);
+    if (listening && self->session->ssh != NULL && self->pid == pyssh_getpid()) {
+        struct greq_arg a = {self, 1, 0};
+        char what[64];
+        snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
+        self->running = 1;
+        int rc = pyssh_wait(self->session, greq_step, &a, timeout, PYSSH_EXC_SSHError, what);
+        self->running = 0;
+        if (rc < 0) {
+            greq_orphan(self);
+            /* the connection is gone or slow: the forward ends with the session */
+            PyErr_Clear();
+        }
+    }
+    self->bound = 0;
+    self->configured = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+tunnel_get_stats(TunnelObject *self, void *closure)
+{
+    (void)closure;
+    pyssh_lock(self->session);
+    PyObject *r = stats_tuple(self);
+    pyssh_unlock(self->session);
+    return r;
+}
+
+static PyObject *
+tunnel_get_port(TunnelObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromLong(self->kind == REMOTE ? self->bound : self->port);
+}
+
+static PyMethodDef tunnel_methods[] = {
+    {"listen_local", (PyCFunction)tunnel_listen_local, METH_VARARGS, listen_local_doc},
+    {"listen_remote", (PyCFunction)tunnel_listen_remote, METH_VARARGS, listen_remote_doc},
+    {"run", (PyCFunction)(void (*)(void))tunnel_run, METH_VARARGS | METH_KEYWORDS, run_doc},
+    {"stop", (PyCFunction)tunnel_stop, METH_NOARGS, stop_doc},
+    {"close", (PyCFunction)(void (*)(void))tunnel_close, METH_VARARGS | METH_KEYWORDS, close_doc},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef tunnel_getset[] = {
+    {"stats", (getter)tunnel_get_stats, NULL,
+     "(connections, bytes_to_target, bytes_from_target, failed, active)", NULL},
+    {"port", (getter)tunnel_get_port, NULL,
+     "the server's listening port (remote forward), or the target's port", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+PyDoc_STRVAR(tunnel_doc,
+"Tunnel(session)\n--\n\n"
+"One port forward through `session`, run by run(). Internal: use\n"
+"Session.tunnel(), forward_local() and forward_remote().");
+
+static PyType_Slot tunnel_slots[] = {
+    {Py_tp_new, tunnel_new},
+    {Py_tp_dealloc, tunnel_dealloc},
+    {Py_tp_methods, tunnel_methods},
+    {Py_tp_getset, tunnel_getset},
+    {Py_tp_doc, (void *)tunnel_doc},
+    {0, NULL}
+};
+
+static PyType_Spec tunnel_spec = {
+    .name = "pyssh._ssh.Tunnel",
+    .basicsize = sizeof(TunnelObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = tunnel_slots,
+};
+
+int
+pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st)
+{
+    st->TunnelType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tunnel_spec, NULL);
+    if (st->TunnelType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->TunnelType);
+}

@@ -1,0 +1,278 @@
+"""Tunnels (port forwarding): the Python half of Session.tunnel, forward_local and
+forward_remote.
+
+The C type ``_ssh.Tunnel`` does the work: one loop per tunnel moves the data of
+all its connections with the GIL released, through the session's socket. This
+module checks arguments, makes the local listening socket (so that a port in use
+is an ``OSError`` at once), and runs the loop either in the calling thread
+(``Session.tunnel``, blocking like the R package's ``ssh_tunnel``) or in a
+background thread (``forward_local``, ``forward_remote``).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Optional, Tuple, Union
+
+from . import _ssh
+from .errors import SSHError
+
+log = logging.getLogger("pyssh")
+
+Target = Union[str, Tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class TunnelStats:
+    """What a tunnel carried. ``connections``: accepted (including those whose
+    target could not be reached: ``failed``); ``active``: open right now;
+    ``bytes_to_target`` / ``bytes_from_target``: payload bytes each way."""
+
+    connections: int
+    bytes_to_target: int
+    bytes_from_target: int
+    failed: int
+    active: int
+
+
+def _stats(t: Tuple[int, int, int, int, int]) -> TunnelStats:
+    return TunnelStats(*t)
+
+
+def _port(value: Any, what: str, zero_ok: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    low = 0 if zero_ok else 1
+    if not low <= value <= 65535:
+        raise ValueError(f"{what} must be between {low} and 65535, not {value}"
+                         + (" (0 picks a free port)" if zero_ok else ""))
+    return value
+
+
+def parse_target(target: Any) -> Tuple[str, int]:
+    """``"host:port"``, ``"[v6addr]:port"`` or ``(host, port)`` -> ``(host, port)``."""
+    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str):
+        host, port = target
+        if not host:
+            raise ValueError("the tunnel's target has an empty host name")
+        return host, _port(port, "the target's port", False)
+    if not isinstance(target, str):
+        raise TypeError(f"target must be 'host:port' or (host, port), not {type(target).__name__}")
+    text = target.strip()
+    hint = ("give it as 'host:port', e.g. 'db.internal:5432' ('[::1]:5432' for an IPv6 "
+            "address)")
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1:].startswith(":"):
+            raise ValueError(f"target {target!r} has no port: {hint}")
+        host, port_text = text[1:end], text[end + 2:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"target {target!r} has no port: {hint}")
+        if ":" in host:
+            raise ValueError(f"target {target!r}: put an IPv6 address in brackets: "
+                             f"'[{host}]:{port_text}'")
+    if not host:
+        raise ValueError(f"target {target!r} has no host: {hint}")
+    if not port_text.isdigit():
+        raise ValueError(f"target {target!r}: the port {port_text!r} is not a number: {hint}")
+    return host, _port(int(port_text), "the target's port", False)
+
+
+def listen_socket(bind: str, port: int) -> socket.socket:
+    """A non-blocking listening socket on bind:port. A port in use raises OSError
+    (EADDRINUSE) with a message that says what to do."""
+    if not isinstance(bind, str) or not bind:
+        raise TypeError("bind must be a non-empty address string such as '127.0.0.1' "
+                        "('0.0.0.0' listens on every interface)")
+    _port(port, "port", True)
+    try:
+        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise OSError(errno.EADDRNOTAVAIL,
+                      f"cannot listen on {bind!r}: {e.strerror}; give a local address "
+                      "such as '127.0.0.1'") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if sys.platform == "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            # lets a restarted tunnel reuse its port at once (TIME_WAIT); a port
+            # another socket listens on is still refused
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise OSError(errno.EADDRINUSE,
+                              f"cannot listen on {bind}:{port}: the port is already in use; "
+                              "pick another port, or port=0 for a free one") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise OSError(e.errno, f"cannot listen on {bind}:{port}: {bind} is not an "
+                              "address of this machine") from None
+            raise
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _timeout(value: Any, what: str) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds or None, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, not {value}")
+    return float(value)
+
+
+def run_blocking(session: Any, port: int, target: Any, bind: str,
+                 max_connections: Optional[int], timeout: Optional[float]) -> TunnelStats:
+    """Session.tunnel: serve in this thread until Ctrl-C, max_connections or timeout."""
+    host, tport = parse_target(target)
+    if max_connections is not None:
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError("max_connections must be an int or None")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, not {max_connections}")
+    idle = _timeout(timeout, "timeout")
+    session._check_usable()
+    sock = listen_socket(bind, port)
+    c = _ssh.Tunnel(session)
+    try:
+        c.listen_local(sock.fileno(), host, tport)
+        log.info("tunnel: listening on %s:%d, to %s:%d through %s", bind,
+                 sock.getsockname()[1], host, tport, session.host)
+        return _stats(c.run(max_connections=max_connections, idle_timeout=idle))
+    finally:
+        sock.close()
+        c.close()
+
+
+class Tunnel:
+    """A tunnel running in the background, made by :meth:`Session.forward_local`
+    or :meth:`Session.forward_remote`. A context manager: the end of the ``with``
+    block closes it.
+
+    ``port``: where it listens (for a local forward, the local port, also when
+    asked for port 0; for a remote forward, the server's port). ``target``: where
+    connections go. ``stats``: a :class:`TunnelStats`. ``error``: the exception
+    that ended it (the session failed or was closed), or None. ``close()`` stops
+    it: the listening socket and every connection are closed.
+    """
+
+    def __init__(self, session: Any, c: Any, sock: Optional[socket.socket], kind: str,
+                 port: int, target: str, listen: str) -> None:
+        self._session = session
+        self._c = c
+        self._sock = sock
+        self.kind = kind
+        self.port = port
+        self.target = target
+        self.listen = listen
+        self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name=f"pyssh-tunnel-{kind}-{port}")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self._c.run()
+        except BaseException as e:  # noqa: BLE001 - kept for the owner, and logged
+            self.error = e
+            log.error("tunnel %s -> %s ended: %s", self.listen, self.target, e)
+            self._release()
+
+    def _release(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+    @property
+    def stats(self) -> TunnelStats:
+        return _stats(self._c.stats)
+
+    @property
+    def active(self) -> bool:
+        """True while the tunnel serves connections."""
+        return self._thread.is_alive()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the tunnel: close the listening socket and every connection (and for
+        a remote forward, ask the server to stop listening, waiting at most
+        ``timeout`` seconds). Calling it again does nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._c.stop()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        self._release()
+        self._c.close(timeout=timeout)
+        self._session._tunnels.discard(self)
+
+    def __enter__(self) -> "Tunnel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.active else ("failed" if self.error else "closed")
+        return f"<pyssh.Tunnel {self.kind} {self.listen} -> {self.target}, {state}>"
+
+
+def forward_local(session: Any, port: int, target: Any, bind: str) -> Tunnel:
+    host, tport = parse_target(target)
+    session._check_usable()
+    sock = listen_socket(bind, port)
+    c = _ssh.Tunnel(session)
+    try:
+        c.listen_local(sock.fileno(), host, tport)
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    shown = f"[{bind}]" if ":" in bind else bind
+    t = Tunnel(session, c, sock, "local", bound, f"{host}:{tport}", f"{shown}:{bound}")
+    session._tunnels.add(t)
+    return t
+
+
+def forward_remote(session: Any, remote_port: int, target: Any, bind_address: str,
+                   timeout: Optional[float]) -> Tunnel:
+    host, tport = parse_target(target)
+    _port(remote_port, "remote_port", True)
+    if not isinstance(bind_address, str):
+        raise TypeError("bind_address must be a str: 'localhost' (the server's loopback), "
+                        "'' or '0.0.0.0' (every interface, if the server's GatewayPorts allows)")
+    wait = _timeout(timeout, "timeout")
+    session._check_usable()
+    c = _ssh.Tunnel(session)
+    try:
+        bound = c.listen_remote(bind_address, remote_port, host, tport,
+                                30.0 if wait is None else wait)
+    except SSHError as e:
+        if "tcpip-forward" in str(e):
+            raise SSHError(
+                f"the server refused to listen on {bind_address or '*'}:{remote_port}: the port "
+                "may be in use or privileged there, or the server forbids remote forwarding "
+                "(sshd_config: AllowTcpForwarding, PermitListen)") from None
+        raise
+    shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
+    t = Tunnel(session, c, None, "remote", bound, f"{host}:{tport}",
+               f"{shown}:{bound} (on the server)")
+    session._tunnels.add(t)
+    return t
