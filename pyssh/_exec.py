@@ -204,7 +204,7 @@ class _TextWriter:
             self.stream.flush()
             _write_all(self.buffer, chunk)
             self.buffer.flush()
-        else:
+        elif self.decoder is not None:
             text = self.decoder.decode(chunk)
             if text:
                 self.stream.write(text)

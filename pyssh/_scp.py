@@ -65,6 +65,7 @@ def _server_error(text: bytes, path: Optional[str]) -> SCPError:
         body = msg[5:] if msg.startswith("scp: ") else msg
         path = body.rsplit(": ", 1)[0] if ": " in body else "?"
     low = msg.lower()
+    cls: type[SCPError]
     if "no such file" in low or "not found" in low:
         cls, num = SCPFileNotFoundError, errno.ENOENT
     elif "permission denied" in low:

@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _config, _exec, _scp, _ssh, _tunnel
 from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
@@ -437,7 +437,10 @@ def _check_host_key(s: Session, policy: HostKeyPolicy, known_hosts: str) -> None
         log.warning("could not record the host key of %s in %s: %s", name, known_hosts, e)
 
 
-def _with(exc: BaseException, **attrs: Any) -> BaseException:
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _with(exc: _E, **attrs: Any) -> _E:
     for k, v in attrs.items():
         setattr(exc, k, v)
     return exc

@@ -81,3 +81,17 @@ def test_typing_files_ship():
     pkg = os.path.dirname(pyssh.__file__)
     assert os.path.isfile(os.path.join(pkg, "py.typed"))
     assert os.path.isfile(os.path.join(pkg, "_ssh.pyi"))
+
+
+def test_stubs_match_the_extension_and_the_package_type_checks():
+    """mypy's stubtest compares _ssh.pyi with the built module (every name, every
+    signature); mypy checks the Python layer against it."""
+    pytest.importorskip("mypy")
+    import sys
+    root = os.path.dirname(os.path.dirname(pyssh.__file__))
+    r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases",
+                        "pyssh._ssh"], capture_output=True, text=True, cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "mypy", "pyssh"], capture_output=True, text=True,
+                       cwd=root)
+    assert r.returncode == 0, r.stdout + r.stderr
