@@ -10,13 +10,14 @@
  * connection's socket, without the lock. No thread per connection, and the
  * session stays usable from other threads: they take the lock between steps.
  *
- * No byte is dropped. Server to local: libssh's data callback (on_data) sends
- * what arrives straight from the decrypted packet to the local socket (pyssh's
- * libssh patch, vendor/patches/), as much as the socket takes; the rest stays
- * in libssh, which reopens the channel's window only as data is taken, so a
- * slow local reader slows the sender down. What the callback could not send is
- * read later into the connection's buffer (CONN_BUF) when the socket is
- * writable. Local to server: a local socket is read only while the channel's
+ * No byte is dropped. Server to local: libssh's data callback (on_data) copies
+ * what arrives, from the decrypted packet (pyssh's libssh patch,
+ * vendor/patches/), into the connection's buffer (CONN_BUF), which the step
+ * sends to the local socket in large writes (one send per 32 KiB packet cost
+ * three times the system calls, and woke the application as often, for no gain
+ * in speed). What the buffer has no room for stays in libssh, which reopens the
+ * channel's window only as data is taken, so a slow local reader slows the
+ * sender down; it is read into the buffer as the socket drains. Local to server: a local socket is read only while the channel's
  * window is open and libssh has flushed what it had, and never more than the
  * window, so ssh_channel_write() takes everything it is given and libssh's
  * output buffer stays small. EOF is passed on each way (shutdown(SHUT_WR) /
@@ -29,6 +30,7 @@
 #include "pyssh.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _WIN32
 #include <winsock2.h>
@@ -58,7 +60,7 @@ typedef socklen_t sock_len;
 #endif
 #endif
 
-#define CONN_BUF (64 * 1024)       /* channel data a connection's socket has not taken yet */
+#define CONN_BUF (256 * 1024)      /* channel data a connection's socket has not taken yet */
 #define READ_MAX (256 * 1024)      /* local bytes read per channel write, at most */
 #define ROUNDS_MAX 64              /* socket reads per step, so that a step ends */
 #define ACCEPT_MAX 64              /* connections accepted per step */
@@ -197,35 +199,26 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
 {
     (void)s; (void)c;
     conn *k = ud;
-    if (is_stderr) {
-        return (int)len;          /* direct-tcpip has no stderr; drop what a server sends */
+    if (is_stderr || k->dead) {
+        return (int)len;          /* direct-tcpip has no stderr; a dead socket reads nothing */
     }
     uint32_t taken = 0;
-    if (k->t->in_step && k->state == C_OPEN && k->writable && k->pos == k->len &&
-        k->fd != SSH_INVALID_SOCKET && !k->dead) {
-        /* straight from the packet to the socket, as much as it takes */
-#ifdef _WIN32
-        int n = send(k->fd, data, (int)len, 0);
-#else
-        ssize_t n = send(k->fd, data, len, MSG_NOSIGNAL);
-#endif
-        if (n >= 0) {
-            taken = (uint32_t)n;
-            k->down += (uint32_t)n;
-            if (taken < len) {
-                k->writable = 0;
-            }
+    if (k->t->in_step && k->state == C_OPEN && k->fd != SSH_INVALID_SOCKET &&
+        (k->buf != NULL || (k->buf = malloc(CONN_BUF)) != NULL)) {
+        /* gather packets into the connection's buffer: the step sends them in
+         * large writes (a send per 32 KiB packet costs more than the copy) */
+        if (k->pos == k->len) {
+            k->pos = k->len = 0;
         }
-        else if (SOCK_EAGAIN(sock_errno())) {
-            k->writable = 0;
+        else if (k->pos > 0 && CONN_BUF - k->len < len) {
+            memmove(k->buf, k->buf + k->pos, k->len - k->pos);
+            k->len -= k->pos;
+            k->pos = 0;
         }
-        else if (sock_errno() != EINTR) {
-            k->dead = 1;
-            taken = len;          /* nobody will read it: do not hold up the session */
-        }
-    }
-    else if (k->dead) {
-        taken = len;
+        size_t room = CONN_BUF - k->len;
+        taken = len < room ? len : (uint32_t)room;
+        memcpy(k->buf + k->len, data, taken);
+        k->len += taken;
     }
     k->avail = len - taken;
     return (int)taken;
@@ -800,6 +793,12 @@ step_locked(ssh_session ssh, TunnelObject *t)
             return PYSSH_FAILED;
         }
         if (rc == SSH_AGAIN) {
+            /* the socket is idle: send what the last read gathered */
+            for (conn *k = t->conns; k != NULL; k = k->next) {
+                if (!t->stopping && conn_service(t, ssh, k) < 0) {
+                    return PYSSH_FAILED;
+                }
+            }
             break;
         }
     }

@@ -3,17 +3,50 @@
 Starts a throwaway OpenSSH server on 127.0.0.1 (pyssh.testing), connects to it
 as the seed's example does, prints the session and its info, runs commands
 (streamed, a three-command script, captured, one that fails), copies a file up
-and back over SCP, and shows what a changed host key does.
+and back over SCP, fetches a page from a small local HTTP service through a
+tunnel (forward_local), and shows what a changed host key does.
 """
 from __future__ import annotations
 
 import hashlib
+import http.server
 import os
 import sys
 import tempfile
+import threading
+import urllib.request
 
 import pyssh
 from pyssh.testing import SSHServer, keygen
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"hello through the tunnel, you asked for {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def tunnel_demo(session: pyssh.Session) -> None:
+    service = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=service.serve_forever, daemon=True).start()
+    target = f"127.0.0.1:{service.server_address[1]}"
+    try:
+        # as a database client would: this process, through a background tunnel
+        with session.forward_local(0, target) as tunnel:
+            print(f"\n{tunnel!r}")
+            url = f"http://127.0.0.1:{tunnel.port}/status"
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                print(f"GET {url} -> {reply.status}: {reply.read().decode().strip()}")
+            print(f"  {tunnel.stats}")
+    finally:
+        service.shutdown()
+        service.server_close()
 
 
 def main() -> int:
@@ -70,6 +103,9 @@ def main() -> int:
                     for p in (local, os.path.join(back, "hello.bin")))
             print(f"sha256 uploaded   {a}\nsha256 downloaded {b}\n"
                   f"{'the same' if a == b else 'DIFFERENT'}")
+        # a tunnel: a small HTTP service on this machine, fetched through the server
+        tunnel_demo(session)
+
         session.disconnect()
         print()
         print(session)
