@@ -53,3 +53,13 @@ def cpu_seconds() -> float:
     children (ssh, scp; sshd is never waited for while it runs)."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def render(head: list, body: list, markdown: bool) -> list:
+    """A table's lines: markdown, or text columns (the first three left-aligned)."""
+    if markdown:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
+               ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+    return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+            for r in [head] + body]

@@ -30,7 +30,7 @@ import time
 import pyssh
 from pyssh.testing import SSHServer
 
-from _common import CHUNK, GCM, cpu_seconds, machine, pair, parse_size  # noqa: E402
+from _common import CHUNK, GCM, cpu_seconds, machine, pair, parse_size, render  # noqa: E402
 
 SETTINGS = ("default", GCM)
 
@@ -181,13 +181,7 @@ def table(rows: dict, size, markdown: bool) -> list:
         body.append([name, st, row["cipher"], unit(med), unit(low)]
                     + ([f"{size / med / 1e6:.0f}"] if size else []) + [ratio]
                     + [unit(statistics.median(row["cpu"]))])
-    if markdown:
-        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
-               ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
-    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i < 3 else c.rjust(w)  # noqa: E731
-                              for i, (c, w) in enumerate(zip(r, widths)))
-    return [fmt(head)] + [fmt(r) for r in body]
+    return render(head, body, markdown)
 
 
 def main() -> None:

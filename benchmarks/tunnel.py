@@ -316,6 +316,7 @@ def idle_cpu(clients, ports) -> dict:
 
 
 def table(rows, size, markdown) -> list:
+    from _common import render
     head = ["client", "direction", "negotiated", "median", "min", "MB/s", "ratio", "client CPU"]
     unit = lambda s: f"{s:.2f} s" if s >= 1 else f"{s * 1000:.0f} ms"  # noqa: E731
     body = []
@@ -328,12 +329,7 @@ def table(rows, size, markdown) -> list:
         ratio = f"{med / statistics.median(base):.2f}" if base else "?"
         body.append([name, op, row["cipher"], unit(med), unit(min(row["times"])),
                      f"{size / med / 1e6:.0f}", ratio, unit(statistics.median(row["cpu"]))])
-    if markdown:
-        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
-               ["| " + " | ".join(r) + " |" for r in body]
-    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            for r in [head] + body]
+    return render(head, body, markdown)
 
 
 def main() -> None:

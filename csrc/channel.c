@@ -190,26 +190,35 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs)
         if (hup && self->exec_sent && !self->remote_closed) {
             ssh_channel_request_send_signal(chan, "HUP");
         }
-        ssh_remove_channel_callbacks(chan, &self->cb);
-        /* Send EOF and CLOSE. ssh_channel_close() returns SSH_AGAIN without
-         * queueing the CLOSE when the EOF could not be flushed at once (libssh
-         * 0.11 channels.c: send_eof's flush), and ssh_channel_free() calls it only
-         * once: the server would keep its end open. A second call queues the
-         * CLOSE (EOF is marked sent). Never for a channel still being opened:
-         * it has no remote id yet. */
-        if (self->opened && (ssh_channel_is_open(chan) || self->remote_closed)) {
-            if (ssh_channel_close(chan) == SSH_AGAIN) {
-                ssh_channel_close(chan);
-            }
-        }
-        /* libssh keeps the channel until the server's CLOSE arrives, then frees it */
-        ssh_channel_free(chan);
+        pyssh_channel_release(chan, &self->cb, self->opened, self->remote_closed);
         logs = pyssh_log_take(s);
     }
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS
 
     pyssh_log_finish(s, logs, emit_logs);
+}
+
+void
+pyssh_channel_release(ssh_channel chan, struct ssh_channel_callbacks_struct *cb, int opened,
+                      int remote_closed)
+{
+    if (cb != NULL) {
+        ssh_remove_channel_callbacks(chan, cb);
+    }
+    /* Send EOF and CLOSE. ssh_channel_close() returns SSH_AGAIN without queueing
+     * the CLOSE when the EOF could not be flushed at once (libssh 0.11
+     * channels.c: send_eof's flush), and ssh_channel_free() calls it only once:
+     * the server would keep its end open. A second call queues the CLOSE (EOF is
+     * marked sent). Never for a channel still being opened: it has no remote id
+     * yet. */
+    if (opened && (ssh_channel_is_open(chan) || remote_closed)) {
+        if (ssh_channel_close(chan) == SSH_AGAIN) {
+            ssh_channel_close(chan);
+        }
+    }
+    /* libssh keeps the channel until the server's CLOSE arrives, then frees it */
+    ssh_channel_free(chan);
 }
 
 static void

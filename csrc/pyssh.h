@@ -159,6 +159,12 @@ extern PyMethodDef pyssh_scp_methods[];
 
 int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
 
+/* Close and free a channel (lock held, session open): remove `cb` (may be NULL),
+ * send EOF and CLOSE when it was `opened` and not yet closed, then free it;
+ * libssh frees it for good when the server's CLOSE arrives. */
+void pyssh_channel_release(ssh_channel chan, struct ssh_channel_callbacks_struct *cb, int opened,
+                           int remote_closed);
+
 /* ---- tunnel.c: pyssh._ssh.Tunnel ------------------------------------------- */
 
 int pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st);

@@ -301,13 +301,7 @@ conn_free(TunnelObject *t, conn *k, int session_alive, int force)
     }
     close_local(k);
     if (session_alive && k->chan != NULL) {
-        ssh_remove_channel_callbacks(k->chan, &k->cb);
-        if (k->state != C_OPENING && (ssh_channel_is_open(k->chan) || k->remote_closed)) {
-            if (ssh_channel_close(k->chan) == SSH_AGAIN) {
-                ssh_channel_close(k->chan);   /* see chanobj_close_impl in channel.c */
-            }
-        }
-        ssh_channel_free(k->chan);
+        pyssh_channel_release(k->chan, &k->cb, k->state != C_OPENING, k->remote_closed);
     }
     k->chan = NULL;
     t->up += k->up;
@@ -337,8 +331,7 @@ conns_free_all(TunnelObject *t, int session_alive)
         handover *h = t->incoming;
         t->incoming = h->next;
         if (session_alive) {
-            ssh_channel_close(h->chan);
-            ssh_channel_free(h->chan);
+            pyssh_channel_release(h->chan, NULL, 1, 0);
         }
         free(h);
     }
@@ -604,14 +597,12 @@ static void
 start_remote_conn(TunnelObject *t, ssh_channel chan, const char *peer)
 {
     if (!accepting(t)) {
-        ssh_channel_close(chan);
-        ssh_channel_free(chan);
+        pyssh_channel_release(chan, NULL, 1, 0);
         return;
     }
     conn *k = conn_new(t, SSH_INVALID_SOCKET, chan, C_CONNECTING, peer);
     if (k == NULL) {
-        ssh_channel_close(chan);
-        ssh_channel_free(chan);
+        pyssh_channel_release(chan, NULL, 1, 0);
         return;
     }
     int err = 0;
@@ -649,8 +640,7 @@ accept_remote(TunnelObject *t, ssh_session ssh)
         else if (owner != NULL) {
             handover *h = malloc(sizeof(*h));
             if (h == NULL) {
-                ssh_channel_close(chan);
-                ssh_channel_free(chan);
+                pyssh_channel_release(chan, NULL, 1, 0);
                 continue;
             }
             h->chan = chan;
@@ -661,8 +651,7 @@ accept_remote(TunnelObject *t, ssh_session ssh)
         }
         else {
             /* a port no tunnel serves any more (closed, or its cancel still on its way) */
-            ssh_channel_close(chan);
-            ssh_channel_free(chan);
+            pyssh_channel_release(chan, NULL, 1, 0);
         }
     }
 }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
 from . import _ssh
+from ._exec import check_timeout
 from .errors import SSHError
 
 log = logging.getLogger("pyssh")
@@ -126,16 +127,6 @@ def listen_socket(bind: str, port: int) -> socket.socket:
     return sock
 
 
-def _timeout(value: Any, what: str) -> Optional[float]:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds or None, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, not {value}")
-    return float(value)
-
-
 def run_blocking(session: Any, port: int, target: Any, bind: str,
                  max_connections: Optional[int], timeout: Optional[float]) -> TunnelStats:
     """Session.tunnel: serve in this thread until Ctrl-C, max_connections or timeout."""
@@ -145,7 +136,7 @@ def run_blocking(session: Any, port: int, target: Any, bind: str,
             raise TypeError("max_connections must be an int or None")
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, not {max_connections}")
-    idle = _timeout(timeout, "timeout")
+    idle = check_timeout(timeout)
     session._check_usable()
     sock = listen_socket(bind, port)
     c = _ssh.Tunnel(session)
@@ -258,7 +249,7 @@ def forward_remote(session: Any, remote_port: int, target: Any, bind_address: st
     if not isinstance(bind_address, str):
         raise TypeError("bind_address must be a str: 'localhost' (the server's loopback), "
                         "'' or '0.0.0.0' (every interface, if the server's GatewayPorts allows)")
-    wait = _timeout(timeout, "timeout")
+    wait = check_timeout(timeout)
     session._check_usable()
     c = _ssh.Tunnel(session)
     try:

@@ -671,9 +671,7 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
                              f"and port={port}")
     user = user if user is not None else h_user
     port = port if port is not None else h_port
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    _exec.check_timeout(timeout)
     if isinstance(verbose, bool) or not isinstance(verbose, int) or not 0 <= verbose <= 4:
         raise ValueError(f"verbose must be an int from 0 to 4, not {verbose!r}")
     if not (callable(host_key_policy) or host_key_policy in _POLICIES):

@@ -399,7 +399,7 @@ def test_bad_arguments(session):
         session.forward_local("5555", "h:1")
     with pytest.raises(ValueError, match="max_connections must be >= 1"):
         session.tunnel(0, "h:1", max_connections=0)
-    with pytest.raises(ValueError, match="timeout must be >= 0"):
+    with pytest.raises(ValueError, match="timeout must be a positive number"):
         session.tunnel(0, "h:1", timeout=-1)
     with pytest.raises(OSError, match="not an address of this machine"):
         session.forward_local(0, "h:1", bind="192.0.2.1")
