@@ -88,9 +88,12 @@ def parse_target(target: Any) -> Tuple[str, int]:
 def listen_socket(bind: str, port: int) -> socket.socket:
     """A non-blocking listening socket on bind:port. A port in use raises OSError
     (EADDRINUSE) with a message that says what to do."""
-    if not isinstance(bind, str) or not bind:
-        raise TypeError("bind must be a non-empty address string such as '127.0.0.1' "
-                        "('0.0.0.0' listens on every interface)")
+    if not isinstance(bind, str):
+        raise TypeError(f"bind must be an address string such as '127.0.0.1', "
+                        f"not {type(bind).__name__}")
+    if not bind:
+        raise ValueError("bind must be an address such as '127.0.0.1' ('0.0.0.0' listens "
+                         "on every interface)")
     _port(port, "port", True)
     try:
         infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM,
