@@ -12,7 +12,8 @@ the benchmark's process: the peer listens as the target (a source that sends
 --size bytes, or a sink that reads to EOF and replies with the count), connects to
 the tunnel's local port and moves the bytes; it times the transfer from connect to
 the last byte. The tunnel is set up before and torn down after each run, outside
-the timing. "download": target to application; "upload": application to target.
+the timing, and one connection is opened and closed through it before the timed one
+(ssh's start needs it, to know that the tunnel listens; every client gets it). "download": target to application; "upload": application to target.
 
 Clients run round-robin, the order rotated each repetition, since the machines are
 shared and noisy: compare the ratios, not absolute numbers. MB/s is 10**6 bytes per
@@ -280,6 +281,9 @@ def measure(clients, peer, ports, size, reps) -> dict:
                 try:
                     tport = ports[0] if op == "download" else ports[1]
                     port, cipher, stop, _ = clients[name](tport)
+                    # every client gets the probe ssh's start needs: one connection
+                    # opened and closed through the tunnel before the timed one
+                    wait_listening(port)
                     try:
                         peer.stdin.write(f"{op} {port} {size}\n")
                         peer.stdin.flush()

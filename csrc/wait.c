@@ -25,6 +25,9 @@
 #define pyssh_errno() WSAGetLastError()
 #else
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <poll.h>
 #include <time.h>
 #define pyssh_poll poll
@@ -221,6 +224,19 @@ pyssh_read_socket_once(SessionObject *self, ssh_session ssh)
         }
         self->event = ev;
     }
+#ifdef TCP_QUICKACK
+    /* Acknowledge what arrives at once (Linux resets this after a while, so it
+     * is set before every read). sshd leaves Nagle's algorithm on for sessions
+     * without a terminal and sends 32 KiB packets, below loopback's MSS: each
+     * waits until the previous one is acknowledged, and pyssh, which mostly
+     * receives, had its ACKs delayed (40 ms) with nothing to carry them. Measured
+     * on a tunnel downloading 16 MiB at a time: median 62 ms -> 16.5 ms (ssh -L:
+     * 17 to 23 ms). */
+    {
+        int one = 1;
+        setsockopt(ssh_get_fd(ssh), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+    }
+#endif
     int rc = ssh_event_dopoll(self->event, 0);
     if ((ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) || rc == SSH_ERROR) {
         return PYSSH_FAILED;
