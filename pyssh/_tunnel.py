@@ -10,11 +10,13 @@ background thread (``forward_local``, ``forward_remote``).
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import socket
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
@@ -153,6 +155,21 @@ def run_blocking(session: Any, port: int, target: Any, bind: str,
         c.close()
 
 
+_running: "weakref.WeakSet[Tunnel]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit, tunnels still open are closed: their connections end cleanly and
+    the server stops listening for remote forwards (a daemon thread would
+    otherwise be cut off wherever it is)."""
+    for t in list(_running):
+        try:
+            t.close(timeout=1.0)
+        except Exception:  # noqa: BLE001 - nothing to do about it at exit
+            pass
+
+
 class Tunnel:
     """A tunnel running in the background, made by :meth:`Session.forward_local`
     or :meth:`Session.forward_remote`. A context manager: the end of the ``with``
@@ -180,6 +197,7 @@ class Tunnel:
         self._thread = threading.Thread(target=self._serve, daemon=True,
                                         name=f"pyssh-tunnel-{kind}-{port}")
         self._thread.start()
+        _running.add(self)
 
     def _serve(self) -> None:
         try:
@@ -216,6 +234,7 @@ class Tunnel:
         self._release()
         self._c.close(timeout=timeout)
         self._session._tunnels.discard(self)
+        _running.discard(self)
 
     def __enter__(self) -> "Tunnel":
         return self

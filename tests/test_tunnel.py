@@ -522,6 +522,30 @@ def test_ctrl_c_on_the_blocking_tunnel(server, target):
             p.wait()
 
 
+EXIT_CHILD = r'''
+import socket, sys, pyssh
+address, key, known_hosts, target = sys.argv[1:5]
+s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+local = s.forward_local(0, target)
+remote = s.forward_remote(0, target)
+c = socket.create_connection(("127.0.0.1", local.port))
+c.sendall(b"ping")
+assert c.recv(4) == b"ping"
+print(local.port, remote.port, flush=True)
+# exits with both tunnels running, a connection open and the session not closed
+'''
+
+
+def test_exit_with_tunnels_running(server, target):
+    t = target()
+    p = subprocess.run([sys.executable, "-c", EXIT_CHILD, server.address, server.client_key,
+                        server.known_hosts, t.address], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    local, remote = map(int, p.stdout.split())
+    assert refused(local) and refused(remote)   # closed, and the server stopped listening
+
+
 # ---- forward_remote -------------------------------------------------------------------------
 
 def test_forward_remote_round_trip(session, target):
