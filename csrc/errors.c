@@ -5,7 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-enum second_base { NONE, CONNECTION, TIMEOUT, VALUE, NOTFOUND, PERMISSION };
+enum second_base { NONE, CONNECTION, TIMEOUT, VALUE, NOTFOUND, PERMISSION, EXISTS, ISDIR, NOTDIR };
 
 static const struct {
     const char *name;        /* pyssh.<name> */
@@ -26,6 +26,12 @@ static const struct {
     [PYSSH_EXC_SCPProtocolError] = {"pyssh.SCPProtocolError", PYSSH_EXC_SCPError, NONE},
     [PYSSH_EXC_SCPFileNotFoundError] = {"pyssh.SCPFileNotFoundError", PYSSH_EXC_SCPError, NOTFOUND},
     [PYSSH_EXC_SCPPermissionError] = {"pyssh.SCPPermissionError", PYSSH_EXC_SCPError, PERMISSION},
+    [PYSSH_EXC_SFTPError] = {"pyssh.SFTPError", PYSSH_EXC_SSHError, NONE},
+    [PYSSH_EXC_SFTPFileNotFoundError] = {"pyssh.SFTPFileNotFoundError", PYSSH_EXC_SFTPError, NOTFOUND},
+    [PYSSH_EXC_SFTPPermissionError] = {"pyssh.SFTPPermissionError", PYSSH_EXC_SFTPError, PERMISSION},
+    [PYSSH_EXC_SFTPFileExistsError] = {"pyssh.SFTPFileExistsError", PYSSH_EXC_SFTPError, EXISTS},
+    [PYSSH_EXC_SFTPIsADirectoryError] = {"pyssh.SFTPIsADirectoryError", PYSSH_EXC_SFTPError, ISDIR},
+    [PYSSH_EXC_SFTPNotADirectoryError] = {"pyssh.SFTPNotADirectoryError", PYSSH_EXC_SFTPError, NOTDIR},
 };
 
 int
@@ -49,6 +55,15 @@ pyssh_errors_init(PyObject *module, pyssh_state *st)
             break;
         case PERMISSION:
             bases = PyTuple_Pack(2, parent, PyExc_PermissionError);
+            break;
+        case EXISTS:
+            bases = PyTuple_Pack(2, parent, PyExc_FileExistsError);
+            break;
+        case ISDIR:
+            bases = PyTuple_Pack(2, parent, PyExc_IsADirectoryError);
+            break;
+        case NOTDIR:
+            bases = PyTuple_Pack(2, parent, PyExc_NotADirectoryError);
             break;
         default:
             bases = PyTuple_Pack(1, parent);

@@ -80,6 +80,9 @@ module_exec(PyObject *module)
     if (pyssh_tunnel_setup_type(module, st) < 0) {
         return -1;
     }
+    if (pyssh_sftp_setup_type(module, st) < 0) {
+        return -1;
+    }
     if (pyssh_channel_setup_type(module, st) < 0) {
         return -1;
     }
@@ -124,6 +127,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->SessionType);
     Py_VISIT(st->ChannelType);
     Py_VISIT(st->TunnelType);
+    Py_VISIT(st->SFTPType);
     Py_VISIT(st->logger);
     return pyssh_errors_traverse(st, visit, arg);
 }
@@ -135,6 +139,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->SessionType);
     Py_CLEAR(st->ChannelType);
     Py_CLEAR(st->TunnelType);
+    Py_CLEAR(st->SFTPType);
     Py_CLEAR(st->logger);
     pyssh_errors_clear(st);
     return 0;

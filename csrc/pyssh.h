@@ -69,6 +69,12 @@ enum pyssh_exc {
     PYSSH_EXC_SCPProtocolError,
     PYSSH_EXC_SCPFileNotFoundError,
     PYSSH_EXC_SCPPermissionError,
+    PYSSH_EXC_SFTPError,
+    PYSSH_EXC_SFTPFileNotFoundError,
+    PYSSH_EXC_SFTPPermissionError,
+    PYSSH_EXC_SFTPFileExistsError,
+    PYSSH_EXC_SFTPIsADirectoryError,
+    PYSSH_EXC_SFTPNotADirectoryError,
     PYSSH_EXC_COUNT
 };
 
@@ -76,6 +82,7 @@ typedef struct {
     PyTypeObject *SessionType;
     PyTypeObject *ChannelType;
     PyTypeObject *TunnelType;
+    PyTypeObject *SFTPType;
     PyObject *exc[PYSSH_EXC_COUNT];
     PyObject *logger;            /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;
@@ -168,6 +175,10 @@ void pyssh_channel_release(ssh_channel chan, struct ssh_channel_callbacks_struct
 /* ---- tunnel.c: pyssh._ssh.Tunnel ------------------------------------------- */
 
 int pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st);
+
+/* ---- sftp.c: pyssh._ssh.SFTP ----------------------------------------------- */
+
+int pyssh_sftp_setup_type(PyObject *module, pyssh_state *st);
 
 /* ---- wait.c: the one blocking loop --------------------------------------- */
 

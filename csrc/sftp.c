@@ -1,0 +1,1062 @@
+/* pyssh._ssh.SFTP: pyssh's own SFTP (version 3) client over one channel.
+ *
+ * Not libssh's sftp_* functions: on a non-blocking session every one of them that
+ * waits for a reply fails at once, and its aio functions truncate requests when
+ * the window is short and lose the stream when a reply is half-read (libssh
+ * 0.11.5, sftp_common.c: sftp_packet_read; sftp_aio.c). Here the channel is
+ * driven like every other in pyssh: steps under the session lock with the GIL
+ * released, waits in the shared helper (wait.c).
+ *
+ * The C side does the framing (length, type, request id), matches replies to
+ * requests, and runs the two loops that move file data with many requests in
+ * flight: download() (READ requests, DATA written to a file descriptor at its
+ * offset) and upload() (file data sent in WRITE requests). Everything else
+ * (INIT's extensions, attributes, names, statuses to exceptions, the trees) is
+ * Python's (pyssh/_sftp.py), through request(): one request, its reply.
+ *
+ * Incoming data: the channel's data callback copies what arrives into `in`
+ * while this object's step holds the lock (from the decrypted packet, thanks to
+ * pyssh's libssh patch); frames are parsed there. Outgoing: requests are built
+ * in `out` and handed to ssh_channel_write() within the peer's window, the rest
+ * kept for the next step. */
+#include "pyssh.h"
+
+#include <errno.h>
+#include <string.h>
+#ifdef _WIN32
+#include <io.h>
+#else
+#include <unistd.h>
+#endif
+
+#define SSH_FXP_INIT 1
+#define SSH_FXP_VERSION 2
+#define SSH_FXP_READ 5
+#define SSH_FXP_WRITE 6
+#define SSH_FXP_STATUS 101
+#define SSH_FXP_DATA 103
+#define SSH_FX_OK 0
+#define SSH_FX_EOF 1
+
+#define IN_MAX (1024 * 1024 + 64)  /* the longest frame accepted from the server */
+#define INFLIGHT_MAX 64
+#define ROUNDS_MAX 256
+
+typedef struct {
+    PyObject_HEAD
+    SessionObject *session;        /* strong reference */
+    ssh_channel chan;
+    struct ssh_channel_callbacks_struct cb;
+    int opened, started;
+    int busy;
+    long pid;
+    uint32_t next_id;
+    /* touched with the session lock held */
+    int in_step;
+    uint32_t avail;                /* what libssh holds for the channel, not yet taken */
+    int remote_eof, remote_closed;
+    char *in;                      /* bytes received, frames not yet parsed */
+    size_t in_len;
+    char *out;                     /* requests not yet accepted by the channel */
+    size_t out_pos, out_len, out_cap;
+} SFTPObject;
+
+/* ---- libssh callbacks (lock held) ---------------------------------------------- */
+
+static int
+on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+{
+    (void)s; (void)c;
+    SFTPObject *self = ud;
+    if (is_stderr) {
+        return (int)len;           /* the subsystem's stderr: nothing to do with it */
+    }
+    uint32_t taken = 0;
+    if (self->in_step && self->in != NULL) {
+        size_t room = IN_MAX - self->in_len;
+        taken = len < room ? len : (uint32_t)room;
+        memcpy(self->in + self->in_len, data, taken);
+        self->in_len += taken;
+    }
+    self->avail = len - taken;
+    return (int)taken;
+}
+
+static void
+on_eof(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    ((SFTPObject *)ud)->remote_eof = 1;
+}
+
+static void
+on_close(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    SFTPObject *self = ud;
+    self->remote_eof = 1;
+    self->remote_closed = 1;
+}
+
+/* ---- bytes ------------------------------------------------------------------------- */
+
+static void
+put32(char *p, uint32_t v)
+{
+    p[0] = (char)(v >> 24);
+    p[1] = (char)(v >> 16);
+    p[2] = (char)(v >> 8);
+    p[3] = (char)v;
+}
+
+static uint32_t
+get32(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return ((uint32_t)u[0] << 24) | ((uint32_t)u[1] << 16) | ((uint32_t)u[2] << 8) | u[3];
+}
+
+static void
+put64(char *p, uint64_t v)
+{
+    put32(p, (uint32_t)(v >> 32));
+    put32(p + 4, (uint32_t)v);
+}
+
+/* Room for n more bytes in `out`. */
+static char *
+out_reserve(SFTPObject *self, size_t n)
+{
+    if (self->out_pos > 0 && self->out_pos == self->out_len) {
+        self->out_pos = self->out_len = 0;
+    }
+    if (self->out_len + n > self->out_cap) {
+        if (self->out_pos > 0) {
+            memmove(self->out, self->out + self->out_pos, self->out_len - self->out_pos);
+            self->out_len -= self->out_pos;
+            self->out_pos = 0;
+        }
+        if (self->out_len + n > self->out_cap) {
+            size_t cap = self->out_cap ? self->out_cap : 64 * 1024;
+            while (cap < self->out_len + n) {
+                cap *= 2;
+            }
+            char *p = realloc(self->out, cap);
+            if (p == NULL) {
+                return NULL;
+            }
+            self->out = p;
+            self->out_cap = cap;
+        }
+    }
+    char *p = self->out + self->out_len;
+    self->out_len += n;
+    return p;
+}
+
+/* Queue a request: type, id, then `body` (n bytes) and `tail` (m bytes). */
+static int
+out_request(SFTPObject *self, int type, uint32_t id, const char *body, size_t n,
+            const char *tail, size_t m)
+{
+    char *p = out_reserve(self, 9 + n + m);
+    if (p == NULL) {
+        return -1;
+    }
+    put32(p, (uint32_t)(5 + n + m));
+    p[4] = (char)type;
+    put32(p + 5, id);
+    if (n) {
+        memcpy(p + 9, body, n);
+    }
+    if (m) {
+        memcpy(p + 9 + n, tail, m);
+    }
+    return 0;
+}
+
+/* ---- one step's I/O ---------------------------------------------------------------- */
+
+/* Send what the window takes. Returns bytes sent, or -1. */
+static long
+flush_out(SFTPObject *self, ssh_session ssh)
+{
+    long sent = 0;
+    while (self->out_pos < self->out_len) {
+        if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+            break;
+        }
+        uint32_t window = ssh_channel_window_size(self->chan);
+        if (window == 0) {
+            break;
+        }
+        size_t n = self->out_len - self->out_pos;
+        if (n > window) {
+            n = window;
+        }
+        if (n > 256 * 1024) {
+            n = 256 * 1024;
+        }
+        int w = ssh_channel_write(self->chan, self->out + self->out_pos, (uint32_t)n);
+        if (w < 0) {
+            return -1;
+        }
+        if (w == 0) {
+            break;
+        }
+        self->out_pos += (size_t)w;
+        sent += w;
+    }
+    return sent;
+}
+
+/* Take what libssh holds for the channel (data that came in another thread's
+ * step, or that did not fit). */
+static int
+take_avail(SFTPObject *self)
+{
+    while (self->avail > 0 && self->in_len < IN_MAX) {
+        uint32_t want = self->avail;
+        if (want > IN_MAX - self->in_len) {
+            want = (uint32_t)(IN_MAX - self->in_len);
+        }
+        int n = ssh_channel_read_timeout(self->chan, self->in + self->in_len, want, 0, 0);
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            self->avail = 0;
+            break;
+        }
+        self->in_len += (size_t)n;
+        self->avail -= (uint32_t)n < self->avail ? (uint32_t)n : self->avail;
+    }
+    return 0;
+}
+
+/* ---- operations --------------------------------------------------------------------- */
+
+enum op_kind { OP_START, OP_REQUEST, OP_DOWNLOAD, OP_UPLOAD };
+
+typedef struct {
+    uint32_t id;
+    uint64_t offset;
+    uint32_t len;
+} pending;
+
+struct op {
+    SFTPObject *s;
+    enum op_kind kind;
+    int phase;                     /* OP_START: 0 open, 1 subsystem, 2 INIT sent */
+    const char *protocol_error;    /* the server broke the protocol: why */
+    int done;
+    /* OP_START / OP_REQUEST: the reply */
+    uint32_t want_id;
+    int reply_type;
+    char *reply;                   /* malloc'd payload after the id (VERSION: after the type) */
+    size_t reply_len;
+    /* transfers */
+    const char *handle;
+    size_t handle_len;
+    int fd;
+    uint64_t next_offset, end;     /* end: upload size; download: UINT64_MAX until EOF */
+    uint32_t chunk;
+    int inflight_max;
+    pending inflight[INFLIGHT_MAX];
+    int ninflight;
+    int eof;                       /* download: the server said EOF */
+    uint64_t moved;
+    int status;                    /* a failed status: its code, -1 none */
+    char status_msg[256];
+    int local_errno;
+    double next_progress;
+    char *buf;                     /* upload: file data to send */
+};
+
+static void
+op_status(struct op *o, const char *p, size_t n)
+{
+    /* STATUS after the id: code, message, language */
+    o->status = n >= 4 ? (int)get32(p) : 4;
+    o->status_msg[0] = '\0';
+    if (n >= 8) {
+        uint32_t ml = get32(p + 4);
+        if (ml <= n - 8) {
+            size_t k = ml < sizeof(o->status_msg) - 1 ? ml : sizeof(o->status_msg) - 1;
+            memcpy(o->status_msg, p + 8, k);
+            o->status_msg[k] = '\0';
+        }
+    }
+}
+
+static pending *
+find_pending(struct op *o, uint32_t id)
+{
+    for (int i = 0; i < o->ninflight; i++) {
+        if (o->inflight[i].id == id) {
+            return &o->inflight[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+drop_pending(struct op *o, pending *p)
+{
+    *p = o->inflight[--o->ninflight];
+}
+
+static int
+pwrite_all(int fd, const char *p, size_t n, uint64_t off)
+{
+    while (n > 0) {
+#ifdef _WIN32
+        if (_lseeki64(fd, (__int64)off, SEEK_SET) < 0) {
+            return errno;
+        }
+        int w = _write(fd, p, n > 0x40000000 ? 0x40000000 : (unsigned int)n);
+#else
+        ssize_t w = pwrite(fd, p, n, (off_t)off);
+#endif
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static long
+pread_some(int fd, char *p, size_t n, uint64_t off)
+{
+    for (;;) {
+#ifdef _WIN32
+        if (_lseeki64(fd, (__int64)off, SEEK_SET) < 0) {
+            return -1;
+        }
+        int r = _read(fd, p, n > 0x40000000 ? 0x40000000 : (unsigned int)n);
+#else
+        ssize_t r = pread(fd, p, n, (off_t)off);
+#endif
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        return (long)r;
+    }
+}
+
+/* One whole frame from the server. */
+static void
+handle_frame(struct op *o, int type, const char *p, size_t n)
+{
+    if (o->kind == OP_START) {
+        if (type != SSH_FXP_VERSION) {
+            o->protocol_error = "the server's first SFTP message was not VERSION";
+            return;
+        }
+        o->reply = malloc(n ? n : 1);
+        if (o->reply == NULL) {
+            o->protocol_error = "out of memory";
+            return;
+        }
+        memcpy(o->reply, p, n);
+        o->reply_len = n;
+        o->reply_type = type;
+        o->done = 1;
+        return;
+    }
+    if (n < 4) {
+        o->protocol_error = "an SFTP reply without a request id";
+        return;
+    }
+    uint32_t id = get32(p);
+    p += 4;
+    n -= 4;
+    if (o->kind == OP_REQUEST) {
+        if (id != o->want_id) {
+            o->protocol_error = "an SFTP reply to a request that was not made";
+            return;
+        }
+        o->reply = malloc(n ? n : 1);
+        if (o->reply == NULL) {
+            o->protocol_error = "out of memory";
+            return;
+        }
+        memcpy(o->reply, p, n);
+        o->reply_len = n;
+        o->reply_type = type;
+        o->done = 1;
+        return;
+    }
+    pending *q = find_pending(o, id);
+    if (q == NULL) {
+        o->protocol_error = "an SFTP reply to a request that was not made";
+        return;
+    }
+    if (o->kind == OP_DOWNLOAD) {
+        if (type == SSH_FXP_DATA) {
+            if (n < 4 || get32(p) > n - 4 || get32(p) > q->len) {
+                o->protocol_error = "an SFTP DATA reply longer than asked for, or cut short";
+                return;
+            }
+            uint32_t got = get32(p);
+            if (o->local_errno == 0 && o->status < 0) {
+                int e = pwrite_all(o->fd, p + 4, got, q->offset);
+                if (e != 0) {
+                    o->local_errno = e;
+                }
+            }
+            o->moved += got;
+            if (got < q->len && got > 0) {
+                /* a short read (a server limit): ask again for the rest */
+                q->offset += got;
+                q->len -= got;
+                q->id = o->s->next_id++;
+                char body[4 + 256 + 12];
+                size_t hl = o->handle_len;
+                put32(body, (uint32_t)hl);
+                memcpy(body + 4, o->handle, hl);
+                put64(body + 4 + hl, q->offset);
+                put32(body + 12 + hl, q->len);
+                if (out_request(o->s, SSH_FXP_READ, q->id, body, 16 + hl, NULL, 0) < 0) {
+                    o->protocol_error = "out of memory";
+                }
+                return;
+            }
+            if (got == 0) {
+                o->eof = 1;
+            }
+        }
+        else if (type == SSH_FXP_STATUS) {
+            int code = n >= 4 ? (int)get32(p) : 4;
+            if (code == SSH_FX_EOF) {
+                o->eof = 1;
+            }
+            else if (o->status < 0) {
+                op_status(o, p, n);
+            }
+        }
+        else {
+            o->protocol_error = "an unexpected reply to an SFTP READ";
+            return;
+        }
+        drop_pending(o, q);
+        return;
+    }
+    /* OP_UPLOAD */
+    if (type != SSH_FXP_STATUS) {
+        o->protocol_error = "an unexpected reply to an SFTP WRITE";
+        return;
+    }
+    int code = n >= 4 ? (int)get32(p) : 4;
+    if (code != SSH_FX_OK && o->status < 0) {
+        op_status(o, p, n);
+    }
+    else if (code == SSH_FX_OK) {
+        o->moved += q->len;
+    }
+    drop_pending(o, q);
+}
+
+/* Parse the whole frames in `in`. */
+static void
+parse_frames(struct op *o)
+{
+    SFTPObject *s = o->s;
+    size_t pos = 0;
+    while (!o->protocol_error && s->in_len - pos >= 5) {
+        uint32_t len = get32(s->in + pos);
+        if (len < 1 || len > IN_MAX - 4) {
+            o->protocol_error = "an SFTP message of an impossible length";
+            break;
+        }
+        if (s->in_len - pos - 4 < len) {
+            break;
+        }
+        handle_frame(o, (unsigned char)s->in[pos + 4], s->in + pos + 5, len - 1);
+        pos += 4 + (size_t)len;
+        if (o->done && (o->kind == OP_START || o->kind == OP_REQUEST)) {
+            break;
+        }
+    }
+    if (pos > 0) {
+        memmove(s->in, s->in + pos, s->in_len - pos);
+        s->in_len -= pos;
+    }
+}
+
+/* Issue READ or WRITE requests while there is room in flight. */
+static int
+issue(struct op *o)
+{
+    SFTPObject *s = o->s;
+    size_t hl = o->handle_len;
+    char body[4 + 256 + 12];
+    while (o->ninflight < o->inflight_max && o->status < 0 && o->local_errno == 0 &&
+           s->out_len - s->out_pos < (size_t)o->chunk * 2 + 1024) {
+        uint32_t len = o->chunk;
+        if (o->kind == OP_DOWNLOAD) {
+            if (o->eof) {
+                break;
+            }
+        }
+        else {
+            if (o->next_offset >= o->end) {
+                break;
+            }
+            if (o->end - o->next_offset < len) {
+                len = (uint32_t)(o->end - o->next_offset);
+            }
+            long r = pread_some(o->fd, o->buf, len, o->next_offset);
+            if (r < 0) {
+                o->local_errno = errno;
+                break;
+            }
+            if (r == 0) {
+                o->local_errno = -1;   /* the file is shorter than it was */
+                break;
+            }
+            len = (uint32_t)r;
+        }
+        pending *q = &o->inflight[o->ninflight++];
+        q->id = s->next_id++;
+        q->offset = o->next_offset;
+        q->len = len;
+        put32(body, (uint32_t)hl);
+        memcpy(body + 4, o->handle, hl);
+        put64(body + 4 + hl, q->offset);
+        int rc;
+        if (o->kind == OP_DOWNLOAD) {
+            put32(body + 12 + hl, len);
+            rc = out_request(s, SSH_FXP_READ, q->id, body, 16 + hl, NULL, 0);
+        }
+        else {
+            put32(body + 12 + hl, len);
+            rc = out_request(s, SSH_FXP_WRITE, q->id, body, 16 + hl, o->buf, len);
+        }
+        if (rc < 0) {
+            return -1;
+        }
+        o->next_offset += len;
+    }
+    return 0;
+}
+
+static int
+op_finished(struct op *o)
+{
+    if (o->kind == OP_START || o->kind == OP_REQUEST) {
+        return o->done;
+    }
+    if (o->ninflight > 0) {
+        return 0;
+    }
+    if (o->status >= 0 || o->local_errno != 0) {
+        return 1;
+    }
+    return o->kind == OP_DOWNLOAD ? o->eof : o->next_offset >= o->end;
+}
+
+static int step_locked(ssh_session ssh, struct op *o);
+
+static int
+sftp_step(ssh_session ssh, void *p)
+{
+    struct op *o = p;
+    o->s->in_step = 1;
+    int rc = step_locked(ssh, o);
+    o->s->in_step = 0;
+    return rc;
+}
+
+static int
+step_locked(ssh_session ssh, struct op *o)
+{
+    SFTPObject *s = o->s;
+    if (o->kind == OP_START && o->phase < 2) {
+        int rc;
+        if (o->phase == 0) {
+            rc = ssh_channel_open_session(s->chan);
+            if (rc == SSH_AGAIN) {
+                return PYSSH_AGAIN;
+            }
+            if (rc != SSH_OK) {
+                return PYSSH_FAILED;
+            }
+            s->opened = 1;
+            o->phase = 1;
+        }
+        rc = ssh_channel_request_subsystem(s->chan, "sftp");
+        if (rc == SSH_AGAIN) {
+            return PYSSH_AGAIN;
+        }
+        if (rc != SSH_OK) {
+            o->protocol_error = "the server has no SFTP subsystem (sshd_config: Subsystem sftp)";
+            return 0;
+        }
+        o->phase = 2;
+        char *q = out_reserve(s, 9);
+        if (q == NULL) {
+            return PYSSH_FAILED;
+        }
+        put32(q, 5);
+        q[4] = SSH_FXP_INIT;
+        put32(q + 5, 3);
+    }
+    for (int round = 0; round < ROUNDS_MAX; round++) {
+        if (take_avail(s) < 0) {
+            return PYSSH_FAILED;
+        }
+        parse_frames(o);
+        if (o->protocol_error) {
+            return 0;
+        }
+        if ((o->kind == OP_DOWNLOAD || o->kind == OP_UPLOAD) && issue(o) < 0) {
+            return PYSSH_FAILED;
+        }
+        if (flush_out(s, ssh) < 0) {
+            return PYSSH_FAILED;
+        }
+        if (op_finished(o)) {
+            return 0;
+        }
+        if (o->next_progress > 0 && pyssh_monotonic() >= o->next_progress) {
+            return 0;
+        }
+        if (s->remote_closed || (s->remote_eof && s->avail == 0)) {
+            o->protocol_error = "the server closed the SFTP channel";
+            return 0;
+        }
+        int rc = pyssh_read_socket_once(s->session, ssh);
+        if (rc == PYSSH_FAILED) {
+            return PYSSH_FAILED;
+        }
+        if (rc == SSH_AGAIN) {
+            /* the socket is idle: what arrived is in `in` or counted in avail */
+            if (take_avail(s) < 0) {
+                return PYSSH_FAILED;
+            }
+            parse_frames(o);
+            if (o->protocol_error || op_finished(o)) {
+                return 0;
+            }
+            return PYSSH_AGAIN;
+        }
+    }
+    return PYSSH_AGAIN;
+}
+
+/* ---- lifetime ----------------------------------------------------------------------- */
+
+static PyObject *
+sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"session", NULL};
+    PyObject *session;
+    pyssh_state *st = pyssh_state_from_type(type);
+    if (st == NULL) {
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:SFTP", kwlist, st->SessionType, &session)) {
+        return NULL;
+    }
+    SFTPObject *self = (SFTPObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->session = (SessionObject *)Py_NewRef(session);
+    self->pid = pyssh_getpid();
+    self->next_id = 1;
+    ssh_callbacks_init(&self->cb);
+    self->cb.userdata = self;
+    self->cb.channel_data_function = on_data;
+    self->cb.channel_eof_function = on_eof;
+    self->cb.channel_close_function = on_close;
+    self->in = malloc(IN_MAX);
+    if (self->in == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void
+sftp_close_impl(SFTPObject *self, int emit_logs)
+{
+    ssh_channel chan = self->chan;
+    if (chan == NULL) {
+        return;
+    }
+    self->chan = NULL;
+    SessionObject *s = self->session;
+    pyssh_logmsg *logs = NULL;
+    int forked = self->pid != pyssh_getpid();
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (s->ssh != NULL && !forked) {
+        pyssh_log_attach(s);
+        pyssh_channel_release(chan, &self->cb, self->opened, self->remote_closed);
+        logs = pyssh_log_take(s);
+    }
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS
+    pyssh_log_finish(s, logs, emit_logs);
+}
+
+static void
+sftp_dealloc(SFTPObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    sftp_close_impl(self, 0);
+    Py_CLEAR(self->session);
+    free(self->in);
+    free(self->out);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int
+usable(SFTPObject *self, int need_started)
+{
+    pyssh_state *st = self->session->state;
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this SFTP channel is in use by another thread: "
+                        "give each thread its own (session.sftp())");
+        return -1;
+    }
+    if (self->session->ssh == NULL) {
+        pyssh_raise(st, PYSSH_EXC_SessionClosedError,
+                    "the session is closed: connect again with pyssh.connect()");
+        return -1;
+    }
+    if (need_started && (!self->started || self->chan == NULL)) {
+        pyssh_raise(st, PYSSH_EXC_SFTPError, "the SFTP channel is %s",
+                    self->chan == NULL && self->started ? "closed" : "not started");
+        return -1;
+    }
+    return 0;
+}
+
+/* Run an operation to its end; the result's exception on failure. */
+static int
+run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const char *what)
+{
+    pyssh_state *st = self->session->state;
+    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
+    int rc = 0;
+    if (progress != NULL && progress != Py_None) {
+        o->next_progress = pyssh_monotonic() + 0.25;
+    }
+    self->busy = 1;
+    for (;;) {
+        double left = -1;
+        if (timeout >= 0) {
+            left = deadline - pyssh_monotonic();
+            if (left <= 0) {
+                pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %g seconds",
+                            what, timeout);
+                rc = -1;
+                break;
+            }
+        }
+        if (pyssh_wait(self->session, sftp_step, o, left, PYSSH_EXC_SFTPError, what) < 0) {
+            rc = -1;
+            break;
+        }
+        if (o->protocol_error) {
+            pyssh_raise(st, PYSSH_EXC_SFTPError, "%s: %s", what, o->protocol_error);
+            rc = -1;
+            break;
+        }
+        int finished = op_finished(o);
+        if (o->next_progress > 0 && (finished || pyssh_monotonic() >= o->next_progress)) {
+            o->next_progress = pyssh_monotonic() + 0.25;
+            PyObject *r = PyObject_CallFunction(progress, "K", (unsigned long long)o->moved);
+            if (r == NULL) {
+                rc = -1;
+                break;
+            }
+            Py_DECREF(r);
+        }
+        if (finished) {
+            break;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            rc = -1;
+            break;
+        }
+    }
+    self->busy = 0;
+    if (rc < 0 && (o->kind == OP_DOWNLOAD || o->kind == OP_UPLOAD || o->kind == OP_REQUEST)) {
+        /* replies still due would be taken for the next operation's: this channel
+         * cannot be trusted any more */
+        sftp_close_impl(self, 1);
+    }
+    return rc;
+}
+
+/* ---- methods -------------------------------------------------------------------------- */
+
+static double
+timeout_of(PyObject *obj)
+{
+    if (obj == Py_None) {
+        return -1;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1 && PyErr_Occurred()) {
+        return -2;
+    }
+    return t < 0 ? 0 : t;
+}
+
+PyDoc_STRVAR(start_doc,
+"start($self, /, timeout=None)\n--\n\n"
+"Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
+"Returns the VERSION message after its type: version, then extension pairs.");
+
+static PyObject *
+sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *tobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &tobj)) {
+        return NULL;
+    }
+    double timeout = timeout_of(tobj);
+    if (timeout == -2 || usable(self, 0) < 0) {
+        return NULL;
+    }
+    if (self->started) {
+        PyErr_SetString(PyExc_RuntimeError, "the SFTP channel is already started");
+        return NULL;
+    }
+    /* the channel is made under the lock */
+    pyssh_lock(self->session);
+    if (self->session->ssh != NULL) {
+        self->chan = ssh_channel_new(self->session->ssh);
+        if (self->chan != NULL) {
+            ssh_add_channel_callbacks(self->chan, &self->cb);
+        }
+    }
+    pyssh_unlock(self->session);
+    if (self->chan == NULL) {
+        return pyssh_raise(self->session->state, PYSSH_EXC_SFTPError,
+                           "could not make a channel for SFTP");
+    }
+    self->started = 1;
+    struct op o;
+    memset(&o, 0, sizeof(o));
+    o.s = self;
+    o.kind = OP_START;
+    o.status = -1;
+    int rc = run_op(self, &o, timeout, NULL, "starting SFTP");
+    if (rc < 0) {
+        free(o.reply);
+        sftp_close_impl(self, 1);
+        return NULL;
+    }
+    PyObject *r = PyBytes_FromStringAndSize(o.reply, (Py_ssize_t)o.reply_len);
+    free(o.reply);
+    return r;
+}
+
+PyDoc_STRVAR(request_doc,
+"request($self, type, payload, /, timeout=None)\n--\n\n"
+"Send one request (type, a fresh id, payload) and wait for its reply.\n"
+"Returns (reply_type, reply_payload after the id).");
+
+static PyObject *
+sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"type", "payload", "timeout", NULL};
+    int type;
+    Py_buffer payload;
+    PyObject *tobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iy*|O:request", kwlist, &type, &payload,
+                                     &tobj)) {
+        return NULL;
+    }
+    double timeout = timeout_of(tobj);
+    if (timeout == -2 || usable(self, 1) < 0) {
+        PyBuffer_Release(&payload);
+        return NULL;
+    }
+    struct op o;
+    memset(&o, 0, sizeof(o));
+    o.s = self;
+    o.kind = OP_REQUEST;
+    o.status = -1;
+    pyssh_lock(self->session);
+    o.want_id = self->next_id++;
+    int qrc = out_request(self, type, o.want_id, payload.buf, (size_t)payload.len, NULL, 0);
+    pyssh_unlock(self->session);
+    PyBuffer_Release(&payload);
+    if (qrc < 0) {
+        return PyErr_NoMemory();
+    }
+    if (run_op(self, &o, timeout, NULL, "an SFTP request") < 0) {
+        free(o.reply);
+        return NULL;
+    }
+    PyObject *r = Py_BuildValue("(iy#)", o.reply_type, o.reply, (Py_ssize_t)o.reply_len);
+    free(o.reply);
+    return r;
+}
+
+/* download()/upload(): the end, as a tuple (bytes moved, status code or -1,
+ * status message, local errno or 0; -1: the file ended early). */
+static PyObject *
+transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
+{
+    static char *kwlist[] = {"handle", "fd", "offset", "size", "progress", "timeout",
+                             "inflight", "chunk", NULL};
+    Py_buffer handle;
+    int fd;
+    unsigned long long offset, size;
+    PyObject *progress = Py_None, *tobj = Py_None;
+    int inflight = 16;
+    unsigned int chunk = 32768;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OOiI:transfer", kwlist, &handle, &fd,
+                                     &offset, &size, &progress, &tobj, &inflight, &chunk)) {
+        return NULL;
+    }
+    double timeout = timeout_of(tobj);
+    if (timeout == -2 || usable(self, 1) < 0) {
+        PyBuffer_Release(&handle);
+        return NULL;
+    }
+    if (handle.len > 256 || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
+        chunk > 1024 * 1024) {
+        PyBuffer_Release(&handle);
+        PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
+        return NULL;
+    }
+    struct op o;
+    memset(&o, 0, sizeof(o));
+    o.s = self;
+    o.kind = kind;
+    o.status = -1;
+    o.handle = handle.buf;
+    o.handle_len = (size_t)handle.len;
+    o.fd = fd;
+    o.next_offset = offset;
+    o.end = kind == OP_UPLOAD ? offset + size : UINT64_MAX;
+    o.chunk = chunk;
+    o.inflight_max = inflight;
+    if (kind == OP_UPLOAD && (o.buf = malloc(chunk)) == NULL) {
+        PyBuffer_Release(&handle);
+        return PyErr_NoMemory();
+    }
+    int rc = run_op(self, &o, timeout, progress,
+                    kind == OP_DOWNLOAD ? "SFTP download" : "SFTP upload");
+    free(o.buf);
+    PyBuffer_Release(&handle);
+    if (rc < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(Kisi)", (unsigned long long)o.moved, o.status, o.status_msg,
+                         o.local_errno);
+}
+
+PyDoc_STRVAR(download_doc,
+"download($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
+"         chunk=32768)\n--\n\n"
+"Read the open remote file `handle` from `offset` to its end into the local file\n"
+"descriptor `fd` (at the same offsets), `inflight` READ requests of `chunk` bytes at\n"
+"a time. `size` is ignored. progress(bytes) is called a few times a second.\n"
+"Returns (bytes, status code or -1, status message, local errno or 0).");
+
+static PyObject *
+sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    return transfer(self, args, kwds, OP_DOWNLOAD);
+}
+
+PyDoc_STRVAR(upload_doc,
+"upload($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
+"       chunk=32768)\n--\n\n"
+"Write `size` bytes of the local file descriptor `fd` from `offset` into the open\n"
+"remote file `handle` at the same offsets, `inflight` WRITE requests at a time.\n"
+"Returns (bytes acknowledged, status code or -1, status message, local errno, -1\n"
+"when the local file ended early, or 0).");
+
+static PyObject *
+sftp_upload(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    return transfer(self, args, kwds, OP_UPLOAD);
+}
+
+PyDoc_STRVAR(close_doc,
+"close($self, /)\n--\n\n"
+"Close the channel (the server's sftp process ends). Safe to call more than once.");
+
+static PyObject *
+sftp_close(SFTPObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this SFTP channel is in use by another thread");
+        return NULL;
+    }
+    sftp_close_impl(self, 1);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sftp_get_closed(SFTPObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->chan == NULL || self->session->ssh == NULL);
+}
+
+static PyMethodDef sftp_methods[] = {
+    {"start", (PyCFunction)(void (*)(void))sftp_start, METH_VARARGS | METH_KEYWORDS, start_doc},
+    {"request", (PyCFunction)(void (*)(void))sftp_request, METH_VARARGS | METH_KEYWORDS,
+     request_doc},
+    {"download", (PyCFunction)(void (*)(void))sftp_download, METH_VARARGS | METH_KEYWORDS,
+     download_doc},
+    {"upload", (PyCFunction)(void (*)(void))sftp_upload, METH_VARARGS | METH_KEYWORDS,
+     upload_doc},
+    {"close", (PyCFunction)sftp_close, METH_NOARGS, close_doc},
+    {NULL, NULL, 0, NULL}
+};
+
+static PyGetSetDef sftp_getset[] = {
+    {"closed", (getter)sftp_get_closed, NULL, "True once the channel is closed.", NULL},
+    {NULL, NULL, NULL, NULL, NULL}
+};
+
+PyDoc_STRVAR(sftp_doc,
+"SFTP(session)\n--\n\n"
+"One SFTP channel on `session`. Internal: use Session.sftp().");
+
+static PyType_Slot sftp_slots[] = {
+    {Py_tp_new, sftp_new},
+    {Py_tp_dealloc, sftp_dealloc},
+    {Py_tp_methods, sftp_methods},
+    {Py_tp_getset, sftp_getset},
+    {Py_tp_doc, (void *)sftp_doc},
+    {0, NULL}
+};
+
+static PyType_Spec sftp_spec = {
+    .name = "pyssh._ssh.SFTP",
+    .basicsize = sizeof(SFTPObject),
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = sftp_slots,
+};
+
+int
+pyssh_sftp_setup_type(PyObject *module, pyssh_state *st)
+{
+    st->SFTPType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sftp_spec, NULL);
+    if (st->SFTPType == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, st->SFTPType);
+}
