@@ -11,8 +11,11 @@ from ._exec import DEFAULT as _DEFAULT
 from ._exec import ExecResult
 from .errors import (AuthenticationError, CommandError, ConnectError, HostKeyError,
                      HostKeyMismatchError, PrivateKeyError, SCPError, SCPFileNotFoundError,
-                     SCPPermissionError, SCPProtocolError, SessionClosedError, SSHError,
-                     SSHTimeoutError, UnknownHostKeyError)
+                     SCPPermissionError, SCPProtocolError, SessionClosedError, SFTPError,
+                     SFTPFileExistsError, SFTPFileNotFoundError, SFTPIsADirectoryError,
+                     SFTPNotADirectoryError, SFTPPermissionError, SSHError, SSHTimeoutError,
+                     UnknownHostKeyError)
+from ._sftp import SFTP, SFTPAttributes
 from ._tunnel import Tunnel, TunnelStats
 from .session import Session, connect, parse_host
 
@@ -20,7 +23,9 @@ __all__ = [
     "__version__", "connect", "Session", "parse_host", "libssh_version",
     "ssh_connect", "ssh_disconnect", "ssh_info", "ssh_session_info",
     "ExecResult", "ssh_exec_wait", "ssh_exec_internal", "scp_upload", "scp_download",
-    "Tunnel", "TunnelStats", "ssh_tunnel",
+    "Tunnel", "TunnelStats", "ssh_tunnel", "SFTP", "SFTPAttributes",
+    "SFTPError", "SFTPFileNotFoundError", "SFTPPermissionError", "SFTPFileExistsError",
+    "SFTPIsADirectoryError", "SFTPNotADirectoryError",
     "SSHError", "CommandError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
     "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
     "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",

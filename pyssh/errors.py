@@ -20,6 +20,12 @@ SCPError = _ssh.SCPError
 SCPProtocolError = _ssh.SCPProtocolError
 SCPFileNotFoundError = _ssh.SCPFileNotFoundError
 SCPPermissionError = _ssh.SCPPermissionError
+SFTPError = _ssh.SFTPError
+SFTPFileNotFoundError = _ssh.SFTPFileNotFoundError
+SFTPPermissionError = _ssh.SFTPPermissionError
+SFTPFileExistsError = _ssh.SFTPFileExistsError
+SFTPIsADirectoryError = _ssh.SFTPIsADirectoryError
+SFTPNotADirectoryError = _ssh.SFTPNotADirectoryError
 
 
 SSHError.__doc__ = """Base class of every pyssh error; an OSError, so ``except OSError`` catches
@@ -50,6 +56,8 @@ __all__ = [
     "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
     "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
     "CommandError", "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
+    "SFTPError", "SFTPFileNotFoundError", "SFTPPermissionError", "SFTPFileExistsError",
+    "SFTPIsADirectoryError", "SFTPNotADirectoryError",
 ]
 SCPError.__doc__ = """An SCP transfer failed on the server's side (a missing file, a permission
 error, no scp on the server). ``.filename`` is the path; ``.server_message`` what the server's
@@ -61,3 +69,13 @@ SCPFileNotFoundError.__doc__ = """SCPError where the server says the file does n
 FileNotFoundError."""
 SCPPermissionError.__doc__ = """SCPError where the server says permission is denied; also a
 PermissionError."""
+SFTPError.__doc__ = """An SFTP operation failed: the server's status (``.errno`` is the closest
+errno, ``.filename`` the path, ``.filename2`` the second path of a rename or symlink), or
+a broken SFTP stream (the channel is then closed)."""
+SFTPFileNotFoundError.__doc__ = """SFTPError for a path that does not exist; also a FileNotFoundError."""
+SFTPPermissionError.__doc__ = """SFTPError for a refused operation; also a PermissionError."""
+SFTPFileExistsError.__doc__ = """SFTPError for a path that already exists; also a FileExistsError."""
+SFTPIsADirectoryError.__doc__ = """SFTPError for a directory where a file was needed; also an
+IsADirectoryError."""
+SFTPNotADirectoryError.__doc__ = """SFTPError for a file where a directory was needed; also a
+NotADirectoryError."""

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
-from . import _config, _exec, _scp, _ssh, _tunnel
+from . import _config, _exec, _scp, _sftp, _ssh, _tunnel
 from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
                      PrivateKeyError, SessionClosedError, SSHTimeoutError, UnknownHostKeyError)
 
@@ -317,6 +317,31 @@ class Session(_ssh.Session):
         :class:`SCPProtocolError`. ``verbose`` prints ``<size> <path>`` per file on
         stderr. Returns the local paths written (the top level)."""
         return _scp.download(self, files, to, verbose, progress, preserve)
+
+    # ---- SFTP
+    def sftp(self, *, timeout: Optional[float] = None) -> _sftp.SFTP:
+        """Open an SFTP channel: a :class:`pyssh.SFTP` for transfers and remote file
+        operations (a context manager; several may be open on one session, one per
+        thread). ``timeout`` applies to each operation. Raises
+        :class:`pyssh.SFTPError` when the server has no SFTP subsystem."""
+        self._check_usable()
+        return _sftp.SFTP(self, timeout)
+
+    def sftp_upload(self, files: Any, to: Any = ".", *, verbose: bool = True,
+                    progress: Optional[Callable[[str, int, int], Any]] = None,
+                    preserve: bool = False, resume: bool = False) -> List[str]:
+        """:meth:`scp_upload` over SFTP (one SFTP channel, opened and closed)."""
+        with self.sftp() as s:
+            return s.upload(files, to, verbose=verbose, progress=progress, preserve=preserve,
+                            resume=resume)
+
+    def sftp_download(self, files: Any, to: Any = ".", *, verbose: bool = True,
+                      progress: Optional[Callable[[str, int, int], Any]] = None,
+                      preserve: bool = False, resume: bool = False) -> List[str]:
+        """:meth:`scp_download` over SFTP (one SFTP channel, opened and closed)."""
+        with self.sftp() as s:
+            return s.download(files, to, verbose=verbose, progress=progress,
+                              preserve=preserve, resume=resume)
 
     # ---- tunnels
     def tunnel(self, port: int = 5555, target: Optional[_tunnel.Target] = None, *,
