@@ -390,7 +390,8 @@ class SFTP:
         try:
             self._status(RMDIR, _str(_path(path)), "rmdir", spath)
         except SFTPError as e:
-            if type(e) is SFTPError:
+            # OpenSSH says "no such file" for ENOTDIR and "failure" for ENOTEMPTY
+            if type(e) in (SFTPError, SFTPFileNotFoundError):
                 try:
                     st = self.lstat(path)
                 except SFTPError:
@@ -472,9 +473,10 @@ class SFTP:
         """Like ``os.walk`` (top-down; symlinks to directories are not followed):
         yields (dirpath, dirnames, filenames)."""
         top = os.fspath(top)
-        dirs, files = [], []
+        dirs: List[str] = []
+        files: List[str] = []
         for a in self.listdir_attr(top):
-            (dirs if a.is_dir() else files).append(a.filename)
+            (dirs if a.is_dir() else files).append(a.filename or "")
         yield top, dirs, files
         for d in dirs:
             yield from self.walk(posixpath.join(top, d))

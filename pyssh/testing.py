@@ -64,12 +64,14 @@ class SSHServer:
 
     Options: ``password_auth`` and ``kbdint_auth`` enable those methods (they need
     PAM and so root: as another user sshd can only check keys); ``host_key_type``;
+    ``sftp=False`` leaves out the SFTP subsystem (a server with SCP only);
     ``extra_config``: more sshd_config lines.
     """
 
     def __init__(self, *, password_auth: bool = False, kbdint_auth: bool = False,
                  host_key_type: str = "ed25519", extra_config: Optional[List[str]] = None,
-                 start_timeout: float = 15.0):
+                 start_timeout: float = 15.0, sftp: bool = True):
+        self.sftp = sftp
         self.password_auth = password_auth
         self.kbdint_auth = kbdint_auth
         self.host_key_type = host_key_type
@@ -158,7 +160,7 @@ class SSHServer:
             "X11Forwarding no",
             "PrintMotd no",
             "AcceptEnv LANG LC_* PYSSH_*",
-            "Subsystem sftp internal-sftp",
+        ] + (["Subsystem sftp internal-sftp"] if self.sftp else []) + [
             "MaxStartups 100:30:200",
             "MaxSessions 100",
             "LoginGraceTime 30",

@@ -1,0 +1,331 @@
+"""SFTP against the real sshd (its internal-sftp subsystem). The server runs on
+this machine, so remote paths are local paths the tests can check directly."""
+import errno
+import hashlib
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import pyssh
+from pyssh.testing import SSHServer
+
+
+@pytest.fixture
+def session(server):
+    with server.connect() as s:
+        yield s
+
+
+@pytest.fixture
+def sftp(session):
+    with session.sftp(timeout=60) as f:
+        yield f
+
+
+@pytest.fixture
+def area(tmp_path):
+    os.chmod(tmp_path, 0o755)
+    out = {}
+    for name in ("local", "remote", "back"):
+        (tmp_path / name).mkdir()
+        out[name] = tmp_path / name
+    return out
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---- transfers -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 20) + 1, 100 << 20])
+def test_round_trip_sizes(sftp, area, size):
+    src = area["local"] / "f.bin"
+    with open(src, "wb") as f:
+        f.write(os.urandom(size))
+    os.chmod(src, 0o640)
+    remote = str(area["remote"] / "f.bin")
+    assert sftp.put(src, remote) == size
+    assert sha(remote) == sha(src) and stat.S_IMODE(os.stat(remote).st_mode) == 0o640
+    assert sftp.get(remote, area["back"] / "f.bin") == size
+    assert sha(area["back"] / "f.bin") == sha(src)
+    assert stat.S_IMODE(os.stat(area["back"] / "f.bin").st_mode) == 0o640
+    assert os.listdir(area["back"]) == ["f.bin"]          # no temporary file left
+
+
+def test_trees_hidden_files_modes_times_unicode(session, area):
+    tree = area["local"] / "tree"
+    (tree / ".hidden" / "sub").mkdir(parents=True)
+    (tree / "empty").mkdir()
+    (tree / "héllo wörld ✓.txt").write_bytes(b"unicode")
+    (tree / ".dotfile").write_bytes(b"dot")
+    (tree / ".hidden" / "sub" / "deep.bin").write_bytes(os.urandom(300000))
+    os.chmod(tree / ".dotfile", 0o600)
+    os.chmod(tree / "empty", 0o750)
+    os.utime(tree / ".dotfile", (1_000_000_000, 1_100_000_000))
+    written = session.sftp_upload(tree, to=str(area["remote"]), verbose=False, preserve=True)
+    assert written == [f"{area['remote']}/tree"]
+    got = session.sftp_download(str(area["remote"] / "tree"), to=area["back"], verbose=False,
+                                preserve=True)
+    assert got == [str(area["back"] / "tree")]
+    for root in (area["remote"] / "tree", area["back"] / "tree"):
+        assert sorted(os.listdir(root)) == sorted(os.listdir(tree))
+        assert (root / "héllo wörld ✓.txt").read_bytes() == b"unicode"
+        assert sha(root / ".hidden" / "sub" / "deep.bin") == sha(tree / ".hidden" / "sub" / "deep.bin")
+        assert stat.S_IMODE(os.stat(root / ".dotfile").st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(root / "empty").st_mode) == 0o750
+        assert os.stat(root / ".dotfile").st_mtime == 1_100_000_000
+        assert os.listdir(root / "empty") == []
+
+
+def test_progress_and_verbose(sftp, area, capsys):
+    src = area["local"] / "p.bin"
+    src.write_bytes(os.urandom(5 << 20))
+    calls = []
+    sftp.upload(src, to=str(area["remote"]), progress=lambda *a: calls.append(a))
+    assert calls[-1] == (str(src), 5 << 20, 5 << 20)
+    assert "[100%]" in capsys.readouterr().err
+    calls.clear()
+    sftp.download(str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a))
+    assert calls[-1] == (str(area["back"] / "p.bin"), 5 << 20, 5 << 20)
+    assert f"{5 << 20:>10} {area['back'] / 'p.bin'}" in capsys.readouterr().err
+
+
+def test_resume_download_and_upload(sftp, area):
+    data = os.urandom(3 << 20)
+    remote = area["remote"] / "r.bin"
+    remote.write_bytes(data)
+    local = area["back"] / "r.bin"
+    local.write_bytes(data[:1234567])                     # an interrupted download
+    assert sftp.get(str(remote), local, resume=True) == len(data) - 1234567
+    assert local.read_bytes() == data
+    src = area["local"] / "u.bin"
+    src.write_bytes(data)
+    (area["remote"] / "u.bin").write_bytes(data[:777])    # an interrupted upload
+    assert sftp.put(src, str(area["remote"] / "u.bin"), resume=True) == len(data) - 777
+    assert (area["remote"] / "u.bin").read_bytes() == data
+    local.write_bytes(data + b"longer")
+    with pytest.raises(pyssh.SFTPError, match="longer than the remote"):
+        sftp.get(str(remote), local, resume=True)
+
+
+def test_download_failure_leaves_old_file(sftp, area):
+    (area["back"] / "gone.bin").write_bytes(b"old good")
+    with pytest.raises(FileNotFoundError):
+        sftp.get(str(area["remote"] / "gone.bin"), area["back"] / "gone.bin")
+    assert os.listdir(area["back"]) == ["gone.bin"]
+    assert (area["back"] / "gone.bin").read_bytes() == b"old good"
+
+
+# ---- file operations ---------------------------------------------------------------------
+
+def test_file_operations(sftp, area):
+    r = area["remote"]
+    sftp.mkdir(str(r / "d"), 0o755)
+    assert sftp.realpath(f"{r}/./d/..") == str(r)
+    assert sftp.is_dir(str(r / "d")) and not sftp.is_file(str(r / "d"))
+    sftp.makedirs(str(r / "a" / "b" / "c"))
+    sftp.makedirs(str(r / "a" / "b"), exist_ok=True)
+    assert os.path.isdir(r / "a" / "b" / "c")
+    (r / "f.txt").write_bytes(b"12345")
+    st = sftp.stat(str(r / "f.txt"))
+    assert st.st_size == 5 and st.is_file() and st.st_mtime == int(os.stat(r / "f.txt").st_mtime)
+    sftp.chmod(str(r / "f.txt"), 0o604)
+    assert stat.S_IMODE(os.stat(r / "f.txt").st_mode) == 0o604
+    sftp.utime(str(r / "f.txt"), (100, 200))
+    assert os.stat(r / "f.txt").st_mtime == 200 and os.stat(r / "f.txt").st_atime == 100
+    sftp.symlink("f.txt", str(r / "link"))
+    assert os.readlink(r / "link") == "f.txt" and sftp.readlink(str(r / "link")) == "f.txt"
+    assert sftp.lstat(str(r / "link")).is_symlink() and sftp.stat(str(r / "link")).is_file()
+    assert sftp.listdir(str(r)) == sorted(os.listdir(r))
+    names = {a.filename: a for a in sftp.scandir(str(r))}
+    assert names["d"].is_dir() and names["f.txt"].st_size == 5 and names["link"].is_symlink()
+    (r / "g.txt").write_bytes(b"other")
+    sftp.rename(str(r / "f.txt"), str(r / "g.txt"))        # replaces, like os.replace
+    assert (r / "g.txt").read_bytes() == b"12345" and not (r / "f.txt").exists()
+    sftp.remove(str(r / "g.txt"))
+    sftp.rmdir(str(r / "d"))
+    assert not (r / "g.txt").exists() and not (r / "d").exists()
+    assert sftp.exists(str(r / "a")) and not sftp.exists(str(r / "nope"))
+    assert list(sftp.walk(str(r / "a"))) == [(str(r / "a"), ["b"], []),
+                                             (str(r / "a" / "b"), ["c"], []),
+                                             (str(r / "a" / "b" / "c"), [], [])]
+    v = sftp.statvfs(str(r))
+    assert v.f_bsize == os.statvfs(r).f_bsize and v.f_blocks == os.statvfs(r).f_blocks
+
+
+def test_error_mapping(sftp, area):
+    r = area["remote"]
+    (r / "file").write_bytes(b"x")
+    (r / "full").mkdir()
+    (r / "full" / "x").write_bytes(b"x")
+    cases = [
+        (lambda: sftp.stat(str(r / "nope")), pyssh.SFTPFileNotFoundError, FileNotFoundError),
+        (lambda: sftp.listdir(str(r / "nope")), pyssh.SFTPFileNotFoundError, FileNotFoundError),
+        (lambda: sftp.remove(str(r / "nope")), pyssh.SFTPFileNotFoundError, FileNotFoundError),
+        (lambda: sftp.mkdir(str(r / "file")), pyssh.SFTPFileExistsError, FileExistsError),
+        (lambda: sftp.makedirs(str(r / "full")), pyssh.SFTPFileExistsError, FileExistsError),
+        (lambda: sftp.listdir(str(r / "file")), pyssh.SFTPNotADirectoryError, NotADirectoryError),
+        (lambda: sftp.rmdir(str(r / "file")), pyssh.SFTPNotADirectoryError, NotADirectoryError),
+        (lambda: sftp.remove(str(r / "full")), pyssh.SFTPIsADirectoryError, IsADirectoryError),
+        (lambda: sftp.get(str(r / "full"), area["back"] / "x"), pyssh.SFTPIsADirectoryError,
+         IsADirectoryError),
+        (lambda: sftp.rmdir(str(r / "full")), pyssh.SFTPError, OSError),
+    ]
+    if os.geteuid() != 0:
+        (r / "locked").mkdir(mode=0o000)
+        cases.append((lambda: sftp.listdir(str(r / "locked")), pyssh.SFTPPermissionError,
+                      PermissionError))
+    for call, cls, builtin in cases:
+        with pytest.raises(cls) as e:
+            call()
+        assert isinstance(e.value, builtin) and isinstance(e.value, pyssh.SSHError)
+        assert e.value.filename and str(r) in e.value.filename
+    with pytest.raises(pyssh.SFTPError) as e:
+        sftp.rmdir(str(r / "full"))
+    assert e.value.errno == errno.ENOTEMPTY
+    assert sftp.listdir(str(r / "full")) == ["x"]          # the channel is still fine
+
+
+def test_permission_denied_as_a_plain_user(server, plain_address, area):
+    """As an ordinary user: a root-only directory gives PermissionError."""
+    if plain_address == server.address and os.geteuid() != 0:
+        pytest.skip("needs an ordinary account besides the test runner")
+    (area["remote"] / "secret").mkdir(mode=0o700)
+    with server.connect(address=plain_address) as s, s.sftp() as f:
+        with pytest.raises(pyssh.SFTPPermissionError) as e:
+            f.listdir(str(area["remote"] / "secret"))
+        assert isinstance(e.value, PermissionError)
+
+
+def test_no_sftp_subsystem():
+    with SSHServer(sftp=False) as srv, srv.connect() as s:
+        with pytest.raises(pyssh.SFTPError, match="no SFTP subsystem"):
+            s.sftp()
+        assert s.exec_internal("echo still usable").stdout == b"still usable\n"
+
+
+def test_two_sftp_channels_in_two_threads(session, area):
+    data = {n: os.urandom(20 << 20) for n in ("t0", "t1")}
+    for n, blob in data.items():
+        (area["local"] / n).write_bytes(blob)
+    errors = []
+
+    def work(n):
+        try:
+            with session.sftp() as f:
+                f.put(area["local"] / n, str(area["remote"] / n))
+                f.get(str(area["remote"] / n), area["back"] / n)
+                assert (area["back"] / n).read_bytes() == data[n]
+        except BaseException as e:  # reported by the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in data]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+
+
+def test_bad_inputs(sftp, area):
+    with pytest.raises(ValueError, match="NUL"):
+        sftp.stat("a\0b")
+    with pytest.raises(TypeError):
+        sftp.stat(b"/tmp")
+    with pytest.raises(NotADirectoryError):
+        sftp.download(str(area["remote"]), to=area["back"] / "missing")
+    with pytest.raises(pyssh.SFTPNotADirectoryError):
+        sftp.upload(area["local"], to=str(area["remote"] / "missing"))
+    with pytest.raises(FileNotFoundError):
+        sftp.upload(area["local"] / "missing", to=str(area["remote"]))
+    sftp.close()
+    sftp.close()
+    with pytest.raises(pyssh.SFTPError, match="closed"):
+        sftp.listdir(".")
+
+
+SIGINT_CHILD = r'''
+import os, sys, time, pyssh
+address, key, known_hosts, remote, to = sys.argv[1:6]
+s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+started = [False]
+def progress(path, moved, total):
+    if not started[0]:
+        started[0] = True
+        print("started", flush=True)
+try:
+    s.sftp_download(remote, to=to, verbose=False, progress=progress)
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic(), flush=True)
+print("left", sorted(os.listdir(to)), flush=True)
+print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
+with s.sftp() as f:
+    print("sftp", f.exists(remote), flush=True)
+'''
+
+
+def test_ctrl_c_mid_download(server, area):
+    big = area["remote"] / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(4 << 30)
+    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
+                          server.known_hosts, str(big), str(area["back"])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        line = p.stdout.readline().split()
+        assert line and line[0] == "interrupted", (line, p.stderr.read())
+        assert float(line[1]) - sent < 0.5
+        assert p.stdout.readline().strip() == "left []"     # no partial file
+        assert p.stdout.readline().strip() == "then usable"
+        assert p.stdout.readline().strip() == "sftp True"
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_server_killed_mid_download(fresh_server, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "b").mkdir()
+    with open(tmp_path / "big", "wb") as f:
+        f.truncate(2 << 30)
+    (tmp_path / "b" / "big").write_bytes(b"old good")
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+    def children(pid):
+        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
+                              env=env).stdout.split()
+
+    s = fresh_server.connect()
+    conns = children(fresh_server.pid)
+    assert len(conns) == 1
+
+    def kill_connection(path, moved, total):
+        for pid in conns + children(conns[0]):
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    with pytest.raises(pyssh.SSHError):
+        s.sftp_download(str(tmp_path / "big"), to=tmp_path / "b", verbose=False,
+                        progress=kill_connection)
+    assert os.listdir(tmp_path / "b") == ["big"]
+    assert (tmp_path / "b" / "big").read_bytes() == b"old good"
+    s.close()
