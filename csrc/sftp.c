@@ -271,6 +271,10 @@ struct op {
     int local_errno;
     double next_progress;
     char *buf;                     /* upload: file data to send */
+    /* read()/write(): memory instead of a file descriptor (fd -1) */
+    char *mem;                     /* read: the destination; write: the source */
+    uint64_t mem_base;             /* the remote offset of mem[0] */
+    uint64_t eof_at;               /* read: where the file ended (UINT64_MAX: not seen) */
 };
 
 static void
@@ -405,7 +409,10 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
                 return;
             }
             uint32_t got = get32(p);
-            if (o->local_errno == 0 && o->status < 0) {
+            if (o->mem != NULL) {
+                memcpy(o->mem + (q->offset - o->mem_base), p + 4, got);
+            }
+            else if (o->local_errno == 0 && o->status < 0) {
                 int e = pwrite_all(o->fd, p + 4, got, q->offset);
                 if (e != 0) {
                     o->local_errno = e;
@@ -430,12 +437,18 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
             }
             if (got == 0) {
                 o->eof = 1;
+                if (q->offset < o->eof_at) {
+                    o->eof_at = q->offset;
+                }
             }
         }
         else if (type == SSH_FXP_STATUS) {
             int code = n >= 4 ? (int)get32(p) : 4;
             if (code == SSH_FX_EOF) {
                 o->eof = 1;
+                if (q->offset < o->eof_at) {
+                    o->eof_at = q->offset;
+                }
             }
             else if (o->status < 0) {
                 op_status(o, p, n);
@@ -500,18 +513,21 @@ issue(struct op *o)
     while (o->ninflight < o->inflight_max && o->status < 0 && o->local_errno == 0 &&
            s->out_len - s->out_pos < (size_t)o->chunk * 2 + 1024) {
         uint32_t len = o->chunk;
+        if (o->next_offset >= o->end) {
+            break;
+        }
+        if (o->end - o->next_offset < len) {
+            len = (uint32_t)(o->end - o->next_offset);
+        }
         if (o->kind == OP_DOWNLOAD) {
             if (o->eof) {
                 break;
             }
         }
+        else if (o->mem != NULL) {
+            memcpy(o->buf, o->mem + (o->next_offset - o->mem_base), len);
+        }
         else {
-            if (o->next_offset >= o->end) {
-                break;
-            }
-            if (o->end - o->next_offset < len) {
-                len = (uint32_t)(o->end - o->next_offset);
-            }
             long r = pread_some(o->fd, o->buf, len, o->next_offset);
             if (r < 0) {
                 o->local_errno = errno;
@@ -559,7 +575,10 @@ op_finished(struct op *o)
     if (o->status >= 0 || o->local_errno != 0) {
         return 1;
     }
-    return o->kind == OP_DOWNLOAD ? o->eof : o->next_offset >= o->end;
+    if (o->kind == OP_DOWNLOAD && o->eof) {
+        return 1;
+    }
+    return o->next_offset >= o->end;
 }
 
 static int step_locked(ssh_session ssh, struct op *o);
@@ -947,6 +966,7 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
     o.fd = fd;
     o.next_offset = offset;
     o.end = kind == OP_UPLOAD ? offset + size : UINT64_MAX;
+    o.eof_at = UINT64_MAX;
     o.chunk = chunk;
     o.inflight_max = inflight;
     if (kind == OP_UPLOAD && (o.buf = malloc(chunk)) == NULL) {
@@ -992,6 +1012,123 @@ sftp_upload(SFTPObject *self, PyObject *args, PyObject *kwds)
     return transfer(self, args, kwds, OP_UPLOAD);
 }
 
+/* The loops of download()/upload() on memory: read() and write() of the file object. */
+static int
+mem_op(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handle, uint64_t offset,
+       char *mem, uint64_t n, PyObject *tobj, int inflight, unsigned int chunk)
+{
+    double timeout = timeout_of(tobj);
+    if (timeout == -2 || usable(self, 1) < 0) {
+        return -1;
+    }
+    if (handle->len > 256 || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
+        chunk > 1024 * 1024) {
+        PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
+        return -1;
+    }
+    memset(o, 0, sizeof(*o));
+    o->s = self;
+    o->kind = kind;
+    o->status = -1;
+    o->handle = handle->buf;
+    o->handle_len = (size_t)handle->len;
+    o->fd = -1;
+    o->next_offset = offset;
+    o->end = offset + n;
+    o->chunk = chunk;
+    o->inflight_max = inflight;
+    o->mem = mem;
+    o->mem_base = offset;
+    o->eof_at = UINT64_MAX;
+    if (kind == OP_UPLOAD && (o->buf = malloc(chunk)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int rc = run_op(self, o, timeout, NULL, kind == OP_DOWNLOAD ? "SFTP read" : "SFTP write");
+    free(o->buf);
+    o->buf = NULL;
+    return rc;
+}
+
+PyDoc_STRVAR(read_doc,
+"read($self, /, handle, offset, n, timeout=None, inflight=16, chunk=32768)\n--\n\n"
+"Read up to n bytes of the open remote file `handle` from `offset`, with READ\n"
+"requests of `chunk` bytes in flight together. Shorter at the end of the file.\n"
+"Returns (data, status code or -1, status message).");
+
+static PyObject *
+sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"handle", "offset", "n", "timeout", "inflight", "chunk", NULL};
+    Py_buffer handle;
+    unsigned long long offset;
+    Py_ssize_t n;
+    PyObject *tobj = Py_None;
+    int inflight = 16;
+    unsigned int chunk = 32768;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Kn|OiI:read", kwlist, &handle, &offset, &n,
+                                     &tobj, &inflight, &chunk)) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyBuffer_Release(&handle);
+        PyErr_SetString(PyExc_ValueError, "n must be >= 0");
+        return NULL;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
+    if (out == NULL) {
+        PyBuffer_Release(&handle);
+        return NULL;
+    }
+    struct op o;
+    int rc = mem_op(self, &o, OP_DOWNLOAD, &handle, offset, PyBytes_AS_STRING(out),
+                    (uint64_t)n, tobj, inflight, chunk);
+    PyBuffer_Release(&handle);
+    if (rc < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    uint64_t got = (uint64_t)n;
+    if (o.eof_at != UINT64_MAX && o.eof_at - offset < got) {
+        got = o.eof_at - offset;
+    }
+    if (got < (uint64_t)n && _PyBytes_Resize(&out, (Py_ssize_t)got) < 0) {
+        return NULL;
+    }
+    PyObject *r = Py_BuildValue("(Nis)", out, o.status, o.status_msg);
+    return r;
+}
+
+PyDoc_STRVAR(write_doc,
+"write($self, /, handle, offset, data, timeout=None, inflight=16, chunk=32768)\n--\n\n"
+"Write `data` into the open remote file `handle` at `offset`, with WRITE requests\n"
+"of `chunk` bytes in flight together. Returns (bytes acknowledged, status code or\n"
+"-1, status message).");
+
+static PyObject *
+sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"handle", "offset", "data", "timeout", "inflight", "chunk", NULL};
+    Py_buffer handle, data;
+    unsigned long long offset;
+    PyObject *tobj = Py_None;
+    int inflight = 16;
+    unsigned int chunk = 32768;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|OiI:write", kwlist, &handle, &offset,
+                                     &data, &tobj, &inflight, &chunk)) {
+        return NULL;
+    }
+    struct op o;
+    int rc = mem_op(self, &o, OP_UPLOAD, &handle, offset, data.buf, (uint64_t)data.len, tobj,
+                    inflight, chunk);
+    PyBuffer_Release(&handle);
+    PyBuffer_Release(&data);
+    if (rc < 0) {
+        return NULL;
+    }
+    return Py_BuildValue("(Kis)", (unsigned long long)o.moved, o.status, o.status_msg);
+}
+
 PyDoc_STRVAR(close_doc,
 "close($self, /)\n--\n\n"
 "Close the channel (the server's sftp process ends). Safe to call more than once.");
@@ -1022,6 +1159,8 @@ static PyMethodDef sftp_methods[] = {
      download_doc},
     {"upload", (PyCFunction)(void (*)(void))sftp_upload, METH_VARARGS | METH_KEYWORDS,
      upload_doc},
+    {"read", (PyCFunction)(void (*)(void))sftp_read, METH_VARARGS | METH_KEYWORDS, read_doc},
+    {"write", (PyCFunction)(void (*)(void))sftp_write, METH_VARARGS | METH_KEYWORDS, write_doc},
     {"close", (PyCFunction)sftp_close, METH_NOARGS, close_doc},
     {NULL, NULL, 0, NULL}
 };
