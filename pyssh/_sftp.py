@@ -226,7 +226,7 @@ class _RemoteRaw(io.RawIOBase):
         return k
 
     def readall(self) -> bytes:
-        chunks = []
+        chunks: List[bytes] = []
         while True:
             b = bytearray(max(self._window, 1 << 20))
             k = self.readinto(b)

@@ -329,3 +329,95 @@ def test_server_killed_mid_download(fresh_server, tmp_path):
     assert os.listdir(tmp_path / "b") == ["big"]
     assert (tmp_path / "b" / "big").read_bytes() == b"old good"
     s.close()
+
+
+# ---- the file object, against io's semantics -----------------------------------------------
+
+INITIAL = b"line one\nline two\nthird line, longer than the others\n" + bytes(range(256)) * 40
+
+IO_CASES = [
+    ("rb", [("read", 5), ("tell",), ("read", 0), ("seek", 3), ("read", 4), ("seek", -10, 2),
+            ("read",), ("tell",), ("read", 10), ("seek", 100000), ("read", 5), ("tell",)]),
+    ("rb", [("readline",), ("readline",), ("readlines",)]),
+    ("rb", [("seek", 5, 1), ("seek", 2, 1), ("read", 3), ("seek", 0, 2), ("tell",)]),
+    ("r+b", [("read", 4), ("write", b"XXXX"), ("tell",), ("seek", 0), ("read", 12),
+             ("seek", 0, 2), ("write", b"tail"), ("truncate", 20), ("tell",), ("seek", 0),
+             ("read",)]),
+    ("wb", [("write", b"abc"), ("tell",), ("seek", 10), ("write", b"z"), ("tell",),
+            ("truncate",)]),
+    ("w+b", [("write", b"hello world"), ("seek", 6), ("read", 3), ("seek", 0), ("read",)]),
+    ("ab", [("write", b"appended"), ("tell",), ("seek", 0), ("write", b"more"), ("tell",)]),
+    ("a+b", [("write", b"x"), ("seek", 0), ("read", 8), ("tell",)]),
+    ("xb", [("write", b"new"), ("tell",)]),
+    ("r", [("readline",), ("read", 4), ("tell",), ("read",)]),
+    ("w", [("write", "ünïcödé\n"), ("write", "2nd\n"), ("tell",)]),
+    ("a", [("write", "text\n"), ("tell",)]),
+]
+
+
+def run_ops(f, ops):
+    out = []
+    for op in ops:
+        try:
+            r = getattr(f, op[0])(*op[1:])
+        except Exception as e:  # compared by type
+            r = type(e).__name__
+        out.append(r)
+    return out
+
+
+@pytest.mark.parametrize("mode, ops", IO_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(IO_CASES)])
+def test_file_object_matches_local_files(sftp, area, mode, ops):
+    local, remote = area["local"] / "f", area["remote"] / "f"
+    if "x" not in mode:
+        local.write_bytes(INITIAL)
+        remote.write_bytes(INITIAL)
+    kw = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+    with open(local, mode, **kw) as f:
+        want = run_ops(f, ops)
+    with sftp.open(str(remote), mode, **kw) as f:
+        got = run_ops(f, ops)
+        assert f.mode == mode and f.name == str(remote) and (f.readable(), f.writable()) == \
+            (("r" in mode or "+" in mode), (mode[0] != "r" or "+" in mode))
+    assert got == want
+    assert remote.read_bytes() == local.read_bytes()
+
+
+def test_file_object_errors_and_iteration(sftp, area):
+    r = area["remote"]
+    (r / "lines.txt").write_text("a\nb\nc\n")
+    with sftp.open(str(r / "lines.txt")) as f:
+        assert list(f) == ["a\n", "b\n", "c\n"]
+    with sftp.open(str(r / "lines.txt"), "rb", buffering=0) as f:
+        assert isinstance(f, __import__("io").RawIOBase) and f.read(2) == b"a\n"
+    with pytest.raises(FileNotFoundError):
+        sftp.open(str(r / "missing"))
+    with pytest.raises(FileExistsError):
+        sftp.open(str(r / "lines.txt"), "x")
+    with pytest.raises(IsADirectoryError):
+        sftp.open(str(r))
+    for bad in ("rw", "rr", "q", "bt", ""):
+        with pytest.raises(ValueError):
+            sftp.open(str(r / "lines.txt"), bad)
+    with pytest.raises(ValueError):
+        sftp.open(str(r / "lines.txt"), "r", buffering=0)
+    f = sftp.open(str(r / "lines.txt"), "rb")
+    f.close()
+    with pytest.raises(ValueError):
+        f.read()
+    with sftp.open(str(r / "lines.txt"), "rb") as f:
+        with pytest.raises(__import__("io").UnsupportedOperation):
+            f.write(b"x")
+
+
+def test_copyfileobj_through_file_objects(sftp, area):
+    import shutil
+    src = area["local"] / "big"
+    with open(src, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1 << 20))
+    with open(src, "rb") as a, sftp.open(str(area["remote"] / "big"), "wb") as b:
+        shutil.copyfileobj(a, b)
+    with sftp.open(str(area["remote"] / "big"), "rb") as a, open(area["back"] / "big", "wb") as b:
+        shutil.copyfileobj(a, b)
+    assert sha(area["back"] / "big") == sha(src) == sha(area["remote"] / "big")
