@@ -1,11 +1,21 @@
 """Copying files: upload and download of one big file of random bytes (default 1 GiB)
 and of many small files (default 1,000 of 4 KiB in one directory), against a
-throwaway local sshd, for pyssh's SCP, OpenSSH's scp -O (the legacy SCP protocol)
-and scp (SFTP in OpenSSH 9), paramiko's SFTP and asyncssh's scp and SFTP, side by
-side in one run, all with the cipher forced to aes128-gcm@openssh.com.
+throwaway local sshd, for pyssh's SFTP and SCP, OpenSSH's sftp, scp (SFTP in
+OpenSSH 9) and scp -O (the legacy SCP protocol), paramiko's SFTP and asyncssh's
+SFTP and scp, side by side in one run, all with the cipher forced to
+aes128-gcm@openssh.com.
 
     pip install -e .[bench]       # paramiko and asyncssh; a missing one is skipped
-    python benchmarks/scp.py [-r 3] [--size 1G] [--files 1000] [--only big|small] [--markdown]
+    python benchmarks/transfer.py [-r 3] [--size 1G] [--files 1000] [--only big|small]
+                                  [--delay MS] [--markdown]
+
+--delay MS adds MS milliseconds of round-trip time: every client connects through a
+relay (this file run with --relay, in its own process) that holds each chunk for
+MS/2 milliseconds each way before passing it on, at full bandwidth otherwise. It
+stands in for tc netem, which needs the sch_netem kernel module and the right to
+make network namespaces (this machine's kernel has no netem: "Specified qdisc kind
+is unknown"). With delay, what counts is how many requests a client keeps in
+flight.
 
 The server runs on this machine, so remote paths are local: one temporary directory
 (next to where tempfile puts things, normally /tmp) holds the source data and one
@@ -21,9 +31,9 @@ benchmarks/exec.py (paramiko issue #822).
 Clients run round-robin, the order rotated each repetition, since the machines are
 shared and noisy: compare the ratios, not absolute numbers. MB/s is 10**6 bytes per
 second, from the median. ratio = client's median time /
-pyssh's median time in the same direction (> 1: pyssh is faster). client CPU = the
-client's median user + system CPU per run (scp's and its ssh's included; the
-server's, sshd and its scp or sftp-server, never).
+pyssh SFTP's median time in the same direction (> 1: pyssh is faster). client CPU =
+the client's median user + system CPU per run (scp's, sftp's and their ssh's
+included; the server's, sshd and its scp or sftp-server, never).
 """
 from __future__ import annotations
 
@@ -65,6 +75,31 @@ def make_clients(srv) -> dict:
             info = s.info()
         return pair(info["cipher_in"], info["cipher_out"])
     clients["pyssh scp"] = pyssh_run
+
+    def pyssh_sftp(op, src, dst):
+        with pyssh.connect(srv.address, keyfile=srv.client_key, known_hosts=srv.known_hosts,
+                           config=False, ciphers=[GCM]) as s:
+            if op == "upload":
+                s.sftp_upload(src, to=dst, verbose=False)
+            else:
+                s.sftp_download(src, to=dst, verbose=False)
+            info = s.info()
+        return pair(info["cipher_in"], info["cipher_out"])
+    clients["pyssh SFTP"] = pyssh_sftp
+
+    def openssh_sftp(op, src, dst):
+        # a batch: put -r / get -r, as the other clients copy trees
+        cmd = f"put -r {src} {dst}\n" if op == "upload" else f"get -r {src} {dst}\n"
+        argv = ["sftp", "-q", "-b", "-", "-F", "/dev/null", "-c", GCM, "-i", srv.client_key,
+                "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={srv.known_hosts}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-P", str(srv.port),
+                f"{srv.user}@{srv.host}"]
+        r = subprocess.run(argv, input=cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True, errors="replace")
+        if r.returncode:
+            raise RuntimeError(f"sftp exit status {r.returncode}: {r.stderr.strip()[-200:]}")
+        return f"{GCM} (forced)"
+    clients["sftp (OpenSSH)"] = openssh_sftp
 
     def scp(legacy):
         seen = []
@@ -257,7 +292,7 @@ def table(rows: dict, data: dict, markdown: bool) -> list:
             body.append([name, op, (row["error"] or "no runs")[:100]] + [""] * (len(head) - 3))
             continue
         med, low = statistics.median(row["times"]), min(row["times"])
-        base = rows.get(("pyssh scp", op), {}).get("times")
+        base = rows.get(("pyssh SFTP", op), {}).get("times")
         ratio = f"{med / statistics.median(base):.2f}" if base else "?"
         body.append([name, op, row["cipher"], unit(med), unit(low), f"{data['bytes'] / med / 1e6:.1f}"]
                     + ([f"{data['count'] / med:.0f}"] if many else [])
@@ -265,32 +300,113 @@ def table(rows: dict, data: dict, markdown: bool) -> list:
     return render(head, body, markdown)
 
 
+def relay_main(argv: list) -> None:
+    """--relay DELAY_MS TARGET_PORT: listen on a free port of 127.0.0.1 (printed), and
+    pass each connection on to TARGET_PORT, each chunk held DELAY_MS/2 ms each way."""
+    import socket
+    import threading
+    from collections import deque
+    one_way = float(argv[0]) / 2000.0
+    target = int(argv[1])
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(64)
+    print(ls.getsockname()[1], flush=True)
+
+    def pipe(a, b):
+        queue, cond, done = deque(), threading.Condition(), []
+
+        def reader():
+            while True:
+                try:
+                    d = a.recv(1 << 20)
+                except OSError:
+                    d = b""
+                with cond:
+                    queue.append((time.monotonic() + one_way, d))
+                    cond.notify()
+                if not d:
+                    return
+
+        def writer():
+            while True:
+                with cond:
+                    while not queue:
+                        cond.wait()
+                    due, d = queue.popleft()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if not d:
+                    try:
+                        b.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                try:
+                    b.sendall(d)
+                except OSError:
+                    return
+        threading.Thread(target=reader, daemon=True).start()
+        threading.Thread(target=writer, daemon=True).start()
+
+    while True:
+        c, _ = ls.accept()
+        u = socket.create_connection(("127.0.0.1", target))
+        for x in (c, u):
+            x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pipe(c, u)
+        pipe(u, c)
+
+
+class Relayed:
+    """The server as seen through the relay: the attributes the clients use."""
+
+    def __init__(self, srv, port: int, root: str):
+        self.host, self.port, self.user = srv.host, port, srv.user
+        self.address = f"{srv.user}@{srv.host}:{port}"
+        self.client_key = srv.client_key
+        self.known_hosts = os.path.join(root, "known_hosts_relay")
+        key = " ".join(srv.host_key_line.split()[1:3])
+        with open(self.known_hosts, "w") as f:
+            f.write(f"[{srv.host}]:{port} {key}\n")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--relay"]:
+        relay_main(sys.argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-r", type=int, default=3, help="repetitions (default 3)")
     ap.add_argument("--size", type=parse_size, default="1G", help="big file's size (default 1G)")
     ap.add_argument("--files", type=int, default=1000, help="number of 4 KiB files (default 1000)")
     ap.add_argument("--only", choices=("big", "small"), help="only this workload")
+    ap.add_argument("--delay", type=float, default=0, help="added round-trip time, ms")
     ap.add_argument("--markdown", action="store_true", help="also print markdown tables")
     args = ap.parse_args()
     print("\n".join(info := machine()))
     works = [args.only] if args.only else ["big", "small"]
-    root = tempfile.mkdtemp(prefix="pyssh-bench-scp-")
+    root = tempfile.mkdtemp(prefix="pyssh-bench-transfer-")
     results = []
     try:
         os.chmod(root, 0o755)
         os.mkdir(os.path.join(root, "src"), 0o755)
         os.mkdir(os.path.join(root, "dst"), 0o755)
         with SSHServer() as srv:
-            clients = make_clients(srv)
-            for work in works:
-                data = make_data(root, work, args.size, args.files)
-                what = (f"one file of {args.size / 2**20:.0f} MiB" if work == "big" else
-                        f"{args.files} files of {SMALL // 1024} KiB in one directory")
-                print(f"(measuring {what} ...)", file=sys.stderr, flush=True)
-                title = (f"{what}, random bytes, cipher forced to {GCM}, connect included, "
-                         f"{args.r} runs each, MB/s = 10^6 B/s")
-                results.append((title, measure(clients, data, root, args.r), data))
+            relay = None
+            target = srv
+            if args.delay > 0:
+                relay = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--relay",
+                                          str(args.delay), str(srv.port)],
+                                         stdout=subprocess.PIPE, text=True)
+                target = Relayed(srv, int(relay.stdout.readline()), root)
+            try:
+                clients = make_clients(target)
+                run_works(args, works, clients, root, results)
+            finally:
+                if relay is not None:
+                    relay.kill()   # the relay this run started
+                    relay.wait()
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for title, rows, data in results:
@@ -299,6 +415,18 @@ def main() -> None:
     if args.markdown:
         print("\n" + "\n\n".join(["  \n".join(info)] + [
             f"{title}\n\n" + "\n".join(table(rows, data, True)) for title, rows, data in results]))
+
+
+def run_works(args, works, clients, root, results) -> None:
+    for work in works:
+        data = make_data(root, work, args.size, args.files)
+        what = (f"one file of {args.size / 2**20:.0f} MiB" if work == "big" else
+                f"{args.files} files of {SMALL // 1024} KiB in one directory")
+        print(f"(measuring {what} ...)", file=sys.stderr, flush=True)
+        title = (f"{what}, random bytes, cipher forced to {GCM}, connect included, "
+                 f"{args.r} runs each, MB/s = 10^6 B/s"
+                 + (f", {args.delay:g} ms round trip added" if args.delay else ""))
+        results.append((title, measure(clients, data, root, args.r), data))
 
 
 if __name__ == "__main__":
