@@ -3,8 +3,9 @@
 Starts a throwaway OpenSSH server on 127.0.0.1 (pyssh.testing), connects to it
 as the seed's example does, prints the session and its info, runs commands
 (streamed, a three-command script, captured, one that fails), copies a file up
-and back over SCP, fetches a page from a small local HTTP service through a
-tunnel (forward_local), and shows what a changed host key does.
+and back over SCP, lists it and reads it over SFTP, fetches a page from a small
+local HTTP service through a tunnel (forward_local), and shows what a changed host
+key does.
 """
 from __future__ import annotations
 
@@ -103,6 +104,15 @@ def main() -> int:
                     for p in (local, os.path.join(back, "hello.bin")))
             print(f"sha256 uploaded   {a}\nsha256 downloaded {b}\n"
                   f"{'the same' if a == b else 'DIFFERENT'}")
+
+            # SFTP: list the directory, read a remote file as a file object
+            with session.sftp() as sftp:
+                print(f"\n{sftp!r}")
+                for entry in sftp.listdir_attr(remote_dir):
+                    print(f"  {entry.filename}  {entry.st_size} bytes  mode {oct(entry.st_mode or 0)}")
+                with sftp.open(os.path.join(remote_dir, "hello.bin"), "rb") as f:
+                    f.seek(-16, 2)
+                    print(f"  its last 16 bytes, read over SFTP: {f.read().hex()}")
         # a tunnel: a small HTTP service on this machine, fetched through the server
         tunnel_demo(session)
 
