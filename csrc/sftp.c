@@ -40,6 +40,8 @@
 
 #define IN_MAX (1024 * 1024 + 64)  /* the longest frame accepted from the server */
 #define INFLIGHT_MAX 64
+#define BATCH_MAX 64
+#define DISCARD_MAX 64
 #define ROUNDS_MAX 256
 
 typedef struct {
@@ -59,6 +61,8 @@ typedef struct {
     size_t in_len;
     char *out;                     /* requests not yet accepted by the channel */
     size_t out_pos, out_len, out_cap;
+    uint32_t discard[DISCARD_MAX]; /* ids whose replies nobody waits for (send()) */
+    int ndiscard;
 } SFTPObject;
 
 /* ---- libssh callbacks (lock held) ---------------------------------------------- */
@@ -250,11 +254,12 @@ struct op {
     int phase;                     /* OP_START: 0 open, 1 subsystem, 2 INIT sent */
     const char *protocol_error;    /* the server broke the protocol: why */
     int done;
-    /* OP_START / OP_REQUEST: the reply */
-    uint32_t want_id;
-    int reply_type;
-    char *reply;                   /* malloc'd payload after the id (VERSION: after the type) */
-    size_t reply_len;
+    /* OP_START: VERSION after its type; OP_REQUEST: the replies to `nwant` requests */
+    int nwant, ngot;
+    uint32_t want_id[BATCH_MAX];
+    int reply_type[BATCH_MAX];
+    char *reply[BATCH_MAX];        /* malloc'd payload after the id */
+    size_t reply_len[BATCH_MAX];
     /* transfers */
     const char *handle;
     size_t handle_len;
@@ -363,14 +368,14 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
             o->protocol_error = "the server's first SFTP message was not VERSION";
             return;
         }
-        o->reply = malloc(n ? n : 1);
-        if (o->reply == NULL) {
+        o->reply[0] = malloc(n ? n : 1);
+        if (o->reply[0] == NULL) {
             o->protocol_error = "out of memory";
             return;
         }
-        memcpy(o->reply, p, n);
-        o->reply_len = n;
-        o->reply_type = type;
+        memcpy(o->reply[0], p, n);
+        o->reply_len[0] = n;
+        o->reply_type[0] = type;
         o->done = 1;
         return;
     }
@@ -381,20 +386,33 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
     uint32_t id = get32(p);
     p += 4;
     n -= 4;
+    SFTPObject *s = o->s;
+    for (int i = 0; i < s->ndiscard; i++) {
+        if (s->discard[i] == id) {
+            s->discard[i] = s->discard[--s->ndiscard];
+            return;                /* a reply nobody waits for (send()) */
+        }
+    }
     if (o->kind == OP_REQUEST) {
-        if (id != o->want_id) {
+        int i = 0;
+        while (i < o->nwant && (o->want_id[i] != id || o->reply[i] != NULL)) {
+            i++;
+        }
+        if (i == o->nwant) {
             o->protocol_error = "an SFTP reply to a request that was not made";
             return;
         }
-        o->reply = malloc(n ? n : 1);
-        if (o->reply == NULL) {
+        o->reply[i] = malloc(n ? n : 1);
+        if (o->reply[i] == NULL) {
             o->protocol_error = "out of memory";
             return;
         }
-        memcpy(o->reply, p, n);
-        o->reply_len = n;
-        o->reply_type = type;
-        o->done = 1;
+        memcpy(o->reply[i], p, n);
+        o->reply_len[i] = n;
+        o->reply_type[i] = type;
+        if (++o->ngot == o->nwant) {
+            o->done = 1;
+        }
         return;
     }
     pending *q = find_pending(o, id);
@@ -876,13 +894,117 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
     o.status = -1;
     int rc = run_op(self, &o, timeout, NULL, "starting SFTP");
     if (rc < 0) {
-        free(o.reply);
+        free(o.reply[0]);
         sftp_close_impl(self, 1);
         return NULL;
     }
-    PyObject *r = PyBytes_FromStringAndSize(o.reply, (Py_ssize_t)o.reply_len);
-    free(o.reply);
+    PyObject *r = PyBytes_FromStringAndSize(o.reply[0], (Py_ssize_t)o.reply_len[0]);
+    free(o.reply[0]);
     return r;
+}
+
+static void
+free_replies(struct op *o)
+{
+    for (int i = 0; i < o->nwant; i++) {
+        free(o->reply[i]);
+        o->reply[i] = NULL;
+    }
+}
+
+/* Queue `items` (a sequence of (type, payload)) with fresh ids; `discard`: nobody
+ * will wait for their replies. Lock held by the caller. */
+static int
+queue_requests(SFTPObject *self, PyObject *items, struct op *o, int discard)
+{
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        int type;
+        Py_buffer payload;
+        if (!PyArg_ParseTuple(item, "iy*:request", &type, &payload)) {
+            return -1;
+        }
+        uint32_t id = self->next_id++;
+        int rc = out_request(self, type, id, payload.buf, (size_t)payload.len, NULL, 0);
+        PyBuffer_Release(&payload);
+        if (rc < 0) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        if (discard) {
+            self->discard[self->ndiscard++] = id;
+        }
+        else {
+            o->want_id[o->nwant++] = id;
+        }
+    }
+    return 0;
+}
+
+static int
+flush_step(ssh_session ssh, void *p)
+{
+    SFTPObject *self = p;
+    return flush_out(self, ssh) < 0 ? PYSSH_FAILED : 0;
+}
+
+PyDoc_STRVAR(batch_doc,
+"batch($self, requests, /, timeout=None)\n--\n\n"
+"Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
+"wait for all their replies. Returns [(reply_type, reply_payload after the id)].");
+
+static PyObject *
+sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"requests", "timeout", NULL};
+    PyObject *reqs, *tobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:batch", kwlist, &reqs, &tobj)) {
+        return NULL;
+    }
+    double timeout = timeout_of(tobj);
+    if (timeout == -2 || usable(self, 1) < 0) {
+        return NULL;
+    }
+    PyObject *items = PySequence_Fast(reqs, "requests must be a sequence of (type, payload)");
+    if (items == NULL) {
+        return NULL;
+    }
+    if (PySequence_Fast_GET_SIZE(items) < 1 || PySequence_Fast_GET_SIZE(items) > BATCH_MAX) {
+        Py_DECREF(items);
+        PyErr_SetString(PyExc_ValueError, "batch: 1 to 64 requests");
+        return NULL;
+    }
+    struct op o;
+    memset(&o, 0, sizeof(o));
+    o.s = self;
+    o.kind = OP_REQUEST;
+    o.status = -1;
+    pyssh_lock(self->session);
+    int qrc = queue_requests(self, items, &o, 0);
+    pyssh_unlock(self->session);
+    Py_DECREF(items);
+    if (qrc < 0) {
+        /* requests queued before the failure would get replies nobody matches */
+        sftp_close_impl(self, 1);
+        return NULL;
+    }
+    if (run_op(self, &o, timeout, NULL, "an SFTP request") < 0) {
+        free_replies(&o);
+        return NULL;
+    }
+    PyObject *out = PyList_New(o.nwant);
+    for (int i = 0; out != NULL && i < o.nwant; i++) {
+        PyObject *r = Py_BuildValue("(iy#)", o.reply_type[i], o.reply[i],
+                                    (Py_ssize_t)o.reply_len[i]);
+        if (r == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, r);
+    }
+    free_replies(&o);
+    return out;
 }
 
 PyDoc_STRVAR(request_doc,
@@ -895,37 +1017,76 @@ sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"type", "payload", "timeout", NULL};
     int type;
-    Py_buffer payload;
-    PyObject *tobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iy*|O:request", kwlist, &type, &payload,
+    PyObject *payload, *tobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O:request", kwlist, &type, &payload,
                                      &tobj)) {
         return NULL;
     }
-    double timeout = timeout_of(tobj);
-    if (timeout == -2 || usable(self, 1) < 0) {
-        PyBuffer_Release(&payload);
+    PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
+    if (reqs == NULL) {
         return NULL;
     }
-    struct op o;
-    memset(&o, 0, sizeof(o));
-    o.s = self;
-    o.kind = OP_REQUEST;
-    o.status = -1;
-    pyssh_lock(self->session);
-    o.want_id = self->next_id++;
-    int qrc = out_request(self, type, o.want_id, payload.buf, (size_t)payload.len, NULL, 0);
-    pyssh_unlock(self->session);
-    PyBuffer_Release(&payload);
-    if (qrc < 0) {
-        return PyErr_NoMemory();
-    }
-    if (run_op(self, &o, timeout, NULL, "an SFTP request") < 0) {
-        free(o.reply);
+    PyObject *bargs = Py_BuildValue("(OO)", reqs, tobj);
+    Py_DECREF(reqs);
+    if (bargs == NULL) {
         return NULL;
     }
-    PyObject *r = Py_BuildValue("(iy#)", o.reply_type, o.reply, (Py_ssize_t)o.reply_len);
-    free(o.reply);
+    PyObject *out = sftp_batch(self, bargs, NULL);
+    Py_DECREF(bargs);
+    if (out == NULL) {
+        return NULL;
+    }
+    PyObject *r = Py_NewRef(PyList_GET_ITEM(out, 0));
+    Py_DECREF(out);
     return r;
+}
+
+PyDoc_STRVAR(send_doc,
+"send($self, type, payload, /)\n--\n\n"
+"Send one request and do not wait: its reply is dropped when it comes (a CLOSE\n"
+"after a download, whose answer changes nothing).");
+
+static PyObject *
+sftp_send(SFTPObject *self, PyObject *args)
+{
+    int type;
+    PyObject *payload;
+    if (!PyArg_ParseTuple(args, "iO:send", &type, &payload) || usable(self, 1) < 0) {
+        return NULL;
+    }
+    PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
+    if (reqs == NULL) {
+        return NULL;
+    }
+    pyssh_lock(self->session);
+    int qrc = 0;
+    if (self->ndiscard >= DISCARD_MAX) {
+        qrc = 1;                   /* too many unanswered: wait for this one instead */
+    }
+    else {
+        qrc = queue_requests(self, reqs, NULL, 1);
+    }
+    pyssh_unlock(self->session);
+    if (qrc == 1) {
+        Py_DECREF(reqs);
+        PyObject *rargs = Py_BuildValue("(iO)", type, payload);
+        PyObject *r = rargs != NULL ? sftp_request(self, rargs, NULL) : NULL;
+        Py_XDECREF(rargs);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+        Py_RETURN_NONE;
+    }
+    Py_DECREF(reqs);
+    if (qrc < 0) {
+        sftp_close_impl(self, 1);
+        return NULL;
+    }
+    if (pyssh_call(self->session, flush_step, self, PYSSH_EXC_SFTPError, "an SFTP request") < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 /* download()/upload(): the end, as a tuple (bytes moved, status code or -1,
@@ -1155,6 +1316,9 @@ static PyMethodDef sftp_methods[] = {
     {"start", (PyCFunction)(void (*)(void))sftp_start, METH_VARARGS | METH_KEYWORDS, start_doc},
     {"request", (PyCFunction)(void (*)(void))sftp_request, METH_VARARGS | METH_KEYWORDS,
      request_doc},
+    {"batch", (PyCFunction)(void (*)(void))sftp_batch, METH_VARARGS | METH_KEYWORDS,
+     batch_doc},
+    {"send", (PyCFunction)sftp_send, METH_VARARGS, send_doc},
     {"download", (PyCFunction)(void (*)(void))sftp_download, METH_VARARGS | METH_KEYWORDS,
      download_doc},
     {"upload", (PyCFunction)(void (*)(void))sftp_upload, METH_VARARGS | METH_KEYWORDS,

@@ -711,8 +711,12 @@ class SFTP:
         temporary file beside it, renamed into place once complete (with
         ``resume=True``: appended to ``local`` from where it ends). Returns the
         bytes transferred."""
-        rpath, lpath = os.fspath(remote), os.fspath(local)
-        st = self.stat(rpath)
+        return self._get(os.fspath(remote), os.fspath(local), None, progress, preserve, resume)
+
+    def _get(self, rpath: str, lpath: str, st: Optional[SFTPAttributes],
+             progress: Optional[Callable[[int, int], Any]], preserve: bool, resume: bool) -> int:
+        if st is None:
+            st = self.stat(rpath)
         if st.is_dir():
             raise SFTPIsADirectoryError(errno.EISDIR, f"get: {rpath} is a directory "
                                         "(download() copies trees)", rpath)
@@ -721,7 +725,8 @@ class SFTP:
             return self._get_open(h, rpath, lpath, st, progress, preserve, resume)
         finally:
             if not self._c.closed:
-                self._close_handle(h)
+                # nothing to learn from the answer to a CLOSE after reading: no wait
+                self._c.send(CLOSE, _str(h))
 
     def _get_open(self, h: bytes, rpath: str, lpath: str, st: SFTPAttributes,
                   progress: Optional[Callable[[int, int], Any]], preserve: bool,
@@ -789,6 +794,7 @@ class SFTP:
             else:
                 flags |= F_TRUNC
             h = self._open(rpath, flags, _stat.S_IMODE(lst.st_mode))
+            closed = False
             try:
                 cb = (lambda moved: progress(start + moved, lst.st_size)) if progress else None
                 moved, code, msg, err = self._c.upload(h, fd, start, lst.st_size - start, cb,
@@ -800,13 +806,23 @@ class SFTP:
                                   lpath)
                 if err:
                     raise OSError(err, f"upload: reading {lpath}: {os.strerror(err)}", lpath)
+                # the mode exactly (the server's umask applied at creation), the times
+                # if asked, and the close, in one round trip
+                replies = self._c.batch([
+                    (FSETSTAT, _str(h) + _attrs(
+                        mode=_stat.S_IMODE(lst.st_mode),
+                        times=(int(lst.st_atime), int(lst.st_mtime)) if preserve else None)),
+                    (CLOSE, _str(h))], timeout=self._timeout)
+                closed = True
+                for rtype, data in replies:
+                    b = _Buf(data)
+                    code = b.u32() if rtype == STATUS else FX_FAILURE
+                    if code != FX_OK:
+                        msg = b.string().decode("utf-8", "replace") if rtype == STATUS else ""
+                        raise _error(code, msg, "upload", rpath)
             finally:
-                if not self._c.closed:
+                if not closed and not self._c.closed:
                     self._close_handle(h)
-            self._status(SETSTAT, _str(_path(rpath)) + _attrs(
-                mode=_stat.S_IMODE(lst.st_mode),
-                times=(int(lst.st_atime), int(lst.st_mtime)) if preserve else None),
-                "upload", rpath)
         finally:
             os.close(fd)
         if progress:
@@ -878,8 +894,9 @@ class SFTP:
         return out
 
     def _download_one(self, remote: str, dest: str, rep: _Reporter, preserve: bool,
-                      resume: bool) -> None:
-        st = self.stat(remote)
+                      resume: bool, st: Optional[SFTPAttributes] = None) -> None:
+        if st is None or st.st_mode is None:
+            st = self.stat(remote)
         if st.is_dir():
             if not os.path.isdir(dest):
                 os.mkdir(dest, 0o700)
@@ -888,14 +905,15 @@ class SFTP:
                 if not name or name in (".", "..") or "/" in name or "\0" in name:
                     raise SFTPError(errno.EPROTO, f"download: the server listed an unsafe name "
                                     f"{name!r} in {remote}", remote)
+                # the listing's attributes serve, but a symlink's are its own
                 self._download_one(posixpath.join(remote, name), os.path.join(dest, name), rep,
-                                   preserve, resume)
+                                   preserve, resume, None if a.is_symlink() else a)
             os.chmod(dest, (st.st_mode or 0o755) & 0o777)
             if preserve and st.st_mtime is not None:
                 os.utime(dest, (st.st_atime or st.st_mtime, st.st_mtime))
             return
         total = st.st_size or 0
         report = rep.callback(dest, total)
-        self.get(remote, dest, preserve=preserve, resume=resume,
-                 progress=(lambda moved, t: report(moved)) if report else None)
+        self._get(remote, dest, st, (lambda moved, t: report(moved)) if report else None,
+                  preserve, resume)
         rep.finished(dest, total)
