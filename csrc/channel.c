@@ -251,20 +251,6 @@ chanobj_dealloc(ChannelObject *self)
         }                                                                               \
     } while (0)
 
-/* A timeout argument: None gives -1 (none), a negative number 0; -2 with an
- * exception set when it is not a number. */
-static double
-timeout_arg(PyObject *obj)
-{
-    if (obj == Py_None) {
-        return -1;
-    }
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1 && PyErr_Occurred()) {
-        return -2;
-    }
-    return t < 0 ? 0 : t;
-}
 
 /* ---- opening: channel, environment, exec ------------------------------------ */
 
@@ -355,7 +341,7 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (self->chan != NULL || self->opened) {
         return pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
     }
-    double timeout = timeout_arg(timeout_obj);
+    double timeout = pyssh_timeout_arg(timeout_obj);
     if (timeout == -2) {
         return NULL;
     }
@@ -809,7 +795,7 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
         return pyssh_raise(st, PYSSH_EXC_SSHError,
                            "no command is running on this channel: call exec() first");
     }
-    double timeout = timeout_arg(timeout_obj);
+    double timeout = pyssh_timeout_arg(timeout_obj);
     if (timeout == -2) {
         return NULL;
     }
@@ -1243,7 +1229,7 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     CHECK_USABLE(self, NULL);
-    double timeout = timeout_arg(timeout_obj);
+    double timeout = pyssh_timeout_arg(timeout_obj);
     if (timeout == -2 || io_ready(self) < 0) {
         return NULL;
     }
@@ -1290,7 +1276,7 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     PyObject *result = NULL;
-    double timeout = timeout_arg(timeout_obj);
+    double timeout = pyssh_timeout_arg(timeout_obj);
     if (self->busy) {
         PyErr_SetString(PyExc_RuntimeError, "the channel is already in use");
         goto done;
@@ -1333,7 +1319,7 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
         return NULL;
     }
     CHECK_USABLE(self, NULL);
-    double timeout = timeout_arg(timeout_obj);
+    double timeout = pyssh_timeout_arg(timeout_obj);
     if (timeout == -2 || io_ready(self) < 0) {
         return NULL;
     }

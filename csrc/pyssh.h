@@ -265,6 +265,10 @@ void pyssh_log_queue(SessionObject *self, int priority, const char *fmt, ...);
 
 double pyssh_monotonic(void);
 
+/* A timeout argument (seconds): NULL or None gives -1 (none), a negative number 0;
+ * -2 with an exception set when it is not a number. */
+double pyssh_timeout_arg(PyObject *obj);
+
 /* Let libssh read the session's socket once, without waiting (lock held): the
  * only socket reads pyssh's steps make. Returns SSH_OK (something was read or
  * sent), SSH_AGAIN (the socket is idle) or PYSSH_FAILED (libssh's message, or

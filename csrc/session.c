@@ -67,18 +67,8 @@ map_auth(int rc)
 static double
 timeout_arg(PyObject *obj, int *ok)
 {
-    *ok = 1;
-    if (obj == NULL || obj == Py_None) {
-        return -1.0;
-    }
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1.0 && PyErr_Occurred()) {
-        *ok = 0;
-        return 0;
-    }
-    if (t < 0) {
-        t = 0;
-    }
+    double t = pyssh_timeout_arg(obj);
+    *ok = t != -2;
     return t;
 }
 

@@ -839,19 +839,6 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
 
 /* ---- methods -------------------------------------------------------------------------- */
 
-static double
-timeout_of(PyObject *obj)
-{
-    if (obj == Py_None) {
-        return -1;
-    }
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1 && PyErr_Occurred()) {
-        return -2;
-    }
-    return t < 0 ? 0 : t;
-}
-
 PyDoc_STRVAR(start_doc,
 "start($self, /, timeout=None)\n--\n\n"
 "Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
@@ -865,7 +852,7 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &tobj)) {
         return NULL;
     }
-    double timeout = timeout_of(tobj);
+    double timeout = pyssh_timeout_arg(tobj);
     if (timeout == -2 || usable(self, 0) < 0) {
         return NULL;
     }
@@ -962,7 +949,7 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:batch", kwlist, &reqs, &tobj)) {
         return NULL;
     }
-    double timeout = timeout_of(tobj);
+    double timeout = pyssh_timeout_arg(tobj);
     if (timeout == -2 || usable(self, 1) < 0) {
         return NULL;
     }
@@ -1106,7 +1093,7 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
                                      &offset, &size, &progress, &tobj, &inflight, &chunk)) {
         return NULL;
     }
-    double timeout = timeout_of(tobj);
+    double timeout = pyssh_timeout_arg(tobj);
     if (timeout == -2 || usable(self, 1) < 0) {
         PyBuffer_Release(&handle);
         return NULL;
@@ -1178,7 +1165,7 @@ static int
 mem_op(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handle, uint64_t offset,
        char *mem, uint64_t n, PyObject *tobj, int inflight, unsigned int chunk)
 {
-    double timeout = timeout_of(tobj);
+    double timeout = pyssh_timeout_arg(tobj);
     if (timeout == -2 || usable(self, 1) < 0) {
         return -1;
     }

@@ -206,6 +206,21 @@ pyssh_unlock(SessionObject *self)
     pyssh_log_emit(self, msgs);
 }
 
+/* ---- arguments ----------------------------------------------------------------- */
+
+double
+pyssh_timeout_arg(PyObject *obj)
+{
+    if (obj == NULL || obj == Py_None) {
+        return -1;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1 && PyErr_Occurred()) {
+        return -2;
+    }
+    return t < 0 ? 0 : t;
+}
+
 /* ---- reading the socket ------------------------------------------------------ */
 
 int

@@ -115,3 +115,49 @@ def plain_session(server, plain_address):
     """A session of the ordinary user of plain_address."""
     with server.connect(address=plain_address) as s:
         yield s
+
+
+INTERRUPT_CHILD = r'''
+import os, sys, time, pyssh
+address, key, known_hosts, remote, to, method = sys.argv[1:7]
+s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+started = [False]
+def progress(path, moved, total):
+    if not started[0]:
+        started[0] = True
+        print("started", flush=True)
+try:
+    getattr(s, method)(remote, to=to, verbose=False, progress=progress)
+    print("finished", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic(), flush=True)
+print("left", sorted(os.listdir(to)), flush=True)
+print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
+with s.sftp() as f:
+    print("sftp", f.exists(remote), flush=True)
+'''
+
+
+def interrupt_download(server, method, remote, to):
+    """Run session.<method>(remote, to) in a child process and send it SIGINT once data
+    flows: KeyboardInterrupt within half a second, no partial file left in `to`, and the
+    session usable afterwards (a command, an SFTP channel)."""
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", INTERRUPT_CHILD, server.address, server.client_key,
+                          server.known_hosts, str(remote), str(to), method],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        line = p.stdout.readline().split()
+        assert line and line[0] == "interrupted", (line, p.stderr.read())
+        assert float(line[1]) - sent < 0.5
+        assert p.stdout.readline().strip() == "left []"     # no partial file
+        assert p.stdout.readline().strip() == "then usable"
+        assert p.stdout.readline().strip() == "sftp True"
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

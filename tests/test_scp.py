@@ -8,6 +8,7 @@ import time
 import pytest
 
 import pyssh
+from conftest import interrupt_download
 from pyssh import _ssh
 
 
@@ -361,49 +362,11 @@ def test_hostile_setuid_mode_is_dropped(hostile, tmp_path):
 
 # ---- Ctrl-C, threads --------------------------------------------------------------------
 
-SIGINT_CHILD = r'''
-import os, sys, time, pyssh
-address, key, known_hosts, remote, to = sys.argv[1:6]
-s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
-started = [False]
-def progress(path, moved, total):
-    if not started[0]:
-        started[0] = True
-        print("started", flush=True)
-try:
-    s.scp_download(remote, to=to, verbose=False, progress=progress)
-    print("finished", flush=True)
-except KeyboardInterrupt:
-    print("interrupted", time.monotonic(), flush=True)
-print("left", sorted(os.listdir(to)), flush=True)
-print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
-'''
-
-
 def test_ctrl_c_mid_download(server, area):
-    import signal
-    import subprocess
-    import sys
     big = area["remote"] / "big.bin"
     with open(big, "wb") as f:
         f.truncate(4 << 30)
-    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
-                          server.known_hosts, str(big), str(area["back"])],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "started", p.stderr.read()
-        sent = time.monotonic()
-        p.send_signal(signal.SIGINT)
-        line = p.stdout.readline().split()
-        assert line and line[0] == "interrupted", (line, p.stderr.read())
-        assert float(line[1]) - sent < 0.5
-        assert p.stdout.readline().strip() == "left []"     # no partial file
-        assert p.stdout.readline().strip() == "then usable"
-        assert p.wait(timeout=30) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    interrupt_download(server, "scp_download", big, area["back"])
 
 
 def test_two_transfers_in_two_threads(server, area):

@@ -6,13 +6,12 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import threading
-import time
 
 import pytest
 
 import pyssh
+from conftest import interrupt_download
 from pyssh.testing import SSHServer
 
 
@@ -255,49 +254,11 @@ def test_bad_inputs(sftp, area):
         sftp.listdir(".")
 
 
-SIGINT_CHILD = r'''
-import os, sys, time, pyssh
-address, key, known_hosts, remote, to = sys.argv[1:6]
-s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
-started = [False]
-def progress(path, moved, total):
-    if not started[0]:
-        started[0] = True
-        print("started", flush=True)
-try:
-    s.sftp_download(remote, to=to, verbose=False, progress=progress)
-    print("finished", flush=True)
-except KeyboardInterrupt:
-    print("interrupted", time.monotonic(), flush=True)
-print("left", sorted(os.listdir(to)), flush=True)
-print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
-with s.sftp() as f:
-    print("sftp", f.exists(remote), flush=True)
-'''
-
-
 def test_ctrl_c_mid_download(server, area):
     big = area["remote"] / "big.bin"
     with open(big, "wb") as f:
         f.truncate(4 << 30)
-    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
-                          server.known_hosts, str(big), str(area["back"])],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "started", p.stderr.read()
-        sent = time.monotonic()
-        p.send_signal(signal.SIGINT)
-        line = p.stdout.readline().split()
-        assert line and line[0] == "interrupted", (line, p.stderr.read())
-        assert float(line[1]) - sent < 0.5
-        assert p.stdout.readline().strip() == "left []"     # no partial file
-        assert p.stdout.readline().strip() == "then usable"
-        assert p.stdout.readline().strip() == "sftp True"
-        assert p.wait(timeout=30) == 0
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+    interrupt_download(server, "sftp_download", big, area["back"])
 
 
 def test_server_killed_mid_download(fresh_server, tmp_path):
@@ -421,3 +382,107 @@ def test_copyfileobj_through_file_objects(sftp, area):
     with sftp.open(str(area["remote"] / "big"), "rb") as a, open(area["back"] / "big", "wb") as b:
         shutil.copyfileobj(a, b)
     assert sha(area["back"] / "big") == sha(src) == sha(area["remote"] / "big")
+
+
+# ---- a hostile or broken server --------------------------------------------------------------
+
+FAKE_SFTP = r'''
+import ast, struct, sys
+scenario = ast.literal_eval(open(sys.argv[1]).read())
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+
+def read(n):
+    b = b""
+    while len(b) < n:
+        d = inp.read(n - len(b))
+        if not d:
+            sys.exit(0)
+        b += d
+    return b
+
+def send(t, body):
+    out.write(struct.pack(">IB", len(body) + 1, t) + body)
+    out.flush()
+
+def s(b):
+    return struct.pack(">I", len(b)) + b
+
+def attrs(mode, size=0):
+    return struct.pack(">IQI", 1 | 4, size, mode)
+
+listed = False
+while True:
+    n, t = struct.unpack(">IB", read(5))
+    body = read(n - 1)
+    if t == 1:
+        send(2, struct.pack(">I", 3))
+        continue
+    rid = struct.unpack(">I", body[:4])[0]
+    if "raw" in scenario and t == scenario.get("raw_on", 5):
+        out.write(scenario["raw"])
+        out.flush()
+        continue
+    if "wrong_id" in scenario:
+        rid += 1000
+    if t in (7, 17):          # LSTAT, STAT
+        mode = 0o100644 if scenario.get("file") else 0o040755
+        send(105, struct.pack(">I", rid) + attrs(mode, scenario.get("size", 0)))
+    elif t == 11:             # OPENDIR
+        send(102, struct.pack(">I", rid) + s(b"d"))
+    elif t == 12:             # READDIR
+        if listed:
+            send(101, struct.pack(">II", rid, 1) + s(b"eof") + s(b""))
+        else:
+            listed = True
+            names = [n.encode() for n in scenario["names"]]
+            send(104, struct.pack(">II", rid, len(names)) + b"".join(
+                s(n) + s(n) + attrs(0o100644, 4) for n in names))
+    elif t == 3:              # OPEN
+        send(102, struct.pack(">I", rid) + s(b"f"))
+    elif t == 5:              # READ
+        send(103, struct.pack(">I", rid) + s(scenario.get("data", b"")))
+    else:                     # CLOSE and the rest: OK
+        send(101, struct.pack(">II", rid, 0) + s(b"ok") + s(b""))
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """An sshd whose SFTP subsystem is a fake server acting out a scenario."""
+    import sys
+    d = tmp_path_factory.mktemp("hostile-sftp")
+    os.chmod(d, 0o755)
+    script = d / "fake_sftp.py"
+    script.write_text(FAKE_SFTP)
+    scenario = d / "scenario.txt"
+    with SSHServer(sftp=False, extra_config=[
+            f"Subsystem sftp {sys.executable} {script} {scenario}"]) as srv:
+        def run(how, call):
+            scenario.write_text(repr(how))
+            with srv.connect() as s, s.sftp(timeout=20) as f:
+                return call(f)
+        yield run
+
+
+@pytest.mark.parametrize("names", [["../evil"], ["a/../../evil"], ["", "x"], ["ok", "/tmp/evil"],
+                                   ["x\0y"]])
+def test_hostile_listing_cannot_escape(hostile, tmp_path, names):
+    to = tmp_path / "to"
+    to.mkdir()
+    with pytest.raises(pyssh.SFTPError, match="unsafe name"):
+        hostile({"names": names}, lambda f: f.download("wanted", to=to, verbose=False))
+    assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil")
+    leftovers = [str(p) for p in to.rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("how, match", [
+    ({"file": True, "size": 10, "data": b"x" * 40000}, "longer than asked"),
+    ({"wrong_id": True}, "not made"),
+    ({"raw": b"\xff\xff\xff\xff\x65", "raw_on": 17}, "impossible length"),
+])
+def test_broken_server_replies(hostile, tmp_path, how, match):
+    with pytest.raises(pyssh.SFTPError, match=match):
+        hostile(how, lambda f: f.get("wanted", tmp_path / "x") if how.get("file") else
+                f.stat("wanted"))
+    assert os.listdir(tmp_path) == []
