@@ -471,6 +471,10 @@ class SFTP:
             if not self._c.closed:
                 self._close_handle(h)
 
+    def iterdir(self, path: Any = ".") -> Iterator[SFTPAttributes]:
+        """Like :meth:`scandir` (pathlib's name): the entries with their attributes."""
+        return self.scandir(path)
+
     def listdir(self, path: Any = ".") -> List[str]:
         """The names in directory ``path``, sorted (``.`` and ``..`` left out)."""
         return sorted(a.filename for a in self.scandir(path) if a.filename is not None)

@@ -148,6 +148,7 @@ def test_file_operations(sftp, area):
     assert sftp.lstat(str(r / "link")).is_symlink() and sftp.stat(str(r / "link")).is_file()
     assert sftp.listdir(str(r)) == sorted(os.listdir(r))
     names = {a.filename: a for a in sftp.scandir(str(r))}
+    assert sorted(a.filename for a in sftp.iterdir(str(r))) == sorted(names)
     assert names["d"].is_dir() and names["f.txt"].st_size == 5 and names["link"].is_symlink()
     (r / "g.txt").write_bytes(b"other")
     sftp.rename(str(r / "f.txt"), str(r / "g.txt"))        # replaces, like os.replace
