@@ -829,10 +829,39 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
         }
     }
     self->busy = 0;
-    if (rc < 0 && (o->kind == OP_DOWNLOAD || o->kind == OP_UPLOAD || o->kind == OP_REQUEST)) {
-        /* replies still due would be taken for the next operation's: this channel
-         * cannot be trusted any more */
-        sftp_close_impl(self, 1);
+    if (rc < 0 && o->kind != OP_START) {
+        /* Stopped early (an exception from a callback, Ctrl-C, a timeout): the
+         * replies still due are dropped when they come, and the channel stays
+         * usable. A broken stream, or too many replies due, closes it. */
+        int keep = o->protocol_error == NULL;
+        pyssh_lock(self->session);
+        if (keep) {
+            int n = 0;
+            uint32_t due[INFLIGHT_MAX + BATCH_MAX];
+            if (o->kind == OP_REQUEST) {
+                for (int i = 0; i < o->nwant; i++) {
+                    if (o->reply[i] == NULL) {
+                        due[n++] = o->want_id[i];
+                    }
+                }
+            }
+            else {
+                for (int i = 0; i < o->ninflight; i++) {
+                    due[n++] = o->inflight[i].id;
+                }
+            }
+            if (self->ndiscard + n <= DISCARD_MAX) {
+                memcpy(self->discard + self->ndiscard, due, sizeof(uint32_t) * (size_t)n);
+                self->ndiscard += n;
+            }
+            else {
+                keep = 0;
+            }
+        }
+        pyssh_unlock(self->session);
+        if (!keep) {
+            sftp_close_impl(self, 1);
+        }
     }
     return rc;
 }

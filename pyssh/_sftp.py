@@ -737,13 +737,16 @@ class SFTP:
                   resume: bool) -> int:
         total = st.st_size or 0
         start = 0
-        if resume and os.path.exists(lpath):
-            start = os.path.getsize(lpath)
+        if resume:
+            # written in place, so that an interrupted download leaves what it got
+            # for the next resume (no all-or-nothing rename)
+            start = os.path.getsize(lpath) if os.path.exists(lpath) else 0
             if start > total:
                 raise SFTPError(errno.EINVAL, f"resume: the local file {lpath} ({start} bytes) "
                                 f"is longer than the remote one ({total} bytes)", rpath)
             tmp = lpath
-            fd = os.open(lpath, os.O_WRONLY | getattr(os, "O_BINARY", 0))
+            fd = os.open(lpath, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0),
+                         (st.st_mode or 0o644) & 0o777)
         else:
             d = os.path.dirname(os.path.abspath(lpath))
             tmp = os.path.join(d, f".{os.path.basename(lpath)}.{secrets.token_hex(4)}{PART_SUFFIX}")

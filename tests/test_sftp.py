@@ -118,6 +118,28 @@ def test_resume_download_and_upload(sftp, area):
         sftp.get(str(remote), local, resume=True)
 
 
+def test_resume_after_an_interrupted_transfer(session, area):
+    """A transfer cut short (here by its timeout) keeps what it moved when resume=True;
+    the channel stays usable, and the next resume=True completes the file."""
+    size = 1 << 30
+    src = area["local"] / "i.bin"
+    with open(src, "wb") as f:
+        f.truncate(size)                      # sparse: zeros, fast to read
+    remote, local = str(area["remote"] / "i.bin"), area["back"] / "i.bin"
+    with session.sftp(timeout=0.3) as hasty, session.sftp() as patient:
+        with pytest.raises(pyssh.SSHTimeoutError):
+            hasty.put(src, remote, resume=True)
+        assert 0 < os.path.getsize(remote) < size
+        assert patient.put(src, remote, resume=True) < size
+        assert os.path.getsize(remote) == size
+        with pytest.raises(pyssh.SSHTimeoutError):
+            hasty.get(remote, local, resume=True)
+        assert 0 < local.stat().st_size < size
+        assert patient.get(remote, local, resume=True) < size
+        assert hasty.listdir(str(area["back"])) == ["i.bin"]   # still usable
+    assert local.stat().st_size == size and sha(local) == sha(src)
+
+
 def test_download_failure_leaves_old_file(sftp, area):
     (area["back"] / "gone.bin").write_bytes(b"old good")
     with pytest.raises(FileNotFoundError):
