@@ -1105,6 +1105,48 @@ sftp_send(SFTPObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Run download/upload to `fd`, or read/write on `mem` (fd -1): the checks, the
+ * op, the loop. `end`: where to stop (UINT64_MAX: the end of the remote file). */
+static int
+run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handle, int fd,
+             char *mem, uint64_t offset, uint64_t end, PyObject *tobj, PyObject *progress,
+             int inflight, unsigned int chunk)
+{
+    double timeout = pyssh_timeout_arg(tobj);
+    if (timeout == -2 || usable(self, 1) < 0) {
+        return -1;
+    }
+    if (handle->len > 256 || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
+        chunk > 1024 * 1024) {
+        PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
+        return -1;
+    }
+    memset(o, 0, sizeof(*o));
+    o->s = self;
+    o->kind = kind;
+    o->status = -1;
+    o->handle = handle->buf;
+    o->handle_len = (size_t)handle->len;
+    o->fd = fd;
+    o->next_offset = offset;
+    o->end = end;
+    o->chunk = chunk;
+    o->inflight_max = inflight;
+    o->mem = mem;
+    o->mem_base = offset;
+    o->eof_at = UINT64_MAX;
+    if (kind == OP_UPLOAD && (o->buf = malloc(chunk)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const char *what = kind == OP_DOWNLOAD ? (mem ? "SFTP read" : "SFTP download")
+                                           : (mem ? "SFTP write" : "SFTP upload");
+    int rc = run_op(self, o, timeout, progress, what);
+    free(o->buf);
+    o->buf = NULL;
+    return rc;
+}
+
 /* download()/upload(): the end, as a tuple (bytes moved, status code or -1,
  * status message, local errno or 0; -1: the file ended early). */
 static PyObject *
@@ -1122,37 +1164,10 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
                                      &offset, &size, &progress, &tobj, &inflight, &chunk)) {
         return NULL;
     }
-    double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2 || usable(self, 1) < 0) {
-        PyBuffer_Release(&handle);
-        return NULL;
-    }
-    if (handle.len > 256 || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
-        chunk > 1024 * 1024) {
-        PyBuffer_Release(&handle);
-        PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
-        return NULL;
-    }
     struct op o;
-    memset(&o, 0, sizeof(o));
-    o.s = self;
-    o.kind = kind;
-    o.status = -1;
-    o.handle = handle.buf;
-    o.handle_len = (size_t)handle.len;
-    o.fd = fd;
-    o.next_offset = offset;
-    o.end = kind == OP_UPLOAD ? offset + size : UINT64_MAX;
-    o.eof_at = UINT64_MAX;
-    o.chunk = chunk;
-    o.inflight_max = inflight;
-    if (kind == OP_UPLOAD && (o.buf = malloc(chunk)) == NULL) {
-        PyBuffer_Release(&handle);
-        return PyErr_NoMemory();
-    }
-    int rc = run_op(self, &o, timeout, progress,
-                    kind == OP_DOWNLOAD ? "SFTP download" : "SFTP upload");
-    free(o.buf);
+    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset,
+                          kind == OP_UPLOAD ? offset + size : UINT64_MAX, tobj, progress,
+                          inflight, chunk);
     PyBuffer_Release(&handle);
     if (rc < 0) {
         return NULL;
@@ -1189,44 +1204,6 @@ sftp_upload(SFTPObject *self, PyObject *args, PyObject *kwds)
     return transfer(self, args, kwds, OP_UPLOAD);
 }
 
-/* The loops of download()/upload() on memory: read() and write() of the file object. */
-static int
-mem_op(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handle, uint64_t offset,
-       char *mem, uint64_t n, PyObject *tobj, int inflight, unsigned int chunk)
-{
-    double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2 || usable(self, 1) < 0) {
-        return -1;
-    }
-    if (handle->len > 256 || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
-        chunk > 1024 * 1024) {
-        PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
-        return -1;
-    }
-    memset(o, 0, sizeof(*o));
-    o->s = self;
-    o->kind = kind;
-    o->status = -1;
-    o->handle = handle->buf;
-    o->handle_len = (size_t)handle->len;
-    o->fd = -1;
-    o->next_offset = offset;
-    o->end = offset + n;
-    o->chunk = chunk;
-    o->inflight_max = inflight;
-    o->mem = mem;
-    o->mem_base = offset;
-    o->eof_at = UINT64_MAX;
-    if (kind == OP_UPLOAD && (o->buf = malloc(chunk)) == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    int rc = run_op(self, o, timeout, NULL, kind == OP_DOWNLOAD ? "SFTP read" : "SFTP write");
-    free(o->buf);
-    o->buf = NULL;
-    return rc;
-}
-
 PyDoc_STRVAR(read_doc,
 "read($self, /, handle, offset, n, timeout=None, inflight=16, chunk=32768)\n--\n\n"
 "Read up to n bytes of the open remote file `handle` from `offset`, with READ\n"
@@ -1258,8 +1235,8 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     struct op o;
-    int rc = mem_op(self, &o, OP_DOWNLOAD, &handle, offset, PyBytes_AS_STRING(out),
-                    (uint64_t)n, tobj, inflight, chunk);
+    int rc = run_transfer(self, &o, OP_DOWNLOAD, &handle, -1, PyBytes_AS_STRING(out), offset,
+                          offset + (uint64_t)n, tobj, Py_None, inflight, chunk);
     PyBuffer_Release(&handle);
     if (rc < 0) {
         Py_DECREF(out);
@@ -1296,8 +1273,8 @@ sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     struct op o;
-    int rc = mem_op(self, &o, OP_UPLOAD, &handle, offset, data.buf, (uint64_t)data.len, tobj,
-                    inflight, chunk);
+    int rc = run_transfer(self, &o, OP_UPLOAD, &handle, -1, data.buf, offset,
+                          offset + (uint64_t)data.len, tobj, Py_None, inflight, chunk);
     PyBuffer_Release(&handle);
     PyBuffer_Release(&data);
     if (rc < 0) {

@@ -161,3 +161,26 @@ def interrupt_download(server, method, remote, to):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def connection_killer(server):
+    """A session on `server` (a fresh_server of the test's own) and a progress
+    callable that SIGKILLs that session's sshd processes: the server dying
+    mid-transfer."""
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}   # pgrep under ASan
+
+    def children(pid):
+        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
+                              env=env).stdout.split()
+
+    s = server.connect()
+    conns = children(server.pid)
+    assert len(conns) == 1   # this session's sshd process
+
+    def kill_connection(path, moved, total):
+        for pid in conns + children(conns[0]):   # ours: started by our sshd
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return s, kill_connection

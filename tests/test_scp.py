@@ -8,7 +8,7 @@ import time
 import pytest
 
 import pyssh
-from conftest import interrupt_download
+from conftest import connection_killer, interrupt_download
 from pyssh import _ssh
 
 
@@ -465,33 +465,15 @@ def test_server_without_scp(tmp_path):
 
 
 def test_server_killed_mid_download(fresh_server, tmp_path):
-    import signal
-    import subprocess
     os.chmod(tmp_path, 0o755)
     (tmp_path / "b").mkdir()
     with open(tmp_path / "big", "wb") as f:
         f.truncate(2 << 30)
     (tmp_path / "b" / "big").write_bytes(b"old good")
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-
-    def children(pid):
-        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
-                              env=env).stdout.split()
-
-    s = fresh_server.connect()
-    conns = children(fresh_server.pid)
-    assert len(conns) == 1   # this session's sshd process
-
-    def kill_connection(path, moved, total):
-        for pid in conns + children(conns[0]):   # ours: started by our sshd
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
+    s, kill_connection = connection_killer(fresh_server)
     with pytest.raises(pyssh.SSHError):
         s.scp_download(str(tmp_path / "big"), to=tmp_path / "b", verbose=False,
-                       progress=kill_connection)
+                    progress=kill_connection)
     assert os.listdir(tmp_path / "b") == ["big"]
     assert (tmp_path / "b" / "big").read_bytes() == b"old good"
     with pytest.raises(pyssh.SSHError):

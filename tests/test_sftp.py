@@ -3,15 +3,13 @@ this machine, so remote paths are local paths the tests can check directly."""
 import errno
 import hashlib
 import os
-import signal
 import stat
-import subprocess
 import threading
 
 import pytest
 
 import pyssh
-from conftest import interrupt_download
+from conftest import connection_killer, interrupt_download
 from pyssh.testing import SSHServer
 
 
@@ -290,26 +288,10 @@ def test_server_killed_mid_download(fresh_server, tmp_path):
     with open(tmp_path / "big", "wb") as f:
         f.truncate(2 << 30)
     (tmp_path / "b" / "big").write_bytes(b"old good")
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
-
-    def children(pid):
-        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
-                              env=env).stdout.split()
-
-    s = fresh_server.connect()
-    conns = children(fresh_server.pid)
-    assert len(conns) == 1
-
-    def kill_connection(path, moved, total):
-        for pid in conns + children(conns[0]):
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
+    s, kill_connection = connection_killer(fresh_server)
     with pytest.raises(pyssh.SSHError):
         s.sftp_download(str(tmp_path / "big"), to=tmp_path / "b", verbose=False,
-                        progress=kill_connection)
+                    progress=kill_connection)
     assert os.listdir(tmp_path / "b") == ["big"]
     assert (tmp_path / "b" / "big").read_bytes() == b"old good"
     s.close()
