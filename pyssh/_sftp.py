@@ -580,7 +580,13 @@ class SFTP:
 
     def readlink(self, path: Any) -> str:
         """Where the symlink ``path`` points (``os.readlink``)."""
-        names = self._names(READLINK, _str(_path(path)), "readlink", os.fspath(path))
+        try:
+            names = self._names(READLINK, _str(_path(path)), "readlink", os.fspath(path))
+        except SFTPError as e:
+            if type(e) is SFTPError and self._lexists(path):
+                raise SFTPError(errno.EINVAL, f"readlink: {os.fspath(path)} is not a symbolic "
+                                "link", os.fspath(path)) from None
+            raise
         if not names or names[0].filename is None:
             raise SFTPError(errno.EPROTO, "readlink: an empty reply", os.fspath(path))
         return names[0].filename
@@ -719,6 +725,10 @@ class SFTP:
 
     def _get(self, rpath: str, lpath: str, st: Optional[SFTPAttributes],
              progress: Optional[Callable[[int, int], Any]], preserve: bool, resume: bool) -> int:
+        parent = os.path.dirname(os.path.abspath(lpath))
+        if not os.path.isdir(parent):
+            raise FileNotFoundError(errno.ENOENT, "get: the local directory does not exist",
+                                    parent)
         if st is None:
             st = self.stat(rpath)
         if st.is_dir():
@@ -887,8 +897,10 @@ class SFTP:
         paths = _paths(files, "download")
         to_s = os.fspath(to)
         if not os.path.isdir(to_s):
-            raise NotADirectoryError(errno.ENOTDIR, "download: the local directory does not "
-                                     "exist", to_s)
+            if os.path.exists(to_s):
+                raise NotADirectoryError(errno.ENOTDIR, "download: not a directory", to_s)
+            raise FileNotFoundError(errno.ENOENT, "download: the local directory does not "
+                                    "exist", to_s)
         rep = _Reporter(verbose, progress, upload=False)
         out = []
         for p in paths:

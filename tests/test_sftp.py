@@ -263,8 +263,18 @@ def test_bad_inputs(sftp, area):
         sftp.stat("a\0b")
     with pytest.raises(TypeError):
         sftp.stat(b"/tmp")
-    with pytest.raises(NotADirectoryError):
+    with pytest.raises(FileNotFoundError, match="local directory does not exist"):
         sftp.download(str(area["remote"]), to=area["back"] / "missing")
+    (area["back"] / "afile").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        sftp.download(str(area["remote"]), to=area["back"] / "afile")
+    with pytest.raises(FileNotFoundError, match="local directory does not exist") as e:
+        sftp.get("/etc/hostname", area["back"] / "missing" / "x")
+    assert e.value.filename == str(area["back"] / "missing")
+    (area["remote"] / "plain").write_bytes(b"")
+    with pytest.raises(pyssh.SFTPError, match="not a symbolic link") as e:
+        sftp.readlink(str(area["remote"] / "plain"))
+    assert e.value.errno == errno.EINVAL
     with pytest.raises(pyssh.SFTPNotADirectoryError):
         sftp.upload(area["local"], to=str(area["remote"] / "missing"))
     with pytest.raises(FileNotFoundError):
