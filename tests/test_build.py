@@ -95,3 +95,25 @@ def test_stubs_match_the_extension_and_the_package_type_checks():
     r = subprocess.run([sys.executable, "-m", "mypy", "pyssh"], capture_output=True, text=True,
                        cwd=root)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_sdist_builds_on_its_own(tmp_path):
+    """The source distribution carries the vendor/ recipe (without it setup.py cannot
+    build libssh) and the tests."""
+    import sys
+    import tarfile
+    root = os.path.dirname(os.path.dirname(pyssh.__file__))
+    if not os.path.isfile(os.path.join(root, "setup.py")):
+        pytest.skip("not run from a source tree")
+    r = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+                       cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (sdist,) = list(tmp_path.glob("pyssh-*.tar.gz"))
+    with tarfile.open(sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    for needed in ("setup.py", "pyproject.toml", "csrc/pyssh.h", "csrc/sftp.c", "vendor/build.sh",
+                   "vendor/versions.env", "vendor/patches/libssh-0.11.5-channel-data-no-copy.patch",
+                   "pyssh/_ssh.pyi", "pyssh/py.typed", "tests/conftest.py",
+                   "tests/fuzz/scp_parse_fuzz.c", ".ci/run"):
+        assert needed in names, needed
+    assert not any(n.endswith((".so", ".pyc")) for n in names)
