@@ -917,7 +917,6 @@ done:
 
 #define IO_BUF (256 * 1024)
 #define ERRTAIL 4096
-#define PROGRESS_EVERY 0.25       /* seconds between progress callbacks */
 
 enum io_mode { IO_READ, IO_WRITE, IO_RECV_FD, IO_SEND_FD };
 
@@ -1166,34 +1165,15 @@ io_run(ChannelObject *self, struct io *X, double timeout, PyObject *progress, co
     double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
     int rc = 0;
     if (progress != NULL && progress != Py_None) {
-        X->next_progress = pyssh_monotonic() + PROGRESS_EVERY;
+        X->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
     self->busy = 1;
     while (!X->done) {
-        double left = -1;
-        if (timeout >= 0) {
-            left = deadline - pyssh_monotonic();
-            if (left <= 0) {
-                pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %g seconds",
-                            what, timeout);
-                rc = -1;
-                break;
-            }
-        }
-        if (pyssh_wait(self->session, io_step, X, left, PYSSH_EXC_SSHError, what) < 0) {
-            rc = -1;
-            break;
-        }
-        if (X->next_progress > 0 && (X->done || pyssh_monotonic() >= X->next_progress)) {
-            X->next_progress = pyssh_monotonic() + PROGRESS_EVERY;
-            PyObject *r = PyObject_CallFunction(progress, "K", X->moved);
-            if (r == NULL) {
-                rc = -1;
-                break;
-            }
-            Py_DECREF(r);
-        }
-        if (PyErr_CheckSignals() < 0) {
+        double left = pyssh_time_left(st, deadline, timeout, what);
+        if (left == -2 ||
+            pyssh_wait(self->session, io_step, X, left, PYSSH_EXC_SSHError, what) < 0 ||
+            pyssh_progress(progress, &X->next_progress, X->done, X->moved) < 0 ||
+            PyErr_CheckSignals() < 0) {
             rc = -1;
             break;
         }

@@ -269,6 +269,16 @@ double pyssh_monotonic(void);
  * -2 with an exception set when it is not a number. */
 double pyssh_timeout_arg(PyObject *obj);
 
+/* For loops of waits that share one timeout (started at deadline - timeout):
+ * the seconds left (-1: no timeout), or -2 with SSHTimeoutError raised. */
+double pyssh_time_left(pyssh_state *st, double deadline, double timeout, const char *what);
+
+/* Call progress(moved) when *next (> 0: reports wanted) has passed or the
+ * operation `finished`; then set *next PYSSH_PROGRESS_EVERY seconds ahead.
+ * Returns -1 with the callback's exception. */
+#define PYSSH_PROGRESS_EVERY 0.25
+int pyssh_progress(PyObject *progress, double *next, int finished, unsigned long long moved);
+
 /* Let libssh read the session's socket once, without waiting (lock held): the
  * only socket reads pyssh's steps make. Returns SSH_OK (something was read or
  * sent), SSH_AGAIN (the socket is idle) or PYSSH_FAILED (libssh's message, or

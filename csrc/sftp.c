@@ -787,21 +787,13 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
     double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
     int rc = 0;
     if (progress != NULL && progress != Py_None) {
-        o->next_progress = pyssh_monotonic() + 0.25;
+        o->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
     self->busy = 1;
     for (;;) {
-        double left = -1;
-        if (timeout >= 0) {
-            left = deadline - pyssh_monotonic();
-            if (left <= 0) {
-                pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %g seconds",
-                            what, timeout);
-                rc = -1;
-                break;
-            }
-        }
-        if (pyssh_wait(self->session, sftp_step, o, left, PYSSH_EXC_SFTPError, what) < 0) {
+        double left = pyssh_time_left(st, deadline, timeout, what);
+        if (left == -2 ||
+            pyssh_wait(self->session, sftp_step, o, left, PYSSH_EXC_SFTPError, what) < 0) {
             rc = -1;
             break;
         }
@@ -811,14 +803,9 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
             break;
         }
         int finished = op_finished(o);
-        if (o->next_progress > 0 && (finished || pyssh_monotonic() >= o->next_progress)) {
-            o->next_progress = pyssh_monotonic() + 0.25;
-            PyObject *r = PyObject_CallFunction(progress, "K", (unsigned long long)o->moved);
-            if (r == NULL) {
-                rc = -1;
-                break;
-            }
-            Py_DECREF(r);
+        if (pyssh_progress(progress, &o->next_progress, finished, o->moved) < 0) {
+            rc = -1;
+            break;
         }
         if (finished) {
             break;

@@ -221,6 +221,36 @@ pyssh_timeout_arg(PyObject *obj)
     return t < 0 ? 0 : t;
 }
 
+double
+pyssh_time_left(pyssh_state *st, double deadline, double timeout, const char *what)
+{
+    if (timeout < 0) {
+        return -1;
+    }
+    double left = deadline - pyssh_monotonic();
+    if (left <= 0) {
+        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %g seconds", what,
+                    timeout);
+        return -2;
+    }
+    return left;
+}
+
+int
+pyssh_progress(PyObject *progress, double *next, int finished, unsigned long long moved)
+{
+    if (*next <= 0 || (!finished && pyssh_monotonic() < *next)) {
+        return 0;
+    }
+    *next = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
+    PyObject *r = PyObject_CallFunction(progress, "K", moved);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+}
+
 /* ---- reading the socket ------------------------------------------------------ */
 
 int
