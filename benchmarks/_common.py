@@ -63,3 +63,40 @@ def render(head: list, body: list, markdown: bool) -> list:
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
     return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
             for r in [head] + body]
+
+
+def round_robin(rows: dict, once, reps: int) -> dict:
+    """Fill rows ({key: {"times", "cpu", "cipher", "error"}}): once(key, warmup) ->
+    (cipher, seconds, cpu seconds). Each key runs once untimed first (its cipher
+    kept; an exception marks the row failed, reported, not fatal), then `reps`
+    rounds, one run of each per round, the starting point rotated, since the
+    machines are shared and noisy."""
+    for key, row in rows.items():
+        try:
+            row["cipher"] = once(key, True)[0]
+        except Exception as e:   # noqa: BLE001 - a failing client is reported, not fatal
+            row["error"] = f"{type(e).__name__}: {e}"
+    order = list(rows)
+    for i in range(reps):
+        k = i % len(order)
+        for key in order[k:] + order[:k]:
+            row = rows[key]
+            if row["error"]:
+                continue
+            try:
+                _, elapsed, cpu = once(key, False)
+            except Exception as e:   # noqa: BLE001
+                row["error"] = f"{type(e).__name__}: {e}"
+                continue
+            row["times"].append(elapsed)
+            row["cpu"].append(cpu)
+    return rows
+
+
+def seconds(s: float) -> str:
+    return f"{s:.2f} s" if s >= 1 else f"{s * 1000:.0f} ms"
+
+
+def failed_row(name: str, setting: str, row: dict, width: int, limit: int = 100) -> list:
+    """A table row for a client that failed or never ran."""
+    return [name, setting, (row["error"] or "no runs")[:limit]] + [""] * (width - 3)

@@ -30,7 +30,8 @@ import time
 import pyssh
 from pyssh.testing import SSHServer
 
-from _common import CHUNK, GCM, cpu_seconds, machine, pair, parse_size, render  # noqa: E402
+from _common import (CHUNK, GCM, cpu_seconds, failed_row, machine, pair, parse_size,  # noqa: E402
+                     render, round_robin)
 
 SETTINGS = ("default", GCM)
 
@@ -143,27 +144,12 @@ def measure(clients: dict, cmd: str, size, reps: int) -> dict:
     round-robin: one of each per repetition, the starting point rotated."""
     rows = {(name, st): {"times": [], "cpu": [], "cipher": "", "error": None}
             for name in clients for st in SETTINGS}
-    for key, row in rows.items():   # warm-up, and find out what is unsupported
-        try:
-            row["cipher"] = clients[key[0]](key[1], cmd, size)
-        except Exception as e:   # noqa: BLE001 - a failing client is reported, not fatal
-            row["error"] = f"{type(e).__name__}: {e}"
-    order = list(rows)
-    for i in range(reps):
-        k = i % len(order)
-        for key in order[k:] + order[:k]:
-            row = rows[key]
-            if row["error"]:
-                continue
-            c, t = cpu_seconds(), time.perf_counter()
-            try:
-                clients[key[0]](key[1], cmd, size)
-            except Exception as e:   # noqa: BLE001
-                row["error"] = f"{type(e).__name__}: {e}"
-                continue
-            row["times"].append(time.perf_counter() - t)
-            row["cpu"].append(cpu_seconds() - c)
-    return rows
+
+    def once(key, warmup):
+        c, t = cpu_seconds(), time.perf_counter()
+        cipher = clients[key[0]](key[1], cmd, size)
+        return cipher, time.perf_counter() - t, cpu_seconds() - c
+    return round_robin(rows, once, reps)
 
 
 def table(rows: dict, size, markdown: bool) -> list:
@@ -172,7 +158,7 @@ def table(rows: dict, size, markdown: bool) -> list:
     body = []
     for (name, st), row in rows.items():
         if row["error"] or not row["times"]:
-            body.append([name, st, (row["error"] or "no runs")[:80]] + [""] * (len(head) - 3))
+            body.append(failed_row(name, st, row, len(head), 80))
             continue
         med, low = statistics.median(row["times"]), min(row["times"])
         base = rows.get(("pyssh", st), {}).get("times")

@@ -53,7 +53,8 @@ import time
 import pyssh
 from pyssh.testing import SSHServer
 
-from _common import CHUNK, GCM, cpu_seconds, machine, pair, parse_size, render  # noqa: E402
+from _common import (CHUNK, GCM, cpu_seconds, failed_row, machine, pair, parse_size,  # noqa: E402
+                     render, round_robin, seconds)
 
 SMALL = 4096
 OPS = ("upload", "download")
@@ -259,37 +260,18 @@ def measure(clients: dict, data: dict, root: str, reps: int) -> dict:
         finally:
             shutil.rmtree(dst, ignore_errors=True)
 
-    for key, row in rows.items():   # warm-up and full check; finds out what fails
-        try:
-            row["cipher"] = once(key, True)[0]
-        except Exception as e:   # noqa: BLE001 - a failing client is reported, not fatal
-            row["error"] = f"{type(e).__name__}: {e}"
-    order = list(rows)
-    for i in range(reps):
-        k = i % len(order)
-        for key in order[k:] + order[:k]:
-            row = rows[key]
-            if row["error"]:
-                continue
-            try:
-                _, elapsed, cpu = once(key, False)
-            except Exception as e:   # noqa: BLE001
-                row["error"] = f"{type(e).__name__}: {e}"
-                continue
-            row["times"].append(elapsed)
-            row["cpu"].append(cpu)
-    return rows
+    return round_robin(rows, once, reps)   # the warm-up checks everything (full)
 
 
 def table(rows: dict, data: dict, markdown: bool) -> list:
     many = data["count"] > 1
     head = ["client", "direction", "negotiated", "median", "min", "MB/s"]
     head += (["files/s"] if many else []) + ["ratio", "client CPU"]
-    unit = lambda s: f"{s:.2f} s" if s >= 1 else f"{s * 1000:.0f} ms"  # noqa: E731
+    unit = seconds
     body = []
     for (name, op), row in rows.items():
         if row["error"] or not row["times"]:
-            body.append([name, op, (row["error"] or "no runs")[:100]] + [""] * (len(head) - 3))
+            body.append(failed_row(name, op, row, len(head)))
             continue
         med, low = statistics.median(row["times"]), min(row["times"])
         base = rows.get(("pyssh SFTP", op), {}).get("times")

@@ -268,37 +268,26 @@ def make_clients(srv, GCM) -> dict:
 # ---- measuring ------------------------------------------------------------------------------------
 
 def measure(clients, peer, ports, size, reps) -> dict:
+    from _common import round_robin
     rows = {(name, op): {"times": [], "cpu": [], "cipher": "", "error": None}
             for name in clients for op in ("download", "upload")}
-    names = list(clients)
-    for rep in range(reps + 1):                    # the first round warms up, untimed
-        order = names[rep % len(names):] + names[:rep % len(names)]
-        for name in order:
-            for op in ("download", "upload"):
-                row = rows[(name, op)]
-                if row["error"]:
-                    continue
-                try:
-                    tport = ports[0] if op == "download" else ports[1]
-                    port, cipher, stop, _ = clients[name](tport)
-                    # every client gets the probe ssh's start needs: one connection
-                    # opened and closed through the tunnel before the timed one
-                    wait_listening(port)
-                    try:
-                        peer.stdin.write(f"{op} {port} {size}\n")
-                        peer.stdin.flush()
-                        dt, got = peer.stdout.readline().split()
-                    finally:
-                        cpu = stop()
-                    if int(got) != size:
-                        raise RuntimeError(f"moved {got} bytes of {size}")
-                    row["cipher"] = cipher
-                    if rep > 0:
-                        row["times"].append(float(dt))
-                        row["cpu"].append(cpu)
-                except Exception as e:  # noqa: BLE001 - reported in the table
-                    row["error"] = f"{type(e).__name__}: {e}"
-    return rows
+
+    def once(key, warmup):
+        name, op = key
+        port, cipher, stop, _ = clients[name](ports[0] if op == "download" else ports[1])
+        # every client gets the probe ssh's start needs: one connection opened and
+        # closed through the tunnel before the timed one
+        wait_listening(port)
+        try:
+            peer.stdin.write(f"{op} {port} {size}\n")
+            peer.stdin.flush()
+            dt, got = peer.stdout.readline().split()
+        finally:
+            cpu = stop()
+        if int(got) != size:
+            raise RuntimeError(f"moved {got} bytes of {size}")
+        return cipher, float(dt), cpu
+    return round_robin(rows, once, reps)
 
 
 def idle_cpu(clients, ports) -> dict:
@@ -320,13 +309,13 @@ def idle_cpu(clients, ports) -> dict:
 
 
 def table(rows, size, markdown) -> list:
-    from _common import render
+    from _common import failed_row, render, seconds
     head = ["client", "direction", "negotiated", "median", "min", "MB/s", "ratio", "client CPU"]
-    unit = lambda s: f"{s:.2f} s" if s >= 1 else f"{s * 1000:.0f} ms"  # noqa: E731
+    unit = seconds
     body = []
     for (name, op), row in rows.items():
         if row["error"] or not row["times"]:
-            body.append([name, op, (row["error"] or "no runs")[:100]] + [""] * (len(head) - 3))
+            body.append(failed_row(name, op, row, len(head)))
             continue
         med = statistics.median(row["times"])
         base = rows.get(("pyssh forward_local", op), {}).get("times")
