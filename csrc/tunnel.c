@@ -848,9 +848,11 @@ tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->idle_timeout = -1;
     self->pid = pyssh_getpid();
     self->wake.rd = self->wake.wr = SSH_INVALID_SOCKET;
-    if (pyssh_waiter_open(&self->wake) < 0) {
+    int err = pyssh_waiter_open(&self->wake);
+    if (err != 0) {
         Py_DECREF(self);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        pyssh_set_socket_error(err);
+        return NULL;
     }
     self->scratch = malloc(READ_MAX);
     if (self->scratch == NULL) {
