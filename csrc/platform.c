@@ -319,8 +319,9 @@ pyssh_socket_setup(pyssh_socket_t s)
     if (fd_nonblocking_cloexec(s) < 0) {
         return -1;
     }
-#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
-    /* macOS: send() cannot be told, the socket must be */
+#ifdef SO_NOSIGPIPE
+    /* macOS, BSD: the socket is told (a recent SDK may define MSG_NOSIGNAL for a
+     * kernel older than the deployment target's) */
     int one = 1;
     setsockopt(s, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
 #endif
@@ -330,8 +331,8 @@ pyssh_socket_setup(pyssh_socket_t s)
 long
 pyssh_send(pyssh_socket_t s, const void *buf, size_t n)
 {
-#ifdef MSG_NOSIGNAL
-    return (long)send(s, buf, n, MSG_NOSIGNAL);
+#if defined(MSG_NOSIGNAL) && !defined(SO_NOSIGPIPE)
+    return (long)send(s, buf, n, MSG_NOSIGNAL);     /* Linux */
 #else
     return (long)send(s, buf, n, 0);     /* SO_NOSIGPIPE is set by pyssh_socket_setup */
 #endif

@@ -12,7 +12,8 @@
  *     loopback socket pair, not a pipe; Winsock needs WSAStartup() once.
  *     Plain files go through the C runtime's _read/_write.
  *   - macOS: no MSG_NOSIGNAL (SO_NOSIGPIPE is set on each socket instead), no
- *     TCP_QUICKACK, no pipe2/accept4/SOCK_CLOEXEC (fcntl after the fact).
+ *     TCP_QUICKACK, no pipe2/accept4/SOCK_CLOEXEC (fcntl after the fact); the
+ *     deployment targets are 10.13 (x86_64) and 11.0 (arm64).
  *   - Linux: MSG_NOSIGNAL on send, TCP_QUICKACK on the session's socket.
  *
  * Included by pyssh.h after Python.h. It does not need Python.h itself: the SCP
@@ -58,7 +59,8 @@ int pyssh_platform_init(void);
 int pyssh_poll(pyssh_pollfd *fds, unsigned int n, int timeout_ms);   /* as poll() */
 void pyssh_closesocket(pyssh_socket_t s);                            /* skips INVALID */
 /* Non-blocking, not inherited by child processes, and no SIGPIPE when the peer
- * has gone (SO_NOSIGPIPE where send() has no MSG_NOSIGNAL). Returns 0 or -1. */
+ * has gone (SO_NOSIGPIPE where it exists, else MSG_NOSIGNAL on each send).
+ * Returns 0, or -1 (pyssh_socket_errno()). */
 int pyssh_socket_setup(pyssh_socket_t s);
 /* send() and recv() of at most `n` bytes: the count, or -1 (pyssh_socket_errno()). */
 long pyssh_send(pyssh_socket_t s, const void *buf, size_t n);

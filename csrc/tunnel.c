@@ -46,7 +46,7 @@ typedef struct TunnelObject TunnelObject;
 typedef struct conn {
     struct conn *next;
     TunnelObject *t;
-    pyssh_socket_t fd;                  /* the local connection; PYSSH_INVALID_SOCKET once closed */
+    pyssh_socket_t fd;            /* the local connection; PYSSH_INVALID_SOCKET once closed */
     ssh_channel chan;
     struct ssh_channel_callbacks_struct cb;
     enum conn_state state;
@@ -80,7 +80,7 @@ struct TunnelObject {
     int kind;
     int configured;
     /* LOCAL */
-    pyssh_socket_t lfd;                 /* the listening socket (the Python layer owns it) */
+    pyssh_socket_t lfd;           /* the listening socket (the Python layer owns it) */
     char *host;                   /* the target (LOCAL); the server's bind address (REMOTE) */
     int port;                     /* the target's port (LOCAL); the port asked for (REMOTE) */
     /* REMOTE */
