@@ -38,9 +38,6 @@
 
 #include <errno.h>
 #include <string.h>
-#ifdef _WIN32
-#include <io.h>
-#endif
 
 #define CALLBACK_BUF (256 * 1024)   /* a callback's chunk: up to this much */
 #define CALLBACK_READY (64 * 1024)  /* ...and at least this much while data flows */
@@ -958,11 +955,7 @@ static int
 write_fd_all(int fd, const char *p, size_t n)
 {
     while (n > 0) {
-#ifdef _WIN32
-        int w = _write(fd, p, n > 0x40000000 ? 0x40000000 : (unsigned int)n);
-#else
-        ssize_t w = write(fd, p, n);
-#endif
+        long w = pyssh_write(fd, p, n);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
@@ -1059,11 +1052,7 @@ io_step_once(struct io *X, ssh_session ssh)
             }
             if (X->pos == X->len && X->mode == IO_SEND_FD && X->left > 0) {
                 size_t want = X->cap < X->left ? X->cap : (size_t)X->left;
-#ifdef _WIN32
-                int n = _read(X->fd, X->buf, (unsigned int)want);
-#else
-                ssize_t n = read(X->fd, X->buf, want);
-#endif
+                long n = pyssh_read(X->fd, X->buf, want);
                 if (n < 0) {
                     if (errno == EINTR) {
                         continue;

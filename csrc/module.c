@@ -1,54 +1,6 @@
 /* pyssh._ssh: module init (PEP 489 multi-phase), module state, constants. */
 #include "pyssh.h"
 
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
-#  if defined(_MSC_VER)
-#    include <intrin.h>
-#  else
-#    include <cpuid.h>
-#  endif
-#elif defined(__aarch64__) && defined(__linux__)
-#  include <sys/auxv.h>
-#  ifndef HWCAP_AES
-#    define HWCAP_AES (1 << 3)
-#  endif
-#  ifndef HWCAP_PMULL
-#    define HWCAP_PMULL (1 << 4)
-#  endif
-#elif (defined(_M_ARM64) || defined(__aarch64__)) && defined(_WIN32)
-#  include <windows.h>
-#endif
-
-/* Does this CPU encrypt AES and multiply for GCM in hardware (AES-NI and
- * PCLMULQDQ on x86, the ARMv8 crypto extension's AES and PMULL)? */
-static int
-cpu_has_aes(void)
-{
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
-    unsigned int ecx;
-#  if defined(_MSC_VER)
-    int r[4];
-    __cpuid(r, 1);
-    ecx = (unsigned int)r[2];
-#  else
-    unsigned int eax, ebx, edx;
-    if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
-        return 0;
-    }
-#  endif
-    return (ecx & (1u << 25)) && (ecx & (1u << 1));   /* AES, PCLMULQDQ */
-#elif defined(__aarch64__) && defined(__APPLE__)
-    return 1;   /* every Apple arm64 CPU has the crypto extension */
-#elif defined(__aarch64__) && defined(__linux__)
-    unsigned long hw = getauxval(AT_HWCAP);
-    return (hw & HWCAP_AES) && (hw & HWCAP_PMULL);
-#elif (defined(_M_ARM64) || defined(__aarch64__)) && defined(_WIN32)
-    return IsProcessorFeaturePresent(PF_ARM_V8_CRYPTO_INSTRUCTIONS_AVAILABLE) != 0;
-#else
-    return 0;
-#endif
-}
-
 /* pyssh's cipher order, set below the user's ssh config (which wins over it).
  * With AES in hardware, AES-GCM is the fastest AEAD cipher (on loopback here, 1 GB
  * of stdout: aes128-gcm 711 MB/s, aes256-gcm 610, chacha20-poly1305 500,
@@ -64,6 +16,9 @@ module_exec(PyObject *module)
 {
     pyssh_state *st = PyModule_GetState(module);
 
+    if (pyssh_platform_init() < 0) {     /* Winsock, once per process */
+        return -1;
+    }
     /* ssh_init() is reference counted, so each module object (one per
      * interpreter) may call it. It is never undone: ssh_finalize() while another
      * thread or interpreter still uses libssh would pull the rug from under it. */
@@ -104,7 +59,7 @@ module_exec(PyObject *module)
     C(SSH_KNOWN_HOSTS_UNKNOWN);
     C(SSH_KNOWN_HOSTS_NOT_FOUND);
 #undef C
-    int aes = cpu_has_aes();
+    int aes = pyssh_cpu_has_aes();
     if (PyModule_AddIntConstant(module, "CPU_HAS_AES", aes) < 0) {
         return -1;
     }

@@ -3,13 +3,16 @@
  * Layout (after CPython's Modules/_sqlite): module.c holds init, module state and
  * constants; errors.c the exception table and the one mapping from libssh errors
  * to exception classes; wait.c the one helper that waits on the network with the
- * GIL released; session.c the Session type. */
+ * GIL released; session.c the Session type; platform.h and platform.c everything
+ * that differs between operating systems (no other file has an OS #ifdef). */
 #ifndef PYSSH_H
 #define PYSSH_H
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <pythread.h>
+
+#include "platform.h"
 
 #ifndef LIBSSH_STATIC
 #define LIBSSH_STATIC 1
@@ -39,17 +42,12 @@ Py_NewRef(PyObject *o)
 }
 #endif
 
-#ifdef _WIN32
-#include <process.h>
-#define pyssh_getpid() ((long)_getpid())
-#else
-#include <unistd.h>
-#define pyssh_getpid() ((long)getpid())
-#endif
-
 #if LIBSSH_VERSION_INT < SSH_VERSION_INT(0, 11, 5)
 #error "pyssh needs libssh 0.11.5 or newer: build it with vendor/build.sh"
 #endif
+
+/* libssh's socket_t (SSH_OPTIONS_FD takes a pointer to one) is pyssh_socket_t. */
+typedef char pyssh_socket_t_is_libssh_socket_t[sizeof(socket_t) == sizeof(pyssh_socket_t) ? 1 : -1];
 
 /* ---- module state ------------------------------------------------------ */
 
@@ -125,13 +123,6 @@ typedef struct {
 struct pyssh_jump;
 struct pyssh_waiter;
 
-#ifdef _WIN32
-typedef WSAPOLLFD pyssh_pollfd;
-#else
-#include <poll.h>
-typedef struct pollfd pyssh_pollfd;
-#endif
-
 typedef struct {
     PyObject_HEAD
     pyssh_state *state;
@@ -140,7 +131,7 @@ typedef struct {
                                     for with the GIL released */
     int log_level;               /* libssh log level, 0-4 */
     int connected;               /* the transport is up (key exchange done) */
-    socket_t fd;                 /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
+    pyssh_socket_t fd;           /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
                                     does not close such a socket, the close below does */
     long pid;                    /* creator's pid: a forked child skips the goodbye */
     pyssh_logq logq;             /* libssh log lines, queued without the GIL */
@@ -206,12 +197,12 @@ int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeou
  * may be for this thread's channels), and so may whoever wants the waiter to
  * look again (Tunnel.stop). */
 typedef struct pyssh_waiter {
-    socket_t rd, wr;
+    pyssh_socket_t rd, wr;
     int rung;                    /* a byte is on its way (session lock held) */
     struct pyssh_waiter *next;   /* in the session's list of waiters, or of spares */
 } pyssh_waiter;
 
-int pyssh_waiter_open(pyssh_waiter *w);     /* 0, or -1 with errno set */
+int pyssh_waiter_open(pyssh_waiter *w);     /* 0, or an error for pyssh_set_socket_error */
 void pyssh_waiter_close(pyssh_waiter *w);
 void pyssh_waiter_ring(pyssh_waiter *w);    /* any thread, no lock needed */
 /* Ring every waiter of the session (lock held): it is closing. */
@@ -262,8 +253,6 @@ void pyssh_log_finish(SessionObject *self, pyssh_logmsg *msgs, int emit);
  * PYSSH_LOG_ERROR for logging.ERROR. */
 #define PYSSH_LOG_ERROR SSH_LOG_NOLOG
 void pyssh_log_queue(SessionObject *self, int priority, const char *fmt, ...);
-
-double pyssh_monotonic(void);
 
 /* A timeout argument (seconds): NULL or None gives -1 (none), a negative number 0;
  * -2 with an exception set when it is not a number. */

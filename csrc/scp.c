@@ -11,6 +11,8 @@
  * and the nesting of D/E, are checked by the caller (pyssh/_scp.py). */
 #ifndef PYSSH_SCP_FUZZ
 #include "pyssh.h"
+#else
+#include "platform.h"
 #endif
 
 #include <stddef.h>
@@ -146,12 +148,11 @@ scp_parse(const char *line, size_t len, struct scp_msg *m, const char **why)
             *why = "a name with a NUL byte in it";
             return -1;
         }
-#ifdef _WIN32
-        if (memchr(p, '\\', m->text_len) != NULL || memchr(p, ':', m->text_len) != NULL) {
+        if (PYSSH_WINDOWS_PATHS &&
+            (memchr(p, '\\', m->text_len) != NULL || memchr(p, ':', m->text_len) != NULL)) {
             *why = "a name with '\\' or ':' in it (a path on Windows)";
             return -1;
         }
-#endif
         return 0;
     }
     default:

@@ -14,26 +14,11 @@
 
 #include <structmember.h>
 #include <string.h>
-#ifndef _WIN32
-#include <unistd.h>
-#endif
 
 /* Extra results of the key steps, beside libssh's SSH_AUTH_* values (0-3). */
 #define KEY_ENCRYPTED 10   /* the key needs a passphrase and none was given */
 #define KEY_UNUSABLE  11   /* not a private key libssh can read, or wrong passphrase */
 #define KEY_NO_PUBLIC 12   /* no public key to offer (no .pub, not OpenSSH format) */
-
-static void
-close_socket(socket_t fd)
-{
-    if (fd != SSH_INVALID_SOCKET) {
-#ifdef _WIN32
-        closesocket(fd);
-#else
-        close(fd);
-#endif
-    }
-}
 
 static int
 map_auth(int rc)
@@ -169,7 +154,7 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->state = st;
-    self->fd = SSH_INVALID_SOCKET;
+    self->fd = PYSSH_INVALID_SOCKET;
     self->logq.tail = &self->logq.head;
     self->pid = pyssh_getpid();
     self->lock = PyThread_allocate_lock();
@@ -198,8 +183,8 @@ session_close_impl(SessionObject *self, int emit_logs)
         return;
     }
     self->ssh = NULL;
-    socket_t fd = self->fd;
-    self->fd = SSH_INVALID_SOCKET;
+    pyssh_socket_t fd = self->fd;
+    self->fd = PYSSH_INVALID_SOCKET;
     struct pyssh_jump *jump = self->jump;
     self->jump = NULL;
     ssh_event event = self->event;
@@ -218,7 +203,7 @@ session_close_impl(SessionObject *self, int emit_logs)
     if (forked) {
         /* Freeing would send channel-close packets on the parent's connection:
          * close this process's copy of the socket and leave the rest. */
-        if (fd == SSH_INVALID_SOCKET) {
+        if (fd == PYSSH_INVALID_SOCKET) {
             fd = ssh_get_fd(ssh);
         }
     }
@@ -230,7 +215,7 @@ session_close_impl(SessionObject *self, int emit_logs)
         ssh_disconnect(ssh);
         ssh_free(ssh);
     }
-    close_socket(fd);
+    pyssh_closesocket(fd);
     logs = pyssh_log_take(self);
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
@@ -473,7 +458,7 @@ done:
 /* ---- connecting ---------------------------------------------------------------- */
 
 struct connect_arg {
-    socket_t fd;
+    pyssh_socket_t fd;
     int started;
 };
 
@@ -484,7 +469,7 @@ connect_step(ssh_session ssh, void *p)
     if (!a->started) {
         a->started = 1;
         ssh_set_blocking(ssh, 0);
-        if (a->fd != SSH_INVALID_SOCKET) {
+        if (a->fd != PYSSH_INVALID_SOCKET) {
             /* from here on libssh owns (and closes) the socket */
             if (ssh_options_set(ssh, SSH_OPTIONS_FD, &a->fd) < 0) {
                 return PYSSH_FAILED;
@@ -517,10 +502,10 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
                                      &fd, &timeout_obj, &what)) {
         return NULL;
     }
-    struct connect_arg a = {fd < 0 ? SSH_INVALID_SOCKET : (socket_t)fd, 0};
+    struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
     double timeout = timeout_arg(timeout_obj, &ok);
-    if (!ok || self->ssh == NULL || self->connected || self->fd != SSH_INVALID_SOCKET) {
-        close_socket(a.fd);
+    if (!ok || self->ssh == NULL || self->connected || self->fd != PYSSH_INVALID_SOCKET) {
+        pyssh_closesocket(a.fd);
         if (ok) {
             CHECK_OPEN(self, NULL);
             return pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already connected");

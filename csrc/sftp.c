@@ -23,11 +23,6 @@
 
 #include <errno.h>
 #include <string.h>
-#ifdef _WIN32
-#include <io.h>
-#else
-#include <unistd.h>
-#endif
 
 #define SSH_FXP_INIT 1
 #define SSH_FXP_VERSION 2
@@ -319,14 +314,7 @@ static int
 pwrite_all(int fd, const char *p, size_t n, uint64_t off)
 {
     while (n > 0) {
-#ifdef _WIN32
-        if (_lseeki64(fd, (__int64)off, SEEK_SET) < 0) {
-            return errno;
-        }
-        int w = _write(fd, p, n > 0x40000000 ? 0x40000000 : (unsigned int)n);
-#else
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-#endif
+        long w = pyssh_pwrite(fd, p, n, off);
         if (w < 0) {
             if (errno == EINTR) {
                 continue;
@@ -344,14 +332,7 @@ static long
 pread_some(int fd, char *p, size_t n, uint64_t off)
 {
     for (;;) {
-#ifdef _WIN32
-        if (_lseeki64(fd, (__int64)off, SEEK_SET) < 0) {
-            return -1;
-        }
-        int r = _read(fd, p, n > 0x40000000 ? 0x40000000 : (unsigned int)n);
-#else
-        ssize_t r = pread(fd, p, n, (off_t)off);
-#endif
+        long r = pyssh_pread(fd, p, n, off);
         if (r < 0 && errno == EINTR) {
             continue;
         }

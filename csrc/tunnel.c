@@ -29,36 +29,8 @@
  * wakes this tunnel's loop (a step that read packets rings the others). */
 #include "pyssh.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _WIN32
-#include <winsock2.h>
-#include <ws2tcpip.h>
-#define sock_errno() WSAGetLastError()
-#define SOCK_EAGAIN(e) ((e) == WSAEWOULDBLOCK)
-#define SOCK_EINPROGRESS(e) ((e) == WSAEWOULDBLOCK || (e) == WSAEINPROGRESS)
-#define SHUT_WR SD_SEND
-#define MSG_NOSIGNAL 0
-#define close_sock closesocket
-typedef int sock_len;
-#else
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
-#include <sys/socket.h>
-#include <unistd.h>
-#define sock_errno() errno
-#define SOCK_EAGAIN(e) ((e) == EAGAIN || (e) == EWOULDBLOCK)
-#define SOCK_EINPROGRESS(e) ((e) == EINPROGRESS)
-#define close_sock close
-typedef socklen_t sock_len;
-#ifndef MSG_NOSIGNAL
-#define MSG_NOSIGNAL 0      /* macOS: SO_NOSIGPIPE is set on each socket instead */
-#endif
-#endif
 
 #define CONN_BUF (256 * 1024)      /* channel data a connection's socket has not taken yet */
 #define READ_MAX (256 * 1024)      /* local bytes read per channel write, at most */
@@ -74,7 +46,7 @@ typedef struct TunnelObject TunnelObject;
 typedef struct conn {
     struct conn *next;
     TunnelObject *t;
-    socket_t fd;                  /* the local connection; SSH_INVALID_SOCKET once closed */
+    pyssh_socket_t fd;            /* the local connection; PYSSH_INVALID_SOCKET once closed */
     ssh_channel chan;
     struct ssh_channel_callbacks_struct cb;
     enum conn_state state;
@@ -108,7 +80,7 @@ struct TunnelObject {
     int kind;
     int configured;
     /* LOCAL */
-    socket_t lfd;                 /* the listening socket (the Python layer owns it) */
+    pyssh_socket_t lfd;           /* the listening socket (the Python layer owns it) */
     char *host;                   /* the target (LOCAL); the server's bind address (REMOTE) */
     int port;                     /* the target's port (LOCAL); the port asked for (REMOTE) */
     /* REMOTE */
@@ -156,22 +128,13 @@ session_rforwards(SessionObject *s)
 
 /* ---- sockets ------------------------------------------------------------------ */
 
-static void
-sock_nonblocking(socket_t fd)
+/* Non-blocking, not inherited, no SIGPIPE (platform.c), and no Nagle delay. */
+static int
+sock_setup(pyssh_socket_t fd)
 {
-#ifdef _WIN32
-    u_long on = 1;
-    ioctlsocket(fd, FIONBIO, &on);
-#else
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    fcntl(fd, F_SETFD, FD_CLOEXEC);
-#ifdef SO_NOSIGPIPE
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof(one));
-#endif
-#endif
-    int on_ = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const char *)&on_, sizeof(on_));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, (const char *)&one, sizeof(one));
+    return pyssh_socket_setup(fd);
 }
 
 /* The address a local client connected from: host (64 bytes) and port. */
@@ -203,7 +166,7 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
         return (int)len;          /* direct-tcpip has no stderr; a dead socket reads nothing */
     }
     uint32_t taken = 0;
-    if (k->t->in_step && k->state == C_OPEN && k->fd != SSH_INVALID_SOCKET &&
+    if (k->t->in_step && k->state == C_OPEN && k->fd != PYSSH_INVALID_SOCKET &&
         (k->buf != NULL || (k->buf = malloc(CONN_BUF)) != NULL)) {
         /* gather packets into the connection's buffer: the step sends them in
          * large writes (a send per 32 KiB packet costs more than the copy) */
@@ -243,7 +206,7 @@ on_close(ssh_session s, ssh_channel c, void *ud)
 /* ---- connections ---------------------------------------------------------------- */
 
 static conn *
-conn_new(TunnelObject *t, socket_t fd, ssh_channel chan, enum conn_state state, const char *peer)
+conn_new(TunnelObject *t, pyssh_socket_t fd, ssh_channel chan, enum conn_state state, const char *peer)
 {
     conn *k = calloc(1, sizeof(*k));
     if (k == NULL) {
@@ -274,19 +237,19 @@ conn_new(TunnelObject *t, socket_t fd, ssh_channel chan, enum conn_state state, 
 static void
 close_local(conn *k)
 {
-    if (k->fd == SSH_INVALID_SOCKET) {
+    if (k->fd == PYSSH_INVALID_SOCKET) {
         return;
     }
     if (!k->local_eof && !k->dead) {
         /* closing with unread data would reset the connection and could destroy
          * what the peer has not read yet: say EOF, drop what is waiting */
         char tmp[4096];
-        shutdown(k->fd, SHUT_WR);
-        while (recv(k->fd, tmp, sizeof(tmp), 0) > 0) {
+        pyssh_shutdown_write(k->fd);
+        while (pyssh_recv(k->fd, tmp, sizeof(tmp)) > 0) {
         }
     }
-    close_sock(k->fd);
-    k->fd = SSH_INVALID_SOCKET;
+    pyssh_closesocket(k->fd);
+    k->fd = PYSSH_INVALID_SOCKET;
 }
 
 /* Close and free one connection (lock held). `session_alive`: the session still
@@ -343,22 +306,22 @@ static int
 conn_connect(TunnelObject *t, conn *k, struct addrinfo *ai, int *err)
 {
     for (; ai != NULL; ai = ai->ai_next) {
-        socket_t fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
-        if (fd == SSH_INVALID_SOCKET) {
-            *err = sock_errno();
+        pyssh_socket_t fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+        if (fd == PYSSH_INVALID_SOCKET) {
+            *err = pyssh_socket_errno();
             continue;
         }
-        sock_nonblocking(fd);
-        if (connect(fd, ai->ai_addr, (sock_len)ai->ai_addrlen) == 0 ||
-            SOCK_EINPROGRESS(sock_errno())) {
+        if (sock_setup(fd) == 0 &&
+            (connect(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) == 0 ||
+             pyssh_in_progress(pyssh_socket_errno()))) {
             k->fd = fd;
             k->ai = ai;
             k->readable = 0;
             k->writable = 0;      /* writable once connected */
             return 0;
         }
-        *err = sock_errno();
-        close_sock(fd);
+        *err = pyssh_socket_errno();
+        pyssh_closesocket(fd);
     }
     (void)t;
     return -1;
@@ -367,9 +330,10 @@ conn_connect(TunnelObject *t, conn *k, struct addrinfo *ai, int *err)
 static void
 conn_refused(TunnelObject *t, conn *k, int err)
 {
+    char why[256];
     pyssh_log_queue(t->session, SSH_LOG_WARNING,
                     "tunnel: could not connect to %s for %s: %s; that connection is closed",
-                    t->target, k->peer, strerror(err));
+                    t->target, k->peer, pyssh_socket_strerror(err, why, sizeof(why)));
     k->dead = 1;
 }
 
@@ -400,9 +364,9 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
             return 0;
         }
         int err = 0;
-        sock_len len = sizeof(err);
+        socklen_t len = sizeof(err);
         if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, (char *)&err, &len) < 0) {
-            err = sock_errno();
+            err = pyssh_socket_errno();
         }
         if (err == 0) {
             k->state = C_OPEN;
@@ -410,8 +374,8 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
             k->ai = NULL;
         }
         else {
-            close_sock(k->fd);
-            k->fd = SSH_INVALID_SOCKET;
+            pyssh_closesocket(k->fd);
+            k->fd = PYSSH_INVALID_SOCKET;
             if (conn_connect(t, k, k->ai->ai_next, &err) < 0) {
                 k->ai = NULL;
                 t->failed++;
@@ -443,18 +407,14 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
             k->pos = 0;
             k->len = (size_t)n;
         }
-#ifdef _WIN32
-        int n = send(k->fd, k->buf + k->pos, (int)(k->len - k->pos), 0);
-#else
-        ssize_t n = send(k->fd, k->buf + k->pos, k->len - k->pos, MSG_NOSIGNAL);
-#endif
+        long n = pyssh_send(k->fd, k->buf + k->pos, k->len - k->pos);
         if (n < 0) {
-            int e = sock_errno();
-            if (SOCK_EAGAIN(e)) {
+            int e = pyssh_socket_errno();
+            if (pyssh_would_block(e)) {
                 k->writable = 0;
                 break;
             }
-            if (e == EINTR) {
+            if (pyssh_interrupted(e)) {
                 continue;
             }
             k->dead = 1;
@@ -467,7 +427,7 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
         }
     }
     if (k->remote_eof && !k->shut && k->avail == 0 && k->pos == k->len) {
-        shutdown(k->fd, SHUT_WR);   /* the target said EOF: pass it on */
+        pyssh_shutdown_write(k->fd);   /* the target said EOF: pass it on */
         k->shut = 1;
     }
     /* local to server: only within the window, and only with libssh's output sent */
@@ -480,18 +440,14 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
             break;                /* the server's window adjust wakes the loop */
         }
         size_t want = window < READ_MAX ? window : READ_MAX;
-#ifdef _WIN32
-        int n = recv(k->fd, t->scratch, (int)want, 0);
-#else
-        ssize_t n = recv(k->fd, t->scratch, want, 0);
-#endif
+        long n = pyssh_recv(k->fd, t->scratch, want);
         if (n < 0) {
-            int e = sock_errno();
-            if (SOCK_EAGAIN(e)) {
+            int e = pyssh_socket_errno();
+            if (pyssh_would_block(e)) {
                 k->readable = 0;
                 break;
             }
-            if (e == EINTR) {
+            if (pyssh_interrupted(e)) {
                 continue;
             }
             k->dead = 1;          /* reset: close both ways */
@@ -547,32 +503,36 @@ accept_local(TunnelObject *t, ssh_session ssh)
 {
     for (int i = 0; i < ACCEPT_MAX && accepting(t); i++) {
         struct sockaddr_storage sa;
-        sock_len salen = sizeof(sa);
-        socket_t fd = accept(t->lfd, (struct sockaddr *)&sa, &salen);
-        if (fd == SSH_INVALID_SOCKET) {
-            int e = sock_errno();
-            if (SOCK_EAGAIN(e) || e == EINTR || e == ECONNABORTED) {
+        socklen_t salen = sizeof(sa);
+        pyssh_socket_t fd = accept(t->lfd, (struct sockaddr *)&sa, &salen);
+        if (fd == PYSSH_INVALID_SOCKET) {
+            int e = pyssh_socket_errno();
+            if (pyssh_would_block(e) || pyssh_interrupted(e) || pyssh_conn_aborted(e)) {
                 return 0;
             }
             /* EMFILE and the like: say so, keep serving the connections there are */
-            pyssh_log_queue(t->session, SSH_LOG_WARNING,
-                            "tunnel: accepting a connection failed: %s", strerror(e));
+            char why[256];
+            pyssh_log_queue(t->session, SSH_LOG_WARNING, "tunnel: accepting a connection failed: %s",
+                            pyssh_socket_strerror(e, why, sizeof(why)));
             return 0;
         }
-        sock_nonblocking(fd);
+        if (sock_setup(fd) < 0) {
+            pyssh_closesocket(fd);
+            continue;
+        }
         char host[64], peer[80];
         int port;
         peer_addr((struct sockaddr *)&sa, host, &port);
         snprintf(peer, sizeof(peer), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
         ssh_channel chan = ssh_channel_new(ssh);
         if (chan == NULL) {
-            close_sock(fd);
+            pyssh_closesocket(fd);
             return PYSSH_FAILED;
         }
         conn *k = conn_new(t, fd, chan, C_OPENING, peer);
         if (k == NULL) {
             ssh_channel_free(chan);
-            close_sock(fd);
+            pyssh_closesocket(fd);
             return PYSSH_FAILED;
         }
         memcpy(k->orig, host, sizeof(k->orig));
@@ -600,7 +560,7 @@ start_remote_conn(TunnelObject *t, ssh_channel chan, const char *peer)
         pyssh_channel_release(chan, NULL, 1, 0);
         return;
     }
-    conn *k = conn_new(t, SSH_INVALID_SOCKET, chan, C_CONNECTING, peer);
+    conn *k = conn_new(t, PYSSH_INVALID_SOCKET, chan, C_CONNECTING, peer);
     if (k == NULL) {
         pyssh_channel_release(chan, NULL, 1, 0);
         return;
@@ -684,7 +644,7 @@ pollset_build(TunnelObject *t)
     for (conn *k = t->conns; k != NULL; k = k->next) {
         short ev = 0;
         k->pollidx = -1;
-        if (k->fd == SSH_INVALID_SOCKET || k->dead) {
+        if (k->fd == PYSSH_INVALID_SOCKET || k->dead) {
             continue;
         }
         if (k->state == C_CONNECTING) {
@@ -761,7 +721,7 @@ step_locked(ssh_session ssh, TunnelObject *t)
             next = k->next;
             if (t->stopping) {
                 /* a channel being opened must get its answer before it is closed */
-                if (k->state == C_OPENING && k->fd != SSH_INVALID_SOCKET) {
+                if (k->state == C_OPENING && k->fd != PYSSH_INVALID_SOCKET) {
                     close_local(k);
                 }
                 if (k->state == C_OPENING && conn_service(t, ssh, k) < 0) {
@@ -843,14 +803,16 @@ tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     self->session = (SessionObject *)Py_NewRef(session);
-    self->lfd = SSH_INVALID_SOCKET;
+    self->lfd = PYSSH_INVALID_SOCKET;
     self->max_conns = -1;
     self->idle_timeout = -1;
     self->pid = pyssh_getpid();
-    self->wake.rd = self->wake.wr = SSH_INVALID_SOCKET;
-    if (pyssh_waiter_open(&self->wake) < 0) {
+    self->wake.rd = self->wake.wr = PYSSH_INVALID_SOCKET;
+    int err = pyssh_waiter_open(&self->wake);
+    if (err != 0) {
         Py_DECREF(self);
-        return PyErr_SetFromErrno(PyExc_OSError);
+        pyssh_set_socket_error(err);
+        return NULL;
     }
     self->scratch = malloc(READ_MAX);
     if (self->scratch == NULL) {
@@ -940,9 +902,10 @@ PyDoc_STRVAR(listen_local_doc,
 static PyObject *
 tunnel_listen_local(TunnelObject *self, PyObject *args)
 {
-    int fd, port;
+    long long fd;                 /* a SOCKET on Windows: wider than an int */
+    int port;
     const char *host;
-    if (!PyArg_ParseTuple(args, "isi:listen_local", &fd, &host, &port)) {
+    if (!PyArg_ParseTuple(args, "Lsi:listen_local", &fd, &host, &port)) {
         return NULL;
     }
     CHECK_USABLE(self, NULL);
@@ -950,12 +913,15 @@ tunnel_listen_local(TunnelObject *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
         return NULL;
     }
+    if (sock_setup((pyssh_socket_t)fd) < 0) {
+        pyssh_set_socket_error(pyssh_socket_errno());
+        return NULL;
+    }
     self->host = strdup(host);
     if (self->host == NULL) {
         return PyErr_NoMemory();
     }
-    sock_nonblocking((socket_t)fd);
-    self->lfd = (socket_t)fd;
+    self->lfd = (pyssh_socket_t)fd;
     self->port = port;
     self->kind = LOCAL;
     self->configured = 1;

@@ -13,42 +13,11 @@
  * is held again. */
 #include "pyssh.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <string.h>
 
-#ifdef _WIN32
-#include <winsock2.h>
-#include <windows.h>
-#define pyssh_poll WSAPoll
-#define PYSSH_EINTR WSAEINTR
-#define pyssh_errno() WSAGetLastError()
-#else
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <sys/socket.h>
-#include <poll.h>
-#include <time.h>
-#define pyssh_poll poll
-#define PYSSH_EINTR EINTR
-#define pyssh_errno() errno
-#endif
-
 #define SLICE_MS 100           /* longest wait before signals are checked again */
 #define LOG_QUEUE_MAX 10000    /* lines kept between two returns to Python */
-
-double
-pyssh_monotonic(void)
-{
-#ifdef _WIN32
-    return (double)GetTickCount64() / 1000.0;
-#else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-#endif
-}
 
 /* ---- logging ------------------------------------------------------------- */
 
@@ -269,19 +238,14 @@ pyssh_read_socket_once(SessionObject *self, ssh_session ssh)
         }
         self->event = ev;
     }
-#ifdef TCP_QUICKACK
-    /* Acknowledge what arrives at once (Linux resets this after a while, so it
-     * is set before every read). sshd leaves Nagle's algorithm on for sessions
-     * without a terminal and sends 32 KiB packets, below loopback's MSS: each
-     * waits until the previous one is acknowledged, and pyssh, which mostly
+    /* Acknowledge what arrives at once (Linux only; it resets this after a while,
+     * so it is set before every read). sshd leaves Nagle's algorithm on for
+     * sessions without a terminal and sends 32 KiB packets, below loopback's MSS:
+     * each waits until the previous one is acknowledged, and pyssh, which mostly
      * receives, had its ACKs delayed (40 ms) with nothing to carry them. Measured
      * on a tunnel downloading 16 MiB at a time: median 62 ms -> 16.5 ms (ssh -L:
      * 17 to 23 ms). */
-    {
-        int one = 1;
-        setsockopt(ssh_get_fd(ssh), IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-    }
-#endif
+    pyssh_quickack(ssh_get_fd(ssh));
     int rc = ssh_event_dopoll(self->event, 0);
     if ((ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) || rc == SSH_ERROR) {
         return PYSSH_FAILED;
@@ -296,59 +260,20 @@ pyssh_waiter_open(pyssh_waiter *w)
 {
     w->rung = 0;
     w->next = NULL;
-#ifdef _WIN32
-    /* WSAPoll polls sockets only; a loopback socket pair is the portable way.
-     * Until the Windows build has one, waiters wake by their 100 ms slices. */
-    w->rd = w->wr = SSH_INVALID_SOCKET;
-    return 0;
-#else
-    int p[2];
-    if (pipe(p) < 0) {
-        w->rd = w->wr = SSH_INVALID_SOCKET;
-        return -1;
-    }
-    for (int i = 0; i < 2; i++) {
-        fcntl(p[i], F_SETFL, fcntl(p[i], F_GETFL) | O_NONBLOCK);
-        fcntl(p[i], F_SETFD, FD_CLOEXEC);
-    }
-    w->rd = p[0];
-    w->wr = p[1];
-    return 0;
-#endif
+    return pyssh_wake_open(&w->rd, &w->wr);
 }
 
 void
 pyssh_waiter_close(pyssh_waiter *w)
 {
-#ifndef _WIN32
-    if (w->rd != SSH_INVALID_SOCKET) {
-        close(w->rd);
-        close(w->wr);
-    }
-#endif
-    w->rd = w->wr = SSH_INVALID_SOCKET;
+    pyssh_wake_close(w->rd, w->wr);
+    w->rd = w->wr = PYSSH_INVALID_SOCKET;
 }
 
 void
 pyssh_waiter_ring(pyssh_waiter *w)
 {
-#ifndef _WIN32
-    if (w->wr != SSH_INVALID_SOCKET) {
-        char b = 1;
-        ssize_t r = write(w->wr, &b, 1);   /* a full pipe is already ringing */
-        (void)r;
-    }
-#endif
-}
-
-static void
-waiter_drain(pyssh_waiter *w)
-{
-#ifndef _WIN32
-    char buf[64];
-    while (read(w->rd, buf, sizeof(buf)) > 0) {
-    }
-#endif
+    pyssh_wake_ring(w->wr);
 }
 
 /* Lock held: ring the session's waiters but `me`, once until they step. */
@@ -396,7 +321,7 @@ wait_join(SessionObject *self, waitctx *c)
         if (w != NULL) {
             self->spare = w->next;
         }
-        else if ((w = malloc(sizeof(*w))) != NULL && pyssh_waiter_open(w) < 0) {
+        else if ((w = malloc(sizeof(*w))) != NULL && pyssh_waiter_open(w) != 0) {
             free(w);
             w = NULL;        /* no wake-ups: the 100 ms slices still end the wait */
         }
@@ -428,7 +353,7 @@ wait_leave(SessionObject *self, waitctx *c)
     }
     if (c->own) {
         if (c->w->rung) {
-            waiter_drain(c->w);
+            pyssh_wake_drain(c->w->rd);
         }
         c->w->rung = 0;
         if (self->ssh != NULL) {
@@ -452,7 +377,7 @@ wait_leave(SessionObject *self, waitctx *c)
  * (NULL for pyssh_call), joined on the first step and left on the last. */
 static int
 locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
-            char *errbuf, socket_t *fd, short *events, pyssh_logmsg **logs, waitctx *c)
+            char *errbuf, pyssh_socket_t *fd, short *events, pyssh_logmsg **logs, waitctx *c)
 {
     int rc = PYSSH_FAILED;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -524,7 +449,7 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
          * the deadline passes or poll is interrupted (a signal). */
         double slice_end = pyssh_monotonic() + SLICE_MS / 1000.0;
         for (;;) {
-            socket_t fd = SSH_INVALID_SOCKET;
+            pyssh_socket_t fd = PYSSH_INVALID_SOCKET;
             short events = 0;
             pyssh_logmsg *more = NULL;
             rc = locked_step(self, step, arg, &closed, errbuf, &fd, &events, &more, &c);
@@ -547,27 +472,22 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
             fds[0].fd = fd;
             fds[0].events = events;
             fds[0].revents = 0;
-            fds[1].fd = c.w != NULL ? c.w->rd : SSH_INVALID_SOCKET;
+            fds[1].fd = c.w != NULL ? c.w->rd : PYSSH_INVALID_SOCKET;
             fds[1].events = POLLIN;
             fds[1].revents = 0;
-            if (fd == SSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED && fds[1].fd == SSH_INVALID_SOCKET) {
+            if (fd == PYSSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED && fds[1].fd == PYSSH_INVALID_SOCKET) {
                 /* no socket yet (a proxy is connecting): just let time pass */
-#ifdef _WIN32
-                Sleep(ms);
-#else
-                struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-                nanosleep(&ts, NULL);
-#endif
+                pyssh_sleep_ms(ms);
             }
             else {
-                /* poll() skips negative fds (no wake pipe, a closed slot) */
+                /* poll() skips PYSSH_INVALID_SOCKET (no wake pipe, a closed slot) */
                 poll_rc = pyssh_poll(fds, (unsigned)n, ms);
                 if (poll_rc < 0) {
-                    poll_err = pyssh_errno();
+                    poll_err = pyssh_socket_errno();
                     break;
                 }
                 if (fds[1].revents & POLLIN) {
-                    waiter_drain(c.w);
+                    pyssh_wake_drain(c.w->rd);
                 }
             }
             now = pyssh_monotonic();
@@ -596,9 +516,8 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
         if (rc != PYSSH_AGAIN) {
             return rc;
         }
-        if (poll_rc < 0 && poll_err != PYSSH_EINTR) {
-            errno = poll_err;
-            PyErr_SetFromErrno(PyExc_OSError);
+        if (poll_rc < 0 && !pyssh_interrupted(poll_err)) {
+            pyssh_set_socket_error(poll_err);
             return -1;
         }
         if (PyErr_CheckSignals() < 0) {
@@ -626,7 +545,7 @@ pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
            enum pyssh_exc fail_exc, const char *what)
 {
     int rc, closed = 0;
-    socket_t fd;
+    pyssh_socket_t fd;
     short events;
     pyssh_logmsg *logs = NULL;
     char errbuf[ERRBUF];

@@ -1,0 +1,113 @@
+/* The one place that knows the operating system: POSIX (Linux, macOS) or Windows.
+ *
+ * Sockets, poll, a waiter's wake-up pair, file I/O at an offset, the pid, the
+ * clock and the CPU's AES support differ between them. This header (OS headers,
+ * types) and platform.c (the functions) are the only files with an OS #ifdef or
+ * an OS header; everything else speaks the vocabulary below. The differences
+ * that matter:
+ *
+ *   - Windows: a socket is a SOCKET (an unsigned handle, INVALID_SOCKET when
+ *     none), closed by closesocket(), with errors from WSAGetLastError();
+ *     WSAPoll() polls sockets only, so a waiter's wake-up is a connected
+ *     loopback socket pair, not a pipe; Winsock needs WSAStartup() once.
+ *     Plain files go through the C runtime's _read/_write.
+ *   - macOS: no MSG_NOSIGNAL (SO_NOSIGPIPE is set on each socket instead), no
+ *     TCP_QUICKACK, no pipe2/accept4/SOCK_CLOEXEC (fcntl after the fact); the
+ *     deployment targets are 10.13 (x86_64) and 11.0 (arm64).
+ *   - Linux: MSG_NOSIGNAL on send, TCP_QUICKACK on the session's socket.
+ *
+ * Included by pyssh.h after Python.h. It does not need Python.h itself: the SCP
+ * fuzz harness (tests/fuzz/) compiles scp.c, which includes it, on its own. */
+#ifndef PYSSH_PLATFORM_H
+#define PYSSH_PLATFORM_H
+
+#include <stddef.h>
+
+#ifdef _WIN32
+#  ifndef _WIN32_WINNT
+#    define _WIN32_WINNT 0x0602    /* Windows 8, as CPython's PC/pyconfig.h: WSAPoll, inet_ntop */
+#  endif
+#  include <winsock2.h>
+#  include <ws2tcpip.h>
+#  include <windows.h>
+typedef SOCKET pyssh_socket_t;
+#  define PYSSH_INVALID_SOCKET INVALID_SOCKET
+#  define PYSSH_WINDOWS_PATHS 1    /* '\\' and ':' separate the parts of a local path */
+#else
+#  include <sys/types.h>
+#  include <sys/socket.h>
+#  include <netinet/in.h>
+#  include <netinet/tcp.h>
+#  include <arpa/inet.h>
+#  include <netdb.h>
+#  include <poll.h>
+typedef int pyssh_socket_t;
+#  define PYSSH_INVALID_SOCKET (-1)
+#  define PYSSH_WINDOWS_PATHS 0
+#endif
+
+/* poll()'s struct, with POLLIN, POLLOUT, POLLERR, POLLHUP (WSAPOLLFD on Windows).
+ * A slot whose fd is PYSSH_INVALID_SOCKET is skipped. */
+typedef struct pollfd pyssh_pollfd;
+
+/* Once per process, from the module's exec slot: WSAStartup on Windows. Returns 0,
+ * or -1 with a Python exception set (the GIL is held). */
+int pyssh_platform_init(void);
+
+/* ---- sockets ------------------------------------------------------------------ */
+
+int pyssh_poll(pyssh_pollfd *fds, unsigned int n, int timeout_ms);   /* as poll() */
+void pyssh_closesocket(pyssh_socket_t s);                            /* skips INVALID */
+/* Non-blocking, not inherited by child processes, and no SIGPIPE when the peer
+ * has gone (SO_NOSIGPIPE where it exists, else MSG_NOSIGNAL on each send).
+ * Returns 0, or -1 (pyssh_socket_errno()). */
+int pyssh_socket_setup(pyssh_socket_t s);
+/* send() and recv() of at most `n` bytes: the count, or -1 (pyssh_socket_errno()). */
+long pyssh_send(pyssh_socket_t s, const void *buf, size_t n);
+long pyssh_recv(pyssh_socket_t s, void *buf, size_t n);
+void pyssh_shutdown_write(pyssh_socket_t s);
+/* Acknowledge what arrives at once (TCP_QUICKACK, Linux only; elsewhere nothing). */
+void pyssh_quickack(pyssh_socket_t s);
+
+/* The last socket error (errno, or WSAGetLastError()), and what it means. */
+int pyssh_socket_errno(void);
+int pyssh_would_block(int err);       /* EAGAIN, EWOULDBLOCK */
+int pyssh_interrupted(int err);       /* EINTR */
+int pyssh_in_progress(int err);       /* a non-blocking connect() under way */
+int pyssh_conn_aborted(int err);      /* a connection gone before accept() took it */
+/* The error's text, in buf (which is returned). */
+const char *pyssh_socket_strerror(int err, char *buf, size_t size);
+/* Raise OSError for a socket error (GIL held). */
+void pyssh_set_socket_error(int err);
+
+/* ---- a waiter's wake-up ---------------------------------------------------------- */
+
+/* A pair whose read end is polled beside the session's socket: a pipe, or on
+ * Windows a connected loopback socket pair. Both ends are non-blocking and not
+ * inherited. open: 0, or an error number for pyssh_set_socket_error() (both ends
+ * are then PYSSH_INVALID_SOCKET). ring: from any thread, a full pair is already
+ * ringing. drain: empty the read end. close: both ends, INVALID ones skipped. */
+int pyssh_wake_open(pyssh_socket_t *rd, pyssh_socket_t *wr);
+void pyssh_wake_ring(pyssh_socket_t wr);
+void pyssh_wake_drain(pyssh_socket_t rd);
+void pyssh_wake_close(pyssh_socket_t rd, pyssh_socket_t wr);
+
+/* ---- files ------------------------------------------------------------------------ */
+
+/* read(), write(), pread(), pwrite() on a C file descriptor: at most `n` bytes
+ * (1 GiB per call on Windows); the count, or -1 with errno set. */
+long pyssh_read(int fd, void *buf, size_t n);
+long pyssh_write(int fd, const void *buf, size_t n);
+long pyssh_pread(int fd, void *buf, size_t n, unsigned long long offset);
+long pyssh_pwrite(int fd, const void *buf, size_t n, unsigned long long offset);
+
+/* ---- the process, time, the CPU ----------------------------------------------------- */
+
+long pyssh_getpid(void);              /* for the fork check of dealloc */
+double pyssh_monotonic(void);         /* seconds on a monotonic clock; no GIL needed */
+void pyssh_sleep_ms(int ms);
+/* Does this CPU do AES and GCM's multiplication in hardware (AES-NI and PCLMULQDQ,
+ * ARMv8's AES and PMULL)? */
+int pyssh_cpu_has_aes(void);
+
+#endif /* PYSSH_PLATFORM_H */
