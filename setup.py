@@ -184,15 +184,23 @@ def build_flags():
     return cflags, ldflags, libs
 
 
+def pyssh_version():
+    """__version__ from pyssh/_version.py, for the C API table (capi.c)."""
+    import re
+    text = (HERE / "pyssh" / "_version.py").read_text()
+    return re.search(r'__version__ = "([^"]+)"', text).group(1)
+
+
 def extension():
     include_dirs, archives = find_libssh()
     cflags, ldflags, libs = build_flags()
     return Extension(
         "pyssh._ssh",
         sources=sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.c")),
-        depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h")),
+        depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h"))
+        + ["pyssh/include/pyssh_capi.h"],
         include_dirs=include_dirs,
-        define_macros=[("LIBSSH_STATIC", "1")],
+        define_macros=[("LIBSSH_STATIC", "1"), ("PYSSH_VERSION", '"%s"' % pyssh_version())],
         extra_objects=archives,
         libraries=libs,
         extra_compile_args=cflags,

@@ -41,6 +41,9 @@ module_exec(PyObject *module)
     if (pyssh_channel_setup_type(module, st) < 0) {
         return -1;
     }
+    if (pyssh_capi_setup(module) < 0) {
+        return -1;
+    }
 
 #define C(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
     C(SSH_AUTH_SUCCESS);

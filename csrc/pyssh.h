@@ -152,8 +152,16 @@ int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
 
 /* ---- channel.c: pyssh._ssh.Channel ----------------------------------------- */
 
-/* scp.c: the SCP message parser, as module functions */
+/* scp.c: the SCP message parser, as module functions, and for C callers */
 extern PyMethodDef pyssh_scp_methods[];
+int pyssh_scp_parse(const char *line, size_t len, int *kind, unsigned long long *size,
+                    const char **text, size_t *text_len, const char **why);
+
+/* session.c: is `obj` a Session (the C type or a subclass)? Any thread. */
+int pyssh_is_session(PyObject *obj);
+
+/* capi.c: the C API capsule, pyssh._ssh._C_API (pyssh/include/pyssh_capi.h) */
+int pyssh_capi_setup(PyObject *module);
 
 int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
 
@@ -229,6 +237,17 @@ typedef struct {
 int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
                   enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps,
                   pyssh_waiter *w);
+
+/* pyssh_wait for callers WITHOUT the GIL (the C API, capi.c): no signal
+ * checks, no exceptions. Returns the step's result (>= 0), PYSSH_FAILED with
+ * libssh's message in errbuf, PYSSH_CLOSED, PYSSH_TIMEDOUT, or PYSSH_OSERROR
+ * with *os_err set (poll failed). libssh's log lines are kept for the next
+ * Python call on the session. */
+#define PYSSH_CLOSED   (-3)
+#define PYSSH_TIMEDOUT (-4)
+#define PYSSH_OSERROR  (-5)
+int pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+                     char *errbuf, size_t errlen, int *os_err);
 
 /* Run `step` once, holding the lock with the GIL released (for short local
  * libssh calls). Returns as pyssh_wait does; PYSSH_AGAIN is returned as is. */

@@ -163,6 +163,23 @@ scp_parse(const char *line, size_t len, struct scp_msg *m, const char **why)
 
 #ifndef PYSSH_SCP_FUZZ
 
+/* The parser for C callers (capi.c): 0, or -1 with *why. `kind` is 'C', 'D',
+ * 'E', 'T', 1 (warning) or 2 (error); `text` points into `line`. */
+int
+pyssh_scp_parse(const char *line, size_t len, int *kind, unsigned long long *size,
+                const char **text, size_t *text_len, const char **why)
+{
+    struct scp_msg m;
+    if (scp_parse(line, len, &m, why) < 0) {
+        return -1;
+    }
+    *kind = m.kind;
+    *size = m.size;
+    *text = m.text;
+    *text_len = m.text_len;
+    return 0;
+}
+
 PyDoc_STRVAR(scp_parse_doc,
 "scp_parse(line, /)\n--\n\n"
 "Parse one SCP message from a server (bytes, without its newline) and check it.\n"

@@ -1108,3 +1108,16 @@ pyssh_session_setup_type(PyObject *module, pyssh_state *st)
 #undef C
     return 0;
 }
+
+int
+pyssh_is_session(PyObject *obj)
+{
+    /* by the C type's dealloc, found on the type or a base: one function per
+     * process, whatever module object (interpreter) made the type */
+    for (PyTypeObject *t = Py_TYPE(obj); t != NULL; t = t->tp_base) {
+        if (t->tp_dealloc == (destructor)session_dealloc) {
+            return 1;
+        }
+    }
+    return 0;
+}

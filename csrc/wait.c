@@ -429,6 +429,73 @@ logs_append(pyssh_logmsg **head, pyssh_logmsg *more)
     *head = more;
 }
 
+/* Step and poll without the GIL (the caller released it) until the step ends,
+ * `slice_end` or the deadline passes, or poll fails or is interrupted (a
+ * signal: *poll_rc < 0). Returns the step's last result; log lines are added
+ * to *logs. */
+static int
+wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end, double timeout,
+           double deadline, pyssh_pollset *ps, waitctx *c, int *closed, char *errbuf,
+           pyssh_logmsg **logs, int *poll_rc, int *poll_err)
+{
+    pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
+    int rc;
+    for (;;) {
+        pyssh_socket_t fd = PYSSH_INVALID_SOCKET;
+        short events = 0;
+        pyssh_logmsg *more = NULL;
+        rc = locked_step(self, step, arg, closed, errbuf, &fd, &events, &more, c);
+        logs_append(logs, more);
+        if (rc != PYSSH_AGAIN || *closed) {
+            break;
+        }
+        double now = pyssh_monotonic();
+        double end = slice_end;
+        if (timeout >= 0 && deadline < end) {
+            end = deadline;
+        }
+        int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
+        if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
+            ms = ps->wait_ms;
+        }
+        /* the step may have grown its set */
+        pyssh_pollfd *fds = ps != NULL && ps->fds != NULL ? ps->fds : own_fds;
+        int n = fds != own_fds ? ps->n : PYSSH_POLL_RESERVED;
+        fds[0].fd = fd;
+        fds[0].events = events;
+        fds[0].revents = 0;
+        fds[1].fd = c->w != NULL ? c->w->rd : PYSSH_INVALID_SOCKET;
+        fds[1].events = POLLIN;
+        fds[1].revents = 0;
+        if (fd == PYSSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED && fds[1].fd == PYSSH_INVALID_SOCKET) {
+            /* no socket yet (a proxy is connecting): just let time pass */
+            pyssh_sleep_ms(ms);
+        }
+        else {
+            /* poll() skips PYSSH_INVALID_SOCKET (no wake pipe, a closed slot) */
+            *poll_rc = pyssh_poll(fds, (unsigned)n, ms);
+            if (*poll_rc < 0) {
+                *poll_err = pyssh_socket_errno();
+                break;
+            }
+            if (fds[1].revents & POLLIN) {
+                pyssh_wake_drain(c->w->rd);
+            }
+        }
+        now = pyssh_monotonic();
+        if (now >= slice_end || (timeout >= 0 && now >= deadline)) {
+            break;
+        }
+    }
+    if (rc == PYSSH_AGAIN && !*closed && c->listed) {
+        /* the wait ends or pauses here: leave the list while the caller runs */
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        wait_leave(self, c);
+        PyThread_release_lock(self->lock);
+    }
+    return rc;
+}
+
 int
 pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
               enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps, pyssh_waiter *w)
@@ -437,7 +504,6 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
     double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0.0;
     char errbuf[ERRBUF];
     waitctx c = {w, 0, 0};
-    pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
 
     for (;;) {
         int rc, closed = 0, poll_rc = 0, poll_err = 0;
@@ -445,62 +511,8 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
 
         errbuf[0] = '\0';
         Py_BEGIN_ALLOW_THREADS
-        /* Step and poll without the GIL until the step ends, the slice is over,
-         * the deadline passes or poll is interrupted (a signal). */
-        double slice_end = pyssh_monotonic() + SLICE_MS / 1000.0;
-        for (;;) {
-            pyssh_socket_t fd = PYSSH_INVALID_SOCKET;
-            short events = 0;
-            pyssh_logmsg *more = NULL;
-            rc = locked_step(self, step, arg, &closed, errbuf, &fd, &events, &more, &c);
-            logs_append(&logs, more);
-            if (rc != PYSSH_AGAIN || closed) {
-                break;
-            }
-            double now = pyssh_monotonic();
-            double end = slice_end;
-            if (timeout >= 0 && deadline < end) {
-                end = deadline;
-            }
-            int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
-            if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
-                ms = ps->wait_ms;
-            }
-            /* the step may have grown its set */
-            pyssh_pollfd *fds = ps != NULL && ps->fds != NULL ? ps->fds : own_fds;
-            int n = fds != own_fds ? ps->n : PYSSH_POLL_RESERVED;
-            fds[0].fd = fd;
-            fds[0].events = events;
-            fds[0].revents = 0;
-            fds[1].fd = c.w != NULL ? c.w->rd : PYSSH_INVALID_SOCKET;
-            fds[1].events = POLLIN;
-            fds[1].revents = 0;
-            if (fd == PYSSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED && fds[1].fd == PYSSH_INVALID_SOCKET) {
-                /* no socket yet (a proxy is connecting): just let time pass */
-                pyssh_sleep_ms(ms);
-            }
-            else {
-                /* poll() skips PYSSH_INVALID_SOCKET (no wake pipe, a closed slot) */
-                poll_rc = pyssh_poll(fds, (unsigned)n, ms);
-                if (poll_rc < 0) {
-                    poll_err = pyssh_socket_errno();
-                    break;
-                }
-                if (fds[1].revents & POLLIN) {
-                    pyssh_wake_drain(c.w->rd);
-                }
-            }
-            now = pyssh_monotonic();
-            if (now >= slice_end || (timeout >= 0 && now >= deadline)) {
-                break;
-            }
-        }
-        if (rc == PYSSH_AGAIN && !closed && c.listed) {
-            /* the wait ends or pauses here: leave the list while Python runs */
-            PyThread_acquire_lock(self->lock, WAIT_LOCK);
-            wait_leave(self, &c);
-            PyThread_release_lock(self->lock);
-        }
+        rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, timeout, deadline,
+                        ps, &c, &closed, errbuf, &logs, &poll_rc, &poll_err);
         Py_END_ALLOW_THREADS
         pyssh_log_emit(self, logs);
 
@@ -529,6 +541,51 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
             pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %s seconds",
                         what, secs);
             return -1;
+        }
+    }
+}
+
+int
+pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+                 char *errbuf, size_t errlen, int *os_err)
+{
+    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0.0;
+    char buf[ERRBUF];
+    waitctx c = {NULL, 0, 0};
+
+    for (;;) {
+        int closed = 0, poll_rc = 0, poll_err = 0;
+        pyssh_logmsg *logs = NULL;
+        buf[0] = '\0';
+        /* no signals to check without the GIL: slices only bound each poll */
+        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, timeout, deadline, NULL, &c,
+                            &closed, buf, &logs, &poll_rc, &poll_err);
+        if (logs != NULL) {
+            /* keep libssh's lines for the next Python call on the session */
+            PyThread_acquire_lock(self->lock, WAIT_LOCK);
+            logs_append(&self->logq.head, logs);
+            for (pyssh_logmsg *m = logs; m != NULL; m = m->next) {
+                self->logq.count++;
+                self->logq.tail = &m->next;
+            }
+            PyThread_release_lock(self->lock);
+        }
+        if (closed) {
+            return PYSSH_CLOSED;
+        }
+        if (rc == PYSSH_FAILED) {
+            snprintf(errbuf, errlen, "%s", buf);
+            return PYSSH_FAILED;
+        }
+        if (rc != PYSSH_AGAIN) {
+            return rc;
+        }
+        if (poll_rc < 0 && !pyssh_interrupted(poll_err)) {
+            *os_err = poll_err;
+            return PYSSH_OSERROR;
+        }
+        if (timeout >= 0 && pyssh_monotonic() >= deadline) {
+            return PYSSH_TIMEDOUT;
         }
     }
 }

@@ -20,7 +20,7 @@ from ._tunnel import Tunnel, TunnelStats
 from .session import Session, connect, parse_host
 
 __all__ = [
-    "__version__", "connect", "Session", "parse_host", "libssh_version",
+    "__version__", "connect", "Session", "parse_host", "libssh_version", "get_include",
     "ssh_connect", "ssh_disconnect", "ssh_info", "ssh_session_info",
     "ExecResult", "ssh_exec_wait", "ssh_exec_internal", "scp_upload", "scp_download",
     "Tunnel", "TunnelStats", "ssh_tunnel", "SFTP", "SFTPAttributes",
@@ -36,6 +36,13 @@ def libssh_version(full: bool = False) -> str:
     """The version of the libssh inside pyssh ("0.11.5"); with full=True as libssh
     reports it, with its crypto backend ("0.11.5/openssl")."""
     return _ssh.LIBSSH_VERSION if full else _ssh.LIBSSH_VERSION.split("/")[0]
+
+
+def get_include() -> str:
+    """The directory of ``pyssh_capi.h``, pyssh's C API for other extensions: pass it
+    to ``Extension(include_dirs=[pyssh.get_include()])`` (README, "C API")."""
+    import os
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 
 
 # The R package's names, as thin aliases, so translated code reads the same.

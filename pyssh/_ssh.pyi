@@ -5,6 +5,7 @@ import os
 _Path = Union[str, bytes, os.PathLike]
 
 LIBSSH_VERSION: str
+_C_API: object   # the C API capsule (pyssh/include/pyssh_capi.h)
 LIBSSH_HEADER_VERSION: str
 SSH_AUTH_SUCCESS: int
 SSH_AUTH_DENIED: int

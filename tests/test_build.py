@@ -113,7 +113,8 @@ def test_sdist_builds_on_its_own(tmp_path):
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
     for needed in ("setup.py", "pyproject.toml", "csrc/pyssh.h", "csrc/sftp.c", "vendor/build.sh",
                    "vendor/versions.env", "vendor/patches/libssh-0.11.5-channel-data-no-copy.patch",
-                   "pyssh/_ssh.pyi", "pyssh/py.typed", "tests/conftest.py",
+                   "pyssh/_ssh.pyi", "pyssh/py.typed", "pyssh/include/pyssh_capi.h", "tests/conftest.py",
+                   "tests/capi/example.c",
                    "tests/fuzz/scp_parse_fuzz.c", ".ci/run"):
         assert needed in names, needed
     assert not any(n.endswith((".so", ".pyc")) for n in names)

@@ -1,0 +1,916 @@
+/* pyssh's C API for other extensions: the table behind the capsule
+ * pyssh._ssh._C_API, declared in pyssh/include/pyssh_capi.h (which documents
+ * each function for its users).
+ *
+ * Everything but Session_Check and raise_error runs WITHOUT the GIL: the steps
+ * are the same kind as everywhere else in pyssh (non-blocking libssh calls
+ * under the session lock), waited for by pyssh_wait_nogil (wait.c), which polls
+ * the session's socket without the lock and reports instead of raising. No
+ * Python object is touched: the caller keeps the session alive, and every step
+ * checks under the lock that the session is still open (a closed session's
+ * libssh handle, and with it every channel, is gone).
+ *
+ * The API's channels have no callbacks: libssh keeps their data in its channel
+ * buffers and reopens the window as it is read, so a reader that stops slows
+ * the command down instead of growing memory. */
+#include "pyssh.h"
+#include "../pyssh/include/pyssh_capi.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef PYSSH_VERSION
+#define PYSSH_VERSION "unknown"
+#endif
+
+#define WRITE_MAX (1u << 20)       /* bytes handed to libssh per write */
+#define CHANNEL_GONE (-10)         /* a step's result: the server closed the channel */
+#define SCP_LINE_MAX 8192
+
+struct pyssh_capi_channel {
+    SessionObject *session;
+    ssh_channel chan;              /* NULL once the session closed under it */
+    int eof_sent;
+};
+
+static void
+set_err(pyssh_error *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    err->code = code;
+    err->os_errno = 0;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+}
+
+/* What a wait's result means for the caller: 0 (>= 0 results), or -1 with err. */
+static int
+wait_result(int rc, const char *what, const char *detail, int os_err, double timeout,
+            pyssh_error *err)
+{
+    switch (rc) {
+    case PYSSH_CLOSED:
+        set_err(err, PYSSH_E_CLOSED, "%s: the session is closed", what);
+        return -1;
+    case PYSSH_TIMEDOUT:
+        set_err(err, PYSSH_E_TIMEOUT, "%s: timed out after %g seconds", what, timeout);
+        return -1;
+    case PYSSH_OSERROR:
+        set_err(err, PYSSH_E_OS, "%s: waiting on the socket failed (error %d)", what, os_err);
+        err->os_errno = os_err;
+        return -1;
+    case PYSSH_FAILED:
+        set_err(err, PYSSH_E_SSH, "%s: %s", what, detail[0] ? detail : "libssh failed");
+        return -1;
+    default:
+        return 0;
+    }
+}
+
+static int
+wait_for(SessionObject *s, pyssh_step_fn step, void *arg, double timeout, const char *what,
+         pyssh_error *err)
+{
+    char detail[256];
+    int os_err = 0;
+    detail[0] = '\0';
+    int rc = pyssh_wait_nogil(s, step, arg, timeout, detail, sizeof(detail), &os_err);
+    if (wait_result(rc, what, detail, os_err, timeout, err) < 0) {
+        return -1;
+    }
+    return rc;
+}
+
+/* ---- sessions ------------------------------------------------------------------ */
+
+static int
+capi_session_check(PyObject *obj)
+{
+    return obj != NULL && pyssh_is_session(obj);
+}
+
+static int
+capi_session_is_open(PyObject *session)
+{
+    SessionObject *s = (SessionObject *)session;
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    int open = s->ssh != NULL && s->connected && ssh_is_connected(s->ssh);
+    PyThread_release_lock(s->lock);
+    return open;
+}
+
+static int
+capi_session_lock(PyObject *session, pyssh_error *err)
+{
+    SessionObject *s = (SessionObject *)session;
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (s->ssh == NULL) {
+        PyThread_release_lock(s->lock);
+        set_err(err, PYSSH_E_CLOSED, "session_lock: the session is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static void *
+capi_session_ssh(PyObject *session)
+{
+    return ((SessionObject *)session)->ssh;
+}
+
+static void
+capi_session_unlock(PyObject *session)
+{
+    PyThread_release_lock(((SessionObject *)session)->lock);
+}
+
+/* The libssh functions raw users may call: those that inspect a session or a
+ * channel, or work on a channel of their own. */
+#define F(name) {#name, (void *)name}
+static const struct {
+    const char *name;
+    void *fn;
+} libssh_functions[] = {
+    F(ssh_is_connected), F(ssh_get_serverbanner), F(ssh_get_clientbanner), F(ssh_get_issue_banner),
+    F(ssh_get_openssh_version), F(ssh_get_version), F(ssh_get_fd), F(ssh_get_status),
+    F(ssh_get_error), F(ssh_get_error_code), F(ssh_get_cipher_in), F(ssh_get_cipher_out),
+    F(ssh_get_hmac_in), F(ssh_get_hmac_out), F(ssh_get_kex_algo), F(ssh_get_poll_flags),
+    F(ssh_options_get), F(ssh_options_get_port), F(ssh_string_free_char),
+    F(ssh_channel_new), F(ssh_channel_free), F(ssh_channel_open_session),
+    F(ssh_channel_open_forward), F(ssh_channel_request_exec), F(ssh_channel_request_subsystem),
+    F(ssh_channel_request_env), F(ssh_channel_read_nonblocking), F(ssh_channel_poll),
+    F(ssh_channel_write), F(ssh_channel_write_stderr), F(ssh_channel_window_size),
+    F(ssh_channel_send_eof), F(ssh_channel_close), F(ssh_channel_is_eof), F(ssh_channel_is_open),
+    F(ssh_channel_is_closed), F(ssh_channel_get_exit_state), F(ssh_channel_request_send_signal),
+    F(ssh_channel_get_session),
+};
+#undef F
+
+static void *
+capi_libssh_symbol(const char *name)
+{
+    if (name == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(libssh_functions) / sizeof(libssh_functions[0]); i++) {
+        if (strcmp(libssh_functions[i].name, name) == 0) {
+            return libssh_functions[i].fn;
+        }
+    }
+    return NULL;
+}
+
+/* ---- opening a channel ---------------------------------------------------------- */
+
+struct open_op {
+    SessionObject *s;
+    ssh_channel chan;
+    int stage;
+    const char *command;           /* exec, or NULL for direct-tcpip */
+    const char *host;
+    int port;
+};
+
+static int
+open_step(ssh_session ssh, void *arg)
+{
+    struct open_op *op = arg;
+    int rc;
+    if (op->stage == 0) {
+        op->chan = ssh_channel_new(ssh);
+        if (op->chan == NULL) {
+            return PYSSH_FAILED;
+        }
+        op->stage = 1;
+    }
+    if (op->stage == 1) {
+        rc = op->command != NULL ? ssh_channel_open_session(op->chan)
+                                 : ssh_channel_open_forward(op->chan, op->host, op->port, "127.0.0.1", 0);
+        if (rc == SSH_AGAIN) {
+            return PYSSH_AGAIN;
+        }
+        if (rc != SSH_OK) {
+            return PYSSH_FAILED;
+        }
+        if (op->command == NULL) {
+            return 0;
+        }
+        op->stage = 2;
+    }
+    rc = ssh_channel_request_exec(op->chan, op->command);
+    if (rc == SSH_AGAIN) {
+        return PYSSH_AGAIN;
+    }
+    return rc == SSH_OK ? 0 : PYSSH_FAILED;
+}
+
+static pyssh_channel *
+open_channel(PyObject *session, struct open_op *op, double timeout, const char *what,
+             pyssh_error *err)
+{
+    SessionObject *s = (SessionObject *)session;
+    pyssh_channel *ch = calloc(1, sizeof(*ch));
+    if (ch == NULL) {
+        set_err(err, PYSSH_E_NOMEM, "%s: out of memory", what);
+        return NULL;
+    }
+    op->s = s;
+    int rc = wait_for(s, open_step, op, timeout, what, err);
+    if (rc < 0) {
+        if (op->chan != NULL) {
+            PyThread_acquire_lock(s->lock, WAIT_LOCK);
+            if (s->ssh != NULL) {
+                pyssh_channel_release(op->chan, NULL, ssh_channel_is_open(op->chan), 0);
+            }
+            PyThread_release_lock(s->lock);
+        }
+        free(ch);
+        return NULL;
+    }
+    ch->session = s;
+    ch->chan = op->chan;
+    return ch;
+}
+
+static pyssh_channel *
+capi_exec_open(PyObject *session, const char *command, double timeout, pyssh_error *err)
+{
+    if (session == NULL || command == NULL) {
+        set_err(err, PYSSH_E_ARGUMENT, "exec_open: the session and the command must not be NULL");
+        return NULL;
+    }
+    struct open_op op = {0};
+    op.command = command;
+    return open_channel(session, &op, timeout, "exec_open", err);
+}
+
+static pyssh_channel *
+capi_direct_tcpip_open(PyObject *session, const char *host, int port, double timeout,
+                       pyssh_error *err)
+{
+    if (session == NULL || host == NULL || port < 1 || port > 65535) {
+        set_err(err, PYSSH_E_ARGUMENT, "direct_tcpip_open: needs a session, a host and a port "
+                "from 1 to 65535 (got %d)", port);
+        return NULL;
+    }
+    struct open_op op = {0};
+    op.host = host;
+    op.port = port;
+    char what[300];
+    snprintf(what, sizeof(what), "direct_tcpip_open to %.255s:%d", host, port);
+    return open_channel(session, &op, timeout, what, err);
+}
+
+/* ---- using it -------------------------------------------------------------------- */
+
+static int
+usable(pyssh_channel *ch, const char *what, pyssh_error *err)
+{
+    if (ch == NULL) {
+        set_err(err, PYSSH_E_ARGUMENT, "%s: the channel is NULL", what);
+        return -1;
+    }
+    if (ch->chan == NULL) {
+        set_err(err, PYSSH_E_CLOSED, "%s: the session is closed", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Lock held: the session closed since the channel was opened? (its libssh
+ * channel went with it) */
+static int
+gone(pyssh_channel *ch)
+{
+    if (ch->session->ssh == NULL) {
+        ch->chan = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+struct write_op {
+    pyssh_channel *ch;
+    const char *buf;
+    size_t len;
+    size_t done;
+};
+
+static int
+write_step(ssh_session ssh, void *arg)
+{
+    struct write_op *op = arg;
+    if (gone(op->ch)) {
+        return PYSSH_FAILED;
+    }
+    /* take in what arrived (window adjusts) and send what libssh holds */
+    if (pyssh_read_socket_once(op->ch->session, ssh) == PYSSH_FAILED) {
+        return PYSSH_FAILED;
+    }
+    ssh_channel chan = op->ch->chan;
+    if (ssh_channel_is_closed(chan)) {
+        return CHANNEL_GONE;
+    }
+    if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+        return PYSSH_AGAIN;            /* the socket is full: wait for POLLOUT */
+    }
+    uint32_t window = ssh_channel_window_size(chan);
+    if (window == 0) {
+        return PYSSH_AGAIN;            /* wait for the server's window adjust */
+    }
+    size_t n = op->len;
+    if (n > window) {
+        n = window;
+    }
+    if (n > WRITE_MAX) {
+        n = WRITE_MAX;
+    }
+    int w = ssh_channel_write(chan, op->buf, (uint32_t)n);
+    if (w < 0) {
+        return PYSSH_FAILED;
+    }
+    if (w == 0) {
+        return PYSSH_AGAIN;
+    }
+    return w;
+}
+
+static ptrdiff_t
+capi_channel_write(pyssh_channel *ch, const void *buf, size_t len, double timeout, pyssh_error *err)
+{
+    if (usable(ch, "channel_write", err) < 0) {
+        return -1;
+    }
+    if (buf == NULL && len > 0) {
+        set_err(err, PYSSH_E_ARGUMENT, "channel_write: the buffer is NULL");
+        return -1;
+    }
+    if (ch->eof_sent) {
+        set_err(err, PYSSH_E_ARGUMENT, "channel_write: EOF was already sent on this channel");
+        return -1;
+    }
+    if (len == 0) {
+        return 0;
+    }
+    struct write_op op = {ch, buf, len, 0};
+    int rc = wait_for(ch->session, write_step, &op, timeout, "channel_write", err);
+    if (rc == CHANNEL_GONE) {
+        set_err(err, PYSSH_E_SSH, "channel_write: the server closed the channel (the command "
+                "ended or the connection was refused)");
+        return -1;
+    }
+    return rc < 0 ? -1 : (ptrdiff_t)rc;
+}
+
+static int
+eof_step(ssh_session ssh, void *arg)
+{
+    pyssh_channel *ch = arg;
+    if (gone(ch)) {
+        return PYSSH_FAILED;
+    }
+    if (ssh_channel_is_closed(ch->chan)) {
+        return 0;                      /* nobody to tell */
+    }
+    if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+        if (pyssh_read_socket_once(ch->session, ssh) == PYSSH_FAILED) {
+            return PYSSH_FAILED;
+        }
+        return PYSSH_AGAIN;
+    }
+    return ssh_channel_send_eof(ch->chan) == SSH_ERROR ? PYSSH_FAILED : 0;
+}
+
+static int
+capi_channel_send_eof(pyssh_channel *ch, double timeout, pyssh_error *err)
+{
+    if (usable(ch, "channel_send_eof", err) < 0) {
+        return -1;
+    }
+    if (ch->eof_sent) {
+        return 0;
+    }
+    if (wait_for(ch->session, eof_step, ch, timeout, "channel_send_eof", err) < 0) {
+        return -1;
+    }
+    ch->eof_sent = 1;
+    return 0;
+}
+
+struct read_op {
+    pyssh_channel *ch;
+    char *buf;
+    uint32_t len;
+    int stream;
+};
+
+#define READ_EOF 0
+
+static int
+read_step(ssh_session ssh, void *arg)
+{
+    struct read_op *op = arg;
+    (void)ssh;
+    if (gone(op->ch)) {
+        return PYSSH_FAILED;
+    }
+    ssh_channel chan = op->ch->chan;
+    for (;;) {
+        /* libssh reads the socket inside these calls: when a round read packets
+         * but found nothing for this channel, look again, so that data that came
+         * in meanwhile is not left waiting on a socket that stays quiet */
+        uint64_t packets = op->ch->session->rcounter.in_packets;
+        for (int stderr_ = 0; stderr_ <= 1; stderr_++) {
+            int n = ssh_channel_read_nonblocking(chan, op->buf, op->len, stderr_);
+            if (n > 0) {
+                op->stream = stderr_ ? PYSSH_STDERR : PYSSH_STDOUT;
+                return n;
+            }
+            if (n == SSH_ERROR) {
+                return PYSSH_FAILED;
+            }
+        }
+        if (ssh_channel_is_eof(chan) || ssh_channel_is_closed(chan)) {
+            return READ_EOF;
+        }
+        if (op->ch->session->rcounter.in_packets == packets) {
+            return PYSSH_AGAIN;
+        }
+    }
+}
+
+static ptrdiff_t
+capi_channel_read(pyssh_channel *ch, void *buf, size_t len, int *stream, double timeout,
+                  pyssh_error *err)
+{
+    if (usable(ch, "channel_read", err) < 0) {
+        return -1;
+    }
+    if (buf == NULL || len == 0 || stream == NULL) {
+        set_err(err, PYSSH_E_ARGUMENT, "channel_read: needs a buffer, a length > 0 and a stream pointer");
+        return -1;
+    }
+    struct read_op op = {ch, buf, len > 0x7fffffff ? 0x7fffffff : (uint32_t)len, 0};
+    int rc = wait_for(ch->session, read_step, &op, timeout, "channel_read", err);
+    if (rc < 0) {
+        return -1;
+    }
+    *stream = op.stream;
+    return rc;
+}
+
+struct exit_op {
+    pyssh_channel *ch;
+    int status;
+};
+
+static int
+signal_number(const char *name)
+{
+    static const struct {
+        const char *name;
+        int num;
+    } sigs[] = {{"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"ILL", 4}, {"TRAP", 5}, {"ABRT", 6},
+                {"BUS", 7}, {"FPE", 8}, {"KILL", 9}, {"USR1", 10}, {"SEGV", 11}, {"USR2", 12},
+                {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15}};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        if (strcmp(sigs[i].name, name) == 0) {
+            return sigs[i].num;
+        }
+    }
+    return 0;
+}
+
+static int
+exit_step(ssh_session ssh, void *arg)
+{
+    struct exit_op *op = arg;
+    (void)ssh;
+    if (gone(op->ch)) {
+        return PYSSH_FAILED;
+    }
+    uint32_t code = 0;
+    char *sig = NULL;
+    int core = 0;
+    int rc = ssh_channel_get_exit_state(op->ch->chan, &code, &sig, &core);
+    if (rc == SSH_AGAIN) {
+        if (ssh_channel_is_closed(op->ch->chan)) {
+            op->status = -1;           /* closed without a status */
+            return 0;
+        }
+        return PYSSH_AGAIN;
+    }
+    if (rc != SSH_OK) {
+        return PYSSH_FAILED;
+    }
+    if (sig != NULL) {
+        int n = signal_number(sig);
+        op->status = n > 0 ? -n : -1;
+        ssh_string_free_char(sig);
+    }
+    else {
+        op->status = (int)code;
+    }
+    return 0;
+}
+
+static int
+capi_channel_exit_status(pyssh_channel *ch, int *status, double timeout, pyssh_error *err)
+{
+    if (usable(ch, "channel_exit_status", err) < 0) {
+        return -1;
+    }
+    if (status == NULL) {
+        set_err(err, PYSSH_E_ARGUMENT, "channel_exit_status: status is NULL");
+        return -1;
+    }
+    struct exit_op op = {ch, -1};
+    if (wait_for(ch->session, exit_step, &op, timeout, "channel_exit_status", err) < 0) {
+        return -1;
+    }
+    *status = op.status;
+    return 0;
+}
+
+static void
+capi_channel_close(pyssh_channel *ch)
+{
+    if (ch == NULL) {
+        return;
+    }
+    SessionObject *s = ch->session;
+    if (ch->chan != NULL) {
+        PyThread_acquire_lock(s->lock, WAIT_LOCK);
+        if (!gone(ch)) {
+            pyssh_channel_release(ch->chan, NULL, 1, ssh_channel_is_closed(ch->chan));
+        }
+        PyThread_release_lock(s->lock);
+    }
+    free(ch);
+}
+
+/* ---- SCP: one remote file, streamed to a sink ------------------------------------------ */
+
+typedef struct {
+    pyssh_channel *ch;
+    double timeout;
+    char buf[65536];
+    size_t pos, end;               /* unread stdout in buf[pos:end] */
+    char errtext[512];             /* the start of the server's stderr */
+    size_t errlen;
+    int eof;
+} scp_reader;
+
+/* More stdout into the reader (stderr is kept aside): 0, 1 at EOF, -1. */
+static int
+scp_fill(scp_reader *r, pyssh_error *err)
+{
+    for (;;) {
+        int stream;
+        ptrdiff_t n = capi_channel_read(r->ch, r->buf, sizeof(r->buf), &stream, r->timeout, err);
+        if (n < 0) {
+            return -1;
+        }
+        if (n == 0) {
+            r->eof = 1;
+            return 1;
+        }
+        if (stream == PYSSH_STDOUT) {
+            r->pos = 0;
+            r->end = (size_t)n;
+            return 0;
+        }
+        size_t take = sizeof(r->errtext) - 1 - r->errlen;
+        if ((size_t)n < take) {
+            take = (size_t)n;
+        }
+        memcpy(r->errtext + r->errlen, r->buf, take);
+        r->errlen += take;
+        r->errtext[r->errlen] = '\0';
+    }
+}
+
+/* The server's error text for a message: its stderr when it wrote one. */
+static const char *
+server_said(scp_reader *r)
+{
+    while (r->errlen > 0 && (r->errtext[r->errlen - 1] == '\n' || r->errtext[r->errlen - 1] == '\r')) {
+        r->errtext[--r->errlen] = '\0';
+    }
+    return r->errlen > 0 ? r->errtext : "no message";
+}
+
+static int
+scp_error_code(const char *text)
+{
+    if (strstr(text, "No such file") != NULL) {
+        return PYSSH_E_SCP_NOT_FOUND;
+    }
+    if (strstr(text, "Permission denied") != NULL) {
+        return PYSSH_E_SCP_PERMISSION;
+    }
+    return PYSSH_E_SCP;
+}
+
+/* One message line (without its newline) into `line`: 0, or -1. */
+static int
+scp_line(scp_reader *r, const char *path, char *line, size_t *len, pyssh_error *err)
+{
+    *len = 0;
+    for (;;) {
+        if (r->pos == r->end) {
+            int rc = scp_fill(r, err);
+            if (rc < 0) {
+                return -1;
+            }
+            if (rc > 0) {
+                set_err(err, *len == 0 ? PYSSH_E_SCP : PYSSH_E_SCP_PROTOCOL,
+                        "scp of %.200s: the server ended %s (%s)", path,
+                        *len == 0 ? "without sending the file" : "in the middle of a message",
+                        server_said(r));
+                return -1;
+            }
+        }
+        char c = r->buf[r->pos++];
+        if (c == '\n') {
+            line[*len] = '\0';
+            return 0;
+        }
+        if (*len + 1 >= SCP_LINE_MAX) {
+            set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: the server sent a message longer "
+                    "than %d bytes", path, SCP_LINE_MAX);
+            return -1;
+        }
+        line[(*len)++] = c;
+    }
+}
+
+/* The remote path quoted for the shell: '...' with ' as '\'' ; a leading ~/ stays. */
+static char *
+shell_quote(const char *path)
+{
+    size_t n = strlen(path);
+    char *q = malloc(4 * n + 8);
+    if (q == NULL) {
+        return NULL;
+    }
+    char *o = q;
+    const char *p = path;
+    if (strncmp(p, "~/", 2) == 0) {
+        *o++ = '~';
+        *o++ = '/';
+        p += 2;
+    }
+    *o++ = '\'';
+    for (; *p; p++) {
+        if (*p == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        }
+        else {
+            *o++ = *p;
+        }
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return q;
+}
+
+static int
+scp_send_byte(scp_reader *r, char b, pyssh_error *err)
+{
+    return capi_channel_write(r->ch, &b, 1, r->timeout, err) == 1 ? 0 : -1;
+}
+
+static int
+scp_transfer(scp_reader *r, const char *path, pyssh_sink_fn sink, void *ctx, uint64_t *size_out,
+             pyssh_error *err)
+{
+    char *line = malloc(SCP_LINE_MAX);
+    int result = -1;
+    if (line == NULL) {
+        set_err(err, PYSSH_E_NOMEM, "scp of %.200s: out of memory", path);
+        return -1;
+    }
+    if (scp_send_byte(r, '\0', err) < 0) {
+        goto done;
+    }
+    for (;;) {
+        size_t len;
+        int kind;
+        unsigned long long size;
+        const char *text, *why = NULL;
+        size_t text_len;
+        if (scp_line(r, path, line, &len, err) < 0) {
+            goto done;
+        }
+        if (pyssh_scp_parse(line, len, &kind, &size, &text, &text_len, &why) < 0) {
+            set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: the server sent %s", path, why);
+            goto done;
+        }
+        if (kind == 1 || kind == 2) {
+            int t = (int)(text_len < 400 ? text_len : 400);
+            set_err(err, scp_error_code(text), "scp of %.200s: %.*s", path, t, text);
+            goto done;
+        }
+        if (kind == 'T') {
+            if (scp_send_byte(r, '\0', err) < 0) {
+                goto done;
+            }
+            continue;
+        }
+        if (kind != 'C') {
+            set_err(err, kind == 'D' ? PYSSH_E_SCP : PYSSH_E_SCP_PROTOCOL,
+                    kind == 'D' ? "scp of %.200s: it is a directory; scp_read reads one file"
+                                : "scp of %.200s: the server sent an unexpected message", path);
+            goto done;
+        }
+        if (size_out != NULL) {
+            *size_out = size;
+        }
+        if (scp_send_byte(r, '\0', err) < 0) {
+            goto done;
+        }
+        unsigned long long left = size;
+        while (left > 0) {
+            if (r->pos == r->end) {
+                int rc = scp_fill(r, err);
+                if (rc < 0) {
+                    goto done;
+                }
+                if (rc > 0) {
+                    set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: the server ended after "
+                            "%llu of %llu bytes (%s)", path, size - left, size, server_said(r));
+                    goto done;
+                }
+            }
+            size_t n = r->end - r->pos;
+            if (n > left) {
+                n = (size_t)left;
+            }
+            if (sink(ctx, r->buf + r->pos, n) != 0) {
+                set_err(err, PYSSH_E_ABORTED, "scp of %.200s: the transfer was stopped by the "
+                        "sink after %llu bytes", path, size - left + n);
+                goto done;
+            }
+            r->pos += n;
+            left -= n;
+        }
+        /* the server's status byte after the data */
+        if (r->pos == r->end && scp_fill(r, err) != 0) {
+            if (err->code == PYSSH_OK || r->eof) {
+                set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: no status after the data", path);
+            }
+            goto done;
+        }
+        char status = r->buf[r->pos++];
+        if (status != '\0') {
+            r->pos--;
+            if (scp_line(r, path, line, &len, err) < 0) {
+                goto done;
+            }
+            set_err(err, scp_error_code(line + 1), "scp of %.200s: %.400s", path, line + 1);
+            goto done;
+        }
+        if (scp_send_byte(r, '\0', err) < 0) {
+            goto done;
+        }
+        result = 0;
+        break;
+    }
+done:
+    free(line);
+    return result;
+}
+
+static int
+capi_scp_read(PyObject *session, const char *path, pyssh_sink_fn sink, void *ctx, uint64_t *size,
+              double timeout, pyssh_error *err)
+{
+    if (session == NULL || path == NULL || *path == '\0' || sink == NULL) {
+        set_err(err, PYSSH_E_ARGUMENT, "scp_read: needs a session, a non-empty path and a sink");
+        return -1;
+    }
+    char *quoted = shell_quote(path);
+    char *command = quoted != NULL ? malloc(strlen(quoted) + 16) : NULL;
+    if (command == NULL) {
+        free(quoted);
+        set_err(err, PYSSH_E_NOMEM, "scp_read: out of memory");
+        return -1;
+    }
+    sprintf(command, "scp -f %s", quoted);
+    free(quoted);
+    scp_reader *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        free(command);
+        set_err(err, PYSSH_E_NOMEM, "scp_read: out of memory");
+        return -1;
+    }
+    r->timeout = timeout;
+    r->ch = capi_exec_open(session, command, timeout, err);
+    free(command);
+    int rc = -1;
+    if (r->ch != NULL) {
+        rc = scp_transfer(r, path, sink, ctx, size, err);
+        if (rc == 0) {
+            /* the server ends on its own: our EOF, then its exit */
+            if (capi_channel_send_eof(r->ch, timeout, err) < 0) {
+                rc = -1;
+            }
+        }
+    }
+    capi_channel_close(r->ch);
+    free(r);
+    return rc;
+}
+
+/* ---- errors (GIL held) ------------------------------------------------------------ */
+
+static PyObject *
+capi_raise_error(const pyssh_error *err)
+{
+    static const char *const names[] = {
+        [PYSSH_E_SSH] = "SSHError", [PYSSH_E_CLOSED] = "SessionClosedError",
+        [PYSSH_E_TIMEOUT] = "SSHTimeoutError", [PYSSH_E_SCP] = "SCPError",
+        [PYSSH_E_SCP_NOT_FOUND] = "SCPFileNotFoundError", [PYSSH_E_SCP_PERMISSION] = "SCPPermissionError",
+        [PYSSH_E_SCP_PROTOCOL] = "SCPProtocolError", [PYSSH_E_ABORTED] = "SSHError",
+    };
+    if (err == NULL) {
+        PyErr_SetString(PyExc_SystemError, "pyssh raise_error: err is NULL");
+        return NULL;
+    }
+    const char *msg = err->message[0] ? err->message : "pyssh C API call failed";
+    switch (err->code) {
+    case PYSSH_E_ARGUMENT:
+        PyErr_SetString(PyExc_ValueError, msg);
+        return NULL;
+    case PYSSH_E_NOMEM:
+        PyErr_SetString(PyExc_MemoryError, msg);
+        return NULL;
+    case PYSSH_E_OS:
+        PyErr_Format(PyExc_OSError, "%s", msg);
+        return NULL;
+    default:
+        break;
+    }
+    if (err->code <= PYSSH_OK || err->code >= (int)(sizeof(names) / sizeof(names[0]))
+            || names[err->code] == NULL) {
+        PyErr_Format(PyExc_SystemError, "pyssh raise_error: unknown error code %d (%s)",
+                     err->code, msg);
+        return NULL;
+    }
+    /* the class of this interpreter's pyssh */
+    PyObject *mod = PyImport_ImportModule("pyssh._ssh");
+    if (mod == NULL) {
+        return NULL;
+    }
+    PyObject *cls = PyObject_GetAttrString(mod, names[err->code]);
+    Py_DECREF(mod);
+    if (cls == NULL) {
+        return NULL;
+    }
+    PyErr_SetString(cls, msg);
+    Py_DECREF(cls);
+    return NULL;
+}
+
+/* ---- the table ------------------------------------------------------------------- */
+
+static PysshCAPI capi_table = {
+    .version = PYSSH_CAPI_VERSION,
+    .size = sizeof(PysshCAPI),
+    .pyssh_version = PYSSH_VERSION,
+    .libssh_version = NULL,        /* set by the first module exec */
+    .Session_Check = capi_session_check,
+    .raise_error = capi_raise_error,
+    .session_is_open = capi_session_is_open,
+    .exec_open = capi_exec_open,
+    .direct_tcpip_open = capi_direct_tcpip_open,
+    .channel_write = capi_channel_write,
+    .channel_send_eof = capi_channel_send_eof,
+    .channel_read = capi_channel_read,
+    .channel_exit_status = capi_channel_exit_status,
+    .channel_close = capi_channel_close,
+    .scp_read = capi_scp_read,
+    .session_lock = capi_session_lock,
+    .session_ssh = capi_session_ssh,
+    .session_unlock = capi_session_unlock,
+    .libssh_symbol = capi_libssh_symbol,
+};
+
+int
+pyssh_capi_setup(PyObject *module)
+{
+    if (capi_table.libssh_version == NULL) {
+        capi_table.libssh_version = ssh_version(0);   /* the same in every interpreter */
+    }
+    PyObject *capsule = PyCapsule_New(&capi_table, PYSSH_CAPI_CAPSULE, NULL);
+    if (capsule == NULL) {
+        return -1;
+    }
+    int rc = PyModule_AddObjectRef(module, "_C_API", capsule);
+    Py_DECREF(capsule);
+    return rc;
+}
