@@ -3,6 +3,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -184,3 +185,32 @@ def connection_killer(server):
             except ProcessLookupError:
                 pass
     return s, kill_connection
+
+
+def run_while_python_counts(work):
+    """Call work() while a pure-Python thread counts, and check that the count went
+    on at a tenth of its idle rate at least: with the GIL held through work() it
+    would not move at all. Returns work()'s result."""
+    count = 0
+    stop = False
+
+    def spin():
+        nonlocal count
+        while not stop:
+            count += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        time.sleep(0.3)
+        base_rate = count / 0.3
+        count = 0
+        start = time.monotonic()
+        result = work()
+        elapsed = time.monotonic() - start
+        during = count
+    finally:
+        stop = True
+        t.join()
+    assert during > 0.1 * base_rate * elapsed, (during, base_rate, elapsed)
+    return result
