@@ -17,14 +17,17 @@
 #                                (upstream file names, e.g. libssh-0.11.5.tar.xz); looked at first.
 #   PYSSH_VENDOR_OFFLINE=1       never touch the network: local tarballs only.
 #   PYSSH_VENDOR_JOBS            parallel make jobs (default: number of CPUs).
+#   PYSSH_VENDOR_NO_GPG=1        build even without gpgv, checking tarballs by sha256 alone.
 #
 # Every tarball, wherever it comes from, is checked against the sha256 pinned in
-# vendor/versions.env before it is unpacked. The prefix is keyed by a hash of this
-# script, versions.env and the options above, so a second run finds it and takes seconds.
+# vendor/versions.env before it is unpacked, and against upstream's signature when
+# vendor/signatures/ holds one (gpgv, with the keys in vendor/keys/ only). The prefix is
+# keyed by a hash of this script, versions.env and the options above, so a second run
+# finds it and takes seconds.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 . "$here/versions.env"
 
 log() { printf 'pyssh-vendor: %s\n' "$*" >&2; }
@@ -86,7 +89,7 @@ download() { # url dest
 # byte for byte, with apt checking the archive's signature on the way. This needs
 # apt-get and a Debian release whose source package has the pinned version.
 debian_orig() { # srcpkg version upstream-file dest-dir
-    local pkg=$1 ver=$2 file=$3 dest=$4 suite list d
+    local pkg=$1 ver=$2 file=$3 dest=$4 suite list d url orig
     command -v apt-get >/dev/null || return 1
     [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || return 1
     for suite in ${PYSSH_DEBIAN_SUITES:-trixie trixie-security bookworm bookworm-security}; do
@@ -99,8 +102,7 @@ debian_orig() { # srcpkg version upstream-file dest-dir
                    -o "Dir::State::Lists=$d/lists" -o APT::Sandbox::User=root)
         "${apt[@]}" update >/dev/null 2>&1 || continue
         (cd "$d/src" && "${apt[@]}" source --download-only "$pkg" >/dev/null 2>&1) || continue
-        local orig
-        orig=$(ls "$d/src/${pkg}_${ver}.orig.tar."* 2>/dev/null | grep -v '\.asc$' | head -n 1) || true
+        orig=$(find "$d/src" -maxdepth 1 -name "${pkg}_${ver}.orig.tar.*" ! -name '*.asc' | head -n 1)
         if [ -n "$orig" ]; then
             cp "$orig" "$dest/$file"
             log "took $file from Debian's source archive ($suite)"
@@ -110,11 +112,59 @@ debian_orig() { # srcpkg version upstream-file dest-dir
     return 1
 }
 
-fetch() { # file sha256 url debian-pkg debian-version ; prints the verified path
-    local file=$1 sum=$2 url=$3 dpkg=${4:-} dver=${5:-} f
+# gpg/gpgv home: a throwaway directory, so no user keyring or configuration is read.
+gnupghome="$work/gnupg"
+mkdir -m 700 "$gnupghome"
+
+# An ASCII-armoured key file as a binary keyring, which is what gpgv reads.
+dearmor() { # armoured-in binary-out
+    if command -v gpg >/dev/null; then
+        gpg --batch --quiet --homedir "$gnupghome" --yes --dearmor -o "$2" "$1" 2>/dev/null && return 0
+    fi
+    # Without gpg: each armour block's base64, between the blank line that ends its
+    # headers and its '=' checksum line.
+    tr -d '\r' < "$1" | awk -v out="$2.b64." '
+        /^-----BEGIN PGP/ { n++; body = 0; next }
+        /^-----END PGP/   { body = 0; next }
+        n && !body && /^$/ { body = 1; next }
+        body && !/^=/     { print > (out n) }'
+    : > "$2"
+    for b in "$2".b64.*; do base64 -d < "$b" >> "$2" || return 1; done
+}
+
+# Upstream's detached signature of a release tarball, where vendor/signatures/ has one,
+# checked with the keys in vendor/keys/<project>.asc and no others.
+check_signature() { # tarball upstream-file project
+    local f=$1 file=$2 project=$3 sig="$here/signatures/$2.asc" keys="$here/keys/$3.asc" tool keyring
+    [ -f "$sig" ] || return 0
+    tool=$(command -v gpgv || command -v gpgv2 || command -v gpg || true)
+    if [ -z "$tool" ] && [ "${PYSSH_VENDOR_NO_GPG:-0}" = 1 ]; then
+        log "warning: gpgv not found and PYSSH_VENDOR_NO_GPG=1: $file is checked by its pinned sha256 only, not by vendor/signatures/$file.asc"
+        return 0
+    elif [ -z "$tool" ]; then
+        die "gpgv is needed to check $file against upstream's signature (vendor/signatures/$file.asc): install gnupg or gpgv (Debian/Ubuntu: apt-get install gpgv; Fedora/RHEL/manylinux: dnf install gnupg2; Alpine/musllinux: apk add gpgv; macOS: brew install gnupg), or set PYSSH_VENDOR_NO_GPG=1 to rely on the pinned sha256 alone"
+    fi
+    [ -f "$keys" ] || die "vendor/signatures/$file.asc is there but vendor/keys/$project.asc, the keys to check it with, is not"
+    keyring="$work/keys-$project.gpg"
+    dearmor "$keys" "$keyring" || die "could not read the keys in vendor/keys/$project.asc"
+    local verify=("$tool" --homedir "$gnupghome" --keyring "$keyring" --status-fd 3)
+    case "$tool" in  # gpg itself, where gpgv is missing: only these keys, all trusted, as gpgv does
+        */gpg|*/gpg.exe) verify+=(--batch --no-default-keyring --trust-model always --verify) ;;
+    esac
+    if "${verify[@]}" "$sig" "$f" 3>"$work/gpg.status" >"$work/gpg.log" 2>&1; then
+        log "$file: good signature by $(awk '$2 == "VALIDSIG" { print $NF }' "$work/gpg.status") (vendor/keys/$project.asc)"
+    else
+        sed 's/^/    /' "$work/gpg.log" >&2
+        die "BAD SIGNATURE: $file does not verify against vendor/signatures/$file.asc with the keys in vendor/keys/$project.asc (gpg's words above). Do not build from it. If upstream signs with a new key, refresh vendor/keys/$project.asc as vendor/README.md says (\"Bumping a version\")"
+    fi
+}
+
+fetch() { # file sha256 url project debian-pkg debian-version ; prints the verified path
+    local file=$1 sum=$2 url=$3 project=$4 dpkg=${5:-} dver=${6:-} f
     for f in "${PYSSH_VENDOR_TARBALLS:-/nonexistent}/$file" "$downloads/$file"; do
         if [ -f "$f" ]; then
             sha256_ok "$f" "$sum" || die "$f does not match the pinned sha256 $sum: delete it or fix vendor/versions.env"
+            check_signature "$f" "$file" "$project"
             echo "$f"; return 0
         fi
     done
@@ -133,6 +183,7 @@ fetch() { # file sha256 url debian-pkg debian-version ; prints the verified path
         mv "$f" "$f.bad"
         die "$file does not match the pinned sha256 $sum (kept as $f.bad)"
     fi
+    check_signature "$f" "$file" "$project"
     echo "$f"
 }
 
@@ -145,7 +196,7 @@ cmake_ssl=()
 
 if [ "$zlib_mode" = source ]; then
     tgz=$(fetch "zlib-$ZLIB_VERSION.tar.gz" "$ZLIB_SHA256" \
-          "https://github.com/madler/zlib/releases/download/v$ZLIB_VERSION/zlib-$ZLIB_VERSION.tar.gz")
+          "https://github.com/madler/zlib/releases/download/v$ZLIB_VERSION/zlib-$ZLIB_VERSION.tar.gz" zlib)
     log "building zlib $ZLIB_VERSION"
     tar -xzf "$tgz" -C "$work"
     (cd "$work/zlib-$ZLIB_VERSION" \
@@ -157,7 +208,7 @@ fi
 if [ "$openssl_mode" = source ]; then
     tgz=$(fetch "openssl-$OPENSSL_VERSION.tar.gz" "$OPENSSL_SHA256" \
           "https://github.com/openssl/openssl/releases/download/openssl-$OPENSSL_VERSION/openssl-$OPENSSL_VERSION.tar.gz" \
-          openssl "$OPENSSL_VERSION")
+          openssl openssl "$OPENSSL_VERSION")
     log "building OpenSSL $OPENSSL_VERSION (takes a few minutes)"
     tar -xzf "$tgz" -C "$work"
     (cd "$work/openssl-$OPENSSL_VERSION" \
@@ -173,7 +224,7 @@ fi
 
 txz=$(fetch "libssh-$LIBSSH_VERSION.tar.xz" "$LIBSSH_SHA256" \
       "https://www.libssh.org/files/${LIBSSH_VERSION%.*}/libssh-$LIBSSH_VERSION.tar.xz" \
-      libssh "$LIBSSH_VERSION")
+      libssh libssh "$LIBSSH_VERSION")
 log "building libssh $LIBSSH_VERSION (openssl: $openssl_mode, zlib: $zlib_mode)"
 tar -xJf "$txz" -C "$work"
 # pyssh's patches to this release (vendor/patches/, README.md there says why each)
