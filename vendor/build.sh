@@ -211,9 +211,18 @@ if [ "$openssl_mode" = source ]; then
           openssl openssl "$OPENSSL_VERSION")
     log "building OpenSSL $OPENSSL_VERSION (takes a few minutes)"
     tar -xzf "$tgz" -C "$work"
+    # libcrypto only as libssh 0.11 uses it: AES (CBC, CTR, GCM), ChaCha20-Poly1305, 3DES-CBC,
+    # SHA-1/2, MD5, HMAC, the SSH KDF, RSA, ECDSA/ECDH on P-256/384/521, Ed25519/X25519, DH,
+    # PEM/PKCS#8 key files, OSSL_STORE. Left out: the openssl program, docs, TLS/DTLS/QUIC
+    # extras, the legacy provider, X.509 infrastructure (CT, OCSP, CMS, TS, CMP, HTTP), binary
+    # curves, post-quantum signatures, and ciphers and digests SSH has no name for. ML-KEM stays:
+    # libssh 0.12's mlkem768x25519-sha256 key exchange uses OpenSSL's.
+    ossl_opts=(no-shared no-tests no-apps no-docs no-engine no-module no-legacy no-comp
+               no-ssl3 no-dtls no-quic no-srtp no-srp no-psk no-ct no-ocsp no-cms no-ts no-cmp no-http
+               no-rfc3779 no-ec2m no-ml-dsa no-slh-dsa no-gost no-sm2 no-sm3 no-sm4 no-aria no-camellia
+               no-seed no-idea no-bf no-cast no-rc2 no-rc4 no-md4 no-mdc2 no-whirlpool)
     (cd "$work/openssl-$OPENSSL_VERSION" \
-        && ./Configure no-shared no-tests no-engine no-module -fPIC \
-               --prefix="$stage" --libdir=lib >/dev/null \
+        && ./Configure "${ossl_opts[@]}" -fPIC --prefix="$stage" --libdir=lib >/dev/null \
         && make -j"$jobs" build_libs >/dev/null && make install_dev >/dev/null)
     cmake_ssl=(-DOPENSSL_ROOT_DIR="$stage" -DOPENSSL_USE_STATIC_LIBS=TRUE)
     crypto="$stage/lib/libcrypto.a"
