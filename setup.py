@@ -164,7 +164,7 @@ def build_flags():
             ldflags += ["/DEBUG"]
         if asan:
             cflags += ["/fsanitize=address"]
-        libs = ["ws2_32", "iphlpapi", "crypt32", "bcrypt", "advapi32", "user32"]
+        libs = ["ws2_32", "iphlpapi", "crypt32", "bcrypt", "advapi32", "user32", "gdi32"]
         return cflags, ldflags, libs
     # gcc or clang
     cflags = ["-Wall", "-Wextra", "-fvisibility=hidden"] + (["-Werror"] if werror else [])
