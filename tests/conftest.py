@@ -13,7 +13,9 @@ from pyssh.testing import SSHServer, keygen
 pytest_plugins = ["pyssh.testing"]
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-ACCOUNT = "pyssh-test"
+# one account per test run: two runs at once on one machine (a developer's and a
+# check-wheel's, say) must not change each other's password or delete it under the other
+ACCOUNT = f"pyssh-test-{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
