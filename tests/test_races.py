@@ -1,0 +1,136 @@
+"""Races that exist even with the GIL: a method checks its object's state, then
+runs Python code (an iterator, __index__, __float__) or releases the GIL before it
+marks the object busy. Each test re-enters the object from inside that window,
+from the same thread or from another one it waits for; the second call must get
+a clear exception and the first must finish normally."""
+import threading
+import time
+
+import pytest
+
+import pyssh
+from pyssh import _ssh
+
+IN_USE = "in use by another call"
+
+
+@pytest.fixture
+def session(server):
+    with server.connect() as s:
+        yield s
+
+
+def raised(call):
+    """What call() raised, or None."""
+    try:
+        call()
+    except BaseException as e:  # noqa: BLE001 - the tests look at it
+        return e
+    return None
+
+
+def from_thread(call):
+    """What call() raised when run in another thread (waited for)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(raised(call)))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def in_thread(call, seconds=30.0):
+    """Run call() in a daemon thread: a call that deadlocks fails the test instead
+    of hanging it. Returns what it raised, or None."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(raised(call)), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "the call deadlocked"
+    return out[0]
+
+
+def assert_in_use(e):
+    assert isinstance(e, RuntimeError) and IN_USE in str(e), repr(e)
+
+
+# ---- Channel ---------------------------------------------------------------------------------
+
+def test_channel_reentered_while_exec_iterates_env(session):
+    ch = _ssh.Channel(session)
+    errors = []
+
+    def env():
+        for call in (lambda: ch.exec("true"), ch.run, ch.read, lambda: ch.write(b"x"),
+                     ch.send_eof, ch.close):
+            errors.append(raised(call))
+        errors.append(from_thread(lambda: ch.exec("true")))
+        return
+        yield
+
+    ch.exec("echo ok", env=env())
+    assert len(errors) == 7
+    for e in errors:
+        assert_in_use(e)
+    r = ch.run(stdout=True)
+    assert r[0] == 0 and r[4] == b"ok\n"
+
+
+def test_channel_closed_from_iter_of_stdin_is_refused(session):
+    ch = _ssh.Channel(session)
+    errors = []
+
+    class Source:
+        def __iter__(self):
+            errors.append(raised(ch.close))
+            errors.append(from_thread(ch.close))
+            errors.append(raised(lambda: ch.run(stdout=True)))
+            return iter([b"hello ", b"world"])
+
+    ch.exec("cat")
+    r = ch.run(stdout=True, stdin=Source())
+    assert len(errors) == 3
+    for e in errors:
+        assert_in_use(e)
+    assert r[0] == 0 and r[4] == b"hello world"
+    assert ch.closed
+
+
+@pytest.mark.parametrize("method", ["read", "recv_to_fd", "run", "exec"])
+def test_channel_closed_from_timeout_float_is_refused(session, method, tmp_path):
+    ch = _ssh.Channel(session)
+    if method != "exec":
+        ch.exec("echo hi")
+    errors = []
+
+    class Timeout:
+        def __float__(self):
+            errors.append(from_thread(ch.close))
+            errors.append(raised(ch.read))
+            return 30.0
+
+    if method == "read":
+        assert ch.read(timeout=Timeout()) == b"hi\n"
+    elif method == "recv_to_fd":
+        with open(tmp_path / "out", "wb") as f:
+            assert ch.recv_to_fd(f.fileno(), 3, timeout=Timeout()) == 3
+        assert (tmp_path / "out").read_bytes() == b"hi\n"
+    elif method == "run":
+        assert ch.run(stdout=True, timeout=Timeout())[4] == b"hi\n"
+    else:
+        ch.exec("echo hi", timeout=Timeout())
+        assert ch.run(stdout=True)[4] == b"hi\n"
+    assert len(errors) == 2
+    for e in errors:
+        assert_in_use(e)
+    ch.close()
+
+
+def test_channel_usable_again_after_a_refused_call(session):
+    ch = _ssh.Channel(session)
+    ch.exec("echo again")
+    assert_in_use(raised(lambda: ch.run(stdout=lambda b: ch.close())))
+    # the run above stopped with that exception and closed the channel; the flag is free
+    ch.close()
+    ch2 = _ssh.Channel(session)
+    ch2.exec("echo again")
+    assert ch2.run(stdout=True)[4] == b"again\n"
