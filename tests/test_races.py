@@ -10,6 +10,7 @@ import pytest
 
 import pyssh
 from pyssh import _ssh
+from pyssh._sftp import REALPATH, _str
 
 IN_USE = "in use by another call"
 
@@ -39,8 +40,9 @@ def from_thread(call):
 
 
 def in_thread(call, seconds=30.0):
-    """Run call() in a daemon thread: a call that deadlocks fails the test instead
-    of hanging it. Returns what it raised, or None."""
+    """Run call() in a daemon thread and return what it raised, or None. A call
+    that deadlocks on the session lock fails the test (whose teardown, closing
+    the session, may then hang too) instead of blocking it before any report."""
     out = []
     t = threading.Thread(target=lambda: out.append(raised(call)), daemon=True)
     t.start()
@@ -134,3 +136,39 @@ def test_channel_usable_again_after_a_refused_call(session):
     ch2 = _ssh.Channel(session)
     ch2.exec("echo again")
     assert ch2.run(stdout=True)[4] == b"again\n"
+
+
+# ---- SFTP ------------------------------------------------------------------------------------
+
+def sftp_channel(session):
+    c = _ssh.SFTP(session)
+    c.start(timeout=30)
+    return c
+
+
+def realpath_ok(reply):
+    rtype, _payload = reply
+    assert rtype == 104      # SSH_FXP_NAME
+
+
+def test_sftp_reentered_while_batch_iterates_requests(session):
+    c = sftp_channel(session)
+    errors = []
+
+    class Requests:
+        def __iter__(self):
+            errors.append(raised(c.close))
+            errors.append(from_thread(c.close))
+            errors.append(raised(lambda: c.request(REALPATH, _str(b"."))))
+            errors.append(raised(lambda: c.send(REALPATH, _str(b"."))))
+            errors.append(raised(lambda: c.start(timeout=5)))
+            return iter([(REALPATH, _str(b"."))])
+
+    replies = c.batch(Requests(), timeout=30)
+    assert len(errors) == 5
+    for e in errors:
+        assert_in_use(e)
+    assert len(replies) == 1
+    realpath_ok(replies[0])
+    realpath_ok(c.request(REALPATH, _str(b"."), timeout=30))
+    c.close()
