@@ -916,24 +916,68 @@ free_replies(struct op *o)
     }
 }
 
-/* Queue `items` (a sequence of (type, payload)) with fresh ids; `discard`: nobody
- * will wait for their replies. Lock held by the caller. */
-static int
-queue_requests(SFTPObject *self, PyObject *items, struct op *o, int discard)
+/* Requests parsed from Python's (type, payload) pairs. */
+typedef struct {
+    int n;
+    int type[BATCH_MAX];
+    Py_buffer payload[BATCH_MAX];
+} reqlist;
+
+static void
+reqs_release(reqlist *r)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    for (int i = 0; i < r->n; i++) {
+        PyBuffer_Release(&r->payload[i]);
+    }
+    r->n = 0;
+}
+
+/* Parse `reqs` (a sequence of 1 to BATCH_MAX (type, payload) pairs) with the GIL
+ * and without the session lock: __index__, __iter__ and the buffer exports may
+ * run Python code, which must not run under the lock (a call of it that takes
+ * the lock would deadlock) nor see the items borrowed (it could drop them). The
+ * items are read from a private tuple; each payload buffer holds its object. */
+static int
+reqs_parse(PyObject *reqs, reqlist *r)
+{
+    r->n = 0;
+    PyObject *seq = PySequence_Fast(reqs, "requests must be a sequence of (type, payload)");
+    if (seq == NULL) {
+        return -1;
+    }
+    PyObject *items = PySequence_Tuple(seq);   /* a list's items are copied, owned */
+    Py_DECREF(seq);
+    if (items == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    if (n < 1 || n > BATCH_MAX) {
+        Py_DECREF(items);
+        PyErr_SetString(PyExc_ValueError, "batch: 1 to 64 requests");
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
-        int type;
-        Py_buffer payload;
-        if (!PyArg_ParseTuple(item, "iy*:request", &type, &payload)) {
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "iy*:request", &r->type[r->n],
+                              &r->payload[r->n])) {
+            reqs_release(r);
+            Py_DECREF(items);
             return -1;
         }
+        r->n++;
+    }
+    Py_DECREF(items);
+    return 0;
+}
+
+/* Queue the parsed requests with fresh ids; `discard`: nobody will wait for their
+ * replies. Lock held by the caller; no Python. Returns -1 when out of memory. */
+static int
+queue_requests(SFTPObject *self, const reqlist *r, struct op *o, int discard)
+{
+    for (int i = 0; i < r->n; i++) {
         uint32_t id = self->next_id++;
-        int rc = out_request(self, type, id, payload.buf, (size_t)payload.len, NULL, 0);
-        PyBuffer_Release(&payload);
-        if (rc < 0) {
-            PyErr_NoMemory();
+        if (out_request(self, r->type[i], id, r->payload[i].buf, (size_t)r->payload[i].len,
+                        NULL, 0) < 0) {
             return -1;
         }
         if (discard) {
@@ -958,30 +1002,21 @@ PyDoc_STRVAR(batch_doc,
 "Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
 "wait for all their replies. Returns [(reply_type, reply_payload after the id)].");
 
-/* batch() on a claimed channel. */
+/* batch() on a claimed channel, of requests parsed already. */
 static PyObject *
-batch_claimed(SFTPObject *self, PyObject *reqs, double timeout)
+batch_claimed(SFTPObject *self, const reqlist *r, double timeout)
 {
-    PyObject *items = PySequence_Fast(reqs, "requests must be a sequence of (type, payload)");
-    if (items == NULL) {
-        return NULL;
-    }
-    if (PySequence_Fast_GET_SIZE(items) < 1 || PySequence_Fast_GET_SIZE(items) > BATCH_MAX) {
-        Py_DECREF(items);
-        PyErr_SetString(PyExc_ValueError, "batch: 1 to 64 requests");
-        return NULL;
-    }
     struct op o;
     memset(&o, 0, sizeof(o));
     o.s = self;
     o.kind = OP_REQUEST;
     o.status = -1;
     pyssh_lock(self->session);
-    int qrc = queue_requests(self, items, &o, 0);
+    int qrc = queue_requests(self, r, &o, 0);
     pyssh_unlock(self->session);
-    Py_DECREF(items);
     if (qrc < 0) {
         /* requests queued before the failure would get replies nobody matches */
+        PyErr_NoMemory();
         sftp_close_impl(self, 1);
         return NULL;
     }
@@ -1015,7 +1050,12 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (timeout == -2 || claim(self, CLAIM_STARTED) < 0) {
         return NULL;
     }
-    PyObject *out = batch_claimed(self, reqs, timeout);
+    reqlist r;
+    PyObject *out = NULL;
+    if (reqs_parse(reqs, &r) == 0) {
+        out = batch_claimed(self, &r, timeout);
+        reqs_release(&r);
+    }
     unclaim(self);
     return out;
 }
@@ -1068,8 +1108,12 @@ sftp_send(SFTPObject *self, PyObject *args)
         return NULL;
     }
     PyObject *result = NULL;
+    reqlist r;
+    r.n = 0;
     PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
-    if (reqs == NULL) {
+    int parsed = reqs != NULL ? reqs_parse(reqs, &r) : -1;
+    Py_XDECREF(reqs);
+    if (parsed < 0) {
         goto done;
     }
     pyssh_lock(self->session);
@@ -1078,20 +1122,19 @@ sftp_send(SFTPObject *self, PyObject *args)
         qrc = 1;                   /* too many unanswered: wait for this one instead */
     }
     else {
-        qrc = queue_requests(self, reqs, NULL, 1);
+        qrc = queue_requests(self, &r, NULL, 1);
     }
     pyssh_unlock(self->session);
     if (qrc == 1) {
-        PyObject *r = batch_claimed(self, reqs, -1);
-        Py_DECREF(reqs);
-        if (r != NULL) {
-            Py_DECREF(r);
+        PyObject *replies = batch_claimed(self, &r, -1);
+        if (replies != NULL) {
+            Py_DECREF(replies);
             result = Py_NewRef(Py_None);
         }
         goto done;
     }
-    Py_DECREF(reqs);
     if (qrc < 0) {
+        PyErr_NoMemory();
         sftp_close_impl(self, 1);
         goto done;
     }
@@ -1100,6 +1143,7 @@ sftp_send(SFTPObject *self, PyObject *args)
     }
     result = Py_NewRef(Py_None);
 done:
+    reqs_release(&r);
     unclaim(self);
     return result;
 }

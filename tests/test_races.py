@@ -172,3 +172,68 @@ def test_sftp_reentered_while_batch_iterates_requests(session):
     realpath_ok(replies[0])
     realpath_ok(c.request(REALPATH, _str(b"."), timeout=30))
     c.close()
+
+
+def test_sftp_request_type_index_runs_outside_the_session_lock(session):
+    """The (type, payload) pairs are parsed before the session lock is taken:
+    __index__ used to run under it, where closing the SFTP channel deadlocked."""
+    c = sftp_channel(session)
+    errors = []
+
+    class Type:
+        def __index__(self):
+            errors.append(raised(c.close))
+            return REALPATH
+
+    replies = in_thread(lambda: errors.append(c.batch([(Type(), _str(b"."))], timeout=30)))
+    assert replies is None
+    assert_in_use(errors[0])
+    realpath_ok(errors[1][0])
+    assert not c.closed
+    c.close()
+
+
+def test_sftp_session_closed_from_index_fails_cleanly(session):
+    c = sftp_channel(session)
+
+    class Type:
+        def __index__(self):
+            session.close()
+            return REALPATH
+
+    e = in_thread(lambda: c.batch([(Type(), _str(b"."))], timeout=30))
+    assert isinstance(e, pyssh.SessionClosedError), repr(e)
+    assert c.closed
+
+
+def test_sftp_batch_private_copy_of_the_requests(session):
+    """The list is copied before __index__ runs: emptying it from there changes nothing."""
+    c = sftp_channel(session)
+    reqs = []
+
+    class Type:
+        def __index__(self):
+            reqs.clear()
+            return REALPATH
+
+    reqs.extend([(Type(), _str(b".")), (REALPATH, _str(b"/"))])
+    replies = in_thread(lambda: reqs.append(c.batch(reqs, timeout=30)))
+    assert replies is None
+    assert len(reqs[0]) == 2
+    for r in reqs[0]:
+        realpath_ok(r)
+    c.close()
+
+
+def test_sftp_bad_request_leaves_the_channel_open(session):
+    """A request that cannot be parsed fails before anything is queued."""
+    c = sftp_channel(session)
+    with pytest.raises(TypeError):
+        c.batch([(REALPATH, _str(b".")), (REALPATH, 42)], timeout=30)
+    with pytest.raises(TypeError):
+        c.send(REALPATH, 42)
+    with pytest.raises(TypeError, match="sequence of"):
+        c.batch(42)
+    assert not c.closed
+    realpath_ok(c.request(REALPATH, _str(b"."), timeout=30))
+    c.close()
