@@ -934,16 +934,26 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
         if (answers == NULL) {
             return NULL;
         }
-        PyObject *seq = PySequence_Fast(answers, "the keyboard-interactive responder must return a list of str");
+        PyObject *fast = PySequence_Fast(answers, "the keyboard-interactive responder must return a list of str");
         Py_DECREF(answers);
+        if (fast == NULL) {
+            return NULL;
+        }
+        /* A private tuple: the UTF-8 pointers below are used under the session
+         * lock, whose wait releases the GIL; the responder's own list could be
+         * emptied meanwhile (by another thread), freeing the strings. Nothing
+         * else can reach this tuple, and it holds them until the end. */
+        PyObject *seq = PySequence_Tuple(fast);
+        Py_DECREF(fast);
         if (seq == NULL) {
             return NULL;
         }
-        if (PySequence_Fast_GET_SIZE(seq) != n) {
+        if (PyTuple_GET_SIZE(seq) != n) {
+            Py_ssize_t got = PyTuple_GET_SIZE(seq);
             Py_DECREF(seq);
             return PyErr_Format(PyExc_ValueError,
                                 "the keyboard-interactive responder returned %zd answers for %zd prompts",
-                                PySequence_Fast_GET_SIZE(seq), n);
+                                got, n);
         }
         const char **texts = PyMem_Calloc((size_t)n + 1, sizeof(char *));
         if (texts == NULL) {
@@ -951,7 +961,7 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
             return PyErr_NoMemory();
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *s = PySequence_Fast_GET_ITEM(seq, i);
+            PyObject *s = PyTuple_GET_ITEM(seq, i);
             if (!PyUnicode_Check(s) || (texts[i] = PyUnicode_AsUTF8(s)) == NULL) {
                 PyMem_Free(texts);
                 Py_DECREF(seq);

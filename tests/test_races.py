@@ -237,3 +237,32 @@ def test_sftp_bad_request_leaves_the_channel_open(session):
     assert not c.closed
     realpath_ok(c.request(REALPATH, _str(b"."), timeout=30))
     c.close()
+
+# ---- Session ---------------------------------------------------------------------------------
+
+def bare_session(server, user):
+    """A _ssh.Session connected to `server` as `user`, not authenticated yet."""
+    import socket
+    s = _ssh.Session()
+    s._configure("127.0.0.1", user=user, port=server.port, known_hosts=server.known_hosts)
+    s._connect(socket.create_connection(("127.0.0.1", server.port)).detach(), timeout=20)
+    s._auth_none(timeout=20)
+    return s
+
+
+def test_kbdint_answers_are_copied_from_any_sequence(server, account):
+    """The answers are kept in a private tuple while the session lock is waited for."""
+    name, password = account
+    s = bare_session(server, name)
+    try:
+        with pytest.raises(ValueError, match="returned 0 answers for 1 prompts"):
+            s._auth_kbdint(lambda n, i, prompts: (x for x in ()), timeout=20)
+    finally:
+        s.close()
+    for make in (list, tuple, iter):
+        s = bare_session(server, name)
+        try:
+            rc = s._auth_kbdint(lambda n, i, prompts: make([password] * len(prompts)), timeout=20)
+            assert rc == _ssh.SSH_AUTH_SUCCESS
+        finally:
+            s.close()
