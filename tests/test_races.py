@@ -266,3 +266,38 @@ def test_kbdint_answers_are_copied_from_any_sequence(server, account):
             assert rc == _ssh.SSH_AUTH_SUCCESS
         finally:
             s.close()
+
+
+# ---- Tunnel ----------------------------------------------------------------------------------
+
+def listening_socket():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s
+
+
+def test_tunnel_reentered_while_run_converts_its_arguments(session):
+    sock = listening_socket()
+    c = _ssh.Tunnel(session)
+    c.listen_local(sock.fileno(), "127.0.0.1", 9)
+    errors = []
+
+    class Max:
+        def __index__(self):
+            errors.append(raised(lambda: c.run(idle_timeout=0.1)))
+            errors.append(from_thread(lambda: c.run(idle_timeout=0.1)))
+            errors.append(raised(c.close))
+            errors.append(raised(lambda: c.listen_local(sock.fileno(), "127.0.0.1", 9)))
+            return 5
+
+    start = time.monotonic()
+    stats = c.run(max_connections=Max(), idle_timeout=0.3)
+    assert time.monotonic() - start < 10
+    assert len(errors) == 4
+    for e in errors:
+        assert isinstance(e, RuntimeError) and "stop() it first" in str(e), repr(e)
+    assert stats[0] == 0
+    c.close()
+    sock.close()
