@@ -1144,7 +1144,9 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     self->max_conns = maxc;
     self->idle_timeout = idle;
     self->idle_since = pyssh_monotonic();
-    self->stopping = 0;
+    /* `stopping` is not cleared here: a stop() made before this run() began (the
+     * Python layer's close() may come before its thread gets here) would be lost,
+     * and the tunnel would serve on, its closer waiting for it forever */
     self->stop_deadline = 0;
     self->ps.wait_ms = -1;
 
@@ -1158,6 +1160,9 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     int rc = pyssh_wait_ex(self->session, tunnel_step, self, -1, PYSSH_EXC_SSHError, what,
                            &self->ps, &self->wake);
+    /* This run took the stop request; stop() sets it with the GIL held too, and
+     * no step of this tunnel runs any more. */
+    self->stopping = 0;
     if (rc < 0) {
         /* Ctrl-C, the session closed or failed: every connection goes */
         tunnel_drop(self, 1);
@@ -1171,7 +1176,8 @@ done:
 
 PyDoc_STRVAR(stop_doc,
 "stop($self, /)\n--\n\n"
-"Ask run() to close every connection and return (from any thread).");
+"Ask run() to close every connection and return (from any thread). Asked before\n"
+"run() starts, it makes the next run() return at once.");
 
 static PyObject *
 tunnel_stop(TunnelObject *self, PyObject *Py_UNUSED(ignored))
@@ -1217,6 +1223,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     self->bound = 0;
     self->configured = 0;
+    self->stopping = 0;       /* a stop() no run() took does not outlive the close */
     unclaim(self);
     Py_RETURN_NONE;
 }

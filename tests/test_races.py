@@ -41,13 +41,14 @@ def from_thread(call):
 
 def in_thread(call, seconds=30.0):
     """Run call() in a daemon thread and return what it raised, or None. A call
-    that deadlocks on the session lock fails the test (whose teardown, closing
-    the session, may then hang too) instead of blocking it before any report."""
+    that never returns (a deadlock on the session lock, a wait that nothing ends)
+    fails the test, instead of blocking it before any report (its teardown may
+    still hang on the session lock)."""
     out = []
     t = threading.Thread(target=lambda: out.append(raised(call)), daemon=True)
     t.start()
     t.join(seconds)
-    assert not t.is_alive(), "the call deadlocked"
+    assert not t.is_alive(), "the call did not return"
     return out[0]
 
 
@@ -301,3 +302,37 @@ def test_tunnel_reentered_while_run_converts_its_arguments(session):
     assert stats[0] == 0
     c.close()
     sock.close()
+
+
+def test_tunnel_stop_before_run_is_not_lost(session):
+    """Tunnel.close() may call stop() before its thread has entered run(): run()
+    used to clear the request and serve until the process ended."""
+    sock = listening_socket()
+    c = _ssh.Tunnel(session)
+    c.listen_local(sock.fileno(), "127.0.0.1", 9)
+    c.stop()
+    start = time.monotonic()
+    c.run(idle_timeout=5.0)
+    assert time.monotonic() - start < 2.5
+    # served: the next run() serves again
+    start = time.monotonic()
+    c.run(idle_timeout=0.3)
+    assert time.monotonic() - start >= 0.25
+    c.close()
+    sock.close()
+
+
+def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
+    from pyssh import _tunnel
+    serve = _tunnel.Tunnel._serve
+
+    def late_serve(self):
+        time.sleep(0.5)          # close() below has called stop() by now
+        serve(self)
+
+    monkeypatch.setattr(_tunnel.Tunnel, "_serve", late_serve)
+
+    def open_and_close():
+        with session.forward_local(0, "127.0.0.1:9"):
+            pass
+    assert in_thread(open_and_close) is None
