@@ -172,9 +172,13 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 /* The one close, shared by close() and dealloc. Idempotent. The handle is set to
- * NULL with the GIL held, then freed under the lock (which waits for a libssh call
- * in another thread to end). A forked child sends no SSH goodbye: its socket is the
- * parent's. `emit_logs`: hand libssh's last lines to logging (not from dealloc). */
+ * NULL with the GIL held (every method's early check sees the session closed from
+ * then on), then freed under the lock (which waits for a libssh call in another
+ * thread to end). The other fields are read and cleared under the lock: a step
+ * still running in another thread may set them (the event, made on first use by
+ * pyssh_read_socket_once), as may _connect. A forked child sends no SSH goodbye:
+ * its socket is the parent's. `emit_logs`: hand libssh's last lines to logging
+ * (not from dealloc). */
 static void
 session_close_impl(SessionObject *self, int emit_logs)
 {
@@ -183,19 +187,24 @@ session_close_impl(SessionObject *self, int emit_logs)
         return;
     }
     self->ssh = NULL;
-    pyssh_socket_t fd = self->fd;
-    self->fd = PYSSH_INVALID_SOCKET;
-    struct pyssh_jump *jump = self->jump;
-    self->jump = NULL;
-    ssh_event event = self->event;
-    self->event = NULL;
-    /* A jump thread that did not finish may still hold the callbacks: keep them. */
-    int free_jump = self->connected;
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
+    pyssh_socket_t fd;
+    struct pyssh_jump *jump;
+    ssh_event event;
+    int free_jump;
 
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    fd = self->fd;
+    self->fd = PYSSH_INVALID_SOCKET;
+    jump = self->jump;
+    self->jump = NULL;
+    event = self->event;
+    self->event = NULL;
+    /* A jump thread that did not finish may still hold the callbacks: keep them. */
+    free_jump = self->connected;
+    self->connected = 0;
     pyssh_log_attach(self);
     /* threads waiting on this session look again, and find it closed */
     pyssh_waiters_ring_all(self);
@@ -220,7 +229,6 @@ session_close_impl(SessionObject *self, int emit_logs)
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
 
-    self->connected = 0;
     if (free_jump) {
         jump_free(jump);
     }
