@@ -404,16 +404,39 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
     a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
     self->log_level = a.log_level;
     if (a.proxy_jumps > 0) {
-        if (self->jump != NULL || self->connected) {
-            pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
-            goto done;
-        }
-        self->jump = jump_new(a.ssh_dir, a.known_hosts);
-        if (self->jump == NULL) {
+        struct pyssh_jump *j = jump_new(a.ssh_dir, a.known_hosts);
+        if (j == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        a.jump = self->jump;
+        /* Checked and set under the lock, as the close reads and clears it there:
+         * the path converters above ran Python code (__fspath__), which may have
+         * closed the session, and the lock's wait lets other threads in. */
+        int state;
+        pyssh_lock(self);
+        if (self->ssh == NULL) {
+            state = 1;
+        }
+        else if (self->jump != NULL || self->connected || self->connecting) {
+            state = 2;
+        }
+        else {
+            state = 0;
+            self->jump = j;
+        }
+        pyssh_unlock(self);
+        if (state != 0) {
+            jump_free(j);
+            if (state == 1) {
+                pyssh_raise(self->state, PYSSH_EXC_SessionClosedError,
+                            "the session is closed: connect again with pyssh.connect()");
+            }
+            else {
+                pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
+            }
+            goto done;
+        }
+        a.jump = j;
     }
 
     int rc = pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options");
@@ -512,20 +535,48 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
     double timeout = timeout_arg(timeout_obj, &ok);
-    if (!ok || self->ssh == NULL || self->connected || self->fd != PYSSH_INVALID_SOCKET) {
+    if (!ok) {
         pyssh_closesocket(a.fd);
-        if (ok) {
-            CHECK_OPEN(self, NULL);
-            return pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already connected");
-        }
         return NULL;
     }
-    /* The session owns the socket from here: close() closes it. */
-    self->fd = a.fd;
-    if (pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what) < 0) {
+    /* Checked and set under the lock, where the close reads and clears them: the
+     * session owns the socket from here (close() closes it), and `connecting`
+     * keeps a second _connect out, also when libssh makes the socket (fd -1). */
+    int state;
+    pyssh_lock(self);
+    if (self->ssh == NULL) {
+        state = 1;
+    }
+    else if (self->connecting) {
+        state = 2;
+    }
+    else if (self->connected || self->fd != PYSSH_INVALID_SOCKET) {
+        state = 3;
+    }
+    else {
+        state = 0;
+        self->fd = a.fd;
+        self->connecting = 1;
+    }
+    pyssh_unlock(self);
+    if (state != 0) {
+        pyssh_closesocket(a.fd);
+        CHECK_OPEN(self, NULL);
+        return pyssh_raise(self->state, PYSSH_EXC_SSHError, state == 2
+                           ? "the session is being connected by another call"
+                           : "the session is already connected");
+    }
+    int rc = pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what);
+    pyssh_lock(self);
+    self->connecting = 0;
+    if (rc >= 0 && self->ssh != NULL) {
+        self->connected = 1;
+    }
+    pyssh_unlock(self);
+    if (rc < 0) {
         return NULL;
     }
-    self->connected = 1;
+    CHECK_OPEN(self, NULL);
     Py_RETURN_NONE;
 }
 

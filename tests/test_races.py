@@ -3,6 +3,8 @@ runs Python code (an iterator, __index__, __float__) or releases the GIL before 
 marks the object busy. Each test re-enters the object from inside that window,
 from the same thread or from another one it waits for; the second call must get
 a clear exception and the first must finish normally."""
+import gc
+import os
 import threading
 import time
 
@@ -13,6 +15,11 @@ from pyssh import _ssh
 from pyssh._sftp import REALPATH, _str
 
 IN_USE = "in use by another call"
+
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
 @pytest.fixture
@@ -267,6 +274,59 @@ def test_kbdint_answers_are_copied_from_any_sequence(server, account):
             assert rc == _ssh.SSH_AUTH_SUCCESS
         finally:
             s.close()
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
+    """_configure(proxy_jumps=...) sets the jump data under the lock, after looking
+    again at the session: __fspath__ may have closed it (the data was kept,
+    and never freed, by a session already closed)."""
+    session = []
+
+    class Dir:
+        def __fspath__(self):
+            session[0].close()
+            return "/nonexistent/" + "d" * 200
+
+    def once():
+        session[:] = [_ssh.Session()]
+        with pytest.raises(pyssh.SessionClosedError):
+            session[0]._configure("127.0.0.1", ssh_dir=Dir(),
+                                  known_hosts="/nonexistent/" + "k" * 200, proxy_jumps=1)
+
+    for _ in range(1000):
+        once()
+    gc.collect()
+    before = rss_mb()
+    for _ in range(20000):
+        once()
+    gc.collect()
+    # ~500 bytes a session were kept: 10 MB
+    assert rss_mb() - before < 3.0
+
+
+def test_second_connect_while_libssh_connects(server):
+    """_connect(-1) (libssh makes the socket) marks the session as connecting
+    under the lock: a second _connect meanwhile is refused, not run beside it."""
+    import socket
+    silent = socket.socket()       # accepts, never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    s = _ssh.Session()
+    s._configure("127.0.0.1", port=silent.getsockname()[1], known_hosts=server.known_hosts)
+    first = []
+    t = threading.Thread(target=lambda: first.append(raised(lambda: s._connect(-1, timeout=3))))
+    t.start()
+    time.sleep(0.5)               # the first is waiting for the banner
+    start = time.monotonic()
+    e = raised(lambda: s._connect(-1, timeout=2))
+    assert isinstance(e, pyssh.SSHError) and "being connected by another call" in str(e), repr(e)
+    assert time.monotonic() - start < 1.0
+    t.join()
+    assert isinstance(first[0], pyssh.SSHTimeoutError), repr(first[0])
+    s.close()
+    silent.close()
 
 
 # ---- Tunnel ----------------------------------------------------------------------------------
