@@ -165,24 +165,29 @@ chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
  * `hup`: first ask the server to send SIGHUP to a command that still runs (a
  * stopped run: timeout, Ctrl-C, an exception). Closing only queues packets: it
- * never waits for the server, so it is safe from dealloc. */
+ * never waits for the server, so it is safe from dealloc.
+ *
+ * `chan` is read and cleared under the session lock, where exec()'s step sets
+ * it. The look before the lock, with the GIL, only skips the lock for a channel
+ * never opened: `chan` changes only in a call that holds `busy` (exec, or this
+ * close from one of the methods), and dealloc cannot run during a call. */
 static void
 chanobj_close_impl(ChannelObject *self, int hup, int emit_logs)
 {
-    ssh_channel chan = self->chan;
-    if (chan == NULL) {
+    if (self->chan == NULL) {
         return;
     }
-    self->chan = NULL;
     SessionObject *s = self->session;
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
 
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    ssh_channel chan = self->chan;
+    self->chan = NULL;
     /* A closed session has freed its channels (ssh_free), and a forked child must
      * not send on its parent's connection. */
-    if (s->ssh != NULL && !forked) {
+    if (chan != NULL && s->ssh != NULL && !forked) {
         pyssh_log_attach(s);
         if (hup && self->exec_sent && !self->remote_closed) {
             ssh_channel_request_send_signal(chan, "HUP");

@@ -703,20 +703,25 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* The one close, shared by close(), the error paths and dealloc. Idempotent.
+ * `chan` is read and cleared under the session lock, where start() sets it; the
+ * look before the lock, with the GIL, only skips the lock for a channel never
+ * made: `chan` changes only in a call that holds `busy`, and dealloc cannot run
+ * during a call. */
 static void
 sftp_close_impl(SFTPObject *self, int emit_logs)
 {
-    ssh_channel chan = self->chan;
-    if (chan == NULL) {
+    if (self->chan == NULL) {
         return;
     }
-    self->chan = NULL;
     SessionObject *s = self->session;
     pyssh_logmsg *logs = NULL;
     int forked = self->pid != pyssh_getpid();
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    if (s->ssh != NULL && !forked) {
+    ssh_channel chan = self->chan;
+    self->chan = NULL;
+    if (chan != NULL && s->ssh != NULL && !forked) {
         pyssh_log_attach(s);
         pyssh_channel_release(chan, &self->cb, self->opened, self->remote_closed);
         logs = pyssh_log_take(s);
