@@ -43,6 +43,7 @@
 #define CALLBACK_READY (64 * 1024)  /* ...and at least this much while data flows */
 #define CAPTURE_MIN (16 * 1024)     /* a capture buffer grows when it has less room */
 #define STDIN_WRITE (256 * 1024)    /* at most this much stdin per write call */
+#define SCRATCH (64 * 1024)         /* discarded output read from libssh's buffer */
 #define ROUNDS_MAX 4096             /* socket reads per step, so that a step ends */
 
 struct pump;
@@ -465,6 +466,8 @@ typedef struct {
 struct pump {
     ChannelObject *ch;
     sink out[2];
+    char *scratch;               /* SCRATCH bytes, where discarded output is read to
+                                    (this pump's: steps of other sessions run at once) */
     /* stdin: the current chunk, and whether more may follow */
     PyObject *stdin_iter;        /* NULL: no stdin (EOF at once) */
     Py_buffer in_view;
@@ -514,15 +517,14 @@ pump_take(struct pump *P, int stream, const char *data, uint32_t len)
 static int
 drain(struct pump *P, int stream)
 {
-    static char scratch[64 * 1024];   /* discarded output: written, never read */
     ChannelObject *ch = P->ch;
     sink *k = &P->out[stream];
     while (ch->avail[stream] > 0) {
         char *dst;
         size_t room;
         if (k->kind == SINK_DISCARD) {
-            dst = scratch;
-            room = sizeof(scratch);
+            dst = P->scratch;
+            room = SCRATCH;
         }
         else {
             dst = k->buf + k->len;
@@ -828,6 +830,13 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (sink_init(&P.out[0], out_t, "stdout") < 0 || sink_init(&P.out[1], err_t, "stderr") < 0) {
         goto done;
     }
+    if (P.out[0].kind == SINK_DISCARD || P.out[1].kind == SINK_DISCARD) {
+        P.scratch = PyMem_RawMalloc(SCRATCH);
+        if (P.scratch == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
     if (in_t == Py_None) {
         P.in_done = 1;
     }
@@ -922,6 +931,7 @@ done:
     unclaim(self);
     sink_free(&P.out[0]);
     sink_free(&P.out[1]);
+    PyMem_RawFree(P.scratch);
     if (P.have_view) {
         PyBuffer_Release(&P.in_view);
     }
