@@ -43,6 +43,7 @@
 #define CALLBACK_READY (64 * 1024)  /* ...and at least this much while data flows */
 #define CAPTURE_MIN (16 * 1024)     /* a capture buffer grows when it has less room */
 #define STDIN_WRITE (256 * 1024)    /* at most this much stdin per write call */
+#define SCRATCH (64 * 1024)         /* discarded output read from libssh's buffer */
 #define ROUNDS_MAX 4096             /* socket reads per step, so that a step ends */
 
 struct pump;
@@ -52,7 +53,7 @@ typedef struct {
     SessionObject *session;          /* strong reference */
     ssh_channel chan;                /* NULL until opened, and again once closed */
     struct ssh_channel_callbacks_struct cb;
-    int busy;                        /* a method is running (checked with the GIL) */
+    int busy;                        /* a method is running: claimed at its entry (GIL) */
     int opened;                      /* the channel was opened on the server */
     int exec_sent;                   /* the command was started */
     /* written by the libssh callbacks, with the session lock held */
@@ -165,24 +166,29 @@ chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
  * `hup`: first ask the server to send SIGHUP to a command that still runs (a
  * stopped run: timeout, Ctrl-C, an exception). Closing only queues packets: it
- * never waits for the server, so it is safe from dealloc. */
+ * never waits for the server, so it is safe from dealloc.
+ *
+ * `chan` is read and cleared under the session lock, where exec()'s step sets
+ * it. The look before the lock, with the GIL, only skips the lock for a channel
+ * never opened: `chan` changes only in a call that holds `busy` (exec, or this
+ * close from one of the methods), and dealloc cannot run during a call. */
 static void
 chanobj_close_impl(ChannelObject *self, int hup, int emit_logs)
 {
-    ssh_channel chan = self->chan;
-    if (chan == NULL) {
+    if (self->chan == NULL) {
         return;
     }
-    self->chan = NULL;
     SessionObject *s = self->session;
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
 
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    ssh_channel chan = self->chan;
+    self->chan = NULL;
     /* A closed session has freed its channels (ssh_free), and a forked child must
      * not send on its parent's connection. */
-    if (s->ssh != NULL && !forked) {
+    if (chan != NULL && s->ssh != NULL && !forked) {
         pyssh_log_attach(s);
         if (hup && self->exec_sent && !self->remote_closed) {
             ssh_channel_request_send_signal(chan, "HUP");
@@ -228,25 +234,42 @@ chanobj_dealloc(ChannelObject *self)
     Py_DECREF(tp);
 }
 
-#define CHECK_USABLE(self, ret)                                                         \
-    do {                                                                                \
-        if ((self)->busy) {                                                             \
-            PyErr_SetString(PyExc_RuntimeError,                                         \
-                            "the channel is already in use (by another thread, or by " \
-                            "a callback of its own)");                                  \
-            return ret;                                                                 \
-        }                                                                               \
-        if ((self)->session->ssh == NULL) {                                             \
-            pyssh_raise((self)->session->state, PYSSH_EXC_SessionClosedError,           \
-                        "the session is closed: connect again with pyssh.connect()");   \
-            return ret;                                                                 \
-        }                                                                               \
-        if (!(self)->session->connected) {                                              \
-            pyssh_raise((self)->session->state, PYSSH_EXC_SSHError,                     \
-                        "the session is not connected");                                \
-            return ret;                                                                 \
-        }                                                                               \
-    } while (0)
+/* The state check at the top of every method, which also claims the channel for
+ * the call: `busy` is set right after it is found clear, before any Python code
+ * runs (an env or stdin iterator, a timeout's __float__) and before the GIL is
+ * released, so that nothing can slip in between the check and the set. The
+ * caller clears it on every way out (unclaim). `need`: CLAIM_ONLY (close),
+ * CLAIM_OPEN (the session is open) or CLAIM_CONNECTED. Returns -1 with an
+ * exception set. */
+enum { CLAIM_ONLY, CLAIM_OPEN, CLAIM_CONNECTED };
+
+static int
+claim(ChannelObject *self, int need)
+{
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the channel is in use by another call (another thread's, or one "
+                        "made from a callback or an iterator of its own)");
+        return -1;
+    }
+    if (need >= CLAIM_OPEN && self->session->ssh == NULL) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SessionClosedError,
+                    "the session is closed: connect again with pyssh.connect()");
+        return -1;
+    }
+    if (need >= CLAIM_CONNECTED && !self->session->connected) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SSHError, "the session is not connected");
+        return -1;
+    }
+    self->busy = 1;
+    return 0;
+}
+
+static void
+unclaim(ChannelObject *self)
+{
+    self->busy = 0;
+}
 
 
 /* ---- opening: channel, environment, exec ------------------------------------ */
@@ -334,17 +357,20 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OO:exec", kwlist, &command, &env, &timeout_obj)) {
         return NULL;
     }
-    CHECK_USABLE(self, NULL);
+    if (claim(self, CLAIM_CONNECTED) < 0) {
+        return NULL;
+    }
     if (self->chan != NULL || self->opened) {
-        return pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
+        pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
+        goto done;
     }
     double timeout = pyssh_timeout_arg(timeout_obj);
     if (timeout == -2) {
-        return NULL;
+        goto done;
     }
     cmd_bytes = PyUnicode_AsUTF8String(command);
     if (cmd_bytes == NULL) {
-        return NULL;
+        goto done;
     }
     if ((Py_ssize_t)strlen(PyBytes_AS_STRING(cmd_bytes)) != PyBytes_GET_SIZE(cmd_bytes)) {
         PyErr_SetString(PyExc_ValueError, "the command contains a NUL character");
@@ -388,10 +414,8 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
 
     struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0, NULL};
-    self->busy = 1;
     int rc = pyssh_wait(self->session, exec_step, &a, timeout, PYSSH_EXC_SSHError,
                         "starting the command");
-    self->busy = 0;
     if (rc < 0) {
         if (a.refused != NULL && PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHError]) &&
             !PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError]) &&
@@ -420,6 +444,7 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     result = Py_None;
     Py_INCREF(result);
 done:
+    unclaim(self);
     Py_XDECREF(cmd_bytes);
     Py_XDECREF(env_list);
     return result;
@@ -441,6 +466,8 @@ typedef struct {
 struct pump {
     ChannelObject *ch;
     sink out[2];
+    char *scratch;               /* SCRATCH bytes, where discarded output is read to
+                                    (this pump's: steps of other sessions run at once) */
     /* stdin: the current chunk, and whether more may follow */
     PyObject *stdin_iter;        /* NULL: no stdin (EOF at once) */
     Py_buffer in_view;
@@ -490,15 +517,14 @@ pump_take(struct pump *P, int stream, const char *data, uint32_t len)
 static int
 drain(struct pump *P, int stream)
 {
-    static char scratch[64 * 1024];   /* discarded output: written, never read */
     ChannelObject *ch = P->ch;
     sink *k = &P->out[stream];
     while (ch->avail[stream] > 0) {
         char *dst;
         size_t room;
         if (k->kind == SINK_DISCARD) {
-            dst = scratch;
-            room = sizeof(scratch);
+            dst = P->scratch;
+            room = SCRATCH;
         }
         else {
             dst = k->buf + k->len;
@@ -787,19 +813,29 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
                                      &timeout_obj)) {
         return NULL;
     }
-    CHECK_USABLE(self, NULL);
-    if (self->chan == NULL || !self->exec_sent) {
-        return pyssh_raise(st, PYSSH_EXC_SSHError,
-                           "no command is running on this channel: call exec() first");
-    }
-    double timeout = pyssh_timeout_arg(timeout_obj);
-    if (timeout == -2) {
+    if (claim(self, CLAIM_CONNECTED) < 0) {
         return NULL;
     }
     memset(&P, 0, sizeof(P));
     P.ch = self;
+    if (self->chan == NULL || !self->exec_sent) {
+        pyssh_raise(st, PYSSH_EXC_SSHError,
+                    "no command is running on this channel: call exec() first");
+        goto done;
+    }
+    double timeout = pyssh_timeout_arg(timeout_obj);
+    if (timeout == -2) {
+        goto done;
+    }
     if (sink_init(&P.out[0], out_t, "stdout") < 0 || sink_init(&P.out[1], err_t, "stderr") < 0) {
         goto done;
+    }
+    if (P.out[0].kind == SINK_DISCARD || P.out[1].kind == SINK_DISCARD) {
+        P.scratch = PyMem_RawMalloc(SCRATCH);
+        if (P.scratch == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
     }
     if (in_t == Py_None) {
         P.in_done = 1;
@@ -812,7 +848,6 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
 
     double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
-    self->busy = 1;
     for (;;) {
         if (P.need_stdin) {
             P.need_stdin = 0;
@@ -860,7 +895,6 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
             goto fail;
         }
     }
-    self->busy = 0;
     chanobj_close_impl(self, 0, 1);
 
     PyObject *captured[2] = {Py_None, Py_None};
@@ -886,7 +920,6 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
     goto done;
 
 fail:
-    self->busy = 0;
     {
         /* stop the command; the exception in flight is kept */
         PyObject *type, *value, *tb;
@@ -895,8 +928,10 @@ fail:
         PyErr_Restore(type, value, tb);
     }
 done:
+    unclaim(self);
     sink_free(&P.out[0]);
     sink_free(&P.out[1]);
+    PyMem_RawFree(P.scratch);
     if (P.have_view) {
         PyBuffer_Release(&P.in_view);
     }
@@ -1156,7 +1191,6 @@ io_run(ChannelObject *self, struct io *X, double timeout, PyObject *progress, co
     if (progress != NULL && progress != Py_None) {
         X->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
-    self->busy = 1;
     while (!X->done) {
         double left = pyssh_time_left(st, deadline, timeout, what);
         if (left == -2 ||
@@ -1167,7 +1201,6 @@ io_run(ChannelObject *self, struct io *X, double timeout, PyObject *progress, co
             break;
         }
     }
-    self->busy = 0;
     return rc;
 }
 
@@ -1197,17 +1230,17 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO:read", kwlist, &n, &timeout_obj)) {
         return NULL;
     }
-    CHECK_USABLE(self, NULL);
+    if (claim(self, CLAIM_CONNECTED) < 0) {
+        return NULL;
+    }
+    PyObject *out = NULL;
     double timeout = pyssh_timeout_arg(timeout_obj);
     if (timeout == -2 || io_ready(self) < 0) {
-        return NULL;
+        goto done;
     }
-    if (n <= 0) {
-        return PyBytes_FromStringAndSize(NULL, 0);
-    }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
-    if (out == NULL) {
-        return NULL;
+    out = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
+    if (out == NULL || n <= 0) {
+        goto done;
     }
     struct io X = {0};
     X.ch = self;
@@ -1216,9 +1249,10 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
     X.cap = (size_t)n;
     if (io_run(self, &X, timeout, NULL, "reading from the command") < 0 ||
         _PyBytes_Resize(&out, (Py_ssize_t)X.len) < 0) {
-        Py_XDECREF(out);
-        return NULL;
+        Py_CLEAR(out);
     }
+done:
+    unclaim(self);
     return out;
 }
 
@@ -1244,17 +1278,12 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O:write", kwlist, &view, &timeout_obj)) {
         return NULL;
     }
+    if (claim(self, CLAIM_OPEN) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     PyObject *result = NULL;
     double timeout = pyssh_timeout_arg(timeout_obj);
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "the channel is already in use");
-        goto done;
-    }
-    if (self->session->ssh == NULL) {
-        pyssh_raise(self->session->state, PYSSH_EXC_SessionClosedError,
-                    "the session is closed: connect again with pyssh.connect()");
-        goto done;
-    }
     if (timeout == -2 || io_ready(self) < 0) {
         goto done;
     }
@@ -1272,6 +1301,7 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
     result = Py_NewRef(Py_None);
 done:
+    unclaim(self);
     PyBuffer_Release(&view);
     return result;
 }
@@ -1287,16 +1317,19 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
                                      &timeout_obj)) {
         return NULL;
     }
-    CHECK_USABLE(self, NULL);
-    double timeout = pyssh_timeout_arg(timeout_obj);
-    if (timeout == -2 || io_ready(self) < 0) {
-        return NULL;
-    }
-    if (progress != Py_None && !PyCallable_Check(progress)) {
-        PyErr_SetString(PyExc_TypeError, "progress must be a callable or None");
+    if (claim(self, CLAIM_CONNECTED) < 0) {
         return NULL;
     }
     struct io X = {0};
+    PyObject *result = NULL;
+    double timeout = pyssh_timeout_arg(timeout_obj);
+    if (timeout == -2 || io_ready(self) < 0) {
+        goto done;
+    }
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be a callable or None");
+        goto done;
+    }
     X.ch = self;
     X.mode = mode;
     X.fd = fd;
@@ -1304,10 +1337,10 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
     X.cap = IO_BUF;
     X.buf = PyMem_RawMalloc(IO_BUF);
     if (X.buf == NULL) {
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto done;
     }
     const char *what = mode == IO_RECV_FD ? "receiving a file" : "sending a file";
-    PyObject *result = NULL;
     if (size == 0) {
         X.done = 1;
     }
@@ -1331,6 +1364,7 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
     }
     result = PyLong_FromUnsignedLongLong(X.moved);
 done:
+    unclaim(self);
     PyMem_RawFree(X.buf);
     return result;
 }
@@ -1374,9 +1408,13 @@ PyDoc_STRVAR(chanobj_send_eof_doc,
 static PyObject *
 chanobj_send_eof(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    CHECK_USABLE(self, NULL);
-    if (io_ready(self) < 0 ||
-        pyssh_call(self->session, send_eof_step, self, PYSSH_EXC_SSHError, "sending EOF") < 0) {
+    if (claim(self, CLAIM_CONNECTED) < 0) {
+        return NULL;
+    }
+    int rc = io_ready(self) < 0 ? -1 : pyssh_call(self->session, send_eof_step, self,
+                                                  PYSSH_EXC_SSHError, "sending EOF");
+    unclaim(self);
+    if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -1396,12 +1434,12 @@ PyDoc_STRVAR(chanobj_close_doc,
 static PyObject *
 chanobj_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "the channel is in use: it cannot be closed from "
-                        "its own callback or while another thread runs it");
+    /* claimed too: the close waits for the session lock with the GIL released */
+    if (claim(self, CLAIM_ONLY) < 0) {
         return NULL;
     }
     chanobj_close_impl(self, 1, 1);
+    unclaim(self);
     Py_RETURN_NONE;
 }
 

@@ -131,6 +131,7 @@ typedef struct {
                                     for with the GIL released */
     int log_level;               /* libssh log level, 0-4 */
     int connected;               /* the transport is up (key exchange done) */
+    int connecting;              /* a _connect is under way (lock held) */
     pyssh_socket_t fd;           /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
                                     does not close such a socket, the close below does */
     long pid;                    /* creator's pid: a forked child skips the goodbye */

@@ -172,9 +172,13 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 /* The one close, shared by close() and dealloc. Idempotent. The handle is set to
- * NULL with the GIL held, then freed under the lock (which waits for a libssh call
- * in another thread to end). A forked child sends no SSH goodbye: its socket is the
- * parent's. `emit_logs`: hand libssh's last lines to logging (not from dealloc). */
+ * NULL with the GIL held (every method's early check sees the session closed from
+ * then on), then freed under the lock (which waits for a libssh call in another
+ * thread to end). The other fields are read and cleared under the lock: a step
+ * still running in another thread may set them (the event, made on first use by
+ * pyssh_read_socket_once), as may _connect. A forked child sends no SSH goodbye:
+ * its socket is the parent's. `emit_logs`: hand libssh's last lines to logging
+ * (not from dealloc). */
 static void
 session_close_impl(SessionObject *self, int emit_logs)
 {
@@ -183,19 +187,24 @@ session_close_impl(SessionObject *self, int emit_logs)
         return;
     }
     self->ssh = NULL;
-    pyssh_socket_t fd = self->fd;
-    self->fd = PYSSH_INVALID_SOCKET;
-    struct pyssh_jump *jump = self->jump;
-    self->jump = NULL;
-    ssh_event event = self->event;
-    self->event = NULL;
-    /* A jump thread that did not finish may still hold the callbacks: keep them. */
-    int free_jump = self->connected;
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
+    pyssh_socket_t fd;
+    struct pyssh_jump *jump;
+    ssh_event event;
+    int free_jump;
 
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    fd = self->fd;
+    self->fd = PYSSH_INVALID_SOCKET;
+    jump = self->jump;
+    self->jump = NULL;
+    event = self->event;
+    self->event = NULL;
+    /* A jump thread that did not finish may still hold the callbacks: keep them. */
+    free_jump = self->connected;
+    self->connected = 0;
     pyssh_log_attach(self);
     /* threads waiting on this session look again, and find it closed */
     pyssh_waiters_ring_all(self);
@@ -220,7 +229,6 @@ session_close_impl(SessionObject *self, int emit_logs)
     PyThread_release_lock(self->lock);
     Py_END_ALLOW_THREADS
 
-    self->connected = 0;
     if (free_jump) {
         jump_free(jump);
     }
@@ -396,16 +404,39 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
     a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
     self->log_level = a.log_level;
     if (a.proxy_jumps > 0) {
-        if (self->jump != NULL || self->connected) {
-            pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
-            goto done;
-        }
-        self->jump = jump_new(a.ssh_dir, a.known_hosts);
-        if (self->jump == NULL) {
+        struct pyssh_jump *j = jump_new(a.ssh_dir, a.known_hosts);
+        if (j == NULL) {
             PyErr_NoMemory();
             goto done;
         }
-        a.jump = self->jump;
+        /* Checked and set under the lock, as the close reads and clears it there:
+         * the path converters above ran Python code (__fspath__), which may have
+         * closed the session, and the lock's wait lets other threads in. */
+        int state;
+        pyssh_lock(self);
+        if (self->ssh == NULL) {
+            state = 1;
+        }
+        else if (self->jump != NULL || self->connected || self->connecting) {
+            state = 2;
+        }
+        else {
+            state = 0;
+            self->jump = j;
+        }
+        pyssh_unlock(self);
+        if (state != 0) {
+            jump_free(j);
+            if (state == 1) {
+                pyssh_raise(self->state, PYSSH_EXC_SessionClosedError,
+                            "the session is closed: connect again with pyssh.connect()");
+            }
+            else {
+                pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
+            }
+            goto done;
+        }
+        a.jump = j;
     }
 
     int rc = pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options");
@@ -504,20 +535,48 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
     double timeout = timeout_arg(timeout_obj, &ok);
-    if (!ok || self->ssh == NULL || self->connected || self->fd != PYSSH_INVALID_SOCKET) {
+    if (!ok) {
         pyssh_closesocket(a.fd);
-        if (ok) {
-            CHECK_OPEN(self, NULL);
-            return pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already connected");
-        }
         return NULL;
     }
-    /* The session owns the socket from here: close() closes it. */
-    self->fd = a.fd;
-    if (pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what) < 0) {
+    /* Checked and set under the lock, where the close reads and clears them: the
+     * session owns the socket from here (close() closes it), and `connecting`
+     * keeps a second _connect out, also when libssh makes the socket (fd -1). */
+    int state;
+    pyssh_lock(self);
+    if (self->ssh == NULL) {
+        state = 1;
+    }
+    else if (self->connecting) {
+        state = 2;
+    }
+    else if (self->connected || self->fd != PYSSH_INVALID_SOCKET) {
+        state = 3;
+    }
+    else {
+        state = 0;
+        self->fd = a.fd;
+        self->connecting = 1;
+    }
+    pyssh_unlock(self);
+    if (state != 0) {
+        pyssh_closesocket(a.fd);
+        CHECK_OPEN(self, NULL);
+        return pyssh_raise(self->state, PYSSH_EXC_SSHError, state == 2
+                           ? "the session is being connected by another call"
+                           : "the session is already connected");
+    }
+    int rc = pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what);
+    pyssh_lock(self);
+    self->connecting = 0;
+    if (rc >= 0 && self->ssh != NULL) {
+        self->connected = 1;
+    }
+    pyssh_unlock(self);
+    if (rc < 0) {
         return NULL;
     }
-    self->connected = 1;
+    CHECK_OPEN(self, NULL);
     Py_RETURN_NONE;
 }
 
@@ -934,16 +993,26 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
         if (answers == NULL) {
             return NULL;
         }
-        PyObject *seq = PySequence_Fast(answers, "the keyboard-interactive responder must return a list of str");
+        PyObject *fast = PySequence_Fast(answers, "the keyboard-interactive responder must return a list of str");
         Py_DECREF(answers);
+        if (fast == NULL) {
+            return NULL;
+        }
+        /* A private tuple: the UTF-8 pointers below are used under the session
+         * lock, whose wait releases the GIL; the responder's own list could be
+         * emptied meanwhile (by another thread), freeing the strings. Nothing
+         * else can reach this tuple, and it holds them until the end. */
+        PyObject *seq = PySequence_Tuple(fast);
+        Py_DECREF(fast);
         if (seq == NULL) {
             return NULL;
         }
-        if (PySequence_Fast_GET_SIZE(seq) != n) {
+        if (PyTuple_GET_SIZE(seq) != n) {
+            Py_ssize_t got = PyTuple_GET_SIZE(seq);
             Py_DECREF(seq);
             return PyErr_Format(PyExc_ValueError,
                                 "the keyboard-interactive responder returned %zd answers for %zd prompts",
-                                PySequence_Fast_GET_SIZE(seq), n);
+                                got, n);
         }
         const char **texts = PyMem_Calloc((size_t)n + 1, sizeof(char *));
         if (texts == NULL) {
@@ -951,7 +1020,7 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
             return PyErr_NoMemory();
         }
         for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *s = PySequence_Fast_GET_ITEM(seq, i);
+            PyObject *s = PyTuple_GET_ITEM(seq, i);
             if (!PyUnicode_Check(s) || (texts[i] = PyUnicode_AsUTF8(s)) == NULL) {
                 PyMem_Free(texts);
                 Py_DECREF(seq);

@@ -45,7 +45,7 @@ typedef struct {
     ssh_channel chan;
     struct ssh_channel_callbacks_struct cb;
     int opened, started;
-    int busy;
+    int busy;                      /* a method is running: claimed at its entry (GIL) */
     long pid;
     uint32_t next_id;
     /* touched with the session lock held */
@@ -703,20 +703,25 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* The one close, shared by close(), the error paths and dealloc. Idempotent.
+ * `chan` is read and cleared under the session lock, where start() sets it; the
+ * look before the lock, with the GIL, only skips the lock for a channel never
+ * made: `chan` changes only in a call that holds `busy`, and dealloc cannot run
+ * during a call. */
 static void
 sftp_close_impl(SFTPObject *self, int emit_logs)
 {
-    ssh_channel chan = self->chan;
-    if (chan == NULL) {
+    if (self->chan == NULL) {
         return;
     }
-    self->chan = NULL;
     SessionObject *s = self->session;
     pyssh_logmsg *logs = NULL;
     int forked = self->pid != pyssh_getpid();
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    if (s->ssh != NULL && !forked) {
+    ssh_channel chan = self->chan;
+    self->chan = NULL;
+    if (chan != NULL && s->ssh != NULL && !forked) {
         pyssh_log_attach(s);
         pyssh_channel_release(chan, &self->cb, self->opened, self->remote_closed);
         logs = pyssh_log_take(s);
@@ -738,29 +743,46 @@ sftp_dealloc(SFTPObject *self)
     Py_DECREF(tp);
 }
 
+/* The state check at the top of every method, which also claims the channel for
+ * the call: `busy` is set right after it is found clear, before any Python code
+ * runs (the requests' iteration, __index__) and before the GIL is released (the
+ * session lock), so that nothing slips in between. The caller clears it on every
+ * way out (unclaim). `need`: CLAIM_ONLY (close), CLAIM_OPEN (the session is
+ * open), CLAIM_STARTED (and the channel started, not closed). */
+enum { CLAIM_ONLY, CLAIM_OPEN, CLAIM_STARTED };
+
 static int
-usable(SFTPObject *self, int need_started)
+claim(SFTPObject *self, int need)
 {
     pyssh_state *st = self->session->state;
     if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "this SFTP channel is in use by another thread: "
-                        "give each thread its own (session.sftp())");
+        PyErr_SetString(PyExc_RuntimeError, "this SFTP channel is in use by another call "
+                        "(another thread's, or one made from a callback of its own): give "
+                        "each thread its own (session.sftp())");
         return -1;
     }
-    if (self->session->ssh == NULL) {
+    if (need >= CLAIM_OPEN && self->session->ssh == NULL) {
         pyssh_raise(st, PYSSH_EXC_SessionClosedError,
                     "the session is closed: connect again with pyssh.connect()");
         return -1;
     }
-    if (need_started && (!self->started || self->chan == NULL)) {
+    if (need >= CLAIM_STARTED && (!self->started || self->chan == NULL)) {
         pyssh_raise(st, PYSSH_EXC_SFTPError, "the SFTP channel is %s",
                     self->chan == NULL && self->started ? "closed" : "not started");
         return -1;
     }
+    self->busy = 1;
     return 0;
 }
 
-/* Run an operation to its end; the result's exception on failure. */
+static void
+unclaim(SFTPObject *self)
+{
+    self->busy = 0;
+}
+
+/* Run an operation to its end; the result's exception on failure. The caller
+ * has claimed the channel. */
 static int
 run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const char *what)
 {
@@ -770,7 +792,6 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
     if (progress != NULL && progress != Py_None) {
         o->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
-    self->busy = 1;
     for (;;) {
         double left = pyssh_time_left(st, deadline, timeout, what);
         if (left == -2 ||
@@ -796,7 +817,6 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
             break;
         }
     }
-    self->busy = 0;
     if (rc < 0 && o->kind != OP_START) {
         /* Stopped early (an exception from a callback, Ctrl-C, a timeout): the
          * replies still due are dropped when they come, and the channel stays
@@ -850,14 +870,17 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2 || usable(self, 0) < 0) {
+    if (timeout == -2 || claim(self, CLAIM_OPEN) < 0) {
         return NULL;
     }
     if (self->started) {
+        unclaim(self);
         PyErr_SetString(PyExc_RuntimeError, "the SFTP channel is already started");
         return NULL;
     }
-    /* the channel is made under the lock */
+    /* Started from here, before the lock (its wait releases the GIL): a second
+     * start() must not make a second channel. */
+    self->started = 1;
     pyssh_lock(self->session);
     if (self->session->ssh != NULL) {
         self->chan = ssh_channel_new(self->session->ssh);
@@ -866,24 +889,26 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
         }
     }
     pyssh_unlock(self->session);
+    PyObject *r = NULL;
     if (self->chan == NULL) {
-        return pyssh_raise(self->session->state, PYSSH_EXC_SFTPError,
-                           "could not make a channel for SFTP");
+        self->started = 0;
+        pyssh_raise(self->session->state, PYSSH_EXC_SFTPError, "could not make a channel for SFTP");
+        goto done;
     }
-    self->started = 1;
     struct op o;
     memset(&o, 0, sizeof(o));
     o.s = self;
     o.kind = OP_START;
     o.status = -1;
-    int rc = run_op(self, &o, timeout, NULL, "starting SFTP");
-    if (rc < 0) {
-        free(o.reply[0]);
+    if (run_op(self, &o, timeout, NULL, "starting SFTP") < 0) {
         sftp_close_impl(self, 1);
-        return NULL;
     }
-    PyObject *r = PyBytes_FromStringAndSize(o.reply[0], (Py_ssize_t)o.reply_len[0]);
+    else {
+        r = PyBytes_FromStringAndSize(o.reply[0], (Py_ssize_t)o.reply_len[0]);
+    }
     free(o.reply[0]);
+done:
+    unclaim(self);
     return r;
 }
 
@@ -896,24 +921,68 @@ free_replies(struct op *o)
     }
 }
 
-/* Queue `items` (a sequence of (type, payload)) with fresh ids; `discard`: nobody
- * will wait for their replies. Lock held by the caller. */
-static int
-queue_requests(SFTPObject *self, PyObject *items, struct op *o, int discard)
+/* Requests parsed from Python's (type, payload) pairs. */
+typedef struct {
+    int n;
+    int type[BATCH_MAX];
+    Py_buffer payload[BATCH_MAX];
+} reqlist;
+
+static void
+reqs_release(reqlist *r)
 {
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    for (int i = 0; i < r->n; i++) {
+        PyBuffer_Release(&r->payload[i]);
+    }
+    r->n = 0;
+}
+
+/* Parse `reqs` (a sequence of 1 to BATCH_MAX (type, payload) pairs) with the GIL
+ * and without the session lock: __index__, __iter__ and the buffer exports may
+ * run Python code, which must not run under the lock (a call of it that takes
+ * the lock would deadlock) nor see the items borrowed (it could drop them). The
+ * items are read from a private tuple; each payload buffer holds its object. */
+static int
+reqs_parse(PyObject *reqs, reqlist *r)
+{
+    r->n = 0;
+    PyObject *seq = PySequence_Fast(reqs, "requests must be a sequence of (type, payload)");
+    if (seq == NULL) {
+        return -1;
+    }
+    PyObject *items = PySequence_Tuple(seq);   /* a list's items are copied, owned */
+    Py_DECREF(seq);
+    if (items == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    if (n < 1 || n > BATCH_MAX) {
+        Py_DECREF(items);
+        PyErr_SetString(PyExc_ValueError, "batch: 1 to 64 requests");
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
-        int type;
-        Py_buffer payload;
-        if (!PyArg_ParseTuple(item, "iy*:request", &type, &payload)) {
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "iy*:request", &r->type[r->n],
+                              &r->payload[r->n])) {
+            reqs_release(r);
+            Py_DECREF(items);
             return -1;
         }
+        r->n++;
+    }
+    Py_DECREF(items);
+    return 0;
+}
+
+/* Queue the parsed requests with fresh ids; `discard`: nobody will wait for their
+ * replies. Lock held by the caller; no Python. Returns -1 when out of memory. */
+static int
+queue_requests(SFTPObject *self, const reqlist *r, struct op *o, int discard)
+{
+    for (int i = 0; i < r->n; i++) {
         uint32_t id = self->next_id++;
-        int rc = out_request(self, type, id, payload.buf, (size_t)payload.len, NULL, 0);
-        PyBuffer_Release(&payload);
-        if (rc < 0) {
-            PyErr_NoMemory();
+        if (out_request(self, r->type[i], id, r->payload[i].buf, (size_t)r->payload[i].len,
+                        NULL, 0) < 0) {
             return -1;
         }
         if (discard) {
@@ -938,38 +1007,21 @@ PyDoc_STRVAR(batch_doc,
 "Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
 "wait for all their replies. Returns [(reply_type, reply_payload after the id)].");
 
+/* batch() on a claimed channel, of requests parsed already. */
 static PyObject *
-sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
+batch_claimed(SFTPObject *self, const reqlist *r, double timeout)
 {
-    static char *kwlist[] = {"requests", "timeout", NULL};
-    PyObject *reqs, *tobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:batch", kwlist, &reqs, &tobj)) {
-        return NULL;
-    }
-    double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2 || usable(self, 1) < 0) {
-        return NULL;
-    }
-    PyObject *items = PySequence_Fast(reqs, "requests must be a sequence of (type, payload)");
-    if (items == NULL) {
-        return NULL;
-    }
-    if (PySequence_Fast_GET_SIZE(items) < 1 || PySequence_Fast_GET_SIZE(items) > BATCH_MAX) {
-        Py_DECREF(items);
-        PyErr_SetString(PyExc_ValueError, "batch: 1 to 64 requests");
-        return NULL;
-    }
     struct op o;
     memset(&o, 0, sizeof(o));
     o.s = self;
     o.kind = OP_REQUEST;
     o.status = -1;
     pyssh_lock(self->session);
-    int qrc = queue_requests(self, items, &o, 0);
+    int qrc = queue_requests(self, r, &o, 0);
     pyssh_unlock(self->session);
-    Py_DECREF(items);
     if (qrc < 0) {
         /* requests queued before the failure would get replies nobody matches */
+        PyErr_NoMemory();
         sftp_close_impl(self, 1);
         return NULL;
     }
@@ -988,6 +1040,28 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
         PyList_SET_ITEM(out, i, r);
     }
     free_replies(&o);
+    return out;
+}
+
+static PyObject *
+sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"requests", "timeout", NULL};
+    PyObject *reqs, *tobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:batch", kwlist, &reqs, &tobj)) {
+        return NULL;
+    }
+    double timeout = pyssh_timeout_arg(tobj);
+    if (timeout == -2 || claim(self, CLAIM_STARTED) < 0) {
+        return NULL;
+    }
+    reqlist r;
+    PyObject *out = NULL;
+    if (reqs_parse(reqs, &r) == 0) {
+        out = batch_claimed(self, &r, timeout);
+        reqs_release(&r);
+    }
+    unclaim(self);
     return out;
 }
 
@@ -1035,12 +1109,17 @@ sftp_send(SFTPObject *self, PyObject *args)
 {
     int type;
     PyObject *payload;
-    if (!PyArg_ParseTuple(args, "iO:send", &type, &payload) || usable(self, 1) < 0) {
+    if (!PyArg_ParseTuple(args, "iO:send", &type, &payload) || claim(self, CLAIM_STARTED) < 0) {
         return NULL;
     }
+    PyObject *result = NULL;
+    reqlist r;
+    r.n = 0;
     PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
-    if (reqs == NULL) {
-        return NULL;
+    int parsed = reqs != NULL ? reqs_parse(reqs, &r) : -1;
+    Py_XDECREF(reqs);
+    if (parsed < 0) {
+        goto done;
     }
     pyssh_lock(self->session);
     int qrc = 0;
@@ -1048,29 +1127,30 @@ sftp_send(SFTPObject *self, PyObject *args)
         qrc = 1;                   /* too many unanswered: wait for this one instead */
     }
     else {
-        qrc = queue_requests(self, reqs, NULL, 1);
+        qrc = queue_requests(self, &r, NULL, 1);
     }
     pyssh_unlock(self->session);
     if (qrc == 1) {
-        Py_DECREF(reqs);
-        PyObject *rargs = Py_BuildValue("(iO)", type, payload);
-        PyObject *r = rargs != NULL ? sftp_request(self, rargs, NULL) : NULL;
-        Py_XDECREF(rargs);
-        if (r == NULL) {
-            return NULL;
+        PyObject *replies = batch_claimed(self, &r, -1);
+        if (replies != NULL) {
+            Py_DECREF(replies);
+            result = Py_NewRef(Py_None);
         }
-        Py_DECREF(r);
-        Py_RETURN_NONE;
+        goto done;
     }
-    Py_DECREF(reqs);
     if (qrc < 0) {
+        PyErr_NoMemory();
         sftp_close_impl(self, 1);
-        return NULL;
+        goto done;
     }
     if (pyssh_call(self->session, flush_step, self, PYSSH_EXC_SFTPError, "an SFTP request") < 0) {
-        return NULL;
+        goto done;
     }
-    Py_RETURN_NONE;
+    result = Py_NewRef(Py_None);
+done:
+    reqs_release(&r);
+    unclaim(self);
+    return result;
 }
 
 /* Run download/upload to `fd`, or read/write on `mem` (fd -1): the checks, the
@@ -1081,12 +1161,15 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
              int inflight, unsigned int chunk)
 {
     double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2 || usable(self, 1) < 0) {
+    if (timeout == -2) {
         return -1;
     }
     if (handle->len > 256 || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
         chunk > 1024 * 1024) {
         PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
+        return -1;
+    }
+    if (claim(self, CLAIM_STARTED) < 0) {
         return -1;
     }
     memset(o, 0, sizeof(*o));
@@ -1103,13 +1186,16 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
     o->mem = mem;
     o->mem_base = offset;
     o->eof_at = UINT64_MAX;
+    int rc = -1;
     if (kind == OP_UPLOAD && (o->buf = malloc(chunk)) == NULL) {
         PyErr_NoMemory();
-        return -1;
     }
-    const char *what = kind == OP_DOWNLOAD ? (mem ? "SFTP read" : "SFTP download")
-                                           : (mem ? "SFTP write" : "SFTP upload");
-    int rc = run_op(self, o, timeout, progress, what);
+    else {
+        const char *what = kind == OP_DOWNLOAD ? (mem ? "SFTP read" : "SFTP download")
+                                               : (mem ? "SFTP write" : "SFTP upload");
+        rc = run_op(self, o, timeout, progress, what);
+    }
+    unclaim(self);
     free(o->buf);
     o->buf = NULL;
     return rc;
@@ -1258,11 +1344,12 @@ PyDoc_STRVAR(close_doc,
 static PyObject *
 sftp_close(SFTPObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "this SFTP channel is in use by another thread");
+    /* claimed too: the close waits for the session lock with the GIL released */
+    if (claim(self, CLAIM_ONLY) < 0) {
         return NULL;
     }
     sftp_close_impl(self, 1);
+    unclaim(self);
     Py_RETURN_NONE;
 }
 

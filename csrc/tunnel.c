@@ -93,7 +93,8 @@ struct TunnelObject {
     conn *conns;
     int nconns;
     int in_step;
-    int running;                  /* run() is in progress (GIL) */
+    const char *running;          /* the call in progress ("run", "listen_remote", ...),
+                                     claimed at its entry (GIL); NULL: none */
     int stopping;
     double stop_deadline;
     long long max_conns;          /* -1: no limit */
@@ -879,18 +880,43 @@ tunnel_dealloc(TunnelObject *self)
     Py_DECREF(tp);
 }
 
-#define CHECK_USABLE(self, ret)                                                          \
-    do {                                                                                 \
-        if ((self)->running) {                                                           \
-            PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first"); \
-            return ret;                                                                  \
-        }                                                                                \
-        if ((self)->session->ssh == NULL) {                                              \
-            pyssh_raise((self)->session->state, PYSSH_EXC_SessionClosedError,            \
-                        "the session is closed: connect again with pyssh.connect()");    \
-            return ret;                                                                  \
-        }                                                                                \
-    } while (0)
+/* The state check at the top of run(), listen_local(), listen_remote() and
+ * close(), which also claims the tunnel for the call (`call` names it): `running`
+ * is set right after it is found clear, before any Python code runs
+ * (max_connections' __index__, idle_timeout's __float__) and before the GIL is
+ * released (getaddrinfo, the session lock, the waits), so that nothing slips in
+ * between: two run() would put the tunnel's waiter twice in the session's list
+ * and grow the poll set under each other's poll; a second listen_remote() would
+ * free the host and addresses the first one's request reads. `need_open`: the
+ * session must be open. The caller clears it on every way out (unclaim).
+ * Returns -1 with an exception set. */
+static int
+claim(TunnelObject *self, const char *call, int need_open)
+{
+    if (self->running != NULL) {
+        if (strcmp(self->running, "run") == 0) {
+            PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
+        }
+        else {
+            PyErr_Format(PyExc_RuntimeError, "the tunnel is in use by another call (%s() "
+                         "has not returned)", self->running);
+        }
+        return -1;
+    }
+    if (need_open && self->session->ssh == NULL) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SessionClosedError,
+                    "the session is closed: connect again with pyssh.connect()");
+        return -1;
+    }
+    self->running = call;
+    return 0;
+}
+
+static void
+unclaim(TunnelObject *self)
+{
+    self->running = NULL;
+}
 
 /* ---- configuring ------------------------------------------------------------------------ */
 
@@ -908,24 +934,33 @@ tunnel_listen_local(TunnelObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "Lsi:listen_local", &fd, &host, &port)) {
         return NULL;
     }
-    CHECK_USABLE(self, NULL);
+    if (claim(self, "listen_local", 1) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
     if (self->configured) {
         PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
-        return NULL;
+        goto done;
     }
     if (sock_setup((pyssh_socket_t)fd) < 0) {
         pyssh_set_socket_error(pyssh_socket_errno());
-        return NULL;
+        goto done;
     }
-    self->host = strdup(host);
-    if (self->host == NULL) {
-        return PyErr_NoMemory();
+    char *copy = strdup(host);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        goto done;
     }
+    free(self->host);
+    self->host = copy;
     self->lfd = (pyssh_socket_t)fd;
     self->port = port;
     self->kind = LOCAL;
     self->configured = 1;
-    Py_RETURN_NONE;
+    result = Py_NewRef(Py_None);
+done:
+    unclaim(self);
+    return result;
 }
 
 struct greq_arg {
@@ -1003,10 +1038,13 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "sisid:listen_remote", &bind, &port, &thost, &tport, &timeout)) {
         return NULL;
     }
-    CHECK_USABLE(self, NULL);
+    if (claim(self, "listen_remote", 1) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
     if (self->configured) {
         PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
-        return NULL;
+        goto done;
     }
     /* the target, resolved once */
     struct addrinfo hints, *ai = NULL;
@@ -1022,7 +1060,7 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     if (grc != 0) {
         PyErr_Format(PyExc_OSError, "the tunnel's target %s:%d could not be resolved: %s",
                      thost, tport, gai_strerror(grc));
-        return NULL;
+        goto done;
     }
     if (self->ai != NULL) {
         freeaddrinfo(self->ai);
@@ -1032,7 +1070,8 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     free(self->host);
     self->host = strdup(bind);
     if (self->host == NULL) {
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto done;
     }
     self->port = port;
     self->kind = REMOTE;
@@ -1041,15 +1080,16 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     snprintf(what, sizeof(what), "asking the server to listen on %s:%d for a tunnel to %s",
              *bind ? bind : "*", port, self->target);
     struct greq_arg a = {self, 0, 0};
-    self->running = 1;
     int rc = pyssh_wait(self->session, greq_step, &a, timeout, PYSSH_EXC_SSHError, what);
-    self->running = 0;
     if (rc < 0) {
         greq_orphan(self);
-        return NULL;
+        goto done;
     }
     self->configured = 1;
-    return PyLong_FromLong(self->bound);
+    result = PyLong_FromLong(self->bound);
+done:
+    unclaim(self);
+    return result;
 }
 
 /* ---- running ------------------------------------------------------------------------------ */
@@ -1079,32 +1119,36 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:run", kwlist, &maxobj, &idleobj)) {
         return NULL;
     }
-    CHECK_USABLE(self, NULL);
+    if (claim(self, "run", 1) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
     if (!self->configured) {
         PyErr_SetString(PyExc_RuntimeError, "call listen_local() or listen_remote() first");
-        return NULL;
+        goto done;
     }
     long long maxc = -1;
     if (maxobj != Py_None) {
         maxc = PyLong_AsLongLong(maxobj);
         if (maxc == -1 && PyErr_Occurred()) {
-            return NULL;
+            goto done;
         }
     }
     double idle = -1;
     if (idleobj != Py_None) {
         idle = PyFloat_AsDouble(idleobj);
         if (idle == -1 && PyErr_Occurred()) {
-            return NULL;
+            goto done;
         }
     }
     self->max_conns = maxc;
     self->idle_timeout = idle;
     self->idle_since = pyssh_monotonic();
-    self->stopping = 0;
+    /* `stopping` is not cleared here: a stop() made before this run() began (the
+     * Python layer's close() may come before its thread gets here) would be lost,
+     * and the tunnel would serve on, its closer waiting for it forever */
     self->stop_deadline = 0;
     self->ps.wait_ms = -1;
-    self->running = 1;
 
     char what[400];
     if (self->kind == LOCAL) {
@@ -1116,18 +1160,24 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     int rc = pyssh_wait_ex(self->session, tunnel_step, self, -1, PYSSH_EXC_SSHError, what,
                            &self->ps, &self->wake);
-    self->running = 0;
+    /* This run took the stop request; stop() sets it with the GIL held too, and
+     * no step of this tunnel runs any more. */
+    self->stopping = 0;
     if (rc < 0) {
         /* Ctrl-C, the session closed or failed: every connection goes */
         tunnel_drop(self, 1);
-        return NULL;
+        goto done;
     }
-    return stats_tuple(self);
+    result = stats_tuple(self);
+done:
+    unclaim(self);
+    return result;
 }
 
 PyDoc_STRVAR(stop_doc,
 "stop($self, /)\n--\n\n"
-"Ask run() to close every connection and return (from any thread).");
+"Ask run() to close every connection and return (from any thread). Asked before\n"
+"run() starts, it makes the next run() return at once.");
 
 static PyObject *
 tunnel_stop(TunnelObject *self, PyObject *Py_UNUSED(ignored))
@@ -1153,8 +1203,9 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|d:close", kwlist, &timeout)) {
         return NULL;
     }
-    if (self->running) {
-        PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
+    /* claimed too: dropping the connections waits for the session lock with the
+     * GIL released, and the cancel request waits for the server */
+    if (claim(self, "close", 0) < 0) {
         return NULL;
     }
     int listening = self->kind == REMOTE && self->bound != 0;
@@ -1163,9 +1214,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
         struct greq_arg a = {self, 1, 0};
         char what[64];
         snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
-        self->running = 1;
         int rc = pyssh_wait(self->session, greq_step, &a, timeout, PYSSH_EXC_SSHError, what);
-        self->running = 0;
         if (rc < 0) {
             greq_orphan(self);
             /* the connection is gone or slow: the forward ends with the session */
@@ -1174,6 +1223,8 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     self->bound = 0;
     self->configured = 0;
+    self->stopping = 0;       /* a stop() no run() took does not outlive the close */
+    unclaim(self);
     Py_RETURN_NONE;
 }
 

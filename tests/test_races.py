@@ -1,0 +1,398 @@
+"""Races that exist even with the GIL: a method checks its object's state, then
+runs Python code (an iterator, __index__, __float__) or releases the GIL before it
+marks the object busy. Each test re-enters the object from inside that window,
+from the same thread or from another one it waits for; the second call must get
+a clear exception and the first must finish normally."""
+import gc
+import os
+import threading
+import time
+
+import pytest
+
+import pyssh
+from pyssh import _ssh
+from pyssh._sftp import REALPATH, _str
+
+IN_USE = "in use by another call"
+
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+@pytest.fixture
+def session(server):
+    with server.connect() as s:
+        yield s
+
+
+def raised(call):
+    """What call() raised, or None."""
+    try:
+        call()
+    except BaseException as e:  # noqa: BLE001 - the tests look at it
+        return e
+    return None
+
+
+def from_thread(call):
+    """What call() raised when run in another thread (waited for)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(raised(call)))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def in_thread(call, seconds=30.0):
+    """Run call() in a daemon thread and return what it raised, or None. A call
+    that never returns (a deadlock on the session lock, a wait that nothing ends)
+    fails the test, instead of blocking it before any report (its teardown may
+    still hang on the session lock)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(raised(call)), daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), "the call did not return"
+    return out[0]
+
+
+def assert_in_use(e):
+    assert isinstance(e, RuntimeError) and IN_USE in str(e), repr(e)
+
+
+# ---- Channel ---------------------------------------------------------------------------------
+
+def test_channel_reentered_while_exec_iterates_env(session):
+    ch = _ssh.Channel(session)
+    errors = []
+
+    def env():
+        for call in (lambda: ch.exec("true"), ch.run, ch.read, lambda: ch.write(b"x"),
+                     ch.send_eof, ch.close):
+            errors.append(raised(call))
+        errors.append(from_thread(lambda: ch.exec("true")))
+        return
+        yield
+
+    ch.exec("echo ok", env=env())
+    assert len(errors) == 7
+    for e in errors:
+        assert_in_use(e)
+    r = ch.run(stdout=True)
+    assert r[0] == 0 and r[4] == b"ok\n"
+
+
+def test_channel_closed_from_iter_of_stdin_is_refused(session):
+    ch = _ssh.Channel(session)
+    errors = []
+
+    class Source:
+        def __iter__(self):
+            errors.append(raised(ch.close))
+            errors.append(from_thread(ch.close))
+            errors.append(raised(lambda: ch.run(stdout=True)))
+            return iter([b"hello ", b"world"])
+
+    ch.exec("cat")
+    r = ch.run(stdout=True, stdin=Source())
+    assert len(errors) == 3
+    for e in errors:
+        assert_in_use(e)
+    assert r[0] == 0 and r[4] == b"hello world"
+    assert ch.closed
+
+
+@pytest.mark.parametrize("method", ["read", "recv_to_fd", "run", "exec"])
+def test_channel_closed_from_timeout_float_is_refused(session, method, tmp_path):
+    ch = _ssh.Channel(session)
+    if method != "exec":
+        ch.exec("echo hi")
+    errors = []
+
+    class Timeout:
+        def __float__(self):
+            errors.append(from_thread(ch.close))
+            errors.append(raised(ch.read))
+            return 30.0
+
+    if method == "read":
+        assert ch.read(timeout=Timeout()) == b"hi\n"
+    elif method == "recv_to_fd":
+        with open(tmp_path / "out", "wb") as f:
+            assert ch.recv_to_fd(f.fileno(), 3, timeout=Timeout()) == 3
+        assert (tmp_path / "out").read_bytes() == b"hi\n"
+    elif method == "run":
+        assert ch.run(stdout=True, timeout=Timeout())[4] == b"hi\n"
+    else:
+        ch.exec("echo hi", timeout=Timeout())
+        assert ch.run(stdout=True)[4] == b"hi\n"
+    assert len(errors) == 2
+    for e in errors:
+        assert_in_use(e)
+    ch.close()
+
+
+def test_channel_usable_again_after_a_refused_call(session):
+    ch = _ssh.Channel(session)
+    ch.exec("echo again")
+    assert_in_use(raised(lambda: ch.run(stdout=lambda b: ch.close())))
+    # the run above stopped with that exception and closed the channel; the flag is free
+    ch.close()
+    ch2 = _ssh.Channel(session)
+    ch2.exec("echo again")
+    assert ch2.run(stdout=True)[4] == b"again\n"
+
+
+# ---- SFTP ------------------------------------------------------------------------------------
+
+def sftp_channel(session):
+    c = _ssh.SFTP(session)
+    c.start(timeout=30)
+    return c
+
+
+def realpath_ok(reply):
+    rtype, _payload = reply
+    assert rtype == 104      # SSH_FXP_NAME
+
+
+def test_sftp_reentered_while_batch_iterates_requests(session):
+    c = sftp_channel(session)
+    errors = []
+
+    class Requests:
+        def __iter__(self):
+            errors.append(raised(c.close))
+            errors.append(from_thread(c.close))
+            errors.append(raised(lambda: c.request(REALPATH, _str(b"."))))
+            errors.append(raised(lambda: c.send(REALPATH, _str(b"."))))
+            errors.append(raised(lambda: c.start(timeout=5)))
+            return iter([(REALPATH, _str(b"."))])
+
+    replies = c.batch(Requests(), timeout=30)
+    assert len(errors) == 5
+    for e in errors:
+        assert_in_use(e)
+    assert len(replies) == 1
+    realpath_ok(replies[0])
+    realpath_ok(c.request(REALPATH, _str(b"."), timeout=30))
+    c.close()
+
+
+def test_sftp_request_type_index_runs_outside_the_session_lock(session):
+    """The (type, payload) pairs are parsed before the session lock is taken:
+    __index__ used to run under it, where closing the SFTP channel deadlocked."""
+    c = sftp_channel(session)
+    errors = []
+
+    class Type:
+        def __index__(self):
+            errors.append(raised(c.close))
+            return REALPATH
+
+    replies = in_thread(lambda: errors.append(c.batch([(Type(), _str(b"."))], timeout=30)))
+    assert replies is None
+    assert_in_use(errors[0])
+    realpath_ok(errors[1][0])
+    assert not c.closed
+    c.close()
+
+
+def test_sftp_session_closed_from_index_fails_cleanly(session):
+    c = sftp_channel(session)
+
+    class Type:
+        def __index__(self):
+            session.close()
+            return REALPATH
+
+    e = in_thread(lambda: c.batch([(Type(), _str(b"."))], timeout=30))
+    assert isinstance(e, pyssh.SessionClosedError), repr(e)
+    assert c.closed
+
+
+def test_sftp_batch_private_copy_of_the_requests(session):
+    """The list is copied before __index__ runs: emptying it from there changes nothing."""
+    c = sftp_channel(session)
+    reqs = []
+
+    class Type:
+        def __index__(self):
+            reqs.clear()
+            return REALPATH
+
+    reqs.extend([(Type(), _str(b".")), (REALPATH, _str(b"/"))])
+    replies = in_thread(lambda: reqs.append(c.batch(reqs, timeout=30)))
+    assert replies is None
+    assert len(reqs[0]) == 2
+    for r in reqs[0]:
+        realpath_ok(r)
+    c.close()
+
+
+def test_sftp_bad_request_leaves_the_channel_open(session):
+    """A request that cannot be parsed fails before anything is queued."""
+    c = sftp_channel(session)
+    with pytest.raises(TypeError):
+        c.batch([(REALPATH, _str(b".")), (REALPATH, 42)], timeout=30)
+    with pytest.raises(TypeError):
+        c.send(REALPATH, 42)
+    with pytest.raises(TypeError, match="sequence of"):
+        c.batch(42)
+    assert not c.closed
+    realpath_ok(c.request(REALPATH, _str(b"."), timeout=30))
+    c.close()
+
+# ---- Session ---------------------------------------------------------------------------------
+
+def bare_session(server, user):
+    """A _ssh.Session connected to `server` as `user`, not authenticated yet."""
+    import socket
+    s = _ssh.Session()
+    s._configure("127.0.0.1", user=user, port=server.port, known_hosts=server.known_hosts)
+    s._connect(socket.create_connection(("127.0.0.1", server.port)).detach(), timeout=20)
+    s._auth_none(timeout=20)
+    return s
+
+
+def test_kbdint_answers_are_copied_from_any_sequence(server, account):
+    """The answers are kept in a private tuple while the session lock is waited for."""
+    name, password = account
+    s = bare_session(server, name)
+    try:
+        with pytest.raises(ValueError, match="returned 0 answers for 1 prompts"):
+            s._auth_kbdint(lambda n, i, prompts: (x for x in ()), timeout=20)
+    finally:
+        s.close()
+    for make in (list, tuple, iter):
+        s = bare_session(server, name)
+        try:
+            rc = s._auth_kbdint(lambda n, i, prompts: make([password] * len(prompts)), timeout=20)
+            assert rc == _ssh.SSH_AUTH_SUCCESS
+        finally:
+            s.close()
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
+    """_configure(proxy_jumps=...) sets the jump data under the lock, after looking
+    again at the session: __fspath__ may have closed it (the data was kept,
+    and never freed, by a session already closed)."""
+    session = []
+
+    class Dir:
+        def __fspath__(self):
+            session[0].close()
+            return "/nonexistent/" + "d" * 200
+
+    def once():
+        session[:] = [_ssh.Session()]
+        with pytest.raises(pyssh.SessionClosedError):
+            session[0]._configure("127.0.0.1", ssh_dir=Dir(),
+                                  known_hosts="/nonexistent/" + "k" * 200, proxy_jumps=1)
+
+    for _ in range(1000):
+        once()
+    gc.collect()
+    before = rss_mb()
+    for _ in range(20000):
+        once()
+    gc.collect()
+    # ~500 bytes a session were kept: 10 MB
+    assert rss_mb() - before < 3.0
+
+
+def test_second_connect_while_libssh_connects(server):
+    """_connect(-1) (libssh makes the socket) marks the session as connecting
+    under the lock: a second _connect meanwhile is refused, not run beside it."""
+    import socket
+    silent = socket.socket()       # accepts, never says a word
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    s = _ssh.Session()
+    s._configure("127.0.0.1", port=silent.getsockname()[1], known_hosts=server.known_hosts)
+    first = []
+    t = threading.Thread(target=lambda: first.append(raised(lambda: s._connect(-1, timeout=3))))
+    t.start()
+    time.sleep(0.5)               # the first is waiting for the banner
+    start = time.monotonic()
+    e = raised(lambda: s._connect(-1, timeout=2))
+    assert isinstance(e, pyssh.SSHError) and "being connected by another call" in str(e), repr(e)
+    assert time.monotonic() - start < 1.0
+    t.join()
+    assert isinstance(first[0], pyssh.SSHTimeoutError), repr(first[0])
+    s.close()
+    silent.close()
+
+
+# ---- Tunnel ----------------------------------------------------------------------------------
+
+def listening_socket():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    return s
+
+
+def test_tunnel_reentered_while_run_converts_its_arguments(session):
+    sock = listening_socket()
+    c = _ssh.Tunnel(session)
+    c.listen_local(sock.fileno(), "127.0.0.1", 9)
+    errors = []
+
+    class Max:
+        def __index__(self):
+            errors.append(raised(lambda: c.run(idle_timeout=0.1)))
+            errors.append(from_thread(lambda: c.run(idle_timeout=0.1)))
+            errors.append(raised(c.close))
+            errors.append(raised(lambda: c.listen_local(sock.fileno(), "127.0.0.1", 9)))
+            return 5
+
+    start = time.monotonic()
+    stats = c.run(max_connections=Max(), idle_timeout=0.3)
+    assert time.monotonic() - start < 10
+    assert len(errors) == 4
+    for e in errors:
+        assert isinstance(e, RuntimeError) and "stop() it first" in str(e), repr(e)
+    assert stats[0] == 0
+    c.close()
+    sock.close()
+
+
+def test_tunnel_stop_before_run_is_not_lost(session):
+    """Tunnel.close() may call stop() before its thread has entered run(): run()
+    used to clear the request and serve until the process ended."""
+    sock = listening_socket()
+    c = _ssh.Tunnel(session)
+    c.listen_local(sock.fileno(), "127.0.0.1", 9)
+    c.stop()
+    start = time.monotonic()
+    c.run(idle_timeout=5.0)
+    assert time.monotonic() - start < 2.5
+    # served: the next run() serves again
+    start = time.monotonic()
+    c.run(idle_timeout=0.3)
+    assert time.monotonic() - start >= 0.25
+    c.close()
+    sock.close()
+
+
+def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
+    from pyssh import _tunnel
+    serve = _tunnel.Tunnel._serve
+
+    def late_serve(self):
+        time.sleep(0.5)          # close() below has called stop() by now
+        serve(self)
+
+    monkeypatch.setattr(_tunnel.Tunnel, "_serve", late_serve)
+
+    def open_and_close():
+        with session.forward_local(0, "127.0.0.1:9"):
+            pass
+    assert in_thread(open_and_close) is None
