@@ -40,6 +40,15 @@ def remote_pids(pattern):
     return [int(p) for p in pgrep("-f", pattern)]
 
 
+def kill_all(pattern):
+    """SIGKILL what a failed test left running (the commands it started)."""
+    for pid in remote_pids(pattern):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def wait_gone(pattern, seconds=10.0):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -420,6 +429,57 @@ def test_timeout_signals_the_command(plain_session):
     with pytest.raises(pyssh.SSHTimeoutError):
         plain_session.exec_wait(f"exec {marker}", timeout=0.5)
     assert wait_gone(marker), "the remote command was not stopped"
+
+
+def _close_right_after_start(session, command, n):
+    """Start `command` on n channels, closing each one at once (as a loop that gives
+    up on commands would); then the session must still run a command."""
+    from pyssh import _ssh
+    for _ in range(n):
+        ch = _ssh.Channel(session)
+        ch.exec(command, timeout=30)
+        ch.close()
+    assert session.exec_internal("echo ok", timeout=30).stdout == b"ok\n"
+
+
+def test_commands_closed_right_after_start_are_stopped(plain_session):
+    # sshd answers the exec request once it has forked the command, but signals its
+    # process group, which exists only once the child has called setsid(): a SIGHUP
+    # sent at once could be dropped ("killpg: No such process" in sshd's log), and
+    # the command (which would never read EOF) kept running, holding one of sshd's
+    # MaxSessions slots and libssh's channel (freed only by the server's CLOSE).
+    marker = f"sleep 5{secrets.randbelow(1000)}.{secrets.randbelow(1000)}"
+    try:
+        _close_right_after_start(plain_session, f"exec {marker}", 200)
+        assert wait_gone(marker, 30), f"{len(remote_pids(marker))} commands were not stopped"
+    finally:
+        kill_all(marker)
+
+
+@pytest.mark.parametrize("user", ["own", "plain"])
+def test_many_running_commands_closed_release_everything(user, session, plain_address, server):
+    # 24 channels whose commands read stdin (as cat does), left running, then closed
+    # one after another, twice: each command gets SIGHUP (OpenSSH refuses to signal
+    # root's sessions) and EOF, so the server ends them all, and later commands run
+    # as usual
+    from pyssh import _ssh
+    s = session if user == "own" else server.connect(address=plain_address)
+    try:
+        marker = f"pyssh-{secrets.token_hex(6)}"
+        for _ in range(2):
+            chans = [_ssh.Channel(s) for _ in range(24)]
+            for ch in chans:
+                ch.exec(f"exec grep -F {marker}", timeout=30)
+            for ch in chans:
+                ch.close()
+            assert s.exec_internal("echo ok", timeout=30).stdout == b"ok\n"
+        # (root's commands, which SIGHUP does not reach, each make close() wait 0.1 s)
+        _close_right_after_start(s, f"exec grep -F {marker}", 60 if user == "plain" else 20)
+        assert wait_gone(marker, 30), f"{len(remote_pids(marker))} commands were not stopped"
+    finally:
+        kill_all(marker)
+        if s is not session:
+            s.close()
 
 
 class Boom(Exception):
