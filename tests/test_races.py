@@ -319,10 +319,9 @@ def test_second_connect_while_libssh_connects(server):
     t = threading.Thread(target=lambda: first.append(raised(lambda: s._connect(-1, timeout=3))))
     t.start()
     time.sleep(0.5)               # the first is waiting for the banner
-    start = time.monotonic()
+    # run beside the first it would time out after 2 s instead, with another message
     e = raised(lambda: s._connect(-1, timeout=2))
     assert isinstance(e, pyssh.SSHError) and "being connected by another call" in str(e), repr(e)
-    assert time.monotonic() - start < 1.0
     t.join()
     assert isinstance(first[0], pyssh.SSHTimeoutError), repr(first[0])
     s.close()
