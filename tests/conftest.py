@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+import pyssh
+
 from pyssh.testing import SSHServer, keygen
 
 pytest_plugins = ["pyssh.testing"]
@@ -187,6 +189,25 @@ def connection_killer(server):
             except ProcessLookupError:
                 pass
     return s, kill_connection
+
+
+def download_killed_midway(server, tmp_path, method):
+    """Session `method` ("scp_download" or "sftp_download") of a 2 GiB file into a
+    directory where a good file of that name stands, with the server killed midway:
+    an SSHError, and the good file is left as it was (no partial file, no temporary
+    one). Returns the (dead) session for further checks."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "b").mkdir()
+    with open(tmp_path / "big", "wb") as f:
+        f.truncate(2 << 30)
+    (tmp_path / "b" / "big").write_bytes(b"old good")
+    s, kill_connection = connection_killer(server)
+    with pytest.raises(pyssh.SSHError):
+        getattr(s, method)(str(tmp_path / "big"), to=tmp_path / "b", verbose=False,
+                           progress=kill_connection)
+    assert os.listdir(tmp_path / "b") == ["big"]
+    assert (tmp_path / "b" / "big").read_bytes() == b"old good"
+    return s
 
 
 def run_while_python_counts(work):

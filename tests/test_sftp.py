@@ -9,7 +9,7 @@ import threading
 import pytest
 
 import pyssh
-from conftest import connection_killer, interrupt_download
+from conftest import download_killed_midway, interrupt_download
 from pyssh.testing import SSHServer
 
 
@@ -293,17 +293,7 @@ def test_ctrl_c_mid_download(server, area):
 
 
 def test_server_killed_mid_download(fresh_server, tmp_path):
-    os.chmod(tmp_path, 0o755)
-    (tmp_path / "b").mkdir()
-    with open(tmp_path / "big", "wb") as f:
-        f.truncate(2 << 30)
-    (tmp_path / "b" / "big").write_bytes(b"old good")
-    s, kill_connection = connection_killer(fresh_server)
-    with pytest.raises(pyssh.SSHError):
-        s.sftp_download(str(tmp_path / "big"), to=tmp_path / "b", verbose=False,
-                    progress=kill_connection)
-    assert os.listdir(tmp_path / "b") == ["big"]
-    assert (tmp_path / "b" / "big").read_bytes() == b"old good"
+    s = download_killed_midway(fresh_server, tmp_path, "sftp_download")
     s.close()
 
 
