@@ -370,13 +370,19 @@ def test_tunnel_stop_before_run_is_not_lost(session):
     c = _ssh.Tunnel(session)
     c.listen_local(sock.fileno(), "127.0.0.1", 9)
     c.stop()
-    start = time.monotonic()
-    c.run(idle_timeout=5.0)
-    assert time.monotonic() - start < 2.5
-    # served: the next run() serves again
-    start = time.monotonic()
-    c.run(idle_timeout=0.3)
-    assert time.monotonic() - start >= 0.25
+    # with the stop lost, run() (no idle timeout) would serve for ever: a hang bound only
+    t = threading.Thread(target=c.run, kwargs={"idle_timeout": None}, daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive()
+    # the stop was taken by that run: the next run() serves until it is stopped
+    t = threading.Thread(target=c.run, kwargs={"idle_timeout": None}, daemon=True)
+    t.start()
+    t.join(0.5)
+    assert t.is_alive()
+    c.stop()
+    t.join(30)
+    assert not t.is_alive()
     c.close()
     sock.close()
 
