@@ -65,7 +65,9 @@ class SSHServer:
     Options: ``password_auth`` and ``kbdint_auth`` enable those methods (they need
     PAM and so root: as another user sshd can only check keys); ``host_key_type``;
     ``sftp=False`` leaves out the SFTP subsystem (a server with SCP only);
-    ``extra_config``: more sshd_config lines.
+    ``extra_config``: more sshd_config lines. They override the defaults above (sshd
+    keeps the first value it reads of a keyword, so they are written first); a ``Match``
+    block among them goes at the end, as sshd requires.
     """
 
     def __init__(self, *, password_auth: bool = False, kbdint_auth: bool = False,
@@ -166,7 +168,11 @@ class SSHServer:
             "LoginGraceTime 30",
             "LogLevel VERBOSE",
         ]
-        return lines + self.extra_config
+        # sshd keeps the first value of a keyword: the caller's lines come first, except
+        # a Match block, which holds everything after it and so must stay last
+        extra = self.extra_config
+        match = next((i for i, line in enumerate(extra) if line.lower().split()[:1] == ["match"]), len(extra))
+        return extra[:match] + lines + extra[match:]
 
     def _wait_ready(self) -> bool:
         end = time.monotonic() + self.start_timeout

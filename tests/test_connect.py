@@ -296,3 +296,13 @@ def test_close_while_other_threads_use_the_session(server):
         assert s.closed
         with pytest.raises(pyssh.SessionClosedError):
             s.info()
+
+
+def test_test_server_extra_config_overrides_its_defaults():
+    # sshd keeps the first value of a keyword: the caller's "MaxSessions 1" must win over
+    # SSHServer's own "MaxSessions 100", so a second channel at once is refused
+    with pyssh.testing.SSHServer(extra_config=["MaxSessions 1"]) as srv, srv.connect() as s:
+        with s.sftp() as sftp:
+            with pytest.raises(pyssh.SSHError):
+                s.sftp()
+            assert sftp.exists(".")
