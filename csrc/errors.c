@@ -137,5 +137,11 @@ pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
               contains(detail, "Broken pipe"))) {
         which = PYSSH_EXC_ConnectError;
     }
+    if (contains(detail, "Channel opening failure")) {
+        return pyssh_raise(st, which, "%s: %s; the server may be at its limit of channels "
+                           "open at once on one connection (OpenSSH's MaxSessions, 10 by "
+                           "default): close the channels, SFTP clients or tunnels you no "
+                           "longer need, or open another session", what, detail);
+    }
     return pyssh_raise(st, which, "%s: %s", what, detail);
 }

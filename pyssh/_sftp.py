@@ -346,7 +346,9 @@ class SFTP:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<pyssh.SFTP version {self.version}, {'closed' if self.closed else 'open'}>"
+        # tracebacks show objects whose __init__ failed: no channel, or not started
+        c, version = getattr(self, "_c", None), getattr(self, "version", None)
+        return f"<pyssh.SFTP version {version}, {'closed' if c is None or c.closed else 'open'}>"
 
     # ---- requests
     def _call(self, kind: int, payload: bytes, what: str, path: Optional[str],

@@ -298,11 +298,18 @@ def test_close_while_other_threads_use_the_session(server):
             s.info()
 
 
-def test_test_server_extra_config_overrides_its_defaults():
-    # sshd keeps the first value of a keyword: the caller's "MaxSessions 1" must win over
-    # SSHServer's own "MaxSessions 100", so a second channel at once is refused
+def test_server_at_its_channel_limit(tmp_path):
+    # pyssh.testing.SSHServer writes extra_config first: sshd keeps the first value of a
+    # keyword, so "MaxSessions 1" wins over the test server's own "MaxSessions 100"
     with pyssh.testing.SSHServer(extra_config=["MaxSessions 1"]) as srv, srv.connect() as s:
         with s.sftp() as sftp:
-            with pytest.raises(pyssh.SSHError):
-                s.sftp()
+            for refused in (lambda: s.sftp(), lambda: s.exec_internal("true"),
+                            lambda: s.scp_download("f", tmp_path)):
+                with pytest.raises(pyssh.SSHError, match="MaxSessions") as e:
+                    refused()
+                # a traceback shows its locals: the half-made SFTP object among them
+                tb = e.tb
+                while tb is not None:
+                    repr(tb.tb_frame.f_locals.get("self"))
+                    tb = tb.tb_next
             assert sftp.exists(".")
