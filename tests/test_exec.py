@@ -1,4 +1,5 @@
 """Remote commands: exec_wait and exec_internal against a real sshd."""
+import errno
 import gc
 import hashlib
 import io
@@ -254,6 +255,45 @@ def test_bad_targets(session):
     assert session.exec_internal("echo fine").stdout == b"fine\n"
 
 
+def test_unusable_file_objects_are_refused_before_the_command_starts(session, tmp_path):
+    ran = tmp_path / "ran"
+    cmd = f"touch '{ran}'; echo out; echo err >&2"
+    data = tmp_path / "data"
+    data.write_bytes(b"x\n")
+    closed = open(tmp_path / "closed", "wb")
+    closed.close()
+    with open(data, "rb") as reading, open(data) as reading_text, \
+            open(tmp_path / "w", "wb") as writing:
+        for kw, match in [
+            (dict(stdout=closed), r"stdout: the file object .* is closed"),
+            (dict(stderr=reading), r"stderr: the file object .* is not open for writing"),
+            (dict(stdout=reading_text), r"stdout: the file object .* is not open for writing"),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                session.exec_wait(cmd, **kw)
+        for stdin, match in [(closed, r"stdin: the file object .* is closed"),
+                             (writing, r"stdin: the file object .* is not open for reading")]:
+            with pytest.raises(ValueError, match=match):
+                session.exec_internal(cmd, stdin=stdin)
+    assert not ran.exists()
+
+
+def test_path_targets_that_cannot_be_written(session, tmp_path):
+    missing = tmp_path / "no" / "such" / "out.txt"
+    with pytest.raises(FileNotFoundError,
+                       match=r"stdout: cannot write to '.*out\.txt': its directory .* does not "
+                             r"exist \(create it first\)"):
+        session.exec_wait("echo hi", stdout=missing)
+    with pytest.raises(IsADirectoryError, match=r"stderr: cannot write to .*: it is a directory"):
+        session.exec_wait("echo hi", stderr=str(tmp_path))
+    # stdout's file, opened first, is closed when stderr's cannot be opened
+    fds = open_fds()
+    with pytest.raises(FileNotFoundError, match="stderr: cannot write") as ei:
+        session.exec_wait("echo hi", stdout=tmp_path / "out.txt", stderr=missing)
+    assert open_fds() == fds, ei.value
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
 # ---- stdin -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make", [
@@ -315,6 +355,8 @@ def test_bad_stdin(session):
         session.exec_internal("cat", stdin=42)
     with pytest.raises(TypeError, match="stdin items must be bytes"):
         session.exec_internal("cat", stdin=[b"ok", 42])
+    with pytest.raises(TypeError, match="no order"):
+        session.exec_internal("cat", stdin={b"a", b"b"})
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
@@ -365,6 +407,8 @@ def test_bad_env(session, env, err):
     (b"whoami", TypeError, "not bytes"),
     (42, TypeError, "str or a sequence"),
     (["echo", 1], TypeError, "must be a str"),
+    ({"echo a", "echo b"}, TypeError, "no order"),
+    ({"echo a": 1}, TypeError, "no order"),
     ("echo a\0b", ValueError, "NUL"),
     ("echo " + "x" * 300_000, ValueError, "stdin"),
 ])
@@ -379,18 +423,28 @@ def test_bad_timeouts(session, timeout):
         session.exec_internal("true", timeout=timeout)
 
 
+def test_timeout_beyond_any_float_is_no_limit(session):
+    assert session.exec_internal("echo ok", timeout=10 ** 400).stdout == b"ok\n"
+
+
 def test_bad_error_flag(session):
     with pytest.raises(TypeError, match="error must be True or False"):
         session.exec_internal("true", error="yes")
 
 
-def test_closed_session(server):
+def test_closed_session(server, tmp_path):
     s = server.connect()
     s.close()
     with pytest.raises(pyssh.SessionClosedError):
         s.exec_wait("true")
     with pytest.raises(pyssh.SessionClosedError):
         s.exec_internal("true")
+    # a path given as a target is not truncated for a command that cannot run
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"keep me")
+    with pytest.raises(pyssh.SessionClosedError):
+        s.exec_wait("true", stdout=out)
+    assert out.read_bytes() == b"keep me"
 
 
 def test_r_style_aliases(session):
@@ -504,11 +558,12 @@ def test_callback_exception_propagates_and_stops_the_command(session):
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
-def test_file_target_error_propagates(session, tmp_path):
-    f = open(tmp_path / "x", "wb")
-    f.close()
-    with pytest.raises(ValueError, match="closed file"):
-        session.exec_wait("echo hi", stdout=f)
+def test_file_target_error_propagates(session):
+    # a write that fails while the command runs: a full disk
+    with open("/dev/full", "wb", buffering=0) as f:
+        with pytest.raises(OSError) as ei:
+            session.exec_wait("echo hi", stdout=f)
+    assert ei.value.errno == errno.ENOSPC
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
