@@ -457,6 +457,11 @@ def test_r_style_aliases(session):
     assert pyssh.ssh_exec_internal(session).stdout.strip().decode() == session.user
     with pytest.raises(pyssh.CommandError):
         pyssh.ssh_exec_internal(session, "exit 1")
+    # R code passes the host by mistake
+    with pytest.raises(TypeError, match="ssh_exec_wait: the first argument must be a session"):
+        pyssh.ssh_exec_wait("me@host", "whoami")
+    with pytest.raises(TypeError, match="ssh_exec_internal: the first argument must be a session"):
+        pyssh.ssh_exec_internal(None)
 
 
 # ---- stopping a command: timeout, Ctrl-C, a callback that raises ------------------------
