@@ -213,18 +213,66 @@ def test_default_target_without_buffer_gets_decoded_text(session, monkeypatch):
     assert out.flushes >= 1
 
 
+class ConsoleStream:
+    """Like a terminal's sys.stdout/sys.stderr: a text layer over a binary .buffer.
+    Records what reaches the buffer and each flush, and creates `flag` once `first`
+    has reached it, which lets the remote command go on."""
+    encoding = "utf-8"
+
+    def __init__(self, flag, with_buffer):
+        self.flag = flag
+        self.events = []
+        self.got = b""
+        if with_buffer:
+            self.buffer = self
+
+    def write(self, data):
+        self.events.append("write")
+        self.got += data.encode() if isinstance(data, str) else bytes(data)
+        if b"first" in self.got:
+            self.flag.touch()
+        return len(data)
+
+    def flush(self):
+        self.events.append("flush")
+
+
+@pytest.mark.parametrize("name", ["stdout", "stderr"])
+@pytest.mark.parametrize("with_buffer", [True, False], ids=["buffer", "text"])
+def test_default_targets_write_and_flush_as_data_arrives(session, monkeypatch, tmp_path, name,
+                                                        with_buffer):
+    # The command writes `first`, then waits (15 s at most) until it has reached
+    # this process's sys.stdout/sys.stderr before it writes `second`: output held
+    # back until the command ends would make it give up (status 3).
+    flag = tmp_path / "flag"
+    stream = ConsoleStream(flag, with_buffer)
+    monkeypatch.setattr(sys, name, stream)
+    to = "" if name == "stdout" else " >&2"
+    cmd = (f"echo first{to}; i=0; while [ ! -e '{flag}' ]; do i=$((i+1)); "
+           f"[ $i -gt 300 ] && exit 3; sleep 0.05; done; echo second{to}")
+    kw = {"stderr": None} if name == "stdout" else {"stdout": None}
+    assert session.exec_wait(cmd, **kw) == 0
+    assert stream.got == b"first\nsecond\n"
+    # each write is flushed at once (a terminal shows it, a pipe passes it on)
+    writes = [i for i, e in enumerate(stream.events) if e == "write"]
+    assert writes and all(stream.events[i + 1:i + 2] == ["flush"] for i in writes), stream.events
+
+
 def test_text_stream_target(session):
-    out = io.StringIO()
-    assert session.exec_wait("echo 'ünï'", stdout=out, stderr=None) == 0
+    out, err = io.StringIO(), io.StringIO()
+    assert session.exec_wait("echo 'ünï'; echo 'ërr' >&2", stdout=out, stderr=err) == 0
     assert out.getvalue() == "ünï\n"
+    assert err.getvalue() == "ërr\n"
 
 
 @pytest.mark.parametrize("buffering", [-1, 0])
 def test_binary_file_target(session, blob, tmp_path, buffering):
     path, data = blob
-    with open(tmp_path / "out", "wb", buffering=buffering) as f:
-        assert session.exec_wait(f"cat {path}", stdout=f) == 0
+    with open(tmp_path / "out", "wb", buffering=buffering) as f, \
+            open(tmp_path / "err", "wb", buffering=buffering) as g:
+        assert session.exec_wait(f"cat {path}; head -c 1000 {path} >&2", stdout=f, stderr=g) == 0
     assert (tmp_path / "out").read_bytes() == data
+    assert (tmp_path / "err").read_bytes() == data[:1000]
 
 
 @pytest.mark.parametrize("kind", [str, pathlib.Path])
@@ -574,11 +622,18 @@ def test_file_target_error_propagates(session):
 
 SIGINT_CHILD = textwrap.dedent("""
     import sys, time, pyssh
-    address, key, known_hosts = sys.argv[1:4]
+    address, key, known_hosts, how = sys.argv[1:5]
     s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
     print("ready", flush=True)
     try:
-        s.exec_wait("sleep 30", stdout=None)
+        if how == "idle":
+            s.exec_wait("sleep 30", stdout=None, timeout=20)
+        elif how == "discarded":     # output flowing, read in C and dropped
+            s.exec_wait("head -c 100G /dev/zero", stdout=None, timeout=20)
+        elif how == "callback":      # output flowing to a Python callable
+            s.exec_wait("head -c 100G /dev/zero", stdout=lambda chunk: None, timeout=20)
+        else:                        # stdin flowing, as fast as the command reads it
+            s.exec_wait("cat > /dev/null", stdin=iter(lambda: bytes(1 << 20), None), timeout=20)
         print("finished", flush=True)
     except KeyboardInterrupt:
         print("interrupted", time.monotonic(), flush=True)
@@ -586,9 +641,10 @@ SIGINT_CHILD = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_interrupts_a_running_command(server):
+@pytest.mark.parametrize("how", ["idle", "discarded", "callback", "stdin"])
+def test_ctrl_c_interrupts_a_running_command(server, how):
     p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
-                          server.known_hosts], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          server.known_hosts, how], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True)
     try:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
@@ -743,3 +799,21 @@ def test_ten_thousand_commands_leak_nothing(plain_session):
     assert open_fds() == fds
     # 4 MiB over 10,000 commands: a leak of 400 bytes per command would show
     assert rss_bytes() - rss < 4 << 20, f"RSS grew by {(rss_bytes() - rss) >> 10} KiB"
+
+
+# ---- the demo --------------------------------------------------------------------------------
+
+def test_demo_runs_the_exec_examples(server):
+    # python -m pyssh.demo starts its own sshd; its exec part: whoami streamed, the
+    # three-command script, exec_internal capturing, a failing command's CommandError
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssh.__file__)))
+    r = subprocess.run([sys.executable, "-m", "pyssh.demo"], cwd=root, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert f"\n$ whoami\n{server.user}\n(exit status 0)\n" in out, out
+    assert "tar tzvf hello.tar.gz\n" in out and "hello.txt\n" in out and "cleaned up /" in out, out
+    assert "exec_internal: ExecResult(command=\"uname -sr; echo 'a line on stderr' >&2\", " \
+           "status=0" in out, out
+    assert "  stderr: b'a line on stderr\\n'" in out, out
+    assert "CommandError (status " in out and "its stderr ended with:" in out, out
