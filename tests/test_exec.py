@@ -622,18 +622,19 @@ def test_file_target_error_propagates(session):
 
 SIGINT_CHILD = textwrap.dedent("""
     import sys, time, pyssh
-    address, key, known_hosts, how = sys.argv[1:5]
+    address, key, known_hosts, how, n = sys.argv[1:6]
     s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
     print("ready", flush=True)
     try:
         if how == "idle":
             s.exec_wait("sleep 30", stdout=None, timeout=20)
         elif how == "discarded":     # output flowing, read in C and dropped
-            s.exec_wait("head -c 100G /dev/zero", stdout=None, timeout=20)
+            s.exec_wait(f"head -c {n} /dev/zero", stdout=None, timeout=20)
         elif how == "callback":      # output flowing to a Python callable
-            s.exec_wait("head -c 100G /dev/zero", stdout=lambda chunk: None, timeout=20)
+            s.exec_wait(f"head -c {n} /dev/zero", stdout=lambda chunk: None, timeout=20)
         else:                        # stdin flowing, as fast as the command reads it
-            s.exec_wait("cat > /dev/null", stdin=iter(lambda: bytes(1 << 20), None), timeout=20)
+            s.exec_wait(f"head -c {n} >/dev/null", stdin=iter(lambda: bytes(1 << 20), None),
+                        timeout=20)
         print("finished", flush=True)
     except KeyboardInterrupt:
         print("interrupted", time.monotonic(), flush=True)
@@ -643,12 +644,15 @@ SIGINT_CHILD = textwrap.dedent("""
 
 @pytest.mark.parametrize("how", ["idle", "discarded", "callback", "stdin"])
 def test_ctrl_c_interrupts_a_running_command(server, how):
+    n = 100 * 2 ** 30 + secrets.randbelow(10 ** 6)   # 100 GiB and a bit: the marker
+    marker = f"head -c {n}"
     p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
-                          server.known_hosts, how], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                          server.known_hosts, how, str(n)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
         time.sleep(0.7)   # inside exec_wait, the command running
+        assert how == "idle" or remote_pids(marker), p.stderr.read()
         sent = time.monotonic()
         p.send_signal(signal.SIGINT)
         line = p.stdout.readline().split()
@@ -656,10 +660,14 @@ def test_ctrl_c_interrupts_a_running_command(server, how):
         assert float(line[1]) - sent < 0.5
         assert p.stdout.readline().strip() == "then usable"
         assert p.wait(timeout=20) == 0
+        # the channel was closed: the command's output pipe or stdin went with it
+        # (`sleep` as root gets no SIGHUP from OpenSSH, and reads and writes nothing)
+        assert wait_gone(marker), "the remote command was not stopped"
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+        kill_all(marker)
 
 
 # ---- threads, the GIL, CPU ---------------------------------------------------------------
