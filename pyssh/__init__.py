@@ -64,17 +64,25 @@ def ssh_info(session: Session) -> dict:
 ssh_session_info = ssh_info
 
 
+def _session_arg(session: object, alias: str) -> Session:
+    if not isinstance(session, Session):
+        raise TypeError(f"{alias}: the first argument must be a session from pyssh.connect() "
+                        f"(or ssh_connect()), not {type(session).__name__}")
+    return session
+
+
 def ssh_exec_wait(session: Session, command="whoami", std_out=_DEFAULT, std_err=_DEFAULT,
                   std_in=None, timeout=None) -> int:
     """Alias of ``session.exec_wait`` with the R package's argument names."""
-    return session.exec_wait(command, stdout=std_out, stderr=std_err, stdin=std_in,
-                             timeout=timeout)
+    return _session_arg(session, "ssh_exec_wait").exec_wait(
+        command, stdout=std_out, stderr=std_err, stdin=std_in, timeout=timeout)
 
 
 def ssh_exec_internal(session: Session, command="whoami", error: bool = True, std_in=None,
                       timeout=None) -> ExecResult:
     """Alias of ``session.exec_internal`` with the R package's argument names."""
-    return session.exec_internal(command, error=error, stdin=std_in, timeout=timeout)
+    return _session_arg(session, "ssh_exec_internal").exec_internal(
+        command, error=error, stdin=std_in, timeout=timeout)
 
 
 def scp_upload(session: Session, files, to=".", verbose: bool = True, **kwargs):

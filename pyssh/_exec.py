@@ -8,6 +8,7 @@ knows (discard, capture, a callable; an iterator of bytes), and builds the resul
 from __future__ import annotations
 
 import codecs
+import collections.abc
 import io
 import os
 import signal as _signal
@@ -136,6 +137,9 @@ def command_text(command: Any) -> str:
         text = command
     elif isinstance(command, (bytes, bytearray)):
         raise TypeError("command must be a str (or a list of str), not bytes: decode it first")
+    elif isinstance(command, (collections.abc.Set, collections.abc.Mapping)):
+        raise TypeError(f"command must be a str or a sequence of str (a list or tuple), not "
+                        f"{type(command).__name__}, whose lines would have no order")
     else:
         try:
             lines = list(command)
@@ -163,7 +167,10 @@ def check_timeout(timeout: Any) -> Optional[float]:
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    return float(timeout)
+    try:
+        return float(timeout)
+    except OverflowError:   # an int beyond any float: no limit in practice
+        return float("inf")
 
 
 def env_pairs(env: Optional[Mapping[str, str]]) -> List[Tuple[str, str]]:
@@ -230,6 +237,36 @@ def _write_all(f: Any, chunk: bytes) -> None:
         view = view[n:]
 
 
+def _check_file(f: Any, name: str, can: str, how: str) -> None:
+    """Refuse, before the command starts, a file object that is closed or not open
+    for the needed direction (`can`: "writable" or "readable"); objects that do not
+    say are taken as they are."""
+    if getattr(f, "closed", False) is True:
+        raise ValueError(f"{name}: the file object {f!r} is closed: give an open one (or a path)")
+    check = getattr(f, can, None)
+    if callable(check):
+        try:
+            ok = check()
+        except Exception:   # cannot tell: its own read/write will say
+            return
+        if ok is False:
+            raise ValueError(f"{name}: the file object {f!r} is not open {how}")
+
+
+def _open_output(path: str, name: str) -> Any:
+    try:
+        return open(path, "wb")
+    except OSError as e:
+        # the same class and errno, with a message that says which argument and what to do
+        if isinstance(e, FileNotFoundError):
+            why = f"its directory {os.path.dirname(path)!r} does not exist (create it first)"
+        elif isinstance(e, IsADirectoryError):
+            why = "it is a directory (give the path of a file)"
+        else:
+            why = e.strerror or str(e)
+        raise type(e)(e.errno, f"{name}: cannot write to {path!r}: {why}") from None
+
+
 class Outputs:
     """The stdout and stderr targets of one command: what to hand to C, and what to
     close afterwards."""
@@ -238,10 +275,14 @@ class Outputs:
         self._opened: List[Any] = []
         self._writers: List[Any] = []
         by_path: dict = {}
-        self.stdout = self._target(stdout, "stdout", sys.stdout, by_path)
-        self.stderr = self._target(stderr, "stderr", sys.stderr, by_path)
+        try:
+            self.stdout = self._target(stdout, "stdout", by_path)
+            self.stderr = self._target(stderr, "stderr", by_path)
+        except BaseException:
+            self.close()     # a file opened for stdout, when stderr's fails
+            raise
 
-    def _target(self, t: Any, name: str, default: Any, by_path: dict) -> Any:
+    def _target(self, t: Any, name: str, by_path: dict) -> Any:
         if t is DEFAULT:
             t = sys.stdout if name == "stdout" else sys.stderr
             if t is None:   # pythonw: no console
@@ -254,12 +295,14 @@ class Outputs:
         if isinstance(t, (str, os.PathLike)):
             path = os.path.abspath(os.fspath(t))
             if path not in by_path:
-                f = open(path, "wb")   # overwritten, as a shell's > does
+                f = _open_output(path, name)   # overwritten, as a shell's > does
                 self._opened.append(f)
                 by_path[path] = f.write
             return by_path[path]
         if isinstance(t, (bytes, bytearray)):
             raise TypeError(f"{name}: give a path as str or os.PathLike, not bytes")
+        if hasattr(t, "write"):
+            _check_file(t, name, "writable", "for writing: open it with 'wb' (or give its path)")
         if isinstance(t, io.TextIOBase) or (hasattr(t, "write") and hasattr(t, "encoding")
                                             and not isinstance(t, (io.RawIOBase, io.BufferedIOBase))):
             w = _TextWriter(t)
@@ -314,7 +357,11 @@ def stdin_source(stdin: Any) -> Optional[Iterator[Any]]:
     if isinstance(stdin, (bytes, bytearray, memoryview)):
         return iter([stdin])
     if hasattr(stdin, "read") and callable(stdin.read):
+        _check_file(stdin, "stdin", "readable", "for reading: open it with 'rb'")
         return _file_chunks(stdin)
+    if isinstance(stdin, (collections.abc.Set, collections.abc.Mapping)):
+        raise TypeError(f"stdin must be bytes, str, a file object or an iterable of bytes, not "
+                        f"{type(stdin).__name__}, which has no order of its own")
     if isinstance(stdin, (int, float)):
         raise TypeError(f"stdin must be bytes, str, a file object or an iterable of bytes, "
                         f"not {type(stdin).__name__}")
@@ -343,6 +390,7 @@ def run(session: "Session", command: Any, stdout: Any, stderr: Any, stdin: Any,
     timeout = check_timeout(timeout)
     pairs = env_pairs(env)
     source = stdin_source(stdin)
+    session._check_usable()   # before a path given as a target is truncated
     if capture:
         outputs = None
         out_t: Any = True

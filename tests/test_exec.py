@@ -1,4 +1,5 @@
 """Remote commands: exec_wait and exec_internal against a real sshd."""
+import errno
 import gc
 import hashlib
 import io
@@ -212,18 +213,66 @@ def test_default_target_without_buffer_gets_decoded_text(session, monkeypatch):
     assert out.flushes >= 1
 
 
+class ConsoleStream:
+    """Like a terminal's sys.stdout/sys.stderr: a text layer over a binary .buffer.
+    Records what reaches the buffer and each flush, and creates `flag` once `first`
+    has reached it, which lets the remote command go on."""
+    encoding = "utf-8"
+
+    def __init__(self, flag, with_buffer):
+        self.flag = flag
+        self.events = []
+        self.got = b""
+        if with_buffer:
+            self.buffer = self
+
+    def write(self, data):
+        self.events.append("write")
+        self.got += data.encode() if isinstance(data, str) else bytes(data)
+        if b"first" in self.got:
+            self.flag.touch()
+        return len(data)
+
+    def flush(self):
+        self.events.append("flush")
+
+
+@pytest.mark.parametrize("name", ["stdout", "stderr"])
+@pytest.mark.parametrize("with_buffer", [True, False], ids=["buffer", "text"])
+def test_default_targets_write_and_flush_as_data_arrives(session, monkeypatch, tmp_path, name,
+                                                        with_buffer):
+    # The command writes `first`, then waits (15 s at most) until it has reached
+    # this process's sys.stdout/sys.stderr before it writes `second`: output held
+    # back until the command ends would make it give up (status 3).
+    flag = tmp_path / "flag"
+    stream = ConsoleStream(flag, with_buffer)
+    monkeypatch.setattr(sys, name, stream)
+    to = "" if name == "stdout" else " >&2"
+    cmd = (f"echo first{to}; i=0; while [ ! -e '{flag}' ]; do i=$((i+1)); "
+           f"[ $i -gt 300 ] && exit 3; sleep 0.05; done; echo second{to}")
+    kw = {"stderr": None} if name == "stdout" else {"stdout": None}
+    assert session.exec_wait(cmd, **kw) == 0
+    assert stream.got == b"first\nsecond\n"
+    # each write is flushed at once (a terminal shows it, a pipe passes it on)
+    writes = [i for i, e in enumerate(stream.events) if e == "write"]
+    assert writes and all(stream.events[i + 1:i + 2] == ["flush"] for i in writes), stream.events
+
+
 def test_text_stream_target(session):
-    out = io.StringIO()
-    assert session.exec_wait("echo 'ünï'", stdout=out, stderr=None) == 0
+    out, err = io.StringIO(), io.StringIO()
+    assert session.exec_wait("echo 'ünï'; echo 'ërr' >&2", stdout=out, stderr=err) == 0
     assert out.getvalue() == "ünï\n"
+    assert err.getvalue() == "ërr\n"
 
 
 @pytest.mark.parametrize("buffering", [-1, 0])
 def test_binary_file_target(session, blob, tmp_path, buffering):
     path, data = blob
-    with open(tmp_path / "out", "wb", buffering=buffering) as f:
-        assert session.exec_wait(f"cat {path}", stdout=f) == 0
+    with open(tmp_path / "out", "wb", buffering=buffering) as f, \
+            open(tmp_path / "err", "wb", buffering=buffering) as g:
+        assert session.exec_wait(f"cat {path}; head -c 1000 {path} >&2", stdout=f, stderr=g) == 0
     assert (tmp_path / "out").read_bytes() == data
+    assert (tmp_path / "err").read_bytes() == data[:1000]
 
 
 @pytest.mark.parametrize("kind", [str, pathlib.Path])
@@ -252,6 +301,45 @@ def test_bad_targets(session):
     with pytest.raises(TypeError, match="not bytes"):
         session.exec_wait("true", stderr=b"/tmp/x")
     assert session.exec_internal("echo fine").stdout == b"fine\n"
+
+
+def test_unusable_file_objects_are_refused_before_the_command_starts(session, tmp_path):
+    ran = tmp_path / "ran"
+    cmd = f"touch '{ran}'; echo out; echo err >&2"
+    data = tmp_path / "data"
+    data.write_bytes(b"x\n")
+    closed = open(tmp_path / "closed", "wb")
+    closed.close()
+    with open(data, "rb") as reading, open(data) as reading_text, \
+            open(tmp_path / "w", "wb") as writing:
+        for kw, match in [
+            (dict(stdout=closed), r"stdout: the file object .* is closed"),
+            (dict(stderr=reading), r"stderr: the file object .* is not open for writing"),
+            (dict(stdout=reading_text), r"stdout: the file object .* is not open for writing"),
+        ]:
+            with pytest.raises(ValueError, match=match):
+                session.exec_wait(cmd, **kw)
+        for stdin, match in [(closed, r"stdin: the file object .* is closed"),
+                             (writing, r"stdin: the file object .* is not open for reading")]:
+            with pytest.raises(ValueError, match=match):
+                session.exec_internal(cmd, stdin=stdin)
+    assert not ran.exists()
+
+
+def test_path_targets_that_cannot_be_written(session, tmp_path):
+    missing = tmp_path / "no" / "such" / "out.txt"
+    with pytest.raises(FileNotFoundError,
+                       match=r"stdout: cannot write to '.*out\.txt': its directory .* does not "
+                             r"exist \(create it first\)"):
+        session.exec_wait("echo hi", stdout=missing)
+    with pytest.raises(IsADirectoryError, match=r"stderr: cannot write to .*: it is a directory"):
+        session.exec_wait("echo hi", stderr=str(tmp_path))
+    # stdout's file, opened first, is closed when stderr's cannot be opened
+    fds = open_fds()
+    with pytest.raises(FileNotFoundError, match="stderr: cannot write") as ei:
+        session.exec_wait("echo hi", stdout=tmp_path / "out.txt", stderr=missing)
+    assert open_fds() == fds, ei.value
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
 # ---- stdin -------------------------------------------------------------------------------
@@ -315,6 +403,8 @@ def test_bad_stdin(session):
         session.exec_internal("cat", stdin=42)
     with pytest.raises(TypeError, match="stdin items must be bytes"):
         session.exec_internal("cat", stdin=[b"ok", 42])
+    with pytest.raises(TypeError, match="no order"):
+        session.exec_internal("cat", stdin={b"a", b"b"})
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
@@ -365,6 +455,8 @@ def test_bad_env(session, env, err):
     (b"whoami", TypeError, "not bytes"),
     (42, TypeError, "str or a sequence"),
     (["echo", 1], TypeError, "must be a str"),
+    ({"echo a", "echo b"}, TypeError, "no order"),
+    ({"echo a": 1}, TypeError, "no order"),
     ("echo a\0b", ValueError, "NUL"),
     ("echo " + "x" * 300_000, ValueError, "stdin"),
 ])
@@ -379,18 +471,28 @@ def test_bad_timeouts(session, timeout):
         session.exec_internal("true", timeout=timeout)
 
 
+def test_timeout_beyond_any_float_is_no_limit(session):
+    assert session.exec_internal("echo ok", timeout=10 ** 400).stdout == b"ok\n"
+
+
 def test_bad_error_flag(session):
     with pytest.raises(TypeError, match="error must be True or False"):
         session.exec_internal("true", error="yes")
 
 
-def test_closed_session(server):
+def test_closed_session(server, tmp_path):
     s = server.connect()
     s.close()
     with pytest.raises(pyssh.SessionClosedError):
         s.exec_wait("true")
     with pytest.raises(pyssh.SessionClosedError):
         s.exec_internal("true")
+    # a path given as a target is not truncated for a command that cannot run
+    out = tmp_path / "out.txt"
+    out.write_bytes(b"keep me")
+    with pytest.raises(pyssh.SessionClosedError):
+        s.exec_wait("true", stdout=out)
+    assert out.read_bytes() == b"keep me"
 
 
 def test_r_style_aliases(session):
@@ -403,6 +505,11 @@ def test_r_style_aliases(session):
     assert pyssh.ssh_exec_internal(session).stdout.strip().decode() == session.user
     with pytest.raises(pyssh.CommandError):
         pyssh.ssh_exec_internal(session, "exit 1")
+    # R code passes the host by mistake
+    with pytest.raises(TypeError, match="ssh_exec_wait: the first argument must be a session"):
+        pyssh.ssh_exec_wait("me@host", "whoami")
+    with pytest.raises(TypeError, match="ssh_exec_internal: the first argument must be a session"):
+        pyssh.ssh_exec_internal(None)
 
 
 # ---- stopping a command: timeout, Ctrl-C, a callback that raises ------------------------
@@ -504,21 +611,30 @@ def test_callback_exception_propagates_and_stops_the_command(session):
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
-def test_file_target_error_propagates(session, tmp_path):
-    f = open(tmp_path / "x", "wb")
-    f.close()
-    with pytest.raises(ValueError, match="closed file"):
-        session.exec_wait("echo hi", stdout=f)
+def test_file_target_error_propagates(session):
+    # a write that fails while the command runs: a full disk
+    with open("/dev/full", "wb", buffering=0) as f:
+        with pytest.raises(OSError) as ei:
+            session.exec_wait("echo hi", stdout=f)
+    assert ei.value.errno == errno.ENOSPC
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
 SIGINT_CHILD = textwrap.dedent("""
     import sys, time, pyssh
-    address, key, known_hosts = sys.argv[1:4]
+    address, key, known_hosts, how, n = sys.argv[1:6]
     s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
     print("ready", flush=True)
     try:
-        s.exec_wait("sleep 30", stdout=None)
+        if how == "idle":
+            s.exec_wait("sleep 30", stdout=None, timeout=20)
+        elif how == "discarded":     # output flowing, read in C and dropped
+            s.exec_wait(f"head -c {n} /dev/zero", stdout=None, timeout=20)
+        elif how == "callback":      # output flowing to a Python callable
+            s.exec_wait(f"head -c {n} /dev/zero", stdout=lambda chunk: None, timeout=20)
+        else:                        # stdin flowing, as fast as the command reads it
+            s.exec_wait(f"head -c {n} >/dev/null", stdin=iter(lambda: bytes(1 << 20), None),
+                        timeout=20)
         print("finished", flush=True)
     except KeyboardInterrupt:
         print("interrupted", time.monotonic(), flush=True)
@@ -526,13 +642,17 @@ SIGINT_CHILD = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_interrupts_a_running_command(server):
+@pytest.mark.parametrize("how", ["idle", "discarded", "callback", "stdin"])
+def test_ctrl_c_interrupts_a_running_command(server, how):
+    n = 100 * 2 ** 30 + secrets.randbelow(10 ** 6)   # 100 GiB and a bit: the marker
+    marker = f"head -c {n}"
     p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
-                          server.known_hosts], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                          server.known_hosts, how, str(n)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
         time.sleep(0.7)   # inside exec_wait, the command running
+        assert how == "idle" or remote_pids(marker), p.stderr.read()
         sent = time.monotonic()
         p.send_signal(signal.SIGINT)
         line = p.stdout.readline().split()
@@ -540,10 +660,14 @@ def test_ctrl_c_interrupts_a_running_command(server):
         assert float(line[1]) - sent < 0.5
         assert p.stdout.readline().strip() == "then usable"
         assert p.wait(timeout=20) == 0
+        # the channel was closed: the command's output pipe or stdin went with it
+        # (`sleep` as root gets no SIGHUP from OpenSSH, and reads and writes nothing)
+        assert wait_gone(marker), "the remote command was not stopped"
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+        kill_all(marker)
 
 
 # ---- threads, the GIL, CPU ---------------------------------------------------------------
@@ -683,3 +807,21 @@ def test_ten_thousand_commands_leak_nothing(plain_session):
     assert open_fds() == fds
     # 4 MiB over 10,000 commands: a leak of 400 bytes per command would show
     assert rss_bytes() - rss < 4 << 20, f"RSS grew by {(rss_bytes() - rss) >> 10} KiB"
+
+
+# ---- the demo --------------------------------------------------------------------------------
+
+def test_demo_runs_the_exec_examples(server):
+    # python -m pyssh.demo starts its own sshd; its exec part: whoami streamed, the
+    # three-command script, exec_internal capturing, a failing command's CommandError
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssh.__file__)))
+    r = subprocess.run([sys.executable, "-m", "pyssh.demo"], cwd=root, stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert f"\n$ whoami\n{server.user}\n(exit status 0)\n" in out, out
+    assert "tar tzvf hello.tar.gz\n" in out and "hello.txt\n" in out and "cleaned up /" in out, out
+    assert "exec_internal: ExecResult(command=\"uname -sr; echo 'a line on stderr' >&2\", " \
+           "status=0" in out, out
+    assert "  stderr: b'a line on stderr\\n'" in out, out
+    assert "CommandError (status " in out and "its stderr ended with:" in out, out
