@@ -131,11 +131,15 @@ pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
     if (contains(detail, "Timeout") || contains(detail, "timed out")) {
         which = PYSSH_EXC_SSHTimeoutError;
     }
-    else if (fallback == PYSSH_EXC_SSHError &&
-             (contains(detail, "Socket error") || contains(detail, "Connection refused") ||
-              contains(detail, "Connection reset") || contains(detail, "disconnected") ||
-              contains(detail, "Broken pipe"))) {
-        which = PYSSH_EXC_ConnectError;
+    else if (contains(detail, "Socket error") || contains(detail, "Connection refused") ||
+             contains(detail, "Connection reset") || contains(detail, "disconnected") ||
+             contains(detail, "Broken pipe")) {
+        if (fallback != PYSSH_EXC_ConnectError) {
+            /* not while connecting: a session that worked has lost its server */
+            return pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server "
+                               "was lost (%s): the session cannot be used any more, connect "
+                               "again", what, detail);
+        }
     }
     if (contains(detail, "Channel opening failure")) {
         return pyssh_raise(st, which, "%s: %s; the server may be at its limit of channels "

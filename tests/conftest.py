@@ -194,7 +194,7 @@ def connection_killer(server):
 def download_killed_midway(server, tmp_path, method):
     """Session `method` ("scp_download" or "sftp_download") of a 2 GiB file into a
     directory where a good file of that name stands, with the server killed midway:
-    an SSHError, and the good file is left as it was (no partial file, no temporary
+    a ConnectError that says so, and the good file is left as it was (no partial file, no temporary
     one). Returns the (dead) session for further checks."""
     os.chmod(tmp_path, 0o755)
     (tmp_path / "b").mkdir()
@@ -202,7 +202,7 @@ def download_killed_midway(server, tmp_path, method):
         f.truncate(2 << 30)
     (tmp_path / "b" / "big").write_bytes(b"old good")
     s, kill_connection = connection_killer(server)
-    with pytest.raises(pyssh.SSHError):
+    with pytest.raises(pyssh.ConnectError, match="the connection to the server was lost"):
         getattr(s, method)(str(tmp_path / "big"), to=tmp_path / "b", verbose=False,
                            progress=kill_connection)
     assert os.listdir(tmp_path / "b") == ["big"]
