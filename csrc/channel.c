@@ -392,11 +392,9 @@ exec_step(ssh_session ssh, void *p)
         }
     }
     if (a->phase == 0) {
+        /* a refusal is explained by pyssh_raise_libssh (MaxSessions) */
         rc = map_rc(ssh_channel_open_session(ch->chan));
         if (rc != 0) {
-            if (rc == PYSSH_FAILED) {
-                a->refused = "the server refused to open a channel";
-            }
             return rc;
         }
         ch->opened = 1;
