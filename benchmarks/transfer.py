@@ -30,8 +30,8 @@ with recurse=True. paramiko's own rekeying every 512 MiB is switched off, as in
 benchmarks/exec.py (paramiko issue #822).
 Clients run round-robin, the order rotated each repetition, since the machines are
 shared and noisy: compare the ratios, not absolute numbers. MB/s is 10**6 bytes per
-second, from the median. ratio = client's median time /
-pyssh SFTP's median time in the same direction (> 1: pyssh is faster). client CPU =
+second, from the median. ratio to SFTP (to SCP) = client's median time / pyssh SFTP's
+(pyssh SCP's) median time in the same direction (> 1: pyssh is faster). client CPU =
 the client's median user + system CPU per run (scp's, sftp's and their ssh's
 included; the server's, sshd and its scp or sftp-server, never).
 """
@@ -266,7 +266,7 @@ def measure(clients: dict, data: dict, root: str, reps: int) -> dict:
 def table(rows: dict, data: dict, markdown: bool) -> list:
     many = data["count"] > 1
     head = ["client", "direction", "negotiated", "median", "min", "MB/s"]
-    head += (["files/s"] if many else []) + ["ratio", "client CPU"]
+    head += (["files/s"] if many else []) + ["ratio to SFTP", "ratio to SCP", "client CPU"]
     unit = seconds
     body = []
     for (name, op), row in rows.items():
@@ -274,11 +274,13 @@ def table(rows: dict, data: dict, markdown: bool) -> list:
             body.append(failed_row(name, op, row, len(head)))
             continue
         med, low = statistics.median(row["times"]), min(row["times"])
-        base = rows.get(("pyssh SFTP", op), {}).get("times")
-        ratio = f"{med / statistics.median(base):.2f}" if base else "?"
+        ratios = []
+        for base_name in ("pyssh SFTP", "pyssh scp"):
+            base = rows.get((base_name, op), {}).get("times")
+            ratios.append(f"{med / statistics.median(base):.2f}" if base else "?")
         body.append([name, op, row["cipher"], unit(med), unit(low), f"{data['bytes'] / med / 1e6:.1f}"]
                     + ([f"{data['count'] / med:.0f}"] if many else [])
-                    + [ratio, unit(statistics.median(row["cpu"]))])
+                    + ratios + [unit(statistics.median(row["cpu"]))])
     return render(head, body, markdown)
 
 
