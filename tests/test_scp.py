@@ -2,13 +2,18 @@
 so remote paths are local paths in the test's temporary directory)."""
 import hashlib
 import os
+import re
+import signal
 import stat
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
 import pyssh
-from conftest import download_killed_midway, interrupt_download
+from conftest import download_killed_midway, interrupt_download, run_while_python_counts
 from pyssh import _ssh
 
 
@@ -222,6 +227,53 @@ def test_progress_and_verbose(session, area, capsys):
 
 class Stop(Exception):
     pass
+
+
+def test_upload_of_a_file_that_shrinks_midway(session, area):
+    src = area["local"] / "shrinks.bin"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)
+
+    def shrink(path, moved, total):
+        if moved < total:
+            os.truncate(src, 1000)
+
+    with pytest.raises(OSError) as ei:
+        session.scp_upload(src, to=str(area["remote"]), verbose=False, progress=shrink)
+    assert not isinstance(ei.value, pyssh.SSHError)
+    assert ei.value.filename == str(src) and "changed while it was being sent" in str(ei.value)
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+WRITE_FAILS_CHILD = textwrap.dedent("""
+    import os, resource, signal, sys, pyssh
+    address, key, known_hosts, remote, to = sys.argv[1:6]
+    s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, resource.RLIM_INFINITY))
+    try:
+        s.scp_download(remote, to=to, verbose=False)
+    except OSError as e:
+        print(type(e).__name__, isinstance(e, pyssh.SSHError), e.errno, e.filename)
+    print(sorted(os.listdir(to)))
+    print(s.exec_internal("echo usable").stdout.decode().strip())
+""")
+
+
+def test_local_write_error_mid_download(server, area):
+    """The local disk refuses (here RLIMIT_FSIZE: EFBIG) midway: an OSError with the
+    destination's path; the good file there is kept, no temporary file is left."""
+    big = area["remote"] / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)
+    (area["back"] / "big.bin").write_bytes(b"good")
+    r = subprocess.run([sys.executable, "-c", WRITE_FAILS_CHILD, server.address, server.client_key,
+                        server.known_hosts, str(big), str(area["back"])],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"OSError False 27 {area['back'] / 'big.bin'}", "['big.bin']",
+                                     "usable"]
+    assert (area["back"] / "big.bin").read_bytes() == b"good"
 
 
 def test_failed_download_leaves_no_partial_file(session, area):
@@ -449,8 +501,10 @@ def test_file_over_4_gib(session, area):
 def test_upload_permission_denied(plain_session, area):
     src = area["local"] / "x.txt"
     src.write_bytes(b"x")
-    with pytest.raises(pyssh.SCPPermissionError, match="Permission denied"):
+    with pytest.raises(pyssh.SCPPermissionError, match="Permission denied") as ei:
         plain_session.scp_upload(src, to="/root", verbose=False)
+    assert ei.value.filename == "/root/x.txt"      # the remote path the server refused
+    assert "/root/x.txt: Permission denied" in ei.value.server_message
     assert plain_session.exec_internal("echo usable").stdout == b"usable\n"
 
 
@@ -458,10 +512,12 @@ def test_server_without_scp(tmp_path):
     from pyssh.testing import SSHServer
     with SSHServer(extra_config=["ForceCommand /nonexistent/bin/scp"]) as srv, srv.connect() as s:
         (tmp_path / "x").write_bytes(b"x")
-        with pytest.raises(pyssh.SCPError, match="no scp command"):
+        with pytest.raises(pyssh.SCPError, match="no scp command") as ei:
             s.scp_download("x", to=tmp_path, verbose=False)
-        with pytest.raises(pyssh.SCPError, match="no scp command"):
-            s.scp_upload(tmp_path / "x", verbose=False)
+        assert ei.value.filename == "x" and "/nonexistent/bin/scp" in ei.value.server_message
+        with pytest.raises(pyssh.SCPError, match="no scp command") as ei:
+            s.scp_upload(tmp_path / "x", to="some/dir", verbose=False)
+        assert ei.value.filename == "some/dir" and "/nonexistent/bin/scp" in ei.value.server_message
 
 
 def test_server_killed_mid_download(fresh_server, tmp_path):
