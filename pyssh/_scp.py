@@ -58,6 +58,21 @@ def _paths(files: Any, what: str) -> List[str]:
     return out
 
 
+def _to_path(to: Any, where: str) -> str:
+    """`to` as a str path; TypeError/ValueError that say what is wrong."""
+    try:
+        path = os.fspath(to)
+    except TypeError:
+        raise TypeError(f"to must be the {where} directory as str or os.PathLike, "
+                        f"not {type(to).__name__}") from None
+    if not isinstance(path, str):
+        raise TypeError(f"to must be the {where} directory as str or os.PathLike, not bytes")
+    if not path or "\0" in path or "\n" in path:
+        raise ValueError(f"to must be a {where} directory path, not {path!r} "
+                         "(empty, or with a NUL or newline)")
+    return path
+
+
 def _with_path(e: OSError, path: str) -> OSError:
     """A local OSError raised by the C transfer loop (which does not know the file's
     name), again with the path."""
@@ -210,9 +225,7 @@ def _no_scp(ch: Any, what: str, path: Optional[str]) -> SCPError:
 def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
            preserve: bool) -> List[str]:
     sources = _paths(files, "files")
-    to = os.fspath(to)
-    if not isinstance(to, str) or not to or "\0" in to or "\n" in to:
-        raise ValueError(f"to must be a remote directory path, not {to!r}")
+    to = _to_path(to, "remote")
     stats = []
     for src in sources:
         st = os.stat(src)     # FileNotFoundError/PermissionError with the path, before any traffic
@@ -300,7 +313,7 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
 def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
              preserve: bool) -> List[str]:
     sources = _paths(files, "files")
-    to = os.fspath(to)
+    to = _to_path(to, "local")
     if not os.path.isdir(to):
         if os.path.exists(to):
             raise NotADirectoryError(errno.ENOTDIR, "the download target is not a directory", to)

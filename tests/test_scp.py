@@ -210,6 +210,21 @@ def test_local_errors_before_any_traffic(session, area):
         session.scp_download("~", to=area["back"], verbose=False)
 
 
+def test_wrong_argument_types(session, area):
+    src = area["local"] / "x.txt"
+    src.write_bytes(b"x")
+    for call, where in ((session.scp_upload, "remote"), (session.scp_download, "local")):
+        with pytest.raises(TypeError, match=f"to must be the {where} directory as str or os.PathLike, not bytes"):
+            call(str(src), to=os.fsencode(area["back"]), verbose=False)
+        with pytest.raises(TypeError, match=f"to must be the {where} directory .* not int"):
+            call(str(src), to=5, verbose=False)
+        with pytest.raises(TypeError, match="a path or a sequence of paths"):
+            call(5, to=str(area["back"]), verbose=False)
+        with pytest.raises(TypeError, match="progress must be a callable"):
+            call(str(src), to=str(area["back"]), verbose=False, progress=3)
+    assert os.listdir(area["back"]) == []
+
+
 def test_progress_and_verbose(session, area, capsys):
     src = area["local"] / "p.bin"
     src.write_bytes(os.urandom(5 << 20))
