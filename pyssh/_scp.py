@@ -162,6 +162,7 @@ class _Reporter:
         self.verbose = bool(verbose)
         self.progress = progress
         self.upload = upload
+        self.line_open = False    # a [NN%] line is drawn, not ended yet
 
     def callback(self, path: str, total: int) -> Optional[Callable[[int], Any]]:
         if not self.verbose and self.progress is None:
@@ -174,6 +175,7 @@ class _Reporter:
                 self.progress(path, moved, total)
             if self.verbose and self.upload:
                 pct = 100 if total == 0 else moved * 100 // total
+                self.line_open = True     # first: a Ctrl-C may land in the write
                 sys.stderr.write(f"\r[{pct:3d}%] {path}")
                 sys.stderr.flush()
         return report
@@ -186,6 +188,15 @@ class _Reporter:
                 sys.stderr.write(f"\r[100%] {path}\n")
             else:
                 sys.stderr.write(f"{total:>10} {path}\n")
+            sys.stderr.flush()
+            self.line_open = False
+
+    def stopped(self) -> None:
+        """The transfer failed: end a [NN%] line left drawn, so that what is printed
+        next (a traceback) starts on a line of its own."""
+        if self.line_open:
+            self.line_open = False
+            sys.stderr.write("\n")
             sys.stderr.flush()
 
 
@@ -303,6 +314,9 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
             written.append(rpath)
         ch.send_eof()
         _finish(ch, what)
+    except BaseException:
+        rep.stopped()
+        raise
     finally:
         ch.close()
     return written

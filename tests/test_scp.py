@@ -244,6 +244,34 @@ class Stop(Exception):
     pass
 
 
+def test_raising_progress_stops_an_upload(session, area, capsys):
+    """Raising from progress aborts an upload; verbose redrew [NN%] in place a few
+    times a second, and the line is ended before the exception goes on."""
+    src = area["local"] / "big.bin"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)   # sparse: read fast, seconds to send
+    calls = []
+
+    def stop(path, moved, total):
+        calls.append((path, moved, total))
+        if len(calls) == 3:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        session.scp_upload(src, to=str(area["remote"]), progress=stop)
+    moved = [m for _, m, _ in calls]
+    assert all(p == str(src) and t == 4 << 30 for p, _, t in calls)
+    assert 0 < moved[0] < moved[1] < moved[2] < 4 << 30
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1   # one line, ended after the stop
+    draws = err.rstrip("\n").split("\r")
+    assert draws[0] == ""   # each drawn over the last, from the start of the line
+    # drawn after each progress call (not the third, which raised)
+    assert [d for d in draws[1:] if re.fullmatch(r"\[ *\d{1,2}%\] " + re.escape(str(src)), d)] == draws[1:]
+    assert len(draws[1:]) == 2
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
 def test_upload_of_a_file_that_shrinks_midway(session, area):
     src = area["local"] / "shrinks.bin"
     with open(src, "wb") as f:
@@ -434,6 +462,56 @@ def test_ctrl_c_mid_download(server, area):
     with open(big, "wb") as f:
         f.truncate(4 << 30)
     interrupt_download(server, "scp_download", big, area["back"])
+
+
+UPLOAD_INTERRUPT_CHILD = textwrap.dedent("""
+    import os, sys, time, pyssh
+    address, key, known_hosts, src, to = sys.argv[1:6]
+    s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+    calls = [0]
+    def progress(path, moved, total):
+        calls[0] += 1
+        if calls[0] == 2:     # after the first [NN%] line is drawn
+            print("started", flush=True)
+    try:
+        s.scp_upload(src, to=to, progress=progress)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+    print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
+    s.scp_upload(src + ".small", to=to, verbose=False)
+    print("uploaded", flush=True)
+""")
+
+
+def test_ctrl_c_mid_upload(server, area):
+    """KeyboardInterrupt within half a second; the [NN%] line is ended; the session
+    still runs commands and uploads."""
+    src = area["local"] / "big.bin"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)
+    (area["local"] / "big.bin.small").write_bytes(b"small")
+    p = subprocess.Popen([sys.executable, "-c", UPLOAD_INTERRUPT_CHILD, server.address,
+                          server.client_key, server.known_hosts, str(src), str(area["remote"])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        line = p.stdout.readline().split()
+        assert line and line[0] == "interrupted", (line, p.stderr.read())
+        assert float(line[1]) - sent < 0.5
+        assert p.stdout.readline().strip() == "then usable"
+        assert p.stdout.readline().strip() == "uploaded", p.stderr.read()
+        assert p.wait(timeout=30) == 0
+        err = p.stderr.buffer.read().decode()   # as written: text mode would turn \r into \n
+        assert err.startswith(f"\r[") and err.endswith(f"] {src}\n"), err[-300:]
+        assert "[100%]" not in err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert (area["remote"] / "big.bin.small").read_bytes() == b"small"
 
 
 def test_two_transfers_in_two_threads(server, area):
