@@ -83,6 +83,11 @@ def _with_path(e: OSError, path: str) -> OSError:
     return type(e)(e.errno, e.strerror, path)
 
 
+NOT_SCP_HINT = ("; the server's first output is not SCP: a remote login script (~/.bashrc, "
+                "~/.profile) that prints something breaks SCP, make it print only when the "
+                "shell is interactive")
+
+
 def _server_error(text: bytes, path: Optional[str]) -> SCPError:
     """The server's scp reported an error ("scp: PATH: REASON")."""
     msg = text.decode("utf-8", "replace").strip()
@@ -250,7 +255,7 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
     ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what)
     reader = _Reader(ch, what)
 
-    def ack(rpath: str) -> None:
+    def ack(rpath: str, first: bool = False) -> None:
         """The server's answer about remote path `rpath`."""
         b = reader.byte()
         if b == b"\0":
@@ -259,7 +264,8 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
             raise _no_scp(ch, what, rpath)
         if b in (b"\1", b"\2"):
             raise _server_error(reader.line() or b"", rpath)
-        raise SCPProtocolError(f"{what}: the server answered {b!r} instead of an acknowledgement")
+        raise SCPProtocolError(f"{what}: the server answered {b!r} instead of an acknowledgement"
+                               + (NOT_SCP_HINT if first else ""))
 
     def send_times(st: os.stat_result, rpath: str) -> None:
         ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
@@ -306,7 +312,7 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
 
     written = []
     try:
-        ack(to)   # the remote scp says it is ready
+        ack(to, first=True)   # the remote scp says it is ready
         for src, st in zip(sources, stats):
             name = os.path.basename(os.path.normpath(src))
             rpath = posixpath.join(to, name)
@@ -362,8 +368,13 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             line = reader.line()
             if line is None:
                 break
+            try:
+                msg = _ssh.scp_parse(line)
+            except SCPProtocolError as e:
+                if got_anything or line[:1] in (b"C", b"D", b"E", b"T"):
+                    raise
+                raise SCPProtocolError(f"{what}: {e}{NOT_SCP_HINT}") from None
             got_anything = True
-            msg = _ssh.scp_parse(line)
             kind = msg[0]
             if kind in ("warning", "error"):
                 err = _server_error(msg[1], None)

@@ -613,6 +613,18 @@ def test_server_without_scp(tmp_path):
         assert ei.value.filename == "some/dir" and "/nonexistent/bin/scp" in ei.value.server_message
 
 
+def test_login_script_that_prints(tmp_path):
+    """What a ~/.bashrc that prints does to SCP: an error that says so."""
+    from pyssh.testing import SSHServer
+    (tmp_path / "x").write_bytes(b"x")
+    with SSHServer(extra_config=["ForceCommand echo Welcome; exec sh -c \"$SSH_ORIGINAL_COMMAND\""]) as srv, \
+            srv.connect() as s:
+        with pytest.raises(pyssh.SCPProtocolError, match="login script"):
+            s.scp_download(str(tmp_path / "x"), to=tmp_path, verbose=False)
+        with pytest.raises(pyssh.SCPProtocolError, match="login script"):
+            s.scp_upload(tmp_path / "x", to=str(tmp_path / "up"), verbose=False)
+
+
 def test_server_killed_mid_download(fresh_server, tmp_path):
     s = download_killed_midway(fresh_server, tmp_path, "scp_download")
     with pytest.raises(pyssh.SSHError):
