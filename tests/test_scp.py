@@ -240,6 +240,25 @@ def test_progress_and_verbose(session, area, capsys):
     assert capsys.readouterr().err == f"{5 << 20:>10} {area['back'] / 'p.bin'}\n"
 
 
+def test_progress_at_each_files_end(session, area, capsys):
+    src = area["local"] / "d"
+    (src / "sub").mkdir(parents=True)
+    sizes = {"a": 0, "b": 1, "sub/c": 70_000}
+    for rel, n in sizes.items():
+        (src / rel).write_bytes(os.urandom(n))
+    calls = []
+    session.scp_upload(src, to=str(area["remote"]), progress=lambda *a: calls.append(a))
+    ends = [c for c in calls if c[1] == c[2]]
+    assert sorted(ends) == sorted((str(src / rel), n, n) for rel, n in sizes.items())
+    assert capsys.readouterr().err.count("[100%] ") == 3
+    calls.clear()
+    session.scp_download(str(area["remote"] / "d"), to=area["back"], progress=lambda *a: calls.append(a))
+    ends = [c for c in calls if c[1] == c[2]]
+    assert sorted(ends) == sorted((str(area["back"] / "d" / rel), n, n) for rel, n in sizes.items())
+    assert sorted(capsys.readouterr().err.splitlines()) == \
+        sorted(f"{n:>10} {area['back'] / 'd' / rel}" for rel, n in sizes.items())
+
+
 class Stop(Exception):
     pass
 
@@ -317,6 +336,42 @@ def test_local_write_error_mid_download(server, area):
     assert r.stdout.splitlines() == [f"OSError False 27 {area['back'] / 'big.bin'}", "['big.bin']",
                                      "usable"]
     assert (area["back"] / "big.bin").read_bytes() == b"good"
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
+def test_512_mib_each_way(session, area, capsys):
+    """512 MiB each way: RSS stays flat (no file held in memory), a Python thread
+    keeps running meanwhile (the GIL is released while the data moves), and the
+    upload's [NN%] line is redrawn a few times a second, not per buffer."""
+    size = 512 << 20
+    src = area["local"] / "half.bin"
+    with open(src, "wb") as f:
+        f.truncate(size)
+    peak = [0]
+
+    def sample(path, moved, total):
+        peak[0] = max(peak[0], rss_bytes())
+
+    before = rss_bytes()
+    start = time.monotonic()
+    run_while_python_counts(lambda: session.scp_upload(src, to=str(area["remote"]), progress=sample))
+    elapsed = time.monotonic() - start
+    assert os.path.getsize(area["remote"] / "half.bin") == size
+    draws = capsys.readouterr().err.split("\r")[1:]
+    assert draws[-1] == f"[100%] {src}\n"
+    assert len(draws) <= 10 * elapsed + 2     # 2,048 buffers of 256 KiB
+    run_while_python_counts(lambda: session.scp_download(str(area["remote"] / "half.bin"),
+                                                         to=area["back"], verbose=False,
+                                                         progress=sample))
+    assert os.path.getsize(area["back"] / "half.bin") == size
+    assert peak[0] - before < 32 << 20, f"RSS grew by {(peak[0] - before) >> 20} MiB"
 
 
 def test_failed_download_leaves_no_partial_file(session, area):
@@ -410,8 +465,15 @@ def hostile(tmp_path_factory):
     ([b"C0644 4 ../evil\n", b"evil\0"], "outside the target"),
     ([b"C0644 4 /tmp/evil\n", b"evil\0"], "outside the target"),
     ([b"C0644 4 ..\n", b"evil\0"], "outside the target"),
+    ([b"C0644 4 .\n", b"evil\0"], "outside the target"),
+    ([b"C0644 4 \n", b"evil\0"], "empty name"),
+    ([b"C0644 4 wan\0ted\n", b"evil\0"], "NUL"),
+    ([b"C0644 4 wanted/../../evil\n", b"evil\0"], "outside the target"),
     ([b"D0755 0 wanted\n", b"C0644 4 ../../evil\n", b"evil\0", b"E\n"], "outside the target"),
     ([b"C0644 4 evil\n", b"evil\0"], "not asked for"),
+    ([b"D0755 0 evil\n", b"C0644 4 x\n", b"evil\0", b"E\n"], "not asked for"),
+    ([b"C0644 4 wanted\n", b"data\0", b"C0644 4 evil\n", b"evil\0"], "not asked for"),
+    ([b"D0755 0 wanted\n", b"E\n", b"E\n"], "never entered"),
     ([b"E\n"], "never entered"),
     ([b"D0755 0 wanted\n"], "ended inside a directory"),
     ([b"C0644 4 wanted\n", b"data\0", b"E\n"], "never entered"),
@@ -429,6 +491,16 @@ def test_hostile_server_is_refused(hostile, tmp_path, steps, match):
     leftovers = [p for p in os.listdir(to) if p != "wanted"]
     assert leftovers == []
     assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil")
+
+
+def test_hostile_dot_directory_cannot_change_the_target(hostile, tmp_path):
+    """CVE-2018-20685: "D0777 0 ." would chmod the target directory itself."""
+    to = tmp_path / "to"
+    to.mkdir(mode=0o700)
+    with pytest.raises(pyssh.SCPProtocolError, match="outside the target") as ei:
+        hostile([b"D0777 0 .\n", b"E\n"], to=to)
+    assert ei.value.server_message is None
+    assert stat.S_IMODE(os.stat(to).st_mode) == 0o700 and os.listdir(to) == []
 
 
 def test_hostile_truncated_file_is_not_kept(hostile, tmp_path):
@@ -537,6 +609,7 @@ def test_two_transfers_in_two_threads(server, area):
         t.start()
     for t in threads:
         t.join(120)
+    assert not [t for t in threads if t.is_alive()], "a transfer hung"
     assert errors == []
 
 
