@@ -703,3 +703,18 @@ def test_server_killed_mid_download(fresh_server, tmp_path):
     with pytest.raises(pyssh.SSHError):
         s.scp_upload(tmp_path / "b" / "big", to=str(tmp_path), verbose=False)
     s.close()
+
+def test_demo_scp_example():
+    """The demo's SCP example (python -m pyssh.demo) uploads a file, downloads it back
+    and shows two equal checksums."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssh.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "pyssh.demo"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    up = re.search(r"^sha256 uploaded +([0-9a-f]{64})$", r.stdout, re.M)
+    down = re.search(r"^sha256 downloaded +([0-9a-f]{64})$", r.stdout, re.M)
+    assert up and down and up.group(1) == down.group(1), r.stdout[-3000:]
+    assert "\nthe same\n" in r.stdout
+    assert re.search(r"\[100%\] .*hello\.bin\n", r.stderr)             # verbose upload
+    assert re.search(r" 1048576 .*back/hello\.bin\n", r.stderr)          # verbose download
