@@ -129,6 +129,14 @@ def test_several_sources_and_a_symlink(session, area):
     # followed, as scp does: a regular file arrives
     assert not os.path.islink(area["remote"] / "link.txt")
     assert (area["remote"] / "link.txt").read_bytes() == b"A"
+    # and down: a symlink on the server, at the top and inside a directory
+    os.symlink(area["remote"] / "a.txt", area["remote"] / "rlink.txt")
+    (area["remote"] / "d").mkdir()
+    os.symlink(area["remote"] / "a.txt", area["remote"] / "d" / "inner link")
+    session.scp_download([str(area["remote"] / "rlink.txt"), str(area["remote"] / "d")],
+                         to=area["back"], verbose=False)
+    for got in (area["back"] / "rlink.txt", area["back"] / "d" / "inner link"):
+        assert not os.path.islink(got) and got.read_bytes() == b"A"
 
 
 def test_preserve_keeps_times(session, area):
@@ -165,6 +173,12 @@ def test_remote_names_are_quoted(session, area, tmp_path):
         session.scp_download(f"nothing; touch {marker}", to=area["back"], verbose=False)
     with pytest.raises(pyssh.SCPError):
         session.scp_download(f"$(touch {marker})", to=area["back"], verbose=False)
+    with pytest.raises(pyssh.SCPError):
+        session.scp_download(f"`touch {marker}`", to=area["back"], verbose=False)
+    for to in (f"nothing; touch {marker}", f"$(touch {marker})", f"`touch {marker}`",
+               f"~/$(touch {marker})"):
+        with pytest.raises(pyssh.SCPError):
+            session.scp_upload(src, to=to, verbose=False)
     assert not marker.exists()
 
 
@@ -232,8 +246,8 @@ def test_progress_and_verbose(session, area, capsys):
     session.scp_upload(src, to=str(area["remote"]), progress=lambda *a: calls.append(a))
     assert calls[-1] == (str(src), 5 << 20, 5 << 20)
     assert all(0 <= moved <= total for _, moved, total in calls)
-    err = capsys.readouterr().err
-    assert err.endswith(f"\r[100%] {src}\n")
+    out, err = capsys.readouterr()
+    assert err.endswith(f"\r[100%] {src}\n") and out == ""   # on stderr only
     calls.clear()
     session.scp_download(str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a))
     assert calls[-1] == (str(area["back"] / "p.bin"), 5 << 20, 5 << 20)
