@@ -415,6 +415,18 @@ def test_r_style_aliases(session, area):
                               verbose=False) == [str(area["back"] / "r.txt")]
 
 
+def test_libssh_scp_api_is_not_linked():
+    """pyssh speaks SCP itself: nothing of libssh's deprecated ssh_scp_* is linked in
+    (the static libssh's scp.o would come with any of its functions)."""
+    import shutil
+    if shutil.which("nm") is None:
+        pytest.skip("needs nm (binutils)")
+    r = subprocess.run(["nm", _ssh.__file__], capture_output=True, text=True)
+    if r.returncode != 0 or " ssh_channel_write\n" not in r.stdout:
+        pytest.skip("the extension's symbol table is stripped")
+    assert not re.findall(r" (ssh_scp_\w+)", r.stdout)
+
+
 # ---- the parser of server messages ---------------------------------------------------------
 
 @pytest.mark.parametrize("line, expected", [
