@@ -13,7 +13,7 @@ import time
 import pytest
 
 import pyssh
-from conftest import download_killed_midway, interrupt_download, run_while_python_counts
+from conftest import connection_killer, download_killed_midway, interrupt_download, run_while_python_counts
 from pyssh import _ssh
 
 
@@ -744,3 +744,19 @@ def test_demo_scp_example():
     assert "\nthe same\n" in r.stdout
     assert re.search(r"\[100%\] .*hello\.bin\n", r.stderr)             # verbose upload
     assert re.search(r" 1048576 .*back/hello\.bin\n", r.stderr)          # verbose download
+
+
+def test_server_killed_mid_upload(fresh_server, tmp_path):
+    """The server dies while a file goes up: an SSHError (no hang), and later calls on
+    the dead session say so too."""
+    os.chmod(tmp_path, 0o755)
+    src = tmp_path / "big"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)
+    (tmp_path / "up").mkdir()
+    s, kill_connection = connection_killer(fresh_server)
+    with pytest.raises(pyssh.SSHError):
+        s.scp_upload(src, to=str(tmp_path / "up"), verbose=False, progress=kill_connection)
+    with pytest.raises(pyssh.SSHError):
+        s.scp_upload(src, to=str(tmp_path / "up"), verbose=False)
+    s.close()
