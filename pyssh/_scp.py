@@ -20,7 +20,7 @@ import sys
 from typing import Any, Callable, List, Optional, Union
 
 from . import _ssh
-from .errors import SCPError, SCPFileNotFoundError, SCPPermissionError, SCPProtocolError
+from .errors import SSHError, SCPError, SCPFileNotFoundError, SCPPermissionError, SCPProtocolError
 
 PathArg = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str, int, int], Any]
@@ -56,6 +56,36 @@ def _paths(files: Any, what: str) -> List[str]:
         if not p or "\0" in p or "\n" in p:
             raise ValueError(f"{what}: invalid path {p!r} (empty, or with a NUL or newline)")
     return out
+
+
+def _to_path(to: Any, where: str) -> str:
+    """`to` as a str path; TypeError/ValueError that say what is wrong."""
+    try:
+        path = os.fspath(to)
+    except TypeError:
+        raise TypeError(f"to must be the {where} directory as str or os.PathLike, "
+                        f"not {type(to).__name__}") from None
+    if not isinstance(path, str):
+        raise TypeError(f"to must be the {where} directory as str or os.PathLike, not bytes")
+    if not path or "\0" in path or "\n" in path:
+        raise ValueError(f"to must be a {where} directory path, not {path!r} "
+                         "(empty, or with a NUL or newline)")
+    return path
+
+
+def _with_path(e: OSError, path: str) -> OSError:
+    """A local OSError raised by the C transfer loop (which does not know the file's
+    name), again with the path."""
+    if isinstance(e, SSHError) or e.filename is not None:
+        return e
+    if e.errno is None:     # the file changed size while it was being sent
+        return OSError(errno.EIO, str(e), path)
+    return type(e)(e.errno, e.strerror, path)
+
+
+NOT_SCP_HINT = ("; the server's first output is not SCP: a remote login script (~/.bashrc, "
+                "~/.profile) that prints something breaks SCP, make it print only when the "
+                "shell is interactive")
 
 
 def _server_error(text: bytes, path: Optional[str]) -> SCPError:
@@ -137,6 +167,7 @@ class _Reporter:
         self.verbose = bool(verbose)
         self.progress = progress
         self.upload = upload
+        self.line_open = False    # a [NN%] line is drawn, not ended yet
 
     def callback(self, path: str, total: int) -> Optional[Callable[[int], Any]]:
         if not self.verbose and self.progress is None:
@@ -149,6 +180,7 @@ class _Reporter:
                 self.progress(path, moved, total)
             if self.verbose and self.upload:
                 pct = 100 if total == 0 else moved * 100 // total
+                self.line_open = True     # first: a Ctrl-C may land in the write
                 sys.stderr.write(f"\r[{pct:3d}%] {path}")
                 sys.stderr.flush()
         return report
@@ -161,6 +193,15 @@ class _Reporter:
                 sys.stderr.write(f"\r[100%] {path}\n")
             else:
                 sys.stderr.write(f"{total:>10} {path}\n")
+            sys.stderr.flush()
+            self.line_open = False
+
+    def stopped(self) -> None:
+        """The transfer failed: end a [NN%] line left drawn, so that what is printed
+        next (a traceback) starts on a line of its own."""
+        if self.line_open:
+            self.line_open = False
+            sys.stderr.write("\n")
             sys.stderr.flush()
 
 
@@ -183,12 +224,16 @@ def _start(session: Any, command: str, what: str) -> Any:
     return ch
 
 
-def _no_scp(ch: Any, what: str) -> SCPError:
+def _no_scp(ch: Any, what: str, path: Optional[str]) -> SCPError:
     tail = ch.stderr_tail.decode("utf-8", "replace").strip()
     if "not found" in tail or "No such file" in tail and "scp" in tail:
-        return SCPError(errno.ENOENT, f"{what}: the server has no scp command ({tail[-300:]})")
-    return SCPError(errno.EIO, f"{what}: the server's scp ended without answering"
-                    + (f": {tail[-500:]}" if tail else ""))
+        err = SCPError(errno.ENOENT, f"{what}: the server has no scp command ({tail[-300:]}); "
+                       "install OpenSSH's scp there, or use sftp_upload()/sftp_download()", path)
+    else:
+        err = SCPError(errno.EIO, f"{what}: the server's scp ended without answering"
+                       + (f": {tail[-500:]}" if tail else ""), path)
+    err.server_message = tail or None
+    return err
 
 
 # ---- upload --------------------------------------------------------------------------------
@@ -196,9 +241,7 @@ def _no_scp(ch: Any, what: str) -> SCPError:
 def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
            preserve: bool) -> List[str]:
     sources = _paths(files, "files")
-    to = os.fspath(to)
-    if not isinstance(to, str) or not to or "\0" in to or "\n" in to:
-        raise ValueError(f"to must be a remote directory path, not {to!r}")
+    to = _to_path(to, "remote")
     stats = []
     for src in sources:
         st = os.stat(src)     # FileNotFoundError/PermissionError with the path, before any traffic
@@ -212,63 +255,74 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
     ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what)
     reader = _Reader(ch, what)
 
-    def ack(path: str) -> None:
+    def ack(rpath: str, first: bool = False) -> None:
+        """The server's answer about remote path `rpath`."""
         b = reader.byte()
         if b == b"\0":
             return
         if b is None:
-            raise _no_scp(ch, what)
+            raise _no_scp(ch, what, rpath)
         if b in (b"\1", b"\2"):
-            raise _server_error(reader.line() or b"", path)
-        raise SCPProtocolError(f"{what}: the server answered {b!r} instead of an acknowledgement")
+            raise _server_error(reader.line() or b"", rpath)
+        raise SCPProtocolError(f"{what}: the server answered {b!r} instead of an acknowledgement"
+                               + (NOT_SCP_HINT if first else ""))
 
-    def send_times(st: os.stat_result, path: str) -> None:
+    def send_times(st: os.stat_result, rpath: str) -> None:
         ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
-        ack(path)
+        ack(rpath)
 
-    def send(path: str, name: str, st: os.stat_result) -> None:
+    def send(path: str, name: str, st: os.stat_result, rpath: str) -> None:
+        """Local `path` as `name` into the remote directory being filled, `rpath` its
+        remote path (for errors)."""
         bname = os.fsencode(name)
         if b"\n" in bname:
             raise ValueError(f"{path}: SCP cannot send a name with a newline in it")
         if stat.S_ISDIR(st.st_mode):
             if preserve:
-                send_times(st, path)
+                send_times(st, rpath)
             ch.write(b"D%04o 0 %s\n" % (stat.S_IMODE(st.st_mode), bname))
-            ack(path)
+            ack(rpath)
             for entry in sorted(os.listdir(path)):     # hidden files too
                 sub = os.path.join(path, entry)
                 sst = os.stat(sub)                      # follows symlinks, as scp does
                 if stat.S_ISDIR(sst.st_mode) or stat.S_ISREG(sst.st_mode):
-                    send(sub, entry, sst)
+                    send(sub, entry, sst, posixpath.join(rpath, entry))
                 else:
                     raise OSError(errno.EINVAL, "not a regular file or a directory", sub)
             ch.write(b"E\n")
-            ack(path)
+            ack(rpath)
             return
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             st = os.fstat(fd)
             if preserve:
-                send_times(st, path)
+                send_times(st, rpath)
             size = st.st_size
             ch.write(b"C%04o %d %s\n" % (stat.S_IMODE(st.st_mode), size, bname))
-            ack(path)
-            ch.send_from_fd(fd, size, progress=rep.callback(path, size))
+            ack(rpath)
+            try:
+                ch.send_from_fd(fd, size, progress=rep.callback(path, size))
+            except OSError as e:
+                raise _with_path(e, path) from None
             ch.write(b"\0")
-            ack(path)
+            ack(rpath)
         finally:
             os.close(fd)
         rep.finished(path, size)
 
     written = []
     try:
-        ack(to)   # the remote scp says it is ready
+        ack(to, first=True)   # the remote scp says it is ready
         for src, st in zip(sources, stats):
             name = os.path.basename(os.path.normpath(src))
-            send(src, name, st)
-            written.append(posixpath.join(to, name))
+            rpath = posixpath.join(to, name)
+            send(src, name, st, rpath)
+            written.append(rpath)
         ch.send_eof()
         _finish(ch, what)
+    except BaseException:
+        rep.stopped()
+        raise
     finally:
         ch.close()
     return written
@@ -279,7 +333,7 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
 def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
              preserve: bool) -> List[str]:
     sources = _paths(files, "files")
-    to = os.fspath(to)
+    to = _to_path(to, "local")
     if not os.path.isdir(to):
         if os.path.exists(to):
             raise NotADirectoryError(errno.ENOTDIR, "the download target is not a directory", to)
@@ -296,6 +350,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
     ch = _start(session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what)
     reader = _Reader(ch, what)
     stack = [to]             # local directories being filled
+    rstack = [""]            # and their remote paths (for errors)
     dir_modes: List[Any] = []
     times: Optional[tuple] = None
     first_error: Optional[BaseException] = None
@@ -313,8 +368,13 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             line = reader.line()
             if line is None:
                 break
+            try:
+                msg = _ssh.scp_parse(line)
+            except SCPProtocolError as e:
+                if got_anything or line[:1] in (b"C", b"D", b"E", b"T"):
+                    raise
+                raise SCPProtocolError(f"{what}: {e}{NOT_SCP_HINT}") from None
             got_anything = True
-            msg = _ssh.scp_parse(line)
             kind = msg[0]
             if kind in ("warning", "error"):
                 err = _server_error(msg[1], None)
@@ -330,6 +390,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                 if len(stack) == 1:
                     raise SCPProtocolError(f"{what}: the server left a directory it never entered")
                 path = stack.pop()
+                rstack.pop()
                 mode, dtimes = dir_modes.pop()
                 os.chmod(path, mode & 0o777)
                 if dtimes is not None:
@@ -340,12 +401,14 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             check_top(bname)
             name = os.fsdecode(bname)
             dest = os.path.join(stack[-1], name)
+            rpath = expected[bname] if len(stack) == 1 else posixpath.join(rstack[-1], name)
             if kind == "D":
                 if os.path.lexists(dest) and not os.path.isdir(dest):
                     raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
                 if not os.path.isdir(dest):
                     os.mkdir(dest, 0o700)
                 stack.append(dest)
+                rstack.append(rpath)
                 dir_modes.append((mode, times))
                 times = None
                 if len(stack) == 2:
@@ -360,11 +423,14 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             ok = False
             try:
                 ch.write(b"\0")
-                reader.to_fd(fd, size, rep.callback(dest, size))
+                try:
+                    reader.to_fd(fd, size, rep.callback(dest, size))
+                except OSError as e:
+                    raise _with_path(e, dest) from None
                 status = reader.byte()
                 if status != b"\0":
                     if status in (b"\1", b"\2"):
-                        raise _server_error(reader.line() or b"", dest)
+                        raise _server_error(reader.line() or b"", rpath)
                     raise SCPProtocolError(f"{what}: the server sent {status!r} after the data "
                                            f"of {dest} instead of its end mark")
                 ok = True
@@ -390,7 +456,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
         if first_error is not None:
             raise first_error
         if not got_anything:
-            raise _no_scp(ch, what)
+            raise _no_scp(ch, what, sources[0] if len(sources) == 1 else None)
         _finish(ch, what)
     finally:
         ch.close()

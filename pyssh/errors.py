@@ -62,6 +62,7 @@ __all__ = [
 SCPError.__doc__ = """An SCP transfer failed on the server's side (a missing file, a permission
 error, no scp on the server). ``.filename`` is the path; ``.server_message`` what the server's
 scp said, where it said something."""
+SCPError.server_message = None   # set where the server's scp said something
 SCPProtocolError.__doc__ = """The server broke the SCP protocol or sent something unsafe: a name that
 would write outside the target directory, a file that was not asked for, a bad size or mode,
 unbalanced directories. Nothing is written outside the target."""

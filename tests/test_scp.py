@@ -2,13 +2,18 @@
 so remote paths are local paths in the test's temporary directory)."""
 import hashlib
 import os
+import re
+import signal
 import stat
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
 import pyssh
-from conftest import download_killed_midway, interrupt_download
+from conftest import connection_killer, download_killed_midway, interrupt_download, run_while_python_counts
 from pyssh import _ssh
 
 
@@ -124,6 +129,14 @@ def test_several_sources_and_a_symlink(session, area):
     # followed, as scp does: a regular file arrives
     assert not os.path.islink(area["remote"] / "link.txt")
     assert (area["remote"] / "link.txt").read_bytes() == b"A"
+    # and down: a symlink on the server, at the top and inside a directory
+    os.symlink(area["remote"] / "a.txt", area["remote"] / "rlink.txt")
+    (area["remote"] / "d").mkdir()
+    os.symlink(area["remote"] / "a.txt", area["remote"] / "d" / "inner link")
+    session.scp_download([str(area["remote"] / "rlink.txt"), str(area["remote"] / "d")],
+                         to=area["back"], verbose=False)
+    for got in (area["back"] / "rlink.txt", area["back"] / "d" / "inner link"):
+        assert not os.path.islink(got) and got.read_bytes() == b"A"
 
 
 def test_preserve_keeps_times(session, area):
@@ -160,6 +173,12 @@ def test_remote_names_are_quoted(session, area, tmp_path):
         session.scp_download(f"nothing; touch {marker}", to=area["back"], verbose=False)
     with pytest.raises(pyssh.SCPError):
         session.scp_download(f"$(touch {marker})", to=area["back"], verbose=False)
+    with pytest.raises(pyssh.SCPError):
+        session.scp_download(f"`touch {marker}`", to=area["back"], verbose=False)
+    for to in (f"nothing; touch {marker}", f"$(touch {marker})", f"`touch {marker}`",
+               f"~/$(touch {marker})"):
+        with pytest.raises(pyssh.SCPError):
+            session.scp_upload(src, to=to, verbose=False)
     assert not marker.exists()
 
 
@@ -205,6 +224,21 @@ def test_local_errors_before_any_traffic(session, area):
         session.scp_download("~", to=area["back"], verbose=False)
 
 
+def test_wrong_argument_types(session, area):
+    src = area["local"] / "x.txt"
+    src.write_bytes(b"x")
+    for call, where in ((session.scp_upload, "remote"), (session.scp_download, "local")):
+        with pytest.raises(TypeError, match=f"to must be the {where} directory as str or os.PathLike, not bytes"):
+            call(str(src), to=os.fsencode(area["back"]), verbose=False)
+        with pytest.raises(TypeError, match=f"to must be the {where} directory .* not int"):
+            call(str(src), to=5, verbose=False)
+        with pytest.raises(TypeError, match="a path or a sequence of paths"):
+            call(5, to=str(area["back"]), verbose=False)
+        with pytest.raises(TypeError, match="progress must be a callable"):
+            call(str(src), to=str(area["back"]), verbose=False, progress=3)
+    assert os.listdir(area["back"]) == []
+
+
 def test_progress_and_verbose(session, area, capsys):
     src = area["local"] / "p.bin"
     src.write_bytes(os.urandom(5 << 20))
@@ -212,16 +246,146 @@ def test_progress_and_verbose(session, area, capsys):
     session.scp_upload(src, to=str(area["remote"]), progress=lambda *a: calls.append(a))
     assert calls[-1] == (str(src), 5 << 20, 5 << 20)
     assert all(0 <= moved <= total for _, moved, total in calls)
-    err = capsys.readouterr().err
-    assert err.endswith(f"\r[100%] {src}\n")
+    out, err = capsys.readouterr()
+    assert err.endswith(f"\r[100%] {src}\n") and out == ""   # on stderr only
     calls.clear()
     session.scp_download(str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a))
     assert calls[-1] == (str(area["back"] / "p.bin"), 5 << 20, 5 << 20)
     assert capsys.readouterr().err == f"{5 << 20:>10} {area['back'] / 'p.bin'}\n"
 
 
+def test_progress_at_each_files_end(session, area, capsys):
+    src = area["local"] / "d"
+    (src / "sub").mkdir(parents=True)
+    sizes = {"a": 0, "b": 1, "sub/c": 70_000}
+    for rel, n in sizes.items():
+        (src / rel).write_bytes(os.urandom(n))
+    calls = []
+    session.scp_upload(src, to=str(area["remote"]), progress=lambda *a: calls.append(a))
+    ends = [c for c in calls if c[1] == c[2]]
+    assert sorted(ends) == sorted((str(src / rel), n, n) for rel, n in sizes.items())
+    assert capsys.readouterr().err.count("[100%] ") == 3
+    calls.clear()
+    session.scp_download(str(area["remote"] / "d"), to=area["back"], progress=lambda *a: calls.append(a))
+    ends = [c for c in calls if c[1] == c[2]]
+    assert sorted(ends) == sorted((str(area["back"] / "d" / rel), n, n) for rel, n in sizes.items())
+    assert sorted(capsys.readouterr().err.splitlines()) == \
+        sorted(f"{n:>10} {area['back'] / 'd' / rel}" for rel, n in sizes.items())
+
+
 class Stop(Exception):
     pass
+
+
+def test_raising_progress_stops_an_upload(session, area, capsys):
+    """Raising from progress aborts an upload; verbose redrew [NN%] in place a few
+    times a second, and the line is ended before the exception goes on."""
+    src = area["local"] / "big.bin"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)   # sparse: read fast, seconds to send
+    calls = []
+
+    def stop(path, moved, total):
+        calls.append((path, moved, total))
+        if len(calls) == 3:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        session.scp_upload(src, to=str(area["remote"]), progress=stop)
+    moved = [m for _, m, _ in calls]
+    assert all(p == str(src) and t == 4 << 30 for p, _, t in calls)
+    assert 0 < moved[0] < moved[1] < moved[2] < 4 << 30
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and err.count("\n") == 1   # one line, ended after the stop
+    draws = err.rstrip("\n").split("\r")
+    assert draws[0] == ""   # each drawn over the last, from the start of the line
+    # drawn after each progress call (not the third, which raised)
+    assert [d for d in draws[1:] if re.fullmatch(r"\[ *\d{1,2}%\] " + re.escape(str(src)), d)] == draws[1:]
+    assert len(draws[1:]) == 2
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+def test_upload_of_a_file_that_shrinks_midway(session, area):
+    src = area["local"] / "shrinks.bin"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)
+
+    def shrink(path, moved, total):
+        if moved < total:
+            os.truncate(src, 1000)
+
+    with pytest.raises(OSError) as ei:
+        session.scp_upload(src, to=str(area["remote"]), verbose=False, progress=shrink)
+    assert not isinstance(ei.value, pyssh.SSHError)
+    assert ei.value.filename == str(src) and "changed while it was being sent" in str(ei.value)
+    assert session.exec_internal("echo usable").stdout == b"usable\n"
+
+
+WRITE_FAILS_CHILD = textwrap.dedent("""
+    import os, resource, signal, sys, pyssh
+    address, key, known_hosts, remote, to = sys.argv[1:6]
+    s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (8 << 20, resource.RLIM_INFINITY))
+    try:
+        s.scp_download(remote, to=to, verbose=False)
+    except OSError as e:
+        print(type(e).__name__, isinstance(e, pyssh.SSHError), e.errno, e.filename)
+    print(sorted(os.listdir(to)))
+    print(s.exec_internal("echo usable").stdout.decode().strip())
+""")
+
+
+def test_local_write_error_mid_download(server, area):
+    """The local disk refuses (here RLIMIT_FSIZE: EFBIG) midway: an OSError with the
+    destination's path; the good file there is kept, no temporary file is left."""
+    big = area["remote"] / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)
+    (area["back"] / "big.bin").write_bytes(b"good")
+    r = subprocess.run([sys.executable, "-c", WRITE_FAILS_CHILD, server.address, server.client_key,
+                        server.known_hosts, str(big), str(area["back"])],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"OSError False 27 {area['back'] / 'big.bin'}", "['big.bin']",
+                                     "usable"]
+    assert (area["back"] / "big.bin").read_bytes() == b"good"
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
+def test_512_mib_each_way(session, area, capsys):
+    """512 MiB each way: RSS stays flat (no file held in memory), a Python thread
+    keeps running meanwhile (the GIL is released while the data moves), and the
+    upload's [NN%] line is redrawn a few times a second, not per buffer."""
+    size = 512 << 20
+    src = area["local"] / "half.bin"
+    with open(src, "wb") as f:
+        f.truncate(size)
+    peak = [0]
+
+    def sample(path, moved, total):
+        peak[0] = max(peak[0], rss_bytes())
+
+    before = rss_bytes()
+    start = time.monotonic()
+    run_while_python_counts(lambda: session.scp_upload(src, to=str(area["remote"]), progress=sample))
+    elapsed = time.monotonic() - start
+    assert os.path.getsize(area["remote"] / "half.bin") == size
+    draws = capsys.readouterr().err.split("\r")[1:]
+    assert draws[-1] == f"[100%] {src}\n"
+    assert len(draws) <= 10 * elapsed + 2     # 2,048 buffers of 256 KiB
+    run_while_python_counts(lambda: session.scp_download(str(area["remote"] / "half.bin"),
+                                                         to=area["back"], verbose=False,
+                                                         progress=sample))
+    assert os.path.getsize(area["back"] / "half.bin") == size
+    assert peak[0] - before < 32 << 20, f"RSS grew by {(peak[0] - before) >> 20} MiB"
 
 
 def test_failed_download_leaves_no_partial_file(session, area):
@@ -249,6 +413,18 @@ def test_r_style_aliases(session, area):
         [f"{area['remote']}/r.txt"]
     assert pyssh.scp_download(session, str(area["remote"] / "r.txt"), to=str(area["back"]),
                               verbose=False) == [str(area["back"] / "r.txt")]
+
+
+def test_libssh_scp_api_is_not_linked():
+    """pyssh speaks SCP itself: nothing of libssh's deprecated ssh_scp_* is linked in
+    (the static libssh's scp.o would come with any of its functions)."""
+    import shutil
+    if shutil.which("nm") is None:
+        pytest.skip("needs nm (binutils)")
+    r = subprocess.run(["nm", _ssh.__file__], capture_output=True, text=True)
+    if r.returncode != 0 or " ssh_channel_write\n" not in r.stdout:
+        pytest.skip("the extension's symbol table is stripped")
+    assert not re.findall(r" (ssh_scp_\w+)", r.stdout)
 
 
 # ---- the parser of server messages ---------------------------------------------------------
@@ -315,8 +491,15 @@ def hostile(tmp_path_factory):
     ([b"C0644 4 ../evil\n", b"evil\0"], "outside the target"),
     ([b"C0644 4 /tmp/evil\n", b"evil\0"], "outside the target"),
     ([b"C0644 4 ..\n", b"evil\0"], "outside the target"),
+    ([b"C0644 4 .\n", b"evil\0"], "outside the target"),
+    ([b"C0644 4 \n", b"evil\0"], "empty name"),
+    ([b"C0644 4 wan\0ted\n", b"evil\0"], "NUL"),
+    ([b"C0644 4 wanted/../../evil\n", b"evil\0"], "outside the target"),
     ([b"D0755 0 wanted\n", b"C0644 4 ../../evil\n", b"evil\0", b"E\n"], "outside the target"),
     ([b"C0644 4 evil\n", b"evil\0"], "not asked for"),
+    ([b"D0755 0 evil\n", b"C0644 4 x\n", b"evil\0", b"E\n"], "not asked for"),
+    ([b"C0644 4 wanted\n", b"data\0", b"C0644 4 evil\n", b"evil\0"], "not asked for"),
+    ([b"D0755 0 wanted\n", b"E\n", b"E\n"], "never entered"),
     ([b"E\n"], "never entered"),
     ([b"D0755 0 wanted\n"], "ended inside a directory"),
     ([b"C0644 4 wanted\n", b"data\0", b"E\n"], "never entered"),
@@ -334,6 +517,16 @@ def test_hostile_server_is_refused(hostile, tmp_path, steps, match):
     leftovers = [p for p in os.listdir(to) if p != "wanted"]
     assert leftovers == []
     assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil")
+
+
+def test_hostile_dot_directory_cannot_change_the_target(hostile, tmp_path):
+    """CVE-2018-20685: "D0777 0 ." would chmod the target directory itself."""
+    to = tmp_path / "to"
+    to.mkdir(mode=0o700)
+    with pytest.raises(pyssh.SCPProtocolError, match="outside the target") as ei:
+        hostile([b"D0777 0 .\n", b"E\n"], to=to)
+    assert ei.value.server_message is None
+    assert stat.S_IMODE(os.stat(to).st_mode) == 0o700 and os.listdir(to) == []
 
 
 def test_hostile_truncated_file_is_not_kept(hostile, tmp_path):
@@ -369,6 +562,56 @@ def test_ctrl_c_mid_download(server, area):
     interrupt_download(server, "scp_download", big, area["back"])
 
 
+UPLOAD_INTERRUPT_CHILD = textwrap.dedent("""
+    import os, sys, time, pyssh
+    address, key, known_hosts, src, to = sys.argv[1:6]
+    s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+    calls = [0]
+    def progress(path, moved, total):
+        calls[0] += 1
+        if calls[0] == 2:     # after the first [NN%] line is drawn
+            print("started", flush=True)
+    try:
+        s.scp_upload(src, to=to, progress=progress)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", time.monotonic(), flush=True)
+    print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
+    s.scp_upload(src + ".small", to=to, verbose=False)
+    print("uploaded", flush=True)
+""")
+
+
+def test_ctrl_c_mid_upload(server, area):
+    """KeyboardInterrupt within half a second; the [NN%] line is ended; the session
+    still runs commands and uploads."""
+    src = area["local"] / "big.bin"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)
+    (area["local"] / "big.bin.small").write_bytes(b"small")
+    p = subprocess.Popen([sys.executable, "-c", UPLOAD_INTERRUPT_CHILD, server.address,
+                          server.client_key, server.known_hosts, str(src), str(area["remote"])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        sent = time.monotonic()
+        p.send_signal(signal.SIGINT)
+        line = p.stdout.readline().split()
+        assert line and line[0] == "interrupted", (line, p.stderr.read())
+        assert float(line[1]) - sent < 0.5
+        assert p.stdout.readline().strip() == "then usable"
+        assert p.stdout.readline().strip() == "uploaded", p.stderr.read()
+        assert p.wait(timeout=30) == 0
+        err = p.stderr.buffer.read().decode()   # as written: text mode would turn \r into \n
+        assert err.startswith(f"\r[") and err.endswith(f"] {src}\n"), err[-300:]
+        assert "[100%]" not in err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert (area["remote"] / "big.bin.small").read_bytes() == b"small"
+
+
 def test_two_transfers_in_two_threads(server, area):
     import threading
     data = {name: os.urandom(20 << 20) for name in ("t0", "t1")}
@@ -392,6 +635,7 @@ def test_two_transfers_in_two_threads(server, area):
         t.start()
     for t in threads:
         t.join(120)
+    assert not [t for t in threads if t.is_alive()], "a transfer hung"
     assert errors == []
 
 
@@ -449,8 +693,10 @@ def test_file_over_4_gib(session, area):
 def test_upload_permission_denied(plain_session, area):
     src = area["local"] / "x.txt"
     src.write_bytes(b"x")
-    with pytest.raises(pyssh.SCPPermissionError, match="Permission denied"):
+    with pytest.raises(pyssh.SCPPermissionError, match="Permission denied") as ei:
         plain_session.scp_upload(src, to="/root", verbose=False)
+    assert ei.value.filename == "/root/x.txt"      # the remote path the server refused
+    assert "/root/x.txt: Permission denied" in ei.value.server_message
     assert plain_session.exec_internal("echo usable").stdout == b"usable\n"
 
 
@@ -458,14 +704,59 @@ def test_server_without_scp(tmp_path):
     from pyssh.testing import SSHServer
     with SSHServer(extra_config=["ForceCommand /nonexistent/bin/scp"]) as srv, srv.connect() as s:
         (tmp_path / "x").write_bytes(b"x")
-        with pytest.raises(pyssh.SCPError, match="no scp command"):
+        with pytest.raises(pyssh.SCPError, match="no scp command") as ei:
             s.scp_download("x", to=tmp_path, verbose=False)
-        with pytest.raises(pyssh.SCPError, match="no scp command"):
-            s.scp_upload(tmp_path / "x", verbose=False)
+        assert ei.value.filename == "x" and "/nonexistent/bin/scp" in ei.value.server_message
+        with pytest.raises(pyssh.SCPError, match="no scp command") as ei:
+            s.scp_upload(tmp_path / "x", to="some/dir", verbose=False)
+        assert ei.value.filename == "some/dir" and "/nonexistent/bin/scp" in ei.value.server_message
+
+
+def test_login_script_that_prints(tmp_path):
+    """What a ~/.bashrc that prints does to SCP: an error that says so."""
+    from pyssh.testing import SSHServer
+    (tmp_path / "x").write_bytes(b"x")
+    with SSHServer(extra_config=["ForceCommand echo Welcome; exec sh -c \"$SSH_ORIGINAL_COMMAND\""]) as srv, \
+            srv.connect() as s:
+        with pytest.raises(pyssh.SCPProtocolError, match="login script"):
+            s.scp_download(str(tmp_path / "x"), to=tmp_path, verbose=False)
+        with pytest.raises(pyssh.SCPProtocolError, match="login script"):
+            s.scp_upload(tmp_path / "x", to=str(tmp_path / "up"), verbose=False)
 
 
 def test_server_killed_mid_download(fresh_server, tmp_path):
     s = download_killed_midway(fresh_server, tmp_path, "scp_download")
     with pytest.raises(pyssh.SSHError):
         s.scp_upload(tmp_path / "b" / "big", to=str(tmp_path), verbose=False)
+    s.close()
+
+def test_demo_scp_example():
+    """The demo's SCP example (python -m pyssh.demo) uploads a file, downloads it back
+    and shows two equal checksums."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(pyssh.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, "-m", "pyssh.demo"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    up = re.search(r"^sha256 uploaded +([0-9a-f]{64})$", r.stdout, re.M)
+    down = re.search(r"^sha256 downloaded +([0-9a-f]{64})$", r.stdout, re.M)
+    assert up and down and up.group(1) == down.group(1), r.stdout[-3000:]
+    assert "\nthe same\n" in r.stdout
+    assert re.search(r"\[100%\] .*hello\.bin\n", r.stderr)             # verbose upload
+    assert re.search(r" 1048576 .*back/hello\.bin\n", r.stderr)          # verbose download
+
+
+def test_server_killed_mid_upload(fresh_server, tmp_path):
+    """The server dies while a file goes up: an SSHError (no hang), and later calls on
+    the dead session say so too."""
+    os.chmod(tmp_path, 0o755)
+    src = tmp_path / "big"
+    with open(src, "wb") as f:
+        f.truncate(4 << 30)
+    (tmp_path / "up").mkdir()
+    s, kill_connection = connection_killer(fresh_server)
+    with pytest.raises(pyssh.SSHError):
+        s.scp_upload(src, to=str(tmp_path / "up"), verbose=False, progress=kill_connection)
+    with pytest.raises(pyssh.SSHError):
+        s.scp_upload(src, to=str(tmp_path / "up"), verbose=False)
     s.close()
