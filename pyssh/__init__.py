@@ -46,6 +46,13 @@ def get_include() -> str:
 
 
 # The R package's names, as thin aliases, so translated code reads the same.
+def _session_arg(session: object, alias: str) -> Session:
+    if not isinstance(session, Session):
+        raise TypeError(f"{alias}: the first argument must be a session from pyssh.connect() "
+                        f"(or ssh_connect()), not {type(session).__name__}")
+    return session
+
+
 def ssh_connect(host: str, keyfile=None, passwd=None, verbose: int = 0, **kwargs) -> Session:
     """Alias of :func:`connect` with the R package's argument names."""
     return connect(host, keyfile=keyfile, password=passwd, verbose=verbose, **kwargs)
@@ -53,22 +60,15 @@ def ssh_connect(host: str, keyfile=None, passwd=None, verbose: int = 0, **kwargs
 
 def ssh_disconnect(session: Session) -> None:
     """Alias of ``session.disconnect()``."""
-    session.disconnect()
+    _session_arg(session, "ssh_disconnect").disconnect()
 
 
 def ssh_info(session: Session) -> dict:
     """Alias of ``session.info()``."""
-    return session.info()
+    return _session_arg(session, "ssh_info").info()
 
 
 ssh_session_info = ssh_info
-
-
-def _session_arg(session: object, alias: str) -> Session:
-    if not isinstance(session, Session):
-        raise TypeError(f"{alias}: the first argument must be a session from pyssh.connect() "
-                        f"(or ssh_connect()), not {type(session).__name__}")
-    return session
 
 
 def ssh_exec_wait(session: Session, command="whoami", std_out=_DEFAULT, std_err=_DEFAULT,
@@ -87,16 +87,17 @@ def ssh_exec_internal(session: Session, command="whoami", error: bool = True, st
 
 def scp_upload(session: Session, files, to=".", verbose: bool = True, **kwargs):
     """Alias of ``session.scp_upload``, as in the R package."""
-    return session.scp_upload(files, to=to, verbose=verbose, **kwargs)
+    return _session_arg(session, "scp_upload").scp_upload(files, to=to, verbose=verbose, **kwargs)
 
 
 def scp_download(session: Session, files, to=".", verbose: bool = True, **kwargs):
     """Alias of ``session.scp_download``, as in the R package."""
-    return session.scp_download(files, to=to, verbose=verbose, **kwargs)
+    return _session_arg(session, "scp_download").scp_download(files, to=to, verbose=verbose,
+                                                              **kwargs)
 
 
 def ssh_tunnel(session: Session, port: int = 5555, target=None, **kwargs) -> TunnelStats:
     """Alias of ``session.tunnel``, as in the R package. The target has no default
     (the R package's is a public web site). Blocks until Ctrl-C, or
     ``max_connections``/``timeout`` (keywords)."""
-    return session.tunnel(port, target, **kwargs)
+    return _session_arg(session, "ssh_tunnel").tunnel(port, target, **kwargs)

@@ -314,3 +314,16 @@ def test_server_at_its_channel_limit(tmp_path):
                     repr(tb.tb_frame.f_locals.get("self"))
                     tb = tb.tb_next
             assert sftp.exists(".")
+
+
+@pytest.mark.parametrize("alias, args", [
+    ("ssh_disconnect", ()), ("ssh_info", ()), ("ssh_session_info", ()),
+    ("ssh_exec_wait", ("true",)), ("ssh_exec_internal", ("true",)),
+    ("scp_upload", ("f",)), ("scp_download", ("f",)), ("ssh_tunnel", (5555, "localhost:80")),
+])
+def test_r_aliases_say_when_their_first_argument_is_not_a_session(alias, args):
+    # the R package's order puts the session first: a host string there is a likely slip
+    name = "ssh_info" if alias == "ssh_session_info" else alias
+    with pytest.raises(TypeError, match=f"^{name}: the first argument must be a session "
+                                        r"from pyssh.connect\(\).* not str$"):
+        getattr(pyssh, alias)("user@host", *args)

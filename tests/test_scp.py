@@ -747,16 +747,17 @@ def test_demo_scp_example():
 
 
 def test_server_killed_mid_upload(fresh_server, tmp_path):
-    """The server dies while a file goes up: an SSHError (no hang), and later calls on
-    the dead session say so too."""
+    """The server dies while a file goes up: a ConnectError that says so (no hang), and
+    later calls on the dead session say so too."""
     os.chmod(tmp_path, 0o755)
     src = tmp_path / "big"
     with open(src, "wb") as f:
         f.truncate(4 << 30)
     (tmp_path / "up").mkdir()
     s, kill_connection = connection_killer(fresh_server)
-    with pytest.raises(pyssh.SSHError):
+    lost = "the connection to the server was lost"
+    with pytest.raises(pyssh.ConnectError, match=lost):
         s.scp_upload(src, to=str(tmp_path / "up"), verbose=False, progress=kill_connection)
-    with pytest.raises(pyssh.SSHError):
+    with pytest.raises(pyssh.ConnectError, match=lost):
         s.scp_upload(src, to=str(tmp_path / "up"), verbose=False)
     s.close()
