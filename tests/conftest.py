@@ -1,8 +1,10 @@
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -143,29 +145,40 @@ with s.sftp() as f:
 '''
 
 
-def interrupt_download(server, method, remote, to):
-    """Run session.<method>(remote, to) in a child process and send it SIGINT once data
-    flows: KeyboardInterrupt within half a second, no partial file left in `to`, and the
-    session usable afterwards (a command, an SFTP channel)."""
-    import sys
-    p = subprocess.Popen([sys.executable, "-c", INTERRUPT_CHILD, server.address, server.client_key,
-                          server.known_hosts, str(remote), str(to), method],
+@contextlib.contextmanager
+def interrupted_child(script, args, ready="started", before_signal=None):
+    """Run the Python `script` in a child process with `args`; once it prints `ready`,
+    call before_signal(child) if given, then send SIGINT: the child must print
+    "interrupted <its time.monotonic()>" within half a second of the signal. Yields the
+    child, to read what it prints next; kills it if it is still running afterwards."""
+    p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert p.stdout.readline().strip() == "started", p.stderr.read()
+        assert p.stdout.readline().strip() == ready, p.stderr.read()
+        if before_signal is not None:
+            before_signal(p)
         sent = time.monotonic()
         p.send_signal(signal.SIGINT)
         line = p.stdout.readline().split()
         assert line and line[0] == "interrupted", (line, p.stderr.read())
         assert float(line[1]) - sent < 0.5
-        assert p.stdout.readline().strip() == "left []"     # no partial file
-        assert p.stdout.readline().strip() == "then usable"
-        assert p.stdout.readline().strip() == "sftp True"
-        assert p.wait(timeout=30) == 0
+        yield p
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def interrupt_download(server, method, remote, to):
+    """Run session.<method>(remote, to) in a child process and send it SIGINT once data
+    flows: KeyboardInterrupt within half a second, no partial file left in `to`, and the
+    session usable afterwards (a command, an SFTP channel)."""
+    with interrupted_child(INTERRUPT_CHILD, [server.address, server.client_key,
+                                             server.known_hosts, remote, to, method]) as p:
+        assert p.stdout.readline().strip() == "left []"     # no partial file
+        assert p.stdout.readline().strip() == "then usable"
+        assert p.stdout.readline().strip() == "sftp True"
+        assert p.wait(timeout=30) == 0
 
 
 def connection_killer(server):

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import run_while_python_counts
+from conftest import interrupted_child, run_while_python_counts
 
 import pyssh
 
@@ -646,27 +646,20 @@ SIGINT_CHILD = textwrap.dedent("""
 def test_ctrl_c_interrupts_a_running_command(server, how):
     n = 100 * 2 ** 30 + secrets.randbelow(10 ** 6)   # 100 GiB and a bit: the marker
     marker = f"head -c {n}"
-    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
-                          server.known_hosts, how, str(n)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+    def running(p):
         time.sleep(0.7)   # inside exec_wait, the command running
         assert how == "idle" or remote_pids(marker), p.stderr.read()
-        sent = time.monotonic()
-        p.send_signal(signal.SIGINT)
-        line = p.stdout.readline().split()
-        assert line and line[0] == "interrupted", (line, p.stderr.read())
-        assert float(line[1]) - sent < 0.5
-        assert p.stdout.readline().strip() == "then usable"
-        assert p.wait(timeout=20) == 0
-        # the channel was closed: the command's output pipe or stdin went with it
-        # (`sleep` as root gets no SIGHUP from OpenSSH, and reads and writes nothing)
-        assert wait_gone(marker), "the remote command was not stopped"
+
+    try:
+        with interrupted_child(SIGINT_CHILD, [server.address, server.client_key,
+                                              server.known_hosts, how, n],
+                               ready="ready", before_signal=running) as p:
+            assert p.stdout.readline().strip() == "then usable"
+            assert p.wait(timeout=20) == 0
+            # the channel was closed: the command's output pipe or stdin went with it
+            # (`sleep` as root gets no SIGHUP from OpenSSH, and reads and writes nothing)
+            assert wait_gone(marker), "the remote command was not stopped"
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
         kill_all(marker)
 
 

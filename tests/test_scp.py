@@ -3,7 +3,6 @@ so remote paths are local paths in the test's temporary directory)."""
 import hashlib
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import time
 import pytest
 
 import pyssh
-from conftest import connection_killer, download_killed_midway, interrupt_download, run_while_python_counts
+from conftest import (connection_killer, download_killed_midway, interrupt_download, interrupted_child,
+                      run_while_python_counts)
 from pyssh import _ssh
 
 
@@ -589,26 +589,14 @@ def test_ctrl_c_mid_upload(server, area):
     with open(src, "wb") as f:
         f.truncate(4 << 30)
     (area["local"] / "big.bin.small").write_bytes(b"small")
-    p = subprocess.Popen([sys.executable, "-c", UPLOAD_INTERRUPT_CHILD, server.address,
-                          server.client_key, server.known_hosts, str(src), str(area["remote"])],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert p.stdout.readline().strip() == "started", p.stderr.read()
-        sent = time.monotonic()
-        p.send_signal(signal.SIGINT)
-        line = p.stdout.readline().split()
-        assert line and line[0] == "interrupted", (line, p.stderr.read())
-        assert float(line[1]) - sent < 0.5
+    with interrupted_child(UPLOAD_INTERRUPT_CHILD, [server.address, server.client_key,
+                                                    server.known_hosts, src, area["remote"]]) as p:
         assert p.stdout.readline().strip() == "then usable"
         assert p.stdout.readline().strip() == "uploaded", p.stderr.read()
         assert p.wait(timeout=30) == 0
         err = p.stderr.buffer.read().decode()   # as written: text mode would turn \r into \n
-        assert err.startswith(f"\r[") and err.endswith(f"] {src}\n"), err[-300:]
+        assert err.startswith("\r[") and err.endswith(f"] {src}\n"), err[-300:]
         assert "[100%]" not in err
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert (area["remote"] / "big.bin.small").read_bytes() == b"small"
 
 
