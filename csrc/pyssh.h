@@ -13,6 +13,7 @@
 #include <pythread.h>
 
 #include "platform.h"
+#include "sftpproto.h"
 
 #ifndef LIBSSH_STATIC
 #define LIBSSH_STATIC 1
@@ -157,6 +158,12 @@ int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
 extern PyMethodDef pyssh_scp_methods[];
 int pyssh_scp_parse(const char *line, size_t len, int *kind, unsigned long long *size,
                     const char **text, size_t *text_len, const char **why);
+
+/* names.c: NULL when name[0:n], from a server, is safe as one component of a
+ * local path (with Windows' rules too when `windows`); otherwise why not. And
+ * name_problem() for Python. */
+const char *pyssh_name_problem(const char *name, size_t n, int windows);
+extern PyMethodDef pyssh_names_methods[];
 
 /* session.c: is `obj` a Session (the C type or a subclass)? Any thread. */
 int pyssh_is_session(PyObject *obj);

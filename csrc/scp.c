@@ -4,11 +4,13 @@
  * exposed to Python as pyssh._ssh.scp_parse().
  *
  * What a hostile server must not get through (OpenSSH's CVE-2018-20685 and
- * CVE-2019-6111 are of this class): a file or directory name that is empty, "."
- * or "..", or holds "/" or NUL, so that nothing is written outside the target
- * directory; a mode beyond 07777; a size that does not fit in 63 bits; times out
- * of range; anything after the fields. Which names may appear at the top level,
- * and the nesting of D/E, are checked by the caller (pyssh/_scp.py). */
+ * CVE-2019-6111 are of this class): a file or directory name that is not one
+ * safe component of a local path (names.c: empty, "." or "..", holding "/" or
+ * NUL, and on Windows '\\', ':', a device name...), so that nothing is written
+ * outside the target directory; a mode beyond 07777; a size that does not fit
+ * in 63 bits; times out of range; anything after the fields. Which names may
+ * appear at the top level, and the nesting of D/E, are checked by the caller
+ * (pyssh/_scp.py). */
 #ifndef PYSSH_SCP_FUZZ
 #include "pyssh.h"
 #else
@@ -18,6 +20,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#ifdef PYSSH_SCP_FUZZ
+const char *pyssh_name_problem(const char *name, size_t n, int windows);   /* names.c */
+#endif
 
 #define SCP_NAME_MAX 4096
 
@@ -136,21 +142,9 @@ scp_parse(const char *line, size_t len, struct scp_msg *m, const char **why)
             *why = "a name longer than 4096 bytes";
             return -1;
         }
-        if ((m->text_len == 1 && p[0] == '.') || (m->text_len == 2 && p[0] == '.' && p[1] == '.')) {
-            *why = "the name '.' or '..' (it would write outside the target directory)";
-            return -1;
-        }
-        if (memchr(p, '/', m->text_len) != NULL) {
-            *why = "a name with '/' in it (it would write outside the target directory)";
-            return -1;
-        }
-        if (memchr(p, '\0', m->text_len) != NULL) {
-            *why = "a name with a NUL byte in it";
-            return -1;
-        }
-        if (PYSSH_WINDOWS_PATHS &&
-            (memchr(p, '\\', m->text_len) != NULL || memchr(p, ':', m->text_len) != NULL)) {
-            *why = "a name with '\\' or ':' in it (a path on Windows)";
+        const char *bad = pyssh_name_problem(p, m->text_len, PYSSH_WINDOWS_PATHS);
+        if (bad != NULL) {
+            *why = bad;
             return -1;
         }
         return 0;

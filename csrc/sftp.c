@@ -24,20 +24,12 @@
 #include <errno.h>
 #include <string.h>
 
-#define SSH_FXP_INIT 1
-#define SSH_FXP_VERSION 2
-#define SSH_FXP_READ 5
-#define SSH_FXP_WRITE 6
-#define SSH_FXP_STATUS 101
-#define SSH_FXP_DATA 103
-#define SSH_FX_OK 0
-#define SSH_FX_EOF 1
-
 #define IN_MAX (1024 * 1024 + 64)  /* the longest frame accepted from the server */
 #define INFLIGHT_MAX 64
 #define BATCH_MAX 64
 #define DISCARD_MAX 64
 #define ROUNDS_MAX 256
+#define EXT_FIELDS_MAX 11          /* statvfs@openssh.com's reply: 11 uint64 */
 
 typedef struct {
     PyObject_HEAD
@@ -243,6 +235,15 @@ typedef struct {
     uint32_t len;
 } pending;
 
+/* A request of request()/batch() waiting for its reply: what it asked, so that
+ * the reply is checked against it (ext_fields: an extension whose reply is that
+ * many uint64, 0 for others). */
+struct want {
+    uint32_t id;
+    int req;
+    int ext_fields;
+};
+
 struct op {
     SFTPObject *s;
     enum op_kind kind;
@@ -251,7 +252,7 @@ struct op {
     int done;
     /* OP_START: VERSION after its type; OP_REQUEST: the replies to `nwant` requests */
     int nwant, ngot;
-    uint32_t want_id[BATCH_MAX];
+    struct want want[BATCH_MAX];
     int reply_type[BATCH_MAX];
     char *reply[BATCH_MAX];        /* malloc'd payload after the id */
     size_t reply_len[BATCH_MAX];
@@ -265,9 +266,11 @@ struct op {
     pending inflight[INFLIGHT_MAX];
     int ninflight;
     int eof;                       /* download: the server said EOF */
+    uint64_t data_end;             /* download: the end of the furthest data received */
     uint64_t moved;
-    int status;                    /* a failed status: its code, -1 none */
-    char status_msg[256];
+    int64_t status;                /* a failed status: its code (uint32), -1 none */
+    char status_msg[256];          /* its message, status_len bytes (not text yet) */
+    size_t status_len;
     int local_errno;
     double next_progress;
     char *buf;                     /* upload: file data to send */
@@ -278,19 +281,14 @@ struct op {
 };
 
 static void
-op_status(struct op *o, const char *p, size_t n)
+op_status(struct op *o, const struct sftp_reply *r)
 {
-    /* STATUS after the id: code, message, language */
-    o->status = n >= 4 ? (int)get32(p) : 4;
-    o->status_msg[0] = '\0';
-    if (n >= 8) {
-        uint32_t ml = get32(p + 4);
-        if (ml <= n - 8) {
-            size_t k = ml < sizeof(o->status_msg) - 1 ? ml : sizeof(o->status_msg) - 1;
-            memcpy(o->status_msg, p + 8, k);
-            o->status_msg[k] = '\0';
-        }
+    size_t k = r->msg_len < sizeof(o->status_msg) - 1 ? r->msg_len : sizeof(o->status_msg) - 1;
+    o->status = r->code;
+    if (k > 0) {
+        memcpy(o->status_msg, r->msg, k);
     }
+    o->status_len = k;
 }
 
 static pending *
@@ -340,24 +338,173 @@ pread_some(int fd, char *p, size_t n, uint64_t off)
     }
 }
 
+/* A copy of a reply's payload, kept until the operation returns. */
+static int
+keep_reply(struct op *o, int i, int type, const char *p, size_t n)
+{
+    o->reply[i] = malloc(n ? n : 1);
+    if (o->reply[i] == NULL) {
+        o->protocol_error = "out of memory";
+        return -1;
+    }
+    memcpy(o->reply[i], p, n);
+    o->reply_len[i] = n;
+    o->reply_type[i] = type;
+    return 0;
+}
+
+static void
+frame_start(struct op *o, int type, const char *p, size_t n)
+{
+    uint32_t version;
+    sftp_cur ext;
+    const char *why = "the server's first SFTP message was not VERSION";
+    if (type != SFTP_VERSION || sftp_version_check(p, n, &version, &ext, &why) < 0) {
+        o->protocol_error = why;
+        return;
+    }
+    if (keep_reply(o, 0, type, p, n) == 0) {
+        o->done = 1;
+    }
+}
+
+/* A reply to one of request()/batch()'s requests, checked against what it answers. */
+static void
+frame_request(struct op *o, uint32_t id, int type, const char *p, size_t n)
+{
+    int i = 0;
+    while (i < o->nwant && (o->want[i].id != id || o->reply[i] != NULL)) {
+        i++;
+    }
+    if (i == o->nwant) {
+        o->protocol_error = "an SFTP reply to a request that was not made";
+        return;
+    }
+    struct sftp_reply r;
+    const char *why;
+    if (sftp_reply_check(o->want[i].req, type, p, n, 0, &r, &why) < 0) {
+        o->protocol_error = why;
+        return;
+    }
+    if (type == SFTP_EXTENDED_REPLY && o->want[i].ext_fields > 0) {
+        uint64_t v[EXT_FIELDS_MAX];
+        if (sftp_u64_fields(r.data, r.data_len, v, (size_t)o->want[i].ext_fields, &why) < 0) {
+            o->protocol_error = why;
+            return;
+        }
+    }
+    if (keep_reply(o, i, type, p, n) == 0 && ++o->ngot == o->nwant) {
+        o->done = 1;
+    }
+}
+
+/* The end of the file as the server says it (EOF, or no data): nothing may have
+ * come from beyond it, in this reply or another. */
+static void
+saw_eof(struct op *o, uint64_t at)
+{
+    o->eof = 1;
+    if (at < o->eof_at) {
+        o->eof_at = at;
+    }
+    if (o->data_end > o->eof_at) {
+        o->protocol_error = "the server sent file data beyond the end of the file it reported "
+                            "(the file changed while it was read, or the server is broken)";
+    }
+}
+
+/* A short read (a server limit): ask again for the rest. */
+static void
+read_rest(struct op *o, pending *q, uint32_t got)
+{
+    q->offset += got;
+    q->len -= got;
+    q->id = o->s->next_id++;
+    char body[4 + SFTP_HANDLE_MAX + 12];
+    size_t hl = o->handle_len;
+    put32(body, (uint32_t)hl);
+    memcpy(body + 4, o->handle, hl);
+    put64(body + 4 + hl, q->offset);
+    put32(body + 12 + hl, q->len);
+    if (out_request(o->s, SFTP_READ, q->id, body, 16 + hl, NULL, 0) < 0) {
+        o->protocol_error = "out of memory";
+    }
+}
+
+static void
+frame_read(struct op *o, pending *q, int type, const char *p, size_t n)
+{
+    struct sftp_reply r;
+    const char *why;
+    if (sftp_reply_check(SFTP_READ, type, p, n, q->len, &r, &why) < 0) {
+        o->protocol_error = why;
+        return;
+    }
+    if (type == SFTP_STATUS) {
+        if (r.code == SFTP_FX_EOF) {
+            saw_eof(o, q->offset);
+        }
+        else if (o->status < 0) {
+            op_status(o, &r);
+        }
+        drop_pending(o, q);
+        return;
+    }
+    uint32_t got = (uint32_t)r.data_len;
+    if (got == 0) {
+        saw_eof(o, q->offset);
+        drop_pending(o, q);
+        return;
+    }
+    if (q->offset + got > o->eof_at) {
+        o->protocol_error = "the server sent file data beyond the end of the file it reported "
+                            "(the file changed while it was read, or the server is broken)";
+        return;
+    }
+    if (q->offset + got > o->data_end) {
+        o->data_end = q->offset + got;
+    }
+    if (o->mem != NULL) {
+        memcpy(o->mem + (q->offset - o->mem_base), r.data, got);
+    }
+    else if (o->local_errno == 0 && o->status < 0) {
+        int e = pwrite_all(o->fd, r.data, got, q->offset);
+        if (e != 0) {
+            o->local_errno = e;
+        }
+    }
+    o->moved += got;
+    if (got < q->len) {
+        read_rest(o, q, got);
+        return;
+    }
+    drop_pending(o, q);
+}
+
+static void
+frame_write(struct op *o, pending *q, int type, const char *p, size_t n)
+{
+    struct sftp_reply r;
+    const char *why;
+    if (sftp_reply_check(SFTP_WRITE, type, p, n, 0, &r, &why) < 0) {
+        o->protocol_error = why;
+        return;
+    }
+    if (r.code == SFTP_FX_OK) {
+        o->moved += q->len;
+    }
+    else if (o->status < 0) {
+        op_status(o, &r);
+    }
+    drop_pending(o, q);
+}
+
 /* One whole frame from the server. */
 static void
 handle_frame(struct op *o, int type, const char *p, size_t n)
 {
     if (o->kind == OP_START) {
-        if (type != SSH_FXP_VERSION) {
-            o->protocol_error = "the server's first SFTP message was not VERSION";
-            return;
-        }
-        o->reply[0] = malloc(n ? n : 1);
-        if (o->reply[0] == NULL) {
-            o->protocol_error = "out of memory";
-            return;
-        }
-        memcpy(o->reply[0], p, n);
-        o->reply_len[0] = n;
-        o->reply_type[0] = type;
-        o->done = 1;
+        frame_start(o, type, p, n);
         return;
     }
     if (n < 4) {
@@ -365,8 +512,6 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
         return;
     }
     uint32_t id = get32(p);
-    p += 4;
-    n -= 4;
     SFTPObject *s = o->s;
     for (int i = 0; i < s->ndiscard; i++) {
         if (s->discard[i] == id) {
@@ -375,104 +520,19 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
         }
     }
     if (o->kind == OP_REQUEST) {
-        int i = 0;
-        while (i < o->nwant && (o->want_id[i] != id || o->reply[i] != NULL)) {
-            i++;
-        }
-        if (i == o->nwant) {
-            o->protocol_error = "an SFTP reply to a request that was not made";
-            return;
-        }
-        o->reply[i] = malloc(n ? n : 1);
-        if (o->reply[i] == NULL) {
-            o->protocol_error = "out of memory";
-            return;
-        }
-        memcpy(o->reply[i], p, n);
-        o->reply_len[i] = n;
-        o->reply_type[i] = type;
-        if (++o->ngot == o->nwant) {
-            o->done = 1;
-        }
+        frame_request(o, id, type, p + 4, n - 4);
         return;
     }
     pending *q = find_pending(o, id);
     if (q == NULL) {
         o->protocol_error = "an SFTP reply to a request that was not made";
-        return;
     }
-    if (o->kind == OP_DOWNLOAD) {
-        if (type == SSH_FXP_DATA) {
-            if (n < 4 || get32(p) > n - 4 || get32(p) > q->len) {
-                o->protocol_error = "an SFTP DATA reply longer than asked for, or cut short";
-                return;
-            }
-            uint32_t got = get32(p);
-            if (o->mem != NULL) {
-                memcpy(o->mem + (q->offset - o->mem_base), p + 4, got);
-            }
-            else if (o->local_errno == 0 && o->status < 0) {
-                int e = pwrite_all(o->fd, p + 4, got, q->offset);
-                if (e != 0) {
-                    o->local_errno = e;
-                }
-            }
-            o->moved += got;
-            if (got < q->len && got > 0) {
-                /* a short read (a server limit): ask again for the rest */
-                q->offset += got;
-                q->len -= got;
-                q->id = o->s->next_id++;
-                char body[4 + 256 + 12];
-                size_t hl = o->handle_len;
-                put32(body, (uint32_t)hl);
-                memcpy(body + 4, o->handle, hl);
-                put64(body + 4 + hl, q->offset);
-                put32(body + 12 + hl, q->len);
-                if (out_request(o->s, SSH_FXP_READ, q->id, body, 16 + hl, NULL, 0) < 0) {
-                    o->protocol_error = "out of memory";
-                }
-                return;
-            }
-            if (got == 0) {
-                o->eof = 1;
-                if (q->offset < o->eof_at) {
-                    o->eof_at = q->offset;
-                }
-            }
-        }
-        else if (type == SSH_FXP_STATUS) {
-            int code = n >= 4 ? (int)get32(p) : 4;
-            if (code == SSH_FX_EOF) {
-                o->eof = 1;
-                if (q->offset < o->eof_at) {
-                    o->eof_at = q->offset;
-                }
-            }
-            else if (o->status < 0) {
-                op_status(o, p, n);
-            }
-        }
-        else {
-            o->protocol_error = "an unexpected reply to an SFTP READ";
-            return;
-        }
-        drop_pending(o, q);
-        return;
+    else if (o->kind == OP_DOWNLOAD) {
+        frame_read(o, q, type, p + 4, n - 4);
     }
-    /* OP_UPLOAD */
-    if (type != SSH_FXP_STATUS) {
-        o->protocol_error = "an unexpected reply to an SFTP WRITE";
-        return;
+    else {
+        frame_write(o, q, type, p + 4, n - 4);
     }
-    int code = n >= 4 ? (int)get32(p) : 4;
-    if (code != SSH_FX_OK && o->status < 0) {
-        op_status(o, p, n);
-    }
-    else if (code == SSH_FX_OK) {
-        o->moved += q->len;
-    }
-    drop_pending(o, q);
 }
 
 /* Parse the whole frames in `in`. */
@@ -481,17 +541,17 @@ parse_frames(struct op *o)
 {
     SFTPObject *s = o->s;
     size_t pos = 0;
-    while (!o->protocol_error && s->in_len - pos >= 5) {
-        uint32_t len = get32(s->in + pos);
-        if (len < 1 || len > IN_MAX - 4) {
-            o->protocol_error = "an SFTP message of an impossible length";
+    struct sftp_frame f;
+    const char *why;
+    int rc;
+    while (!o->protocol_error &&
+           (rc = sftp_frame(s->in + pos, s->in_len - pos, IN_MAX - 4, &f, &why)) != 0) {
+        if (rc < 0) {
+            o->protocol_error = why;
             break;
         }
-        if (s->in_len - pos - 4 < len) {
-            break;
-        }
-        handle_frame(o, (unsigned char)s->in[pos + 4], s->in + pos + 5, len - 1);
-        pos += 4 + (size_t)len;
+        handle_frame(o, f.type, f.body, f.len);
+        pos += f.consumed;
         if (o->done && (o->kind == OP_START || o->kind == OP_REQUEST)) {
             break;
         }
@@ -508,7 +568,7 @@ issue(struct op *o)
 {
     SFTPObject *s = o->s;
     size_t hl = o->handle_len;
-    char body[4 + 256 + 12];
+    char body[4 + SFTP_HANDLE_MAX + 12];
     while (o->ninflight < o->inflight_max && o->status < 0 && o->local_errno == 0 &&
            s->out_len - s->out_pos < (size_t)o->chunk * 2 + 1024) {
         uint32_t len = o->chunk;
@@ -548,11 +608,11 @@ issue(struct op *o)
         int rc;
         if (o->kind == OP_DOWNLOAD) {
             put32(body + 12 + hl, len);
-            rc = out_request(s, SSH_FXP_READ, q->id, body, 16 + hl, NULL, 0);
+            rc = out_request(s, SFTP_READ, q->id, body, 16 + hl, NULL, 0);
         }
         else {
             put32(body + 12 + hl, len);
-            rc = out_request(s, SSH_FXP_WRITE, q->id, body, 16 + hl, o->buf, len);
+            rc = out_request(s, SFTP_WRITE, q->id, body, 16 + hl, o->buf, len);
         }
         if (rc < 0) {
             return -1;
@@ -623,7 +683,7 @@ step_locked(ssh_session ssh, struct op *o)
             return PYSSH_FAILED;
         }
         put32(q, 5);
-        q[4] = SSH_FXP_INIT;
+        q[4] = SFTP_INIT;
         put32(q + 5, 3);
     }
     for (int round = 0; round < ROUNDS_MAX; round++) {
@@ -781,6 +841,20 @@ unclaim(SFTPObject *self)
     self->busy = 0;
 }
 
+/* SFTPError(EPROTO): the server broke the protocol, so the stream cannot be
+ * trusted any further (run_op closes the channel). */
+static void
+raise_protocol(pyssh_state *st, const char *what, const char *why)
+{
+    PyObject *args = Py_BuildValue("(iN)", EPROTO, PyUnicode_FromFormat(
+        "%s: the server broke the SFTP protocol: %s; the SFTP channel is closed (open "
+        "another with session.sftp())", what, why));
+    if (args != NULL) {
+        PyErr_SetObject(st->exc[PYSSH_EXC_SFTPError], args);
+        Py_DECREF(args);
+    }
+}
+
 /* Run an operation to its end; the result's exception on failure. The caller
  * has claimed the channel. */
 static int
@@ -800,7 +874,7 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
             break;
         }
         if (o->protocol_error) {
-            pyssh_raise(st, PYSSH_EXC_SFTPError, "%s: %s", what, o->protocol_error);
+            raise_protocol(st, what, o->protocol_error);
             rc = -1;
             break;
         }
@@ -829,7 +903,7 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
             if (o->kind == OP_REQUEST) {
                 for (int i = 0; i < o->nwant; i++) {
                     if (o->reply[i] == NULL) {
-                        due[n++] = o->want_id[i];
+                        due[n++] = o->want[i].id;
                     }
                 }
             }
@@ -854,12 +928,152 @@ run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const
     return rc;
 }
 
+/* ---- replies as Python objects (from what sftpproto.c accepted) ----------------------- */
+
+static PyObject *
+opt_u64(const struct sftp_attrs *a, uint32_t flag, uint64_t v)
+{
+    if (!(a->flags & flag)) {
+        Py_RETURN_NONE;
+    }
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+/* (size, uid, gid, mode, atime, mtime, ((name, data), ...)); None where absent. */
+static PyObject *
+attrs_py(const struct sftp_attrs *a)
+{
+    PyObject *ext = PyTuple_New(a->next);
+    sftp_cur c = {(const unsigned char *)a->ext, a->ext_len};
+    for (uint32_t i = 0; ext != NULL && i < a->next; i++) {
+        const char *k, *v;
+        size_t kl, vl;
+        PyObject *pair = NULL;
+        if (sftp_ext_next(&c, &k, &kl, &v, &vl) == 0) {
+            pair = Py_BuildValue("(y#y#)", k, (Py_ssize_t)kl, v, (Py_ssize_t)vl);
+        }
+        if (pair == NULL) {
+            Py_CLEAR(ext);
+            break;
+        }
+        PyTuple_SET_ITEM(ext, i, pair);
+    }
+    if (ext == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(NNNNNNN)", opt_u64(a, SFTP_A_SIZE, a->size),
+                         opt_u64(a, SFTP_A_UIDGID, a->uid), opt_u64(a, SFTP_A_UIDGID, a->gid),
+                         opt_u64(a, SFTP_A_PERMISSIONS, a->perm),
+                         opt_u64(a, SFTP_A_ACMODTIME, a->atime),
+                         opt_u64(a, SFTP_A_ACMODTIME, a->mtime), ext);
+}
+
+/* [(name, longname, attrs), ...] */
+static PyObject *
+names_py(const struct sftp_reply *r)
+{
+    PyObject *out = PyList_New(r->count);
+    sftp_cur c = {(const unsigned char *)r->names, r->names_len};
+    const char *why;
+    for (uint32_t i = 0; out != NULL && i < r->count; i++) {
+        struct sftp_name e;
+        PyObject *item = NULL;
+        if (sftp_name_next(&c, &e, &why) == 0) {
+            item = Py_BuildValue("(y#y#N)", e.name, (Py_ssize_t)e.name_len, e.longname,
+                                 (Py_ssize_t)e.long_len, attrs_py(&e.attrs));
+        }
+        if (item == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
+static PyObject *
+u64_fields_py(const struct sftp_reply *r, int count)
+{
+    uint64_t v[EXT_FIELDS_MAX];
+    const char *why;
+    if (sftp_u64_fields(r->data, r->data_len, v, (size_t)count, &why) < 0) {
+        return PyErr_Format(PyExc_SystemError, "a checked reply failed again: %s", why);
+    }
+    PyObject *out = PyTuple_New(count);
+    for (int i = 0; out != NULL && i < count; i++) {
+        PyObject *x = PyLong_FromUnsignedLongLong(v[i]);
+        if (x == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        PyTuple_SET_ITEM(out, i, x);
+    }
+    return out;
+}
+
+/* (type, value) for a reply checked when it arrived: STATUS (code, message),
+ * HANDLE/DATA bytes, NAME [(name, longname, attrs)], ATTRS attrs, EXTENDED_REPLY
+ * a tuple of ints (limits, statvfs) or bytes. */
+static PyObject *
+reply_py(const struct want *w, int type, const char *p, size_t n)
+{
+    struct sftp_reply r;
+    const char *why;
+    if (sftp_reply_check(w->req, type, p, n, 0, &r, &why) < 0) {
+        return PyErr_Format(PyExc_SystemError, "a checked reply failed again: %s", why);
+    }
+    PyObject *v;
+    switch (type) {
+    case SFTP_STATUS:
+        v = Py_BuildValue("(ky#)", (unsigned long)r.code, r.msg != NULL ? r.msg : "",
+                          (Py_ssize_t)r.msg_len);
+        break;
+    case SFTP_NAME:
+        v = names_py(&r);
+        break;
+    case SFTP_ATTRS:
+        v = attrs_py(&r.attrs);
+        break;
+    case SFTP_EXTENDED_REPLY:
+        v = w->ext_fields > 0 ? u64_fields_py(&r, w->ext_fields)
+                              : PyBytes_FromStringAndSize(r.data, (Py_ssize_t)r.data_len);
+        break;
+    default:
+        v = PyBytes_FromStringAndSize(r.data, (Py_ssize_t)r.data_len);
+    }
+    return v == NULL ? NULL : Py_BuildValue("(iN)", type, v);
+}
+
+/* VERSION: (version, [(name, data), ...]). */
+static PyObject *
+version_py(const char *p, size_t n)
+{
+    uint32_t version;
+    sftp_cur c;
+    const char *why, *k, *v;
+    size_t kl, vl;
+    if (sftp_version_check(p, n, &version, &c, &why) < 0) {
+        return PyErr_Format(PyExc_SystemError, "a checked reply failed again: %s", why);
+    }
+    PyObject *ext = PyList_New(0);
+    while (ext != NULL && c.n > 0 && sftp_ext_next(&c, &k, &kl, &v, &vl) == 0) {
+        PyObject *pair = Py_BuildValue("(y#y#)", k, (Py_ssize_t)kl, v, (Py_ssize_t)vl);
+        if (pair == NULL || PyList_Append(ext, pair) < 0) {
+            Py_XDECREF(pair);
+            Py_CLEAR(ext);
+            break;
+        }
+        Py_DECREF(pair);
+    }
+    return ext == NULL ? NULL : Py_BuildValue("(kN)", (unsigned long)version, ext);
+}
+
 /* ---- methods -------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(start_doc,
 "start($self, /, timeout=None)\n--\n\n"
 "Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
-"Returns the VERSION message after its type: version, then extension pairs.");
+"Returns (version, [(extension name, data), ...]) from the server's VERSION.");
 
 static PyObject *
 sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -904,7 +1118,7 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
         sftp_close_impl(self, 1);
     }
     else {
-        r = PyBytes_FromStringAndSize(o.reply[0], (Py_ssize_t)o.reply_len[0]);
+        r = version_py(o.reply[0], o.reply_len[0]);
     }
     free(o.reply[0]);
 done:
@@ -974,6 +1188,27 @@ reqs_parse(PyObject *reqs, reqlist *r)
     return 0;
 }
 
+/* The extensions whose replies are a fixed number of uint64 (checked on arrival,
+ * given to Python as ints): limits@openssh.com, (f)statvfs@openssh.com. */
+static int
+ext_fields(int type, const Py_buffer *payload)
+{
+    static const struct { const char *name; int fields; } known[] = {
+        {"limits@openssh.com", 4}, {"statvfs@openssh.com", 11}, {"fstatvfs@openssh.com", 11},
+    };
+    if (type != SFTP_EXTENDED || payload->len < 4) {
+        return 0;
+    }
+    uint32_t n = get32(payload->buf);
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (n == strlen(known[i].name) && n <= (uint64_t)payload->len - 4 &&
+            memcmp((const char *)payload->buf + 4, known[i].name, n) == 0) {
+            return known[i].fields;
+        }
+    }
+    return 0;
+}
+
 /* Queue the parsed requests with fresh ids; `discard`: nobody will wait for their
  * replies. Lock held by the caller; no Python. Returns -1 when out of memory. */
 static int
@@ -989,7 +1224,10 @@ queue_requests(SFTPObject *self, const reqlist *r, struct op *o, int discard)
             self->discard[self->ndiscard++] = id;
         }
         else {
-            o->want_id[o->nwant++] = id;
+            struct want *w = &o->want[o->nwant++];
+            w->id = id;
+            w->req = r->type[i];
+            w->ext_fields = ext_fields(r->type[i], &r->payload[i]);
         }
     }
     return 0;
@@ -1003,13 +1241,17 @@ flush_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(batch_doc,
-"batch($self, requests, /, timeout=None)\n--\n\n"
+"batch($self, requests, /, timeout=None, what=None)\n--\n\n"
 "Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
-"wait for all their replies. Returns [(reply_type, reply_payload after the id)].");
+"wait for all their replies, each checked against its request. Returns\n"
+"[(reply_type, value)]: STATUS (code, message), HANDLE and DATA bytes, NAME\n"
+"[(name, longname, attrs)], ATTRS attrs = (size, uid, gid, mode, atime, mtime,\n"
+"((name, data), ...)) with None where absent, EXTENDED_REPLY a tuple of ints\n"
+"(limits@openssh.com, statvfs@openssh.com) or bytes.");
 
 /* batch() on a claimed channel, of requests parsed already. */
 static PyObject *
-batch_claimed(SFTPObject *self, const reqlist *r, double timeout)
+batch_claimed(SFTPObject *self, const reqlist *r, double timeout, const char *what)
 {
     struct op o;
     memset(&o, 0, sizeof(o));
@@ -1025,14 +1267,13 @@ batch_claimed(SFTPObject *self, const reqlist *r, double timeout)
         sftp_close_impl(self, 1);
         return NULL;
     }
-    if (run_op(self, &o, timeout, NULL, "an SFTP request") < 0) {
+    if (run_op(self, &o, timeout, NULL, what != NULL ? what : "an SFTP request") < 0) {
         free_replies(&o);
         return NULL;
     }
     PyObject *out = PyList_New(o.nwant);
     for (int i = 0; out != NULL && i < o.nwant; i++) {
-        PyObject *r = Py_BuildValue("(iy#)", o.reply_type[i], o.reply[i],
-                                    (Py_ssize_t)o.reply_len[i]);
+        PyObject *r = reply_py(&o.want[i], o.reply_type[i], o.reply[i], o.reply_len[i]);
         if (r == NULL) {
             Py_CLEAR(out);
             break;
@@ -1046,9 +1287,10 @@ batch_claimed(SFTPObject *self, const reqlist *r, double timeout)
 static PyObject *
 sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"requests", "timeout", NULL};
+    static char *kwlist[] = {"requests", "timeout", "what", NULL};
     PyObject *reqs, *tobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:batch", kwlist, &reqs, &tobj)) {
+    const char *what = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|Oz:batch", kwlist, &reqs, &tobj, &what)) {
         return NULL;
     }
     double timeout = pyssh_timeout_arg(tobj);
@@ -1058,7 +1300,7 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
     reqlist r;
     PyObject *out = NULL;
     if (reqs_parse(reqs, &r) == 0) {
-        out = batch_claimed(self, &r, timeout);
+        out = batch_claimed(self, &r, timeout, what);
         reqs_release(&r);
     }
     unclaim(self);
@@ -1066,25 +1308,25 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(request_doc,
-"request($self, type, payload, /, timeout=None)\n--\n\n"
+"request($self, type, payload, /, timeout=None, what=None)\n--\n\n"
 "Send one request (type, a fresh id, payload) and wait for its reply.\n"
-"Returns (reply_type, reply_payload after the id).");
+"Returns (reply_type, value) as batch() does. `what` names the operation in errors.");
 
 static PyObject *
 sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"type", "payload", "timeout", NULL};
+    static char *kwlist[] = {"type", "payload", "timeout", "what", NULL};
     int type;
-    PyObject *payload, *tobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O:request", kwlist, &type, &payload,
-                                     &tobj)) {
+    PyObject *payload, *tobj = Py_None, *what = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|OO:request", kwlist, &type, &payload,
+                                     &tobj, &what)) {
         return NULL;
     }
     PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
     if (reqs == NULL) {
         return NULL;
     }
-    PyObject *bargs = Py_BuildValue("(OO)", reqs, tobj);
+    PyObject *bargs = Py_BuildValue("(OOO)", reqs, tobj, what);
     Py_DECREF(reqs);
     if (bargs == NULL) {
         return NULL;
@@ -1131,7 +1373,7 @@ sftp_send(SFTPObject *self, PyObject *args)
     }
     pyssh_unlock(self->session);
     if (qrc == 1) {
-        PyObject *replies = batch_claimed(self, &r, -1);
+        PyObject *replies = batch_claimed(self, &r, -1, NULL);
         if (replies != NULL) {
             Py_DECREF(replies);
             result = Py_NewRef(Py_None);
@@ -1153,6 +1395,15 @@ done:
     return result;
 }
 
+/* offset + n; past 2**63-1, a value run_transfer refuses rather than one wrapped
+ * round to a small number. */
+static uint64_t
+range_end(uint64_t offset, uint64_t n)
+{
+    return offset > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - offset ? UINT64_MAX - 1
+                                                                             : offset + n;
+}
+
 /* Run download/upload to `fd`, or read/write on `mem` (fd -1): the checks, the
  * op, the loop. `end`: where to stop (UINT64_MAX: the end of the remote file). */
 static int
@@ -1164,9 +1415,14 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
     if (timeout == -2) {
         return -1;
     }
-    if (handle->len > 256 || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
+    if (handle->len > SFTP_HANDLE_MAX || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
         chunk > 1024 * 1024) {
         PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
+        return -1;
+    }
+    if (offset > (uint64_t)INT64_MAX || (end != UINT64_MAX && (end < offset ||
+                                                              end > (uint64_t)INT64_MAX))) {
+        PyErr_SetString(PyExc_ValueError, "SFTP offsets and sizes must stay within 0 to 2**63-1");
         return -1;
     }
     if (claim(self, CLAIM_STARTED) < 0) {
@@ -1219,15 +1475,15 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
         return NULL;
     }
     struct op o;
-    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset,
-                          kind == OP_UPLOAD ? offset + size : UINT64_MAX, tobj, progress,
+    uint64_t end = kind == OP_UPLOAD ? range_end(offset, size) : UINT64_MAX;
+    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset, end, tobj, progress,
                           inflight, chunk);
     PyBuffer_Release(&handle);
     if (rc < 0) {
         return NULL;
     }
-    return Py_BuildValue("(Kisi)", (unsigned long long)o.moved, o.status, o.status_msg,
-                         o.local_errno);
+    return Py_BuildValue("(KLy#i)", (unsigned long long)o.moved, (long long)o.status,
+                         o.status_msg, (Py_ssize_t)o.status_len, o.local_errno);
 }
 
 PyDoc_STRVAR(download_doc,
@@ -1236,7 +1492,7 @@ PyDoc_STRVAR(download_doc,
 "Read the open remote file `handle` from `offset` to its end into the local file\n"
 "descriptor `fd` (at the same offsets), `inflight` READ requests of `chunk` bytes at\n"
 "a time. `size` is ignored. progress(bytes) is called a few times a second.\n"
-"Returns (bytes, status code or -1, status message, local errno or 0).");
+"Returns (bytes, status code or -1, status message (bytes), local errno or 0).");
 
 static PyObject *
 sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1249,7 +1505,7 @@ PyDoc_STRVAR(upload_doc,
 "       chunk=32768)\n--\n\n"
 "Write `size` bytes of the local file descriptor `fd` from `offset` into the open\n"
 "remote file `handle` at the same offsets, `inflight` WRITE requests at a time.\n"
-"Returns (bytes acknowledged, status code or -1, status message, local errno, -1\n"
+"Returns (bytes acknowledged, status code or -1, status message (bytes), local errno, -1\n"
 "when the local file ended early, or 0).");
 
 static PyObject *
@@ -1262,7 +1518,8 @@ PyDoc_STRVAR(read_doc,
 "read($self, /, handle, offset, n, timeout=None, inflight=16, chunk=32768)\n--\n\n"
 "Read up to n bytes of the open remote file `handle` from `offset`, with READ\n"
 "requests of `chunk` bytes in flight together. Shorter at the end of the file.\n"
-"Returns (data, status code or -1, status message).");
+"Returns (data, status code or -1, status message (bytes)): data holds only bytes\n"
+"received, up to where the server said the file ends.");
 
 static PyObject *
 sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1278,9 +1535,11 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
                                      &tobj, &inflight, &chunk)) {
         return NULL;
     }
-    if (n < 0) {
+    if (n < 0 || offset > (unsigned long long)INT64_MAX ||
+        (uint64_t)n > (uint64_t)INT64_MAX - offset) {
         PyBuffer_Release(&handle);
-        PyErr_SetString(PyExc_ValueError, "n must be >= 0");
+        PyErr_SetString(PyExc_ValueError, "SFTP read: n must be >= 0, and offset + n at most "
+                        "2**63-1");
         return NULL;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n);
@@ -1303,7 +1562,8 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (got < (uint64_t)n && _PyBytes_Resize(&out, (Py_ssize_t)got) < 0) {
         return NULL;
     }
-    PyObject *r = Py_BuildValue("(Nis)", out, o.status, o.status_msg);
+    PyObject *r = Py_BuildValue("(NLy#)", out, (long long)o.status, o.status_msg,
+                                (Py_ssize_t)o.status_len);
     return r;
 }
 
@@ -1311,7 +1571,7 @@ PyDoc_STRVAR(write_doc,
 "write($self, /, handle, offset, data, timeout=None, inflight=16, chunk=32768)\n--\n\n"
 "Write `data` into the open remote file `handle` at `offset`, with WRITE requests\n"
 "of `chunk` bytes in flight together. Returns (bytes acknowledged, status code or\n"
-"-1, status message).");
+"-1, status message (bytes)).");
 
 static PyObject *
 sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1327,14 +1587,16 @@ sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     struct op o;
-    int rc = run_transfer(self, &o, OP_UPLOAD, &handle, -1, data.buf, offset,
-                          offset + (uint64_t)data.len, tobj, Py_None, inflight, chunk);
+    uint64_t end = range_end(offset, (uint64_t)data.len);
+    int rc = run_transfer(self, &o, OP_UPLOAD, &handle, -1, data.buf, offset, end, tobj, Py_None,
+                          inflight, chunk);
     PyBuffer_Release(&handle);
     PyBuffer_Release(&data);
     if (rc < 0) {
         return NULL;
     }
-    return Py_BuildValue("(Kis)", (unsigned long long)o.moved, o.status, o.status_msg);
+    return Py_BuildValue("(KLy#)", (unsigned long long)o.moved, (long long)o.status,
+                         o.status_msg, (Py_ssize_t)o.status_len);
 }
 
 PyDoc_STRVAR(close_doc,

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import os
 import posixpath
-import secrets
 import stat as _stat
 import struct
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import _ssh
+from . import _local, _ssh
 from ._exec import check_timeout
-from ._scp import PART_SUFFIX, Progress, _paths, _Reporter
+from ._names import local_name, printable
+from ._scp import Progress, _paths, _Reporter
 from .errors import (SFTPError, SFTPFileExistsError, SFTPFileNotFoundError,
                      SFTPIsADirectoryError, SFTPNotADirectoryError, SFTPPermissionError)
 
@@ -34,6 +35,10 @@ F_READ, F_WRITE, F_APPEND, F_CREAT, F_TRUNC, F_EXCL = 1, 2, 4, 8, 16, 32
 A_SIZE, A_UIDGID, A_PERMISSIONS, A_ACMODTIME, A_EXTENDED = 1, 2, 4, 8, 0x80000000
 
 INFLIGHT = 16            # READ/WRITE requests in flight per transfer
+OFFSET_MAX = (1 << 63) - 1   # SFTP offsets are uint64; files end before 2**63 (off_t)
+DEPTH_MAX = 64           # directories a download descends, as OpenSSH's sftp (MAX_DIR_DEPTH)
+
+log = logging.getLogger("pyssh")
 
 
 def _str(b: bytes) -> bytes:
@@ -47,35 +52,6 @@ def _path(p: Any) -> bytes:
             raise ValueError(f"invalid remote path {p!r}: it holds a NUL")
         return p.encode("utf-8", "surrogateescape")
     raise TypeError(f"a remote path must be str or os.PathLike[str], not {type(p).__name__}")
-
-
-class _Buf:
-    """Reads a reply's fields in order."""
-
-    def __init__(self, data: bytes):
-        self.d, self.i = data, 0
-
-    def u32(self) -> int:
-        if self.i + 4 > len(self.d):
-            raise SFTPError(errno.EPROTO, "a malformed SFTP reply (too short)")
-        v = struct.unpack_from(">I", self.d, self.i)[0]
-        self.i += 4
-        return v
-
-    def u64(self) -> int:
-        if self.i + 8 > len(self.d):
-            raise SFTPError(errno.EPROTO, "a malformed SFTP reply (too short)")
-        v = struct.unpack_from(">Q", self.d, self.i)[0]
-        self.i += 8
-        return v
-
-    def string(self) -> bytes:
-        n = self.u32()
-        if self.i + n > len(self.d):
-            raise SFTPError(errno.EPROTO, "a malformed SFTP reply (a string past its end)")
-        v = self.d[self.i:self.i + n]
-        self.i += n
-        return v
 
 
 class SFTPAttributes:
@@ -98,21 +74,11 @@ class SFTPAttributes:
         self.extended: Dict[str, bytes] = {}
 
     @classmethod
-    def _read(cls, b: _Buf) -> "SFTPAttributes":
+    def _from(cls, t: Tuple[Any, ...]) -> "SFTPAttributes":
+        """From the tuple the C side built of checked attributes."""
         a = cls()
-        flags = b.u32()
-        if flags & A_SIZE:
-            a.st_size = b.u64()
-        if flags & A_UIDGID:
-            a.st_uid, a.st_gid = b.u32(), b.u32()
-        if flags & A_PERMISSIONS:
-            a.st_mode = b.u32()
-        if flags & A_ACMODTIME:
-            a.st_atime, a.st_mtime = b.u32(), b.u32()
-        if flags & A_EXTENDED:
-            for _ in range(b.u32()):
-                k = b.string().decode("utf-8", "replace")
-                a.extended[k] = b.string()
+        a.st_size, a.st_uid, a.st_gid, a.st_mode, a.st_atime, a.st_mtime, ext = t
+        a.extended = {k.decode("utf-8", "replace"): v for k, v in ext}
         return a
 
     def is_dir(self) -> bool:
@@ -129,6 +95,14 @@ class SFTPAttributes:
         name = f"{self.filename!r}, " if self.filename is not None else ""
         return (f"SFTPAttributes({name}size={self.st_size}, mode={mode}, uid={self.st_uid}, "
                 f"gid={self.st_gid}, mtime={self.st_mtime})")
+
+
+def _entry(e: Tuple[bytes, bytes, Tuple[Any, ...]]) -> SFTPAttributes:
+    """A NAME reply's entry (name, longname, attributes) as SFTPAttributes."""
+    a = SFTPAttributes._from(e[2])
+    a.filename = e[0].decode("utf-8", "surrogateescape")
+    a.longname = e[1].decode("utf-8", "replace")
+    return a
 
 
 def _attrs(size: Optional[int] = None, mode: Optional[int] = None,
@@ -154,10 +128,12 @@ _CLASSES = {
 }
 
 
-def _error(code: int, message: str, what: str, path: Optional[str],
+def _error(code: int, message: bytes, what: str, path: Optional[str],
            path2: Optional[str] = None) -> SFTPError:
+    """A failed status (any code but FX_OK, unknown ones included) as an exception;
+    the server's own message is shown, made printable."""
     cls, num = _CLASSES.get(code, (SFTPError, errno.EIO))
-    text = f"{what}: {message or 'failed'} (SFTP status {code})"
+    text = f"{what}: {printable(message) or 'failed'} (SFTP status {code})"
     if path2 is not None:
         return cls(num, text, path, None, path2)
     return cls(num, text, path)
@@ -212,7 +188,9 @@ class _RemoteRaw(io.RawIOBase):
             sequential = self._pos == self._ahead_at + len(self._ahead) and self._ahead
             self._window = min(self._window * 2, READ_AHEAD_MAX) if sequential else \
                 self._sftp.max_read * 4
-            want = max(n, self._window)
+            want = min(max(n, self._window), OFFSET_MAX - self._pos)
+            if want == 0:
+                return 0                 # nothing can lie beyond the largest offset
             data, code, msg = self._sftp._c.read(self._h, self._pos, want, self._sftp._timeout,
                                                  INFLIGHT, self._sftp.max_read)
             if code >= 0:
@@ -247,15 +225,16 @@ class _RemoteRaw(io.RawIOBase):
                                                INFLIGHT, self._sftp.max_write)
         if code >= 0:
             raise _error(code, msg, "write", self.name)
+        if moved != len(data):
+            raise SFTPError(errno.EIO, f"write: the server confirmed {moved} of {len(data)} "
+                            "bytes", self.name)
         self._ahead = b""
         self._pos += len(data)
         return len(data)
 
     def _attrs(self) -> SFTPAttributes:
-        rtype, data = self._sftp._call(FSTAT, _str(self._h), "fstat", self.name)
-        if rtype != ATTRS:
-            raise SFTPError(errno.EPROTO, "fstat: an unexpected reply", self.name)
-        return SFTPAttributes._read(_Buf(data))
+        _, value = self._sftp._call(FSTAT, _str(self._h), "fstat", self.name)
+        return SFTPAttributes._from(value)
 
     def _size(self) -> int:
         return self._attrs().st_size or 0
@@ -271,7 +250,10 @@ class _RemoteRaw(io.RawIOBase):
         else:
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
         if pos < 0:
-            raise OSError(errno.EINVAL, "Invalid argument", self.name)
+            raise OSError(errno.EINVAL, "Invalid argument: a negative position", self.name)
+        if pos > OFFSET_MAX:
+            raise OSError(errno.EINVAL, "Invalid argument: a position beyond 2**63-1, the "
+                          "largest SFTP offset", self.name)
         self._pos = pos
         return pos
 
@@ -307,26 +289,27 @@ class _RemoteRaw(io.RawIOBase):
 class SFTP:
     """One SFTP channel on a session (``session.sftp()``), reusable for many
     operations; a context manager. Not for two threads at once: give each thread
-    its own (several can run on one session)."""
+    its own (several can run on one session).
+
+    ``max_listing``: a directory listing longer than this many entries is an
+    SFTPError (a server cannot make the client list forever)."""
+
+    max_listing = 1_000_000
 
     def __init__(self, session: Any, timeout: Optional[float] = None):
         self._session = session
         self._timeout = check_timeout(timeout)
         self._c = _ssh.SFTP(session)
-        reply = self._c.start(timeout=self._timeout if self._timeout else 30.0)
-        b = _Buf(reply)
-        self.version = b.u32()
-        self.extensions: Dict[str, bytes] = {}
-        while b.i < len(b.d):
-            k = b.string().decode("utf-8", "replace")
-            self.extensions[k] = b.string()
+        self.version, extensions = self._c.start(
+            timeout=self._timeout if self._timeout else 30.0)
+        self.extensions: Dict[str, bytes] = {k.decode("utf-8", "replace"): v
+                                             for k, v in extensions}
         self.max_read = self.max_write = 32768
         if "limits@openssh.com" in self.extensions:
-            rtype, data = self._c.request(EXTENDED, _str(b"limits@openssh.com"),
-                                          timeout=self._timeout)
+            rtype, value = self._c.request(EXTENDED, _str(b"limits@openssh.com"),
+                                           timeout=self._timeout)
             if rtype == EXTENDED_REPLY:
-                lb = _Buf(data)
-                _packet, rd, wr = lb.u64(), lb.u64(), lb.u64()
+                _packet, rd, wr, _handles = value
                 self.max_read = max(1, min(rd or 32768, 1 << 20))
                 self.max_write = max(1, min(wr or 32768, 1 << 20))
 
@@ -352,44 +335,28 @@ class SFTP:
 
     # ---- requests
     def _call(self, kind: int, payload: bytes, what: str, path: Optional[str],
-              path2: Optional[str] = None) -> Tuple[int, bytes]:
-        rtype, data = self._c.request(kind, payload, timeout=self._timeout)
-        if rtype == STATUS:
-            b = _Buf(data)
-            code = b.u32()
-            msg = b.string().decode("utf-8", "replace") if b.i < len(data) else ""
-            if code != FX_OK:
-                raise _error(code, msg, what, path, path2)
-        return rtype, data
+              path2: Optional[str] = None) -> Tuple[int, Any]:
+        """One request and its reply, which the C side checked against the request
+        (an OK status comes only where the request expects no other answer)."""
+        rtype, value = self._c.request(kind, payload, timeout=self._timeout,
+                                       what=f"{what} {path}" if path else what)
+        if rtype == STATUS and value[0] != FX_OK:
+            raise _error(value[0], value[1], what, path, path2)
+        return rtype, value
 
     def _status(self, kind: int, payload: bytes, what: str, path: str,
                 path2: Optional[str] = None) -> None:
-        rtype, _ = self._call(kind, payload, what, path, path2)
-        if rtype != STATUS:
-            raise SFTPError(errno.EPROTO, f"{what}: an unexpected SFTP reply ({rtype})", path)
+        self._call(kind, payload, what, path, path2)
 
     def _handle(self, kind: int, payload: bytes, what: str, path: str) -> bytes:
-        rtype, data = self._call(kind, payload, what, path)
-        if rtype != HANDLE:
-            raise SFTPError(errno.EPROTO, f"{what}: an unexpected SFTP reply ({rtype})", path)
-        return _Buf(data).string()
+        handle: bytes = self._call(kind, payload, what, path)[1]
+        return handle
 
     def _close_handle(self, h: bytes) -> None:
         self._call(CLOSE, _str(h), "closing a remote file", None)
 
     def _names(self, kind: int, payload: bytes, what: str, path: str) -> List[SFTPAttributes]:
-        rtype, data = self._call(kind, payload, what, path)
-        if rtype != NAME:
-            raise SFTPError(errno.EPROTO, f"{what}: an unexpected SFTP reply ({rtype})", path)
-        b = _Buf(data)
-        out = []
-        for _ in range(b.u32()):
-            name = b.string().decode("utf-8", "surrogateescape")
-            longname = b.string().decode("utf-8", "replace")
-            a = SFTPAttributes._read(b)
-            a.filename, a.longname = name, longname
-            out.append(a)
-        return out
+        return [_entry(e) for e in self._call(kind, payload, what, path)[1]]
 
     # ---- file operations
     def stat(self, path: Any) -> SFTPAttributes:
@@ -402,11 +369,7 @@ class SFTP:
 
     def _attrs_of(self, kind: int, path: Any, what: str) -> SFTPAttributes:
         p = _path(path)
-        rtype, data = self._call(kind, _str(p), what, os.fspath(path))
-        if rtype != ATTRS:
-            raise SFTPError(errno.EPROTO, f"{what}: an unexpected SFTP reply ({rtype})",
-                            os.fspath(path))
-        return SFTPAttributes._read(_Buf(data))
+        return SFTPAttributes._from(self._call(kind, _str(p), what, os.fspath(path))[1])
 
     def exists(self, path: Any) -> bool:
         """True if ``path`` exists (a broken symlink does not)."""
@@ -448,30 +411,31 @@ class SFTP:
                                              "directory", spath) from None
             raise
         try:
-            while True:
-                rtype, data = self._c.request(READDIR, _str(h), timeout=self._timeout)
-                if rtype == STATUS:
-                    b = _Buf(data)
-                    code = b.u32()
-                    if code == FX_EOF:
-                        return
-                    raise _error(code, b.string().decode("utf-8", "replace"),
-                                 "listing a directory", spath)
-                if rtype != NAME:
-                    raise SFTPError(errno.EPROTO, "listing a directory: an unexpected reply",
-                                    spath)
-                b = _Buf(data)
-                for _ in range(b.u32()):
-                    name = b.string().decode("utf-8", "surrogateescape")
-                    longname = b.string().decode("utf-8", "replace")
-                    a = SFTPAttributes._read(b)
-                    if name in (".", ".."):
-                        continue
-                    a.filename, a.longname = name, longname
-                    yield a
+            yield from self._read_listing(h, spath)
         finally:
             if not self._c.closed:
                 self._close_handle(h)
+
+    def _read_listing(self, h: bytes, spath: str) -> Iterator[SFTPAttributes]:
+        """READDIR until EOF. Each NAME reply holds at least one entry whose name is
+        one safe component (checked in C), so counting entries bounds both the
+        memory and the round trips a server that never ends its listing can take."""
+        seen = 0
+        while True:
+            rtype, value = self._c.request(READDIR, _str(h), timeout=self._timeout,
+                                           what=f"listing the directory {spath}")
+            if rtype == STATUS:
+                if value[0] == FX_EOF:
+                    return
+                raise _error(value[0], value[1], "listing a directory", spath)
+            seen += len(value)
+            if seen > self.max_listing:
+                raise SFTPError(errno.EFBIG, f"listing a directory: the server listed more "
+                                f"than {self.max_listing} entries; if the directory really "
+                                f"is that large, raise sftp.max_listing", spath)
+            for e in value:
+                if e[0] not in (b".", b".."):
+                    yield _entry(e)
 
     def iterdir(self, path: Any = ".") -> Iterator[SFTPAttributes]:
         """Like :meth:`scandir` (pathlib's name): the entries with their attributes."""
@@ -615,11 +579,11 @@ class SFTP:
         if "statvfs@openssh.com" not in self.extensions:
             raise SFTPError(errno.EOPNOTSUPP, "statvfs: the server does not offer "
                             "statvfs@openssh.com", spath)
-        rtype, data = self._call(EXTENDED, _str(b"statvfs@openssh.com") + _str(_path(path)),
-                                 "statvfs", spath)
-        if rtype != EXTENDED_REPLY or len(data) < 88:
-            raise SFTPError(errno.EPROTO, "statvfs: an unexpected reply", spath)
-        v = struct.unpack(">11Q", data[:88])
+        rtype, v = self._call(EXTENDED, _str(b"statvfs@openssh.com") + _str(_path(path)),
+                              "statvfs", spath)
+        if rtype != EXTENDED_REPLY:
+            raise SFTPError(errno.EPROTO, "statvfs: an OK status instead of the statistics",
+                            spath)
         # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax
         return os.statvfs_result((v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[9], v[10]))
 
@@ -748,22 +712,7 @@ class SFTP:
                   progress: Optional[Callable[[int, int], Any]], preserve: bool,
                   resume: bool) -> int:
         total = st.st_size or 0
-        start = 0
-        if resume:
-            # written in place, so that an interrupted download leaves what it got
-            # for the next resume (no all-or-nothing rename)
-            start = os.path.getsize(lpath) if os.path.exists(lpath) else 0
-            if start > total:
-                raise SFTPError(errno.EINVAL, f"resume: the local file {lpath} ({start} bytes) "
-                                f"is longer than the remote one ({total} bytes)", rpath)
-            tmp = lpath
-            fd = os.open(lpath, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0),
-                         (st.st_mode or 0o644) & 0o777)
-        else:
-            d = os.path.dirname(os.path.abspath(lpath))
-            tmp = os.path.join(d, f".{os.path.basename(lpath)}.{secrets.token_hex(4)}{PART_SUFFIX}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o600)
+        start, fd, tmp = self._local_file(lpath, st, total, resume, rpath)
         ok = False
         try:
             cb = (lambda moved: progress(start + moved, total)) if progress else None
@@ -773,20 +722,52 @@ class SFTP:
                 raise _error(code, msg, "download", rpath)
             if err:
                 raise OSError(err, f"download: writing {lpath}: {os.strerror(err)}", lpath)
-            if tmp != lpath and hasattr(os, "fchmod"):
-                os.fchmod(fd, (st.st_mode or 0o644) & 0o777)
+            self._check_complete(h, rpath, lpath, start + moved, total)
             ok = True
         finally:
             os.close(fd)
-            if not ok and tmp != lpath:
-                os.unlink(tmp)
-        if tmp != lpath:
-            os.replace(tmp, lpath)
+            if not ok and tmp is not None:
+                _local.discard(tmp)
+        times = None
         if preserve and st.st_mtime is not None:
-            os.utime(lpath, (st.st_atime or st.st_mtime, st.st_mtime))
+            times = (st.st_atime or st.st_mtime, st.st_mtime)
+        if tmp is not None:
+            _local.finish_part(tmp, lpath, _local.mode_for(st.st_mode, preserve), times)
+        elif times is not None:
+            os.utime(lpath, times)
         if progress:
             progress(start + moved, total)
         return moved
+
+    def _local_file(self, lpath: str, st: SFTPAttributes, total: int, resume: bool,
+                    rpath: str) -> Tuple[int, int, Optional[str]]:
+        """Where a download writes: (offset to start at, fd, temporary path). With
+        ``resume`` the file itself, from where it ends, so that an interrupted
+        download keeps what it got for the next resume (no temporary file)."""
+        if not resume:
+            fd, tmp = _local.open_part(lpath)
+            return 0, fd, tmp
+        start = os.path.getsize(lpath) if os.path.exists(lpath) else 0
+        if start > total:
+            raise SFTPError(errno.EINVAL, f"resume: the local file {lpath} ({start} bytes) "
+                            f"is longer than the remote one ({total} bytes)", rpath)
+        fd = os.open(lpath, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0),
+                     _local.mode_for(st.st_mode, False))
+        return start, fd, None
+
+    def _check_complete(self, h: bytes, rpath: str, lpath: str, got: int, total: int) -> None:
+        """A download succeeds only with every byte of the file: the server said EOF
+        at `got`; if that is short of the size it gave, its size now must agree
+        (the file shrank meanwhile), or the download failed. A file that grew is
+        copied up to the EOF seen."""
+        if got >= total:
+            return
+        _, value = self._call(FSTAT, _str(h), "download", rpath)
+        now = SFTPAttributes._from(value).st_size
+        if now is not None and now != got:
+            raise SFTPError(errno.EIO, f"download: the server ended {rpath} after {got} bytes "
+                            f"but says it holds {now}: the download is incomplete, and "
+                            f"{lpath} was left as it was", rpath)
 
     def put(self, local: Any, remote: Any, *, progress: Optional[Callable[[int, int], Any]] = None,
             preserve: bool = False, resume: bool = False) -> int:
@@ -825,6 +806,9 @@ class SFTP:
                                   lpath)
                 if err:
                     raise OSError(err, f"upload: reading {lpath}: {os.strerror(err)}", lpath)
+                if moved != lst.st_size - start:
+                    raise SFTPError(errno.EIO, f"upload: the server confirmed {moved} of "
+                                    f"{lst.st_size - start} bytes", rpath)
                 # the mode exactly (the server's umask applied at creation), the times
                 # if asked, and the close, in one round trip
                 replies = self._c.batch([
@@ -833,11 +817,8 @@ class SFTP:
                         times=(int(lst.st_atime), int(lst.st_mtime)) if preserve else None)),
                     (CLOSE, _str(h))], timeout=self._timeout)
                 closed = True
-                for rtype, data in replies:
-                    b = _Buf(data)
-                    code = b.u32() if rtype == STATUS else FX_FAILURE
+                for _rtype, (code, msg) in replies:     # STATUS only: checked in C
                     if code != FX_OK:
-                        msg = b.string().decode("utf-8", "replace") if rtype == STATUS else ""
                         raise _error(code, msg, "upload", rpath)
             finally:
                 if not closed and not self._c.closed:
@@ -894,8 +875,14 @@ class SFTP:
                  resume: bool = False) -> List[str]:
         """Copy remote files and directories (recursively) into the existing local
         directory ``to``. Each file is written to a temporary file and renamed into
-        place once complete. Names from the server that would escape ``to`` are
-        refused. Returns the local paths written (the top level)."""
+        place once complete. A source ending in ``.``, ``..`` or ``/`` (``"dir/."``,
+        ``"/"``) copies that directory's contents into ``to`` itself, as
+        ``cp -r dir/. to`` does. Local names come from your arguments and from the
+        server's listings, never from where the server says a path leads; a listed
+        name that is not one safe path component is refused. Inside a tree, a
+        symbolic link to a file comes down as a file, and one to a directory is not
+        followed (as OpenSSH's sftp). Returns the local paths written (the top
+        level)."""
         paths = _paths(files, "download")
         to_s = os.fspath(to)
         if not os.path.isdir(to_s):
@@ -906,35 +893,60 @@ class SFTP:
         rep = _Reporter(verbose, progress, upload=False)
         out = []
         for p in paths:
-            name = posixpath.basename(p.rstrip("/")) or p
-            if name in (".", "..", "~"):
-                name = posixpath.basename(self.realpath(p))
-            dest = os.path.join(to_s, name)
+            base = posixpath.basename(p.rstrip("/"))
+            if base in ("", ".", ".."):
+                self._download_entries(p, to_s, rep, preserve, resume, 1)
+                out.append(to_s)
+                continue
+            dest = os.path.join(to_s, local_name(base))
             self._download_one(p, dest, rep, preserve, resume)
             out.append(dest)
         return out
 
     def _download_one(self, remote: str, dest: str, rep: _Reporter, preserve: bool,
-                      resume: bool, st: Optional[SFTPAttributes] = None) -> None:
+                      resume: bool, st: Optional[SFTPAttributes] = None, depth: int = 0) -> None:
         if st is None or st.st_mode is None:
             st = self.stat(remote)
-        if st.is_dir():
-            if not os.path.isdir(dest):
-                os.mkdir(dest, 0o700)
-            for a in self.listdir_attr(remote):
-                name = a.filename or ""
-                if not name or name in (".", "..") or "/" in name or "\0" in name:
-                    raise SFTPError(errno.EPROTO, f"download: the server listed an unsafe name "
-                                    f"{name!r} in {remote}", remote)
-                # the listing's attributes serve, but a symlink's are its own
-                self._download_one(posixpath.join(remote, name), os.path.join(dest, name), rep,
-                                   preserve, resume, None if a.is_symlink() else a)
-            os.chmod(dest, (st.st_mode or 0o755) & 0o777)
-            if preserve and st.st_mtime is not None:
-                os.utime(dest, (st.st_atime or st.st_mtime, st.st_mtime))
+        if not st.is_dir():
+            total = st.st_size or 0
+            report = rep.callback(dest, total)
+            self._get(remote, dest, st, (lambda moved, t: report(moved)) if report else None,
+                      preserve, resume)
+            rep.finished(dest, total)
             return
-        total = st.st_size or 0
-        report = rep.callback(dest, total)
-        self._get(remote, dest, st, (lambda moved, t: report(moved)) if report else None,
-                  preserve, resume)
-        rep.finished(dest, total)
+        if depth >= DEPTH_MAX:
+            raise SFTPError(errno.ELOOP, f"download: {remote} is more than {DEPTH_MAX} "
+                            "directories deep", remote)
+        made = _local.enter_dir(dest)
+        self._download_entries(remote, dest, rep, preserve, resume, depth + 1)
+        times = None
+        if preserve and st.st_mtime is not None:
+            times = (st.st_atime or st.st_mtime, st.st_mtime)
+        _local.leave_dir(dest, made, _local.mode_for(st.st_mode, preserve, 0o755), preserve,
+                         times)
+
+    def _download_entries(self, remote: str, dest: str, rep: _Reporter, preserve: bool,
+                          resume: bool, depth: int) -> None:
+        """The entries of remote directory `remote` into local directory `dest`."""
+        seen = set()
+        for a in self.listdir_attr(remote):
+            name = a.filename or ""
+            where = f"download: the server listed in {remote}"
+            if name in seen:
+                raise SFTPError(errno.EPROTO, f"{where} the name '{printable(name)}' twice",
+                                remote)
+            seen.add(name)
+            try:
+                local = local_name(name)
+            except ValueError as e:
+                raise SFTPError(errno.EPROTO, f"{where} an unsafe name: {e}", remote) from None
+            path = posixpath.join(remote, name)
+            st: Optional[SFTPAttributes] = a
+            if a.is_symlink():
+                st = self.stat(path)              # a link's own attributes are the link's
+                if st.is_dir():
+                    log.warning("download: not following %s, a symbolic link to a directory",
+                                printable(path))
+                    continue
+            self._download_one(path, os.path.join(dest, local), rep, preserve, resume, st,
+                               depth)

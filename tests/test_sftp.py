@@ -474,8 +474,9 @@ def hostile(tmp_path_factory):
 def test_hostile_listing_cannot_escape(hostile, tmp_path, names):
     to = tmp_path / "to"
     to.mkdir()
-    with pytest.raises(pyssh.SFTPError, match="unsafe name"):
+    with pytest.raises(pyssh.SFTPError, match="broke the SFTP protocol") as e:
         hostile({"names": names}, lambda f: f.download("wanted", to=to, verbose=False))
+    assert e.value.errno == errno.EPROTO
     assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil")
     leftovers = [str(p) for p in to.rglob("*") if p.is_file()]
     assert leftovers == []

@@ -7,7 +7,9 @@
  * tests/test_scp_fuzz.py does both, for a bounded time. Besides memory errors it
  * checks what the parser promises: an accepted file or directory name is never
  * empty, ".", "..", and never holds '/' or NUL; modes fit 07777; sizes 63 bits. */
+#define PYSSH_FUZZ 1
 #define PYSSH_SCP_FUZZ 1
+#include "../../csrc/names.c"
 #include "../../csrc/scp.c"
 
 #include <stdlib.h>
