@@ -61,6 +61,7 @@ typedef struct {
     uint32_t avail[2];               /* bytes libssh holds for stdout, stderr */
     struct pump *pump;               /* run()'s state while its step holds the lock */
     struct io *io;                   /* recv_to_fd()'s state while its step holds the lock */
+    pyssh_deadline *dl;              /* theirs: data moved pushes it back (wait.c) */
     int remote_eof, remote_closed;
     int has_status, exit_status;
     int has_signal, core_dumped;
@@ -91,6 +92,9 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
     }
     else if (ch->io != NULL) {
         taken = io_take(ch->io, stream, data, len);
+    }
+    if (taken > 0) {
+        pyssh_deadline_touch(ch->dl);
     }
     ch->avail[stream] = len - taken;
     return (int)taken;
@@ -248,8 +252,10 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
         if (left > 0) {
             struct hup_wait h = {self, self->chan, 0};
             PyObject *type, *value, *tb;
+            pyssh_deadline dl;
+            pyssh_deadline_start(&dl, left, 1);
             PyErr_Fetch(&type, &value, &tb);
-            if (pyssh_wait(s, hup_wait_step, &h, left, PYSSH_EXC_SSHError,
+            if (pyssh_wait(s, hup_wait_step, &h, &dl, PYSSH_EXC_SSHError,
                            "closing the channel") < 0) {
                 if (PyErr_ExceptionMatches(PyExc_OSError)) {
                     PyErr_Clear();   /* the time is up, or the session failed */
@@ -448,8 +454,8 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
         pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
         goto done;
     }
-    double timeout = pyssh_timeout_arg(timeout_obj);
-    if (timeout == -2) {
+    pyssh_deadline dl;
+    if (!pyssh_deadline_parse(timeout_obj, &dl, 0)) {
         goto done;
     }
     cmd_bytes = PyUnicode_AsUTF8String(command);
@@ -498,7 +504,7 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
 
     struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0, NULL};
-    int rc = pyssh_wait(self->session, exec_step, &a, timeout, PYSSH_EXC_SSHError,
+    int rc = pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError,
                         "starting the command");
     if (rc < 0) {
         if (a.refused != NULL && PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHError]) &&
@@ -549,6 +555,7 @@ typedef struct {
 
 struct pump {
     ChannelObject *ch;
+    pyssh_deadline *dl;          /* the timeout: no progress for so long */
     sink out[2];
     char *scratch;               /* SCRATCH bytes, where discarded output is read to
                                     (this pump's: steps of other sessions run at once) */
@@ -627,6 +634,7 @@ drain(struct pump *P, int stream)
             break;
         }
         ch->avail[stream] -= (uint32_t)n < ch->avail[stream] ? (uint32_t)n : ch->avail[stream];
+        pyssh_deadline_touch(ch->dl);
         k->total += (unsigned)n;
         if (k->kind != SINK_DISCARD) {
             k->len += (size_t)n;
@@ -675,6 +683,7 @@ feed(struct pump *P, ssh_session ssh)
         if (w == 0) {
             return 0;
         }
+        pyssh_deadline_touch(ch->dl);
         P->in += w;
         P->in_left -= (size_t)w;
     }
@@ -702,6 +711,15 @@ snapshot(struct pump *P)
 }
 
 /* Something for run() to do with the GIL: output to hand over, stdin to fetch, the end. */
+/* A callback's chunk waits for it. (A capture's bytes are not waiting: they stay
+ * in its buffer until the end; counting them made an idle command that had
+ * printed something spin, stepping and returning without ever waiting.) */
+static int
+undelivered(const sink *k)
+{
+    return k->kind == SINK_CALLBACK && k->len > 0;
+}
+
 static int
 want_python(struct pump *P)
 {
@@ -717,8 +735,10 @@ pump_step(ssh_session ssh, void *p)
 {
     struct pump *P = p;
     P->ch->pump = P;
+    P->ch->dl = P->dl;
     int rc = pump_step_locked(ssh, P);
     P->ch->pump = NULL;
+    P->ch->dl = NULL;
     return rc;
 }
 
@@ -751,7 +771,8 @@ pump_step_locked(ssh_session ssh, struct pump *P)
             if (ch->remote_closed && ch->avail[0] == 0 && ch->avail[1] == 0) {
                 P->done = 1;
             }
-            if (P->done || P->need_stdin || P->out[0].len > 0 || P->out[1].len > 0) {
+            if (P->done || P->need_stdin || undelivered(&P->out[0]) ||
+                undelivered(&P->out[1])) {
                 snapshot(P);
                 return 0;
             }
@@ -878,17 +899,36 @@ PyDoc_STRVAR(chanobj_run_doc,
 "Stream the running command's output and input until the server closes the\n"
 "channel. `stdout`/`stderr`: None (discard), True (capture) or a callable called\n"
 "with each bytes chunk. `stdin`: None (send EOF at once) or an iterator of\n"
-"bytes-like chunks (EOF when it ends). `timeout`: seconds for the whole run.\n"
+"bytes-like chunks (EOF when it ends). `timeout`: seconds without progress (no\n"
+"output received, no stdin sent) before the command is stopped.\n"
 "Returns (exit_status or None, signal name or None, core_dumped, error message,\n"
 "captured stdout or None, captured stderr or None, stdin_dropped). On timeout,\n"
 "interrupt or an exception from a callback the command gets SIGHUP (where the\n"
 "server supports signals), the channel is closed and the exception propagates.");
+
+/* Hand full buffers to their sinks (GIL held). Time spent in a slow callback is
+ * not the server's: the timeout starts again once data was delivered. */
+static int
+pump_deliver(struct pump *P)
+{
+    for (int i = 0; i < 2; i++) {
+        int had = P->out[i].kind == SINK_CALLBACK && P->out[i].len > 0;
+        if (sink_flush(&P->out[i]) < 0) {
+            return -1;
+        }
+        if (had) {
+            pyssh_deadline_touch(P->dl);
+        }
+    }
+    return 0;
+}
 
 static PyObject *
 chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"stdout", "stderr", "stdin", "timeout", NULL};
     PyObject *out_t = Py_None, *err_t = Py_None, *in_t = Py_None, *timeout_obj = Py_None;
+    pyssh_deadline dl;
     pyssh_state *st = self->session->state;
     PyObject *result = NULL;
     struct pump P;
@@ -902,13 +942,14 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
     memset(&P, 0, sizeof(P));
     P.ch = self;
+    P.dl = &dl;
     if (self->chan == NULL || !self->exec_sent) {
         pyssh_raise(st, PYSSH_EXC_SSHError,
                     "no command is running on this channel: call exec() first");
         goto done;
     }
-    double timeout = pyssh_timeout_arg(timeout_obj);
-    if (timeout == -2) {
+    /* converted once claimed: its __float__ may run Python code (test_races) */
+    if (!pyssh_deadline_parse(timeout_obj, &dl, 0)) {
         goto done;
     }
     if (sink_init(&P.out[0], out_t, "stdout") < 0 || sink_init(&P.out[1], err_t, "stderr") < 0) {
@@ -931,7 +972,6 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
         }
     }
 
-    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
     for (;;) {
         if (P.need_stdin) {
             P.need_stdin = 0;
@@ -939,43 +979,22 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
                 goto fail;
             }
         }
-        double left = -1;
-        if (timeout >= 0) {
-            left = deadline - pyssh_monotonic();
-            if (left < 0) {
-                left = 0;
-            }
-        }
-        int rc = pyssh_wait(self->session, pump_step, &P, left, PYSSH_EXC_SSHError,
-                            "running the command");
-        if (rc < 0) {
-            if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError]) && timeout >= 0) {
+        if (pyssh_wait(self->session, pump_step, &P, &dl, PYSSH_EXC_SSHError,
+                       "running the command") < 0) {
+            if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError])) {
                 PyErr_Clear();
-                char secs[32];
-                snprintf(secs, sizeof(secs), "%g", timeout);
-                pyssh_raise(st, PYSSH_EXC_SSHTimeoutError,
-                            "the command ran longer than its timeout of %s seconds: it was sent "
-                            "SIGHUP and its channel closed (the session is still usable)", secs);
+                pyssh_raise_timeout(st, "running the command (it was sent SIGHUP and its "
+                                    "channel closed; the session is still usable)", &dl);
             }
             goto fail;
         }
-        for (int i = 0; i < 2; i++) {
-            if (sink_flush(&P.out[i]) < 0) {
-                goto fail;
-            }
+        if (pump_deliver(&P) < 0) {
+            goto fail;
         }
         if (P.done) {
             break;
         }
         if (PyErr_CheckSignals() < 0) {
-            goto fail;
-        }
-        if (timeout >= 0 && pyssh_monotonic() >= deadline && !P.done) {
-            char secs[32];
-            snprintf(secs, sizeof(secs), "%g", timeout);
-            pyssh_raise(st, PYSSH_EXC_SSHTimeoutError,
-                        "the command ran longer than its timeout of %s seconds: it was sent "
-                        "SIGHUP and its channel closed (the session is still usable)", secs);
             goto fail;
         }
     }
@@ -1038,6 +1057,7 @@ enum io_mode { IO_READ, IO_WRITE, IO_RECV_FD, IO_SEND_FD };
 
 struct io {
     ChannelObject *ch;
+    pyssh_deadline *dl;      /* the timeout: no progress for so long */
     enum io_mode mode;
     char *buf;               /* IO_READ: destination; IO_WRITE/IO_SEND_FD: data to send */
     size_t cap, len, pos;
@@ -1130,6 +1150,7 @@ io_step_once(struct io *X, ssh_session ssh)
             ch->avail[0] -= (uint32_t)n < ch->avail[0] ? (uint32_t)n : ch->avail[0];
             X->len = (size_t)n;
             X->done = 1;
+            pyssh_deadline_touch(ch->dl);
         }
         else if (ch->remote_eof) {
             X->done = 1;     /* end of the stream: nothing read */
@@ -1149,6 +1170,7 @@ io_step_once(struct io *X, ssh_session ssh)
             if (n == 0) {
                 break;
             }
+            pyssh_deadline_touch(ch->dl);
             int e = write_fd_all(X->fd, X->buf, (size_t)n);
             if (e != 0) {
                 X->local_errno = e;
@@ -1218,6 +1240,7 @@ io_step_once(struct io *X, ssh_session ssh)
             if (w == 0) {
                 return 0;
             }
+            pyssh_deadline_touch(ch->dl);
             X->pos += (size_t)w;
             X->moved += (unsigned)w;
         }
@@ -1232,8 +1255,10 @@ io_step(ssh_session ssh, void *p)
 {
     struct io *X = p;
     X->ch->io = X;
+    X->ch->dl = X->dl;
     int rc = io_step_locked(ssh, X);
     X->ch->io = NULL;
+    X->ch->dl = NULL;
     return rc;
 }
 
@@ -1267,18 +1292,16 @@ io_step_locked(ssh_session ssh, struct io *X)
 
 /* Run one operation to its end: wait, report progress, honour the timeout. */
 static int
-io_run(ChannelObject *self, struct io *X, double timeout, PyObject *progress, const char *what)
+io_run(ChannelObject *self, struct io *X, pyssh_deadline *dl, PyObject *progress,
+       const char *what)
 {
-    pyssh_state *st = self->session->state;
-    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
     int rc = 0;
+    X->dl = dl;
     if (progress != NULL && progress != Py_None) {
         X->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
     while (!X->done) {
-        double left = pyssh_time_left(st, deadline, timeout, what);
-        if (left == -2 ||
-            pyssh_wait(self->session, io_step, X, left, PYSSH_EXC_SSHError, what) < 0 ||
+        if (pyssh_wait(self->session, io_step, X, dl, PYSSH_EXC_SSHError, what) < 0 ||
             pyssh_progress(progress, &X->next_progress, X->done, X->moved) < 0 ||
             PyErr_CheckSignals() < 0) {
             rc = -1;
@@ -1318,8 +1341,8 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     PyObject *out = NULL;
-    double timeout = pyssh_timeout_arg(timeout_obj);
-    if (timeout == -2 || io_ready(self) < 0) {
+    pyssh_deadline dl;
+    if (!pyssh_deadline_parse(timeout_obj, &dl, 0) || io_ready(self) < 0) {
         goto done;
     }
     out = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
@@ -1331,7 +1354,7 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
     X.mode = IO_READ;
     X.buf = PyBytes_AS_STRING(out);
     X.cap = (size_t)n;
-    if (io_run(self, &X, timeout, NULL, "reading from the command") < 0 ||
+    if (io_run(self, &X, &dl, NULL, "reading from the command") < 0 ||
         _PyBytes_Resize(&out, (Py_ssize_t)X.len) < 0) {
         Py_CLEAR(out);
     }
@@ -1343,10 +1366,14 @@ done:
 static PyObject *
 closed_midway(ChannelObject *self, const char *what)
 {
-    return pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
-                       "%s: the remote command ended first%s%.*s", what,
-                       self->errlen ? "; its stderr ended with: " : "",
-                       (int)self->errlen, self->errtail);
+    PyObject *tail = pyssh_printable(self->errtail, self->errlen);
+    if (tail == NULL) {
+        return NULL;
+    }
+    pyssh_raise(self->session->state, PYSSH_EXC_SSHError, "%s: the remote command ended "
+                "first%s%U", what, self->errlen ? "; its stderr ended with: " : "", tail);
+    Py_DECREF(tail);
+    return NULL;
 }
 
 PyDoc_STRVAR(chanobj_write_doc,
@@ -1367,8 +1394,8 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     PyObject *result = NULL;
-    double timeout = pyssh_timeout_arg(timeout_obj);
-    if (timeout == -2 || io_ready(self) < 0) {
+    pyssh_deadline dl;
+    if (!pyssh_deadline_parse(timeout_obj, &dl, 0) || io_ready(self) < 0) {
         goto done;
     }
     struct io X = {0};
@@ -1376,7 +1403,7 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
     X.mode = IO_WRITE;
     X.buf = view.buf;
     X.len = (size_t)view.len;
-    if (io_run(self, &X, timeout, NULL, "writing to the command") < 0) {
+    if (io_run(self, &X, &dl, NULL, "writing to the command") < 0) {
         goto done;
     }
     if (X.pos < X.len) {
@@ -1406,8 +1433,8 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
     }
     struct io X = {0};
     PyObject *result = NULL;
-    double timeout = pyssh_timeout_arg(timeout_obj);
-    if (timeout == -2 || io_ready(self) < 0) {
+    pyssh_deadline dl;
+    if (!pyssh_deadline_parse(timeout_obj, &dl, 0) || io_ready(self) < 0) {
         goto done;
     }
     if (progress != Py_None && !PyCallable_Check(progress)) {
@@ -1428,7 +1455,7 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
     if (size == 0) {
         X.done = 1;
     }
-    if (io_run(self, &X, timeout, progress, what) < 0) {
+    if (io_run(self, &X, &dl, progress, what) < 0) {
         goto done;
     }
     if (X.local_errno) {

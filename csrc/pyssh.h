@@ -99,6 +99,10 @@ void pyssh_errors_clear(pyssh_state *st);
 /* Raise exception class `which` with a printf-style message. Returns NULL. */
 PyObject *pyssh_raise(pyssh_state *st, enum pyssh_exc which, const char *fmt, ...);
 
+/* Text from the server (bytes) made safe to print, by the one sanitizer
+ * (pyssh._names.printable): a new str, or NULL with an exception. */
+PyObject *pyssh_printable(const char *text, size_t n);
+
 /* Raise for a libssh failure: `what` says what pyssh was doing ("connecting to
  * host:22"), `detail` is libssh's message (copied while the session lock was held).
  * The class is `fallback` unless the detail says more (a refused or reset
@@ -198,14 +202,38 @@ int pyssh_sftp_setup_type(PyObject *module, pyssh_state *st);
  * session that is open. It must not block. */
 typedef int (*pyssh_step_fn)(ssh_session ssh, void *arg);
 
+/* One timeout, converted once where it enters from Python (pyssh_deadline_parse)
+ * and passed down: `timeout` seconds (< 0: none). An inactivity deadline
+ * (the default) means "no progress for `timeout` seconds": a step that moves
+ * data for its operation calls pyssh_deadline_touch, which pushes `expires`
+ * back, so a slow transfer that keeps moving is never cut off while a stalled
+ * peer ends in SSHTimeoutError. A total deadline (connecting) is never pushed
+ * back. */
+typedef struct {
+    double timeout;
+    double expires;              /* monotonic time */
+    int total;
+} pyssh_deadline;
+
+#define PYSSH_NO_DEADLINE {-1.0, 0.0, 0}
+
+void pyssh_deadline_start(pyssh_deadline *d, double timeout, int total);
+void pyssh_deadline_touch(pyssh_deadline *d);
+/* A timeout argument, None (none) or a number of seconds (a negative one is 0),
+ * as a deadline started now: 1, or 0 with an exception set. Converted after the
+ * method's state check has claimed the object: __float__ may run Python code. */
+int pyssh_deadline_parse(PyObject *obj, pyssh_deadline *d, int total);
+/* The one timeout error: SSHTimeoutError naming `what` and the timeout given. */
+void pyssh_raise_timeout(pyssh_state *st, const char *what, const pyssh_deadline *d);
+
 /* Run `step` until it finishes: between steps wait for the session socket with
  * poll() in slices of at most 100 ms (GIL released, session lock not held),
  * retry on EINTR, run signal handlers (Ctrl-C raises KeyboardInterrupt) and
- * honour `timeout` seconds (< 0: none) measured on a monotonic clock.
- * Returns the step's result (>= 0), or -1 with an exception set: `fail_exc`
- * for a libssh failure, SSHTimeoutError, SessionClosedError or whatever a
- * signal handler raised. `what` names the operation for messages. */
-int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+ * honour the deadline `d` (NULL: none; the step may touch it). Returns the
+ * step's result (>= 0), or -1 with an exception set: `fail_exc` for a libssh
+ * failure, SSHTimeoutError, SessionClosedError or whatever a signal handler
+ * raised. `what` names the operation for messages. */
+int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
                enum pyssh_exc fail_exc, const char *what);
 
 /* A waiting thread's wake-up: a pipe (a socket pair on Windows) polled beside
@@ -242,7 +270,7 @@ typedef struct {
  * pipe of the session's is used). Between slices of at most 100 ms it takes
  * the GIL back to run signal handlers; within a slice it steps and polls
  * without the GIL. */
-int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
                   enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps,
                   pyssh_waiter *w);
 
@@ -284,10 +312,6 @@ void pyssh_log_queue(SessionObject *self, int priority, const char *fmt, ...);
 /* A timeout argument (seconds): NULL or None gives -1 (none), a negative number 0;
  * -2 with an exception set when it is not a number. */
 double pyssh_timeout_arg(PyObject *obj);
-
-/* For loops of waits that share one timeout (started at deadline - timeout):
- * the seconds left (-1: no timeout), or -2 with SSHTimeoutError raised. */
-double pyssh_time_left(pyssh_state *st, double deadline, double timeout, const char *what);
 
 /* Call progress(moved) when *next (> 0: reports wanted) has passed or the
  * operation `finished`; then set *next PYSSH_PROGRESS_EVERY seconds ahead.

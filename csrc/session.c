@@ -49,13 +49,9 @@ map_auth(int rc)
         }                                                                            \
     } while (0)
 
-static double
-timeout_arg(PyObject *obj, int *ok)
-{
-    double t = pyssh_timeout_arg(obj);
-    *ok = t != -2;
-    return t;
-}
+/* Connecting and authenticating have total deadlines, so that a server that
+ * trickles packets cannot keep them from expiring. */
+#define total_deadline(obj, d) pyssh_deadline_parse((obj), (d), 1)
 
 /* "O&" converter: None or a path (str, bytes, PathLike) to a bytes object. */
 static int
@@ -527,15 +523,14 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     long long fd = -1;
     PyObject *timeout_obj = Py_None;
     const char *what = "connecting";
-    int ok;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|LOs:_connect", kwlist,
                                      &fd, &timeout_obj, &what)) {
         return NULL;
     }
     struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
-    double timeout = timeout_arg(timeout_obj, &ok);
-    if (!ok) {
+    pyssh_deadline dl;
+    if (!total_deadline(timeout_obj, &dl)) {
         pyssh_closesocket(a.fd);
         return NULL;
     }
@@ -566,7 +561,7 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
                            ? "the session is being connected by another call"
                            : "the session is already connected");
     }
-    int rc = pyssh_wait(self, connect_step, &a, timeout, PYSSH_EXC_ConnectError, what);
+    int rc = pyssh_wait(self, connect_step, &a, &dl, PYSSH_EXC_ConnectError, what);
     pyssh_lock(self);
     self->connecting = 0;
     if (rc >= 0 && self->ssh != NULL) {
@@ -788,16 +783,13 @@ auth_result(SessionObject *self, int rc)
     {                                                                                  \
         static char *kwlist[] = {"timeout", NULL};                                     \
         PyObject *t = Py_None;                                                         \
-        int ok;                                                                        \
-        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:" #name, kwlist, &t)) {       \
-            return NULL;                                                               \
-        }                                                                              \
-        double timeout = timeout_arg(t, &ok);                                          \
-        if (!ok) {                                                                     \
+        pyssh_deadline dl;                                                             \
+        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:" #name, kwlist, &t) ||       \
+            !total_deadline(t, &dl)) {                                                 \
             return NULL;                                                               \
         }                                                                              \
         CHECK_CONNECTED(self, NULL);                                                   \
-        return auth_result(self, pyssh_wait(self, step, NULL, timeout,                 \
+        return auth_result(self, pyssh_wait(self, step, NULL, &dl,                     \
                                             PYSSH_EXC_AuthenticationError, what));     \
     }
 
@@ -836,16 +828,13 @@ session_auth_password(SessionObject *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"", "timeout", NULL};
     const char *password;
     PyObject *t = Py_None;
-    int ok;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:_auth_password", kwlist, &password, &t)) {
-        return NULL;
-    }
-    double timeout = timeout_arg(t, &ok);
-    if (!ok) {
+    pyssh_deadline dl;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:_auth_password", kwlist, &password, &t) ||
+        !total_deadline(t, &dl)) {
         return NULL;
     }
     CHECK_CONNECTED(self, NULL);
-    return auth_result(self, pyssh_wait(self, auth_password_step, (void *)password, timeout,
+    return auth_result(self, pyssh_wait(self, auth_password_step, (void *)password, &dl,
                                         PYSSH_EXC_AuthenticationError,
                                         "authenticating with a password"));
 }
@@ -861,12 +850,12 @@ session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"", "timeout", NULL};
     PyObject *path = NULL, *t = Py_None;
-    int ok;
+    pyssh_deadline dl;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O:_auth_try_pubkey", kwlist,
                                      PyUnicode_FSConverter, &path, &t)) {
         return NULL;
     }
-    double timeout = timeout_arg(t, &ok);
+    int ok = total_deadline(t, &dl);
     if (!ok || self->ssh == NULL || !self->connected) {
         Py_DECREF(path);
         if (ok) {
@@ -875,7 +864,7 @@ session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL};
-    int rc = pyssh_wait(self, auth_try_pubkey_step, &a, timeout,
+    int rc = pyssh_wait(self, auth_try_pubkey_step, &a, &dl,
                         PYSSH_EXC_AuthenticationError, "offering a public key");
     ssh_key_free(a.pub);
     Py_DECREF(path);
@@ -896,7 +885,7 @@ session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
     Py_ssize_t len;
     const char *passphrase = NULL;
     PyObject *t = Py_None;
-    int ok;
+    pyssh_deadline dl;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO:_auth_privkey", kwlist,
                                      &data, &len, &passphrase, &t)) {
         return NULL;
@@ -905,13 +894,12 @@ session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "the key text contains a NUL byte");
         return NULL;
     }
-    double timeout = timeout_arg(t, &ok);
-    if (!ok) {
+    if (!total_deadline(t, &dl)) {
         return NULL;
     }
     CHECK_CONNECTED(self, NULL);
     struct privkey_arg a = {data, passphrase, NULL, 0};
-    int rc = pyssh_wait(self, auth_privkey_step, &a, timeout,
+    int rc = pyssh_wait(self, auth_privkey_step, &a, &dl,
                         PYSSH_EXC_AuthenticationError, "authenticating with a key");
     ssh_key_free(a.key);
     return auth_result(self, rc);
@@ -928,26 +916,18 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"", "timeout", NULL};
     PyObject *responder, *t = Py_None;
-    int ok;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:_auth_kbdint", kwlist, &responder, &t)) {
+    pyssh_deadline dl;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:_auth_kbdint", kwlist, &responder, &t) ||
+        !total_deadline(t, &dl)) {
         return NULL;
     }
-    double timeout = timeout_arg(t, &ok);
-    if (!ok) {
-        return NULL;
-    }
-    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
     for (int round = 0; ; round++) {
         CHECK_CONNECTED(self, NULL);
         if (round > 32) {
             return pyssh_raise(self->state, PYSSH_EXC_AuthenticationError,
                                "keyboard-interactive: the server asked more than 32 rounds of questions");
         }
-        double left = timeout >= 0 ? deadline - pyssh_monotonic() : -1;
-        if (timeout >= 0 && left < 0) {
-            left = 0;
-        }
-        int rc = pyssh_wait(self, auth_kbdint_step, NULL, left, PYSSH_EXC_AuthenticationError,
+        int rc = pyssh_wait(self, auth_kbdint_step, NULL, &dl, PYSSH_EXC_AuthenticationError,
                             "keyboard-interactive authentication");
         if (rc != SSH_AUTH_INFO) {
             return auth_result(self, rc);

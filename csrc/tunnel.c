@@ -1080,7 +1080,9 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     snprintf(what, sizeof(what), "asking the server to listen on %s:%d for a tunnel to %s",
              *bind ? bind : "*", port, self->target);
     struct greq_arg a = {self, 0, 0};
-    int rc = pyssh_wait(self->session, greq_step, &a, timeout, PYSSH_EXC_SSHError, what);
+    pyssh_deadline dl;
+    pyssh_deadline_start(&dl, timeout, 0);
+    int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
     if (rc < 0) {
         greq_orphan(self);
         goto done;
@@ -1158,7 +1160,7 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
         snprintf(what, sizeof(what), "tunnel from the server's port %d to %s", self->bound,
                  self->target);
     }
-    int rc = pyssh_wait_ex(self->session, tunnel_step, self, -1, PYSSH_EXC_SSHError, what,
+    int rc = pyssh_wait_ex(self->session, tunnel_step, self, NULL, PYSSH_EXC_SSHError, what,
                            &self->ps, &self->wake);
     /* This run took the stop request; stop() sets it with the GIL held too, and
      * no step of this tunnel runs any more. */
@@ -1214,7 +1216,9 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
         struct greq_arg a = {self, 1, 0};
         char what[64];
         snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
-        int rc = pyssh_wait(self->session, greq_step, &a, timeout, PYSSH_EXC_SSHError, what);
+        pyssh_deadline dl;
+        pyssh_deadline_start(&dl, timeout, 0);
+        int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
         if (rc < 0) {
             greq_orphan(self);
             /* the connection is gone or slow: the forward ends with the session */

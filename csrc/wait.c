@@ -190,19 +190,52 @@ pyssh_timeout_arg(PyObject *obj)
     return t < 0 ? 0 : t;
 }
 
-double
-pyssh_time_left(pyssh_state *st, double deadline, double timeout, const char *what)
+void
+pyssh_deadline_start(pyssh_deadline *d, double timeout, int total)
 {
-    if (timeout < 0) {
-        return -1;
+    d->timeout = timeout;
+    d->total = total;
+    d->expires = timeout >= 0 ? pyssh_monotonic() + timeout : 0.0;
+}
+
+void
+pyssh_deadline_touch(pyssh_deadline *d)
+{
+    if (d != NULL && d->timeout >= 0 && !d->total) {
+        d->expires = pyssh_monotonic() + d->timeout;
     }
-    double left = deadline - pyssh_monotonic();
-    if (left <= 0) {
-        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %g seconds", what,
-                    timeout);
-        return -2;
+}
+
+int
+pyssh_deadline_parse(PyObject *obj, pyssh_deadline *d, int total)
+{
+    double t = pyssh_timeout_arg(obj);
+    if (t == -2) {
+        return 0;
     }
-    return left;
+    pyssh_deadline_start(d, t, total);
+    return 1;
+}
+
+static int
+deadline_passed(const pyssh_deadline *d, double now)
+{
+    return d != NULL && d->timeout >= 0 && now >= d->expires;
+}
+
+void
+pyssh_raise_timeout(pyssh_state *st, const char *what, const pyssh_deadline *d)
+{
+    char secs[32];
+    snprintf(secs, sizeof(secs), "%g", d->timeout);
+    if (d->total) {
+        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %s seconds "
+                    "(timeout=%s)", what, secs, secs);
+    }
+    else {
+        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out: nothing moved for %s "
+                    "seconds (timeout=%s)", what, secs, secs);
+    }
 }
 
 int
@@ -434,8 +467,8 @@ logs_append(pyssh_logmsg **head, pyssh_logmsg *more)
  * signal: *poll_rc < 0). Returns the step's last result; log lines are added
  * to *logs. */
 static int
-wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end, double timeout,
-           double deadline, pyssh_pollset *ps, waitctx *c, int *closed, char *errbuf,
+wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
+           const pyssh_deadline *d, pyssh_pollset *ps, waitctx *c, int *closed, char *errbuf,
            pyssh_logmsg **logs, int *poll_rc, int *poll_err)
 {
     pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
@@ -451,8 +484,8 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
         }
         double now = pyssh_monotonic();
         double end = slice_end;
-        if (timeout >= 0 && deadline < end) {
-            end = deadline;
+        if (d != NULL && d->timeout >= 0 && d->expires < end) {
+            end = d->expires;      /* read again each time: the step may have touched it */
         }
         int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
         if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
@@ -483,7 +516,7 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
             }
         }
         now = pyssh_monotonic();
-        if (now >= slice_end || (timeout >= 0 && now >= deadline)) {
+        if (now >= slice_end || deadline_passed(d, now)) {
             break;
         }
     }
@@ -497,22 +530,27 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
 }
 
 int
-pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
               enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps, pyssh_waiter *w)
 {
     pyssh_state *st = self->state;
-    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0.0;
     char errbuf[ERRBUF];
     waitctx c = {w, 0, 0};
 
+    /* a loop of waits sharing one deadline (an operation that steps out for
+     * progress reports or callbacks) finds it passed here */
+    if (deadline_passed(d, pyssh_monotonic())) {
+        pyssh_raise_timeout(st, what, d);
+        return -1;
+    }
     for (;;) {
         int rc, closed = 0, poll_rc = 0, poll_err = 0;
         pyssh_logmsg *logs = NULL;
 
         errbuf[0] = '\0';
         Py_BEGIN_ALLOW_THREADS
-        rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, timeout, deadline,
-                        ps, &c, &closed, errbuf, &logs, &poll_rc, &poll_err);
+        rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, d, ps, &c,
+                        &closed, errbuf, &logs, &poll_rc, &poll_err);
         Py_END_ALLOW_THREADS
         pyssh_log_emit(self, logs);
 
@@ -535,11 +573,8 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout
         if (PyErr_CheckSignals() < 0) {
             return -1;
         }
-        if (timeout >= 0 && pyssh_monotonic() >= deadline) {
-            char secs[32];
-            snprintf(secs, sizeof(secs), "%g", timeout);
-            pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %s seconds",
-                        what, secs);
+        if (deadline_passed(d, pyssh_monotonic())) {
+            pyssh_raise_timeout(st, what, d);
             return -1;
         }
     }
@@ -549,7 +584,8 @@ int
 pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
                  char *errbuf, size_t errlen, int *os_err)
 {
-    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0.0;
+    pyssh_deadline dl;
+    pyssh_deadline_start(&dl, timeout, 0);
     char buf[ERRBUF];
     waitctx c = {NULL, 0, 0};
 
@@ -558,8 +594,8 @@ pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double time
         pyssh_logmsg *logs = NULL;
         buf[0] = '\0';
         /* no signals to check without the GIL: slices only bound each poll */
-        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, timeout, deadline, NULL, &c,
-                            &closed, buf, &logs, &poll_rc, &poll_err);
+        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, &dl, NULL, &c, &closed, buf,
+                            &logs, &poll_rc, &poll_err);
         if (logs != NULL) {
             /* keep libssh's lines for the next Python call on the session */
             PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -584,17 +620,17 @@ pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double time
             *os_err = poll_err;
             return PYSSH_OSERROR;
         }
-        if (timeout >= 0 && pyssh_monotonic() >= deadline) {
+        if (deadline_passed(&dl, pyssh_monotonic())) {
             return PYSSH_TIMEDOUT;
         }
     }
 }
 
 int
-pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
            enum pyssh_exc fail_exc, const char *what)
 {
-    return pyssh_wait_ex(self, step, arg, timeout, fail_exc, what, NULL, NULL);
+    return pyssh_wait_ex(self, step, arg, d, fail_exc, what, NULL, NULL);
 }
 
 int

@@ -516,11 +516,23 @@ def test_r_style_aliases(session):
 
 def test_timeout_closes_channel_and_session_stays_usable(session):
     t = time.monotonic()
-    with pytest.raises(pyssh.SSHTimeoutError, match="timeout of 0.5 seconds") as ei:
+    with pytest.raises(pyssh.SSHTimeoutError, match="nothing moved for 0.5 seconds") as ei:
         session.exec_wait("sleep 30", timeout=0.5)
     assert isinstance(ei.value, TimeoutError)
+    assert "running the command" in str(ei.value) and "timeout=0.5" in str(ei.value)
     assert time.monotonic() - t < 3
     assert session.exec_internal("echo usable", timeout=10).stdout == b"usable\n"
+
+
+def test_timeout_is_inactivity_a_command_that_keeps_talking_runs_on(session):
+    """The timeout is "no progress for so long", as ServerAliveInterval or curl's
+    low-speed limit: a command that prints every 0.3 s for 2.4 s in all is not cut
+    off by a timeout of 1 s; a silent second ends it."""
+    script = "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.3; done"
+    assert session.exec_internal(script, timeout=1).stdout.split() == \
+        [str(i).encode() for i in range(1, 9)]
+    with pytest.raises(pyssh.SSHTimeoutError, match="timeout=1"):
+        session.exec_internal("echo a; sleep 0.3; echo b; sleep 5; echo c", timeout=1)
 
 
 def test_timeout_output_before_it_is_kept(session):
@@ -696,10 +708,19 @@ def test_other_threads_run_while_output_streams(session):
         lambda: session.exec_wait("head -c 400000000 /dev/zero", stdout=None)) == 0
 
 
-def test_idle_command_uses_no_cpu(session):
+@pytest.mark.parametrize("how", ["discard", "capture", "callback"])
+def test_idle_command_uses_no_cpu(session, how):
+    """Also once the command has printed something: a captured output used to make
+    the loop spin through the pause (2.9 s of CPU in a 3 s sleep)."""
     cpu = time.process_time()
     t = time.monotonic()
-    assert session.exec_wait("sleep 2", stdout=None) == 0
+    script = "echo before; sleep 2; echo after"
+    if how == "capture":
+        assert session.exec_internal(script).stdout == b"before\nafter\n"
+    else:
+        got = []
+        assert session.exec_wait(script, stdout=None if how == "discard" else got.append) == 0
+        assert b"".join(got) == (b"" if how == "discard" else b"before\nafter\n")
     assert time.monotonic() - t >= 2
     assert time.process_time() - cpu < 0.2
 
