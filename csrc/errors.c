@@ -114,6 +114,17 @@ pyssh_raise(pyssh_state *st, enum pyssh_exc which, const char *fmt, ...)
     return NULL;
 }
 
+PyObject *
+pyssh_printable(const char *text, size_t n)
+{
+    PyObject *raw = PyBytes_FromStringAndSize(text, (Py_ssize_t)n);
+    PyObject *mod = raw != NULL ? PyImport_ImportModule("pyssh._names") : NULL;
+    PyObject *out = mod != NULL ? PyObject_CallMethod(mod, "printable", "O", raw) : NULL;
+    Py_XDECREF(mod);
+    Py_XDECREF(raw);
+    return out;
+}
+
 static int
 contains(const char *haystack, const char *needle)
 {
@@ -128,6 +139,11 @@ pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
     if (detail == NULL || detail[0] == '\0') {
         detail = "libssh gave no reason";
     }
+    /* libssh's message may quote the server (a disconnect's reason, a banner) */
+    PyObject *shown = pyssh_printable(detail, strlen(detail));
+    if (shown == NULL) {
+        return NULL;
+    }
     if (contains(detail, "Timeout") || contains(detail, "timed out")) {
         which = PYSSH_EXC_SSHTimeoutError;
     }
@@ -136,16 +152,22 @@ pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
              contains(detail, "Broken pipe")) {
         if (fallback != PYSSH_EXC_ConnectError) {
             /* not while connecting: a session that worked has lost its server */
-            return pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server "
-                               "was lost (%s): the session cannot be used any more, connect "
-                               "again", what, detail);
+            pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server was "
+                        "lost (%U): the session cannot be used any more, connect again",
+                        what, shown);
+            Py_DECREF(shown);
+            return NULL;
         }
     }
     if (contains(detail, "Channel opening failure")) {
-        return pyssh_raise(st, which, "%s: %s; the server may be at its limit of channels "
-                           "open at once on one connection (OpenSSH's MaxSessions, 10 by "
-                           "default): close the channels, SFTP clients or tunnels you no "
-                           "longer need, or open another session", what, detail);
+        pyssh_raise(st, which, "%s: %U; the server may be at its limit of channels open at "
+                    "once on one connection (OpenSSH's MaxSessions, 10 by default): close the "
+                    "channels, SFTP clients or tunnels you no longer need, or open another "
+                    "session", what, shown);
     }
-    return pyssh_raise(st, which, "%s: %s", what, detail);
+    else {
+        pyssh_raise(st, which, "%s: %U", what, shown);
+    }
+    Py_DECREF(shown);
+    return NULL;
 }

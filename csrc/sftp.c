@@ -273,6 +273,7 @@ struct op {
     size_t status_len;
     int local_errno;
     double next_progress;
+    pyssh_deadline *dl;            /* the timeout: each reply pushes it back */
     char *buf;                     /* upload: file data to send */
     /* read()/write(): memory instead of a file descriptor (fd -1) */
     char *mem;                     /* read: the destination; write: the source */
@@ -499,10 +500,11 @@ frame_write(struct op *o, pending *q, int type, const char *p, size_t n)
     drop_pending(o, q);
 }
 
-/* One whole frame from the server. */
+/* One whole frame from the server: progress, whatever it says. */
 static void
 handle_frame(struct op *o, int type, const char *p, size_t n)
 {
+    pyssh_deadline_touch(o->dl);
     if (o->kind == OP_START) {
         frame_start(o, type, p, n);
         return;
@@ -858,18 +860,16 @@ raise_protocol(pyssh_state *st, const char *what, const char *why)
 /* Run an operation to its end; the result's exception on failure. The caller
  * has claimed the channel. */
 static int
-run_op(SFTPObject *self, struct op *o, double timeout, PyObject *progress, const char *what)
+run_op(SFTPObject *self, struct op *o, pyssh_deadline *dl, PyObject *progress, const char *what)
 {
     pyssh_state *st = self->session->state;
-    double deadline = timeout >= 0 ? pyssh_monotonic() + timeout : 0;
     int rc = 0;
+    o->dl = dl;
     if (progress != NULL && progress != Py_None) {
         o->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
     for (;;) {
-        double left = pyssh_time_left(st, deadline, timeout, what);
-        if (left == -2 ||
-            pyssh_wait(self->session, sftp_step, o, left, PYSSH_EXC_SFTPError, what) < 0) {
+        if (pyssh_wait(self->session, sftp_step, o, dl, PYSSH_EXC_SFTPError, what) < 0) {
             rc = -1;
             break;
         }
@@ -1080,11 +1080,13 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"timeout", NULL};
     PyObject *tobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &tobj)) {
+    pyssh_deadline dl;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &tobj) ||
+        claim(self, CLAIM_OPEN) < 0) {
         return NULL;
     }
-    double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2 || claim(self, CLAIM_OPEN) < 0) {
+    if (!pyssh_deadline_parse(tobj, &dl, 0)) {
+        unclaim(self);
         return NULL;
     }
     if (self->started) {
@@ -1114,7 +1116,7 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
     o.s = self;
     o.kind = OP_START;
     o.status = -1;
-    if (run_op(self, &o, timeout, NULL, "starting SFTP") < 0) {
+    if (run_op(self, &o, &dl, NULL, "starting SFTP") < 0) {
         sftp_close_impl(self, 1);
     }
     else {
@@ -1251,7 +1253,7 @@ PyDoc_STRVAR(batch_doc,
 
 /* batch() on a claimed channel, of requests parsed already. */
 static PyObject *
-batch_claimed(SFTPObject *self, const reqlist *r, double timeout, const char *what)
+batch_claimed(SFTPObject *self, const reqlist *r, pyssh_deadline *dl, const char *what)
 {
     struct op o;
     memset(&o, 0, sizeof(o));
@@ -1267,7 +1269,7 @@ batch_claimed(SFTPObject *self, const reqlist *r, double timeout, const char *wh
         sftp_close_impl(self, 1);
         return NULL;
     }
-    if (run_op(self, &o, timeout, NULL, what != NULL ? what : "an SFTP request") < 0) {
+    if (run_op(self, &o, dl, NULL, what != NULL ? what : "an SFTP request") < 0) {
         free_replies(&o);
         return NULL;
     }
@@ -1289,18 +1291,17 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"requests", "timeout", "what", NULL};
     PyObject *reqs, *tobj = Py_None;
+    pyssh_deadline dl;
     const char *what = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|Oz:batch", kwlist, &reqs, &tobj, &what)) {
-        return NULL;
-    }
-    double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2 || claim(self, CLAIM_STARTED) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|Oz:batch", kwlist, &reqs, &tobj, &what) ||
+        claim(self, CLAIM_STARTED) < 0) {
         return NULL;
     }
     reqlist r;
     PyObject *out = NULL;
-    if (reqs_parse(reqs, &r) == 0) {
-        out = batch_claimed(self, &r, timeout, what);
+    /* converted once claimed: __float__ may run Python code */
+    if (pyssh_deadline_parse(tobj, &dl, 0) && reqs_parse(reqs, &r) == 0) {
+        out = batch_claimed(self, &r, &dl, what);
         reqs_release(&r);
     }
     unclaim(self);
@@ -1373,7 +1374,7 @@ sftp_send(SFTPObject *self, PyObject *args)
     }
     pyssh_unlock(self->session);
     if (qrc == 1) {
-        PyObject *replies = batch_claimed(self, &r, -1, NULL);
+        PyObject *replies = batch_claimed(self, &r, NULL, NULL);
         if (replies != NULL) {
             Py_DECREF(replies);
             result = Py_NewRef(Py_None);
@@ -1411,8 +1412,8 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
              char *mem, uint64_t offset, uint64_t end, PyObject *tobj, PyObject *progress,
              int inflight, unsigned int chunk)
 {
-    double timeout = pyssh_timeout_arg(tobj);
-    if (timeout == -2) {
+    pyssh_deadline dl;
+    if (!pyssh_deadline_parse(tobj, &dl, 0)) {
         return -1;
     }
     if (handle->len > SFTP_HANDLE_MAX || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
@@ -1449,7 +1450,7 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
     else {
         const char *what = kind == OP_DOWNLOAD ? (mem ? "SFTP read" : "SFTP download")
                                                : (mem ? "SFTP write" : "SFTP upload");
-        rc = run_op(self, o, timeout, progress, what);
+        rc = run_op(self, o, &dl, progress, what);
     }
     unclaim(self);
     free(o->buf);

@@ -19,14 +19,14 @@ import stat
 import sys
 from typing import Any, Callable, List, Optional, Union
 
-from . import _ssh
+from . import _local, _ssh
+from ._names import printable
 from .errors import SSHError, SCPError, SCPFileNotFoundError, SCPPermissionError, SCPProtocolError
 
 PathArg = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str, int, int], Any]
 
 LINE_MAX = 8192            # longest server message accepted
-PART_SUFFIX = ".pyssh-part"
 
 
 def remote_quote(path: str) -> str:
@@ -102,7 +102,7 @@ def _server_error(text: bytes, path: Optional[str]) -> SCPError:
         cls, num = SCPPermissionError, errno.EACCES
     else:
         cls, num = SCPError, errno.EIO
-    err = cls(num, f"the server's scp said: {msg}", path)
+    err = cls(num, f"the server's scp said: {printable(msg)}", path)
     err.server_message = msg
     return err
 
@@ -181,7 +181,7 @@ class _Reporter:
             if self.verbose and self.upload:
                 pct = 100 if total == 0 else moved * 100 // total
                 self.line_open = True     # first: a Ctrl-C may land in the write
-                sys.stderr.write(f"\r[{pct:3d}%] {path}")
+                sys.stderr.write(f"\r[{pct:3d}%] {printable(path)}")
                 sys.stderr.flush()
         return report
 
@@ -190,9 +190,9 @@ class _Reporter:
             self.progress(path, total, total)
         if self.verbose:
             if self.upload:
-                sys.stderr.write(f"\r[100%] {path}\n")
+                sys.stderr.write(f"\r[100%] {printable(path)}\n")
             else:
-                sys.stderr.write(f"{total:>10} {path}\n")
+                sys.stderr.write(f"{total:>10} {printable(path)}\n")
             sys.stderr.flush()
             self.line_open = False
 
@@ -205,33 +205,60 @@ class _Reporter:
             sys.stderr.flush()
 
 
+class _Timed:
+    """The SCP channel, with the transfer's timeout on every wait: each read, write
+    or file transfer raises SSHTimeoutError when nothing moves for that long."""
+
+    def __init__(self, ch: Any, timeout: Optional[float]):
+        self.ch = ch
+        self.timeout = timeout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ch, name)
+
+    def read(self, n: int) -> bytes:
+        data: bytes = self.ch.read(n, timeout=self.timeout)
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.ch.write(data, timeout=self.timeout)
+
+    def recv_to_fd(self, fd: int, size: int, progress: Any = None) -> Any:
+        return self.ch.recv_to_fd(fd, size, progress=progress, timeout=self.timeout)
+
+    def send_from_fd(self, fd: int, size: int, progress: Any = None) -> Any:
+        return self.ch.send_from_fd(fd, size, progress=progress, timeout=self.timeout)
+
+
 def _finish(ch: Any, what: str) -> None:
     """The end of the protocol: let the remote scp exit, and check how it did."""
-    status, signame, _core, _msg, _out, err, _dropped = ch.run(stdout=None, stderr=True, timeout=30)
+    status, signame, _core, _msg, _out, err, _dropped = ch.run(
+        stdout=None, stderr=True, timeout=ch.timeout or 30)
     if status not in (0, None) or signame:
         tail = (ch.stderr_tail + (err or b"")).decode("utf-8", "replace").strip()
         raise SCPError(errno.EIO, f"{what}: the server's scp exited with status {status}"
-                       + (f": {tail[-500:]}" if tail else ""))
+                       + (f": {printable(tail[-500:])}" if tail else ""))
 
 
-def _start(session: Any, command: str, what: str) -> Any:
+def _start(session: Any, command: str, what: str, timeout: Optional[float]) -> _Timed:
     ch = _ssh.Channel(session)
     try:
-        ch.exec(command, env=[])
+        ch.exec(command, env=[], timeout=timeout)
     except BaseException:
         ch.close()
         raise
-    return ch
+    return _Timed(ch, timeout)
 
 
 def _no_scp(ch: Any, what: str, path: Optional[str]) -> SCPError:
     tail = ch.stderr_tail.decode("utf-8", "replace").strip()
     if "not found" in tail or "No such file" in tail and "scp" in tail:
-        err = SCPError(errno.ENOENT, f"{what}: the server has no scp command ({tail[-300:]}); "
+        err = SCPError(errno.ENOENT, f"{what}: the server has no scp command "
+                       f"({printable(tail[-300:])}); "
                        "install OpenSSH's scp there, or use sftp_upload()/sftp_download()", path)
     else:
         err = SCPError(errno.EIO, f"{what}: the server's scp ended without answering"
-                       + (f": {tail[-500:]}" if tail else ""), path)
+                       + (f": {printable(tail[-500:])}" if tail else ""), path)
     err.server_message = tail or None
     return err
 
@@ -239,7 +266,7 @@ def _no_scp(ch: Any, what: str, path: Optional[str]) -> SCPError:
 # ---- upload --------------------------------------------------------------------------------
 
 def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
-           preserve: bool) -> List[str]:
+           preserve: bool, timeout: Optional[float] = None) -> List[str]:
     sources = _paths(files, "files")
     to = _to_path(to, "remote")
     stats = []
@@ -252,7 +279,7 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
     flags = "-t -d" + (" -r" if recursive else "") + (" -p" if preserve else "")
     what = f"scp_upload to {to}"
     rep = _Reporter(verbose, progress, upload=True)
-    ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what)
+    ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what, timeout)
     reader = _Reader(ch, what)
 
     def ack(rpath: str, first: bool = False) -> None:
@@ -331,7 +358,7 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
 # ---- download ------------------------------------------------------------------------------
 
 def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
-             preserve: bool) -> List[str]:
+             preserve: bool, timeout: Optional[float] = None) -> List[str]:
     sources = _paths(files, "files")
     to = _to_path(to, "local")
     if not os.path.isdir(to):
@@ -347,7 +374,8 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
     what = "scp_download"
     rep = _Reporter(verbose, progress, upload=False)
     flags = "-f -r" + (" -p" if preserve else "")
-    ch = _start(session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what)
+    ch = _start(session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what,
+                timeout)
     reader = _Reader(ch, what)
     stack = [to]             # local directories being filled
     rstack = [""]            # and their remote paths (for errors)
@@ -391,10 +419,9 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                     raise SCPProtocolError(f"{what}: the server left a directory it never entered")
                 path = stack.pop()
                 rstack.pop()
-                mode, dtimes = dir_modes.pop()
-                os.chmod(path, mode & 0o777)
-                if dtimes is not None:
-                    os.utime(path, dtimes)
+                mode, dtimes, made = dir_modes.pop()
+                _local.leave_dir(path, made, _local.mode_for(mode, preserve, 0o755), preserve,
+                                 dtimes)
                 ch.write(b"\0")
                 continue
             _kind, mode, size, bname = msg
@@ -405,21 +432,17 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             if kind == "D":
                 if os.path.lexists(dest) and not os.path.isdir(dest):
                     raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
-                if not os.path.isdir(dest):
-                    os.mkdir(dest, 0o700)
+                made = _local.enter_dir(dest)
                 stack.append(dest)
                 rstack.append(rpath)
-                dir_modes.append((mode, times))
+                dir_modes.append((mode, times, made))
                 times = None
                 if len(stack) == 2:
                     written.append(dest)
                 ch.write(b"\0")
                 continue
             # a file
-            if os.path.isdir(dest) and not os.path.islink(dest):
-                raise IsADirectoryError(errno.EISDIR, "a directory is in the way", dest)
-            tmp = os.path.join(stack[-1], f".{os.urandom(6).hex()}{PART_SUFFIX}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+            fd, tmp = _local.open_part(dest)
             ok = False
             try:
                 ch.write(b"\0")
@@ -437,15 +460,8 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             finally:
                 os.close(fd)
                 if not ok:
-                    os.unlink(tmp)
-            try:
-                os.chmod(tmp, mode & 0o777)   # never setuid/setgid/sticky from a server
-                if times is not None:
-                    os.utime(tmp, times)
-                os.replace(tmp, dest)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+                    _local.discard(tmp)
+            _local.finish_part(tmp, dest, _local.mode_for(mode, preserve), times)
             times = None
             ch.write(b"\0")
             rep.finished(dest, size)

@@ -344,6 +344,12 @@ class SFTP:
             raise _error(value[0], value[1], what, path, path2)
         return rtype, value
 
+    def _vague(self, e: SFTPError, *also: type) -> bool:
+        """Is `e` a status that OpenSSH uses for several errors ("failure"), worth a
+        look at the path to say which? Not a broken protocol: the channel is closed."""
+        return (type(e) is SFTPError or type(e) in also) and e.errno != errno.EPROTO and \
+            not self._c.closed
+
     def _status(self, kind: int, payload: bytes, what: str, path: str,
                 path2: Optional[str] = None) -> None:
         self._call(kind, payload, what, path, path2)
@@ -455,7 +461,7 @@ class SFTP:
         try:
             self._status(MKDIR, _str(_path(path)) + _attrs(mode=mode), "mkdir", spath)
         except SFTPError as e:
-            if type(e) is SFTPError and self._lexists(path):
+            if self._vague(e) and self._lexists(path):
                 raise SFTPFileExistsError(errno.EEXIST, f"mkdir: {spath} already exists",
                                           spath) from None
             raise
@@ -489,7 +495,7 @@ class SFTP:
         try:
             self._status(REMOVE, _str(_path(path)), "remove", spath)
         except SFTPError as e:
-            if type(e) is SFTPError and self.is_dir(path):
+            if self._vague(e) and self.is_dir(path):
                 raise SFTPIsADirectoryError(errno.EISDIR, f"remove: {spath} is a directory "
                                             "(use rmdir)", spath) from None
             raise
@@ -503,7 +509,7 @@ class SFTP:
             self._status(RMDIR, _str(_path(path)), "rmdir", spath)
         except SFTPError as e:
             # OpenSSH says "no such file" for ENOTDIR and "failure" for ENOTEMPTY
-            if type(e) in (SFTPError, SFTPFileNotFoundError):
+            if self._vague(e, SFTPFileNotFoundError):
                 try:
                     st = self.lstat(path)
                 except SFTPError:
@@ -549,7 +555,7 @@ class SFTP:
         try:
             names = self._names(READLINK, _str(_path(path)), "readlink", os.fspath(path))
         except SFTPError as e:
-            if type(e) is SFTPError and self._lexists(path):
+            if self._vague(e) and self._lexists(path):
                 raise SFTPError(errno.EINVAL, f"readlink: {os.fspath(path)} is not a symbolic "
                                 "link", os.fspath(path)) from None
             raise
@@ -637,10 +643,10 @@ class SFTP:
         try:
             h = self._open(spath, flags, 0o666 if flags & F_CREAT else None)
         except SFTPError as e:
-            if type(e) is SFTPError and kind == "x" and self._lexists(spath):
+            if self._vague(e) and kind == "x" and self._lexists(spath):
                 raise SFTPFileExistsError(errno.EEXIST, f"open: {spath} already exists",
                                           spath) from None
-            if type(e) is SFTPError and self.is_dir(spath):
+            if self._vague(e) and self.is_dir(spath):
                 raise SFTPIsADirectoryError(errno.EISDIR, f"open: {spath} is a directory",
                                             spath) from None
             raise

@@ -270,8 +270,10 @@ class Session(_ssh.Session):
         ``stdin``: bytes, str (sent as UTF-8), a file object or an iterable of
         bytes, streamed to the command, then end-of-file; with ``None`` the command
         gets end-of-file at once, so a command that reads stdin does not hang.
-        ``timeout``: seconds; a longer command gets SIGHUP, its channel is closed and
-        ``SSHTimeoutError`` raised (the session stays usable). ``env``: environment
+        ``timeout``: seconds without progress (no output received, no stdin sent):
+        then the command gets SIGHUP, its channel is closed and ``SSHTimeoutError``
+        raised (the session stays usable). A command that keeps producing output is
+        never cut off; one that is silent for longer than ``timeout`` is. ``env``: environment
         variables, which the server must accept (sshd's ``AcceptEnv``).
 
         An exception raised by a callback (or Ctrl-C) stops the command the same
@@ -296,50 +298,59 @@ class Session(_ssh.Session):
 
     def scp_upload(self, files: Any, to: Any = ".", *, verbose: bool = True,
                    progress: Optional[Callable[[str, int, int], Any]] = None,
-                   preserve: bool = False) -> List[str]:
+                   preserve: bool = False, timeout: Optional[float] = None) -> List[str]:
         """Copy local files and directories into the remote directory ``to`` (``"."``:
         the remote home; ``"~/x"``: x in it), over SCP. Directories go recursively, hidden
         files and empty directories included, with their modes (``preserve=True`` also
         keeps modification and access times, like ``scp -p``); symlinks are followed.
         ``verbose`` draws ``[NN%] path`` on stderr; ``progress(path, transferred, total)``
         is called a few times a second per file and at its end (raising from it stops
-        the transfer). Returns the remote paths written (the top level)."""
-        return _scp.upload(self, files, to, verbose, progress, preserve)
+        the transfer). ``timeout``: seconds without progress before
+        ``SSHTimeoutError`` (a stalled server; a slow transfer that keeps moving is
+        never cut off). Returns the remote paths written (the top level)."""
+        return _scp.upload(self, files, to, verbose, progress, preserve,
+                           _exec.check_timeout(timeout))
 
     def scp_download(self, files: Any, to: Any = ".", *, verbose: bool = True,
                      progress: Optional[Callable[[str, int, int], Any]] = None,
-                     preserve: bool = False) -> List[str]:
+                     preserve: bool = False, timeout: Optional[float] = None) -> List[str]:
         """Copy remote files and directories (recursively) into the existing local
         directory ``to``, over SCP. Each file is written to a temporary file beside its
         destination and renamed into place once complete, so a failed transfer never
         leaves a partial file under the final name. What the server sends is checked:
         names that would escape ``to``, files not asked for, bad sizes or modes raise
         :class:`SCPProtocolError`. ``verbose`` prints ``<size> <path>`` per file on
-        stderr. Returns the local paths written (the top level)."""
-        return _scp.download(self, files, to, verbose, progress, preserve)
+        stderr; ``timeout`` as for :meth:`scp_upload`. Files get the server's mode
+        masked by the local umask, as scp does (``preserve=True``: the mode and
+        times as they are). Returns the local paths written (the top level)."""
+        return _scp.download(self, files, to, verbose, progress, preserve,
+                             _exec.check_timeout(timeout))
 
     # ---- SFTP
     def sftp(self, *, timeout: Optional[float] = None) -> _sftp.SFTP:
         """Open an SFTP channel: a :class:`pyssh.SFTP` for transfers and remote file
         operations (a context manager; several may be open on one session, one per
-        thread). ``timeout`` applies to each operation. Raises
+        thread). ``timeout``: seconds without progress in any one operation (a
+        transfer that keeps moving is never cut off) before ``SSHTimeoutError``. Raises
         :class:`pyssh.SFTPError` when the server has no SFTP subsystem."""
         self._check_usable()
         return _sftp.SFTP(self, timeout)
 
     def sftp_upload(self, files: Any, to: Any = ".", *, verbose: bool = True,
                     progress: Optional[Callable[[str, int, int], Any]] = None,
-                    preserve: bool = False, resume: bool = False) -> List[str]:
+                    preserve: bool = False, resume: bool = False,
+                    timeout: Optional[float] = None) -> List[str]:
         """:meth:`scp_upload` over SFTP (one SFTP channel, opened and closed)."""
-        with self.sftp() as s:
+        with self.sftp(timeout=timeout) as s:
             return s.upload(files, to, verbose=verbose, progress=progress, preserve=preserve,
                             resume=resume)
 
     def sftp_download(self, files: Any, to: Any = ".", *, verbose: bool = True,
                       progress: Optional[Callable[[str, int, int], Any]] = None,
-                      preserve: bool = False, resume: bool = False) -> List[str]:
+                      preserve: bool = False, resume: bool = False,
+                      timeout: Optional[float] = None) -> List[str]:
         """:meth:`scp_download` over SFTP (one SFTP channel, opened and closed)."""
-        with self.sftp() as s:
+        with self.sftp(timeout=timeout) as s:
             return s.download(files, to, verbose=verbose, progress=progress,
                               preserve=preserve, resume=resume)
 
@@ -595,10 +606,11 @@ class _Auth:
 def _key_argument(keyfile: Any) -> Tuple[Optional[str], Optional[bytes]]:
     """(path, None) or (None, key text) from the keyfile argument."""
     if isinstance(keyfile, bytes):
-        if b"-----BEGIN" in keyfile:
+        if b"-----BEGIN" in keyfile or b"\n" in keyfile:
             return None, keyfile
         keyfile = os.fsdecode(keyfile)
-    if isinstance(keyfile, str) and "-----BEGIN" in keyfile:
+    # key text, never taken for a path: a "not found" error would echo the secret
+    if isinstance(keyfile, str) and ("-----BEGIN" in keyfile or "\n" in keyfile):
         return None, keyfile.encode()
     if isinstance(keyfile, (str, os.PathLike)):
         path = os.path.expanduser(os.fspath(keyfile))
