@@ -53,8 +53,7 @@ def account():
     logins (PAM checks it). Needs root; created for the session and removed after."""
     if not IS_ROOT:
         pytest.skip("password and keyboard-interactive tests need root, to create a local account")
-    if shutil.which("useradd") is None:
-        pytest.skip("useradd is not installed")
+    assert shutil.which("useradd"), "useradd is missing (bash .ci/run installs passwd)"
     password = "pw-" + secrets.token_hex(8)
     created = subprocess.run(["id", ACCOUNT], capture_output=True).returncode != 0
     if created:
@@ -250,3 +249,35 @@ def run_while_python_counts(work):
         t.join()
     assert during > 0.1 * base_rate * elapsed, (during, base_rate, elapsed)
     return result
+
+
+@pytest.fixture
+def area(tmp_path):
+    """A directory the test sshd's user can reach, with remote/ (the server's side:
+    it runs on this machine) and to/ (a download target)."""
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "to").mkdir()
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def hostile_sftp(tmp_path_factory):
+    """An sshd whose SFTP subsystem is tests/hostile_sftp.py: a real SFTP server on
+    this machine's files that lies, stalls or floods as each test's scenario says.
+    run(scenario, call, timeout=20) writes the scenario, connects, opens SFTP and
+    returns call(sftp)."""
+    d = tmp_path_factory.mktemp("hostile-sftp")
+    os.chmod(d, 0o755)
+    script = d / "hostile_sftp.py"
+    shutil.copy(os.path.join(os.path.dirname(__file__), "hostile_sftp.py"), script)
+    scenario = d / "scenario.txt"
+    scenario.write_text("{}")
+    with SSHServer(sftp=False, extra_config=[
+            f"Subsystem sftp {sys.executable} {script} {scenario}"]) as srv:
+        def run(how, call, timeout=20):
+            scenario.write_text(repr(how))
+            with srv.connect() as s, s.sftp(timeout=timeout) as f:
+                return call(f)
+        run.server = srv
+        yield run

@@ -291,3 +291,25 @@ def test_passphrase_is_asked_on_a_terminal(server, make_key, tmp_path):
     assert f"IDENTITY {key}" in text
     assert "typed-in" not in text   # not echoed
     assert os.WEXITSTATUS(status) == 0
+
+
+def test_key_text_in_an_unknown_format_is_never_echoed(server):
+    """Key text pyssh cannot read (PuTTY's format here) was taken for a path, and the
+    "keyfile not found" error printed the whole key."""
+    secret = "AAAAC3NzaC1lZDI1NTE5secretPRIVATEmaterial"
+    putty = ("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: k\n"
+             f"Public-Lines: 1\nAAAAC3\nPrivate-Lines: 1\n{secret}\nPrivate-MAC: 00\n")
+    for keyfile in (putty, putty.encode()):
+        with pytest.raises(pyssh.PrivateKeyError) as e:
+            server.connect(keyfile=keyfile)
+        shown = str(e.value) + repr(e.value.args) + str(getattr(e.value, "path", ""))
+        assert secret not in shown and "not a private key" in shown
+
+
+def test_a_wrong_password_is_never_echoed(server, make_key):
+    if not IS_ROOT:
+        pytest.skip("password logins need PAM, and so root, in the test sshd")
+    key = make_key("not_authorized")
+    with pytest.raises(pyssh.AuthenticationError) as e:
+        server.connect(keyfile=key, password="Wr0ng-Secret-pw-42")
+    assert "Wr0ng-Secret-pw-42" not in str(e.value) + repr(e.value.args)

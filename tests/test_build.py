@@ -1,6 +1,7 @@
 """The extension as built: static, with hidden symbols, beside other OpenSSLs."""
 import hashlib
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -36,7 +37,7 @@ def test_only_the_init_function_is_exported():
 
 
 def test_other_openssl_users_in_the_same_process(server, tmp_path):
-    cryptography = pytest.importorskip("cryptography")
+    import cryptography
     from cryptography.hazmat.primitives.asymmetric import ed25519
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -88,7 +89,6 @@ def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     signature); mypy checks the Python layer against it. From a source tree they run
     there; for an installed pyssh (.ci/check-wheel), from an empty directory, so that
     mypy takes the rest of site-packages as installed libraries, not as this project."""
-    pytest.importorskip("mypy")
     import sys
     root = os.path.dirname(os.path.dirname(pyssh.__file__))
     cwd = root if os.path.isfile(os.path.join(root, "setup.py")) else str(tmp_path)
@@ -118,6 +118,48 @@ def test_sdist_builds_on_its_own(tmp_path):
                    "vendor/versions.env", "vendor/patches/libssh-0.11.5-channel-data-no-copy.patch",
                    "pyssh/_ssh.pyi", "pyssh/py.typed", "pyssh/include/pyssh_capi.h", "tests/conftest.py",
                    "tests/capi/example.c",
-                   "tests/fuzz/scp_parse_fuzz.c", ".ci/run"):
+                   "tests/fuzz/scp_parse_fuzz.c", "tests/fuzz/sftp_reply_fuzz.c",
+                   "csrc/sftpproto.h", "tests/hostile_sftp.py", ".ci/run"):
         assert needed in names, needed
     assert not any(n.endswith((".so", ".pyc")) for n in names)
+
+
+# What PyUnicode_FromFormat (and so PyErr_Format and pyssh_raise) accepts on Python
+# 3.9, the oldest supported: no '*' width or precision (3.12: before, "%.*s" was
+# printed as it stands, and one message ended in a literal "%.*s"), no %T or %N
+# (3.13), no floating point at all.
+_FORMAT_OK = re.compile(r"%(%|-?\d*(\.\d+)?(c|d|u|i|x|s|p|A|U|V|S|R|ld|li|lu|lld|lli|llu|zd|zi|zu))$")
+_FORMAT_TOKEN = re.compile(r"%(?:%|[-+ #0-9.*]*(?:ll|l|z|j|t|h|hh)?[a-zA-Z])")
+_FORMAT_CALLS = re.compile(r"\b(PyErr_Format|pyssh_raise|PyUnicode_FromFormat|PyErr_WarnFormat)\s*\(")
+
+
+def _string_literals(src, i):
+    """The string literals among a call's arguments, from just after its '('."""
+    depth, j, out = 1, i, []
+    while depth and j < len(src):
+        if src[j] in "()":
+            depth += 1 if src[j] == "(" else -1
+        elif src[j] == '"':
+            k = j + 1
+            while src[k] != '"':
+                k += 2 if src[k] == "\\" else 1
+            out.append(src[j + 1:k])
+            j = k
+        j += 1
+    return "".join(out)
+
+
+def test_c_message_formats_work_on_the_oldest_python():
+    root = os.path.dirname(os.path.dirname(pyssh.__file__))
+    csrc = os.path.join(root, "csrc")
+    if not os.path.isdir(csrc):
+        pytest.skip("not run from a source tree")
+    bad = []
+    for name in sorted(os.listdir(csrc)):
+        if name.endswith(".c"):
+            src = open(os.path.join(csrc, name)).read()
+            for m in _FORMAT_CALLS.finditer(src):
+                bad += [(name, src.count("\n", 0, m.start()) + 1, spec)
+                        for spec in _FORMAT_TOKEN.findall(_string_literals(src, m.end()))
+                        if not _FORMAT_OK.match(spec)]
+    assert bad == []
