@@ -545,6 +545,34 @@ def _target_key(s: Session) -> _ServerKey:
     return _ServerKey(s.host, s.port, key_type, sha256, base64.b64decode(b64))
 
 
+def _connect_through_proxy(s: Session, deadline: _Deadline, what: str, policy: HostKeyPolicy,
+                           files: _HostKeyFiles) -> None:
+    """libssh connects through the ProxyJump hosts one by one; each one's key is
+    handed back here for the same check as the target's before libssh authenticates
+    to it. A refused hop raises its typed error; the caller's close then tells the
+    waiting jump thread to give up."""
+    accepted: Optional[_ServerKey] = None
+    try:
+        hop = s._connect(-1, timeout=deadline.left(), what=what)
+        while hop is not None:
+            n, host, port, key_type, fingerprint, b64, state = hop
+            log.debug("ProxyJump hop %d: %s port %d sent %s key %s (libssh's known-host "
+                      "state %d)", n, host, port, key_type, fingerprint, state)
+            key = _ServerKey(host, port, key_type, fingerprint, base64.b64decode(b64), n)
+            _check_host_key(key, policy, files)
+            s._hop_verdict(True)
+            accepted = key
+            hop = s._connect(-1, timeout=deadline.left(), what=what)
+    except ConnectError as e:
+        if accepted is None:
+            raise
+        raise ConnectError(
+            f"{e}; the connection went through {accepted.what()}, whose key was accepted: it "
+            f"may have refused authentication (pyssh authenticates to jump hosts with "
+            f"ssh-agent and the key files of ~/.ssh only) or could not reach the next "
+            f"host") from e
+
+
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -827,7 +855,8 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
         files = _host_key_files(kh, opts)
         target = _format_target(s.user, s.host, s.port)
         if proxy:
-            s._connect(-1, timeout=deadline.left(), what=f"connecting to {target} through a proxy")
+            _connect_through_proxy(s, deadline, f"connecting to {target} through a proxy",
+                                   host_key_policy, files)
         else:
             sock = _tcp_connect(s.host, s.port, deadline, target)
             s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")

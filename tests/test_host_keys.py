@@ -1,8 +1,10 @@
 """Host key checking against known_hosts, with each policy."""
 import os
+import shutil
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -287,3 +289,105 @@ def test_a_key_filed_under_the_bare_host_name_is_known(server, tmp_path):
     with server.connect(known_hosts=str(kh), host_key_policy="strict") as s:
         assert s.connected
 
+
+# ---- ProxyJump: each jump host's key is checked like the target's -------------------------
+
+@pytest.fixture
+def jumps(home):
+    """Two sshds on loopback, jump1 and jump2, and the session's `server` reached
+    through them: one client key authorized on all, in ~/.ssh for the jumps (libssh
+    authenticates them with the default key files, as OpenSSH's ProxyJump does)."""
+    with SSHServer() as jump1, SSHServer() as jump2:
+        shutil.copy(jump1.client_key, home / ".ssh" / "id_ed25519")
+        jump2.authorize(jump1.client_key + ".pub")
+        yield jump1, jump2
+
+
+def connect_through(server, jumps, kh, policy, tmp_path):
+    cfg = tmp_path / "jump_config"
+    cfg.write_text(f"Host target\n    HostName 127.0.0.1\n    Port {server.port}\n"
+                   f"    User {server.user}\n    ProxyJump "
+                   + ",".join(f"{j.user}@127.0.0.1:{j.port}" for j in jumps) + "\n")
+    return pyssh.connect("target", config=str(cfg), keyfile=server.client_key,
+                         known_hosts=str(kh), host_key_policy=policy, timeout=20)
+
+
+def native_threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+def assert_refused_before_authentication(jump, err, hop):
+    assert (err.host, err.port, err.hop) == ("127.0.0.1", jump.port, hop)
+    assert err.key_type == "ssh-ed25519" and err.fingerprint.startswith("SHA256:")
+    assert f"jump host [127.0.0.1]:{jump.port} (ProxyJump hop {hop})" in str(err)
+    assert "Accepted publickey" not in jump.log()
+
+
+def test_an_unknown_jump_host_is_refused_by_strict(server, jumps, tmp_path):
+    jump1, _ = jumps
+    kh = tmp_path / "known_hosts"
+    kh.write_text(server.host_key_line + "\n")
+    before = native_threads()
+    for _ in range(3):
+        with pytest.raises(pyssh.UnknownHostKeyError) as e:
+            connect_through(server, [jump1], kh, "strict", tmp_path)
+        assert_refused_before_authentication(jump1, e.value, 1)
+    assert kh.read_text() == server.host_key_line + "\n"
+    # the jump threads were told, and ended
+    deadline = time.monotonic() + 10
+    while native_threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert native_threads() <= before
+
+
+def test_a_changed_jump_host_key_is_a_mismatch(server, jumps, tmp_path):
+    jump1, _ = jumps
+    kh = tmp_path / "known_hosts"
+    kh.write_text(server.host_key_line + "\n" + other_key_line(tmp_path, server_name(jump1)) + "\n")
+    with pytest.raises(pyssh.HostKeyMismatchError) as e:
+        connect_through(server, [jump1], kh, "accept-new", tmp_path)
+    assert_refused_before_authentication(jump1, e.value, 1)
+
+
+@pytest.mark.parametrize("policy", ["strict", "accept-new", "ignore"])
+def test_a_revoked_jump_host_key_is_refused(server, jumps, tmp_path, policy):
+    jump1, _ = jumps
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"{server.host_key_line}\n{jump1.host_key_line}\n"
+                  f"@revoked [127.0.0.1]:* {jump1.host_key_pub}\n")
+    with pytest.raises(pyssh.HostKeyRevokedError) as e:
+        connect_through(server, [jump1], kh, policy, tmp_path)
+    assert_refused_before_authentication(jump1, e.value, 1)
+
+
+def test_accept_new_records_the_jump_hosts(server, jumps, tmp_path):
+    kh = tmp_path / "known_hosts"
+    kh.write_text(server.host_key_line + "\n")
+    with connect_through(server, jumps, kh, "accept-new", tmp_path) as s:
+        assert s.exec_internal("echo through").stdout == b"through\n"
+    assert kh.read_text().splitlines() == [server.host_key_line] + [j.host_key_line for j in jumps]
+    with connect_through(server, jumps, kh, "strict", tmp_path) as s:
+        assert s.connected
+
+
+def test_the_second_jump_host_is_named(server, jumps, tmp_path):
+    jump1, jump2 = jumps
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"{server.host_key_line}\n{jump1.host_key_line}\n")
+    asked = []
+    with pytest.raises(pyssh.UnknownHostKeyError) as e:
+        connect_through(server, jumps, kh, lambda *a: asked.append(a) or False, tmp_path)
+    assert_refused_before_authentication(jump2, e.value, 2)
+    assert "Accepted publickey" in jump1.log()
+    assert [a[:3] for a in asked] == [("127.0.0.1", jump2.port, "ssh-ed25519")]
+
+
+def test_a_jump_host_that_refuses_authentication_is_named(server, jumps, tmp_path, home):
+    jump1, _ = jumps
+    os.remove(home / ".ssh" / "id_ed25519")   # nothing to authenticate to the jump host with
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"{server.host_key_line}\n{jump1.host_key_line}\n")
+    with pytest.raises(pyssh.ConnectError) as e:
+        connect_through(server, [jump1], kh, "strict", tmp_path)
+    assert f"jump host [127.0.0.1]:{jump1.port} (ProxyJump hop 1), whose key was accepted" \
+        in str(e.value)
