@@ -19,6 +19,7 @@ static const struct {
     [PYSSH_EXC_HostKeyError] = {"pyssh.HostKeyError", PYSSH_EXC_SSHError, NONE},
     [PYSSH_EXC_UnknownHostKeyError] = {"pyssh.UnknownHostKeyError", PYSSH_EXC_HostKeyError, NONE},
     [PYSSH_EXC_HostKeyMismatchError] = {"pyssh.HostKeyMismatchError", PYSSH_EXC_HostKeyError, NONE},
+    [PYSSH_EXC_HostKeyRevokedError] = {"pyssh.HostKeyRevokedError", PYSSH_EXC_HostKeyError, NONE},
     [PYSSH_EXC_SessionClosedError] = {"pyssh.SessionClosedError", PYSSH_EXC_SSHError, NONE},
     [PYSSH_EXC_PrivateKeyError] = {"pyssh.PrivateKeyError", PYSSH_EXC_SSHError, VALUE},
     [PYSSH_EXC_CommandError] = {"pyssh.CommandError", PYSSH_EXC_SSHError, NONE},

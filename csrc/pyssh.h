@@ -61,6 +61,7 @@ enum pyssh_exc {
     PYSSH_EXC_HostKeyError,
     PYSSH_EXC_UnknownHostKeyError,
     PYSSH_EXC_HostKeyMismatchError,
+    PYSSH_EXC_HostKeyRevokedError,
     PYSSH_EXC_SessionClosedError,
     PYSSH_EXC_PrivateKeyError,
     PYSSH_EXC_CommandError,

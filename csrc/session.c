@@ -75,13 +75,39 @@ fspath_or_none(PyObject *obj, void *out)
  * (not $HOME), and OpenSSL could prompt on the terminal for an encrypted key.
  * These callbacks (plain C, never Python) give each jump session pyssh's ssh
  * directory and known_hosts, and a passphrase callback that never prompts. The
- * jump host must be in known_hosts already; it authenticates with the agent and
- * the key files of the ssh directory, as OpenSSH's ProxyJump does by default. */
+ * jump host authenticates with the agent and the key files of the ssh directory,
+ * as OpenSSH's ProxyJump does by default.
+ *
+ * The jump host's key is judged by Python, as the target's is (pyssh/_known_hosts
+ * .py: libssh's own check ignores @revoked lines, and takes a host with a broken
+ * line for unknown). libssh calls verify_knownhost in its jump thread, without
+ * the GIL, where Python cannot run: the callback records the hop (host, port, key)
+ * and waits on `gate`; the connect step sees the hop pending and returns, _connect
+ * hands the hop to Python, which decides (raising the typed error, or recording
+ * the key under "accept-new") and calls _hop_verdict, which opens the gate. A
+ * close refuses every hop, waiting or to come. The hops come one at a time: the
+ * next one is reached through the one before. */
+struct pyssh_hop {               /* what one jump host sent */
+    char *host;
+    unsigned int port;
+    char *key_type;
+    char *fingerprint;           /* SHA256:... */
+    char *key_b64;
+    int libssh_state;            /* ssh_session_is_known_server(), for the log */
+};
+
 struct pyssh_jump {
     struct ssh_jump_callbacks_struct jump_cb;
     struct ssh_callbacks_struct session_cb;
     char *ssh_dir;
     char *known_hosts;
+    PyThread_type_lock mu;       /* guards the fields below; held for moments only */
+    PyThread_type_lock gate;     /* held while no verdict is due; a hop waits on it */
+    struct pyssh_hop hop;        /* the last hop that asked */
+    int hops;                    /* how many asked */
+    int pending;                 /* a hop waits for its verdict */
+    int verdict;                 /* 1: go on with the hop, 0: refuse it */
+    int closing;                 /* the session is closed: refuse them all */
 };
 
 static int
@@ -105,11 +131,116 @@ jump_before_connection(ssh_session jump, void *userdata)
 }
 
 static void
+hop_clear(struct pyssh_hop *h)
+{
+    ssh_string_free_char(h->host);
+    free(h->key_type);
+    ssh_string_free_char(h->fingerprint);
+    ssh_string_free_char(h->key_b64);
+    memset(h, 0, sizeof(*h));
+}
+
+/* The jump session's host, port and key (jump thread, no GIL). 0 or -1. */
+static int
+hop_read(ssh_session jump, struct pyssh_hop *h)
+{
+    ssh_key key = NULL;
+    unsigned char *hash = NULL;
+    size_t hlen = 0;
+    int rc = -1;
+    if (ssh_options_get(jump, SSH_OPTIONS_HOST, &h->host) == SSH_OK &&
+        ssh_options_get_port(jump, &h->port) == SSH_OK &&
+        ssh_get_server_publickey(jump, &key) == SSH_OK &&
+        ssh_pki_export_pubkey_base64(key, &h->key_b64) == SSH_OK &&
+        ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) == 0) {
+        const char *type = ssh_key_type_to_char(ssh_key_type(key));
+        h->fingerprint = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
+        h->key_type = type != NULL ? strdup(type) : NULL;
+        h->libssh_state = (int)ssh_session_is_known_server(jump);
+        rc = h->fingerprint != NULL && h->key_type != NULL ? 0 : -1;
+    }
+    ssh_clean_pubkey_hash(&hash);
+    ssh_key_free(key);
+    return rc;
+}
+
+/* libssh's verify_knownhost for a jump (jump thread, no GIL): record the hop,
+ * wait for Python's verdict. */
+static int
+jump_verify_knownhost(ssh_session jump, void *userdata)
+{
+    struct pyssh_jump *j = userdata;
+    struct pyssh_hop hop = {0};
+    int refuse;
+
+    if (hop_read(jump, &hop) < 0) {
+        hop_clear(&hop);
+        return SSH_ERROR;
+    }
+    PyThread_acquire_lock(j->mu, WAIT_LOCK);
+    refuse = j->closing;
+    if (!refuse) {
+        hop_clear(&j->hop);
+        j->hop = hop;
+        j->hops++;
+        j->pending = 1;
+        j->verdict = 0;
+    }
+    PyThread_release_lock(j->mu);
+    if (refuse) {
+        hop_clear(&hop);
+        return SSH_ERROR;
+    }
+    PyThread_acquire_lock(j->gate, WAIT_LOCK);   /* opened by _hop_verdict or the close */
+    PyThread_acquire_lock(j->mu, WAIT_LOCK);
+    refuse = !j->verdict || j->closing;
+    PyThread_release_lock(j->mu);
+    return refuse ? SSH_ERROR : SSH_OK;
+}
+
+/* Give the waiting hop its verdict (any thread). Returns 0, or -1 when no hop
+ * was waiting. */
+static int
+jump_decide(struct pyssh_jump *j, int verdict, int closing)
+{
+    PyThread_acquire_lock(j->mu, WAIT_LOCK);
+    int waiting = j->pending;
+    if (waiting) {
+        j->pending = 0;
+        j->verdict = verdict;
+    }
+    if (closing) {
+        j->closing = 1;
+    }
+    PyThread_release_lock(j->mu);
+    if (waiting) {
+        PyThread_release_lock(j->gate);
+    }
+    return waiting ? 0 : -1;
+}
+
+static int
+jump_is_pending(struct pyssh_jump *j)
+{
+    PyThread_acquire_lock(j->mu, WAIT_LOCK);
+    int pending = j->pending;
+    PyThread_release_lock(j->mu);
+    return pending;
+}
+
+static void
 jump_free(struct pyssh_jump *j)
 {
     if (j != NULL) {
         free(j->ssh_dir);
         free(j->known_hosts);
+        hop_clear(&j->hop);
+        if (j->mu != NULL) {
+            PyThread_free_lock(j->mu);
+        }
+        if (j->gate != NULL) {
+            PyThread_free_lock(j->gate);
+        }
         free(j);
     }
 }
@@ -123,11 +254,15 @@ jump_new(const char *ssh_dir, const char *known_hosts)
     }
     j->jump_cb.userdata = j;
     j->jump_cb.before_connection = jump_before_connection;
+    j->jump_cb.verify_knownhost = jump_verify_knownhost;
     ssh_callbacks_init(&j->session_cb);
     j->session_cb.auth_function = jump_no_prompt;
     j->ssh_dir = ssh_dir ? strdup(ssh_dir) : NULL;
     j->known_hosts = known_hosts ? strdup(known_hosts) : NULL;
-    if ((ssh_dir && !j->ssh_dir) || (known_hosts && !j->known_hosts)) {
+    j->mu = PyThread_allocate_lock();
+    j->gate = PyThread_allocate_lock();
+    if ((ssh_dir && !j->ssh_dir) || (known_hosts && !j->known_hosts) || j->mu == NULL ||
+        j->gate == NULL || !PyThread_acquire_lock(j->gate, NOWAIT_LOCK)) {
         jump_free(j);
         return NULL;
     }
@@ -198,8 +333,12 @@ session_close_impl(SessionObject *self, int emit_logs)
     self->jump = NULL;
     event = self->event;
     self->event = NULL;
-    /* A jump thread that did not finish may still hold the callbacks: keep them. */
+    /* A jump thread that did not finish may still hold the callbacks: keep them,
+     * and refuse its hop, so that one waiting for a verdict ends. */
     free_jump = self->connected;
+    if (jump != NULL) {
+        jump_decide(jump, 0, 1);
+    }
     self->connected = 0;
     pyssh_log_attach(self);
     /* threads waiting on this session look again, and find it closed */
@@ -487,7 +626,10 @@ done:
 struct connect_arg {
     pyssh_socket_t fd;
     int started;
+    struct pyssh_jump *jump;     /* ProxyJump: a hop may wait for Python's verdict */
 };
+
+#define CONNECT_HOP 1            /* connect_step: a jump host's key needs a verdict */
 
 static int
 connect_step(ssh_session ssh, void *p)
@@ -503,6 +645,9 @@ connect_step(ssh_session ssh, void *p)
             }
         }
     }
+    if (a->jump != NULL && jump_is_pending(a->jump)) {
+        return CONNECT_HOP;
+    }
     int rc = ssh_connect(ssh);
     if (rc == SSH_OK) {
         return 0;
@@ -510,11 +655,45 @@ connect_step(ssh_session ssh, void *p)
     return rc == SSH_AGAIN ? PYSSH_AGAIN : PYSSH_FAILED;
 }
 
+/* The hop waiting for a verdict, as _connect returns it (GIL held). Copied out
+ * under the jump's lock, then built without it (building may run Python code). */
+static PyObject *
+hop_tuple(struct pyssh_jump *j)
+{
+    struct pyssh_hop h = {0};
+    int n;
+    PyThread_acquire_lock(j->mu, WAIT_LOCK);
+    n = j->hops;
+    h.port = j->hop.port;
+    h.libssh_state = j->hop.libssh_state;
+    h.host = j->hop.host ? strdup(j->hop.host) : NULL;
+    h.key_type = j->hop.key_type ? strdup(j->hop.key_type) : NULL;
+    h.fingerprint = j->hop.fingerprint ? strdup(j->hop.fingerprint) : NULL;
+    h.key_b64 = j->hop.key_b64 ? strdup(j->hop.key_b64) : NULL;
+    PyThread_release_lock(j->mu);
+    PyObject *t = NULL;
+    if (h.host && h.key_type && h.fingerprint && h.key_b64) {
+        t = Py_BuildValue("(isIsssi)", n, h.host, h.port, h.key_type, h.fingerprint,
+                          h.key_b64, h.libssh_state);
+    }
+    else {
+        PyErr_NoMemory();
+    }
+    free(h.host);
+    free(h.key_type);
+    free(h.fingerprint);
+    free(h.key_b64);
+    return t;
+}
+
 PyDoc_STRVAR(session_connect_doc,
 "_connect($self, /, fd=-1, timeout=None, what='connecting')\n--\n\n"
 "Run the SSH handshake. `fd` is a connected socket, which the session takes over\n"
 "(closes) whatever happens; with -1 libssh connects itself (for ProxyJump and\n"
-"ProxyCommand). Waits at most `timeout` seconds.");
+"ProxyCommand). Waits at most `timeout` seconds. Returns None once connected, or,\n"
+"through ProxyJump, a jump host waiting for a verdict on its key: (hop number,\n"
+"host, port, key_type, 'SHA256:...', base64 key, libssh's known-host state); give\n"
+"it with _hop_verdict(), then call _connect() again.");
 
 static PyObject *
 session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
@@ -528,7 +707,7 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
                                      &fd, &timeout_obj, &what)) {
         return NULL;
     }
-    struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
+    struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0, NULL};
     pyssh_deadline dl;
     if (!total_deadline(timeout_obj, &dl)) {
         pyssh_closesocket(a.fd);
@@ -552,6 +731,7 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
         state = 0;
         self->fd = a.fd;
         self->connecting = 1;
+        a.jump = self->jump;     /* freed only once connected (see the close) */
     }
     pyssh_unlock(self);
     if (state != 0) {
@@ -564,7 +744,7 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     int rc = pyssh_wait(self, connect_step, &a, &dl, PYSSH_EXC_ConnectError, what);
     pyssh_lock(self);
     self->connecting = 0;
-    if (rc >= 0 && self->ssh != NULL) {
+    if (rc == 0 && self->ssh != NULL) {
         self->connected = 1;
     }
     pyssh_unlock(self);
@@ -572,6 +752,33 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     CHECK_OPEN(self, NULL);
+    if (rc == CONNECT_HOP) {
+        return hop_tuple(a.jump);
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(session_hop_verdict_doc,
+"_hop_verdict($self, accept, /)\n--\n\n"
+"Let the jump host that _connect() returned go on (accept=True) or refuse it.");
+
+static PyObject *
+session_hop_verdict(SessionObject *self, PyObject *arg)
+{
+    int accept = PyObject_IsTrue(arg);
+    if (accept < 0) {
+        return NULL;
+    }
+    int done = -1;
+    pyssh_lock(self);
+    if (self->ssh != NULL && !self->connected && self->jump != NULL) {
+        done = jump_decide(self->jump, accept, 0);
+    }
+    pyssh_unlock(self);
+    CHECK_OPEN(self, NULL);
+    if (done < 0) {
+        return pyssh_raise(self->state, PYSSH_EXC_SSHError, "no jump host waits for a verdict");
+    }
     Py_RETURN_NONE;
 }
 
@@ -1089,6 +1296,7 @@ static PyMethodDef session_methods[] = {
      session_configure_doc},
     {"_connect", (PyCFunction)(void (*)(void))session_connect, METH_VARARGS | METH_KEYWORDS,
      session_connect_doc},
+    {"_hop_verdict", (PyCFunction)session_hop_verdict, METH_O, session_hop_verdict_doc},
     {"_server_key", (PyCFunction)session_server_key, METH_NOARGS, session_server_key_doc},
     {"_known_host", (PyCFunction)session_known_host, METH_NOARGS, session_known_host_doc},
     {"_update_known_hosts", (PyCFunction)session_update_known_hosts, METH_NOARGS,

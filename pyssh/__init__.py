@@ -10,7 +10,7 @@ from ._version import __version__
 from ._exec import DEFAULT as _DEFAULT
 from ._exec import ExecResult
 from .errors import (AuthenticationError, CommandError, ConnectError, HostKeyError,
-                     HostKeyMismatchError, PrivateKeyError, SCPError, SCPFileNotFoundError,
+                     HostKeyMismatchError, HostKeyRevokedError, PrivateKeyError, SCPError, SCPFileNotFoundError,
                      SCPPermissionError, SCPProtocolError, SessionClosedError, SFTPError,
                      SFTPFileExistsError, SFTPFileNotFoundError, SFTPIsADirectoryError,
                      SFTPNotADirectoryError, SFTPPermissionError, SSHError, SSHTimeoutError,
@@ -27,7 +27,7 @@ __all__ = [
     "SFTPError", "SFTPFileNotFoundError", "SFTPPermissionError", "SFTPFileExistsError",
     "SFTPIsADirectoryError", "SFTPNotADirectoryError",
     "SSHError", "CommandError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
-    "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
+    "UnknownHostKeyError", "HostKeyMismatchError", "HostKeyRevokedError", "SessionClosedError", "PrivateKeyError",
     "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
 ]
 

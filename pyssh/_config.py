@@ -4,7 +4,9 @@ libssh parses the configuration files itself for everything it supports
 (HostName, User, Port, ciphers, ProxyJump, ...). libssh has no public way to list
 the IdentityFile entries it found, and pyssh needs them (its own authentication
 order, and a report for each key), as well as whether a proxy is configured
-(then libssh opens the connection itself). This reader answers only that.
+(then libssh opens the connection itself), and how known_hosts is read and written
+(``HashKnownHosts``, ``GlobalKnownHostsFile``: pyssh checks host keys itself). This
+reader answers only that.
 
 Supported: ``Host`` patterns (``*``, ``?``, ``!negation``, several per line),
 ``Match all|host|originalhost|user|localuser`` (other criteria never match),
@@ -24,7 +26,8 @@ from typing import Dict, List, Optional
 __all__ = ["lookup", "SYSTEM_CONFIG"]
 
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
-_WANTED = {"identityfile", "identitiesonly", "proxyjump", "proxycommand", "user", "hostname", "port"}
+_WANTED = {"identityfile", "identitiesonly", "proxyjump", "proxycommand", "user", "hostname", "port",
+           "hashknownhosts", "globalknownhostsfile"}
 
 
 def _split(line: str):

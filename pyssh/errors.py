@@ -13,6 +13,7 @@ AuthenticationError = _ssh.AuthenticationError
 HostKeyError = _ssh.HostKeyError
 UnknownHostKeyError = _ssh.UnknownHostKeyError
 HostKeyMismatchError = _ssh.HostKeyMismatchError
+HostKeyRevokedError = _ssh.HostKeyRevokedError
 SessionClosedError = _ssh.SessionClosedError
 PrivateKeyError = _ssh.PrivateKeyError
 CommandError = _ssh.CommandError
@@ -36,11 +37,16 @@ SSHTimeoutError.__doc__ = """An operation took longer than its timeout. Also a T
 AuthenticationError.__doc__ = """No authentication method succeeded. ``.methods_tried``, ``.methods_allowed``
 and ``.keys`` (a list of (path, reason) for each key tried) say what happened."""
 HostKeyError.__doc__ = """The server's host key could not be verified. Carries ``.host``, ``.port``,
-``.key_type``, ``.fingerprint`` (SHA256:...) and ``.known_hosts``."""
+``.key_type``, ``.fingerprint`` (SHA256:...), ``.known_hosts`` and ``.hop`` (None for the
+server connected to, 1 for the first ProxyJump host, 2 for the next...)."""
 UnknownHostKeyError.__doc__ = """The server's host key is not in known_hosts and the host key policy
-refused to trust it ("strict", or a callable that returned False)."""
+refused to trust it ("strict", or a callable that returned False); or only a
+``@cert-authority`` line names the host, and pyssh does not verify host certificates yet."""
 HostKeyMismatchError.__doc__ = """known_hosts holds a different key for this host: the key has changed.
 This is what a man-in-the-middle attack looks like; pyssh never connects anyway."""
+HostKeyRevokedError.__doc__ = """The server's key is marked ``@revoked`` in known_hosts for this host: it
+is known to be compromised, so whoever holds it may be impersonating the server.
+pyssh refuses it under every host key policy, ``"ignore"`` included."""
 PrivateKeyError.__doc__ = """A private key given to pyssh cannot be used: not a key libssh can read, an
 encrypted key with no passphrase to open it, or a wrong passphrase. Also a ValueError.
 ``.path`` is the key file (None for a key given as text)."""
@@ -54,7 +60,7 @@ garbage-collected) and cannot be used any more."""
 
 __all__ = [
     "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
-    "UnknownHostKeyError", "HostKeyMismatchError", "SessionClosedError", "PrivateKeyError",
+    "UnknownHostKeyError", "HostKeyMismatchError", "HostKeyRevokedError", "SessionClosedError", "PrivateKeyError",
     "CommandError", "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
     "SFTPError", "SFTPFileNotFoundError", "SFTPPermissionError", "SFTPFileExistsError",
     "SFTPIsADirectoryError", "SFTPNotADirectoryError",

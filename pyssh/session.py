@@ -7,6 +7,7 @@ the authentication methods in pyssh's order.
 """
 from __future__ import annotations
 
+import base64
 import getpass
 import ipaddress
 import logging
@@ -15,11 +16,13 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
-from . import _config, _exec, _scp, _sftp, _ssh, _tunnel
+from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel
 from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
-                     PrivateKeyError, SessionClosedError, SSHTimeoutError, UnknownHostKeyError)
+                     HostKeyRevokedError, PrivateKeyError, SessionClosedError, SSHTimeoutError,
+                     UnknownHostKeyError)
 
 __all__ = ["Session", "connect", "parse_host"]
 
@@ -431,46 +434,154 @@ class Session(_ssh.Session):
 
 # ---- host keys --------------------------------------------------------------------------
 
-def _known_hosts_name(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
+@dataclass(frozen=True)
+class _HostKeyFiles:
+    """Where host keys are looked up (the user's file first) and how new ones are
+    written."""
+    known_hosts: str
+    global_files: Tuple[str, ...]
+    hash_names: bool
+
+    @property
+    def paths(self) -> List[str]:
+        return [self.known_hosts, *self.global_files]
 
 
-def _check_host_key(s: Session, policy: HostKeyPolicy, known_hosts: str) -> None:
-    key_type, sha256, _, _ = s._hostkey  # type: ignore[misc]
-    if policy == "ignore":
+@dataclass(frozen=True)
+class _ServerKey:
+    """A key a server sent: the target's, or a ProxyJump host's (hop 1, 2...)."""
+    host: str
+    port: int
+    key_type: str
+    fingerprint: str
+    blob: bytes
+    hop: Optional[int] = None
+
+    def what(self) -> str:
+        name = self.name()
+        return name if self.hop is None else f"jump host {name} (ProxyJump hop {self.hop})"
+
+    def name(self) -> str:
+        return _known_hosts.lookup_name(self.host, self.port)
+
+
+def _host_key_files(known_hosts: str, opts: Mapping[str, List[str]]) -> _HostKeyFiles:
+    hashing = opts.get("hashknownhosts", ["no"])[0].lower() == "yes"
+    globals_ = opts.get("globalknownhostsfile")
+    files = [os.path.expanduser(p) for p in globals_[0].split()] if globals_ \
+        else _known_hosts.global_files()
+    return _HostKeyFiles(known_hosts, tuple(f for f in files if f != known_hosts), hashing)
+
+
+def _where(entry: Optional[_known_hosts.Entry]) -> str:
+    return f"{entry.path}:{entry.lineno}" if entry is not None else "known_hosts"
+
+
+def _host_key_error(verdict: _known_hosts.Verdict, key: _ServerKey, files: _HostKeyFiles,
+                    policy: HostKeyPolicy) -> HostKeyError:
+    """The typed error for a key that is not accepted, saying what to do."""
+    what, name, kh = key.what(), key.name(), files.known_hosts
+    sent = f"the server sent {key.key_type} key {key.fingerprint}"
+    attrs = dict(host=key.host, port=key.port, key_type=key.key_type,
+                 fingerprint=key.fingerprint, known_hosts=kh, hop=key.hop)
+    if verdict.status == _known_hosts.REVOKED:
+        return _with(HostKeyRevokedError(
+            f"REVOKED HOST KEY for {what}: {sent}, which {_where(verdict.entry)} marks "
+            f"@revoked: the key is known to be compromised, and whoever holds it may be "
+            f"impersonating the server. Not connecting, whatever the host_key_policy. Get "
+            f"the server's new key from its administrator, check its fingerprint, and add it "
+            f"to {kh}."), **attrs)
+    if verdict.status == _known_hosts.CHANGED:
+        kind = ("a different key" if key.key_type in verdict.other_types
+                else f"a key of another type ({', '.join(verdict.other_types)})")
+        return _with(HostKeyMismatchError(
+            f"HOST KEY MISMATCH for {what}: {sent}, but {_where(verdict.entry)} holds {kind} "
+            f"for this host. Someone may be intercepting the connection (man-in-the-middle), "
+            f"or the host's key was replaced. Not connecting. If you know the key changed "
+            f"legitimately, remove the old entry with: ssh-keygen -R '{name}' -f '{kh}'"),
+            **attrs)
+    if verdict.status == _known_hosts.CA_ONLY:
+        return _with(UnknownHostKeyError(
+            f"cannot verify {what}: {_where(verdict.entry)} names it only in a "
+            f"@cert-authority line, so its key should be a host certificate, and pyssh does "
+            f"not verify host certificates yet. Not connecting; {sent}. Add the host's plain "
+            f"key after checking its fingerprint: ssh-keyscan -p {key.port} {key.host} >> "
+            f"'{kh}'"), **attrs)
+    why = ("was refused by the host_key_policy callable" if callable(policy)
+           else "is not known and host_key_policy='strict'")
+    return _with(UnknownHostKeyError(
+        f"unknown host {what}: its {key.key_type} key {key.fingerprint} {why} (looked up in "
+        f"{', '.join(files.paths)}). If the fingerprint is right, add the key (for example "
+        f"connect once with host_key_policy='accept-new', or ssh-keyscan)"), **attrs)
+
+
+def _check_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFiles) -> None:
+    """Apply the policy to a server's key, as OpenSSH's StrictHostKeyChecking does:
+    a revoked key is refused under every policy (OpenSSH's "no" goes on with password
+    authentication off; pyssh refuses); a changed one, or one only a @cert-authority
+    line could vouch for, under all but "ignore"; an unknown one is refused
+    ("strict"), asked about (a callable) or recorded."""
+    verdict = _known_hosts.check(files.paths, key.host, key.port, key.blob)
+    status = verdict.status
+    if status == _known_hosts.REVOKED:
+        raise _host_key_error(verdict, key, files, policy)
+    if policy == "ignore" or status == _known_hosts.OK:
         return
-    state = s._known_host()
-    name = _known_hosts_name(s.host, s.port)
-    attrs = dict(host=s.host, port=s.port, key_type=key_type, fingerprint=sha256,
-                 known_hosts=known_hosts)
-    if state == _ssh.SSH_KNOWN_HOSTS_OK:
-        return
-    if state in (_ssh.SSH_KNOWN_HOSTS_CHANGED, _ssh.SSH_KNOWN_HOSTS_OTHER):
-        what = ("holds a different key" if state == _ssh.SSH_KNOWN_HOSTS_CHANGED
-                else "holds a key of another type")
-        raise _with(HostKeyMismatchError(
-            f"HOST KEY MISMATCH for {name}: the server sent {key_type} key {sha256}, but "
-            f"{known_hosts} {what} for this host. Someone may be intercepting the connection "
-            f"(man-in-the-middle), or the host's key was replaced. Not connecting. If you know "
-            f"the key changed legitimately, remove the old entry with: "
-            f"ssh-keygen -R '{name}' -f '{known_hosts}'"), **attrs)
-    # unknown host
-    if policy == "strict":
-        raise _with(UnknownHostKeyError(
-            f"unknown host {name}: its {key_type} key {sha256} is not in {known_hosts} and "
-            f"host_key_policy='strict'. If the fingerprint is right, add the key (for example "
-            f"connect once with host_key_policy='accept-new', or ssh-keyscan)"), **attrs)
-    if callable(policy):
-        if not policy(s.host, s.port, key_type, sha256):
-            raise _with(UnknownHostKeyError(
-                f"unknown host {name}: its {key_type} key {sha256} was refused by the "
-                f"host_key_policy callable"), **attrs)
+    if status != _known_hosts.NEW or policy == "strict":
+        raise _host_key_error(verdict, key, files, policy)
+    if callable(policy) and not policy(key.host, key.port, key.key_type, key.fingerprint):
+        raise _host_key_error(verdict, key, files, policy)
+    _record_host_key(key, policy, files)
+
+
+def _record_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFiles) -> None:
+    """Append the accepted key to known_hosts (locked, checked again under the lock:
+    a writer that was first, or a revocation added meanwhile, wins)."""
     try:
-        os.makedirs(os.path.dirname(known_hosts) or ".", mode=0o700, exist_ok=True)
-        s._update_known_hosts()
-        log.info("added %s key %s for %s to %s", key_type, sha256, name, known_hosts)
-    except (OSError, HostKeyError) as e:
-        log.warning("could not record the host key of %s in %s: %s", name, known_hosts, e)
+        verdict = _known_hosts.append(files.known_hosts, key.host, key.port, key.blob,
+                                      hash_names=files.hash_names, check_paths=files.paths)
+    except OSError as e:
+        log.warning("could not record the host key of %s in %s: %s", key.what(),
+                    files.known_hosts, e)
+        return
+    if verdict.status not in (_known_hosts.NEW, _known_hosts.OK):
+        raise _host_key_error(verdict, key, files, policy)
+    if verdict.status == _known_hosts.NEW:
+        log.info("added %s key %s for %s to %s", key.key_type, key.fingerprint, key.what(),
+                 files.known_hosts)
+
+
+def _target_key(s: Session) -> _ServerKey:
+    key_type, sha256, _, b64 = s._hostkey  # type: ignore[misc]
+    return _ServerKey(s.host, s.port, key_type, sha256, base64.b64decode(b64))
+
+
+def _connect_through_proxy(s: Session, deadline: _Deadline, what: str, policy: HostKeyPolicy,
+                           files: _HostKeyFiles) -> None:
+    """libssh connects through the ProxyJump hosts one by one; each one's key is
+    handed back here for the same check as the target's before libssh authenticates
+    to it. A refused hop raises its typed error; the caller's close then tells the
+    waiting jump thread to give up."""
+    accepted: Optional[_ServerKey] = None
+    try:
+        hop = s._connect(-1, timeout=deadline.left(), what=what)
+        while hop is not None:
+            n, host, port, key_type, fingerprint, b64, state = hop
+            log.debug("ProxyJump hop %d: %s port %d sent %s key %s (libssh's known-host "
+                      "state %d)", n, host, port, key_type, fingerprint, state)
+            key = _ServerKey(host, port, key_type, fingerprint, base64.b64decode(b64), n)
+            _check_host_key(key, policy, files)
+            s._hop_verdict(True)
+            accepted = key
+            hop = s._connect(-1, timeout=deadline.left(), what=what)
+    except ConnectError as e:
+        if accepted is None:
+            raise
+        raise ConnectError(
+            f"{e}; the connection went through {accepted.what()}, whose key was accepted: it "
+            f"may have refused authentication (pyssh authenticates to jump hosts with "
+            f"ssh-agent and the key files of ~/.ssh only) or could not reach the next "
+            f"host") from e
 
 
 _E = TypeVar("_E", bound=BaseException)
@@ -692,7 +803,8 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
     ``-oKexAlgorithms``, ``-m`` and ``-oHostKeyAlgorithms`` do; they win over
     ``~/.ssh/config``. pyssh's own cipher order is described in the README.
     Raises ConnectError, SSHTimeoutError, HostKeyMismatchError, UnknownHostKeyError,
-    AuthenticationError or PrivateKeyError (all SSHError, an OSError).
+    HostKeyRevokedError, AuthenticationError or PrivateKeyError (all SSHError, an
+    OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).
     """
     h_user, h_host, h_port = parse_host(host)
     if user is not None:
@@ -752,14 +864,16 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
             default_ciphers=_ssh.DEFAULT_CIPHERS or None, **algos)
         s.host, s.user, s.port = eff_host or h_host, eff_user or _local_user(), eff_port
         s._known_hosts = kh
+        files = _host_key_files(kh, opts)
         target = _format_target(s.user, s.host, s.port)
         if proxy:
-            s._connect(-1, timeout=deadline.left(), what=f"connecting to {target} through a proxy")
+            _connect_through_proxy(s, deadline, f"connecting to {target} through a proxy",
+                                   host_key_policy, files)
         else:
             sock = _tcp_connect(s.host, s.port, deadline, target)
             s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
         s._hostkey = s._server_key()
-        _check_host_key(s, host_key_policy, kh)
+        _check_host_key(_target_key(s), host_key_policy, files)
         identities = [_config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
                       for p in opts.get("identityfile", [])]
         _authenticate(s, deadline, keyfile, password, passphrase, identities, home)
