@@ -17,6 +17,7 @@ from typing import (IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterat
                     Optional, Sequence, Tuple, Union)
 
 from . import _ssh
+from ._names import printable
 from .errors import CommandError
 
 if TYPE_CHECKING:   # pragma: no cover
@@ -103,7 +104,9 @@ def _tail(data: bytes, lines: int = 10, limit: int = 2000) -> str:
         cut = cut[-limit:]
     if len(parts) > lines or len(cut) < len(text):
         cut = "...\n" + cut
-    return cut
+    # line by line through the one sanitizer: a remote command cannot drive the
+    # terminal that shows the traceback
+    return "\n".join(printable(line) for line in cut.split("\n"))
 
 
 def command_error(r: ExecResult) -> CommandError:

@@ -94,6 +94,18 @@ def test_nonzero_status_raises_command_error_with_stderr_tail(session):
     assert e.result.status == 3
 
 
+def test_the_stderr_tail_is_shown_escaped(session):
+    """The message shows what the command wrote, but cannot drive the terminal that
+    prints the traceback; the exception keeps the bytes as they came."""
+    script = r"printf 'ok\n\033]0;pwned\007\033[2Jgone\n' >&2; exit 1"
+    with pytest.raises(pyssh.CommandError) as ei:
+        session.exec_internal(script)
+    msg = str(ei.value)
+    assert "\x1b" not in msg and "\x07" not in msg
+    assert "ok\n\\x1b]0;pwned\\x07\\x1b[2Jgone" in msg
+    assert ei.value.stderr == b"ok\n\x1b]0;pwned\x07\x1b[2Jgone\n"
+
+
 def test_empty_stderr_is_said(session):
     with pytest.raises(pyssh.CommandError, match=r"status 1 \(its stderr was empty\)"):
         session.exec_internal("false")
