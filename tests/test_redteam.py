@@ -1,0 +1,117 @@
+"""A red team's attacks on the promises of SECURITY.md, played by a hostile (or
+merely broken) server: tests/hostile_sftp.py for SFTP, a fake ``scp -f`` for SCP,
+a fake SSH server for the banner. Each test names what the server does and what
+the client must (not) do; the ones that held are kept as regressions."""
+import getpass
+import os
+import socket
+import struct
+import sys
+import threading
+
+import pytest
+
+import pyssh
+
+from test_hostile_sftp import KIB, finishes, protocol_error, remote_file
+
+# a name that retitles the terminal, clears it, and turns the rest of the line round
+EVIL = "x\x1b]0;pwned\x07\x1b[2J\u202e"
+
+
+def no_control(text):
+    return not any(c in text for c in ("\x1b", "\x07", "\u202e"))
+
+
+# ---- what held: kept as regressions -------------------------------------------------------
+
+@pytest.mark.parametrize("how", [
+    {"reverse": 4},                      # DATA replies in reverse order, 4 at a time
+    {"short": 1000},                     # short reads at odd offsets
+    {"reverse": 3, "short": 777},
+    {"limits": [1 << 20] * 3},           # 1 MiB frames, the largest accepted
+    {"limits": [(1 << 20) + 100] * 3},   # asked for more: 1 MiB it is
+])
+def test_replies_reordered_or_short_still_give_every_byte(hostile_sftp, area, how):
+    rpath, data = remote_file(area, 3 * 1024 * KIB + 17)
+
+    def go(f):
+        f.get(rpath, area / "to" / "f.bin")
+        with f.open(rpath, "rb") as fh:
+            return fh.read()
+    assert hostile_sftp(how, go, timeout=10) == data
+    assert (area / "to" / "f.bin").read_bytes() == data
+
+
+@pytest.mark.parametrize("how", [{"duplicate": True}, {"version_twice": True}])
+def test_a_reply_sent_twice_is_a_protocol_error(hostile_sftp, area, how):
+    """Every DATA reply twice, or the VERSION twice (the second is taken for a reply
+    to request 3): the stream is broken, nothing is written."""
+    rpath, _ = remote_file(area, 300 * KIB)
+
+    def get(f):
+        with pytest.raises(pyssh.SFTPError) as e:
+            f.get(rpath, area / "to" / "f.bin")
+        assert f.closed
+        return e
+    protocol_error(hostile_sftp(how, get), "a request that was not made")
+    assert os.listdir(area / "to") == []
+
+
+@pytest.mark.parametrize("body", [b"", b"\0" * 24, b"\0" * 40])
+def test_a_limits_reply_of_the_wrong_length(hostile_sftp, area, body):
+    raw = struct.pack(">IBI", 5 + len(body), 201, 1) + body
+    with pytest.raises(pyssh.SFTPError) as e:
+        hostile_sftp({"limits": [1, 1, 1], "raw_on": 200, "raw": raw}, lambda f: None)
+    protocol_error(e, "wrong length")
+
+
+@pytest.mark.parametrize("n, why", [(1048636, "left over"), (1048637, "impossible length")])
+def test_frames_at_the_limit(hostile_sftp, area, n, why):
+    raw = struct.pack(">IBII", n, 105, 1, 0) + b"\0" * (n - 9)
+    with pytest.raises(pyssh.SFTPError) as e:
+        hostile_sftp({"raw_on": 17, "raw": raw}, lambda f: f.stat(str(area)), timeout=5)
+    protocol_error(e, why)
+
+
+def test_replies_to_an_interrupted_download_arrive_during_the_next_operations(hostile_sftp,
+                                                                               area):
+    """A progress callback stops a download with 16 READs in flight; the channel is
+    used again at once, while the late DATA replies arrive: they are dropped, the
+    next operations get their own replies, and no partial file is left."""
+    rpath, data = remote_file(area, 1024 * KIB)
+    small, sdata = remote_file(area, 100 * KIB, "small.bin")
+
+    class Stop(Exception):
+        pass
+
+    def stop(moved, total):
+        raise Stop()
+
+    def work(f):
+        for _ in range(2):
+            with pytest.raises(Stop):
+                f.get(rpath, area / "to" / "big", progress=stop)
+            assert os.listdir(area / "to") == []
+            with f.open(small, "rb") as fh:
+                assert fh.read() == sdata
+            assert f.stat(small).st_size == len(sdata)
+        f.get(rpath, area / "to" / "big")
+    hostile_sftp({"delay": 0.01}, work, timeout=5)
+    assert (area / "to" / "big").read_bytes() == data
+
+
+def test_stderr_without_end_is_not_progress(hostile_sftp, area):
+    """A server that writes to stderr without end and answers nothing: the timeout
+    fires all the same."""
+    rpath, _ = remote_file(area, 300 * KIB)
+    errors = []
+
+    def get():
+        try:
+            hostile_sftp({"stderr_flood": True, "stall_after": 2},
+                         lambda f: f.get(rpath, area / "to" / "f.bin"), timeout=1)
+        except pyssh.SSHTimeoutError as e:
+            errors.append(e)
+    assert finishes(get, within=20)
+    assert len(errors) == 1 and "timeout=1" in str(errors[0])
