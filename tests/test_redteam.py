@@ -115,3 +115,27 @@ def test_stderr_without_end_is_not_progress(hostile_sftp, area):
             errors.append(e)
     assert finishes(get, within=20)
     assert len(errors) == 1 and "timeout=1" in str(errors[0])
+
+
+# ---- time ------------------------------------------------------------------------------
+
+def test_a_server_that_never_answers_close_cannot_hang_get(hostile_sftp, area):
+    """get() sends the CLOSE of the file it read without waiting for the answer (send());
+    after 64 unanswered, send() waits for the next answer itself: with no deadline at
+    all (batch_claimed(..., dl=NULL)), so the 65th get() hung for ever although the
+    channel has timeout=1."""
+    rpath, _ = remote_file(area, 10)
+    done, errors = [], []
+
+    def gets(f):
+        for i in range(70):
+            f.get(rpath, area / "to" / f"f{i}")
+            done.append(i)
+
+    def run():
+        try:
+            hostile_sftp({"ignore": [4]}, gets, timeout=1)
+        except pyssh.SSHTimeoutError as e:
+            errors.append(e)
+    assert finishes(run, within=20), f"hung after {len(done)} files"
+    assert len(errors) == 1 and "timeout=1" in str(errors[0]), errors
