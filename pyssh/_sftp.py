@@ -712,7 +712,8 @@ class SFTP:
         finally:
             if not self._c.closed:
                 # nothing to learn from the answer to a CLOSE after reading: no wait
-                self._c.send(CLOSE, _str(h))
+                # (unless 64 answers are due already: then this one's, within the timeout)
+                self._c.send(CLOSE, _str(h), timeout=self._timeout, what="closing a remote file")
 
     def _get_open(self, h: bytes, rpath: str, lpath: str, st: SFTPAttributes,
                   progress: Optional[Callable[[int, int], Any]], preserve: bool,
