@@ -139,3 +139,14 @@ def test_a_server_that_never_answers_close_cannot_hang_get(hostile_sftp, area):
             errors.append(e)
     assert finishes(run, within=20), f"hung after {len(done)} files"
     assert len(errors) == 1 and "timeout=1" in str(errors[0]), errors
+
+
+def test_a_data_reply_that_trickles_in_is_progress(hostile_sftp, area):
+    """Each DATA reply arrives in three pieces 0.6 s apart: bytes of the file arrive
+    every 0.6 s, never a second without progress, yet the timeout (1 s) cut the
+    download off, because only a whole reply pushed the deadline back. The same
+    happens on a slow link with OpenSSH's 255 KiB reads (limits@openssh.com): 20 KB/s
+    and timeout=10 time out a download that never stops moving."""
+    rpath, data = remote_file(area, 4 * 32 * KIB)
+    hostile_sftp({"split": [3, 0.6]}, lambda f: f.get(rpath, area / "to" / "f.bin"), timeout=1)
+    assert (area / "to" / "f.bin").read_bytes() == data
