@@ -279,6 +279,7 @@ struct op {
     char *mem;                     /* read: the destination; write: the source */
     uint64_t mem_base;             /* the remote offset of mem[0] */
     uint64_t eof_at;               /* read: where the file ended (UINT64_MAX: not seen) */
+    size_t partial;                /* download: bytes seen of a DATA reply still arriving */
 };
 
 static void
@@ -537,6 +538,30 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
     }
 }
 
+/* Download: the bytes of a DATA reply still arriving (a reply of up to 1 MiB on a
+ * slow link takes long) are file data, progress like a whole reply: once its
+ * header shows DATA for a READ in flight, no longer than asked, each byte more of
+ * it pushes the deadline back. Anything else counts only when whole. */
+static void
+partial_progress(struct op *o)
+{
+    SFTPObject *s = o->s;
+    size_t have = s->in_len;
+    if (have < 13 || (unsigned char)s->in[4] != SFTP_DATA) {
+        o->partial = 0;
+        return;
+    }
+    pending *q = find_pending(o, get32(s->in + 5));
+    if (q == NULL || get32(s->in + 9) > q->len) {
+        o->partial = 0;
+        return;
+    }
+    if (have > o->partial) {
+        pyssh_deadline_touch(o->dl);
+    }
+    o->partial = have;
+}
+
 /* Parse the whole frames in `in`. */
 static void
 parse_frames(struct op *o)
@@ -561,6 +586,10 @@ parse_frames(struct op *o)
     if (pos > 0) {
         memmove(s->in, s->in + pos, s->in_len - pos);
         s->in_len -= pos;
+        o->partial = 0;
+    }
+    if (o->kind == OP_DOWNLOAD && !o->protocol_error) {
+        partial_progress(o);
     }
 }
 
