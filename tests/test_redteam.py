@@ -150,3 +150,72 @@ def test_a_data_reply_that_trickles_in_is_progress(hostile_sftp, area):
     rpath, data = remote_file(area, 4 * 32 * KIB)
     hostile_sftp({"split": [3, 0.6]}, lambda f: f.get(rpath, area / "to" / "f.bin"), timeout=1)
     assert (area / "to" / "f.bin").read_bytes() == data
+
+
+# ---- what is shown -------------------------------------------------------------------------
+
+def test_listed_names_are_escaped_in_a_timeout(hostile_sftp, area):
+    """A subdirectory whose name holds escape sequences; the server stalls when asked
+    to list it: the SSHTimeoutError's message printed the name raw (the path went
+    into request(what=...) as is)."""
+    d = area / "remote" / "d"
+    (d / EVIL).mkdir(parents=True)
+    (d / EVIL / "f").write_bytes(b"abc")
+    with pytest.raises(pyssh.SSHTimeoutError) as e:
+        hostile_sftp({"stall_on": [11, 2]},
+                     lambda f: f.download(str(d), to=area / "to", verbose=False), timeout=1)
+    assert no_control(str(e.value)), repr(str(e.value))
+    assert "\\x1b]0;pwned\\x07" in str(e.value)
+
+
+def test_listed_names_are_escaped_when_a_download_is_incomplete(hostile_sftp, area):
+    d = area / "remote" / "d"
+    d.mkdir()
+    (d / EVIL).write_bytes(b"a" * 1000)
+    with pytest.raises(pyssh.SFTPError, match="incomplete") as e:
+        hostile_sftp({"eof_at": 10},
+                     lambda f: f.download(str(d), to=area / "to", verbose=False), timeout=5)
+    assert no_control(str(e.value)), repr(str(e.value))
+
+
+# ---- SCP ------------------------------------------------------------------------------
+
+FAKE_SCP = r'''
+import ast, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "scenario.txt")) as f:
+    steps = ast.literal_eval(f.read())
+out = sys.stdout.buffer
+for chunk in steps:
+    if not sys.stdin.buffer.read(1):     # the client's acknowledgement
+        break
+    out.write(chunk)
+    out.flush()
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile_scp(tmp_path_factory):
+    """An sshd whose every command is a fake `scp -f` sending the scenario's chunks,
+    one per acknowledgement."""
+    from pyssh.testing import SSHServer
+    d = tmp_path_factory.mktemp("hostile-scp")
+    os.chmod(d, 0o755)
+    script = d / "fake_scp.py"
+    script.write_text(FAKE_SCP)
+    with SSHServer(extra_config=[f"ForceCommand {sys.executable} {script}"]) as srv:
+        def run(steps, to, timeout=10):
+            (d / "scenario.txt").write_text(repr(steps))
+            with srv.connect() as s:
+                return s.scp_download("wanted", to=to, verbose=False, timeout=timeout)
+        yield run
+
+
+def test_scp_names_are_escaped_in_errors(hostile_scp, tmp_path):
+    """A file named with escape sequences, then a bad end mark: the SCPProtocolError
+    quoted the local path, server's name included, raw."""
+    to = tmp_path / "to"
+    to.mkdir()
+    with pytest.raises(pyssh.SCPProtocolError, match="end mark") as e:
+        hostile_scp([b"D0755 0 wanted\n", b"C0644 4 " + EVIL.encode() + b"\n", b"data\x05"], to)
+    assert no_control(str(e.value)), repr(str(e.value))
