@@ -455,7 +455,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                     if status in (b"\1", b"\2"):
                         raise _server_error(reader.line() or b"", rpath)
                     raise SCPProtocolError(f"{what}: the server sent {status!r} after the data "
-                                           f"of {dest} instead of its end mark")
+                                           f"of {printable(dest)} instead of its end mark")
                 ok = True
             finally:
                 os.close(fd)
