@@ -178,6 +178,26 @@ def test_listed_names_are_escaped_when_a_download_is_incomplete(hostile_sftp, ar
     assert no_control(str(e.value)), repr(str(e.value))
 
 
+# ---- where downloads land ------------------------------------------------------------------
+
+def test_resume_does_not_write_through_a_symlink(hostile_sftp, area):
+    """download(resume=True) into a directory holding a symbolic link that points out
+    of it, with the server listing a file of the link's name: the client opened the
+    link (os.open follows it) and appended the server's bytes to the file outside the
+    target. Without resume the link itself is replaced, as it should be."""
+    d = area / "remote" / "d"
+    d.mkdir()
+    (d / "notes.txt").write_bytes(b"precious local data" + b"EVIL PAYLOAD\n")
+    outside = area / "outside.txt"
+    outside.write_bytes(b"precious local data")
+    (area / "to" / "d").mkdir()
+    os.symlink(outside, area / "to" / "d" / "notes.txt")
+    with pytest.raises(OSError, match="symbolic link"):
+        hostile_sftp({}, lambda f: f.download(str(d), to=area / "to", verbose=False,
+                                              resume=True))
+    assert outside.read_bytes() == b"precious local data"
+
+
 # ---- SCP ------------------------------------------------------------------------------
 
 FAKE_SCP = r'''
