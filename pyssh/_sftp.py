@@ -756,12 +756,11 @@ class SFTP:
         if not resume:
             fd, tmp = _local.open_part(lpath)
             return 0, fd, tmp
-        start = os.path.getsize(lpath) if os.path.exists(lpath) else 0
+        fd, start = _local.open_resume(lpath, _local.mode_for(st.st_mode, False))
         if start > total:
+            os.close(fd)
             raise SFTPError(errno.EINVAL, f"resume: the local file {printable(lpath)} ({start} "
                             f"bytes) is longer than the remote one ({total} bytes)", rpath)
-        fd = os.open(lpath, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0),
-                     _local.mode_for(st.st_mode, False))
         return start, fd, None
 
     def _check_complete(self, h: bytes, rpath: str, lpath: str, got: int, total: int) -> None:
