@@ -4,10 +4,9 @@ a fake SSH server for the banner. Each test names what the server does and what
 the client must (not) do; the ones that held are kept as regressions."""
 import getpass
 import os
-import socket
 import struct
+import subprocess
 import sys
-import threading
 
 import pytest
 
@@ -239,3 +238,36 @@ def test_scp_names_are_escaped_in_errors(hostile_scp, tmp_path):
     with pytest.raises(pyssh.SCPProtocolError, match="end mark") as e:
         hostile_scp([b"D0755 0 wanted\n", b"C0644 4 " + EVIL.encode() + b"\n", b"data\x05"], to)
     assert no_control(str(e.value)), repr(str(e.value))
+
+
+# ---- the terminal, outside transfers -----------------------------------------------------
+
+BANNER_CHILD = r'''
+import socket, threading, pyssh
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(1)
+
+def serve():
+    c, _ = srv.accept()
+    c.sendall(b"SSH-2.0-evil\x1b]0;pwned\x07\x1b[2J\r\n")
+    c.recv(1000)
+    c.close()
+
+threading.Thread(target=serve, daemon=True).start()
+try:
+    pyssh.connect(f"u@127.0.0.1:{srv.getsockname()[1]}", verbose=3, timeout=5, config=False,
+                  host_key_policy="ignore", known_hosts="/dev/null")
+except pyssh.SSHError:
+    print("refused")
+'''
+
+
+def test_verbose_lines_escape_the_servers_banner():
+    """connect(verbose=3) shows libssh's lines on stderr; a server whose banner holds
+    escape sequences had them printed raw to the terminal. (In a child process: the
+    stderr handler stays on the "pyssh" logger once added.)"""
+    r = subprocess.run([sys.executable, "-c", BANNER_CHILD], capture_output=True, timeout=60)
+    assert r.stdout.strip() == b"refused", r
+    assert b"evil" in r.stderr
+    assert b"\x1b" not in r.stderr and b"\x07" not in r.stderr
