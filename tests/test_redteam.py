@@ -271,3 +271,28 @@ def test_verbose_lines_escape_the_servers_banner():
     assert r.stdout.strip() == b"refused", r
     assert b"evil" in r.stderr
     assert b"\x1b" not in r.stderr and b"\x07" not in r.stderr
+
+
+def test_a_keyboard_interactive_prompt_is_escaped_on_the_terminal(monkeypatch):
+    """Without a password, a keyboard-interactive prompt is asked on the terminal
+    (getpass): the server's prompt text went to it raw, escape sequences included
+    (it can clear the line and pose as a local passphrase prompt)."""
+    from pyssh import session as session_mod
+    shown = []
+    monkeypatch.setattr(session_mod, "_stdin_is_tty", lambda: True)
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": shown.append(prompt) or "pw")
+
+    class FakeSession:
+        def _auth_kbdint(self, respond, timeout=None):
+            assert respond("", "", [("\x1b[2K\rEnter passphrase for key: \x1b]0;x\x07", False)]) \
+                == ["pw"]
+            return pyssh._ssh.SSH_AUTH_DENIED
+
+    class Deadline:
+        def left(self):
+            return 5
+
+    auth = session_mod._Auth(FakeSession(), Deadline(), None, None)
+    assert auth.kbdint() is False
+    assert len(shown) == 1 and no_control(shown[0]) and "\x1b[2K" not in shown[0], shown
+    assert "Enter passphrase for key" in shown[0]
