@@ -240,6 +240,18 @@ def test_scp_names_are_escaped_in_errors(hostile_scp, tmp_path):
     assert no_control(str(e.value)), repr(str(e.value))
 
 
+def test_scp_trees_stop_at_64_levels(hostile_scp, tmp_path):
+    """SECURITY.md: "trees stop at 64 levels". SFTP's do (DEPTH_MAX); SCP made
+    every directory the server sent, 100 levels here."""
+    to = tmp_path / "to"
+    to.mkdir()
+    steps = [b"D0755 0 wanted\n"] + [b"D0755 0 a\n"] * 100 + [b"E\n"] * 101
+    with pytest.raises(pyssh.SCPProtocolError, match="64"):
+        hostile_scp(steps, to)
+    depth = max(len(p.relative_to(to).parts) for p in to.rglob("*"))
+    assert depth <= 65
+
+
 # ---- the terminal, outside transfers -----------------------------------------------------
 
 BANNER_CHILD = r'''
