@@ -27,6 +27,7 @@ PathArg = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str, int, int], Any]
 
 LINE_MAX = 8192            # longest server message accepted
+DEPTH_MAX = 64             # directories a download descends, as SFTP's (OpenSSH's sftp)
 
 
 def remote_quote(path: str) -> str:
@@ -430,6 +431,9 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             dest = os.path.join(stack[-1], name)
             rpath = expected[bname] if len(stack) == 1 else posixpath.join(rstack[-1], name)
             if kind == "D":
+                if len(stack) > DEPTH_MAX:
+                    raise SCPProtocolError(f"{what}: the server sent directories more than "
+                                           f"{DEPTH_MAX} deep")
                 if os.path.lexists(dest) and not os.path.isdir(dest):
                     raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
                 made = _local.enter_dir(dest)
