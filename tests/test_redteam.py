@@ -197,6 +197,25 @@ def test_resume_does_not_write_through_a_symlink(hostile_sftp, area):
     assert outside.read_bytes() == b"precious local data"
 
 
+# ---- memory --------------------------------------------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="max_listing counts entries, not bytes: entries with "
+                   "names of up to a frame each (1 MiB) make a listing of up to 1 TiB in memory "
+                   "before the limit; see the proposed fix in the docstring")
+def test_a_listing_of_huge_names_is_bounded(hostile_sftp, area):
+    """Each NAME reply holds one entry whose name and long name are ~512 KiB each:
+    40 entries are 40 MiB held by the client, 1,000,000 (sftp.max_listing) would be
+    1 TiB. Proposed: refuse names over 4 KiB and long names over 8 KiB in a listing
+    (sftpproto.c check_names; no file system has names that long), or count bytes in
+    _read_listing as well as entries."""
+    names = [f"{k:03d}" + "n" * (510 * KIB) for k in range(40)]
+
+    def listing(f):
+        with pytest.raises(pyssh.SFTPError):
+            f.listdir(str(area))
+    hostile_sftp({"names": names, "per_reply": 1}, listing, timeout=10)
+
+
 # ---- SCP ------------------------------------------------------------------------------
 
 FAKE_SCP = r'''
