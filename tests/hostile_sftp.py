@@ -32,6 +32,8 @@ starts one). Keys (all optional):
   duplicate     True                     send every DATA reply twice
   version_twice True                     send the VERSION message twice
   stderr_flood  True                     write to stderr without end (in a thread)
+  chaos         seed                     answer READs at random: the truth, short, EOF,
+                                         failures, wrong ids, twice, too long, junk frames
 """
 import ast
 import os
@@ -143,6 +145,8 @@ def do_read(rid, b):
     h, i = string(b, 0)
     off = struct.unpack_from(">Q", b, i)[0]
     n, _ = u32(b, i + 8)
+    if "chaos" in S and chaos(rid, h, off, n):
+        return
     if S.get("read_ok"):
         return status(rid, 0)
     eof = S.get("eof_at")
@@ -157,6 +161,52 @@ def do_read(rid, b):
     if not data:
         return status(rid, 1, b"eof")
     send(DATA, rid, s(data + b"z" * S.get("data_extra", 0)))
+
+
+rng = None
+
+
+def chaos(rid, h, off, n):
+    """chaos (a seed): answer READs at random, truthfully or not. True when done."""
+    global rng
+    if rng is None:
+        import random
+        rng = random.Random(S["chaos"])
+    f = handles[h]
+    f.seek(off)
+    r = rng.random()
+    if r < 0.70:
+        return False                                   # the truth
+    if r < 0.96:                                       # a short read
+        data = f.read(rng.randint(1, max(1, n)))
+        if data:
+            send(DATA, rid, s(data))
+            return True
+        return False
+    if r < 0.97:                                       # EOF, a lie or not
+        status(rid, 1, b"eof")
+        return True
+    if r < 0.975:                                      # a failure
+        status(rid, rng.choice([4, 2, 0x80000000]), b"chaos")
+        return True
+    if r < 0.98:                                       # another request's id
+        send(DATA, rid + rng.choice([-1, 1, 7]), s(f.read(n)))
+        return True
+    if r < 0.985:                                      # twice
+        data = f.read(n)
+        send(DATA, rid, s(data))
+        send(DATA, rid, s(data))
+        return True
+    if r < 0.99:                                       # more than asked
+        send(DATA, rid, s(f.read(n) + b"x"))
+        return True
+    if r < 0.995:                                      # empty DATA (EOF)
+        send(DATA, rid, s(b""))
+        return True
+    out.write(struct.pack(">IB", rng.randint(0, 40), rng.randint(0, 255)) +
+              bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 40))))
+    out.flush()
+    return True
 
 
 def do_write(rid, b):
