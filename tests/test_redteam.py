@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -298,6 +299,83 @@ def test_scp_trees_stop_at_64_levels(hostile_scp, tmp_path):
     depth = max(len(p.relative_to(to).parts) for p in to.rglob("*"))
     assert depth <= 65
 
+
+
+FAKE_SCP_T = r"""
+import os, sys
+flood = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "flood.txt")).read()
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+out.write(b"\0")                           # ready
+out.flush()
+size = int(inp.readline().split()[1])      # C0644 <size> <name>
+out.write(b"\0")
+out.flush()
+inp.read(size + 1)                         # the data and its end mark
+out.write(b"\0")                           # received: the transfer is over
+out.flush()
+stream = sys.stderr.buffer if flood == "stderr" else out
+while True:                                # then output without end, never exiting
+    stream.write(b"y" * 65536)
+    stream.flush()
+"""
+
+UPLOAD_CHILD = r"""
+import sys, pyssh
+address, key, known_hosts, src = sys.argv[1:5]
+s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
+try:
+    s.scp_upload(src, to="/tmp", verbose=False, timeout=1)
+    print("returned", flush=True)
+except (pyssh.SSHTimeoutError, pyssh.SCPError) as e:
+    print("raised", type(e).__name__, flush=True)
+"""
+
+
+def rss_mib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
+
+
+@pytest.mark.parametrize("flood", ["stdout", "stderr"])
+def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
+    """After the last file is acknowledged, the server's scp writes without end (to
+    stdout or stderr) and never exits. _finish waited with ch.run(stdout=None,
+    stderr=True): discarded output counts as progress (a command's output is), so
+    timeout=1 never fired, and stderr was captured whole: the upload hung for ever
+    while its memory grew (hundreds of MiB in seconds). Run in a child process,
+    killed after 15 s."""
+    from pyssh.testing import SSHServer
+    d = tmp_path / "fake"
+    d.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(d, 0o755)
+    (d / "fake.py").write_text(FAKE_SCP_T)
+    (d / "flood.txt").write_text(flood)
+    src = tmp_path / "f"
+    src.write_bytes(b"data")
+    with SSHServer(extra_config=[f"ForceCommand {sys.executable} {d / 'fake.py'}"]) as srv:
+        p = subprocess.Popen([sys.executable, "-c", UPLOAD_CHILD, srv.address, srv.client_key,
+                              srv.known_hosts, str(src)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        peak, start = 0, time.monotonic()
+        try:
+            while p.poll() is None and time.monotonic() - start < 15:
+                peak = max(peak, rss_mib(p.pid))
+                time.sleep(0.2)
+        finally:
+            hung = p.poll() is None
+            if hung:
+                p.kill()
+            out, err = p.communicate()
+    assert not hung, f"still running after 15 s, {peak} MiB"
+    assert out.strip() == "raised SSHTimeoutError", (out, err[-2000:])
+    assert peak < 200, f"{peak} MiB"
 
 # ---- the terminal, outside transfers -----------------------------------------------------
 
