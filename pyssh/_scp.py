@@ -17,17 +17,20 @@ import posixpath
 import shlex
 import stat
 import sys
+import time
 from typing import Any, Callable, List, Optional, Union
 
 from . import _local, _ssh
 from ._names import printable
-from .errors import SSHError, SCPError, SCPFileNotFoundError, SCPPermissionError, SCPProtocolError
+from .errors import (SSHError, SSHTimeoutError, SCPError, SCPFileNotFoundError,
+                     SCPPermissionError, SCPProtocolError)
 
 PathArg = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str, int, int], Any]
 
 LINE_MAX = 8192            # longest server message accepted
 DEPTH_MAX = 64             # directories a download descends, as SFTP's (OpenSSH's sftp)
+STDERR_KEPT = 4096         # the end of the server's stderr kept for an error message
 
 
 def remote_quote(path: str) -> str:
@@ -232,11 +235,31 @@ class _Timed:
 
 
 def _finish(ch: Any, what: str) -> None:
-    """The end of the protocol: let the remote scp exit, and check how it did."""
-    status, signame, _core, _msg, _out, err, _dropped = ch.run(
-        stdout=None, stderr=True, timeout=ch.timeout or 30)
+    """The end of the protocol: let the remote scp exit, and check how it did. What
+    it writes now is not progress: the wait is bounded in all (the transfer's
+    timeout, or 30 s), and only the last STDERR_KEPT bytes of its stderr are kept."""
+    limit = ch.timeout or 30
+    deadline = time.monotonic() + limit
+    kept = bytearray()
+
+    def in_time() -> None:
+        if time.monotonic() > deadline:
+            raise SSHTimeoutError(f"{what}: the server's scp went on writing after the "
+                                  f"transfer and did not exit within {limit:g} seconds "
+                                  f"(timeout={limit:g})")
+
+    def on_stdout(chunk: bytes) -> None:
+        in_time()
+
+    def on_stderr(chunk: bytes) -> None:
+        kept.extend(chunk[-STDERR_KEPT:])
+        del kept[:-STDERR_KEPT]
+        in_time()
+
+    status, signame, _core, _msg, _out, _err, _dropped = ch.run(
+        stdout=on_stdout, stderr=on_stderr, timeout=limit)
     if status not in (0, None) or signame:
-        tail = (ch.stderr_tail + (err or b"")).decode("utf-8", "replace").strip()
+        tail = (ch.stderr_tail + bytes(kept)).decode("utf-8", "replace").strip()
         raise SCPError(errno.EIO, f"{what}: the server's scp exited with status {status}"
                        + (f": {printable(tail[-500:])}" if tail else ""))
 
