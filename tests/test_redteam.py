@@ -303,7 +303,7 @@ def test_scp_trees_stop_at_64_levels(hostile_scp, tmp_path):
 
 FAKE_SCP_T = r"""
 import os, sys
-flood = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "flood.txt")).read()
+flood = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "setting.txt")).read()
 inp, out = sys.stdin.buffer, sys.stdout.buffer
 out.write(b"\0")                           # ready
 out.flush()
@@ -319,15 +319,43 @@ while True:                                # then output without end, never exit
     stream.flush()
 """
 
-UPLOAD_CHILD = r"""
+FAKE_SCP_F = r"""
+import os, sys
+kind = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "setting.txt")).read()
+inp, out = sys.stdin.buffer, sys.stdout.buffer
+inp.read(1)                                # the client is ready
+while True:
+    if kind == "warning":                  # warnings, and nothing else
+        out.write(b"\x01scp: a warning\n" * 100)
+    elif kind == "T":                      # times, never followed by a file
+        out.write(b"T1 0 1 0\n")
+    elif kind == "DE":                     # the directory asked for, empty, again and again
+        out.write(b"D0755 0 wanted\n")
+        out.flush()
+        inp.read(1)
+        out.write(b"E\n")
+    else:                                  # the file asked for, empty, again and again
+        out.write(b"C0644 0 wanted\n")
+        out.flush()
+        inp.read(1)
+        out.write(b"\0")
+    out.flush()
+    if kind != "warning" and not inp.read(1):
+        break
+"""
+
+SCP_CHILD = r"""
 import sys, pyssh
-address, key, known_hosts, src = sys.argv[1:5]
+address, key, known_hosts, how, path = sys.argv[1:6]
 s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
 try:
-    s.scp_upload(src, to="/tmp", verbose=False, timeout=1)
+    if how == "upload":
+        s.scp_upload(path, to="/tmp", verbose=False, timeout=1)
+    else:
+        s.scp_download("wanted", to=path, verbose=False, timeout=1)
     print("returned", flush=True)
 except (pyssh.SSHTimeoutError, pyssh.SCPError) as e:
-    print("raised", type(e).__name__, flush=True)
+    print("raised", type(e).__name__, str(e).replace("\\n", " ")[:300], flush=True)
 """
 
 
@@ -342,30 +370,25 @@ def rss_mib(pid):
     return 0
 
 
-@pytest.mark.parametrize("flood", ["stdout", "stderr"])
-def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
-    """After the last file is acknowledged, the server's scp writes without end (to
-    stdout or stderr) and never exits. _finish waited with ch.run(stdout=None,
-    stderr=True): discarded output counts as progress (a command's output is), so
-    timeout=1 never fired, and stderr was captured whole: the upload hung for ever
-    while its memory grew (hundreds of MiB in seconds). Run in a child process,
-    killed after 15 s."""
+def scp_in_child(tmp_path, fake, setting, how, path, within=15):
+    """scp_<how>(timeout=1) in a child process, against an sshd whose every command
+    is the Python program `fake` (`setting` in setting.txt beside it); the child is
+    killed after `within` seconds. Returns (hung, its peak RSS in MiB, what it
+    printed)."""
     from pyssh.testing import SSHServer
     d = tmp_path / "fake"
     d.mkdir()
     os.chmod(tmp_path, 0o755)
     os.chmod(d, 0o755)
-    (d / "fake.py").write_text(FAKE_SCP_T)
-    (d / "flood.txt").write_text(flood)
-    src = tmp_path / "f"
-    src.write_bytes(b"data")
+    (d / "fake.py").write_text(fake)
+    (d / "setting.txt").write_text(setting)
     with SSHServer(extra_config=[f"ForceCommand {sys.executable} {d / 'fake.py'}"]) as srv:
-        p = subprocess.Popen([sys.executable, "-c", UPLOAD_CHILD, srv.address, srv.client_key,
-                              srv.known_hosts, str(src)], stdout=subprocess.PIPE,
+        p = subprocess.Popen([sys.executable, "-c", SCP_CHILD, srv.address, srv.client_key,
+                              srv.known_hosts, how, str(path)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
         peak, start = 0, time.monotonic()
         try:
-            while p.poll() is None and time.monotonic() - start < 15:
+            while p.poll() is None and time.monotonic() - start < within:
                 peak = max(peak, rss_mib(p.pid))
                 time.sleep(0.2)
         finally:
@@ -373,9 +396,41 @@ def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
             if hung:
                 p.kill()
             out, err = p.communicate()
+    return hung, peak, out.strip() or err[-2000:]
+
+
+@pytest.mark.parametrize("flood", ["stdout", "stderr"])
+def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
+    """After the last file is acknowledged, the server's scp writes without end (to
+    stdout or stderr) and never exits. _finish waited with ch.run(stdout=None,
+    stderr=True): discarded output counts as progress (a command's output is), so
+    timeout=1 never fired, and stderr was captured whole: the upload hung for ever
+    while its memory grew (hundreds of MiB in seconds)."""
+    src = tmp_path / "f"
+    src.write_bytes(b"data")
+    hung, peak, said = scp_in_child(tmp_path, FAKE_SCP_T, flood, "upload", src)
     assert not hung, f"still running after 15 s, {peak} MiB"
-    assert out.strip() == "raised SSHTimeoutError", (out, err[-2000:])
+    assert said.startswith("raised SSHTimeoutError"), said
     assert peak < 200, f"{peak} MiB"
+
+
+@pytest.mark.parametrize("kind, raised", [
+    ("warning", "raised SSHTimeoutError"), ("T", "raised SCPProtocolError"),
+    ("DE", "raised SCPProtocolError"), ("C", "raised SCPProtocolError"),
+])
+def test_scp_download_ends_although_the_server_loops(tmp_path, kind, raised):
+    """The server's scp sends, without end: warnings and nothing else; time messages
+    never followed by a file; the directory asked for, empty, entered and left again
+    and again; the file asked for, empty, again and again. Each message is output,
+    so the inactivity timeout (1 s) never fired: scp_download ran for ever. Now
+    warnings alone are not progress (SSHTimeoutError after the timeout), a T must be
+    followed by C or D, and a name comes once per directory (as in an SFTP listing)."""
+    to = tmp_path / "to"
+    to.mkdir()
+    hung, peak, said = scp_in_child(tmp_path, FAKE_SCP_F, kind, "download", to, within=10)
+    assert not hung, f"still running after 10 s, {peak} MiB"
+    assert said.startswith(raised), said
+
 
 # ---- the terminal, outside transfers -----------------------------------------------------
 
