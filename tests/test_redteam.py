@@ -411,7 +411,8 @@ def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
     hung, peak, said = scp_in_child(tmp_path, FAKE_SCP_T, flood, "upload", src)
     assert not hung, f"still running after 15 s, {peak} MiB"
     assert said.startswith("raised SSHTimeoutError"), said
-    assert peak < 200, f"{peak} MiB"
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # its quarantine keeps memory
+        assert peak < 200, f"{peak} MiB"
 
 
 @pytest.mark.parametrize("kind, raised", [
