@@ -279,6 +279,7 @@ struct op {
     char *mem;                     /* read: the destination; write: the source */
     uint64_t mem_base;             /* the remote offset of mem[0] */
     uint64_t eof_at;               /* read: where the file ended (UINT64_MAX: not seen) */
+    size_t partial;                /* download: bytes seen of a DATA reply still arriving */
 };
 
 static void
@@ -537,6 +538,30 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
     }
 }
 
+/* Download: the bytes of a DATA reply still arriving (a reply of up to 1 MiB on a
+ * slow link takes long) are file data, progress like a whole reply: once its
+ * header shows DATA for a READ in flight, no longer than asked, each byte more of
+ * it pushes the deadline back. Anything else counts only when whole. */
+static void
+partial_progress(struct op *o)
+{
+    SFTPObject *s = o->s;
+    size_t have = s->in_len;
+    if (have < 13 || (unsigned char)s->in[4] != SFTP_DATA) {
+        o->partial = 0;
+        return;
+    }
+    pending *q = find_pending(o, get32(s->in + 5));
+    if (q == NULL || get32(s->in + 9) > q->len) {
+        o->partial = 0;
+        return;
+    }
+    if (have > o->partial) {
+        pyssh_deadline_touch(o->dl);
+    }
+    o->partial = have;
+}
+
 /* Parse the whole frames in `in`. */
 static void
 parse_frames(struct op *o)
@@ -561,6 +586,10 @@ parse_frames(struct op *o)
     if (pos > 0) {
         memmove(s->in, s->in + pos, s->in_len - pos);
         s->in_len -= pos;
+        o->partial = 0;
+    }
+    if (o->kind == OP_DOWNLOAD && !o->protocol_error) {
+        partial_progress(o);
     }
 }
 
@@ -1343,16 +1372,27 @@ sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(send_doc,
-"send($self, type, payload, /)\n--\n\n"
+"send($self, type, payload, /, timeout=None, what=None)\n--\n\n"
 "Send one request and do not wait: its reply is dropped when it comes (a CLOSE\n"
-"after a download, whose answer changes nothing).");
+"after a download, whose answer changes nothing). With 64 replies due already,\n"
+"wait for this one's instead, `timeout` as for request().");
 
 static PyObject *
-sftp_send(SFTPObject *self, PyObject *args)
+sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"type", "payload", "timeout", "what", NULL};
     int type;
-    PyObject *payload;
-    if (!PyArg_ParseTuple(args, "iO:send", &type, &payload) || claim(self, CLAIM_STARTED) < 0) {
+    PyObject *payload, *tobj = Py_None;
+    const char *what = NULL;
+    pyssh_deadline dl;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|Oz:send", kwlist, &type, &payload, &tobj,
+                                     &what) ||
+        claim(self, CLAIM_STARTED) < 0) {
+        return NULL;
+    }
+    /* converted once claimed: __float__ may run Python code */
+    if (!pyssh_deadline_parse(tobj, &dl, 0)) {
+        unclaim(self);
         return NULL;
     }
     PyObject *result = NULL;
@@ -1374,7 +1414,9 @@ sftp_send(SFTPObject *self, PyObject *args)
     }
     pyssh_unlock(self->session);
     if (qrc == 1) {
-        PyObject *replies = batch_claimed(self, &r, NULL, NULL);
+        /* the channel's timeout, not none: a server that answers no CLOSE must not
+         * hang the 65th download for ever */
+        PyObject *replies = batch_claimed(self, &r, &dl, what);
         if (replies != NULL) {
             Py_DECREF(replies);
             result = Py_NewRef(Py_None);
@@ -1629,7 +1671,7 @@ static PyMethodDef sftp_methods[] = {
      request_doc},
     {"batch", (PyCFunction)(void (*)(void))sftp_batch, METH_VARARGS | METH_KEYWORDS,
      batch_doc},
-    {"send", (PyCFunction)sftp_send, METH_VARARGS, send_doc},
+    {"send", (PyCFunction)(void (*)(void))sftp_send, METH_VARARGS | METH_KEYWORDS, send_doc},
     {"download", (PyCFunction)(void (*)(void))sftp_download, METH_VARARGS | METH_KEYWORDS,
      download_doc},
     {"upload", (PyCFunction)(void (*)(void))sftp_upload, METH_VARARGS | METH_KEYWORDS,

@@ -143,9 +143,13 @@ pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
     while (msgs != NULL) {
         pyssh_logmsg *next = msgs->next;
         if (st->logger != NULL) {
-            PyObject *r = PyObject_CallMethod(st->logger, "log", "iss",
-                                              python_level(msgs->priority), "%s", msgs->text);
+            /* libssh's lines quote the server (its banner, a disconnect's reason):
+             * made printable like every text from it, as they may reach a terminal */
+            PyObject *text = pyssh_printable(msgs->text, strlen(msgs->text));
+            PyObject *r = text == NULL ? NULL : PyObject_CallMethod(
+                st->logger, "log", "isO", python_level(msgs->priority), "%s", text);
             Py_XDECREF(r);
+            Py_XDECREF(text);
         }
         PyErr_Clear();   /* a broken handler must not break the SSH operation */
         free(msgs);

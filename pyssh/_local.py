@@ -7,14 +7,15 @@ scp and sftp: without ``preserve`` the server's mode is masked by the local
 umask (a remote 0777 file under umask 077 lands as 0700), with it the mode is
 kept; setuid, setgid and sticky bits from a server are never applied.
 Directories are made 0700 while they fill, then given their mode. A symbolic
-link in the way of a directory is refused: a download never follows one out of
-the directory the user named.
+link in the way of a directory, or of a file a resumed download continues, is
+refused: a download never follows one out of the directory the user named.
 """
 from __future__ import annotations
 
 import errno
 import os
 import secrets
+import stat
 import threading
 from typing import Optional, Tuple
 
@@ -66,6 +67,33 @@ def open_part(dest: str) -> Tuple[int, str]:
     tmp = part_path(dest)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     return os.open(tmp, flags, 0o600), tmp
+
+
+def open_resume(dest: str, mode: int) -> Tuple[int, int]:
+    """Open ``dest`` to continue a download from where it ends (made with ``mode``
+    if missing): (fd, its size). Only a regular file: a symbolic link in the way is
+    refused, as for a directory (the name may be the server's, the link may lead out
+    of the target), and so is anything else that is not a file (a FIFO would block)."""
+    try:
+        st = os.lstat(dest)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "a symbolic link is in the way of a resumed "
+                              "download (a download does not follow links out of its "
+                              "target): remove it, or download elsewhere", dest)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "something that is not a file is in the way of a "
+                              "resumed download", dest)
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(dest, flags, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP:          # a link made since the look
+            raise FileExistsError(errno.EEXIST, "a symbolic link is in the way of a resumed "
+                                  "download", dest) from None
+        raise
+    return fd, os.fstat(fd).st_size
 
 
 def discard(tmp: str) -> None:

@@ -17,16 +17,21 @@ import posixpath
 import shlex
 import stat
 import sys
-from typing import Any, Callable, List, Optional, Union
+import time
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _local, _ssh
 from ._names import printable
-from .errors import SSHError, SCPError, SCPFileNotFoundError, SCPPermissionError, SCPProtocolError
+from .errors import (SSHError, SSHTimeoutError, SCPError, SCPFileNotFoundError,
+                     SCPPermissionError, SCPProtocolError)
 
 PathArg = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str, int, int], Any]
 
 LINE_MAX = 8192            # longest server message accepted
+DEPTH_MAX = 64             # directories a download descends, as SFTP's (OpenSSH's sftp)
+STDERR_KEPT = 4096         # the end of the server's stderr kept for an error message
+ENTRIES_MAX = 1_000_000    # names in one directory of a download, as sftp.max_listing
 
 
 def remote_quote(path: str) -> str:
@@ -231,11 +236,31 @@ class _Timed:
 
 
 def _finish(ch: Any, what: str) -> None:
-    """The end of the protocol: let the remote scp exit, and check how it did."""
-    status, signame, _core, _msg, _out, err, _dropped = ch.run(
-        stdout=None, stderr=True, timeout=ch.timeout or 30)
+    """The end of the protocol: let the remote scp exit, and check how it did. What
+    it writes now is not progress: the wait is bounded in all (the transfer's
+    timeout, or 30 s), and only the last STDERR_KEPT bytes of its stderr are kept."""
+    limit = ch.timeout or 30
+    deadline = time.monotonic() + limit
+    kept = bytearray()
+
+    def in_time() -> None:
+        if time.monotonic() > deadline:
+            raise SSHTimeoutError(f"{what}: the server's scp went on writing after the "
+                                  f"transfer and did not exit within {limit:g} seconds "
+                                  f"(timeout={limit:g})")
+
+    def on_stdout(chunk: bytes) -> None:
+        in_time()
+
+    def on_stderr(chunk: bytes) -> None:
+        kept.extend(chunk[-STDERR_KEPT:])
+        del kept[:-STDERR_KEPT]
+        in_time()
+
+    status, signame, _core, _msg, _out, _err, _dropped = ch.run(
+        stdout=on_stdout, stderr=on_stderr, timeout=limit)
     if status not in (0, None) or signame:
-        tail = (ch.stderr_tail + (err or b"")).decode("utf-8", "replace").strip()
+        tail = (ch.stderr_tail + bytes(kept)).decode("utf-8", "replace").strip()
         raise SCPError(errno.EIO, f"{what}: the server's scp exited with status {status}"
                        + (f": {printable(tail[-500:])}" if tail else ""))
 
@@ -366,11 +391,13 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             raise NotADirectoryError(errno.ENOTDIR, "the download target is not a directory", to)
         raise FileNotFoundError(errno.ENOENT, "the download target directory does not exist", to)
     expected = {}
+    asked: Dict[bytes, int] = {}     # how many sources have each name (a/x and b/x: 2)
     for src in sources:
         base = posixpath.basename(src.rstrip("/"))
         if base in ("", ".", "..", "~"):
             raise ValueError(f"cannot download {src!r}: name the files or directory to fetch")
         expected[os.fsencode(base)] = src
+        asked[os.fsencode(base)] = asked.get(os.fsencode(base), 0) + 1
     what = "scp_download"
     rep = _Reporter(verbose, progress, upload=False)
     flags = "-f -r" + (" -p" if preserve else "")
@@ -384,15 +411,36 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
     first_error: Optional[BaseException] = None
     written: List[str] = []
     got_anything = False
+    seen: List[Dict[bytes, int]] = [{}]   # the names sent in each directory of the stack
+    after_t = False                       # the last message was T: C or D must follow
+    moved_at = time.monotonic()           # when the last message that was not a warning
+    warned = False                        # was handled; and whether one came since
 
     def check_top(name: bytes) -> None:
         if len(stack) == 1 and name not in expected:
             raise SCPProtocolError(f"{what}: the server sent {name!r}, which was not asked for "
                                    f"(asked for: {sorted(expected.values())})")
 
+    def check_name(name: bytes) -> None:
+        """Each name once per directory, as in an SFTP listing (at the top, once per
+        source of that name), and at most ENTRIES_MAX names in one directory: a
+        server that sends the same or new entries without end is refused."""
+        names = seen[-1]
+        n = names.get(name, 0) + 1
+        if n > (asked.get(name, 1) if len(stack) == 1 else 1):
+            where = "the target" if len(stack) == 1 else printable(rstack[-1])
+            raise SCPProtocolError(f"{what}: the server sent the name '{printable(name)}' "
+                                   f"twice in {where}")
+        if n == 1 and len(names) >= ENTRIES_MAX:
+            raise SCPProtocolError(f"{what}: the server sent more than {ENTRIES_MAX} entries "
+                                   "in one directory")
+        names[name] = n
+
     try:
         ch.write(b"\0")
         while True:
+            if not warned:
+                moved_at = time.monotonic()
             line = reader.line()
             if line is None:
                 break
@@ -404,12 +452,23 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                 raise SCPProtocolError(f"{what}: {e}{NOT_SCP_HINT}") from None
             got_anything = True
             kind = msg[0]
+            if after_t and kind not in ("C", "D"):
+                raise SCPProtocolError(f"{what}: the server sent a time message (T) that no "
+                                       "file or directory followed")
             if kind in ("warning", "error"):
                 err = _server_error(msg[1], None)
                 first_error = first_error or err
                 if kind == "error":
                     break
+                # warnings are no progress: a server sending nothing else times out
+                warned = True
+                if timeout is not None and time.monotonic() - moved_at > timeout:
+                    raise SSHTimeoutError(f"{what}: the server sent nothing but warnings for "
+                                          f"{timeout:g} seconds (timeout={timeout:g}); the "
+                                          f"last: {printable(msg[1])[:300]}")
                 continue
+            warned = False
+            after_t = kind == "T"
             if kind == "T":
                 times = (msg[2], msg[1])
                 ch.write(b"\0")
@@ -419,6 +478,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                     raise SCPProtocolError(f"{what}: the server left a directory it never entered")
                 path = stack.pop()
                 rstack.pop()
+                seen.pop()
                 mode, dtimes, made = dir_modes.pop()
                 _local.leave_dir(path, made, _local.mode_for(mode, preserve, 0o755), preserve,
                                  dtimes)
@@ -426,15 +486,20 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                 continue
             _kind, mode, size, bname = msg
             check_top(bname)
+            check_name(bname)
             name = os.fsdecode(bname)
             dest = os.path.join(stack[-1], name)
             rpath = expected[bname] if len(stack) == 1 else posixpath.join(rstack[-1], name)
             if kind == "D":
+                if len(stack) > DEPTH_MAX:
+                    raise SCPProtocolError(f"{what}: the server sent directories more than "
+                                           f"{DEPTH_MAX} deep")
                 if os.path.lexists(dest) and not os.path.isdir(dest):
                     raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
                 made = _local.enter_dir(dest)
                 stack.append(dest)
                 rstack.append(rpath)
+                seen.append({})
                 dir_modes.append((mode, times, made))
                 times = None
                 if len(stack) == 2:
@@ -455,7 +520,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                     if status in (b"\1", b"\2"):
                         raise _server_error(reader.line() or b"", rpath)
                     raise SCPProtocolError(f"{what}: the server sent {status!r} after the data "
-                                           f"of {dest} instead of its end mark")
+                                           f"of {printable(dest)} instead of its end mark")
                 ok = True
             finally:
                 os.close(fd)

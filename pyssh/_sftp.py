@@ -339,7 +339,7 @@ class SFTP:
         """One request and its reply, which the C side checked against the request
         (an OK status comes only where the request expects no other answer)."""
         rtype, value = self._c.request(kind, payload, timeout=self._timeout,
-                                       what=f"{what} {path}" if path else what)
+                                       what=f"{what} {printable(path)}" if path else what)
         if rtype == STATUS and value[0] != FX_OK:
             raise _error(value[0], value[1], what, path, path2)
         return rtype, value
@@ -429,7 +429,7 @@ class SFTP:
         seen = 0
         while True:
             rtype, value = self._c.request(READDIR, _str(h), timeout=self._timeout,
-                                           what=f"listing the directory {spath}")
+                                           what=f"listing the directory {printable(spath)}")
             if rtype == STATUS:
                 if value[0] == FX_EOF:
                     return
@@ -462,7 +462,7 @@ class SFTP:
             self._status(MKDIR, _str(_path(path)) + _attrs(mode=mode), "mkdir", spath)
         except SFTPError as e:
             if self._vague(e) and self._lexists(path):
-                raise SFTPFileExistsError(errno.EEXIST, f"mkdir: {spath} already exists",
+                raise SFTPFileExistsError(errno.EEXIST, f"mkdir: {printable(spath)} already exists",
                                           spath) from None
             raise
 
@@ -472,7 +472,8 @@ class SFTP:
         if self.is_dir(spath):
             if exist_ok:
                 return
-            raise SFTPFileExistsError(errno.EEXIST, f"makedirs: {spath} already exists", spath)
+            raise SFTPFileExistsError(errno.EEXIST, f"makedirs: {printable(spath)} already "
+                                      "exists", spath)
         parent = posixpath.dirname(spath.rstrip("/"))
         if parent and parent != spath and not self.is_dir(parent):
             self.makedirs(parent, mode, exist_ok=True)
@@ -496,8 +497,8 @@ class SFTP:
             self._status(REMOVE, _str(_path(path)), "remove", spath)
         except SFTPError as e:
             if self._vague(e) and self.is_dir(path):
-                raise SFTPIsADirectoryError(errno.EISDIR, f"remove: {spath} is a directory "
-                                            "(use rmdir)", spath) from None
+                raise SFTPIsADirectoryError(errno.EISDIR, f"remove: {printable(spath)} is a "
+                                            "directory (use rmdir)", spath) from None
             raise
 
     unlink = remove
@@ -515,10 +516,10 @@ class SFTP:
                 except SFTPError:
                     raise e from None
                 if not st.is_dir():
-                    raise SFTPNotADirectoryError(errno.ENOTDIR, f"rmdir: {spath} is not a "
-                                                 "directory", spath) from None
+                    raise SFTPNotADirectoryError(errno.ENOTDIR, f"rmdir: {printable(spath)} is "
+                                                 "not a directory", spath) from None
                 if self.listdir(path):
-                    raise SFTPError(errno.ENOTEMPTY, f"rmdir: {spath} is not empty",
+                    raise SFTPError(errno.ENOTEMPTY, f"rmdir: {printable(spath)} is not empty",
                                     spath) from None
             raise
 
@@ -556,8 +557,8 @@ class SFTP:
             names = self._names(READLINK, _str(_path(path)), "readlink", os.fspath(path))
         except SFTPError as e:
             if self._vague(e) and self._lexists(path):
-                raise SFTPError(errno.EINVAL, f"readlink: {os.fspath(path)} is not a symbolic "
-                                "link", os.fspath(path)) from None
+                raise SFTPError(errno.EINVAL, f"readlink: {printable(os.fspath(path))} is not a "
+                                "symbolic link", os.fspath(path)) from None
             raise
         if not names or names[0].filename is None:
             raise SFTPError(errno.EPROTO, "readlink: an empty reply", os.fspath(path))
@@ -644,11 +645,11 @@ class SFTP:
             h = self._open(spath, flags, 0o666 if flags & F_CREAT else None)
         except SFTPError as e:
             if self._vague(e) and kind == "x" and self._lexists(spath):
-                raise SFTPFileExistsError(errno.EEXIST, f"open: {spath} already exists",
+                raise SFTPFileExistsError(errno.EEXIST, f"open: {printable(spath)} already exists",
                                           spath) from None
             if self._vague(e) and self.is_dir(spath):
-                raise SFTPIsADirectoryError(errno.EISDIR, f"open: {spath} is a directory",
-                                            spath) from None
+                raise SFTPIsADirectoryError(errno.EISDIR, f"open: {printable(spath)} is a "
+                                            "directory", spath) from None
             raise
         raw = _RemoteRaw(self, spath, h, mode, readable, writable, 0)
         if not writable:
@@ -660,8 +661,8 @@ class SFTP:
                 raise
             if is_dir:
                 raw.close()
-                raise SFTPIsADirectoryError(errno.EISDIR, f"open: {spath} is a directory",
-                                            spath)
+                raise SFTPIsADirectoryError(errno.EISDIR, f"open: {printable(spath)} is a "
+                                            "directory", spath)
         if kind == "a":
             raw._pos = raw._size()
         if buffering == 0:
@@ -704,7 +705,7 @@ class SFTP:
         if st is None:
             st = self.stat(rpath)
         if st.is_dir():
-            raise SFTPIsADirectoryError(errno.EISDIR, f"get: {rpath} is a directory "
+            raise SFTPIsADirectoryError(errno.EISDIR, f"get: {printable(rpath)} is a directory "
                                         "(download() copies trees)", rpath)
         h = self._open(rpath, F_READ)
         try:
@@ -712,7 +713,8 @@ class SFTP:
         finally:
             if not self._c.closed:
                 # nothing to learn from the answer to a CLOSE after reading: no wait
-                self._c.send(CLOSE, _str(h))
+                # (unless 64 answers are due already: then this one's, within the timeout)
+                self._c.send(CLOSE, _str(h), timeout=self._timeout, what="closing a remote file")
 
     def _get_open(self, h: bytes, rpath: str, lpath: str, st: SFTPAttributes,
                   progress: Optional[Callable[[int, int], Any]], preserve: bool,
@@ -727,7 +729,8 @@ class SFTP:
             if code >= 0:
                 raise _error(code, msg, "download", rpath)
             if err:
-                raise OSError(err, f"download: writing {lpath}: {os.strerror(err)}", lpath)
+                raise OSError(err, f"download: writing {printable(lpath)}: "
+                              f"{os.strerror(err)}", lpath)
             self._check_complete(h, rpath, lpath, start + moved, total)
             ok = True
         finally:
@@ -753,12 +756,11 @@ class SFTP:
         if not resume:
             fd, tmp = _local.open_part(lpath)
             return 0, fd, tmp
-        start = os.path.getsize(lpath) if os.path.exists(lpath) else 0
+        fd, start = _local.open_resume(lpath, _local.mode_for(st.st_mode, False))
         if start > total:
-            raise SFTPError(errno.EINVAL, f"resume: the local file {lpath} ({start} bytes) "
-                            f"is longer than the remote one ({total} bytes)", rpath)
-        fd = os.open(lpath, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0),
-                     _local.mode_for(st.st_mode, False))
+            os.close(fd)
+            raise SFTPError(errno.EINVAL, f"resume: the local file {printable(lpath)} ({start} "
+                            f"bytes) is longer than the remote one ({total} bytes)", rpath)
         return start, fd, None
 
     def _check_complete(self, h: bytes, rpath: str, lpath: str, got: int, total: int) -> None:
@@ -771,9 +773,9 @@ class SFTP:
         _, value = self._call(FSTAT, _str(h), "download", rpath)
         now = SFTPAttributes._from(value).st_size
         if now is not None and now != got:
-            raise SFTPError(errno.EIO, f"download: the server ended {rpath} after {got} bytes "
-                            f"but says it holds {now}: the download is incomplete, and "
-                            f"{lpath} was left as it was", rpath)
+            raise SFTPError(errno.EIO, f"download: the server ended {printable(rpath)} after "
+                            f"{got} bytes but says it holds {now}: the download is incomplete, and "
+                            f"{printable(lpath)} was left as it was", rpath)
 
     def put(self, local: Any, remote: Any, *, progress: Optional[Callable[[int, int], Any]] = None,
             preserve: bool = False, resume: bool = False) -> int:
@@ -808,10 +810,11 @@ class SFTP:
                 if code >= 0:
                     raise _error(code, msg, "upload", rpath)
                 if err == -1:
-                    raise OSError(errno.EIO, f"upload: {lpath} became shorter while it was sent",
-                                  lpath)
+                    raise OSError(errno.EIO, f"upload: {printable(lpath)} became shorter while "
+                                  "it was sent", lpath)
                 if err:
-                    raise OSError(err, f"upload: reading {lpath}: {os.strerror(err)}", lpath)
+                    raise OSError(err, f"upload: reading {printable(lpath)}: "
+                                  f"{os.strerror(err)}", lpath)
                 if moved != lst.st_size - start:
                     raise SFTPError(errno.EIO, f"upload: the server confirmed {moved} of "
                                     f"{lst.st_size - start} bytes", rpath)
@@ -844,8 +847,8 @@ class SFTP:
         paths = _paths(files, "upload")
         to_s = os.fspath(to)
         if not self.is_dir(to_s):
-            raise SFTPNotADirectoryError(errno.ENOTDIR, f"upload: the remote directory {to_s} "
-                                         "does not exist", to_s)
+            raise SFTPNotADirectoryError(errno.ENOTDIR, "upload: the remote directory "
+                                         f"{printable(to_s)} does not exist", to_s)
         rep = _Reporter(verbose, progress, upload=True)
         out = []
         for p in paths:
@@ -921,7 +924,7 @@ class SFTP:
             rep.finished(dest, total)
             return
         if depth >= DEPTH_MAX:
-            raise SFTPError(errno.ELOOP, f"download: {remote} is more than {DEPTH_MAX} "
+            raise SFTPError(errno.ELOOP, f"download: {printable(remote)} is more than {DEPTH_MAX} "
                             "directories deep", remote)
         made = _local.enter_dir(dest)
         self._download_entries(remote, dest, rep, preserve, resume, depth + 1)
@@ -937,7 +940,7 @@ class SFTP:
         seen = set()
         for a in self.listdir_attr(remote):
             name = a.filename or ""
-            where = f"download: the server listed in {remote}"
+            where = f"download: the server listed in {printable(remote)}"
             if name in seen:
                 raise SFTPError(errno.EPROTO, f"{where} the name '{printable(name)}' twice",
                                 remote)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel
+from ._names import printable
 from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
                      HostKeyRevokedError, PrivateKeyError, SessionClosedError, SSHTimeoutError,
                      UnknownHostKeyError)
@@ -189,9 +190,10 @@ def _stdin_is_tty() -> bool:
 
 def _ask(secret: Optional[Secret], prompt: str, what: str) -> Optional[str]:
     """A password or passphrase: the given str, the callable's answer, or getpass on
-    a terminal. None when there is no way to get one."""
+    a terminal (the prompt made printable: a keyboard-interactive one is the
+    server's text). None when there is no way to get one."""
     if secret is None:
-        return getpass.getpass(prompt) if _stdin_is_tty() else None
+        return getpass.getpass(printable(prompt)) if _stdin_is_tty() else None
     if callable(secret):
         answer = secret(prompt)
         if isinstance(answer, bytes):

@@ -15,6 +15,7 @@ starts one). Keys (all optional):
   size          n                        STAT/LSTAT/FSTAT report this size
   realpath      "path"                   REALPATH answers this
   names         ["a", ...]               READDIR lists these (once), files of 4 bytes
+  per_reply     n                        with names: n entries per NAME reply
   list_forever  True                     READDIR never ends: new names every time
   count_extra   n                        NAME replies claim n entries more than they hold
   handle_len    n                        handles are n bytes long
@@ -23,9 +24,20 @@ starts one). Keys (all optional):
   message       "text"                   the message of every failed status
   limits        [packet, read, write]    offer limits@openssh.com with these
   raw, raw_on   bytes, request type      answer that request with these bytes as they are
+  ignore        [request type, ...]      never answer requests of these types
+  stall_on      [request type, nth]      from the nth request of that type on, answer nothing
+  split         [pieces, seconds]        write each DATA reply in that many pieces, pausing between
+  short         n                        DATA replies carry at most n bytes (short reads)
+  reverse       n                        send DATA replies n at a time, the last first
+  duplicate     True                     send every DATA reply twice
+  version_twice True                     send the VERSION message twice
+  stderr_flood  True                     write to stderr without end (in a thread)
+  chaos         seed                     answer READs at random: the truth, short, EOF,
+                                         failures, wrong ids, twice, too long, junk frames
 """
 import ast
 import os
+import select
 import struct
 import sys
 import time
@@ -63,12 +75,45 @@ def read_exactly(n):
     return b
 
 
+held = []
+
+
 def send(t, rid, body):
     if S.get("delay"):
         time.sleep(S["delay"])
     if S.get("wrong_id"):
         rid += 1000
-    out.write(struct.pack(">IBI", len(body) + 5, t, rid) + body)
+    frame = struct.pack(">IBI", len(body) + 5, t, rid) + body
+    if t == DATA and S.get("duplicate"):
+        frame += frame
+    if t in (DATA, STATUS) and S.get("reverse"):
+        held.append(frame)
+        if len(held) < S["reverse"] and t == DATA:
+            return
+        frame = b"".join(reversed(held))
+        held.clear()
+    write_frame(t, frame)
+
+
+def flush_held():
+    """reverse: the client waits for what is held (no request comes): send it."""
+    if held:
+        frame = b"".join(reversed(held))
+        held.clear()
+        write_frame(DATA, frame)
+
+
+def write_frame(t, frame):
+    if t == DATA and S.get("split"):
+        pieces, pause = S["split"]
+        step = -(-len(frame) // pieces)
+        for k in range(0, len(frame), step):
+            if k:
+                time.sleep(pause)
+            out.write(frame[k:k + step])
+            out.flush()
+        return
+    out.write(frame)
     out.flush()
 
 
@@ -100,6 +145,8 @@ def do_read(rid, b):
     h, i = string(b, 0)
     off = struct.unpack_from(">Q", b, i)[0]
     n, _ = u32(b, i + 8)
+    if "chaos" in S and chaos(rid, h, off, n):
+        return
     if S.get("read_ok"):
         return status(rid, 0)
     eof = S.get("eof_at")
@@ -110,10 +157,56 @@ def do_read(rid, b):
         n = min(n, eof - off)
     f = handles[h]
     f.seek(off)
-    data = f.read(n)
+    data = f.read(min(n, S.get("short", n)))
     if not data:
         return status(rid, 1, b"eof")
     send(DATA, rid, s(data + b"z" * S.get("data_extra", 0)))
+
+
+rng = None
+
+
+def chaos(rid, h, off, n):
+    """chaos (a seed): answer READs at random, truthfully or not. True when done."""
+    global rng
+    if rng is None:
+        import random
+        rng = random.Random(S["chaos"])
+    f = handles[h]
+    f.seek(off)
+    r = rng.random()
+    if r < 0.70:
+        return False                                   # the truth
+    if r < 0.96:                                       # a short read
+        data = f.read(rng.randint(1, max(1, n)))
+        if data:
+            send(DATA, rid, s(data))
+            return True
+        return False
+    if r < 0.97:                                       # EOF, a lie or not
+        status(rid, 1, b"eof")
+        return True
+    if r < 0.975:                                      # a failure
+        status(rid, rng.choice([4, 2, 0x80000000]), b"chaos")
+        return True
+    if r < 0.98:                                       # another request's id
+        send(DATA, rid + rng.choice([-1, 1, 7]), s(f.read(n)))
+        return True
+    if r < 0.985:                                      # twice
+        data = f.read(n)
+        send(DATA, rid, s(data))
+        send(DATA, rid, s(data))
+        return True
+    if r < 0.99:                                       # more than asked
+        send(DATA, rid, s(f.read(n) + b"x"))
+        return True
+    if r < 0.995:                                      # empty DATA (EOF)
+        send(DATA, rid, s(b""))
+        return True
+    out.write(struct.pack(">IB", rng.randint(0, 40), rng.randint(0, 255)) +
+              bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 40))))
+    out.flush()
+    return True
 
 
 def do_write(rid, b):
@@ -126,7 +219,7 @@ def do_write(rid, b):
     status(rid, 0)
 
 
-listed = set()
+listed = {}
 rounds = 0
 
 
@@ -138,10 +231,13 @@ def do_readdir(rid, b):
         rounds += 1
         names = [b"f%d-%d" % (rounds, k) for k in range(100)]
     elif "names" in S:
-        if h in listed:
+        if h not in listed:
+            listed[h] = [n.encode("utf-8", "surrogateescape") for n in S["names"]]
+        left = listed[h]
+        if not left:
             return status(rid, 1, b"eof")
-        listed.add(h)
-        names = [n.encode("utf-8", "surrogateescape") for n in S["names"]]
+        k = S.get("per_reply", len(left))
+        names, left[:] = left[:k], left[k:]
     else:
         if not entries:
             return status(rid, 1, b"eof")
@@ -264,20 +360,38 @@ def handle(t, rid, b):
     do_simple(rid, t, b)
 
 
+def flood_stderr():
+    while True:
+        sys.stderr.buffer.write(b"x" * 65536)
+        sys.stderr.buffer.flush()
+
+
 def main():
     global S, requests
     S = ast.literal_eval(open(sys.argv[1]).read())
     os.chdir(os.path.expanduser("~"))
+    if S.get("stderr_flood"):
+        import threading
+        threading.Thread(target=flood_stderr, daemon=True).start()
+    seen = {}
     while True:
+        if held and not select.select([inp], [], [], 0.05)[0]:
+            flush_held()
         n, t = struct.unpack(">IB", read_exactly(5))
         body = read_exactly(n - 1)
         if t == 1:
             ext = s(b"limits@openssh.com") + s(b"1") if "limits" in S else b""
-            out.write(struct.pack(">IBI", 5 + len(ext), 2, 3) + ext)
+            version = struct.pack(">IBI", 5 + len(ext), 2, 3) + ext
+            out.write(version * (2 if S.get("version_twice") else 1))
             out.flush()
             continue
         requests += 1
+        seen[t] = seen.get(t, 0) + 1
         if S.get("stall_after") is not None and requests > S["stall_after"]:
+            continue
+        if t in S.get("ignore", ()):
+            continue
+        if "stall_on" in S and t == S["stall_on"][0] and seen[t] >= S["stall_on"][1]:
             continue
         handle(t, struct.unpack_from(">I", body)[0], body[4:])
 
