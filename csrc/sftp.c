@@ -728,8 +728,14 @@ step_locked(ssh_session ssh, struct op *o)
         if ((o->kind == OP_DOWNLOAD || o->kind == OP_UPLOAD) && issue(o) < 0) {
             return PYSSH_FAILED;
         }
-        if (flush_out(s, ssh) < 0) {
+        long sent = flush_out(s, ssh);
+        if (sent < 0) {
             return PYSSH_FAILED;
+        }
+        if (sent > 0) {
+            /* the server's window took data: an upload over a slow link moves on
+             * even while no WRITE is confirmed yet */
+            pyssh_deadline_touch(o->dl);
         }
         if (op_finished(o)) {
             return 0;

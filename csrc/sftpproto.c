@@ -12,8 +12,8 @@
  * unsigned 32-bit number, and only SSH_FX_OK (0) is a success; DATA longer than
  * the READ asked for; a handle of more than 256 bytes; a size beyond 2**63-1; a
  * count of names or extensions that the message cannot hold; a name in a
- * directory listing that is not one safe path component (names.c); anything
- * left over after the fields. */
+ * directory listing that is not one safe path component (names.c), or longer
+ * than SFTP_NAME_MAX; anything left over after the fields. */
 #ifndef PYSSH_FUZZ
 #include "pyssh.h"
 #endif
@@ -180,6 +180,12 @@ check_names(sftp_cur *c, int req, struct sftp_reply *r, const char **why)
     for (uint32_t i = 0; i < r->count; i++) {
         struct sftp_name e;
         if (sftp_name_next(c, &e, why) < 0) {
+            return -1;
+        }
+        if (e.name_len > (req == SFTP_READDIR ? SFTP_NAME_MAX : SFTP_PATH_MAX) ||
+            e.long_len > SFTP_LONGNAME_MAX) {
+            *why = "a name longer than any file system allows (a listed name over 4 KiB, "
+                   "a long name over 8 KiB, a path over 64 KiB)";
             return -1;
         }
         if (req != SFTP_READDIR) {

@@ -39,6 +39,10 @@
 #define SFTP_A_EXTENDED 0x80000000u
 
 #define SFTP_HANDLE_MAX 256        /* the draft's limit on a handle's length */
+#define SFTP_NAME_MAX 4096         /* a listed name (file systems stop at 255 bytes,
+                                      Windows' at 765 in UTF-8) */
+#define SFTP_LONGNAME_MAX 8192     /* a listing's "ls -l" line */
+#define SFTP_PATH_MAX 65536        /* a REALPATH or READLINK answer */
 
 typedef struct {
     const unsigned char *p;

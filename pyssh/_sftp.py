@@ -291,10 +291,12 @@ class SFTP:
     operations; a context manager. Not for two threads at once: give each thread
     its own (several can run on one session).
 
-    ``max_listing``: a directory listing longer than this many entries is an
-    SFTPError (a server cannot make the client list forever)."""
+    ``max_listing``, ``max_listing_bytes``: a directory listing of more entries, or
+    more bytes of names, long names and extended attributes, is an SFTPError (a
+    server cannot make the client list forever, nor fill its memory)."""
 
     max_listing = 1_000_000
+    max_listing_bytes = 256 << 20
 
     def __init__(self, session: Any, timeout: Optional[float] = None):
         self._session = session
@@ -426,7 +428,7 @@ class SFTP:
         """READDIR until EOF. Each NAME reply holds at least one entry whose name is
         one safe component (checked in C), so counting entries bounds both the
         memory and the round trips a server that never ends its listing can take."""
-        seen = 0
+        seen = size = 0
         while True:
             rtype, value = self._c.request(READDIR, _str(h), timeout=self._timeout,
                                            what=f"listing the directory {printable(spath)}")
@@ -435,10 +437,13 @@ class SFTP:
                     return
                 raise _error(value[0], value[1], "listing a directory", spath)
             seen += len(value)
-            if seen > self.max_listing:
+            size += sum(len(n) + len(ln) + sum(len(k) + len(v) for k, v in a[6])
+                        for n, ln, a in value)
+            if seen > self.max_listing or size > self.max_listing_bytes:
                 raise SFTPError(errno.EFBIG, f"listing a directory: the server listed more "
-                                f"than {self.max_listing} entries; if the directory really "
-                                f"is that large, raise sftp.max_listing", spath)
+                                f"than {self.max_listing} entries or {self.max_listing_bytes} "
+                                f"bytes of names; if the directory really is that large, raise "
+                                f"sftp.max_listing or sftp.max_listing_bytes", spath)
             for e in value:
                 if e[0] not in (b".", b".."):
                     yield _entry(e)
@@ -596,15 +601,21 @@ class SFTP:
 
     def walk(self, top: Any = ".") -> Iterator[Tuple[str, List[str], List[str]]]:
         """Like ``os.walk`` (top-down; symlinks to directories are not followed):
-        yields (dirpath, dirnames, filenames)."""
-        top = os.fspath(top)
+        yields (dirpath, dirnames, filenames). Stops with SFTPError (ELOOP) below
+        64 levels, as downloads do: a server cannot make it recurse for ever."""
+        return self._walk(os.fspath(top), 0)
+
+    def _walk(self, top: str, depth: int) -> Iterator[Tuple[str, List[str], List[str]]]:
+        if depth > DEPTH_MAX:
+            raise SFTPError(errno.ELOOP, f"walk: {printable(top)} is more than {DEPTH_MAX} "
+                            "directories deep", top)
         dirs: List[str] = []
         files: List[str] = []
         for a in self.listdir_attr(top):
             (dirs if a.is_dir() else files).append(a.filename or "")
         yield top, dirs, files
         for d in dirs:
-            yield from self.walk(posixpath.join(top, d))
+            yield from self._walk(posixpath.join(top, d), depth + 1)
 
     # ---- file objects
     def open(self, path: Any, mode: str = "r", buffering: int = -1,

@@ -14,7 +14,9 @@ starts one). Keys (all optional):
   data_after    n                        with eof_at: READs past n get data again
   size          n                        STAT/LSTAT/FSTAT report this size
   realpath      "path"                   REALPATH answers this
-  names         ["a", ...]               READDIR lists these (once), files of 4 bytes
+  names         ["a", ...]               READDIR lists these (once a handle), files of 4
+                                         bytes; OPENDIR opens any path
+  names_mode    mode                     the listed names' mode (0o40755: directories)
   per_reply     n                        with names: n entries per NAME reply
   list_forever  True                     READDIR never ends: new names every time
   count_extra   n                        NAME replies claim n entries more than they hold
@@ -244,7 +246,7 @@ def do_readdir(rid, b):
         names, entries[:] = entries[:], []
     body = b""
     for name in names:
-        a = struct.pack(">IQI", 1 | 4, 4, 0o100644)
+        a = struct.pack(">IQI", 1 | 4, 4, S.get("names_mode", 0o100644))
         if not S.get("names") and not S.get("list_forever"):
             try:
                 a = attrs(os.lstat(os.path.join(handles[h + b"-path"], os.fsdecode(name))))
@@ -283,7 +285,7 @@ def do_stat(rid, t, b):
 def do_opendir(rid, b):
     path, _ = string(b, 0)
     try:
-        names = os.listdir(path)                 # bytes, as the path is
+        names = [] if "names" in S else os.listdir(path)     # bytes, as the path is
     except OSError as e:
         return errno_status(rid, e)
     h = new_handle([b".", b".."] + sorted(names))

@@ -240,6 +240,19 @@ def test_where_the_server_says_a_path_leads_is_never_a_local_name(hostile_sftp, 
     assert not (area / "evil").exists() and not (area.parent / "evil").exists()
 
 
+def test_a_tree_that_never_ends(hostile_sftp, area):
+    """Every directory lists a subdirectory: walk() and download() stop at 64 levels
+    (before: walk recursed until RecursionError)."""
+    def walk(f):
+        with pytest.raises(pyssh.SFTPError, match="more than 64 directories deep") as e:
+            for _ in f.walk(str(area)):
+                pass
+        assert e.value.errno == errno.ELOOP
+        with pytest.raises(pyssh.SFTPError, match="more than 64 directories deep"):
+            f.download(str(area / "remote"), to=area / "to", verbose=False)
+    hostile_sftp({"names": ["d"], "names_mode": 0o40755}, walk)
+
+
 def test_a_listing_that_never_ends(hostile_sftp, area):
     def listing(f):
         f.max_listing = 5000

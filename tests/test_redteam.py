@@ -2,6 +2,7 @@
 merely broken) server: tests/hostile_sftp.py for SFTP, a fake ``scp -f`` for SCP,
 a fake SSH server for the banner. Each test names what the server does and what
 the client must (not) do; the ones that held are kept as regressions."""
+import errno
 import getpass
 import os
 import struct
@@ -228,21 +229,27 @@ def test_resume_does_not_write_through_a_symlink(hostile_sftp, area):
 
 # ---- memory --------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="max_listing counts entries, not bytes: entries with "
-                   "names of up to a frame each (1 MiB) make a listing of up to 1 TiB in memory "
-                   "before the limit; see the proposed fix in the docstring")
 def test_a_listing_of_huge_names_is_bounded(hostile_sftp, area):
     """Each NAME reply holds one entry whose name and long name are ~512 KiB each:
-    40 entries are 40 MiB held by the client, 1,000,000 (sftp.max_listing) would be
-    1 TiB. Proposed: refuse names over 4 KiB and long names over 8 KiB in a listing
-    (sftpproto.c check_names; no file system has names that long), or count bytes in
-    _read_listing as well as entries."""
+    1,000,000 of them (sftp.max_listing) would have been 1 TiB held by the client.
+    A listed name over 4 KiB is refused (no file system has names that long), and a
+    listing counts bytes as well as entries."""
     names = [f"{k:03d}" + "n" * (510 * KIB) for k in range(40)]
 
     def listing(f):
-        with pytest.raises(pyssh.SFTPError):
+        with pytest.raises(pyssh.SFTPError) as e:
             f.listdir(str(area))
-    hostile_sftp({"names": names, "per_reply": 1}, listing, timeout=10)
+        return e.value
+    e = hostile_sftp({"names": names, "per_reply": 1}, listing, timeout=10)
+    assert e.errno == errno.EPROTO and "longer than any file system allows" in str(e)
+
+    def budget(f):
+        f.max_listing_bytes = 1 << 20
+        with pytest.raises(pyssh.SFTPError, match="bytes of names") as e:
+            f.listdir(str(area))
+        return e.value.errno
+    names = [f"{k:04d}" + "n" * 4000 for k in range(400)]
+    assert hostile_sftp({"names": names, "per_reply": 10}, budget) == errno.EFBIG
 
 
 # ---- SCP ------------------------------------------------------------------------------

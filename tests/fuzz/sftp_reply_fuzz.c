@@ -67,6 +67,10 @@ verify_names(int req, const struct sftp_reply *r, const char *lo, const char *hi
             abort();
         }
         inside(e.name, e.name_len, lo, hi);
+        if (e.name_len > SFTP_PATH_MAX || e.long_len > SFTP_LONGNAME_MAX ||
+            (req == SFTP_READDIR && e.name_len > SFTP_NAME_MAX)) {
+            abort();
+        }
         inside(e.longname, e.long_len, lo, hi);
         verify_attrs(&e.attrs, lo, hi);
         int dot = (e.name_len == 1 && e.name[0] == '.') ||
