@@ -27,8 +27,8 @@
 
 #include <stdarg.h>
 
-/* Refusals logged per session; later ones are only counted, so that a flood
- * costs no more than its answers. */
+/* Refusals logged per session, of channel opens and of requests each; later
+ * ones are only counted, so that a flood costs no more than its answers. */
 #define GUARD_LOG_MAX 50
 
 #ifdef PYSSH_LIBSSH_CLIENT_REQUESTS
@@ -39,14 +39,16 @@ owner(void *userdata)
     return (SessionObject *)userdata;
 }
 
-/* Log one refusal (lock held): `priority` is a libssh level (SSH_LOG_PROTOCOL
- * is logging.INFO, SSH_LOG_PACKET logging.DEBUG). */
+/* Log one refusal (lock held), counted in *count: channel opens at INFO (a
+ * server has no business opening them), requests at DEBUG (OpenSSH sends some
+ * routinely: hostkeys-00@openssh.com after login, eow@openssh.com on a
+ * channel), each kind with its own cap so that routine lines cannot hide the
+ * others. */
 static void
-refused(SessionObject *s, int priority, const char *fmt, ...)
+refused(SessionObject *s, unsigned long *count, const char *fmt, ...)
 {
-    pyssh_guard *g = &s->guard;
-    g->refused++;
-    if (g->refused > GUARD_LOG_MAX) {
+    int priority = count == &s->guard.opens ? SSH_LOG_PROTOCOL : SSH_LOG_PACKET;
+    if (++*count > GUARD_LOG_MAX) {
         return;
     }
     char line[400];
@@ -55,8 +57,8 @@ refused(SessionObject *s, int priority, const char *fmt, ...)
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
     pyssh_log_queue(s, priority, "%s%s", line,
-                    g->refused == GUARD_LOG_MAX
-                        ? " (the last such line: further refusals on this session are not logged)"
+                    *count == GUARD_LOG_MAX
+                        ? " (the last such line: further ones on this session are not logged)"
                         : "");
 }
 
@@ -64,8 +66,9 @@ static ssh_channel
 on_x11_open(ssh_session ssh, const char *originator, int originator_port, void *userdata)
 {
     (void)ssh;
-    refused(owner(userdata), SSH_LOG_PROTOCOL, "refused an x11 channel the server opened "
-            "(from %s:%d): pyssh asked for no X11 forwarding", originator ? originator : "?",
+    SessionObject *s = owner(userdata);
+    refused(s, &s->guard.opens, "refused an x11 channel the server opened (from %s:%d): "
+            "pyssh asked for no X11 forwarding", originator ? originator : "?",
             originator_port);
     return NULL;
 }
@@ -74,8 +77,9 @@ static ssh_channel
 on_agent_open(ssh_session ssh, void *userdata)
 {
     (void)ssh;
-    refused(owner(userdata), SSH_LOG_PROTOCOL, "refused an auth-agent@openssh.com channel the "
-            "server opened: pyssh forwards no agent");
+    SessionObject *s = owner(userdata);
+    refused(s, &s->guard.opens, "refused an auth-agent@openssh.com channel the server "
+            "opened: pyssh forwards no agent");
     return NULL;
 }
 
@@ -87,7 +91,7 @@ on_forwarded_open(ssh_session ssh, const char *dest, int dest_port, const char *
     const char *why = NULL;
     ssh_channel chan = pyssh_tunnel_forwarded(s, ssh, dest_port, orig, orig_port, &why);
     if (chan == NULL) {
-        refused(s, SSH_LOG_PROTOCOL, "refused a forwarded-tcpip channel the server opened for "
+        refused(s, &s->guard.opens, "refused a forwarded-tcpip channel the server opened for "
                 "%s:%d (from %s:%d): %s", dest ? dest : "?", dest_port, orig ? orig : "?",
                 orig_port, why);
     }
@@ -142,23 +146,23 @@ on_message(ssh_session ssh, ssh_message msg, void *userdata)
 {
     (void)ssh;
     SessionObject *s = owner(userdata);
+    pyssh_guard *g = &s->guard;
     int subtype = ssh_message_subtype(msg);
     switch (ssh_message_type(msg)) {
     case SSH_REQUEST_CHANNEL_OPEN:
-        refused(s, SSH_LOG_PROTOCOL, "refused a channel of type %s the server opened: a "
-                "client serves none", open_type_name(subtype));
+        refused(s, &g->opens, "refused a channel of type %s the server opened: a client "
+                "serves none", open_type_name(subtype));
         break;
     case SSH_REQUEST_GLOBAL:
-        /* routine (keepalives; OpenSSH's hostkeys-00@openssh.com after login) */
-        refused(s, SSH_LOG_PACKET, "refused the server's global request %s",
-                global_name(subtype));
+        refused(s, &g->requests, "declined the server's global request %s (failure if it "
+                "wanted a reply)", global_name(subtype));
         break;
     case SSH_REQUEST_CHANNEL:
-        refused(s, SSH_LOG_PROTOCOL, "refused the server's channel request %s: a client "
-                "serves none", chanreq_name(subtype));
+        refused(s, &g->requests, "declined the server's channel request %s (failure if it "
+                "wanted a reply): a client serves none", chanreq_name(subtype));
         break;
     default:
-        refused(s, SSH_LOG_PACKET, "refused a message of type %d from the server",
+        refused(s, &g->requests, "declined a message of type %d from the server",
                 ssh_message_type(msg));
     }
     return 1;

@@ -126,7 +126,8 @@ struct pyssh_waiter;
 /* guard.c: the session's answers to what the server opens and asks */
 typedef struct {
     struct ssh_callbacks_struct cb;   /* libssh keeps a pointer: lives in the session */
-    unsigned long refused;            /* channel opens and requests refused */
+    unsigned long opens;              /* channel opens refused */
+    unsigned long requests;           /* global and channel requests declined */
 } pyssh_guard;
 
 typedef struct {
