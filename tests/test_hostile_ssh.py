@@ -31,9 +31,11 @@ def rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.fixture
-def hostile(tmp_path):
-    srv = HostileServer(tmp_path)
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """One server for the module (it takes half a second to start); each test
+    has a connection of its own."""
+    srv = HostileServer(tmp_path_factory.mktemp("hostile"))
     yield srv
     srv.close()
 
