@@ -129,6 +129,13 @@ typedef struct {
 struct pyssh_jump;
 struct pyssh_waiter;
 
+/* guard.c: the session's answers to what the server opens and asks */
+typedef struct {
+    struct ssh_callbacks_struct cb;   /* libssh keeps a pointer: lives in the session */
+    unsigned long opens;              /* channel opens refused */
+    unsigned long requests;           /* global and channel requests declined */
+} pyssh_guard;
+
 typedef struct {
     PyObject_HEAD
     pyssh_state *state;
@@ -152,6 +159,7 @@ typedef struct {
     struct pyssh_waiter *spare;
     struct ssh_counter_struct rcounter;
     void *rforwards;             /* tunnel.c: the remote forwards (ssh -R) on this session */
+    pyssh_guard guard;           /* guard.c; its callbacks run with the lock held */
     PyObject *weakreflist;
 } SessionObject;
 
@@ -184,9 +192,23 @@ int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
 void pyssh_channel_release(ssh_channel chan, struct ssh_channel_callbacks_struct *cb, int opened,
                            int remote_closed);
 
+/* ---- guard.c: what the server may open and ask ------------------------------ */
+
+/* Install the answers to the server's channel opens, global requests and channel
+ * requests on a new session (before it connects): everything is refused at
+ * once but forwarded-tcpip for a remote forward of the session's (tunnel.c). */
+void pyssh_guard_setup(SessionObject *self);
+
 /* ---- tunnel.c: pyssh._ssh.Tunnel ------------------------------------------- */
 
 int pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st);
+
+/* A forwarded-tcpip channel the server opens for `port` (lock held, inside
+ * libssh): a new channel handed to the remote forward listening on that port,
+ * which libssh then confirms; or NULL with *why set: no forward of this
+ * session's listens there, or TUNNEL_BACKLOG connections already wait for it. */
+ssh_channel pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port,
+                                   const char *orig, int orig_port, const char **why);
 
 /* ---- sftp.c: pyssh._ssh.SFTP ----------------------------------------------- */
 

@@ -299,6 +299,7 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return PyErr_NoMemory();
     }
     ssh_set_counters(self->ssh, NULL, &self->rcounter);
+    pyssh_guard_setup(self);
     return (PyObject *)self;
 }
 

@@ -37,6 +37,7 @@
 #define ROUNDS_MAX 64              /* socket reads per step, so that a step ends */
 #define ACCEPT_MAX 64              /* connections accepted per step */
 #define STOP_GRACE 5.0             /* seconds a stopping tunnel waits for channels being opened */
+#define TUNNEL_BACKLOG 64          /* REMOTE: forwarded connections waiting for run(), at most */
 
 enum { LOCAL, REMOTE };
 enum conn_state { C_OPENING, C_CONNECTING, C_OPEN };
@@ -67,10 +68,15 @@ typedef struct conn {
     int orig_port;
 } conn;
 
-/* A forwarded channel for another tunnel on the same session (REMOTE). */
+/* A forwarded channel waiting for its tunnel's run() (REMOTE). Its callbacks
+ * record what arrives meanwhile (libssh keeps the data, within the channel's
+ * window), for the connection that run() makes of it. */
 typedef struct handover {
     struct handover *next;
     ssh_channel chan;
+    struct ssh_channel_callbacks_struct cb;
+    uint32_t avail;               /* what libssh holds for the channel */
+    int remote_eof, remote_closed;
     char peer[80];
 } handover;
 
@@ -88,7 +94,9 @@ struct TunnelObject {
     struct addrinfo *ai;          /* the local target, resolved */
     char target[300];             /* "host:port", for messages */
     struct TunnelObject *rnext;   /* in the session's list of remote forwards */
-    handover *incoming;           /* channels another tunnel's step accepted for this one */
+    handover *incoming;           /* forwarded channels accepted for this tunnel, waiting for
+                                     its run() (guard.c hands them over) */
+    int nincoming;                /* their number: at most TUNNEL_BACKLOG */
     /* run()'s state, touched with the lock held */
     conn *conns;
     int nconns;
@@ -204,6 +212,33 @@ on_close(ssh_session s, ssh_channel c, void *ud)
     k->remote_closed = 1;
 }
 
+static int
+ho_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+{
+    (void)s; (void)c; (void)data;
+    if (is_stderr) {
+        return (int)len;
+    }
+    ((handover *)ud)->avail = len;
+    return 0;
+}
+
+static void
+ho_eof(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    ((handover *)ud)->remote_eof = 1;
+}
+
+static void
+ho_close(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s; (void)c;
+    handover *h = ud;
+    h->remote_eof = 1;
+    h->remote_closed = 1;
+}
+
 /* ---- connections ---------------------------------------------------------------- */
 
 static conn *
@@ -295,10 +330,11 @@ conns_free_all(TunnelObject *t, int session_alive)
         handover *h = t->incoming;
         t->incoming = h->next;
         if (session_alive) {
-            pyssh_channel_release(h->chan, NULL, 1, 0);
+            pyssh_channel_release(h->chan, &h->cb, 1, h->remote_closed);
         }
         free(h);
     }
+    t->nincoming = 0;
 }
 
 /* REMOTE: start connecting to the next address of the target. 0: under way or
@@ -551,20 +587,95 @@ rforward_owner(SessionObject *s, int port)
             return o;
         }
     }
+    /* A tcpip-forward whose reply libssh read in the same pass as this open,
+     * before greq_step could record the port: the open is that forward's (with
+     * port 0 asked, the port is not known yet; one request is pending at most). */
+    if (r != NULL && r->global_req != NULL && r->global_req != &ORPHAN_REQ) {
+        TunnelObject *p = r->global_req;
+        if (p->bound == 0 && (p->port == port || p->port == 0)) {
+            return p;
+        }
+    }
     return NULL;
 }
 
-static void
-start_remote_conn(TunnelObject *t, ssh_channel chan, const char *peer)
+/* Queue a forwarded channel for `owner`'s run(), oldest first. 0, or -1 (no
+ * memory, or the backlog is full: the caller refuses or closes the channel). */
+static int
+handover_push(TunnelObject *owner, ssh_channel chan, const char *peer)
 {
+    if (owner->nincoming >= TUNNEL_BACKLOG) {
+        return -1;
+    }
+    handover *h = malloc(sizeof(*h));
+    if (h == NULL) {
+        return -1;
+    }
+    memset(h, 0, sizeof(*h));
+    h->chan = chan;
+    snprintf(h->peer, sizeof(h->peer), "%s", peer);
+    ssh_callbacks_init(&h->cb);
+    h->cb.userdata = h;
+    h->cb.channel_data_function = ho_data;
+    h->cb.channel_eof_function = ho_eof;
+    h->cb.channel_close_function = ho_close;
+    ssh_add_channel_callbacks(chan, &h->cb);
+    handover **pp = &owner->incoming;
+    while (*pp != NULL) {
+        pp = &(*pp)->next;
+    }
+    *pp = h;
+    owner->nincoming++;
+    pyssh_waiter_ring(&owner->wake);
+    return 0;
+}
+
+ssh_channel
+pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *orig,
+                       int orig_port, const char **why)
+{
+    TunnelObject *owner = rforward_owner(s, port);
+    if (owner == NULL) {
+        *why = "no remote forward of this session listens on that port";
+        return NULL;
+    }
+    if (owner->nincoming >= TUNNEL_BACKLOG) {
+        *why = "64 connections of that forward already wait for its tunnel to take them "
+               "(TUNNEL_BACKLOG)";
+        return NULL;
+    }
+    ssh_channel chan = ssh_channel_new(ssh);
+    char peer[80];
+    snprintf(peer, sizeof(peer), "%s:%d (on the server)", orig != NULL ? orig : "?", orig_port);
+    if (chan == NULL || handover_push(owner, chan, peer) < 0) {
+        if (chan != NULL) {
+            ssh_channel_free(chan);
+        }
+        *why = "out of memory";
+        return NULL;
+    }
+    return chan;
+}
+
+/* Make a connection of a forwarded channel: `h` says what arrived while it
+ * waited (NULL: it was just accepted). */
+static void
+start_remote_conn(TunnelObject *t, ssh_channel chan, const char *peer, const handover *h)
+{
+    int remote_closed = h != NULL && h->remote_closed;
     if (!accepting(t)) {
-        pyssh_channel_release(chan, NULL, 1, 0);
+        pyssh_channel_release(chan, NULL, 1, remote_closed);
         return;
     }
     conn *k = conn_new(t, PYSSH_INVALID_SOCKET, chan, C_CONNECTING, peer);
     if (k == NULL) {
-        pyssh_channel_release(chan, NULL, 1, 0);
+        pyssh_channel_release(chan, NULL, 1, remote_closed);
         return;
+    }
+    if (h != NULL) {
+        k->avail = h->avail;
+        k->remote_eof = h->remote_eof;
+        k->remote_closed = h->remote_closed;
     }
     int err = 0;
     if (conn_connect(t, k, t->ai, &err) < 0) {
@@ -573,17 +684,24 @@ start_remote_conn(TunnelObject *t, ssh_channel chan, const char *peer)
     }
 }
 
-/* REMOTE: take the forwarded channels the server opened, for this tunnel or
- * another one of the session's. */
+/* REMOTE: take the forwarded channels the server opened for this tunnel.
+ * guard.c accepted them as they came (pyssh_tunnel_forwarded); with a libssh
+ * without pyssh's patch they wait in libssh's queue, taken here for this
+ * tunnel or another one of the session's. */
 static void
 accept_remote(TunnelObject *t, ssh_session ssh)
 {
     while (t->incoming != NULL) {
         handover *h = t->incoming;
         t->incoming = h->next;
-        start_remote_conn(t, h->chan, h->peer);
+        t->nincoming--;
+        ssh_remove_channel_callbacks(h->chan, &h->cb);
+        start_remote_conn(t, h->chan, h->peer, h);
         free(h);
     }
+#ifdef PYSSH_LIBSSH_CLIENT_REQUESTS
+    (void)ssh;
+#else
     for (int i = 0; i < ACCEPT_MAX; i++) {
         int dport = 0, oport = 0;
         char *orig = NULL;
@@ -596,25 +714,14 @@ accept_remote(TunnelObject *t, ssh_session ssh)
         ssh_string_free_char(orig);
         TunnelObject *owner = rforward_owner(t->session, dport);
         if (owner == t) {
-            start_remote_conn(t, chan, peer);
+            start_remote_conn(t, chan, peer, NULL);
         }
-        else if (owner != NULL) {
-            handover *h = malloc(sizeof(*h));
-            if (h == NULL) {
-                pyssh_channel_release(chan, NULL, 1, 0);
-                continue;
-            }
-            h->chan = chan;
-            snprintf(h->peer, sizeof(h->peer), "%s", peer);
-            h->next = owner->incoming;
-            owner->incoming = h;
-            pyssh_waiter_ring(&owner->wake);
-        }
-        else {
+        else if (owner == NULL || handover_push(owner, chan, peer) < 0) {
             /* a port no tunnel serves any more (closed, or its cancel still on its way) */
             pyssh_channel_release(chan, NULL, 1, 0);
         }
     }
+#endif
 }
 
 /* ---- the step ----------------------------------------------------------------------- */

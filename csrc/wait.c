@@ -123,6 +123,18 @@ python_level(int priority)
     }
 }
 
+/* Clear what a logging call raised (a broken handler must not break the SSH
+ * operation). Returns 1 for KeyboardInterrupt: logging runs Python code, which
+ * runs signal handlers, so a Ctrl-C that arrived just before raised in there
+ * and the caller's next PyErr_CheckSignals() would find nothing. */
+static int
+log_error_clear(void)
+{
+    int interrupted = PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+    PyErr_Clear();
+    return interrupted;
+}
+
 void
 pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
 {
@@ -133,12 +145,14 @@ pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
     PyObject *exc_type, *exc_value, *exc_tb;
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     pyssh_state *st = self->state;
+    int interrupted = 0;
     if (st->logger == NULL) {
         PyObject *logging = PyImport_ImportModule("logging");
         if (logging != NULL) {
             st->logger = PyObject_CallMethod(logging, "getLogger", "s", "pyssh");
             Py_DECREF(logging);
         }
+        interrupted |= log_error_clear();
     }
     while (msgs != NULL) {
         pyssh_logmsg *next = msgs->next;
@@ -151,11 +165,14 @@ pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
             Py_XDECREF(r);
             Py_XDECREF(text);
         }
-        PyErr_Clear();   /* a broken handler must not break the SSH operation */
+        interrupted |= log_error_clear();
         free(msgs);
         msgs = next;
     }
     PyErr_Restore(exc_type, exc_value, exc_tb);
+    if (interrupted) {
+        PyErr_SetInterrupt();    /* the Ctrl-C is raised again at the next check */
+    }
 }
 
 /* ---- locking ------------------------------------------------------------- */
