@@ -133,6 +133,23 @@ contains(const char *haystack, const char *needle)
 }
 
 PyObject *
+pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
+                    const pyssh_failure *f)
+{
+    if (!f->dead || fallback == PYSSH_EXC_ConnectError) {
+        return pyssh_raise_libssh(st, fallback, what, f->text);
+    }
+    PyObject *shown = pyssh_printable(f->text, strlen(f->text));
+    if (shown != NULL) {
+        pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server was lost "
+                    "or broken (%U): the session cannot be used any more, connect again",
+                    what, shown);
+        Py_DECREF(shown);
+    }
+    return NULL;
+}
+
+PyObject *
 pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
                    const char *detail)
 {

@@ -104,6 +104,18 @@ PyObject *pyssh_raise(pyssh_state *st, enum pyssh_exc which, const char *fmt, ..
  * (pyssh._names.printable): a new str, or NULL with an exception. */
 PyObject *pyssh_printable(const char *text, size_t n);
 
+/* A libssh failure as a step saw it: libssh's message, and whether the
+ * connection itself is gone (libssh's state says so). */
+typedef struct {
+    char text[512];
+    int dead;
+} pyssh_failure;
+
+/* Raise for a failed step: ConnectError "the connection was lost or broken"
+ * when it is dead (after connecting), otherwise as pyssh_raise_libssh. */
+PyObject *pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
+                              const pyssh_failure *f);
+
 /* Raise for a libssh failure: `what` says what pyssh was doing ("connecting to
  * host:22"), `detail` is libssh's message (copied while the session lock was held).
  * The class is `fallback` unless the detail says more (a refused or reset

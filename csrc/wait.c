@@ -425,13 +425,12 @@ wait_leave(SessionObject *self, waitctx *c)
 
 /* ---- the blocking loop ---------------------------------------------------- */
 
-#define ERRBUF 512
-
 /* One step under the lock, GIL released by the caller. `c`: the wait's waiter
  * (NULL for pyssh_call), joined on the first step and left on the last. */
 static int
 locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
-            char *errbuf, pyssh_socket_t *fd, short *events, pyssh_logmsg **logs, waitctx *c)
+            pyssh_failure *fail, pyssh_socket_t *fd, short *events, pyssh_logmsg **logs,
+            waitctx *c)
 {
     int rc = PYSSH_FAILED;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -455,7 +454,10 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
         }
         if (rc == PYSSH_FAILED) {
             const char *e = ssh_get_error(ssh);
-            snprintf(errbuf, ERRBUF, "%s", e != NULL ? e : "");
+            snprintf(fail->text, sizeof(fail->text), "%s", e != NULL ? e : "");
+            /* classified by state, not by message: the connection itself is gone */
+            fail->dead = !ssh_is_connected(ssh) ||
+                         (ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0;
         }
         else if (rc == PYSSH_AGAIN) {
             int flags = ssh_get_poll_flags(ssh);
@@ -489,7 +491,8 @@ logs_append(pyssh_logmsg **head, pyssh_logmsg *more)
  * to *logs. */
 static int
 wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
-           const pyssh_deadline *d, pyssh_pollset *ps, waitctx *c, int *closed, char *errbuf,
+           const pyssh_deadline *d, pyssh_pollset *ps, waitctx *c, int *closed,
+           pyssh_failure *fail,
            pyssh_logmsg **logs, int *poll_rc, int *poll_err)
 {
     pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
@@ -498,7 +501,7 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
         pyssh_socket_t fd = PYSSH_INVALID_SOCKET;
         short events = 0;
         pyssh_logmsg *more = NULL;
-        rc = locked_step(self, step, arg, closed, errbuf, &fd, &events, &more, c);
+        rc = locked_step(self, step, arg, closed, fail, &fd, &events, &more, c);
         logs_append(logs, more);
         if (rc != PYSSH_AGAIN || *closed) {
             break;
@@ -555,7 +558,7 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
               enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps, pyssh_waiter *w)
 {
     pyssh_state *st = self->state;
-    char errbuf[ERRBUF];
+    pyssh_failure fail;
     waitctx c = {w, 0, 0};
 
     /* a loop of waits sharing one deadline (an operation that steps out for
@@ -568,10 +571,11 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
         int rc, closed = 0, poll_rc = 0, poll_err = 0;
         pyssh_logmsg *logs = NULL;
 
-        errbuf[0] = '\0';
+        fail.text[0] = '\0';
+        fail.dead = 0;
         Py_BEGIN_ALLOW_THREADS
         rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, d, ps, &c,
-                        &closed, errbuf, &logs, &poll_rc, &poll_err);
+                        &closed, &fail, &logs, &poll_rc, &poll_err);
         Py_END_ALLOW_THREADS
         pyssh_log_emit(self, logs);
 
@@ -581,7 +585,7 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
             return -1;
         }
         if (rc == PYSSH_FAILED) {
-            pyssh_raise_libssh(st, fail_exc, what, errbuf);
+            pyssh_raise_failure(st, fail_exc, what, &fail);
             return -1;
         }
         if (rc != PYSSH_AGAIN) {
@@ -607,16 +611,16 @@ pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double time
 {
     pyssh_deadline dl;
     pyssh_deadline_start(&dl, timeout, 0);
-    char buf[ERRBUF];
+    pyssh_failure fail;
     waitctx c = {NULL, 0, 0};
 
     for (;;) {
         int closed = 0, poll_rc = 0, poll_err = 0;
         pyssh_logmsg *logs = NULL;
-        buf[0] = '\0';
+        fail.text[0] = '\0';
         /* no signals to check without the GIL: slices only bound each poll */
-        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, &dl, NULL, &c, &closed, buf,
-                            &logs, &poll_rc, &poll_err);
+        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, &dl, NULL, &c, &closed,
+                            &fail, &logs, &poll_rc, &poll_err);
         if (logs != NULL) {
             /* keep libssh's lines for the next Python call on the session */
             PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -631,7 +635,7 @@ pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double time
             return PYSSH_CLOSED;
         }
         if (rc == PYSSH_FAILED) {
-            snprintf(errbuf, errlen, "%s", buf);
+            snprintf(errbuf, errlen, "%s", fail.text);
             return PYSSH_FAILED;
         }
         if (rc != PYSSH_AGAIN) {
@@ -662,11 +666,10 @@ pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
     pyssh_socket_t fd;
     short events;
     pyssh_logmsg *logs = NULL;
-    char errbuf[ERRBUF];
+    pyssh_failure fail = {"", 0};
 
-    errbuf[0] = '\0';
     Py_BEGIN_ALLOW_THREADS
-    rc = locked_step(self, step, arg, &closed, errbuf, &fd, &events, &logs, NULL);
+    rc = locked_step(self, step, arg, &closed, &fail, &fd, &events, &logs, NULL);
     Py_END_ALLOW_THREADS
     pyssh_log_emit(self, logs);
     if (closed) {
@@ -674,7 +677,7 @@ pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
         return -1;
     }
     if (rc == PYSSH_FAILED) {
-        pyssh_raise_libssh(self->state, fail_exc, what, errbuf);
+        pyssh_raise_failure(self->state, fail_exc, what, &fail);
         return -1;
     }
     return rc;
