@@ -19,6 +19,7 @@ def test_default_cipher_order_follows_the_cpu(server):
     assert "cbc" not in _ssh.DEFAULT_CIPHERS and "3des" not in _ssh.DEFAULT_CIPHERS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ciphers", [["chacha20-poly1305@openssh.com"], "aes256-ctr",
                                      ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com"]])
 def test_ciphers_argument(server, ciphers):

@@ -29,6 +29,7 @@ def test_key_as_text_str_and_bytes(server):
         assert s.connected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,fmt", [("ed25519", None), ("rsa", "PEM"), ("ecdsa", None)])
 def test_encrypted_key_with_passphrase_string(server, make_key, kind, fmt):
     key = make_key(f"enc_{kind}", kind, passphrase="open sesame", fmt=fmt)
@@ -57,6 +58,7 @@ def test_encrypted_key_text_with_passphrase(server, make_key):
         assert s.connected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", [None, "PEM"])
 def test_encrypted_key_without_passphrase_is_a_clear_error(server, make_key, fmt):
     # stdin is not a terminal here: no prompt (and never OpenSSL's own on /dev/tty)
@@ -144,6 +146,7 @@ def test_agent_without_the_key_falls_back_to_files(server, home, agent, make_key
         assert s.info()["identity"] == str(home / ".ssh" / "id_ed25519")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["id_ed25519", "id_ecdsa", "id_rsa"])
 def test_default_key_files(server, home, name):
     kind = name[3:]
@@ -213,6 +216,7 @@ def test_keyboard_interactive_with_a_callable(server, as_account):
     assert prompts and "assword" in prompts[0]
 
 
+@pytest.mark.slow
 def test_password_method(as_account):
     name, password, address = as_account
     with pyssh.testing.SSHServer(password_auth=True, kbdint_auth=False) as srv:
@@ -224,6 +228,7 @@ def test_password_method(as_account):
         assert e.value.methods_tried == ["password"]
 
 
+@pytest.mark.slow
 def test_wrong_password_is_not_echoed(server, as_account):
     name, password, address = as_account
     with pytest.raises(pyssh.AuthenticationError) as e:
@@ -252,6 +257,7 @@ def test_key_then_password_when_key_is_refused(server, as_account, make_key):
         assert s.info()["identity"] == "keyboard-interactive"
 
 
+@pytest.mark.slow
 def test_passphrase_is_asked_on_a_terminal(server, make_key, tmp_path):
     import pty
     import sys
@@ -306,6 +312,7 @@ def test_key_text_in_an_unknown_format_is_never_echoed(server):
         assert secret not in shown and "not a private key" in shown
 
 
+@pytest.mark.slow
 def test_a_wrong_password_is_never_echoed(server, make_key):
     if not IS_ROOT:
         pytest.skip("password logins need PAM, and so root, in the test sshd")

@@ -84,6 +84,7 @@ def test_typing_files_ship():
     assert os.path.isfile(os.path.join(pkg, "_ssh.pyi"))
 
 
+@pytest.mark.slow
 def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     """mypy's stubtest compares _ssh.pyi with the built module (every name, every
     signature); mypy checks the Python layer against it. From a source tree they run
@@ -100,6 +101,7 @@ def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_sdist_builds_on_its_own(tmp_path):
     """The source distribution carries the vendor/ recipe (without it setup.py cannot
     build libssh) and the tests."""

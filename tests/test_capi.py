@@ -60,6 +60,7 @@ def test_get_include_has_the_header():
     assert "pyssh._ssh._C_API" in repr(_ssh._C_API)
 
 
+@pytest.mark.slow
 def test_table_describes_this_pyssh(ext):
     _, consumer = ext
     info = consumer.info()
@@ -68,6 +69,7 @@ def test_table_describes_this_pyssh(ext):
     assert info["libssh_version"] == pyssh.libssh_version(full=True)
 
 
+@pytest.mark.slow
 def test_command_output_into_c_buffers_with_the_gil_released(ext, plain_session):
     """The documented example: a command's stdout and stderr read from C, while a
     Python thread keeps counting."""
@@ -95,6 +97,7 @@ def test_stdin_larger_than_the_window_through_cat(ext, plain_session):
     assert digest == hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_scp_stream_into_c_sha256(ext, session, tmp_path):
     _, consumer = ext
     data = os.urandom(5 * 1024 * 1024 + 7)
@@ -108,6 +111,7 @@ def test_scp_stream_into_c_sha256(ext, session, tmp_path):
     assert consumer.scp_sha256(session, str(empty)) == (hashlib.sha256(b"").hexdigest(), 0)
 
 
+@pytest.mark.slow
 def test_scp_errors(ext, session, tmp_path):
     _, consumer = ext
     with pytest.raises(pyssh.SCPFileNotFoundError) as e:
@@ -198,6 +202,7 @@ def test_closed_session_raises_session_closed_error(ext, server):
         consumer.tcp_roundtrip(s, "127.0.0.1", 22, b"x")
 
 
+@pytest.mark.slow
 def test_session_closed_by_another_thread_while_c_waits(ext, server):
     example, _ = ext
     s = server.connect()

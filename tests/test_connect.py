@@ -99,6 +99,7 @@ def test_unresolvable_name():
     assert "resolve" in str(e.value)
 
 
+@pytest.mark.slow
 def test_not_an_ssh_server():
     with socket.socket() as lst:
         lst.bind(("127.0.0.1", 0))
@@ -127,6 +128,7 @@ def silent_server():
         yield lst.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_timeout_against_a_silent_server_leaves_no_socket(silent_server):
     before = open_sockets()
     with pytest.raises(pyssh.SSHTimeoutError) as e:
@@ -136,6 +138,7 @@ def test_timeout_against_a_silent_server_leaves_no_socket(silent_server):
     assert open_sockets() == before
 
 
+@pytest.mark.slow
 def test_other_threads_run_while_connecting(silent_server):
     count = 0
     stop = threading.Event()
@@ -159,6 +162,7 @@ def test_other_threads_run_while_connecting(silent_server):
     assert during > 10000
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_connect(silent_server, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(f"""
@@ -217,6 +221,7 @@ def test_quiet_by_default(server, caplog):
     assert not [r for r in caplog.records if r.levelno < logging.DEBUG]
 
 
+@pytest.mark.slow
 def test_many_sessions_from_many_threads(server):
     errors = []
     done = []
@@ -242,6 +247,7 @@ def test_many_sessions_from_many_threads(server):
     assert len(set(done)) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_forked_child_does_not_say_goodbye_for_the_parent(fresh_server):
     s = fresh_server.connect()
@@ -265,6 +271,7 @@ def test_forked_child_does_not_say_goodbye_for_the_parent(fresh_server):
     assert "Bye Bye" in fresh_server.log()   # the parent's own close does say it
 
 
+@pytest.mark.slow
 def test_close_while_other_threads_use_the_session(server):
     for _ in range(20):
         s = server.connect()

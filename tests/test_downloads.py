@@ -36,6 +36,7 @@ def mode(path):
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_downloads_honour_the_umask_like_scp(session, area, method, umask077):
     """Without preserve a remote 0777 file or directory lands as 0700 under umask
@@ -64,6 +65,7 @@ def test_setuid_bits_never_come_from_the_server(session, area, method):
     assert mode(area / "to" / "s") == 0o755
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", ["n" * 255, "é" * 127 + "x"])
 def test_names_of_255_bytes(session, area, method, name):
@@ -81,6 +83,7 @@ def test_names_of_255_bytes(session, area, method, name):
     assert sorted(os.listdir(area / "to")) == sorted([name, "dir"])
 
 
+@pytest.mark.slow
 def test_a_failed_rename_removes_its_temporary_file_sftp(hostile_sftp, area):
     """A directory appears where the file was to land while it downloads (each of
     the server's replies comes 0.1 s late): the rename fails, and the temporary
@@ -113,6 +116,7 @@ def test_a_failed_rename_removes_its_temporary_file_scp(session, area, monkeypat
     assert os.listdir(area / "to") == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_a_symlink_in_the_way_is_not_followed(session, area, method):
     """A link named like a downloaded directory would take the download (and its
@@ -146,6 +150,7 @@ def test_sftp_does_not_follow_a_link_to_a_directory_inside_a_tree(session, area,
                for r in caplog.records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_names_are_printed_escaped(session, area, method, capsys):
     """A file name cannot drive the terminal: verbose lines show control characters

@@ -70,6 +70,7 @@ def open_fds():
 
 # ---- exit statuses and signals -----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("status", [0, 1, 255])
 def test_exit_status(session, status):
     assert session.exec_wait(f"exit {status}", stdout=None, stderr=None) == status
@@ -111,6 +112,7 @@ def test_empty_stderr_is_said(session):
         session.exec_internal("false")
 
 
+@pytest.mark.slow
 def test_killed_by_signal(session):
     r = session.exec_internal("kill -KILL $$", error=False)
     assert r.signal == "KILL"
@@ -143,6 +145,7 @@ def blob(tmp_path_factory):
     return path, data
 
 
+@pytest.mark.slow
 def test_large_binary_output_on_both_streams(session, blob):
     path, data = blob
     r = session.exec_internal(f"cat {path}; cat {path} >&2; cat {path}")
@@ -159,6 +162,7 @@ def test_interleaved_streams_do_not_deadlock(session, blob):
     assert r.stderr == data * 4
 
 
+@pytest.mark.slow
 def test_no_output(session):
     r = session.exec_internal("true")
     assert r.stdout == b"" and r.stderr == b"" and r.status == 0
@@ -249,6 +253,7 @@ class ConsoleStream:
         self.events.append("flush")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["stdout", "stderr"])
 @pytest.mark.parametrize("with_buffer", [True, False], ids=["buffer", "text"])
 def test_default_targets_write_and_flush_as_data_arrives(session, monkeypatch, tmp_path, name,
@@ -277,6 +282,7 @@ def test_text_stream_target(session):
     assert err.getvalue() == "ërr\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("buffering", [-1, 0])
 def test_binary_file_target(session, blob, tmp_path, buffering):
     path, data = blob
@@ -287,6 +293,7 @@ def test_binary_file_target(session, blob, tmp_path, buffering):
     assert (tmp_path / "err").read_bytes() == data[:1000]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", [str, pathlib.Path])
 def test_path_target_is_overwritten(session, tmp_path, kind):
     out, err = tmp_path / "out.txt", tmp_path / "err.txt"
@@ -356,6 +363,7 @@ def test_path_targets_that_cannot_be_written(session, tmp_path):
 
 # ---- stdin -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [
     lambda d: d,
     lambda d: bytearray(d),
@@ -370,11 +378,13 @@ def test_stdin_kinds(session, make):
     assert r.stdout == data
 
 
+@pytest.mark.slow
 def test_stdin_str_is_utf8(session):
     assert session.exec_internal("cat", stdin="héllo\n").stdout == "héllo\n".encode()
     assert session.exec_internal("cat", stdin=["a", b"b", "ç"]).stdout == "abç".encode()
 
 
+@pytest.mark.slow
 def test_stdin_real_file(session, blob):
     path, data = blob
     with open(path, "rb") as f:
@@ -382,6 +392,7 @@ def test_stdin_real_file(session, blob):
             hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_stdin_larger_than_the_window(session):
     data = os.urandom(1 << 20) * 64   # 64 MiB, 32 times the channel window
     r = session.exec_internal("sha256sum; echo done >&2", stdin=data, timeout=120)
@@ -389,6 +400,7 @@ def test_stdin_larger_than_the_window(session):
     assert r.stderr == b"done\n"
 
 
+@pytest.mark.slow
 def test_stdin_never_read(session):
     data = bytes(64 << 20)
     # a hang would end in SSHTimeoutError
@@ -402,6 +414,7 @@ def test_no_stdin_sends_eof_at_once(session):
     assert r.stdout.split() == [b"0"]
 
 
+@pytest.mark.slow
 def test_stdin_while_output_flows(session):
     # the command writes as much as it reads: input and output move together
     data = os.urandom(1 << 20) * 16
@@ -410,6 +423,7 @@ def test_stdin_while_output_flows(session):
     assert b"".join(got) == data
 
 
+@pytest.mark.slow
 def test_bad_stdin(session):
     with pytest.raises(TypeError, match="stdin must be bytes"):
         session.exec_internal("cat", stdin=42)
@@ -461,6 +475,7 @@ def test_bad_env(session, env, err):
 
 # ---- argument checks and aliases -----------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, err, match", [
     ("", ValueError, "empty"),
     ("   \n", ValueError, "empty"),
@@ -507,6 +522,7 @@ def test_closed_session(server, tmp_path):
     assert out.read_bytes() == b"keep me"
 
 
+@pytest.mark.slow
 def test_r_style_aliases(session):
     got = []
     assert pyssh.ssh_exec_wait(session, command="echo hi; echo ho >&2",
@@ -526,6 +542,7 @@ def test_r_style_aliases(session):
 
 # ---- stopping a command: timeout, Ctrl-C, a callback that raises ------------------------
 
+@pytest.mark.slow
 def test_timeout_closes_channel_and_session_stays_usable(session):
     t = time.monotonic()
     with pytest.raises(pyssh.SSHTimeoutError, match="nothing moved for 0.5 seconds") as ei:
@@ -536,6 +553,7 @@ def test_timeout_closes_channel_and_session_stays_usable(session):
     assert session.exec_internal("echo usable", timeout=10).stdout == b"usable\n"
 
 
+@pytest.mark.slow
 def test_timeout_is_inactivity_a_command_that_keeps_talking_runs_on(session):
     """The timeout is "no progress for so long", as ServerAliveInterval or curl's
     low-speed limit: a command that prints every 0.3 s for 2.4 s in all is not cut
@@ -547,6 +565,7 @@ def test_timeout_is_inactivity_a_command_that_keeps_talking_runs_on(session):
         session.exec_internal("echo a; sleep 0.3; echo b; sleep 5; echo c", timeout=1)
 
 
+@pytest.mark.slow
 def test_timeout_output_before_it_is_kept(session):
     got = []
     with pytest.raises(pyssh.SSHTimeoutError):
@@ -554,6 +573,7 @@ def test_timeout_output_before_it_is_kept(session):
     assert b"".join(got) == b"early\n"
 
 
+@pytest.mark.slow
 def test_timeout_signals_the_command(plain_session):
     # OpenSSH delivers the SIGHUP to an ordinary user's command (not to root's)
     marker = f"sleep 4{secrets.randbelow(1000)}.{secrets.randbelow(1000)}"
@@ -573,6 +593,7 @@ def _close_right_after_start(session, command, n):
     assert session.exec_internal("echo ok", timeout=30).stdout == b"ok\n"
 
 
+@pytest.mark.slow
 def test_commands_closed_right_after_start_are_stopped(plain_session):
     # sshd answers the exec request once it has forked the command, but signals its
     # process group, which exists only once the child has called setsid(): a SIGHUP
@@ -587,6 +608,7 @@ def test_commands_closed_right_after_start_are_stopped(plain_session):
         kill_all(marker)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("user", ["own", "plain"])
 def test_many_running_commands_closed_release_everything(user, session, plain_address, server):
     # 24 channels whose commands read stdin (as cat does), left running, then closed
@@ -666,6 +688,7 @@ SIGINT_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["idle", "discarded", "callback", "stdin"])
 def test_ctrl_c_interrupts_a_running_command(server, how):
     n = 100 * 2 ** 30 + secrets.randbelow(10 ** 6)   # 100 GiB and a bit: the marker
@@ -715,11 +738,13 @@ def test_concurrent_commands_on_several_sessions(server, plain_address):
     assert errors == []
 
 
+@pytest.mark.slow
 def test_other_threads_run_while_output_streams(session):
     assert run_while_python_counts(
         lambda: session.exec_wait("head -c 400000000 /dev/zero", stdout=None)) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["discard", "capture", "callback"])
 def test_idle_command_uses_no_cpu(session, how):
     """Also once the command has printed something: a captured output used to make
@@ -838,6 +863,7 @@ def test_ten_thousand_commands_leak_nothing(plain_session):
 
 # ---- the demo --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_demo_runs_the_exec_examples(server):
     # python -m pyssh.demo starts its own sshd; its exec part: whoami streamed, the
     # three-command script, exec_internal capturing, a failing command's CommandError

@@ -34,6 +34,7 @@ def regressions(name):
     return os.path.join(FUZZ, "regressions", name)
 
 
+@pytest.mark.slow
 def test_regressions_replay(fuzzer):
     name, exe = fuzzer
     corpus = os.path.join(FUZZ, f"{name}_corpus")
@@ -45,6 +46,7 @@ def test_regressions_replay(fuzzer):
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_fuzz_for_a_while(fuzzer, tmp_path):
     name, exe = fuzzer
     seconds = int(os.environ.get("PYSSH_FUZZ_SECONDS", "20"))

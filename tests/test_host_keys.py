@@ -122,6 +122,7 @@ def test_accept_new_writes_its_entry_on_a_line_of_its_own(server, tmp_path):
     assert kh.read_text() == f"{first}\n{server_name(server)} {server.host_key_pub}\n"
 
 
+@pytest.mark.slow
 def test_concurrent_accept_new_leaves_one_line_per_host(tmp_path):
     """Threads and a process connecting at once, with accept-new, to three servers
     (several to each): one well-formed line per host."""
@@ -195,6 +196,7 @@ def policy_of(name, asked):
     return lambda *a: asked.append(a) or True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("revoked_as", ["exact", "wildcard", "hashed", "global"])
 def test_a_revoked_key_is_refused_under_every_policy(server, tmp_path, revoked_as):
     kh = tmp_path / "known_hosts"
@@ -323,6 +325,7 @@ def assert_refused_before_authentication(jump, err, hop):
     assert "Accepted publickey" not in jump.log()
 
 
+@pytest.mark.slow
 def test_an_unknown_jump_host_is_refused_by_strict(server, jumps, tmp_path):
     jump1, _ = jumps
     kh = tmp_path / "known_hosts"
@@ -349,6 +352,7 @@ def test_a_changed_jump_host_key_is_a_mismatch(server, jumps, tmp_path):
     assert_refused_before_authentication(jump1, e.value, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["strict", "accept-new", "ignore"])
 def test_a_revoked_jump_host_key_is_refused(server, jumps, tmp_path, policy):
     jump1, _ = jumps
@@ -360,6 +364,7 @@ def test_a_revoked_jump_host_key_is_refused(server, jumps, tmp_path, policy):
     assert_refused_before_authentication(jump1, e.value, 1)
 
 
+@pytest.mark.slow
 def test_accept_new_records_the_jump_hosts(server, jumps, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text(server.host_key_line + "\n")

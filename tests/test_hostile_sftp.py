@@ -28,6 +28,7 @@ def protocol_error(excinfo, why):
 
 # ---- statuses ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", [0x80000000, 0xFFFFFFFF, 99])
 def test_unknown_status_codes_are_failures_never_success(hostile_sftp, area, code):
     """Before: a code of 2**31 or more became a negative int in C and counted as "no
@@ -74,6 +75,7 @@ def test_data_longer_than_asked_for(hostile_sftp, area):
     assert os.listdir(area / "to") == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("raw, why", [
     (b"\xff\xff\xff\xff\x65", "impossible length"),
     (b"\x00\x00\x00\x00", "impossible length"),
@@ -135,6 +137,7 @@ def test_seek_is_bounded(server, area):
         assert fh.read() == data[3:]
 
 
+@pytest.mark.slow
 def test_a_size_near_2_64_is_refused(hostile_sftp, area):
     rpath, _ = remote_file(area, 10)
     with pytest.raises(pyssh.SFTPError) as e:
@@ -170,6 +173,7 @@ def test_data_beyond_the_reported_end(hostile_sftp, area):
     assert os.listdir(area / "to") == []
 
 
+@pytest.mark.slow
 def test_an_upload_needs_its_close_confirmed(hostile_sftp, area):
     src = area / "src.bin"
     src.write_bytes(os.urandom(50 * KIB))
@@ -185,6 +189,7 @@ def test_an_upload_needs_its_close_confirmed(hostile_sftp, area):
 
 # ---- handles, names, listings -------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_handle_longer_than_256_bytes(hostile_sftp, area):
     rpath, _ = remote_file(area, 10)
     with pytest.raises(pyssh.SFTPError) as e:
@@ -208,6 +213,7 @@ def test_a_name_listed_twice(hostile_sftp, area):
                                           verbose=False))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("names, why", [
     (["../evil"], "'/'"), (["a/../../evil"], "'/'"), (["", "x"], "an empty name"),
     (["ok", "/tmp/evil"], "'/'"), (["x\0y"], "NUL"),
@@ -274,6 +280,7 @@ def finishes(work, within=60):
     return not t.is_alive()
 
 
+@pytest.mark.slow
 def test_a_stalled_server_times_out(hostile_sftp, area):
     rpath, _ = remote_file(area, 4096 * KIB)
     dest = area / "to" / "f.bin"
@@ -290,6 +297,7 @@ def test_a_stalled_server_times_out(hostile_sftp, area):
     assert os.listdir(area / "to") == []
 
 
+@pytest.mark.slow
 def test_a_slow_server_that_keeps_moving_is_not_cut_off(hostile_sftp, area):
     """Each reply comes 0.1 s late, 40 replies in all: four times the timeout of 1 s
     in total, but never a second without progress."""

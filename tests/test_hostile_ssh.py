@@ -54,6 +54,7 @@ def ask(session, command, timeout=120):
 
 # ---- channel opens the client never asked for ----------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, reason", [
     ("x11", OPEN_ADMINISTRATIVELY_PROHIBITED),
     ("forwarded-tcpip", OPEN_ADMINISTRATIVELY_PROHIBITED),   # no forward asked for
@@ -101,6 +102,7 @@ def test_global_requests_that_want_a_reply_get_request_failure(hsession, name):
                    "unanswered": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["hostkeys-00@openssh.com", "no-such-request@example.com"])
 def test_global_requests_that_want_no_reply_get_none(tmp_path, name):
     srv = HostileServer(tmp_path, quiet=1.0)
@@ -166,6 +168,7 @@ def test_refusals_are_logged_and_a_flood_is_not(hsession, caplog):
 
 # ---- the legitimate queue: a remote forward nobody serves yet ---------------------------------
 
+@pytest.mark.slow
 def test_forwarded_connections_nobody_takes_are_capped(server):
     """listen_remote() without run(): the server's forwarded-tcpip opens for that
     port wait for the tunnel, TUNNEL_BACKLOG of them; the rest are refused and the
@@ -248,6 +251,7 @@ def test_a_gib_of_stderr_on_the_scp_channel_leaves_memory_flat(tmp_path):
 
 # ---- a packet over libssh's limit --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_oversized_packet_ends_the_session_with_a_clear_error(tmp_path):
     srv = HostileServer(tmp_path, quiet=1.0)
     try:

@@ -75,6 +75,7 @@ def glob_oracle(s, pattern):
 names = st.text(alphabet="ab.:[]*?!,-0123456789", max_size=12)
 
 
+@pytest.mark.slow
 @given(names, names)
 @settings(max_examples=500)
 def test_match_pattern_is_openssh_glob(s, pattern):
@@ -84,6 +85,7 @@ def test_match_pattern_is_openssh_glob(s, pattern):
 plain_patterns = names.filter(lambda p: "," not in p and not p.startswith("!"))
 
 
+@pytest.mark.slow
 @given(names, st.lists(st.tuples(st.booleans(), plain_patterns), min_size=1, max_size=4))
 @settings(max_examples=500)
 def test_negation_vetoes_the_line(name, subs):

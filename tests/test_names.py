@@ -6,6 +6,7 @@ import ntpath
 import os
 import posixpath
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ def stays_inside(join, normpath, base, name):
         normpath(join(path, "..")) == base
 
 
+@pytest.mark.slow
 @settings(max_examples=3000)
 @given(names)
 @example(b"..")
@@ -39,6 +41,7 @@ def test_posix_rule(name):
         assert stays_inside(posixpath.join, posixpath.normpath, "/base", text)
 
 
+@pytest.mark.slow
 @settings(max_examples=3000)
 @given(names)
 @example(b"C:x")
@@ -69,6 +72,7 @@ def test_windows_devices_and_paths():
     assert (_ssh.name_problem(b"a\\b") is not None) == (os.name == "nt")
 
 
+@pytest.mark.slow
 @settings(max_examples=2000)
 @given(st.one_of(st.text(), st.binary()))
 def test_printable_shows_no_control_character(text):

@@ -105,6 +105,7 @@ def test_channel_closed_from_iter_of_stdin_is_refused(session):
     assert ch.closed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["read", "recv_to_fd", "run", "exec"])
 def test_channel_closed_from_timeout_float_is_refused(session, method, tmp_path):
     ch = _ssh.Channel(session)
@@ -306,6 +307,7 @@ def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
     assert rss_mb() - before < 3.0
 
 
+@pytest.mark.slow
 def test_second_connect_while_libssh_connects(server):
     """_connect(-1) (libssh makes the socket) marks the session as connecting
     under the lock: a second _connect meanwhile is refused, not run beside it."""
@@ -363,6 +365,7 @@ def test_tunnel_reentered_while_run_converts_its_arguments(session):
     sock.close()
 
 
+@pytest.mark.slow
 def test_tunnel_stop_before_run_is_not_lost(session):
     """Tunnel.close() may call stop() before its thread has entered run(): run()
     used to clear the request and serve until the process ended."""
@@ -387,6 +390,7 @@ def test_tunnel_stop_before_run_is_not_lost(session):
     sock.close()
 
 
+@pytest.mark.slow
 def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
     from pyssh import _tunnel
     serve = _tunnel.Tunnel._serve

@@ -26,6 +26,7 @@ def no_control(text):
 
 # ---- what held: kept as regressions -------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how, size", [
     ({"reverse": 4}, 1024 * KIB + 17),             # DATA replies in reverse order, 4 at a time
     ({"short": 1000}, 300 * KIB + 17),             # short reads at odd offsets
@@ -44,6 +45,7 @@ def test_replies_reordered_or_short_still_give_every_byte(hostile_sftp, area, ho
     assert (area / "to" / "f.bin").read_bytes() == data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [{"duplicate": True}, {"version_twice": True}])
 def test_a_reply_sent_twice_is_a_protocol_error(hostile_sftp, area, how):
     """Every DATA reply twice, or the VERSION twice (the second is taken for a reply
@@ -59,6 +61,7 @@ def test_a_reply_sent_twice_is_a_protocol_error(hostile_sftp, area, how):
     assert os.listdir(area / "to") == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("body", [b"", b"\0" * 24, b"\0" * 40])
 def test_a_limits_reply_of_the_wrong_length(hostile_sftp, area, body):
     raw = struct.pack(">IBI", 5 + len(body), 201, 1) + body
@@ -67,6 +70,7 @@ def test_a_limits_reply_of_the_wrong_length(hostile_sftp, area, body):
     protocol_error(e, "wrong length")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n, why", [(1048636, "left over"), (1048637, "impossible length")])
 def test_frames_at_the_limit(hostile_sftp, area, n, why):
     raw = struct.pack(">IBII", n, 105, 1, 0) + b"\0" * (n - 9)
@@ -75,6 +79,7 @@ def test_frames_at_the_limit(hostile_sftp, area, n, why):
     protocol_error(e, why)
 
 
+@pytest.mark.slow
 def test_replies_to_an_interrupted_download_arrive_during_the_next_operations(hostile_sftp,
                                                                                area):
     """A progress callback stops a download with 16 READs in flight; the channel is
@@ -102,6 +107,7 @@ def test_replies_to_an_interrupted_download_arrive_during_the_next_operations(ho
     assert (area / "to" / "big").read_bytes() == data
 
 
+@pytest.mark.slow
 def test_stderr_without_end_is_not_progress(hostile_sftp, area):
     """A server that writes to stderr without end and answers nothing: the timeout
     fires all the same."""
@@ -118,6 +124,7 @@ def test_stderr_without_end_is_not_progress(hostile_sftp, area):
     assert len(errors) == 1 and "timeout=1" in str(errors[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(24))
 def test_chaos(hostile_sftp, area, seed):
     """READs answered at random (mostly the truth or short reads; now and then EOF
@@ -148,6 +155,7 @@ def test_chaos(hostile_sftp, area, seed):
 
 # ---- time ------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_server_that_never_answers_close_cannot_hang_get(hostile_sftp, area):
     """get() sends the CLOSE of the file it read without waiting for the answer (send());
     after 64 unanswered, send() waits for the next answer itself: with no deadline at
@@ -170,6 +178,7 @@ def test_a_server_that_never_answers_close_cannot_hang_get(hostile_sftp, area):
     assert len(errors) == 1 and "timeout=1" in str(errors[0]), errors
 
 
+@pytest.mark.slow
 def test_a_data_reply_that_trickles_in_is_progress(hostile_sftp, area):
     """Each DATA reply arrives in three pieces 0.6 s apart: bytes of the file arrive
     every 0.6 s, never a second without progress, yet the timeout (1 s) cut the
@@ -183,6 +192,7 @@ def test_a_data_reply_that_trickles_in_is_progress(hostile_sftp, area):
 
 # ---- what is shown -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_listed_names_are_escaped_in_a_timeout(hostile_sftp, area):
     """A subdirectory whose name holds escape sequences; the server stalls when asked
     to list it: the SSHTimeoutError's message printed the name raw (the path went
@@ -229,6 +239,7 @@ def test_resume_does_not_write_through_a_symlink(hostile_sftp, area):
 
 # ---- memory --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_listing_of_huge_names_is_bounded(hostile_sftp, area):
     """Each NAME reply holds one entry whose name and long name are ~512 KiB each:
     1,000,000 of them (sftp.max_listing) would have been 1 TiB held by the client.
@@ -285,6 +296,7 @@ def hostile_scp(tmp_path_factory):
         yield run
 
 
+@pytest.mark.slow
 def test_scp_names_are_escaped_in_errors(hostile_scp, tmp_path):
     """A file named with escape sequences, then a bad end mark: the SCPProtocolError
     quoted the local path, server's name included, raw."""
@@ -406,6 +418,7 @@ def scp_in_child(tmp_path, fake, setting, how, path, within=15):
     return hung, peak, out.strip() or err[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flood", ["stdout", "stderr"])
 def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
     """After the last file is acknowledged, the server's scp writes without end (to
@@ -422,6 +435,7 @@ def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
         assert peak < 200, f"{peak} MiB"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, raised", [
     ("warning", "raised SSHTimeoutError"), ("T", "raised SCPProtocolError"),
     ("DE", "raised SCPProtocolError"), ("C", "raised SCPProtocolError"),

@@ -81,6 +81,7 @@ def make_tree(root):
     return files
 
 
+@pytest.mark.slow
 def test_tree_round_trip(session, area):
     src = area["local"] / "tree"
     src.mkdir()
@@ -95,6 +96,7 @@ def test_tree_round_trip(session, area):
     assert not [p for p in os.listdir(area["back"] / "tree") if p.endswith(".pyssh-part")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [0, 1, 100 << 20])
 def test_file_round_trip(session, area, size):
     src = area["local"] / f"f{size}"
@@ -109,6 +111,7 @@ def test_file_round_trip(session, area, size):
     assert os.path.getsize(area["back"] / src.name) == size
 
 
+@pytest.mark.slow
 def test_many_small_files(session, area):
     src = area["local"] / "many"
     src.mkdir()
@@ -119,6 +122,7 @@ def test_many_small_files(session, area):
     assert tree(area["back"] / "many") == tree(src)
 
 
+@pytest.mark.slow
 def test_several_sources_and_a_symlink(session, area):
     a = area["local"] / "a.txt"
     a.write_bytes(b"A")
@@ -139,6 +143,7 @@ def test_several_sources_and_a_symlink(session, area):
         assert not os.path.islink(got) and got.read_bytes() == b"A"
 
 
+@pytest.mark.slow
 def test_preserve_keeps_times(session, area):
     src = area["local"] / "old"
     src.mkdir()
@@ -158,6 +163,7 @@ def test_preserve_keeps_times(session, area):
     assert os.stat(area["local"] / "f.txt").st_mtime > time.time() - 60
 
 
+@pytest.mark.slow
 def test_remote_names_are_quoted(session, area, tmp_path):
     weird = area["remote"] / "a 'b' \"c\" $d `e` ü;f"
     weird.mkdir()
@@ -182,6 +188,7 @@ def test_remote_names_are_quoted(session, area, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_missing_remote_file(session, area):
     missing = str(area["remote"] / "nope.txt")
     with pytest.raises(pyssh.SCPFileNotFoundError) as ei:
@@ -239,6 +246,7 @@ def test_wrong_argument_types(session, area):
     assert os.listdir(area["back"]) == []
 
 
+@pytest.mark.slow
 def test_progress_and_verbose(session, area, capsys):
     src = area["local"] / "p.bin"
     src.write_bytes(os.urandom(5 << 20))
@@ -277,6 +285,7 @@ class Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_raising_progress_stops_an_upload(session, area, capsys):
     """Raising from progress aborts an upload; verbose redrew [NN%] in place a few
     times a second, and the line is ended before the exception goes on."""
@@ -305,6 +314,7 @@ def test_raising_progress_stops_an_upload(session, area, capsys):
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
+@pytest.mark.slow
 def test_upload_of_a_file_that_shrinks_midway(session, area):
     src = area["local"] / "shrinks.bin"
     with open(src, "wb") as f:
@@ -336,6 +346,7 @@ WRITE_FAILS_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_local_write_error_mid_download(server, area):
     """The local disk refuses (here RLIMIT_FSIZE: EFBIG) midway: an OSError with the
     destination's path; the good file there is kept, no temporary file is left."""
@@ -357,6 +368,7 @@ def rss_bytes():
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
                     reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
@@ -388,6 +400,7 @@ def test_512_mib_each_way(session, area, capsys):
     assert peak[0] - before < 32 << 20, f"RSS grew by {(peak[0] - before) >> 20} MiB"
 
 
+@pytest.mark.slow
 def test_failed_download_leaves_no_partial_file(session, area):
     big = area["remote"] / "big.bin"
     with open(big, "wb") as f:
@@ -486,6 +499,7 @@ def hostile(tmp_path_factory):
         yield run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps, match", [
     ([b"C0644 4 ../evil\n", b"evil\0"], "outside the target"),
     ([b"C0644 4 /tmp/evil\n", b"evil\0"], "outside the target"),
@@ -528,6 +542,7 @@ def test_hostile_dot_directory_cannot_change_the_target(hostile, tmp_path):
     assert stat.S_IMODE(os.stat(to).st_mode) == 0o700 and os.listdir(to) == []
 
 
+@pytest.mark.slow
 def test_hostile_truncated_file_is_not_kept(hostile, tmp_path):
     to = tmp_path / "to"
     to.mkdir()
@@ -545,6 +560,7 @@ def test_hostile_error_after_data_is_not_kept(hostile, tmp_path):
     assert os.listdir(to) == ["wanted"] and (to / "wanted").read_bytes() == b"good"
 
 
+@pytest.mark.slow
 def test_hostile_setuid_mode_is_dropped(hostile, tmp_path):
     to = tmp_path / "to"
     to.mkdir()
@@ -554,6 +570,7 @@ def test_hostile_setuid_mode_is_dropped(hostile, tmp_path):
 
 # ---- Ctrl-C, threads --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ctrl_c_mid_download(server, area):
     big = area["remote"] / "big.bin"
     with open(big, "wb") as f:
@@ -581,6 +598,7 @@ UPLOAD_INTERRUPT_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_upload(server, area):
     """KeyboardInterrupt within half a second; the [NN%] line is ended; the session
     still runs commands and uploads."""
@@ -599,6 +617,7 @@ def test_ctrl_c_mid_upload(server, area):
     assert (area["remote"] / "big.bin.small").read_bytes() == b"small"
 
 
+@pytest.mark.slow
 def test_two_transfers_in_two_threads(server, area):
     import threading
     data = {name: os.urandom(20 << 20) for name in ("t0", "t1")}
@@ -711,12 +730,14 @@ def test_login_script_that_prints(tmp_path):
             s.scp_upload(tmp_path / "x", to=str(tmp_path / "up"), verbose=False)
 
 
+@pytest.mark.slow
 def test_server_killed_mid_download(fresh_server, tmp_path):
     s = download_killed_midway(fresh_server, tmp_path, "scp_download")
     with pytest.raises(pyssh.SSHError):
         s.scp_upload(tmp_path / "b" / "big", to=str(tmp_path), verbose=False)
     s.close()
 
+@pytest.mark.slow
 def test_demo_scp_example():
     """The demo's SCP example (python -m pyssh.demo) uploads a file, downloads it back
     and shows two equal checksums."""
@@ -733,6 +754,7 @@ def test_demo_scp_example():
     assert re.search(r" 1048576 .*back/hello\.bin\n", r.stderr)          # verbose download
 
 
+@pytest.mark.slow
 def test_server_killed_mid_upload(fresh_server, tmp_path):
     """The server dies while a file goes up: a ConnectError that says so (no hang), and
     later calls on the dead session say so too."""

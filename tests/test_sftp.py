@@ -45,6 +45,7 @@ def sha(path):
 
 # ---- transfers -------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [0, 1, (1 << 20) + 1, 100 << 20])
 def test_round_trip_sizes(sftp, area, size):
     src = area["local"] / "f.bin"
@@ -116,6 +117,7 @@ def test_resume_download_and_upload(sftp, area):
         sftp.get(str(remote), local, resume=True)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interrupted_transfer(session, area):
     """A transfer cut short (here by a progress callback that raises once 64 MiB have
     moved) keeps what it moved when resume=True; the channel stays usable, and the
@@ -237,6 +239,7 @@ def test_permission_denied_as_a_plain_user(server, plain_address, area):
         assert isinstance(e.value, PermissionError)
 
 
+@pytest.mark.slow
 def test_no_sftp_subsystem():
     with SSHServer(sftp=False) as srv, srv.connect() as s:
         with pytest.raises(pyssh.SFTPError, match="no SFTP subsystem"):
@@ -244,6 +247,7 @@ def test_no_sftp_subsystem():
         assert s.exec_internal("echo still usable").stdout == b"still usable\n"
 
 
+@pytest.mark.slow
 def test_two_sftp_channels_in_two_threads(session, area):
     data = {n: os.urandom(20 << 20) for n in ("t0", "t1")}
     for n, blob in data.items():
@@ -294,6 +298,7 @@ def test_bad_inputs(sftp, area):
         sftp.listdir(".")
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_download(server, area):
     big = area["remote"] / "big.bin"
     with open(big, "wb") as f:
@@ -341,6 +346,7 @@ def run_ops(f, ops):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, ops", IO_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(IO_CASES)])
 def test_file_object_matches_local_files(sftp, area, mode, ops):
     local, remote = area["local"] / "f", area["remote"] / "f"
@@ -385,6 +391,7 @@ def test_file_object_errors_and_iteration(sftp, area):
             f.write(b"x")
 
 
+@pytest.mark.slow
 def test_copyfileobj_through_file_objects(sftp, area):
     import shutil
     src = area["local"] / "big"

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+@pytest.mark.slow
 def test_smoke_script_against_asyncssh_server():
     r = subprocess.run([sys.executable, os.path.join(HERE, "smoke.py")], capture_output=True,
                        text=True, timeout=120)

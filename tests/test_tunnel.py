@@ -155,6 +155,7 @@ def test_forward_local_round_trip_and_stats(session, target):
     assert refused(tun.port)          # the listening socket is closed
 
 
+@pytest.mark.slow
 def test_one_gib_both_ways(session, target):
     t = target()
     with session.forward_local(0, t.address) as tun:
@@ -163,6 +164,7 @@ def test_one_gib_both_ways(session, target):
     assert tun.stats.bytes_to_target == tun.stats.bytes_from_target == 1 << 30
 
 
+@pytest.mark.slow
 def test_hundred_concurrent_connections(session, target):
     t = target()
     results = [None] * 100
@@ -182,6 +184,7 @@ def test_hundred_concurrent_connections(session, target):
     assert st.connections == 100 and st.bytes_from_target == 100 << 20 and st.active == 0
 
 
+@pytest.mark.slow
 def test_slow_reader_loses_nothing_and_holds_the_sender_back(session, target):
     total = 256 << 20
     pushed = [0]
@@ -278,6 +281,7 @@ def test_target_eof_first_then_client_keeps_sending(session, target):
     assert b"".join(got) == b"late" * 100000
 
 
+@pytest.mark.slow
 def test_session_usable_while_a_tunnel_carries_traffic(plain_session, target):
     t = target()
     outcome = {}
@@ -311,6 +315,7 @@ def test_several_tunnels_on_one_session(session, target):
     assert t1.accepted == 1 and t2.accepted == 1
 
 
+@pytest.mark.slow
 def test_idle_tunnel_uses_no_cpu(session, target):
     t = target()
     with session.forward_local(0, t.address) as tun:
@@ -372,6 +377,7 @@ def test_port_in_use(session, target):
     assert session.exec_internal("echo ok").stdout == b"ok\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad, kind, match", [
     ("db.internal", ValueError, "no port"),
     ("db.internal:", ValueError, "not a number"),
@@ -453,6 +459,7 @@ def test_blocking_tunnel_max_connections(session, target):
     assert refused(port)
 
 
+@pytest.mark.slow
 def test_blocking_tunnel_timeout_counts_idle_time_only(session, target):
     t = target()
     port = free_port()
@@ -494,6 +501,7 @@ print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True
 '''
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_blocking_tunnel(server, target):
     t = target()
     port = free_port()
