@@ -70,7 +70,10 @@ def test_tunnels_do_not_leak(server):
     address = f"127.0.0.1:{target.getsockname()[1]}"
 
     def cycle(s):
-        for make in (lambda: s.forward_local(0, address), lambda: s.forward_remote(0, address)):
+        # the server binds 127.0.0.1 only: with "localhost" it may get a port whose
+        # 127.0.0.1 side is taken (by the test sshd itself) and listen on ::1 alone
+        for make in (lambda: s.forward_local(0, address),
+                     lambda: s.forward_remote(0, address, bind_address="127.0.0.1")):
             with make() as t:
                 for _ in range(3):
                     c = socket.create_connection(("127.0.0.1", t.port))

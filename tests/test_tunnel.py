@@ -535,7 +535,7 @@ import socket, sys, pyssh
 address, key, known_hosts, target = sys.argv[1:5]
 s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
 local = s.forward_local(0, target)
-remote = s.forward_remote(0, target)
+remote = s.forward_remote(0, target, bind_address="127.0.0.1")
 c = socket.create_connection(("127.0.0.1", local.port))
 c.sendall(b"ping")
 assert c.recv(4) == b"ping"
@@ -558,7 +558,7 @@ def test_exit_with_tunnels_running(server, target):
 
 def test_forward_remote_round_trip(session, target):
     t = target()
-    with session.forward_remote(0, t.address) as tun:
+    with session.forward_remote(0, t.address, bind_address="127.0.0.1") as tun:
         assert tun.port > 0                     # the port the server picked
         a, b, n = exchange(tun.port, pattern(16 << 20))
         assert a == b and n == 16 << 20
@@ -573,7 +573,8 @@ def test_two_remote_forwards_each_get_their_own_connections(session, target):
             conn.sendall(name)
         return handler
     ta, tb = target(tag(b"A")), target(tag(b"B"))
-    with session.forward_remote(0, ta.address) as a, session.forward_remote(0, tb.address) as b:
+    with session.forward_remote(0, ta.address, bind_address="127.0.0.1") as a, \
+            session.forward_remote(0, tb.address, bind_address="127.0.0.1") as b:
         for _ in range(3):
             for tun, want in ((a, b"A"), (b, b"B"), (a, b"A")):
                 c = socket.create_connection(("127.0.0.1", tun.port))
@@ -586,7 +587,7 @@ def test_two_remote_forwards_each_get_their_own_connections(session, target):
 def test_forward_remote_fixed_port_and_refused_target(session, caplog):
     port, dead = free_port(), free_port()
     caplog.set_level(logging.WARNING, logger="pyssh")
-    with session.forward_remote(port, f"127.0.0.1:{dead}") as tun:
+    with session.forward_remote(port, f"127.0.0.1:{dead}", bind_address="127.0.0.1") as tun:
         assert tun.port == port
         c = socket.create_connection(("127.0.0.1", port))
         c.settimeout(30)
@@ -644,7 +645,7 @@ def test_server_killed_while_tunnels_are_open(fresh_server, target, caplog):
     conns = children(fresh_server.pid)
     assert len(conns) == 1
     local = s.forward_local(0, t.address)
-    remote = s.forward_remote(0, t.address)
+    remote = s.forward_remote(0, t.address, bind_address="127.0.0.1")
     c = socket.create_connection(("127.0.0.1", local.port))
     c.sendall(b"x")
     assert c.recv(1) == b"x"
