@@ -132,6 +132,17 @@ contains(const char *haystack, const char *needle)
     return haystack != NULL && strstr(haystack, needle) != NULL;
 }
 
+/* A session that worked has lost its server, or the connection is broken
+ * beyond use: the one message for it. */
+static PyObject *
+raise_lost(pyssh_state *st, const char *what, PyObject *shown)
+{
+    pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server was lost (%U): "
+                "the session cannot be used any more, connect again", what, shown);
+    Py_DECREF(shown);
+    return NULL;
+}
+
 PyObject *
 pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
                     const pyssh_failure *f)
@@ -140,13 +151,7 @@ pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
         return pyssh_raise_libssh(st, fallback, what, f->text);
     }
     PyObject *shown = pyssh_printable(f->text, strlen(f->text));
-    if (shown != NULL) {
-        pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server was lost "
-                    "or broken (%U): the session cannot be used any more, connect again",
-                    what, shown);
-        Py_DECREF(shown);
-    }
-    return NULL;
+    return shown == NULL ? NULL : raise_lost(st, what, shown);
 }
 
 PyObject *
@@ -169,12 +174,7 @@ pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
              contains(detail, "Connection reset") || contains(detail, "disconnected") ||
              contains(detail, "Broken pipe")) {
         if (fallback != PYSSH_EXC_ConnectError) {
-            /* not while connecting: a session that worked has lost its server */
-            pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server was "
-                        "lost (%U): the session cannot be used any more, connect again",
-                        what, shown);
-            Py_DECREF(shown);
-            return NULL;
+            return raise_lost(st, what, shown);     /* not while connecting */
         }
     }
     if (contains(detail, "Channel opening failure")) {

@@ -281,3 +281,34 @@ def hostile_sftp(tmp_path_factory):
                 return call(f)
         run.server = srv
         yield run
+
+
+FAKE_SCP = r'''
+import ast, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "scenario.txt")) as f:
+    steps = ast.literal_eval(f.read())
+out = sys.stdout.buffer
+for chunk in steps:
+    if not sys.stdin.buffer.read(1):     # the client's acknowledgement
+        break
+    out.write(chunk)
+    out.flush()
+time.sleep(0.2)
+'''
+
+
+@pytest.fixture(scope="module")
+def hostile_scp(tmp_path_factory):
+    """An sshd whose every command is a fake `scp -f` sending the scenario's chunks,
+    one per acknowledgement. run(steps, to, files="wanted", timeout=10) downloads."""
+    d = tmp_path_factory.mktemp("hostile-scp")
+    os.chmod(d, 0o755)
+    script = d / "fake_scp.py"
+    script.write_text(FAKE_SCP)
+    with SSHServer(extra_config=[f"ForceCommand {sys.executable} {script}"]) as srv:
+        def run(steps, to, files="wanted", timeout=10):
+            (d / "scenario.txt").write_text(repr(steps))
+            with srv.connect() as s:
+                return s.scp_download(files, to=to, verbose=False, timeout=timeout)
+        yield run

@@ -467,36 +467,7 @@ def test_parse_refuses_bad_or_unsafe_messages(line):
 
 # ---- a hostile server ---------------------------------------------------------------------
 
-FAKE_SCP = r'''
-import ast, os, sys, time
-here = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(here, "scenario.txt")) as f:
-    steps = ast.literal_eval(f.read())
-out = sys.stdout.buffer
-for chunk in steps:
-    if not sys.stdin.buffer.read(1):     # the client's acknowledgement
-        break
-    out.write(chunk)
-    out.flush()
-time.sleep(0.2)
-'''
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    """An sshd whose every command is a fake `scp -f` sending crafted messages."""
-    import sys
-    from pyssh.testing import SSHServer
-    d = tmp_path_factory.mktemp("hostile")
-    os.chmod(d, 0o755)
-    script = d / "fake_scp.py"
-    script.write_text(FAKE_SCP)
-    with SSHServer(extra_config=[f"ForceCommand {sys.executable} {script}"]) as srv:
-        def run(steps, files="wanted", to=None):
-            (d / "scenario.txt").write_text(repr(steps))
-            with srv.connect() as s:
-                return s.scp_download(files, to=to, verbose=False)
-        yield run
+# hostile_scp (conftest): an sshd whose every command is a fake `scp -f`.
 
 
 @pytest.mark.slow
@@ -522,49 +493,49 @@ def hostile(tmp_path_factory):
     ([b"Q hello\n"], "unknown message"),
     ([b"C0644 4 wan" + b"t" * 9000], "longer than"),
 ])
-def test_hostile_server_is_refused(hostile, tmp_path, steps, match):
+def test_hostile_server_is_refused(hostile_scp, tmp_path, steps, match):
     to = tmp_path / "to"
     to.mkdir()
     with pytest.raises(pyssh.SCPProtocolError, match=match):
-        hostile(steps, to=to)
+        hostile_scp(steps, to=to)
     leftovers = [p for p in os.listdir(to) if p != "wanted"]
     assert leftovers == []
     assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil")
 
 
-def test_hostile_dot_directory_cannot_change_the_target(hostile, tmp_path):
+def test_hostile_dot_directory_cannot_change_the_target(hostile_scp, tmp_path):
     """CVE-2018-20685: "D0777 0 ." would chmod the target directory itself."""
     to = tmp_path / "to"
     to.mkdir(mode=0o700)
     with pytest.raises(pyssh.SCPProtocolError, match="outside the target") as ei:
-        hostile([b"D0777 0 .\n", b"E\n"], to=to)
+        hostile_scp([b"D0777 0 .\n", b"E\n"], to=to)
     assert ei.value.server_message is None
     assert stat.S_IMODE(os.stat(to).st_mode) == 0o700 and os.listdir(to) == []
 
 
 @pytest.mark.slow
-def test_hostile_truncated_file_is_not_kept(hostile, tmp_path):
+def test_hostile_truncated_file_is_not_kept(hostile_scp, tmp_path):
     to = tmp_path / "to"
     to.mkdir()
     with pytest.raises(pyssh.SSHError, match="ended first"):
-        hostile([b"C0644 100 wanted\n", b"only ten b"], to=to)
+        hostile_scp([b"C0644 100 wanted\n", b"only ten b"], to=to)
     assert os.listdir(to) == []
 
 
-def test_hostile_error_after_data_is_not_kept(hostile, tmp_path):
+def test_hostile_error_after_data_is_not_kept(hostile_scp, tmp_path):
     to = tmp_path / "to"
     to.mkdir()
     (to / "wanted").write_bytes(b"good")
     with pytest.raises(pyssh.SCPError, match="disk full"):
-        hostile([b"C0644 4 wanted\n", b"data\x02disk full\n"], to=to)
+        hostile_scp([b"C0644 4 wanted\n", b"data\x02disk full\n"], to=to)
     assert os.listdir(to) == ["wanted"] and (to / "wanted").read_bytes() == b"good"
 
 
 @pytest.mark.slow
-def test_hostile_setuid_mode_is_dropped(hostile, tmp_path):
+def test_hostile_setuid_mode_is_dropped(hostile_scp, tmp_path):
     to = tmp_path / "to"
     to.mkdir()
-    hostile([b"C6755 4 wanted\n", b"data\0"], to=to)
+    hostile_scp([b"C6755 4 wanted\n", b"data\0"], to=to)
     assert stat.S_IMODE(os.stat(to / "wanted").st_mode) == 0o755
 
 
