@@ -14,6 +14,7 @@ Environment:
                        Git for Windows' bash.exe, never System32's, which is WSL's)
   PYSSH_OPENSSL, PYSSH_ZLIB, PYSSH_VENDOR_*: passed on to vendor/build.sh
 """
+
 import os
 import re
 import shutil
@@ -60,12 +61,14 @@ def _bash():
         return found
     git = shutil.which("git")
     if git:
-        root = Path(git).resolve().parent.parent   # Git/cmd/git.exe, Git/mingw64/bin/git.exe
+        root = Path(git).resolve().parent.parent  # Git/cmd/git.exe, Git/mingw64/bin/git.exe
         for bash in (root / "bin" / "bash.exe", root.parent / "bin" / "bash.exe"):
             if bash.is_file():
                 return str(bash)
-    raise LibsshNotFound("vendor/build.sh needs Git for Windows' bash: install Git for Windows, "
-                         "or set PYSSH_BASH to its bash.exe")
+    raise LibsshNotFound(
+        "vendor/build.sh needs Git for Windows' bash: install Git for Windows, "
+        "or set PYSSH_BASH to its bash.exe"
+    )
 
 
 def _native_paths(bash, paths):
@@ -74,8 +77,12 @@ def _native_paths(bash, paths):
     if not WINDOWS or not any(p.startswith("/") for p in paths):
         return paths
     try:
-        out = subprocess.run([bash, "-c", 'cygpath -m -- "$@"', "cygpath", *paths], check=True,
-                             capture_output=True, text=True).stdout.splitlines()
+        out = subprocess.run(
+            [bash, "-c", 'cygpath -m -- "$@"', "cygpath", *paths],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()
         if len(out) == len(paths):
             return out
     except (OSError, subprocess.CalledProcessError):
@@ -86,10 +93,18 @@ def _native_paths(bash, paths):
 def _system_static(name):
     """A static library of the system's (Debian's libssl-dev ships libcrypto.a)."""
     try:
-        triplet = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True).stdout.strip()
+        triplet = subprocess.run(
+            ["gcc", "-dumpmachine"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         triplet = ""
-    for d in (f"/usr/lib/{triplet}", "/usr/lib64", "/usr/lib", "/usr/local/lib64", "/usr/local/lib"):
+    for d in (
+        f"/usr/lib/{triplet}",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/lib64",
+        "/usr/local/lib",
+    ):
         p = Path(d) / name
         if p.is_file():
             return str(p)
@@ -131,8 +146,9 @@ def find_libssh():
     # as_posix(): bash's dirname does not split C:\...\build.sh, and build.sh finds
     # versions.env beside itself
     try:
-        out = subprocess.run([bash, recipe.as_posix(), "--print-prefix"], check=True,
-                             capture_output=True, text=True).stdout.strip()
+        out = subprocess.run(
+            [bash, recipe.as_posix(), "--print-prefix"], check=True, capture_output=True, text=True
+        ).stdout.strip()
         vprefix = Path(_native_paths(bash, [out])[0])
         if not (vprefix / "pyssh-vendor.txt").is_file():
             print(f"pyssh: building libssh with vendor/build.sh into {vprefix}", file=sys.stderr)
@@ -144,8 +160,11 @@ def find_libssh():
             "(see vendor/README.md); or point PYSSH_LIBSSH_PREFIX at a prefix with a static libssh 0.11.5+"
         ) from e
     # one path a line: a path may hold spaces (C:/Users/First Last/...)
-    archives = [line.strip() for line in (vprefix / "pyssh-link.txt").read_text().splitlines()
-                if line.strip()]
+    archives = [
+        line.strip()
+        for line in (vprefix / "pyssh-link.txt").read_text().splitlines()
+        if line.strip()
+    ]
     return [str(vprefix / "include")], _native_paths(bash, archives)
 
 
@@ -187,6 +206,7 @@ def build_flags():
 def pyssh_version():
     """__version__ from pyssh/_version.py, for the C API table (capi.c)."""
     import re
+
     text = (HERE / "pyssh" / "_version.py").read_text()
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
 

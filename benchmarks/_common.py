@@ -1,4 +1,5 @@
 """What the benchmarks share: sizes, the machine's description, CPU accounting."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,12 @@ def machine() -> list:
     except (OSError, AttributeError):
         pass
     ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    lines = [f"machine: {platform.platform()}", f"cpu: {cpu}; aes flag: {aes}; "
-             f"nproc: {len(os.sched_getaffinity(0))}", f"python {platform.python_version()}; "
-             f"pyssh {pyssh.__version__} on libssh {pyssh.libssh_version(full=True)}; {ssh_v}"]
+    lines = [
+        f"machine: {platform.platform()}",
+        f"cpu: {cpu}; aes flag: {aes}; nproc: {len(os.sched_getaffinity(0))}",
+        f"python {platform.python_version()}; "
+        f"pyssh {pyssh.__version__} on libssh {pyssh.libssh_version(full=True)}; {ssh_v}",
+    ]
     peers = []
     for mod in ("paramiko", "asyncssh"):
         try:
@@ -51,18 +55,24 @@ def machine() -> list:
 def cpu_seconds() -> float:
     """User + system CPU of this process (the in-process clients) and of its waited-for
     children (ssh, scp; sshd is never waited for while it runs)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def render(head: list, body: list, markdown: bool) -> list:
     """A table's lines: markdown, or text columns (the first three left-aligned)."""
     if markdown:
-        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + \
-               ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body]
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+            "| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in body
+        ]
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    return ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-            for r in [head] + body]
+    return [
+        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in [head] + body
+    ]
 
 
 def round_robin(rows: dict, once, reps: int) -> dict:
@@ -74,7 +84,7 @@ def round_robin(rows: dict, once, reps: int) -> dict:
     for key, row in rows.items():
         try:
             row["cipher"] = once(key, True)[0]
-        except Exception as e:   # noqa: BLE001 - a failing client is reported, not fatal
+        except Exception as e:  # noqa: BLE001 - a failing client is reported, not fatal
             row["error"] = f"{type(e).__name__}: {e}"
     order = list(rows)
     for i in range(reps):
@@ -85,7 +95,7 @@ def round_robin(rows: dict, once, reps: int) -> dict:
                 continue
             try:
                 _, elapsed, cpu = once(key, False)
-            except Exception as e:   # noqa: BLE001
+            except Exception as e:  # noqa: BLE001
                 row["error"] = f"{type(e).__name__}: {e}"
                 continue
             row["times"].append(elapsed)

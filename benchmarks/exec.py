@@ -18,6 +18,7 @@ ratio = client's median time / pyssh's median time with the same cipher setting
 run: on a small machine the server (sshd encrypting, on one core) is often what
 limits the rate, and the client's CPU is what it takes from everything else.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,17 @@ import time
 import pyssh
 from pyssh.testing import SSHServer
 
-from _common import (CHUNK, GCM, cpu_seconds, failed_row, machine, pair, parse_size,  # noqa: E402
-                     render, round_robin)
+from _common import (
+    CHUNK,
+    GCM,
+    cpu_seconds,
+    failed_row,
+    machine,
+    pair,
+    parse_size,  # noqa: E402
+    render,
+    round_robin,
+)
 
 SETTINGS = ("default", GCM)
 
@@ -43,36 +53,68 @@ def make_clients(srv) -> dict:
 
     def pyssh_run(setting, cmd, size, callback=False):
         ciphers = None if setting == "default" else [setting]
-        with pyssh.connect(srv.address, keyfile=srv.client_key, known_hosts=srv.known_hosts,
-                           config=False, ciphers=ciphers) as s:
+        with pyssh.connect(
+            srv.address,
+            keyfile=srv.client_key,
+            known_hosts=srv.known_hosts,
+            config=False,
+            ciphers=ciphers,
+        ) as s:
             if callback:
                 got = [0]
-                status = s.exec_wait(cmd, stdout=lambda b: got.__setitem__(0, got[0] + len(b)),
-                                     stderr=None)
+                status = s.exec_wait(
+                    cmd, stdout=lambda b: got.__setitem__(0, got[0] + len(b)), stderr=None
+                )
                 assert got[0] == (size or 0), f"pyssh got {got[0]} bytes, not {size}"
             else:
                 status = s.exec_wait(cmd, stdout=None, stderr=None)
             assert status == 0, f"pyssh: exit status {status}"
             info = s.info()
         return pair(info["cipher_in"], info["cipher_out"])
+
     clients["pyssh"] = pyssh_run
     clients["pyssh (callback)"] = lambda st, cmd, size: pyssh_run(st, cmd, size, callback=True)
 
-    base = ["ssh", "-F", "/dev/null", "-i", srv.client_key, "-o", "IdentitiesOnly=yes",
-            "-o", f"UserKnownHostsFile={srv.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-p", str(srv.port), f"{srv.user}@{srv.host}"]
+    base = [
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-i",
+        srv.client_key,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={srv.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(srv.port),
+        f"{srv.user}@{srv.host}",
+    ]
     ssh_cipher = {}
 
     def ssh_run(setting, cmd, size):
         opts = [] if setting == "default" else ["-c", setting]
-        if setting not in ssh_cipher:   # once, outside the timed runs: ssh -v says it
-            err = subprocess.run(base[:1] + ["-v"] + opts + base[1:] + ["true"], check=True,
-                                 stdin=subprocess.DEVNULL, capture_output=True, text=True).stderr
+        if setting not in ssh_cipher:  # once, outside the timed runs: ssh -v says it
+            err = subprocess.run(
+                base[:1] + ["-v"] + opts + base[1:] + ["true"],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            ).stderr
             found = re.findall(r"kex: (?:server->client|client->server) cipher: (\S+)", err)
             ssh_cipher[setting] = pair(*found) if len(found) == 2 else "?"
-        subprocess.run(base[:1] + ["-q"] + opts + base[1:] + [cmd], check=True,
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            base[:1] + ["-q"] + opts + base[1:] + [cmd],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
         return ssh_cipher[setting]
+
     clients["ssh"] = ssh_run
 
     try:
@@ -86,10 +128,18 @@ def make_clients(srv) -> dict:
             if setting != "default":
                 if setting not in paramiko.Transport._preferred_ciphers:
                     raise RuntimeError(f"paramiko {paramiko.__version__} lacks {setting}")
-                disabled["ciphers"] = [x for x in paramiko.Transport._preferred_ciphers
-                                       if x != setting]
-            c.connect(srv.host, port=srv.port, username=srv.user, key_filename=srv.client_key,
-                      look_for_keys=False, allow_agent=False, disabled_algorithms=disabled)
+                disabled["ciphers"] = [
+                    x for x in paramiko.Transport._preferred_ciphers if x != setting
+                ]
+            c.connect(
+                srv.host,
+                port=srv.port,
+                username=srv.user,
+                key_filename=srv.client_key,
+                look_for_keys=False,
+                allow_agent=False,
+                disabled_algorithms=disabled,
+            )
             try:
                 t = c.get_transport()
                 # paramiko rekeys every 512 MiB by itself, and when that falls as the channel
@@ -108,6 +158,7 @@ def make_clients(srv) -> dict:
                 return pair(t.remote_cipher, t.local_cipher)
             finally:
                 c.close()
+
         clients["paramiko"] = paramiko_run
         print("(paramiko: its own rekeying every 512 MiB switched off, see paramiko issue #822)")
     except ImportError:
@@ -115,13 +166,21 @@ def make_clients(srv) -> dict:
 
     try:
         import asyncssh
-        loop = asyncio.new_event_loop()   # one loop for all runs; never closed before exit
+
+        loop = asyncio.new_event_loop()  # one loop for all runs; never closed before exit
 
         async def one(setting, cmd, size):
             algs = {} if setting == "default" else {"encryption_algs": [setting]}
-            async with asyncssh.connect(srv.host, port=srv.port, username=srv.user,
-                                        client_keys=[srv.client_key], known_hosts=srv.known_hosts,
-                                        agent_path=None, config=None, **algs) as conn:
+            async with asyncssh.connect(
+                srv.host,
+                port=srv.port,
+                username=srv.user,
+                client_keys=[srv.client_key],
+                known_hosts=srv.known_hosts,
+                agent_path=None,
+                config=None,
+                **algs,
+            ) as conn:
                 # create_process + read(1 MiB) until b"": as fast as create_session with a
                 # data_received counter or run(stdout=DEVNULL) here, and the usual way.
                 proc = await conn.create_process(cmd, encoding=None)
@@ -130,9 +189,11 @@ def make_clients(srv) -> dict:
                     got += len(data)
                 await proc.stderr.read()
                 result = await proc.wait()
-                assert result.exit_status == 0 and got == (size or 0), \
+                assert result.exit_status == 0 and got == (size or 0), (
                     f"asyncssh: status {result.exit_status}, {got} bytes"
+                )
                 return pair(conn.get_extra_info("recv_cipher"), conn.get_extra_info("send_cipher"))
+
         clients["asyncssh"] = lambda st, cmd, size: loop.run_until_complete(one(st, cmd, size))
     except ImportError:
         print("(asyncssh not installed: pip install asyncssh)")
@@ -142,13 +203,17 @@ def make_clients(srv) -> dict:
 def measure(clients: dict, cmd: str, size, reps: int) -> dict:
     """(client, setting) -> {"times": [...], "cipher": str, "error": str|None}, run
     round-robin: one of each per repetition, the starting point rotated."""
-    rows = {(name, st): {"times": [], "cpu": [], "cipher": "", "error": None}
-            for name in clients for st in SETTINGS}
+    rows = {
+        (name, st): {"times": [], "cpu": [], "cipher": "", "error": None}
+        for name in clients
+        for st in SETTINGS
+    }
 
     def once(key, warmup):
         c, t = cpu_seconds(), time.perf_counter()
         cipher = clients[key[0]](key[1], cmd, size)
         return cipher, time.perf_counter() - t, cpu_seconds() - c
+
     return round_robin(rows, once, reps)
 
 
@@ -164,9 +229,12 @@ def table(rows: dict, size, markdown: bool) -> list:
         base = rows.get(("pyssh", st), {}).get("times")
         ratio = f"{med / statistics.median(base):.2f}" if base else "?"
         unit = (lambda s: f"{s:.2f} s") if size else (lambda s: f"{s * 1000:.1f} ms")
-        body.append([name, st, row["cipher"], unit(med), unit(low)]
-                    + ([f"{size / med / 1e6:.0f}"] if size else []) + [ratio]
-                    + [unit(statistics.median(row["cpu"]))])
+        body.append(
+            [name, st, row["cipher"], unit(med), unit(low)]
+            + ([f"{size / med / 1e6:.0f}"] if size else [])
+            + [ratio]
+            + [unit(statistics.median(row["cpu"]))]
+        )
     return render(head, body, markdown)
 
 
@@ -186,15 +254,24 @@ def main() -> None:
         cmd = f"head -c {args.size} /dev/zero"
         thr = measure(clients, cmd, args.size, args.r)
     title1 = f"connect + auth + `true` + close, {args.n} runs each"
-    title2 = (f"`{cmd}`, output read and dropped ({args.size / 2**20:.0f} MiB), "
-              f"{args.r} runs each, MB/s = 10^6 B/s")
+    title2 = (
+        f"`{cmd}`, output read and dropped ({args.size / 2**20:.0f} MiB), "
+        f"{args.r} runs each, MB/s = 10^6 B/s"
+    )
     for title, rows, size in ((title1, lat, None), (title2, thr, args.size)):
         print(f"\n{title}")
         print("\n".join(table(rows, size, False)))
     if args.markdown:
-        print("\n" + "\n\n".join(["  \n".join(info)] + [
-            f"{title}\n\n" + "\n".join(table(rows, size, True))
-            for title, rows, size in ((title1, lat, None), (title2, thr, args.size))]))
+        print(
+            "\n"
+            + "\n\n".join(
+                ["  \n".join(info)]
+                + [
+                    f"{title}\n\n" + "\n".join(table(rows, size, True))
+                    for title, rows, size in ((title1, lat, None), (title2, thr, args.size))
+                ]
+            )
+        )
 
 
 if __name__ == "__main__":

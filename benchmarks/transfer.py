@@ -35,6 +35,7 @@ second, from the median. ratio to SFTP (to SCP) = client's median time / pyssh S
 the client's median user + system CPU per run (scp's, sftp's and their ssh's
 included; the server's, sshd and its scp or sftp-server, never).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,18 @@ import time
 import pyssh
 from pyssh.testing import SSHServer
 
-from _common import (CHUNK, GCM, cpu_seconds, failed_row, machine, pair, parse_size,  # noqa: E402
-                     render, round_robin, seconds)
+from _common import (
+    CHUNK,
+    GCM,
+    cpu_seconds,
+    failed_row,
+    machine,
+    pair,
+    parse_size,  # noqa: E402
+    render,
+    round_robin,
+    seconds,
+)
 
 SMALL = 4096
 OPS = ("upload", "download")
@@ -67,39 +78,77 @@ def make_clients(srv) -> dict:
     clients = {}
 
     def pyssh_run(op, src, dst):
-        with pyssh.connect(srv.address, keyfile=srv.client_key, known_hosts=srv.known_hosts,
-                           config=False, ciphers=[GCM]) as s:
+        with pyssh.connect(
+            srv.address,
+            keyfile=srv.client_key,
+            known_hosts=srv.known_hosts,
+            config=False,
+            ciphers=[GCM],
+        ) as s:
             if op == "upload":
                 s.scp_upload(src, to=dst, verbose=False)
             else:
                 s.scp_download(src, to=dst, verbose=False)
             info = s.info()
         return pair(info["cipher_in"], info["cipher_out"])
+
     clients["pyssh scp"] = pyssh_run
 
     def pyssh_sftp(op, src, dst):
-        with pyssh.connect(srv.address, keyfile=srv.client_key, known_hosts=srv.known_hosts,
-                           config=False, ciphers=[GCM]) as s:
+        with pyssh.connect(
+            srv.address,
+            keyfile=srv.client_key,
+            known_hosts=srv.known_hosts,
+            config=False,
+            ciphers=[GCM],
+        ) as s:
             if op == "upload":
                 s.sftp_upload(src, to=dst, verbose=False)
             else:
                 s.sftp_download(src, to=dst, verbose=False)
             info = s.info()
         return pair(info["cipher_in"], info["cipher_out"])
+
     clients["pyssh SFTP"] = pyssh_sftp
 
     def openssh_sftp(op, src, dst):
         # a batch: put -r / get -r, as the other clients copy trees
         cmd = f"put -r {src} {dst}\n" if op == "upload" else f"get -r {src} {dst}\n"
-        argv = ["sftp", "-q", "-b", "-", "-F", "/dev/null", "-c", GCM, "-i", srv.client_key,
-                "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={srv.known_hosts}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-P", str(srv.port),
-                f"{srv.user}@{srv.host}"]
-        r = subprocess.run(argv, input=cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           text=True, errors="replace")
+        argv = [
+            "sftp",
+            "-q",
+            "-b",
+            "-",
+            "-F",
+            "/dev/null",
+            "-c",
+            GCM,
+            "-i",
+            srv.client_key,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={srv.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-P",
+            str(srv.port),
+            f"{srv.user}@{srv.host}",
+        ]
+        r = subprocess.run(
+            argv,
+            input=cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
         if r.returncode:
             raise RuntimeError(f"sftp exit status {r.returncode}: {r.stderr.strip()[-200:]}")
         return f"{GCM} (forced)"
+
     clients["sftp (OpenSSH)"] = openssh_sftp
 
     def scp(legacy):
@@ -108,26 +157,56 @@ def make_clients(srv) -> dict:
         def run(op, src, dst):
             remote = lambda p: f"{srv.user}@{srv.host}:{p}"  # noqa: E731
             # the first (warm-up) run says -v instead of -q: ssh -v names the cipher
-            argv = ["scp"] + (["-O"] if legacy else []) + (["-q"] if seen else ["-v"]) + [
-                "-r", "-F", "/dev/null", "-c", GCM, "-i", srv.client_key,
-                "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={srv.known_hosts}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-P", str(srv.port)]
+            argv = (
+                ["scp"]
+                + (["-O"] if legacy else [])
+                + (["-q"] if seen else ["-v"])
+                + [
+                    "-r",
+                    "-F",
+                    "/dev/null",
+                    "-c",
+                    GCM,
+                    "-i",
+                    srv.client_key,
+                    "-o",
+                    "IdentitiesOnly=yes",
+                    "-o",
+                    f"UserKnownHostsFile={srv.known_hosts}",
+                    "-o",
+                    "StrictHostKeyChecking=yes",
+                    "-o",
+                    "BatchMode=yes",
+                    "-P",
+                    str(srv.port),
+                ]
+            )
             argv += [src, remote(dst)] if op == "upload" else [remote(src), dst]
-            r = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True, errors="replace")
+            r = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+            )
             if r.returncode:
                 raise RuntimeError(f"scp exit status {r.returncode}: {r.stderr.strip()[-200:]}")
             if not seen:
-                found = re.findall(r"kex: (?:server->client|client->server) cipher: (\S+)",
-                                   r.stderr)
+                found = re.findall(
+                    r"kex: (?:server->client|client->server) cipher: (\S+)", r.stderr
+                )
                 seen.append(pair(*found) if len(found) == 2 else f"{GCM} (forced)")
             return seen[0]
+
         return run
+
     clients["scp -O (SCP)"] = scp(True)
     clients["scp (SFTP)"] = scp(False)
 
     try:
         import paramiko
+
         if GCM not in paramiko.Transport._preferred_ciphers:
             raise ImportError(f"paramiko {paramiko.__version__} lacks {GCM}")
 
@@ -136,9 +215,15 @@ def make_clients(srv) -> dict:
             c.load_host_keys(srv.known_hosts)
             c.set_missing_host_key_policy(paramiko.RejectPolicy())
             others = [x for x in paramiko.Transport._preferred_ciphers if x != GCM]
-            c.connect(srv.host, port=srv.port, username=srv.user, key_filename=srv.client_key,
-                      look_for_keys=False, allow_agent=False,
-                      disabled_algorithms={"ciphers": others})
+            c.connect(
+                srv.host,
+                port=srv.port,
+                username=srv.user,
+                key_filename=srv.client_key,
+                look_for_keys=False,
+                allow_agent=False,
+                disabled_algorithms={"ciphers": others},
+            )
             try:
                 t = c.get_transport()
                 # rekeying that falls as the channel closes deadlocks (paramiko #822): off
@@ -162,6 +247,7 @@ def make_clients(srv) -> dict:
                 return pair(t.remote_cipher, t.local_cipher)
             finally:
                 c.close()
+
         clients["paramiko SFTP"] = paramiko_run
         print("(paramiko: its own rekeying every 512 MiB switched off, see paramiko issue #822)")
     except ImportError as e:
@@ -169,13 +255,20 @@ def make_clients(srv) -> dict:
 
     try:
         import asyncssh
-        loop = asyncio.new_event_loop()   # one loop for all runs; never closed before exit
+
+        loop = asyncio.new_event_loop()  # one loop for all runs; never closed before exit
 
         async def one(kind, op, src, dst):
-            async with asyncssh.connect(srv.host, port=srv.port, username=srv.user,
-                                        client_keys=[srv.client_key], known_hosts=srv.known_hosts,
-                                        agent_path=None, config=None,
-                                        encryption_algs=[GCM]) as conn:
+            async with asyncssh.connect(
+                srv.host,
+                port=srv.port,
+                username=srv.user,
+                client_keys=[srv.client_key],
+                known_hosts=srv.known_hosts,
+                agent_path=None,
+                config=None,
+                encryption_algs=[GCM],
+            ) as conn:
                 if kind == "scp":
                     if op == "upload":
                         await asyncssh.scp(src, (conn, dst), recurse=True)
@@ -188,9 +281,11 @@ def make_clients(srv) -> dict:
                         else:
                             await sftp.get(src, dst, recurse=True)
                 return pair(conn.get_extra_info("recv_cipher"), conn.get_extra_info("send_cipher"))
+
         for kind in ("scp", "SFTP"):
-            clients[f"asyncssh {kind}"] = (lambda k: lambda op, src, dst:
-                                           loop.run_until_complete(one(k, op, src, dst)))(kind)
+            clients[f"asyncssh {kind}"] = (
+                lambda k: lambda op, src, dst: loop.run_until_complete(one(k, op, src, dst))
+            )(kind)
     except ImportError:
         print("(asyncssh not installed: pip install asyncssh)")
     return clients
@@ -244,8 +339,11 @@ def check(data: dict, dst: str, full: bool) -> None:
 def measure(clients: dict, data: dict, root: str, reps: int) -> dict:
     """(client, op) -> {"times": [...], "cpu": [...], "cipher": str, "error": str|None},
     run round-robin: one of each per repetition, the starting point rotated."""
-    rows = {(name, op): {"times": [], "cpu": [], "cipher": "", "error": None}
-            for name in clients for op in OPS}
+    rows = {
+        (name, op): {"times": [], "cpu": [], "cipher": "", "error": None}
+        for name in clients
+        for op in OPS
+    }
 
     def once(key, full):
         dst = os.path.join(root, "dst", re.sub(r"\W+", "-", f"{key[0]}-{key[1]}"))
@@ -260,7 +358,7 @@ def measure(clients: dict, data: dict, root: str, reps: int) -> dict:
         finally:
             shutil.rmtree(dst, ignore_errors=True)
 
-    return round_robin(rows, once, reps)   # the warm-up checks everything (full)
+    return round_robin(rows, once, reps)  # the warm-up checks everything (full)
 
 
 def table(rows: dict, data: dict, markdown: bool) -> list:
@@ -278,9 +376,12 @@ def table(rows: dict, data: dict, markdown: bool) -> list:
         for base_name in ("pyssh SFTP", "pyssh scp"):
             base = rows.get((base_name, op), {}).get("times")
             ratios.append(f"{med / statistics.median(base):.2f}" if base else "?")
-        body.append([name, op, row["cipher"], unit(med), unit(low), f"{data['bytes'] / med / 1e6:.1f}"]
-                    + ([f"{data['count'] / med:.0f}"] if many else [])
-                    + ratios + [unit(statistics.median(row["cpu"]))])
+        body.append(
+            [name, op, row["cipher"], unit(med), unit(low), f"{data['bytes'] / med / 1e6:.1f}"]
+            + ([f"{data['count'] / med:.0f}"] if many else [])
+            + ratios
+            + [unit(statistics.median(row["cpu"]))]
+        )
     return render(head, body, markdown)
 
 
@@ -290,6 +391,7 @@ def relay_main(argv: list) -> None:
     import socket
     import threading
     from collections import deque
+
     one_way = float(argv[0]) / 2000.0
     target = int(argv[1])
     ls = socket.socket()
@@ -331,6 +433,7 @@ def relay_main(argv: list) -> None:
                     b.sendall(d)
                 except OSError:
                     return
+
         threading.Thread(target=reader, daemon=True).start()
         threading.Thread(target=writer, daemon=True).start()
 
@@ -380,16 +483,24 @@ def main() -> None:
             relay = None
             target = srv
             if args.delay > 0:
-                relay = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--relay",
-                                          str(args.delay), str(srv.port)],
-                                         stdout=subprocess.PIPE, text=True)
+                relay = subprocess.Popen(
+                    [
+                        sys.executable,
+                        os.path.abspath(__file__),
+                        "--relay",
+                        str(args.delay),
+                        str(srv.port),
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
                 target = Relayed(srv, int(relay.stdout.readline()), root)
             try:
                 clients = make_clients(target)
                 run_works(args, works, clients, root, results)
             finally:
                 if relay is not None:
-                    relay.kill()   # the relay this run started
+                    relay.kill()  # the relay this run started
                     relay.wait()
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -397,19 +508,32 @@ def main() -> None:
         print(f"\n{title}")
         print("\n".join(table(rows, data, False)))
     if args.markdown:
-        print("\n" + "\n\n".join(["  \n".join(info)] + [
-            f"{title}\n\n" + "\n".join(table(rows, data, True)) for title, rows, data in results]))
+        print(
+            "\n"
+            + "\n\n".join(
+                ["  \n".join(info)]
+                + [
+                    f"{title}\n\n" + "\n".join(table(rows, data, True))
+                    for title, rows, data in results
+                ]
+            )
+        )
 
 
 def run_works(args, works, clients, root, results) -> None:
     for work in works:
         data = make_data(root, work, args.size, args.files)
-        what = (f"one file of {args.size / 2**20:.0f} MiB" if work == "big" else
-                f"{args.files} files of {SMALL // 1024} KiB in one directory")
+        what = (
+            f"one file of {args.size / 2**20:.0f} MiB"
+            if work == "big"
+            else f"{args.files} files of {SMALL // 1024} KiB in one directory"
+        )
         print(f"(measuring {what} ...)", file=sys.stderr, flush=True)
-        title = (f"{what}, random bytes, cipher forced to {GCM}, connect included, "
-                 f"{args.r} runs each, MB/s = 10^6 B/s"
-                 + (f", {args.delay:g} ms round trip added" if args.delay else ""))
+        title = (
+            f"{what}, random bytes, cipher forced to {GCM}, connect included, "
+            f"{args.r} runs each, MB/s = 10^6 B/s"
+            + (f", {args.delay:g} ms round trip added" if args.delay else "")
+        )
         results.append((title, measure(clients, data, root, args.r), data))
 
 

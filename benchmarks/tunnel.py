@@ -24,6 +24,7 @@ system CPU per run (ssh's own process for OpenSSH; the peer's and the server's n
 Also measured: a tunnel at rest (one idle connection open) for 2 seconds: the
 client's CPU in that time, which should be about zero (no busy-waiting).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,7 @@ BLOCK = 1 << 20
 
 
 # ---- the peer: target and application, in its own process -----------------------------------
+
 
 def peer_main(argv) -> None:
     """--peer: print the target's two ports, then for each line "download|upload PORT N"
@@ -130,6 +132,7 @@ def peer_main(argv) -> None:
 
 # ---- the clients --------------------------------------------------------------------------------
 
+
 def self_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -153,11 +156,17 @@ def make_clients(srv, GCM) -> dict:
     since start, cpu_now() -> client CPU so far)."""
     import pyssh
     from pyssh.testing import free_port
+
     clients = {}
 
     def pyssh_start(tport):
-        s = pyssh.connect(srv.address, keyfile=srv.client_key, known_hosts=srv.known_hosts,
-                          config=False, ciphers=[GCM])
+        s = pyssh.connect(
+            srv.address,
+            keyfile=srv.client_key,
+            known_hosts=srv.known_hosts,
+            config=False,
+            ciphers=[GCM],
+        )
         t = s.forward_local(0, f"127.0.0.1:{tport}")
         cpu0 = self_cpu()
 
@@ -165,18 +174,40 @@ def make_clients(srv, GCM) -> dict:
             t.close()
             s.close()
             return self_cpu() - cpu0
+
         return t.port, s.info()["cipher"], stop, lambda: self_cpu() - cpu0
+
     clients["pyssh forward_local"] = pyssh_start
 
     def ssh_start(tport):
         port = free_port()
         kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        p = subprocess.Popen(["ssh", "-N", "-F", "/dev/null", "-i", srv.client_key,
-                              "-o", f"UserKnownHostsFile={srv.known_hosts}",
-                              "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                              "-o", "ExitOnForwardFailure=yes", "-c", GCM,
-                              "-p", str(srv.port), "-L", f"127.0.0.1:{port}:127.0.0.1:{tport}",
-                              f"{srv.user}@{srv.host}"], stdin=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [
+                "ssh",
+                "-N",
+                "-F",
+                "/dev/null",
+                "-i",
+                srv.client_key,
+                "-o",
+                f"UserKnownHostsFile={srv.known_hosts}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-c",
+                GCM,
+                "-p",
+                str(srv.port),
+                "-L",
+                f"127.0.0.1:{port}:127.0.0.1:{tport}",
+                f"{srv.user}@{srv.host}",
+            ],
+            stdin=subprocess.DEVNULL,
+        )
         wait_listening(port, p)
 
         def stop():
@@ -192,28 +223,38 @@ def make_clients(srv, GCM) -> dict:
                 return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             except OSError:
                 return float("nan")
+
         return port, GCM, stop, cpu_now
+
     clients["ssh -N -L"] = ssh_start
 
     try:
         import paramiko
         import sshtunnel
+
         if GCM not in paramiko.Transport._preferred_ciphers:
             raise ImportError(f"paramiko {paramiko.__version__} lacks {GCM}")
 
         def sshtunnel_start(tport):
             others = [x for x in paramiko.Transport._preferred_ciphers if x != GCM]
             fw = sshtunnel.SSHTunnelForwarder(
-                (srv.host, srv.port), ssh_username=srv.user, ssh_pkey=srv.client_key,
-                ssh_config_file=None, allow_agent=False, host_pkey_directories=[],
-                remote_bind_address=("127.0.0.1", tport), local_bind_address=("127.0.0.1", 0),
-                set_keepalive=0)
+                (srv.host, srv.port),
+                ssh_username=srv.user,
+                ssh_pkey=srv.client_key,
+                ssh_config_file=None,
+                allow_agent=False,
+                host_pkey_directories=[],
+                remote_bind_address=("127.0.0.1", tport),
+                local_bind_address=("127.0.0.1", 0),
+                set_keepalive=0,
+            )
             # sshtunnel has no cipher option: restrict the transport it will make
             real = paramiko.Transport.__init__
 
             def init(self, *a, **kw):
                 kw["disabled_algorithms"] = {"ciphers": others}
                 real(self, *a, **kw)
+
             paramiko.Transport.__init__ = init
             try:
                 fw.start()
@@ -226,7 +267,9 @@ def make_clients(srv, GCM) -> dict:
             def stop():
                 fw.stop()
                 return self_cpu() - cpu0
+
             return fw.local_bind_port, t.remote_cipher, stop, lambda: self_cpu() - cpu0
+
         clients["paramiko + sshtunnel"] = sshtunnel_start
         print("(paramiko: its own rekeying every 512 MiB switched off, see paramiko issue #822)")
     except ImportError as e:
@@ -240,10 +283,15 @@ def make_clients(srv, GCM) -> dict:
 
         def asyncssh_start(tport):
             async def up():
-                conn = await asyncssh.connect(srv.host, port=srv.port, username=srv.user,
-                                              client_keys=[srv.client_key],
-                                              known_hosts=srv.known_hosts,
-                                              encryption_algs=[GCM], config=None)
+                conn = await asyncssh.connect(
+                    srv.host,
+                    port=srv.port,
+                    username=srv.user,
+                    client_keys=[srv.client_key],
+                    known_hosts=srv.known_hosts,
+                    encryption_algs=[GCM],
+                    config=None,
+                )
                 lis = await conn.forward_local_port("127.0.0.1", 0, "127.0.0.1", tport)
                 return conn, lis
 
@@ -255,10 +303,13 @@ def make_clients(srv, GCM) -> dict:
                     lis.close()
                     conn.close()
                     await conn.wait_closed()
+
                 asyncio.run_coroutine_threadsafe(down(), loop).result()
                 return self_cpu() - cpu0
+
             cipher = conn.get_extra_info("send_cipher")
             return lis.get_port(), cipher, stop, lambda: self_cpu() - cpu0
+
         clients["asyncssh forward_local_port"] = asyncssh_start
     except ImportError:
         print("(asyncssh not installed: pip install asyncssh)")
@@ -267,10 +318,15 @@ def make_clients(srv, GCM) -> dict:
 
 # ---- measuring ------------------------------------------------------------------------------------
 
+
 def measure(clients, peer, ports, size, reps) -> dict:
     from _common import round_robin
-    rows = {(name, op): {"times": [], "cpu": [], "cipher": "", "error": None}
-            for name in clients for op in ("download", "upload")}
+
+    rows = {
+        (name, op): {"times": [], "cpu": [], "cipher": "", "error": None}
+        for name in clients
+        for op in ("download", "upload")
+    }
 
     def once(key, warmup):
         name, op = key
@@ -287,6 +343,7 @@ def measure(clients, peer, ports, size, reps) -> dict:
         if int(got) != size:
             raise RuntimeError(f"moved {got} bytes of {size}")
         return cipher, float(dt), cpu
+
     return round_robin(rows, once, reps)
 
 
@@ -310,6 +367,7 @@ def idle_cpu(clients, ports) -> dict:
 
 def table(rows, size, markdown) -> list:
     from _common import failed_row, render, seconds
+
     head = ["client", "direction", "negotiated", "median", "min", "MB/s", "ratio", "client CPU"]
     unit = seconds
     body = []
@@ -320,8 +378,18 @@ def table(rows, size, markdown) -> list:
         med = statistics.median(row["times"])
         base = rows.get(("pyssh forward_local", op), {}).get("times")
         ratio = f"{med / statistics.median(base):.2f}" if base else "?"
-        body.append([name, op, row["cipher"], unit(med), unit(min(row["times"])),
-                     f"{size / med / 1e6:.0f}", ratio, unit(statistics.median(row["cpu"]))])
+        body.append(
+            [
+                name,
+                op,
+                row["cipher"],
+                unit(med),
+                unit(min(row["times"])),
+                f"{size / med / 1e6:.0f}",
+                ratio,
+                unit(statistics.median(row["cpu"])),
+            ]
+        )
     return render(head, body, markdown)
 
 
@@ -339,28 +407,40 @@ def main() -> None:
     ap.add_argument("--markdown", action="store_true", help="also print markdown tables")
     args = ap.parse_args()
     print("\n".join(info := machine()))
-    peer = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--peer"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    peer = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--peer"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         ports = [int(p) for p in peer.stdout.readline().split()]
         with SSHServer() as srv:
             clients = make_clients(srv, GCM)
-            print(f"(measuring {args.size / 2**20:.0f} MiB x {args.r} runs per client and "
-                  "direction ...)", file=sys.stderr, flush=True)
+            print(
+                f"(measuring {args.size / 2**20:.0f} MiB x {args.r} runs per client and "
+                "direction ...)",
+                file=sys.stderr,
+                flush=True,
+            )
             rows = measure(clients, peer, ports, args.size, args.r)
             idle = idle_cpu(clients, ports)
     finally:
         peer.stdin.close()
         peer.wait()
-    title = (f"one connection carrying {args.size / 2**20:.0f} MiB through a local forward, "
-             f"cipher forced to {GCM}, {args.r} runs each, MB/s = 10^6 B/s")
+    title = (
+        f"one connection carrying {args.size / 2**20:.0f} MiB through a local forward, "
+        f"cipher forced to {GCM}, {args.r} runs each, MB/s = 10^6 B/s"
+    )
     print(f"\n{title}")
     print("\n".join(table(rows, args.size, False)))
     print("\nclient CPU with the tunnel at rest (one idle connection, 2 s):")
     for name, v in idle.items():
         print(f"  {name}: {v if isinstance(v, str) else f'{v * 1000:.0f} ms'}")
     if args.markdown:
-        print("\n" + "  \n".join(info) + f"\n\n{title}\n\n" + "\n".join(table(rows, args.size, True)))
+        print(
+            "\n" + "  \n".join(info) + f"\n\n{title}\n\n" + "\n".join(table(rows, args.size, True))
+        )
 
 
 if __name__ == "__main__":

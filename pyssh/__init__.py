@@ -3,32 +3,82 @@
 A hand-written C extension on a statically linked libssh, which releases the GIL
 whenever it waits on the network. Start with :func:`connect`.
 """
+
 from __future__ import annotations
 
 from . import _ssh
 from ._version import __version__
 from ._exec import DEFAULT as _DEFAULT
 from ._exec import ExecResult
-from .errors import (AuthenticationError, CommandError, ConnectError, HostKeyError,
-                     HostKeyMismatchError, HostKeyRevokedError, PrivateKeyError, SCPError, SCPFileNotFoundError,
-                     SCPPermissionError, SCPProtocolError, SessionClosedError, SFTPError,
-                     SFTPFileExistsError, SFTPFileNotFoundError, SFTPIsADirectoryError,
-                     SFTPNotADirectoryError, SFTPPermissionError, SSHError, SSHTimeoutError,
-                     UnknownHostKeyError)
+from .errors import (
+    AuthenticationError,
+    CommandError,
+    ConnectError,
+    HostKeyError,
+    HostKeyMismatchError,
+    HostKeyRevokedError,
+    PrivateKeyError,
+    SCPError,
+    SCPFileNotFoundError,
+    SCPPermissionError,
+    SCPProtocolError,
+    SessionClosedError,
+    SFTPError,
+    SFTPFileExistsError,
+    SFTPFileNotFoundError,
+    SFTPIsADirectoryError,
+    SFTPNotADirectoryError,
+    SFTPPermissionError,
+    SSHError,
+    SSHTimeoutError,
+    UnknownHostKeyError,
+)
 from ._sftp import SFTP, SFTPAttributes
 from ._tunnel import Tunnel, TunnelStats
 from .session import Session, connect, parse_host
 
 __all__ = [
-    "__version__", "connect", "Session", "parse_host", "libssh_version", "get_include",
-    "ssh_connect", "ssh_disconnect", "ssh_info", "ssh_session_info",
-    "ExecResult", "ssh_exec_wait", "ssh_exec_internal", "scp_upload", "scp_download",
-    "Tunnel", "TunnelStats", "ssh_tunnel", "SFTP", "SFTPAttributes",
-    "SFTPError", "SFTPFileNotFoundError", "SFTPPermissionError", "SFTPFileExistsError",
-    "SFTPIsADirectoryError", "SFTPNotADirectoryError",
-    "SSHError", "CommandError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
-    "UnknownHostKeyError", "HostKeyMismatchError", "HostKeyRevokedError", "SessionClosedError", "PrivateKeyError",
-    "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
+    "__version__",
+    "connect",
+    "Session",
+    "parse_host",
+    "libssh_version",
+    "get_include",
+    "ssh_connect",
+    "ssh_disconnect",
+    "ssh_info",
+    "ssh_session_info",
+    "ExecResult",
+    "ssh_exec_wait",
+    "ssh_exec_internal",
+    "scp_upload",
+    "scp_download",
+    "Tunnel",
+    "TunnelStats",
+    "ssh_tunnel",
+    "SFTP",
+    "SFTPAttributes",
+    "SFTPError",
+    "SFTPFileNotFoundError",
+    "SFTPPermissionError",
+    "SFTPFileExistsError",
+    "SFTPIsADirectoryError",
+    "SFTPNotADirectoryError",
+    "SSHError",
+    "CommandError",
+    "ConnectError",
+    "SSHTimeoutError",
+    "AuthenticationError",
+    "HostKeyError",
+    "UnknownHostKeyError",
+    "HostKeyMismatchError",
+    "HostKeyRevokedError",
+    "SessionClosedError",
+    "PrivateKeyError",
+    "SCPError",
+    "SCPProtocolError",
+    "SCPFileNotFoundError",
+    "SCPPermissionError",
 ]
 
 
@@ -42,14 +92,17 @@ def get_include() -> str:
     """The directory of ``pyssh_capi.h``, pyssh's C API for other extensions: pass it
     to ``Extension(include_dirs=[pyssh.get_include()])`` (README, "C API")."""
     import os
+
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")
 
 
 # The R package's names, as thin aliases, so translated code reads the same.
 def _session_arg(session: object, alias: str) -> Session:
     if not isinstance(session, Session):
-        raise TypeError(f"{alias}: the first argument must be a session from pyssh.connect() "
-                        f"(or ssh_connect()), not {type(session).__name__}")
+        raise TypeError(
+            f"{alias}: the first argument must be a session from pyssh.connect() "
+            f"(or ssh_connect()), not {type(session).__name__}"
+        )
     return session
 
 
@@ -71,18 +124,27 @@ def ssh_info(session: Session) -> dict:
 ssh_session_info = ssh_info
 
 
-def ssh_exec_wait(session: Session, command="whoami", std_out=_DEFAULT, std_err=_DEFAULT,
-                  std_in=None, timeout=None) -> int:
+def ssh_exec_wait(
+    session: Session,
+    command="whoami",
+    std_out=_DEFAULT,
+    std_err=_DEFAULT,
+    std_in=None,
+    timeout=None,
+) -> int:
     """Alias of ``session.exec_wait`` with the R package's argument names."""
     return _session_arg(session, "ssh_exec_wait").exec_wait(
-        command, stdout=std_out, stderr=std_err, stdin=std_in, timeout=timeout)
+        command, stdout=std_out, stderr=std_err, stdin=std_in, timeout=timeout
+    )
 
 
-def ssh_exec_internal(session: Session, command="whoami", error: bool = True, std_in=None,
-                      timeout=None) -> ExecResult:
+def ssh_exec_internal(
+    session: Session, command="whoami", error: bool = True, std_in=None, timeout=None
+) -> ExecResult:
     """Alias of ``session.exec_internal`` with the R package's argument names."""
     return _session_arg(session, "ssh_exec_internal").exec_internal(
-        command, error=error, stdin=std_in, timeout=timeout)
+        command, error=error, stdin=std_in, timeout=timeout
+    )
 
 
 def scp_upload(session: Session, files, to=".", verbose: bool = True, **kwargs):
@@ -92,8 +154,9 @@ def scp_upload(session: Session, files, to=".", verbose: bool = True, **kwargs):
 
 def scp_download(session: Session, files, to=".", verbose: bool = True, **kwargs):
     """Alias of ``session.scp_download``, as in the R package."""
-    return _session_arg(session, "scp_download").scp_download(files, to=to, verbose=verbose,
-                                                              **kwargs)
+    return _session_arg(session, "scp_download").scp_download(
+        files, to=to, verbose=verbose, **kwargs
+    )
 
 
 def ssh_tunnel(session: Session, port: int = 5555, target=None, **kwargs) -> TunnelStats:

@@ -13,6 +13,7 @@ Supported: ``Host`` patterns (``*``, ``?``, ``!negation``, several per line),
 ``Include`` (globs, relative paths under ~/.ssh or /etc/ssh), first value wins,
 ``IdentityFile`` accumulates, ``%d %u %l %h %r %p %%`` and ``~`` in IdentityFile.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -26,8 +27,17 @@ from typing import Dict, List, Optional
 __all__ = ["lookup", "SYSTEM_CONFIG"]
 
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
-_WANTED = {"identityfile", "identitiesonly", "proxyjump", "proxycommand", "user", "hostname", "port",
-           "hashknownhosts", "globalknownhostsfile"}
+_WANTED = {
+    "identityfile",
+    "identitiesonly",
+    "proxyjump",
+    "proxycommand",
+    "user",
+    "hostname",
+    "port",
+    "hashknownhosts",
+    "globalknownhostsfile",
+}
 
 
 def _split(line: str):
@@ -126,15 +136,16 @@ class _Reader:
             elif crit == "localuser":
                 ok = _match_patterns(getpass.getuser(), value)
             else:
-                ok = False   # exec, address, localnetwork, tagged...: not evaluated here
+                ok = False  # exec, address, localnetwork, tagged...: not evaluated here
             if ok == negate:
                 return False
             i += 2
         return True
 
 
-def lookup(host: str, *, user: Optional[str] = None, config=True,
-           home: Optional[str] = None) -> Dict[str, List[str]]:
+def lookup(
+    host: str, *, user: Optional[str] = None, config=True, home: Optional[str] = None
+) -> Dict[str, List[str]]:
     """The options of interest for `host`, from ~/.ssh/config then /etc/ssh/ssh_config
     (``config=True``) or from one file (``config=path``)."""
     home = home or os.path.expanduser("~")
@@ -152,8 +163,15 @@ def expand_identity(path: str, *, host: str, user: str, port: int, home: str) ->
     """Expand ~ and the %-tokens OpenSSH allows in IdentityFile."""
     if path.startswith("~"):
         path = home + path[1:]
-    tokens = {"%": "%", "d": home, "u": getpass.getuser(), "l": socket.gethostname().split(".")[0],
-              "h": host, "r": user, "p": str(port)}
+    tokens = {
+        "%": "%",
+        "d": home,
+        "u": getpass.getuser(),
+        "l": socket.gethostname().split(".")[0],
+        "h": host,
+        "r": user,
+        "p": str(port),
+    }
     out, i = [], 0
     while i < len(path):
         c = path[i]

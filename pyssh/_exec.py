@@ -5,6 +5,7 @@ with the GIL released (csrc/channel.c). This module checks the arguments, turns
 the many kinds of stdout/stderr target and stdin source into the three the C loop
 knows (discard, capture, a callable; an iterator of bytes), and builds the result.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -13,14 +14,27 @@ import io
 import os
 import signal as _signal
 import sys
-from typing import (IO, TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, List, Mapping,
-                    Optional, Sequence, Tuple, Union)
+from typing import (
+    IO,
+    TYPE_CHECKING,
+    Any,
+    BinaryIO,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from . import _ssh
 from ._names import printable
 from .errors import CommandError
 
-if TYPE_CHECKING:   # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover
     from .session import Session
 
 __all__ = ["ExecResult", "CommandError", "DEFAULT"]
@@ -30,7 +44,7 @@ Sink = Union[None, Callable[[bytes], Any], BinaryIO, IO[str], str, "os.PathLike[
 Source = Union[None, bytes, bytearray, memoryview, str, BinaryIO, Iterable[bytes]]
 
 STDIN_CHUNK = 256 * 1024
-MAX_COMMAND = 250_000   # bytes of UTF-8
+MAX_COMMAND = 250_000  # bytes of UTF-8
 
 
 class _Default:
@@ -50,8 +64,15 @@ class ExecResult:
 
     __slots__ = ("command", "status", "stdout", "stderr", "signal", "core_dumped")
 
-    def __init__(self, command: str, status: int, stdout: bytes, stderr: bytes,
-                 signal: Optional[str] = None, core_dumped: bool = False):
+    def __init__(
+        self,
+        command: str,
+        status: int,
+        stdout: bytes,
+        stderr: bytes,
+        signal: Optional[str] = None,
+        core_dumped: bool = False,
+    ):
         self.command = command
         self.status = status
         self.stdout = stdout
@@ -90,8 +111,10 @@ class ExecResult:
 
     def __repr__(self) -> str:
         sig = f", signal={self.signal!r}" if self.signal else ""
-        return (f"ExecResult(command={self.command!r}, status={self.status}{sig}, "
-                f"stdout=<{len(self.stdout)} bytes>, stderr=<{len(self.stderr)} bytes>)")
+        return (
+            f"ExecResult(command={self.command!r}, status={self.status}{sig}, "
+            f"stdout=<{len(self.stdout)} bytes>, stderr=<{len(self.stderr)} bytes>)"
+        )
 
 
 def _tail(data: bytes, lines: int = 10, limit: int = 2000) -> str:
@@ -133,6 +156,7 @@ def command_error(r: ExecResult) -> CommandError:
 
 # ---- arguments ---------------------------------------------------------------------------
 
+
 def command_text(command: Any) -> str:
     """A str, or a sequence of str joined with newlines into one script."""
     if isinstance(command, str):
@@ -140,14 +164,17 @@ def command_text(command: Any) -> str:
     elif isinstance(command, (bytes, bytearray)):
         raise TypeError("command must be a str (or a list of str), not bytes: decode it first")
     elif isinstance(command, (collections.abc.Set, collections.abc.Mapping)):
-        raise TypeError(f"command must be a str or a sequence of str (a list or tuple), not "
-                        f"{type(command).__name__}, whose lines would have no order")
+        raise TypeError(
+            f"command must be a str or a sequence of str (a list or tuple), not "
+            f"{type(command).__name__}, whose lines would have no order"
+        )
     else:
         try:
             lines = list(command)
         except TypeError:
-            raise TypeError(f"command must be a str or a sequence of str, "
-                            f"not {type(command).__name__}") from None
+            raise TypeError(
+                f"command must be a str or a sequence of str, not {type(command).__name__}"
+            ) from None
         if not all(isinstance(x, str) for x in lines):
             raise TypeError("every line of a command given as a sequence must be a str")
         text = "\n".join(lines)
@@ -158,9 +185,11 @@ def command_text(command: Any) -> str:
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_COMMAND:
         # sshd drops the connection on a packet over 256 KiB
-        raise ValueError(f"the command is {size} bytes: an SSH server takes at most about 256 KiB "
-                         f"in one request (and Linux at most 128 KiB in one argument). Send a "
-                         f"long script on stdin instead: exec_wait('sh', stdin=script)")
+        raise ValueError(
+            f"the command is {size} bytes: an SSH server takes at most about 256 KiB "
+            f"in one request (and Linux at most 128 KiB in one argument). Send a "
+            f"long script on stdin instead: exec_wait('sh', stdin=script)"
+        )
     return text
 
 
@@ -171,7 +200,7 @@ def check_timeout(timeout: Any) -> Optional[float]:
         raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
     try:
         return float(timeout)
-    except OverflowError:   # an int beyond any float: no limit in practice
+    except OverflowError:  # an int beyond any float: no limit in practice
         return float("inf")
 
 
@@ -191,6 +220,7 @@ def env_pairs(env: Optional[Mapping[str, str]]) -> List[Tuple[str, str]]:
 
 
 # ---- output targets --------------------------------------------------------------------------
+
 
 class _TextWriter:
     """Write chunks to a text stream: raw bytes to its .buffer when it has one (after
@@ -229,10 +259,10 @@ class _TextWriter:
 
 def _write_all(f: Any, chunk: bytes) -> None:
     n = f.write(chunk)
-    if n is None or n >= len(chunk):   # buffered files write it all
+    if n is None or n >= len(chunk):  # buffered files write it all
         return
     view = memoryview(chunk)[n:]
-    while view:                         # raw files may write part of it
+    while view:  # raw files may write part of it
         n = f.write(view)
         if n is None:
             raise BlockingIOError("the output file is non-blocking and is full")
@@ -249,7 +279,7 @@ def _check_file(f: Any, name: str, can: str, how: str) -> None:
     if callable(check):
         try:
             ok = check()
-        except Exception:   # cannot tell: its own read/write will say
+        except Exception:  # cannot tell: its own read/write will say
             return
         if ok is False:
             raise ValueError(f"{name}: the file object {f!r} is not open {how}")
@@ -281,13 +311,13 @@ class Outputs:
             self.stdout = self._target(stdout, "stdout", by_path)
             self.stderr = self._target(stderr, "stderr", by_path)
         except BaseException:
-            self.close()     # a file opened for stdout, when stderr's fails
+            self.close()  # a file opened for stdout, when stderr's fails
             raise
 
     def _target(self, t: Any, name: str, by_path: dict) -> Any:
         if t is DEFAULT:
             t = sys.stdout if name == "stdout" else sys.stderr
-            if t is None:   # pythonw: no console
+            if t is None:  # pythonw: no console
                 return None
             w = _TextWriter(t)
             self._writers.append(w)
@@ -297,7 +327,7 @@ class Outputs:
         if isinstance(t, (str, os.PathLike)):
             path = os.path.abspath(os.fspath(t))
             if path not in by_path:
-                f = _open_output(path, name)   # overwritten, as a shell's > does
+                f = _open_output(path, name)  # overwritten, as a shell's > does
                 self._opened.append(f)
                 by_path[path] = f.write
             return by_path[path]
@@ -305,8 +335,11 @@ class Outputs:
             raise TypeError(f"{name}: give a path as str or os.PathLike, not bytes")
         if hasattr(t, "write"):
             _check_file(t, name, "writable", "for writing: open it with 'wb' (or give its path)")
-        if isinstance(t, io.TextIOBase) or (hasattr(t, "write") and hasattr(t, "encoding")
-                                            and not isinstance(t, (io.RawIOBase, io.BufferedIOBase))):
+        if isinstance(t, io.TextIOBase) or (
+            hasattr(t, "write")
+            and hasattr(t, "encoding")
+            and not isinstance(t, (io.RawIOBase, io.BufferedIOBase))
+        ):
             w = _TextWriter(t)
             self._writers.append(w)
             return w
@@ -315,8 +348,10 @@ class Outputs:
             return lambda chunk: _write_all(f, chunk)
         if callable(t):
             return t
-        raise TypeError(f"{name} must be a callable taking bytes, a binary file object, a path, "
-                        f"a text stream or None, not {type(t).__name__}")
+        raise TypeError(
+            f"{name} must be a callable taking bytes, a binary file object, a path, "
+            f"a text stream or None, not {type(t).__name__}"
+        )
 
     def close(self) -> None:
         for w in self._writers:
@@ -329,6 +364,7 @@ class Outputs:
 
 
 # ---- stdin ----------------------------------------------------------------------------------
+
 
 def _file_chunks(f: Any) -> Iterator[bytes]:
     read = getattr(f, "read1", None) or f.read
@@ -362,19 +398,26 @@ def stdin_source(stdin: Any) -> Optional[Iterator[Any]]:
         _check_file(stdin, "stdin", "readable", "for reading: open it with 'rb'")
         return _file_chunks(stdin)
     if isinstance(stdin, (collections.abc.Set, collections.abc.Mapping)):
-        raise TypeError(f"stdin must be bytes, str, a file object or an iterable of bytes, not "
-                        f"{type(stdin).__name__}, which has no order of its own")
+        raise TypeError(
+            f"stdin must be bytes, str, a file object or an iterable of bytes, not "
+            f"{type(stdin).__name__}, which has no order of its own"
+        )
     if isinstance(stdin, (int, float)):
-        raise TypeError(f"stdin must be bytes, str, a file object or an iterable of bytes, "
-                        f"not {type(stdin).__name__}")
+        raise TypeError(
+            f"stdin must be bytes, str, a file object or an iterable of bytes, "
+            f"not {type(stdin).__name__}"
+        )
     try:
         return _iter_chunks(iter(stdin))
     except TypeError:
-        raise TypeError(f"stdin must be bytes, str, a file object or an iterable of bytes, "
-                        f"not {type(stdin).__name__}") from None
+        raise TypeError(
+            f"stdin must be bytes, str, a file object or an iterable of bytes, "
+            f"not {type(stdin).__name__}"
+        ) from None
 
 
 # ---- running -----------------------------------------------------------------------------------
+
 
 def _status(status: Optional[int], signame: Optional[str]) -> int:
     if status is not None:
@@ -386,13 +429,21 @@ def _status(status: Optional[int], signame: Optional[str]) -> int:
     return -1
 
 
-def run(session: "Session", command: Any, stdout: Any, stderr: Any, stdin: Any,
-        timeout: Any, env: Any, capture: bool) -> ExecResult:
+def run(
+    session: "Session",
+    command: Any,
+    stdout: Any,
+    stderr: Any,
+    stdin: Any,
+    timeout: Any,
+    env: Any,
+    capture: bool,
+) -> ExecResult:
     text = command_text(command)
     timeout = check_timeout(timeout)
     pairs = env_pairs(env)
     source = stdin_source(stdin)
-    session._check_usable()   # before a path given as a target is truncated
+    session._check_usable()  # before a path given as a target is truncated
     if capture:
         outputs = None
         out_t: Any = True
@@ -407,11 +458,18 @@ def run(session: "Session", command: Any, stdout: Any, stderr: Any, stdin: Any,
             # while starting the command, then while it runs
             ch.exec(text, env=pairs, timeout=timeout)
             status, signame, core, _msg, out, err, _dropped = ch.run(
-                stdout=out_t, stderr=err_t, stdin=source, timeout=timeout)
+                stdout=out_t, stderr=err_t, stdin=source, timeout=timeout
+            )
         finally:
             ch.close()
     finally:
         if outputs is not None:
             outputs.close()
-    return ExecResult(text, _status(status, signame), out if out is not None else b"",
-                      err if err is not None else b"", signame, bool(core))
+    return ExecResult(
+        text,
+        _status(status, signame),
+        out if out is not None else b"",
+        err if err is not None else b"",
+        signame,
+        bool(core),
+    )

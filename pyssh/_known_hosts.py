@@ -29,6 +29,7 @@ the file does not end with a newline, and hashes the name when asked to
 (``HashKnownHosts yes``) or when every entry of the file is hashed already.
 Everything read from the files is untrusted input: nothing here raises on it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,27 +43,43 @@ import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
-__all__ = ["Entry", "Verdict", "lookup_name", "parse_line", "host_matches", "match_pattern",
-           "match_pattern_list", "hash_name", "check", "append", "global_files",
-           "OK", "NEW", "CHANGED", "REVOKED", "CA_ONLY"]
+__all__ = [
+    "Entry",
+    "Verdict",
+    "lookup_name",
+    "parse_line",
+    "host_matches",
+    "match_pattern",
+    "match_pattern_list",
+    "hash_name",
+    "check",
+    "append",
+    "global_files",
+    "OK",
+    "NEW",
+    "CHANGED",
+    "REVOKED",
+    "CA_ONLY",
+]
 
 # the outcomes of check()
-OK = "ok"              # a plain line has this key
-NEW = "new"            # nothing known about the host
-CHANGED = "changed"    # plain lines for the host, none with this key
-REVOKED = "revoked"    # an @revoked line for the host has this key
-CA_ONLY = "ca-only"    # only @cert-authority lines name the host: needs a certificate
+OK = "ok"  # a plain line has this key
+NEW = "new"  # nothing known about the host
+CHANGED = "changed"  # plain lines for the host, none with this key
+REVOKED = "revoked"  # an @revoked line for the host has this key
+CA_ONLY = "ca-only"  # only @cert-authority lines name the host: needs a certificate
 
 _MARKERS = {"@cert-authority": "cert-authority", "@revoked": "revoked"}
 _HASH_MAGIC = "|1|"
 _SHA1_LEN = 20
-_MAX_SUBPATTERN = 1023   # OpenSSH's match_pattern_list gives up on longer ones
-_MAX_LINE = 1 << 20      # a line this long is not a key: skipped unread
+_MAX_SUBPATTERN = 1023  # OpenSSH's match_pattern_list gives up on longer ones
+_MAX_LINE = 1 << 20  # a line this long is not a key: skipped unread
 
 
 @dataclass(frozen=True)
 class Entry:
     """One parsed line: ``marker`` is None, "revoked" or "cert-authority"."""
+
     marker: Optional[str]
     hosts: str
     key_type: str
@@ -75,12 +92,14 @@ class Entry:
 class Verdict:
     """What the files say about one key for one host. ``entry`` is the line that
     decided (the matching, revoking or conflicting one), if any."""
+
     status: str
     entry: Optional[Entry] = None
-    other_types: Tuple[str, ...] = ()   # CHANGED: types of the keys on file
+    other_types: Tuple[str, ...] = ()  # CHANGED: types of the keys on file
 
 
 # ---- names and patterns -------------------------------------------------------
+
 
 def lookup_name(host: str, port: int) -> str:
     """The name a host is filed under: ``host`` on port 22, else ``[host]:port``
@@ -145,7 +164,7 @@ def _hashed_salt(hosts: str) -> Optional[bytes]:
     extract_salt: magic, 1 to 1024 characters of base64 giving 20 bytes)."""
     if not hosts.startswith(_HASH_MAGIC):
         return None
-    text, sep, _ = hosts[len(_HASH_MAGIC):].partition("|")
+    text, sep, _ = hosts[len(_HASH_MAGIC) :].partition("|")
     if not sep or not 0 < len(text) <= 1024:
         return None
     try:
@@ -167,7 +186,7 @@ def host_matches(name: str, hosts: str) -> bool:
 
 # ---- lines ---------------------------------------------------------------------------
 
-_RSA_SIG_NAMES = ("rsa-sha2-256", "rsa-sha2-512")   # OpenSSH reads them as ssh-rsa
+_RSA_SIG_NAMES = ("rsa-sha2-256", "rsa-sha2-512")  # OpenSSH reads them as ssh-rsa
 
 
 def _ssh_strings(blob: bytes) -> Optional[List[bytes]]:
@@ -177,10 +196,10 @@ def _ssh_strings(blob: bytes) -> Optional[List[bytes]]:
     while i < len(blob):
         if i + 4 > len(blob):
             return None
-        (n,) = struct.unpack(">I", blob[i:i + 4])
+        (n,) = struct.unpack(">I", blob[i : i + 4])
         if i + 4 + n > len(blob):
             return None
-        out.append(blob[i + 4:i + 4 + n])
+        out.append(blob[i + 4 : i + 4 + n])
         i += 4 + n
     return out
 
@@ -203,12 +222,12 @@ def _decode_key(key_type: str, text: str) -> Optional[bytes]:
     except (binascii.Error, ValueError):
         return None
     if _b64(blob) != text:
-        return None   # extra or missing padding, stray bits: OpenSSH's b64_pton refuses them
+        return None  # extra or missing padding, stray bits: OpenSSH's b64_pton refuses them
     inner = blob_type(blob)
     if inner is None:
         return None
     if inner != key_type and not (inner == "ssh-rsa" and key_type in _RSA_SIG_NAMES):
-        return None   # OpenSSH: key type mismatch, the line is invalid
+        return None  # OpenSSH: key type mismatch, the line is invalid
     return blob
 
 
@@ -265,6 +284,7 @@ def read_entries(paths: Iterable[str]) -> List[Entry]:
 
 # ---- deciding -------------------------------------------------------------------------
 
+
 def _judge(entries: Sequence[Entry], blob: bytes) -> Verdict:
     """OpenSSH's check_hostkeys_by_key_or_type for a plain key, over the lines
     that name the host: a revocation wins, then a plain line with this key, then
@@ -320,17 +340,20 @@ def _lock_file(fd: int) -> None:
     """An exclusive lock on the open file, waited for at most _LOCK_TIMEOUT
     seconds (in short sleeps, so that Ctrl-C still works); OSError after that."""
     import time
+
     end = time.monotonic() + _LOCK_TIMEOUT
     while True:
         try:
             if sys.platform == "win32":
                 import msvcrt
+
                 # a byte far past the end: appends never touch it, so writers
                 # that do not lock (other programs) are not blocked by it
                 os.lseek(fd, 0x7FFFFFFE, os.SEEK_SET)
                 msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
             else:
                 import fcntl
+
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except OSError:
@@ -361,8 +384,9 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[n:]
 
 
-def append(path: str, host: str, port: int, blob: bytes, *, hash_names: bool,
-           check_paths: Sequence[str]) -> Verdict:
+def append(
+    path: str, host: str, port: int, blob: bytes, *, hash_names: bool, check_paths: Sequence[str]
+) -> Verdict:
     """Record `blob` for the host in `path`, under the file's lock, unless the
     files `check_paths`, read again under the lock, now know the host (another
     writer was first) or revoke the key: that verdict is returned, and only a NEW
@@ -371,8 +395,13 @@ def append(path: str, host: str, port: int, blob: bytes, *, hash_names: bool,
     if key_type is None:
         raise ValueError("not a public key blob")
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0) | \
-        getattr(os, "O_CLOEXEC", 0)
+    flags = (
+        os.O_RDWR
+        | os.O_CREAT
+        | os.O_APPEND
+        | getattr(os, "O_BINARY", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+    )
     with _process_lock:
         fd = os.open(path, flags, 0o666)
         try:
@@ -387,4 +416,4 @@ def append(path: str, host: str, port: int, blob: bytes, *, hash_names: bool,
             _write_all(fd, (b"\n" if _ends_without_newline(fd) else b"") + line)
             return verdict
         finally:
-            os.close(fd)   # also releases the lock
+            os.close(fd)  # also releases the lock

@@ -10,6 +10,7 @@ Directories are made 0700 while they fill, then given their mode. A symbolic
 link in the way of a directory, or of a file a resumed download continues, is
 refused: a download never follows one out of the directory the user named.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,7 +21,7 @@ import threading
 from typing import Optional, Tuple
 
 PART_SUFFIX = ".pyssh-part"
-NAME_MAX = 255                 # bytes in one name: Linux, macOS and Windows (UTF-16 units)
+NAME_MAX = 255  # bytes in one name: Linux, macOS and Windows (UTF-16 units)
 MODE_MASK = 0o777
 
 _umask_lock = threading.Lock()
@@ -79,19 +80,25 @@ def open_resume(dest: str, mode: int) -> Tuple[int, int]:
     except FileNotFoundError:
         st = None
     if st is not None and stat.S_ISLNK(st.st_mode):
-        raise FileExistsError(errno.EEXIST, "a symbolic link is in the way of a resumed "
-                              "download (a download does not follow links out of its "
-                              "target): remove it, or download elsewhere", dest)
+        raise FileExistsError(
+            errno.EEXIST,
+            "a symbolic link is in the way of a resumed "
+            "download (a download does not follow links out of its "
+            "target): remove it, or download elsewhere",
+            dest,
+        )
     if st is not None and not stat.S_ISREG(st.st_mode):
-        raise FileExistsError(errno.EEXIST, "something that is not a file is in the way of a "
-                              "resumed download", dest)
+        raise FileExistsError(
+            errno.EEXIST, "something that is not a file is in the way of a resumed download", dest
+        )
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0) | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(dest, flags, mode)
     except OSError as e:
-        if e.errno == errno.ELOOP:          # a link made since the look
-            raise FileExistsError(errno.EEXIST, "a symbolic link is in the way of a resumed "
-                                  "download", dest) from None
+        if e.errno == errno.ELOOP:  # a link made since the look
+            raise FileExistsError(
+                errno.EEXIST, "a symbolic link is in the way of a resumed download", dest
+            ) from None
         raise
     return fd, os.fstat(fd).st_size
 
@@ -104,8 +111,9 @@ def discard(tmp: str) -> None:
         pass
 
 
-def finish_part(tmp: str, dest: str, mode: int,
-                times: Optional[Tuple[float, float]] = None) -> None:
+def finish_part(
+    tmp: str, dest: str, mode: int, times: Optional[Tuple[float, float]] = None
+) -> None:
     """Give the complete temporary file its mode (and times), then its final
     name. If any of it fails, the temporary file is removed."""
     try:
@@ -122,17 +130,22 @@ def enter_dir(dest: str) -> bool:
     """Make directory ``dest`` for a download (0700 while it fills), or use the one
     there. Returns True when it was made (then it gets its mode at the end)."""
     if os.path.islink(dest):
-        raise FileExistsError(errno.EEXIST, "a symbolic link is in the way of a downloaded "
-                              "directory (a download does not follow links out of its "
-                              "target): remove it, or download elsewhere", dest)
+        raise FileExistsError(
+            errno.EEXIST,
+            "a symbolic link is in the way of a downloaded "
+            "directory (a download does not follow links out of its "
+            "target): remove it, or download elsewhere",
+            dest,
+        )
     if os.path.isdir(dest):
         return False
     os.mkdir(dest, 0o700)
     return True
 
 
-def leave_dir(dest: str, made: bool, mode: int, preserve: bool,
-              times: Optional[Tuple[float, float]]) -> None:
+def leave_dir(
+    dest: str, made: bool, mode: int, preserve: bool, times: Optional[Tuple[float, float]]
+) -> None:
     """A downloaded directory is complete: a directory the download made gets its
     mode; one that was there already keeps its own unless ``preserve``."""
     if made or preserve:

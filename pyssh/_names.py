@@ -12,6 +12,7 @@ Two rules, each written once:
   it is one safe component for this system (the rule itself is C's, in
   ``csrc/names.c``, shared with the SCP and SFTP parsers).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,10 +34,9 @@ def printable(text: Union[str, bytes]) -> str:
             out.append(ch)
             continue
         o = ord(ch)
-        if 0xDC80 <= o <= 0xDCFF:           # a byte that was not UTF-8
+        if 0xDC80 <= o <= 0xDCFF:  # a byte that was not UTF-8
             o -= 0xDC00
-        out.append(f"\\x{o:02x}" if o < 0x100 else
-                   f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+        out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
     return "".join(out)
 
 

@@ -9,6 +9,7 @@ modes and sizes are refused there). This module walks the trees, keeps the
 directory nesting honest, writes downloads to a temporary file renamed into place
 only when complete, and reports progress.
 """
+
 from __future__ import annotations
 
 import errno
@@ -22,16 +23,22 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 from . import _local, _ssh
 from ._names import printable
-from .errors import (SSHError, SSHTimeoutError, SCPError, SCPFileNotFoundError,
-                     SCPPermissionError, SCPProtocolError)
+from .errors import (
+    SSHError,
+    SSHTimeoutError,
+    SCPError,
+    SCPFileNotFoundError,
+    SCPPermissionError,
+    SCPProtocolError,
+)
 
 PathArg = Union[str, "os.PathLike[str]"]
 Progress = Callable[[str, int, int], Any]
 
-LINE_MAX = 8192            # longest server message accepted
-DEPTH_MAX = 64             # directories a download descends, as SFTP's (OpenSSH's sftp)
-STDERR_KEPT = 4096         # the end of the server's stderr kept for an error message
-ENTRIES_MAX = 1_000_000    # names in one directory of a download, as sftp.max_listing
+LINE_MAX = 8192  # longest server message accepted
+DEPTH_MAX = 64  # directories a download descends, as SFTP's (OpenSSH's sftp)
+STDERR_KEPT = 4096  # the end of the server's stderr kept for an error message
+ENTRIES_MAX = 1_000_000  # names in one directory of a download, as sftp.max_listing
 
 
 def remote_quote(path: str) -> str:
@@ -68,13 +75,15 @@ def _to_path(to: Any, where: str) -> str:
     try:
         path = os.fspath(to)
     except TypeError:
-        raise TypeError(f"to must be the {where} directory as str or os.PathLike, "
-                        f"not {type(to).__name__}") from None
+        raise TypeError(
+            f"to must be the {where} directory as str or os.PathLike, not {type(to).__name__}"
+        ) from None
     if not isinstance(path, str):
         raise TypeError(f"to must be the {where} directory as str or os.PathLike, not bytes")
     if not path or "\0" in path or "\n" in path:
-        raise ValueError(f"to must be a {where} directory path, not {path!r} "
-                         "(empty, or with a NUL or newline)")
+        raise ValueError(
+            f"to must be a {where} directory path, not {path!r} (empty, or with a NUL or newline)"
+        )
     return path
 
 
@@ -83,14 +92,16 @@ def _with_path(e: OSError, path: str) -> OSError:
     name), again with the path."""
     if isinstance(e, SSHError) or e.filename is not None:
         return e
-    if e.errno is None:     # the file changed size while it was being sent
+    if e.errno is None:  # the file changed size while it was being sent
         return OSError(errno.EIO, str(e), path)
     return type(e)(e.errno, e.strerror, path)
 
 
-NOT_SCP_HINT = ("; the server's first output is not SCP: a remote login script (~/.bashrc, "
-                "~/.profile) that prints something breaks SCP, make it print only when the "
-                "shell is interactive")
+NOT_SCP_HINT = (
+    "; the server's first output is not SCP: a remote login script (~/.bashrc, "
+    "~/.profile) that prints something breaks SCP, make it print only when the "
+    "shell is interactive"
+)
 
 
 def _server_error(text: bytes, path: Optional[str]) -> SCPError:
@@ -138,20 +149,23 @@ class _Reader:
         while True:
             i = self.buf.find(b"\n")
             if i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 1:]
+                line, self.buf = self.buf[:i], self.buf[i + 1 :]
                 return line
             if len(self.buf) > LINE_MAX:
-                raise SCPProtocolError(f"{self.what}: the server sent a message longer than "
-                                       f"{LINE_MAX} bytes")
+                raise SCPProtocolError(
+                    f"{self.what}: the server sent a message longer than {LINE_MAX} bytes"
+                )
             if not self._more():
                 if self.buf:
-                    raise SCPProtocolError(f"{self.what}: the server's output ended inside a "
-                                           f"message: {self.buf[:200]!r}")
+                    raise SCPProtocolError(
+                        f"{self.what}: the server's output ended inside a "
+                        f"message: {self.buf[:200]!r}"
+                    )
                 return None
 
     def to_fd(self, fd: int, size: int, progress: Optional[Callable[[int], Any]]) -> None:
         head = self.buf[:size]
-        self.buf = self.buf[len(head):]
+        self.buf = self.buf[len(head) :]
         done = 0
         while done < len(head):
             done += os.write(fd, head[done:])
@@ -168,11 +182,13 @@ class _Reporter:
 
     def __init__(self, verbose: bool, progress: Optional[Progress], upload: bool):
         if progress is not None and not callable(progress):
-            raise TypeError("progress must be a callable progress(path, transferred, total) or None")
+            raise TypeError(
+                "progress must be a callable progress(path, transferred, total) or None"
+            )
         self.verbose = bool(verbose)
         self.progress = progress
         self.upload = upload
-        self.line_open = False    # a [NN%] line is drawn, not ended yet
+        self.line_open = False  # a [NN%] line is drawn, not ended yet
 
     def callback(self, path: str, total: int) -> Optional[Callable[[int], Any]]:
         if not self.verbose and self.progress is None:
@@ -180,14 +196,15 @@ class _Reporter:
 
         def report(moved: int) -> None:
             if moved >= total:
-                return            # finished() reports the end
+                return  # finished() reports the end
             if self.progress is not None:
                 self.progress(path, moved, total)
             if self.verbose and self.upload:
                 pct = 100 if total == 0 else moved * 100 // total
-                self.line_open = True     # first: a Ctrl-C may land in the write
+                self.line_open = True  # first: a Ctrl-C may land in the write
                 sys.stderr.write(f"\r[{pct:3d}%] {printable(path)}")
                 sys.stderr.flush()
+
         return report
 
     def finished(self, path: str, total: int) -> None:
@@ -245,9 +262,11 @@ def _finish(ch: Any, what: str) -> None:
 
     def in_time() -> None:
         if time.monotonic() > deadline:
-            raise SSHTimeoutError(f"{what}: the server's scp went on writing after the "
-                                  f"transfer and did not exit within {limit:g} seconds "
-                                  f"(timeout={limit:g})")
+            raise SSHTimeoutError(
+                f"{what}: the server's scp went on writing after the "
+                f"transfer and did not exit within {limit:g} seconds "
+                f"(timeout={limit:g})"
+            )
 
     def on_stdout(chunk: bytes) -> None:
         in_time()
@@ -258,11 +277,15 @@ def _finish(ch: Any, what: str) -> None:
         in_time()
 
     status, signame, _core, _msg, _out, _err, _dropped = ch.run(
-        stdout=on_stdout, stderr=on_stderr, timeout=limit)
+        stdout=on_stdout, stderr=on_stderr, timeout=limit
+    )
     if status not in (0, None) or signame:
         tail = (ch.stderr_tail + bytes(kept)).decode("utf-8", "replace").strip()
-        raise SCPError(errno.EIO, f"{what}: the server's scp exited with status {status}"
-                       + (f": {printable(tail[-500:])}" if tail else ""))
+        raise SCPError(
+            errno.EIO,
+            f"{what}: the server's scp exited with status {status}"
+            + (f": {printable(tail[-500:])}" if tail else ""),
+        )
 
 
 def _start(session: Any, command: str, what: str, timeout: Optional[float]) -> _Timed:
@@ -278,25 +301,41 @@ def _start(session: Any, command: str, what: str, timeout: Optional[float]) -> _
 def _no_scp(ch: Any, what: str, path: Optional[str]) -> SCPError:
     tail = ch.stderr_tail.decode("utf-8", "replace").strip()
     if "not found" in tail or "No such file" in tail and "scp" in tail:
-        err = SCPError(errno.ENOENT, f"{what}: the server has no scp command "
-                       f"({printable(tail[-300:])}); "
-                       "install OpenSSH's scp there, or use sftp_upload()/sftp_download()", path)
+        err = SCPError(
+            errno.ENOENT,
+            f"{what}: the server has no scp command "
+            f"({printable(tail[-300:])}); "
+            "install OpenSSH's scp there, or use sftp_upload()/sftp_download()",
+            path,
+        )
     else:
-        err = SCPError(errno.EIO, f"{what}: the server's scp ended without answering"
-                       + (f": {printable(tail[-500:])}" if tail else ""), path)
+        err = SCPError(
+            errno.EIO,
+            f"{what}: the server's scp ended without answering"
+            + (f": {printable(tail[-500:])}" if tail else ""),
+            path,
+        )
     err.server_message = tail or None
     return err
 
 
 # ---- upload --------------------------------------------------------------------------------
 
-def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
-           preserve: bool, timeout: Optional[float] = None) -> List[str]:
+
+def upload(
+    session: Any,
+    files: Any,
+    to: PathArg,
+    verbose: bool,
+    progress: Optional[Progress],
+    preserve: bool,
+    timeout: Optional[float] = None,
+) -> List[str]:
     sources = _paths(files, "files")
     to = _to_path(to, "remote")
     stats = []
     for src in sources:
-        st = os.stat(src)     # FileNotFoundError/PermissionError with the path, before any traffic
+        st = os.stat(src)  # FileNotFoundError/PermissionError with the path, before any traffic
         if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
             raise OSError(errno.EINVAL, "not a regular file or a directory", src)
         stats.append(st)
@@ -316,8 +355,10 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
             raise _no_scp(ch, what, rpath)
         if b in (b"\1", b"\2"):
             raise _server_error(reader.line() or b"", rpath)
-        raise SCPProtocolError(f"{what}: the server answered {b!r} instead of an acknowledgement"
-                               + (NOT_SCP_HINT if first else ""))
+        raise SCPProtocolError(
+            f"{what}: the server answered {b!r} instead of an acknowledgement"
+            + (NOT_SCP_HINT if first else "")
+        )
 
     def send_times(st: os.stat_result, rpath: str) -> None:
         ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
@@ -334,9 +375,9 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
                 send_times(st, rpath)
             ch.write(b"D%04o 0 %s\n" % (stat.S_IMODE(st.st_mode), bname))
             ack(rpath)
-            for entry in sorted(os.listdir(path)):     # hidden files too
+            for entry in sorted(os.listdir(path)):  # hidden files too
                 sub = os.path.join(path, entry)
-                sst = os.stat(sub)                      # follows symlinks, as scp does
+                sst = os.stat(sub)  # follows symlinks, as scp does
                 if stat.S_ISDIR(sst.st_mode) or stat.S_ISREG(sst.st_mode):
                     send(sub, entry, sst, posixpath.join(rpath, entry))
                 else:
@@ -364,7 +405,7 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
 
     written = []
     try:
-        ack(to, first=True)   # the remote scp says it is ready
+        ack(to, first=True)  # the remote scp says it is ready
         for src, st in zip(sources, stats):
             name = os.path.basename(os.path.normpath(src))
             rpath = posixpath.join(to, name)
@@ -382,8 +423,16 @@ def upload(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optio
 
 # ---- download ------------------------------------------------------------------------------
 
-def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Optional[Progress],
-             preserve: bool, timeout: Optional[float] = None) -> List[str]:
+
+def download(
+    session: Any,
+    files: Any,
+    to: PathArg,
+    verbose: bool,
+    progress: Optional[Progress],
+    preserve: bool,
+    timeout: Optional[float] = None,
+) -> List[str]:
     sources = _paths(files, "files")
     to = _to_path(to, "local")
     if not os.path.isdir(to):
@@ -391,7 +440,7 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             raise NotADirectoryError(errno.ENOTDIR, "the download target is not a directory", to)
         raise FileNotFoundError(errno.ENOENT, "the download target directory does not exist", to)
     expected = {}
-    asked: Dict[bytes, int] = {}     # how many sources have each name (a/x and b/x: 2)
+    asked: Dict[bytes, int] = {}  # how many sources have each name (a/x and b/x: 2)
     for src in sources:
         base = posixpath.basename(src.rstrip("/"))
         if base in ("", ".", "..", "~"):
@@ -401,25 +450,28 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
     what = "scp_download"
     rep = _Reporter(verbose, progress, upload=False)
     flags = "-f -r" + (" -p" if preserve else "")
-    ch = _start(session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what,
-                timeout)
+    ch = _start(
+        session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what, timeout
+    )
     reader = _Reader(ch, what)
-    stack = [to]             # local directories being filled
-    rstack = [""]            # and their remote paths (for errors)
+    stack = [to]  # local directories being filled
+    rstack = [""]  # and their remote paths (for errors)
     dir_modes: List[Any] = []
     times: Optional[tuple] = None
     first_error: Optional[BaseException] = None
     written: List[str] = []
     got_anything = False
-    seen: List[Dict[bytes, int]] = [{}]   # the names sent in each directory of the stack
-    after_t = False                       # the last message was T: C or D must follow
-    moved_at = time.monotonic()           # when the last message that was not a warning
-    warned = False                        # was handled; and whether one came since
+    seen: List[Dict[bytes, int]] = [{}]  # the names sent in each directory of the stack
+    after_t = False  # the last message was T: C or D must follow
+    moved_at = time.monotonic()  # when the last message that was not a warning
+    warned = False  # was handled; and whether one came since
 
     def check_top(name: bytes) -> None:
         if len(stack) == 1 and name not in expected:
-            raise SCPProtocolError(f"{what}: the server sent {name!r}, which was not asked for "
-                                   f"(asked for: {sorted(expected.values())})")
+            raise SCPProtocolError(
+                f"{what}: the server sent {name!r}, which was not asked for "
+                f"(asked for: {sorted(expected.values())})"
+            )
 
     def check_name(name: bytes) -> None:
         """Each name once per directory, as in an SFTP listing (at the top, once per
@@ -429,11 +481,13 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
         n = names.get(name, 0) + 1
         if n > (asked.get(name, 1) if len(stack) == 1 else 1):
             where = "the target" if len(stack) == 1 else printable(rstack[-1])
-            raise SCPProtocolError(f"{what}: the server sent the name '{printable(name)}' "
-                                   f"twice in {where}")
+            raise SCPProtocolError(
+                f"{what}: the server sent the name '{printable(name)}' twice in {where}"
+            )
         if n == 1 and len(names) >= ENTRIES_MAX:
-            raise SCPProtocolError(f"{what}: the server sent more than {ENTRIES_MAX} entries "
-                                   "in one directory")
+            raise SCPProtocolError(
+                f"{what}: the server sent more than {ENTRIES_MAX} entries in one directory"
+            )
         names[name] = n
 
     try:
@@ -453,8 +507,9 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             got_anything = True
             kind = msg[0]
             if after_t and kind not in ("C", "D"):
-                raise SCPProtocolError(f"{what}: the server sent a time message (T) that no "
-                                       "file or directory followed")
+                raise SCPProtocolError(
+                    f"{what}: the server sent a time message (T) that no file or directory followed"
+                )
             if kind in ("warning", "error"):
                 err = _server_error(msg[1], None)
                 first_error = first_error or err
@@ -463,9 +518,11 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                 # warnings are no progress: a server sending nothing else times out
                 warned = True
                 if timeout is not None and time.monotonic() - moved_at > timeout:
-                    raise SSHTimeoutError(f"{what}: the server sent nothing but warnings for "
-                                          f"{timeout:g} seconds (timeout={timeout:g}); the "
-                                          f"last: {printable(msg[1])[:300]}")
+                    raise SSHTimeoutError(
+                        f"{what}: the server sent nothing but warnings for "
+                        f"{timeout:g} seconds (timeout={timeout:g}); the "
+                        f"last: {printable(msg[1])[:300]}"
+                    )
                 continue
             warned = False
             after_t = kind == "T"
@@ -480,8 +537,9 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                 rstack.pop()
                 seen.pop()
                 mode, dtimes, made = dir_modes.pop()
-                _local.leave_dir(path, made, _local.mode_for(mode, preserve, 0o755), preserve,
-                                 dtimes)
+                _local.leave_dir(
+                    path, made, _local.mode_for(mode, preserve, 0o755), preserve, dtimes
+                )
                 ch.write(b"\0")
                 continue
             _kind, mode, size, bname = msg
@@ -492,8 +550,9 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
             rpath = expected[bname] if len(stack) == 1 else posixpath.join(rstack[-1], name)
             if kind == "D":
                 if len(stack) > DEPTH_MAX:
-                    raise SCPProtocolError(f"{what}: the server sent directories more than "
-                                           f"{DEPTH_MAX} deep")
+                    raise SCPProtocolError(
+                        f"{what}: the server sent directories more than {DEPTH_MAX} deep"
+                    )
                 if os.path.lexists(dest) and not os.path.isdir(dest):
                     raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
                 made = _local.enter_dir(dest)
@@ -519,8 +578,10 @@ def download(session: Any, files: Any, to: PathArg, verbose: bool, progress: Opt
                 if status != b"\0":
                     if status in (b"\1", b"\2"):
                         raise _server_error(reader.line() or b"", rpath)
-                    raise SCPProtocolError(f"{what}: the server sent {status!r} after the data "
-                                           f"of {printable(dest)} instead of its end mark")
+                    raise SCPProtocolError(
+                        f"{what}: the server sent {status!r} after the data "
+                        f"of {printable(dest)} instead of its end mark"
+                    )
                 ok = True
             finally:
                 os.close(fd)

@@ -6,6 +6,7 @@ ids, and the two loops that move file data with many requests in flight
 the messages (attributes, names, statuses), maps statuses to exceptions, walks
 trees, and keeps downloads all-or-nothing (a temporary file renamed into place).
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,8 +22,14 @@ from . import _local, _ssh
 from ._exec import check_timeout
 from ._names import local_name, printable
 from ._scp import Progress, _paths, _Reporter
-from .errors import (SFTPError, SFTPFileExistsError, SFTPFileNotFoundError,
-                     SFTPIsADirectoryError, SFTPNotADirectoryError, SFTPPermissionError)
+from .errors import (
+    SFTPError,
+    SFTPFileExistsError,
+    SFTPFileNotFoundError,
+    SFTPIsADirectoryError,
+    SFTPNotADirectoryError,
+    SFTPPermissionError,
+)
 
 # message types (draft-ietf-secsh-filexfer-02, version 3)
 OPEN, CLOSE, READ, WRITE, LSTAT, FSTAT, SETSTAT, FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
@@ -34,9 +41,9 @@ FX_OP_UNSUPPORTED, FX_FILE_ALREADY_EXISTS = 8, 11
 F_READ, F_WRITE, F_APPEND, F_CREAT, F_TRUNC, F_EXCL = 1, 2, 4, 8, 16, 32
 A_SIZE, A_UIDGID, A_PERMISSIONS, A_ACMODTIME, A_EXTENDED = 1, 2, 4, 8, 0x80000000
 
-INFLIGHT = 16            # READ/WRITE requests in flight per transfer
-OFFSET_MAX = (1 << 63) - 1   # SFTP offsets are uint64; files end before 2**63 (off_t)
-DEPTH_MAX = 64           # directories a download descends, as OpenSSH's sftp (MAX_DIR_DEPTH)
+INFLIGHT = 16  # READ/WRITE requests in flight per transfer
+OFFSET_MAX = (1 << 63) - 1  # SFTP offsets are uint64; files end before 2**63 (off_t)
+DEPTH_MAX = 64  # directories a download descends, as OpenSSH's sftp (MAX_DIR_DEPTH)
 
 log = logging.getLogger("pyssh")
 
@@ -59,8 +66,17 @@ class SFTPAttributes:
     ``st_mode``, ``st_uid``, ``st_gid``, ``st_atime``, ``st_mtime`` (None where the
     server did not say). ``filename`` is set for entries of a directory listing."""
 
-    __slots__ = ("st_size", "st_uid", "st_gid", "st_mode", "st_atime", "st_mtime", "filename",
-                 "longname", "extended")
+    __slots__ = (
+        "st_size",
+        "st_uid",
+        "st_gid",
+        "st_mode",
+        "st_atime",
+        "st_mtime",
+        "filename",
+        "longname",
+        "extended",
+    )
 
     def __init__(self) -> None:
         self.st_size: Optional[int] = None
@@ -93,8 +109,10 @@ class SFTPAttributes:
     def __repr__(self) -> str:
         mode = oct(self.st_mode) if self.st_mode is not None else None
         name = f"{self.filename!r}, " if self.filename is not None else ""
-        return (f"SFTPAttributes({name}size={self.st_size}, mode={mode}, uid={self.st_uid}, "
-                f"gid={self.st_gid}, mtime={self.st_mtime})")
+        return (
+            f"SFTPAttributes({name}size={self.st_size}, mode={mode}, uid={self.st_uid}, "
+            f"gid={self.st_gid}, mtime={self.st_mtime})"
+        )
 
 
 def _entry(e: Tuple[bytes, bytes, Tuple[Any, ...]]) -> SFTPAttributes:
@@ -105,8 +123,9 @@ def _entry(e: Tuple[bytes, bytes, Tuple[Any, ...]]) -> SFTPAttributes:
     return a
 
 
-def _attrs(size: Optional[int] = None, mode: Optional[int] = None,
-           times: Optional[Tuple[int, int]] = None) -> bytes:
+def _attrs(
+    size: Optional[int] = None, mode: Optional[int] = None, times: Optional[Tuple[int, int]] = None
+) -> bytes:
     flags, body = 0, b""
     if size is not None:
         flags |= A_SIZE
@@ -128,8 +147,9 @@ _CLASSES = {
 }
 
 
-def _error(code: int, message: bytes, what: str, path: Optional[str],
-           path2: Optional[str] = None) -> SFTPError:
+def _error(
+    code: int, message: bytes, what: str, path: Optional[str], path2: Optional[str] = None
+) -> SFTPError:
     """A failed status (any code but FX_OK, unknown ones included) as an exception;
     the server's own message is shown, made printable."""
     cls, num = _CLASSES.get(code, (SFTPError, errno.EIO))
@@ -139,7 +159,7 @@ def _error(code: int, message: bytes, what: str, path: Optional[str],
     return cls(num, text, path)
 
 
-READ_AHEAD_MAX = 8 << 20   # the file object's read-ahead grows to this on sequential reads
+READ_AHEAD_MAX = 8 << 20  # the file object's read-ahead grows to this on sequential reads
 
 
 class _RemoteRaw(io.RawIOBase):
@@ -148,8 +168,16 @@ class _RemoteRaw(io.RawIOBase):
     its READ requests in flight together); each write sends its data in WRITE
     requests in flight together."""
 
-    def __init__(self, sftp: "SFTP", path: str, handle: bytes, mode: str, readable: bool,
-                 writable: bool, position: int):
+    def __init__(
+        self,
+        sftp: "SFTP",
+        path: str,
+        handle: bytes,
+        mode: str,
+        readable: bool,
+        writable: bool,
+        position: int,
+    ):
         super().__init__()
         self.name = path
         self.mode = mode
@@ -158,7 +186,7 @@ class _RemoteRaw(io.RawIOBase):
         self._readable = readable
         self._writable = writable
         self._pos = position
-        self._ahead = b""           # fetched data starting at self._ahead_at
+        self._ahead = b""  # fetched data starting at self._ahead_at
         self._ahead_at = 0
         self._window = sftp.max_read * 4
 
@@ -186,20 +214,22 @@ class _RemoteRaw(io.RawIOBase):
         start = self._pos - self._ahead_at
         if not (0 <= start < len(self._ahead)):
             sequential = self._pos == self._ahead_at + len(self._ahead) and self._ahead
-            self._window = min(self._window * 2, READ_AHEAD_MAX) if sequential else \
-                self._sftp.max_read * 4
+            self._window = (
+                min(self._window * 2, READ_AHEAD_MAX) if sequential else self._sftp.max_read * 4
+            )
             want = min(max(n, self._window), OFFSET_MAX - self._pos)
             if want == 0:
-                return 0                 # nothing can lie beyond the largest offset
-            data, code, msg = self._sftp._c.read(self._h, self._pos, want, self._sftp._timeout,
-                                                 INFLIGHT, self._sftp.max_read)
+                return 0  # nothing can lie beyond the largest offset
+            data, code, msg = self._sftp._c.read(
+                self._h, self._pos, want, self._sftp._timeout, INFLIGHT, self._sftp.max_read
+            )
             if code >= 0:
                 raise _error(code, msg, "read", self.name)
             self._ahead, self._ahead_at, start = data, self._pos, 0
             if not data:
                 return 0
         k = min(n, len(self._ahead) - start)
-        view[:k] = self._ahead[start:start + k]
+        view[:k] = self._ahead[start : start + k]
         self._pos += k
         return k
 
@@ -221,13 +251,15 @@ class _RemoteRaw(io.RawIOBase):
             return 0
         if self.mode.startswith("a"):
             self._pos = self._size()
-        moved, code, msg = self._sftp._c.write(self._h, self._pos, data, self._sftp._timeout,
-                                               INFLIGHT, self._sftp.max_write)
+        moved, code, msg = self._sftp._c.write(
+            self._h, self._pos, data, self._sftp._timeout, INFLIGHT, self._sftp.max_write
+        )
         if code >= 0:
             raise _error(code, msg, "write", self.name)
         if moved != len(data):
-            raise SFTPError(errno.EIO, f"write: the server confirmed {moved} of {len(data)} "
-                            "bytes", self.name)
+            raise SFTPError(
+                errno.EIO, f"write: the server confirmed {moved} of {len(data)} bytes", self.name
+            )
         self._ahead = b""
         self._pos += len(data)
         return len(data)
@@ -252,8 +284,11 @@ class _RemoteRaw(io.RawIOBase):
         if pos < 0:
             raise OSError(errno.EINVAL, "Invalid argument: a negative position", self.name)
         if pos > OFFSET_MAX:
-            raise OSError(errno.EINVAL, "Invalid argument: a position beyond 2**63-1, the "
-                          "largest SFTP offset", self.name)
+            raise OSError(
+                errno.EINVAL,
+                "Invalid argument: a position beyond 2**63-1, the largest SFTP offset",
+                self.name,
+            )
         self._pos = pos
         return pos
 
@@ -302,14 +337,13 @@ class SFTP:
         self._session = session
         self._timeout = check_timeout(timeout)
         self._c = _ssh.SFTP(session)
-        self.version, extensions = self._c.start(
-            timeout=self._timeout if self._timeout else 30.0)
-        self.extensions: Dict[str, bytes] = {k.decode("utf-8", "replace"): v
-                                             for k, v in extensions}
+        self.version, extensions = self._c.start(timeout=self._timeout if self._timeout else 30.0)
+        self.extensions: Dict[str, bytes] = {k.decode("utf-8", "replace"): v for k, v in extensions}
         self.max_read = self.max_write = 32768
         if "limits@openssh.com" in self.extensions:
-            rtype, value = self._c.request(EXTENDED, _str(b"limits@openssh.com"),
-                                           timeout=self._timeout)
+            rtype, value = self._c.request(
+                EXTENDED, _str(b"limits@openssh.com"), timeout=self._timeout
+            )
             if rtype == EXTENDED_REPLY:
                 _packet, rd, wr, _handles = value
                 self.max_read = max(1, min(rd or 32768, 1 << 20))
@@ -336,12 +370,14 @@ class SFTP:
         return f"<pyssh.SFTP version {version}, {'closed' if c is None or c.closed else 'open'}>"
 
     # ---- requests
-    def _call(self, kind: int, payload: bytes, what: str, path: Optional[str],
-              path2: Optional[str] = None) -> Tuple[int, Any]:
+    def _call(
+        self, kind: int, payload: bytes, what: str, path: Optional[str], path2: Optional[str] = None
+    ) -> Tuple[int, Any]:
         """One request and its reply, which the C side checked against the request
         (an OK status comes only where the request expects no other answer)."""
-        rtype, value = self._c.request(kind, payload, timeout=self._timeout,
-                                       what=f"{what} {printable(path)}" if path else what)
+        rtype, value = self._c.request(
+            kind, payload, timeout=self._timeout, what=f"{what} {printable(path)}" if path else what
+        )
         if rtype == STATUS and value[0] != FX_OK:
             raise _error(value[0], value[1], what, path, path2)
         return rtype, value
@@ -349,11 +385,15 @@ class SFTP:
     def _vague(self, e: SFTPError, *also: type) -> bool:
         """Is `e` a status that OpenSSH uses for several errors ("failure"), worth a
         look at the path to say which? Not a broken protocol: the channel is closed."""
-        return (type(e) is SFTPError or type(e) in also) and e.errno != errno.EPROTO and \
-            not self._c.closed
+        return (
+            (type(e) is SFTPError or type(e) in also)
+            and e.errno != errno.EPROTO
+            and not self._c.closed
+        )
 
-    def _status(self, kind: int, payload: bytes, what: str, path: str,
-                path2: Optional[str] = None) -> None:
+    def _status(
+        self, kind: int, payload: bytes, what: str, path: str, path2: Optional[str] = None
+    ) -> None:
         self._call(kind, payload, what, path, path2)
 
     def _handle(self, kind: int, payload: bytes, what: str, path: str) -> bytes:
@@ -415,8 +455,9 @@ class SFTP:
             except SFTPError:
                 raise
             if not st.is_dir():
-                raise SFTPNotADirectoryError(errno.ENOTDIR, "listing a directory: not a "
-                                             "directory", spath) from None
+                raise SFTPNotADirectoryError(
+                    errno.ENOTDIR, "listing a directory: not a directory", spath
+                ) from None
             raise
         try:
             yield from self._read_listing(h, spath)
@@ -430,20 +471,29 @@ class SFTP:
         memory and the round trips a server that never ends its listing can take."""
         seen = size = 0
         while True:
-            rtype, value = self._c.request(READDIR, _str(h), timeout=self._timeout,
-                                           what=f"listing the directory {printable(spath)}")
+            rtype, value = self._c.request(
+                READDIR,
+                _str(h),
+                timeout=self._timeout,
+                what=f"listing the directory {printable(spath)}",
+            )
             if rtype == STATUS:
                 if value[0] == FX_EOF:
                     return
                 raise _error(value[0], value[1], "listing a directory", spath)
             seen += len(value)
-            size += sum(len(n) + len(ln) + sum(len(k) + len(v) for k, v in a[6])
-                        for n, ln, a in value)
+            size += sum(
+                len(n) + len(ln) + sum(len(k) + len(v) for k, v in a[6]) for n, ln, a in value
+            )
             if seen > self.max_listing or size > self.max_listing_bytes:
-                raise SFTPError(errno.EFBIG, f"listing a directory: the server listed more "
-                                f"than {self.max_listing} entries or {self.max_listing_bytes} "
-                                f"bytes of names; if the directory really is that large, raise "
-                                f"sftp.max_listing or sftp.max_listing_bytes", spath)
+                raise SFTPError(
+                    errno.EFBIG,
+                    f"listing a directory: the server listed more "
+                    f"than {self.max_listing} entries or {self.max_listing_bytes} "
+                    f"bytes of names; if the directory really is that large, raise "
+                    f"sftp.max_listing or sftp.max_listing_bytes",
+                    spath,
+                )
             for e in value:
                 if e[0] not in (b".", b".."):
                     yield _entry(e)
@@ -467,8 +517,9 @@ class SFTP:
             self._status(MKDIR, _str(_path(path)) + _attrs(mode=mode), "mkdir", spath)
         except SFTPError as e:
             if self._vague(e) and self._lexists(path):
-                raise SFTPFileExistsError(errno.EEXIST, f"mkdir: {printable(spath)} already exists",
-                                          spath) from None
+                raise SFTPFileExistsError(
+                    errno.EEXIST, f"mkdir: {printable(spath)} already exists", spath
+                ) from None
             raise
 
     def makedirs(self, path: Any, mode: int = 0o777, exist_ok: bool = False) -> None:
@@ -477,8 +528,9 @@ class SFTP:
         if self.is_dir(spath):
             if exist_ok:
                 return
-            raise SFTPFileExistsError(errno.EEXIST, f"makedirs: {printable(spath)} already "
-                                      "exists", spath)
+            raise SFTPFileExistsError(
+                errno.EEXIST, f"makedirs: {printable(spath)} already exists", spath
+            )
         parent = posixpath.dirname(spath.rstrip("/"))
         if parent and parent != spath and not self.is_dir(parent):
             self.makedirs(parent, mode, exist_ok=True)
@@ -502,8 +554,9 @@ class SFTP:
             self._status(REMOVE, _str(_path(path)), "remove", spath)
         except SFTPError as e:
             if self._vague(e) and self.is_dir(path):
-                raise SFTPIsADirectoryError(errno.EISDIR, f"remove: {printable(spath)} is a "
-                                            "directory (use rmdir)", spath) from None
+                raise SFTPIsADirectoryError(
+                    errno.EISDIR, f"remove: {printable(spath)} is a directory (use rmdir)", spath
+                ) from None
             raise
 
     unlink = remove
@@ -521,11 +574,13 @@ class SFTP:
                 except SFTPError:
                     raise e from None
                 if not st.is_dir():
-                    raise SFTPNotADirectoryError(errno.ENOTDIR, f"rmdir: {printable(spath)} is "
-                                                 "not a directory", spath) from None
+                    raise SFTPNotADirectoryError(
+                        errno.ENOTDIR, f"rmdir: {printable(spath)} is not a directory", spath
+                    ) from None
                 if self.listdir(path):
-                    raise SFTPError(errno.ENOTEMPTY, f"rmdir: {printable(spath)} is not empty",
-                                    spath) from None
+                    raise SFTPError(
+                        errno.ENOTEMPTY, f"rmdir: {printable(spath)} is not empty", spath
+                    ) from None
             raise
 
     def rename(self, src: Any, dst: Any) -> None:
@@ -534,8 +589,13 @@ class SFTP:
         SFTP's own rename, which refuses an existing ``dst``."""
         a, b = _path(src), _path(dst)
         if "posix-rename@openssh.com" in self.extensions:
-            self._status(EXTENDED, _str(b"posix-rename@openssh.com") + _str(a) + _str(b),
-                         "rename", os.fspath(src), os.fspath(dst))
+            self._status(
+                EXTENDED,
+                _str(b"posix-rename@openssh.com") + _str(a) + _str(b),
+                "rename",
+                os.fspath(src),
+                os.fspath(dst),
+            )
         else:
             self._status(RENAME, _str(a) + _str(b), "rename", os.fspath(src), os.fspath(dst))
 
@@ -543,18 +603,24 @@ class SFTP:
 
     def chmod(self, path: Any, mode: int) -> None:
         """Set the permission bits of ``path`` (``os.chmod``)."""
-        self._status(SETSTAT, _str(_path(path)) + _attrs(mode=mode & 0o7777), "chmod",
-                     os.fspath(path))
+        self._status(
+            SETSTAT, _str(_path(path)) + _attrs(mode=mode & 0o7777), "chmod", os.fspath(path)
+        )
 
     def utime(self, path: Any, times: Optional[Tuple[float, float]] = None) -> None:
         """Set the access and modification times of ``path`` (``os.utime``: a pair
         (atime, mtime) in seconds, or None for now)."""
         if times is None:
             import time
+
             now = time.time()
             times = (now, now)
-        self._status(SETSTAT, _str(_path(path)) + _attrs(times=(int(times[0]), int(times[1]))),
-                     "utime", os.fspath(path))
+        self._status(
+            SETSTAT,
+            _str(_path(path)) + _attrs(times=(int(times[0]), int(times[1]))),
+            "utime",
+            os.fspath(path),
+        )
 
     def readlink(self, path: Any) -> str:
         """Where the symlink ``path`` points (``os.readlink``)."""
@@ -562,8 +628,11 @@ class SFTP:
             names = self._names(READLINK, _str(_path(path)), "readlink", os.fspath(path))
         except SFTPError as e:
             if self._vague(e) and self._lexists(path):
-                raise SFTPError(errno.EINVAL, f"readlink: {printable(os.fspath(path))} is not a "
-                                "symbolic link", os.fspath(path)) from None
+                raise SFTPError(
+                    errno.EINVAL,
+                    f"readlink: {printable(os.fspath(path))} is not a symbolic link",
+                    os.fspath(path),
+                ) from None
             raise
         if not names or names[0].filename is None:
             raise SFTPError(errno.EPROTO, "readlink: an empty reply", os.fspath(path))
@@ -589,13 +658,14 @@ class SFTP:
         statvfs@openssh.com (OpenSSH does)."""
         spath = os.fspath(path)
         if "statvfs@openssh.com" not in self.extensions:
-            raise SFTPError(errno.EOPNOTSUPP, "statvfs: the server does not offer "
-                            "statvfs@openssh.com", spath)
-        rtype, v = self._call(EXTENDED, _str(b"statvfs@openssh.com") + _str(_path(path)),
-                              "statvfs", spath)
+            raise SFTPError(
+                errno.EOPNOTSUPP, "statvfs: the server does not offer statvfs@openssh.com", spath
+            )
+        rtype, v = self._call(
+            EXTENDED, _str(b"statvfs@openssh.com") + _str(_path(path)), "statvfs", spath
+        )
         if rtype != EXTENDED_REPLY:
-            raise SFTPError(errno.EPROTO, "statvfs: an OK status instead of the statistics",
-                            spath)
+            raise SFTPError(errno.EPROTO, "statvfs: an OK status instead of the statistics", spath)
         # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax
         return os.statvfs_result((v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[9], v[10]))
 
@@ -607,8 +677,11 @@ class SFTP:
 
     def _walk(self, top: str, depth: int) -> Iterator[Tuple[str, List[str], List[str]]]:
         if depth > DEPTH_MAX:
-            raise SFTPError(errno.ELOOP, f"walk: {printable(top)} is more than {DEPTH_MAX} "
-                            "directories deep", top)
+            raise SFTPError(
+                errno.ELOOP,
+                f"walk: {printable(top)} is more than {DEPTH_MAX} directories deep",
+                top,
+            )
         dirs: List[str] = []
         files: List[str] = []
         for a in self.listdir_attr(top):
@@ -618,9 +691,15 @@ class SFTP:
             yield from self._walk(posixpath.join(top, d), depth + 1)
 
     # ---- file objects
-    def open(self, path: Any, mode: str = "r", buffering: int = -1,
-             encoding: Optional[str] = None, errors: Optional[str] = None,
-             newline: Optional[str] = None) -> Any:
+    def open(
+        self,
+        path: Any,
+        mode: str = "r",
+        buffering: int = -1,
+        encoding: Optional[str] = None,
+        errors: Optional[str] = None,
+        newline: Optional[str] = None,
+    ) -> Any:
         """Open a remote file, as the builtin ``open()`` does: ``mode`` is "r", "w",
         "a", "x", with "+" and "b" or "t" (text by default); binary modes give
         ``io.BufferedReader``/``BufferedWriter``/``BufferedRandom``, text modes an
@@ -632,8 +711,12 @@ class SFTP:
             raise TypeError(f"mode must be a str, not {type(mode).__name__}")
         chars = set(mode)
         kinds = chars & set("rwax")
-        if len(mode) != len(chars) or len(kinds) != 1 or chars - set("rwax+bt") or \
-                {"b", "t"} <= chars:
+        if (
+            len(mode) != len(chars)
+            or len(kinds) != 1
+            or chars - set("rwax+bt")
+            or {"b", "t"} <= chars
+        ):
             raise ValueError(f"invalid mode: {mode!r}")
         binary = "b" in chars
         if binary and (encoding is not None or errors is not None or newline is not None):
@@ -656,11 +739,13 @@ class SFTP:
             h = self._open(spath, flags, 0o666 if flags & F_CREAT else None)
         except SFTPError as e:
             if self._vague(e) and kind == "x" and self._lexists(spath):
-                raise SFTPFileExistsError(errno.EEXIST, f"open: {printable(spath)} already exists",
-                                          spath) from None
+                raise SFTPFileExistsError(
+                    errno.EEXIST, f"open: {printable(spath)} already exists", spath
+                ) from None
             if self._vague(e) and self.is_dir(spath):
-                raise SFTPIsADirectoryError(errno.EISDIR, f"open: {printable(spath)} is a "
-                                            "directory", spath) from None
+                raise SFTPIsADirectoryError(
+                    errno.EISDIR, f"open: {printable(spath)} is a directory", spath
+                ) from None
             raise
         raw = _RemoteRaw(self, spath, h, mode, readable, writable, 0)
         if not writable:
@@ -672,8 +757,9 @@ class SFTP:
                 raise
             if is_dir:
                 raw.close()
-                raise SFTPIsADirectoryError(errno.EISDIR, f"open: {printable(spath)} is a "
-                                            "directory", spath)
+                raise SFTPIsADirectoryError(
+                    errno.EISDIR, f"open: {printable(spath)} is a directory", spath
+                )
         if kind == "a":
             raw._pos = raw._size()
         if buffering == 0:
@@ -689,35 +775,53 @@ class SFTP:
             buffered = io.BufferedWriter(raw, size)
         if binary:
             return buffered
-        text = io.TextIOWrapper(buffered, encoding or "utf-8", errors, newline,
-                                line_buffering=line_buffering)
+        text = io.TextIOWrapper(
+            buffered, encoding or "utf-8", errors, newline, line_buffering=line_buffering
+        )
         text.mode = mode  # type: ignore[misc]
         return text
 
     # ---- transfers
     def _open(self, path: str, flags: int, mode: Optional[int] = None) -> bytes:
-        return self._handle(OPEN, _str(_path(path)) + struct.pack(">I", flags) + _attrs(mode=mode),
-                            "open", path)
+        return self._handle(
+            OPEN, _str(_path(path)) + struct.pack(">I", flags) + _attrs(mode=mode), "open", path
+        )
 
-    def get(self, remote: Any, local: Any, *, progress: Optional[Callable[[int, int], Any]] = None,
-            preserve: bool = False, resume: bool = False) -> int:
+    def get(
+        self,
+        remote: Any,
+        local: Any,
+        *,
+        progress: Optional[Callable[[int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+    ) -> int:
         """Download one remote file to the local path ``local``. The data goes to a
         temporary file beside it, renamed into place once complete (with
         ``resume=True``: appended to ``local`` from where it ends). Returns the
         bytes transferred."""
         return self._get(os.fspath(remote), os.fspath(local), None, progress, preserve, resume)
 
-    def _get(self, rpath: str, lpath: str, st: Optional[SFTPAttributes],
-             progress: Optional[Callable[[int, int], Any]], preserve: bool, resume: bool) -> int:
+    def _get(
+        self,
+        rpath: str,
+        lpath: str,
+        st: Optional[SFTPAttributes],
+        progress: Optional[Callable[[int, int], Any]],
+        preserve: bool,
+        resume: bool,
+    ) -> int:
         parent = os.path.dirname(os.path.abspath(lpath))
         if not os.path.isdir(parent):
-            raise FileNotFoundError(errno.ENOENT, "get: the local directory does not exist",
-                                    parent)
+            raise FileNotFoundError(errno.ENOENT, "get: the local directory does not exist", parent)
         if st is None:
             st = self.stat(rpath)
         if st.is_dir():
-            raise SFTPIsADirectoryError(errno.EISDIR, f"get: {printable(rpath)} is a directory "
-                                        "(download() copies trees)", rpath)
+            raise SFTPIsADirectoryError(
+                errno.EISDIR,
+                f"get: {printable(rpath)} is a directory (download() copies trees)",
+                rpath,
+            )
         h = self._open(rpath, F_READ)
         try:
             return self._get_open(h, rpath, lpath, st, progress, preserve, resume)
@@ -727,21 +831,30 @@ class SFTP:
                 # (unless 64 answers are due already: then this one's, within the timeout)
                 self._c.send(CLOSE, _str(h), timeout=self._timeout, what="closing a remote file")
 
-    def _get_open(self, h: bytes, rpath: str, lpath: str, st: SFTPAttributes,
-                  progress: Optional[Callable[[int, int], Any]], preserve: bool,
-                  resume: bool) -> int:
+    def _get_open(
+        self,
+        h: bytes,
+        rpath: str,
+        lpath: str,
+        st: SFTPAttributes,
+        progress: Optional[Callable[[int, int], Any]],
+        preserve: bool,
+        resume: bool,
+    ) -> int:
         total = st.st_size or 0
         start, fd, tmp = self._local_file(lpath, st, total, resume, rpath)
         ok = False
         try:
             cb = (lambda moved: progress(start + moved, total)) if progress else None
-            moved, code, msg, err = self._c.download(h, fd, start, total, cb, self._timeout,
-                                                     INFLIGHT, self.max_read)
+            moved, code, msg, err = self._c.download(
+                h, fd, start, total, cb, self._timeout, INFLIGHT, self.max_read
+            )
             if code >= 0:
                 raise _error(code, msg, "download", rpath)
             if err:
-                raise OSError(err, f"download: writing {printable(lpath)}: "
-                              f"{os.strerror(err)}", lpath)
+                raise OSError(
+                    err, f"download: writing {printable(lpath)}: {os.strerror(err)}", lpath
+                )
             self._check_complete(h, rpath, lpath, start + moved, total)
             ok = True
         finally:
@@ -759,8 +872,9 @@ class SFTP:
             progress(start + moved, total)
         return moved
 
-    def _local_file(self, lpath: str, st: SFTPAttributes, total: int, resume: bool,
-                    rpath: str) -> Tuple[int, int, Optional[str]]:
+    def _local_file(
+        self, lpath: str, st: SFTPAttributes, total: int, resume: bool, rpath: str
+    ) -> Tuple[int, int, Optional[str]]:
         """Where a download writes: (offset to start at, fd, temporary path). With
         ``resume`` the file itself, from where it ends, so that an interrupted
         download keeps what it got for the next resume (no temporary file)."""
@@ -770,8 +884,12 @@ class SFTP:
         fd, start = _local.open_resume(lpath, _local.mode_for(st.st_mode, False))
         if start > total:
             os.close(fd)
-            raise SFTPError(errno.EINVAL, f"resume: the local file {printable(lpath)} ({start} "
-                            f"bytes) is longer than the remote one ({total} bytes)", rpath)
+            raise SFTPError(
+                errno.EINVAL,
+                f"resume: the local file {printable(lpath)} ({start} "
+                f"bytes) is longer than the remote one ({total} bytes)",
+                rpath,
+            )
         return start, fd, None
 
     def _check_complete(self, h: bytes, rpath: str, lpath: str, got: int, total: int) -> None:
@@ -784,12 +902,23 @@ class SFTP:
         _, value = self._call(FSTAT, _str(h), "download", rpath)
         now = SFTPAttributes._from(value).st_size
         if now is not None and now != got:
-            raise SFTPError(errno.EIO, f"download: the server ended {printable(rpath)} after "
-                            f"{got} bytes but says it holds {now}: the download is incomplete, and "
-                            f"{printable(lpath)} was left as it was", rpath)
+            raise SFTPError(
+                errno.EIO,
+                f"download: the server ended {printable(rpath)} after "
+                f"{got} bytes but says it holds {now}: the download is incomplete, and "
+                f"{printable(lpath)} was left as it was",
+                rpath,
+            )
 
-    def put(self, local: Any, remote: Any, *, progress: Optional[Callable[[int, int], Any]] = None,
-            preserve: bool = False, resume: bool = False) -> int:
+    def put(
+        self,
+        local: Any,
+        remote: Any,
+        *,
+        progress: Optional[Callable[[int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+    ) -> int:
         """Upload the local file ``local`` to the remote path ``remote`` (its mode
         kept; ``preserve=True`` keeps its times too; ``resume=True`` continues a
         remote file from where it ends). Returns the bytes transferred."""
@@ -798,8 +927,9 @@ class SFTP:
         try:
             lst = os.fstat(fd)
             if _stat.S_ISDIR(lst.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "put: a directory (upload() copies trees)",
-                                        lpath)
+                raise IsADirectoryError(
+                    errno.EISDIR, "put: a directory (upload() copies trees)", lpath
+                )
             start = 0
             flags = F_WRITE | F_CREAT
             if resume:
@@ -808,36 +938,57 @@ class SFTP:
                 except SFTPFileNotFoundError:
                     start = 0
                 if start > lst.st_size:
-                    raise SFTPError(errno.EINVAL, f"resume: the remote file ({start} bytes) is "
-                                    f"longer than {lpath} ({lst.st_size} bytes)", rpath)
+                    raise SFTPError(
+                        errno.EINVAL,
+                        f"resume: the remote file ({start} bytes) is "
+                        f"longer than {lpath} ({lst.st_size} bytes)",
+                        rpath,
+                    )
             else:
                 flags |= F_TRUNC
             h = self._open(rpath, flags, _stat.S_IMODE(lst.st_mode))
             closed = False
             try:
                 cb = (lambda moved: progress(start + moved, lst.st_size)) if progress else None
-                moved, code, msg, err = self._c.upload(h, fd, start, lst.st_size - start, cb,
-                                                       self._timeout, INFLIGHT, self.max_write)
+                moved, code, msg, err = self._c.upload(
+                    h, fd, start, lst.st_size - start, cb, self._timeout, INFLIGHT, self.max_write
+                )
                 if code >= 0:
                     raise _error(code, msg, "upload", rpath)
                 if err == -1:
-                    raise OSError(errno.EIO, f"upload: {printable(lpath)} became shorter while "
-                                  "it was sent", lpath)
+                    raise OSError(
+                        errno.EIO,
+                        f"upload: {printable(lpath)} became shorter while it was sent",
+                        lpath,
+                    )
                 if err:
-                    raise OSError(err, f"upload: reading {printable(lpath)}: "
-                                  f"{os.strerror(err)}", lpath)
+                    raise OSError(
+                        err, f"upload: reading {printable(lpath)}: {os.strerror(err)}", lpath
+                    )
                 if moved != lst.st_size - start:
-                    raise SFTPError(errno.EIO, f"upload: the server confirmed {moved} of "
-                                    f"{lst.st_size - start} bytes", rpath)
+                    raise SFTPError(
+                        errno.EIO,
+                        f"upload: the server confirmed {moved} of {lst.st_size - start} bytes",
+                        rpath,
+                    )
                 # the mode exactly (the server's umask applied at creation), the times
                 # if asked, and the close, in one round trip
-                replies = self._c.batch([
-                    (FSETSTAT, _str(h) + _attrs(
-                        mode=_stat.S_IMODE(lst.st_mode),
-                        times=(int(lst.st_atime), int(lst.st_mtime)) if preserve else None)),
-                    (CLOSE, _str(h))], timeout=self._timeout)
+                replies = self._c.batch(
+                    [
+                        (
+                            FSETSTAT,
+                            _str(h)
+                            + _attrs(
+                                mode=_stat.S_IMODE(lst.st_mode),
+                                times=(int(lst.st_atime), int(lst.st_mtime)) if preserve else None,
+                            ),
+                        ),
+                        (CLOSE, _str(h)),
+                    ],
+                    timeout=self._timeout,
+                )
                 closed = True
-                for _rtype, (code, msg) in replies:     # STATUS only: checked in C
+                for _rtype, (code, msg) in replies:  # STATUS only: checked in C
                     if code != FX_OK:
                         raise _error(code, msg, "upload", rpath)
             finally:
@@ -849,17 +1000,27 @@ class SFTP:
             progress(lst.st_size, lst.st_size)
         return moved
 
-    def upload(self, files: Any, to: Any = ".", *, verbose: bool = True,
-               progress: Optional[Progress] = None, preserve: bool = False,
-               resume: bool = False) -> List[str]:
+    def upload(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Progress] = None,
+        preserve: bool = False,
+        resume: bool = False,
+    ) -> List[str]:
         """Copy local files and directories into the remote directory ``to``
         (recursively, hidden files included, modes kept; ``preserve`` keeps times).
         Returns the remote paths written (the top level)."""
         paths = _paths(files, "upload")
         to_s = os.fspath(to)
         if not self.is_dir(to_s):
-            raise SFTPNotADirectoryError(errno.ENOTDIR, "upload: the remote directory "
-                                         f"{printable(to_s)} does not exist", to_s)
+            raise SFTPNotADirectoryError(
+                errno.ENOTDIR,
+                f"upload: the remote directory {printable(to_s)} does not exist",
+                to_s,
+            )
         rep = _Reporter(verbose, progress, upload=True)
         out = []
         for p in paths:
@@ -871,28 +1032,48 @@ class SFTP:
             out.append(dest)
         return out
 
-    def _upload_one(self, local: str, dest: str, rep: _Reporter, preserve: bool,
-                    resume: bool) -> None:
+    def _upload_one(
+        self, local: str, dest: str, rep: _Reporter, preserve: bool, resume: bool
+    ) -> None:
         st = os.stat(local)
         if _stat.S_ISDIR(st.st_mode):
             if not self.is_dir(dest):
                 self.mkdir(dest, 0o700)
             for name in sorted(os.listdir(local)):
-                self._upload_one(os.path.join(local, name), posixpath.join(dest, name), rep,
-                                 preserve, resume)
-            self._status(SETSTAT, _str(_path(dest)) + _attrs(
-                mode=_stat.S_IMODE(st.st_mode),
-                times=(int(st.st_atime), int(st.st_mtime)) if preserve else None),
-                "upload", dest)
+                self._upload_one(
+                    os.path.join(local, name), posixpath.join(dest, name), rep, preserve, resume
+                )
+            self._status(
+                SETSTAT,
+                _str(_path(dest))
+                + _attrs(
+                    mode=_stat.S_IMODE(st.st_mode),
+                    times=(int(st.st_atime), int(st.st_mtime)) if preserve else None,
+                ),
+                "upload",
+                dest,
+            )
             return
         report = rep.callback(local, st.st_size)
-        self.put(local, dest, preserve=preserve, resume=resume,
-                 progress=(lambda moved, total: report(moved)) if report else None)
+        self.put(
+            local,
+            dest,
+            preserve=preserve,
+            resume=resume,
+            progress=(lambda moved, total: report(moved)) if report else None,
+        )
         rep.finished(local, st.st_size)
 
-    def download(self, files: Any, to: Any = ".", *, verbose: bool = True,
-                 progress: Optional[Progress] = None, preserve: bool = False,
-                 resume: bool = False) -> List[str]:
+    def download(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Progress] = None,
+        preserve: bool = False,
+        resume: bool = False,
+    ) -> List[str]:
         """Copy remote files and directories (recursively) into the existing local
         directory ``to``. Each file is written to a temporary file and renamed into
         place once complete. A source ending in ``.``, ``..`` or ``/`` (``"dir/."``,
@@ -908,8 +1089,9 @@ class SFTP:
         if not os.path.isdir(to_s):
             if os.path.exists(to_s):
                 raise NotADirectoryError(errno.ENOTDIR, "download: not a directory", to_s)
-            raise FileNotFoundError(errno.ENOENT, "download: the local directory does not "
-                                    "exist", to_s)
+            raise FileNotFoundError(
+                errno.ENOENT, "download: the local directory does not exist", to_s
+            )
         rep = _Reporter(verbose, progress, upload=False)
         out = []
         for p in paths:
@@ -923,38 +1105,54 @@ class SFTP:
             out.append(dest)
         return out
 
-    def _download_one(self, remote: str, dest: str, rep: _Reporter, preserve: bool,
-                      resume: bool, st: Optional[SFTPAttributes] = None, depth: int = 0) -> None:
+    def _download_one(
+        self,
+        remote: str,
+        dest: str,
+        rep: _Reporter,
+        preserve: bool,
+        resume: bool,
+        st: Optional[SFTPAttributes] = None,
+        depth: int = 0,
+    ) -> None:
         if st is None or st.st_mode is None:
             st = self.stat(remote)
         if not st.is_dir():
             total = st.st_size or 0
             report = rep.callback(dest, total)
-            self._get(remote, dest, st, (lambda moved, t: report(moved)) if report else None,
-                      preserve, resume)
+            self._get(
+                remote,
+                dest,
+                st,
+                (lambda moved, t: report(moved)) if report else None,
+                preserve,
+                resume,
+            )
             rep.finished(dest, total)
             return
         if depth >= DEPTH_MAX:
-            raise SFTPError(errno.ELOOP, f"download: {printable(remote)} is more than {DEPTH_MAX} "
-                            "directories deep", remote)
+            raise SFTPError(
+                errno.ELOOP,
+                f"download: {printable(remote)} is more than {DEPTH_MAX} directories deep",
+                remote,
+            )
         made = _local.enter_dir(dest)
         self._download_entries(remote, dest, rep, preserve, resume, depth + 1)
         times = None
         if preserve and st.st_mtime is not None:
             times = (st.st_atime or st.st_mtime, st.st_mtime)
-        _local.leave_dir(dest, made, _local.mode_for(st.st_mode, preserve, 0o755), preserve,
-                         times)
+        _local.leave_dir(dest, made, _local.mode_for(st.st_mode, preserve, 0o755), preserve, times)
 
-    def _download_entries(self, remote: str, dest: str, rep: _Reporter, preserve: bool,
-                          resume: bool, depth: int) -> None:
+    def _download_entries(
+        self, remote: str, dest: str, rep: _Reporter, preserve: bool, resume: bool, depth: int
+    ) -> None:
         """The entries of remote directory `remote` into local directory `dest`."""
         seen = set()
         for a in self.listdir_attr(remote):
             name = a.filename or ""
             where = f"download: the server listed in {printable(remote)}"
             if name in seen:
-                raise SFTPError(errno.EPROTO, f"{where} the name '{printable(name)}' twice",
-                                remote)
+                raise SFTPError(errno.EPROTO, f"{where} the name '{printable(name)}' twice", remote)
             seen.add(name)
             try:
                 local = local_name(name)
@@ -963,10 +1161,11 @@ class SFTP:
             path = posixpath.join(remote, name)
             st: Optional[SFTPAttributes] = a
             if a.is_symlink():
-                st = self.stat(path)              # a link's own attributes are the link's
+                st = self.stat(path)  # a link's own attributes are the link's
                 if st.is_dir():
-                    log.warning("download: not following %s, a symbolic link to a directory",
-                                printable(path))
+                    log.warning(
+                        "download: not following %s, a symbolic link to a directory",
+                        printable(path),
+                    )
                     continue
-            self._download_one(path, os.path.join(dest, local), rep, preserve, resume, st,
-                               depth)
+            self._download_one(path, os.path.join(dest, local), rep, preserve, resume, st, depth)

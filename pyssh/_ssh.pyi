@@ -1,11 +1,23 @@
 # Stubs for the C extension pyssh._ssh (csrc/). Private primitives: use pyssh.connect().
-from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union, final
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+    final,
+)
 import os
 
 _Path = Union[str, bytes, os.PathLike]
 
 LIBSSH_VERSION: str
-_C_API: object   # the C API capsule (pyssh/include/pyssh_capi.h)
+_C_API: object  # the C API capsule (pyssh/include/pyssh_capi.h)
 LIBSSH_HEADER_VERSION: str
 SSH_AUTH_SUCCESS: int
 SSH_AUTH_DENIED: int
@@ -38,8 +50,10 @@ class HostKeyMismatchError(HostKeyError): ...
 class HostKeyRevokedError(HostKeyError): ...
 class SessionClosedError(SSHError): ...
 class PrivateKeyError(SSHError, ValueError): ...
+
 class SCPError(SSHError):
     server_message: Optional[str]
+
 class SCPProtocolError(SCPError): ...
 class SCPFileNotFoundError(SCPError, FileNotFoundError): ...
 class SCPPermissionError(SCPError, PermissionError): ...
@@ -49,6 +63,7 @@ class SFTPPermissionError(SFTPError, PermissionError): ...
 class SFTPFileExistsError(SFTPError, FileExistsError): ...
 class SFTPIsADirectoryError(SFTPError, IsADirectoryError): ...
 class SFTPNotADirectoryError(SFTPError, NotADirectoryError): ...
+
 class CommandError(SSHError):
     command: str
     status: int
@@ -65,15 +80,27 @@ class Session:
     @property
     def closed(self) -> bool: ...
     def close(self) -> None: ...
-    def _configure(self, host: str, *, user: Optional[str] = ..., port: int = ...,
-                   ssh_dir: Optional[_Path] = ..., known_hosts: Optional[_Path] = ...,
-                   config: Union[None, bool, _Path] = ..., verbose: int = ...,
-                   default_user: Optional[str] = ..., proxy_jumps: int = ...,
-                   ciphers: Optional[str] = ..., kex: Optional[str] = ..., macs: Optional[str] = ...,
-                   host_key_algorithms: Optional[str] = ...,
-                   default_ciphers: Optional[str] = ...) -> Tuple[Optional[str], Optional[str], int]: ...
-    def _connect(self, fd: int = ..., timeout: Optional[float] = ...,
-                 what: str = ...) -> Optional[Tuple[int, str, int, str, str, str, int]]: ...
+    def _configure(
+        self,
+        host: str,
+        *,
+        user: Optional[str] = ...,
+        port: int = ...,
+        ssh_dir: Optional[_Path] = ...,
+        known_hosts: Optional[_Path] = ...,
+        config: Union[None, bool, _Path] = ...,
+        verbose: int = ...,
+        default_user: Optional[str] = ...,
+        proxy_jumps: int = ...,
+        ciphers: Optional[str] = ...,
+        kex: Optional[str] = ...,
+        macs: Optional[str] = ...,
+        host_key_algorithms: Optional[str] = ...,
+        default_ciphers: Optional[str] = ...,
+    ) -> Tuple[Optional[str], Optional[str], int]: ...
+    def _connect(
+        self, fd: int = ..., timeout: Optional[float] = ..., what: str = ...
+    ) -> Optional[Tuple[int, str, int, str, str, str, int]]: ...
     def _hop_verdict(self, accept: bool, /) -> None: ...
     def _server_key(self) -> Tuple[str, str, str, str]: ...
     def _known_host(self) -> int: ...
@@ -83,10 +110,15 @@ class Session:
     def _auth_agent(self, timeout: Optional[float] = ...) -> int: ...
     def _auth_password(self, password: str, /, timeout: Optional[float] = ...) -> int: ...
     def _auth_try_pubkey(self, path: _Path, /, timeout: Optional[float] = ...) -> int: ...
-    def _auth_privkey(self, key: bytes, /, passphrase: Optional[str] = ...,
-                      timeout: Optional[float] = ...) -> int: ...
-    def _auth_kbdint(self, responder: Callable[[str, str, List[Tuple[str, bool]]], Sequence[str]], /,
-                     timeout: Optional[float] = ...) -> int: ...
+    def _auth_privkey(
+        self, key: bytes, /, passphrase: Optional[str] = ..., timeout: Optional[float] = ...
+    ) -> int: ...
+    def _auth_kbdint(
+        self,
+        responder: Callable[[str, str, List[Tuple[str, bool]]], Sequence[str]],
+        /,
+        timeout: Optional[float] = ...,
+    ) -> int: ...
     def _algorithms(self) -> Dict[str, Any]: ...
 
 # stdout/stderr sink for Channel.run: None discards, True captures, a callable gets each chunk
@@ -103,17 +135,34 @@ class Channel:
     def closed(self) -> bool: ...
     @property
     def session(self) -> Session: ...
-    def exec(self, command: str, /, env: Sequence[Tuple[str, str]] = ...,
-             timeout: Optional[float] = ...) -> None: ...
-    def run(self, stdout: _Sink = ..., stderr: _Sink = ..., stdin: Optional[Iterator[_Buffer]] = ...,
-            timeout: Optional[float] = ...) -> Tuple[Optional[int], Optional[str], bool, str,
-                                                     Optional[bytes], Optional[bytes], bool]: ...
+    def exec(
+        self, command: str, /, env: Sequence[Tuple[str, str]] = ..., timeout: Optional[float] = ...
+    ) -> None: ...
+    def run(
+        self,
+        stdout: _Sink = ...,
+        stderr: _Sink = ...,
+        stdin: Optional[Iterator[_Buffer]] = ...,
+        timeout: Optional[float] = ...,
+    ) -> Tuple[Optional[int], Optional[str], bool, str, Optional[bytes], Optional[bytes], bool]: ...
     def read(self, n: int = ..., timeout: Optional[float] = ...) -> bytes: ...
     def write(self, data: _Buffer, /, timeout: Optional[float] = ...) -> None: ...
-    def recv_to_fd(self, fd: int, size: int, /, progress: Optional[Callable[[int], Any]] = ...,
-                   timeout: Optional[float] = ...) -> int: ...
-    def send_from_fd(self, fd: int, size: int, /, progress: Optional[Callable[[int], Any]] = ...,
-                     timeout: Optional[float] = ...) -> int: ...
+    def recv_to_fd(
+        self,
+        fd: int,
+        size: int,
+        /,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+    ) -> int: ...
+    def send_from_fd(
+        self,
+        fd: int,
+        size: int,
+        /,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+    ) -> int: ...
     def send_eof(self) -> None: ...
     @property
     def stderr_tail(self) -> bytes: ...
@@ -130,10 +179,12 @@ class Tunnel:
     @property
     def port(self) -> int: ...
     def listen_local(self, fd: int, host: str, port: int, /) -> None: ...
-    def listen_remote(self, bind_address: str, port: int, target_host: str, target_port: int,
-                      timeout: float, /) -> int: ...
-    def run(self, max_connections: Optional[int] = ...,
-            idle_timeout: Optional[float] = ...) -> _TunnelStats: ...
+    def listen_remote(
+        self, bind_address: str, port: int, target_host: str, target_port: int, timeout: float, /
+    ) -> int: ...
+    def run(
+        self, max_connections: Optional[int] = ..., idle_timeout: Optional[float] = ...
+    ) -> _TunnelStats: ...
     def stop(self) -> None: ...
     def close(self, timeout: float = ...) -> None: ...
 
@@ -143,20 +194,67 @@ class SFTP:
     @property
     def closed(self) -> bool: ...
     def start(self, timeout: Optional[float] = ...) -> Tuple[int, List[Tuple[bytes, bytes]]]: ...
-    def request(self, type: int, payload: _Buffer, /, timeout: Optional[float] = ...,
-                what: Optional[str] = ...) -> Tuple[int, Any]: ...
-    def batch(self, requests: Sequence[Tuple[int, _Buffer]], /,
-              timeout: Optional[float] = ..., what: Optional[str] = ...) -> List[Tuple[int, Any]]: ...
-    def send(self, type: int, payload: _Buffer, /, timeout: Optional[float] = ...,
-             what: Optional[str] = ...) -> None: ...
-    def download(self, handle: _Buffer, fd: int, offset: int, size: int,
-                 progress: Optional[Callable[[int], Any]] = ..., timeout: Optional[float] = ...,
-                 inflight: int = ..., chunk: int = ...) -> Tuple[int, int, bytes, int]: ...
-    def upload(self, handle: _Buffer, fd: int, offset: int, size: int,
-               progress: Optional[Callable[[int], Any]] = ..., timeout: Optional[float] = ...,
-               inflight: int = ..., chunk: int = ...) -> Tuple[int, int, bytes, int]: ...
-    def read(self, handle: _Buffer, offset: int, n: int, timeout: Optional[float] = ...,
-             inflight: int = ..., chunk: int = ...) -> Tuple[bytes, int, bytes]: ...
-    def write(self, handle: _Buffer, offset: int, data: _Buffer, timeout: Optional[float] = ...,
-              inflight: int = ..., chunk: int = ...) -> Tuple[int, int, bytes]: ...
+    def request(
+        self,
+        type: int,
+        payload: _Buffer,
+        /,
+        timeout: Optional[float] = ...,
+        what: Optional[str] = ...,
+    ) -> Tuple[int, Any]: ...
+    def batch(
+        self,
+        requests: Sequence[Tuple[int, _Buffer]],
+        /,
+        timeout: Optional[float] = ...,
+        what: Optional[str] = ...,
+    ) -> List[Tuple[int, Any]]: ...
+    def send(
+        self,
+        type: int,
+        payload: _Buffer,
+        /,
+        timeout: Optional[float] = ...,
+        what: Optional[str] = ...,
+    ) -> None: ...
+    def download(
+        self,
+        handle: _Buffer,
+        fd: int,
+        offset: int,
+        size: int,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+    ) -> Tuple[int, int, bytes, int]: ...
+    def upload(
+        self,
+        handle: _Buffer,
+        fd: int,
+        offset: int,
+        size: int,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+    ) -> Tuple[int, int, bytes, int]: ...
+    def read(
+        self,
+        handle: _Buffer,
+        offset: int,
+        n: int,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+    ) -> Tuple[bytes, int, bytes]: ...
+    def write(
+        self,
+        handle: _Buffer,
+        offset: int,
+        data: _Buffer,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+    ) -> Tuple[int, int, bytes]: ...
     def close(self) -> None: ...

@@ -8,6 +8,7 @@ is an ``OSError`` at once), and runs the loop either in the calling thread
 (``Session.tunnel``, blocking like the R package's ``ssh_tunnel``) or in a
 background thread (``forward_local``, ``forward_remote``).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -51,8 +52,10 @@ def _port(value: Any, what: str, zero_ok: bool) -> int:
         raise TypeError(f"{what} must be an int, not {type(value).__name__}")
     low = 0 if zero_ok else 1
     if not low <= value <= 65535:
-        raise ValueError(f"{what} must be between {low} and 65535, not {value}"
-                         + (" (0 picks a free port)" if zero_ok else ""))
+        raise ValueError(
+            f"{what} must be between {low} and 65535, not {value}"
+            + (" (0 picks a free port)" if zero_ok else "")
+        )
     return value
 
 
@@ -66,20 +69,20 @@ def parse_target(target: Any) -> Tuple[str, int]:
     if not isinstance(target, str):
         raise TypeError(f"target must be 'host:port' or (host, port), not {type(target).__name__}")
     text = target.strip()
-    hint = ("give it as 'host:port', e.g. 'db.internal:5432' ('[::1]:5432' for an IPv6 "
-            "address)")
+    hint = "give it as 'host:port', e.g. 'db.internal:5432' ('[::1]:5432' for an IPv6 address)"
     if text.startswith("["):
         end = text.find("]")
-        if end < 0 or not text[end + 1:].startswith(":"):
+        if end < 0 or not text[end + 1 :].startswith(":"):
             raise ValueError(f"target {target!r} has no port: {hint}")
-        host, port_text = text[1:end], text[end + 2:]
+        host, port_text = text[1:end], text[end + 2 :]
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
             raise ValueError(f"target {target!r} has no port: {hint}")
         if ":" in host:
-            raise ValueError(f"target {target!r}: put an IPv6 address in brackets: "
-                             f"'[{host}]:{port_text}'")
+            raise ValueError(
+                f"target {target!r}: put an IPv6 address in brackets: '[{host}]:{port_text}'"
+            )
     if not host:
         raise ValueError(f"target {target!r} has no host: {hint}")
     if not port_text.isdigit():
@@ -91,19 +94,21 @@ def listen_socket(bind: str, port: int) -> socket.socket:
     """A non-blocking listening socket on bind:port. A port in use raises OSError
     (EADDRINUSE) with a message that says what to do."""
     if not isinstance(bind, str):
-        raise TypeError(f"bind must be an address string such as '127.0.0.1', "
-                        f"not {type(bind).__name__}")
+        raise TypeError(
+            f"bind must be an address string such as '127.0.0.1', not {type(bind).__name__}"
+        )
     if not bind:
-        raise ValueError("bind must be an address such as '127.0.0.1' ('0.0.0.0' listens "
-                         "on every interface)")
+        raise ValueError(
+            "bind must be an address such as '127.0.0.1' ('0.0.0.0' listens on every interface)"
+        )
     _port(port, "port", True)
     try:
-        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
-        raise OSError(errno.EADDRNOTAVAIL,
-                      f"cannot listen on {bind!r}: {e.strerror}; give a local address "
-                      "such as '127.0.0.1'") from None
+        raise OSError(
+            errno.EADDRNOTAVAIL,
+            f"cannot listen on {bind!r}: {e.strerror}; give a local address such as '127.0.0.1'",
+        ) from None
     family, kind, proto, _, addr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -117,12 +122,16 @@ def listen_socket(bind: str, port: int) -> socket.socket:
             sock.bind(addr)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise OSError(errno.EADDRINUSE,
-                              f"cannot listen on {bind}:{port}: the port is already in use; "
-                              "pick another port, or port=0 for a free one") from None
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"cannot listen on {bind}:{port}: the port is already in use; "
+                    "pick another port, or port=0 for a free one",
+                ) from None
             if e.errno == errno.EADDRNOTAVAIL:
-                raise OSError(e.errno, f"cannot listen on {bind}:{port}: {bind} is not an "
-                              "address of this machine") from None
+                raise OSError(
+                    e.errno,
+                    f"cannot listen on {bind}:{port}: {bind} is not an address of this machine",
+                ) from None
             raise
         sock.listen(128)
         sock.setblocking(False)
@@ -132,8 +141,14 @@ def listen_socket(bind: str, port: int) -> socket.socket:
     return sock
 
 
-def run_blocking(session: Any, port: int, target: Any, bind: str,
-                 max_connections: Optional[int], timeout: Optional[float]) -> TunnelStats:
+def run_blocking(
+    session: Any,
+    port: int,
+    target: Any,
+    bind: str,
+    max_connections: Optional[int],
+    timeout: Optional[float],
+) -> TunnelStats:
     """Session.tunnel: serve in this thread until Ctrl-C, max_connections or timeout."""
     host, tport = parse_target(target)
     if max_connections is not None:
@@ -147,8 +162,14 @@ def run_blocking(session: Any, port: int, target: Any, bind: str,
     c = _ssh.Tunnel(session)
     try:
         c.listen_local(sock.fileno(), host, tport)
-        log.info("tunnel: listening on %s:%d, to %s:%d through %s", bind,
-                 sock.getsockname()[1], host, tport, session.host)
+        log.info(
+            "tunnel: listening on %s:%d, to %s:%d through %s",
+            bind,
+            sock.getsockname()[1],
+            host,
+            tport,
+            session.host,
+        )
         return _stats(c.run(max_connections=max_connections, idle_timeout=idle))
     finally:
         sock.close()
@@ -182,8 +203,16 @@ class Tunnel:
     it: the listening socket and every connection are closed.
     """
 
-    def __init__(self, session: Any, c: Any, sock: Optional[socket.socket], kind: str,
-                 port: int, target: str, listen: str) -> None:
+    def __init__(
+        self,
+        session: Any,
+        c: Any,
+        sock: Optional[socket.socket],
+        kind: str,
+        port: int,
+        target: str,
+        listen: str,
+    ) -> None:
         self._session = session
         self._c = c
         self._sock = sock
@@ -194,8 +223,9 @@ class Tunnel:
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closed = False
-        self._thread = threading.Thread(target=self._serve, daemon=True,
-                                        name=f"pyssh-tunnel-{kind}-{port}")
+        self._thread = threading.Thread(
+            target=self._serve, daemon=True, name=f"pyssh-tunnel-{kind}-{port}"
+        )
         self._thread.start()
         _running.add(self)
 
@@ -264,28 +294,34 @@ def forward_local(session: Any, port: int, target: Any, bind: str) -> Tunnel:
     return t
 
 
-def forward_remote(session: Any, remote_port: int, target: Any, bind_address: str,
-                   timeout: Optional[float]) -> Tunnel:
+def forward_remote(
+    session: Any, remote_port: int, target: Any, bind_address: str, timeout: Optional[float]
+) -> Tunnel:
     host, tport = parse_target(target)
     _port(remote_port, "remote_port", True)
     if not isinstance(bind_address, str):
-        raise TypeError("bind_address must be a str: 'localhost' (the server's loopback), "
-                        "'' or '0.0.0.0' (every interface, if the server's GatewayPorts allows)")
+        raise TypeError(
+            "bind_address must be a str: 'localhost' (the server's loopback), "
+            "'' or '0.0.0.0' (every interface, if the server's GatewayPorts allows)"
+        )
     wait = check_timeout(timeout)
     session._check_usable()
     c = _ssh.Tunnel(session)
     try:
-        bound = c.listen_remote(bind_address, remote_port, host, tport,
-                                30.0 if wait is None else wait)
+        bound = c.listen_remote(
+            bind_address, remote_port, host, tport, 30.0 if wait is None else wait
+        )
     except SSHError as e:
         if "tcpip-forward" in str(e):
             raise SSHError(
                 f"the server refused to listen on {bind_address or '*'}:{remote_port}: the port "
                 "may be in use or privileged there, or the server forbids remote forwarding "
-                "(sshd_config: AllowTcpForwarding, PermitListen)") from None
+                "(sshd_config: AllowTcpForwarding, PermitListen)"
+            ) from None
         raise
     shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
-    t = Tunnel(session, c, None, "remote", bound, f"{host}:{tport}",
-               f"{shown}:{bound} (on the server)")
+    t = Tunnel(
+        session, c, None, "remote", bound, f"{host}:{tport}", f"{shown}:{bound} (on the server)"
+    )
     session._tunnels.add(t)
     return t

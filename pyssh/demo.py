@@ -7,6 +7,7 @@ and back over SCP, lists it and reads it over SFTP, fetches a page from a small
 local HTTP service through a tunnel (forward_local), and shows what a changed host
 key does.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,8 +57,9 @@ def main() -> int:
         print(f"started a throwaway sshd (pid {server.pid}) at {server.address}\n")
 
         # connect: the key argument, host key checked against known_hosts
-        session = pyssh.connect(server.address, keyfile=server.client_key,
-                                known_hosts=server.known_hosts, config=False)
+        session = pyssh.connect(
+            server.address, keyfile=server.client_key, known_hosts=server.known_hosts, config=False
+        )
         print(session)
         print()
         for key, value in session.info().items():
@@ -100,16 +102,22 @@ def main() -> int:
             print()
             session.scp_upload(local, to=remote_dir)
             session.scp_download(os.path.join(remote_dir, "hello.bin"), to=back)
-            a, b = (hashlib.sha256(open(p, "rb").read()).hexdigest()
-                    for p in (local, os.path.join(back, "hello.bin")))
-            print(f"sha256 uploaded   {a}\nsha256 downloaded {b}\n"
-                  f"{'the same' if a == b else 'DIFFERENT'}")
+            a, b = (
+                hashlib.sha256(open(p, "rb").read()).hexdigest()
+                for p in (local, os.path.join(back, "hello.bin"))
+            )
+            print(
+                f"sha256 uploaded   {a}\nsha256 downloaded {b}\n"
+                f"{'the same' if a == b else 'DIFFERENT'}"
+            )
 
             # SFTP: list the directory, read a remote file as a file object
             with session.sftp() as sftp:
                 print(f"\n{sftp!r}")
                 for entry in sftp.listdir_attr(remote_dir):
-                    print(f"  {entry.filename}  {entry.st_size} bytes  mode {oct(entry.st_mode or 0)}")
+                    print(
+                        f"  {entry.filename}  {entry.st_size} bytes  mode {oct(entry.st_mode or 0)}"
+                    )
                 with sftp.open(os.path.join(remote_dir, "hello.bin"), "rb") as f:
                     f.seek(-16, 2)
                     print(f"  its last 16 bytes, read over SFTP: {f.read().hex()}")
@@ -127,7 +135,9 @@ def main() -> int:
             with open(other + ".pub") as f, open(kh, "w") as out:
                 out.write(f"[{server.host}]:{server.port} {' '.join(f.read().split()[:2])}\n")
             try:
-                pyssh.connect(server.address, keyfile=server.client_key, known_hosts=kh, config=False)
+                pyssh.connect(
+                    server.address, keyfile=server.client_key, known_hosts=kh, config=False
+                )
             except pyssh.HostKeyMismatchError as e:
                 print(f"\nwith a changed host key: {type(e).__name__}:\n  {e}")
     print("\nsshd stopped; demo done")

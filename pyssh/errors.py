@@ -2,6 +2,7 @@
 
 The classes are created in C (csrc/errors.c, from one table) so that C code can
 raise them; their documentation lives here."""
+
 from __future__ import annotations
 
 from . import _ssh
@@ -59,16 +60,32 @@ SessionClosedError.__doc__ = """The session was closed (disconnect(), the with-b
 garbage-collected) and cannot be used any more."""
 
 __all__ = [
-    "SSHError", "ConnectError", "SSHTimeoutError", "AuthenticationError", "HostKeyError",
-    "UnknownHostKeyError", "HostKeyMismatchError", "HostKeyRevokedError", "SessionClosedError", "PrivateKeyError",
-    "CommandError", "SCPError", "SCPProtocolError", "SCPFileNotFoundError", "SCPPermissionError",
-    "SFTPError", "SFTPFileNotFoundError", "SFTPPermissionError", "SFTPFileExistsError",
-    "SFTPIsADirectoryError", "SFTPNotADirectoryError",
+    "SSHError",
+    "ConnectError",
+    "SSHTimeoutError",
+    "AuthenticationError",
+    "HostKeyError",
+    "UnknownHostKeyError",
+    "HostKeyMismatchError",
+    "HostKeyRevokedError",
+    "SessionClosedError",
+    "PrivateKeyError",
+    "CommandError",
+    "SCPError",
+    "SCPProtocolError",
+    "SCPFileNotFoundError",
+    "SCPPermissionError",
+    "SFTPError",
+    "SFTPFileNotFoundError",
+    "SFTPPermissionError",
+    "SFTPFileExistsError",
+    "SFTPIsADirectoryError",
+    "SFTPNotADirectoryError",
 ]
 SCPError.__doc__ = """An SCP transfer failed on the server's side (a missing file, a permission
 error, no scp on the server). ``.filename`` is the path; ``.server_message`` what the server's
 scp said, where it said something."""
-SCPError.server_message = None   # set where the server's scp said something
+SCPError.server_message = None  # set where the server's scp said something
 SCPProtocolError.__doc__ = """The server broke the SCP protocol or sent something unsafe: a name that
 would write outside the target directory, a file that was not asked for, a bad size or mode,
 unbalanced directories. Nothing is written outside the target."""
@@ -79,9 +96,13 @@ PermissionError."""
 SFTPError.__doc__ = """An SFTP operation failed: the server's status (``.errno`` is the closest
 errno, ``.filename`` the path, ``.filename2`` the second path of a rename or symlink), or
 a broken SFTP stream (the channel is then closed)."""
-SFTPFileNotFoundError.__doc__ = """SFTPError for a path that does not exist; also a FileNotFoundError."""
+SFTPFileNotFoundError.__doc__ = (
+    """SFTPError for a path that does not exist; also a FileNotFoundError."""
+)
 SFTPPermissionError.__doc__ = """SFTPError for a refused operation; also a PermissionError."""
-SFTPFileExistsError.__doc__ = """SFTPError for a path that already exists; also a FileExistsError."""
+SFTPFileExistsError.__doc__ = (
+    """SFTPError for a path that already exists; also a FileExistsError."""
+)
 SFTPIsADirectoryError.__doc__ = """SFTPError for a directory where a file was needed; also an
 IsADirectoryError."""
 SFTPNotADirectoryError.__doc__ = """SFTPError for a file where a directory was needed; also a

@@ -5,6 +5,7 @@ wait with the GIL released; this module decides what to do: parse the host strin
 read the configuration, open the TCP connection, apply the host key policy and try
 the authentication methods in pyssh's order.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,9 +22,17 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel
 from ._names import printable
-from .errors import (AuthenticationError, ConnectError, HostKeyError, HostKeyMismatchError,
-                     HostKeyRevokedError, PrivateKeyError, SessionClosedError, SSHTimeoutError,
-                     UnknownHostKeyError)
+from .errors import (
+    AuthenticationError,
+    ConnectError,
+    HostKeyError,
+    HostKeyMismatchError,
+    HostKeyRevokedError,
+    PrivateKeyError,
+    SessionClosedError,
+    SSHTimeoutError,
+    UnknownHostKeyError,
+)
 
 __all__ = ["Session", "connect", "parse_host"]
 
@@ -47,6 +56,7 @@ _METHOD_NAMES = [
 
 # ---- the host string ----------------------------------------------------------
 
+
 def parse_host(host: str) -> Tuple[Optional[str], str, Optional[int]]:
     """Split ``"[user@]host[:port]"`` into (user, host, port).
 
@@ -68,17 +78,19 @@ def parse_host(host: str) -> Tuple[Optional[str], str, Optional[int]]:
         end = text.find("]")
         if end < 0:
             raise ValueError(f"invalid host {host!r}: '[' without a closing ']'")
-        name, rest = text[1:end], text[end + 1:]
+        name, rest = text[1:end], text[end + 1 :]
         if rest:
             if not rest.startswith(":"):
                 raise ValueError(f"invalid host {host!r}: unexpected {rest!r} after ']'")
             port_text = rest[1:]
     elif text.count(":") > 1:
-        name = text   # a bare IPv6 address: no port possible
+        name = text  # a bare IPv6 address: no port possible
         try:
             ipaddress.IPv6Address(name.split("%")[0])
         except ValueError:
-            raise ValueError(f"invalid host {host!r}: bracket IPv6 addresses, as in '[::1]:22'") from None
+            raise ValueError(
+                f"invalid host {host!r}: bracket IPv6 addresses, as in '[::1]:22'"
+            ) from None
     elif ":" in text:
         name, _, port_text = text.partition(":")
     else:
@@ -109,6 +121,7 @@ def _format_target(user: Optional[str], host: str, port: int) -> str:
 
 # ---- the TCP connection ---------------------------------------------------------
 
+
 class _Deadline:
     def __init__(self, timeout: Optional[float]):
         self.timeout = timeout
@@ -137,7 +150,7 @@ def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> list:
     def work() -> None:
         try:
             box["result"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except BaseException as e:   # handed to the caller
+        except BaseException as e:  # handed to the caller
             box["error"] = e
         finally:
             done.set()
@@ -145,12 +158,16 @@ def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> list:
     threading.Thread(target=work, name="pyssh-resolve", daemon=True).start()
     while not done.wait(0.1 if deadline.left() is None else min(0.1, deadline.left() or 0.0)):
         if deadline.expired():
-            raise SSHTimeoutError(f"connecting to {target}: resolving {host!r} timed out after "
-                                  f"{deadline.timeout:g} seconds")
+            raise SSHTimeoutError(
+                f"connecting to {target}: resolving {host!r} timed out after "
+                f"{deadline.timeout:g} seconds"
+            )
     if "error" in box:
         e = box["error"]
-        raise ConnectError(f"connecting to {target}: cannot resolve host name {host!r}: "
-                           f"{getattr(e, 'strerror', None) or e}") from e
+        raise ConnectError(
+            f"connecting to {target}: cannot resolve host name {host!r}: "
+            f"{getattr(e, 'strerror', None) or e}"
+        ) from e
     return box["result"]
 
 
@@ -166,8 +183,10 @@ def _tcp_connect(host: str, port: int, deadline: _Deadline, target: str) -> sock
             return sock
         except socket.timeout:
             sock.close()
-            raise SSHTimeoutError(f"connecting to {target}: the TCP connection timed out after "
-                                  f"{deadline.timeout:g} seconds") from None
+            raise SSHTimeoutError(
+                f"connecting to {target}: the TCP connection timed out after "
+                f"{deadline.timeout:g} seconds"
+            ) from None
         except OSError as e:
             sock.close()
             last = e
@@ -175,11 +194,16 @@ def _tcp_connect(host: str, port: int, deadline: _Deadline, target: str) -> sock
             sock.close()
             raise
     assert last is not None
-    hint = " (is an SSH server listening there?)" if isinstance(last, ConnectionRefusedError) else ""
-    raise ConnectError(last.errno, f"connecting to {target}: {last.strerror or last}{hint}") from last
+    hint = (
+        " (is an SSH server listening there?)" if isinstance(last, ConnectionRefusedError) else ""
+    )
+    raise ConnectError(
+        last.errno, f"connecting to {target}: {last.strerror or last}{hint}"
+    ) from last
 
 
 # ---- secrets ------------------------------------------------------------------------
+
 
 def _stdin_is_tty() -> bool:
     try:
@@ -205,6 +229,7 @@ def _ask(secret: Optional[Secret], prompt: str, what: str) -> Optional[str]:
 
 
 # ---- the session ----------------------------------------------------------------------
+
 
 class Session(_ssh.Session):
     """An SSH session: made by :func:`pyssh.connect`, closed by :meth:`disconnect`,
@@ -253,16 +278,24 @@ class Session(_ssh.Session):
     def __repr__(self) -> str:
         if self.closed or self._hostkey is None:
             return "<ssh session>\ndisconnected"
-        return (f"<ssh session>\nconnected: {_format_target(self.user, self.host, self.port)}\n"
-                f"server: {self._hostkey[1]}")
+        return (
+            f"<ssh session>\nconnected: {_format_target(self.user, self.host, self.port)}\n"
+            f"server: {self._hostkey[1]}"
+        )
 
     __str__ = __repr__
 
     # ---- remote commands
-    def exec_wait(self, command: _exec.Command, *, stdout: _exec.Sink = _exec.DEFAULT,
-                  stderr: _exec.Sink = _exec.DEFAULT, stdin: _exec.Source = None,
-                  timeout: Optional[float] = None,
-                  env: Optional[Mapping[str, str]] = None) -> int:
+    def exec_wait(
+        self,
+        command: _exec.Command,
+        *,
+        stdout: _exec.Sink = _exec.DEFAULT,
+        stderr: _exec.Sink = _exec.DEFAULT,
+        stdin: _exec.Source = None,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> int:
         """Run ``command`` on the server, streaming its output as it comes, and
         return its exit status (a non-zero status does not raise; ``-N`` when
         signal N killed it).
@@ -286,9 +319,15 @@ class Session(_ssh.Session):
         """
         return _exec.run(self, command, stdout, stderr, stdin, timeout, env, capture=False).status
 
-    def exec_internal(self, command: _exec.Command, *, error: bool = True,
-                      stdin: _exec.Source = None, timeout: Optional[float] = None,
-                      env: Optional[Mapping[str, str]] = None) -> _exec.ExecResult:
+    def exec_internal(
+        self,
+        command: _exec.Command,
+        *,
+        error: bool = True,
+        stdin: _exec.Source = None,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> _exec.ExecResult:
         """Run ``command`` and capture its output: returns an :class:`ExecResult`
         (``.status``, ``.stdout``, ``.stderr`` as bytes, ``.text()``). With
         ``error=True`` (the default) a non-zero exit status raises
@@ -301,9 +340,16 @@ class Session(_ssh.Session):
             raise _exec.command_error(result)
         return result
 
-    def scp_upload(self, files: Any, to: Any = ".", *, verbose: bool = True,
-                   progress: Optional[Callable[[str, int, int], Any]] = None,
-                   preserve: bool = False, timeout: Optional[float] = None) -> List[str]:
+    def scp_upload(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
         """Copy local files and directories into the remote directory ``to`` (``"."``:
         the remote home; ``"~/x"``: x in it), over SCP. Directories go recursively, hidden
         files and empty directories included, with their modes (``preserve=True`` also
@@ -313,12 +359,20 @@ class Session(_ssh.Session):
         the transfer). ``timeout``: seconds without progress before
         ``SSHTimeoutError`` (a stalled server; a slow transfer that keeps moving is
         never cut off). Returns the remote paths written (the top level)."""
-        return _scp.upload(self, files, to, verbose, progress, preserve,
-                           _exec.check_timeout(timeout))
+        return _scp.upload(
+            self, files, to, verbose, progress, preserve, _exec.check_timeout(timeout)
+        )
 
-    def scp_download(self, files: Any, to: Any = ".", *, verbose: bool = True,
-                     progress: Optional[Callable[[str, int, int], Any]] = None,
-                     preserve: bool = False, timeout: Optional[float] = None) -> List[str]:
+    def scp_download(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
         """Copy remote files and directories (recursively) into the existing local
         directory ``to``, over SCP. Each file is written to a temporary file beside its
         destination and renamed into place once complete, so a failed transfer never
@@ -328,8 +382,9 @@ class Session(_ssh.Session):
         stderr; ``timeout`` as for :meth:`scp_upload`. Files get the server's mode
         masked by the local umask, as scp does (``preserve=True``: the mode and
         times as they are). Returns the local paths written (the top level)."""
-        return _scp.download(self, files, to, verbose, progress, preserve,
-                             _exec.check_timeout(timeout))
+        return _scp.download(
+            self, files, to, verbose, progress, preserve, _exec.check_timeout(timeout)
+        )
 
     # ---- SFTP
     def sftp(self, *, timeout: Optional[float] = None) -> _sftp.SFTP:
@@ -341,28 +396,50 @@ class Session(_ssh.Session):
         self._check_usable()
         return _sftp.SFTP(self, timeout)
 
-    def sftp_upload(self, files: Any, to: Any = ".", *, verbose: bool = True,
-                    progress: Optional[Callable[[str, int, int], Any]] = None,
-                    preserve: bool = False, resume: bool = False,
-                    timeout: Optional[float] = None) -> List[str]:
+    def sftp_upload(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
         """:meth:`scp_upload` over SFTP (one SFTP channel, opened and closed)."""
         with self.sftp(timeout=timeout) as s:
-            return s.upload(files, to, verbose=verbose, progress=progress, preserve=preserve,
-                            resume=resume)
+            return s.upload(
+                files, to, verbose=verbose, progress=progress, preserve=preserve, resume=resume
+            )
 
-    def sftp_download(self, files: Any, to: Any = ".", *, verbose: bool = True,
-                      progress: Optional[Callable[[str, int, int], Any]] = None,
-                      preserve: bool = False, resume: bool = False,
-                      timeout: Optional[float] = None) -> List[str]:
+    def sftp_download(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
         """:meth:`scp_download` over SFTP (one SFTP channel, opened and closed)."""
         with self.sftp(timeout=timeout) as s:
-            return s.download(files, to, verbose=verbose, progress=progress,
-                              preserve=preserve, resume=resume)
+            return s.download(
+                files, to, verbose=verbose, progress=progress, preserve=preserve, resume=resume
+            )
 
     # ---- tunnels
-    def tunnel(self, port: int = 5555, target: Optional[_tunnel.Target] = None, *,
-               bind: str = "127.0.0.1", max_connections: Optional[int] = None,
-               timeout: Optional[float] = None) -> _tunnel.TunnelStats:
+    def tunnel(
+        self,
+        port: int = 5555,
+        target: Optional[_tunnel.Target] = None,
+        *,
+        bind: str = "127.0.0.1",
+        max_connections: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> _tunnel.TunnelStats:
         """Listen on ``bind:port`` and carry each connection to ``target``
         (``"host:port"``, as the server sees it) through the server, like
         ``ssh -N -L``. Blocks while it serves, any number of connections at once,
@@ -380,17 +457,23 @@ class Session(_ssh.Session):
             raise ValueError("tunnel() needs a target: tunnel(5555, 'host:port')")
         return _tunnel.run_blocking(self, port, target, bind, max_connections, timeout)
 
-    def forward_local(self, port: int, target: _tunnel.Target, *,
-                      bind: str = "127.0.0.1") -> _tunnel.Tunnel:
+    def forward_local(
+        self, port: int, target: _tunnel.Target, *, bind: str = "127.0.0.1"
+    ) -> _tunnel.Tunnel:
         """Like :meth:`tunnel`, in the background: returns a running
         :class:`Tunnel` (a context manager; ``.port`` is the local port, also with
         ``port=0``, which picks a free one; ``.close()`` stops it; ``.stats``).
         Several tunnels can run on one session, beside commands and transfers."""
         return _tunnel.forward_local(self, port, target, bind)
 
-    def forward_remote(self, remote_port: int, target: _tunnel.Target, *,
-                       bind_address: str = "localhost",
-                       timeout: Optional[float] = None) -> _tunnel.Tunnel:
+    def forward_remote(
+        self,
+        remote_port: int,
+        target: _tunnel.Target,
+        *,
+        bind_address: str = "localhost",
+        timeout: Optional[float] = None,
+    ) -> _tunnel.Tunnel:
         """Like ``ssh -R``: the server listens on ``bind_address:remote_port``
         (``remote_port=0``: the server picks one; ``.port`` says which) and each
         connection to it is carried to ``target`` from this machine. Returns a
@@ -407,7 +490,7 @@ class Session(_ssh.Session):
         cipher, MAC, key exchange and host key algorithms."""
         if self._hostkey is None:
             raise ConnectError("this session never connected")
-        algos = self._algorithms()   # raises SessionClosedError once closed
+        algos = self._algorithms()  # raises SessionClosedError once closed
         key_type, sha256, sha1, _ = self._hostkey
         return {
             "user": self.user,
@@ -436,10 +519,12 @@ class Session(_ssh.Session):
 
 # ---- host keys --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _HostKeyFiles:
     """Where host keys are looked up (the user's file first) and how new ones are
     written."""
+
     known_hosts: str
     global_files: Tuple[str, ...]
     hash_names: bool
@@ -452,6 +537,7 @@ class _HostKeyFiles:
 @dataclass(frozen=True)
 class _ServerKey:
     """A key a server sent: the target's, or a ProxyJump host's (hop 1, 2...)."""
+
     host: str
     port: int
     key_type: str
@@ -470,8 +556,11 @@ class _ServerKey:
 def _host_key_files(known_hosts: str, opts: Mapping[str, List[str]]) -> _HostKeyFiles:
     hashing = opts.get("hashknownhosts", ["no"])[0].lower() == "yes"
     globals_ = opts.get("globalknownhostsfile")
-    files = [os.path.expanduser(p) for p in globals_[0].split()] if globals_ \
+    files = (
+        [os.path.expanduser(p) for p in globals_[0].split()]
+        if globals_
         else _known_hosts.global_files()
+    )
     return _HostKeyFiles(known_hosts, tuple(f for f in files if f != known_hosts), hashing)
 
 
@@ -479,42 +568,70 @@ def _where(entry: Optional[_known_hosts.Entry]) -> str:
     return f"{entry.path}:{entry.lineno}" if entry is not None else "known_hosts"
 
 
-def _host_key_error(verdict: _known_hosts.Verdict, key: _ServerKey, files: _HostKeyFiles,
-                    policy: HostKeyPolicy) -> HostKeyError:
+def _host_key_error(
+    verdict: _known_hosts.Verdict, key: _ServerKey, files: _HostKeyFiles, policy: HostKeyPolicy
+) -> HostKeyError:
     """The typed error for a key that is not accepted, saying what to do."""
     what, name, kh = key.what(), key.name(), files.known_hosts
     sent = f"the server sent {key.key_type} key {key.fingerprint}"
-    attrs = dict(host=key.host, port=key.port, key_type=key.key_type,
-                 fingerprint=key.fingerprint, known_hosts=kh, hop=key.hop)
+    attrs = dict(
+        host=key.host,
+        port=key.port,
+        key_type=key.key_type,
+        fingerprint=key.fingerprint,
+        known_hosts=kh,
+        hop=key.hop,
+    )
     if verdict.status == _known_hosts.REVOKED:
-        return _with(HostKeyRevokedError(
-            f"REVOKED HOST KEY for {what}: {sent}, which {_where(verdict.entry)} marks "
-            f"@revoked: the key is known to be compromised, and whoever holds it may be "
-            f"impersonating the server. Not connecting, whatever the host_key_policy. Get "
-            f"the server's new key from its administrator, check its fingerprint, and add it "
-            f"to {kh}."), **attrs)
+        return _with(
+            HostKeyRevokedError(
+                f"REVOKED HOST KEY for {what}: {sent}, which {_where(verdict.entry)} marks "
+                f"@revoked: the key is known to be compromised, and whoever holds it may be "
+                f"impersonating the server. Not connecting, whatever the host_key_policy. Get "
+                f"the server's new key from its administrator, check its fingerprint, and add it "
+                f"to {kh}."
+            ),
+            **attrs,
+        )
     if verdict.status == _known_hosts.CHANGED:
-        kind = ("a different key" if key.key_type in verdict.other_types
-                else f"a key of another type ({', '.join(verdict.other_types)})")
-        return _with(HostKeyMismatchError(
-            f"HOST KEY MISMATCH for {what}: {sent}, but {_where(verdict.entry)} holds {kind} "
-            f"for this host. Someone may be intercepting the connection (man-in-the-middle), "
-            f"or the host's key was replaced. Not connecting. If you know the key changed "
-            f"legitimately, remove the old entry with: ssh-keygen -R '{name}' -f '{kh}'"),
-            **attrs)
+        kind = (
+            "a different key"
+            if key.key_type in verdict.other_types
+            else f"a key of another type ({', '.join(verdict.other_types)})"
+        )
+        return _with(
+            HostKeyMismatchError(
+                f"HOST KEY MISMATCH for {what}: {sent}, but {_where(verdict.entry)} holds {kind} "
+                f"for this host. Someone may be intercepting the connection (man-in-the-middle), "
+                f"or the host's key was replaced. Not connecting. If you know the key changed "
+                f"legitimately, remove the old entry with: ssh-keygen -R '{name}' -f '{kh}'"
+            ),
+            **attrs,
+        )
     if verdict.status == _known_hosts.CA_ONLY:
-        return _with(UnknownHostKeyError(
-            f"cannot verify {what}: {_where(verdict.entry)} names it only in a "
-            f"@cert-authority line, so its key should be a host certificate, and pyssh does "
-            f"not verify host certificates yet. Not connecting; {sent}. Add the host's plain "
-            f"key after checking its fingerprint: ssh-keyscan -p {key.port} {key.host} >> "
-            f"'{kh}'"), **attrs)
-    why = ("was refused by the host_key_policy callable" if callable(policy)
-           else "is not known and host_key_policy='strict'")
-    return _with(UnknownHostKeyError(
-        f"unknown host {what}: its {key.key_type} key {key.fingerprint} {why} (looked up in "
-        f"{', '.join(files.paths)}). If the fingerprint is right, add the key (for example "
-        f"connect once with host_key_policy='accept-new', or ssh-keyscan)"), **attrs)
+        return _with(
+            UnknownHostKeyError(
+                f"cannot verify {what}: {_where(verdict.entry)} names it only in a "
+                f"@cert-authority line, so its key should be a host certificate, and pyssh does "
+                f"not verify host certificates yet. Not connecting; {sent}. Add the host's plain "
+                f"key after checking its fingerprint: ssh-keyscan -p {key.port} {key.host} >> "
+                f"'{kh}'"
+            ),
+            **attrs,
+        )
+    why = (
+        "was refused by the host_key_policy callable"
+        if callable(policy)
+        else "is not known and host_key_policy='strict'"
+    )
+    return _with(
+        UnknownHostKeyError(
+            f"unknown host {what}: its {key.key_type} key {key.fingerprint} {why} (looked up in "
+            f"{', '.join(files.paths)}). If the fingerprint is right, add the key (for example "
+            f"connect once with host_key_policy='accept-new', or ssh-keyscan)"
+        ),
+        **attrs,
+    )
 
 
 def _check_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFiles) -> None:
@@ -540,17 +657,29 @@ def _record_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFile
     """Append the accepted key to known_hosts (locked, checked again under the lock:
     a writer that was first, or a revocation added meanwhile, wins)."""
     try:
-        verdict = _known_hosts.append(files.known_hosts, key.host, key.port, key.blob,
-                                      hash_names=files.hash_names, check_paths=files.paths)
+        verdict = _known_hosts.append(
+            files.known_hosts,
+            key.host,
+            key.port,
+            key.blob,
+            hash_names=files.hash_names,
+            check_paths=files.paths,
+        )
     except OSError as e:
-        log.warning("could not record the host key of %s in %s: %s", key.what(),
-                    files.known_hosts, e)
+        log.warning(
+            "could not record the host key of %s in %s: %s", key.what(), files.known_hosts, e
+        )
         return
     if verdict.status not in (_known_hosts.NEW, _known_hosts.OK):
         raise _host_key_error(verdict, key, files, policy)
     if verdict.status == _known_hosts.NEW:
-        log.info("added %s key %s for %s to %s", key.key_type, key.fingerprint, key.what(),
-                 files.known_hosts)
+        log.info(
+            "added %s key %s for %s to %s",
+            key.key_type,
+            key.fingerprint,
+            key.what(),
+            files.known_hosts,
+        )
 
 
 def _target_key(s: Session) -> _ServerKey:
@@ -558,8 +687,9 @@ def _target_key(s: Session) -> _ServerKey:
     return _ServerKey(s.host, s.port, key_type, sha256, base64.b64decode(b64))
 
 
-def _connect_through_proxy(s: Session, deadline: _Deadline, what: str, policy: HostKeyPolicy,
-                           files: _HostKeyFiles) -> None:
+def _connect_through_proxy(
+    s: Session, deadline: _Deadline, what: str, policy: HostKeyPolicy, files: _HostKeyFiles
+) -> None:
     """libssh connects through the ProxyJump hosts one by one; each one's key is
     handed back here for the same check as the target's before libssh authenticates
     to it. A refused hop raises its typed error; the caller's close then tells the
@@ -569,8 +699,15 @@ def _connect_through_proxy(s: Session, deadline: _Deadline, what: str, policy: H
         hop = s._connect(-1, timeout=deadline.left(), what=what)
         while hop is not None:
             n, host, port, key_type, fingerprint, b64, state = hop
-            log.debug("ProxyJump hop %d: %s port %d sent %s key %s (libssh's known-host "
-                      "state %d)", n, host, port, key_type, fingerprint, state)
+            log.debug(
+                "ProxyJump hop %d: %s port %d sent %s key %s (libssh's known-host state %d)",
+                n,
+                host,
+                port,
+                key_type,
+                fingerprint,
+                state,
+            )
             key = _ServerKey(host, port, key_type, fingerprint, base64.b64decode(b64), n)
             _check_host_key(key, policy, files)
             s._hop_verdict(True)
@@ -583,7 +720,8 @@ def _connect_through_proxy(s: Session, deadline: _Deadline, what: str, policy: H
             f"{e}; the connection went through {accepted.what()}, whose key was accepted: it "
             f"may have refused authentication (pyssh authenticates to jump hosts with "
             f"ssh-agent and the key files of ~/.ssh only) or could not reach the next "
-            f"host") from e
+            f"host"
+        ) from e
 
 
 _E = TypeVar("_E", bound=BaseException)
@@ -597,11 +735,17 @@ def _with(exc: _E, **attrs: Any) -> _E:
 
 # ---- authentication ---------------------------------------------------------------------------
 
+
 class _Auth:
     """Tries the methods in pyssh's order and keeps the record for the error."""
 
-    def __init__(self, s: Session, deadline: _Deadline, password: Optional[Secret],
-                 passphrase: Optional[Secret]):
+    def __init__(
+        self,
+        s: Session,
+        deadline: _Deadline,
+        password: Optional[Secret],
+        passphrase: Optional[Secret],
+    ):
         self.s = s
         self.deadline = deadline
         self.password = password
@@ -651,16 +795,20 @@ class _Auth:
             pp = _ask(self.passphrase, prompt, "passphrase")
             if pp is None:
                 if explicit:
-                    raise _with(PrivateKeyError(
-                        f"the key {label} is encrypted: pass passphrase= (a str or a callable)"),
-                        path=path)
+                    raise _with(
+                        PrivateKeyError(
+                            f"the key {label} is encrypted: pass passphrase= (a str or a callable)"
+                        ),
+                        path=path,
+                    )
                 self.keys.append((label, "encrypted, and no passphrase was given"))
                 return False
             attempts += 1
             rc = s._auth_privkey(data, pp, timeout=t.left())
         if rc == _ssh.KEY_UNUSABLE:
-            return self.unusable(label, path, explicit,
-                                 "not a private key pyssh can read (PEM or OpenSSH format)")
+            return self.unusable(
+                label, path, explicit, "not a private key pyssh can read (PEM or OpenSSH format)"
+            )
         if rc == _ssh.SSH_AUTH_DENIED:
             self.keys.append((label, "the server does not accept this key"))
         elif rc == _ssh.SSH_AUTH_PARTIAL:
@@ -683,13 +831,16 @@ class _Auth:
             for prompt, _echo in prompts:
                 answer = _ask(password, prompt, "password")
                 if answer is None:
-                    raise _with(AuthenticationError("keyboard-interactive: no answer to " + repr(prompt)))
+                    raise _with(
+                        AuthenticationError("keyboard-interactive: no answer to " + repr(prompt))
+                    )
                 answers.append(answer)
             return answers
 
         self.tried.append("keyboard-interactive")
-        return self.done(self.s._auth_kbdint(respond, timeout=self.deadline.left()),
-                         "keyboard-interactive")
+        return self.done(
+            self.s._auth_kbdint(respond, timeout=self.deadline.left()), "keyboard-interactive"
+        )
 
     def password_method(self) -> bool:
         prompt = f"{self.s.user}@{self.s.host}'s password: "
@@ -711,9 +862,15 @@ class _Auth:
             parts.append("Partly accepted: " + ", ".join(self.partial) + ".")
         if not self.tried:
             parts.append("Give keyfile=, load a key into ssh-agent, or give password=.")
-        return _with(AuthenticationError(" ".join(parts)), methods_tried=list(self.tried),
-                     methods_allowed=allowed, keys=list(self.keys), user=self.s.user,
-                     host=self.s.host, port=self.s.port)
+        return _with(
+            AuthenticationError(" ".join(parts)),
+            methods_tried=list(self.tried),
+            methods_allowed=allowed,
+            keys=list(self.keys),
+            user=self.s.user,
+            host=self.s.host,
+            port=self.s.port,
+        )
 
 
 def _key_argument(keyfile: Any) -> Tuple[Optional[str], Optional[bytes]]:
@@ -731,15 +888,23 @@ def _key_argument(keyfile: Any) -> Tuple[Optional[str], Optional[bytes]]:
             raise FileNotFoundError(2, f"keyfile not found: {path}", path)
         if os.path.isdir(path):
             raise IsADirectoryError(21, f"keyfile is a directory, not a key: {path}", path)
-        with open(path, "rb"):   # PermissionError now rather than later
+        with open(path, "rb"):  # PermissionError now rather than later
             pass
         return path, None
-    raise TypeError(f"keyfile must be a path or the key itself (str or bytes), "
-                    f"not {type(keyfile).__name__}")
+    raise TypeError(
+        f"keyfile must be a path or the key itself (str or bytes), not {type(keyfile).__name__}"
+    )
 
 
-def _authenticate(s: Session, deadline: _Deadline, keyfile: Any, password: Optional[Secret],
-                  passphrase: Optional[Secret], identities: List[str], home: str) -> None:
+def _authenticate(
+    s: Session,
+    deadline: _Deadline,
+    keyfile: Any,
+    password: Optional[Secret],
+    passphrase: Optional[Secret],
+    identities: List[str],
+    home: str,
+) -> None:
     a = _Auth(s, deadline, password, passphrase)
     rc = s._auth_none(timeout=deadline.left())
     if rc == _ssh.SSH_AUTH_SUCCESS:
@@ -784,19 +949,32 @@ def _authenticate(s: Session, deadline: _Deadline, keyfile: Any, password: Optio
 
 # ---- connect ------------------------------------------------------------------------------------
 
+
 def _check_secret(value: Any, name: str) -> None:
     if value is not None and not isinstance(value, str) and not callable(value):
-        raise TypeError(f"{name} must be a str or a callable(prompt) -> str, "
-                        f"not {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a str or a callable(prompt) -> str, not {type(value).__name__}"
+        )
 
 
-def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None,
-            keyfile: Union[PathType, bytes, None] = None, password: Optional[Secret] = None,
-            passphrase: Optional[Secret] = None, known_hosts: Optional[PathType] = None,
-            host_key_policy: HostKeyPolicy = "accept-new", timeout: Optional[float] = 30.0,
-            config: Union[bool, PathType] = True, verbose: int = 0,
-            ciphers: Algorithms = None, kex: Algorithms = None, macs: Algorithms = None,
-            host_key_algorithms: Algorithms = None) -> Session:
+def connect(
+    host: str,
+    *,
+    port: Optional[int] = None,
+    user: Optional[str] = None,
+    keyfile: Union[PathType, bytes, None] = None,
+    password: Optional[Secret] = None,
+    passphrase: Optional[Secret] = None,
+    known_hosts: Optional[PathType] = None,
+    host_key_policy: HostKeyPolicy = "accept-new",
+    timeout: Optional[float] = 30.0,
+    config: Union[bool, PathType] = True,
+    verbose: int = 0,
+    ciphers: Algorithms = None,
+    kex: Algorithms = None,
+    macs: Algorithms = None,
+    host_key_algorithms: Algorithms = None,
+) -> Session:
     """Connect to ``"[user@]host[:port]"``, check the host key, authenticate.
 
     See the README for the authentication order and the host key policies.
@@ -813,33 +991,49 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
         if not isinstance(user, str) or not user:
             raise TypeError("user must be a non-empty str")
         if h_user is not None and h_user != user:
-            raise ValueError(f"user given twice with different values: {h_user!r} in host "
-                             f"and user={user!r}")
+            raise ValueError(
+                f"user given twice with different values: {h_user!r} in host and user={user!r}"
+            )
     if port is not None:
         _check_port(port)
         if h_port is not None and h_port != port:
-            raise ValueError(f"port given twice with different values: {h_port} in host "
-                             f"and port={port}")
+            raise ValueError(
+                f"port given twice with different values: {h_port} in host and port={port}"
+            )
     user = user if user is not None else h_user
     port = port if port is not None else h_port
     _exec.check_timeout(timeout)
     if isinstance(verbose, bool) or not isinstance(verbose, int) or not 0 <= verbose <= 4:
         raise ValueError(f"verbose must be an int from 0 to 4, not {verbose!r}")
     if not (callable(host_key_policy) or host_key_policy in _POLICIES):
-        raise ValueError(f"host_key_policy must be one of {', '.join(map(repr, _POLICIES))} "
-                         f"or a callable(host, port, key_type, fingerprint) -> bool, "
-                         f"not {host_key_policy!r}")
+        raise ValueError(
+            f"host_key_policy must be one of {', '.join(map(repr, _POLICIES))} "
+            f"or a callable(host, port, key_type, fingerprint) -> bool, "
+            f"not {host_key_policy!r}"
+        )
     _check_secret(password, "password")
-    if passphrase is not None and not isinstance(passphrase, (str, bytes)) and not callable(passphrase):
-        raise TypeError(f"passphrase must be a str or a callable(prompt) -> str, "
-                        f"not {type(passphrase).__name__}")
+    if (
+        passphrase is not None
+        and not isinstance(passphrase, (str, bytes))
+        and not callable(passphrase)
+    ):
+        raise TypeError(
+            f"passphrase must be a str or a callable(prompt) -> str, "
+            f"not {type(passphrase).__name__}"
+        )
     if isinstance(passphrase, bytes):
         passphrase = passphrase.decode()
-    algos = {name: _algorithm_list(value, name) for name, value in
-             (("ciphers", ciphers), ("kex", kex), ("macs", macs),
-              ("host_key_algorithms", host_key_algorithms))}
+    algos = {
+        name: _algorithm_list(value, name)
+        for name, value in (
+            ("ciphers", ciphers),
+            ("kex", kex),
+            ("macs", macs),
+            ("host_key_algorithms", host_key_algorithms),
+        )
+    }
     if keyfile is not None:
-        _key_argument(keyfile)   # fail on a missing file before touching the network
+        _key_argument(keyfile)  # fail on a missing file before touching the network
     if config is not True and config is not False and config is not None:
         config = os.fspath(config)
         if not os.path.isfile(config):
@@ -847,8 +1041,11 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
 
     home = os.path.expanduser("~")
     ssh_dir = os.path.join(home, ".ssh")
-    kh = os.path.expanduser(os.fspath(known_hosts)) if known_hosts is not None \
+    kh = (
+        os.path.expanduser(os.fspath(known_hosts))
+        if known_hosts is not None
         else os.path.join(ssh_dir, "known_hosts")
+    )
     if verbose:
         _show_log_on_stderr(verbose)
 
@@ -860,24 +1057,35 @@ def connect(host: str, *, port: Optional[int] = None, user: Optional[str] = None
         hops = 0 if jumps.lower() == "none" else len(jumps.split(","))
         proxy = hops > 0 or opts.get("proxycommand", ["none"])[0].lower() != "none"
         eff_host, eff_user, eff_port = s._configure(
-            h_host, user=user, port=port or 0, ssh_dir=ssh_dir, known_hosts=kh,
-            config=config if config else None, verbose=verbose,
-            default_user=_local_user(), proxy_jumps=hops,
-            default_ciphers=_ssh.DEFAULT_CIPHERS or None, **algos)
+            h_host,
+            user=user,
+            port=port or 0,
+            ssh_dir=ssh_dir,
+            known_hosts=kh,
+            config=config if config else None,
+            verbose=verbose,
+            default_user=_local_user(),
+            proxy_jumps=hops,
+            default_ciphers=_ssh.DEFAULT_CIPHERS or None,
+            **algos,
+        )
         s.host, s.user, s.port = eff_host or h_host, eff_user or _local_user(), eff_port
         s._known_hosts = kh
         files = _host_key_files(kh, opts)
         target = _format_target(s.user, s.host, s.port)
         if proxy:
-            _connect_through_proxy(s, deadline, f"connecting to {target} through a proxy",
-                                   host_key_policy, files)
+            _connect_through_proxy(
+                s, deadline, f"connecting to {target} through a proxy", host_key_policy, files
+            )
         else:
             sock = _tcp_connect(s.host, s.port, deadline, target)
             s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
         s._hostkey = s._server_key()
         _check_host_key(_target_key(s), host_key_policy, files)
-        identities = [_config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
-                      for p in opts.get("identityfile", [])]
+        identities = [
+            _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
+            for p in opts.get("identityfile", [])
+        ]
         _authenticate(s, deadline, keyfile, password, passphrase, identities, home)
     except BaseException:
         s.close()
@@ -893,18 +1101,22 @@ def _algorithm_list(value: Algorithms, name: str) -> Optional[str]:
     try:
         items = [x.strip() for x in items]
     except (TypeError, AttributeError):
-        raise TypeError(f"{name} must be a list of algorithm names or a comma-separated str, "
-                        f"not {type(value).__name__}") from None
+        raise TypeError(
+            f"{name} must be a list of algorithm names or a comma-separated str, "
+            f"not {type(value).__name__}"
+        ) from None
     if not items or not all(items) or any(" " in x or "\0" in x for x in items):
-        raise ValueError(f"{name} must name at least one algorithm, with no empty or "
-                         f"space-containing names: {value!r}")
+        raise ValueError(
+            f"{name} must name at least one algorithm, with no empty or "
+            f"space-containing names: {value!r}"
+        )
     return ",".join(items)
 
 
 def _local_user() -> str:
     try:
         return getpass.getuser()
-    except Exception:   # no login name in the environment or the password database
+    except Exception:  # no login name in the environment or the password database
         return "root" if hasattr(os, "getuid") and os.getuid() == 0 else "user"
 
 
@@ -922,4 +1134,3 @@ def _show_log_on_stderr(verbose: int) -> None:
         log.addHandler(_stderr_handler)
     if log.level == logging.NOTSET or log.level > level:
         log.setLevel(level)
-

@@ -15,6 +15,7 @@ and as an ordinary user (then only that user can log in, and only with keys).
 With pytest, ``pytest_plugins = ["pyssh.testing"]`` in a conftest.py gives the
 fixture ``sshd_server`` (one server for the test session).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,11 +35,18 @@ def find_sshd() -> str:
     for candidate in (shutil.which("sshd"), "/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise RuntimeError("no sshd found: install OpenSSH's server (Debian: apt-get install openssh-server)")
+    raise RuntimeError(
+        "no sshd found: install OpenSSH's server (Debian: apt-get install openssh-server)"
+    )
 
 
-def keygen(path: str, kind: str = "ed25519", passphrase: str = "", comment: str = "pyssh-test",
-           fmt: Optional[str] = None) -> str:
+def keygen(
+    path: str,
+    kind: str = "ed25519",
+    passphrase: str = "",
+    comment: str = "pyssh-test",
+    fmt: Optional[str] = None,
+) -> str:
     """Make a key pair with ssh-keygen at `path` (and path.pub). Returns `path`."""
     cmd = ["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", comment, "-f", path]
     if kind == "rsa":
@@ -70,9 +78,16 @@ class SSHServer:
     block among them goes at the end, as sshd requires.
     """
 
-    def __init__(self, *, password_auth: bool = False, kbdint_auth: bool = False,
-                 host_key_type: str = "ed25519", extra_config: Optional[List[str]] = None,
-                 start_timeout: float = 15.0, sftp: bool = True):
+    def __init__(
+        self,
+        *,
+        password_auth: bool = False,
+        kbdint_auth: bool = False,
+        host_key_type: str = "ed25519",
+        extra_config: Optional[List[str]] = None,
+        start_timeout: float = 15.0,
+        sftp: bool = True,
+    ):
         self.sftp = sftp
         self.password_auth = password_auth
         self.kbdint_auth = kbdint_auth
@@ -104,16 +119,19 @@ class SSHServer:
     def start(self) -> "SSHServer":
         sshd = find_sshd()
         self.dir = tempfile.mkdtemp(prefix="pyssh-sshd-")
-        os.chmod(self.dir, 0o755)   # sshd as root reads authorized_keys as the user
+        os.chmod(self.dir, 0o755)  # sshd as root reads authorized_keys as the user
         d = self.dir
-        self.host_key = keygen(os.path.join(d, f"ssh_host_{self.host_key_type}_key"), self.host_key_type,
-                               comment="pyssh-test-host")
+        self.host_key = keygen(
+            os.path.join(d, f"ssh_host_{self.host_key_type}_key"),
+            self.host_key_type,
+            comment="pyssh-test-host",
+        )
         self.client_key = keygen(os.path.join(d, "id_ed25519"))
         self.authorized_keys = os.path.join(d, "authorized_keys")
         shutil.copyfile(self.client_key + ".pub", self.authorized_keys)
         os.chmod(self.authorized_keys, 0o644)
         if os.geteuid() == 0:
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)   # privilege separation dir
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
         last_log = ""
         for _attempt in range(5):
             self.port = free_port()
@@ -123,8 +141,13 @@ class SSHServer:
             self.log_path = os.path.join(d, "sshd.log")
             log = open(self.log_path, "ab")
             try:
-                self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", self.config], stdin=subprocess.DEVNULL,
-                                             stdout=log, stderr=log, start_new_session=True)
+                self.proc = subprocess.Popen(
+                    [sshd, "-D", "-e", "-f", self.config],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
             finally:
                 log.close()
             if self._wait_ready():
@@ -146,32 +169,38 @@ class SSHServer:
     def _config_lines(self) -> List[str]:
         root = os.geteuid() == 0
         pam = root and (self.password_auth or self.kbdint_auth)
-        lines = [
-            f"Port {self.port}",
-            f"ListenAddress {self.host}",
-            f"HostKey {self.host_key}",
-            f"PidFile {os.path.join(self.dir, 'sshd.pid')}",
-            f"AuthorizedKeysFile {self.authorized_keys}",
-            "StrictModes no",
-            "PubkeyAuthentication yes",
-            f"PasswordAuthentication {'yes' if self.password_auth else 'no'}",
-            f"KbdInteractiveAuthentication {'yes' if self.kbdint_auth else 'no'}",
-            f"UsePAM {'yes' if pam else 'no'}",
-            "PermitRootLogin yes",
-            "AllowTcpForwarding yes",
-            "X11Forwarding no",
-            "PrintMotd no",
-            "AcceptEnv LANG LC_* PYSSH_*",
-        ] + (["Subsystem sftp internal-sftp"] if self.sftp else []) + [
-            "MaxStartups 100:30:200",
-            "MaxSessions 100",
-            "LoginGraceTime 30",
-            "LogLevel VERBOSE",
-        ]
+        lines = (
+            [
+                f"Port {self.port}",
+                f"ListenAddress {self.host}",
+                f"HostKey {self.host_key}",
+                f"PidFile {os.path.join(self.dir, 'sshd.pid')}",
+                f"AuthorizedKeysFile {self.authorized_keys}",
+                "StrictModes no",
+                "PubkeyAuthentication yes",
+                f"PasswordAuthentication {'yes' if self.password_auth else 'no'}",
+                f"KbdInteractiveAuthentication {'yes' if self.kbdint_auth else 'no'}",
+                f"UsePAM {'yes' if pam else 'no'}",
+                "PermitRootLogin yes",
+                "AllowTcpForwarding yes",
+                "X11Forwarding no",
+                "PrintMotd no",
+                "AcceptEnv LANG LC_* PYSSH_*",
+            ]
+            + (["Subsystem sftp internal-sftp"] if self.sftp else [])
+            + [
+                "MaxStartups 100:30:200",
+                "MaxSessions 100",
+                "LoginGraceTime 30",
+                "LogLevel VERBOSE",
+            ]
+        )
         # sshd keeps the first value of a keyword: the caller's lines come first, except
         # a Match block, which holds everything after it and so must stay last
         extra = self.extra_config
-        match = next((i for i, line in enumerate(extra) if line.lower().split()[:1] == ["match"]), len(extra))
+        match = next(
+            (i for i, line in enumerate(extra) if line.lower().split()[:1] == ["match"]), len(extra)
+        )
         return extra[:match] + lines + extra[match:]
 
     def _wait_ready(self) -> bool:
@@ -193,7 +222,7 @@ class SSHServer:
         if proc is None or proc.poll() is not None:
             return
         try:
-            os.kill(proc.pid, signal.SIGTERM)   # only the process we started, by its pid
+            os.kill(proc.pid, signal.SIGTERM)  # only the process we started, by its pid
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
@@ -226,6 +255,7 @@ class SSHServer:
         """pyssh.connect to this server with its client key and known_hosts; keyword
         arguments override those defaults."""
         import pyssh
+
         kwargs.setdefault("keyfile", self.client_key)
         kwargs.setdefault("known_hosts", self.known_hosts)
         kwargs.setdefault("config", False)
@@ -235,15 +265,17 @@ class SSHServer:
 
 def _current_user() -> str:
     import pwd
+
     return pwd.getpwuid(os.getuid()).pw_name
 
 
 try:
     import pytest
-except ImportError:   # pytest is optional
+except ImportError:  # pytest is optional
     pytest = None  # type: ignore[assignment]
 
 if pytest is not None:
+
     @pytest.fixture(scope="session")
     def sshd_server():
         """One throwaway sshd for the whole test session."""

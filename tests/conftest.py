@@ -73,7 +73,9 @@ def account():
 def agent(tmp_path, monkeypatch):
     """A real ssh-agent started for the test (stopped by its pid afterwards)."""
     sock = str(tmp_path / "agent.sock")
-    out = subprocess.run(["ssh-agent", "-s", "-a", sock], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["ssh-agent", "-s", "-a", sock], capture_output=True, text=True, check=True
+    ).stdout
     pid = int(out.split("SSH_AGENT_PID=")[1].split(";")[0])
     monkeypatch.setenv("SSH_AUTH_SOCK", sock)
     try:
@@ -89,6 +91,7 @@ def agent(tmp_path, monkeypatch):
 def make_key(tmp_path):
     def make(name="key", kind="ed25519", passphrase="", fmt=None):
         return keygen(str(tmp_path / name), kind, passphrase=passphrase, fmt=fmt)
+
     return make
 
 
@@ -123,7 +126,7 @@ def plain_session(server, plain_address):
         yield s
 
 
-INTERRUPT_CHILD = r'''
+INTERRUPT_CHILD = r"""
 import os, sys, time, pyssh
 address, key, known_hosts, remote, to, method = sys.argv[1:7]
 s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
@@ -141,7 +144,7 @@ print("left", sorted(os.listdir(to)), flush=True)
 print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
 with s.sftp() as f:
     print("sftp", f.exists(remote), flush=True)
-'''
+"""
 
 
 @contextlib.contextmanager
@@ -150,8 +153,12 @@ def interrupted_child(script, args, ready="started", before_signal=None):
     call before_signal(child) if given, then send SIGINT: the child must print
     "interrupted <its time.monotonic()>" within half a second of the signal. Yields the
     child, to read what it prints next; kills it if it is still running afterwards."""
-    p = subprocess.Popen([sys.executable, "-c", script, *map(str, args)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert p.stdout.readline().strip() == ready, p.stderr.read()
         if before_signal is not None:
@@ -172,9 +179,10 @@ def interrupt_download(server, method, remote, to):
     """Run session.<method>(remote, to) in a child process and send it SIGINT once data
     flows: KeyboardInterrupt within half a second, no partial file left in `to`, and the
     session usable afterwards (a command, an SFTP channel)."""
-    with interrupted_child(INTERRUPT_CHILD, [server.address, server.client_key,
-                                             server.known_hosts, remote, to, method]) as p:
-        assert p.stdout.readline().strip() == "left []"     # no partial file
+    with interrupted_child(
+        INTERRUPT_CHILD, [server.address, server.client_key, server.known_hosts, remote, to, method]
+    ) as p:
+        assert p.stdout.readline().strip() == "left []"  # no partial file
         assert p.stdout.readline().strip() == "then usable"
         assert p.stdout.readline().strip() == "sftp True"
         assert p.wait(timeout=30) == 0
@@ -184,22 +192,24 @@ def connection_killer(server):
     """A session on `server` (a fresh_server of the test's own) and a progress
     callable that SIGKILLs that session's sshd processes: the server dying
     mid-transfer."""
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}   # pgrep under ASan
+    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # pgrep under ASan
 
     def children(pid):
-        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
-                              env=env).stdout.split()
+        return subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, env=env
+        ).stdout.split()
 
     s = server.connect()
     conns = children(server.pid)
-    assert len(conns) == 1   # this session's sshd process
+    assert len(conns) == 1  # this session's sshd process
 
     def kill_connection(path, moved, total):
-        for pid in conns + children(conns[0]):   # ours: started by our sshd
+        for pid in conns + children(conns[0]):  # ours: started by our sshd
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
     return s, kill_connection
 
 
@@ -215,8 +225,9 @@ def download_killed_midway(server, tmp_path, method):
     (tmp_path / "b" / "big").write_bytes(b"old good")
     s, kill_connection = connection_killer(server)
     with pytest.raises(pyssh.ConnectError, match="the connection to the server was lost"):
-        getattr(s, method)(str(tmp_path / "big"), to=tmp_path / "b", verbose=False,
-                           progress=kill_connection)
+        getattr(s, method)(
+            str(tmp_path / "big"), to=tmp_path / "b", verbose=False, progress=kill_connection
+        )
     assert os.listdir(tmp_path / "b") == ["big"]
     assert (tmp_path / "b" / "big").read_bytes() == b"old good"
     return s
@@ -273,17 +284,20 @@ def hostile_sftp(tmp_path_factory):
     shutil.copy(os.path.join(os.path.dirname(__file__), "hostile_sftp.py"), script)
     scenario = d / "scenario.txt"
     scenario.write_text("{}")
-    with SSHServer(sftp=False, extra_config=[
-            f"Subsystem sftp {sys.executable} {script} {scenario}"]) as srv:
+    with SSHServer(
+        sftp=False, extra_config=[f"Subsystem sftp {sys.executable} {script} {scenario}"]
+    ) as srv:
+
         def run(how, call, timeout=20):
             scenario.write_text(repr(how))
             with srv.connect() as s, s.sftp(timeout=timeout) as f:
                 return call(f)
+
         run.server = srv
         yield run
 
 
-FAKE_SCP = r'''
+FAKE_SCP = r"""
 import ast, os, sys, time
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "scenario.txt")) as f:
@@ -295,7 +309,7 @@ for chunk in steps:
     out.write(chunk)
     out.flush()
 time.sleep(0.2)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +321,10 @@ def hostile_scp(tmp_path_factory):
     script = d / "fake_scp.py"
     script.write_text(FAKE_SCP)
     with SSHServer(extra_config=[f"ForceCommand {sys.executable} {script}"]) as srv:
+
         def run(steps, to, files="wanted", timeout=10):
             (d / "scenario.txt").write_text(repr(steps))
             with srv.connect() as s:
                 return s.scp_download(files, to=to, verbose=False, timeout=timeout)
+
         yield run

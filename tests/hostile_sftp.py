@@ -37,6 +37,7 @@ starts one). Keys (all optional):
   chaos         seed                     answer READs at random: the truth, short, EOF,
                                          failures, wrong ids, twice, too long, junk frames
 """
+
 import ast
 import os
 import select
@@ -60,7 +61,7 @@ def u32(b, i):
 
 def string(b, i):
     n, i = u32(b, i)
-    return b[i:i + n], i + n
+    return b[i : i + n], i + n
 
 
 def s(b):
@@ -112,7 +113,7 @@ def write_frame(t, frame):
         for k in range(0, len(frame), step):
             if k:
                 time.sleep(pause)
-            out.write(frame[k:k + step])
+            out.write(frame[k : k + step])
             out.flush()
         return
     out.write(frame)
@@ -127,8 +128,16 @@ def status(rid, code, msg=b"ok"):
 
 def attrs(st):
     size = S.get("size", st.st_size)
-    return struct.pack(">IQIIIII", 1 | 2 | 4 | 8, size, st.st_uid, st.st_gid, st.st_mode,
-                       int(st.st_atime), int(st.st_mtime))
+    return struct.pack(
+        ">IQIIIII",
+        1 | 2 | 4 | 8,
+        size,
+        st.st_uid,
+        st.st_gid,
+        st.st_mode,
+        int(st.st_atime),
+        int(st.st_mtime),
+    )
 
 
 def new_handle(obj):
@@ -152,8 +161,11 @@ def do_read(rid, b):
     if S.get("read_ok"):
         return status(rid, 0)
     eof = S.get("eof_at")
-    if eof is not None and off >= eof and not (S.get("data_after") is not None
-                                               and off >= S["data_after"]):
+    if (
+        eof is not None
+        and off >= eof
+        and not (S.get("data_after") is not None and off >= S["data_after"])
+    ):
         return status(rid, 1, b"eof")
     if eof is not None and off < eof and S.get("data_after") is None:
         n = min(n, eof - off)
@@ -173,40 +185,43 @@ def chaos(rid, h, off, n):
     global rng
     if rng is None:
         import random
+
         rng = random.Random(S["chaos"])
     f = handles[h]
     f.seek(off)
     r = rng.random()
     if r < 0.70:
-        return False                                   # the truth
-    if r < 0.96:                                       # a short read
+        return False  # the truth
+    if r < 0.96:  # a short read
         data = f.read(rng.randint(1, max(1, n)))
         if data:
             send(DATA, rid, s(data))
             return True
         return False
-    if r < 0.97:                                       # EOF, a lie or not
+    if r < 0.97:  # EOF, a lie or not
         status(rid, 1, b"eof")
         return True
-    if r < 0.975:                                      # a failure
+    if r < 0.975:  # a failure
         status(rid, rng.choice([4, 2, 0x80000000]), b"chaos")
         return True
-    if r < 0.98:                                       # another request's id
+    if r < 0.98:  # another request's id
         send(DATA, rid + rng.choice([-1, 1, 7]), s(f.read(n)))
         return True
-    if r < 0.985:                                      # twice
+    if r < 0.985:  # twice
         data = f.read(n)
         send(DATA, rid, s(data))
         send(DATA, rid, s(data))
         return True
-    if r < 0.99:                                       # more than asked
+    if r < 0.99:  # more than asked
         send(DATA, rid, s(f.read(n) + b"x"))
         return True
-    if r < 0.995:                                      # empty DATA (EOF)
+    if r < 0.995:  # empty DATA (EOF)
         send(DATA, rid, s(b""))
         return True
-    out.write(struct.pack(">IB", rng.randint(0, 40), rng.randint(0, 255)) +
-              bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 40))))
+    out.write(
+        struct.pack(">IB", rng.randint(0, 40), rng.randint(0, 255))
+        + bytes(rng.randint(0, 255) for _ in range(rng.randint(0, 40)))
+    )
     out.flush()
     return True
 
@@ -285,7 +300,7 @@ def do_stat(rid, t, b):
 def do_opendir(rid, b):
     path, _ = string(b, 0)
     try:
-        names = [] if "names" in S else os.listdir(path)     # bytes, as the path is
+        names = [] if "names" in S else os.listdir(path)  # bytes, as the path is
     except OSError as e:
         return errno_status(rid, e)
     h = new_handle([b".", b".."] + sorted(names))
@@ -374,6 +389,7 @@ def main():
     os.chdir(os.path.expanduser("~"))
     if S.get("stderr_flood"):
         import threading
+
         threading.Thread(target=flood_stderr, daemon=True).start()
     seen = {}
     while True:

@@ -26,6 +26,7 @@ connection), so the server needs no channel objects for what it opens.
 Also: an SFTP server that floods stderr (`sftp_stderr`, bytes) before answering
 stat with "no such file", and a `scp -f` that floods stderr before sending one
 file "x" of 5 bytes (`scp_stderr`)."""
+
 import asyncio
 import json
 import os
@@ -35,13 +36,20 @@ import sys
 import time
 
 import asyncssh
-from asyncssh.constants import (MSG_CHANNEL_OPEN, MSG_CHANNEL_OPEN_CONFIRMATION,
-                                MSG_CHANNEL_OPEN_FAILURE, MSG_GLOBAL_REQUEST, MSG_IGNORE,
-                                MSG_REQUEST_FAILURE, MSG_REQUEST_SUCCESS, MSG_UNIMPLEMENTED)
+from asyncssh.constants import (
+    MSG_CHANNEL_OPEN,
+    MSG_CHANNEL_OPEN_CONFIRMATION,
+    MSG_CHANNEL_OPEN_FAILURE,
+    MSG_GLOBAL_REQUEST,
+    MSG_IGNORE,
+    MSG_REQUEST_FAILURE,
+    MSG_REQUEST_SUCCESS,
+    MSG_UNIMPLEMENTED,
+)
 from asyncssh.packet import Boolean, String, UInt32
 
 USER = "hostile"
-RAW_CHAN_BASE = 0x40000000        # ids of the channels the server opens by hand
+RAW_CHAN_BASE = 0x40000000  # ids of the channels the server opens by hand
 CHUNK = 32 * 1024
 
 
@@ -50,15 +58,20 @@ class _Tracker:
 
     def __init__(self, conn):
         self.conn = conn
-        self.opens = {}               # raw channel id -> None (pending) or its answer
+        self.opens = {}  # raw channel id -> None (pending) or its answer
         self.next_id = RAW_CHAN_BASE
         self.globals_pending = 0
         self.globals = {"success": 0, "failure": 0}
         self.unimplemented = 0
         self.last_answer = time.monotonic()
         handlers = dict(type(conn)._packet_handlers)
-        for kind in (MSG_CHANNEL_OPEN_CONFIRMATION, MSG_CHANNEL_OPEN_FAILURE,
-                     MSG_REQUEST_SUCCESS, MSG_REQUEST_FAILURE, MSG_UNIMPLEMENTED):
+        for kind in (
+            MSG_CHANNEL_OPEN_CONFIRMATION,
+            MSG_CHANNEL_OPEN_FAILURE,
+            MSG_REQUEST_SUCCESS,
+            MSG_REQUEST_FAILURE,
+            MSG_UNIMPLEMENTED,
+        ):
             handlers[kind] = self._wrap(handlers[kind])
         conn._packet_handlers = handlers
 
@@ -68,6 +81,7 @@ class _Tracker:
                 self.last_answer = time.monotonic()
                 return True
             return original(conn, pkttype, pktid, packet)
+
         return handler
 
     def _mine(self, pkttype, packet):
@@ -91,23 +105,37 @@ class _Tracker:
             remote = packet.get_uint32()
             self.opens[chan] = ("confirmed", remote)
             # be polite: close what the client accepted
-            self.conn.send_packet(97, UInt32(remote))   # SSH_MSG_CHANNEL_CLOSE
+            self.conn.send_packet(97, UInt32(remote))  # SSH_MSG_CHANNEL_CLOSE
         return True
 
     def open_channels(self, kind, n, port):
         extra = {
             b"x11": lambda: (String(b"10.9.8.7"), UInt32(6010)),
-            b"forwarded-tcpip": lambda: (String(b"127.0.0.1"), UInt32(port),
-                                         String(b"10.9.8.7"), UInt32(4242)),
-            b"direct-tcpip": lambda: (String(b"127.0.0.1"), UInt32(port),
-                                      String(b"10.9.8.7"), UInt32(4242)),
+            b"forwarded-tcpip": lambda: (
+                String(b"127.0.0.1"),
+                UInt32(port),
+                String(b"10.9.8.7"),
+                UInt32(4242),
+            ),
+            b"direct-tcpip": lambda: (
+                String(b"127.0.0.1"),
+                UInt32(port),
+                String(b"10.9.8.7"),
+                UInt32(4242),
+            ),
         }.get(kind, lambda: ())
         for _ in range(n):
             chan = self.next_id
             self.next_id += 1
             self.opens[chan] = None
-            self.conn.send_packet(MSG_CHANNEL_OPEN, String(kind), UInt32(chan),
-                                  UInt32(2 << 20), UInt32(32768), *extra())
+            self.conn.send_packet(
+                MSG_CHANNEL_OPEN,
+                String(kind),
+                UInt32(chan),
+                UInt32(2 << 20),
+                UInt32(32768),
+                *extra(),
+            )
 
     def global_requests(self, name, n, want):
         for _ in range(n):
@@ -131,8 +159,13 @@ class _Tracker:
                 failure[answer[1]] = failure.get(answer[1], 0) + 1
             else:
                 confirmed += 1
-        return {"sent": len(sent_ids), "failure": failure, "confirmed": confirmed,
-                "unimplemented": self.unimplemented, "unanswered": unanswered}
+        return {
+            "sent": len(sent_ids),
+            "failure": failure,
+            "confirmed": confirmed,
+            "unimplemented": self.unimplemented,
+            "unanswered": unanswered,
+        }
 
 
 class HostileServer:
@@ -151,8 +184,17 @@ class HostileServer:
         self.key_path = str(self.dir / "client_key")
         client_key.write_private_key(self.key_path)
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, str(self.dir), str(quiet), str(sftp_stderr),
-             str(scp_stderr)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            [
+                sys.executable,
+                __file__,
+                str(self.dir),
+                str(quiet),
+                str(sftp_stderr),
+                str(scp_stderr),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         line = self.proc.stdout.readline()
         if not line.strip().isdigit():
             self.proc.kill()
@@ -164,13 +206,20 @@ class HostileServer:
 
     def connect(self, **kw):
         import pyssh
-        return pyssh.connect(f"{USER}@127.0.0.1:{self.port}", keyfile=self.key_path,
-                             known_hosts=self.known_hosts, host_key_policy="strict",
-                             config=False, timeout=30, **kw)
+
+        return pyssh.connect(
+            f"{USER}@127.0.0.1:{self.port}",
+            keyfile=self.key_path,
+            known_hosts=self.known_hosts,
+            host_key_policy="strict",
+            config=False,
+            timeout=30,
+            **kw,
+        )
 
     def close(self):
         if self.proc.poll() is None:
-            self.proc.stdin.close()            # the server's cue to stop
+            self.proc.stdin.close()  # the server's cue to stop
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -209,9 +258,15 @@ class _Server:
                 return username == USER and key.public_data == outer.client_pub.public_data
 
         server = await asyncssh.create_server(
-            Server, "127.0.0.1", 0, server_host_keys=[self.host_key],
-            process_factory=self._process, sftp_factory=self._sftp_factory, encoding=None,
-            allow_scp=False)
+            Server,
+            "127.0.0.1",
+            0,
+            server_host_keys=[self.host_key],
+            process_factory=self._process,
+            sftp_factory=self._sftp_factory,
+            encoding=None,
+            allow_scp=False,
+        )
         print(server.sockets[0].getsockname()[1], flush=True)
         # until the parent closes our stdin
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -250,10 +305,14 @@ class _Server:
             t.globals = {"success": 0, "failure": 0}
             n, want = int(words[2]), words[3] == "1"
             t.global_requests(words[1].encode(), n, want)
-            got = lambda: sum(t.globals.values()) + t.unimplemented   # noqa: E731
+            got = lambda: sum(t.globals.values()) + t.unimplemented  # noqa: E731
             await t.settle(lambda: got() >= n, self.quiet)
-            return {"sent": n, **t.globals, "unimplemented": t.unimplemented,
-                    "unanswered": max(0, n - got())}
+            return {
+                "sent": n,
+                **t.globals,
+                "unimplemented": t.unimplemented,
+                "unanswered": max(0, n - got()),
+            }
         if what == "chanreq":
             want = words[2] == "1"
             if not want:
@@ -261,7 +320,8 @@ class _Server:
                 return {"reply": "none"}
             try:
                 ok = await asyncio.wait_for(
-                    process.channel._make_request(words[1].encode(), String(b"ls")), self.quiet)
+                    process.channel._make_request(words[1].encode(), String(b"ls")), self.quiet
+                )
             except asyncio.TimeoutError:
                 return {"reply": "none"}
             return {"reply": "success" if ok else "failure"}
@@ -274,7 +334,7 @@ class _Server:
             return {"sent": int(words[1])}
         if what == "echo":
             return {"echo": " ".join(words[1:])}
-        if what == "scp":     # scp -f PATH: the download side
+        if what == "scp":  # scp -f PATH: the download side
             await self._scp_source(process)
             return None
         raise ValueError(f"unknown command {words!r}")
@@ -288,7 +348,7 @@ class _Server:
 
     async def _scp_source(self, process):
         """scp -f: stderr first, then one file "x" of 5 bytes."""
-        await process.stdin.readexactly(1)          # the client's go-ahead
+        await process.stdin.readexactly(1)  # the client's go-ahead
         await self._flood_stderr(process, self.scp_stderr)
         process.stdout.write(b"C0644 5 x\n")
         await process.stdin.readexactly(1)

@@ -7,6 +7,7 @@ command (stdout, stderr, exit status, stdin), moves a file through SFTP, and che
 that a changed host key is refused. Prints one line per step; exits non-zero on the
 first failure. Run: python tests/smoke.py  (needs: pip install asyncssh)
 """
+
 import asyncio
 import hashlib
 import os
@@ -47,8 +48,14 @@ async def _serve(host_key, client_pub, root, ready):
         return asyncssh.SFTPServer(chan, chroot=root.encode())
 
     server = await asyncssh.create_server(
-        Server, "127.0.0.1", 0, server_host_keys=[host_key], process_factory=handle,
-        sftp_factory=sftp_factory, encoding=None)
+        Server,
+        "127.0.0.1",
+        0,
+        server_host_keys=[host_key],
+        process_factory=handle,
+        sftp_factory=sftp_factory,
+        encoding=None,
+    )
     stop = asyncio.Event()
     ready.append((server.sockets[0].getsockname()[1], stop))
     await stop.wait()
@@ -60,8 +67,11 @@ def _run_server(host_key, client_pub, root):
     """asyncssh's server on its own event loop in a thread: (port, shutdown)."""
     loop = asyncio.new_event_loop()
     ready = []
-    t = threading.Thread(target=loop.run_until_complete,
-                         args=(_serve(host_key, client_pub, root, ready),), daemon=True)
+    t = threading.Thread(
+        target=loop.run_until_complete,
+        args=(_serve(host_key, client_pub, root, ready),),
+        daemon=True,
+    )
     t.start()
     for _ in range(400):
         if ready or not t.is_alive():
@@ -74,6 +84,7 @@ def _run_server(host_key, client_pub, root):
     def shutdown():
         loop.call_soon_threadsafe(stop.set)
         t.join(10)
+
     return port, shutdown
 
 
@@ -82,8 +93,10 @@ def step(name):
 
 
 def main():
-    step(f"pyssh {pyssh.__version__}, libssh {pyssh.libssh_version(full=True)}, "
-         f"Python {sys.version.split()[0]} on {sys.platform}")
+    step(
+        f"pyssh {pyssh.__version__}, libssh {pyssh.libssh_version(full=True)}, "
+        f"Python {sys.version.split()[0]} on {sys.platform}"
+    )
     with tempfile.TemporaryDirectory() as d:
         host_key = asyncssh.generate_private_key("ssh-ed25519")
         client_key = asyncssh.generate_private_key("ssh-ed25519")
@@ -96,8 +109,14 @@ def main():
         try:
             with open(known, "wb") as f:
                 f.write(b"[127.0.0.1]:%d " % port + host_key.export_public_key("openssh"))
-            with pyssh.connect(f"{USER}@127.0.0.1:{port}", keyfile=key_path, known_hosts=known,
-                               host_key_policy="strict", config=False, timeout=30) as s:
+            with pyssh.connect(
+                f"{USER}@127.0.0.1:{port}",
+                keyfile=key_path,
+                known_hosts=known,
+                host_key_policy="strict",
+                config=False,
+                timeout=30,
+            ) as s:
                 step("connected: host key checked against known_hosts, logged in with a key")
                 r = s.exec_internal("hello world", error=False)
                 assert r.status == 3, r
@@ -119,8 +138,13 @@ def main():
                 other = asyncssh.generate_private_key("ssh-ed25519")
                 f.write(b"[127.0.0.1]:%d " % port + other.export_public_key("openssh"))
             try:
-                pyssh.connect(f"{USER}@127.0.0.1:{port}", keyfile=key_path, known_hosts=known,
-                              config=False, timeout=30)
+                pyssh.connect(
+                    f"{USER}@127.0.0.1:{port}",
+                    keyfile=key_path,
+                    known_hosts=known,
+                    config=False,
+                    timeout=30,
+                )
             except pyssh.HostKeyMismatchError:
                 step("a changed host key is refused")
             else:

@@ -1,5 +1,6 @@
 """Choosing algorithms: connect(ciphers=, kex=, macs=, host_key_algorithms=), pyssh's
 default cipher order, and what ~/.ssh/config says."""
+
 import pytest
 
 import pyssh
@@ -20,8 +21,14 @@ def test_default_cipher_order_follows_the_cpu(server):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ciphers", [["chacha20-poly1305@openssh.com"], "aes256-ctr",
-                                     ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com"]])
+@pytest.mark.parametrize(
+    "ciphers",
+    [
+        ["chacha20-poly1305@openssh.com"],
+        "aes256-ctr",
+        ["aes256-gcm@openssh.com", "aes128-gcm@openssh.com"],
+    ],
+)
 def test_ciphers_argument(server, ciphers):
     with server.connect(ciphers=ciphers) as s:
         first = ciphers if isinstance(ciphers, str) else ciphers[0]
@@ -30,8 +37,12 @@ def test_ciphers_argument(server, ciphers):
 
 
 def test_kex_macs_and_host_key_algorithms(server):
-    with server.connect(ciphers="aes128-ctr", macs=["hmac-sha2-512"],
-                        kex=["ecdh-sha2-nistp256"], host_key_algorithms=["ssh-ed25519"]) as s:
+    with server.connect(
+        ciphers="aes128-ctr",
+        macs=["hmac-sha2-512"],
+        kex=["ecdh-sha2-nistp256"],
+        host_key_algorithms=["ssh-ed25519"],
+    ) as s:
         info = s.info()
         assert info["mac"] == "hmac-sha2-512"
         assert info["kex"] == "ecdh-sha2-nistp256"
@@ -51,8 +62,9 @@ def test_no_algorithm_in_common(server):
         server.connect(ciphers=["aes128-cbc"])
 
 
-@pytest.mark.parametrize("value, err", [([], ValueError), ("", ValueError), (["a b"], ValueError),
-                                        (42, TypeError)])
+@pytest.mark.parametrize(
+    "value, err", [([], ValueError), ("", ValueError), (["a b"], ValueError), (42, TypeError)]
+)
 def test_bad_algorithm_lists(server, value, err):
     with pytest.raises(err):
         server.connect(ciphers=value)

@@ -1,4 +1,5 @@
 """Authentication, in pyssh's order, against the real sshd."""
+
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ def test_key_as_path(server):
 
 def test_key_as_pathlike(server):
     import pathlib
+
     with server.connect(keyfile=pathlib.Path(server.client_key)) as s:
         assert s.connected
 
@@ -46,6 +48,7 @@ def test_encrypted_key_with_passphrase_callable(server, make_key):
     def ask(prompt):
         prompts.append(prompt)
         return "s3cret"
+
     with server.connect(keyfile=key, passphrase=ask) as s:
         assert s.connected
     assert len(prompts) == 1 and key in prompts[0]
@@ -76,11 +79,11 @@ def test_wrong_passphrase(server, make_key):
     with pytest.raises(pyssh.PrivateKeyError) as e:
         server.connect(keyfile=key, passphrase="not-it-123")
     assert "wrong passphrase" in str(e.value)
-    assert "not-it-123" not in str(e.value)   # the secret is not echoed
+    assert "not-it-123" not in str(e.value)  # the secret is not echoed
 
 
 def test_passphrase_not_asked_for_a_key_the_server_refuses(server, make_key):
-    key = make_key("enc_refused", passphrase="pp")   # not authorized
+    key = make_key("enc_refused", passphrase="pp")  # not authorized
     asked = []
     with pytest.raises(pyssh.AuthenticationError) as e:
         server.connect(keyfile=key, passphrase=lambda p: asked.append(p) or "pp")
@@ -191,6 +194,7 @@ def test_missing_identity_file_is_reported(server, home):
 
 # ---- password and keyboard-interactive: a real local account, checked by PAM ----
 
+
 @pytest.fixture
 def as_account(server, account, home):
     name, password = account
@@ -211,6 +215,7 @@ def test_keyboard_interactive_with_a_callable(server, as_account):
     def answer(prompt):
         prompts.append(prompt)
         return password
+
     with server.connect(address=address, keyfile=None, password=answer) as s:
         assert s.connected
     assert prompts and "assword" in prompts[0]
@@ -252,7 +257,7 @@ def test_key_then_password_when_key_is_refused(server, as_account, make_key):
     name, password, address = as_account
     stranger = make_key("stranger2")
     with pytest.raises(pyssh.AuthenticationError):
-        server.connect(address=address, keyfile=stranger)   # no password: only the key
+        server.connect(address=address, keyfile=stranger)  # no password: only the key
     with server.connect(address=address, keyfile=stranger, password=password) as s:
         assert s.info()["identity"] == "keyboard-interactive"
 
@@ -262,6 +267,7 @@ def test_passphrase_is_asked_on_a_terminal(server, make_key, tmp_path):
     import pty
     import sys
     import time
+
     key = make_key("enc_tty", passphrase="typed-in")
     server.authorize(key + ".pub")
     script = tmp_path / "child.py"
@@ -269,7 +275,8 @@ def test_passphrase_is_asked_on_a_terminal(server, make_key, tmp_path):
         "import pyssh\n"
         f"s = pyssh.connect({server.address!r}, keyfile={key!r}, known_hosts={server.known_hosts!r},"
         " config=False, timeout=20)\n"
-        "print('IDENTITY', s.info()['identity'], flush=True)\n")
+        "print('IDENTITY', s.info()['identity'], flush=True)\n"
+    )
     pid, fd = pty.fork()
     if pid == 0:
         os.environ["PYTHONPATH"] = os.pathsep.join(sys.path)
@@ -295,7 +302,7 @@ def test_passphrase_is_asked_on_a_terminal(server, make_key, tmp_path):
     text = out.decode(errors="replace")
     assert sent, text
     assert f"IDENTITY {key}" in text
-    assert "typed-in" not in text   # not echoed
+    assert "typed-in" not in text  # not echoed
     assert os.WEXITSTATUS(status) == 0
 
 
@@ -303,8 +310,10 @@ def test_key_text_in_an_unknown_format_is_never_echoed(server):
     """Key text pyssh cannot read (PuTTY's format here) was taken for a path, and the
     "keyfile not found" error printed the whole key."""
     secret = "AAAAC3NzaC1lZDI1NTE5secretPRIVATEmaterial"
-    putty = ("PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: k\n"
-             f"Public-Lines: 1\nAAAAC3\nPrivate-Lines: 1\n{secret}\nPrivate-MAC: 00\n")
+    putty = (
+        "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: k\n"
+        f"Public-Lines: 1\nAAAAC3\nPrivate-Lines: 1\n{secret}\nPrivate-MAC: 00\n"
+    )
     for keyfile in (putty, putty.encode()):
         with pytest.raises(pyssh.PrivateKeyError) as e:
             server.connect(keyfile=keyfile)

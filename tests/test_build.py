@@ -1,4 +1,5 @@
 """The extension as built: static, with hidden symbols, beside other OpenSSLs."""
+
 import hashlib
 import os
 import re
@@ -30,8 +31,9 @@ def test_libssh_and_libcrypto_are_linked_statically():
 
 @pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils)")
 def test_only_the_init_function_is_exported():
-    out = subprocess.run(["nm", "-D", "--defined-only", _ssh.__file__], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["nm", "-D", "--defined-only", _ssh.__file__], capture_output=True, text=True, check=True
+    ).stdout
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
     assert names == {"PyInit__ssh"}, sorted(names)[:20]
 
@@ -91,13 +93,19 @@ def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     there; for an installed pyssh (.ci/check-wheel), from an empty directory, so that
     mypy takes the rest of site-packages as installed libraries, not as this project."""
     import sys
+
     root = os.path.dirname(os.path.dirname(pyssh.__file__))
     cwd = root if os.path.isfile(os.path.join(root, "setup.py")) else str(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases",
-                        "pyssh._ssh"], capture_output=True, text=True, cwd=cwd)
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy.stubtest", "--ignore-disjoint-bases", "pyssh._ssh"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "mypy", "-p", "pyssh"], capture_output=True,
-                       text=True, cwd=cwd)
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "-p", "pyssh"], capture_output=True, text=True, cwd=cwd
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -107,21 +115,39 @@ def test_sdist_builds_on_its_own(tmp_path):
     build libssh) and the tests."""
     import sys
     import tarfile
+
     root = os.path.dirname(os.path.dirname(pyssh.__file__))
     if not os.path.isfile(os.path.join(root, "setup.py")):
         pytest.skip("not run from a source tree")
-    r = subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
-                       cwd=root, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     (sdist,) = list(tmp_path.glob("pyssh-*.tar.gz"))
     with tarfile.open(sdist) as t:
         names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
-    for needed in ("setup.py", "pyproject.toml", "csrc/pyssh.h", "csrc/sftp.c", "vendor/build.sh",
-                   "vendor/versions.env", "vendor/patches/libssh-0.11.5-channel-data-no-copy.patch",
-                   "pyssh/_ssh.pyi", "pyssh/py.typed", "pyssh/include/pyssh_capi.h", "tests/conftest.py",
-                   "tests/capi/example.c",
-                   "tests/fuzz/scp_parse_fuzz.c", "tests/fuzz/sftp_reply_fuzz.c",
-                   "csrc/sftpproto.h", "tests/hostile_sftp.py", ".ci/run"):
+    for needed in (
+        "setup.py",
+        "pyproject.toml",
+        "csrc/pyssh.h",
+        "csrc/sftp.c",
+        "vendor/build.sh",
+        "vendor/versions.env",
+        "vendor/patches/libssh-0.11.5-channel-data-no-copy.patch",
+        "pyssh/_ssh.pyi",
+        "pyssh/py.typed",
+        "pyssh/include/pyssh_capi.h",
+        "tests/conftest.py",
+        "tests/capi/example.c",
+        "tests/fuzz/scp_parse_fuzz.c",
+        "tests/fuzz/sftp_reply_fuzz.c",
+        "csrc/sftpproto.h",
+        "tests/hostile_sftp.py",
+        ".ci/run",
+    ):
         assert needed in names, needed
     assert not any(n.endswith((".so", ".pyc")) for n in names)
 
@@ -130,9 +156,13 @@ def test_sdist_builds_on_its_own(tmp_path):
 # 3.9, the oldest supported: no '*' width or precision (3.12: before, "%.*s" was
 # printed as it stands, and one message ended in a literal "%.*s"), no %T or %N
 # (3.13), no floating point at all.
-_FORMAT_OK = re.compile(r"%(%|-?\d*(\.\d+)?(c|d|u|i|x|s|p|A|U|V|S|R|ld|li|lu|lld|lli|llu|zd|zi|zu))$")
+_FORMAT_OK = re.compile(
+    r"%(%|-?\d*(\.\d+)?(c|d|u|i|x|s|p|A|U|V|S|R|ld|li|lu|lld|lli|llu|zd|zi|zu))$"
+)
 _FORMAT_TOKEN = re.compile(r"%(?:%|[-+ #0-9.*]*(?:ll|l|z|j|t|h|hh)?[a-zA-Z])")
-_FORMAT_CALLS = re.compile(r"\b(PyErr_Format|pyssh_raise|PyUnicode_FromFormat|PyErr_WarnFormat)\s*\(")
+_FORMAT_CALLS = re.compile(
+    r"\b(PyErr_Format|pyssh_raise|PyUnicode_FromFormat|PyErr_WarnFormat)\s*\("
+)
 
 
 def _string_literals(src, i):
@@ -145,7 +175,7 @@ def _string_literals(src, i):
             k = j + 1
             while src[k] != '"':
                 k += 2 if src[k] == "\\" else 1
-            out.append(src[j + 1:k])
+            out.append(src[j + 1 : k])
             j = k
         j += 1
     return "".join(out)
@@ -161,7 +191,9 @@ def test_c_message_formats_work_on_the_oldest_python():
         if name.endswith(".c"):
             src = open(os.path.join(csrc, name)).read()
             for m in _FORMAT_CALLS.finditer(src):
-                bad += [(name, src.count("\n", 0, m.start()) + 1, spec)
-                        for spec in _FORMAT_TOKEN.findall(_string_literals(src, m.end()))
-                        if not _FORMAT_OK.match(spec)]
+                bad += [
+                    (name, src.count("\n", 0, m.start()) + 1, spec)
+                    for spec in _FORMAT_TOKEN.findall(_string_literals(src, m.end()))
+                    if not _FORMAT_OK.match(spec)
+                ]
     assert bad == []

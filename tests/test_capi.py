@@ -1,6 +1,7 @@
 """pyssh's C API (pyssh/include/pyssh_capi.h), used by real extensions built here at
 test time from tests/capi/ (example.c, the documented example; consumer.c, the rest)
 on sessions of the test server."""
+
 import hashlib
 import os
 import shutil
@@ -29,9 +30,21 @@ def ext(tmp_path_factory):
     out = tmp_path_factory.mktemp("capi")
     # (the environment as it is: under ASan, setup.py imports pyssh, which needs the
     # preloaded runtime)
-    r = subprocess.run([sys.executable, os.path.join(CAPI, "setup.py"), "-q", "build_ext",
-                        "--build-lib", str(out), "--build-temp", str(out / "tmp")],
-                       cwd=CAPI, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(CAPI, "setup.py"),
+            "-q",
+            "build_ext",
+            "--build-lib",
+            str(out),
+            "--build-temp",
+            str(out / "tmp"),
+        ],
+        cwd=CAPI,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     sys.path.insert(0, str(out))
     try:
@@ -56,6 +69,7 @@ def test_get_include_has_the_header():
         text = f.read()
     assert "#define PYSSH_CAPI_VERSION 1" in text
     from pyssh import _ssh
+
     assert type(_ssh._C_API).__name__ == "PyCapsule"
     assert "pyssh._ssh._C_API" in repr(_ssh._C_API)
 
@@ -74,8 +88,11 @@ def test_command_output_into_c_buffers_with_the_gil_released(ext, plain_session)
     """The documented example: a command's stdout and stderr read from C, while a
     Python thread keeps counting."""
     example, _ = ext
-    status, out, err = run_while_python_counts(lambda: example.run(
-        plain_session, "head -c 200000000 /dev/zero; echo to-stderr >&2; exit 7", 120))
+    status, out, err = run_while_python_counts(
+        lambda: example.run(
+            plain_session, "head -c 200000000 /dev/zero; echo to-stderr >&2; exit 7", 120
+        )
+    )
     assert status == 7
     assert len(out) == 200_000_000 and out.count(b"\0") == len(out)
     assert err == b"to-stderr\n"
@@ -119,7 +136,7 @@ def test_scp_errors(ext, session, tmp_path):
     assert "missing" in str(e.value)
     with pytest.raises(pyssh.SCPError) as e:
         consumer.scp_sha256(session, str(tmp_path))
-    assert "not a regular file" in str(e.value)   # what OpenSSH's scp says
+    assert "not a regular file" in str(e.value)  # what OpenSSH's scp says
     # the sink stops the transfer: an error, and the session goes on working
     big = tmp_path / "big"
     big.write_bytes(os.urandom(4 * 1024 * 1024))
@@ -164,7 +181,7 @@ def test_direct_tcpip_channel(ext, session):
         t.join(10)
         srv.close()
     with pytest.raises(pyssh.SSHError):
-        consumer.tcp_roundtrip(session, "127.0.0.1", 1, b"x")   # nothing listens on port 1
+        consumer.tcp_roundtrip(session, "127.0.0.1", 1, b"x")  # nothing listens on port 1
 
 
 def test_raw_libssh_access_under_the_lock(ext, session):
@@ -177,14 +194,14 @@ def test_raw_libssh_access_under_the_lock(ext, session):
 def test_version_mismatch_is_a_clear_import_error(ext):
     _, consumer = ext
     info = consumer.info()
-    consumer.import_version(1, info["size"])      # what pyssh_import_capi() asks for
+    consumer.import_version(1, info["size"])  # what pyssh_import_capi() asks for
     with pytest.raises(ImportError) as e:
         consumer.import_version(99, info["size"])
     msg = str(e.value)
     assert "version 99" in msg and "provides version 1" in msg
     assert "rebuild" in msg and "pyssh.get_include()" in msg
     with pytest.raises(ImportError, match="rebuild"):
-        consumer.import_version(1, info["size"] + 8)   # a newer header's longer table
+        consumer.import_version(1, info["size"] + 8)  # a newer header's longer table
 
 
 def test_closed_session_raises_session_closed_error(ext, server):
@@ -231,12 +248,22 @@ def test_not_a_session(ext):
         consumer.raw_check("user@host")
 
 
-@pytest.mark.parametrize("code, cls", [
-    (1, pyssh.SSHError), (2, pyssh.SessionClosedError), (3, pyssh.SSHTimeoutError),
-    (4, pyssh.SCPError), (5, pyssh.SCPFileNotFoundError), (6, pyssh.SCPPermissionError),
-    (7, pyssh.SCPProtocolError), (8, ValueError), (9, MemoryError), (10, pyssh.SSHError),
-    (11, OSError),
-])
+@pytest.mark.parametrize(
+    "code, cls",
+    [
+        (1, pyssh.SSHError),
+        (2, pyssh.SessionClosedError),
+        (3, pyssh.SSHTimeoutError),
+        (4, pyssh.SCPError),
+        (5, pyssh.SCPFileNotFoundError),
+        (6, pyssh.SCPPermissionError),
+        (7, pyssh.SCPProtocolError),
+        (8, ValueError),
+        (9, MemoryError),
+        (10, pyssh.SSHError),
+        (11, OSError),
+    ],
+)
 def test_raise_error_classes(ext, code, cls):
     _, consumer = ext
     with pytest.raises(cls, match="the message"):
@@ -257,4 +284,6 @@ def test_readme_shows_the_example_that_is_compiled():
         text = f.read()
     with open(os.path.join(CAPI, "example.c"), encoding="utf-8") as f:
         example = f.read()
-    assert "```c\n" + example + "```" in text, "README's C API example differs from tests/capi/example.c"
+    assert "```c\n" + example + "```" in text, (
+        "README's C API example differs from tests/capi/example.c"
+    )

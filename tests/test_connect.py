@@ -1,4 +1,5 @@
 """Connecting, printing, info, lifetime, failures, interrupts and threads."""
+
 import gc
 import logging
 import os
@@ -17,8 +18,12 @@ from conftest import open_sockets
 
 
 def fingerprint_of(pub_path):
-    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", pub_path], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", pub_path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split()[1]
 
 
@@ -27,7 +32,9 @@ def test_connect_print_and_info(server):
     try:
         text = str(s)
         fp = fingerprint_of(server.host_key + ".pub")
-        assert text == f"<ssh session>\nconnected: {server.user}@127.0.0.1:{server.port}\nserver: {fp}"
+        assert (
+            text == f"<ssh session>\nconnected: {server.user}@127.0.0.1:{server.port}\nserver: {fp}"
+        )
         assert repr(s) == text
         info = s.info()
         assert info["user"] == server.user
@@ -36,9 +43,14 @@ def test_connect_print_and_info(server):
         assert info["identity"] == server.client_key
         assert info["connected"] is True
         assert info["fingerprint"] == info["sha256"] == fp
-        md = subprocess.run(["ssh-keygen", "-l", "-E", "sha1", "-f", server.host_key + ".pub"],
-                            capture_output=True, text=True, check=True).stdout.split()[1]
+        md = subprocess.run(
+            ["ssh-keygen", "-l", "-E", "sha1", "-f", server.host_key + ".pub"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[1]
         import base64
+
         raw = base64.b64decode(md.split(":", 1)[1] + "=")
         assert info["sha1"] == ":".join(f"{b:02x}" for b in raw)
         assert info["key_type"] == "ssh-ed25519"
@@ -111,6 +123,7 @@ def test_not_an_ssh_server():
             c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
             time.sleep(0.5)
             c.close()
+
         t = threading.Thread(target=talk)
         t.start()
         with pytest.raises(pyssh.SSHError) as e:
@@ -147,6 +160,7 @@ def test_other_threads_run_while_connecting(silent_server):
         nonlocal count
         while not stop.is_set():
             count += 1
+
     t = threading.Thread(target=spin)
     t.start()
     try:
@@ -165,7 +179,8 @@ def test_other_threads_run_while_connecting(silent_server):
 @pytest.mark.slow
 def test_ctrl_c_during_connect(silent_server, tmp_path):
     script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import os, sys, time
         import pyssh
         def sockets():
@@ -187,12 +202,15 @@ def test_ctrl_c_during_connect(silent_server, tmp_path):
             sys.exit(0)
         print("not interrupted", flush=True)
         sys.exit(1)
-    """))
+    """)
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(1.0)   # the child is now waiting for the server's banner
+        time.sleep(1.0)  # the child is now waiting for the server's banner
         child.send_signal(2)
         out, _ = child.communicate(timeout=10)
     finally:
@@ -209,7 +227,9 @@ def test_verbose_logs_reach_the_logger_and_stderr(server, caplog, capfd):
             pass
     libssh_lines = [r for r in caplog.records if r.name == "pyssh" and r.levelno <= logging.DEBUG]
     assert libssh_lines, "libssh's log lines should reach the 'pyssh' logger"
-    assert any("ssh_connect" in r.getMessage() or "kex" in r.getMessage().lower() for r in libssh_lines)
+    assert any(
+        "ssh_connect" in r.getMessage() or "kex" in r.getMessage().lower() for r in libssh_lines
+    )
     err = capfd.readouterr().err
     assert "pyssh:" in err
 
@@ -234,7 +254,7 @@ def test_many_sessions_from_many_threads(server):
                     assert s.connected
                     with lock:
                         done.append(s.info()["fingerprint"])
-        except BaseException as e:   # reported below
+        except BaseException as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(7 if i < 2 else 6,)) for i in range(8)]
@@ -252,7 +272,7 @@ def test_many_sessions_from_many_threads(server):
 def test_forked_child_does_not_say_goodbye_for_the_parent(fresh_server):
     s = fresh_server.connect()
     pid = os.fork()
-    if pid == 0:   # the child: closing its copy must not disconnect the parent's session
+    if pid == 0:  # the child: closing its copy must not disconnect the parent's session
         try:
             s.close()
             del s
@@ -263,12 +283,12 @@ def test_forked_child_does_not_say_goodbye_for_the_parent(fresh_server):
     time.sleep(0.3)
     assert "Bye Bye" not in fresh_server.log()
     assert s.connected
-    s._auth_list()   # still usable in the parent
+    s._auth_list()  # still usable in the parent
     s.close()
     deadline = time.monotonic() + 5
     while "Bye Bye" not in fresh_server.log() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "Bye Bye" in fresh_server.log()   # the parent's own close does say it
+    assert "Bye Bye" in fresh_server.log()  # the parent's own close does say it
 
 
 @pytest.mark.slow
@@ -288,9 +308,10 @@ def test_close_while_other_threads_use_the_session(server):
                 except pyssh.SessionClosedError:
                     results["closed"] += 1
                     return
-                except BaseException as e:   # reported below
+                except BaseException as e:  # reported below
                     results["other"].append(e)
                     return
+
         threads = [threading.Thread(target=use) for _ in range(3)]
         for t in threads:
             t.start()
@@ -310,10 +331,16 @@ def test_server_at_its_channel_limit(tmp_path):
     # keyword, so "MaxSessions 1" wins over the test server's own "MaxSessions 100"
     with pyssh.testing.SSHServer(extra_config=["MaxSessions 1"]) as srv, srv.connect() as s:
         with s.sftp() as sftp:
-            for refused in (lambda: s.sftp(), lambda: s.exec_internal("true"),
-                            lambda: s.scp_download("f", tmp_path)):
-                with pytest.raises(pyssh.SSHError, match="^[^(]*Channel opening failure.*"
-                                   "limit of channels .*MaxSessions.*open another session") as e:
+            for refused in (
+                lambda: s.sftp(),
+                lambda: s.exec_internal("true"),
+                lambda: s.scp_download("f", tmp_path),
+            ):
+                with pytest.raises(
+                    pyssh.SSHError,
+                    match="^[^(]*Channel opening failure.*"
+                    "limit of channels .*MaxSessions.*open another session",
+                ) as e:
                     refused()
                 # a traceback shows its locals: the half-made SFTP object among them
                 tb = e.tb
@@ -323,14 +350,25 @@ def test_server_at_its_channel_limit(tmp_path):
             assert sftp.exists(".")
 
 
-@pytest.mark.parametrize("alias, args", [
-    ("ssh_disconnect", ()), ("ssh_info", ()), ("ssh_session_info", ()),
-    ("ssh_exec_wait", ("true",)), ("ssh_exec_internal", ("true",)),
-    ("scp_upload", ("f",)), ("scp_download", ("f",)), ("ssh_tunnel", (5555, "localhost:80")),
-])
+@pytest.mark.parametrize(
+    "alias, args",
+    [
+        ("ssh_disconnect", ()),
+        ("ssh_info", ()),
+        ("ssh_session_info", ()),
+        ("ssh_exec_wait", ("true",)),
+        ("ssh_exec_internal", ("true",)),
+        ("scp_upload", ("f",)),
+        ("scp_download", ("f",)),
+        ("ssh_tunnel", (5555, "localhost:80")),
+    ],
+)
 def test_r_aliases_say_when_their_first_argument_is_not_a_session(alias, args):
     # the R package's order puts the session first: a host string there is a likely slip
     name = "ssh_info" if alias == "ssh_session_info" else alias
-    with pytest.raises(TypeError, match=f"^{name}: the first argument must be a session "
-                                        r"from pyssh.connect\(\).* not str$"):
+    with pytest.raises(
+        TypeError,
+        match=f"^{name}: the first argument must be a session "
+        r"from pyssh.connect\(\).* not str$",
+    ):
         getattr(pyssh, alias)("user@host", *args)

@@ -1,6 +1,7 @@
 """Where downloads land, over SCP and SFTP alike (pyssh/_local.py), against the real
 sshd: modes under the local umask, names up to 255 bytes, a failed rename that
 leaves nothing behind, symbolic links in the way, and names printed safely."""
+
 import errno
 import logging
 import os
@@ -76,8 +77,10 @@ def test_names_of_255_bytes(session, area, method, name):
     d = area / "remote" / "dir"
     d.mkdir()
     (d / name).write_bytes(b"inside")
-    assert download(session, method, [str(area / "remote" / name), str(d)], area / "to") == \
-        [str(area / "to" / name), str(area / "to" / "dir")]
+    assert download(session, method, [str(area / "remote" / name), str(d)], area / "to") == [
+        str(area / "to" / name),
+        str(area / "to" / "dir"),
+    ]
     assert (area / "to" / name).read_bytes() == b"long"
     assert (area / "to" / "dir" / name).read_bytes() == b"inside"
     assert sorted(os.listdir(area / "to")) == sorted([name, "dir"])
@@ -96,6 +99,7 @@ def test_a_failed_rename_removes_its_temporary_file_sftp(hostile_sftp, area):
         if not dest.exists():
             dest.mkdir()
             (dest / "keep").write_bytes(b"k")
+
     with pytest.raises(OSError) as e:
         hostile_sftp({"delay": 0.1}, lambda f: f.get(str(src), dest, progress=in_the_way))
     assert e.value.errno in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST)
@@ -109,6 +113,7 @@ def test_a_failed_rename_removes_its_temporary_file_scp(session, area, monkeypat
 
     def cross_device(src, dst):
         raise OSError(errno.EXDEV, "Invalid cross-device link", src, None, dst)
+
     monkeypatch.setattr(_local.os, "replace", cross_device)
     with pytest.raises(OSError) as e:
         download(session, "scp", str(area / "remote" / "f"), area / "to")
@@ -146,8 +151,7 @@ def test_sftp_does_not_follow_a_link_to_a_directory_inside_a_tree(session, area,
     assert sorted(os.listdir(area / "to" / "t")) == ["f", "to-file"]
     assert (area / "to" / "t" / "to-file").read_bytes() == b"f"
     assert not os.path.islink(area / "to" / "t" / "to-file")
-    assert any("not following" in r.getMessage() and "up" in r.getMessage()
-               for r in caplog.records)
+    assert any("not following" in r.getMessage() and "up" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.slow
@@ -161,7 +165,7 @@ def test_names_are_printed_escaped(session, area, method, capsys):
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "\u202e" not in err
     assert "a\\x1b]0;owned\\x07b\\x1b[2J\\u202ec" in err
-    assert (area / "to" / name).read_bytes() == b"x"      # the file keeps its real name
+    assert (area / "to" / name).read_bytes() == b"x"  # the file keeps its real name
 
 
 def test_sftp_contents_of_dot_land_in_the_target(session, area):
@@ -183,6 +187,7 @@ def test_a_top_level_name_that_cannot_be_a_local_name(session, area):
     """A name the user gives is checked with the same rule before anything is
     created (on Windows, say, "con" or "a:b" would not be a file)."""
     from pyssh._names import local_name
+
     with pytest.raises(ValueError, match="reserved device name"):
         local_name("con.txt", windows=True)
     with pytest.raises(ValueError, match="':'"):

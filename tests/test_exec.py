@@ -1,4 +1,5 @@
 """Remote commands: exec_wait and exec_internal against a real sshd."""
+
 import errno
 import gc
 import hashlib
@@ -25,8 +26,9 @@ TOOL_ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
 
 def pgrep(*args):
-    out = subprocess.run(["pgrep", *args], capture_output=True, text=True, env=TOOL_ENV,
-                         timeout=30).stdout
+    out = subprocess.run(
+        ["pgrep", *args], capture_output=True, text=True, env=TOOL_ENV, timeout=30
+    ).stdout
     return out.split()
 
 
@@ -70,6 +72,7 @@ def open_fds():
 
 # ---- exit statuses and signals -----------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("status", [0, 1, 255])
 def test_exit_status(session, status):
@@ -80,7 +83,7 @@ def test_exit_status(session, status):
 
 
 def test_nonzero_status_raises_command_error_with_stderr_tail(session):
-    script = "for i in $(seq 1 50); do echo \"line $i\" >&2; done; echo out; exit 3"
+    script = 'for i in $(seq 1 50); do echo "line $i" >&2; done; echo out; exit 3'
     with pytest.raises(pyssh.CommandError) as ei:
         session.exec_internal(script)
     e = ei.value
@@ -89,8 +92,8 @@ def test_nonzero_status_raises_command_error_with_stderr_tail(session):
     assert e.stderr.startswith(b"line 1\n") and e.stderr.endswith(b"line 50\n")
     msg = str(e)
     assert "exited with status 3" in msg
-    assert "line 50" in msg and "line 41" in msg   # the tail of stderr...
-    assert "line 40\n" not in msg                  # ...only the tail
+    assert "line 50" in msg and "line 41" in msg  # the tail of stderr...
+    assert "line 40\n" not in msg  # ...only the tail
     assert isinstance(e, pyssh.SSHError)
     assert e.result.status == 3
 
@@ -132,6 +135,7 @@ def test_check_and_text(session):
 
 
 # ---- output --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def blob(tmp_path_factory):
@@ -192,7 +196,7 @@ def test_callable_target_gets_bytes_in_large_chunks(session):
 
 
 def test_default_targets_are_sys_stdout_and_stderr(session, capsys):
-    print("before", flush=False)   # still in the text layer: must come out first
+    print("before", flush=False)  # still in the text layer: must come out first
     assert session.exec_wait("echo out; echo err >&2") == 0
     print("after")
     out, err = capsys.readouterr()
@@ -202,6 +206,7 @@ def test_default_targets_are_sys_stdout_and_stderr(session, capsys):
 
 class NotebookStream:
     """Like Jupyter's sys.stdout: a text stream with no .buffer."""
+
     encoding = "UTF-8"
 
     def __init__(self):
@@ -233,6 +238,7 @@ class ConsoleStream:
     """Like a terminal's sys.stdout/sys.stderr: a text layer over a binary .buffer.
     Records what reaches the buffer and each flush, and creates `flag` once `first`
     has reached it, which lets the remote command go on."""
+
     encoding = "utf-8"
 
     def __init__(self, flag, with_buffer):
@@ -256,8 +262,9 @@ class ConsoleStream:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stdout", "stderr"])
 @pytest.mark.parametrize("with_buffer", [True, False], ids=["buffer", "text"])
-def test_default_targets_write_and_flush_as_data_arrives(session, monkeypatch, tmp_path, name,
-                                                        with_buffer):
+def test_default_targets_write_and_flush_as_data_arrives(
+    session, monkeypatch, tmp_path, name, with_buffer
+):
     # The command writes `first`, then waits (15 s at most) until it has reached
     # this process's sys.stdout/sys.stderr before it writes `second`: output held
     # back until the command ends would make it give up (status 3).
@@ -265,14 +272,16 @@ def test_default_targets_write_and_flush_as_data_arrives(session, monkeypatch, t
     stream = ConsoleStream(flag, with_buffer)
     monkeypatch.setattr(sys, name, stream)
     to = "" if name == "stdout" else " >&2"
-    cmd = (f"echo first{to}; i=0; while [ ! -e '{flag}' ]; do i=$((i+1)); "
-           f"[ $i -gt 300 ] && exit 3; sleep 0.05; done; echo second{to}")
+    cmd = (
+        f"echo first{to}; i=0; while [ ! -e '{flag}' ]; do i=$((i+1)); "
+        f"[ $i -gt 300 ] && exit 3; sleep 0.05; done; echo second{to}"
+    )
     kw = {"stderr": None} if name == "stdout" else {"stdout": None}
     assert session.exec_wait(cmd, **kw) == 0
     assert stream.got == b"first\nsecond\n"
     # each write is flushed at once (a terminal shows it, a pipe passes it on)
     writes = [i for i, e in enumerate(stream.events) if e == "write"]
-    assert writes and all(stream.events[i + 1:i + 2] == ["flush"] for i in writes), stream.events
+    assert writes and all(stream.events[i + 1 : i + 2] == ["flush"] for i in writes), stream.events
 
 
 def test_text_stream_target(session):
@@ -286,8 +295,10 @@ def test_text_stream_target(session):
 @pytest.mark.parametrize("buffering", [-1, 0])
 def test_binary_file_target(session, blob, tmp_path, buffering):
     path, data = blob
-    with open(tmp_path / "out", "wb", buffering=buffering) as f, \
-            open(tmp_path / "err", "wb", buffering=buffering) as g:
+    with (
+        open(tmp_path / "out", "wb", buffering=buffering) as f,
+        open(tmp_path / "err", "wb", buffering=buffering) as g,
+    ):
         assert session.exec_wait(f"cat {path}; head -c 1000 {path} >&2", stdout=f, stderr=g) == 0
     assert (tmp_path / "out").read_bytes() == data
     assert (tmp_path / "err").read_bytes() == data[:1000]
@@ -329,8 +340,11 @@ def test_unusable_file_objects_are_refused_before_the_command_starts(session, tm
     data.write_bytes(b"x\n")
     closed = open(tmp_path / "closed", "wb")
     closed.close()
-    with open(data, "rb") as reading, open(data) as reading_text, \
-            open(tmp_path / "w", "wb") as writing:
+    with (
+        open(data, "rb") as reading,
+        open(data) as reading_text,
+        open(tmp_path / "w", "wb") as writing,
+    ):
         for kw, match in [
             (dict(stdout=closed), r"stdout: the file object .* is closed"),
             (dict(stderr=reading), r"stderr: the file object .* is not open for writing"),
@@ -338,8 +352,10 @@ def test_unusable_file_objects_are_refused_before_the_command_starts(session, tm
         ]:
             with pytest.raises(ValueError, match=match):
                 session.exec_wait(cmd, **kw)
-        for stdin, match in [(closed, r"stdin: the file object .* is closed"),
-                             (writing, r"stdin: the file object .* is not open for reading")]:
+        for stdin, match in [
+            (closed, r"stdin: the file object .* is closed"),
+            (writing, r"stdin: the file object .* is not open for reading"),
+        ]:
             with pytest.raises(ValueError, match=match):
                 session.exec_internal(cmd, stdin=stdin)
     assert not ran.exists()
@@ -347,9 +363,11 @@ def test_unusable_file_objects_are_refused_before_the_command_starts(session, tm
 
 def test_path_targets_that_cannot_be_written(session, tmp_path):
     missing = tmp_path / "no" / "such" / "out.txt"
-    with pytest.raises(FileNotFoundError,
-                       match=r"stdout: cannot write to '.*out\.txt': its directory .* does not "
-                             r"exist \(create it first\)"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"stdout: cannot write to '.*out\.txt': its directory .* does not "
+        r"exist \(create it first\)",
+    ):
         session.exec_wait("echo hi", stdout=missing)
     with pytest.raises(IsADirectoryError, match=r"stderr: cannot write to .*: it is a directory"):
         session.exec_wait("echo hi", stderr=str(tmp_path))
@@ -363,15 +381,20 @@ def test_path_targets_that_cannot_be_written(session, tmp_path):
 
 # ---- stdin -------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.parametrize("make", [
-    lambda d: d,
-    lambda d: bytearray(d),
-    lambda d: memoryview(d),
-    lambda d: io.BytesIO(d),
-    lambda d: [d[:1000], b"", d[1000:5000], d[5000:]],
-    lambda d: (d[i:i + 777] for i in range(0, len(d), 777)),
-], ids=["bytes", "bytearray", "memoryview", "file", "list", "generator"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda d: d,
+        lambda d: bytearray(d),
+        lambda d: memoryview(d),
+        lambda d: io.BytesIO(d),
+        lambda d: [d[:1000], b"", d[1000:5000], d[5000:]],
+        lambda d: (d[i : i + 777] for i in range(0, len(d), 777)),
+    ],
+    ids=["bytes", "bytearray", "memoryview", "file", "list", "generator"],
+)
 def test_stdin_kinds(session, make):
     data = os.urandom(100_000) + bytes(range(256))
     r = session.exec_internal("cat", stdin=make(data))
@@ -388,13 +411,15 @@ def test_stdin_str_is_utf8(session):
 def test_stdin_real_file(session, blob):
     path, data = blob
     with open(path, "rb") as f:
-        assert session.exec_internal("sha256sum", stdin=f).stdout.split()[0].decode() == \
-            hashlib.sha256(data).hexdigest()
+        assert (
+            session.exec_internal("sha256sum", stdin=f).stdout.split()[0].decode()
+            == hashlib.sha256(data).hexdigest()
+        )
 
 
 @pytest.mark.slow
 def test_stdin_larger_than_the_window(session):
-    data = os.urandom(1 << 20) * 64   # 64 MiB, 32 times the channel window
+    data = os.urandom(1 << 20) * 64  # 64 MiB, 32 times the channel window
     r = session.exec_internal("sha256sum; echo done >&2", stdin=data, timeout=120)
     assert r.stdout.split()[0].decode() == hashlib.sha256(data).hexdigest()
     assert r.stderr == b"done\n"
@@ -419,7 +444,9 @@ def test_stdin_while_output_flows(session):
     # the command writes as much as it reads: input and output move together
     data = os.urandom(1 << 20) * 16
     got = []
-    assert session.exec_wait("cat; cat /dev/null >&2", stdin=data, stdout=got.append, timeout=60) == 0
+    assert (
+        session.exec_wait("cat; cat /dev/null >&2", stdin=data, stdout=got.append, timeout=60) == 0
+    )
     assert b"".join(got) == data
 
 
@@ -449,9 +476,11 @@ def test_stdin_source_raising_propagates(session):
 
 # ---- environment -------------------------------------------------------------------------
 
+
 def test_env_accepted(session):
-    r = session.exec_internal('printf "%s|%s" "$PYSSH_A" "$PYSSH_B"',
-                              env={"PYSSH_A": "one two", "PYSSH_B": "ü=3"})
+    r = session.exec_internal(
+        'printf "%s|%s" "$PYSSH_A" "$PYSSH_B"', env={"PYSSH_A": "one two", "PYSSH_B": "ü=3"}
+    )
     assert r.stdout.decode() == "one two|ü=3"
 
 
@@ -461,13 +490,16 @@ def test_env_refused_says_accept_env(session):
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
-@pytest.mark.parametrize("env, err", [
-    (["PYSSH_A=1"], TypeError),
-    ({"PYSSH_A": 1}, TypeError),
-    ({"": "x"}, ValueError),
-    ({"A=B": "x"}, ValueError),
-    ({"PYSSH_A": "a\0b"}, ValueError),
-])
+@pytest.mark.parametrize(
+    "env, err",
+    [
+        (["PYSSH_A=1"], TypeError),
+        ({"PYSSH_A": 1}, TypeError),
+        ({"": "x"}, ValueError),
+        ({"A=B": "x"}, ValueError),
+        ({"PYSSH_A": "a\0b"}, ValueError),
+    ],
+)
 def test_bad_env(session, env, err):
     with pytest.raises(err):
         session.exec_internal("true", env=env)
@@ -475,18 +507,22 @@ def test_bad_env(session, env, err):
 
 # ---- argument checks and aliases -----------------------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command, err, match", [
-    ("", ValueError, "empty"),
-    ("   \n", ValueError, "empty"),
-    (b"whoami", TypeError, "not bytes"),
-    (42, TypeError, "str or a sequence"),
-    (["echo", 1], TypeError, "must be a str"),
-    ({"echo a", "echo b"}, TypeError, "no order"),
-    ({"echo a": 1}, TypeError, "no order"),
-    ("echo a\0b", ValueError, "NUL"),
-    ("echo " + "x" * 300_000, ValueError, "stdin"),
-])
+@pytest.mark.parametrize(
+    "command, err, match",
+    [
+        ("", ValueError, "empty"),
+        ("   \n", ValueError, "empty"),
+        (b"whoami", TypeError, "not bytes"),
+        (42, TypeError, "str or a sequence"),
+        (["echo", 1], TypeError, "must be a str"),
+        ({"echo a", "echo b"}, TypeError, "no order"),
+        ({"echo a": 1}, TypeError, "no order"),
+        ("echo a\0b", ValueError, "NUL"),
+        ("echo " + "x" * 300_000, ValueError, "stdin"),
+    ],
+)
 def test_bad_commands(session, command, err, match):
     with pytest.raises(err, match=match):
         session.exec_wait(command)
@@ -499,7 +535,7 @@ def test_bad_timeouts(session, timeout):
 
 
 def test_timeout_beyond_any_float_is_no_limit(session):
-    assert session.exec_internal("echo ok", timeout=10 ** 400).stdout == b"ok\n"
+    assert session.exec_internal("echo ok", timeout=10**400).stdout == b"ok\n"
 
 
 def test_bad_error_flag(session):
@@ -525,8 +561,12 @@ def test_closed_session(server, tmp_path):
 @pytest.mark.slow
 def test_r_style_aliases(session):
     got = []
-    assert pyssh.ssh_exec_wait(session, command="echo hi; echo ho >&2",
-                               std_out=got.append, std_err=got.append) == 0
+    assert (
+        pyssh.ssh_exec_wait(
+            session, command="echo hi; echo ho >&2", std_out=got.append, std_err=got.append
+        )
+        == 0
+    )
     assert sorted(got) == [b"hi\n", b"ho\n"]
     r = pyssh.ssh_exec_internal(session, "exit 3", error=False)
     assert r["status"] == 3 and r["stdout"] == b"" and r["stderr"] == b""
@@ -541,6 +581,7 @@ def test_r_style_aliases(session):
 
 
 # ---- stopping a command: timeout, Ctrl-C, a callback that raises ------------------------
+
 
 @pytest.mark.slow
 def test_timeout_closes_channel_and_session_stays_usable(session):
@@ -559,8 +600,9 @@ def test_timeout_is_inactivity_a_command_that_keeps_talking_runs_on(session):
     low-speed limit: a command that prints every 0.3 s for 2.4 s in all is not cut
     off by a timeout of 1 s; a silent second ends it."""
     script = "for i in 1 2 3 4 5 6 7 8; do echo $i; sleep 0.3; done"
-    assert session.exec_internal(script, timeout=1).stdout.split() == \
-        [str(i).encode() for i in range(1, 9)]
+    assert session.exec_internal(script, timeout=1).stdout.split() == [
+        str(i).encode() for i in range(1, 9)
+    ]
     with pytest.raises(pyssh.SSHTimeoutError, match="timeout=1"):
         session.exec_internal("echo a; sleep 0.3; echo b; sleep 5; echo c", timeout=1)
 
@@ -586,6 +628,7 @@ def _close_right_after_start(session, command, n):
     """Start `command` on n channels, closing each one at once (as a loop that gives
     up on commands would); then the session must still run a command."""
     from pyssh import _ssh
+
     for _ in range(n):
         ch = _ssh.Channel(session)
         ch.exec(command, timeout=30)
@@ -616,6 +659,7 @@ def test_many_running_commands_closed_release_everything(user, session, plain_ad
     # root's sessions) and EOF, so the server ends them all, and later commands run
     # as usual
     from pyssh import _ssh
+
     s = session if user == "own" else server.connect(address=plain_address)
     try:
         marker = f"pyssh-{secrets.token_hex(6)}"
@@ -650,8 +694,8 @@ def test_callback_exception_propagates_and_stops_the_command(session):
 
     with pytest.raises(Boom) as ei:
         session.exec_wait(marker, stdout=cb)
-    assert ei.value is err      # unchanged
-    assert len(calls) == 1      # no call after the exception
+    assert ei.value is err  # unchanged
+    assert len(calls) == 1  # no call after the exception
     # the channel was closed: `yes` gets EPIPE and ends
     assert wait_gone(marker), "the remote command was not stopped"
     assert session.exec_internal("echo usable").stdout == b"usable\n"
@@ -691,16 +735,20 @@ SIGINT_CHILD = textwrap.dedent("""
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["idle", "discarded", "callback", "stdin"])
 def test_ctrl_c_interrupts_a_running_command(server, how):
-    n = 100 * 2 ** 30 + secrets.randbelow(10 ** 6)   # 100 GiB and a bit: the marker
+    n = 100 * 2**30 + secrets.randbelow(10**6)  # 100 GiB and a bit: the marker
     marker = f"head -c {n}"
+
     def running(p):
-        time.sleep(0.7)   # inside exec_wait, the command running
+        time.sleep(0.7)  # inside exec_wait, the command running
         assert how == "idle" or remote_pids(marker), p.stderr.read()
 
     try:
-        with interrupted_child(SIGINT_CHILD, [server.address, server.client_key,
-                                              server.known_hosts, how, n],
-                               ready="ready", before_signal=running) as p:
+        with interrupted_child(
+            SIGINT_CHILD,
+            [server.address, server.client_key, server.known_hosts, how, n],
+            ready="ready",
+            before_signal=running,
+        ) as p:
             assert p.stdout.readline().strip() == "then usable"
             assert p.wait(timeout=20) == 0
             # the channel was closed: the command's output pipe or stdin went with it
@@ -711,6 +759,7 @@ def test_ctrl_c_interrupts_a_running_command(server, how):
 
 
 # ---- threads, the GIL, CPU ---------------------------------------------------------------
+
 
 def test_concurrent_commands_on_several_sessions(server, plain_address):
     # the plain account: its stderr is the command's alone (see plain_address)
@@ -723,11 +772,14 @@ def test_concurrent_commands_on_several_sessions(server, plain_address):
                 r = s.exec_internal(f"printf '{tag}-{i}'; head -c 300000 /dev/zero >&2", timeout=60)
                 assert r.stdout == f"{tag}-{i}".encode()
                 assert r.stderr == bytes(300000)
-        except BaseException as e:   # reported by the main thread
+        except BaseException as e:  # reported by the main thread
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(s, f"s{k}t{j}"))
-               for k, s in enumerate(sessions) for j in range(2)]
+    threads = [
+        threading.Thread(target=work, args=(s, f"s{k}t{j}"))
+        for k, s in enumerate(sessions)
+        for j in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -740,8 +792,12 @@ def test_concurrent_commands_on_several_sessions(server, plain_address):
 
 @pytest.mark.slow
 def test_other_threads_run_while_output_streams(session):
-    assert run_while_python_counts(
-        lambda: session.exec_wait("head -c 400000000 /dev/zero", stdout=None)) == 0
+    assert (
+        run_while_python_counts(
+            lambda: session.exec_wait("head -c 400000000 /dev/zero", stdout=None)
+        )
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -764,10 +820,11 @@ def test_idle_command_uses_no_cpu(session, how):
 
 # ---- a server that dies ----------------------------------------------------------------------
 
+
 def test_server_killed_mid_command(fresh_server):
     s = fresh_server.connect()
     conns = pgrep("-P", str(fresh_server.pid))
-    assert len(conns) == 1   # this session's sshd process
+    assert len(conns) == 1  # this session's sshd process
 
     def kill_connection(chunk):
         # every process of this connection: ours, started by our sshd
@@ -789,8 +846,11 @@ def test_server_killed_mid_command(fresh_server):
 
 # ---- memory and leaks ----------------------------------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(
+    ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing"
+)
 def test_two_gib_interleaved_through_callbacks_in_constant_memory(session):
     gib = 1 << 30
     seen = [0, 0]
@@ -806,6 +866,7 @@ def test_two_gib_interleaved_through_callbacks_in_constant_memory(session):
             if total >= next_check[0]:
                 next_check[0] = total + (32 << 20)
                 peak[0] = max(peak[0], rss_bytes())
+
         return cb
 
     cmd = f"head -c {gib} /dev/zero & head -c {gib} /dev/zero >&2; wait"
@@ -829,11 +890,25 @@ CAPTURE_CHILD = textwrap.dedent("""
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(
+    ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing"
+)
 def test_exec_internal_holds_only_the_output(server):
-    n = 64 << 20   # 192 MiB of stdout, 64 MiB of stderr
-    out = subprocess.run([sys.executable, "-c", CAPTURE_CHILD, server.address, server.client_key,
-                          server.known_hosts, str(n)], capture_output=True, text=True, timeout=300)
+    n = 64 << 20  # 192 MiB of stdout, 64 MiB of stderr
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CAPTURE_CHILD,
+            server.address,
+            server.client_key,
+            server.known_hosts,
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     grown = int(out.stdout)
     # the output is 256 MiB: no second copy, no doubling left resident
@@ -841,7 +916,9 @@ def test_exec_internal_holds_only_the_output(server):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(
+    ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing"
+)
 def test_ten_thousand_commands_leak_nothing(plain_session):
     s = plain_session
     got = []
@@ -863,18 +940,27 @@ def test_ten_thousand_commands_leak_nothing(plain_session):
 
 # ---- the demo --------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_demo_runs_the_exec_examples(server):
     # python -m pyssh.demo starts its own sshd; its exec part: whoami streamed, the
     # three-command script, exec_internal capturing, a failing command's CommandError
     root = os.path.dirname(os.path.dirname(os.path.abspath(pyssh.__file__)))
-    r = subprocess.run([sys.executable, "-m", "pyssh.demo"], cwd=root, stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pyssh.demo"],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
     assert f"\n$ whoami\n{server.user}\n(exit status 0)\n" in out, out
     assert "tar tzvf hello.tar.gz\n" in out and "hello.txt\n" in out and "cleaned up /" in out, out
-    assert "exec_internal: ExecResult(command=\"uname -sr; echo 'a line on stderr' >&2\", " \
-           "status=0" in out, out
+    assert (
+        "exec_internal: ExecResult(command=\"uname -sr; echo 'a line on stderr' >&2\", "
+        "status=0" in out
+    ), out
     assert "  stderr: b'a line on stderr\\n'" in out, out
     assert "CommandError (status " in out and "its stderr ended with:" in out, out

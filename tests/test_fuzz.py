@@ -4,6 +4,7 @@ with the name rule (csrc/names.c). Each harness replays what was ever found and
 its seed corpus, then fuzzes for a bounded time. Needs clang with its fuzzer
 runtime: .ci/run installs both, and without them these tests fail (a check that
 cannot run must not pass)."""
+
 import os
 import shutil
 import subprocess
@@ -19,14 +20,32 @@ HARNESSES = {"scp": "scp_parse_fuzz.c", "sftp": "sftp_reply_fuzz.c"}
 @pytest.fixture(scope="module", params=sorted(HARNESSES))
 def fuzzer(request, tmp_path_factory):
     clang = shutil.which("clang")
-    assert clang is not None, "clang is not installed (bash .ci/run installs it: apt-get install clang)"
+    assert clang is not None, (
+        "clang is not installed (bash .ci/run installs it: apt-get install clang)"
+    )
     exe = str(tmp_path_factory.mktemp("fuzz") / request.param)
-    r = subprocess.run([clang, "-g", "-O1", "-fsanitize=fuzzer,address,undefined",
-                        "-fno-sanitize-recover=undefined", "-Wall", "-Wextra", "-Werror",
-                        os.path.join(FUZZ, HARNESSES[request.param]), "-o", exe],
-                       capture_output=True, text=True, env=ENV)
-    assert r.returncode == 0, ("could not build the fuzz harness (Debian: libclang-rt-<version>-dev "
-                               "holds libFuzzer's runtime):\n" + r.stderr)
+    r = subprocess.run(
+        [
+            clang,
+            "-g",
+            "-O1",
+            "-fsanitize=fuzzer,address,undefined",
+            "-fno-sanitize-recover=undefined",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            os.path.join(FUZZ, HARNESSES[request.param]),
+            "-o",
+            exe,
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
+    assert r.returncode == 0, (
+        "could not build the fuzz harness (Debian: libclang-rt-<version>-dev "
+        "holds libFuzzer's runtime):\n" + r.stderr
+    )
     return request.param, exe
 
 
@@ -38,8 +57,11 @@ def regressions(name):
 def test_regressions_replay(fuzzer):
     name, exe = fuzzer
     corpus = os.path.join(FUZZ, f"{name}_corpus")
-    inputs = [os.path.join(regressions(name), f) for f in os.listdir(regressions(name))
-              if not f.startswith(".")]
+    inputs = [
+        os.path.join(regressions(name), f)
+        for f in os.listdir(regressions(name))
+        if not f.startswith(".")
+    ]
     inputs += [os.path.join(corpus, f) for f in os.listdir(corpus)]
     assert len(inputs) >= 5
     r = subprocess.run([exe] + inputs, capture_output=True, text=True, env=ENV, timeout=120)
@@ -52,9 +74,21 @@ def test_fuzz_for_a_while(fuzzer, tmp_path):
     seconds = int(os.environ.get("PYSSH_FUZZ_SECONDS", "20"))
     corpus = tmp_path / "corpus"
     shutil.copytree(os.path.join(FUZZ, f"{name}_corpus"), corpus)
-    r = subprocess.run([exe, f"-max_total_time={seconds}", "-max_len=9000",
-                        f"-artifact_prefix={regressions(name)}/", str(corpus)],
-                       capture_output=True, text=True, env=ENV, timeout=seconds + 120)
-    assert r.returncode == 0, (f"the fuzzer found a failing input, saved in "
-                               f"tests/fuzz/regressions/{name}/:\n" + r.stderr[-3000:])
+    r = subprocess.run(
+        [
+            exe,
+            f"-max_total_time={seconds}",
+            "-max_len=9000",
+            f"-artifact_prefix={regressions(name)}/",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=seconds + 120,
+    )
+    assert r.returncode == 0, (
+        f"the fuzzer found a failing input, saved in "
+        f"tests/fuzz/regressions/{name}/:\n" + r.stderr[-3000:]
+    )
     assert "Done" in r.stderr

@@ -1,4 +1,5 @@
 """Host key checking against known_hosts, with each policy."""
+
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ def test_known_host_is_accepted_with_strict(server):
 
 
 def test_accept_new_records_the_key(server, tmp_path):
-    kh = tmp_path / "sub" / "known_hosts"   # neither the file nor its directory exists
+    kh = tmp_path / "sub" / "known_hosts"  # neither the file nor its directory exists
     with server.connect(known_hosts=str(kh)) as s:
         assert s.connected
     text = kh.read_text()
@@ -42,7 +43,9 @@ def test_strict_refuses_an_unknown_host(server, tmp_path):
 
 def test_ignore_checks_nothing(server, tmp_path):
     kh = tmp_path / "known_hosts"
-    kh.write_text(f"[127.0.0.1]:{server.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q\n")
+    kh.write_text(
+        f"[127.0.0.1]:{server.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q\n"
+    )
     with server.connect(known_hosts=str(kh), host_key_policy="ignore") as s:
         assert s.connected
 
@@ -54,6 +57,7 @@ def test_callable_policy(server, tmp_path):
     def no(host, port, key_type, fingerprint):
         calls.append((host, port, key_type, fingerprint))
         return False
+
     with pytest.raises(pyssh.UnknownHostKeyError):
         server.connect(known_hosts=str(kh), host_key_policy=no)
     assert calls == [("127.0.0.1", server.port, "ssh-ed25519", calls[0][3])]
@@ -68,17 +72,23 @@ def test_callable_policy(server, tmp_path):
 def test_changed_key_is_refused_before_authentication(server, tmp_path, home):
     other = keygen(str(tmp_path / "other_host_key"))
     kh = tmp_path / "known_hosts"
-    kh.write_text(f"[127.0.0.1]:{server.port} {open(other + '.pub').read().split(' ', 2)[0]} "
-                  f"{open(other + '.pub').read().split()[1]}\n")
+    kh.write_text(
+        f"[127.0.0.1]:{server.port} {open(other + '.pub').read().split(' ', 2)[0]} "
+        f"{open(other + '.pub').read().split()[1]}\n"
+    )
     asked = []
     for policy in ("accept-new", "strict", lambda *a: True):
         with pytest.raises(pyssh.HostKeyMismatchError) as e:
-            server.connect(known_hosts=str(kh), host_key_policy=policy, keyfile=None,
-                           password=lambda prompt: asked.append(prompt) or "x")
+            server.connect(
+                known_hosts=str(kh),
+                host_key_policy=policy,
+                keyfile=None,
+                password=lambda prompt: asked.append(prompt) or "x",
+            )
         err = e.value
         assert "HOST KEY MISMATCH" in str(err) and "ssh-keygen -R" in str(err)
         assert err.fingerprint.startswith("SHA256:") and err.known_hosts == str(kh)
-    assert asked == []   # no authentication was attempted
+    assert asked == []  # no authentication was attempted
     assert "Accepted" not in server.log().split("Server listening")[-1] or True
 
 
@@ -102,6 +112,7 @@ def test_hashed_known_hosts(server, tmp_path):
 
 # ---- known_hosts kept as OpenSSH keeps it (pyssh/_known_hosts.py) ------------------------
 
+
 def other_key_line(tmp_path, name, marker=""):
     """A known_hosts line for `name` with a fresh key that no server has."""
     path = str(tmp_path / f"k{len(os.listdir(tmp_path))}")
@@ -116,7 +127,7 @@ def server_name(srv):
 def test_accept_new_writes_its_entry_on_a_line_of_its_own(server, tmp_path):
     kh = tmp_path / "known_hosts"
     first = other_key_line(tmp_path, "first.example")
-    kh.write_text(first)   # no final newline: libssh would glue the new entry to it
+    kh.write_text(first)  # no final newline: libssh would glue the new entry to it
     with server.connect(known_hosts=str(kh)) as s:
         assert s.connected
     assert kh.read_text() == f"{first}\n{server_name(server)} {server.host_key_pub}\n"
@@ -128,11 +139,13 @@ def test_concurrent_accept_new_leaves_one_line_per_host(tmp_path):
     (several to each): one well-formed line per host."""
     kh = tmp_path / "known_hosts"
     first = other_key_line(tmp_path, "first.example")
-    kh.write_text(first)   # no final newline
+    kh.write_text(first)  # no final newline
     with SSHServer() as a, SSHServer() as b, SSHServer() as c:
         servers = [a, b, c] * 3
-        child = subprocess.Popen([sys.executable, "-c", CONNECT_CHILD, str(kh)] +
-                                 [f"{x.address} {x.client_key}" for x in (c, b, a)])
+        child = subprocess.Popen(
+            [sys.executable, "-c", CONNECT_CHILD, str(kh)]
+            + [f"{x.address} {x.client_key}" for x in (c, b, a)]
+        )
         barrier = threading.Barrier(len(servers))
         errors = []
 
@@ -142,6 +155,7 @@ def test_concurrent_accept_new_leaves_one_line_per_host(tmp_path):
                 srv.connect(known_hosts=str(kh)).close()
             except BaseException as e:
                 errors.append(e)
+
         threads = [threading.Thread(target=run, args=(x,)) for x in servers]
         for t in threads:
             t.start()
@@ -150,16 +164,18 @@ def test_concurrent_accept_new_leaves_one_line_per_host(tmp_path):
         assert child.wait(timeout=60) == 0 and errors == []
         lines = kh.read_text().split("\n")
         assert lines[0] == first and lines[-1] == "" and len(lines) == 5
-        assert sorted(lines[1:-1]) == sorted(f"{server_name(x)} {x.host_key_pub}" for x in (a, b, c))
+        assert sorted(lines[1:-1]) == sorted(
+            f"{server_name(x)} {x.host_key_pub}" for x in (a, b, c)
+        )
 
 
-CONNECT_CHILD = r'''
+CONNECT_CHILD = r"""
 import sys, pyssh
 kh = sys.argv[1]
 for arg in sys.argv[2:]:
     address, key = arg.split()
     pyssh.connect(address, keyfile=key, known_hosts=kh, config=False).close()
-'''
+"""
 
 
 def test_hash_known_hosts_yes_writes_a_hashed_entry(server, tmp_path):
@@ -170,8 +186,9 @@ def test_hash_known_hosts_yes_writes_a_hashed_entry(server, tmp_path):
         assert s.connected
     text = kh.read_text()
     assert text.startswith("|1|") and str(server.port) not in text.split()[0]
-    found = subprocess.run(["ssh-keygen", "-F", server_name(server), "-f", str(kh)],
-                           capture_output=True, text=True).stdout
+    found = subprocess.run(
+        ["ssh-keygen", "-F", server_name(server), "-f", str(kh)], capture_output=True, text=True
+    ).stdout
     assert "found: line 1" in found
     with server.connect(known_hosts=str(kh), host_key_policy="strict") as s:
         assert s.connected
@@ -200,9 +217,14 @@ def policy_of(name, asked):
 @pytest.mark.parametrize("revoked_as", ["exact", "wildcard", "hashed", "global"])
 def test_a_revoked_key_is_refused_under_every_policy(server, tmp_path, revoked_as):
     kh = tmp_path / "known_hosts"
-    name = {"exact": server_name(server), "wildcard": "*,!other.example",
-            "hashed": None, "global": "*"}[revoked_as]
+    name = {
+        "exact": server_name(server),
+        "wildcard": "*,!other.example",
+        "hashed": None,
+        "global": "*",
+    }[revoked_as]
     from pyssh import _known_hosts
+
     name = name or _known_hosts.hash_name(server_name(server))
     revoked = f"@revoked {name} {server.host_key_pub}"
     cfg = tmp_path / "config"
@@ -217,30 +239,38 @@ def test_a_revoked_key_is_refused_under_every_policy(server, tmp_path, revoked_a
         for policy in POLICIES:
             asked = []
             with pytest.raises(pyssh.HostKeyRevokedError) as e:
-                server.connect(known_hosts=str(kh), host_key_policy=policy_of(policy, asked),
-                               config=str(cfg))
+                server.connect(
+                    known_hosts=str(kh), host_key_policy=policy_of(policy, asked), config=str(cfg)
+                )
             err = e.value
             assert isinstance(err, pyssh.HostKeyError)
             assert (err.host, err.port, err.key_type) == ("127.0.0.1", server.port, "ssh-ed25519")
             assert err.fingerprint.startswith("SHA256:") and err.known_hosts == str(kh)
             assert err.hop is None
             assert "REVOKED HOST KEY" in str(err) and "@revoked" in str(err)
-            assert asked == [] and kh.read_text() == known   # never asked, never recorded
+            assert asked == [] and kh.read_text() == known  # never asked, never recorded
 
 
 def test_a_revocation_for_other_hosts_does_not_apply(server, tmp_path):
     kh = tmp_path / "known_hosts"
-    kh.write_text(f"{server.host_key_line}\n@revoked *,!{server_name(server)} "
-                  f"{server.host_key_pub}\n@revoked other.example {server.host_key_pub}\n")
+    kh.write_text(
+        f"{server.host_key_line}\n@revoked *,!{server_name(server)} "
+        f"{server.host_key_pub}\n@revoked other.example {server.host_key_pub}\n"
+    )
     with server.connect(known_hosts=str(kh), host_key_policy="strict") as s:
         assert s.connected
 
 
 def test_cert_authority_lines_leave_plain_entries_working(server, tmp_path):
     kh = tmp_path / "known_hosts"
-    kh.write_text(other_key_line(tmp_path, "*.example.com", "@cert-authority") + "\n" +
-                  other_key_line(tmp_path, "*", "@cert-authority") + "\n" +
-                  server.host_key_line + "\n")
+    kh.write_text(
+        other_key_line(tmp_path, "*.example.com", "@cert-authority")
+        + "\n"
+        + other_key_line(tmp_path, "*", "@cert-authority")
+        + "\n"
+        + server.host_key_line
+        + "\n"
+    )
     with server.connect(known_hosts=str(kh), host_key_policy="strict") as s:
         assert s.connected
 
@@ -265,8 +295,13 @@ def test_a_broken_line_does_not_hide_a_changed_key(server, tmp_path):
     """libssh calls a host with any unparsable line of its own "unknown", so
     accept-new took a changed key; the old entry must still count."""
     kh = tmp_path / "known_hosts"
-    known = (other_key_line(tmp_path, server_name(server)) + "\n" +
-             f"{server_name(server)} ssh-foo AAAA\n" + "#" * 9000 + "\n")
+    known = (
+        other_key_line(tmp_path, server_name(server))
+        + "\n"
+        + f"{server_name(server)} ssh-foo AAAA\n"
+        + "#" * 9000
+        + "\n"
+    )
     kh.write_text(known)
     with pytest.raises(pyssh.HostKeyMismatchError):
         server.connect(known_hosts=str(kh))
@@ -294,6 +329,7 @@ def test_a_key_filed_under_the_bare_host_name_is_known(server, tmp_path):
 
 # ---- ProxyJump: each jump host's key is checked like the target's -------------------------
 
+
 @pytest.fixture
 def jumps(home):
     """Two sshds on loopback, jump1 and jump2, and the session's `server` reached
@@ -307,11 +343,20 @@ def jumps(home):
 
 def connect_through(server, jumps, kh, policy, tmp_path):
     cfg = tmp_path / "jump_config"
-    cfg.write_text(f"Host target\n    HostName 127.0.0.1\n    Port {server.port}\n"
-                   f"    User {server.user}\n    ProxyJump "
-                   + ",".join(f"{j.user}@127.0.0.1:{j.port}" for j in jumps) + "\n")
-    return pyssh.connect("target", config=str(cfg), keyfile=server.client_key,
-                         known_hosts=str(kh), host_key_policy=policy, timeout=20)
+    cfg.write_text(
+        f"Host target\n    HostName 127.0.0.1\n    Port {server.port}\n"
+        f"    User {server.user}\n    ProxyJump "
+        + ",".join(f"{j.user}@127.0.0.1:{j.port}" for j in jumps)
+        + "\n"
+    )
+    return pyssh.connect(
+        "target",
+        config=str(cfg),
+        keyfile=server.client_key,
+        known_hosts=str(kh),
+        host_key_policy=policy,
+        timeout=20,
+    )
 
 
 def native_threads():
@@ -357,8 +402,10 @@ def test_a_changed_jump_host_key_is_a_mismatch(server, jumps, tmp_path):
 def test_a_revoked_jump_host_key_is_refused(server, jumps, tmp_path, policy):
     jump1, _ = jumps
     kh = tmp_path / "known_hosts"
-    kh.write_text(f"{server.host_key_line}\n{jump1.host_key_line}\n"
-                  f"@revoked [127.0.0.1]:* {jump1.host_key_pub}\n")
+    kh.write_text(
+        f"{server.host_key_line}\n{jump1.host_key_line}\n"
+        f"@revoked [127.0.0.1]:* {jump1.host_key_pub}\n"
+    )
     with pytest.raises(pyssh.HostKeyRevokedError) as e:
         connect_through(server, [jump1], kh, policy, tmp_path)
     assert_refused_before_authentication(jump1, e.value, 1)
@@ -389,10 +436,11 @@ def test_the_second_jump_host_is_named(server, jumps, tmp_path):
 
 def test_a_jump_host_that_refuses_authentication_is_named(server, jumps, tmp_path, home):
     jump1, _ = jumps
-    os.remove(home / ".ssh" / "id_ed25519")   # nothing to authenticate to the jump host with
+    os.remove(home / ".ssh" / "id_ed25519")  # nothing to authenticate to the jump host with
     kh = tmp_path / "known_hosts"
     kh.write_text(f"{server.host_key_line}\n{jump1.host_key_line}\n")
     with pytest.raises(pyssh.ConnectError) as e:
         connect_through(server, [jump1], kh, "strict", tmp_path)
-    assert f"jump host [127.0.0.1]:{jump1.port} (ProxyJump hop 1), whose key was accepted" \
-        in str(e.value)
+    assert f"jump host [127.0.0.1]:{jump1.port} (ProxyJump hop 1), whose key was accepted" in str(
+        e.value
+    )

@@ -2,6 +2,7 @@
 a real sshd as its SFTP subsystem): every field of every reply is checked where it
 enters (csrc/sftpproto.c), and whatever the server does, the client raises a clear
 error, writes no partial file under its final name and never hangs."""
+
 import errno
 import os
 import threading
@@ -28,6 +29,7 @@ def protocol_error(excinfo, why):
 
 # ---- statuses ---------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("code", [0x80000000, 0xFFFFFFFF, 99])
 def test_unknown_status_codes_are_failures_never_success(hostile_sftp, area, code):
@@ -52,8 +54,9 @@ def test_ok_status_in_answer_to_read_is_a_protocol_error(hostile_sftp, area):
     def get(f):
         with pytest.raises(pyssh.SFTPError) as e:
             f.get(rpath, area / "to" / "f.bin")
-        assert f.closed                      # the stream cannot be trusted any more
+        assert f.closed  # the stream cannot be trusted any more
         return e
+
     protocol_error(hostile_sftp({"read_ok": True}, get), "an OK status where")
     assert os.listdir(area / "to") == []
 
@@ -67,6 +70,7 @@ def test_an_ok_status_where_a_handle_was_asked_for(hostile_sftp, area):
 
 # ---- data ----------------------------------------------------------------------------
 
+
 def test_data_longer_than_asked_for(hostile_sftp, area):
     rpath, _ = remote_file(area, 100 * KIB)
     with pytest.raises(pyssh.SFTPError) as e:
@@ -76,11 +80,14 @@ def test_data_longer_than_asked_for(hostile_sftp, area):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("raw, why", [
-    (b"\xff\xff\xff\xff\x65", "impossible length"),
-    (b"\x00\x00\x00\x00", "impossible length"),
-    (b"\x00\x00\x00\x03\x69\x00\x00", "without a request id"),
-])
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"\xff\xff\xff\xff\x65", "impossible length"),
+        (b"\x00\x00\x00\x00", "impossible length"),
+        (b"\x00\x00\x00\x03\x69\x00\x00", "without a request id"),
+    ],
+)
 def test_a_frame_that_cannot_be(hostile_sftp, area, raw, why):
     with pytest.raises(pyssh.SFTPError) as e:
         hostile_sftp({"raw": raw}, lambda f: f.stat(str(area)))
@@ -101,8 +108,9 @@ def test_read_returns_only_bytes_received(hostile_sftp, area):
     def read_all(f):
         with f.open(rpath, "rb") as fh:
             return fh.read()
+
     got = hostile_sftp({"eof_at": 100 * KIB}, read_all)
-    assert got == data[:100 * KIB]
+    assert got == data[: 100 * KIB]
 
 
 def test_offsets_cannot_wrap_round(hostile_sftp, area):
@@ -118,6 +126,7 @@ def test_offsets_cannot_wrap_round(hostile_sftp, area):
         with pytest.raises(ValueError, match="2\\*\\*63-1"):
             f._c.write(h, 2**63 - 1, b"xx")
         return f._c.read(h, 0, 100)[0]
+
     assert hostile_sftp({}, probe) == open(rpath, "rb").read()
 
 
@@ -147,6 +156,7 @@ def test_a_size_near_2_64_is_refused(hostile_sftp, area):
     def seek_end(f):
         with f.open(rpath, "rb", buffering=0) as fh:
             fh.seek(0, 2)
+
     with pytest.raises(pyssh.SFTPError) as e:
         hostile_sftp({"size": 2**64 - 1}, seek_end)
     protocol_error(e, "beyond 2**63-1")
@@ -167,8 +177,10 @@ def test_a_download_short_of_the_size_fails(hostile_sftp, area):
 def test_data_beyond_the_reported_end(hostile_sftp, area):
     rpath, _ = remote_file(area, 1024 * KIB)
     with pytest.raises(pyssh.SFTPError) as e:
-        hostile_sftp({"eof_at": 64 * KIB, "data_after": 128 * KIB},
-                     lambda f: f.get(rpath, area / "to" / "f.bin"))
+        hostile_sftp(
+            {"eof_at": 64 * KIB, "data_after": 128 * KIB},
+            lambda f: f.get(rpath, area / "to" / "f.bin"),
+        )
     protocol_error(e, "beyond the end of the file")
     assert os.listdir(area / "to") == []
 
@@ -183,11 +195,13 @@ def test_an_upload_needs_its_close_confirmed(hostile_sftp, area):
     def write(f):
         with f.open(str(area / "remote" / "w"), "wb") as fh:
             fh.write(b"data")
+
     with pytest.raises(pyssh.SFTPError, match="scripted failure"):
         hostile_sftp({"status": {4: 4}}, write)
 
 
 # ---- handles, names, listings -------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_handle_longer_than_256_bytes(hostile_sftp, area):
@@ -195,8 +209,10 @@ def test_a_handle_longer_than_256_bytes(hostile_sftp, area):
     with pytest.raises(pyssh.SFTPError) as e:
         hostile_sftp({"handle_len": 300}, lambda f: f.open(rpath, "rb"))
     protocol_error(e, "longer than 256 bytes")
-    assert hostile_sftp({"handle_len": 256}, lambda f: f.open(rpath, "rb").read()) == \
-        open(rpath, "rb").read()
+    assert (
+        hostile_sftp({"handle_len": 256}, lambda f: f.open(rpath, "rb").read())
+        == open(rpath, "rb").read()
+    )
 
 
 def test_a_name_count_the_message_cannot_hold(hostile_sftp, area):
@@ -208,22 +224,30 @@ def test_a_name_count_the_message_cannot_hold(hostile_sftp, area):
 def test_a_name_listed_twice(hostile_sftp, area):
     (area / "remote" / "d").mkdir()
     with pytest.raises(pyssh.SFTPError, match="twice"):
-        hostile_sftp({"names": ["a", "b", "a"]},
-                     lambda f: f.download(str(area / "remote" / "d"), to=area / "to",
-                                          verbose=False))
+        hostile_sftp(
+            {"names": ["a", "b", "a"]},
+            lambda f: f.download(str(area / "remote" / "d"), to=area / "to", verbose=False),
+        )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("names, why", [
-    (["../evil"], "'/'"), (["a/../../evil"], "'/'"), (["", "x"], "an empty name"),
-    (["ok", "/tmp/evil"], "'/'"), (["x\0y"], "NUL"),
-])
+@pytest.mark.parametrize(
+    "names, why",
+    [
+        (["../evil"], "'/'"),
+        (["a/../../evil"], "'/'"),
+        (["", "x"], "an empty name"),
+        (["ok", "/tmp/evil"], "'/'"),
+        (["x\0y"], "NUL"),
+    ],
+)
 def test_a_listing_cannot_name_a_path(hostile_sftp, area, names, why):
     (area / "remote" / "d").mkdir()
     with pytest.raises(pyssh.SFTPError) as e:
-        hostile_sftp({"names": names},
-                     lambda f: f.download(str(area / "remote" / "d"), to=area / "to",
-                                          verbose=False))
+        hostile_sftp(
+            {"names": names},
+            lambda f: f.download(str(area / "remote" / "d"), to=area / "to", verbose=False),
+        )
     protocol_error(e, why)
     assert not (area / "evil").exists() and not os.path.exists("/tmp/evil")
     assert [p for p in (area / "to").rglob("*") if p.is_file()] == []
@@ -238,8 +262,11 @@ def test_where_the_server_says_a_path_leads_is_never_a_local_name(hostile_sftp, 
     (d / "a.txt").write_bytes(b"a")
 
     def fetch(f):
-        return (f.download(f"{d}/.", to=area / "to", verbose=False),
-                f.download(f"{d}/sub/..", to=area / "to", verbose=False))
+        return (
+            f.download(f"{d}/.", to=area / "to", verbose=False),
+            f.download(f"{d}/sub/..", to=area / "to", verbose=False),
+        )
+
     out = hostile_sftp({"realpath": "../../evil"}, fetch)
     assert out == ([str(area / "to")], [str(area / "to")])
     assert sorted(os.listdir(area / "to")) == ["a.txt", "sub"]
@@ -249,6 +276,7 @@ def test_where_the_server_says_a_path_leads_is_never_a_local_name(hostile_sftp, 
 def test_a_tree_that_never_ends(hostile_sftp, area):
     """Every directory lists a subdirectory: walk() and download() stop at 64 levels
     (before: walk recursed until RecursionError)."""
+
     def walk(f):
         with pytest.raises(pyssh.SFTPError, match="more than 64 directories deep") as e:
             for _ in f.walk(str(area)):
@@ -256,6 +284,7 @@ def test_a_tree_that_never_ends(hostile_sftp, area):
         assert e.value.errno == errno.ELOOP
         with pytest.raises(pyssh.SFTPError, match="more than 64 directories deep"):
             f.download(str(area / "remote"), to=area / "to", verbose=False)
+
     hostile_sftp({"names": ["d"], "names_mode": 0o40755}, walk)
 
 
@@ -265,10 +294,12 @@ def test_a_listing_that_never_ends(hostile_sftp, area):
         with pytest.raises(pyssh.SFTPError, match="more than 5000 entries") as e:
             f.listdir(str(area))
         return e.value.errno
+
     assert hostile_sftp({"list_forever": True}, listing) == errno.EFBIG
 
 
 # ---- time --------------------------------------------------------------------------
+
 
 def finishes(work, within=60):
     """Run work() in a thread: True if it ended within `within` seconds (a hang
@@ -291,6 +322,7 @@ def test_a_stalled_server_times_out(hostile_sftp, area):
             hostile_sftp({"stall_after": 8}, lambda f: f.get(rpath, dest), timeout=1)
         except pyssh.SSHTimeoutError as e:
             errors.append(e)
+
     assert finishes(get)
     assert len(errors) == 1, errors
     assert "SFTP download" in str(errors[0]) and "timeout=1" in str(errors[0])
@@ -308,10 +340,13 @@ def test_a_slow_server_that_keeps_moving_is_not_cut_off(hostile_sftp, area):
 
 # ---- what is shown -------------------------------------------------------------------
 
+
 def test_the_servers_message_is_shown_escaped(hostile_sftp, area):
     with pytest.raises(pyssh.SFTPFileNotFoundError) as e:
-        hostile_sftp({"status": {17: 2}, "message": "no\x1b]0;pwned\x07 such\x1b[2J file"},
-                     lambda f: f.stat(str(area)))
+        hostile_sftp(
+            {"status": {17: 2}, "message": "no\x1b]0;pwned\x07 such\x1b[2J file"},
+            lambda f: f.stat(str(area)),
+        )
     text = str(e.value)
     assert "\x1b" not in text and "\x07" not in text
     assert "no\\x1b]0;pwned\\x07 such\\x1b[2J file" in text

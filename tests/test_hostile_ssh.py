@@ -5,6 +5,7 @@ The server is tests/hostile_ssh.py (asyncssh's server in a child process, driven
 at the packet level where asyncssh would behave); the client asks it to
 misbehave by running a command, and reads back what the server saw. Remote
 forwards are checked against the real sshd (the `server` fixture)."""
+
 import json
 import logging
 import os
@@ -18,12 +19,13 @@ from pyssh import _ssh
 from hostile_ssh import HostileServer
 
 ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
-needs_rss = pytest.mark.skipif(ASAN, reason="AddressSanitizer's quarantine keeps freed memory: "
-                               "RSS says nothing")
+needs_rss = pytest.mark.skipif(
+    ASAN, reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing"
+)
 
 OPEN_ADMINISTRATIVELY_PROHIBITED = 1
 OPEN_UNKNOWN_CHANNEL_TYPE = 3
-TUNNEL_BACKLOG = 64         # csrc/tunnel.c
+TUNNEL_BACKLOG = 64  # csrc/tunnel.c
 
 
 def rss_bytes():
@@ -54,20 +56,29 @@ def ask(session, command, timeout=120):
 
 # ---- channel opens the client never asked for ----------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, reason", [
-    ("x11", OPEN_ADMINISTRATIVELY_PROHIBITED),
-    ("forwarded-tcpip", OPEN_ADMINISTRATIVELY_PROHIBITED),   # no forward asked for
-    ("auth-agent@openssh.com", OPEN_ADMINISTRATIVELY_PROHIBITED),   # no agent forwarded
-    ("session", OPEN_ADMINISTRATIVELY_PROHIBITED),
-    ("direct-tcpip", OPEN_ADMINISTRATIVELY_PROHIBITED),
-    ("no-such-type@example.com", OPEN_UNKNOWN_CHANNEL_TYPE),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("x11", OPEN_ADMINISTRATIVELY_PROHIBITED),
+        ("forwarded-tcpip", OPEN_ADMINISTRATIVELY_PROHIBITED),  # no forward asked for
+        ("auth-agent@openssh.com", OPEN_ADMINISTRATIVELY_PROHIBITED),  # no agent forwarded
+        ("session", OPEN_ADMINISTRATIVELY_PROHIBITED),
+        ("direct-tcpip", OPEN_ADMINISTRATIVELY_PROHIBITED),
+        ("no-such-type@example.com", OPEN_UNKNOWN_CHANNEL_TYPE),
+    ],
+)
 def test_unsolicited_channel_opens_are_refused_at_once(hsession, kind, reason):
     # stock libssh kept each in its message list and never answered
     got = ask(hsession, f"open {kind} 300 22")
-    assert got == {"sent": 300, "failure": {str(reason): 300}, "confirmed": 0,
-                   "unimplemented": 0, "unanswered": 0}
+    assert got == {
+        "sent": 300,
+        "failure": {str(reason): 300},
+        "confirmed": 0,
+        "unimplemented": 0,
+        "unanswered": 0,
+    }
     assert ask(hsession, "echo still here") == {"echo": "still here"}
 
 
@@ -75,7 +86,7 @@ def test_unsolicited_channel_opens_are_refused_at_once(hsession, kind, reason):
 @pytest.mark.slow
 def test_a_flood_of_channel_opens_leaves_memory_flat(hsession):
     # measured before the guard: +29 to 31 MiB per 100,000 opens, kept for the session's life
-    ask(hsession, "open x11 2000")                  # warm up
+    ask(hsession, "open x11 2000")  # warm up
     before = rss_bytes()
     for kind in ("x11", "session", "forwarded-tcpip"):
         got = ask(hsession, f"open {kind} 50000 5555")
@@ -93,13 +104,14 @@ def test_forwarded_tcpip_for_another_sessions_forward_is_refused(server, hsessio
 
 # ---- global requests -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["keepalive@openssh.com", "no-such-request@example.com",
-                                  "tcpip-forward"])
+
+@pytest.mark.parametrize(
+    "name", ["keepalive@openssh.com", "no-such-request@example.com", "tcpip-forward"]
+)
 def test_global_requests_that_want_a_reply_get_request_failure(hsession, name):
     # stock libssh answered SSH_MSG_UNIMPLEMENTED (RFC 4254 4 says REQUEST_FAILURE)
     got = ask(hsession, f"global {name} 200 1")
-    assert got == {"sent": 200, "success": 0, "failure": 200, "unimplemented": 0,
-                   "unanswered": 0}
+    assert got == {"sent": 200, "success": 0, "failure": 200, "unimplemented": 0, "unanswered": 0}
 
 
 @pytest.mark.slow
@@ -129,6 +141,7 @@ def test_a_flood_of_global_requests_leaves_memory_flat(hsession):
 
 # ---- channel requests on the client's own channel -----------------------------------------
 
+
 @pytest.mark.parametrize("name", ["exec", "shell", "no-such-request@example.com"])
 def test_channel_requests_from_the_server_get_channel_failure(hsession, name):
     # stock libssh dropped them unanswered: a server waiting for the reply waited forever
@@ -141,6 +154,7 @@ def test_channel_requests_that_want_no_reply_are_dropped(hsession):
 
 
 # ---- what was refused is logged ----------------------------------------------------------------
+
 
 def test_refusals_are_logged_and_a_flood_is_not(hsession, caplog):
     caplog.set_level(logging.DEBUG, logger="pyssh")
@@ -157,16 +171,17 @@ def test_refusals_are_logged_and_a_flood_is_not(hsession, caplog):
     assert "declined the server's global request keepalive@openssh.com" in said
     assert "declined the server's channel request exec" in said
     level = {m: r.levelno for r in caplog.records for m in [r.getMessage()]}
-    assert {v for m, v in level.items() if "refused" in m} == {logging.INFO}   # opens
+    assert {v for m, v in level.items() if "refused" in m} == {logging.INFO}  # opens
     assert {v for m, v in level.items() if "declined" in m} == {logging.DEBUG}
     caplog.clear()
     ask(hsession, "open x11 500")
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert len(refused) < 50             # GUARD_LOG_MAX (csrc/guard.c) per session
+    assert len(refused) < 50  # GUARD_LOG_MAX (csrc/guard.c) per session
     assert "further ones on this session are not logged" in refused[-1]
 
 
 # ---- the legitimate queue: a remote forward nobody serves yet ---------------------------------
+
 
 @pytest.mark.slow
 def test_forwarded_connections_nobody_takes_are_capped(server):
@@ -185,7 +200,7 @@ def test_forwarded_connections_nobody_takes_are_capped(server):
         deadline = time.monotonic() + 30
         closed = set()
         while time.monotonic() < deadline and len(closed) < 100 - TUNNEL_BACKLOG:
-            s.exec_internal("true")          # the client reads its socket: opens arrive
+            s.exec_internal("true")  # the client reads its socket: opens arrive
             for i, c in enumerate(conns):
                 c.settimeout(0.01)
                 try:
@@ -198,13 +213,14 @@ def test_forwarded_connections_nobody_takes_are_capped(server):
         assert len(closed) == 100 - TUNNEL_BACKLOG
         # the kept ones are served once the tunnel runs
         import threading
+
         th = threading.Thread(target=t.run, kwargs={"idle_timeout": 5.0})
         th.start()
         target.settimeout(30)
         served = [target.accept()[0] for _ in range(TUNNEL_BACKLOG)]
         for a in served:
             a.settimeout(30)
-            assert a.recv(1) == b"x"        # sent before the tunnel ran: kept
+            assert a.recv(1) == b"x"  # sent before the tunnel ran: kept
             a.close()
         for c in conns:
             c.close()
@@ -227,7 +243,7 @@ def test_a_gib_of_stderr_on_the_sftp_channel_leaves_memory_flat(tmp_path):
         with srv.connect() as s, s.sftp() as sftp:
             before = rss_bytes()
             with pytest.raises(pyssh.SFTPFileNotFoundError):
-                sftp.stat("/anything")         # 1 GiB of stderr first, then the answer
+                sftp.stat("/anything")  # 1 GiB of stderr first, then the answer
             grown = rss_bytes() - before
             assert grown < 16 << 20, f"RSS grew by {grown >> 20} MiB"
     finally:
@@ -251,13 +267,17 @@ def test_a_gib_of_stderr_on_the_scp_channel_leaves_memory_flat(tmp_path):
 
 # ---- a packet over libssh's limit --------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_an_oversized_packet_ends_the_session_with_a_clear_error(tmp_path):
     srv = HostileServer(tmp_path, quiet=1.0)
     try:
         s = srv.connect()
-        with pytest.raises(pyssh.ConnectError, match=r"the server sent a packet of 1048\d+ "
-                           r"bytes, more than the 262144 that libssh accepts"):
+        with pytest.raises(
+            pyssh.ConnectError,
+            match=r"the server sent a packet of 1048\d+ "
+            r"bytes, more than the 262144 that libssh accepts",
+        ):
             s.exec_internal("bigpacket 1048576", timeout=30)
         # the session is dead, and says so at once (not after a timeout)
         with pytest.raises(pyssh.ConnectError, match="connect again"):

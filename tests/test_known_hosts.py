@@ -1,5 +1,6 @@
 """pyssh/_known_hosts.py without a server: reading lines as OpenSSH does, host
 patterns and hashed names, the verdicts, and appending under a lock."""
+
 import base64
 import multiprocessing
 import os
@@ -17,20 +18,23 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 def blob(key_type="ssh-ed25519", seed=b"k"):
     """A well-formed public key blob (type and one more field)."""
+
     def s(b):
         return struct.pack(">I", len(b)) + b
+
     return s(key_type.encode()) + s(seed.ljust(32, b"\0"))
 
 
 def line(hosts, b, marker=""):
     t = struct.unpack(">I", b[:4])[0]
-    return f"{marker + ' ' if marker else ''}{hosts} {b[4:4 + t].decode()} {base64.b64encode(b).decode()}"
+    return f"{marker + ' ' if marker else ''}{hosts} {b[4 : 4 + t].decode()} {base64.b64encode(b).decode()}"
 
 
 KEY, OTHER = blob(seed=b"key"), blob(seed=b"other")
 
 
 # ---- lines ------------------------------------------------------------------------------
+
 
 def test_lines_are_read_as_openssh_reads_them():
     assert kh.parse_line("# comment") is None
@@ -42,11 +46,17 @@ def test_lines_are_read_as_openssh_reads_them():
     assert kh.parse_line(line("a", KEY).replace(" ", "\t")).blob == KEY
     # skipped, as OpenSSH skips them: unknown, capitalised or repeated markers,
     # missing fields, bad base64, a blob whose type is not the line's
-    for bad in (line("a", KEY, "@Revoked"), line("a", KEY, "@revoked @revoked"),
-                line("a", KEY, "@foo"), "a ssh-ed25519", "@revoked a ssh-ed25519",
-                line("a", KEY) + "==", "a ssh-rsa " + base64.b64encode(KEY).decode(),
-                "a ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519").decode(),
-                "a # ssh-ed25519 " + base64.b64encode(KEY).decode()):
+    for bad in (
+        line("a", KEY, "@Revoked"),
+        line("a", KEY, "@revoked @revoked"),
+        line("a", KEY, "@foo"),
+        "a ssh-ed25519",
+        "@revoked a ssh-ed25519",
+        line("a", KEY) + "==",
+        "a ssh-rsa " + base64.b64encode(KEY).decode(),
+        "a ssh-ed25519 " + base64.b64encode(b"\0\0\0\x0bssh-ed25519").decode(),
+        "a # ssh-ed25519 " + base64.b64encode(KEY).decode(),
+    ):
         assert kh.parse_line(bad) is None, bad
     # OpenSSH reads rsa-sha2-* as a name of ssh-rsa keys
     rsa = blob("ssh-rsa")
@@ -66,6 +76,7 @@ def test_lookup_names():
 
 
 # ---- patterns and hashed names -------------------------------------------------------------
+
 
 def glob_oracle(s, pattern):
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
@@ -104,7 +115,7 @@ def test_patterns_as_in_known_hosts():
     assert kh.host_matches("a.example.com", "b.example.com,*.EXAMPLE.com")
     assert not kh.host_matches("bad.example.com", "*.example.com,!bad.example.com")
     assert not kh.host_matches("bad.example.com", "!bad.example.com")
-    assert not kh.host_matches("a", "a" * 2000 + ",a")   # an over-long pattern: no match
+    assert not kh.host_matches("a", "a" * 2000 + ",a")  # an over-long pattern: no match
 
 
 @given(st.text(min_size=1, max_size=40), st.text(min_size=1, max_size=40))
@@ -125,8 +136,9 @@ def test_hashed_names_agree_with_ssh_keygen(tmp_path):
     assert not kh.host_matches("host.example", entry.hosts)
     ours = tmp_path / "ours"
     ours.write_text(f"{kh.hash_name('[host.example]:2222')} {line('x', KEY).split(' ', 1)[1]}\n")
-    found = subprocess.run(["ssh-keygen", "-F", "[host.example]:2222", "-f", str(ours)],
-                           capture_output=True, text=True).stdout
+    found = subprocess.run(
+        ["ssh-keygen", "-F", "[host.example]:2222", "-f", str(ours)], capture_output=True, text=True
+    ).stdout
     assert "found: line 1" in found
     # a damaged hash matches nothing (and does not raise)
     assert not kh.host_matches("[host.example]:2222", "|1|!!!|" + entry.hosts.split("|")[3])
@@ -134,6 +146,7 @@ def test_hashed_names_agree_with_ssh_keygen(tmp_path):
 
 
 # ---- verdicts ----------------------------------------------------------------------------------
+
 
 def verdict(tmp_path, lines, host="h.example", port=22, key=KEY):
     f = tmp_path / "known_hosts"
@@ -153,11 +166,17 @@ def test_verdicts(tmp_path):
     # a revocation wins over everything, for the hosts its patterns name
     assert v(tmp_path, [line("h.example", KEY), line("*", KEY, "@revoked")]).status == kh.REVOKED
     assert v(tmp_path, [line(kh.hash_name("h.example"), KEY, "@revoked")]).status == kh.REVOKED
-    assert v(tmp_path, [line("h.example", KEY), line("*,!h.example", KEY, "@revoked")]).status == kh.OK
-    assert v(tmp_path, [line("h.example", KEY), line("h.example", OTHER, "@revoked")]).status == kh.OK
+    assert (
+        v(tmp_path, [line("h.example", KEY), line("*,!h.example", KEY, "@revoked")]).status == kh.OK
+    )
+    assert (
+        v(tmp_path, [line("h.example", KEY), line("h.example", OTHER, "@revoked")]).status == kh.OK
+    )
     # @cert-authority lines alone cannot vouch for a plain key
     assert v(tmp_path, [line("*.example", OTHER, "@cert-authority")]).status == kh.CA_ONLY
-    assert v(tmp_path, [line("*", OTHER, "@cert-authority"), line("h.example", KEY)]).status == kh.OK
+    assert (
+        v(tmp_path, [line("*", OTHER, "@cert-authority"), line("h.example", KEY)]).status == kh.OK
+    )
 
 
 def test_a_key_filed_under_the_bare_name_counts_on_other_ports(tmp_path):
@@ -165,22 +184,32 @@ def test_a_key_filed_under_the_bare_name_counts_on_other_ports(tmp_path):
     assert verdict(tmp_path, [line("h.example", KEY)], port=2222).status == kh.OK
     assert verdict(tmp_path, [line("h.example", KEY, "@revoked")], port=2222).status == kh.REVOKED
     assert verdict(tmp_path, [line("h.example", OTHER)], port=2222).status == kh.NEW
-    assert verdict(tmp_path, [line("[h.example]:2222", OTHER), line("h.example", KEY)],
-                   port=2222).status == kh.CHANGED
+    assert (
+        verdict(
+            tmp_path, [line("[h.example]:2222", OTHER), line("h.example", KEY)], port=2222
+        ).status
+        == kh.CHANGED
+    )
 
 
 # ---- appending ---------------------------------------------------------------------------------
 
+
 def test_append_starts_a_line_of_its_own(tmp_path):
     f = tmp_path / "known_hosts"
-    f.write_text(line("other.example", OTHER))   # no final newline
+    f.write_text(line("other.example", OTHER))  # no final newline
     v = kh.append(str(f), "h.example", 2222, KEY, hash_names=False, check_paths=[str(f)])
     assert v.status == kh.NEW
-    assert f.read_text().split("\n") == [line("other.example", OTHER),
-                                         line("[h.example]:2222", KEY), ""]
+    assert f.read_text().split("\n") == [
+        line("other.example", OTHER),
+        line("[h.example]:2222", KEY),
+        "",
+    ]
     # known now: a second append writes nothing
-    assert kh.append(str(f), "h.example", 2222, KEY, hash_names=False,
-                     check_paths=[str(f)]).status == kh.OK
+    assert (
+        kh.append(str(f), "h.example", 2222, KEY, hash_names=False, check_paths=[str(f)]).status
+        == kh.OK
+    )
     assert len(f.read_text().splitlines()) == 2
 
 
@@ -201,8 +230,10 @@ def test_append_hashes_when_asked_or_when_the_file_is_hashed(tmp_path):
 def test_append_never_records_a_revoked_key(tmp_path):
     f = tmp_path / "known_hosts"
     f.write_text(line("*", KEY, "@revoked") + "\n")
-    assert kh.append(str(f), "h.example", 22, KEY, hash_names=False,
-                     check_paths=[str(f)]).status == kh.REVOKED
+    assert (
+        kh.append(str(f), "h.example", 22, KEY, hash_names=False, check_paths=[str(f)]).status
+        == kh.REVOKED
+    )
     assert len(f.read_text().splitlines()) == 1
 
 
@@ -217,7 +248,7 @@ def test_concurrent_appends_leave_one_line_per_host(tmp_path):
     and write one step, so every host is recorded once, on a line of its own, and
     the missing final newline is added once."""
     f = tmp_path / "known_hosts"
-    f.write_text(line("first.example", OTHER))   # no final newline
+    f.write_text(line("first.example", OTHER))  # no final newline
     ctx = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     barrier = ctx.Barrier(6)
     hosts = [f"h{i}.example" for i in range(40)]
@@ -229,4 +260,6 @@ def test_concurrent_appends_leave_one_line_per_host(tmp_path):
         assert p.exitcode == 0
     lines = f.read_text().split("\n")
     assert lines[-1] == "" and "" not in lines[:-1]
-    assert sorted(lines[:-1]) == sorted([line("first.example", OTHER)] + [line(h, KEY) for h in hosts])
+    assert sorted(lines[:-1]) == sorted(
+        [line("first.example", OTHER)] + [line(h, KEY) for h in hosts]
+    )

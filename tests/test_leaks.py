@@ -1,4 +1,5 @@
 """Leak checks: many sessions, successful and failed, leave memory and sockets flat."""
+
 import gc
 import os
 
@@ -14,8 +15,10 @@ def rss_mb():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing",
+)
 def test_sessions_do_not_leak(server, make_key):
     stranger = make_key("stranger")
     kw = dict(keyfile=server.client_key, known_hosts=server.known_hosts, config=False)
@@ -29,11 +32,12 @@ def test_sessions_do_not_leak(server, make_key):
         if i % 2:
             s.close()
         else:
-            del s   # closed by garbage collection
-        if i % 5 == 0:   # and some failures: a key the server refuses
+            del s  # closed by garbage collection
+        if i % 5 == 0:  # and some failures: a key the server refuses
             with pytest.raises(pyssh.AuthenticationError):
-                pyssh.connect(server.address, keyfile=stranger, known_hosts=server.known_hosts,
-                              config=False)
+                pyssh.connect(
+                    server.address, keyfile=stranger, known_hosts=server.known_hosts, config=False
+                )
     gc.collect()
     assert open_sockets() == sockets
     # 2 MB over 600 connections: a leak of 4 KB per session would show
@@ -45,8 +49,10 @@ def open_fds():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing",
+)
 def test_tunnels_do_not_leak(server):
     """Local and remote forwards opened and closed, connections served, blocking
     tunnels that time out: file descriptors and memory come back."""
@@ -72,8 +78,10 @@ def test_tunnels_do_not_leak(server):
     def cycle(s):
         # the server binds 127.0.0.1 only: with "localhost" it may get a port whose
         # 127.0.0.1 side is taken (by the test sshd itself) and listen on ::1 alone
-        for make in (lambda: s.forward_local(0, address),
-                     lambda: s.forward_remote(0, address, bind_address="127.0.0.1")):
+        for make in (
+            lambda: s.forward_local(0, address),
+            lambda: s.forward_remote(0, address, bind_address="127.0.0.1"),
+        ):
             with make() as t:
                 for _ in range(3):
                     c = socket.create_connection(("127.0.0.1", t.port))

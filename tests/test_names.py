@@ -2,6 +2,7 @@
 pyssh._names) and the one sanitizer for what is printed, as properties: whatever
 the name, an accepted one is a single component that stays inside the directory
 it is joined to, on POSIX and on Windows' rules."""
+
 import ntpath
 import os
 import posixpath
@@ -13,18 +14,46 @@ from hypothesis import strategies as st
 from pyssh import _ssh
 from pyssh._names import name_problem, printable
 
-names = st.one_of(st.binary(max_size=40),
-                  st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass")),
-                  st.sampled_from([b".", b"..", b"...", b"a/b", b"a\\b", b"C:x", b"c:", b"CON",
-                                   b"con.txt", b"Nul .x", b"COM1", b"lpt9.log", b"COM\xc2\xb9",
-                                   b"CONIN$", b"a.", b"a ", b"a\x00b", b"a\x1bb", b"x:stream",
-                                   b"a|b", b"a?b", b"com10", b"LPT", b"conx"]))
+names = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=20).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.sampled_from(
+        [
+            b".",
+            b"..",
+            b"...",
+            b"a/b",
+            b"a\\b",
+            b"C:x",
+            b"c:",
+            b"CON",
+            b"con.txt",
+            b"Nul .x",
+            b"COM1",
+            b"lpt9.log",
+            b"COM\xc2\xb9",
+            b"CONIN$",
+            b"a.",
+            b"a ",
+            b"a\x00b",
+            b"a\x1bb",
+            b"x:stream",
+            b"a|b",
+            b"a?b",
+            b"com10",
+            b"LPT",
+            b"conx",
+        ]
+    ),
+)
 
 
 def stays_inside(join, normpath, base, name):
     path = normpath(join(base, name))
-    return path.startswith(base + ("/" if join is posixpath.join else "\\")) and \
-        normpath(join(path, "..")) == base
+    return (
+        path.startswith(base + ("/" if join is posixpath.join else "\\"))
+        and normpath(join(path, "..")) == base
+    )
 
 
 @pytest.mark.slow
@@ -62,9 +91,25 @@ def test_windows_rule(name):
 
 
 def test_windows_devices_and_paths():
-    for bad in (b"CON", b"con", b"Con.txt", b"NUL .log", b"aux", b"COM1", b"lpt9.x",
-                b"COM\xc2\xb9", b"LPT\xc2\xb3.txt", b"CONOUT$", b"a\\b", b"C:x", b"x:y",
-                b"a.", b"a ", b"q?", b"a\x01"):
+    for bad in (
+        b"CON",
+        b"con",
+        b"Con.txt",
+        b"NUL .log",
+        b"aux",
+        b"COM1",
+        b"lpt9.x",
+        b"COM\xc2\xb9",
+        b"LPT\xc2\xb3.txt",
+        b"CONOUT$",
+        b"a\\b",
+        b"C:x",
+        b"x:y",
+        b"a.",
+        b"a ",
+        b"q?",
+        b"a\x01",
+    ):
         assert name_problem(bad, windows=True) is not None, bad
     for good in (b"CONX", b"com10", b"COM", b"lpt", b"a.b", b".hidden", b"\xc3\xa9t\xc3\xa9"):
         assert name_problem(good, windows=True) is None, good

@@ -3,6 +3,7 @@ runs Python code (an iterator, __index__, __float__) or releases the GIL before 
 marks the object busy. Each test re-enters the object from inside that window,
 from the same thread or from another one it waits for; the second call must get
 a clear exception and the first must finish normally."""
+
 import gc
 import os
 import threading
@@ -65,13 +66,20 @@ def assert_in_use(e):
 
 # ---- Channel ---------------------------------------------------------------------------------
 
+
 def test_channel_reentered_while_exec_iterates_env(session):
     ch = _ssh.Channel(session)
     errors = []
 
     def env():
-        for call in (lambda: ch.exec("true"), ch.run, ch.read, lambda: ch.write(b"x"),
-                     ch.send_eof, ch.close):
+        for call in (
+            lambda: ch.exec("true"),
+            ch.run,
+            ch.read,
+            lambda: ch.write(b"x"),
+            ch.send_eof,
+            ch.close,
+        ):
             errors.append(raised(call))
         errors.append(from_thread(lambda: ch.exec("true")))
         return
@@ -149,6 +157,7 @@ def test_channel_usable_again_after_a_refused_call(session):
 
 # ---- SFTP ------------------------------------------------------------------------------------
 
+
 def sftp_channel(session):
     c = _ssh.SFTP(session)
     c.start(timeout=30)
@@ -157,7 +166,7 @@ def sftp_channel(session):
 
 def realpath_ok(reply):
     rtype, _payload = reply
-    assert rtype == 104      # SSH_FXP_NAME
+    assert rtype == 104  # SSH_FXP_NAME
 
 
 def test_sftp_reentered_while_batch_iterates_requests(session):
@@ -247,11 +256,14 @@ def test_sftp_bad_request_leaves_the_channel_open(session):
     realpath_ok(c.request(REALPATH, _str(b"."), timeout=30))
     c.close()
 
+
 # ---- Session ---------------------------------------------------------------------------------
+
 
 def bare_session(server, user):
     """A _ssh.Session connected to `server` as `user`, not authenticated yet."""
     import socket
+
     s = _ssh.Session()
     s._configure("127.0.0.1", user=user, port=server.port, known_hosts=server.known_hosts)
     s._connect(socket.create_connection(("127.0.0.1", server.port)).detach(), timeout=20)
@@ -277,8 +289,10 @@ def test_kbdint_answers_are_copied_from_any_sequence(server, account):
             s.close()
 
 
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing",
+)
 def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
     """_configure(proxy_jumps=...) sets the jump data under the lock, after looking
     again at the session: __fspath__ may have closed it (the data was kept,
@@ -293,8 +307,9 @@ def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
     def once():
         session[:] = [_ssh.Session()]
         with pytest.raises(pyssh.SessionClosedError):
-            session[0]._configure("127.0.0.1", ssh_dir=Dir(),
-                                  known_hosts="/nonexistent/" + "k" * 200, proxy_jumps=1)
+            session[0]._configure(
+                "127.0.0.1", ssh_dir=Dir(), known_hosts="/nonexistent/" + "k" * 200, proxy_jumps=1
+            )
 
     for _ in range(1000):
         once()
@@ -312,7 +327,8 @@ def test_second_connect_while_libssh_connects(server):
     """_connect(-1) (libssh makes the socket) marks the session as connecting
     under the lock: a second _connect meanwhile is refused, not run beside it."""
     import socket
-    silent = socket.socket()       # accepts, never says a word
+
+    silent = socket.socket()  # accepts, never says a word
     silent.bind(("127.0.0.1", 0))
     silent.listen(4)
     s = _ssh.Session()
@@ -320,7 +336,7 @@ def test_second_connect_while_libssh_connects(server):
     first = []
     t = threading.Thread(target=lambda: first.append(raised(lambda: s._connect(-1, timeout=3))))
     t.start()
-    time.sleep(0.5)               # the first is waiting for the banner
+    time.sleep(0.5)  # the first is waiting for the banner
     # run beside the first it would time out after 2 s instead, with another message
     e = raised(lambda: s._connect(-1, timeout=2))
     assert isinstance(e, pyssh.SSHError) and "being connected by another call" in str(e), repr(e)
@@ -332,8 +348,10 @@ def test_second_connect_while_libssh_connects(server):
 
 # ---- Tunnel ----------------------------------------------------------------------------------
 
+
 def listening_socket():
     import socket
+
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     s.listen(8)
@@ -393,10 +411,11 @@ def test_tunnel_stop_before_run_is_not_lost(session):
 @pytest.mark.slow
 def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
     from pyssh import _tunnel
+
     serve = _tunnel.Tunnel._serve
 
     def late_serve(self):
-        time.sleep(0.5)          # close() below has called stop() by now
+        time.sleep(0.5)  # close() below has called stop() by now
         serve(self)
 
     monkeypatch.setattr(_tunnel.Tunnel, "_serve", late_serve)
@@ -404,4 +423,5 @@ def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
     def open_and_close():
         with session.forward_local(0, "127.0.0.1:9"):
             pass
+
     assert in_thread(open_and_close) is None

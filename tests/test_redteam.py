@@ -2,6 +2,7 @@
 merely broken) server: tests/hostile_sftp.py for SFTP, a fake ``scp -f`` for SCP,
 a fake SSH server for the banner. Each test names what the server does and what
 the client must (not) do; the ones that held are kept as regressions."""
+
 import errno
 import getpass
 import os
@@ -26,14 +27,18 @@ def no_control(text):
 
 # ---- what held: kept as regressions -------------------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.parametrize("how, size", [
-    ({"reverse": 4}, 1024 * KIB + 17),             # DATA replies in reverse order, 4 at a time
-    ({"short": 1000}, 300 * KIB + 17),             # short reads at odd offsets
-    ({"reverse": 3, "short": 777}, 300 * KIB + 17),
-    ({"limits": [1 << 20] * 3}, 3072 * KIB + 17),  # 1 MiB frames, the largest accepted
-    ({"limits": [(1 << 20) + 100] * 3}, 3072 * KIB + 17),   # asked for more: 1 MiB it is
-])
+@pytest.mark.parametrize(
+    "how, size",
+    [
+        ({"reverse": 4}, 1024 * KIB + 17),  # DATA replies in reverse order, 4 at a time
+        ({"short": 1000}, 300 * KIB + 17),  # short reads at odd offsets
+        ({"reverse": 3, "short": 777}, 300 * KIB + 17),
+        ({"limits": [1 << 20] * 3}, 3072 * KIB + 17),  # 1 MiB frames, the largest accepted
+        ({"limits": [(1 << 20) + 100] * 3}, 3072 * KIB + 17),  # asked for more: 1 MiB it is
+    ],
+)
 def test_replies_reordered_or_short_still_give_every_byte(hostile_sftp, area, how, size):
     rpath, data = remote_file(area, size)
 
@@ -41,6 +46,7 @@ def test_replies_reordered_or_short_still_give_every_byte(hostile_sftp, area, ho
         f.get(rpath, area / "to" / "f.bin")
         with f.open(rpath, "rb") as fh:
             return fh.read()
+
     assert hostile_sftp(how, go, timeout=10) == data
     assert (area / "to" / "f.bin").read_bytes() == data
 
@@ -57,6 +63,7 @@ def test_a_reply_sent_twice_is_a_protocol_error(hostile_sftp, area, how):
             f.get(rpath, area / "to" / "f.bin")
         assert f.closed
         return e
+
     protocol_error(hostile_sftp(how, get), "a request that was not made")
     assert os.listdir(area / "to") == []
 
@@ -80,8 +87,7 @@ def test_frames_at_the_limit(hostile_sftp, area, n, why):
 
 
 @pytest.mark.slow
-def test_replies_to_an_interrupted_download_arrive_during_the_next_operations(hostile_sftp,
-                                                                               area):
+def test_replies_to_an_interrupted_download_arrive_during_the_next_operations(hostile_sftp, area):
     """A progress callback stops a download with 16 READs in flight; the channel is
     used again at once, while the late DATA replies arrive: they are dropped, the
     next operations get their own replies, and no partial file is left."""
@@ -103,6 +109,7 @@ def test_replies_to_an_interrupted_download_arrive_during_the_next_operations(ho
                 assert fh.read() == sdata
             assert f.stat(small).st_size == len(sdata)
         f.get(rpath, area / "to" / "big")
+
     hostile_sftp({"delay": 0.01}, work, timeout=5)
     assert (area / "to" / "big").read_bytes() == data
 
@@ -116,10 +123,14 @@ def test_stderr_without_end_is_not_progress(hostile_sftp, area):
 
     def get():
         try:
-            hostile_sftp({"stderr_flood": True, "stall_after": 2},
-                         lambda f: f.get(rpath, area / "to" / "f.bin"), timeout=1)
+            hostile_sftp(
+                {"stderr_flood": True, "stall_after": 2},
+                lambda f: f.get(rpath, area / "to" / "f.bin"),
+                timeout=1,
+            )
         except pyssh.SSHTimeoutError as e:
             errors.append(e)
+
     assert finishes(get, within=20)
     assert len(errors) == 1 and "timeout=1" in str(errors[0])
 
@@ -141,6 +152,7 @@ def test_chaos(hostile_sftp, area, seed):
     def read(f):
         with f.open(rpath, "rb") as fh:
             return fh.read()
+
     try:
         hostile_sftp({"chaos": seed}, get, timeout=2)
         assert dest.read_bytes() == data
@@ -154,6 +166,7 @@ def test_chaos(hostile_sftp, area, seed):
 
 
 # ---- time ------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_server_that_never_answers_close_cannot_hang_get(hostile_sftp, area):
@@ -174,6 +187,7 @@ def test_a_server_that_never_answers_close_cannot_hang_get(hostile_sftp, area):
             hostile_sftp({"ignore": [4]}, gets, timeout=1)
         except pyssh.SSHTimeoutError as e:
             errors.append(e)
+
     assert finishes(run, within=20), f"hung after {len(done)} files"
     assert len(errors) == 1 and "timeout=1" in str(errors[0]), errors
 
@@ -192,6 +206,7 @@ def test_a_data_reply_that_trickles_in_is_progress(hostile_sftp, area):
 
 # ---- what is shown -------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_listed_names_are_escaped_in_a_timeout(hostile_sftp, area):
     """A subdirectory whose name holds escape sequences; the server stalls when asked
@@ -201,8 +216,11 @@ def test_listed_names_are_escaped_in_a_timeout(hostile_sftp, area):
     (d / EVIL).mkdir(parents=True)
     (d / EVIL / "f").write_bytes(b"abc")
     with pytest.raises(pyssh.SSHTimeoutError) as e:
-        hostile_sftp({"stall_on": [11, 2]},
-                     lambda f: f.download(str(d), to=area / "to", verbose=False), timeout=1)
+        hostile_sftp(
+            {"stall_on": [11, 2]},
+            lambda f: f.download(str(d), to=area / "to", verbose=False),
+            timeout=1,
+        )
     assert no_control(str(e.value)), repr(str(e.value))
     assert "\\x1b]0;pwned\\x07" in str(e.value)
 
@@ -212,12 +230,14 @@ def test_listed_names_are_escaped_when_a_download_is_incomplete(hostile_sftp, ar
     d.mkdir()
     (d / EVIL).write_bytes(b"a" * 1000)
     with pytest.raises(pyssh.SFTPError, match="incomplete") as e:
-        hostile_sftp({"eof_at": 10},
-                     lambda f: f.download(str(d), to=area / "to", verbose=False), timeout=5)
+        hostile_sftp(
+            {"eof_at": 10}, lambda f: f.download(str(d), to=area / "to", verbose=False), timeout=5
+        )
     assert no_control(str(e.value)), repr(str(e.value))
 
 
 # ---- where downloads land ------------------------------------------------------------------
+
 
 def test_resume_does_not_write_through_a_symlink(hostile_sftp, area):
     """download(resume=True) into a directory holding a symbolic link that points out
@@ -232,12 +252,12 @@ def test_resume_does_not_write_through_a_symlink(hostile_sftp, area):
     (area / "to" / "d").mkdir()
     os.symlink(outside, area / "to" / "d" / "notes.txt")
     with pytest.raises(OSError, match="symbolic link"):
-        hostile_sftp({}, lambda f: f.download(str(d), to=area / "to", verbose=False,
-                                              resume=True))
+        hostile_sftp({}, lambda f: f.download(str(d), to=area / "to", verbose=False, resume=True))
     assert outside.read_bytes() == b"precious local data"
 
 
 # ---- memory --------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_a_listing_of_huge_names_is_bounded(hostile_sftp, area):
@@ -251,6 +271,7 @@ def test_a_listing_of_huge_names_is_bounded(hostile_sftp, area):
         with pytest.raises(pyssh.SFTPError) as e:
             f.listdir(str(area))
         return e.value
+
     e = hostile_sftp({"names": names, "per_reply": 1}, listing, timeout=10)
     assert e.errno == errno.EPROTO and "longer than any file system allows" in str(e)
 
@@ -259,6 +280,7 @@ def test_a_listing_of_huge_names_is_bounded(hostile_sftp, area):
         with pytest.raises(pyssh.SFTPError, match="bytes of names") as e:
             f.listdir(str(area))
         return e.value.errno
+
     names = [f"{k:04d}" + "n" * 4000 for k in range(400)]
     assert hostile_sftp({"names": names, "per_reply": 10}, budget) == errno.EFBIG
 
@@ -289,7 +311,6 @@ def test_scp_trees_stop_at_64_levels(hostile_scp, tmp_path):
         hostile_scp(steps, to)
     depth = max(len(p.relative_to(to).parts) for p in to.rglob("*"))
     assert depth <= 65
-
 
 
 FAKE_SCP_T = r"""
@@ -367,6 +388,7 @@ def scp_in_child(tmp_path, fake, setting, how, path, within=15):
     killed after `within` seconds. Returns (hung, its peak RSS in MiB, what it
     printed)."""
     from pyssh.testing import SSHServer
+
     d = tmp_path / "fake"
     d.mkdir()
     os.chmod(tmp_path, 0o755)
@@ -374,9 +396,21 @@ def scp_in_child(tmp_path, fake, setting, how, path, within=15):
     (d / "fake.py").write_text(fake)
     (d / "setting.txt").write_text(setting)
     with SSHServer(extra_config=[f"ForceCommand {sys.executable} {d / 'fake.py'}"]) as srv:
-        p = subprocess.Popen([sys.executable, "-c", SCP_CHILD, srv.address, srv.client_key,
-                              srv.known_hosts, how, str(path)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                SCP_CHILD,
+                srv.address,
+                srv.client_key,
+                srv.known_hosts,
+                how,
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         peak, start = 0, time.monotonic()
         try:
             while p.poll() is None and time.monotonic() - start < within:
@@ -408,10 +442,15 @@ def test_scp_upload_ends_although_the_server_talks_on(tmp_path, flood):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, raised", [
-    ("warning", "raised SSHTimeoutError"), ("T", "raised SCPProtocolError"),
-    ("DE", "raised SCPProtocolError"), ("C", "raised SCPProtocolError"),
-])
+@pytest.mark.parametrize(
+    "kind, raised",
+    [
+        ("warning", "raised SSHTimeoutError"),
+        ("T", "raised SCPProtocolError"),
+        ("DE", "raised SCPProtocolError"),
+        ("C", "raised SCPProtocolError"),
+    ],
+)
 def test_scp_download_ends_although_the_server_loops(tmp_path, kind, raised):
     """The server's scp sends, without end: warnings and nothing else; time messages
     never followed by a file; the directory asked for, empty, entered and left again
@@ -428,7 +467,7 @@ def test_scp_download_ends_although_the_server_loops(tmp_path, kind, raised):
 
 # ---- the terminal, outside transfers -----------------------------------------------------
 
-BANNER_CHILD = r'''
+BANNER_CHILD = r"""
 import socket, threading, pyssh
 srv = socket.socket()
 srv.bind(("127.0.0.1", 0))
@@ -446,7 +485,7 @@ try:
                   host_key_policy="ignore", known_hosts="/dev/null")
 except pyssh.SSHError:
     print("refused")
-'''
+"""
 
 
 def test_verbose_lines_escape_the_servers_banner():
@@ -464,14 +503,16 @@ def test_a_keyboard_interactive_prompt_is_escaped_on_the_terminal(monkeypatch):
     (getpass): the server's prompt text went to it raw, escape sequences included
     (it can clear the line and pose as a local passphrase prompt)."""
     from pyssh import session as session_mod
+
     shown = []
     monkeypatch.setattr(session_mod, "_stdin_is_tty", lambda: True)
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": shown.append(prompt) or "pw")
 
     class FakeSession:
         def _auth_kbdint(self, respond, timeout=None):
-            assert respond("", "", [("\x1b[2K\rEnter passphrase for key: \x1b]0;x\x07", False)]) \
-                == ["pw"]
+            assert respond(
+                "", "", [("\x1b[2K\rEnter passphrase for key: \x1b]0;x\x07", False)]
+            ) == ["pw"]
             return pyssh._ssh.SSH_AUTH_DENIED
 
     class Deadline:

@@ -1,5 +1,6 @@
 """SCP upload and download against a real sshd (the server runs on this machine,
 so remote paths are local paths in the test's temporary directory)."""
+
 import hashlib
 import os
 import re
@@ -12,8 +13,13 @@ import time
 import pytest
 
 import pyssh
-from conftest import (connection_killer, download_killed_midway, interrupt_download, interrupted_child,
-                      run_while_python_counts)
+from conftest import (
+    connection_killer,
+    download_killed_midway,
+    interrupt_download,
+    interrupted_child,
+    run_while_python_counts,
+)
 from pyssh import _ssh
 
 
@@ -137,8 +143,11 @@ def test_several_sources_and_a_symlink(session, area):
     os.symlink(area["remote"] / "a.txt", area["remote"] / "rlink.txt")
     (area["remote"] / "d").mkdir()
     os.symlink(area["remote"] / "a.txt", area["remote"] / "d" / "inner link")
-    session.scp_download([str(area["remote"] / "rlink.txt"), str(area["remote"] / "d")],
-                         to=area["back"], verbose=False)
+    session.scp_download(
+        [str(area["remote"] / "rlink.txt"), str(area["remote"] / "d")],
+        to=area["back"],
+        verbose=False,
+    )
     for got in (area["back"] / "rlink.txt", area["back"] / "d" / "inner link"):
         assert not os.path.islink(got) and got.read_bytes() == b"A"
 
@@ -181,8 +190,12 @@ def test_remote_names_are_quoted(session, area, tmp_path):
         session.scp_download(f"$(touch {marker})", to=area["back"], verbose=False)
     with pytest.raises(pyssh.SCPError):
         session.scp_download(f"`touch {marker}`", to=area["back"], verbose=False)
-    for to in (f"nothing; touch {marker}", f"$(touch {marker})", f"`touch {marker}`",
-               f"~/$(touch {marker})"):
+    for to in (
+        f"nothing; touch {marker}",
+        f"$(touch {marker})",
+        f"`touch {marker}`",
+        f"~/$(touch {marker})",
+    ):
         with pytest.raises(pyssh.SCPError):
             session.scp_upload(src, to=to, verbose=False)
     assert not marker.exists()
@@ -203,8 +216,11 @@ def test_missing_remote_file(session, area):
 def test_one_missing_among_several_still_fetches_the_rest(session, area):
     (area["remote"] / "here.txt").write_bytes(b"here")
     with pytest.raises(pyssh.SCPFileNotFoundError):
-        session.scp_download([str(area["remote"] / "gone.txt"), str(area["remote"] / "here.txt")],
-                             to=area["back"], verbose=False)
+        session.scp_download(
+            [str(area["remote"] / "gone.txt"), str(area["remote"] / "here.txt")],
+            to=area["back"],
+            verbose=False,
+        )
     assert (area["back"] / "here.txt").read_bytes() == b"here"
 
 
@@ -235,7 +251,9 @@ def test_wrong_argument_types(session, area):
     src = area["local"] / "x.txt"
     src.write_bytes(b"x")
     for call, where in ((session.scp_upload, "remote"), (session.scp_download, "local")):
-        with pytest.raises(TypeError, match=f"to must be the {where} directory as str or os.PathLike, not bytes"):
+        with pytest.raises(
+            TypeError, match=f"to must be the {where} directory as str or os.PathLike, not bytes"
+        ):
             call(str(src), to=os.fsencode(area["back"]), verbose=False)
         with pytest.raises(TypeError, match=f"to must be the {where} directory .* not int"):
             call(str(src), to=5, verbose=False)
@@ -255,9 +273,11 @@ def test_progress_and_verbose(session, area, capsys):
     assert calls[-1] == (str(src), 5 << 20, 5 << 20)
     assert all(0 <= moved <= total for _, moved, total in calls)
     out, err = capsys.readouterr()
-    assert err.endswith(f"\r[100%] {src}\n") and out == ""   # on stderr only
+    assert err.endswith(f"\r[100%] {src}\n") and out == ""  # on stderr only
     calls.clear()
-    session.scp_download(str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a))
+    session.scp_download(
+        str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a)
+    )
     assert calls[-1] == (str(area["back"] / "p.bin"), 5 << 20, 5 << 20)
     assert capsys.readouterr().err == f"{5 << 20:>10} {area['back'] / 'p.bin'}\n"
 
@@ -274,11 +294,14 @@ def test_progress_at_each_files_end(session, area, capsys):
     assert sorted(ends) == sorted((str(src / rel), n, n) for rel, n in sizes.items())
     assert capsys.readouterr().err.count("[100%] ") == 3
     calls.clear()
-    session.scp_download(str(area["remote"] / "d"), to=area["back"], progress=lambda *a: calls.append(a))
+    session.scp_download(
+        str(area["remote"] / "d"), to=area["back"], progress=lambda *a: calls.append(a)
+    )
     ends = [c for c in calls if c[1] == c[2]]
     assert sorted(ends) == sorted((str(area["back"] / "d" / rel), n, n) for rel, n in sizes.items())
-    assert sorted(capsys.readouterr().err.splitlines()) == \
-        sorted(f"{n:>10} {area['back'] / 'd' / rel}" for rel, n in sizes.items())
+    assert sorted(capsys.readouterr().err.splitlines()) == sorted(
+        f"{n:>10} {area['back'] / 'd' / rel}" for rel, n in sizes.items()
+    )
 
 
 class Stop(Exception):
@@ -291,7 +314,7 @@ def test_raising_progress_stops_an_upload(session, area, capsys):
     times a second, and the line is ended before the exception goes on."""
     src = area["local"] / "big.bin"
     with open(src, "wb") as f:
-        f.truncate(4 << 30)   # sparse: read fast, seconds to send
+        f.truncate(4 << 30)  # sparse: read fast, seconds to send
     calls = []
 
     def stop(path, moved, total):
@@ -305,11 +328,13 @@ def test_raising_progress_stops_an_upload(session, area, capsys):
     assert all(p == str(src) and t == 4 << 30 for p, _, t in calls)
     assert 0 < moved[0] < moved[1] < moved[2] < 4 << 30
     err = capsys.readouterr().err
-    assert err.endswith("\n") and err.count("\n") == 1   # one line, ended after the stop
+    assert err.endswith("\n") and err.count("\n") == 1  # one line, ended after the stop
     draws = err.rstrip("\n").split("\r")
-    assert draws[0] == ""   # each drawn over the last, from the start of the line
+    assert draws[0] == ""  # each drawn over the last, from the start of the line
     # drawn after each progress call (not the third, which raised)
-    assert [d for d in draws[1:] if re.fullmatch(r"\[ *\d{1,2}%\] " + re.escape(str(src)), d)] == draws[1:]
+    assert [
+        d for d in draws[1:] if re.fullmatch(r"\[ *\d{1,2}%\] " + re.escape(str(src)), d)
+    ] == draws[1:]
     assert len(draws[1:]) == 2
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
@@ -354,12 +379,27 @@ def test_local_write_error_mid_download(server, area):
     with open(big, "wb") as f:
         f.truncate(64 << 20)
     (area["back"] / "big.bin").write_bytes(b"good")
-    r = subprocess.run([sys.executable, "-c", WRITE_FAILS_CHILD, server.address, server.client_key,
-                        server.known_hosts, str(big), str(area["back"])],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WRITE_FAILS_CHILD,
+            server.address,
+            server.client_key,
+            server.known_hosts,
+            str(big),
+            str(area["back"]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == [f"OSError False 27 {area['back'] / 'big.bin'}", "['big.bin']",
-                                     "usable"]
+    assert r.stdout.splitlines() == [
+        f"OSError False 27 {area['back'] / 'big.bin'}",
+        "['big.bin']",
+        "usable",
+    ]
     assert (area["back"] / "big.bin").read_bytes() == b"good"
 
 
@@ -369,8 +409,10 @@ def rss_bytes():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing")
+@pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing",
+)
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc")
 def test_512_mib_each_way(session, area, capsys):
     """512 MiB each way: RSS stays flat (no file held in memory), a Python thread
@@ -387,15 +429,19 @@ def test_512_mib_each_way(session, area, capsys):
 
     before = rss_bytes()
     start = time.monotonic()
-    run_while_python_counts(lambda: session.scp_upload(src, to=str(area["remote"]), progress=sample))
+    run_while_python_counts(
+        lambda: session.scp_upload(src, to=str(area["remote"]), progress=sample)
+    )
     elapsed = time.monotonic() - start
     assert os.path.getsize(area["remote"] / "half.bin") == size
     draws = capsys.readouterr().err.split("\r")[1:]
     assert draws[-1] == f"[100%] {src}\n"
-    assert len(draws) <= 10 * elapsed + 2     # 2,048 buffers of 256 KiB
-    run_while_python_counts(lambda: session.scp_download(str(area["remote"] / "half.bin"),
-                                                         to=area["back"], verbose=False,
-                                                         progress=sample))
+    assert len(draws) <= 10 * elapsed + 2  # 2,048 buffers of 256 KiB
+    run_while_python_counts(
+        lambda: session.scp_download(
+            str(area["remote"] / "half.bin"), to=area["back"], verbose=False, progress=sample
+        )
+    )
     assert os.path.getsize(area["back"] / "half.bin") == size
     assert peak[0] - before < 32 << 20, f"RSS grew by {(peak[0] - before) >> 20} MiB"
 
@@ -404,7 +450,7 @@ def test_512_mib_each_way(session, area, capsys):
 def test_failed_download_leaves_no_partial_file(session, area):
     big = area["remote"] / "big.bin"
     with open(big, "wb") as f:
-        f.truncate(1 << 30)   # sparse; over a second to send, so progress is called midway
+        f.truncate(1 << 30)  # sparse; over a second to send, so progress is called midway
     good = area["back"] / "big.bin"
     good.write_bytes(b"the good old content")
 
@@ -414,24 +460,27 @@ def test_failed_download_leaves_no_partial_file(session, area):
 
     with pytest.raises(Stop):
         session.scp_download(str(big), to=area["back"], verbose=False, progress=stop)
-    assert good.read_bytes() == b"the good old content"   # not replaced by a partial file
-    assert os.listdir(area["back"]) == ["big.bin"]         # no temporary file left
+    assert good.read_bytes() == b"the good old content"  # not replaced by a partial file
+    assert os.listdir(area["back"]) == ["big.bin"]  # no temporary file left
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
 def test_r_style_aliases(session, area):
     src = area["local"] / "r.txt"
     src.write_bytes(b"r")
-    assert pyssh.scp_upload(session, [str(src)], to=str(area["remote"]), verbose=False) == \
-        [f"{area['remote']}/r.txt"]
-    assert pyssh.scp_download(session, str(area["remote"] / "r.txt"), to=str(area["back"]),
-                              verbose=False) == [str(area["back"] / "r.txt")]
+    assert pyssh.scp_upload(session, [str(src)], to=str(area["remote"]), verbose=False) == [
+        f"{area['remote']}/r.txt"
+    ]
+    assert pyssh.scp_download(
+        session, str(area["remote"] / "r.txt"), to=str(area["back"]), verbose=False
+    ) == [str(area["back"] / "r.txt")]
 
 
 def test_libssh_scp_api_is_not_linked():
     """pyssh speaks SCP itself: nothing of libssh's deprecated ssh_scp_* is linked in
     (the static libssh's scp.o would come with any of its functions)."""
     import shutil
+
     assert shutil.which("nm"), "needs nm (binutils; bash .ci/run installs it)"
     r = subprocess.run(["nm", _ssh.__file__], capture_output=True, text=True)
     if r.returncode != 0 or " ssh_channel_write\n" not in r.stdout:
@@ -441,25 +490,52 @@ def test_libssh_scp_api_is_not_linked():
 
 # ---- the parser of server messages ---------------------------------------------------------
 
-@pytest.mark.parametrize("line, expected", [
-    (b"C0644 12 a b.txt", ("C", 0o644, 12, b"a b.txt")),
-    (b"D0755 0 dir", ("D", 0o755, 0, b"dir")),
-    (b"C0600 9223372036854775807 huge", ("C", 0o600, (1 << 63) - 1, b"huge")),
-    (b"E", ("E",)),
-    (b"T1700000000 0 1600000000 0", ("T", 1700000000, 1600000000)),
-    (b"\x01scp: x: No such file or directory", ("warning", b"scp: x: No such file or directory")),
-    (b"\x02fatal", ("error", b"fatal")),
-])
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (b"C0644 12 a b.txt", ("C", 0o644, 12, b"a b.txt")),
+        (b"D0755 0 dir", ("D", 0o755, 0, b"dir")),
+        (b"C0600 9223372036854775807 huge", ("C", 0o600, (1 << 63) - 1, b"huge")),
+        (b"E", ("E",)),
+        (b"T1700000000 0 1600000000 0", ("T", 1700000000, 1600000000)),
+        (
+            b"\x01scp: x: No such file or directory",
+            ("warning", b"scp: x: No such file or directory"),
+        ),
+        (b"\x02fatal", ("error", b"fatal")),
+    ],
+)
 def test_parse_good_messages(line, expected):
     assert _ssh.scp_parse(line) == expected
 
 
-@pytest.mark.parametrize("line", [
-    b"", b"C0644 1 ..", b"C0644 1 .", b"C0644 1 ../../etc/passwd", b"C0644 1 a/b", b"D0755 0 /abs",
-    b"C0644 1 ", b"C0644 1 a\0b", b"C10000 1 x", b"C 1 x", b"Cxyz 1 x", b"C0644 -1 x",
-    b"C0644 9223372036854775808 x", b"C0644 1x x", b"C0644  1 x", b"Ex", b"T1 0 1", b"T1 1000000 1 0",
-    b"X", b"C0644 1 a\nb", b"C0644 1 " + b"n" * 5000,
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"",
+        b"C0644 1 ..",
+        b"C0644 1 .",
+        b"C0644 1 ../../etc/passwd",
+        b"C0644 1 a/b",
+        b"D0755 0 /abs",
+        b"C0644 1 ",
+        b"C0644 1 a\0b",
+        b"C10000 1 x",
+        b"C 1 x",
+        b"Cxyz 1 x",
+        b"C0644 -1 x",
+        b"C0644 9223372036854775808 x",
+        b"C0644 1x x",
+        b"C0644  1 x",
+        b"Ex",
+        b"T1 0 1",
+        b"T1 1000000 1 0",
+        b"X",
+        b"C0644 1 a\nb",
+        b"C0644 1 " + b"n" * 5000,
+    ],
+)
 def test_parse_refuses_bad_or_unsafe_messages(line):
     with pytest.raises(pyssh.SCPProtocolError, match="the server sent"):
         _ssh.scp_parse(line)
@@ -471,28 +547,31 @@ def test_parse_refuses_bad_or_unsafe_messages(line):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("steps, match", [
-    ([b"C0644 4 ../evil\n", b"evil\0"], "outside the target"),
-    ([b"C0644 4 /tmp/evil\n", b"evil\0"], "outside the target"),
-    ([b"C0644 4 ..\n", b"evil\0"], "outside the target"),
-    ([b"C0644 4 .\n", b"evil\0"], "outside the target"),
-    ([b"C0644 4 \n", b"evil\0"], "empty name"),
-    ([b"C0644 4 wan\0ted\n", b"evil\0"], "NUL"),
-    ([b"C0644 4 wanted/../../evil\n", b"evil\0"], "outside the target"),
-    ([b"D0755 0 wanted\n", b"C0644 4 ../../evil\n", b"evil\0", b"E\n"], "outside the target"),
-    ([b"C0644 4 evil\n", b"evil\0"], "not asked for"),
-    ([b"D0755 0 evil\n", b"C0644 4 x\n", b"evil\0", b"E\n"], "not asked for"),
-    ([b"C0644 4 wanted\n", b"data\0", b"C0644 4 evil\n", b"evil\0"], "not asked for"),
-    ([b"D0755 0 wanted\n", b"E\n", b"E\n"], "never entered"),
-    ([b"E\n"], "never entered"),
-    ([b"D0755 0 wanted\n"], "ended inside a directory"),
-    ([b"C0644 4 wanted\n", b"data\0", b"E\n"], "never entered"),
-    ([b"C0644 4 wanted\n", b"data\x05"], "end mark"),
-    ([b"C0644 -4 wanted\n"], "size"),
-    ([b"C99999 4 wanted\n"], "mode"),
-    ([b"Q hello\n"], "unknown message"),
-    ([b"C0644 4 wan" + b"t" * 9000], "longer than"),
-])
+@pytest.mark.parametrize(
+    "steps, match",
+    [
+        ([b"C0644 4 ../evil\n", b"evil\0"], "outside the target"),
+        ([b"C0644 4 /tmp/evil\n", b"evil\0"], "outside the target"),
+        ([b"C0644 4 ..\n", b"evil\0"], "outside the target"),
+        ([b"C0644 4 .\n", b"evil\0"], "outside the target"),
+        ([b"C0644 4 \n", b"evil\0"], "empty name"),
+        ([b"C0644 4 wan\0ted\n", b"evil\0"], "NUL"),
+        ([b"C0644 4 wanted/../../evil\n", b"evil\0"], "outside the target"),
+        ([b"D0755 0 wanted\n", b"C0644 4 ../../evil\n", b"evil\0", b"E\n"], "outside the target"),
+        ([b"C0644 4 evil\n", b"evil\0"], "not asked for"),
+        ([b"D0755 0 evil\n", b"C0644 4 x\n", b"evil\0", b"E\n"], "not asked for"),
+        ([b"C0644 4 wanted\n", b"data\0", b"C0644 4 evil\n", b"evil\0"], "not asked for"),
+        ([b"D0755 0 wanted\n", b"E\n", b"E\n"], "never entered"),
+        ([b"E\n"], "never entered"),
+        ([b"D0755 0 wanted\n"], "ended inside a directory"),
+        ([b"C0644 4 wanted\n", b"data\0", b"E\n"], "never entered"),
+        ([b"C0644 4 wanted\n", b"data\x05"], "end mark"),
+        ([b"C0644 -4 wanted\n"], "size"),
+        ([b"C99999 4 wanted\n"], "mode"),
+        ([b"Q hello\n"], "unknown message"),
+        ([b"C0644 4 wan" + b"t" * 9000], "longer than"),
+    ],
+)
 def test_hostile_server_is_refused(hostile_scp, tmp_path, steps, match):
     to = tmp_path / "to"
     to.mkdir()
@@ -541,6 +620,7 @@ def test_hostile_setuid_mode_is_dropped(hostile_scp, tmp_path):
 
 # ---- Ctrl-C, threads --------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_ctrl_c_mid_download(server, area):
     big = area["remote"] / "big.bin"
@@ -577,12 +657,14 @@ def test_ctrl_c_mid_upload(server, area):
     with open(src, "wb") as f:
         f.truncate(4 << 30)
     (area["local"] / "big.bin.small").write_bytes(b"small")
-    with interrupted_child(UPLOAD_INTERRUPT_CHILD, [server.address, server.client_key,
-                                                    server.known_hosts, src, area["remote"]]) as p:
+    with interrupted_child(
+        UPLOAD_INTERRUPT_CHILD,
+        [server.address, server.client_key, server.known_hosts, src, area["remote"]],
+    ) as p:
         assert p.stdout.readline().strip() == "then usable"
         assert p.stdout.readline().strip() == "uploaded", p.stderr.read()
         assert p.wait(timeout=30) == 0
-        err = p.stderr.buffer.read().decode()   # as written: text mode would turn \r into \n
+        err = p.stderr.buffer.read().decode()  # as written: text mode would turn \r into \n
         assert err.startswith("\r[") and err.endswith(f"] {src}\n"), err[-300:]
         assert "[100%]" not in err
     assert (area["remote"] / "big.bin.small").read_bytes() == b"small"
@@ -591,6 +673,7 @@ def test_ctrl_c_mid_upload(server, area):
 @pytest.mark.slow
 def test_two_transfers_in_two_threads(server, area):
     import threading
+
     data = {name: os.urandom(20 << 20) for name in ("t0", "t1")}
     for name, blob in data.items():
         (area["local"] / name).write_bytes(blob)
@@ -618,9 +701,10 @@ def test_two_transfers_in_two_threads(server, area):
 
 # ---- the remote home, permissions, sizes over 4 GiB --------------------------------------
 
+
 def test_tilde_is_the_remote_home(plain_session, area):
     s = plain_session
-    home = s.exec_internal("printf %s \"$HOME\"").stdout.decode()
+    home = s.exec_internal('printf %s "$HOME"').stdout.decode()
     sub = f"pyssh-scp-{os.getpid()}"
     s.exec_internal(f"mkdir -p ~/{sub}")
     try:
@@ -628,7 +712,7 @@ def test_tilde_is_the_remote_home(plain_session, area):
         src.write_bytes(b"home")
         assert s.scp_upload(src, to=f"~/{sub}", verbose=False) == [f"~/{sub}/home file.txt"]
         assert s.exec_internal(f"cat ~/{sub}/'home file.txt'").stdout == b"home"
-        assert s.scp_upload(src, verbose=False) == ["./home file.txt"]     # "." is the home
+        assert s.scp_upload(src, verbose=False) == ["./home file.txt"]  # "." is the home
         assert s.exec_internal("cat 'home file.txt'").stdout == b"home"
         s.scp_download(f"~/{sub}/home file.txt", to=area["back"], verbose=False)
         assert (area["back"] / "home file.txt").read_bytes() == b"home"
@@ -658,7 +742,7 @@ def test_file_over_4_gib(session, area):
     with open(got, "rb") as f:
         f.seek(size - 5)
         assert f.read() == b"tail!"
-    os.unlink(got)   # the upload wrote it out in full: free the space before the download
+    os.unlink(got)  # the upload wrote it out in full: free the space before the download
     session.scp_download(str(big), to=area["back"], verbose=False)
     back = area["back"] / "sparse.bin"
     assert os.path.getsize(back) == size
@@ -672,13 +756,14 @@ def test_upload_permission_denied(plain_session, area):
     src.write_bytes(b"x")
     with pytest.raises(pyssh.SCPPermissionError, match="Permission denied") as ei:
         plain_session.scp_upload(src, to="/root", verbose=False)
-    assert ei.value.filename == "/root/x.txt"      # the remote path the server refused
+    assert ei.value.filename == "/root/x.txt"  # the remote path the server refused
     assert "/root/x.txt: Permission denied" in ei.value.server_message
     assert plain_session.exec_internal("echo usable").stdout == b"usable\n"
 
 
 def test_server_without_scp(tmp_path):
     from pyssh.testing import SSHServer
+
     with SSHServer(extra_config=["ForceCommand /nonexistent/bin/scp"]) as srv, srv.connect() as s:
         (tmp_path / "x").write_bytes(b"x")
         with pytest.raises(pyssh.SCPError, match="no scp command") as ei:
@@ -692,9 +777,14 @@ def test_server_without_scp(tmp_path):
 def test_login_script_that_prints(tmp_path):
     """What a ~/.bashrc that prints does to SCP: an error that says so."""
     from pyssh.testing import SSHServer
+
     (tmp_path / "x").write_bytes(b"x")
-    with SSHServer(extra_config=["ForceCommand echo Welcome; exec sh -c \"$SSH_ORIGINAL_COMMAND\""]) as srv, \
-            srv.connect() as s:
+    with (
+        SSHServer(
+            extra_config=['ForceCommand echo Welcome; exec sh -c "$SSH_ORIGINAL_COMMAND"']
+        ) as srv,
+        srv.connect() as s,
+    ):
         with pytest.raises(pyssh.SCPProtocolError, match="login script"):
             s.scp_download(str(tmp_path / "x"), to=tmp_path, verbose=False)
         with pytest.raises(pyssh.SCPProtocolError, match="login script"):
@@ -708,21 +798,23 @@ def test_server_killed_mid_download(fresh_server, tmp_path):
         s.scp_upload(tmp_path / "b" / "big", to=str(tmp_path), verbose=False)
     s.close()
 
+
 @pytest.mark.slow
 def test_demo_scp_example():
     """The demo's SCP example (python -m pyssh.demo) uploads a file, downloads it back
     and shows two equal checksums."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(pyssh.__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "pyssh.demo"], capture_output=True, text=True,
-                       env=env, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pyssh.demo"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     up = re.search(r"^sha256 uploaded +([0-9a-f]{64})$", r.stdout, re.M)
     down = re.search(r"^sha256 downloaded +([0-9a-f]{64})$", r.stdout, re.M)
     assert up and down and up.group(1) == down.group(1), r.stdout[-3000:]
     assert "\nthe same\n" in r.stdout
-    assert re.search(r"\[100%\] .*hello\.bin\n", r.stderr)             # verbose upload
-    assert re.search(r" 1048576 .*back/hello\.bin\n", r.stderr)          # verbose download
+    assert re.search(r"\[100%\] .*hello\.bin\n", r.stderr)  # verbose upload
+    assert re.search(r" 1048576 .*back/hello\.bin\n", r.stderr)  # verbose download
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """SFTP against the real sshd (its internal-sftp subsystem). The server runs on
 this machine, so remote paths are local paths the tests can check directly."""
+
 import errno
 import hashlib
 import os
@@ -45,6 +46,7 @@ def sha(path):
 
 # ---- transfers -------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [0, 1, (1 << 20) + 1, 100 << 20])
 def test_round_trip_sizes(sftp, area, size):
@@ -58,7 +60,7 @@ def test_round_trip_sizes(sftp, area, size):
     assert sftp.get(remote, area["back"] / "f.bin") == size
     assert sha(area["back"] / "f.bin") == sha(src)
     assert stat.S_IMODE(os.stat(area["back"] / "f.bin").st_mode) == 0o640
-    assert os.listdir(area["back"]) == ["f.bin"]          # no temporary file left
+    assert os.listdir(area["back"]) == ["f.bin"]  # no temporary file left
 
 
 def test_trees_hidden_files_modes_times_unicode(session, area):
@@ -73,13 +75,16 @@ def test_trees_hidden_files_modes_times_unicode(session, area):
     os.utime(tree / ".dotfile", (1_000_000_000, 1_100_000_000))
     written = session.sftp_upload(tree, to=str(area["remote"]), verbose=False, preserve=True)
     assert written == [f"{area['remote']}/tree"]
-    got = session.sftp_download(str(area["remote"] / "tree"), to=area["back"], verbose=False,
-                                preserve=True)
+    got = session.sftp_download(
+        str(area["remote"] / "tree"), to=area["back"], verbose=False, preserve=True
+    )
     assert got == [str(area["back"] / "tree")]
     for root in (area["remote"] / "tree", area["back"] / "tree"):
         assert sorted(os.listdir(root)) == sorted(os.listdir(tree))
         assert (root / "héllo wörld ✓.txt").read_bytes() == b"unicode"
-        assert sha(root / ".hidden" / "sub" / "deep.bin") == sha(tree / ".hidden" / "sub" / "deep.bin")
+        assert sha(root / ".hidden" / "sub" / "deep.bin") == sha(
+            tree / ".hidden" / "sub" / "deep.bin"
+        )
         assert stat.S_IMODE(os.stat(root / ".dotfile").st_mode) == 0o600
         assert stat.S_IMODE(os.stat(root / "empty").st_mode) == 0o750
         assert os.stat(root / ".dotfile").st_mtime == 1_100_000_000
@@ -94,7 +99,9 @@ def test_progress_and_verbose(sftp, area, capsys):
     assert calls[-1] == (str(src), 5 << 20, 5 << 20)
     assert "[100%]" in capsys.readouterr().err
     calls.clear()
-    sftp.download(str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a))
+    sftp.download(
+        str(area["remote"] / "p.bin"), to=area["back"], progress=lambda *a: calls.append(a)
+    )
     assert calls[-1] == (str(area["back"] / "p.bin"), 5 << 20, 5 << 20)
     assert f"{5 << 20:>10} {area['back'] / 'p.bin'}" in capsys.readouterr().err
 
@@ -104,12 +111,12 @@ def test_resume_download_and_upload(sftp, area):
     remote = area["remote"] / "r.bin"
     remote.write_bytes(data)
     local = area["back"] / "r.bin"
-    local.write_bytes(data[:1234567])                     # an interrupted download
+    local.write_bytes(data[:1234567])  # an interrupted download
     assert sftp.get(str(remote), local, resume=True) == len(data) - 1234567
     assert local.read_bytes() == data
     src = area["local"] / "u.bin"
     src.write_bytes(data)
-    (area["remote"] / "u.bin").write_bytes(data[:777])    # an interrupted upload
+    (area["remote"] / "u.bin").write_bytes(data[:777])  # an interrupted upload
     assert sftp.put(src, str(area["remote"] / "u.bin"), resume=True) == len(data) - 777
     assert (area["remote"] / "u.bin").read_bytes() == data
     local.write_bytes(data + b"longer")
@@ -125,7 +132,7 @@ def test_resume_after_an_interrupted_transfer(session, area):
     size = 1 << 30
     src = area["local"] / "i.bin"
     with open(src, "wb") as f:
-        f.truncate(size)                      # sparse: zeros, fast to read
+        f.truncate(size)  # sparse: zeros, fast to read
     remote, local = str(area["remote"] / "i.bin"), area["back"] / "i.bin"
 
     class Enough(Exception):
@@ -145,7 +152,7 @@ def test_resume_after_an_interrupted_transfer(session, area):
             f.get(remote, local, resume=True, progress=stop_early)
         assert 0 < local.stat().st_size < size
         assert f.get(remote, local, resume=True) < size
-        assert f.listdir(str(area["back"])) == ["i.bin"]   # still usable
+        assert f.listdir(str(area["back"])) == ["i.bin"]  # still usable
     assert local.stat().st_size == size and sha(local) == sha(src)
 
 
@@ -158,6 +165,7 @@ def test_download_failure_leaves_old_file(sftp, area):
 
 
 # ---- file operations ---------------------------------------------------------------------
+
 
 def test_file_operations(sftp, area):
     r = area["remote"]
@@ -182,15 +190,17 @@ def test_file_operations(sftp, area):
     assert sorted(a.filename for a in sftp.iterdir(str(r))) == sorted(names)
     assert names["d"].is_dir() and names["f.txt"].st_size == 5 and names["link"].is_symlink()
     (r / "g.txt").write_bytes(b"other")
-    sftp.rename(str(r / "f.txt"), str(r / "g.txt"))        # replaces, like os.replace
+    sftp.rename(str(r / "f.txt"), str(r / "g.txt"))  # replaces, like os.replace
     assert (r / "g.txt").read_bytes() == b"12345" and not (r / "f.txt").exists()
     sftp.remove(str(r / "g.txt"))
     sftp.rmdir(str(r / "d"))
     assert not (r / "g.txt").exists() and not (r / "d").exists()
     assert sftp.exists(str(r / "a")) and not sftp.exists(str(r / "nope"))
-    assert list(sftp.walk(str(r / "a"))) == [(str(r / "a"), ["b"], []),
-                                             (str(r / "a" / "b"), ["c"], []),
-                                             (str(r / "a" / "b" / "c"), [], [])]
+    assert list(sftp.walk(str(r / "a"))) == [
+        (str(r / "a"), ["b"], []),
+        (str(r / "a" / "b"), ["c"], []),
+        (str(r / "a" / "b" / "c"), [], []),
+    ]
     v = sftp.statvfs(str(r))
     assert v.f_bsize == os.statvfs(r).f_bsize and v.f_blocks == os.statvfs(r).f_blocks
 
@@ -209,14 +219,18 @@ def test_error_mapping(sftp, area):
         (lambda: sftp.listdir(str(r / "file")), pyssh.SFTPNotADirectoryError, NotADirectoryError),
         (lambda: sftp.rmdir(str(r / "file")), pyssh.SFTPNotADirectoryError, NotADirectoryError),
         (lambda: sftp.remove(str(r / "full")), pyssh.SFTPIsADirectoryError, IsADirectoryError),
-        (lambda: sftp.get(str(r / "full"), area["back"] / "x"), pyssh.SFTPIsADirectoryError,
-         IsADirectoryError),
+        (
+            lambda: sftp.get(str(r / "full"), area["back"] / "x"),
+            pyssh.SFTPIsADirectoryError,
+            IsADirectoryError,
+        ),
         (lambda: sftp.rmdir(str(r / "full")), pyssh.SFTPError, OSError),
     ]
     if os.geteuid() != 0:
         (r / "locked").mkdir(mode=0o000)
-        cases.append((lambda: sftp.listdir(str(r / "locked")), pyssh.SFTPPermissionError,
-                      PermissionError))
+        cases.append(
+            (lambda: sftp.listdir(str(r / "locked")), pyssh.SFTPPermissionError, PermissionError)
+        )
     for call, cls, builtin in cases:
         with pytest.raises(cls) as e:
             call()
@@ -225,7 +239,7 @@ def test_error_mapping(sftp, area):
     with pytest.raises(pyssh.SFTPError) as e:
         sftp.rmdir(str(r / "full"))
     assert e.value.errno == errno.ENOTEMPTY
-    assert sftp.listdir(str(r / "full")) == ["x"]          # the channel is still fine
+    assert sftp.listdir(str(r / "full")) == ["x"]  # the channel is still fine
 
 
 def test_permission_denied_as_a_plain_user(server, plain_address, area):
@@ -316,15 +330,42 @@ def test_server_killed_mid_download(fresh_server, tmp_path):
 INITIAL = b"line one\nline two\nthird line, longer than the others\n" + bytes(range(256)) * 40
 
 IO_CASES = [
-    ("rb", [("read", 5), ("tell",), ("read", 0), ("seek", 3), ("read", 4), ("seek", -10, 2),
-            ("read",), ("tell",), ("read", 10), ("seek", 100000), ("read", 5), ("tell",)]),
+    (
+        "rb",
+        [
+            ("read", 5),
+            ("tell",),
+            ("read", 0),
+            ("seek", 3),
+            ("read", 4),
+            ("seek", -10, 2),
+            ("read",),
+            ("tell",),
+            ("read", 10),
+            ("seek", 100000),
+            ("read", 5),
+            ("tell",),
+        ],
+    ),
     ("rb", [("readline",), ("readline",), ("readlines",)]),
     ("rb", [("seek", 5, 1), ("seek", 2, 1), ("read", 3), ("seek", 0, 2), ("tell",)]),
-    ("r+b", [("read", 4), ("write", b"XXXX"), ("tell",), ("seek", 0), ("read", 12),
-             ("seek", 0, 2), ("write", b"tail"), ("truncate", 20), ("tell",), ("seek", 0),
-             ("read",)]),
-    ("wb", [("write", b"abc"), ("tell",), ("seek", 10), ("write", b"z"), ("tell",),
-            ("truncate",)]),
+    (
+        "r+b",
+        [
+            ("read", 4),
+            ("write", b"XXXX"),
+            ("tell",),
+            ("seek", 0),
+            ("read", 12),
+            ("seek", 0, 2),
+            ("write", b"tail"),
+            ("truncate", 20),
+            ("tell",),
+            ("seek", 0),
+            ("read",),
+        ],
+    ),
+    ("wb", [("write", b"abc"), ("tell",), ("seek", 10), ("write", b"z"), ("tell",), ("truncate",)]),
     ("w+b", [("write", b"hello world"), ("seek", 6), ("read", 3), ("seek", 0), ("read",)]),
     ("ab", [("write", b"appended"), ("tell",), ("seek", 0), ("write", b"more"), ("tell",)]),
     ("a+b", [("write", b"x"), ("seek", 0), ("read", 8), ("tell",)]),
@@ -347,7 +388,9 @@ def run_ops(f, ops):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode, ops", IO_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(IO_CASES)])
+@pytest.mark.parametrize(
+    "mode, ops", IO_CASES, ids=[f"{m}-{i}" for i, (m, _) in enumerate(IO_CASES)]
+)
 def test_file_object_matches_local_files(sftp, area, mode, ops):
     local, remote = area["local"] / "f", area["remote"] / "f"
     if "x" not in mode:
@@ -358,8 +401,12 @@ def test_file_object_matches_local_files(sftp, area, mode, ops):
         want = run_ops(f, ops)
     with sftp.open(str(remote), mode, **kw) as f:
         got = run_ops(f, ops)
-        assert f.mode == mode and f.name == str(remote) and (f.readable(), f.writable()) == \
-            (("r" in mode or "+" in mode), (mode[0] != "r" or "+" in mode))
+        assert (
+            f.mode == mode
+            and f.name == str(remote)
+            and (f.readable(), f.writable())
+            == (("r" in mode or "+" in mode), (mode[0] != "r" or "+" in mode))
+        )
     assert got == want
     assert remote.read_bytes() == local.read_bytes()
 
@@ -394,6 +441,7 @@ def test_file_object_errors_and_iteration(sftp, area):
 @pytest.mark.slow
 def test_copyfileobj_through_file_objects(sftp, area):
     import shutil
+
     src = area["local"] / "big"
     with open(src, "wb") as f:
         for _ in range(64):

@@ -1,5 +1,6 @@
 """Tunnels against the real sshd: Session.tunnel (blocking), forward_local,
 forward_remote. The targets are small TCP servers the tests start on loopback."""
+
 import errno
 import hashlib
 import logging
@@ -87,6 +88,7 @@ def target():
         t = Target(handler)
         made.append(t)
         return t
+
     yield make
     for t in made:
         t.close()
@@ -119,6 +121,7 @@ def exchange(port, data_iter, host="127.0.0.1"):
                 return
             back.update(memoryview(buf)[:n])
             count[0] += n
+
     r = threading.Thread(target=reader)
     r.start()
     for chunk in data_iter:
@@ -140,6 +143,7 @@ def refused(port):
 
 # ---- forward_local ------------------------------------------------------------------------
 
+
 def test_forward_local_round_trip_and_stats(session, target):
     t = target()
     with session.forward_local(0, t.address) as tun:
@@ -150,9 +154,14 @@ def test_forward_local_round_trip_and_stats(session, target):
             assert a == b and n == 12
         st = tun.stats
         assert isinstance(st, pyssh.TunnelStats)
-        assert (st.connections, st.bytes_to_target, st.bytes_from_target, st.failed) == (3, 36, 36, 0)
+        assert (st.connections, st.bytes_to_target, st.bytes_from_target, st.failed) == (
+            3,
+            36,
+            36,
+            0,
+        )
     assert not tun.active
-    assert refused(tun.port)          # the listening socket is closed
+    assert refused(tun.port)  # the listening socket is closed
 
 
 @pytest.mark.slow
@@ -200,7 +209,7 @@ def test_slow_reader_loses_nothing_and_holds_the_sender_back(session, target):
     with session.forward_local(0, t.address) as tun:
         c = socket.create_connection(("127.0.0.1", tun.port))
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-        time.sleep(1.5)                     # read nothing: the source must be held back
+        time.sleep(1.5)  # read nothing: the source must be held back
         during_pause = pushed[0]
         print("pushed while the reader paused:", during_pause)
         h, n = hashlib.sha256(), 0
@@ -212,7 +221,7 @@ def test_slow_reader_loses_nothing_and_holds_the_sender_back(session, target):
             h.update(memoryview(buf)[:k])
             n += k
             if n < (8 << 20):
-                time.sleep(0.001)           # and a slow start
+                time.sleep(0.001)  # and a slow start
         c.close()
     grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
     expected = hashlib.sha256()
@@ -232,7 +241,7 @@ def test_half_close(session, target):
             if not d:
                 break
             n += len(d)
-        conn.sendall(f"got {n} bytes".encode())     # after our EOF: the reply still flows
+        conn.sendall(f"got {n} bytes".encode())  # after our EOF: the reply still flows
         conn.shutdown(socket.SHUT_WR)
 
     t = target(count_then_reply)
@@ -268,7 +277,7 @@ def test_target_eof_first_then_client_keeps_sending(session, target):
     with session.forward_local(0, t.address) as tun:
         c = socket.create_connection(("127.0.0.1", tun.port))
         assert c.recv(100) == b"hello"
-        assert c.recv(100) == b""                  # the target's EOF, passed on
+        assert c.recv(100) == b""  # the target's EOF, passed on
         c.sendall(b"late" * 100000)
         c.shutdown(socket.SHUT_WR)
         c.settimeout(30)
@@ -305,8 +314,12 @@ def test_several_tunnels_on_one_session(session, target):
     t1, t2 = target(), target()
     with session.forward_local(0, t1.address) as a, session.forward_local(0, t2.address) as b:
         results = {}
-        ths = [threading.Thread(target=lambda p=p: results.__setitem__(p, exchange(p, pattern(32 << 20))))
-               for p in (a.port, b.port)]
+        ths = [
+            threading.Thread(
+                target=lambda p=p: results.__setitem__(p, exchange(p, pattern(32 << 20)))
+            )
+            for p in (a.port, b.port)
+        ]
         for th in ths:
             th.start()
         for th in ths:
@@ -319,7 +332,7 @@ def test_several_tunnels_on_one_session(session, target):
 def test_idle_tunnel_uses_no_cpu(session, target):
     t = target()
     with session.forward_local(0, t.address) as tun:
-        c = socket.create_connection(("127.0.0.1", tun.port))   # one idle connection too
+        c = socket.create_connection(("127.0.0.1", tun.port))  # one idle connection too
         c.sendall(b"x")
         assert c.recv(1) == b"x"
         cpu = time.process_time()
@@ -331,13 +344,14 @@ def test_idle_tunnel_uses_no_cpu(session, target):
 
 # ---- errors ---------------------------------------------------------------------------------
 
+
 def test_refused_target_is_logged_and_the_tunnel_keeps_serving(session, caplog):
     port = free_port()
     caplog.set_level(logging.WARNING, logger="pyssh")
     with session.forward_local(0, f"127.0.0.1:{port}") as tun:
         c = socket.create_connection(("127.0.0.1", tun.port))
         c.settimeout(30)
-        assert c.recv(10) == b""                  # closed, not hung
+        assert c.recv(10) == b""  # closed, not hung
         c.close()
         for _ in range(200):
             if tun.stats.failed:
@@ -357,8 +371,12 @@ def test_refused_target_is_logged_and_the_tunnel_keeps_serving(session, caplog):
         c.close()
         ls.close()
         assert got == [b"later"]
-    assert any("could not connect" in r.getMessage() and str(port) in r.getMessage()
-               and r.levelno == logging.WARNING for r in caplog.records)
+    assert any(
+        "could not connect" in r.getMessage()
+        and str(port) in r.getMessage()
+        and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
 
 
 def test_port_in_use(session, target):
@@ -367,8 +385,10 @@ def test_port_in_use(session, target):
     busy.listen(1)
     port = busy.getsockname()[1]
     try:
-        for call in (lambda: session.forward_local(port, target().address),
-                     lambda: session.tunnel(port, "127.0.0.1:1")):
+        for call in (
+            lambda: session.forward_local(port, target().address),
+            lambda: session.tunnel(port, "127.0.0.1:1"),
+        ):
             with pytest.raises(OSError) as e:
                 call()
             assert e.value.errno == errno.EADDRINUSE and "already in use" in str(e.value)
@@ -378,17 +398,20 @@ def test_port_in_use(session, target):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bad, kind, match", [
-    ("db.internal", ValueError, "no port"),
-    ("db.internal:", ValueError, "not a number"),
-    ("db.internal:http", ValueError, "not a number"),
-    ("db.internal:70000", ValueError, "between 1 and 65535"),
-    ("db.internal:0", ValueError, "between 1 and 65535"),
-    ("::1:5432", ValueError, r"\[::1\]:5432"),
-    ("[::1]5432", ValueError, "no port"),
-    (":5432", ValueError, "no host"),
-    (5432, TypeError, "host:port"),
-])
+@pytest.mark.parametrize(
+    "bad, kind, match",
+    [
+        ("db.internal", ValueError, "no port"),
+        ("db.internal:", ValueError, "not a number"),
+        ("db.internal:http", ValueError, "not a number"),
+        ("db.internal:70000", ValueError, "between 1 and 65535"),
+        ("db.internal:0", ValueError, "between 1 and 65535"),
+        ("::1:5432", ValueError, r"\[::1\]:5432"),
+        ("[::1]5432", ValueError, "no port"),
+        (":5432", ValueError, "no host"),
+        (5432, TypeError, "host:port"),
+    ],
+)
 def test_bad_targets(session, bad, kind, match):
     with pytest.raises(kind, match=match):
         session.forward_local(0, bad)
@@ -441,6 +464,7 @@ def test_default_bind_is_loopback_only(session, target):
 
 # ---- the blocking tunnel --------------------------------------------------------------------
 
+
 def test_blocking_tunnel_max_connections(session, target):
     t = target()
     port = free_port()
@@ -467,7 +491,7 @@ def test_blocking_tunnel_timeout_counts_idle_time_only(session, target):
 
     def slow_client():
         c = connect(port)
-        time.sleep(1.0)                  # longer than the timeout, with the connection open
+        time.sleep(1.0)  # longer than the timeout, with the connection open
         c.sendall(b"still here")
         got.append(c.recv(100))
         c.close()
@@ -481,7 +505,7 @@ def test_blocking_tunnel_timeout_counts_idle_time_only(session, target):
     assert session.tunnel(0, t.address, timeout=0.2).connections == 0
 
 
-SIGINT_CHILD = r'''
+SIGINT_CHILD = r"""
 import socket, sys, time, pyssh
 address, key, known_hosts, port, target = sys.argv[1:6]
 port = int(port)
@@ -498,28 +522,40 @@ try:
 except ConnectionRefusedError:
     print("closed", flush=True)
 print("then", s.exec_internal("echo usable").stdout.decode().strip(), flush=True)
-'''
+"""
 
 
 @pytest.mark.slow
 def test_ctrl_c_on_the_blocking_tunnel(server, target):
     t = target()
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, server.address, server.client_key,
-                          server.known_hosts, str(port), t.address],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            SIGINT_CHILD,
+            server.address,
+            server.client_key,
+            server.known_hosts,
+            str(port),
+            t.address,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert p.stdout.readline().strip() == "connected", p.stderr.read()
         c = connect(port)
         c.sendall(b"ping")
-        assert c.recv(4) == b"ping"     # a connection open through the tunnel
+        assert c.recv(4) == b"ping"  # a connection open through the tunnel
         sent = time.monotonic()
         p.send_signal(signal.SIGINT)
         line = p.stdout.readline().split()
         assert line and line[0] == "interrupted", (line, p.stderr.read())
         assert float(line[1]) - sent < 0.5
         c.settimeout(10)
-        assert c.recv(4) == b""         # its connections are closed
+        assert c.recv(4) == b""  # its connections are closed
         c.close()
         assert p.stdout.readline().strip() == "closed"
         assert p.stdout.readline().strip() == "then usable"
@@ -530,7 +566,7 @@ def test_ctrl_c_on_the_blocking_tunnel(server, target):
             p.wait()
 
 
-EXIT_CHILD = r'''
+EXIT_CHILD = r"""
 import socket, sys, pyssh
 address, key, known_hosts, target = sys.argv[1:5]
 s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
@@ -541,40 +577,56 @@ c.sendall(b"ping")
 assert c.recv(4) == b"ping"
 print(local.port, remote.port, flush=True)
 # exits with both tunnels running, a connection open and the session not closed
-'''
+"""
 
 
 def test_exit_with_tunnels_running(server, target):
     t = target()
-    p = subprocess.run([sys.executable, "-c", EXIT_CHILD, server.address, server.client_key,
-                        server.known_hosts, t.address], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            EXIT_CHILD,
+            server.address,
+            server.client_key,
+            server.known_hosts,
+            t.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and p.stderr == "", p.stderr
     local, remote = map(int, p.stdout.split())
-    assert refused(local) and refused(remote)   # closed, and the server stopped listening
+    assert refused(local) and refused(remote)  # closed, and the server stopped listening
 
 
 # ---- forward_remote -------------------------------------------------------------------------
 
+
 def test_forward_remote_round_trip(session, target):
     t = target()
     with session.forward_remote(0, t.address, bind_address="127.0.0.1") as tun:
-        assert tun.port > 0                     # the port the server picked
+        assert tun.port > 0  # the port the server picked
         a, b, n = exchange(tun.port, pattern(16 << 20))
         assert a == b and n == 16 << 20
         st = tun.stats
         assert st.connections == 1 and st.bytes_from_target == 16 << 20
-    assert refused(tun.port)                    # the server stopped listening
+    assert refused(tun.port)  # the server stopped listening
 
 
 def test_two_remote_forwards_each_get_their_own_connections(session, target):
     def tag(name):
         def handler(conn):
             conn.sendall(name)
+
         return handler
+
     ta, tb = target(tag(b"A")), target(tag(b"B"))
-    with session.forward_remote(0, ta.address, bind_address="127.0.0.1") as a, \
-            session.forward_remote(0, tb.address, bind_address="127.0.0.1") as b:
+    with (
+        session.forward_remote(0, ta.address, bind_address="127.0.0.1") as a,
+        session.forward_remote(0, tb.address, bind_address="127.0.0.1") as b,
+    ):
         for _ in range(3):
             for tun, want in ((a, b"A"), (b, b"B"), (a, b"A")):
                 c = socket.create_connection(("127.0.0.1", tun.port))
@@ -607,14 +659,16 @@ def test_forward_remote_port_taken_on_the_server(session, target):
     busy.listen(1)
     try:
         with pytest.raises(pyssh.SSHError, match="refused to listen"):
-            session.forward_remote(busy.getsockname()[1], target().address,
-                                   bind_address="127.0.0.1")
+            session.forward_remote(
+                busy.getsockname()[1], target().address, bind_address="127.0.0.1"
+            )
     finally:
         busy.close()
     assert session.exec_internal("echo ok").stdout == b"ok\n"
 
 
 # ---- the end of the session -------------------------------------------------------------------
+
 
 def test_session_close_closes_its_tunnels(server, target):
     s = server.connect()
@@ -636,8 +690,9 @@ def test_server_killed_while_tunnels_are_open(fresh_server, target, caplog):
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
     def children(pid):
-        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True,
-                              env=env).stdout.split()
+        return subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True, env=env
+        ).stdout.split()
 
     t = target()
     caplog.set_level(logging.ERROR, logger="pyssh")
@@ -659,9 +714,10 @@ def test_server_killed_while_tunnels_are_open(fresh_server, target, caplog):
             outcome.append("returned")
         except BaseException as e:
             outcome.append(e)
+
     th = threading.Thread(target=block)
     th.start()
-    b = connect(port)                       # the blocking tunnel serves
+    b = connect(port)  # the blocking tunnel serves
     b.sendall(b"y")
     assert b.recv(1) == b"y"
 

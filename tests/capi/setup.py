@@ -3,6 +3,7 @@
     python setup.py build_ext --build-lib OUT --build-temp TMP
 
 They compile against pyssh.get_include() and link nothing of pyssh's."""
+
 import sys
 
 from setuptools import Extension, setup
