@@ -24,13 +24,13 @@
 #define PYSSH_VERSION "unknown"
 #endif
 
-#define WRITE_MAX (1u << 20)       /* bytes handed to libssh per write */
-#define CHANNEL_GONE (-10)         /* a step's result: the server closed the channel */
+#define WRITE_MAX    (1u << 20) /* bytes handed to libssh per write */
+#define CHANNEL_GONE (-10)      /* a step's result: the server closed the channel */
 #define SCP_LINE_MAX 8192
 
 struct pyssh_capi_channel {
     SessionObject *session;
-    ssh_channel chan;              /* NULL once the session closed under it */
+    ssh_channel chan; /* NULL once the session closed under it */
     int eof_sent;
 };
 
@@ -128,22 +128,52 @@ capi_session_unlock(PyObject *session)
 
 /* The libssh functions raw users may call: those that inspect a session or a
  * channel, or work on a channel of their own. */
-#define F(name) {#name, (void *)name}
+#define F(name)                                                                                    \
+    {                                                                                              \
+#name, (void *)name                                                                        \
+    }
 static const struct {
     const char *name;
     void *fn;
 } libssh_functions[] = {
-    F(ssh_is_connected), F(ssh_get_serverbanner), F(ssh_get_clientbanner), F(ssh_get_issue_banner),
-    F(ssh_get_openssh_version), F(ssh_get_version), F(ssh_get_fd), F(ssh_get_status),
-    F(ssh_get_error), F(ssh_get_error_code), F(ssh_get_cipher_in), F(ssh_get_cipher_out),
-    F(ssh_get_hmac_in), F(ssh_get_hmac_out), F(ssh_get_kex_algo), F(ssh_get_poll_flags),
-    F(ssh_options_get), F(ssh_options_get_port), F(ssh_string_free_char),
-    F(ssh_channel_new), F(ssh_channel_free), F(ssh_channel_open_session),
-    F(ssh_channel_open_forward), F(ssh_channel_request_exec), F(ssh_channel_request_subsystem),
-    F(ssh_channel_request_env), F(ssh_channel_read_nonblocking), F(ssh_channel_poll),
-    F(ssh_channel_write), F(ssh_channel_write_stderr), F(ssh_channel_window_size),
-    F(ssh_channel_send_eof), F(ssh_channel_close), F(ssh_channel_is_eof), F(ssh_channel_is_open),
-    F(ssh_channel_is_closed), F(ssh_channel_get_exit_state), F(ssh_channel_request_send_signal),
+    F(ssh_is_connected),
+    F(ssh_get_serverbanner),
+    F(ssh_get_clientbanner),
+    F(ssh_get_issue_banner),
+    F(ssh_get_openssh_version),
+    F(ssh_get_version),
+    F(ssh_get_fd),
+    F(ssh_get_status),
+    F(ssh_get_error),
+    F(ssh_get_error_code),
+    F(ssh_get_cipher_in),
+    F(ssh_get_cipher_out),
+    F(ssh_get_hmac_in),
+    F(ssh_get_hmac_out),
+    F(ssh_get_kex_algo),
+    F(ssh_get_poll_flags),
+    F(ssh_options_get),
+    F(ssh_options_get_port),
+    F(ssh_string_free_char),
+    F(ssh_channel_new),
+    F(ssh_channel_free),
+    F(ssh_channel_open_session),
+    F(ssh_channel_open_forward),
+    F(ssh_channel_request_exec),
+    F(ssh_channel_request_subsystem),
+    F(ssh_channel_request_env),
+    F(ssh_channel_read_nonblocking),
+    F(ssh_channel_poll),
+    F(ssh_channel_write),
+    F(ssh_channel_write_stderr),
+    F(ssh_channel_window_size),
+    F(ssh_channel_send_eof),
+    F(ssh_channel_close),
+    F(ssh_channel_is_eof),
+    F(ssh_channel_is_open),
+    F(ssh_channel_is_closed),
+    F(ssh_channel_get_exit_state),
+    F(ssh_channel_request_send_signal),
     F(ssh_channel_get_session),
 };
 #undef F
@@ -168,7 +198,7 @@ struct open_op {
     SessionObject *s;
     ssh_channel chan;
     int stage;
-    const char *command;           /* exec, or NULL for direct-tcpip */
+    const char *command; /* exec, or NULL for direct-tcpip */
     const char *host;
     int port;
 };
@@ -186,8 +216,9 @@ open_step(ssh_session ssh, void *arg)
         op->stage = 1;
     }
     if (op->stage == 1) {
-        rc = op->command != NULL ? ssh_channel_open_session(op->chan)
-                                 : ssh_channel_open_forward(op->chan, op->host, op->port, "127.0.0.1", 0);
+        rc = op->command != NULL
+                 ? ssh_channel_open_session(op->chan)
+                 : ssh_channel_open_forward(op->chan, op->host, op->port, "127.0.0.1", 0);
         if (rc == SSH_AGAIN) {
             return PYSSH_AGAIN;
         }
@@ -251,8 +282,10 @@ capi_direct_tcpip_open(PyObject *session, const char *host, int port, double tim
                        pyssh_error *err)
 {
     if (session == NULL || host == NULL || port < 1 || port > 65535) {
-        set_err(err, PYSSH_E_ARGUMENT, "direct_tcpip_open: needs a session, a host and a port "
-                "from 1 to 65535 (got %d)", port);
+        set_err(err, PYSSH_E_ARGUMENT,
+                "direct_tcpip_open: needs a session, a host and a port "
+                "from 1 to 65535 (got %d)",
+                port);
         return NULL;
     }
     struct open_op op = {0};
@@ -314,11 +347,11 @@ write_step(ssh_session ssh, void *arg)
         return CHANNEL_GONE;
     }
     if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-        return PYSSH_AGAIN;            /* the socket is full: wait for POLLOUT */
+        return PYSSH_AGAIN; /* the socket is full: wait for POLLOUT */
     }
     uint32_t window = ssh_channel_window_size(chan);
     if (window == 0) {
-        return PYSSH_AGAIN;            /* wait for the server's window adjust */
+        return PYSSH_AGAIN; /* wait for the server's window adjust */
     }
     size_t n = op->len;
     if (n > window) {
@@ -357,7 +390,8 @@ capi_channel_write(pyssh_channel *ch, const void *buf, size_t len, double timeou
     struct write_op op = {ch, buf, len, 0};
     int rc = wait_for(ch->session, write_step, &op, timeout, "channel_write", err);
     if (rc == CHANNEL_GONE) {
-        set_err(err, PYSSH_E_SSH, "channel_write: the server closed the channel (the command "
+        set_err(err, PYSSH_E_SSH,
+                "channel_write: the server closed the channel (the command "
                 "ended or the connection was refused)");
         return -1;
     }
@@ -372,7 +406,7 @@ eof_step(ssh_session ssh, void *arg)
         return PYSSH_FAILED;
     }
     if (ssh_channel_is_closed(ch->chan)) {
-        return 0;                      /* nobody to tell */
+        return 0; /* nobody to tell */
     }
     if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
         if (pyssh_read_socket_once(ch->session, ssh) == PYSSH_FAILED) {
@@ -449,7 +483,8 @@ capi_channel_read(pyssh_channel *ch, void *buf, size_t len, int *stream, double 
         return -1;
     }
     if (buf == NULL || len == 0 || stream == NULL) {
-        set_err(err, PYSSH_E_ARGUMENT, "channel_read: needs a buffer, a length > 0 and a stream pointer");
+        set_err(err, PYSSH_E_ARGUMENT,
+                "channel_read: needs a buffer, a length > 0 and a stream pointer");
         return -1;
     }
     struct read_op op = {ch, buf, len > 0x7fffffff ? 0x7fffffff : (uint32_t)len, 0};
@@ -472,9 +507,9 @@ signal_number(const char *name)
     static const struct {
         const char *name;
         int num;
-    } sigs[] = {{"HUP", 1}, {"INT", 2}, {"QUIT", 3}, {"ILL", 4}, {"TRAP", 5}, {"ABRT", 6},
-                {"BUS", 7}, {"FPE", 8}, {"KILL", 9}, {"USR1", 10}, {"SEGV", 11}, {"USR2", 12},
-                {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15}};
+    } sigs[] = {{"HUP", 1},   {"INT", 2},   {"QUIT", 3},  {"ILL", 4},   {"TRAP", 5},
+                {"ABRT", 6},  {"BUS", 7},   {"FPE", 8},   {"KILL", 9},  {"USR1", 10},
+                {"SEGV", 11}, {"USR2", 12}, {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15}};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         if (strcmp(sigs[i].name, name) == 0) {
             return sigs[i].num;
@@ -497,7 +532,7 @@ exit_step(ssh_session ssh, void *arg)
     int rc = ssh_channel_get_exit_state(op->ch->chan, &code, &sig, &core);
     if (rc == SSH_AGAIN) {
         if (ssh_channel_is_closed(op->ch->chan)) {
-            op->status = -1;           /* closed without a status */
+            op->status = -1; /* closed without a status */
             return 0;
         }
         return PYSSH_AGAIN;
@@ -557,8 +592,8 @@ typedef struct {
     pyssh_channel *ch;
     double timeout;
     char buf[65536];
-    size_t pos, end;               /* unread stdout in buf[pos:end] */
-    char errtext[512];             /* the start of the server's stderr */
+    size_t pos, end;   /* unread stdout in buf[pos:end] */
+    char errtext[512]; /* the start of the server's stderr */
     size_t errlen;
     int eof;
 } scp_reader;
@@ -596,7 +631,8 @@ scp_fill(scp_reader *r, pyssh_error *err)
 static const char *
 server_said(scp_reader *r)
 {
-    while (r->errlen > 0 && (r->errtext[r->errlen - 1] == '\n' || r->errtext[r->errlen - 1] == '\r')) {
+    while (r->errlen > 0 &&
+           (r->errtext[r->errlen - 1] == '\n' || r->errtext[r->errlen - 1] == '\r')) {
         r->errtext[--r->errlen] = '\0';
     }
     return r->errlen > 0 ? r->errtext : "no message";
@@ -639,8 +675,10 @@ scp_line(scp_reader *r, const char *path, char *line, size_t *len, pyssh_error *
             return 0;
         }
         if (*len + 1 >= SCP_LINE_MAX) {
-            set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: the server sent a message longer "
-                    "than %d bytes", path, SCP_LINE_MAX);
+            set_err(err, PYSSH_E_SCP_PROTOCOL,
+                    "scp of %.200s: the server sent a message longer "
+                    "than %d bytes",
+                    path, SCP_LINE_MAX);
             return -1;
         }
         line[(*len)++] = c;
@@ -724,7 +762,8 @@ scp_transfer(scp_reader *r, const char *path, pyssh_sink_fn sink, void *ctx, uin
         if (kind != 'C') {
             set_err(err, kind == 'D' ? PYSSH_E_SCP : PYSSH_E_SCP_PROTOCOL,
                     kind == 'D' ? "scp of %.200s: it is a directory; scp_read reads one file"
-                                : "scp of %.200s: the server sent an unexpected message", path);
+                                : "scp of %.200s: the server sent an unexpected message",
+                    path);
             goto done;
         }
         if (size_out != NULL) {
@@ -741,8 +780,10 @@ scp_transfer(scp_reader *r, const char *path, pyssh_sink_fn sink, void *ctx, uin
                     goto done;
                 }
                 if (rc > 0) {
-                    set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: the server ended after "
-                            "%llu of %llu bytes (%s)", path, size - left, size, server_said(r));
+                    set_err(err, PYSSH_E_SCP_PROTOCOL,
+                            "scp of %.200s: the server ended after "
+                            "%llu of %llu bytes (%s)",
+                            path, size - left, size, server_said(r));
                     goto done;
                 }
             }
@@ -751,8 +792,10 @@ scp_transfer(scp_reader *r, const char *path, pyssh_sink_fn sink, void *ctx, uin
                 n = (size_t)left;
             }
             if (sink(ctx, r->buf + r->pos, n) != 0) {
-                set_err(err, PYSSH_E_ABORTED, "scp of %.200s: the transfer was stopped by the "
-                        "sink after %llu bytes", path, size - left + n);
+                set_err(err, PYSSH_E_ABORTED,
+                        "scp of %.200s: the transfer was stopped by the "
+                        "sink after %llu bytes",
+                        path, size - left + n);
                 goto done;
             }
             r->pos += n;
@@ -832,10 +875,14 @@ static PyObject *
 capi_raise_error(const pyssh_error *err)
 {
     static const char *const names[] = {
-        [PYSSH_E_SSH] = "SSHError", [PYSSH_E_CLOSED] = "SessionClosedError",
-        [PYSSH_E_TIMEOUT] = "SSHTimeoutError", [PYSSH_E_SCP] = "SCPError",
-        [PYSSH_E_SCP_NOT_FOUND] = "SCPFileNotFoundError", [PYSSH_E_SCP_PERMISSION] = "SCPPermissionError",
-        [PYSSH_E_SCP_PROTOCOL] = "SCPProtocolError", [PYSSH_E_ABORTED] = "SSHError",
+        [PYSSH_E_SSH] = "SSHError",
+        [PYSSH_E_CLOSED] = "SessionClosedError",
+        [PYSSH_E_TIMEOUT] = "SSHTimeoutError",
+        [PYSSH_E_SCP] = "SCPError",
+        [PYSSH_E_SCP_NOT_FOUND] = "SCPFileNotFoundError",
+        [PYSSH_E_SCP_PERMISSION] = "SCPPermissionError",
+        [PYSSH_E_SCP_PROTOCOL] = "SCPProtocolError",
+        [PYSSH_E_ABORTED] = "SSHError",
     };
     if (err == NULL) {
         PyErr_SetString(PyExc_SystemError, "pyssh raise_error: err is NULL");
@@ -855,10 +902,10 @@ capi_raise_error(const pyssh_error *err)
     default:
         break;
     }
-    if (err->code <= PYSSH_OK || err->code >= (int)(sizeof(names) / sizeof(names[0]))
-            || names[err->code] == NULL) {
-        PyErr_Format(PyExc_SystemError, "pyssh raise_error: unknown error code %d (%s)",
-                     err->code, msg);
+    if (err->code <= PYSSH_OK || err->code >= (int)(sizeof(names) / sizeof(names[0])) ||
+        names[err->code] == NULL) {
+        PyErr_Format(PyExc_SystemError, "pyssh raise_error: unknown error code %d (%s)", err->code,
+                     msg);
         return NULL;
     }
     /* the class of this interpreter's pyssh */
@@ -882,7 +929,7 @@ static PysshCAPI capi_table = {
     .version = PYSSH_CAPI_VERSION,
     .size = sizeof(PysshCAPI),
     .pyssh_version = PYSSH_VERSION,
-    .libssh_version = NULL,        /* set by the first module exec */
+    .libssh_version = NULL, /* set by the first module exec */
     .Session_Check = capi_session_check,
     .raise_error = capi_raise_error,
     .session_is_open = capi_session_is_open,
@@ -904,7 +951,7 @@ int
 pyssh_capi_setup(PyObject *module)
 {
     if (capi_table.libssh_version == NULL) {
-        capi_table.libssh_version = ssh_version(0);   /* the same in every interpreter */
+        capi_table.libssh_version = ssh_version(0); /* the same in every interpreter */
     }
     PyObject *capsule = PyCapsule_New(&capi_table, PYSSH_CAPI_CAPSULE, NULL);
     if (capsule == NULL) {

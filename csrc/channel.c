@@ -39,35 +39,34 @@
 #include <errno.h>
 #include <string.h>
 
-#define CALLBACK_BUF (256 * 1024)   /* a callback's chunk: up to this much */
+#define CALLBACK_BUF   (256 * 1024) /* a callback's chunk: up to this much */
 #define CALLBACK_READY (64 * 1024)  /* ...and at least this much while data flows */
-#define CAPTURE_MIN (16 * 1024)     /* a capture buffer grows when it has less room */
-#define STDIN_WRITE (256 * 1024)    /* at most this much stdin per write call */
-#define SCRATCH (64 * 1024)         /* discarded output read from libssh's buffer */
-#define ROUNDS_MAX 4096             /* socket reads per step, so that a step ends */
+#define CAPTURE_MIN    (16 * 1024)  /* a capture buffer grows when it has less room */
+#define STDIN_WRITE    (256 * 1024) /* at most this much stdin per write call */
+#define SCRATCH        (64 * 1024)  /* discarded output read from libssh's buffer */
+#define ROUNDS_MAX     4096         /* socket reads per step, so that a step ends */
 
 struct pump;
 
 typedef struct {
-    PyObject_HEAD
-    SessionObject *session;          /* strong reference */
-    ssh_channel chan;                /* NULL until opened, and again once closed */
+    PyObject_HEAD SessionObject *session; /* strong reference */
+    ssh_channel chan;                     /* NULL until opened, and again once closed */
     struct ssh_channel_callbacks_struct cb;
-    int busy;                        /* a method is running: claimed at its entry (GIL) */
-    int opened;                      /* the channel was opened on the server */
-    int exec_sent;                   /* the command was started */
-    double exec_at;                  /* when (pyssh_monotonic) */
+    int busy;       /* a method is running: claimed at its entry (GIL) */
+    int opened;     /* the channel was opened on the server */
+    int exec_sent;  /* the command was started */
+    double exec_at; /* when (pyssh_monotonic) */
     /* written by the libssh callbacks, with the session lock held */
-    uint32_t avail[2];               /* bytes libssh holds for stdout, stderr */
-    struct pump *pump;               /* run()'s state while its step holds the lock */
-    struct io *io;                   /* recv_to_fd()'s state while its step holds the lock */
-    pyssh_deadline *dl;              /* theirs: data moved pushes it back (wait.c) */
+    uint32_t avail[2];  /* bytes libssh holds for stdout, stderr */
+    struct pump *pump;  /* run()'s state while its step holds the lock */
+    struct io *io;      /* recv_to_fd()'s state while its step holds the lock */
+    pyssh_deadline *dl; /* theirs: data moved pushes it back (wait.c) */
     int remote_eof, remote_closed;
     int has_status, exit_status;
     int has_signal, core_dumped;
     char exit_signal[32];
     char exit_errmsg[256];
-    char errtail[4096];              /* the last of stderr, kept by read()/write()... (ERRTAIL) */
+    char errtail[4096]; /* the last of stderr, kept by read()/write()... (ERRTAIL) */
     size_t errlen;
     long pid;
 } ChannelObject;
@@ -83,7 +82,8 @@ static uint32_t io_take(struct io *X, int stream, const char *data, uint32_t len
 static int
 on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     ChannelObject *ch = ud;
     int stream = is_stderr ? 1 : 0;
     uint32_t taken = 0;
@@ -103,14 +103,16 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
 static void
 on_eof(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     ((ChannelObject *)ud)->remote_eof = 1;
 }
 
 static void
 on_close(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     ChannelObject *ch = ud;
     ch->remote_eof = 1;
     ch->remote_closed = 1;
@@ -119,7 +121,8 @@ on_close(ssh_session s, ssh_channel c, void *ud)
 static void
 on_exit_status(ssh_session s, ssh_channel c, int status, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     ChannelObject *ch = ud;
     ch->has_status = 1;
     ch->exit_status = status;
@@ -129,7 +132,9 @@ static void
 on_exit_signal(ssh_session s, ssh_channel c, const char *signal, int core, const char *errmsg,
                const char *lang, void *ud)
 {
-    (void)s; (void)c; (void)lang;
+    (void)s;
+    (void)c;
+    (void)lang;
     ChannelObject *ch = ud;
     ch->has_signal = 1;
     ch->core_dumped = core;
@@ -206,7 +211,7 @@ hup_wait_step(ssh_session ssh, void *p)
             return 0;
         }
         ssh_channel_request_send_signal(h->chan, "HUP");
-        ssh_channel_send_eof(h->chan);     /* SSH_AGAIN: queued, sent with the next write */
+        ssh_channel_send_eof(h->chan); /* SSH_AGAIN: queued, sent with the next write */
     }
     for (int round = 0; round < ROUNDS_MAX; round++) {
         if (command_ended(ch)) {
@@ -246,8 +251,7 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
     pyssh_logmsg *logs = NULL;
     int rc = 0;
 
-    if (hup && may_wait && !forked && self->exec_sent && !command_ended(self) &&
-        s->ssh != NULL) {
+    if (hup && may_wait && !forked && self->exec_sent && !command_ended(self) && s->ssh != NULL) {
         double left = self->exec_at + HUP_AGAIN_AFTER - pyssh_monotonic();
         if (left > 0) {
             struct hup_wait h = {self, self->chan, 0};
@@ -255,17 +259,17 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
             pyssh_deadline dl;
             pyssh_deadline_start(&dl, left, 1);
             PyErr_Fetch(&type, &value, &tb);
-            if (pyssh_wait(s, hup_wait_step, &h, &dl, PYSSH_EXC_SSHError,
-                           "closing the channel") < 0) {
+            if (pyssh_wait(s, hup_wait_step, &h, &dl, PYSSH_EXC_SSHError, "closing the channel") <
+                0) {
                 if (PyErr_ExceptionMatches(PyExc_OSError)) {
-                    PyErr_Clear();   /* the time is up, or the session failed */
+                    PyErr_Clear(); /* the time is up, or the session failed */
                 }
                 else {
-                    rc = -1;         /* a signal handler's exception (Ctrl-C) */
+                    rc = -1; /* a signal handler's exception (Ctrl-C) */
                 }
             }
             if (type != NULL) {
-                PyErr_Clear();       /* the exception in flight wins */
+                PyErr_Clear(); /* the exception in flight wins */
                 PyErr_Restore(type, value, tb);
                 rc = 0;
             }
@@ -362,16 +366,15 @@ unclaim(ChannelObject *self)
     self->busy = 0;
 }
 
-
 /* ---- opening: channel, environment, exec ------------------------------------ */
 
 struct exec_arg {
     ChannelObject *ch;
     const char *command;
-    PyObject *env;           /* list of (bytes, bytes) */
+    PyObject *env; /* list of (bytes, bytes) */
     Py_ssize_t env_done;
-    int phase;               /* 0 open, 1 env, 2 exec */
-    const char *refused;     /* what the server refused (message) */
+    int phase;           /* 0 open, 1 env, 2 exec */
+    const char *refused; /* what the server refused (message) */
 };
 
 static int
@@ -408,8 +411,7 @@ exec_step(ssh_session ssh, void *p)
     }
     while (a->phase == 1 && a->env_done < PyList_GET_SIZE(a->env)) {
         PyObject *pair = PyList_GET_ITEM(a->env, a->env_done);
-        rc = map_rc(ssh_channel_request_env(ch->chan,
-                                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
+        rc = map_rc(ssh_channel_request_env(ch->chan, PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
                                             PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1))));
         if (rc != 0) {
             if (rc == PYSSH_FAILED) {
@@ -432,9 +434,9 @@ exec_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(chanobj_exec_doc,
-"exec($self, command, /, env=(), timeout=None)\n--\n\n"
-"Open a session channel, set the environment variables `env` (pairs of str),\n"
-"and start `command` (str). Waits at most `timeout` seconds.");
+             "exec($self, command, /, env=(), timeout=None)\n--\n\n"
+             "Open a session channel, set the environment variables `env` (pairs of str),\n"
+             "and start `command` (str). Waits at most `timeout` seconds.");
 
 static PyObject *
 chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
@@ -444,7 +446,8 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     PyObject *cmd_bytes = NULL, *env_list = NULL, *result = NULL;
     pyssh_state *st = self->session->state;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OO:exec", kwlist, &command, &env, &timeout_obj)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OO:exec", kwlist, &command, &env,
+                                     &timeout_obj)) {
         return NULL;
     }
     if (claim(self, CLAIM_CONNECTED) < 0) {
@@ -478,8 +481,8 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
         PyObject *item;
         while ((item = PyIter_Next(it)) != NULL) {
             PyObject *name, *value, *pair = NULL;
-            if (!PyArg_ParseTuple(item, "UU;env items must be (name, value) pairs of str",
-                                  &name, &value)) {
+            if (!PyArg_ParseTuple(item, "UU;env items must be (name, value) pairs of str", &name,
+                                  &value)) {
                 Py_DECREF(item);
                 break;
             }
@@ -504,8 +507,8 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
 
     struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0, NULL};
-    int rc = pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError,
-                        "starting the command");
+    int rc =
+        pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError, "starting the command");
     if (rc < 0) {
         if (a.refused != NULL && PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHError]) &&
             !PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError]) &&
@@ -521,8 +524,7 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
                             PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)));
             }
             else {
-                pyssh_raise(st, PYSSH_EXC_SSHError, "%s (%S)", a.refused,
-                            value ? value : Py_None);
+                pyssh_raise(st, PYSSH_EXC_SSHError, "%s (%S)", a.refused, value ? value : Py_None);
             }
             Py_XDECREF(type);
             Py_XDECREF(value);
@@ -546,30 +548,30 @@ enum sink_kind { SINK_DISCARD, SINK_CAPTURE, SINK_CALLBACK };
 
 typedef struct {
     enum sink_kind kind;
-    PyObject *target;      /* the callable (SINK_CALLBACK) */
-    PyObject *bytes;       /* SINK_CAPTURE: the bytes object being filled */
-    char *buf;             /* where the step writes: malloc'd, or inside `bytes` */
+    PyObject *target; /* the callable (SINK_CALLBACK) */
+    PyObject *bytes;  /* SINK_CAPTURE: the bytes object being filled */
+    char *buf;        /* where the step writes: malloc'd, or inside `bytes` */
     size_t len, cap;
     unsigned long long total;
 } sink;
 
 struct pump {
     ChannelObject *ch;
-    pyssh_deadline *dl;          /* the timeout: no progress for so long */
+    pyssh_deadline *dl; /* the timeout: no progress for so long */
     sink out[2];
-    char *scratch;               /* SCRATCH bytes, where discarded output is read to
+    char *scratch; /* SCRATCH bytes, where discarded output is read to
                                     (this pump's: steps of other sessions run at once) */
     /* stdin: the current chunk, and whether more may follow */
-    PyObject *stdin_iter;        /* NULL: no stdin (EOF at once) */
+    PyObject *stdin_iter; /* NULL: no stdin (EOF at once) */
     Py_buffer in_view;
     int have_view;
     const char *in;
     size_t in_left;
-    int in_done;                 /* the source is exhausted: EOF to send */
+    int in_done; /* the source is exhausted: EOF to send */
     int eof_sent;
-    int stdin_dropped;           /* the command ended before reading all stdin */
-    int need_stdin;              /* the step wants the next chunk */
-    int done;                    /* the server closed the channel; all output read */
+    int stdin_dropped; /* the command ended before reading all stdin */
+    int need_stdin;    /* the step wants the next chunk */
+    int done;          /* the server closed the channel; all output read */
     /* snapshot of the result, taken under the lock */
     int has_status, exit_status, has_signal, core_dumped;
     char exit_signal[32];
@@ -660,11 +662,11 @@ feed(struct pump *P, ssh_session ssh)
     }
     while (P->in_left > 0) {
         if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-            return 0;          /* the socket is full: wait for POLLOUT */
+            return 0; /* the socket is full: wait for POLLOUT */
         }
         uint32_t window = ssh_channel_window_size(ch->chan);
         if (window == 0) {
-            return 0;          /* wait for the server's window adjust */
+            return 0; /* wait for the server's window adjust */
         }
         size_t n = P->in_left;
         if (n > window) {
@@ -771,8 +773,7 @@ pump_step_locked(ssh_session ssh, struct pump *P)
             if (ch->remote_closed && ch->avail[0] == 0 && ch->avail[1] == 0) {
                 P->done = 1;
             }
-            if (P->done || P->need_stdin || undelivered(&P->out[0]) ||
-                undelivered(&P->out[1])) {
+            if (P->done || P->need_stdin || undelivered(&P->out[0]) || undelivered(&P->out[1])) {
                 snapshot(P);
                 return 0;
             }
@@ -804,8 +805,8 @@ sink_init(sink *k, PyObject *target, const char *name)
         return 0;
     }
     if (!PyCallable_Check(target)) {
-        PyErr_Format(PyExc_TypeError, "%s must be None, True or a callable, not %.100s",
-                     name, Py_TYPE(target)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s must be None, True or a callable, not %.100s", name,
+                     Py_TYPE(target)->tp_name);
         return -1;
     }
     k->kind = SINK_CALLBACK;
@@ -895,16 +896,16 @@ next_stdin(struct pump *P)
 }
 
 PyDoc_STRVAR(chanobj_run_doc,
-"run($self, /, stdout=None, stderr=None, stdin=None, timeout=None)\n--\n\n"
-"Stream the running command's output and input until the server closes the\n"
-"channel. `stdout`/`stderr`: None (discard), True (capture) or a callable called\n"
-"with each bytes chunk. `stdin`: None (send EOF at once) or an iterator of\n"
-"bytes-like chunks (EOF when it ends). `timeout`: seconds without progress (no\n"
-"output received, no stdin sent) before the command is stopped.\n"
-"Returns (exit_status or None, signal name or None, core_dumped, error message,\n"
-"captured stdout or None, captured stderr or None, stdin_dropped). On timeout,\n"
-"interrupt or an exception from a callback the command gets SIGHUP (where the\n"
-"server supports signals), the channel is closed and the exception propagates.");
+             "run($self, /, stdout=None, stderr=None, stdin=None, timeout=None)\n--\n\n"
+             "Stream the running command's output and input until the server closes the\n"
+             "channel. `stdout`/`stderr`: None (discard), True (capture) or a callable called\n"
+             "with each bytes chunk. `stdin`: None (send EOF at once) or an iterator of\n"
+             "bytes-like chunks (EOF when it ends). `timeout`: seconds without progress (no\n"
+             "output received, no stdin sent) before the command is stopped.\n"
+             "Returns (exit_status or None, signal name or None, core_dumped, error message,\n"
+             "captured stdout or None, captured stderr or None, stdin_dropped). On timeout,\n"
+             "interrupt or an exception from a callback the command gets SIGHUP (where the\n"
+             "server supports signals), the channel is closed and the exception propagates.");
 
 /* Hand full buffers to their sinks (GIL held). Time spent in a slow callback is
  * not the server's: the timeout starts again once data was delivered. */
@@ -983,8 +984,10 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
                        "running the command") < 0) {
             if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError])) {
                 PyErr_Clear();
-                pyssh_raise_timeout(st, "running the command (it was sent SIGHUP and its "
-                                    "channel closed; the session is still usable)", &dl);
+                pyssh_raise_timeout(st,
+                                    "running the command (it was sent SIGHUP and its "
+                                    "channel closed; the session is still usable)",
+                                    &dl);
             }
             goto fail;
         }
@@ -1010,8 +1013,9 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
         }
     }
     PyObject *status = P.has_status ? PyLong_FromLong(P.exit_status) : Py_NewRef(Py_None);
-    PyObject *sig = P.has_signal ? PyUnicode_DecodeUTF8(P.exit_signal, strlen(P.exit_signal), "replace")
-                                 : Py_NewRef(Py_None);
+    PyObject *sig = P.has_signal
+                        ? PyUnicode_DecodeUTF8(P.exit_signal, strlen(P.exit_signal), "replace")
+                        : Py_NewRef(Py_None);
     PyObject *msg = PyUnicode_DecodeUTF8(P.exit_errmsg, strlen(P.exit_errmsg), "replace");
     if (status && sig && msg) {
         result = Py_BuildValue("(OOOOOOO)", status, sig, P.core_dumped ? Py_True : Py_False, msg,
@@ -1022,14 +1026,13 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
     Py_XDECREF(msg);
     goto done;
 
-fail:
-    {
-        /* stop the command; the exception in flight is kept */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        chanobj_close_impl(self, 1, 1, 1);
-        PyErr_Restore(type, value, tb);
-    }
+fail : {
+    /* stop the command; the exception in flight is kept */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    chanobj_close_impl(self, 1, 1, 1);
+    PyErr_Restore(type, value, tb);
+}
 done:
     unclaim(self);
     sink_free(&P.out[0]);
@@ -1050,23 +1053,23 @@ done:
  * through one fixed buffer whatever its size. stderr is kept as a bounded tail
  * (stderr_tail) so that the window never fills with output nobody reads. */
 
-#define IO_BUF (256 * 1024)
+#define IO_BUF  (256 * 1024)
 #define ERRTAIL 4096
 
 enum io_mode { IO_READ, IO_WRITE, IO_RECV_FD, IO_SEND_FD };
 
 struct io {
     ChannelObject *ch;
-    pyssh_deadline *dl;      /* the timeout: no progress for so long */
+    pyssh_deadline *dl; /* the timeout: no progress for so long */
     enum io_mode mode;
-    char *buf;               /* IO_READ: destination; IO_WRITE/IO_SEND_FD: data to send */
+    char *buf; /* IO_READ: destination; IO_WRITE/IO_SEND_FD: data to send */
     size_t cap, len, pos;
     int fd;                  /* the local file */
     unsigned long long left; /* file bytes still to move */
     unsigned long long moved;
-    int local_errno;         /* a local read(2)/write(2) failed */
-    int short_file;          /* the local file ended before `left` did */
-    double next_progress;    /* 0: no progress reports */
+    int local_errno;      /* a local read(2)/write(2) failed */
+    int short_file;       /* the local file ended before `left` did */
+    double next_progress; /* 0: no progress reports */
     int done;
 };
 
@@ -1153,7 +1156,7 @@ io_step_once(struct io *X, ssh_session ssh)
             pyssh_deadline_touch(ch->dl);
         }
         else if (ch->remote_eof) {
-            X->done = 1;     /* end of the stream: nothing read */
+            X->done = 1; /* end of the stream: nothing read */
         }
         return 0;
     case IO_RECV_FD:
@@ -1188,7 +1191,7 @@ io_step_once(struct io *X, ssh_session ssh)
     case IO_SEND_FD:
         for (;;) {
             if (ch->remote_closed) {
-                X->done = 1;    /* the caller sees what is left unsent */
+                X->done = 1; /* the caller sees what is left unsent */
                 return 0;
             }
             if (X->pos == X->len && X->mode == IO_SEND_FD && X->left > 0) {
@@ -1216,11 +1219,11 @@ io_step_once(struct io *X, ssh_session ssh)
                 return 0;
             }
             if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-                return 0;      /* wait for POLLOUT */
+                return 0; /* wait for POLLOUT */
             }
             uint32_t window = ssh_channel_window_size(ch->chan);
             if (window == 0) {
-                return 0;      /* wait for the peer's window adjust */
+                return 0; /* wait for the peer's window adjust */
             }
             size_t n = X->len - X->pos;
             if (n > window) {
@@ -1274,7 +1277,7 @@ io_step_locked(ssh_session ssh, struct io *X)
             return 0;
         }
         if (X->next_progress > 0 && pyssh_monotonic() >= X->next_progress) {
-            return 0;          /* time for a progress report */
+            return 0; /* time for a progress report */
         }
         int rc = pyssh_read_socket_once(ch->session, ssh);
         if (rc == PYSSH_FAILED) {
@@ -1292,8 +1295,7 @@ io_step_locked(ssh_session ssh, struct io *X)
 
 /* Run one operation to its end: wait, report progress, honour the timeout. */
 static int
-io_run(ChannelObject *self, struct io *X, pyssh_deadline *dl, PyObject *progress,
-       const char *what)
+io_run(ChannelObject *self, struct io *X, pyssh_deadline *dl, PyObject *progress, const char *what)
 {
     int rc = 0;
     X->dl = dl;
@@ -1322,11 +1324,10 @@ io_ready(ChannelObject *self)
     return 0;
 }
 
-
 PyDoc_STRVAR(chanobj_read_doc,
-"read($self, /, n=65536, timeout=None)\n--\n\n"
-"Up to `n` bytes of the command's stdout, waiting until there is at least one;\n"
-"b'' once the command closed its output.");
+             "read($self, /, n=65536, timeout=None)\n--\n\n"
+             "Up to `n` bytes of the command's stdout, waiting until there is at least one;\n"
+             "b'' once the command closed its output.");
 
 static PyObject *
 chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
@@ -1370,15 +1371,16 @@ closed_midway(ChannelObject *self, const char *what)
     if (tail == NULL) {
         return NULL;
     }
-    pyssh_raise(self->session->state, PYSSH_EXC_SSHError, "%s: the remote command ended "
-                "first%s%U", what, self->errlen ? "; its stderr ended with: " : "", tail);
+    pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                "%s: the remote command ended "
+                "first%s%U",
+                what, self->errlen ? "; its stderr ended with: " : "", tail);
     Py_DECREF(tail);
     return NULL;
 }
 
-PyDoc_STRVAR(chanobj_write_doc,
-"write($self, data, /, timeout=None)\n--\n\n"
-"Send all of `data` (bytes-like) to the command's stdin.");
+PyDoc_STRVAR(chanobj_write_doc, "write($self, data, /, timeout=None)\n--\n\n"
+                                "Send all of `data` (bytes-like) to the command's stdin.");
 
 static PyObject *
 chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
@@ -1464,7 +1466,8 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
         goto done;
     }
     if (X.short_file) {
-        PyErr_Format(PyExc_OSError, "the local file is shorter than its size said: it "
+        PyErr_Format(PyExc_OSError,
+                     "the local file is shorter than its size said: it "
                      "changed while it was being sent (%llu bytes missing)",
                      X.left + (unsigned long long)(X.len - X.pos));
         goto done;
@@ -1481,9 +1484,9 @@ done:
 }
 
 PyDoc_STRVAR(chanobj_recv_to_fd_doc,
-"recv_to_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
-"Write exactly `size` bytes of the command's stdout to file descriptor `fd`.\n"
-"`progress(bytes_so_far)` is called a few times a second and at the end.");
+             "recv_to_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
+             "Write exactly `size` bytes of the command's stdout to file descriptor `fd`.\n"
+             "`progress(bytes_so_far)` is called a few times a second and at the end.");
 
 static PyObject *
 chanobj_recv_to_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
@@ -1492,8 +1495,8 @@ chanobj_recv_to_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(chanobj_send_from_fd_doc,
-"send_from_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
-"Send exactly `size` bytes read from file descriptor `fd` to the command's stdin.");
+             "send_from_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
+             "Send exactly `size` bytes read from file descriptor `fd` to the command's stdin.");
 
 static PyObject *
 chanobj_send_from_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
@@ -1512,9 +1515,8 @@ send_eof_step(ssh_session ssh, void *p)
     return 0;
 }
 
-PyDoc_STRVAR(chanobj_send_eof_doc,
-"send_eof($self, /)\n--\n\n"
-"Tell the command that its stdin has ended.");
+PyDoc_STRVAR(chanobj_send_eof_doc, "send_eof($self, /)\n--\n\n"
+                                   "Tell the command that its stdin has ended.");
 
 static PyObject *
 chanobj_send_eof(ChannelObject *self, PyObject *Py_UNUSED(ignored))
@@ -1522,8 +1524,9 @@ chanobj_send_eof(ChannelObject *self, PyObject *Py_UNUSED(ignored))
     if (claim(self, CLAIM_CONNECTED) < 0) {
         return NULL;
     }
-    int rc = io_ready(self) < 0 ? -1 : pyssh_call(self->session, send_eof_step, self,
-                                                  PYSSH_EXC_SSHError, "sending EOF");
+    int rc = io_ready(self) < 0 ? -1
+                                : pyssh_call(self->session, send_eof_step, self, PYSSH_EXC_SSHError,
+                                             "sending EOF");
     unclaim(self);
     if (rc < 0) {
         return NULL;
@@ -1538,11 +1541,11 @@ chanobj_get_stderr_tail(ChannelObject *self, void *Py_UNUSED(closure))
 }
 
 PyDoc_STRVAR(chanobj_close_doc,
-"close($self, /)\n--\n\n"
-"Close the channel (a command still running is sent SIGHUP first, where the\n"
-"server supports signals; one started less than 0.1 s earlier is given until\n"
-"then to end, as sshd may drop a signal that comes sooner). Safe to call more\n"
-"than once.");
+             "close($self, /)\n--\n\n"
+             "Close the channel (a command still running is sent SIGHUP first, where the\n"
+             "server supports signals; one started less than 0.1 s earlier is given until\n"
+             "then to end, as sshd may drop a signal that comes sooner). Safe to call more\n"
+             "than once.");
 
 static PyObject *
 chanobj_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
@@ -1572,14 +1575,18 @@ chanobj_get_session(ChannelObject *self, void *Py_UNUSED(closure))
 }
 
 static PyMethodDef chanobj_methods[] = {
-    {"exec", (PyCFunction)(void (*)(void))chanobj_exec, METH_VARARGS | METH_KEYWORDS, chanobj_exec_doc},
-    {"run", (PyCFunction)(void (*)(void))chanobj_run, METH_VARARGS | METH_KEYWORDS, chanobj_run_doc},
-    {"read", (PyCFunction)(void (*)(void))chanobj_read, METH_VARARGS | METH_KEYWORDS, chanobj_read_doc},
-    {"write", (PyCFunction)(void (*)(void))chanobj_write, METH_VARARGS | METH_KEYWORDS, chanobj_write_doc},
+    {"exec", (PyCFunction)(void (*)(void))chanobj_exec, METH_VARARGS | METH_KEYWORDS,
+     chanobj_exec_doc},
+    {"run", (PyCFunction)(void (*)(void))chanobj_run, METH_VARARGS | METH_KEYWORDS,
+     chanobj_run_doc},
+    {"read", (PyCFunction)(void (*)(void))chanobj_read, METH_VARARGS | METH_KEYWORDS,
+     chanobj_read_doc},
+    {"write", (PyCFunction)(void (*)(void))chanobj_write, METH_VARARGS | METH_KEYWORDS,
+     chanobj_write_doc},
     {"recv_to_fd", (PyCFunction)(void (*)(void))chanobj_recv_to_fd, METH_VARARGS | METH_KEYWORDS,
      chanobj_recv_to_fd_doc},
-    {"send_from_fd", (PyCFunction)(void (*)(void))chanobj_send_from_fd, METH_VARARGS | METH_KEYWORDS,
-     chanobj_send_from_fd_doc},
+    {"send_from_fd", (PyCFunction)(void (*)(void))chanobj_send_from_fd,
+     METH_VARARGS | METH_KEYWORDS, chanobj_send_from_fd_doc},
     {"send_eof", (PyCFunction)chanobj_send_eof, METH_NOARGS, chanobj_send_eof_doc},
     {"close", (PyCFunction)chanobj_close, METH_NOARGS, chanobj_close_doc},
     {NULL, NULL, 0, NULL},

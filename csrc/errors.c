@@ -28,11 +28,14 @@ static const struct {
     [PYSSH_EXC_SCPFileNotFoundError] = {"pyssh.SCPFileNotFoundError", PYSSH_EXC_SCPError, NOTFOUND},
     [PYSSH_EXC_SCPPermissionError] = {"pyssh.SCPPermissionError", PYSSH_EXC_SCPError, PERMISSION},
     [PYSSH_EXC_SFTPError] = {"pyssh.SFTPError", PYSSH_EXC_SSHError, NONE},
-    [PYSSH_EXC_SFTPFileNotFoundError] = {"pyssh.SFTPFileNotFoundError", PYSSH_EXC_SFTPError, NOTFOUND},
-    [PYSSH_EXC_SFTPPermissionError] = {"pyssh.SFTPPermissionError", PYSSH_EXC_SFTPError, PERMISSION},
+    [PYSSH_EXC_SFTPFileNotFoundError] = {"pyssh.SFTPFileNotFoundError", PYSSH_EXC_SFTPError,
+                                         NOTFOUND},
+    [PYSSH_EXC_SFTPPermissionError] = {"pyssh.SFTPPermissionError", PYSSH_EXC_SFTPError,
+                                       PERMISSION},
     [PYSSH_EXC_SFTPFileExistsError] = {"pyssh.SFTPFileExistsError", PYSSH_EXC_SFTPError, EXISTS},
     [PYSSH_EXC_SFTPIsADirectoryError] = {"pyssh.SFTPIsADirectoryError", PYSSH_EXC_SFTPError, ISDIR},
-    [PYSSH_EXC_SFTPNotADirectoryError] = {"pyssh.SFTPNotADirectoryError", PYSSH_EXC_SFTPError, NOTDIR},
+    [PYSSH_EXC_SFTPNotADirectoryError] = {"pyssh.SFTPNotADirectoryError", PYSSH_EXC_SFTPError,
+                                          NOTDIR},
 };
 
 int
@@ -137,8 +140,10 @@ contains(const char *haystack, const char *needle)
 static PyObject *
 raise_lost(pyssh_state *st, const char *what, PyObject *shown)
 {
-    pyssh_raise(st, PYSSH_EXC_ConnectError, "%s: the connection to the server was lost (%U): "
-                "the session cannot be used any more, connect again", what, shown);
+    pyssh_raise(st, PYSSH_EXC_ConnectError,
+                "%s: the connection to the server was lost (%U): "
+                "the session cannot be used any more, connect again",
+                what, shown);
     Py_DECREF(shown);
     return NULL;
 }
@@ -155,8 +160,7 @@ pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
 }
 
 PyObject *
-pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
-                   const char *detail)
+pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what, const char *detail)
 {
     enum pyssh_exc which = fallback;
     if (detail == NULL || detail[0] == '\0') {
@@ -174,14 +178,16 @@ pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
              contains(detail, "Connection reset") || contains(detail, "disconnected") ||
              contains(detail, "Broken pipe")) {
         if (fallback != PYSSH_EXC_ConnectError) {
-            return raise_lost(st, what, shown);     /* not while connecting */
+            return raise_lost(st, what, shown); /* not while connecting */
         }
     }
     if (contains(detail, "Channel opening failure")) {
-        pyssh_raise(st, which, "%s: %U; the server may be at its limit of channels open at "
+        pyssh_raise(st, which,
+                    "%s: %U; the server may be at its limit of channels open at "
                     "once on one connection (OpenSSH's MaxSessions, 10 by default): close the "
                     "channels, SFTP clients or tunnels you no longer need, or open another "
-                    "session", what, shown);
+                    "session",
+                    what, shown);
     }
     else {
         pyssh_raise(st, which, "%s: %U", what, shown);

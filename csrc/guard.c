@@ -67,9 +67,10 @@ on_x11_open(ssh_session ssh, const char *originator, int originator_port, void *
 {
     (void)ssh;
     SessionObject *s = owner(userdata);
-    refused(s, &s->guard.opens, "refused an x11 channel the server opened (from %s:%d): "
-            "pyssh asked for no X11 forwarding", originator ? originator : "?",
-            originator_port);
+    refused(s, &s->guard.opens,
+            "refused an x11 channel the server opened (from %s:%d): "
+            "pyssh asked for no X11 forwarding",
+            originator ? originator : "?", originator_port);
     return NULL;
 }
 
@@ -78,22 +79,24 @@ on_agent_open(ssh_session ssh, void *userdata)
 {
     (void)ssh;
     SessionObject *s = owner(userdata);
-    refused(s, &s->guard.opens, "refused an auth-agent@openssh.com channel the server "
+    refused(s, &s->guard.opens,
+            "refused an auth-agent@openssh.com channel the server "
             "opened: pyssh forwards no agent");
     return NULL;
 }
 
 static ssh_channel
-on_forwarded_open(ssh_session ssh, const char *dest, int dest_port, const char *orig,
-                  int orig_port, void *userdata)
+on_forwarded_open(ssh_session ssh, const char *dest, int dest_port, const char *orig, int orig_port,
+                  void *userdata)
 {
     SessionObject *s = owner(userdata);
     const char *why = NULL;
     ssh_channel chan = pyssh_tunnel_forwarded(s, ssh, dest_port, orig, orig_port, &why);
     if (chan == NULL) {
-        refused(s, &s->guard.opens, "refused a forwarded-tcpip channel the server opened for "
-                "%s:%d (from %s:%d): %s", dest ? dest : "?", dest_port, orig ? orig : "?",
-                orig_port, why);
+        refused(s, &s->guard.opens,
+                "refused a forwarded-tcpip channel the server opened for "
+                "%s:%d (from %s:%d): %s",
+                dest ? dest : "?", dest_port, orig ? orig : "?", orig_port, why);
     }
     return chan;
 }
@@ -102,12 +105,18 @@ static const char *
 open_type_name(int subtype)
 {
     switch (subtype) {
-    case SSH_CHANNEL_SESSION: return "session";
-    case SSH_CHANNEL_DIRECT_TCPIP: return "direct-tcpip";
-    case SSH_CHANNEL_FORWARDED_TCPIP: return "forwarded-tcpip";
-    case SSH_CHANNEL_X11: return "x11";
-    case SSH_CHANNEL_AUTH_AGENT: return "auth-agent@openssh.com";
-    default: return "unknown";
+    case SSH_CHANNEL_SESSION:
+        return "session";
+    case SSH_CHANNEL_DIRECT_TCPIP:
+        return "direct-tcpip";
+    case SSH_CHANNEL_FORWARDED_TCPIP:
+        return "forwarded-tcpip";
+    case SSH_CHANNEL_X11:
+        return "x11";
+    case SSH_CHANNEL_AUTH_AGENT:
+        return "auth-agent@openssh.com";
+    default:
+        return "unknown";
     }
 }
 
@@ -115,11 +124,16 @@ static const char *
 global_name(int subtype)
 {
     switch (subtype) {
-    case SSH_GLOBAL_REQUEST_TCPIP_FORWARD: return "tcpip-forward";
-    case SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD: return "cancel-tcpip-forward";
-    case SSH_GLOBAL_REQUEST_KEEPALIVE: return "keepalive@openssh.com";
-    case SSH_GLOBAL_REQUEST_NO_MORE_SESSIONS: return "no-more-sessions@openssh.com";
-    default: return "unknown (libssh's log at verbose=2 names it)";
+    case SSH_GLOBAL_REQUEST_TCPIP_FORWARD:
+        return "tcpip-forward";
+    case SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD:
+        return "cancel-tcpip-forward";
+    case SSH_GLOBAL_REQUEST_KEEPALIVE:
+        return "keepalive@openssh.com";
+    case SSH_GLOBAL_REQUEST_NO_MORE_SESSIONS:
+        return "no-more-sessions@openssh.com";
+    default:
+        return "unknown (libssh's log at verbose=2 names it)";
     }
 }
 
@@ -127,14 +141,22 @@ static const char *
 chanreq_name(int subtype)
 {
     switch (subtype) {
-    case SSH_CHANNEL_REQUEST_PTY: return "pty-req";
-    case SSH_CHANNEL_REQUEST_EXEC: return "exec";
-    case SSH_CHANNEL_REQUEST_SHELL: return "shell";
-    case SSH_CHANNEL_REQUEST_ENV: return "env";
-    case SSH_CHANNEL_REQUEST_SUBSYSTEM: return "subsystem";
-    case SSH_CHANNEL_REQUEST_WINDOW_CHANGE: return "window-change";
-    case SSH_CHANNEL_REQUEST_X11: return "x11-req";
-    default: return "unknown (libssh's log at verbose=2 names it)";
+    case SSH_CHANNEL_REQUEST_PTY:
+        return "pty-req";
+    case SSH_CHANNEL_REQUEST_EXEC:
+        return "exec";
+    case SSH_CHANNEL_REQUEST_SHELL:
+        return "shell";
+    case SSH_CHANNEL_REQUEST_ENV:
+        return "env";
+    case SSH_CHANNEL_REQUEST_SUBSYSTEM:
+        return "subsystem";
+    case SSH_CHANNEL_REQUEST_WINDOW_CHANGE:
+        return "window-change";
+    case SSH_CHANNEL_REQUEST_X11:
+        return "x11-req";
+    default:
+        return "unknown (libssh's log at verbose=2 names it)";
     }
 }
 
@@ -150,16 +172,22 @@ on_message(ssh_session ssh, ssh_message msg, void *userdata)
     int subtype = ssh_message_subtype(msg);
     switch (ssh_message_type(msg)) {
     case SSH_REQUEST_CHANNEL_OPEN:
-        refused(s, &g->opens, "refused a channel of type %s the server opened: a client "
-                "serves none", open_type_name(subtype));
+        refused(s, &g->opens,
+                "refused a channel of type %s the server opened: a client "
+                "serves none",
+                open_type_name(subtype));
         break;
     case SSH_REQUEST_GLOBAL:
-        refused(s, &g->requests, "declined the server's global request %s (failure if it "
-                "wanted a reply)", global_name(subtype));
+        refused(s, &g->requests,
+                "declined the server's global request %s (failure if it "
+                "wanted a reply)",
+                global_name(subtype));
         break;
     case SSH_REQUEST_CHANNEL:
-        refused(s, &g->requests, "declined the server's channel request %s (failure if it "
-                "wanted a reply): a client serves none", chanreq_name(subtype));
+        refused(s, &g->requests,
+                "declined the server's channel request %s (failure if it "
+                "wanted a reply): a client serves none",
+                chanreq_name(subtype));
         break;
     default:
         refused(s, &g->requests, "declined a message of type %d from the server",
@@ -186,7 +214,7 @@ pyssh_guard_setup(SessionObject *self)
 void
 pyssh_guard_setup(SessionObject *self)
 {
-    (void)self;     /* an unpatched libssh: nothing to hook (see above) */
+    (void)self; /* an unpatched libssh: nothing to hook (see above) */
 }
 
 #endif /* PYSSH_LIBSSH_CLIENT_REQUESTS */

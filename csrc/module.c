@@ -8,15 +8,16 @@
  * is slow and its table lookups leak timing, which is OpenSSH's reason for putting
  * chacha20-poly1305 first: then libssh's own order is kept (""). Same set of
  * ciphers as libssh's default either way: no CBC, no 3DES. */
-#define AES_FIRST "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com," \
-                  "aes256-ctr,aes192-ctr,aes128-ctr"
+#define AES_FIRST                                                                                  \
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"                 \
+    "aes256-ctr,aes192-ctr,aes128-ctr"
 
 static int
 module_exec(PyObject *module)
 {
     pyssh_state *st = PyModule_GetState(module);
 
-    if (pyssh_platform_init() < 0) {     /* Winsock, once per process */
+    if (pyssh_platform_init() < 0) { /* Winsock, once per process */
         return -1;
     }
     /* ssh_init() is reference counted, so each module object (one per
@@ -48,7 +49,9 @@ module_exec(PyObject *module)
         return -1;
     }
 
-#define C(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
+#define C(name)                                                                                    \
+    if (PyModule_AddIntConstant(module, #name, name) < 0)                                          \
+    return -1
     C(SSH_AUTH_SUCCESS);
     C(SSH_AUTH_DENIED);
     C(SSH_AUTH_PARTIAL);
@@ -75,7 +78,8 @@ module_exec(PyObject *module)
     if (PyModule_AddStringConstant(module, "LIBSSH_VERSION", ssh_version(0)) < 0) {
         return -1;
     }
-    if (PyModule_AddStringConstant(module, "LIBSSH_HEADER_VERSION", SSH_STRINGIFY(LIBSSH_VERSION)) < 0) {
+    if (PyModule_AddStringConstant(module, "LIBSSH_HEADER_VERSION", SSH_STRINGIFY(LIBSSH_VERSION)) <
+        0) {
         return -1;
     }
     return 0;

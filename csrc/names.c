@@ -114,9 +114,9 @@ pyssh_name_problem(const char *name, size_t n, int windows)
 #ifndef PYSSH_FUZZ
 
 PyDoc_STRVAR(name_problem_doc,
-"name_problem(name, /, windows=None)\n--\n\n"
-"Why `name` (bytes, from a server) is not safe as one component of a local path,\n"
-"or None when it is. `windows`: apply Windows' rules too (default: this system's).");
+             "name_problem(name, /, windows=None)\n--\n\n"
+             "Why `name` (bytes, from a server) is not safe as one component of a local path,\n"
+             "or None when it is. `windows`: apply Windows' rules too (default: this system's).");
 
 static PyObject *
 name_problem_py(PyObject *module, PyObject *args, PyObject *kwds)

@@ -7,14 +7,14 @@
 #include <string.h>
 
 #ifdef _WIN32
-#  include <io.h>
+#include <io.h>
 #else
-#  include <fcntl.h>
-#  include <time.h>
-#  include <unistd.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
 #endif
 
-#define FILE_IO_MAX 0x40000000u   /* 1 GiB: what one _read/_write call takes on Windows */
+#define FILE_IO_MAX 0x40000000u /* 1 GiB: what one _read/_write call takes on Windows */
 
 #ifdef _WIN32
 
@@ -27,7 +27,9 @@ static BOOL CALLBACK
 wsa_start(PINIT_ONCE once, PVOID param, PVOID *context)
 {
     WSADATA data;
-    (void)once; (void)param; (void)context;
+    (void)once;
+    (void)param;
+    (void)context;
     /* never undone (no WSACleanup): other interpreters and threads may use sockets */
     wsa_error = WSAStartup(MAKEWORD(2, 2), &data);
     return TRUE;
@@ -210,7 +212,7 @@ pyssh_wake_ring(pyssh_socket_t wr)
 {
     if (wr != PYSSH_INVALID_SOCKET) {
         char b = 1;
-        send(wr, &b, 1, 0);    /* would block: a ring is already waiting */
+        send(wr, &b, 1, 0); /* would block: a ring is already waiting */
     }
 }
 
@@ -262,7 +264,7 @@ pyssh_getpid(void)
 double
 pyssh_monotonic(void)
 {
-    LARGE_INTEGER freq, now;      /* neither call fails from Windows XP on */
+    LARGE_INTEGER freq, now; /* neither call fails from Windows XP on */
     QueryPerformanceFrequency(&freq);
     QueryPerformanceCounter(&now);
     return (double)now.QuadPart / (double)freq.QuadPart;
@@ -332,9 +334,9 @@ long
 pyssh_send(pyssh_socket_t s, const void *buf, size_t n)
 {
 #if defined(MSG_NOSIGNAL) && !defined(SO_NOSIGPIPE)
-    return (long)send(s, buf, n, MSG_NOSIGNAL);     /* Linux */
+    return (long)send(s, buf, n, MSG_NOSIGNAL); /* Linux */
 #else
-    return (long)send(s, buf, n, 0);     /* SO_NOSIGPIPE is set by pyssh_socket_setup */
+    return (long)send(s, buf, n, 0); /* SO_NOSIGPIPE is set by pyssh_socket_setup */
 #endif
 }
 
@@ -429,7 +431,7 @@ pyssh_wake_ring(pyssh_socket_t wr)
 {
     if (wr != PYSSH_INVALID_SOCKET) {
         char b = 1;
-        ssize_t r = write(wr, &b, 1);   /* a full pipe is already ringing */
+        ssize_t r = write(wr, &b, 1); /* a full pipe is already ringing */
         (void)r;
     }
 }
@@ -475,7 +477,7 @@ pyssh_getpid(void)
 double
 pyssh_monotonic(void)
 {
-    struct timespec ts;      /* CLOCK_MONOTONIC: macOS has it from 10.12 */
+    struct timespec ts; /* CLOCK_MONOTONIC: macOS has it from 10.12 */
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
@@ -499,19 +501,19 @@ pyssh_wake_close(pyssh_socket_t rd, pyssh_socket_t wr)
 /* ---- the CPU ------------------------------------------------------------------------- */
 
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
-#  if defined(_MSC_VER)
-#    include <intrin.h>
-#  else
-#    include <cpuid.h>
-#  endif
+#if defined(_MSC_VER)
+#include <intrin.h>
+#else
+#include <cpuid.h>
+#endif
 #elif defined(__aarch64__) && defined(__linux__)
-#  include <sys/auxv.h>
-#  ifndef HWCAP_AES
-#    define HWCAP_AES (1 << 3)
-#  endif
-#  ifndef HWCAP_PMULL
-#    define HWCAP_PMULL (1 << 4)
-#  endif
+#include <sys/auxv.h>
+#ifndef HWCAP_AES
+#define HWCAP_AES (1 << 3)
+#endif
+#ifndef HWCAP_PMULL
+#define HWCAP_PMULL (1 << 4)
+#endif
 #endif
 
 int
@@ -519,19 +521,19 @@ pyssh_cpu_has_aes(void)
 {
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
     unsigned int ecx;
-#  if defined(_MSC_VER)
+#if defined(_MSC_VER)
     int r[4];
     __cpuid(r, 1);
     ecx = (unsigned int)r[2];
-#  else
+#else
     unsigned int eax, ebx, edx;
     if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) {
         return 0;
     }
-#  endif
-    return (ecx & (1u << 25)) && (ecx & (1u << 1));   /* AES, PCLMULQDQ */
+#endif
+    return (ecx & (1u << 25)) && (ecx & (1u << 1)); /* AES, PCLMULQDQ */
 #elif defined(__aarch64__) && defined(__APPLE__)
-    return 1;   /* every Apple arm64 CPU has the crypto extension */
+    return 1; /* every Apple arm64 CPU has the crypto extension */
 #elif defined(__aarch64__) && defined(__linux__)
     unsigned long hw = getauxval(AT_HWCAP);
     return (hw & HWCAP_AES) && (hw & HWCAP_PMULL);

@@ -24,26 +24,26 @@
 #include <stddef.h>
 
 #ifdef _WIN32
-#  ifndef _WIN32_WINNT
-#    define _WIN32_WINNT 0x0602    /* Windows 8, as CPython's PC/pyconfig.h: WSAPoll, inet_ntop */
-#  endif
-#  include <winsock2.h>
-#  include <ws2tcpip.h>
-#  include <windows.h>
+#ifndef _WIN32_WINNT
+#define _WIN32_WINNT 0x0602 /* Windows 8, as CPython's PC/pyconfig.h: WSAPoll, inet_ntop */
+#endif
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
 typedef SOCKET pyssh_socket_t;
-#  define PYSSH_INVALID_SOCKET INVALID_SOCKET
-#  define PYSSH_WINDOWS_PATHS 1    /* '\\' and ':' separate the parts of a local path */
+#define PYSSH_INVALID_SOCKET INVALID_SOCKET
+#define PYSSH_WINDOWS_PATHS  1 /* '\\' and ':' separate the parts of a local path */
 #else
-#  include <sys/types.h>
-#  include <sys/socket.h>
-#  include <netinet/in.h>
-#  include <netinet/tcp.h>
-#  include <arpa/inet.h>
-#  include <netdb.h>
-#  include <poll.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <poll.h>
 typedef int pyssh_socket_t;
-#  define PYSSH_INVALID_SOCKET (-1)
-#  define PYSSH_WINDOWS_PATHS 0
+#define PYSSH_INVALID_SOCKET (-1)
+#define PYSSH_WINDOWS_PATHS  0
 #endif
 
 /* poll()'s struct, with POLLIN, POLLOUT, POLLERR, POLLHUP (WSAPOLLFD on Windows).
@@ -56,8 +56,8 @@ int pyssh_platform_init(void);
 
 /* ---- sockets ------------------------------------------------------------------ */
 
-int pyssh_poll(pyssh_pollfd *fds, unsigned int n, int timeout_ms);   /* as poll() */
-void pyssh_closesocket(pyssh_socket_t s);                            /* skips INVALID */
+int pyssh_poll(pyssh_pollfd *fds, unsigned int n, int timeout_ms); /* as poll() */
+void pyssh_closesocket(pyssh_socket_t s);                          /* skips INVALID */
 /* Non-blocking, not inherited by child processes, and no SIGPIPE when the peer
  * has gone (SO_NOSIGPIPE where it exists, else MSG_NOSIGNAL on each send).
  * Returns 0, or -1 (pyssh_socket_errno()). */
@@ -71,10 +71,10 @@ void pyssh_quickack(pyssh_socket_t s);
 
 /* The last socket error (errno, or WSAGetLastError()), and what it means. */
 int pyssh_socket_errno(void);
-int pyssh_would_block(int err);       /* EAGAIN, EWOULDBLOCK */
-int pyssh_interrupted(int err);       /* EINTR */
-int pyssh_in_progress(int err);       /* a non-blocking connect() under way */
-int pyssh_conn_aborted(int err);      /* a connection gone before accept() took it */
+int pyssh_would_block(int err);  /* EAGAIN, EWOULDBLOCK */
+int pyssh_interrupted(int err);  /* EINTR */
+int pyssh_in_progress(int err);  /* a non-blocking connect() under way */
+int pyssh_conn_aborted(int err); /* a connection gone before accept() took it */
 /* The error's text, in buf (which is returned). */
 const char *pyssh_socket_strerror(int err, char *buf, size_t size);
 /* Raise OSError for a socket error (GIL held). */
@@ -103,8 +103,8 @@ long pyssh_pwrite(int fd, const void *buf, size_t n, unsigned long long offset);
 
 /* ---- the process, time, the CPU ----------------------------------------------------- */
 
-long pyssh_getpid(void);              /* for the fork check of dealloc */
-double pyssh_monotonic(void);         /* seconds on a monotonic clock; no GIL needed */
+long pyssh_getpid(void);      /* for the fork check of dealloc */
+double pyssh_monotonic(void); /* seconds on a monotonic clock; no GIL needed */
 void pyssh_sleep_ms(int ms);
 /* Does this CPU do AES and GCM's multiplication in hardware (AES-NI and PCLMULQDQ,
  * ARMv8's AES and PMULL)? */

@@ -84,7 +84,7 @@ typedef struct {
     PyTypeObject *TunnelType;
     PyTypeObject *SFTPType;
     PyObject *exc[PYSSH_EXC_COUNT];
-    PyObject *logger;            /* logging.getLogger("pyssh"), fetched on first use */
+    PyObject *logger; /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;
 
 extern PyModuleDef pyssh_module_def;
@@ -120,8 +120,8 @@ PyObject *pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const ch
  * host:22"), `detail` is libssh's message (copied while the session lock was held).
  * The class is `fallback` unless the detail says more (a refused or reset
  * connection, a timeout). Returns NULL. */
-PyObject *pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback,
-                             const char *what, const char *detail);
+PyObject *pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
+                             const char *detail);
 
 /* ---- the Session object -------------------------------------------------- */
 
@@ -143,26 +143,25 @@ struct pyssh_waiter;
 
 /* guard.c: the session's answers to what the server opens and asks */
 typedef struct {
-    struct ssh_callbacks_struct cb;   /* libssh keeps a pointer: lives in the session */
-    unsigned long opens;              /* channel opens refused */
-    unsigned long requests;           /* global and channel requests declined */
+    struct ssh_callbacks_struct cb; /* libssh keeps a pointer: lives in the session */
+    unsigned long opens;            /* channel opens refused */
+    unsigned long requests;         /* global and channel requests declined */
 } pyssh_guard;
 
 typedef struct {
-    PyObject_HEAD
-    pyssh_state *state;
-    ssh_session ssh;             /* NULL once closed: set to NULL with the GIL held */
-    PyThread_type_lock lock;     /* one thread in libssh at a time; only ever waited
+    PyObject_HEAD pyssh_state *state;
+    ssh_session ssh;         /* NULL once closed: set to NULL with the GIL held */
+    PyThread_type_lock lock; /* one thread in libssh at a time; only ever waited
                                     for with the GIL released */
-    int log_level;               /* libssh log level, 0-4 */
-    int connected;               /* the transport is up (key exchange done) */
-    int connecting;              /* a _connect is under way (lock held) */
-    pyssh_socket_t fd;           /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
+    int log_level;           /* libssh log level, 0-4 */
+    int connected;           /* the transport is up (key exchange done) */
+    int connecting;          /* a _connect is under way (lock held) */
+    pyssh_socket_t fd;       /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
                                     does not close such a socket, the close below does */
-    long pid;                    /* creator's pid: a forked child skips the goodbye */
-    pyssh_logq logq;             /* libssh log lines, queued without the GIL */
-    struct pyssh_jump *jump;     /* ProxyJump callbacks' data (see session.c) */
-    ssh_event event;             /* the session's socket, for ssh_event_dopoll (channel.c);
+    long pid;                /* creator's pid: a forked child skips the goodbye */
+    pyssh_logq logq;         /* libssh log lines, queued without the GIL */
+    struct pyssh_jump *jump; /* ProxyJump callbacks' data (see session.c) */
+    ssh_event event;         /* the session's socket, for ssh_event_dopoll (channel.c);
                                     created on first use, freed by the close */
     /* wait.c, all under the lock: the threads waiting in pyssh_wait_ex, spare
      * wake pipes, and libssh's count of packets read (a step that read packets
@@ -170,8 +169,8 @@ typedef struct {
     struct pyssh_waiter *waiters;
     struct pyssh_waiter *spare;
     struct ssh_counter_struct rcounter;
-    void *rforwards;             /* tunnel.c: the remote forwards (ssh -R) on this session */
-    pyssh_guard guard;           /* guard.c; its callbacks run with the lock held */
+    void *rforwards;   /* tunnel.c: the remote forwards (ssh -R) on this session */
+    pyssh_guard guard; /* guard.c; its callbacks run with the lock held */
     PyObject *weakreflist;
 } SessionObject;
 
@@ -219,8 +218,8 @@ int pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st);
  * libssh): a new channel handed to the remote forward listening on that port,
  * which libssh then confirms; or NULL with *why set: no forward of this
  * session's listens there, or TUNNEL_BACKLOG connections already wait for it. */
-ssh_channel pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port,
-                                   const char *orig, int orig_port, const char **why);
+ssh_channel pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *orig,
+                                   int orig_port, const char **why);
 
 /* ---- sftp.c: pyssh._ssh.SFTP ----------------------------------------------- */
 
@@ -229,8 +228,8 @@ int pyssh_sftp_setup_type(PyObject *module, pyssh_state *st);
 /* ---- wait.c: the one blocking loop --------------------------------------- */
 
 /* Result of one step of a non-blocking operation. */
-#define PYSSH_AGAIN   (-2)     /* not finished: wait for the socket, then step again */
-#define PYSSH_FAILED  (-1)     /* libssh failed: its message is in the session */
+#define PYSSH_AGAIN  (-2) /* not finished: wait for the socket, then step again */
+#define PYSSH_FAILED (-1) /* libssh failed: its message is in the session */
 /* >= 0: finished, with this result */
 
 /* One step: called with the GIL released and the session lock held, with a
@@ -246,11 +245,14 @@ typedef int (*pyssh_step_fn)(ssh_session ssh, void *arg);
  * back. */
 typedef struct {
     double timeout;
-    double expires;              /* monotonic time */
+    double expires; /* monotonic time */
     int total;
 } pyssh_deadline;
 
-#define PYSSH_NO_DEADLINE {-1.0, 0.0, 0}
+#define PYSSH_NO_DEADLINE                                                                          \
+    {                                                                                              \
+        -1.0, 0.0, 0                                                                               \
+    }
 
 void pyssh_deadline_start(pyssh_deadline *d, double timeout, int total);
 void pyssh_deadline_touch(pyssh_deadline *d);
@@ -277,13 +279,13 @@ int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadlin
  * look again (Tunnel.stop). */
 typedef struct pyssh_waiter {
     pyssh_socket_t rd, wr;
-    int rung;                    /* a byte is on its way (session lock held) */
-    struct pyssh_waiter *next;   /* in the session's list of waiters, or of spares */
+    int rung;                  /* a byte is on its way (session lock held) */
+    struct pyssh_waiter *next; /* in the session's list of waiters, or of spares */
 } pyssh_waiter;
 
-int pyssh_waiter_open(pyssh_waiter *w);     /* 0, or an error for pyssh_set_socket_error */
+int pyssh_waiter_open(pyssh_waiter *w); /* 0, or an error for pyssh_set_socket_error */
 void pyssh_waiter_close(pyssh_waiter *w);
-void pyssh_waiter_ring(pyssh_waiter *w);    /* any thread, no lock needed */
+void pyssh_waiter_ring(pyssh_waiter *w); /* any thread, no lock needed */
 /* Ring every waiter of the session (lock held): it is closing. */
 void pyssh_waiters_ring_all(SessionObject *self);
 /* Close the spare pipes (lock held, or the session unreachable). */
@@ -306,8 +308,7 @@ typedef struct {
  * the GIL back to run signal handlers; within a slice it steps and polls
  * without the GIL. */
 int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
-                  enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps,
-                  pyssh_waiter *w);
+                  enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps, pyssh_waiter *w);
 
 /* pyssh_wait for callers WITHOUT the GIL (the C API, capi.c): no signal
  * checks, no exceptions. Returns the step's result (>= 0), PYSSH_FAILED with
@@ -322,8 +323,8 @@ int pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double 
 
 /* Run `step` once, holding the lock with the GIL released (for short local
  * libssh calls). Returns as pyssh_wait does; PYSSH_AGAIN is returned as is. */
-int pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
-               enum pyssh_exc fail_exc, const char *what);
+int pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg, enum pyssh_exc fail_exc,
+               const char *what);
 
 /* Take / drop the session lock from code that holds the GIL: the GIL is released
  * while waiting. Log lines queued meanwhile go to Python by pyssh_log_flush. */

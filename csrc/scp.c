@@ -22,20 +22,26 @@
 #include <string.h>
 
 #ifdef PYSSH_SCP_FUZZ
-const char *pyssh_name_problem(const char *name, size_t n, int windows);   /* names.c */
+const char *pyssh_name_problem(const char *name, size_t n, int windows); /* names.c */
 #endif
 
 #define SCP_NAME_MAX 4096
 
-enum scp_kind { SCP_FILE = 'C', SCP_DIR = 'D', SCP_END = 'E', SCP_TIME = 'T',
-                SCP_WARNING = 1, SCP_ERROR = 2 };
+enum scp_kind {
+    SCP_FILE = 'C',
+    SCP_DIR = 'D',
+    SCP_END = 'E',
+    SCP_TIME = 'T',
+    SCP_WARNING = 1,
+    SCP_ERROR = 2
+};
 
 struct scp_msg {
     int kind;
     unsigned int mode;
     unsigned long long size;
     long long mtime, atime;
-    const char *text;        /* C/D: the name; 1/2: the message (points into the line) */
+    const char *text; /* C/D: the name; 1/2: the message (points into the line) */
     size_t text_len;
 };
 
@@ -51,7 +57,7 @@ parse_decimal(const char **p, const char *end, unsigned long long max, unsigned 
     while (s < end && *s >= '0' && *s <= '9') {
         unsigned d = (unsigned)(*s - '0');
         if (v > (max - d) / 10) {
-            return -1;   /* too large */
+            return -1; /* too large */
         }
         v = v * 10 + d;
         s++;
@@ -101,7 +107,7 @@ scp_parse(const char *line, size_t len, struct scp_msg *m, const char **why)
         return 0;
     case SCP_TIME: {
         unsigned long long mt, mu, at, au;
-        const unsigned long long tmax = 0x7fffffffffffULL;   /* far beyond any date */
+        const unsigned long long tmax = 0x7fffffffffffULL; /* far beyond any date */
         if (parse_decimal(&p, end, tmax, &mt) < 0 || expect_space(&p, end) < 0 ||
             parse_decimal(&p, end, 999999, &mu) < 0 || expect_space(&p, end) < 0 ||
             parse_decimal(&p, end, tmax, &at) < 0 || expect_space(&p, end) < 0 ||
@@ -175,11 +181,11 @@ pyssh_scp_parse(const char *line, size_t len, int *kind, unsigned long long *siz
 }
 
 PyDoc_STRVAR(scp_parse_doc,
-"scp_parse(line, /)\n--\n\n"
-"Parse one SCP message from a server (bytes, without its newline) and check it.\n"
-"Returns ('C', mode, size, name), ('D', mode, size, name), ('E',),\n"
-"('T', mtime, atime), ('warning', text) or ('error', text); names and texts are\n"
-"bytes. Raises SCPProtocolError for anything malformed or unsafe.");
+             "scp_parse(line, /)\n--\n\n"
+             "Parse one SCP message from a server (bytes, without its newline) and check it.\n"
+             "Returns ('C', mode, size, name), ('D', mode, size, name), ('E',),\n"
+             "('T', mtime, atime), ('warning', text) or ('error', text); names and texts are\n"
+             "bytes. Raises SCPProtocolError for anything malformed or unsafe.");
 
 static PyObject *
 scp_parse_py(PyObject *module, PyObject *arg)
@@ -195,8 +201,8 @@ scp_parse_py(PyObject *module, PyObject *arg)
     if (scp_parse(view.buf, (size_t)view.len, &m, &why) < 0) {
         PyObject *shown = PyBytes_FromStringAndSize(view.buf, view.len < 200 ? view.len : 200);
         if (shown != NULL) {
-            pyssh_raise(st, PYSSH_EXC_SCPProtocolError,
-                        "the server sent %s: %R%s", why, shown, view.len > 200 ? "..." : "");
+            pyssh_raise(st, PYSSH_EXC_SCPProtocolError, "the server sent %s: %R%s", why, shown,
+                        view.len > 200 ? "..." : "");
             Py_DECREF(shown);
         }
         goto done;

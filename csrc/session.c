@@ -16,37 +16,39 @@
 #include <string.h>
 
 /* Extra results of the key steps, beside libssh's SSH_AUTH_* values (0-3). */
-#define KEY_ENCRYPTED 10   /* the key needs a passphrase and none was given */
-#define KEY_UNUSABLE  11   /* not a private key libssh can read, or wrong passphrase */
-#define KEY_NO_PUBLIC 12   /* no public key to offer (no .pub, not OpenSSH format) */
+#define KEY_ENCRYPTED 10 /* the key needs a passphrase and none was given */
+#define KEY_UNUSABLE  11 /* not a private key libssh can read, or wrong passphrase */
+#define KEY_NO_PUBLIC 12 /* no public key to offer (no .pub, not OpenSSH format) */
 
 static int
 map_auth(int rc)
 {
     switch (rc) {
-    case SSH_AUTH_AGAIN: return PYSSH_AGAIN;
-    case SSH_AUTH_ERROR: return PYSSH_FAILED;
-    default: return rc;
+    case SSH_AUTH_AGAIN:
+        return PYSSH_AGAIN;
+    case SSH_AUTH_ERROR:
+        return PYSSH_FAILED;
+    default:
+        return rc;
     }
 }
 
-#define CHECK_OPEN(self, ret)                                                        \
-    do {                                                                             \
-        if ((self)->ssh == NULL) {                                                   \
-            pyssh_raise((self)->state, PYSSH_EXC_SessionClosedError,                 \
-                        "the session is closed: connect again with pyssh.connect()"); \
-            return ret;                                                              \
-        }                                                                            \
+#define CHECK_OPEN(self, ret)                                                                      \
+    do {                                                                                           \
+        if ((self)->ssh == NULL) {                                                                 \
+            pyssh_raise((self)->state, PYSSH_EXC_SessionClosedError,                               \
+                        "the session is closed: connect again with pyssh.connect()");              \
+            return ret;                                                                            \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_CONNECTED(self, ret)                                                   \
-    do {                                                                             \
-        CHECK_OPEN(self, ret);                                                       \
-        if (!(self)->connected) {                                                    \
-            pyssh_raise((self)->state, PYSSH_EXC_SSHError,                           \
-                        "the session is not connected yet");                         \
-            return ret;                                                              \
-        }                                                                            \
+#define CHECK_CONNECTED(self, ret)                                                                 \
+    do {                                                                                           \
+        CHECK_OPEN(self, ret);                                                                     \
+        if (!(self)->connected) {                                                                  \
+            pyssh_raise((self)->state, PYSSH_EXC_SSHError, "the session is not connected yet");    \
+            return ret;                                                                            \
+        }                                                                                          \
     } while (0)
 
 /* Connecting and authenticating have total deadlines, so that a server that
@@ -57,7 +59,7 @@ map_auth(int rc)
 static int
 fspath_or_none(PyObject *obj, void *out)
 {
-    if (obj == NULL) {   /* cleanup call */
+    if (obj == NULL) { /* cleanup call */
         Py_CLEAR(*(PyObject **)out);
         return 1;
     }
@@ -87,13 +89,13 @@ fspath_or_none(PyObject *obj, void *out)
  * the key under "accept-new") and calls _hop_verdict, which opens the gate. A
  * close refuses every hop, waiting or to come. The hops come one at a time: the
  * next one is reached through the one before. */
-struct pyssh_hop {               /* what one jump host sent */
+struct pyssh_hop { /* what one jump host sent */
     char *host;
     unsigned int port;
     char *key_type;
-    char *fingerprint;           /* SHA256:... */
+    char *fingerprint; /* SHA256:... */
     char *key_b64;
-    int libssh_state;            /* ssh_session_is_known_server(), for the log */
+    int libssh_state; /* ssh_session_is_known_server(), for the log */
 };
 
 struct pyssh_jump {
@@ -101,19 +103,24 @@ struct pyssh_jump {
     struct ssh_callbacks_struct session_cb;
     char *ssh_dir;
     char *known_hosts;
-    PyThread_type_lock mu;       /* guards the fields below; held for moments only */
-    PyThread_type_lock gate;     /* held while no verdict is due; a hop waits on it */
-    struct pyssh_hop hop;        /* the last hop that asked */
-    int hops;                    /* how many asked */
-    int pending;                 /* a hop waits for its verdict */
-    int verdict;                 /* 1: go on with the hop, 0: refuse it */
-    int closing;                 /* the session is closed: refuse them all */
+    PyThread_type_lock mu;   /* guards the fields below; held for moments only */
+    PyThread_type_lock gate; /* held while no verdict is due; a hop waits on it */
+    struct pyssh_hop hop;    /* the last hop that asked */
+    int hops;                /* how many asked */
+    int pending;             /* a hop waits for its verdict */
+    int verdict;             /* 1: go on with the hop, 0: refuse it */
+    int closing;             /* the session is closed: refuse them all */
 };
 
 static int
 jump_no_prompt(const char *prompt, char *buf, size_t len, int echo, int verify, void *userdata)
 {
-    (void)prompt; (void)buf; (void)len; (void)echo; (void)verify; (void)userdata;
+    (void)prompt;
+    (void)buf;
+    (void)len;
+    (void)echo;
+    (void)verify;
+    (void)userdata;
     return SSH_ERROR;
 }
 
@@ -124,7 +131,8 @@ jump_before_connection(ssh_session jump, void *userdata)
     if (j->ssh_dir != NULL && ssh_options_set(jump, SSH_OPTIONS_SSH_DIR, j->ssh_dir) < 0) {
         return SSH_ERROR;
     }
-    if (j->known_hosts != NULL && ssh_options_set(jump, SSH_OPTIONS_KNOWNHOSTS, j->known_hosts) < 0) {
+    if (j->known_hosts != NULL &&
+        ssh_options_set(jump, SSH_OPTIONS_KNOWNHOSTS, j->known_hosts) < 0) {
         return SSH_ERROR;
     }
     return ssh_set_callbacks(jump, &j->session_cb) == SSH_OK ? SSH_OK : SSH_ERROR;
@@ -191,7 +199,7 @@ jump_verify_knownhost(ssh_session jump, void *userdata)
         hop_clear(&hop);
         return SSH_ERROR;
     }
-    PyThread_acquire_lock(j->gate, WAIT_LOCK);   /* opened by _hop_verdict or the close */
+    PyThread_acquire_lock(j->gate, WAIT_LOCK); /* opened by _hop_verdict or the close */
     PyThread_acquire_lock(j->mu, WAIT_LOCK);
     refuse = !j->verdict || j->closing;
     PyThread_release_lock(j->mu);
@@ -395,14 +403,13 @@ session_dealloc(SessionObject *self)
         ssh_free(self->ssh);
     }
     pyssh_log_discard(&self->logq);
-    free(self->rforwards);      /* empty: each tunnel holds its session */
+    free(self->rforwards); /* empty: each tunnel holds its session */
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
 
-PyDoc_STRVAR(session_close_doc,
-"close($self, /)\n--\n\n"
-"Disconnect and free the session. Safe to call more than once.");
+PyDoc_STRVAR(session_close_doc, "close($self, /)\n--\n\n"
+                                "Disconnect and free the session. Safe to call more than once.");
 
 static PyObject *
 session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
@@ -415,12 +422,12 @@ session_close(SessionObject *self, PyObject *Py_UNUSED(ignored))
 
 struct configure_arg {
     const char *host, *user, *default_user, *ssh_dir, *known_hosts, *config;
-    const char *ciphers, *kex, *macs, *hostkeys;   /* the caller's lists, or NULL */
-    const char *default_ciphers;                   /* pyssh's order, below the config */
-    int use_config;    /* 0: none; 1: the default files; 2: the file `config` */
+    const char *ciphers, *kex, *macs, *hostkeys; /* the caller's lists, or NULL */
+    const char *default_ciphers;                 /* pyssh's order, below the config */
+    int use_config; /* 0: none; 1: the default files; 2: the file `config` */
     unsigned int port;
     int log_level;
-    int proxy_jumps;               /* hops in ProxyJump: one callbacks struct each */
+    int proxy_jumps; /* hops in ProxyJump: one callbacks struct each */
     struct pyssh_jump *jump;
     const char *failed;
 };
@@ -430,10 +437,10 @@ configure_step(ssh_session ssh, void *p)
 {
     struct configure_arg *a = p;
     int off = 0, on = 1;
-#define SET(opt, val, name)                                  \
-    if (ssh_options_set(ssh, opt, val) < 0) {                \
-        a->failed = name;                                    \
-        return PYSSH_FAILED;                                 \
+#define SET(opt, val, name)                                                                        \
+    if (ssh_options_set(ssh, opt, val) < 0) {                                                      \
+        a->failed = name;                                                                          \
+        return PYSSH_FAILED;                                                                       \
     }
     SET(SSH_OPTIONS_LOG_VERBOSITY, &a->log_level, "verbose");
     SET(SSH_OPTIONS_HOST, a->host, "host");
@@ -492,30 +499,43 @@ configure_step(ssh_session ssh, void *p)
     return 0;
 }
 
-PyDoc_STRVAR(session_configure_doc,
-"_configure($self, /, host, *, user=None, port=0, ssh_dir=None, known_hosts=None,\n"
-"           config=None, verbose=0, default_user=None, proxy_jumps=0, ciphers=None,\n"
-"           kex=None, macs=None, host_key_algorithms=None, default_ciphers=None)\n--\n\n"
-"Set the session's options. `config` is None (no configuration files), True\n"
-"(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
-"over the configuration. Returns (host, user, port) as they will be used.");
+PyDoc_STRVAR(
+    session_configure_doc,
+    "_configure($self, /, host, *, user=None, port=0, ssh_dir=None, known_hosts=None,\n"
+    "           config=None, verbose=0, default_user=None, proxy_jumps=0, ciphers=None,\n"
+    "           kex=None, macs=None, host_key_algorithms=None, default_ciphers=None)\n--\n\n"
+    "Set the session's options. `config` is None (no configuration files), True\n"
+    "(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
+    "over the configuration. Returns (host, user, port) as they will be used.");
 
 static PyObject *
 session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"host", "user", "port", "ssh_dir", "known_hosts", "config",
-                             "verbose", "default_user", "proxy_jumps", "ciphers", "kex", "macs",
-                             "host_key_algorithms", "default_ciphers", NULL};
+    static char *kwlist[] = {"host",
+                             "user",
+                             "port",
+                             "ssh_dir",
+                             "known_hosts",
+                             "config",
+                             "verbose",
+                             "default_user",
+                             "proxy_jumps",
+                             "ciphers",
+                             "kex",
+                             "macs",
+                             "host_key_algorithms",
+                             "default_ciphers",
+                             NULL};
     struct configure_arg a = {0};
     PyObject *ssh_dir = NULL, *known_hosts = NULL, *config = Py_None, *config_path = NULL;
     PyObject *result = NULL;
 
     CHECK_OPEN(self, NULL);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oizizzzzz:_configure", kwlist,
-                                     &a.host, &a.user, &a.port, fspath_or_none, &ssh_dir,
-                                     fspath_or_none, &known_hosts, &config, &a.log_level,
-                                     &a.default_user, &a.proxy_jumps, &a.ciphers, &a.kex,
-                                     &a.macs, &a.hostkeys, &a.default_ciphers)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oizizzzzz:_configure", kwlist, &a.host,
+                                     &a.user, &a.port, fspath_or_none, &ssh_dir, fspath_or_none,
+                                     &known_hosts, &config, &a.log_level, &a.default_user,
+                                     &a.proxy_jumps, &a.ciphers, &a.kex, &a.macs, &a.hostkeys,
+                                     &a.default_ciphers)) {
         return NULL;
     }
     if (a.log_level < 0 || a.log_level > 4) {
@@ -587,7 +607,8 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
                 PyErr_Format(PyExc_ValueError,
                              "%s: none of the names given is one this libssh supports, or one "
                              "is unknown (%S); `ssh -Q cipher`, `-Q kex`, `-Q mac` and `-Q key` "
-                             "list OpenSSH's names", a.failed, val);
+                             "list OpenSSH's names",
+                             a.failed, val);
             }
             else {
                 pyssh_raise(self->state, PYSSH_EXC_SSHError, "invalid %s: %S", a.failed, val);
@@ -627,10 +648,10 @@ done:
 struct connect_arg {
     pyssh_socket_t fd;
     int started;
-    struct pyssh_jump *jump;     /* ProxyJump: a hop may wait for Python's verdict */
+    struct pyssh_jump *jump; /* ProxyJump: a hop may wait for Python's verdict */
 };
 
-#define CONNECT_HOP 1            /* connect_step: a jump host's key needs a verdict */
+#define CONNECT_HOP 1 /* connect_step: a jump host's key needs a verdict */
 
 static int
 connect_step(ssh_session ssh, void *p)
@@ -674,8 +695,8 @@ hop_tuple(struct pyssh_jump *j)
     PyThread_release_lock(j->mu);
     PyObject *t = NULL;
     if (h.host && h.key_type && h.fingerprint && h.key_b64) {
-        t = Py_BuildValue("(isIsssi)", n, h.host, h.port, h.key_type, h.fingerprint,
-                          h.key_b64, h.libssh_state);
+        t = Py_BuildValue("(isIsssi)", n, h.host, h.port, h.key_type, h.fingerprint, h.key_b64,
+                          h.libssh_state);
     }
     else {
         PyErr_NoMemory();
@@ -688,13 +709,13 @@ hop_tuple(struct pyssh_jump *j)
 }
 
 PyDoc_STRVAR(session_connect_doc,
-"_connect($self, /, fd=-1, timeout=None, what='connecting')\n--\n\n"
-"Run the SSH handshake. `fd` is a connected socket, which the session takes over\n"
-"(closes) whatever happens; with -1 libssh connects itself (for ProxyJump and\n"
-"ProxyCommand). Waits at most `timeout` seconds. Returns None once connected, or,\n"
-"through ProxyJump, a jump host waiting for a verdict on its key: (hop number,\n"
-"host, port, key_type, 'SHA256:...', base64 key, libssh's known-host state); give\n"
-"it with _hop_verdict(), then call _connect() again.");
+             "_connect($self, /, fd=-1, timeout=None, what='connecting')\n--\n\n"
+             "Run the SSH handshake. `fd` is a connected socket, which the session takes over\n"
+             "(closes) whatever happens; with -1 libssh connects itself (for ProxyJump and\n"
+             "ProxyCommand). Waits at most `timeout` seconds. Returns None once connected, or,\n"
+             "through ProxyJump, a jump host waiting for a verdict on its key: (hop number,\n"
+             "host, port, key_type, 'SHA256:...', base64 key, libssh's known-host state); give\n"
+             "it with _hop_verdict(), then call _connect() again.");
 
 static PyObject *
 session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
@@ -704,8 +725,8 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     PyObject *timeout_obj = Py_None;
     const char *what = "connecting";
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|LOs:_connect", kwlist,
-                                     &fd, &timeout_obj, &what)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|LOs:_connect", kwlist, &fd, &timeout_obj,
+                                     &what)) {
         return NULL;
     }
     struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0, NULL};
@@ -732,15 +753,15 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
         state = 0;
         self->fd = a.fd;
         self->connecting = 1;
-        a.jump = self->jump;     /* freed only once connected (see the close) */
+        a.jump = self->jump; /* freed only once connected (see the close) */
     }
     pyssh_unlock(self);
     if (state != 0) {
         pyssh_closesocket(a.fd);
         CHECK_OPEN(self, NULL);
-        return pyssh_raise(self->state, PYSSH_EXC_SSHError, state == 2
-                           ? "the session is being connected by another call"
-                           : "the session is already connected");
+        return pyssh_raise(self->state, PYSSH_EXC_SSHError,
+                           state == 2 ? "the session is being connected by another call"
+                                      : "the session is already connected");
     }
     int rc = pyssh_wait(self, connect_step, &a, &dl, PYSSH_EXC_ConnectError, what);
     pyssh_lock(self);
@@ -760,8 +781,8 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(session_hop_verdict_doc,
-"_hop_verdict($self, accept, /)\n--\n\n"
-"Let the jump host that _connect() returned go on (accept=True) or refuse it.");
+             "_hop_verdict($self, accept, /)\n--\n\n"
+             "Let the jump host that _connect() returned go on (accept=True) or refuse it.");
 
 static PyObject *
 session_hop_verdict(SessionObject *self, PyObject *arg)
@@ -786,8 +807,8 @@ session_hop_verdict(SessionObject *self, PyObject *arg)
 /* ---- host keys ----------------------------------------------------------------- */
 
 PyDoc_STRVAR(session_server_key_doc,
-"_server_key($self, /)\n--\n\n"
-"The server's host key: (key_type, 'SHA256:...', 'aa:bb:..' SHA-1 hex, base64).");
+             "_server_key($self, /)\n--\n\n"
+             "The server's host key: (key_type, 'SHA256:...', 'aa:bb:..' SHA-1 hex, base64).");
 
 static PyObject *
 session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
@@ -844,15 +865,14 @@ known_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(session_known_host_doc,
-"_known_host($self, /)\n--\n\n"
-"Look the server's key up in known_hosts: one of the KNOWN_HOST_* constants.");
+             "_known_host($self, /)\n--\n\n"
+             "Look the server's key up in known_hosts: one of the KNOWN_HOST_* constants.");
 
 static PyObject *
 session_known_host(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
     CHECK_CONNECTED(self, NULL);
-    int rc = pyssh_call(self, known_step, NULL, PYSSH_EXC_HostKeyError,
-                        "reading known_hosts");
+    int rc = pyssh_call(self, known_step, NULL, PYSSH_EXC_HostKeyError, "reading known_hosts");
     if (rc < 0) {
         return NULL;
     }
@@ -866,16 +886,15 @@ update_known_step(ssh_session ssh, void *p)
     return ssh_session_update_known_hosts(ssh) == SSH_OK ? 0 : PYSSH_FAILED;
 }
 
-PyDoc_STRVAR(session_update_known_hosts_doc,
-"_update_known_hosts($self, /)\n--\n\n"
-"Append the server's key to the known_hosts file.");
+PyDoc_STRVAR(session_update_known_hosts_doc, "_update_known_hosts($self, /)\n--\n\n"
+                                             "Append the server's key to the known_hosts file.");
 
 static PyObject *
 session_update_known_hosts(SessionObject *self, PyObject *Py_UNUSED(ignored))
 {
     CHECK_CONNECTED(self, NULL);
-    if (pyssh_call(self, update_known_step, NULL, PYSSH_EXC_HostKeyError,
-                   "writing known_hosts") < 0) {
+    if (pyssh_call(self, update_known_step, NULL, PYSSH_EXC_HostKeyError, "writing known_hosts") <
+        0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -953,7 +972,11 @@ struct privkey_arg {
 static int
 no_prompt(const char *prompt, char *buf, size_t len, int echo, int verify, void *userdata)
 {
-    (void)prompt; (void)buf; (void)len; (void)echo; (void)verify;
+    (void)prompt;
+    (void)buf;
+    (void)len;
+    (void)echo;
+    (void)verify;
     ((struct privkey_arg *)userdata)->asked = 1;
     return SSH_ERROR;
 }
@@ -985,20 +1008,20 @@ auth_result(SessionObject *self, int rc)
     return PyLong_FromLong(rc);
 }
 
-#define AUTH_METHOD(name, step, what, doc)                                             \
-    PyDoc_STRVAR(session_##name##_doc, #name "($self, /, timeout=None)\n--\n\n" doc);  \
-    static PyObject *session_##name(SessionObject *self, PyObject *args, PyObject *kwds) \
-    {                                                                                  \
-        static char *kwlist[] = {"timeout", NULL};                                     \
-        PyObject *t = Py_None;                                                         \
-        pyssh_deadline dl;                                                             \
-        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:" #name, kwlist, &t) ||       \
-            !total_deadline(t, &dl)) {                                                 \
-            return NULL;                                                               \
-        }                                                                              \
-        CHECK_CONNECTED(self, NULL);                                                   \
-        return auth_result(self, pyssh_wait(self, step, NULL, &dl,                     \
-                                            PYSSH_EXC_AuthenticationError, what));     \
+#define AUTH_METHOD(name, step, what, doc)                                                         \
+    PyDoc_STRVAR(session_##name##_doc, #name "($self, /, timeout=None)\n--\n\n" doc);              \
+    static PyObject *session_##name(SessionObject *self, PyObject *args, PyObject *kwds)           \
+    {                                                                                              \
+        static char *kwlist[] = {"timeout", NULL};                                                 \
+        PyObject *t = Py_None;                                                                     \
+        pyssh_deadline dl;                                                                         \
+        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:" #name, kwlist, &t) ||                   \
+            !total_deadline(t, &dl)) {                                                             \
+            return NULL;                                                                           \
+        }                                                                                          \
+        CHECK_CONNECTED(self, NULL);                                                               \
+        return auth_result(                                                                        \
+            self, pyssh_wait(self, step, NULL, &dl, PYSSH_EXC_AuthenticationError, what));         \
     }
 
 AUTH_METHOD(_auth_none, auth_none_step, "authenticating (none)",
@@ -1007,8 +1030,8 @@ AUTH_METHOD(_auth_agent, auth_agent_step, "authenticating with ssh-agent",
             "Try the keys of the ssh-agent at SSH_AUTH_SOCK; returns an AUTH_* constant.")
 
 PyDoc_STRVAR(session_auth_list_doc,
-"_auth_list($self, /)\n--\n\n"
-"The methods the server allows (AUTH_METHOD_* bits), known after _auth_none().");
+             "_auth_list($self, /)\n--\n\n"
+             "The methods the server allows (AUTH_METHOD_* bits), known after _auth_none().");
 
 static int
 auth_list_step(ssh_session ssh, void *p)
@@ -1026,9 +1049,8 @@ session_auth_list(SessionObject *self, PyObject *Py_UNUSED(ignored))
     return rc < 0 ? NULL : PyLong_FromLong(rc);
 }
 
-PyDoc_STRVAR(session_auth_password_doc,
-"_auth_password($self, password, /, timeout=None)\n--\n\n"
-"Try the 'password' method; returns an AUTH_* constant.");
+PyDoc_STRVAR(session_auth_password_doc, "_auth_password($self, password, /, timeout=None)\n--\n\n"
+                                        "Try the 'password' method; returns an AUTH_* constant.");
 
 static PyObject *
 session_auth_password(SessionObject *self, PyObject *args, PyObject *kwds)
@@ -1042,16 +1064,16 @@ session_auth_password(SessionObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     CHECK_CONNECTED(self, NULL);
-    return auth_result(self, pyssh_wait(self, auth_password_step, (void *)password, &dl,
-                                        PYSSH_EXC_AuthenticationError,
-                                        "authenticating with a password"));
+    return auth_result(self,
+                       pyssh_wait(self, auth_password_step, (void *)password, &dl,
+                                  PYSSH_EXC_AuthenticationError, "authenticating with a password"));
 }
 
 PyDoc_STRVAR(session_auth_try_pubkey_doc,
-"_auth_try_pubkey($self, path, /, timeout=None)\n--\n\n"
-"Ask whether the server would accept the public half of the key at `path` (from\n"
-"path.pub, or the OpenSSH private key file itself), without using the private key.\n"
-"Returns AUTH_SUCCESS (it would), AUTH_DENIED, or KEY_NO_PUBLIC.");
+             "_auth_try_pubkey($self, path, /, timeout=None)\n--\n\n"
+             "Ask whether the server would accept the public half of the key at `path` (from\n"
+             "path.pub, or the OpenSSH private key file itself), without using the private key.\n"
+             "Returns AUTH_SUCCESS (it would), AUTH_DENIED, or KEY_NO_PUBLIC.");
 
 static PyObject *
 session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
@@ -1072,18 +1094,18 @@ session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL};
-    int rc = pyssh_wait(self, auth_try_pubkey_step, &a, &dl,
-                        PYSSH_EXC_AuthenticationError, "offering a public key");
+    int rc = pyssh_wait(self, auth_try_pubkey_step, &a, &dl, PYSSH_EXC_AuthenticationError,
+                        "offering a public key");
     ssh_key_free(a.pub);
     Py_DECREF(path);
     return auth_result(self, rc);
 }
 
 PyDoc_STRVAR(session_auth_privkey_doc,
-"_auth_privkey($self, key, /, passphrase=None, timeout=None)\n--\n\n"
-"Authenticate with a private key given as its text (bytes, PEM or OpenSSH format).\n"
-"Returns an AUTH_* constant, KEY_ENCRYPTED (a passphrase is needed and none was\n"
-"given) or KEY_UNUSABLE (not a key libssh can read, or a wrong passphrase).");
+             "_auth_privkey($self, key, /, passphrase=None, timeout=None)\n--\n\n"
+             "Authenticate with a private key given as its text (bytes, PEM or OpenSSH format).\n"
+             "Returns an AUTH_* constant, KEY_ENCRYPTED (a passphrase is needed and none was\n"
+             "given) or KEY_UNUSABLE (not a key libssh can read, or a wrong passphrase).");
 
 static PyObject *
 session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
@@ -1094,8 +1116,8 @@ session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
     const char *passphrase = NULL;
     PyObject *t = Py_None;
     pyssh_deadline dl;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO:_auth_privkey", kwlist,
-                                     &data, &len, &passphrase, &t)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO:_auth_privkey", kwlist, &data, &len,
+                                     &passphrase, &t)) {
         return NULL;
     }
     if ((Py_ssize_t)strlen(data) != len) {
@@ -1107,17 +1129,17 @@ session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     CHECK_CONNECTED(self, NULL);
     struct privkey_arg a = {data, passphrase, NULL, 0};
-    int rc = pyssh_wait(self, auth_privkey_step, &a, &dl,
-                        PYSSH_EXC_AuthenticationError, "authenticating with a key");
+    int rc = pyssh_wait(self, auth_privkey_step, &a, &dl, PYSSH_EXC_AuthenticationError,
+                        "authenticating with a key");
     ssh_key_free(a.key);
     return auth_result(self, rc);
 }
 
 PyDoc_STRVAR(session_auth_kbdint_doc,
-"_auth_kbdint($self, responder, /, timeout=None)\n--\n\n"
-"Try 'keyboard-interactive'. For each round of questions the server asks,\n"
-"responder(name, instruction, [(prompt, echo), ...]) is called (GIL held, outside\n"
-"libssh) and returns one answer (str) per prompt. Returns an AUTH_* constant.");
+             "_auth_kbdint($self, responder, /, timeout=None)\n--\n\n"
+             "Try 'keyboard-interactive'. For each round of questions the server asks,\n"
+             "responder(name, instruction, [(prompt, echo), ...]) is called (GIL held, outside\n"
+             "libssh) and returns one answer (str) per prompt. Returns an AUTH_* constant.");
 
 static PyObject *
 session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
@@ -1129,11 +1151,12 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
         !total_deadline(t, &dl)) {
         return NULL;
     }
-    for (int round = 0; ; round++) {
+    for (int round = 0;; round++) {
         CHECK_CONNECTED(self, NULL);
         if (round > 32) {
-            return pyssh_raise(self->state, PYSSH_EXC_AuthenticationError,
-                               "keyboard-interactive: the server asked more than 32 rounds of questions");
+            return pyssh_raise(
+                self->state, PYSSH_EXC_AuthenticationError,
+                "keyboard-interactive: the server asked more than 32 rounds of questions");
         }
         int rc = pyssh_wait(self, auth_kbdint_step, NULL, &dl, PYSSH_EXC_AuthenticationError,
                             "keyboard-interactive authentication");
@@ -1148,12 +1171,14 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
             const char *nm = ssh_userauth_kbdint_getname(self->ssh);
             name = PyUnicode_DecodeUTF8(nm ? nm : "", nm ? (Py_ssize_t)strlen(nm) : 0, "replace");
             const char *ins = ssh_userauth_kbdint_getinstruction(self->ssh);
-            instruction = PyUnicode_DecodeUTF8(ins ? ins : "", ins ? (Py_ssize_t)strlen(ins) : 0, "replace");
+            instruction =
+                PyUnicode_DecodeUTF8(ins ? ins : "", ins ? (Py_ssize_t)strlen(ins) : 0, "replace");
             prompts = PyList_New(0);
             for (int i = 0; prompts != NULL && i < n; i++) {
                 char echo = 0;
                 const char *q = ssh_userauth_kbdint_getprompt(self->ssh, (unsigned)i, &echo);
-                PyObject *qs = PyUnicode_DecodeUTF8(q ? q : "", q ? (Py_ssize_t)strlen(q) : 0, "replace");
+                PyObject *qs =
+                    PyUnicode_DecodeUTF8(q ? q : "", q ? (Py_ssize_t)strlen(q) : 0, "replace");
                 PyObject *item = qs ? Py_BuildValue("(NO)", qs, echo ? Py_True : Py_False) : NULL;
                 if (item == NULL || PyList_Append(prompts, item) < 0) {
                     Py_XDECREF(item);
@@ -1174,14 +1199,16 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
             return NULL;
         }
         Py_ssize_t n = PyList_GET_SIZE(prompts);
-        PyObject *answers = PyObject_CallFunctionObjArgs(responder, name, instruction, prompts, NULL);
+        PyObject *answers =
+            PyObject_CallFunctionObjArgs(responder, name, instruction, prompts, NULL);
         Py_DECREF(name);
         Py_DECREF(instruction);
         Py_DECREF(prompts);
         if (answers == NULL) {
             return NULL;
         }
-        PyObject *fast = PySequence_Fast(answers, "the keyboard-interactive responder must return a list of str");
+        PyObject *fast = PySequence_Fast(
+            answers, "the keyboard-interactive responder must return a list of str");
         Py_DECREF(answers);
         if (fast == NULL) {
             return NULL;
@@ -1198,9 +1225,9 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
         if (PyTuple_GET_SIZE(seq) != n) {
             Py_ssize_t got = PyTuple_GET_SIZE(seq);
             Py_DECREF(seq);
-            return PyErr_Format(PyExc_ValueError,
-                                "the keyboard-interactive responder returned %zd answers for %zd prompts",
-                                got, n);
+            return PyErr_Format(
+                PyExc_ValueError,
+                "the keyboard-interactive responder returned %zd answers for %zd prompts", got, n);
         }
         const char **texts = PyMem_Calloc((size_t)n + 1, sizeof(char *));
         if (texts == NULL) {
@@ -1240,9 +1267,9 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
 /* ---- information ------------------------------------------------------------------- */
 
 PyDoc_STRVAR(session_algorithms_doc,
-"_algorithms($self, /)\n--\n\n"
-"A dict of what was negotiated: cipher, mac (each way), kex, server and client\n"
-"banners, the issue banner if any.");
+             "_algorithms($self, /)\n--\n\n"
+             "A dict of what was negotiated: cipher, mac (each way), kex, server and client\n"
+             "banners, the issue banner if any.");
 
 static PyObject *
 session_algorithms(SessionObject *self, PyObject *Py_UNUSED(ignored))
@@ -1254,15 +1281,11 @@ session_algorithms(SessionObject *self, PyObject *Py_UNUSED(ignored))
     if (self->ssh != NULL) {
         ssh_session s = self->ssh;
         issue = ssh_get_issue_banner(s);
-        d = Py_BuildValue("{s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:i}",
-                          "cipher_in", ssh_get_cipher_in(s),
-                          "cipher_out", ssh_get_cipher_out(s),
-                          "mac_in", ssh_get_hmac_in(s),
-                          "mac_out", ssh_get_hmac_out(s),
-                          "kex", ssh_get_kex_algo(s),
-                          "server_banner", ssh_get_serverbanner(s),
-                          "client_banner", ssh_get_clientbanner(s),
-                          "issue_banner", issue,
+        d = Py_BuildValue("{s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:i}", "cipher_in",
+                          ssh_get_cipher_in(s), "cipher_out", ssh_get_cipher_out(s), "mac_in",
+                          ssh_get_hmac_in(s), "mac_out", ssh_get_hmac_out(s), "kex",
+                          ssh_get_kex_algo(s), "server_banner", ssh_get_serverbanner(s),
+                          "client_banner", ssh_get_clientbanner(s), "issue_banner", issue,
                           "openssh_version", ssh_get_openssh_version(s));
     }
     pyssh_unlock(self);
@@ -1313,8 +1336,8 @@ static PyMethodDef session_methods[] = {
      METH_VARARGS | METH_KEYWORDS, session_auth_try_pubkey_doc},
     {"_auth_privkey", (PyCFunction)(void (*)(void))session_auth_privkey,
      METH_VARARGS | METH_KEYWORDS, session_auth_privkey_doc},
-    {"_auth_kbdint", (PyCFunction)(void (*)(void))session_auth_kbdint,
-     METH_VARARGS | METH_KEYWORDS, session_auth_kbdint_doc},
+    {"_auth_kbdint", (PyCFunction)(void (*)(void))session_auth_kbdint, METH_VARARGS | METH_KEYWORDS,
+     session_auth_kbdint_doc},
     {"_algorithms", (PyCFunction)session_algorithms, METH_NOARGS, session_algorithms_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -1359,7 +1382,9 @@ pyssh_session_setup_type(PyObject *module, pyssh_state *st)
     if (PyModule_AddType(module, st->SessionType) < 0) {
         return -1;
     }
-#define C(name) if (PyModule_AddIntConstant(module, #name, name) < 0) return -1
+#define C(name)                                                                                    \
+    if (PyModule_AddIntConstant(module, #name, name) < 0)                                          \
+    return -1
     C(KEY_ENCRYPTED);
     C(KEY_UNUSABLE);
     C(KEY_NO_PUBLIC);

@@ -24,29 +24,28 @@
 #include <errno.h>
 #include <string.h>
 
-#define IN_MAX (1024 * 1024 + 64)  /* the longest frame accepted from the server */
-#define INFLIGHT_MAX 64
-#define BATCH_MAX 64
-#define DISCARD_MAX 64
-#define ROUNDS_MAX 256
-#define EXT_FIELDS_MAX 11          /* statvfs@openssh.com's reply: 11 uint64 */
+#define IN_MAX         (1024 * 1024 + 64) /* the longest frame accepted from the server */
+#define INFLIGHT_MAX   64
+#define BATCH_MAX      64
+#define DISCARD_MAX    64
+#define ROUNDS_MAX     256
+#define EXT_FIELDS_MAX 11 /* statvfs@openssh.com's reply: 11 uint64 */
 
 typedef struct {
-    PyObject_HEAD
-    SessionObject *session;        /* strong reference */
+    PyObject_HEAD SessionObject *session; /* strong reference */
     ssh_channel chan;
     struct ssh_channel_callbacks_struct cb;
     int opened, started;
-    int busy;                      /* a method is running: claimed at its entry (GIL) */
+    int busy; /* a method is running: claimed at its entry (GIL) */
     long pid;
     uint32_t next_id;
     /* touched with the session lock held */
     int in_step;
-    uint32_t avail;                /* what libssh holds for the channel, not yet taken */
+    uint32_t avail; /* what libssh holds for the channel, not yet taken */
     int remote_eof, remote_closed;
-    char *in;                      /* bytes received, frames not yet parsed */
+    char *in; /* bytes received, frames not yet parsed */
     size_t in_len;
-    char *out;                     /* requests not yet accepted by the channel */
+    char *out; /* requests not yet accepted by the channel */
     size_t out_pos, out_len, out_cap;
     uint32_t discard[DISCARD_MAX]; /* ids whose replies nobody waits for (send()) */
     int ndiscard;
@@ -57,10 +56,11 @@ typedef struct {
 static int
 on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     SFTPObject *self = ud;
     if (is_stderr) {
-        return (int)len;           /* the subsystem's stderr: nothing to do with it */
+        return (int)len; /* the subsystem's stderr: nothing to do with it */
     }
     uint32_t taken = 0;
     if (self->in_step && self->in != NULL) {
@@ -76,14 +76,16 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
 static void
 on_eof(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     ((SFTPObject *)ud)->remote_eof = 1;
 }
 
 static void
 on_close(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     SFTPObject *self = ud;
     self->remote_eof = 1;
     self->remote_closed = 1;
@@ -147,8 +149,8 @@ out_reserve(SFTPObject *self, size_t n)
 
 /* Queue a request: type, id, then `body` (n bytes) and `tail` (m bytes). */
 static int
-out_request(SFTPObject *self, int type, uint32_t id, const char *body, size_t n,
-            const char *tail, size_t m)
+out_request(SFTPObject *self, int type, uint32_t id, const char *body, size_t n, const char *tail,
+            size_t m)
 {
     char *p = out_reserve(self, 9 + n + m);
     if (p == NULL) {
@@ -247,39 +249,39 @@ struct want {
 struct op {
     SFTPObject *s;
     enum op_kind kind;
-    int phase;                     /* OP_START: 0 open, 1 subsystem, 2 INIT sent */
-    const char *protocol_error;    /* the server broke the protocol: why */
+    int phase;                  /* OP_START: 0 open, 1 subsystem, 2 INIT sent */
+    const char *protocol_error; /* the server broke the protocol: why */
     int done;
     /* OP_START: VERSION after its type; OP_REQUEST: the replies to `nwant` requests */
     int nwant, ngot;
     struct want want[BATCH_MAX];
     int reply_type[BATCH_MAX];
-    char *reply[BATCH_MAX];        /* malloc'd payload after the id */
+    char *reply[BATCH_MAX]; /* malloc'd payload after the id */
     size_t reply_len[BATCH_MAX];
     /* transfers */
     const char *handle;
     size_t handle_len;
     int fd;
-    uint64_t next_offset, end;     /* end: upload size; download: UINT64_MAX until EOF */
+    uint64_t next_offset, end; /* end: upload size; download: UINT64_MAX until EOF */
     uint32_t chunk;
     int inflight_max;
     pending inflight[INFLIGHT_MAX];
     int ninflight;
-    int eof;                       /* download: the server said EOF */
-    uint64_t data_end;             /* download: the end of the furthest data received */
+    int eof;           /* download: the server said EOF */
+    uint64_t data_end; /* download: the end of the furthest data received */
     uint64_t moved;
-    int64_t status;                /* a failed status: its code (uint32), -1 none */
-    char status_msg[256];          /* its message, status_len bytes (not text yet) */
+    int64_t status;       /* a failed status: its code (uint32), -1 none */
+    char status_msg[256]; /* its message, status_len bytes (not text yet) */
     size_t status_len;
     int local_errno;
     double next_progress;
-    pyssh_deadline *dl;            /* the timeout: each reply pushes it back */
-    char *buf;                     /* upload: file data to send */
+    pyssh_deadline *dl; /* the timeout: each reply pushes it back */
+    char *buf;          /* upload: file data to send */
     /* read()/write(): memory instead of a file descriptor (fd -1) */
-    char *mem;                     /* read: the destination; write: the source */
-    uint64_t mem_base;             /* the remote offset of mem[0] */
-    uint64_t eof_at;               /* read: where the file ended (UINT64_MAX: not seen) */
-    size_t partial;                /* download: bytes seen of a DATA reply still arriving */
+    char *mem;         /* read: the destination; write: the source */
+    uint64_t mem_base; /* the remote offset of mem[0] */
+    uint64_t eof_at;   /* read: where the file ended (UINT64_MAX: not seen) */
+    size_t partial;    /* download: bytes seen of a DATA reply still arriving */
 };
 
 static void
@@ -519,7 +521,7 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
     for (int i = 0; i < s->ndiscard; i++) {
         if (s->discard[i] == id) {
             s->discard[i] = s->discard[--s->ndiscard];
-            return;                /* a reply nobody waits for (send()) */
+            return; /* a reply nobody waits for (send()) */
         }
     }
     if (o->kind == OP_REQUEST) {
@@ -624,7 +626,7 @@ issue(struct op *o)
                 break;
             }
             if (r == 0) {
-                o->local_errno = -1;   /* the file is shorter than it was */
+                o->local_errno = -1; /* the file is shorter than it was */
                 break;
             }
             len = (uint32_t)r;
@@ -853,7 +855,8 @@ claim(SFTPObject *self, int need)
 {
     pyssh_state *st = self->session->state;
     if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError, "this SFTP channel is in use by another call "
+        PyErr_SetString(PyExc_RuntimeError,
+                        "this SFTP channel is in use by another call "
                         "(another thread's, or one made from a callback of its own): give "
                         "each thread its own (session.sftp())");
         return -1;
@@ -883,9 +886,12 @@ unclaim(SFTPObject *self)
 static void
 raise_protocol(pyssh_state *st, const char *what, const char *why)
 {
-    PyObject *args = Py_BuildValue("(iN)", EPROTO, PyUnicode_FromFormat(
-        "%s: the server broke the SFTP protocol: %s; the SFTP channel is closed (open "
-        "another with session.sftp())", what, why));
+    PyObject *args = Py_BuildValue(
+        "(iN)", EPROTO,
+        PyUnicode_FromFormat(
+            "%s: the server broke the SFTP protocol: %s; the SFTP channel is closed (open "
+            "another with session.sftp())",
+            what, why));
     if (args != NULL) {
         PyErr_SetObject(st->exc[PYSSH_EXC_SFTPError], args);
         Py_DECREF(args);
@@ -996,11 +1002,10 @@ attrs_py(const struct sftp_attrs *a)
     if (ext == NULL) {
         return NULL;
     }
-    return Py_BuildValue("(NNNNNNN)", opt_u64(a, SFTP_A_SIZE, a->size),
-                         opt_u64(a, SFTP_A_UIDGID, a->uid), opt_u64(a, SFTP_A_UIDGID, a->gid),
-                         opt_u64(a, SFTP_A_PERMISSIONS, a->perm),
-                         opt_u64(a, SFTP_A_ACMODTIME, a->atime),
-                         opt_u64(a, SFTP_A_ACMODTIME, a->mtime), ext);
+    return Py_BuildValue(
+        "(NNNNNNN)", opt_u64(a, SFTP_A_SIZE, a->size), opt_u64(a, SFTP_A_UIDGID, a->uid),
+        opt_u64(a, SFTP_A_UIDGID, a->gid), opt_u64(a, SFTP_A_PERMISSIONS, a->perm),
+        opt_u64(a, SFTP_A_ACMODTIME, a->atime), opt_u64(a, SFTP_A_ACMODTIME, a->mtime), ext);
 }
 
 /* [(name, longname, attrs), ...] */
@@ -1106,9 +1111,9 @@ version_py(const char *p, size_t n)
 /* ---- methods -------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(start_doc,
-"start($self, /, timeout=None)\n--\n\n"
-"Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
-"Returns (version, [(extension name, data), ...]) from the server's VERSION.");
+             "start($self, /, timeout=None)\n--\n\n"
+             "Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
+             "Returns (version, [(extension name, data), ...]) from the server's VERSION.");
 
 static PyObject *
 sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1201,7 +1206,7 @@ reqs_parse(PyObject *reqs, reqlist *r)
     if (seq == NULL) {
         return -1;
     }
-    PyObject *items = PySequence_Tuple(seq);   /* a list's items are copied, owned */
+    PyObject *items = PySequence_Tuple(seq); /* a list's items are copied, owned */
     Py_DECREF(seq);
     if (items == NULL) {
         return -1;
@@ -1230,8 +1235,13 @@ reqs_parse(PyObject *reqs, reqlist *r)
 static int
 ext_fields(int type, const Py_buffer *payload)
 {
-    static const struct { const char *name; int fields; } known[] = {
-        {"limits@openssh.com", 4}, {"statvfs@openssh.com", 11}, {"fstatvfs@openssh.com", 11},
+    static const struct {
+        const char *name;
+        int fields;
+    } known[] = {
+        {"limits@openssh.com", 4},
+        {"statvfs@openssh.com", 11},
+        {"fstatvfs@openssh.com", 11},
     };
     if (type != SFTP_EXTENDED || payload->len < 4) {
         return 0;
@@ -1253,8 +1263,8 @@ queue_requests(SFTPObject *self, const reqlist *r, struct op *o, int discard)
 {
     for (int i = 0; i < r->n; i++) {
         uint32_t id = self->next_id++;
-        if (out_request(self, r->type[i], id, r->payload[i].buf, (size_t)r->payload[i].len,
-                        NULL, 0) < 0) {
+        if (out_request(self, r->type[i], id, r->payload[i].buf, (size_t)r->payload[i].len, NULL,
+                        0) < 0) {
             return -1;
         }
         if (discard) {
@@ -1278,13 +1288,13 @@ flush_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(batch_doc,
-"batch($self, requests, /, timeout=None, what=None)\n--\n\n"
-"Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
-"wait for all their replies, each checked against its request. Returns\n"
-"[(reply_type, value)]: STATUS (code, message), HANDLE and DATA bytes, NAME\n"
-"[(name, longname, attrs)], ATTRS attrs = (size, uid, gid, mode, atime, mtime,\n"
-"((name, data), ...)) with None where absent, EXTENDED_REPLY a tuple of ints\n"
-"(limits@openssh.com, statvfs@openssh.com) or bytes.");
+             "batch($self, requests, /, timeout=None, what=None)\n--\n\n"
+             "Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
+             "wait for all their replies, each checked against its request. Returns\n"
+             "[(reply_type, value)]: STATUS (code, message), HANDLE and DATA bytes, NAME\n"
+             "[(name, longname, attrs)], ATTRS attrs = (size, uid, gid, mode, atime, mtime,\n"
+             "((name, data), ...)) with None where absent, EXTENDED_REPLY a tuple of ints\n"
+             "(limits@openssh.com, statvfs@openssh.com) or bytes.");
 
 /* batch() on a claimed channel, of requests parsed already. */
 static PyObject *
@@ -1344,9 +1354,9 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(request_doc,
-"request($self, type, payload, /, timeout=None, what=None)\n--\n\n"
-"Send one request (type, a fresh id, payload) and wait for its reply.\n"
-"Returns (reply_type, value) as batch() does. `what` names the operation in errors.");
+             "request($self, type, payload, /, timeout=None, what=None)\n--\n\n"
+             "Send one request (type, a fresh id, payload) and wait for its reply.\n"
+             "Returns (reply_type, value) as batch() does. `what` names the operation in errors.");
 
 static PyObject *
 sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1354,8 +1364,8 @@ sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"type", "payload", "timeout", "what", NULL};
     int type;
     PyObject *payload, *tobj = Py_None, *what = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|OO:request", kwlist, &type, &payload,
-                                     &tobj, &what)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|OO:request", kwlist, &type, &payload, &tobj,
+                                     &what)) {
         return NULL;
     }
     PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
@@ -1378,10 +1388,10 @@ sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(send_doc,
-"send($self, type, payload, /, timeout=None, what=None)\n--\n\n"
-"Send one request and do not wait: its reply is dropped when it comes (a CLOSE\n"
-"after a download, whose answer changes nothing). With 64 replies due already,\n"
-"wait for this one's instead, `timeout` as for request().");
+             "send($self, type, payload, /, timeout=None, what=None)\n--\n\n"
+             "Send one request and do not wait: its reply is dropped when it comes (a CLOSE\n"
+             "after a download, whose answer changes nothing). With 64 replies due already,\n"
+             "wait for this one's instead, `timeout` as for request().");
 
 static PyObject *
 sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1413,7 +1423,7 @@ sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
     pyssh_lock(self->session);
     int qrc = 0;
     if (self->ndiscard >= DISCARD_MAX) {
-        qrc = 1;                   /* too many unanswered: wait for this one instead */
+        qrc = 1; /* too many unanswered: wait for this one instead */
     }
     else {
         qrc = queue_requests(self, &r, NULL, 1);
@@ -1450,7 +1460,7 @@ static uint64_t
 range_end(uint64_t offset, uint64_t n)
 {
     return offset > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - offset ? UINT64_MAX - 1
-                                                                             : offset + n;
+                                                                            : offset + n;
 }
 
 /* Run download/upload to `fd`, or read/write on `mem` (fd -1): the checks, the
@@ -1469,8 +1479,8 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
         PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
         return -1;
     }
-    if (offset > (uint64_t)INT64_MAX || (end != UINT64_MAX && (end < offset ||
-                                                              end > (uint64_t)INT64_MAX))) {
+    if (offset > (uint64_t)INT64_MAX ||
+        (end != UINT64_MAX && (end < offset || end > (uint64_t)INT64_MAX))) {
         PyErr_SetString(PyExc_ValueError, "SFTP offsets and sizes must stay within 0 to 2**63-1");
         return -1;
     }
@@ -1511,8 +1521,8 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
 static PyObject *
 transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
 {
-    static char *kwlist[] = {"handle", "fd", "offset", "size", "progress", "timeout",
-                             "inflight", "chunk", NULL};
+    static char *kwlist[] = {"handle",  "fd",       "offset", "size", "progress",
+                             "timeout", "inflight", "chunk",  NULL};
     Py_buffer handle;
     int fd;
     unsigned long long offset, size;
@@ -1525,23 +1535,24 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
     }
     struct op o;
     uint64_t end = kind == OP_UPLOAD ? range_end(offset, size) : UINT64_MAX;
-    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset, end, tobj, progress,
-                          inflight, chunk);
+    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset, end, tobj, progress, inflight,
+                          chunk);
     PyBuffer_Release(&handle);
     if (rc < 0) {
         return NULL;
     }
-    return Py_BuildValue("(KLy#i)", (unsigned long long)o.moved, (long long)o.status,
-                         o.status_msg, (Py_ssize_t)o.status_len, o.local_errno);
+    return Py_BuildValue("(KLy#i)", (unsigned long long)o.moved, (long long)o.status, o.status_msg,
+                         (Py_ssize_t)o.status_len, o.local_errno);
 }
 
-PyDoc_STRVAR(download_doc,
-"download($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
-"         chunk=32768)\n--\n\n"
-"Read the open remote file `handle` from `offset` to its end into the local file\n"
-"descriptor `fd` (at the same offsets), `inflight` READ requests of `chunk` bytes at\n"
-"a time. `size` is ignored. progress(bytes) is called a few times a second.\n"
-"Returns (bytes, status code or -1, status message (bytes), local errno or 0).");
+PyDoc_STRVAR(
+    download_doc,
+    "download($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
+    "         chunk=32768)\n--\n\n"
+    "Read the open remote file `handle` from `offset` to its end into the local file\n"
+    "descriptor `fd` (at the same offsets), `inflight` READ requests of `chunk` bytes at\n"
+    "a time. `size` is ignored. progress(bytes) is called a few times a second.\n"
+    "Returns (bytes, status code or -1, status message (bytes), local errno or 0).");
 
 static PyObject *
 sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1549,13 +1560,14 @@ sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
     return transfer(self, args, kwds, OP_DOWNLOAD);
 }
 
-PyDoc_STRVAR(upload_doc,
-"upload($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
-"       chunk=32768)\n--\n\n"
-"Write `size` bytes of the local file descriptor `fd` from `offset` into the open\n"
-"remote file `handle` at the same offsets, `inflight` WRITE requests at a time.\n"
-"Returns (bytes acknowledged, status code or -1, status message (bytes), local errno, -1\n"
-"when the local file ended early, or 0).");
+PyDoc_STRVAR(
+    upload_doc,
+    "upload($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
+    "       chunk=32768)\n--\n\n"
+    "Write `size` bytes of the local file descriptor `fd` from `offset` into the open\n"
+    "remote file `handle` at the same offsets, `inflight` WRITE requests at a time.\n"
+    "Returns (bytes acknowledged, status code or -1, status message (bytes), local errno, -1\n"
+    "when the local file ended early, or 0).");
 
 static PyObject *
 sftp_upload(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1564,11 +1576,11 @@ sftp_upload(SFTPObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(read_doc,
-"read($self, /, handle, offset, n, timeout=None, inflight=16, chunk=32768)\n--\n\n"
-"Read up to n bytes of the open remote file `handle` from `offset`, with READ\n"
-"requests of `chunk` bytes in flight together. Shorter at the end of the file.\n"
-"Returns (data, status code or -1, status message (bytes)): data holds only bytes\n"
-"received, up to where the server said the file ends.");
+             "read($self, /, handle, offset, n, timeout=None, inflight=16, chunk=32768)\n--\n\n"
+             "Read up to n bytes of the open remote file `handle` from `offset`, with READ\n"
+             "requests of `chunk` bytes in flight together. Shorter at the end of the file.\n"
+             "Returns (data, status code or -1, status message (bytes)): data holds only bytes\n"
+             "received, up to where the server said the file ends.");
 
 static PyObject *
 sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1588,7 +1600,7 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
         (uint64_t)n > (uint64_t)INT64_MAX - offset) {
         PyBuffer_Release(&handle);
         PyErr_SetString(PyExc_ValueError, "SFTP read: n must be >= 0, and offset + n at most "
-                        "2**63-1");
+                                          "2**63-1");
         return NULL;
     }
     PyObject *out = PyBytes_FromStringAndSize(NULL, n);
@@ -1611,16 +1623,16 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (got < (uint64_t)n && _PyBytes_Resize(&out, (Py_ssize_t)got) < 0) {
         return NULL;
     }
-    PyObject *r = Py_BuildValue("(NLy#)", out, (long long)o.status, o.status_msg,
-                                (Py_ssize_t)o.status_len);
+    PyObject *r =
+        Py_BuildValue("(NLy#)", out, (long long)o.status, o.status_msg, (Py_ssize_t)o.status_len);
     return r;
 }
 
 PyDoc_STRVAR(write_doc,
-"write($self, /, handle, offset, data, timeout=None, inflight=16, chunk=32768)\n--\n\n"
-"Write `data` into the open remote file `handle` at `offset`, with WRITE requests\n"
-"of `chunk` bytes in flight together. Returns (bytes acknowledged, status code or\n"
-"-1, status message (bytes)).");
+             "write($self, /, handle, offset, data, timeout=None, inflight=16, chunk=32768)\n--\n\n"
+             "Write `data` into the open remote file `handle` at `offset`, with WRITE requests\n"
+             "of `chunk` bytes in flight together. Returns (bytes acknowledged, status code or\n"
+             "-1, status message (bytes)).");
 
 static PyObject *
 sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1631,8 +1643,8 @@ sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
     PyObject *tobj = Py_None;
     int inflight = 16;
     unsigned int chunk = 32768;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|OiI:write", kwlist, &handle, &offset,
-                                     &data, &tobj, &inflight, &chunk)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|OiI:write", kwlist, &handle, &offset, &data,
+                                     &tobj, &inflight, &chunk)) {
         return NULL;
     }
     struct op o;
@@ -1644,13 +1656,13 @@ sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (rc < 0) {
         return NULL;
     }
-    return Py_BuildValue("(KLy#)", (unsigned long long)o.moved, (long long)o.status,
-                         o.status_msg, (Py_ssize_t)o.status_len);
+    return Py_BuildValue("(KLy#)", (unsigned long long)o.moved, (long long)o.status, o.status_msg,
+                         (Py_ssize_t)o.status_len);
 }
 
 PyDoc_STRVAR(close_doc,
-"close($self, /)\n--\n\n"
-"Close the channel (the server's sftp process ends). Safe to call more than once.");
+             "close($self, /)\n--\n\n"
+             "Close the channel (the server's sftp process ends). Safe to call more than once.");
 
 static PyObject *
 sftp_close(SFTPObject *self, PyObject *Py_UNUSED(ignored))
@@ -1675,36 +1687,26 @@ static PyMethodDef sftp_methods[] = {
     {"start", (PyCFunction)(void (*)(void))sftp_start, METH_VARARGS | METH_KEYWORDS, start_doc},
     {"request", (PyCFunction)(void (*)(void))sftp_request, METH_VARARGS | METH_KEYWORDS,
      request_doc},
-    {"batch", (PyCFunction)(void (*)(void))sftp_batch, METH_VARARGS | METH_KEYWORDS,
-     batch_doc},
+    {"batch", (PyCFunction)(void (*)(void))sftp_batch, METH_VARARGS | METH_KEYWORDS, batch_doc},
     {"send", (PyCFunction)(void (*)(void))sftp_send, METH_VARARGS | METH_KEYWORDS, send_doc},
     {"download", (PyCFunction)(void (*)(void))sftp_download, METH_VARARGS | METH_KEYWORDS,
      download_doc},
-    {"upload", (PyCFunction)(void (*)(void))sftp_upload, METH_VARARGS | METH_KEYWORDS,
-     upload_doc},
+    {"upload", (PyCFunction)(void (*)(void))sftp_upload, METH_VARARGS | METH_KEYWORDS, upload_doc},
     {"read", (PyCFunction)(void (*)(void))sftp_read, METH_VARARGS | METH_KEYWORDS, read_doc},
     {"write", (PyCFunction)(void (*)(void))sftp_write, METH_VARARGS | METH_KEYWORDS, write_doc},
     {"close", (PyCFunction)sftp_close, METH_NOARGS, close_doc},
-    {NULL, NULL, 0, NULL}
-};
+    {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef sftp_getset[] = {
     {"closed", (getter)sftp_get_closed, NULL, "True once the channel is closed.", NULL},
-    {NULL, NULL, NULL, NULL, NULL}
-};
+    {NULL, NULL, NULL, NULL, NULL}};
 
-PyDoc_STRVAR(sftp_doc,
-"SFTP(session)\n--\n\n"
-"One SFTP channel on `session`. Internal: use Session.sftp().");
+PyDoc_STRVAR(sftp_doc, "SFTP(session)\n--\n\n"
+                       "One SFTP channel on `session`. Internal: use Session.sftp().");
 
-static PyType_Slot sftp_slots[] = {
-    {Py_tp_new, sftp_new},
-    {Py_tp_dealloc, sftp_dealloc},
-    {Py_tp_methods, sftp_methods},
-    {Py_tp_getset, sftp_getset},
-    {Py_tp_doc, (void *)sftp_doc},
-    {0, NULL}
-};
+static PyType_Slot sftp_slots[] = {{Py_tp_new, sftp_new},         {Py_tp_dealloc, sftp_dealloc},
+                                   {Py_tp_methods, sftp_methods}, {Py_tp_getset, sftp_getset},
+                                   {Py_tp_doc, (void *)sftp_doc}, {0, NULL}};
 
 static PyType_Spec sftp_spec = {
     .name = "pyssh._ssh.SFTP",

@@ -25,7 +25,7 @@
 #include "sftpproto.h"
 
 #ifdef PYSSH_FUZZ
-const char *pyssh_name_problem(const char *name, size_t n, int windows);   /* names.c */
+const char *pyssh_name_problem(const char *name, size_t n, int windows); /* names.c */
 #endif
 
 /* ---- fields ------------------------------------------------------------------ */
@@ -95,11 +95,11 @@ sftp_attrs(sftp_cur *c, struct sftp_attrs *a, const char **why)
 {
     memset(a, 0, sizeof(*a));
     *why = "malformed file attributes";
-    if (cur_u32(c, &a->flags) < 0 ||
-        ((a->flags & SFTP_A_SIZE) && cur_u64(c, &a->size) < 0) ||
+    if (cur_u32(c, &a->flags) < 0 || ((a->flags & SFTP_A_SIZE) && cur_u64(c, &a->size) < 0) ||
         ((a->flags & SFTP_A_UIDGID) && (cur_u32(c, &a->uid) < 0 || cur_u32(c, &a->gid) < 0)) ||
         ((a->flags & SFTP_A_PERMISSIONS) && cur_u32(c, &a->perm) < 0) ||
-        ((a->flags & SFTP_A_ACMODTIME) && (cur_u32(c, &a->atime) < 0 || cur_u32(c, &a->mtime) < 0))) {
+        ((a->flags & SFTP_A_ACMODTIME) &&
+         (cur_u32(c, &a->atime) < 0 || cur_u32(c, &a->mtime) < 0))) {
         return -1;
     }
     if ((a->flags & SFTP_A_SIZE) && a->size > (uint64_t)INT64_MAX) {
@@ -151,8 +151,7 @@ check_status(sftp_cur *c, struct sftp_reply *r, const char **why)
     size_t lang_len;
     /* The message and language tag are in the draft; a few old servers send only
      * the code, which is enough to act on. */
-    if (cur_u32(c, &r->code) < 0 ||
-        (c->n > 0 && cur_str(c, &r->msg, &r->msg_len) < 0) ||
+    if (cur_u32(c, &r->code) < 0 || (c->n > 0 && cur_str(c, &r->msg, &r->msg_len) < 0) ||
         (c->n > 0 && cur_str(c, &lang, &lang_len) < 0)) {
         *why = "a malformed SFTP status";
         return -1;
@@ -228,7 +227,7 @@ expected_type(int req)
     case SFTP_EXTENDED:
         return SFTP_EXTENDED_REPLY;
     default:
-        return SFTP_STATUS;        /* CLOSE, WRITE, SETSTAT, REMOVE, MKDIR, RENAME... */
+        return SFTP_STATUS; /* CLOSE, WRITE, SETSTAT, REMOVE, MKDIR, RENAME... */
     }
 }
 
@@ -259,7 +258,7 @@ check_body(sftp_cur *c, int req, uint32_t asked, struct sftp_reply *r, const cha
         return check_names(c, req, r, why);
     case SFTP_ATTRS:
         return sftp_attrs(c, &r->attrs, why);
-    default:                       /* EXTENDED_REPLY: the extension's own format */
+    default: /* EXTENDED_REPLY: the extension's own format */
         r->data = (const char *)c->p;
         r->data_len = c->n;
         c->p += c->n;
@@ -269,8 +268,8 @@ check_body(sftp_cur *c, int req, uint32_t asked, struct sftp_reply *r, const cha
 }
 
 int
-sftp_reply_check(int req, int type, const char *p, size_t n, uint32_t asked,
-                 struct sftp_reply *r, const char **why)
+sftp_reply_check(int req, int type, const char *p, size_t n, uint32_t asked, struct sftp_reply *r,
+                 const char **why)
 {
     memset(r, 0, sizeof(*r));
     r->type = type;

@@ -32,12 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CONN_BUF (256 * 1024)      /* channel data a connection's socket has not taken yet */
-#define READ_MAX (256 * 1024)      /* local bytes read per channel write, at most */
-#define ROUNDS_MAX 64              /* socket reads per step, so that a step ends */
-#define ACCEPT_MAX 64              /* connections accepted per step */
-#define STOP_GRACE 5.0             /* seconds a stopping tunnel waits for channels being opened */
-#define TUNNEL_BACKLOG 64          /* REMOTE: forwarded connections waiting for run(), at most */
+#define CONN_BUF       (256 * 1024) /* channel data a connection's socket has not taken yet */
+#define READ_MAX       (256 * 1024) /* local bytes read per channel write, at most */
+#define ROUNDS_MAX     64           /* socket reads per step, so that a step ends */
+#define ACCEPT_MAX     64           /* connections accepted per step */
+#define STOP_GRACE     5.0          /* seconds a stopping tunnel waits for channels being opened */
+#define TUNNEL_BACKLOG 64           /* REMOTE: forwarded connections waiting for run(), at most */
 
 enum { LOCAL, REMOTE };
 enum conn_state { C_OPENING, C_CONNECTING, C_OPEN };
@@ -47,24 +47,24 @@ typedef struct TunnelObject TunnelObject;
 typedef struct conn {
     struct conn *next;
     TunnelObject *t;
-    pyssh_socket_t fd;            /* the local connection; PYSSH_INVALID_SOCKET once closed */
+    pyssh_socket_t fd; /* the local connection; PYSSH_INVALID_SOCKET once closed */
     ssh_channel chan;
     struct ssh_channel_callbacks_struct cb;
     enum conn_state state;
-    struct addrinfo *ai;          /* REMOTE, connecting: the address being tried */
-    int pollidx;                  /* this connection's slot in the poll set, or -1 */
-    int readable, writable;       /* the local socket may have data / room */
-    char *buf;                    /* CONN_BUF, made when first needed */
-    size_t pos, len;              /* buf[pos..len): for the local socket */
+    struct addrinfo *ai;    /* REMOTE, connecting: the address being tried */
+    int pollidx;            /* this connection's slot in the poll set, or -1 */
+    int readable, writable; /* the local socket may have data / room */
+    char *buf;              /* CONN_BUF, made when first needed */
+    size_t pos, len;        /* buf[pos..len): for the local socket */
     /* written by the callbacks */
-    uint32_t avail;               /* what libssh holds for the channel */
+    uint32_t avail; /* what libssh holds for the channel */
     int remote_eof, remote_closed;
-    int local_eof;                /* the local side sent FIN, passed on as EOF */
-    int shut;                     /* shutdown(SHUT_WR) done: the server's EOF passed on */
-    int dead;                     /* the local socket failed: close everything */
-    unsigned long long up, down;  /* to and from the target */
-    char peer[80];                /* who connected, for messages */
-    char orig[64];                /* LOCAL: the client's address, told to the server */
+    int local_eof;               /* the local side sent FIN, passed on as EOF */
+    int shut;                    /* shutdown(SHUT_WR) done: the server's EOF passed on */
+    int dead;                    /* the local socket failed: close everything */
+    unsigned long long up, down; /* to and from the target */
+    char peer[80];               /* who connected, for messages */
+    char orig[64];               /* LOCAL: the client's address, told to the server */
     int orig_port;
 } conn;
 
@@ -75,42 +75,41 @@ typedef struct handover {
     struct handover *next;
     ssh_channel chan;
     struct ssh_channel_callbacks_struct cb;
-    uint32_t avail;               /* what libssh holds for the channel */
+    uint32_t avail; /* what libssh holds for the channel */
     int remote_eof, remote_closed;
     char peer[80];
 } handover;
 
 struct TunnelObject {
-    PyObject_HEAD
-    SessionObject *session;       /* strong reference */
+    PyObject_HEAD SessionObject *session; /* strong reference */
     int kind;
     int configured;
     /* LOCAL */
-    pyssh_socket_t lfd;           /* the listening socket (the Python layer owns it) */
-    char *host;                   /* the target (LOCAL); the server's bind address (REMOTE) */
-    int port;                     /* the target's port (LOCAL); the port asked for (REMOTE) */
+    pyssh_socket_t lfd; /* the listening socket (the Python layer owns it) */
+    char *host;         /* the target (LOCAL); the server's bind address (REMOTE) */
+    int port;           /* the target's port (LOCAL); the port asked for (REMOTE) */
     /* REMOTE */
-    int bound;                    /* the port the server listens on; 0 when not listening */
-    struct addrinfo *ai;          /* the local target, resolved */
-    char target[300];             /* "host:port", for messages */
-    struct TunnelObject *rnext;   /* in the session's list of remote forwards */
-    handover *incoming;           /* forwarded channels accepted for this tunnel, waiting for
+    int bound;                  /* the port the server listens on; 0 when not listening */
+    struct addrinfo *ai;        /* the local target, resolved */
+    char target[300];           /* "host:port", for messages */
+    struct TunnelObject *rnext; /* in the session's list of remote forwards */
+    handover *incoming;         /* forwarded channels accepted for this tunnel, waiting for
                                      its run() (guard.c hands them over) */
-    int nincoming;                /* their number: at most TUNNEL_BACKLOG */
+    int nincoming;              /* their number: at most TUNNEL_BACKLOG */
     /* run()'s state, touched with the lock held */
     conn *conns;
     int nconns;
     int in_step;
-    const char *running;          /* the call in progress ("run", "listen_remote", ...),
+    const char *running; /* the call in progress ("run", "listen_remote", ...),
                                      claimed at its entry (GIL); NULL: none */
     int stopping;
     double stop_deadline;
-    long long max_conns;          /* -1: no limit */
-    double idle_timeout;          /* -1: none */
+    long long max_conns; /* -1: no limit */
+    double idle_timeout; /* -1: none */
     double idle_since;
-    unsigned long long served, failed, up, down;   /* `up`, `down`: of closed connections */
-    int dying;                    /* the session failed under run(): message logged */
-    char *scratch;                /* READ_MAX, for local to server */
+    unsigned long long served, failed, up, down; /* `up`, `down`: of closed connections */
+    int dying;     /* the session failed under run(): message logged */
+    char *scratch; /* READ_MAX, for local to server */
     pyssh_waiter wake;
     pyssh_pollset ps;
     int fds_cap;
@@ -121,10 +120,10 @@ struct TunnelObject {
  * (tcpip-forward, cancel-tcpip-forward) pending: libssh keeps one per session. */
 typedef struct {
     TunnelObject *head;
-    void *global_req;             /* the tunnel waiting for its reply, ORPHAN, or NULL */
+    void *global_req; /* the tunnel waiting for its reply, ORPHAN, or NULL */
 } rforwards;
 
-static char ORPHAN_REQ;           /* a request whose caller gave up: the next one finishes it */
+static char ORPHAN_REQ; /* a request whose caller gave up: the next one finishes it */
 
 static rforwards *
 session_rforwards(SessionObject *s)
@@ -169,10 +168,11 @@ peer_addr(const struct sockaddr *sa, char *host, int *port)
 static int
 on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     conn *k = ud;
     if (is_stderr || k->dead) {
-        return (int)len;          /* direct-tcpip has no stderr; a dead socket reads nothing */
+        return (int)len; /* direct-tcpip has no stderr; a dead socket reads nothing */
     }
     uint32_t taken = 0;
     if (k->t->in_step && k->state == C_OPEN && k->fd != PYSSH_INVALID_SOCKET &&
@@ -199,14 +199,16 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
 static void
 on_eof(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     ((conn *)ud)->remote_eof = 1;
 }
 
 static void
 on_close(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     conn *k = ud;
     k->remote_eof = 1;
     k->remote_closed = 1;
@@ -215,7 +217,9 @@ on_close(ssh_session s, ssh_channel c, void *ud)
 static int
 ho_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
 {
-    (void)s; (void)c; (void)data;
+    (void)s;
+    (void)c;
+    (void)data;
     if (is_stderr) {
         return (int)len;
     }
@@ -226,14 +230,16 @@ ho_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
 static void
 ho_eof(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     ((handover *)ud)->remote_eof = 1;
 }
 
 static void
 ho_close(ssh_session s, ssh_channel c, void *ud)
 {
-    (void)s; (void)c;
+    (void)s;
+    (void)c;
     handover *h = ud;
     h->remote_eof = 1;
     h->remote_closed = 1;
@@ -242,7 +248,8 @@ ho_close(ssh_session s, ssh_channel c, void *ud)
 /* ---- connections ---------------------------------------------------------------- */
 
 static conn *
-conn_new(TunnelObject *t, pyssh_socket_t fd, ssh_channel chan, enum conn_state state, const char *peer)
+conn_new(TunnelObject *t, pyssh_socket_t fd, ssh_channel chan, enum conn_state state,
+         const char *peer)
 {
     conn *k = calloc(1, sizeof(*k));
     if (k == NULL) {
@@ -348,13 +355,12 @@ conn_connect(TunnelObject *t, conn *k, struct addrinfo *ai, int *err)
             *err = pyssh_socket_errno();
             continue;
         }
-        if (sock_setup(fd) == 0 &&
-            (connect(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) == 0 ||
-             pyssh_in_progress(pyssh_socket_errno()))) {
+        if (sock_setup(fd) == 0 && (connect(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) == 0 ||
+                                    pyssh_in_progress(pyssh_socket_errno()))) {
             k->fd = fd;
             k->ai = ai;
             k->readable = 0;
-            k->writable = 0;      /* writable once connected */
+            k->writable = 0; /* writable once connected */
             return 0;
         }
         *err = pyssh_socket_errno();
@@ -390,7 +396,7 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
                             "that connection is closed",
                             t->host, t->port, k->peer, e != NULL && *e ? e : "refused");
             t->failed++;
-            k->state = C_OPEN;    /* the channel is closed, or was never opened */
+            k->state = C_OPEN; /* the channel is closed, or was never opened */
             k->dead = 1;
             return 0;
         }
@@ -464,17 +470,17 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
         }
     }
     if (k->remote_eof && !k->shut && k->avail == 0 && k->pos == k->len) {
-        pyssh_shutdown_write(k->fd);   /* the target said EOF: pass it on */
+        pyssh_shutdown_write(k->fd); /* the target said EOF: pass it on */
         k->shut = 1;
     }
     /* local to server: only within the window, and only with libssh's output sent */
     while (k->readable && !k->local_eof && !k->remote_closed) {
         if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-            break;                /* the session socket's POLLOUT wakes the loop */
+            break; /* the session socket's POLLOUT wakes the loop */
         }
         uint32_t window = ssh_channel_window_size(k->chan);
         if (window == 0) {
-            break;                /* the server's window adjust wakes the loop */
+            break; /* the server's window adjust wakes the loop */
         }
         size_t want = window < READ_MAX ? window : READ_MAX;
         long n = pyssh_recv(k->fd, t->scratch, want);
@@ -487,7 +493,7 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
             if (pyssh_interrupted(e)) {
                 continue;
             }
-            k->dead = 1;          /* reset: close both ways */
+            k->dead = 1; /* reset: close both ways */
             return 0;
         }
         if (n == 0) {
@@ -522,9 +528,9 @@ conn_finished(const conn *k)
     }
     int drained = k->avail == 0 && k->pos == k->len;
     if (k->remote_closed && drained) {
-        return 1;                 /* the server closed: nothing more can be sent */
+        return 1; /* the server closed: nothing more can be sent */
     }
-    return k->local_eof && k->shut;   /* EOF both ways, everything delivered */
+    return k->local_eof && k->shut; /* EOF both ways, everything delivered */
 }
 
 /* ---- accepting ------------------------------------------------------------------- */
@@ -549,7 +555,8 @@ accept_local(TunnelObject *t, ssh_session ssh)
             }
             /* EMFILE and the like: say so, keep serving the connections there are */
             char why[256];
-            pyssh_log_queue(t->session, SSH_LOG_WARNING, "tunnel: accepting a connection failed: %s",
+            pyssh_log_queue(t->session, SSH_LOG_WARNING,
+                            "tunnel: accepting a connection failed: %s",
                             pyssh_socket_strerror(e, why, sizeof(why)));
             return 0;
         }
@@ -631,8 +638,8 @@ handover_push(TunnelObject *owner, ssh_channel chan, const char *peer)
 }
 
 ssh_channel
-pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *orig,
-                       int orig_port, const char **why)
+pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *orig, int orig_port,
+                       const char **why)
 {
     TunnelObject *owner = rforward_owner(s, port);
     if (owner == NULL) {
@@ -874,7 +881,7 @@ step_locked(ssh_session ssh, TunnelObject *t)
         }
     }
     else if (t->stopping) {
-        t->ps.wait_ms = 50;       /* channels being opened: look again soon */
+        t->ps.wait_ms = 50; /* channels being opened: look again soon */
     }
     if (pollset_build(t) < 0) {
         return PYSSH_FAILED;
@@ -1005,8 +1012,10 @@ claim(TunnelObject *self, const char *call, int need_open)
             PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
         }
         else {
-            PyErr_Format(PyExc_RuntimeError, "the tunnel is in use by another call (%s() "
-                         "has not returned)", self->running);
+            PyErr_Format(PyExc_RuntimeError,
+                         "the tunnel is in use by another call (%s() "
+                         "has not returned)",
+                         self->running);
         }
         return -1;
     }
@@ -1028,14 +1037,14 @@ unclaim(TunnelObject *self)
 /* ---- configuring ------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(listen_local_doc,
-"listen_local($self, fd, host, port, /)\n--\n\n"
-"Serve the listening socket `fd` (bound, listening, owned by the caller): each\n"
-"connection is carried through the server to host:port (ssh -L).");
+             "listen_local($self, fd, host, port, /)\n--\n\n"
+             "Serve the listening socket `fd` (bound, listening, owned by the caller): each\n"
+             "connection is carried through the server to host:port (ssh -L).");
 
 static PyObject *
 tunnel_listen_local(TunnelObject *self, PyObject *args)
 {
-    long long fd;                 /* a SOCKET on Windows: wider than an int */
+    long long fd; /* a SOCKET on Windows: wider than an int */
     int port;
     const char *host;
     if (!PyArg_ParseTuple(args, "Lsi:listen_local", &fd, &host, &port)) {
@@ -1095,7 +1104,7 @@ greq_step(ssh_session ssh, void *p)
         r->global_req = NULL;
     }
     if (r->global_req != NULL && r->global_req != t) {
-        return PYSSH_AGAIN;       /* another tunnel's reply is awaited */
+        return PYSSH_AGAIN; /* another tunnel's reply is awaited */
     }
     r->global_req = t;
     const char *addr = t->host != NULL && *t->host ? t->host : NULL;
@@ -1131,10 +1140,11 @@ greq_orphan(TunnelObject *t)
     Py_END_ALLOW_THREADS
 }
 
-PyDoc_STRVAR(listen_remote_doc,
-"listen_remote($self, bind_address, port, target_host, target_port, timeout, /)\n--\n\n"
-"Ask the server to listen on bind_address:port (port 0: it picks one) and carry\n"
-"each connection to target_host:target_port from here (ssh -R). Returns the port.");
+PyDoc_STRVAR(
+    listen_remote_doc,
+    "listen_remote($self, bind_address, port, target_host, target_port, timeout, /)\n--\n\n"
+    "Ask the server to listen on bind_address:port (port 0: it picks one) and carry\n"
+    "each connection to target_host:target_port from here (ssh -R). Returns the port.");
 
 static PyObject *
 tunnel_listen_remote(TunnelObject *self, PyObject *args)
@@ -1165,8 +1175,8 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     grc = getaddrinfo(thost, portstr, &hints, &ai);
     Py_END_ALLOW_THREADS
     if (grc != 0) {
-        PyErr_Format(PyExc_OSError, "the tunnel's target %s:%d could not be resolved: %s",
-                     thost, tport, gai_strerror(grc));
+        PyErr_Format(PyExc_OSError, "the tunnel's target %s:%d could not be resolved: %s", thost,
+                     tport, gai_strerror(grc));
         goto done;
     }
     if (self->ai != NULL) {
@@ -1215,10 +1225,10 @@ stats_tuple(TunnelObject *self)
 }
 
 PyDoc_STRVAR(run_doc,
-"run($self, /, max_connections=None, idle_timeout=None)\n--\n\n"
-"Serve connections until stop(), until max_connections have been served and\n"
-"have ended, or until idle_timeout seconds pass with no connection open. The\n"
-"GIL is released while it runs. Returns the stats tuple.");
+             "run($self, /, max_connections=None, idle_timeout=None)\n--\n\n"
+             "Serve connections until stop(), until max_connections have been served and\n"
+             "have ended, or until idle_timeout seconds pass with no connection open. The\n"
+             "GIL is released while it runs. Returns the stats tuple.");
 
 static PyObject *
 tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
@@ -1284,9 +1294,9 @@ done:
 }
 
 PyDoc_STRVAR(stop_doc,
-"stop($self, /)\n--\n\n"
-"Ask run() to close every connection and return (from any thread). Asked before\n"
-"run() starts, it makes the next run() return at once.");
+             "stop($self, /)\n--\n\n"
+             "Ask run() to close every connection and return (from any thread). Asked before\n"
+             "run() starts, it makes the next run() return at once.");
 
 static PyObject *
 tunnel_stop(TunnelObject *self, PyObject *Py_UNUSED(ignored))
@@ -1299,10 +1309,10 @@ tunnel_stop(TunnelObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(close_doc,
-"close($self, /, timeout=5.0)\n--\n\n"
-"Close every connection and, for a remote forward, ask the server to stop\n"
-"listening (waiting at most `timeout` seconds for its answer). Safe to call more\n"
-"than once; not while run() runs.");
+             "close($self, /, timeout=5.0)\n--\n\n"
+             "Close every connection and, for a remote forward, ask the server to stop\n"
+             "listening (waiting at most `timeout` seconds for its answer). Safe to call more\n"
+             "than once; not while run() runs.");
 
 static PyObject *
 tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
@@ -1334,7 +1344,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     self->bound = 0;
     self->configured = 0;
-    self->stopping = 0;       /* a stop() no run() took does not outlive the close */
+    self->stopping = 0; /* a stop() no run() took does not outlive the close */
     unclaim(self);
     Py_RETURN_NONE;
 }
@@ -1362,30 +1372,22 @@ static PyMethodDef tunnel_methods[] = {
     {"run", (PyCFunction)(void (*)(void))tunnel_run, METH_VARARGS | METH_KEYWORDS, run_doc},
     {"stop", (PyCFunction)tunnel_stop, METH_NOARGS, stop_doc},
     {"close", (PyCFunction)(void (*)(void))tunnel_close, METH_VARARGS | METH_KEYWORDS, close_doc},
-    {NULL, NULL, 0, NULL}
-};
+    {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef tunnel_getset[] = {
     {"stats", (getter)tunnel_get_stats, NULL,
      "(connections, bytes_to_target, bytes_from_target, failed, active)", NULL},
     {"port", (getter)tunnel_get_port, NULL,
      "the server's listening port (remote forward), or the target's port", NULL},
-    {NULL, NULL, NULL, NULL, NULL}
-};
+    {NULL, NULL, NULL, NULL, NULL}};
 
-PyDoc_STRVAR(tunnel_doc,
-"Tunnel(session)\n--\n\n"
-"One port forward through `session`, run by run(). Internal: use\n"
-"Session.tunnel(), forward_local() and forward_remote().");
+PyDoc_STRVAR(tunnel_doc, "Tunnel(session)\n--\n\n"
+                         "One port forward through `session`, run by run(). Internal: use\n"
+                         "Session.tunnel(), forward_local() and forward_remote().");
 
 static PyType_Slot tunnel_slots[] = {
-    {Py_tp_new, tunnel_new},
-    {Py_tp_dealloc, tunnel_dealloc},
-    {Py_tp_methods, tunnel_methods},
-    {Py_tp_getset, tunnel_getset},
-    {Py_tp_doc, (void *)tunnel_doc},
-    {0, NULL}
-};
+    {Py_tp_new, tunnel_new},       {Py_tp_dealloc, tunnel_dealloc}, {Py_tp_methods, tunnel_methods},
+    {Py_tp_getset, tunnel_getset}, {Py_tp_doc, (void *)tunnel_doc}, {0, NULL}};
 
 static PyType_Spec tunnel_spec = {
     .name = "pyssh._ssh.Tunnel",

@@ -16,15 +16,15 @@
 #include <stdarg.h>
 #include <string.h>
 
-#define SLICE_MS 100           /* longest wait before signals are checked again */
-#define LOG_QUEUE_MAX 10000    /* lines kept between two returns to Python */
+#define SLICE_MS      100   /* longest wait before signals are checked again */
+#define LOG_QUEUE_MAX 10000 /* lines kept between two returns to Python */
 
 /* ---- logging ------------------------------------------------------------- */
 
 static void
 log_callback(int priority, const char *function, const char *buffer, void *userdata)
 {
-    (void)function;   /* libssh already writes "function: message" into buffer */
+    (void)function; /* libssh already writes "function: message" into buffer */
     pyssh_logq *q = userdata;
     if (q == NULL || buffer == NULL) {
         return;
@@ -115,11 +115,16 @@ static int
 python_level(int priority)
 {
     switch (priority) {
-    case PYSSH_LOG_ERROR: return 40;
-    case SSH_LOG_WARNING: return 30;
-    case SSH_LOG_PROTOCOL: return 20;
-    case SSH_LOG_PACKET: return 10;
-    default: return 5;
+    case PYSSH_LOG_ERROR:
+        return 40;
+    case SSH_LOG_WARNING:
+        return 30;
+    case SSH_LOG_PROTOCOL:
+        return 20;
+    case SSH_LOG_PACKET:
+        return 10;
+    default:
+        return 5;
     }
 }
 
@@ -160,8 +165,10 @@ pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
             /* libssh's lines quote the server (its banner, a disconnect's reason):
              * made printable like every text from it, as they may reach a terminal */
             PyObject *text = pyssh_printable(msgs->text, strlen(msgs->text));
-            PyObject *r = text == NULL ? NULL : PyObject_CallMethod(
-                st->logger, "log", "isO", python_level(msgs->priority), "%s", text);
+            PyObject *r = text == NULL
+                              ? NULL
+                              : PyObject_CallMethod(st->logger, "log", "isO",
+                                                    python_level(msgs->priority), "%s", text);
             Py_XDECREF(r);
             Py_XDECREF(text);
         }
@@ -171,7 +178,7 @@ pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
     }
     PyErr_Restore(exc_type, exc_value, exc_tb);
     if (interrupted) {
-        PyErr_SetInterrupt();    /* the Ctrl-C is raised again at the next check */
+        PyErr_SetInterrupt(); /* the Ctrl-C is raised again at the next check */
     }
 }
 
@@ -250,12 +257,16 @@ pyssh_raise_timeout(pyssh_state *st, const char *what, const pyssh_deadline *d)
     char secs[32];
     snprintf(secs, sizeof(secs), "%g", d->timeout);
     if (d->total) {
-        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out after %s seconds "
-                    "(timeout=%s)", what, secs, secs);
+        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError,
+                    "%s: timed out after %s seconds "
+                    "(timeout=%s)",
+                    what, secs, secs);
     }
     else {
-        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError, "%s: timed out: nothing moved for %s "
-                    "seconds (timeout=%s)", what, secs, secs);
+        pyssh_raise(st, PYSSH_EXC_SSHTimeoutError,
+                    "%s: timed out: nothing moved for %s "
+                    "seconds (timeout=%s)",
+                    what, secs, secs);
     }
 }
 
@@ -362,8 +373,8 @@ pyssh_waiters_free_spare(SessionObject *self)
 /* A wait's waiter: the caller's, or a spare of the session's. */
 typedef struct {
     pyssh_waiter *w;
-    int own;                 /* taken from the spares (or made): give it back */
-    int listed;              /* in self->waiters */
+    int own;    /* taken from the spares (or made): give it back */
+    int listed; /* in self->waiters */
 } waitctx;
 
 /* Lock held. */
@@ -377,7 +388,7 @@ wait_join(SessionObject *self, waitctx *c)
         }
         else if ((w = malloc(sizeof(*w))) != NULL && pyssh_waiter_open(w) != 0) {
             free(w);
-            w = NULL;        /* no wake-ups: the 100 ms slices still end the wait */
+            w = NULL; /* no wake-ups: the 100 ms slices still end the wait */
         }
         if (w == NULL) {
             return;
@@ -428,9 +439,8 @@ wait_leave(SessionObject *self, waitctx *c)
 /* One step under the lock, GIL released by the caller. `c`: the wait's waiter
  * (NULL for pyssh_call), joined on the first step and left on the last. */
 static int
-locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
-            pyssh_failure *fail, pyssh_socket_t *fd, short *events, pyssh_logmsg **logs,
-            waitctx *c)
+locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed, pyssh_failure *fail,
+            pyssh_socket_t *fd, short *events, pyssh_logmsg **logs, waitctx *c)
 {
     int rc = PYSSH_FAILED;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -443,7 +453,7 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed,
         if (c != NULL) {
             wait_join(self, c);
             if (c->w != NULL) {
-                c->w->rung = 0;      /* this step looks at everything that rang */
+                c->w->rung = 0; /* this step looks at everything that rang */
             }
         }
         uint64_t packets = self->rcounter.in_packets;
@@ -491,8 +501,7 @@ logs_append(pyssh_logmsg **head, pyssh_logmsg *more)
  * to *logs. */
 static int
 wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
-           const pyssh_deadline *d, pyssh_pollset *ps, waitctx *c, int *closed,
-           pyssh_failure *fail,
+           const pyssh_deadline *d, pyssh_pollset *ps, waitctx *c, int *closed, pyssh_failure *fail,
            pyssh_logmsg **logs, int *poll_rc, int *poll_err)
 {
     pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
@@ -509,7 +518,7 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
         double now = pyssh_monotonic();
         double end = slice_end;
         if (d != NULL && d->timeout >= 0 && d->expires < end) {
-            end = d->expires;      /* read again each time: the step may have touched it */
+            end = d->expires; /* read again each time: the step may have touched it */
         }
         int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
         if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
@@ -524,7 +533,8 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
         fds[1].fd = c->w != NULL ? c->w->rd : PYSSH_INVALID_SOCKET;
         fds[1].events = POLLIN;
         fds[1].revents = 0;
-        if (fd == PYSSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED && fds[1].fd == PYSSH_INVALID_SOCKET) {
+        if (fd == PYSSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED &&
+            fds[1].fd == PYSSH_INVALID_SOCKET) {
             /* no socket yet (a proxy is connecting): just let time pass */
             pyssh_sleep_ms(ms);
         }
@@ -574,14 +584,13 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
         fail.text[0] = '\0';
         fail.dead = 0;
         Py_BEGIN_ALLOW_THREADS
-        rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, d, ps, &c,
-                        &closed, &fail, &logs, &poll_rc, &poll_err);
+        rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, d, ps, &c, &closed,
+                        &fail, &logs, &poll_rc, &poll_err);
         Py_END_ALLOW_THREADS
         pyssh_log_emit(self, logs);
 
         if (closed) {
-            pyssh_raise(st, PYSSH_EXC_SessionClosedError,
-                        "%s: the session was closed", what);
+            pyssh_raise(st, PYSSH_EXC_SessionClosedError, "%s: the session was closed", what);
             return -1;
         }
         if (rc == PYSSH_FAILED) {
@@ -606,8 +615,8 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
 }
 
 int
-pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
-                 char *errbuf, size_t errlen, int *os_err)
+pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout, char *errbuf,
+                 size_t errlen, int *os_err)
 {
     pyssh_deadline dl;
     pyssh_deadline_start(&dl, timeout, 0);
@@ -619,8 +628,8 @@ pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double time
         pyssh_logmsg *logs = NULL;
         fail.text[0] = '\0';
         /* no signals to check without the GIL: slices only bound each poll */
-        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, &dl, NULL, &c, &closed,
-                            &fail, &logs, &poll_rc, &poll_err);
+        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, &dl, NULL, &c, &closed, &fail,
+                            &logs, &poll_rc, &poll_err);
         if (logs != NULL) {
             /* keep libssh's lines for the next Python call on the session */
             PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -659,8 +668,8 @@ pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d
 }
 
 int
-pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg,
-           enum pyssh_exc fail_exc, const char *what)
+pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg, enum pyssh_exc fail_exc,
+           const char *what)
 {
     int rc, closed = 0;
     pyssh_socket_t fd;

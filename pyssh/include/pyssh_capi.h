@@ -48,24 +48,24 @@ extern "C" {
 /* pyssh_error.code; raise_error() raises the class named in the comment */
 enum pyssh_errcode {
     PYSSH_OK = 0,
-    PYSSH_E_SSH,              /* pyssh.SSHError: libssh failed, or the channel was refused */
-    PYSSH_E_CLOSED,           /* pyssh.SessionClosedError: the session is (or was) closed */
-    PYSSH_E_TIMEOUT,          /* pyssh.SSHTimeoutError: the timeout passed; you may retry */
-    PYSSH_E_SCP,              /* pyssh.SCPError: the server's scp reported an error */
-    PYSSH_E_SCP_NOT_FOUND,    /* pyssh.SCPFileNotFoundError */
-    PYSSH_E_SCP_PERMISSION,   /* pyssh.SCPPermissionError */
-    PYSSH_E_SCP_PROTOCOL,     /* pyssh.SCPProtocolError: the server broke the protocol */
-    PYSSH_E_ARGUMENT,         /* ValueError: a bad argument (a NULL, a closed channel...) */
-    PYSSH_E_NOMEM,            /* MemoryError */
-    PYSSH_E_ABORTED,          /* your sink returned non-zero: nothing is raised for it
+    PYSSH_E_SSH,            /* pyssh.SSHError: libssh failed, or the channel was refused */
+    PYSSH_E_CLOSED,         /* pyssh.SessionClosedError: the session is (or was) closed */
+    PYSSH_E_TIMEOUT,        /* pyssh.SSHTimeoutError: the timeout passed; you may retry */
+    PYSSH_E_SCP,            /* pyssh.SCPError: the server's scp reported an error */
+    PYSSH_E_SCP_NOT_FOUND,  /* pyssh.SCPFileNotFoundError */
+    PYSSH_E_SCP_PERMISSION, /* pyssh.SCPPermissionError */
+    PYSSH_E_SCP_PROTOCOL,   /* pyssh.SCPProtocolError: the server broke the protocol */
+    PYSSH_E_ARGUMENT,       /* ValueError: a bad argument (a NULL, a closed channel...) */
+    PYSSH_E_NOMEM,          /* MemoryError */
+    PYSSH_E_ABORTED,        /* your sink returned non-zero: nothing is raised for it
                                  unless you call raise_error (pyssh.SSHError) */
-    PYSSH_E_OS                /* OSError: a system call failed; `os_errno` says which */
+    PYSSH_E_OS              /* OSError: a system call failed; `os_errno` says which */
 };
 
 typedef struct {
-    int code;                 /* enum pyssh_errcode */
-    int os_errno;             /* PYSSH_E_OS: the errno */
-    char message[512];        /* what went wrong, in words, NUL-terminated */
+    int code;          /* enum pyssh_errcode */
+    int os_errno;      /* PYSSH_E_OS: the errno */
+    char message[512]; /* what went wrong, in words, NUL-terminated */
 } pyssh_error;
 
 /* A channel opened through the API: opaque; closed (and freed) by channel_close. */
@@ -81,10 +81,10 @@ typedef int (*pyssh_sink_fn)(void *ctx, const char *data, size_t len);
 
 typedef struct {
     /* ---- version 1 ---- */
-    unsigned int version;          /* PYSSH_CAPI_VERSION of the pyssh providing it */
-    unsigned int size;             /* sizeof this table there */
-    const char *pyssh_version;     /* "0.1.0" */
-    const char *libssh_version;    /* "0.11.5/openssl/zlib": the libssh inside pyssh */
+    unsigned int version;       /* PYSSH_CAPI_VERSION of the pyssh providing it */
+    unsigned int size;          /* sizeof this table there */
+    const char *pyssh_version;  /* "0.1.0" */
+    const char *libssh_version; /* "0.11.5/openssl/zlib": the libssh inside pyssh */
 
     /* GIL held. 1 if `obj` is a pyssh Session (pyssh.Session or its _ssh.Session),
      * else 0. Sessions are given to the functions below as that object. */
@@ -118,8 +118,8 @@ typedef struct {
      * PYSSH_STDOUT or PYSSH_STDERR, 0 once both streams are at their end, or -1
      * (PYSSH_E_TIMEOUT: nothing came in time; call again to go on waiting).
      * Read both streams: a command whose unread stderr fills the window stops. */
-    ptrdiff_t (*channel_read)(pyssh_channel *ch, void *buf, size_t len, int *stream,
-                              double timeout, pyssh_error *err);
+    ptrdiff_t (*channel_read)(pyssh_channel *ch, void *buf, size_t len, int *stream, double timeout,
+                              pyssh_error *err);
     /* After channel_read returned 0: the command's exit status (0-255), or
      * -signal number for a command killed by a signal. 0 and *status, or -1. */
     int (*channel_exit_status)(pyssh_channel *ch, int *status, double timeout, pyssh_error *err);

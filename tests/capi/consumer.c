@@ -39,22 +39,43 @@ sha256_block(sha256 *s, const unsigned char *p)
 {
     uint32_t w[64], a, b, c, d, e, f, g, h;
     for (int i = 0; i < 16; i++) {
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
     }
     for (int i = 16; i < 64; i++) {
         uint32_t s0 = ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ (w[i - 15] >> 3);
         uint32_t s1 = ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ (w[i - 2] >> 10);
         w[i] = w[i - 16] + s0 + w[i - 7] + s1;
     }
-    a = s->h[0]; b = s->h[1]; c = s->h[2]; d = s->h[3];
-    e = s->h[4]; f = s->h[5]; g = s->h[6]; h = s->h[7];
+    a = s->h[0];
+    b = s->h[1];
+    c = s->h[2];
+    d = s->h[3];
+    e = s->h[4];
+    f = s->h[5];
+    g = s->h[6];
+    h = s->h[7];
     for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
+        uint32_t t1 =
+            h + (ROR(e, 6) ^ ROR(e, 11) ^ ROR(e, 25)) + ((e & f) ^ (~e & g)) + K[i] + w[i];
         uint32_t t2 = (ROR(a, 2) ^ ROR(a, 13) ^ ROR(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;
+        h = g;
+        g = f;
+        f = e;
+        e = d + t1;
+        d = c;
+        c = b;
+        b = a;
+        a = t1 + t2;
     }
-    s->h[0] += a; s->h[1] += b; s->h[2] += c; s->h[3] += d;
-    s->h[4] += e; s->h[5] += f; s->h[6] += g; s->h[7] += h;
+    s->h[0] += a;
+    s->h[1] += b;
+    s->h[2] += c;
+    s->h[3] += d;
+    s->h[4] += e;
+    s->h[5] += f;
+    s->h[6] += g;
+    s->h[7] += h;
 }
 
 static void
@@ -117,7 +138,7 @@ check_session(PyObject *session)
 typedef struct {
     sha256 h;
     uint64_t seen;
-    uint64_t stop_after;           /* abort once this much was seen (0: never) */
+    uint64_t stop_after; /* abort once this much was seen (0: never) */
 } hash_sink;
 
 static int
@@ -138,7 +159,8 @@ scp_sha256(PyObject *m, PyObject *args)
     unsigned long long stop_after = 0;
     double timeout = 60;
     (void)m;
-    if (!PyArg_ParseTuple(args, "Os|Kd", &session, &path, &stop_after, &timeout) || check_session(session) < 0) {
+    if (!PyArg_ParseTuple(args, "Os|Kd", &session, &path, &stop_after, &timeout) ||
+        check_session(session) < 0) {
         return NULL;
     }
     hash_sink k;
@@ -192,13 +214,14 @@ pipe_through(PyObject *m, PyObject *args)
     size_t off = 0;
     ok = ch != NULL;
     while (ok && off < (size_t)data.len) {
-        ptrdiff_t w = ssh->channel_write(ch, (const char *)data.buf + off, (size_t)data.len - off, 0.05, &err);
+        ptrdiff_t w = ssh->channel_write(ch, (const char *)data.buf + off, (size_t)data.len - off,
+                                         0.05, &err);
         if (w < 0 && err.code != PYSSH_E_TIMEOUT) {
             ok = 0;
             break;
         }
         off += w > 0 ? (size_t)w : 0;
-        for (;;) {                    /* take what came back, without waiting */
+        for (;;) { /* take what came back, without waiting */
             int stream;
             ptrdiff_t r = ssh->channel_read(ch, chunk, sizeof(chunk), &stream, 0, &err);
             if (r <= 0) {
@@ -227,7 +250,8 @@ pipe_through(PyObject *m, PyObject *args)
             hash_chunk(&k, chunk, (size_t)r);
         }
         else {
-            size_t take = sizeof(errtext) - errlen < (size_t)r ? sizeof(errtext) - errlen : (size_t)r;
+            size_t take =
+                sizeof(errtext) - errlen < (size_t)r ? sizeof(errtext) - errlen : (size_t)r;
             memcpy(errtext + errlen, chunk, take);
             errlen += take;
         }
@@ -241,7 +265,8 @@ pipe_through(PyObject *m, PyObject *args)
     char hex[65];
     uint64_t seen = k.seen;
     sha256_hex(&k.h, hex);
-    return Py_BuildValue("(isKy#)", status, hex, (unsigned long long)seen, errtext, (Py_ssize_t)errlen);
+    return Py_BuildValue("(isKy#)", status, hex, (unsigned long long)seen, errtext,
+                         (Py_ssize_t)errlen);
 }
 
 /* read_once(session, command, timeout) -> bytes: opens, sends EOF, waits for one read;
@@ -253,7 +278,8 @@ read_once(PyObject *m, PyObject *args)
     const char *command;
     double timeout;
     (void)m;
-    if (!PyArg_ParseTuple(args, "Osd", &session, &command, &timeout) || check_session(session) < 0) {
+    if (!PyArg_ParseTuple(args, "Osd", &session, &command, &timeout) ||
+        check_session(session) < 0) {
         return NULL;
     }
     pyssh_error err = {0};
@@ -302,7 +328,8 @@ tcp_roundtrip(PyObject *m, PyObject *args)
     pyssh_channel *ch = ssh->direct_tcpip_open(session, host, port, 30, &err);
     size_t off = 0;
     while (ch != NULL && off < (size_t)data.len) {
-        ptrdiff_t w = ssh->channel_write(ch, (const char *)data.buf + off, (size_t)data.len - off, 30, &err);
+        ptrdiff_t w =
+            ssh->channel_write(ch, (const char *)data.buf + off, (size_t)data.len - off, 30, &err);
         if (w < 0) {
             break;
         }
@@ -311,7 +338,8 @@ tcp_roundtrip(PyObject *m, PyObject *args)
     if (ch != NULL && off == (size_t)data.len && ssh->channel_send_eof(ch, 30, &err) == 0) {
         for (;;) {
             int stream;
-            ptrdiff_t n = ssh->channel_read(ch, back + got, (size_t)data.len + 65536 - got, &stream, 30, &err);
+            ptrdiff_t n = ssh->channel_read(ch, back + got, (size_t)data.len + 65536 - got, &stream,
+                                            30, &err);
             if (n <= 0) {
                 ok = n == 0;
                 break;
@@ -403,8 +431,8 @@ info(PyObject *m, PyObject *noargs)
 {
     (void)m;
     (void)noargs;
-    return Py_BuildValue("{sIsIssss}", "version", ssh->version, "size", ssh->size,
-                         "pyssh_version", ssh->pyssh_version, "libssh_version", ssh->libssh_version);
+    return Py_BuildValue("{sIsIssss}", "version", ssh->version, "size", ssh->size, "pyssh_version",
+                         ssh->pyssh_version, "libssh_version", ssh->libssh_version);
 }
 
 static PyMethodDef methods[] = {

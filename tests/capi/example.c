@@ -18,7 +18,7 @@
 #include "pyssh_capi.h"
 
 typedef struct {
-    const PysshCAPI *ssh;          /* pyssh's C API, imported by the module's exec */
+    const PysshCAPI *ssh; /* pyssh's C API, imported by the module's exec */
 } example_state;
 
 /* a growing buffer of bytes, filled without the GIL */
@@ -56,7 +56,8 @@ run(PyObject *module, PyObject *args, PyObject *kwds)
     const char *command;
     double timeout = 30.0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Os|d:run", kwlist, &session, &command, &timeout)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Os|d:run", kwlist, &session, &command,
+                                     &timeout)) {
         return NULL;
     }
     if (!ssh->Session_Check(session)) {
@@ -97,7 +98,7 @@ run(PyObject *module, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
     }
     else if (!ok) {
-        ssh->raise_error(&err);       /* pyssh's own exception, e.g. SessionClosedError */
+        ssh->raise_error(&err); /* pyssh's own exception, e.g. SessionClosedError */
     }
     else {
         result = Py_BuildValue("(iy#y#)", status, out.data ? out.data : "", (Py_ssize_t)out.len,
@@ -112,7 +113,7 @@ static int
 example_exec(PyObject *module)
 {
     example_state *st = PyModule_GetState(module);
-    st->ssh = pyssh_import_capi();     /* ImportError if pyssh lacks this API version */
+    st->ssh = pyssh_import_capi(); /* ImportError if pyssh lacks this API version */
     return st->ssh != NULL ? 0 : -1;
 }
 
@@ -128,8 +129,15 @@ static PyModuleDef_Slot example_slots[] = {
 };
 
 static struct PyModuleDef example_module = {
-    PyModuleDef_HEAD_INIT, "example", "pyssh's C API, used from another extension.",
-    sizeof(example_state), example_methods, example_slots, NULL, NULL, NULL,
+    PyModuleDef_HEAD_INIT,
+    "example",
+    "pyssh's C API, used from another extension.",
+    sizeof(example_state),
+    example_methods,
+    example_slots,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC

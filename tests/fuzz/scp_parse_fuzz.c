@@ -7,7 +7,7 @@
  * tests/test_scp_fuzz.py does both, for a bounded time. Besides memory errors it
  * checks what the parser promises: an accepted file or directory name is never
  * empty, ".", "..", and never holds '/' or NUL; modes fit 07777; sizes 63 bits. */
-#define PYSSH_FUZZ 1
+#define PYSSH_FUZZ     1
 #define PYSSH_SCP_FUZZ 1
 #include "../../csrc/names.c"
 #include "../../csrc/scp.c"
@@ -28,7 +28,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = scp_parse(line, size, &m, &why);
     if (rc < 0) {
         if (why == NULL) {
-            abort();   /* a refusal always says why */
+            abort(); /* a refusal always says why */
         }
     }
     else if (m.kind == SCP_FILE || m.kind == SCP_DIR) {

@@ -22,8 +22,25 @@
 #define MAX_FRAME (1024 * 1024 + 60)
 
 static const int requests[] = {
-    SFTP_OPEN, SFTP_CLOSE, SFTP_READ, SFTP_WRITE, SFTP_LSTAT, SFTP_FSTAT, 9, 10, SFTP_OPENDIR,
-    SFTP_READDIR, 13, 14, 15, SFTP_REALPATH, SFTP_STAT, 18, SFTP_READLINK, 20, SFTP_EXTENDED,
+    SFTP_OPEN,
+    SFTP_CLOSE,
+    SFTP_READ,
+    SFTP_WRITE,
+    SFTP_LSTAT,
+    SFTP_FSTAT,
+    9,
+    10,
+    SFTP_OPENDIR,
+    SFTP_READDIR,
+    13,
+    14,
+    15,
+    SFTP_REALPATH,
+    SFTP_STAT,
+    18,
+    SFTP_READLINK,
+    20,
+    SFTP_EXTENDED,
 };
 
 static void
@@ -46,7 +63,7 @@ verify_attrs(const struct sftp_attrs *a, const char *lo, const char *hi)
         const char *k, *v;
         size_t kl, vl;
         if (sftp_ext_next(&c, &k, &kl, &v, &vl) < 0) {
-            abort();             /* counted and checked: every pair is there */
+            abort(); /* counted and checked: every pair is there */
         }
         inside(k, kl, lo, hi);
         inside(v, vl, lo, hi);
@@ -75,8 +92,9 @@ verify_names(int req, const struct sftp_reply *r, const char *lo, const char *hi
         verify_attrs(&e.attrs, lo, hi);
         int dot = (e.name_len == 1 && e.name[0] == '.') ||
                   (e.name_len == 2 && e.name[0] == '.' && e.name[1] == '.');
-        if (req == SFTP_READDIR && !dot && (e.name_len == 0 || memchr(e.name, '/', e.name_len) ||
-                                           memchr(e.name, '\0', e.name_len))) {
+        if (req == SFTP_READDIR && !dot &&
+            (e.name_len == 0 || memchr(e.name, '/', e.name_len) ||
+             memchr(e.name, '\0', e.name_len))) {
             abort();
         }
     }
@@ -89,7 +107,7 @@ verify_reply(int req, uint32_t asked, const struct sftp_frame *f)
     const char *why = NULL;
     const char *lo = f->body, *hi = f->body + f->len;
     if (f->len < 4) {
-        return;                  /* sftp.c refuses a reply without an id first */
+        return; /* sftp.c refuses a reply without an id first */
     }
     if (sftp_reply_check(req, f->type, f->body + 4, f->len - 4, asked, &r, &why) < 0) {
         if (why == NULL) {
@@ -150,8 +168,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int req = requests[(data[0] & 0x7f) % (sizeof(requests) / sizeof(requests[0]))];
     int version_first = data[0] & 0x80;
-    uint32_t asked = ((uint32_t)data[1] << 24) | ((uint32_t)data[2] << 16) |
-                     ((uint32_t)data[3] << 8) | data[4];
+    uint32_t asked =
+        ((uint32_t)data[1] << 24) | ((uint32_t)data[2] << 16) | ((uint32_t)data[3] << 8) | data[4];
     size_t len = size - 5;
     /* a copy of exactly `len` bytes, so that reading past it is caught */
     char *buf = malloc(len ? len : 1);
