@@ -442,12 +442,13 @@ static PyObject *
 chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"command", "env", "timeout", NULL};
-    PyObject *command, *env = NULL, *timeout_obj = Py_None;
+    PyObject *command, *env = NULL;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
     PyObject *cmd_bytes = NULL, *env_list = NULL, *result = NULL;
     pyssh_state *st = self->session->state;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OO:exec", kwlist, &command, &env,
-                                     &timeout_obj)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OO&:exec", kwlist, &command, &env,
+                                     pyssh_deadline_conv, &dl)) {
         return NULL;
     }
     if (claim(self, CLAIM_CONNECTED) < 0) {
@@ -455,10 +456,6 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     }
     if (self->chan != NULL || self->opened) {
         pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
-        goto done;
-    }
-    pyssh_deadline dl;
-    if (!pyssh_deadline_parse(timeout_obj, &dl, 0)) {
         goto done;
     }
     cmd_bytes = PyUnicode_AsUTF8String(command);
@@ -928,14 +925,14 @@ static PyObject *
 chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"stdout", "stderr", "stdin", "timeout", NULL};
-    PyObject *out_t = Py_None, *err_t = Py_None, *in_t = Py_None, *timeout_obj = Py_None;
-    pyssh_deadline dl;
+    PyObject *out_t = Py_None, *err_t = Py_None, *in_t = Py_None;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
     pyssh_state *st = self->session->state;
     PyObject *result = NULL;
     struct pump P;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOO:run", kwlist, &out_t, &err_t, &in_t,
-                                     &timeout_obj)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOO&:run", kwlist, &out_t, &err_t, &in_t,
+                                     pyssh_deadline_conv, &dl)) {
         return NULL;
     }
     if (claim(self, CLAIM_CONNECTED) < 0) {
@@ -947,10 +944,6 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (self->chan == NULL || !self->exec_sent) {
         pyssh_raise(st, PYSSH_EXC_SSHError,
                     "no command is running on this channel: call exec() first");
-        goto done;
-    }
-    /* converted once claimed: its __float__ may run Python code (test_races) */
-    if (!pyssh_deadline_parse(timeout_obj, &dl, 0)) {
         goto done;
     }
     if (sink_init(&P.out[0], out_t, "stdout") < 0 || sink_init(&P.out[1], err_t, "stderr") < 0) {
@@ -1334,16 +1327,16 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"n", "timeout", NULL};
     Py_ssize_t n = 65536;
-    PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO:read", kwlist, &n, &timeout_obj)) {
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO&:read", kwlist, &n, pyssh_deadline_conv,
+                                     &dl)) {
         return NULL;
     }
     if (claim(self, CLAIM_CONNECTED) < 0) {
         return NULL;
     }
     PyObject *out = NULL;
-    pyssh_deadline dl;
-    if (!pyssh_deadline_parse(timeout_obj, &dl, 0) || io_ready(self) < 0) {
+    if (io_ready(self) < 0) {
         goto done;
     }
     out = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
@@ -1387,8 +1380,9 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"data", "timeout", NULL};
     Py_buffer view;
-    PyObject *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O:write", kwlist, &view, &timeout_obj)) {
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O&:write", kwlist, &view, pyssh_deadline_conv,
+                                     &dl)) {
         return NULL;
     }
     if (claim(self, CLAIM_OPEN) < 0) {
@@ -1396,8 +1390,7 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     PyObject *result = NULL;
-    pyssh_deadline dl;
-    if (!pyssh_deadline_parse(timeout_obj, &dl, 0) || io_ready(self) < 0) {
+    if (io_ready(self) < 0) {
         goto done;
     }
     struct io X = {0};
@@ -1425,9 +1418,10 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
     static char *kwlist[] = {"fd", "size", "progress", "timeout", NULL};
     int fd;
     unsigned long long size;
-    PyObject *progress = Py_None, *timeout_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iK|OO", kwlist, &fd, &size, &progress,
-                                     &timeout_obj)) {
+    PyObject *progress = Py_None;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iK|OO&", kwlist, &fd, &size, &progress,
+                                     pyssh_deadline_conv, &dl)) {
         return NULL;
     }
     if (claim(self, CLAIM_CONNECTED) < 0) {
@@ -1435,8 +1429,7 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mo
     }
     struct io X = {0};
     PyObject *result = NULL;
-    pyssh_deadline dl;
-    if (!pyssh_deadline_parse(timeout_obj, &dl, 0) || io_ready(self) < 0) {
+    if (io_ready(self) < 0) {
         goto done;
     }
     if (progress != Py_None && !PyCallable_Check(progress)) {

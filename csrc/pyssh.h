@@ -192,6 +192,34 @@ extern PyMethodDef pyssh_names_methods[];
 /* session.c: is `obj` a Session (the C type or a subclass)? Any thread. */
 int pyssh_is_session(PyObject *obj);
 
+/* ---- session.c: the one state check (pycurl's check_curl_state) ------------- */
+
+/* What a method needs of its session. */
+enum pyssh_need { PYSSH_NEED_NOTHING, PYSSH_NEED_OPEN, PYSSH_NEED_CONNECTED };
+
+/* The session is as `need` says: 0, or -1 with the one exception for it
+ * (SessionClosedError: closed; SSHError: not connected yet). */
+int pyssh_session_check(SessionObject *s, enum pyssh_need need);
+
+/* An object's claim: which method holds it (NULL: none) and, once it cannot be
+ * used any more, why (NULL: it can). */
+typedef struct {
+    const char *method;
+    const char *broken;
+} pyssh_claim;
+
+/* The state check at the top of every method of Channel, SFTP and Tunnel,
+ * which also claims the object (`kind`: "channel", "SFTP channel", "tunnel")
+ * for `method`: the claim is taken right after it is found free, before any
+ * Python code runs or the GIL is released, so that nothing slips in between.
+ * Checks, in this order: in use by another call (RuntimeError), the session
+ * (pyssh_session_check), broken by an earlier error (`broken_exc`). Returns
+ * -1 with an exception set; the caller releases the claim on every way out
+ * (pyssh_unclaim). */
+int pyssh_claim_take(pyssh_claim *c, SessionObject *s, const char *kind, const char *method,
+                     enum pyssh_need need, enum pyssh_exc broken_exc);
+void pyssh_unclaim(pyssh_claim *c);
+
 /* capi.c: the C API capsule, pyssh._ssh._C_API (pyssh/include/pyssh_capi.h) */
 int pyssh_capi_setup(PyObject *module);
 
@@ -236,7 +264,7 @@ int pyssh_sftp_setup_type(PyObject *module, pyssh_state *st);
  * session that is open. It must not block. */
 typedef int (*pyssh_step_fn)(ssh_session ssh, void *arg);
 
-/* One timeout, converted once where it enters from Python (pyssh_deadline_parse)
+/* One timeout, converted once where it enters from Python (pyssh_deadline_conv)
  * and passed down: `timeout` seconds (< 0: none). An inactivity deadline
  * (the default) means "no progress for `timeout` seconds": a step that moves
  * data for its operation calls pyssh_deadline_touch, which pushes `expires`
@@ -256,10 +284,14 @@ typedef struct {
 
 void pyssh_deadline_start(pyssh_deadline *d, double timeout, int total);
 void pyssh_deadline_touch(pyssh_deadline *d);
-/* A timeout argument, None (none) or a number of seconds (a negative one is 0),
- * as a deadline started now: 1, or 0 with an exception set. Converted after the
- * method's state check has claimed the object: __float__ may run Python code. */
-int pyssh_deadline_parse(PyObject *obj, pyssh_deadline *d, int total);
+/* "O&" converters for a timeout argument, the one place a timeout enters from
+ * Python: None (none), or an int or float (a negative one is 0), as a
+ * pyssh_deadline started now; pyssh_total_deadline_conv makes a total one
+ * (connecting). Only int and float (and their subclasses, read without
+ * calling any method) are taken: converting runs no Python code, so it can
+ * precede the method's state check. Anything else is a TypeError. */
+int pyssh_deadline_conv(PyObject *obj, void *deadline);
+int pyssh_total_deadline_conv(PyObject *obj, void *deadline);
 /* The one timeout error: SSHTimeoutError naming `what` and the timeout given. */
 void pyssh_raise_timeout(pyssh_state *st, const char *what, const pyssh_deadline *d);
 
@@ -344,10 +376,6 @@ void pyssh_log_finish(SessionObject *self, pyssh_logmsg *msgs, int emit);
  * PYSSH_LOG_ERROR for logging.ERROR. */
 #define PYSSH_LOG_ERROR SSH_LOG_NOLOG
 void pyssh_log_queue(SessionObject *self, int priority, const char *fmt, ...);
-
-/* A timeout argument (seconds): NULL or None gives -1 (none), a negative number 0;
- * -2 with an exception set when it is not a number. */
-double pyssh_timeout_arg(PyObject *obj);
 
 /* Call progress(moved) when *next (> 0: reports wanted) has passed or the
  * operation `finished`; then set *next PYSSH_PROGRESS_EVERY seconds ahead.

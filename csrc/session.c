@@ -33,27 +33,67 @@ map_auth(int rc)
     }
 }
 
+int
+pyssh_session_check(SessionObject *s, enum pyssh_need need)
+{
+    if (need >= PYSSH_NEED_OPEN && s->ssh == NULL) {
+        pyssh_raise(s->state, PYSSH_EXC_SessionClosedError,
+                    "the session is closed: connect again with pyssh.connect()");
+        return -1;
+    }
+    if (need >= PYSSH_NEED_CONNECTED && !s->connected) {
+        pyssh_raise(s->state, PYSSH_EXC_SSHError, "the session is not connected yet");
+        return -1;
+    }
+    return 0;
+}
+
+int
+pyssh_claim_take(pyssh_claim *c, SessionObject *s, const char *kind, const char *method,
+                 enum pyssh_need need, enum pyssh_exc broken_exc)
+{
+    if (c->method != NULL) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "the %s is in use by another call (%s() has not returned: another "
+                     "thread's, or one made from a callback or an iterator of its own); give "
+                     "each thread its own %s",
+                     kind, c->method, kind);
+        return -1;
+    }
+    if (pyssh_session_check(s, need) < 0) {
+        return -1;
+    }
+    if (c->broken != NULL && need != PYSSH_NEED_NOTHING) {
+        pyssh_raise(s->state, broken_exc, "the %s cannot be used: %s", kind, c->broken);
+        return -1;
+    }
+    c->method = method;
+    return 0;
+}
+
+void
+pyssh_unclaim(pyssh_claim *c)
+{
+    c->method = NULL;
+}
+
 #define CHECK_OPEN(self, ret)                                                                      \
     do {                                                                                           \
-        if ((self)->ssh == NULL) {                                                                 \
-            pyssh_raise((self)->state, PYSSH_EXC_SessionClosedError,                               \
-                        "the session is closed: connect again with pyssh.connect()");              \
+        if (pyssh_session_check((self), PYSSH_NEED_OPEN) < 0) {                                    \
             return ret;                                                                            \
         }                                                                                          \
     } while (0)
 
 #define CHECK_CONNECTED(self, ret)                                                                 \
     do {                                                                                           \
-        CHECK_OPEN(self, ret);                                                                     \
-        if (!(self)->connected) {                                                                  \
-            pyssh_raise((self)->state, PYSSH_EXC_SSHError, "the session is not connected yet");    \
+        if (pyssh_session_check((self), PYSSH_NEED_CONNECTED) < 0) {                               \
             return ret;                                                                            \
         }                                                                                          \
     } while (0)
 
 /* Connecting and authenticating have total deadlines, so that a server that
  * trickles packets cannot keep them from expiring. */
-#define total_deadline(obj, d) pyssh_deadline_parse((obj), (d), 1)
+#define total_deadline(obj, d) pyssh_total_deadline_conv((obj), (d))
 
 /* "O&" converter: None or a path (str, bytes, PathLike) to a bytes object. */
 static int

@@ -1119,14 +1119,9 @@ static PyObject *
 sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"timeout", NULL};
-    PyObject *tobj = Py_None;
-    pyssh_deadline dl;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:start", kwlist, &tobj) ||
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:start", kwlist, pyssh_deadline_conv, &dl) ||
         claim(self, CLAIM_OPEN) < 0) {
-        return NULL;
-    }
-    if (!pyssh_deadline_parse(tobj, &dl, 0)) {
-        unclaim(self);
         return NULL;
     }
     if (self->started) {
@@ -1335,17 +1330,17 @@ static PyObject *
 sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"requests", "timeout", "what", NULL};
-    PyObject *reqs, *tobj = Py_None;
-    pyssh_deadline dl;
+    PyObject *reqs;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
     const char *what = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|Oz:batch", kwlist, &reqs, &tobj, &what) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&z:batch", kwlist, &reqs, pyssh_deadline_conv,
+                                     &dl, &what) ||
         claim(self, CLAIM_STARTED) < 0) {
         return NULL;
     }
     reqlist r;
     PyObject *out = NULL;
-    /* converted once claimed: __float__ may run Python code */
-    if (pyssh_deadline_parse(tobj, &dl, 0) && reqs_parse(reqs, &r) == 0) {
+    if (reqs_parse(reqs, &r) == 0) {
         out = batch_claimed(self, &r, &dl, what);
         reqs_release(&r);
     }
@@ -1398,17 +1393,12 @@ sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"type", "payload", "timeout", "what", NULL};
     int type;
-    PyObject *payload, *tobj = Py_None;
+    PyObject *payload;
     const char *what = NULL;
-    pyssh_deadline dl;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|Oz:send", kwlist, &type, &payload, &tobj,
-                                     &what) ||
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O&z:send", kwlist, &type, &payload,
+                                     pyssh_deadline_conv, &dl, &what) ||
         claim(self, CLAIM_STARTED) < 0) {
-        return NULL;
-    }
-    /* converted once claimed: __float__ may run Python code */
-    if (!pyssh_deadline_parse(tobj, &dl, 0)) {
-        unclaim(self);
         return NULL;
     }
     PyObject *result = NULL;
@@ -1467,13 +1457,9 @@ range_end(uint64_t offset, uint64_t n)
  * op, the loop. `end`: where to stop (UINT64_MAX: the end of the remote file). */
 static int
 run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handle, int fd,
-             char *mem, uint64_t offset, uint64_t end, PyObject *tobj, PyObject *progress,
+             char *mem, uint64_t offset, uint64_t end, pyssh_deadline *dl, PyObject *progress,
              int inflight, unsigned int chunk)
 {
-    pyssh_deadline dl;
-    if (!pyssh_deadline_parse(tobj, &dl, 0)) {
-        return -1;
-    }
     if (handle->len > SFTP_HANDLE_MAX || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
         chunk > 1024 * 1024) {
         PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
@@ -1508,7 +1494,7 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
     else {
         const char *what = kind == OP_DOWNLOAD ? (mem ? "SFTP read" : "SFTP download")
                                                : (mem ? "SFTP write" : "SFTP upload");
-        rc = run_op(self, o, &dl, progress, what);
+        rc = run_op(self, o, dl, progress, what);
     }
     unclaim(self);
     free(o->buf);
@@ -1526,16 +1512,18 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
     Py_buffer handle;
     int fd;
     unsigned long long offset, size;
-    PyObject *progress = Py_None, *tobj = Py_None;
+    PyObject *progress = Py_None;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
     int inflight = 16;
     unsigned int chunk = 32768;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OOiI:transfer", kwlist, &handle, &fd,
-                                     &offset, &size, &progress, &tobj, &inflight, &chunk)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OO&iI:transfer", kwlist, &handle, &fd,
+                                     &offset, &size, &progress, pyssh_deadline_conv, &dl, &inflight,
+                                     &chunk)) {
         return NULL;
     }
     struct op o;
     uint64_t end = kind == OP_UPLOAD ? range_end(offset, size) : UINT64_MAX;
-    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset, end, tobj, progress, inflight,
+    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset, end, &dl, progress, inflight,
                           chunk);
     PyBuffer_Release(&handle);
     if (rc < 0) {
@@ -1589,11 +1577,11 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
     Py_buffer handle;
     unsigned long long offset;
     Py_ssize_t n;
-    PyObject *tobj = Py_None;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
     int inflight = 16;
     unsigned int chunk = 32768;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Kn|OiI:read", kwlist, &handle, &offset, &n,
-                                     &tobj, &inflight, &chunk)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Kn|O&iI:read", kwlist, &handle, &offset, &n,
+                                     pyssh_deadline_conv, &dl, &inflight, &chunk)) {
         return NULL;
     }
     if (n < 0 || offset > (unsigned long long)INT64_MAX ||
@@ -1610,7 +1598,7 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
     }
     struct op o;
     int rc = run_transfer(self, &o, OP_DOWNLOAD, &handle, -1, PyBytes_AS_STRING(out), offset,
-                          offset + (uint64_t)n, tobj, Py_None, inflight, chunk);
+                          offset + (uint64_t)n, &dl, Py_None, inflight, chunk);
     PyBuffer_Release(&handle);
     if (rc < 0) {
         Py_DECREF(out);
@@ -1640,16 +1628,16 @@ sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"handle", "offset", "data", "timeout", "inflight", "chunk", NULL};
     Py_buffer handle, data;
     unsigned long long offset;
-    PyObject *tobj = Py_None;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
     int inflight = 16;
     unsigned int chunk = 32768;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|OiI:write", kwlist, &handle, &offset, &data,
-                                     &tobj, &inflight, &chunk)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|O&iI:write", kwlist, &handle, &offset,
+                                     &data, pyssh_deadline_conv, &dl, &inflight, &chunk)) {
         return NULL;
     }
     struct op o;
     uint64_t end = range_end(offset, (uint64_t)data.len);
-    int rc = run_transfer(self, &o, OP_UPLOAD, &handle, -1, data.buf, offset, end, tobj, Py_None,
+    int rc = run_transfer(self, &o, OP_UPLOAD, &handle, -1, data.buf, offset, end, &dl, Py_None,
                           inflight, chunk);
     PyBuffer_Release(&handle);
     PyBuffer_Release(&data);

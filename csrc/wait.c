@@ -205,17 +205,54 @@ pyssh_unlock(SessionObject *self)
 
 /* ---- arguments ----------------------------------------------------------------- */
 
-double
-pyssh_timeout_arg(PyObject *obj)
+/* A timeout's seconds, read without running Python code: -1 (none), or >= 0;
+ * -2 with TypeError for anything but None, int or float. */
+static double
+timeout_seconds(PyObject *obj)
 {
+    double t;
     if (obj == NULL || obj == Py_None) {
         return -1;
     }
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1 && PyErr_Occurred()) {
+    if (PyFloat_Check(obj)) {
+        t = PyFloat_AS_DOUBLE(obj);
+    }
+    else if (PyLong_Check(obj)) {
+        t = PyLong_AsDouble(obj); /* reads the digits: no __index__ */
+        if (t == -1 && PyErr_Occurred()) {
+            PyErr_Clear(); /* beyond any float: no limit in practice */
+            t = Py_HUGE_VAL;
+        }
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "timeout must be None or a number of seconds, not %.100s",
+                     Py_TYPE(obj)->tp_name);
         return -2;
     }
-    return t < 0 ? 0 : t;
+    return t < 0 || t != t ? 0 : t;
+}
+
+static int
+deadline_conv(PyObject *obj, pyssh_deadline *d, int total)
+{
+    double t = timeout_seconds(obj);
+    if (t == -2) {
+        return 0;
+    }
+    pyssh_deadline_start(d, t, total);
+    return 1;
+}
+
+int
+pyssh_deadline_conv(PyObject *obj, void *deadline)
+{
+    return deadline_conv(obj, deadline, 0);
+}
+
+int
+pyssh_total_deadline_conv(PyObject *obj, void *deadline)
+{
+    return deadline_conv(obj, deadline, 1);
 }
 
 void
@@ -232,17 +269,6 @@ pyssh_deadline_touch(pyssh_deadline *d)
     if (d != NULL && d->timeout >= 0 && !d->total) {
         d->expires = pyssh_monotonic() + d->timeout;
     }
-}
-
-int
-pyssh_deadline_parse(PyObject *obj, pyssh_deadline *d, int total)
-{
-    double t = pyssh_timeout_arg(obj);
-    if (t == -2) {
-        return 0;
-    }
-    pyssh_deadline_start(d, t, total);
-    return 1;
 }
 
 static int
