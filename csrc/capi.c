@@ -10,10 +10,11 @@
  * checks under the lock that the session is still open (a closed session's
  * libssh handle, and with it every channel, is gone).
  *
- * The API's channels have no callbacks: libssh keeps their data in its channel
- * buffers and reopens the window as it is read, so a reader that stops slows
+ * The API's channels go through the channel-I/O core (chanio.c) like every
+ * other: its callbacks take nothing, so libssh keeps their data in its channel
+ * buffers and reopens the window as it is read, and a reader that stops slows
  * the command down instead of growing memory. */
-#include "pyssh.h"
+#include "chanio.h"
 #include "../pyssh/include/pyssh_capi.h"
 
 #include <stdarg.h>
@@ -24,14 +25,13 @@
 #define PYSSH_VERSION "unknown"
 #endif
 
-#define WRITE_MAX    (1u << 20) /* bytes handed to libssh per write */
-#define CHANNEL_GONE (-10)      /* a step's result: the server closed the channel */
+#define CHANNEL_GONE (-10) /* a step's result: the server closed the channel */
+#define ROUNDS_MAX   64    /* socket reads per step, so that a step ends */
 #define SCP_LINE_MAX 8192
 
 struct pyssh_capi_channel {
     SessionObject *session;
-    ssh_channel chan; /* NULL once the session closed under it */
-    int eof_sent;
+    pyssh_chanio io; /* io.chan: NULL once the session closed under it */
 };
 
 static void
@@ -192,11 +192,12 @@ capi_libssh_symbol(const char *name)
     return NULL;
 }
 
+static void capi_channel_close(pyssh_channel *ch);
+
 /* ---- opening a channel ---------------------------------------------------------- */
 
 struct open_op {
-    SessionObject *s;
-    ssh_channel chan;
+    pyssh_channel *ch;
     int stage;
     const char *command; /* exec, or NULL for direct-tcpip */
     const char *host;
@@ -207,30 +208,21 @@ static int
 open_step(ssh_session ssh, void *arg)
 {
     struct open_op *op = arg;
+    pyssh_chanio *io = &op->ch->io;
     int rc;
+    if (io->chan == NULL && pyssh_chanio_new(io, ssh) < 0) {
+        return PYSSH_FAILED;
+    }
     if (op->stage == 0) {
-        op->chan = ssh_channel_new(ssh);
-        if (op->chan == NULL) {
-            return PYSSH_FAILED;
+        rc = op->command != NULL
+                 ? pyssh_chanio_open_session(io)
+                 : pyssh_chanio_open_forward(io, op->host, op->port, "127.0.0.1", 0);
+        if (rc != 0 || op->command == NULL) {
+            return rc;
         }
         op->stage = 1;
     }
-    if (op->stage == 1) {
-        rc = op->command != NULL
-                 ? ssh_channel_open_session(op->chan)
-                 : ssh_channel_open_forward(op->chan, op->host, op->port, "127.0.0.1", 0);
-        if (rc == SSH_AGAIN) {
-            return PYSSH_AGAIN;
-        }
-        if (rc != SSH_OK) {
-            return PYSSH_FAILED;
-        }
-        if (op->command == NULL) {
-            return 0;
-        }
-        op->stage = 2;
-    }
-    rc = ssh_channel_request_exec(op->chan, op->command);
+    rc = ssh_channel_request_exec(io->chan, op->command);
     if (rc == SSH_AGAIN) {
         return PYSSH_AGAIN;
     }
@@ -247,21 +239,13 @@ open_channel(PyObject *session, struct open_op *op, double timeout, const char *
         set_err(err, PYSSH_E_NOMEM, "%s: out of memory", what);
         return NULL;
     }
-    op->s = s;
-    int rc = wait_for(s, open_step, op, timeout, what, err);
-    if (rc < 0) {
-        if (op->chan != NULL) {
-            PyThread_acquire_lock(s->lock, WAIT_LOCK);
-            if (s->ssh != NULL) {
-                pyssh_channel_release(op->chan, NULL, ssh_channel_is_open(op->chan), 0);
-            }
-            PyThread_release_lock(s->lock);
-        }
-        free(ch);
+    ch->session = s;
+    pyssh_chanio_init(&ch->io, s, NULL, ch);
+    op->ch = ch;
+    if (wait_for(s, open_step, op, timeout, what, err) < 0) {
+        capi_channel_close(ch);
         return NULL;
     }
-    ch->session = s;
-    ch->chan = op->chan;
     return ch;
 }
 
@@ -305,7 +289,7 @@ usable(pyssh_channel *ch, const char *what, pyssh_error *err)
         set_err(err, PYSSH_E_ARGUMENT, "%s: the channel is NULL", what);
         return -1;
     }
-    if (ch->chan == NULL) {
+    if (ch->io.chan == NULL) {
         set_err(err, PYSSH_E_CLOSED, "%s: the session is closed", what);
         return -1;
     }
@@ -318,7 +302,7 @@ static int
 gone(pyssh_channel *ch)
 {
     if (ch->session->ssh == NULL) {
-        ch->chan = NULL;
+        pyssh_chanio_forget(&ch->io);
         return 1;
     }
     return 0;
@@ -328,8 +312,22 @@ struct write_op {
     pyssh_channel *ch;
     const char *buf;
     size_t len;
-    size_t done;
 };
+
+static int
+write_round(void *owner, ssh_session ssh, int idle)
+{
+    struct write_op *op = owner;
+    (void)idle;
+    long w = pyssh_chanio_write(&op->ch->io, ssh, op->buf, op->len);
+    if (w == PYSSH_CHANIO_CLOSED) {
+        return CHANNEL_GONE;
+    }
+    if (w == 0) {
+        return PYSSH_CHANIO_MORE; /* take in what arrives (window adjusts), then wait */
+    }
+    return w < 0 ? PYSSH_FAILED : (int)w;
+}
 
 static int
 write_step(ssh_session ssh, void *arg)
@@ -338,36 +336,7 @@ write_step(ssh_session ssh, void *arg)
     if (gone(op->ch)) {
         return PYSSH_FAILED;
     }
-    /* take in what arrived (window adjusts) and send what libssh holds */
-    if (pyssh_read_socket_once(op->ch->session, ssh) == PYSSH_FAILED) {
-        return PYSSH_FAILED;
-    }
-    ssh_channel chan = op->ch->chan;
-    if (ssh_channel_is_closed(chan)) {
-        return CHANNEL_GONE;
-    }
-    if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-        return PYSSH_AGAIN; /* the socket is full: wait for POLLOUT */
-    }
-    uint32_t window = ssh_channel_window_size(chan);
-    if (window == 0) {
-        return PYSSH_AGAIN; /* wait for the server's window adjust */
-    }
-    size_t n = op->len;
-    if (n > window) {
-        n = window;
-    }
-    if (n > WRITE_MAX) {
-        n = WRITE_MAX;
-    }
-    int w = ssh_channel_write(chan, op->buf, (uint32_t)n);
-    if (w < 0) {
-        return PYSSH_FAILED;
-    }
-    if (w == 0) {
-        return PYSSH_AGAIN;
-    }
-    return w;
+    return pyssh_chanio_rounds(op->ch->session, ssh, write_round, op, ROUNDS_MAX);
 }
 
 static ptrdiff_t
@@ -380,14 +349,14 @@ capi_channel_write(pyssh_channel *ch, const void *buf, size_t len, double timeou
         set_err(err, PYSSH_E_ARGUMENT, "channel_write: the buffer is NULL");
         return -1;
     }
-    if (ch->eof_sent) {
+    if (ch->io.eof_sent) {
         set_err(err, PYSSH_E_ARGUMENT, "channel_write: EOF was already sent on this channel");
         return -1;
     }
     if (len == 0) {
         return 0;
     }
-    struct write_op op = {ch, buf, len, 0};
+    struct write_op op = {ch, buf, len};
     int rc = wait_for(ch->session, write_step, &op, timeout, "channel_write", err);
     if (rc == CHANNEL_GONE) {
         set_err(err, PYSSH_E_SSH,
@@ -405,16 +374,17 @@ eof_step(ssh_session ssh, void *arg)
     if (gone(ch)) {
         return PYSSH_FAILED;
     }
-    if (ssh_channel_is_closed(ch->chan)) {
+    if (ch->io.remote_closed) {
         return 0; /* nobody to tell */
     }
     if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+        /* the EOF would wait in libssh's buffer: flush first */
         if (pyssh_read_socket_once(ch->session, ssh) == PYSSH_FAILED) {
             return PYSSH_FAILED;
         }
         return PYSSH_AGAIN;
     }
-    return ssh_channel_send_eof(ch->chan) == SSH_ERROR ? PYSSH_FAILED : 0;
+    return pyssh_chanio_send_eof(&ch->io);
 }
 
 static int
@@ -423,14 +393,10 @@ capi_channel_send_eof(pyssh_channel *ch, double timeout, pyssh_error *err)
     if (usable(ch, "channel_send_eof", err) < 0) {
         return -1;
     }
-    if (ch->eof_sent) {
+    if (ch->io.eof_sent) {
         return 0;
     }
-    if (wait_for(ch->session, eof_step, ch, timeout, "channel_send_eof", err) < 0) {
-        return -1;
-    }
-    ch->eof_sent = 1;
-    return 0;
+    return wait_for(ch->session, eof_step, ch, timeout, "channel_send_eof", err) < 0 ? -1 : 0;
 }
 
 struct read_op {
@@ -442,37 +408,36 @@ struct read_op {
 
 #define READ_EOF 0
 
+/* stdout first, then stderr: what libssh holds, or the end once both are
+ * drained after the server's EOF or close. */
+static int
+read_round(void *owner, ssh_session ssh, int idle)
+{
+    struct read_op *op = owner;
+    pyssh_chanio *io = &op->ch->io;
+    (void)ssh;
+    (void)idle;
+    for (int stream = 0; stream <= 1; stream++) {
+        int n = pyssh_chanio_read(io, stream, op->buf, op->len);
+        if (n != 0) {
+            op->stream = stream ? PYSSH_STDERR : PYSSH_STDOUT;
+            return n < 0 ? PYSSH_FAILED : n;
+        }
+    }
+    if (io->remote_eof) {
+        return READ_EOF;
+    }
+    return PYSSH_CHANIO_MORE;
+}
+
 static int
 read_step(ssh_session ssh, void *arg)
 {
     struct read_op *op = arg;
-    (void)ssh;
     if (gone(op->ch)) {
         return PYSSH_FAILED;
     }
-    ssh_channel chan = op->ch->chan;
-    for (;;) {
-        /* libssh reads the socket inside these calls: when a round read packets
-         * but found nothing for this channel, look again, so that data that came
-         * in meanwhile is not left waiting on a socket that stays quiet */
-        uint64_t packets = op->ch->session->rcounter.in_packets;
-        for (int stderr_ = 0; stderr_ <= 1; stderr_++) {
-            int n = ssh_channel_read_nonblocking(chan, op->buf, op->len, stderr_);
-            if (n > 0) {
-                op->stream = stderr_ ? PYSSH_STDERR : PYSSH_STDOUT;
-                return n;
-            }
-            if (n == SSH_ERROR) {
-                return PYSSH_FAILED;
-            }
-        }
-        if (ssh_channel_is_eof(chan) || ssh_channel_is_closed(chan)) {
-            return READ_EOF;
-        }
-        if (op->ch->session->rcounter.in_packets == packets) {
-            return PYSSH_AGAIN;
-        }
-    }
+    return pyssh_chanio_rounds(op->ch->session, ssh, read_round, op, ROUNDS_MAX);
 }
 
 static ptrdiff_t
@@ -518,37 +483,39 @@ signal_number(const char *name)
     return 0;
 }
 
+/* The command's end as chanio recorded it: its status, minus a signal's
+ * number, or -1 (closed without either). */
+static int
+exit_round(void *owner, ssh_session ssh, int idle)
+{
+    struct exit_op *op = owner;
+    const pyssh_chanio *io = &op->ch->io;
+    (void)ssh;
+    (void)idle;
+    if (io->has_signal) {
+        int n = signal_number(io->exit_signal);
+        op->status = n > 0 ? -n : -1;
+    }
+    else if (io->has_status) {
+        op->status = io->exit_status;
+    }
+    else if (io->remote_closed) {
+        op->status = -1;
+    }
+    else {
+        return PYSSH_CHANIO_MORE;
+    }
+    return 0;
+}
+
 static int
 exit_step(ssh_session ssh, void *arg)
 {
     struct exit_op *op = arg;
-    (void)ssh;
     if (gone(op->ch)) {
         return PYSSH_FAILED;
     }
-    uint32_t code = 0;
-    char *sig = NULL;
-    int core = 0;
-    int rc = ssh_channel_get_exit_state(op->ch->chan, &code, &sig, &core);
-    if (rc == SSH_AGAIN) {
-        if (ssh_channel_is_closed(op->ch->chan)) {
-            op->status = -1; /* closed without a status */
-            return 0;
-        }
-        return PYSSH_AGAIN;
-    }
-    if (rc != SSH_OK) {
-        return PYSSH_FAILED;
-    }
-    if (sig != NULL) {
-        int n = signal_number(sig);
-        op->status = n > 0 ? -n : -1;
-        ssh_string_free_char(sig);
-    }
-    else {
-        op->status = (int)code;
-    }
-    return 0;
+    return pyssh_chanio_rounds(op->ch->session, ssh, exit_round, op, ROUNDS_MAX);
 }
 
 static int
@@ -576,10 +543,10 @@ capi_channel_close(pyssh_channel *ch)
         return;
     }
     SessionObject *s = ch->session;
-    if (ch->chan != NULL) {
+    if (ch->io.chan != NULL) {
         PyThread_acquire_lock(s->lock, WAIT_LOCK);
         if (!gone(ch)) {
-            pyssh_channel_release(ch->chan, NULL, 1, ssh_channel_is_closed(ch->chan));
+            pyssh_chanio_release(&ch->io);
         }
         PyThread_release_lock(s->lock);
     }

@@ -13,8 +13,11 @@
  *   - run() itself holds the GIL: it hands full buffers to Python callbacks,
  *     fetches the next stdin chunk, and stops the command if anything raises.
  *
+ * The channel's bytes move through the channel-I/O core (chanio.c): its
+ * callbacks, reads, window-aware writes and the step's rounds.
+ *
  * Taking the data: while run()'s step holds the lock, libssh's data callback
- * (on_data) copies what arrives straight into the sink, as much as the sink has
+ * (chanio's, through chan_take) copies what arrives straight into the sink, as much as the sink has
  * room for (all of it when the output is discarded: no copy at all), and returns
  * how much it took; libssh keeps the rest. With pyssh's libssh patch
  * (vendor/patches/) the callback sees the data where it lies in the decrypted
@@ -34,7 +37,7 @@
  * Every field written by the libssh callbacks is touched only with the session
  * lock held. A channel belongs to its session: ssh_free() frees it, so every use
  * checks under the lock that the session is still open. */
-#include "pyssh.h"
+#include "chanio.h"
 
 #include <errno.h>
 #include <string.h>
@@ -42,104 +45,44 @@
 #define CALLBACK_BUF   (256 * 1024) /* a callback's chunk: up to this much */
 #define CALLBACK_READY (64 * 1024)  /* ...and at least this much while data flows */
 #define CAPTURE_MIN    (16 * 1024)  /* a capture buffer grows when it has less room */
-#define STDIN_WRITE    (256 * 1024) /* at most this much stdin per write call */
 #define SCRATCH        (64 * 1024)  /* discarded output read from libssh's buffer */
 #define ROUNDS_MAX     4096         /* socket reads per step, so that a step ends */
 
 struct pump;
+struct xfer;
 
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
-    ssh_channel chan;                     /* NULL until opened, and again once closed */
-    struct ssh_channel_callbacks_struct cb;
-    int busy;       /* a method is running: claimed at its entry (GIL) */
-    int opened;     /* the channel was opened on the server */
-    int exec_sent;  /* the command was started */
-    double exec_at; /* when (pyssh_monotonic) */
-    /* written by the libssh callbacks, with the session lock held */
-    uint32_t avail[2];  /* bytes libssh holds for stdout, stderr */
-    struct pump *pump;  /* run()'s state while its step holds the lock */
-    struct io *io;      /* recv_to_fd()'s state while its step holds the lock */
-    pyssh_deadline *dl; /* theirs: data moved pushes it back (wait.c) */
-    int remote_eof, remote_closed;
-    int has_status, exit_status;
-    int has_signal, core_dumped;
-    char exit_signal[32];
-    char exit_errmsg[256];
+    pyssh_chanio io;                      /* io.chan: NULL until opened, and again once closed */
+    pyssh_claim claim;                    /* the method running (GIL) */
+    int exec_sent;                        /* the command was started */
+    double exec_at;                       /* when (pyssh_monotonic) */
+    /* set while the step of run() or of a transfer holds the lock */
+    struct pump *pump;
+    struct xfer *xfer;
     char errtail[4096]; /* the last of stderr, kept by read()/write()... (ERRTAIL) */
     size_t errlen;
     long pid;
 } ChannelObject;
 
-/* ---- libssh callbacks (plain C, called inside libssh with the lock held) --- */
+/* ---- what arrives (inside libssh, lock held) ------------------------------------ */
 
-struct io;
 static uint32_t pump_take(struct pump *P, int stream, const char *data, uint32_t len);
-static uint32_t io_take(struct io *X, int stream, const char *data, uint32_t len);
+static uint32_t xfer_take(struct xfer *X, int stream, const char *data, uint32_t len);
 
-/* `data`/`len`: all that libssh holds for the stream, oldest first. Returns how
- * much was taken; libssh keeps the rest, which avail[] records. */
-static int
-on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+/* Data is taken only inside this channel's own run() or transfer step; in
+ * another thread's step on the session libssh keeps it (chanio counts it). */
+static uint32_t
+chan_take(void *owner, int stream, const char *data, uint32_t len)
 {
-    (void)s;
-    (void)c;
-    ChannelObject *ch = ud;
-    int stream = is_stderr ? 1 : 0;
-    uint32_t taken = 0;
+    ChannelObject *ch = owner;
     if (ch->pump != NULL) {
-        taken = pump_take(ch->pump, stream, data, len);
+        return pump_take(ch->pump, stream, data, len);
     }
-    else if (ch->io != NULL) {
-        taken = io_take(ch->io, stream, data, len);
+    if (ch->xfer != NULL) {
+        return xfer_take(ch->xfer, stream, data, len);
     }
-    if (taken > 0) {
-        pyssh_deadline_touch(ch->dl);
-    }
-    ch->avail[stream] = len - taken;
-    return (int)taken;
-}
-
-static void
-on_eof(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    ((ChannelObject *)ud)->remote_eof = 1;
-}
-
-static void
-on_close(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    ChannelObject *ch = ud;
-    ch->remote_eof = 1;
-    ch->remote_closed = 1;
-}
-
-static void
-on_exit_status(ssh_session s, ssh_channel c, int status, void *ud)
-{
-    (void)s;
-    (void)c;
-    ChannelObject *ch = ud;
-    ch->has_status = 1;
-    ch->exit_status = status;
-}
-
-static void
-on_exit_signal(ssh_session s, ssh_channel c, const char *signal, int core, const char *errmsg,
-               const char *lang, void *ud)
-{
-    (void)s;
-    (void)c;
-    (void)lang;
-    ChannelObject *ch = ud;
-    ch->has_signal = 1;
-    ch->core_dumped = core;
-    snprintf(ch->exit_signal, sizeof(ch->exit_signal), "%s", signal ? signal : "");
-    snprintf(ch->exit_errmsg, sizeof(ch->exit_errmsg), "%s", errmsg ? errmsg : "");
+    return 0;
 }
 
 /* ---- lifetime ---------------------------------------------------------------- */
@@ -162,22 +105,9 @@ chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     Py_INCREF(session);
     self->session = (SessionObject *)session;
-    ssh_callbacks_init(&self->cb);
-    self->cb.userdata = self;
-    self->cb.channel_data_function = on_data;
-    self->cb.channel_eof_function = on_eof;
-    self->cb.channel_close_function = on_close;
-    self->cb.channel_exit_status_function = on_exit_status;
-    self->cb.channel_exit_signal_function = on_exit_signal;
+    pyssh_chanio_init(&self->io, self->session, chan_take, self);
     self->pid = pyssh_getpid();
     return (PyObject *)self;
-}
-
-/* The command has ended, or will: the server reported its end or closed. */
-static int
-command_ended(ChannelObject *ch)
-{
-    return ch->remote_closed || ch->has_status || ch->has_signal;
 }
 
 /* A command closed just after it started may miss its SIGHUP. OpenSSH's sshd
@@ -196,9 +126,16 @@ command_ended(ChannelObject *ch)
 
 struct hup_wait {
     ChannelObject *ch;
-    ssh_channel chan;
     int sent;
 };
+
+static int
+hup_round(void *owner, ssh_session ssh, int idle)
+{
+    (void)ssh;
+    (void)idle;
+    return pyssh_chanio_ended(&((ChannelObject *)owner)->io) ? 0 : PYSSH_CHANIO_MORE;
+}
 
 static int
 hup_wait_step(ssh_session ssh, void *p)
@@ -207,25 +144,13 @@ hup_wait_step(ssh_session ssh, void *p)
     ChannelObject *ch = h->ch;
     if (!h->sent) {
         h->sent = 1;
-        if (command_ended(ch)) {
+        if (pyssh_chanio_ended(&ch->io)) {
             return 0;
         }
-        ssh_channel_request_send_signal(h->chan, "HUP");
-        ssh_channel_send_eof(h->chan); /* SSH_AGAIN: queued, sent with the next write */
+        ssh_channel_request_send_signal(ch->io.chan, "HUP");
+        pyssh_chanio_send_eof(&ch->io); /* a failure shows in the rounds */
     }
-    for (int round = 0; round < ROUNDS_MAX; round++) {
-        if (command_ended(ch)) {
-            return 0;
-        }
-        int rc = pyssh_read_socket_once(ch->session, ssh);
-        if (rc == PYSSH_FAILED) {
-            return PYSSH_FAILED;
-        }
-        if (rc == SSH_AGAIN) {
-            break;
-        }
-    }
-    return command_ended(ch) ? 0 : PYSSH_AGAIN;
+    return pyssh_chanio_rounds(ch->session, ssh, hup_round, ch, ROUNDS_MAX);
 }
 
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
@@ -236,14 +161,14 @@ hup_wait_step(ssh_session ssh, void *p)
  * the server. Returns -1 with an exception set only when a signal handler raised
  * during that wait (Ctrl-C); the channel is closed all the same.
  *
- * `chan` is read and cleared under the session lock, where exec()'s step sets
+ * `io.chan` is read and cleared under the session lock, where exec()'s step sets
  * it. The look before the lock, with the GIL, only skips the lock for a channel
  * never opened: `chan` changes only in a call that holds `busy` (exec, or this
  * close from one of the methods), and dealloc cannot run during a call. */
 static int
 chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
 {
-    if (self->chan == NULL) {
+    if (self->io.chan == NULL) {
         return 0;
     }
     SessionObject *s = self->session;
@@ -251,10 +176,11 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
     pyssh_logmsg *logs = NULL;
     int rc = 0;
 
-    if (hup && may_wait && !forked && self->exec_sent && !command_ended(self) && s->ssh != NULL) {
+    if (hup && may_wait && !forked && self->exec_sent && !pyssh_chanio_ended(&self->io) &&
+        s->ssh != NULL) {
         double left = self->exec_at + HUP_AGAIN_AFTER - pyssh_monotonic();
         if (left > 0) {
-            struct hup_wait h = {self, self->chan, 0};
+            struct hup_wait h = {self, 0};
             PyObject *type, *value, *tb;
             pyssh_deadline dl;
             pyssh_deadline_start(&dl, left, 1);
@@ -278,45 +204,22 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
 
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    ssh_channel chan = self->chan;
-    self->chan = NULL;
     /* A closed session has freed its channels (ssh_free), and a forked child must
      * not send on its parent's connection. */
-    if (chan != NULL && s->ssh != NULL && !forked) {
+    if (self->io.chan != NULL && s->ssh != NULL && !forked) {
         pyssh_log_attach(s);
-        if (hup && self->exec_sent && !command_ended(self)) {
-            ssh_channel_request_send_signal(chan, "HUP");
+        if (hup && self->exec_sent && !pyssh_chanio_ended(&self->io)) {
+            ssh_channel_request_send_signal(self->io.chan, "HUP");
         }
-        pyssh_channel_release(chan, &self->cb, self->opened, self->remote_closed);
+        pyssh_chanio_release(&self->io);
         logs = pyssh_log_take(s);
     }
+    pyssh_chanio_forget(&self->io);
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS
 
     pyssh_log_finish(s, logs, emit_logs);
     return rc;
-}
-
-void
-pyssh_channel_release(ssh_channel chan, struct ssh_channel_callbacks_struct *cb, int opened,
-                      int remote_closed)
-{
-    if (cb != NULL) {
-        ssh_remove_channel_callbacks(chan, cb);
-    }
-    /* Send EOF and CLOSE. ssh_channel_close() returns SSH_AGAIN without queueing
-     * the CLOSE when the EOF could not be flushed at once (libssh 0.11
-     * channels.c: send_eof's flush), and ssh_channel_free() calls it only once:
-     * the server would keep its end open. A second call queues the CLOSE (EOF is
-     * marked sent). Never for a channel still being opened: it has no remote id
-     * yet. */
-    if (opened && (ssh_channel_is_open(chan) || remote_closed)) {
-        if (ssh_channel_close(chan) == SSH_AGAIN) {
-            ssh_channel_close(chan);
-        }
-    }
-    /* libssh keeps the channel until the server's CLOSE arrives, then frees it */
-    ssh_channel_free(chan);
 }
 
 static void
@@ -329,41 +232,19 @@ chanobj_dealloc(ChannelObject *self)
     Py_DECREF(tp);
 }
 
-/* The state check at the top of every method, which also claims the channel for
- * the call: `busy` is set right after it is found clear, before any Python code
- * runs (an env or stdin iterator, a timeout's __float__) and before the GIL is
- * released, so that nothing can slip in between the check and the set. The
- * caller clears it on every way out (unclaim). `need`: CLAIM_ONLY (close),
- * CLAIM_OPEN (the session is open) or CLAIM_CONNECTED. Returns -1 with an
- * exception set. */
-enum { CLAIM_ONLY, CLAIM_OPEN, CLAIM_CONNECTED };
-
+/* The state check at the top of every method (pyssh_claim_take), which also
+ * claims the channel for the call. */
 static int
-claim(ChannelObject *self, int need)
+claim(ChannelObject *self, const char *method, enum pyssh_need need)
 {
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "the channel is in use by another call (another thread's, or one "
-                        "made from a callback or an iterator of its own)");
-        return -1;
-    }
-    if (need >= CLAIM_OPEN && self->session->ssh == NULL) {
-        pyssh_raise(self->session->state, PYSSH_EXC_SessionClosedError,
-                    "the session is closed: connect again with pyssh.connect()");
-        return -1;
-    }
-    if (need >= CLAIM_CONNECTED && !self->session->connected) {
-        pyssh_raise(self->session->state, PYSSH_EXC_SSHError, "the session is not connected");
-        return -1;
-    }
-    self->busy = 1;
-    return 0;
+    return pyssh_claim_take(&self->claim, self->session, "channel", method, need,
+                            PYSSH_EXC_SSHError);
 }
 
 static void
 unclaim(ChannelObject *self)
 {
-    self->busy = 0;
+    pyssh_unclaim(&self->claim);
 }
 
 /* ---- opening: channel, environment, exec ------------------------------------ */
@@ -390,28 +271,21 @@ exec_step(ssh_session ssh, void *p)
     ChannelObject *ch = a->ch;
     int rc;
 
-    if (ch->chan == NULL) {
-        ch->chan = ssh_channel_new(ssh);
-        if (ch->chan == NULL) {
-            return PYSSH_FAILED;
-        }
-        /* before the channel opens, so that nothing arrives unseen */
-        if (ssh_add_channel_callbacks(ch->chan, &ch->cb) != SSH_OK) {
-            return PYSSH_FAILED;
-        }
+    if (ch->io.chan == NULL && pyssh_chanio_new(&ch->io, ssh) < 0) {
+        return PYSSH_FAILED;
     }
     if (a->phase == 0) {
         /* a refusal is explained by pyssh_raise_libssh (MaxSessions) */
-        rc = map_rc(ssh_channel_open_session(ch->chan));
+        rc = pyssh_chanio_open_session(&ch->io);
         if (rc != 0) {
             return rc;
         }
-        ch->opened = 1;
         a->phase = 1;
     }
     while (a->phase == 1 && a->env_done < PyList_GET_SIZE(a->env)) {
         PyObject *pair = PyList_GET_ITEM(a->env, a->env_done);
-        rc = map_rc(ssh_channel_request_env(ch->chan, PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
+        rc = map_rc(ssh_channel_request_env(ch->io.chan,
+                                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
                                             PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1))));
         if (rc != 0) {
             if (rc == PYSSH_FAILED) {
@@ -422,7 +296,7 @@ exec_step(ssh_session ssh, void *p)
         a->env_done++;
     }
     a->phase = 2;
-    rc = map_rc(ssh_channel_request_exec(ch->chan, a->command));
+    rc = map_rc(ssh_channel_request_exec(ch->io.chan, a->command));
     if (rc == PYSSH_FAILED) {
         a->refused = "the server refused to run the command";
     }
@@ -451,10 +325,10 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
                                      pyssh_deadline_conv, &dl)) {
         return NULL;
     }
-    if (claim(self, CLAIM_CONNECTED) < 0) {
+    if (claim(self, "exec", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
-    if (self->chan != NULL || self->opened) {
+    if (self->io.chan != NULL || self->io.opened) {
         pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
         goto done;
     }
@@ -539,6 +413,18 @@ done:
     return result;
 }
 
+/* The command was started: run() and the transfers need it. */
+static int
+exec_done(ChannelObject *self)
+{
+    if (self->io.chan == NULL || !self->exec_sent) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                    "no command is running on this channel: call exec() first");
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- the pump ------------------------------------------------------------------ */
 
 enum sink_kind { SINK_DISCARD, SINK_CAPTURE, SINK_CALLBACK };
@@ -607,38 +493,32 @@ pump_take(struct pump *P, int stream, const char *data, uint32_t len)
 static int
 drain(struct pump *P, int stream)
 {
-    ChannelObject *ch = P->ch;
     sink *k = &P->out[stream];
-    while (ch->avail[stream] > 0) {
-        char *dst;
-        size_t room;
-        if (k->kind == SINK_DISCARD) {
-            dst = P->scratch;
-            room = SCRATCH;
+    for (;;) {
+        int discard = k->kind == SINK_DISCARD;
+        char *dst = discard ? P->scratch : k->buf + k->len;
+        size_t room = discard ? SCRATCH : k->cap - k->len;
+        int n = pyssh_chanio_read(&P->ch->io, stream, dst, room);
+        if (n <= 0) {
+            return n < 0 ? PYSSH_FAILED : 0;
         }
-        else {
-            dst = k->buf + k->len;
-            room = k->cap - k->len;
-            if (room == 0) {
-                return 0;
-            }
-        }
-        uint32_t want = ch->avail[stream] < room ? ch->avail[stream] : (uint32_t)room;
-        int n = ssh_channel_read_timeout(ch->chan, dst, want, stream, 0);
-        if (n < 0) {
-            return PYSSH_FAILED;
-        }
-        if (n == 0) {
-            ch->avail[stream] = 0;
-            break;
-        }
-        ch->avail[stream] -= (uint32_t)n < ch->avail[stream] ? (uint32_t)n : ch->avail[stream];
-        pyssh_deadline_touch(ch->dl);
         k->total += (unsigned)n;
-        if (k->kind != SINK_DISCARD) {
+        if (!discard) {
             k->len += (size_t)n;
         }
     }
+}
+
+/* The command is gone: what it did not read is dropped, as a pipe would. */
+static int
+stdin_gone(struct pump *P)
+{
+    if (P->in_left > 0 || !P->in_done) {
+        P->stdin_dropped = 1;
+    }
+    P->in_left = 0;
+    P->in_done = 1;
+    P->eof_sent = 1;
     return 0;
 }
 
@@ -646,51 +526,24 @@ drain(struct pump *P, int stream)
 static int
 feed(struct pump *P, ssh_session ssh)
 {
-    ChannelObject *ch = P->ch;
-    if (ch->remote_closed) {
-        /* the command is gone: what it did not read is dropped, as a pipe would */
-        if (P->in_left > 0 || !P->in_done) {
-            P->stdin_dropped = 1;
-        }
-        P->in_left = 0;
-        P->in_done = 1;
-        P->eof_sent = 1;
-        return 0;
+    pyssh_chanio *io = &P->ch->io;
+    if (io->remote_closed) {
+        return stdin_gone(P);
     }
     while (P->in_left > 0) {
-        if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-            return 0; /* the socket is full: wait for POLLOUT */
+        long w = pyssh_chanio_write(io, ssh, P->in, P->in_left);
+        if (w == PYSSH_CHANIO_CLOSED) {
+            return stdin_gone(P);
         }
-        uint32_t window = ssh_channel_window_size(ch->chan);
-        if (window == 0) {
-            return 0; /* wait for the server's window adjust */
+        if (w <= 0) {
+            return w < 0 ? PYSSH_FAILED : 0;
         }
-        size_t n = P->in_left;
-        if (n > window) {
-            n = window;
-        }
-        if (n > STDIN_WRITE) {
-            n = STDIN_WRITE;
-        }
-        int w = ssh_channel_write(ch->chan, P->in, (uint32_t)n);
-        if (w < 0) {
-            if (ch->remote_closed) {
-                return feed(P, ssh);
-            }
-            return PYSSH_FAILED;
-        }
-        if (w == 0) {
-            return 0;
-        }
-        pyssh_deadline_touch(ch->dl);
         P->in += w;
         P->in_left -= (size_t)w;
     }
     if (P->in_done && !P->eof_sent) {
-        if (ssh_channel_send_eof(ch->chan) == SSH_ERROR) {
-            if (!ch->remote_closed) {
-                return PYSSH_FAILED;
-            }
+        if (pyssh_chanio_send_eof(io) < 0) {
+            return PYSSH_FAILED;
         }
         P->eof_sent = 1;
     }
@@ -700,16 +553,15 @@ feed(struct pump *P, ssh_session ssh)
 static void
 snapshot(struct pump *P)
 {
-    ChannelObject *ch = P->ch;
-    P->has_status = ch->has_status;
-    P->exit_status = ch->exit_status;
-    P->has_signal = ch->has_signal;
-    P->core_dumped = ch->core_dumped;
-    memcpy(P->exit_signal, ch->exit_signal, sizeof(P->exit_signal));
-    memcpy(P->exit_errmsg, ch->exit_errmsg, sizeof(P->exit_errmsg));
+    const pyssh_chanio *io = &P->ch->io;
+    P->has_status = io->has_status;
+    P->exit_status = io->exit_status;
+    P->has_signal = io->has_signal;
+    P->core_dumped = io->core_dumped;
+    memcpy(P->exit_signal, io->exit_signal, sizeof(P->exit_signal));
+    memcpy(P->exit_errmsg, io->exit_errmsg, sizeof(P->exit_errmsg));
 }
 
-/* Something for run() to do with the GIL: output to hand over, stdin to fetch, the end. */
 /* A callback's chunk waits for it. (A capture's bytes are not waiting: they stay
  * in its buffer until the end; counting them made an idle command that had
  * printed something spin, stepping and returning without ever waiting.) */
@@ -719,66 +571,55 @@ undelivered(const sink *k)
     return k->kind == SINK_CALLBACK && k->len > 0;
 }
 
+/* Something for run() to do with the GIL: output to hand over, stdin to fetch,
+ * the end. Once the socket is idle (`idle`), whatever a callback has waiting
+ * is handed over too. */
 static int
-want_python(struct pump *P)
+want_python(struct pump *P, int idle)
 {
-    return P->done || P->need_stdin || sink_ready(&P->out[0]) || sink_ready(&P->out[1]);
+    if (P->done || P->need_stdin) {
+        return 1;
+    }
+    if (idle) {
+        return undelivered(&P->out[0]) || undelivered(&P->out[1]);
+    }
+    return sink_ready(&P->out[0]) || sink_ready(&P->out[1]);
 }
 
-static int pump_step_locked(ssh_session ssh, struct pump *P);
+/* One round of run()'s step: take the output, send stdin. */
+static int
+pump_round(void *owner, ssh_session ssh, int idle)
+{
+    struct pump *P = owner;
+    if (drain(P, 0) < 0 || drain(P, 1) < 0 || (!idle && feed(P, ssh) < 0)) {
+        return PYSSH_FAILED;
+    }
+    if (!idle) {
+        P->need_stdin = P->in_left == 0 && !P->in_done;
+    }
+    if (pyssh_chanio_drained(&P->ch->io)) {
+        P->done = 1;
+    }
+    if (want_python(P, idle)) {
+        snapshot(P);
+        return 0;
+    }
+    return PYSSH_CHANIO_MORE;
+}
 
-/* The step: on_data takes data into the sinks only while it runs (the session
- * lock is held: no other thread's step can run meanwhile). */
+/* The step: chanio's callback takes data into the sinks only while it runs
+ * (the session lock is held: no other thread's step can run meanwhile). */
 static int
 pump_step(ssh_session ssh, void *p)
 {
     struct pump *P = p;
-    P->ch->pump = P;
-    P->ch->dl = P->dl;
-    int rc = pump_step_locked(ssh, P);
-    P->ch->pump = NULL;
-    P->ch->dl = NULL;
-    return rc;
-}
-
-static int
-pump_step_locked(ssh_session ssh, struct pump *P)
-{
     ChannelObject *ch = P->ch;
-
-    for (int round = 0; round < ROUNDS_MAX; round++) {
-        if (drain(P, 0) < 0 || drain(P, 1) < 0 || feed(P, ssh) < 0) {
-            return PYSSH_FAILED;
-        }
-        P->need_stdin = P->in_left == 0 && !P->in_done;
-        if (ch->remote_closed && ch->avail[0] == 0 && ch->avail[1] == 0) {
-            P->done = 1;
-        }
-        if (want_python(P)) {
-            snapshot(P);
-            return 0;
-        }
-        int rc = pyssh_read_socket_once(ch->session, ssh);
-        if (rc == PYSSH_FAILED) {
-            return PYSSH_FAILED;
-        }
-        if (rc == SSH_AGAIN) {
-            /* the socket is idle: hand over what there is, or wait */
-            if (drain(P, 0) < 0 || drain(P, 1) < 0) {
-                return PYSSH_FAILED;
-            }
-            if (ch->remote_closed && ch->avail[0] == 0 && ch->avail[1] == 0) {
-                P->done = 1;
-            }
-            if (P->done || P->need_stdin || undelivered(&P->out[0]) || undelivered(&P->out[1])) {
-                snapshot(P);
-                return 0;
-            }
-            return PYSSH_AGAIN;
-        }
-    }
-    snapshot(P);
-    return 0;
+    ch->pump = P;
+    ch->io.dl = P->dl;
+    int rc = pyssh_chanio_rounds(ch->session, ssh, pump_round, P, ROUNDS_MAX);
+    ch->pump = NULL;
+    ch->io.dl = NULL;
+    return rc;
 }
 
 /* ---- run(): the loop with the GIL ---------------------------------------------- */
@@ -921,13 +762,112 @@ pump_deliver(struct pump *P)
     return 0;
 }
 
+/* Set up run()'s pump: the sinks, the scratch buffer, the stdin iterator
+ * (GIL held). -1 with an exception set; pump_free cleans up either way. */
+static int
+pump_init(struct pump *P, ChannelObject *ch, pyssh_deadline *dl, PyObject *out_t, PyObject *err_t,
+          PyObject *in_t)
+{
+    memset(P, 0, sizeof(*P));
+    P->ch = ch;
+    P->dl = dl;
+    if (sink_init(&P->out[0], out_t, "stdout") < 0 || sink_init(&P->out[1], err_t, "stderr") < 0) {
+        return -1;
+    }
+    if (P->out[0].kind == SINK_DISCARD || P->out[1].kind == SINK_DISCARD) {
+        P->scratch = PyMem_RawMalloc(SCRATCH);
+        if (P->scratch == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    if (in_t == Py_None) {
+        P->in_done = 1;
+        return 0;
+    }
+    P->stdin_iter = PyObject_GetIter(in_t);
+    return P->stdin_iter == NULL ? -1 : 0;
+}
+
+static void
+pump_free(struct pump *P)
+{
+    sink_free(&P->out[0]);
+    sink_free(&P->out[1]);
+    PyMem_RawFree(P->scratch);
+    if (P->have_view) {
+        PyBuffer_Release(&P->in_view);
+    }
+    Py_XDECREF(P->stdin_iter);
+}
+
+/* run()'s loop with the GIL: wait for the step, hand output over, fetch stdin,
+ * until the server closed the channel. -1 with an exception set. */
+static int
+pump_loop(struct pump *P)
+{
+    ChannelObject *ch = P->ch;
+    pyssh_state *st = ch->session->state;
+    for (;;) {
+        if (P->need_stdin) {
+            P->need_stdin = 0;
+            if (next_stdin(P) < 0) {
+                return -1;
+            }
+        }
+        if (pyssh_wait(ch->session, pump_step, P, P->dl, PYSSH_EXC_SSHError,
+                       "running the command") < 0) {
+            if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError])) {
+                PyErr_Clear();
+                pyssh_raise_timeout(st,
+                                    "running the command (it was sent SIGHUP and its "
+                                    "channel closed; the session is still usable)",
+                                    P->dl);
+            }
+            return -1;
+        }
+        if (pump_deliver(P) < 0) {
+            return -1;
+        }
+        if (P->done) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+/* run()'s result, a RunResult (module.c), from the pump's snapshot. */
+static PyObject *
+run_result(pyssh_state *st, struct pump *P)
+{
+    PyObject *v[7] = {NULL};
+    v[0] = P->has_status ? PyLong_FromLong(P->exit_status) : Py_NewRef(Py_None);
+    v[1] = P->has_signal ? PyUnicode_DecodeUTF8(P->exit_signal, strlen(P->exit_signal), "replace")
+                         : Py_NewRef(Py_None);
+    v[2] = PyBool_FromLong(P->core_dumped);
+    v[3] = PyUnicode_DecodeUTF8(P->exit_errmsg, strlen(P->exit_errmsg), "replace");
+    for (int i = 0; i < 2; i++) {
+        sink *k = &P->out[i];
+        if (k->kind != SINK_CAPTURE) {
+            v[4 + i] = Py_NewRef(Py_None);
+        }
+        else if (_PyBytes_Resize(&k->bytes, (Py_ssize_t)k->len) == 0) {
+            v[4 + i] = k->bytes;
+            k->bytes = NULL;
+        }
+    }
+    v[6] = PyBool_FromLong(P->stdin_dropped);
+    return pyssh_named_result(st->RunResultType, v, 7);
+}
+
 static PyObject *
 chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"stdout", "stderr", "stdin", "timeout", NULL};
     PyObject *out_t = Py_None, *err_t = Py_None, *in_t = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    pyssh_state *st = self->session->state;
     PyObject *result = NULL;
     struct pump P;
 
@@ -935,106 +875,26 @@ chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
                                      pyssh_deadline_conv, &dl)) {
         return NULL;
     }
-    if (claim(self, CLAIM_CONNECTED) < 0) {
+    if (claim(self, "run", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
     memset(&P, 0, sizeof(P));
-    P.ch = self;
-    P.dl = &dl;
-    if (self->chan == NULL || !self->exec_sent) {
-        pyssh_raise(st, PYSSH_EXC_SSHError,
-                    "no command is running on this channel: call exec() first");
+    if (exec_done(self) < 0 || pump_init(&P, self, &dl, out_t, err_t, in_t) < 0) {
         goto done;
     }
-    if (sink_init(&P.out[0], out_t, "stdout") < 0 || sink_init(&P.out[1], err_t, "stderr") < 0) {
+    if (pump_loop(&P) < 0) {
+        /* stop the command; the exception in flight is kept */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        chanobj_close_impl(self, 1, 1, 1);
+        PyErr_Restore(type, value, tb);
         goto done;
-    }
-    if (P.out[0].kind == SINK_DISCARD || P.out[1].kind == SINK_DISCARD) {
-        P.scratch = PyMem_RawMalloc(SCRATCH);
-        if (P.scratch == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-    }
-    if (in_t == Py_None) {
-        P.in_done = 1;
-    }
-    else {
-        P.stdin_iter = PyObject_GetIter(in_t);
-        if (P.stdin_iter == NULL) {
-            goto done;
-        }
-    }
-
-    for (;;) {
-        if (P.need_stdin) {
-            P.need_stdin = 0;
-            if (next_stdin(&P) < 0) {
-                goto fail;
-            }
-        }
-        if (pyssh_wait(self->session, pump_step, &P, &dl, PYSSH_EXC_SSHError,
-                       "running the command") < 0) {
-            if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError])) {
-                PyErr_Clear();
-                pyssh_raise_timeout(st,
-                                    "running the command (it was sent SIGHUP and its "
-                                    "channel closed; the session is still usable)",
-                                    &dl);
-            }
-            goto fail;
-        }
-        if (pump_deliver(&P) < 0) {
-            goto fail;
-        }
-        if (P.done) {
-            break;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            goto fail;
-        }
     }
     chanobj_close_impl(self, 0, 1, 0);
-
-    PyObject *captured[2] = {Py_None, Py_None};
-    for (int i = 0; i < 2; i++) {
-        if (P.out[i].kind == SINK_CAPTURE) {
-            if (_PyBytes_Resize(&P.out[i].bytes, (Py_ssize_t)P.out[i].len) < 0) {
-                goto done;
-            }
-            captured[i] = P.out[i].bytes;
-        }
-    }
-    PyObject *status = P.has_status ? PyLong_FromLong(P.exit_status) : Py_NewRef(Py_None);
-    PyObject *sig = P.has_signal
-                        ? PyUnicode_DecodeUTF8(P.exit_signal, strlen(P.exit_signal), "replace")
-                        : Py_NewRef(Py_None);
-    PyObject *msg = PyUnicode_DecodeUTF8(P.exit_errmsg, strlen(P.exit_errmsg), "replace");
-    if (status && sig && msg) {
-        result = Py_BuildValue("(OOOOOOO)", status, sig, P.core_dumped ? Py_True : Py_False, msg,
-                               captured[0], captured[1], P.stdin_dropped ? Py_True : Py_False);
-    }
-    Py_XDECREF(status);
-    Py_XDECREF(sig);
-    Py_XDECREF(msg);
-    goto done;
-
-fail : {
-    /* stop the command; the exception in flight is kept */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    chanobj_close_impl(self, 1, 1, 1);
-    PyErr_Restore(type, value, tb);
-}
+    result = run_result(self->session->state, &P);
 done:
     unclaim(self);
-    sink_free(&P.out[0]);
-    sink_free(&P.out[1]);
-    PyMem_RawFree(P.scratch);
-    if (P.have_view) {
-        PyBuffer_Release(&P.in_view);
-    }
-    Py_XDECREF(P.stdin_iter);
+    pump_free(&P);
     return result;
 }
 
@@ -1049,13 +909,12 @@ done:
 #define IO_BUF  (256 * 1024)
 #define ERRTAIL 4096
 
-enum io_mode { IO_READ, IO_WRITE, IO_RECV_FD, IO_SEND_FD };
+enum xfer_mode { X_READ, X_WRITE, X_RECV_FD, X_SEND_FD };
 
-struct io {
+struct xfer {
     ChannelObject *ch;
-    pyssh_deadline *dl; /* the timeout: no progress for so long */
-    enum io_mode mode;
-    char *buf; /* IO_READ: destination; IO_WRITE/IO_SEND_FD: data to send */
+    enum xfer_mode mode;
+    char *buf; /* X_READ: destination; X_WRITE/X_SEND_FD: data to send */
     size_t cap, len, pos;
     int fd;                  /* the local file */
     unsigned long long left; /* file bytes still to move */
@@ -1066,24 +925,21 @@ struct io {
     int done;
 };
 
-static void
+/* stderr is kept as a bounded tail, so that the window never fills with
+ * output nobody reads. */
+static int
 keep_stderr(ChannelObject *ch)
 {
     char tmp[1024];
-    while (ch->avail[1] > 0) {
-        uint32_t want = ch->avail[1] < sizeof(tmp) ? ch->avail[1] : (uint32_t)sizeof(tmp);
-        int n = ssh_channel_read_timeout(ch->chan, tmp, want, 1, 0);
-        if (n <= 0) {
-            ch->avail[1] = 0;
-            return;
-        }
-        ch->avail[1] -= (uint32_t)n < ch->avail[1] ? (uint32_t)n : ch->avail[1];
+    int n;
+    while ((n = pyssh_chanio_read(&ch->io, 1, tmp, sizeof(tmp))) > 0) {
         /* keep the last ERRTAIL bytes (n <= sizeof(tmp) < ERRTAIL) */
         size_t keep = ch->errlen + (size_t)n > ERRTAIL ? ERRTAIL - (size_t)n : ch->errlen;
         memmove(ch->errtail, ch->errtail + ch->errlen - keep, keep);
         memcpy(ch->errtail + keep, tmp, (size_t)n);
         ch->errlen = keep + (size_t)n;
     }
+    return n;
 }
 
 static int
@@ -1103,218 +959,191 @@ write_fd_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Called from on_data inside recv_to_fd()'s step: write the file's bytes straight
- * from the decrypted packet to the file. */
-static uint32_t
-io_take(struct io *X, int stream, const char *data, uint32_t len)
+/* The local file failed: the transfer ends with that errno. */
+static int
+local_failed(struct xfer *X, int e)
 {
-    if (stream != 0 || X->mode != IO_RECV_FD || X->left == 0 || X->local_errno) {
-        return 0;
-    }
-    uint32_t n = len;
-    if (n > X->left) {
-        n = (uint32_t)X->left;
-    }
+    X->local_errno = e;
+    X->done = 1;
+    return 0;
+}
+
+/* File bytes received: to the local file. */
+static int
+xfer_store(struct xfer *X, const char *data, uint32_t n)
+{
     int e = write_fd_all(X->fd, data, n);
     if (e != 0) {
-        X->local_errno = e;
-        X->done = 1;
-        return 0;
+        return local_failed(X, e);
     }
     X->left -= n;
     X->moved += n;
     if (X->left == 0) {
         X->done = 1;
     }
-    return n;
+    return 0;
 }
 
-/* One step of the four operations; runs with the session lock held. */
-static int
-io_step_once(struct io *X, ssh_session ssh)
+/* Called from chanio's data callback inside recv_to_fd()'s step: write the
+ * file's bytes straight from the decrypted packet to the file. */
+static uint32_t
+xfer_take(struct xfer *X, int stream, const char *data, uint32_t len)
 {
-    ChannelObject *ch = X->ch;
-    keep_stderr(ch);
-    switch (X->mode) {
-    case IO_READ:
-        if (ch->avail[0] > 0) {
-            uint32_t want = ch->avail[0] < X->cap ? ch->avail[0] : (uint32_t)X->cap;
-            int n = ssh_channel_read_timeout(ch->chan, X->buf, want, 0, 0);
+    if (stream != 0 || X->mode != X_RECV_FD || X->left == 0 || X->local_errno) {
+        return 0;
+    }
+    uint32_t n = len < X->left ? len : (uint32_t)X->left;
+    xfer_store(X, data, n);
+    return X->local_errno ? 0 : n;
+}
+
+/* read(): what libssh holds for stdout, up to cap; b'' at the end. */
+static int
+xfer_read(struct xfer *X)
+{
+    int n = pyssh_chanio_read(&X->ch->io, 0, X->buf, X->cap);
+    if (n < 0) {
+        return PYSSH_FAILED;
+    }
+    X->len = (size_t)n;
+    X->done = n > 0 || X->ch->io.remote_eof;
+    return 0;
+}
+
+/* recv_to_fd(): what libssh holds for stdout (the callback took the rest). */
+static int
+xfer_recv(struct xfer *X)
+{
+    pyssh_chanio *io = &X->ch->io;
+    while (X->left > 0 && !X->done) {
+        size_t want = X->cap < X->left ? X->cap : (size_t)X->left;
+        int n = pyssh_chanio_read(io, 0, X->buf, want);
+        if (n <= 0) {
             if (n < 0) {
                 return PYSSH_FAILED;
             }
-            ch->avail[0] -= (uint32_t)n < ch->avail[0] ? (uint32_t)n : ch->avail[0];
-            X->len = (size_t)n;
-            X->done = 1;
-            pyssh_deadline_touch(ch->dl);
+            break;
         }
-        else if (ch->remote_eof) {
-            X->done = 1; /* end of the stream: nothing read */
-        }
-        return 0;
-    case IO_RECV_FD:
-        while (ch->avail[0] > 0 && X->left > 0) {
-            uint32_t want = ch->avail[0] < X->cap ? ch->avail[0] : (uint32_t)X->cap;
-            if (want > X->left) {
-                want = (uint32_t)X->left;
-            }
-            int n = ssh_channel_read_timeout(ch->chan, X->buf, want, 0, 0);
-            if (n < 0) {
-                return PYSSH_FAILED;
-            }
-            ch->avail[0] -= (uint32_t)n < ch->avail[0] ? (uint32_t)n : ch->avail[0];
-            if (n == 0) {
-                break;
-            }
-            pyssh_deadline_touch(ch->dl);
-            int e = write_fd_all(X->fd, X->buf, (size_t)n);
-            if (e != 0) {
-                X->local_errno = e;
-                X->done = 1;
-                return 0;
-            }
-            X->left -= (unsigned)n;
-            X->moved += (unsigned)n;
-        }
-        if (X->left == 0 || (ch->remote_eof && ch->avail[0] == 0)) {
-            X->done = 1;
-        }
-        return 0;
-    case IO_WRITE:
-    case IO_SEND_FD:
-        for (;;) {
-            if (ch->remote_closed) {
-                X->done = 1; /* the caller sees what is left unsent */
-                return 0;
-            }
-            if (X->pos == X->len && X->mode == IO_SEND_FD && X->left > 0) {
-                size_t want = X->cap < X->left ? X->cap : (size_t)X->left;
-                long n = pyssh_read(X->fd, X->buf, want);
-                if (n < 0) {
-                    if (errno == EINTR) {
-                        continue;
-                    }
-                    X->local_errno = errno;
-                    X->done = 1;
-                    return 0;
-                }
-                if (n == 0) {
-                    X->short_file = 1;
-                    X->done = 1;
-                    return 0;
-                }
-                X->pos = 0;
-                X->len = (size_t)n;
-                X->left -= (unsigned long long)n;
-            }
-            if (X->pos == X->len) {
-                X->done = 1;
-                return 0;
-            }
-            if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-                return 0; /* wait for POLLOUT */
-            }
-            uint32_t window = ssh_channel_window_size(ch->chan);
-            if (window == 0) {
-                return 0; /* wait for the peer's window adjust */
-            }
-            size_t n = X->len - X->pos;
-            if (n > window) {
-                n = window;
-            }
-            if (n > STDIN_WRITE) {
-                n = STDIN_WRITE;
-            }
-            int w = ssh_channel_write(ch->chan, X->buf + X->pos, (uint32_t)n);
-            if (w < 0) {
-                if (ch->remote_closed) {
-                    X->done = 1;
-                    return 0;
-                }
-                return PYSSH_FAILED;
-            }
-            if (w == 0) {
-                return 0;
-            }
-            pyssh_deadline_touch(ch->dl);
-            X->pos += (size_t)w;
-            X->moved += (unsigned)w;
-        }
+        xfer_store(X, X->buf, (uint32_t)n);
+    }
+    if (X->left == 0 || (io->remote_eof && io->avail[0] == 0)) {
+        X->done = 1;
     }
     return 0;
 }
 
-static int io_step_locked(ssh_session ssh, struct io *X);
+/* send_from_fd(): the next piece of the local file, once the last is sent. */
+static int
+xfer_refill(struct xfer *X)
+{
+    for (;;) {
+        size_t want = X->cap < X->left ? X->cap : (size_t)X->left;
+        long n = pyssh_read(X->fd, X->buf, want);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return local_failed(X, errno);
+        }
+        if (n == 0) {
+            X->short_file = 1;
+            X->done = 1;
+            return 0;
+        }
+        X->pos = 0;
+        X->len = (size_t)n;
+        X->left -= (unsigned long long)n;
+        return 0;
+    }
+}
+
+/* write()/send_from_fd(): send within the window until it is all sent, the
+ * window shuts or the server closed (the caller sees what is left unsent). */
+static int
+xfer_send(struct xfer *X, ssh_session ssh)
+{
+    while (!X->done) {
+        if (X->pos == X->len && X->mode == X_SEND_FD && X->left > 0) {
+            xfer_refill(X);
+            continue;
+        }
+        if (X->pos == X->len) {
+            X->done = 1;
+            break;
+        }
+        long w = pyssh_chanio_write(&X->ch->io, ssh, X->buf + X->pos, X->len - X->pos);
+        if (w == PYSSH_CHANIO_CLOSED) {
+            X->done = 1;
+            break;
+        }
+        if (w <= 0) {
+            return w < 0 ? PYSSH_FAILED : 0;
+        }
+        X->pos += (size_t)w;
+        X->moved += (unsigned)w;
+    }
+    return 0;
+}
+
+/* One round of a transfer's step (lock held). */
+static int
+xfer_round(void *owner, ssh_session ssh, int idle)
+{
+    struct xfer *X = owner;
+    int rc;
+    if (keep_stderr(X->ch) < 0) {
+        return PYSSH_FAILED;
+    }
+    switch (X->mode) {
+    case X_READ:
+        rc = xfer_read(X);
+        break;
+    case X_RECV_FD:
+        rc = xfer_recv(X);
+        break;
+    default:
+        rc = xfer_send(X, ssh);
+    }
+    if (rc < 0) {
+        return PYSSH_FAILED;
+    }
+    if (X->done || (!idle && X->next_progress > 0 && pyssh_monotonic() >= X->next_progress)) {
+        return 0; /* finished, or time for a progress report */
+    }
+    return PYSSH_CHANIO_MORE;
+}
 
 static int
-io_step(ssh_session ssh, void *p)
+xfer_step(ssh_session ssh, void *p)
 {
-    struct io *X = p;
-    X->ch->io = X;
-    X->ch->dl = X->dl;
-    int rc = io_step_locked(ssh, X);
-    X->ch->io = NULL;
-    X->ch->dl = NULL;
+    struct xfer *X = p;
+    ChannelObject *ch = X->ch;
+    ch->xfer = X;
+    int rc = pyssh_chanio_rounds(ch->session, ssh, xfer_round, X, ROUNDS_MAX);
+    ch->xfer = NULL;
     return rc;
 }
 
+/* Run one transfer to its end: wait, report progress, honour the timeout. */
 static int
-io_step_locked(ssh_session ssh, struct io *X)
+xfer_run(struct xfer *X, pyssh_deadline *dl, PyObject *progress, const char *what)
 {
     ChannelObject *ch = X->ch;
-    for (int round = 0; round < ROUNDS_MAX; round++) {
-        if (io_step_once(X, ssh) < 0) {
-            return PYSSH_FAILED;
-        }
-        if (X->done) {
-            return 0;
-        }
-        if (X->next_progress > 0 && pyssh_monotonic() >= X->next_progress) {
-            return 0; /* time for a progress report */
-        }
-        int rc = pyssh_read_socket_once(ch->session, ssh);
-        if (rc == PYSSH_FAILED) {
-            return PYSSH_FAILED;
-        }
-        if (rc == SSH_AGAIN) {
-            if (io_step_once(X, ssh) < 0) {
-                return PYSSH_FAILED;
-            }
-            return X->done ? 0 : PYSSH_AGAIN;
-        }
-    }
-    return 0;
-}
-
-/* Run one operation to its end: wait, report progress, honour the timeout. */
-static int
-io_run(ChannelObject *self, struct io *X, pyssh_deadline *dl, PyObject *progress, const char *what)
-{
-    int rc = 0;
-    X->dl = dl;
     if (progress != NULL && progress != Py_None) {
         X->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
+    ch->io.dl = dl;
+    int rc = 0;
     while (!X->done) {
-        if (pyssh_wait(self->session, io_step, X, dl, PYSSH_EXC_SSHError, what) < 0 ||
+        if (pyssh_wait(ch->session, xfer_step, X, dl, PYSSH_EXC_SSHError, what) < 0 ||
             pyssh_progress(progress, &X->next_progress, X->done, X->moved) < 0 ||
             PyErr_CheckSignals() < 0) {
             rc = -1;
             break;
         }
     }
+    ch->io.dl = NULL;
     return rc;
-}
-
-static int
-io_ready(ChannelObject *self)
-{
-    if (self->chan == NULL || !self->exec_sent) {
-        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
-                    "no command is running on this channel: call exec() first");
-        return -1;
-    }
-    return 0;
 }
 
 PyDoc_STRVAR(chanobj_read_doc,
@@ -1332,23 +1161,19 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
                                      &dl)) {
         return NULL;
     }
-    if (claim(self, CLAIM_CONNECTED) < 0) {
+    if (claim(self, "read", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
     PyObject *out = NULL;
-    if (io_ready(self) < 0) {
+    if (exec_done(self) < 0) {
         goto done;
     }
     out = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
     if (out == NULL || n <= 0) {
         goto done;
     }
-    struct io X = {0};
-    X.ch = self;
-    X.mode = IO_READ;
-    X.buf = PyBytes_AS_STRING(out);
-    X.cap = (size_t)n;
-    if (io_run(self, &X, &dl, NULL, "reading from the command") < 0 ||
+    struct xfer X = {.ch = self, .mode = X_READ, .buf = PyBytes_AS_STRING(out), .cap = (size_t)n};
+    if (xfer_run(&X, &dl, NULL, "reading from the command") < 0 ||
         _PyBytes_Resize(&out, (Py_ssize_t)X.len) < 0) {
         Py_CLEAR(out);
     }
@@ -1364,9 +1189,7 @@ closed_midway(ChannelObject *self, const char *what)
     if (tail == NULL) {
         return NULL;
     }
-    pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
-                "%s: the remote command ended "
-                "first%s%U",
+    pyssh_raise(self->session->state, PYSSH_EXC_SSHError, "%s: the remote command ended first%s%U",
                 what, self->errlen ? "; its stderr ended with: " : "", tail);
     Py_DECREF(tail);
     return NULL;
@@ -1385,20 +1208,13 @@ chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
                                      &dl)) {
         return NULL;
     }
-    if (claim(self, CLAIM_OPEN) < 0) {
+    if (claim(self, "write", PYSSH_NEED_OPEN) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
     PyObject *result = NULL;
-    if (io_ready(self) < 0) {
-        goto done;
-    }
-    struct io X = {0};
-    X.ch = self;
-    X.mode = IO_WRITE;
-    X.buf = view.buf;
-    X.len = (size_t)view.len;
-    if (io_run(self, &X, &dl, NULL, "writing to the command") < 0) {
+    struct xfer X = {.ch = self, .mode = X_WRITE, .buf = view.buf, .len = (size_t)view.len};
+    if (exec_done(self) < 0 || xfer_run(&X, &dl, NULL, "writing to the command") < 0) {
         goto done;
     }
     if (X.pos < X.len) {
@@ -1412,64 +1228,58 @@ done:
     return result;
 }
 
+/* How a file transfer ended, as an exception, or its byte count. */
 static PyObject *
-fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum io_mode mode)
+fd_result(ChannelObject *self, struct xfer *X, const char *what)
+{
+    if (X->local_errno) {
+        errno = X->local_errno;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (X->short_file) {
+        return PyErr_Format(PyExc_OSError,
+                            "the local file is shorter than its size said: it "
+                            "changed while it was being sent (%llu bytes missing)",
+                            X->left + (unsigned long long)(X->len - X->pos));
+    }
+    if (X->left > 0 || X->pos < X->len) {
+        return closed_midway(self, what);
+    }
+    return PyLong_FromUnsignedLongLong(X->moved);
+}
+
+static PyObject *
+fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum xfer_mode mode)
 {
     static char *kwlist[] = {"fd", "size", "progress", "timeout", NULL};
-    int fd;
-    unsigned long long size;
-    PyObject *progress = Py_None;
+    const char *method = mode == X_RECV_FD ? "recv_to_fd" : "send_from_fd";
+    const char *what = mode == X_RECV_FD ? "receiving a file" : "sending a file";
+    struct xfer X = {.ch = self, .mode = mode, .cap = IO_BUF};
+    PyObject *progress = Py_None, *result = NULL;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iK|OO&", kwlist, &fd, &size, &progress,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iK|OO&", kwlist, &X.fd, &X.left, &progress,
                                      pyssh_deadline_conv, &dl)) {
         return NULL;
     }
-    if (claim(self, CLAIM_CONNECTED) < 0) {
+    if (claim(self, method, PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
-    struct io X = {0};
-    PyObject *result = NULL;
-    if (io_ready(self) < 0) {
+    if (exec_done(self) < 0) {
         goto done;
     }
     if (progress != Py_None && !PyCallable_Check(progress)) {
         PyErr_SetString(PyExc_TypeError, "progress must be a callable or None");
         goto done;
     }
-    X.ch = self;
-    X.mode = mode;
-    X.fd = fd;
-    X.left = size;
-    X.cap = IO_BUF;
     X.buf = PyMem_RawMalloc(IO_BUF);
     if (X.buf == NULL) {
         PyErr_NoMemory();
         goto done;
     }
-    const char *what = mode == IO_RECV_FD ? "receiving a file" : "sending a file";
-    if (size == 0) {
-        X.done = 1;
+    X.done = X.left == 0;
+    if (xfer_run(&X, &dl, progress, what) == 0) {
+        result = fd_result(self, &X, what);
     }
-    if (io_run(self, &X, &dl, progress, what) < 0) {
-        goto done;
-    }
-    if (X.local_errno) {
-        errno = X.local_errno;
-        PyErr_SetFromErrno(PyExc_OSError);
-        goto done;
-    }
-    if (X.short_file) {
-        PyErr_Format(PyExc_OSError,
-                     "the local file is shorter than its size said: it "
-                     "changed while it was being sent (%llu bytes missing)",
-                     X.left + (unsigned long long)(X.len - X.pos));
-        goto done;
-    }
-    if (X.left > 0 || X.pos < X.len) {
-        closed_midway(self, what);
-        goto done;
-    }
-    result = PyLong_FromUnsignedLongLong(X.moved);
 done:
     unclaim(self);
     PyMem_RawFree(X.buf);
@@ -1484,7 +1294,7 @@ PyDoc_STRVAR(chanobj_recv_to_fd_doc,
 static PyObject *
 chanobj_recv_to_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    return fd_transfer(self, args, kwds, IO_RECV_FD);
+    return fd_transfer(self, args, kwds, X_RECV_FD);
 }
 
 PyDoc_STRVAR(chanobj_send_from_fd_doc,
@@ -1494,18 +1304,14 @@ PyDoc_STRVAR(chanobj_send_from_fd_doc,
 static PyObject *
 chanobj_send_from_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    return fd_transfer(self, args, kwds, IO_SEND_FD);
+    return fd_transfer(self, args, kwds, X_SEND_FD);
 }
 
 static int
 send_eof_step(ssh_session ssh, void *p)
 {
     (void)ssh;
-    ChannelObject *ch = p;
-    if (!ch->remote_closed && ssh_channel_send_eof(ch->chan) == SSH_ERROR) {
-        return PYSSH_FAILED;
-    }
-    return 0;
+    return pyssh_chanio_send_eof(&((ChannelObject *)p)->io);
 }
 
 PyDoc_STRVAR(chanobj_send_eof_doc, "send_eof($self, /)\n--\n\n"
@@ -1514,12 +1320,12 @@ PyDoc_STRVAR(chanobj_send_eof_doc, "send_eof($self, /)\n--\n\n"
 static PyObject *
 chanobj_send_eof(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (claim(self, CLAIM_CONNECTED) < 0) {
+    if (claim(self, "send_eof", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
-    int rc = io_ready(self) < 0 ? -1
-                                : pyssh_call(self->session, send_eof_step, self, PYSSH_EXC_SSHError,
-                                             "sending EOF");
+    int rc = exec_done(self) < 0 ? -1
+                                 : pyssh_call(self->session, send_eof_step, self,
+                                              PYSSH_EXC_SSHError, "sending EOF");
     unclaim(self);
     if (rc < 0) {
         return NULL;
@@ -1544,7 +1350,7 @@ static PyObject *
 chanobj_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     /* claimed too: the close waits for the session lock with the GIL released */
-    if (claim(self, CLAIM_ONLY) < 0) {
+    if (claim(self, "close", PYSSH_NEED_NOTHING) < 0) {
         return NULL;
     }
     int rc = chanobj_close_impl(self, 1, 1, 1);
@@ -1558,7 +1364,7 @@ chanobj_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 chanobj_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->chan == NULL);
+    return PyBool_FromLong(self->io.chan == NULL);
 }
 
 static PyObject *

@@ -12,6 +12,101 @@
     "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"                 \
     "aes256-ctr,aes192-ctr,aes128-ctr"
 
+/* ---- named results ------------------------------------------------------------ */
+
+static PyStructSequence_Field run_fields[] = {
+    {"exit_status", "the command's exit status, or None (it was killed by a signal)"},
+    {"signal", "the name of the signal that ended it (\"TERM\"), or None"},
+    {"core_dumped", "the signal dumped core"},
+    {"error_message", "the server's message with the signal"},
+    {"stdout", "the captured stdout, or None when it was not captured"},
+    {"stderr", "the captured stderr, or None when it was not captured"},
+    {"stdin_dropped", "the command ended before it read all of stdin"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field attrs_fields[] = {
+    {"size", NULL},
+    {"uid", NULL},
+    {"gid", NULL},
+    {"mode", NULL},
+    {"atime", NULL},
+    {"mtime", NULL},
+    {"extended", "((name, data), ...)"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field transfer_fields[] = {
+    {"moved", "bytes moved"},
+    {"status", "the first failed SFTP status code, or -1"},
+    {"message", "its message (bytes from the server)"},
+    {"local_errno", "errno of a failed local read or write, -1 for a file that ended early, or 0"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field read_fields[] = {
+    {"data", "the bytes read"},
+    {"status", "the first failed SFTP status code, or -1"},
+    {"message", "its message (bytes from the server)"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field counts_fields[] = {
+    {"served", "connections served"},  {"up", "bytes to the target"},
+    {"down", "bytes from the target"}, {"failed", "connections that could not be made"},
+    {"open", "connections open now"},  {NULL, NULL},
+};
+
+static PyStructSequence_Desc named_results[] = {
+    {"pyssh._ssh.RunResult", "How a command ended (Channel.run).", run_fields, 7},
+    {"pyssh._ssh.SFTPAttrs", "A file's attributes as the server sent them; None where absent.",
+     attrs_fields, 7},
+    {"pyssh._ssh.SFTPTransfer", "How an SFTP download, upload or write ended.", transfer_fields, 4},
+    {"pyssh._ssh.SFTPRead", "What an SFTP read brought.", read_fields, 3},
+    {"pyssh._ssh.TunnelCounts", "A tunnel's counters.", counts_fields, 5},
+};
+
+static PyTypeObject **
+named_slot(pyssh_state *st, int i)
+{
+    PyTypeObject **slots[] = {&st->RunResultType, &st->SFTPAttrsType, &st->SFTPTransferType,
+                              &st->SFTPReadType, &st->TunnelCountsType};
+    return slots[i];
+}
+
+#define NAMED_COUNT ((int)(sizeof(named_results) / sizeof(named_results[0])))
+
+static int
+named_results_init(PyObject *module, pyssh_state *st)
+{
+    for (int i = 0; i < NAMED_COUNT; i++) {
+        PyTypeObject *t = PyStructSequence_NewType(&named_results[i]);
+        *named_slot(st, i) = t;
+        if (t == NULL || PyModule_AddType(module, t) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyObject *
+pyssh_named_result(PyTypeObject *type, PyObject **v, int n)
+{
+    PyObject *r = NULL;
+    int complete = 1;
+    for (int i = 0; i < n; i++) {
+        complete &= v[i] != NULL;
+    }
+    if (complete) {
+        r = PyStructSequence_New(type);
+    }
+    for (int i = 0; i < n; i++) {
+        if (r != NULL) {
+            PyStructSequence_SetItem(r, i, v[i]);
+        }
+        else {
+            Py_XDECREF(v[i]);
+        }
+    }
+    return r;
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -30,7 +125,7 @@ module_exec(PyObject *module)
     if (PyModule_AddFunctions(module, pyssh_names_methods) < 0) {
         return -1;
     }
-    if (pyssh_errors_init(module, st) < 0) {
+    if (pyssh_errors_init(module, st) < 0 || named_results_init(module, st) < 0) {
         return -1;
     }
     if (pyssh_session_setup_type(module, st) < 0) {
@@ -94,6 +189,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->TunnelType);
     Py_VISIT(st->SFTPType);
     Py_VISIT(st->logger);
+    for (int i = 0; i < NAMED_COUNT; i++) {
+        Py_VISIT(*named_slot(st, i));
+    }
     return pyssh_errors_traverse(st, visit, arg);
 }
 
@@ -106,6 +204,9 @@ module_clear(PyObject *module)
     Py_CLEAR(st->TunnelType);
     Py_CLEAR(st->SFTPType);
     Py_CLEAR(st->logger);
+    for (int i = 0; i < NAMED_COUNT; i++) {
+        Py_CLEAR(*named_slot(st, i));
+    }
     pyssh_errors_clear(st);
     return 0;
 }

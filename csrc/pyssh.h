@@ -83,6 +83,12 @@ typedef struct {
     PyTypeObject *ChannelType;
     PyTypeObject *TunnelType;
     PyTypeObject *SFTPType;
+    /* named results (struct sequences, module.c) */
+    PyTypeObject *RunResultType;
+    PyTypeObject *SFTPAttrsType;
+    PyTypeObject *SFTPTransferType;
+    PyTypeObject *SFTPReadType;
+    PyTypeObject *TunnelCountsType;
     PyObject *exc[PYSSH_EXC_COUNT];
     PyObject *logger; /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;
@@ -90,6 +96,12 @@ typedef struct {
 extern PyModuleDef pyssh_module_def;
 
 pyssh_state *pyssh_state_from_type(PyTypeObject *type);
+
+/* A named result (a struct sequence of `type`) of the `n` values v[], whose
+ * references it steals; NULL (with the exception set) when one of them is
+ * NULL, all released. Results cross the C/Python boundary as these, never as
+ * bare tuples. */
+PyObject *pyssh_named_result(PyTypeObject *type, PyObject **v, int n);
 
 /* ---- errors.c ------------------------------------------------------------ */
 
@@ -224,12 +236,6 @@ void pyssh_unclaim(pyssh_claim *c);
 int pyssh_capi_setup(PyObject *module);
 
 int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
-
-/* Close and free a channel (lock held, session open): remove `cb` (may be NULL),
- * send EOF and CLOSE when it was `opened` and not yet closed, then free it;
- * libssh frees it for good when the server's CLOSE arrives. */
-void pyssh_channel_release(ssh_channel chan, struct ssh_channel_callbacks_struct *cb, int opened,
-                           int remote_closed);
 
 /* ---- guard.c: what the server may open and ask ------------------------------ */
 

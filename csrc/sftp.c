@@ -14,12 +14,13 @@
  * (INIT's extensions, attributes, names, statuses to exceptions, the trees) is
  * Python's (pyssh/_sftp.py), through request(): one request, its reply.
  *
- * Incoming data: the channel's data callback copies what arrives into `in`
+ * The channel's bytes move through the channel-I/O core (chanio.c). Incoming
+ * data: its data callback offers what arrives, which sftp_take copies into `in`
  * while this object's step holds the lock (from the decrypted packet, thanks to
  * pyssh's libssh patch); frames are parsed there. Outgoing: requests are built
- * in `out` and handed to ssh_channel_write() within the peer's window, the rest
+ * in `out` and written within the peer's window (pyssh_chanio_write), the rest
  * kept for the next step. */
-#include "pyssh.h"
+#include "chanio.h"
 
 #include <errno.h>
 #include <string.h>
@@ -33,16 +34,13 @@
 
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
-    ssh_channel chan;
-    struct ssh_channel_callbacks_struct cb;
-    int opened, started;
-    int busy; /* a method is running: claimed at its entry (GIL) */
+    pyssh_chanio io;                      /* io.chan: NULL until started, and again once closed */
+    pyssh_claim claim;                    /* the method running (GIL) */
+    int started;
     long pid;
     uint32_t next_id;
     /* touched with the session lock held */
     int in_step;
-    uint32_t avail; /* what libssh holds for the channel, not yet taken */
-    int remote_eof, remote_closed;
     char *in; /* bytes received, frames not yet parsed */
     size_t in_len;
     char *out; /* requests not yet accepted by the channel */
@@ -51,44 +49,22 @@ typedef struct {
     int ndiscard;
 } SFTPObject;
 
-/* ---- libssh callbacks (lock held) ---------------------------------------------- */
+/* ---- what arrives (inside libssh, lock held) ------------------------------------ */
 
-static int
-on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+/* Taken only inside this object's own step; in another thread's step on the
+ * session libssh keeps it (chanio counts it). stderr is dropped by chanio. */
+static uint32_t
+sftp_take(void *owner, int stream, const char *data, uint32_t len)
 {
-    (void)s;
-    (void)c;
-    SFTPObject *self = ud;
-    if (is_stderr) {
-        return (int)len; /* the subsystem's stderr: nothing to do with it */
+    SFTPObject *self = owner;
+    if (stream != 0 || !self->in_step || self->in == NULL) {
+        return 0;
     }
-    uint32_t taken = 0;
-    if (self->in_step && self->in != NULL) {
-        size_t room = IN_MAX - self->in_len;
-        taken = len < room ? len : (uint32_t)room;
-        memcpy(self->in + self->in_len, data, taken);
-        self->in_len += taken;
-    }
-    self->avail = len - taken;
-    return (int)taken;
-}
-
-static void
-on_eof(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    ((SFTPObject *)ud)->remote_eof = 1;
-}
-
-static void
-on_close(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    SFTPObject *self = ud;
-    self->remote_eof = 1;
-    self->remote_closed = 1;
+    size_t room = IN_MAX - self->in_len;
+    uint32_t taken = len < room ? len : (uint32_t)room;
+    memcpy(self->in + self->in_len, data, taken);
+    self->in_len += taken;
+    return taken;
 }
 
 /* ---- bytes ------------------------------------------------------------------------- */
@@ -176,26 +152,13 @@ flush_out(SFTPObject *self, ssh_session ssh)
 {
     long sent = 0;
     while (self->out_pos < self->out_len) {
-        if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-            break;
+        long w = pyssh_chanio_write(&self->io, ssh, self->out + self->out_pos,
+                                    self->out_len - self->out_pos);
+        if (w == PYSSH_CHANIO_CLOSED || w == 0) {
+            break; /* closed: the step says so */
         }
-        uint32_t window = ssh_channel_window_size(self->chan);
-        if (window == 0) {
-            break;
-        }
-        size_t n = self->out_len - self->out_pos;
-        if (n > window) {
-            n = window;
-        }
-        if (n > 256 * 1024) {
-            n = 256 * 1024;
-        }
-        int w = ssh_channel_write(self->chan, self->out + self->out_pos, (uint32_t)n);
         if (w < 0) {
             return -1;
-        }
-        if (w == 0) {
-            break;
         }
         self->out_pos += (size_t)w;
         sent += w;
@@ -208,23 +171,12 @@ flush_out(SFTPObject *self, ssh_session ssh)
 static int
 take_avail(SFTPObject *self)
 {
-    while (self->avail > 0 && self->in_len < IN_MAX) {
-        uint32_t want = self->avail;
-        if (want > IN_MAX - self->in_len) {
-            want = (uint32_t)(IN_MAX - self->in_len);
-        }
-        int n = ssh_channel_read_timeout(self->chan, self->in + self->in_len, want, 0, 0);
-        if (n < 0) {
-            return -1;
-        }
-        if (n == 0) {
-            self->avail = 0;
-            break;
-        }
+    int n;
+    while ((n = pyssh_chanio_read(&self->io, 0, self->in + self->in_len, IN_MAX - self->in_len)) >
+           0) {
         self->in_len += (size_t)n;
-        self->avail -= (uint32_t)n < self->avail ? (uint32_t)n : self->avail;
     }
-    return 0;
+    return n;
 }
 
 /* ---- operations --------------------------------------------------------------------- */
@@ -673,99 +625,103 @@ op_finished(struct op *o)
     return o->next_offset >= o->end;
 }
 
-static int step_locked(ssh_session ssh, struct op *o);
+/* start(): open the channel, ask for the subsystem, queue INIT. 0 once INIT is
+ * queued (o->phase 2), PYSSH_AGAIN, PYSSH_FAILED, or 0 with a protocol error. */
+static int
+open_subsystem(struct op *o)
+{
+    SFTPObject *s = o->s;
+    int rc;
+    if (o->phase == 0) {
+        rc = pyssh_chanio_open_session(&s->io);
+        if (rc != 0) {
+            return rc;
+        }
+        o->phase = 1;
+    }
+    rc = ssh_channel_request_subsystem(s->io.chan, "sftp");
+    if (rc == SSH_AGAIN) {
+        return PYSSH_AGAIN;
+    }
+    if (rc != SSH_OK) {
+        o->protocol_error = "the server has no SFTP subsystem (sshd_config: Subsystem sftp)";
+        return 0;
+    }
+    o->phase = 2;
+    char *q = out_reserve(s, 9);
+    if (q == NULL) {
+        return PYSSH_FAILED;
+    }
+    put32(q, 5);
+    q[4] = SFTP_INIT;
+    put32(q + 5, 3);
+    return 0;
+}
+
+/* Take in and parse what arrived: 0, PYSSH_FAILED; o->protocol_error is set
+ * when the server broke the protocol. */
+static int
+take_in(struct op *o)
+{
+    if (take_avail(o->s) < 0) {
+        return PYSSH_FAILED;
+    }
+    parse_frames(o);
+    return 0;
+}
+
+/* One round of an operation's step: parse replies, issue requests, send. */
+static int
+op_round(void *owner, ssh_session ssh, int idle)
+{
+    struct op *o = owner;
+    SFTPObject *s = o->s;
+    if (take_in(o) < 0) {
+        return PYSSH_FAILED;
+    }
+    if (o->protocol_error || op_finished(o)) {
+        return 0;
+    }
+    if (idle) {
+        return PYSSH_CHANIO_MORE; /* what arrived is in `in` or counted: wait */
+    }
+    if ((o->kind == OP_DOWNLOAD || o->kind == OP_UPLOAD) && issue(o) < 0) {
+        return PYSSH_FAILED;
+    }
+    long sent = flush_out(s, ssh);
+    if (sent < 0) {
+        return PYSSH_FAILED;
+    }
+    if (sent > 0) {
+        /* the server's window took data: an upload over a slow link moves on
+         * even while no WRITE is confirmed yet */
+        pyssh_deadline_touch(o->dl);
+    }
+    if (op_finished(o) || (o->next_progress > 0 && pyssh_monotonic() >= o->next_progress)) {
+        return 0;
+    }
+    if (s->io.remote_closed || (s->io.remote_eof && s->io.avail[0] == 0)) {
+        o->protocol_error = "the server closed the SFTP channel";
+        return 0;
+    }
+    return PYSSH_CHANIO_MORE;
+}
 
 static int
 sftp_step(ssh_session ssh, void *p)
 {
     struct op *o = p;
-    o->s->in_step = 1;
-    int rc = step_locked(ssh, o);
-    o->s->in_step = 0;
-    return rc;
-}
-
-static int
-step_locked(ssh_session ssh, struct op *o)
-{
     SFTPObject *s = o->s;
+    int rc = 0;
+    s->in_step = 1;
     if (o->kind == OP_START && o->phase < 2) {
-        int rc;
-        if (o->phase == 0) {
-            rc = ssh_channel_open_session(s->chan);
-            if (rc == SSH_AGAIN) {
-                return PYSSH_AGAIN;
-            }
-            if (rc != SSH_OK) {
-                return PYSSH_FAILED;
-            }
-            s->opened = 1;
-            o->phase = 1;
-        }
-        rc = ssh_channel_request_subsystem(s->chan, "sftp");
-        if (rc == SSH_AGAIN) {
-            return PYSSH_AGAIN;
-        }
-        if (rc != SSH_OK) {
-            o->protocol_error = "the server has no SFTP subsystem (sshd_config: Subsystem sftp)";
-            return 0;
-        }
-        o->phase = 2;
-        char *q = out_reserve(s, 9);
-        if (q == NULL) {
-            return PYSSH_FAILED;
-        }
-        put32(q, 5);
-        q[4] = SFTP_INIT;
-        put32(q + 5, 3);
+        rc = open_subsystem(o);
     }
-    for (int round = 0; round < ROUNDS_MAX; round++) {
-        if (take_avail(s) < 0) {
-            return PYSSH_FAILED;
-        }
-        parse_frames(o);
-        if (o->protocol_error) {
-            return 0;
-        }
-        if ((o->kind == OP_DOWNLOAD || o->kind == OP_UPLOAD) && issue(o) < 0) {
-            return PYSSH_FAILED;
-        }
-        long sent = flush_out(s, ssh);
-        if (sent < 0) {
-            return PYSSH_FAILED;
-        }
-        if (sent > 0) {
-            /* the server's window took data: an upload over a slow link moves on
-             * even while no WRITE is confirmed yet */
-            pyssh_deadline_touch(o->dl);
-        }
-        if (op_finished(o)) {
-            return 0;
-        }
-        if (o->next_progress > 0 && pyssh_monotonic() >= o->next_progress) {
-            return 0;
-        }
-        if (s->remote_closed || (s->remote_eof && s->avail == 0)) {
-            o->protocol_error = "the server closed the SFTP channel";
-            return 0;
-        }
-        int rc = pyssh_read_socket_once(s->session, ssh);
-        if (rc == PYSSH_FAILED) {
-            return PYSSH_FAILED;
-        }
-        if (rc == SSH_AGAIN) {
-            /* the socket is idle: what arrived is in `in` or counted in avail */
-            if (take_avail(s) < 0) {
-                return PYSSH_FAILED;
-            }
-            parse_frames(o);
-            if (o->protocol_error || op_finished(o)) {
-                return 0;
-            }
-            return PYSSH_AGAIN;
-        }
+    if (rc == 0 && !o->protocol_error) {
+        rc = pyssh_chanio_rounds(s->session, ssh, op_round, o, ROUNDS_MAX);
     }
-    return PYSSH_AGAIN;
+    s->in_step = 0;
+    return rc;
 }
 
 /* ---- lifetime ----------------------------------------------------------------------- */
@@ -789,11 +745,8 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->session = (SessionObject *)Py_NewRef(session);
     self->pid = pyssh_getpid();
     self->next_id = 1;
-    ssh_callbacks_init(&self->cb);
-    self->cb.userdata = self;
-    self->cb.channel_data_function = on_data;
-    self->cb.channel_eof_function = on_eof;
-    self->cb.channel_close_function = on_close;
+    pyssh_chanio_init(&self->io, self->session, sftp_take, self);
+    self->io.drop_stderr = 1; /* the subsystem's stderr: nothing to do with it */
     self->in = malloc(IN_MAX);
     if (self->in == NULL) {
         Py_DECREF(self);
@@ -803,14 +756,14 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
- * `chan` is read and cleared under the session lock, where start() sets it; the
- * look before the lock, with the GIL, only skips the lock for a channel never
- * made: `chan` changes only in a call that holds `busy`, and dealloc cannot run
- * during a call. */
+ * `io.chan` is read and cleared under the session lock, where start() sets it;
+ * the look before the lock, with the GIL, only skips the lock for a channel
+ * never made: it changes only in a call that holds the claim, and dealloc
+ * cannot run during a call. */
 static void
 sftp_close_impl(SFTPObject *self, int emit_logs)
 {
-    if (self->chan == NULL) {
+    if (self->io.chan == NULL) {
         return;
     }
     SessionObject *s = self->session;
@@ -818,13 +771,12 @@ sftp_close_impl(SFTPObject *self, int emit_logs)
     int forked = self->pid != pyssh_getpid();
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    ssh_channel chan = self->chan;
-    self->chan = NULL;
-    if (chan != NULL && s->ssh != NULL && !forked) {
+    if (self->io.chan != NULL && s->ssh != NULL && !forked) {
         pyssh_log_attach(s);
-        pyssh_channel_release(chan, &self->cb, self->opened, self->remote_closed);
+        pyssh_chanio_release(&self->io);
         logs = pyssh_log_take(s);
     }
+    pyssh_chanio_forget(&self->io);
     PyThread_release_lock(s->lock);
     Py_END_ALLOW_THREADS
     pyssh_log_finish(s, logs, emit_logs);
@@ -842,43 +794,22 @@ sftp_dealloc(SFTPObject *self)
     Py_DECREF(tp);
 }
 
-/* The state check at the top of every method, which also claims the channel for
- * the call: `busy` is set right after it is found clear, before any Python code
- * runs (the requests' iteration, __index__) and before the GIL is released (the
- * session lock), so that nothing slips in between. The caller clears it on every
- * way out (unclaim). `need`: CLAIM_ONLY (close), CLAIM_OPEN (the session is
- * open), CLAIM_STARTED (and the channel started, not closed). */
-enum { CLAIM_ONLY, CLAIM_OPEN, CLAIM_STARTED };
-
+/* The state check at the top of every method (pyssh_claim_take), which also
+ * claims the channel for the call; `started`: it must be started, not closed. */
 static int
-claim(SFTPObject *self, int need)
+claim(SFTPObject *self, const char *method, enum pyssh_need need, int started)
 {
-    pyssh_state *st = self->session->state;
-    if (self->busy) {
-        PyErr_SetString(PyExc_RuntimeError,
-                        "this SFTP channel is in use by another call "
-                        "(another thread's, or one made from a callback of its own): give "
-                        "each thread its own (session.sftp())");
-        return -1;
-    }
-    if (need >= CLAIM_OPEN && self->session->ssh == NULL) {
-        pyssh_raise(st, PYSSH_EXC_SessionClosedError,
-                    "the session is closed: connect again with pyssh.connect()");
-        return -1;
-    }
-    if (need >= CLAIM_STARTED && (!self->started || self->chan == NULL)) {
-        pyssh_raise(st, PYSSH_EXC_SFTPError, "the SFTP channel is %s",
-                    self->chan == NULL && self->started ? "closed" : "not started");
-        return -1;
-    }
-    self->busy = 1;
-    return 0;
+    self->claim.broken = !started || self->io.chan != NULL ? NULL
+                         : self->started                   ? "it is closed"
+                                                           : "it is not started";
+    return pyssh_claim_take(&self->claim, self->session, "SFTP channel", method, need,
+                            PYSSH_EXC_SFTPError);
 }
 
 static void
 unclaim(SFTPObject *self)
 {
-    self->busy = 0;
+    pyssh_unclaim(&self->claim);
 }
 
 /* SFTPError(EPROTO): the server broke the protocol, so the stream cannot be
@@ -982,7 +913,7 @@ opt_u64(const struct sftp_attrs *a, uint32_t flag, uint64_t v)
 
 /* (size, uid, gid, mode, atime, mtime, ((name, data), ...)); None where absent. */
 static PyObject *
-attrs_py(const struct sftp_attrs *a)
+attrs_py(pyssh_state *st, const struct sftp_attrs *a)
 {
     PyObject *ext = PyTuple_New(a->next);
     sftp_cur c = {(const unsigned char *)a->ext, a->ext_len};
@@ -1002,15 +933,19 @@ attrs_py(const struct sftp_attrs *a)
     if (ext == NULL) {
         return NULL;
     }
-    return Py_BuildValue(
-        "(NNNNNNN)", opt_u64(a, SFTP_A_SIZE, a->size), opt_u64(a, SFTP_A_UIDGID, a->uid),
-        opt_u64(a, SFTP_A_UIDGID, a->gid), opt_u64(a, SFTP_A_PERMISSIONS, a->perm),
-        opt_u64(a, SFTP_A_ACMODTIME, a->atime), opt_u64(a, SFTP_A_ACMODTIME, a->mtime), ext);
+    PyObject *v[7] = {opt_u64(a, SFTP_A_SIZE, a->size),
+                      opt_u64(a, SFTP_A_UIDGID, a->uid),
+                      opt_u64(a, SFTP_A_UIDGID, a->gid),
+                      opt_u64(a, SFTP_A_PERMISSIONS, a->perm),
+                      opt_u64(a, SFTP_A_ACMODTIME, a->atime),
+                      opt_u64(a, SFTP_A_ACMODTIME, a->mtime),
+                      ext};
+    return pyssh_named_result(st->SFTPAttrsType, v, 7);
 }
 
 /* [(name, longname, attrs), ...] */
 static PyObject *
-names_py(const struct sftp_reply *r)
+names_py(pyssh_state *st, const struct sftp_reply *r)
 {
     PyObject *out = PyList_New(r->count);
     sftp_cur c = {(const unsigned char *)r->names, r->names_len};
@@ -1020,7 +955,7 @@ names_py(const struct sftp_reply *r)
         PyObject *item = NULL;
         if (sftp_name_next(&c, &e, &why) == 0) {
             item = Py_BuildValue("(y#y#N)", e.name, (Py_ssize_t)e.name_len, e.longname,
-                                 (Py_ssize_t)e.long_len, attrs_py(&e.attrs));
+                                 (Py_ssize_t)e.long_len, attrs_py(st, &e.attrs));
         }
         if (item == NULL) {
             Py_CLEAR(out);
@@ -1055,7 +990,7 @@ u64_fields_py(const struct sftp_reply *r, int count)
  * HANDLE/DATA bytes, NAME [(name, longname, attrs)], ATTRS attrs, EXTENDED_REPLY
  * a tuple of ints (limits, statvfs) or bytes. */
 static PyObject *
-reply_py(const struct want *w, int type, const char *p, size_t n)
+reply_py(pyssh_state *st, const struct want *w, int type, const char *p, size_t n)
 {
     struct sftp_reply r;
     const char *why;
@@ -1069,10 +1004,10 @@ reply_py(const struct want *w, int type, const char *p, size_t n)
                           (Py_ssize_t)r.msg_len);
         break;
     case SFTP_NAME:
-        v = names_py(&r);
+        v = names_py(st, &r);
         break;
     case SFTP_ATTRS:
-        v = attrs_py(&r.attrs);
+        v = attrs_py(st, &r.attrs);
         break;
     case SFTP_EXTENDED_REPLY:
         v = w->ext_fields > 0 ? u64_fields_py(&r, w->ext_fields)
@@ -1121,7 +1056,7 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = {"timeout", NULL};
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:start", kwlist, pyssh_deadline_conv, &dl) ||
-        claim(self, CLAIM_OPEN) < 0) {
+        claim(self, "start", PYSSH_NEED_OPEN, 0) < 0) {
         return NULL;
     }
     if (self->started) {
@@ -1133,15 +1068,12 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
      * start() must not make a second channel. */
     self->started = 1;
     pyssh_lock(self->session);
-    if (self->session->ssh != NULL) {
-        self->chan = ssh_channel_new(self->session->ssh);
-        if (self->chan != NULL) {
-            ssh_add_channel_callbacks(self->chan, &self->cb);
-        }
+    if (self->session->ssh != NULL && pyssh_chanio_new(&self->io, self->session->ssh) < 0) {
+        pyssh_chanio_release(&self->io);
     }
     pyssh_unlock(self->session);
     PyObject *r = NULL;
-    if (self->chan == NULL) {
+    if (self->io.chan == NULL) {
         self->started = 0;
         pyssh_raise(self->session->state, PYSSH_EXC_SFTPError, "could not make a channel for SFTP");
         goto done;
@@ -1315,7 +1247,8 @@ batch_claimed(SFTPObject *self, const reqlist *r, pyssh_deadline *dl, const char
     }
     PyObject *out = PyList_New(o.nwant);
     for (int i = 0; out != NULL && i < o.nwant; i++) {
-        PyObject *r = reply_py(&o.want[i], o.reply_type[i], o.reply[i], o.reply_len[i]);
+        PyObject *r =
+            reply_py(self->session->state, &o.want[i], o.reply_type[i], o.reply[i], o.reply_len[i]);
         if (r == NULL) {
             Py_CLEAR(out);
             break;
@@ -1335,7 +1268,7 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
     const char *what = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&z:batch", kwlist, &reqs, pyssh_deadline_conv,
                                      &dl, &what) ||
-        claim(self, CLAIM_STARTED) < 0) {
+        claim(self, "batch", PYSSH_NEED_OPEN, 1) < 0) {
         return NULL;
     }
     reqlist r;
@@ -1398,7 +1331,7 @@ sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O&z:send", kwlist, &type, &payload,
                                      pyssh_deadline_conv, &dl, &what) ||
-        claim(self, CLAIM_STARTED) < 0) {
+        claim(self, "send", PYSSH_NEED_OPEN, 1) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -1470,7 +1403,9 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
         PyErr_SetString(PyExc_ValueError, "SFTP offsets and sizes must stay within 0 to 2**63-1");
         return -1;
     }
-    if (claim(self, CLAIM_STARTED) < 0) {
+    const char *method =
+        kind == OP_DOWNLOAD ? (mem ? "read" : "download") : (mem ? "write" : "upload");
+    if (claim(self, method, PYSSH_NEED_OPEN, 1) < 0) {
         return -1;
     }
     memset(o, 0, sizeof(*o));
@@ -1502,6 +1437,25 @@ run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handl
     return rc;
 }
 
+/* How a transfer ended (an SFTPTransfer, module.c). */
+static PyObject *
+transfer_result(pyssh_state *st, const struct op *o)
+{
+    PyObject *v[4] = {PyLong_FromUnsignedLongLong(o->moved), PyLong_FromLongLong(o->status),
+                      PyBytes_FromStringAndSize(o->status_msg, (Py_ssize_t)o->status_len),
+                      PyLong_FromLong(o->local_errno)};
+    return pyssh_named_result(st->SFTPTransferType, v, 4);
+}
+
+/* What read() brought (an SFTPRead); steals `data`. */
+static PyObject *
+read_result(pyssh_state *st, PyObject *data, const struct op *o)
+{
+    PyObject *v[3] = {data, PyLong_FromLongLong(o->status),
+                      PyBytes_FromStringAndSize(o->status_msg, (Py_ssize_t)o->status_len)};
+    return pyssh_named_result(st->SFTPReadType, v, 3);
+}
+
 /* download()/upload(): the end, as a tuple (bytes moved, status code or -1,
  * status message, local errno or 0; -1: the file ended early). */
 static PyObject *
@@ -1529,8 +1483,7 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
     if (rc < 0) {
         return NULL;
     }
-    return Py_BuildValue("(KLy#i)", (unsigned long long)o.moved, (long long)o.status, o.status_msg,
-                         (Py_ssize_t)o.status_len, o.local_errno);
+    return transfer_result(self->session->state, &o);
 }
 
 PyDoc_STRVAR(
@@ -1611,8 +1564,7 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (got < (uint64_t)n && _PyBytes_Resize(&out, (Py_ssize_t)got) < 0) {
         return NULL;
     }
-    PyObject *r =
-        Py_BuildValue("(NLy#)", out, (long long)o.status, o.status_msg, (Py_ssize_t)o.status_len);
+    PyObject *r = read_result(self->session->state, out, &o);
     return r;
 }
 
@@ -1644,8 +1596,7 @@ sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
     if (rc < 0) {
         return NULL;
     }
-    return Py_BuildValue("(KLy#)", (unsigned long long)o.moved, (long long)o.status, o.status_msg,
-                         (Py_ssize_t)o.status_len);
+    return transfer_result(self->session->state, &o);
 }
 
 PyDoc_STRVAR(close_doc,
@@ -1656,7 +1607,7 @@ static PyObject *
 sftp_close(SFTPObject *self, PyObject *Py_UNUSED(ignored))
 {
     /* claimed too: the close waits for the session lock with the GIL released */
-    if (claim(self, CLAIM_ONLY) < 0) {
+    if (claim(self, "close", PYSSH_NEED_NOTHING, 0) < 0) {
         return NULL;
     }
     sftp_close_impl(self, 1);
@@ -1668,7 +1619,7 @@ static PyObject *
 sftp_get_closed(SFTPObject *self, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(self->chan == NULL || self->session->ssh == NULL);
+    return PyBool_FromLong(self->io.chan == NULL || self->session->ssh == NULL);
 }
 
 static PyMethodDef sftp_methods[] = {

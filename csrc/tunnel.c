@@ -27,7 +27,7 @@
  * held. The callbacks act only inside this tunnel's own step (in_step): in
  * another thread's step they record what libssh holds, and the wait helper
  * wakes this tunnel's loop (a step that read packets rings the others). */
-#include "pyssh.h"
+#include "chanio.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -48,17 +48,13 @@ typedef struct conn {
     struct conn *next;
     TunnelObject *t;
     pyssh_socket_t fd; /* the local connection; PYSSH_INVALID_SOCKET once closed */
-    ssh_channel chan;
-    struct ssh_channel_callbacks_struct cb;
+    pyssh_chanio io;   /* the channel (chanio.c) */
     enum conn_state state;
-    struct addrinfo *ai;    /* REMOTE, connecting: the address being tried */
-    int pollidx;            /* this connection's slot in the poll set, or -1 */
-    int readable, writable; /* the local socket may have data / room */
-    char *buf;              /* CONN_BUF, made when first needed */
-    size_t pos, len;        /* buf[pos..len): for the local socket */
-    /* written by the callbacks */
-    uint32_t avail; /* what libssh holds for the channel */
-    int remote_eof, remote_closed;
+    struct addrinfo *ai;         /* REMOTE, connecting: the address being tried */
+    int pollidx;                 /* this connection's slot in the poll set, or -1 */
+    int readable, writable;      /* the local socket may have data / room */
+    char *buf;                   /* CONN_BUF, made when first needed */
+    size_t pos, len;             /* buf[pos..len): for the local socket */
     int local_eof;               /* the local side sent FIN, passed on as EOF */
     int shut;                    /* shutdown(SHUT_WR) done: the server's EOF passed on */
     int dead;                    /* the local socket failed: close everything */
@@ -73,10 +69,7 @@ typedef struct conn {
  * window), for the connection that run() makes of it. */
 typedef struct handover {
     struct handover *next;
-    ssh_channel chan;
-    struct ssh_channel_callbacks_struct cb;
-    uint32_t avail; /* what libssh holds for the channel */
-    int remote_eof, remote_closed;
+    pyssh_chanio io; /* takes nothing: libssh keeps what arrives, chanio counts it */
     char peer[80];
 } handover;
 
@@ -100,8 +93,8 @@ struct TunnelObject {
     conn *conns;
     int nconns;
     int in_step;
-    const char *running; /* the call in progress ("run", "listen_remote", ...),
-                                     claimed at its entry (GIL); NULL: none */
+    pyssh_claim claim; /* the call in progress ("run", "listen_remote", ...), claimed
+                          at its entry (GIL) */
     int stopping;
     double stop_deadline;
     long long max_conns; /* -1: no limit */
@@ -163,93 +156,42 @@ peer_addr(const struct sockaddr *sa, char *host, int *port)
     }
 }
 
-/* ---- libssh callbacks (lock held) --------------------------------------------- */
+/* ---- what arrives (inside libssh, lock held) ------------------------------------ */
 
-static int
-on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+/* Gather packets into the connection's buffer: the step sends them in large
+ * writes (a send per 32 KiB packet costs more than the copy). Only inside this
+ * tunnel's own step; a dead socket takes everything, to drop it. */
+static uint32_t
+conn_take(void *owner, int stream, const char *data, uint32_t len)
 {
-    (void)s;
-    (void)c;
-    conn *k = ud;
-    if (is_stderr || k->dead) {
-        return (int)len; /* direct-tcpip has no stderr; a dead socket reads nothing */
+    conn *k = owner;
+    (void)stream; /* stderr is dropped by chanio: direct-tcpip has none */
+    if (k->dead) {
+        return len;
     }
-    uint32_t taken = 0;
-    if (k->t->in_step && k->state == C_OPEN && k->fd != PYSSH_INVALID_SOCKET &&
-        (k->buf != NULL || (k->buf = malloc(CONN_BUF)) != NULL)) {
-        /* gather packets into the connection's buffer: the step sends them in
-         * large writes (a send per 32 KiB packet costs more than the copy) */
-        if (k->pos == k->len) {
-            k->pos = k->len = 0;
-        }
-        else if (k->pos > 0 && CONN_BUF - k->len < len) {
-            memmove(k->buf, k->buf + k->pos, k->len - k->pos);
-            k->len -= k->pos;
-            k->pos = 0;
-        }
-        size_t room = CONN_BUF - k->len;
-        taken = len < room ? len : (uint32_t)room;
-        memcpy(k->buf + k->len, data, taken);
-        k->len += taken;
+    if (!k->t->in_step || k->state != C_OPEN || k->fd == PYSSH_INVALID_SOCKET ||
+        (k->buf == NULL && (k->buf = malloc(CONN_BUF)) == NULL)) {
+        return 0;
     }
-    k->avail = len - taken;
-    return (int)taken;
-}
-
-static void
-on_eof(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    ((conn *)ud)->remote_eof = 1;
-}
-
-static void
-on_close(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    conn *k = ud;
-    k->remote_eof = 1;
-    k->remote_closed = 1;
-}
-
-static int
-ho_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
-{
-    (void)s;
-    (void)c;
-    (void)data;
-    if (is_stderr) {
-        return (int)len;
+    if (k->pos == k->len) {
+        k->pos = k->len = 0;
     }
-    ((handover *)ud)->avail = len;
-    return 0;
-}
-
-static void
-ho_eof(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    ((handover *)ud)->remote_eof = 1;
-}
-
-static void
-ho_close(ssh_session s, ssh_channel c, void *ud)
-{
-    (void)s;
-    (void)c;
-    handover *h = ud;
-    h->remote_eof = 1;
-    h->remote_closed = 1;
+    else if (k->pos > 0 && CONN_BUF - k->len < len) {
+        memmove(k->buf, k->buf + k->pos, k->len - k->pos);
+        k->len -= k->pos;
+        k->pos = 0;
+    }
+    size_t room = CONN_BUF - k->len;
+    uint32_t taken = len < room ? len : (uint32_t)room;
+    memcpy(k->buf + k->len, data, taken);
+    k->len += taken;
+    return taken;
 }
 
 /* ---- connections ---------------------------------------------------------------- */
 
 static conn *
-conn_new(TunnelObject *t, pyssh_socket_t fd, ssh_channel chan, enum conn_state state,
-         const char *peer)
+conn_new(TunnelObject *t, pyssh_socket_t fd, enum conn_state state, const char *peer)
 {
     conn *k = calloc(1, sizeof(*k));
     if (k == NULL) {
@@ -257,19 +199,12 @@ conn_new(TunnelObject *t, pyssh_socket_t fd, ssh_channel chan, enum conn_state s
     }
     k->t = t;
     k->fd = fd;
-    k->chan = chan;
     k->state = state;
     k->pollidx = -1;
     k->readable = k->writable = 1;
     snprintf(k->peer, sizeof(k->peer), "%s", peer);
-    ssh_callbacks_init(&k->cb);
-    k->cb.userdata = k;
-    k->cb.channel_data_function = on_data;
-    k->cb.channel_eof_function = on_eof;
-    k->cb.channel_close_function = on_close;
-    if (chan != NULL) {
-        ssh_add_channel_callbacks(chan, &k->cb);
-    }
+    pyssh_chanio_init(&k->io, t->session, conn_take, k);
+    k->io.drop_stderr = 1;
     k->next = t->conns;
     t->conns = k;
     t->nconns++;
@@ -301,15 +236,15 @@ close_local(conn *k)
 static int
 conn_free(TunnelObject *t, conn *k, int session_alive, int force)
 {
-    if (session_alive && k->chan != NULL && k->state == C_OPENING && !force) {
+    if (session_alive && k->io.chan != NULL && k->state == C_OPENING && !force) {
         close_local(k);
         return -1;
     }
     close_local(k);
-    if (session_alive && k->chan != NULL) {
-        pyssh_channel_release(k->chan, &k->cb, k->state != C_OPENING, k->remote_closed);
+    if (session_alive) {
+        pyssh_chanio_release(&k->io);
     }
-    k->chan = NULL;
+    pyssh_chanio_forget(&k->io);
     t->up += k->up;
     t->down += k->down;
     for (conn **pp = &t->conns; *pp != NULL; pp = &(*pp)->next) {
@@ -337,7 +272,7 @@ conns_free_all(TunnelObject *t, int session_alive)
         handover *h = t->incoming;
         t->incoming = h->next;
         if (session_alive) {
-            pyssh_channel_release(h->chan, &h->cb, 1, h->remote_closed);
+            pyssh_chanio_release(&h->io);
         }
         free(h);
     }
@@ -380,87 +315,87 @@ conn_refused(TunnelObject *t, conn *k, int err)
     k->dead = 1;
 }
 
-/* Move what can be moved for one connection, without blocking. */
-static int
-conn_service(TunnelObject *t, ssh_session ssh, conn *k)
+/* LOCAL: the server opening the direct-tcpip channel to the target. */
+static void
+conn_open(TunnelObject *t, ssh_session ssh, conn *k)
 {
-    if (k->state == C_OPENING) {
-        int rc = ssh_channel_open_forward(k->chan, t->host, t->port, k->orig, k->orig_port);
-        if (rc == SSH_AGAIN) {
-            return 0;
-        }
-        if (rc != SSH_OK) {
-            const char *e = ssh_get_error(ssh);
-            pyssh_log_queue(t->session, SSH_LOG_WARNING,
-                            "tunnel: the server could not connect to %s:%d for %s (%s); "
-                            "that connection is closed",
-                            t->host, t->port, k->peer, e != NULL && *e ? e : "refused");
-            t->failed++;
-            k->state = C_OPEN; /* the channel is closed, or was never opened */
-            k->dead = 1;
-            return 0;
-        }
+    int rc = pyssh_chanio_open_forward(&k->io, t->host, t->port, k->orig, k->orig_port);
+    if (rc == PYSSH_AGAIN) {
+        return;
+    }
+    k->state = C_OPEN;
+    if (rc != 0) {
+        const char *e = ssh_get_error(ssh);
+        pyssh_log_queue(t->session, SSH_LOG_WARNING,
+                        "tunnel: the server could not connect to %s:%d for %s (%s); "
+                        "that connection is closed",
+                        t->host, t->port, k->peer, e != NULL && *e ? e : "refused");
+        t->failed++;
+        k->dead = 1; /* the channel is closed, or was never opened */
+    }
+}
+
+/* REMOTE: the local connection to the target, once its socket is writable. */
+static void
+conn_connected(TunnelObject *t, conn *k)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, (char *)&err, &len) < 0) {
+        err = pyssh_socket_errno();
+    }
+    if (err == 0) {
         k->state = C_OPEN;
+        k->readable = 1;
+        k->ai = NULL;
+        return;
     }
-    if (k->state == C_CONNECTING) {
-        if (!k->writable) {
-            return 0;
-        }
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(k->fd, SOL_SOCKET, SO_ERROR, (char *)&err, &len) < 0) {
-            err = pyssh_socket_errno();
-        }
-        if (err == 0) {
-            k->state = C_OPEN;
-            k->readable = 1;
-            k->ai = NULL;
-        }
-        else {
-            pyssh_closesocket(k->fd);
-            k->fd = PYSSH_INVALID_SOCKET;
-            if (conn_connect(t, k, k->ai->ai_next, &err) < 0) {
-                k->ai = NULL;
-                t->failed++;
-                conn_refused(t, k, err);
-                return 0;
-            }
-            return 0;
-        }
+    pyssh_closesocket(k->fd);
+    k->fd = PYSSH_INVALID_SOCKET;
+    if (conn_connect(t, k, k->ai->ai_next, &err) < 0) {
+        k->ai = NULL;
+        t->failed++;
+        conn_refused(t, k, err);
     }
-    if (k->dead) {
+}
+
+/* A send or recv on the local socket failed with `e`: 0 to stop for now (it
+ * would block: `flag` is cleared), 1 to try again (interrupted), -1 dead. */
+static int
+sock_failed(conn *k, int e, int *flag)
+{
+    if (pyssh_would_block(e)) {
+        *flag = 0;
         return 0;
     }
-    /* server to local: what the callback could not send */
-    while (k->writable && (k->pos < k->len || k->avail > 0)) {
+    if (pyssh_interrupted(e)) {
+        return 1;
+    }
+    k->dead = 1; /* reset: close both ways */
+    return -1;
+}
+
+/* Server to local: what the callback gathered, then what libssh still holds. */
+static int
+conn_down(conn *k)
+{
+    while (k->writable && (k->pos < k->len || k->io.avail[0] > 0)) {
         if (k->pos == k->len) {
             if (k->buf == NULL && (k->buf = malloc(CONN_BUF)) == NULL) {
                 return PYSSH_FAILED;
             }
-            uint32_t want = k->avail < CONN_BUF ? k->avail : CONN_BUF;
-            int n = ssh_channel_read_timeout(k->chan, k->buf, want, 0, 0);
-            if (n < 0) {
-                return PYSSH_FAILED;
-            }
-            k->avail -= (uint32_t)n < k->avail ? (uint32_t)n : k->avail;
-            if (n == 0) {
-                k->avail = 0;
-                break;
+            int n = pyssh_chanio_read(&k->io, 0, k->buf, CONN_BUF);
+            if (n <= 0) {
+                return n < 0 ? PYSSH_FAILED : 0;
             }
             k->pos = 0;
             k->len = (size_t)n;
         }
         long n = pyssh_send(k->fd, k->buf + k->pos, k->len - k->pos);
         if (n < 0) {
-            int e = pyssh_socket_errno();
-            if (pyssh_would_block(e)) {
-                k->writable = 0;
-                break;
-            }
-            if (pyssh_interrupted(e)) {
+            if (sock_failed(k, pyssh_socket_errno(), &k->writable) > 0) {
                 continue;
             }
-            k->dead = 1;
             return 0;
         }
         k->pos += (size_t)n;
@@ -469,51 +404,64 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
             k->pos = k->len = 0;
         }
     }
-    if (k->remote_eof && !k->shut && k->avail == 0 && k->pos == k->len) {
+    if (k->io.remote_eof && !k->shut && k->io.avail[0] == 0 && k->pos == k->len) {
         pyssh_shutdown_write(k->fd); /* the target said EOF: pass it on */
         k->shut = 1;
     }
-    /* local to server: only within the window, and only with libssh's output sent */
-    while (k->readable && !k->local_eof && !k->remote_closed) {
-        if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-            break; /* the session socket's POLLOUT wakes the loop */
+    return 0;
+}
+
+/* Local to server: only within the window, and only with libssh's output
+ * sent, so that the write takes all that was read. */
+static int
+conn_up(TunnelObject *t, ssh_session ssh, conn *k)
+{
+    while (k->readable && !k->local_eof && !k->io.remote_closed) {
+        size_t want = pyssh_chanio_room(&k->io, ssh, READ_MAX);
+        if (want == 0) {
+            break; /* POLLOUT on the session socket, or the window adjust, wakes the loop */
         }
-        uint32_t window = ssh_channel_window_size(k->chan);
-        if (window == 0) {
-            break; /* the server's window adjust wakes the loop */
-        }
-        size_t want = window < READ_MAX ? window : READ_MAX;
         long n = pyssh_recv(k->fd, t->scratch, want);
         if (n < 0) {
-            int e = pyssh_socket_errno();
-            if (pyssh_would_block(e)) {
-                k->readable = 0;
-                break;
-            }
-            if (pyssh_interrupted(e)) {
+            if (sock_failed(k, pyssh_socket_errno(), &k->readable) > 0) {
                 continue;
             }
-            k->dead = 1; /* reset: close both ways */
             return 0;
         }
         if (n == 0) {
             k->local_eof = 1;
             k->readable = 0;
-            if (ssh_channel_send_eof(k->chan) == SSH_ERROR && !k->remote_closed) {
-                return PYSSH_FAILED;
-            }
+            return pyssh_chanio_send_eof(&k->io);
+        }
+        long w = pyssh_chanio_write(&k->io, ssh, t->scratch, (size_t)n);
+        if (w == PYSSH_CHANIO_CLOSED) {
             break;
         }
-        int w = ssh_channel_write(k->chan, t->scratch, (uint32_t)n);
         if (w < 0) {
-            if (k->remote_closed) {
-                break;
-            }
             return PYSSH_FAILED;
         }
         k->up += (unsigned)n;
     }
     return 0;
+}
+
+/* Move what can be moved for one connection, without blocking. */
+static int
+conn_service(TunnelObject *t, ssh_session ssh, conn *k)
+{
+    if (k->state == C_OPENING) {
+        conn_open(t, ssh, k);
+    }
+    if (k->state == C_CONNECTING && k->writable) {
+        conn_connected(t, k);
+    }
+    if (k->dead || k->state != C_OPEN) {
+        return 0;
+    }
+    if (conn_down(k) < 0) {
+        return PYSSH_FAILED;
+    }
+    return k->dead ? 0 : conn_up(t, ssh, k);
 }
 
 /* The connection has nothing left to do. */
@@ -526,8 +474,8 @@ conn_finished(const conn *k)
     if (k->state != C_OPEN) {
         return 0;
     }
-    int drained = k->avail == 0 && k->pos == k->len;
-    if (k->remote_closed && drained) {
+    int drained = k->io.avail[0] == 0 && k->pos == k->len;
+    if (k->io.remote_closed && drained) {
         return 1; /* the server closed: nothing more can be sent */
     }
     return k->local_eof && k->shut; /* EOF both ways, everything delivered */
@@ -568,15 +516,13 @@ accept_local(TunnelObject *t, ssh_session ssh)
         int port;
         peer_addr((struct sockaddr *)&sa, host, &port);
         snprintf(peer, sizeof(peer), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-        ssh_channel chan = ssh_channel_new(ssh);
-        if (chan == NULL) {
+        conn *k = conn_new(t, fd, C_OPENING, peer);
+        if (k == NULL) {
             pyssh_closesocket(fd);
             return PYSSH_FAILED;
         }
-        conn *k = conn_new(t, fd, chan, C_OPENING, peer);
-        if (k == NULL) {
-            ssh_channel_free(chan);
-            pyssh_closesocket(fd);
+        if (pyssh_chanio_new(&k->io, ssh) < 0) {
+            conn_free(t, k, 1, 1);
             return PYSSH_FAILED;
         }
         memcpy(k->orig, host, sizeof(k->orig));
@@ -619,14 +565,10 @@ handover_push(TunnelObject *owner, ssh_channel chan, const char *peer)
         return -1;
     }
     memset(h, 0, sizeof(*h));
-    h->chan = chan;
     snprintf(h->peer, sizeof(h->peer), "%s", peer);
-    ssh_callbacks_init(&h->cb);
-    h->cb.userdata = h;
-    h->cb.channel_data_function = ho_data;
-    h->cb.channel_eof_function = ho_eof;
-    h->cb.channel_close_function = ho_close;
-    ssh_add_channel_callbacks(chan, &h->cb);
+    pyssh_chanio_init(&h->io, owner->session, NULL, h);
+    h->io.drop_stderr = 1;
+    pyssh_chanio_accept(&h->io, chan);
     handover **pp = &owner->incoming;
     while (*pp != NULL) {
         pp = &(*pp)->next;
@@ -664,26 +606,23 @@ pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *
     return chan;
 }
 
-/* Make a connection of a forwarded channel: `h` says what arrived while it
- * waited (NULL: it was just accepted). */
+/* Make a connection of a forwarded channel that `from` kept while it waited
+ * (NULL: `chan` was just accepted). */
 static void
-start_remote_conn(TunnelObject *t, ssh_channel chan, const char *peer, const handover *h)
+start_remote_conn(TunnelObject *t, pyssh_chanio *from, ssh_channel chan, const char *peer)
 {
-    int remote_closed = h != NULL && h->remote_closed;
-    if (!accepting(t)) {
-        pyssh_channel_release(chan, NULL, 1, remote_closed);
-        return;
+    pyssh_chanio just;
+    if (from == NULL) {
+        pyssh_chanio_init(&just, t->session, NULL, NULL);
+        pyssh_chanio_accept(&just, chan);
+        from = &just;
     }
-    conn *k = conn_new(t, PYSSH_INVALID_SOCKET, chan, C_CONNECTING, peer);
+    conn *k = accepting(t) ? conn_new(t, PYSSH_INVALID_SOCKET, C_CONNECTING, peer) : NULL;
     if (k == NULL) {
-        pyssh_channel_release(chan, NULL, 1, remote_closed);
+        pyssh_chanio_release(from);
         return;
     }
-    if (h != NULL) {
-        k->avail = h->avail;
-        k->remote_eof = h->remote_eof;
-        k->remote_closed = h->remote_closed;
-    }
+    pyssh_chanio_adopt(&k->io, from);
     int err = 0;
     if (conn_connect(t, k, t->ai, &err) < 0) {
         t->failed++;
@@ -702,8 +641,7 @@ accept_remote(TunnelObject *t, ssh_session ssh)
         handover *h = t->incoming;
         t->incoming = h->next;
         t->nincoming--;
-        ssh_remove_channel_callbacks(h->chan, &h->cb);
-        start_remote_conn(t, h->chan, h->peer, h);
+        start_remote_conn(t, &h->io, NULL, h->peer);
         free(h);
     }
 #ifdef PYSSH_LIBSSH_CLIENT_REQUESTS
@@ -721,11 +659,14 @@ accept_remote(TunnelObject *t, ssh_session ssh)
         ssh_string_free_char(orig);
         TunnelObject *owner = rforward_owner(t->session, dport);
         if (owner == t) {
-            start_remote_conn(t, chan, peer, NULL);
+            start_remote_conn(t, NULL, chan, peer);
         }
         else if (owner == NULL || handover_push(owner, chan, peer) < 0) {
             /* a port no tunnel serves any more (closed, or its cancel still on its way) */
-            pyssh_channel_release(chan, NULL, 1, 0);
+            pyssh_chanio just;
+            pyssh_chanio_init(&just, t->session, NULL, NULL);
+            pyssh_chanio_accept(&just, chan);
+            pyssh_chanio_release(&just);
         }
     }
 #endif
@@ -769,7 +710,7 @@ pollset_build(TunnelObject *t)
             if (!k->readable && !k->local_eof) {
                 ev |= POLLIN;
             }
-            if (!k->writable && (k->avail > 0 || k->pos < k->len)) {
+            if (!k->writable && (k->io.avail[0] > 0 || k->pos < k->len)) {
                 ev |= POLLOUT;
             }
         }
@@ -1007,31 +948,18 @@ tunnel_dealloc(TunnelObject *self)
 static int
 claim(TunnelObject *self, const char *call, int need_open)
 {
-    if (self->running != NULL) {
-        if (strcmp(self->running, "run") == 0) {
-            PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
-        }
-        else {
-            PyErr_Format(PyExc_RuntimeError,
-                         "the tunnel is in use by another call (%s() "
-                         "has not returned)",
-                         self->running);
-        }
+    if (self->claim.method != NULL && strcmp(self->claim.method, "run") == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
         return -1;
     }
-    if (need_open && self->session->ssh == NULL) {
-        pyssh_raise(self->session->state, PYSSH_EXC_SessionClosedError,
-                    "the session is closed: connect again with pyssh.connect()");
-        return -1;
-    }
-    self->running = call;
-    return 0;
+    return pyssh_claim_take(&self->claim, self->session, "tunnel", call,
+                            need_open ? PYSSH_NEED_OPEN : PYSSH_NEED_NOTHING, PYSSH_EXC_SSHError);
 }
 
 static void
 unclaim(TunnelObject *self)
 {
-    self->running = NULL;
+    pyssh_unclaim(&self->claim);
 }
 
 /* ---- configuring ------------------------------------------------------------------------ */
@@ -1151,8 +1079,9 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
 {
     const char *bind, *thost;
     int port, tport;
-    double timeout;
-    if (!PyArg_ParseTuple(args, "sisid:listen_remote", &bind, &port, &thost, &tport, &timeout)) {
+    pyssh_deadline dl;
+    if (!PyArg_ParseTuple(args, "sisiO&:listen_remote", &bind, &port, &thost, &tport,
+                          pyssh_deadline_conv, &dl)) {
         return NULL;
     }
     if (claim(self, "listen_remote", 1) < 0) {
@@ -1197,8 +1126,6 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     snprintf(what, sizeof(what), "asking the server to listen on %s:%d for a tunnel to %s",
              *bind ? bind : "*", port, self->target);
     struct greq_arg a = {self, 0, 0};
-    pyssh_deadline dl;
-    pyssh_deadline_start(&dl, timeout, 0);
     int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
     if (rc < 0) {
         greq_orphan(self);
@@ -1221,7 +1148,10 @@ stats_tuple(TunnelObject *self)
         up += k->up;
         down += k->down;
     }
-    return Py_BuildValue("(KKKKi)", self->served, up, down, self->failed, self->nconns);
+    PyObject *v[5] = {PyLong_FromUnsignedLongLong(self->served), PyLong_FromUnsignedLongLong(up),
+                      PyLong_FromUnsignedLongLong(down), PyLong_FromUnsignedLongLong(self->failed),
+                      PyLong_FromLong(self->nconns)};
+    return pyssh_named_result(self->session->state->TunnelCountsType, v, 5);
 }
 
 PyDoc_STRVAR(run_doc,
@@ -1318,8 +1248,9 @@ static PyObject *
 tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"timeout", NULL};
-    double timeout = 5.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|d:close", kwlist, &timeout)) {
+    pyssh_deadline dl;
+    pyssh_deadline_start(&dl, 5.0, 0);
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:close", kwlist, pyssh_deadline_conv, &dl)) {
         return NULL;
     }
     /* claimed too: dropping the connections waits for the session lock with the
@@ -1333,8 +1264,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
         struct greq_arg a = {self, 1, 0};
         char what[64];
         snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
-        pyssh_deadline dl;
-        pyssh_deadline_start(&dl, timeout, 0);
+        pyssh_deadline_start(&dl, dl.timeout, 0); /* from here: dropping took its time */
         int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
         if (rc < 0) {
             greq_orphan(self);

@@ -457,8 +457,13 @@ def run(
             # the timeout is inactivity: nothing received or sent for that long,
             # while starting the command, then while it runs
             ch.exec(text, env=pairs, timeout=timeout)
-            status, signame, core, _msg, out, err, _dropped = ch.run(
-                stdout=out_t, stderr=err_t, stdin=source, timeout=timeout
+            r = ch.run(stdout=out_t, stderr=err_t, stdin=source, timeout=timeout)
+            status, signame, core, out, err = (
+                r.exit_status,
+                r.signal,
+                r.core_dumped,
+                r.stdout,
+                r.stderr,
             )
         finally:
             ch.close()

@@ -276,9 +276,8 @@ def _finish(ch: Any, what: str) -> None:
         del kept[:-STDERR_KEPT]
         in_time()
 
-    status, signame, _core, _msg, _out, _err, _dropped = ch.run(
-        stdout=on_stdout, stderr=on_stderr, timeout=limit
-    )
+    r = ch.run(stdout=on_stdout, stderr=on_stderr, timeout=limit)
+    status, signame = r.exit_status, r.signal
     if status not in (0, None) or signame:
         tail = (ch.stderr_tail + bytes(kept)).decode("utf-8", "replace").strip()
         raise SCPError(

@@ -220,9 +220,10 @@ class _RemoteRaw(io.RawIOBase):
             want = min(max(n, self._window), OFFSET_MAX - self._pos)
             if want == 0:
                 return 0  # nothing can lie beyond the largest offset
-            data, code, msg = self._sftp._c.read(
+            got = self._sftp._c.read(
                 self._h, self._pos, want, self._sftp._timeout, INFLIGHT, self._sftp.max_read
             )
+            data, code, msg = got.data, got.status, got.message
             if code >= 0:
                 raise _error(code, msg, "read", self.name)
             self._ahead, self._ahead_at, start = data, self._pos, 0
@@ -251,9 +252,10 @@ class _RemoteRaw(io.RawIOBase):
             return 0
         if self.mode.startswith("a"):
             self._pos = self._size()
-        moved, code, msg = self._sftp._c.write(
+        done = self._sftp._c.write(
             self._h, self._pos, data, self._sftp._timeout, INFLIGHT, self._sftp.max_write
         )
+        moved, code, msg = done.moved, done.status, done.message
         if code >= 0:
             raise _error(code, msg, "write", self.name)
         if moved != len(data):
@@ -846,9 +848,8 @@ class SFTP:
         ok = False
         try:
             cb = (lambda moved: progress(start + moved, total)) if progress else None
-            moved, code, msg, err = self._c.download(
-                h, fd, start, total, cb, self._timeout, INFLIGHT, self.max_read
-            )
+            r = self._c.download(h, fd, start, total, cb, self._timeout, INFLIGHT, self.max_read)
+            moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
             if code >= 0:
                 raise _error(code, msg, "download", rpath)
             if err:
@@ -950,9 +951,10 @@ class SFTP:
             closed = False
             try:
                 cb = (lambda moved: progress(start + moved, lst.st_size)) if progress else None
-                moved, code, msg, err = self._c.upload(
+                r = self._c.upload(
                     h, fd, start, lst.st_size - start, cb, self._timeout, INFLIGHT, self.max_write
                 )
+                moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
                 if code >= 0:
                     raise _error(code, msg, "upload", rpath)
                 if err == -1:

@@ -13,11 +13,115 @@ from typing import (
     final,
 )
 import os
+import sys
+
+from _typeshed import structseq
 
 _Path = Union[str, bytes, os.PathLike]
 
 LIBSSH_VERSION: str
 _C_API: object  # the C API capsule (pyssh/include/pyssh_capi.h)
+
+# Named results (struct sequences, csrc/module.c): tuples whose fields have names.
+@final
+class RunResult(
+    structseq[Any],
+    Tuple[Optional[int], Optional[str], bool, str, Optional[bytes], Optional[bytes], bool],
+):
+    if sys.version_info >= (3, 10):
+        __match_args__ = (
+            "exit_status",
+            "signal",
+            "core_dumped",
+            "error_message",
+            "stdout",
+            "stderr",
+            "stdin_dropped",
+        )
+    @property
+    def exit_status(self) -> Optional[int]: ...
+    @property
+    def signal(self) -> Optional[str]: ...
+    @property
+    def core_dumped(self) -> bool: ...
+    @property
+    def error_message(self) -> str: ...
+    @property
+    def stdout(self) -> Optional[bytes]: ...
+    @property
+    def stderr(self) -> Optional[bytes]: ...
+    @property
+    def stdin_dropped(self) -> bool: ...
+
+@final
+class SFTPAttrs(
+    structseq[Any],
+    Tuple[
+        Optional[int],
+        Optional[int],
+        Optional[int],
+        Optional[int],
+        Optional[int],
+        Optional[int],
+        Tuple[Tuple[bytes, bytes], ...],
+    ],
+):
+    if sys.version_info >= (3, 10):
+        __match_args__ = ("size", "uid", "gid", "mode", "atime", "mtime", "extended")
+    @property
+    def size(self) -> Optional[int]: ...
+    @property
+    def uid(self) -> Optional[int]: ...
+    @property
+    def gid(self) -> Optional[int]: ...
+    @property
+    def mode(self) -> Optional[int]: ...
+    @property
+    def atime(self) -> Optional[int]: ...
+    @property
+    def mtime(self) -> Optional[int]: ...
+    @property
+    def extended(self) -> Tuple[Tuple[bytes, bytes], ...]: ...
+
+@final
+class SFTPTransfer(structseq[Any], Tuple[int, int, bytes, int]):
+    if sys.version_info >= (3, 10):
+        __match_args__ = ("moved", "status", "message", "local_errno")
+    @property
+    def moved(self) -> int: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def message(self) -> bytes: ...
+    @property
+    def local_errno(self) -> int: ...
+
+@final
+class SFTPRead(structseq[Any], Tuple[bytes, int, bytes]):
+    if sys.version_info >= (3, 10):
+        __match_args__ = ("data", "status", "message")
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def message(self) -> bytes: ...
+
+@final
+class TunnelCounts(structseq[Any], Tuple[int, int, int, int, int]):
+    if sys.version_info >= (3, 10):
+        __match_args__ = ("served", "up", "down", "failed", "open")
+    @property
+    def served(self) -> int: ...
+    @property
+    def up(self) -> int: ...
+    @property
+    def down(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def open(self) -> int: ...
+
 LIBSSH_HEADER_VERSION: str
 SSH_AUTH_SUCCESS: int
 SSH_AUTH_DENIED: int
@@ -144,7 +248,7 @@ class Channel:
         stderr: _Sink = ...,
         stdin: Optional[Iterator[_Buffer]] = ...,
         timeout: Optional[float] = ...,
-    ) -> Tuple[Optional[int], Optional[str], bool, str, Optional[bytes], Optional[bytes], bool]: ...
+    ) -> RunResult: ...
     def read(self, n: int = ..., timeout: Optional[float] = ...) -> bytes: ...
     def write(self, data: _Buffer, /, timeout: Optional[float] = ...) -> None: ...
     def recv_to_fd(
@@ -168,8 +272,7 @@ class Channel:
     def stderr_tail(self) -> bytes: ...
     def close(self) -> None: ...
 
-# (connections, bytes_to_target, bytes_from_target, failed, active)
-_TunnelStats = Tuple[int, int, int, int, int]
+_TunnelStats = TunnelCounts
 
 @final
 class Tunnel:
@@ -180,13 +283,19 @@ class Tunnel:
     def port(self) -> int: ...
     def listen_local(self, fd: int, host: str, port: int, /) -> None: ...
     def listen_remote(
-        self, bind_address: str, port: int, target_host: str, target_port: int, timeout: float, /
+        self,
+        bind_address: str,
+        port: int,
+        target_host: str,
+        target_port: int,
+        timeout: Optional[float],
+        /,
     ) -> int: ...
     def run(
         self, max_connections: Optional[int] = ..., idle_timeout: Optional[float] = ...
     ) -> _TunnelStats: ...
     def stop(self) -> None: ...
-    def close(self, timeout: float = ...) -> None: ...
+    def close(self, timeout: Optional[float] = ...) -> None: ...
 
 @final
 class SFTP:
@@ -227,7 +336,7 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
-    ) -> Tuple[int, int, bytes, int]: ...
+    ) -> SFTPTransfer: ...
     def upload(
         self,
         handle: _Buffer,
@@ -238,7 +347,7 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
-    ) -> Tuple[int, int, bytes, int]: ...
+    ) -> SFTPTransfer: ...
     def read(
         self,
         handle: _Buffer,
@@ -247,7 +356,7 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
-    ) -> Tuple[bytes, int, bytes]: ...
+    ) -> SFTPRead: ...
     def write(
         self,
         handle: _Buffer,
@@ -256,5 +365,5 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
-    ) -> Tuple[int, int, bytes]: ...
+    ) -> SFTPTransfer: ...
     def close(self) -> None: ...

@@ -1,0 +1,283 @@
+/* chanio: the one channel-I/O core (see chanio.h). */
+#include "chanio.h"
+
+#include <string.h>
+
+/* ---- libssh's callbacks (inside libssh, lock held) ------------------------------- */
+
+/* `data`/`len`: all that libssh holds for the stream, oldest first. */
+static int
+on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
+{
+    (void)s;
+    (void)c;
+    pyssh_chanio *io = ud;
+    int stream = is_stderr ? 1 : 0;
+    if (stream == 1 && io->drop_stderr) {
+        return (int)len;
+    }
+    uint32_t taken = io->take != NULL ? io->take(io->owner, stream, data, len) : 0;
+    if (taken > 0) {
+        pyssh_deadline_touch(io->dl);
+    }
+    io->avail[stream] = len - taken;
+    return (int)taken;
+}
+
+static void
+on_eof(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s;
+    (void)c;
+    ((pyssh_chanio *)ud)->remote_eof = 1;
+}
+
+static void
+on_close(ssh_session s, ssh_channel c, void *ud)
+{
+    (void)s;
+    (void)c;
+    pyssh_chanio *io = ud;
+    io->remote_eof = 1;
+    io->remote_closed = 1;
+}
+
+static void
+on_exit_status(ssh_session s, ssh_channel c, int status, void *ud)
+{
+    (void)s;
+    (void)c;
+    pyssh_chanio *io = ud;
+    io->has_status = 1;
+    io->exit_status = status;
+}
+
+static void
+on_exit_signal(ssh_session s, ssh_channel c, const char *signal, int core, const char *errmsg,
+               const char *lang, void *ud)
+{
+    (void)s;
+    (void)c;
+    (void)lang;
+    pyssh_chanio *io = ud;
+    io->has_signal = 1;
+    io->core_dumped = core;
+    snprintf(io->exit_signal, sizeof(io->exit_signal), "%s", signal ? signal : "");
+    snprintf(io->exit_errmsg, sizeof(io->exit_errmsg), "%s", errmsg ? errmsg : "");
+}
+
+/* ---- lifetime ------------------------------------------------------------------------ */
+
+void
+pyssh_chanio_init(pyssh_chanio *io, SessionObject *s, pyssh_take_fn take, void *owner)
+{
+    memset(io, 0, sizeof(*io));
+    io->session = s;
+    io->take = take;
+    io->owner = owner;
+    ssh_callbacks_init(&io->cb);
+    io->cb.userdata = io;
+    io->cb.channel_data_function = on_data;
+    io->cb.channel_eof_function = on_eof;
+    io->cb.channel_close_function = on_close;
+    io->cb.channel_exit_status_function = on_exit_status;
+    io->cb.channel_exit_signal_function = on_exit_signal;
+}
+
+int
+pyssh_chanio_new(pyssh_chanio *io, ssh_session ssh)
+{
+    io->chan = ssh_channel_new(ssh);
+    if (io->chan == NULL) {
+        return PYSSH_FAILED;
+    }
+    return ssh_add_channel_callbacks(io->chan, &io->cb) == SSH_OK ? 0 : PYSSH_FAILED;
+}
+
+int
+pyssh_chanio_accept(pyssh_chanio *io, ssh_channel chan)
+{
+    io->chan = chan;
+    io->opened = 1;
+    return ssh_add_channel_callbacks(chan, &io->cb) == SSH_OK ? 0 : PYSSH_FAILED;
+}
+
+void
+pyssh_chanio_adopt(pyssh_chanio *io, pyssh_chanio *from)
+{
+    ssh_remove_channel_callbacks(from->chan, &from->cb);
+    io->chan = from->chan;
+    io->opened = from->opened;
+    io->eof_sent = from->eof_sent;
+    memcpy(io->avail, from->avail, sizeof(io->avail));
+    io->remote_eof = from->remote_eof;
+    io->remote_closed = from->remote_closed;
+    from->chan = NULL;
+    if (ssh_add_channel_callbacks(io->chan, &io->cb) != SSH_OK) {
+        /* out of memory: nothing will be offered, but libssh still holds the data,
+         * and a close will be seen by the state libssh keeps */
+        io->remote_closed |= ssh_channel_is_closed(io->chan);
+    }
+}
+
+static int
+open_result(pyssh_chanio *io, int rc)
+{
+    if (rc == SSH_AGAIN) {
+        return PYSSH_AGAIN;
+    }
+    if (rc != SSH_OK) {
+        return PYSSH_FAILED;
+    }
+    io->opened = 1;
+    return 0;
+}
+
+int
+pyssh_chanio_open_session(pyssh_chanio *io)
+{
+    return open_result(io, ssh_channel_open_session(io->chan));
+}
+
+int
+pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, const char *orig,
+                          int orig_port)
+{
+    return open_result(io, ssh_channel_open_forward(io->chan, host, port, orig, orig_port));
+}
+
+void
+pyssh_chanio_release(pyssh_chanio *io)
+{
+    ssh_channel chan = io->chan;
+    if (chan == NULL) {
+        return;
+    }
+    io->chan = NULL;
+    ssh_remove_channel_callbacks(chan, &io->cb);
+    /* Send EOF and CLOSE. ssh_channel_close() returns SSH_AGAIN without queueing
+     * the CLOSE when the EOF could not be flushed at once (libssh 0.11
+     * channels.c: send_eof's flush), and ssh_channel_free() calls it only once:
+     * the server would keep its end open. A second call queues the CLOSE (EOF is
+     * marked sent). Never for a channel still being opened: it has no remote id
+     * yet. */
+    if (io->opened && (ssh_channel_is_open(chan) || io->remote_closed)) {
+        if (ssh_channel_close(chan) == SSH_AGAIN) {
+            ssh_channel_close(chan);
+        }
+    }
+    /* libssh keeps the channel until the server's CLOSE arrives, then frees it */
+    ssh_channel_free(chan);
+}
+
+void
+pyssh_chanio_forget(pyssh_chanio *io)
+{
+    io->chan = NULL;
+}
+
+/* ---- moving bytes -------------------------------------------------------------------- */
+
+int
+pyssh_chanio_read(pyssh_chanio *io, int stream, char *dst, size_t room)
+{
+    uint32_t held = io->avail[stream];
+    if (held == 0 || room == 0) {
+        return 0;
+    }
+    uint32_t want = held < room ? held : (uint32_t)room;
+    int n = ssh_channel_read_timeout(io->chan, dst, want, stream, 0);
+    if (n < 0) {
+        return PYSSH_FAILED;
+    }
+    if (n == 0) {
+        io->avail[stream] = 0; /* what libssh held went elsewhere */
+        return 0;
+    }
+    io->avail[stream] -= (uint32_t)n < held ? (uint32_t)n : held;
+    pyssh_deadline_touch(io->dl);
+    return n;
+}
+
+size_t
+pyssh_chanio_room(pyssh_chanio *io, ssh_session ssh, size_t max)
+{
+    if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+        return 0; /* the socket is full: wait for POLLOUT */
+    }
+    size_t window = ssh_channel_window_size(io->chan);
+    return window < max ? window : max; /* 0: wait for the server's window adjust */
+}
+
+long
+pyssh_chanio_write(pyssh_chanio *io, ssh_session ssh, const char *p, size_t n)
+{
+    if (io->remote_closed) {
+        return PYSSH_CHANIO_CLOSED;
+    }
+    size_t room = pyssh_chanio_room(io, ssh, PYSSH_CHANIO_WRITE_MAX);
+    if (n > room) {
+        n = room;
+    }
+    if (n == 0) {
+        return 0;
+    }
+    int w = ssh_channel_write(io->chan, p, (uint32_t)n);
+    if (w < 0) {
+        return io->remote_closed ? PYSSH_CHANIO_CLOSED : PYSSH_FAILED;
+    }
+    if (w > 0) {
+        pyssh_deadline_touch(io->dl);
+    }
+    return w;
+}
+
+int
+pyssh_chanio_send_eof(pyssh_chanio *io)
+{
+    if (io->eof_sent) {
+        return 0;
+    }
+    /* SSH_AGAIN: queued, sent with the next flush */
+    if (ssh_channel_send_eof(io->chan) == SSH_ERROR && !io->remote_closed) {
+        return PYSSH_FAILED;
+    }
+    io->eof_sent = 1;
+    return 0;
+}
+
+int
+pyssh_chanio_drained(const pyssh_chanio *io)
+{
+    return io->remote_closed && io->avail[0] == 0 && io->avail[1] == 0;
+}
+
+int
+pyssh_chanio_ended(const pyssh_chanio *io)
+{
+    return io->remote_closed || io->has_status || io->has_signal;
+}
+
+/* ---- the step's loop ------------------------------------------------------------------ */
+
+int
+pyssh_chanio_rounds(SessionObject *s, ssh_session ssh, pyssh_round_fn round, void *owner, int max)
+{
+    for (int i = 0; i < max; i++) {
+        int rc = round(owner, ssh, 0);
+        if (rc != PYSSH_CHANIO_MORE) {
+            return rc;
+        }
+        rc = pyssh_read_socket_once(s, ssh);
+        if (rc == PYSSH_FAILED) {
+            return PYSSH_FAILED;
+        }
+        if (rc == SSH_AGAIN) {
+            /* the socket is idle: what arrived is taken or counted in avail[];
+             * a last round, then wait */
+            rc = round(owner, ssh, 1);
+            return rc == PYSSH_CHANIO_MORE ? PYSSH_AGAIN : rc;
+        }
+    }
+    return PYSSH_AGAIN;
+}

@@ -1,0 +1,123 @@
+/* chanio: the one channel-I/O core. Every channel pyssh uses (a command's,
+ * SCP's, SFTP's, a tunnel connection's, the C API's) is a pyssh_chanio, and
+ * its bytes move only through these functions:
+ *
+ *   - libssh's callbacks are the core's: they record what libssh holds per
+ *     stream (avail[]), EOF, close and the exit status, and offer arriving
+ *     data to the owner's take function, which copies what it has room for
+ *     straight from the decrypted packet (pyssh's libssh patch);
+ *   - pyssh_chanio_read() takes what libssh holds, without touching the
+ *     socket (reads are made only when avail[] says there is data);
+ *   - pyssh_chanio_write() sends within the peer's window, and only once
+ *     libssh has flushed what it had, so that libssh's output buffer stays
+ *     small and a write never blocks;
+ *   - pyssh_chanio_rounds() is the step's loop: the owner's work, then one
+ *     read of the session's socket, again until the socket is idle ("wait")
+ *     or the work says the step is over.
+ *
+ * Everything here runs with the session lock held (GIL released), inside a
+ * step of the wait helper (wait.c), except init, which needs neither. A
+ * channel belongs to its session: ssh_free() frees it, so an owner checks
+ * that the session is open before using `chan` (the wait helper does so for
+ * steps). */
+#ifndef PYSSH_CHANIO_H
+#define PYSSH_CHANIO_H
+
+#include "pyssh.h"
+
+/* Offered data as it arrives, inside libssh: take up to `len` bytes of
+ * `stream` (0 stdout, 1 stderr) at `data`, return how many were taken; libssh
+ * keeps the rest and reopens the window only as it is taken, so an owner that
+ * takes nothing slows the sender down instead of growing memory. NULL: the
+ * owner only reads (pyssh_chanio_read). */
+typedef uint32_t (*pyssh_take_fn)(void *owner, int stream, const char *data, uint32_t len);
+
+typedef struct pyssh_chanio {
+    SessionObject *session; /* borrowed: the owner keeps it alive */
+    ssh_channel chan;       /* NULL until made, and again once released */
+    struct ssh_channel_callbacks_struct cb;
+    pyssh_take_fn take;
+    void *owner;
+    pyssh_deadline *dl; /* the owner's, while its step runs: bytes moved push it back */
+    int drop_stderr;    /* stderr is not the owner's (SFTP, tunnels): dropped as it comes */
+    int opened;         /* the server confirmed the open: there is something to close */
+    int eof_sent;
+    /* written by the callbacks (lock held) */
+    uint32_t avail[2]; /* bytes libssh holds for stdout, stderr */
+    int remote_eof, remote_closed;
+    int has_status, exit_status;
+    int has_signal, core_dumped;
+    char exit_signal[32];
+    char exit_errmsg[256];
+} pyssh_chanio;
+
+/* Set up (no lock needed): no channel yet, nothing held. */
+void pyssh_chanio_init(pyssh_chanio *io, SessionObject *s, pyssh_take_fn take, void *owner);
+
+/* Make the channel and install the callbacks, before anything can arrive.
+ * 0, or PYSSH_FAILED. */
+int pyssh_chanio_new(pyssh_chanio *io, ssh_session ssh);
+
+/* Make `io` the channel's keeper for a channel that `from` kept so far (a
+ * forwarded connection waiting for its tunnel): the callbacks and what they
+ * recorded move over; `from` no longer has a channel. */
+void pyssh_chanio_adopt(pyssh_chanio *io, pyssh_chanio *from);
+
+/* Take over `chan`, which the server opened (forwarded-tcpip): 0, or
+ * PYSSH_FAILED (the callbacks could not be installed). */
+int pyssh_chanio_accept(pyssh_chanio *io, ssh_channel chan);
+
+/* Steps that open the channel: 0 (open), PYSSH_AGAIN or PYSSH_FAILED. */
+int pyssh_chanio_open_session(pyssh_chanio *io);
+int pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, const char *orig,
+                              int orig_port);
+
+/* Up to `room` bytes of `stream` from what libssh holds for the channel, never
+ * reading the socket: the count (0: nothing held), or PYSSH_FAILED. */
+int pyssh_chanio_read(pyssh_chanio *io, int stream, char *dst, size_t room);
+
+/* How much a write may send now: 0 while libssh still has output to flush
+ * (wait for POLLOUT) or the peer's window is shut (wait for its adjust), at
+ * most `max`. */
+size_t pyssh_chanio_room(pyssh_chanio *io, ssh_session ssh, size_t max);
+
+/* Send from p[0:n], as much as pyssh_chanio_room allows (at most
+ * PYSSH_CHANIO_WRITE_MAX at a time): the count sent (0: wait), PYSSH_FAILED,
+ * or PYSSH_CHANIO_CLOSED when the server closed the channel (what was not sent
+ * never will be). */
+#define PYSSH_CHANIO_WRITE_MAX (256 * 1024)
+#define PYSSH_CHANIO_CLOSED    (-6)
+long pyssh_chanio_write(pyssh_chanio *io, ssh_session ssh, const char *p, size_t n);
+
+/* Send EOF once (a closed channel needs none): 0, or PYSSH_FAILED. */
+int pyssh_chanio_send_eof(pyssh_chanio *io);
+
+/* The server closed the channel and libssh holds nothing more of it. */
+int pyssh_chanio_drained(const pyssh_chanio *io);
+
+/* The command has ended, or will: the server reported its end or closed. */
+int pyssh_chanio_ended(const pyssh_chanio *io);
+
+/* Close and free the channel (session open): remove the callbacks, send EOF
+ * and CLOSE when it was opened and not yet closed, free it; libssh frees it
+ * for good when the server's CLOSE arrives. Idempotent. */
+void pyssh_chanio_release(pyssh_chanio *io);
+
+/* Forget the channel without touching it: its session freed it (ssh_free), or
+ * this is a forked child, which must not send on its parent's connection. */
+void pyssh_chanio_forget(pyssh_chanio *io);
+
+/* One round of a step's work: move what can be moved (`idle`: the socket was
+ * just found idle, so this is the last round before waiting). Returns
+ * PYSSH_CHANIO_MORE to read the socket and go round again, 0 to end the step
+ * (the owner has something to do with the GIL, or is done), or PYSSH_FAILED. */
+#define PYSSH_CHANIO_MORE 1
+typedef int (*pyssh_round_fn)(void *owner, ssh_session ssh, int idle);
+
+/* The step's loop: `round`, then one read of the session's socket, up to
+ * `max` times. Returns 0 (a round ended the step), PYSSH_AGAIN (wait: the
+ * socket is idle, or `max` rounds passed), or PYSSH_FAILED. */
+int pyssh_chanio_rounds(SessionObject *s, ssh_session ssh, pyssh_round_fn round, void *owner,
+                        int max);
+
+#endif /* PYSSH_CHANIO_H */
