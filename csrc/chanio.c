@@ -281,3 +281,44 @@ pyssh_chanio_rounds(SessionObject *s, ssh_session ssh, pyssh_round_fn round, voi
     }
     return PYSSH_AGAIN;
 }
+
+/* ---- with the GIL ---------------------------------------------------------------------- */
+
+PyObject *
+pyssh_chanuser_new(PyTypeObject *type, PyObject *args, PyObject *kwds, const char *fmt)
+{
+    static char *kwlist[] = {"session", NULL};
+    PyObject *session;
+    pyssh_state *st = pyssh_state_from_type(type);
+    if (st == NULL ||
+        !PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, st->SessionType, &session)) {
+        return NULL;
+    }
+    pyssh_chanuser *self = (pyssh_chanuser *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->session = (SessionObject *)Py_NewRef(session);
+    }
+    return (PyObject *)self;
+}
+
+void
+pyssh_chanio_close(pyssh_chanio *io, long pid, const char *signal, int emit_logs)
+{
+    SessionObject *s = io->session;
+    pyssh_logmsg *logs = NULL;
+    int forked = pid != pyssh_getpid();
+    Py_BEGIN_ALLOW_THREADS
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (io->chan != NULL && s->ssh != NULL && !forked) {
+        pyssh_log_attach(s);
+        if (signal != NULL && !pyssh_chanio_ended(io)) {
+            ssh_channel_request_send_signal(io->chan, signal);
+        }
+        pyssh_chanio_release(io);
+        logs = pyssh_log_take(s);
+    }
+    pyssh_chanio_forget(io);
+    PyThread_release_lock(s->lock);
+    Py_END_ALLOW_THREADS
+    pyssh_log_finish(s, logs, emit_logs);
+}

@@ -86,7 +86,7 @@ size_t pyssh_chanio_room(pyssh_chanio *io, ssh_session ssh, size_t max);
  * or PYSSH_CHANIO_CLOSED when the server closed the channel (what was not sent
  * never will be). */
 #define PYSSH_CHANIO_WRITE_MAX (256 * 1024)
-#define PYSSH_CHANIO_CLOSED    (-6)
+#define PYSSH_CHANIO_CLOSED    (-8)
 long pyssh_chanio_write(pyssh_chanio *io, ssh_session ssh, const char *p, size_t n);
 
 /* Send EOF once (a closed channel needs none): 0, or PYSSH_FAILED. */
@@ -109,15 +109,36 @@ void pyssh_chanio_forget(pyssh_chanio *io);
 
 /* One round of a step's work: move what can be moved (`idle`: the socket was
  * just found idle, so this is the last round before waiting). Returns
- * PYSSH_CHANIO_MORE to read the socket and go round again, 0 to end the step
- * (the owner has something to do with the GIL, or is done), or PYSSH_FAILED. */
-#define PYSSH_CHANIO_MORE 1
+ * PYSSH_CHANIO_MORE to read the socket and go round again, a result >= 0 to
+ * end the step with it (the owner has something to do with the GIL, or is
+ * done), or PYSSH_FAILED. */
+#define PYSSH_CHANIO_MORE (-9)
 typedef int (*pyssh_round_fn)(void *owner, ssh_session ssh, int idle);
 
 /* The step's loop: `round`, then one read of the session's socket, up to
- * `max` times. Returns 0 (a round ended the step), PYSSH_AGAIN (wait: the
- * socket is idle, or `max` rounds passed), or PYSSH_FAILED. */
+ * `max` times. Returns a round's result >= 0 (it ended the step), PYSSH_AGAIN
+ * (wait: the socket is idle, or `max` rounds passed), or PYSSH_FAILED. */
 int pyssh_chanio_rounds(SessionObject *s, ssh_session ssh, pyssh_round_fn round, void *owner,
                         int max);
+
+/* ---- with the GIL: what Channel, SFTP and Tunnel share ------------------------- */
+
+/* The objects that use channels start with this header: their session. */
+typedef struct {
+    PyObject_HEAD SessionObject *session; /* strong reference */
+} pyssh_chanuser;
+
+/* tp_new of a channel user: `fmt` ("O!:SFTP") parses one Session; a new
+ * zeroed object of `type` holding it, or NULL. */
+PyObject *pyssh_chanuser_new(PyTypeObject *type, PyObject *args, PyObject *kwds, const char *fmt);
+
+/* Close `io`'s channel from code holding the GIL (close(), the error paths,
+ * dealloc): takes the session lock with the GIL released, sends `signal`
+ * first to a command that has not ended, when not NULL ("HUP"), releases the channel,
+ * and hands libssh's log lines to logging when `emit_logs`. A closed session
+ * has freed its channels (ssh_free), and a forked child (`pid` is not the
+ * creator's) must not send on its parent's connection: then the channel is
+ * only forgotten. */
+void pyssh_chanio_close(pyssh_chanio *io, long pid, const char *signal, int emit_logs);
 
 #endif /* PYSSH_CHANIO_H */

@@ -90,21 +90,10 @@ chan_take(void *owner, int stream, const char *data, uint32_t len)
 static PyObject *
 chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"session", NULL};
-    PyObject *session;
-    pyssh_state *st = pyssh_state_from_type(type);
-    if (st == NULL) {
-        return NULL;
-    }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:Channel", kwlist, st->SessionType, &session)) {
-        return NULL;
-    }
-    ChannelObject *self = (ChannelObject *)type->tp_alloc(type, 0);
+    ChannelObject *self = (ChannelObject *)pyssh_chanuser_new(type, args, kwds, "O!:Channel");
     if (self == NULL) {
         return NULL;
     }
-    Py_INCREF(session);
-    self->session = (SessionObject *)session;
     pyssh_chanio_init(&self->io, self->session, chan_take, self);
     self->pid = pyssh_getpid();
     return (PyObject *)self;
@@ -173,7 +162,6 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
     }
     SessionObject *s = self->session;
     int forked = self->pid != pyssh_getpid();
-    pyssh_logmsg *logs = NULL;
     int rc = 0;
 
     if (hup && may_wait && !forked && self->exec_sent && !pyssh_chanio_ended(&self->io) &&
@@ -202,23 +190,7 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
         }
     }
 
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    /* A closed session has freed its channels (ssh_free), and a forked child must
-     * not send on its parent's connection. */
-    if (self->io.chan != NULL && s->ssh != NULL && !forked) {
-        pyssh_log_attach(s);
-        if (hup && self->exec_sent && !pyssh_chanio_ended(&self->io)) {
-            ssh_channel_request_send_signal(self->io.chan, "HUP");
-        }
-        pyssh_chanio_release(&self->io);
-        logs = pyssh_log_take(s);
-    }
-    pyssh_chanio_forget(&self->io);
-    PyThread_release_lock(s->lock);
-    Py_END_ALLOW_THREADS
-
-    pyssh_log_finish(s, logs, emit_logs);
+    pyssh_chanio_close(&self->io, self->pid, hup && self->exec_sent ? "HUP" : NULL, emit_logs);
     return rc;
 }
 
@@ -1418,9 +1390,5 @@ static PyType_Spec chanobj_spec = {
 int
 pyssh_channel_setup_type(PyObject *module, pyssh_state *st)
 {
-    st->ChannelType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &chanobj_spec, NULL);
-    if (st->ChannelType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->ChannelType);
+    return pyssh_add_type(module, &chanobj_spec, &st->ChannelType);
 }

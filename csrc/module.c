@@ -85,6 +85,16 @@ named_results_init(PyObject *module, pyssh_state *st)
     return 0;
 }
 
+int
+pyssh_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+{
+    *slot = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
+    if (*slot == NULL) {
+        return -1;
+    }
+    return PyModule_AddType(module, *slot);
+}
+
 PyObject *
 pyssh_named_result(PyTypeObject *type, PyObject **v, int n)
 {

@@ -103,6 +103,10 @@ pyssh_state *pyssh_state_from_type(PyTypeObject *type);
  * bare tuples. */
 PyObject *pyssh_named_result(PyTypeObject *type, PyObject **v, int n);
 
+/* Make the heap type of `spec` for `module`, keep it in *slot (module state)
+ * and add it to the module: 0, or -1 with an exception set. */
+int pyssh_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot);
+
 /* ---- errors.c ------------------------------------------------------------ */
 
 int pyssh_errors_init(PyObject *module, pyssh_state *st);

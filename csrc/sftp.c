@@ -729,20 +729,10 @@ sftp_step(ssh_session ssh, void *p)
 static PyObject *
 sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"session", NULL};
-    PyObject *session;
-    pyssh_state *st = pyssh_state_from_type(type);
-    if (st == NULL) {
-        return NULL;
-    }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:SFTP", kwlist, st->SessionType, &session)) {
-        return NULL;
-    }
-    SFTPObject *self = (SFTPObject *)type->tp_alloc(type, 0);
+    SFTPObject *self = (SFTPObject *)pyssh_chanuser_new(type, args, kwds, "O!:SFTP");
     if (self == NULL) {
         return NULL;
     }
-    self->session = (SessionObject *)Py_NewRef(session);
     self->pid = pyssh_getpid();
     self->next_id = 1;
     pyssh_chanio_init(&self->io, self->session, sftp_take, self);
@@ -766,20 +756,7 @@ sftp_close_impl(SFTPObject *self, int emit_logs)
     if (self->io.chan == NULL) {
         return;
     }
-    SessionObject *s = self->session;
-    pyssh_logmsg *logs = NULL;
-    int forked = self->pid != pyssh_getpid();
-    Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    if (self->io.chan != NULL && s->ssh != NULL && !forked) {
-        pyssh_log_attach(s);
-        pyssh_chanio_release(&self->io);
-        logs = pyssh_log_take(s);
-    }
-    pyssh_chanio_forget(&self->io);
-    PyThread_release_lock(s->lock);
-    Py_END_ALLOW_THREADS
-    pyssh_log_finish(s, logs, emit_logs);
+    pyssh_chanio_close(&self->io, self->pid, NULL, emit_logs);
 }
 
 static void
@@ -1657,9 +1634,5 @@ static PyType_Spec sftp_spec = {
 int
 pyssh_sftp_setup_type(PyObject *module, pyssh_state *st)
 {
-    st->SFTPType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &sftp_spec, NULL);
-    if (st->SFTPType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->SFTPType);
+    return pyssh_add_type(module, &sftp_spec, &st->SFTPType);
 }

@@ -845,20 +845,10 @@ tunnel_step(ssh_session ssh, void *p)
 static PyObject *
 tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"session", NULL};
-    PyObject *session;
-    pyssh_state *st = pyssh_state_from_type(type);
-    if (st == NULL) {
-        return NULL;
-    }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!:Tunnel", kwlist, st->SessionType, &session)) {
-        return NULL;
-    }
-    TunnelObject *self = (TunnelObject *)type->tp_alloc(type, 0);
+    TunnelObject *self = (TunnelObject *)pyssh_chanuser_new(type, args, kwds, "O!:Tunnel");
     if (self == NULL) {
         return NULL;
     }
-    self->session = (SessionObject *)Py_NewRef(session);
     self->lfd = PYSSH_INVALID_SOCKET;
     self->max_conns = -1;
     self->idle_timeout = -1;
@@ -1329,9 +1319,5 @@ static PyType_Spec tunnel_spec = {
 int
 pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st)
 {
-    st->TunnelType = (PyTypeObject *)PyType_FromModuleAndSpec(module, &tunnel_spec, NULL);
-    if (st->TunnelType == NULL) {
-        return -1;
-    }
-    return PyModule_AddType(module, st->TunnelType);
+    return pyssh_add_type(module, &tunnel_spec, &st->TunnelType);
 }
