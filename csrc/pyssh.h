@@ -194,6 +194,11 @@ int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
 extern PyMethodDef pyssh_scp_methods[];
 int pyssh_scp_parse(const char *line, size_t len, int *kind, unsigned long long *size,
                     const char **text, size_t *text_len, const char **why);
+/* What an error line from the server's scp says went wrong, by the strerror
+ * text it ends with (scp.c documents the table). SCP_ERROR_* for Python. */
+enum pyssh_scp_error { PYSSH_SCP_OTHER, PYSSH_SCP_NOT_FOUND, PYSSH_SCP_PERMISSION };
+int pyssh_scp_error_kind(const char *text, size_t n);
+int pyssh_scp_setup(PyObject *module);
 
 /* names.c: NULL when name[0:n], from a server, is safe as one component of a
  * local path (with Windows' rules too when `windows`); otherwise why not. And
