@@ -3,6 +3,7 @@
 #include "pyssh.h"
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 enum second_base { NONE, CONNECTION, TIMEOUT, VALUE, NOTFOUND, PERMISSION, EXISTS, ISDIR, NOTDIR };
@@ -129,69 +130,98 @@ pyssh_printable(const char *text, size_t n)
     return out;
 }
 
-static int
-contains(const char *haystack, const char *needle)
+/* A failed step, classified by libssh's state and error code, never by its
+ * message: the message changes between libssh releases, and it may quote the
+ * server, which could then pick pyssh's exception class. */
+enum pyssh_fail_kind
+pyssh_failure_kind(const pyssh_failure *f)
 {
-    return haystack != NULL && strstr(haystack, needle) != NULL;
+    if (f->dead) {
+        return PYSSH_FAIL_LOST;
+    }
+    /* SSH_REQUEST_DENIED alone is not enough: libssh also sets it for a refused
+     * key, a missing agent or a bad option; only the step knows it opened a
+     * channel */
+    if (f->refused && f->code == SSH_REQUEST_DENIED) {
+        return PYSSH_FAIL_REFUSED;
+    }
+    return PYSSH_FAIL_PLAIN;
 }
 
-/* A session that worked has lost its server, or the connection is broken
- * beyond use: the one message for it. */
-static PyObject *
-raise_lost(pyssh_state *st, const char *what, PyObject *shown)
+/* The message for `kind`, snprintf's way (the length it needs, whatever `n`
+ * is): the one place these texts are written, for Python and the C API. */
+static int
+failure_format(char *buf, size_t n, enum pyssh_fail_kind kind, const char *what, const char *detail)
 {
-    pyssh_raise(st, PYSSH_EXC_ConnectError,
-                "%s: the connection to the server was lost (%U): "
-                "the session cannot be used any more, connect again",
-                what, shown);
-    Py_DECREF(shown);
-    return NULL;
+    switch (kind) {
+    case PYSSH_FAIL_LOST:
+        return snprintf(buf, n,
+                        "%s: the connection to the server was lost (%s): "
+                        "the session cannot be used any more, connect again",
+                        what, detail);
+    case PYSSH_FAIL_REFUSED:
+        return snprintf(buf, n,
+                        "%s: %s; the server may be at its limit of channels open at once on "
+                        "one connection (OpenSSH's MaxSessions, 10 by default): close the "
+                        "channels, SFTP clients or tunnels you no longer need, or open another "
+                        "session",
+                        what, detail);
+    default:
+        return snprintf(buf, n, "%s: %s", what, detail);
+    }
+}
+
+/* The kind a failure is raised as: a dead connection found while connecting
+ * is the connect's own failure (libssh's message says why it failed), not a
+ * session that was lost. */
+static enum pyssh_fail_kind
+raised_kind(const pyssh_failure *f, enum pyssh_exc fallback)
+{
+    enum pyssh_fail_kind kind = pyssh_failure_kind(f);
+    return kind == PYSSH_FAIL_LOST && fallback == PYSSH_EXC_ConnectError ? PYSSH_FAIL_PLAIN : kind;
+}
+
+static const char *
+failure_detail(const pyssh_failure *f)
+{
+    return f->text[0] != '\0' ? f->text : "libssh gave no reason";
+}
+
+enum pyssh_exc
+pyssh_failure_describe(const pyssh_failure *f, enum pyssh_exc fallback, const char *what, char *buf,
+                       size_t n)
+{
+    enum pyssh_fail_kind kind = raised_kind(f, fallback);
+    failure_format(buf, n, kind, what, failure_detail(f));
+    return kind == PYSSH_FAIL_LOST ? PYSSH_EXC_ConnectError : fallback;
 }
 
 PyObject *
 pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
                     const pyssh_failure *f)
 {
-    if (!f->dead || fallback == PYSSH_EXC_ConnectError) {
-        return pyssh_raise_libssh(st, fallback, what, f->text);
-    }
-    PyObject *shown = pyssh_printable(f->text, strlen(f->text));
-    return shown == NULL ? NULL : raise_lost(st, what, shown);
-}
-
-PyObject *
-pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what, const char *detail)
-{
-    enum pyssh_exc which = fallback;
-    if (detail == NULL || detail[0] == '\0') {
-        detail = "libssh gave no reason";
-    }
+    enum pyssh_fail_kind kind = raised_kind(f, fallback);
+    const char *detail = failure_detail(f);
     /* libssh's message may quote the server (a disconnect's reason, a banner) */
     PyObject *shown = pyssh_printable(detail, strlen(detail));
-    if (shown == NULL) {
+    const char *text = shown != NULL ? PyUnicode_AsUTF8(shown) : NULL;
+    if (text == NULL) {
+        Py_XDECREF(shown);
         return NULL;
     }
-    if (contains(detail, "Timeout") || contains(detail, "timed out")) {
-        which = PYSSH_EXC_SSHTimeoutError;
+    int len = failure_format(NULL, 0, kind, what, text);
+    char *buf = len >= 0 ? PyMem_Malloc((size_t)len + 1) : NULL;
+    if (buf == NULL) {
+        Py_DECREF(shown);
+        return PyErr_NoMemory();
     }
-    else if (contains(detail, "Socket error") || contains(detail, "Connection refused") ||
-             contains(detail, "Connection reset") || contains(detail, "disconnected") ||
-             contains(detail, "Broken pipe")) {
-        if (fallback != PYSSH_EXC_ConnectError) {
-            return raise_lost(st, what, shown); /* not while connecting */
-        }
+    failure_format(buf, (size_t)len + 1, kind, what, text);
+    PyObject *msg = PyUnicode_DecodeUTF8(buf, len, "replace");
+    if (msg != NULL) {
+        PyErr_SetObject(st->exc[kind == PYSSH_FAIL_LOST ? PYSSH_EXC_ConnectError : fallback], msg);
+        Py_DECREF(msg);
     }
-    if (contains(detail, "Channel opening failure")) {
-        pyssh_raise(st, which,
-                    "%s: %U; the server may be at its limit of channels open at "
-                    "once on one connection (OpenSSH's MaxSessions, 10 by default): close the "
-                    "channels, SFTP clients or tunnels you no longer need, or open another "
-                    "session",
-                    what, shown);
-    }
-    else {
-        pyssh_raise(st, which, "%s: %U", what, shown);
-    }
+    PyMem_Free(buf);
     Py_DECREF(shown);
     return NULL;
 }

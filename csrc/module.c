@@ -150,6 +150,9 @@ module_exec(PyObject *module)
     if (pyssh_channel_setup_type(module, st) < 0) {
         return -1;
     }
+    if (pyssh_scp_setup(module) < 0) {
+        return -1;
+    }
     if (pyssh_capi_setup(module) < 0) {
         return -1;
     }

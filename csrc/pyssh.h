@@ -120,24 +120,36 @@ PyObject *pyssh_raise(pyssh_state *st, enum pyssh_exc which, const char *fmt, ..
  * (pyssh._names.printable): a new str, or NULL with an exception. */
 PyObject *pyssh_printable(const char *text, size_t n);
 
-/* A libssh failure as a step saw it: libssh's message, and whether the
- * connection itself is gone (libssh's state says so). */
+/* A libssh failure as a step saw it, read under the session lock: libssh's
+ * message (for people only: it is never matched), its error code, whether the
+ * connection itself is gone (libssh's state says so), and whether the step
+ * said the server refused to open a channel (PYSSH_REFUSED). */
 typedef struct {
     char text[512];
+    int code; /* ssh_get_error_code(): SSH_NO_ERROR, SSH_REQUEST_DENIED, SSH_FATAL */
     int dead;
+    int refused;
 } pyssh_failure;
 
-/* Raise for a failed step: ConnectError "the connection was lost or broken"
- * when it is dead (after connecting), otherwise as pyssh_raise_libssh. */
+/* The one classification of a failure (errors.c), by state and code. */
+enum pyssh_fail_kind {
+    PYSSH_FAIL_PLAIN,   /* the operation failed: the caller's class */
+    PYSSH_FAIL_LOST,    /* the connection is gone: ConnectError, connect again */
+    PYSSH_FAIL_REFUSED, /* the server refused a channel: the caller's class, with a
+                           hint about its limit of channels (MaxSessions) */
+};
+enum pyssh_fail_kind pyssh_failure_kind(const pyssh_failure *f);
+
+/* Raise for a failed step: `what` says what pyssh was doing ("connecting to
+ * host:22"); the class is `fallback`, or ConnectError for a lost connection
+ * (`fallback` ConnectError: connecting, where a dead connection is the
+ * connect's own failure). Returns NULL. */
 PyObject *pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
                               const pyssh_failure *f);
-
-/* Raise for a libssh failure: `what` says what pyssh was doing ("connecting to
- * host:22"), `detail` is libssh's message (copied while the session lock was held).
- * The class is `fallback` unless the detail says more (a refused or reset
- * connection, a timeout). Returns NULL. */
-PyObject *pyssh_raise_libssh(pyssh_state *st, enum pyssh_exc fallback, const char *what,
-                             const char *detail);
+/* The same message, without the GIL (the C API), into buf; returns the class
+ * pyssh_raise_failure would raise. libssh's text is not made printable. */
+enum pyssh_exc pyssh_failure_describe(const pyssh_failure *f, enum pyssh_exc fallback,
+                                      const char *what, char *buf, size_t n);
 
 /* ---- the Session object -------------------------------------------------- */
 
@@ -198,6 +210,11 @@ int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
 extern PyMethodDef pyssh_scp_methods[];
 int pyssh_scp_parse(const char *line, size_t len, int *kind, unsigned long long *size,
                     const char **text, size_t *text_len, const char **why);
+/* What an error line from the server's scp says went wrong, by the strerror
+ * text it ends with (scp.c documents the table). SCP_ERROR_* for Python. */
+enum pyssh_scp_error { PYSSH_SCP_OTHER, PYSSH_SCP_NOT_FOUND, PYSSH_SCP_PERMISSION };
+int pyssh_scp_error_kind(const char *text, size_t n);
+int pyssh_scp_setup(PyObject *module);
 
 /* names.c: NULL when name[0:n], from a server, is safe as one component of a
  * local path (with Windows' rules too when `windows`); otherwise why not. And
@@ -268,7 +285,15 @@ int pyssh_sftp_setup_type(PyObject *module, pyssh_state *st);
 /* Result of one step of a non-blocking operation. */
 #define PYSSH_AGAIN  (-2) /* not finished: wait for the socket, then step again */
 #define PYSSH_FAILED (-1) /* libssh failed: its message is in the session */
+/* The server refused to open a channel (SSH_REQUEST_DENIED): fails as
+ * PYSSH_FAILED does, classified PYSSH_FAIL_REFUSED. */
+#define PYSSH_REFUSED (-6)
 /* >= 0: finished, with this result */
+
+/* A step's result for libssh's SSH_OK / SSH_AGAIN / SSH_ERROR from an
+ * ssh_channel_open_*() call (lock held): 0, PYSSH_AGAIN, PYSSH_REFUSED when
+ * the server refused the channel, or PYSSH_FAILED. */
+int pyssh_open_result(ssh_session ssh, int rc);
 
 /* One step: called with the GIL released and the session lock held, with a
  * session that is open. It must not block. */
@@ -354,12 +379,16 @@ int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_dead
 
 /* pyssh_wait for callers WITHOUT the GIL (the C API, capi.c): no signal
  * checks, no exceptions. Returns the step's result (>= 0), PYSSH_FAILED with
- * libssh's message in errbuf, PYSSH_CLOSED, PYSSH_TIMEDOUT, or PYSSH_OSERROR
- * with *os_err set (poll failed). libssh's log lines are kept for the next
- * Python call on the session. */
+ * *fail filled in (classify it with pyssh_failure_describe), PYSSH_CLOSED,
+ * PYSSH_TIMEDOUT, or PYSSH_OSERROR with *os_err set (poll failed). libssh's
+ * log lines are kept for the next Python call on the session. */
 #define PYSSH_CLOSED   (-3)
 #define PYSSH_TIMEDOUT (-4)
 #define PYSSH_OSERROR  (-5)
+int pyssh_wait_nogil_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+                        pyssh_failure *fail, int *os_err);
+/* The same with only libssh's message in errbuf on PYSSH_FAILED: kept until
+ * capi.c moves to pyssh_wait_nogil_ex. */
 int pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
                      char *errbuf, size_t errlen, int *os_err);
 

@@ -228,8 +228,120 @@ done:
     return r;
 }
 
+/* ---- the server's error lines ------------------------------------------------
+ *
+ * SCP carries no error codes: the remote scp reports a failure as a line of
+ * text, and OpenSSH's scp writes it as "scp: PATH: REASON" with REASON from
+ * strerror(errno) (scp.c: run_err("%s: %s", name, strerror(errno))), so the
+ * reason's text is the only thing there is to classify by. It is read from
+ * the last ": " on (a PATH may hold any words, "Permission denied" too), and
+ * compared whole, ignoring ASCII case and the spaces around it, with the
+ * strerror texts of glibc, musl, the BSDs and macOS, which agree:
+ *
+ *   ENOENT   "No such file or directory"  -> PYSSH_SCP_NOT_FOUND
+ *   ENOTDIR  "Not a directory"            -> PYSSH_SCP_NOT_FOUND (a path through
+ *            a file names nothing; scp also says it of a target that is not a
+ *            directory)
+ *   EACCES   "Permission denied"          -> PYSSH_SCP_PERMISSION
+ *   EPERM    "Operation not permitted"    -> PYSSH_SCP_PERMISSION
+ *
+ * Anything else (another errno, "not a regular file", a protocol complaint, a
+ * server whose scp speaks another language) is PYSSH_SCP_OTHER. */
+
+static const struct {
+    const char *reason;
+    int kind;
+} scp_reasons[] = {
+    {"No such file or directory", PYSSH_SCP_NOT_FOUND},
+    {"Not a directory", PYSSH_SCP_NOT_FOUND},
+    {"Permission denied", PYSSH_SCP_PERMISSION},
+    {"Operation not permitted", PYSSH_SCP_PERMISSION},
+};
+
+static int
+ascii_lower(int c)
+{
+    return c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c;
+}
+
+/* text[0:n] equals the NUL-terminated `word`, ignoring ASCII case (not the
+ * locale's: the text comes from a server) */
+static int
+same_words(const char *text, size_t n, const char *word)
+{
+    if (strlen(word) != n) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (ascii_lower((unsigned char)text[i]) != ascii_lower((unsigned char)word[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+int
+pyssh_scp_error_kind(const char *text, size_t n)
+{
+    while (n > 0 && is_space(text[n - 1])) {
+        n--;
+    }
+    size_t start = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (text[i] == ':' && text[i + 1] == ' ') {
+            start = i + 2;
+        }
+    }
+    while (start < n && is_space(text[start])) {
+        start++;
+    }
+    for (size_t i = 0; i < sizeof(scp_reasons) / sizeof(scp_reasons[0]); i++) {
+        if (same_words(text + start, n - start, scp_reasons[i].reason)) {
+            return scp_reasons[i].kind;
+        }
+    }
+    return PYSSH_SCP_OTHER;
+}
+
+PyDoc_STRVAR(scp_error_kind_doc,
+             "scp_error_kind(text, /)\n--\n\n"
+             "Classify an error line from the server's scp (bytes, as 'scp: PATH: REASON'):\n"
+             "SCP_ERROR_NOT_FOUND, SCP_ERROR_PERMISSION or SCP_ERROR_OTHER, by the strerror\n"
+             "text of its REASON.");
+
+static PyObject *
+scp_error_kind_py(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    int kind = pyssh_scp_error_kind(view.buf, (size_t)view.len);
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(kind);
+}
+
+int
+pyssh_scp_setup(PyObject *module)
+{
+    if (PyModule_AddIntConstant(module, "SCP_ERROR_OTHER", PYSSH_SCP_OTHER) < 0 ||
+        PyModule_AddIntConstant(module, "SCP_ERROR_NOT_FOUND", PYSSH_SCP_NOT_FOUND) < 0 ||
+        PyModule_AddIntConstant(module, "SCP_ERROR_PERMISSION", PYSSH_SCP_PERMISSION) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
 PyMethodDef pyssh_scp_methods[] = {
     {"scp_parse", (PyCFunction)scp_parse_py, METH_O, scp_parse_doc},
+    {"scp_error_kind", (PyCFunction)scp_error_kind_py, METH_O, scp_error_kind_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -91,10 +91,6 @@ pyssh_unclaim(pyssh_claim *c)
         }                                                                                          \
     } while (0)
 
-/* Connecting and authenticating have total deadlines, so that a server that
- * trickles packets cannot keep them from expiring. */
-#define total_deadline(obj, d) pyssh_total_deadline_conv((obj), (d))
-
 /* "O&" converter: None or a path (str, bytes, PathLike) to a bytes object. */
 static int
 fspath_or_none(PyObject *obj, void *out)
@@ -548,6 +544,102 @@ PyDoc_STRVAR(
     "(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
     "over the configuration. Returns (host, user, port) as they will be used.");
 
+/* `config` as configure_step reads it: None or False (no files), True (the
+ * default files) or a path, kept alive in *path. 0, or -1 with an exception. */
+static int
+configure_files(PyObject *config, struct configure_arg *a, PyObject **path)
+{
+    if (config == Py_True) {
+        a->use_config = 1;
+    }
+    else if (config != Py_None && config != Py_False) {
+        if (!PyUnicode_FSConverter(config, path)) {
+            return -1;
+        }
+        a->use_config = 2;
+        a->config = PyBytes_AS_STRING(*path);
+    }
+    return 0;
+}
+
+/* Give the session ProxyJump's callbacks. Checked and set under the lock, as
+ * the close reads and clears them there: the path converters ran Python code
+ * (__fspath__), which may have closed the session, and the lock's wait lets
+ * other threads in. 0, or -1 with an exception. */
+static int
+configure_jump(SessionObject *self, struct configure_arg *a)
+{
+    struct pyssh_jump *j = jump_new(a->ssh_dir, a->known_hosts);
+    if (j == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    int taken = 0;
+    pyssh_lock(self);
+    if (self->ssh != NULL && self->jump == NULL && !self->connected && !self->connecting) {
+        self->jump = j;
+        taken = 1;
+    }
+    pyssh_unlock(self);
+    if (!taken) {
+        jump_free(j);
+        if (pyssh_session_check(self, PYSSH_NEED_OPEN) == 0) {
+            pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
+        }
+        return -1;
+    }
+    a->jump = j;
+    return 0;
+}
+
+/* An option libssh refused is the caller's mistake, not a network failure:
+ * turn configure_step's SSHError into one that names the argument. */
+static void
+configure_error(SessionObject *self, const struct configure_arg *a)
+{
+    if (a->failed == NULL || !PyErr_ExceptionMatches(self->state->exc[PYSSH_EXC_SSHError])) {
+        return;
+    }
+    PyObject *exc, *val, *tb;
+    PyErr_Fetch(&exc, &val, &tb);
+    PyErr_NormalizeException(&exc, &val, &tb);
+    if (strcmp(a->failed, "ciphers") == 0 || strcmp(a->failed, "kex") == 0 ||
+        strcmp(a->failed, "macs") == 0 || strcmp(a->failed, "host_key_algorithms") == 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s: none of the names given is one this libssh supports, or one "
+                     "is unknown (%S); `ssh -Q cipher`, `-Q kex`, `-Q mac` and `-Q key` "
+                     "list OpenSSH's names",
+                     a->failed, val);
+    }
+    else {
+        pyssh_raise(self->state, PYSSH_EXC_SSHError, "invalid %s: %S", a->failed, val);
+    }
+    Py_XDECREF(exc);
+    Py_XDECREF(val);
+    Py_XDECREF(tb);
+}
+
+/* (host, user, port) as libssh will use them, the configuration files read. */
+static PyObject *
+configure_result(SessionObject *self)
+{
+    char *host = NULL, *user = NULL;
+    unsigned int port = 22;
+    pyssh_lock(self);
+    if (self->ssh != NULL) {
+        ssh_options_get(self->ssh, SSH_OPTIONS_HOST, &host);
+        ssh_options_get(self->ssh, SSH_OPTIONS_USER, &user);
+        if (ssh_options_get_port(self->ssh, &port) < 0 || port == 0) {
+            port = 22;
+        }
+    }
+    pyssh_unlock(self);
+    PyObject *result = Py_BuildValue("(zzI)", host, user, port);
+    ssh_string_free_char(host);
+    ssh_string_free_char(user);
+    return result;
+}
+
 static PyObject *
 session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
 {
@@ -586,95 +678,20 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "port must be between 1 and 65535");
         goto done;
     }
-    if (config == Py_True) {
-        a.use_config = 1;
-    }
-    else if (config != Py_None && config != Py_False) {
-        if (!PyUnicode_FSConverter(config, &config_path)) {
-            goto done;
-        }
-        a.use_config = 2;
-        a.config = PyBytes_AS_STRING(config_path);
+    if (configure_files(config, &a, &config_path) < 0) {
+        goto done;
     }
     a.ssh_dir = ssh_dir ? PyBytes_AS_STRING(ssh_dir) : NULL;
     a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
     self->log_level = a.log_level;
-    if (a.proxy_jumps > 0) {
-        struct pyssh_jump *j = jump_new(a.ssh_dir, a.known_hosts);
-        if (j == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        /* Checked and set under the lock, as the close reads and clears it there:
-         * the path converters above ran Python code (__fspath__), which may have
-         * closed the session, and the lock's wait lets other threads in. */
-        int state;
-        pyssh_lock(self);
-        if (self->ssh == NULL) {
-            state = 1;
-        }
-        else if (self->jump != NULL || self->connected || self->connecting) {
-            state = 2;
-        }
-        else {
-            state = 0;
-            self->jump = j;
-        }
-        pyssh_unlock(self);
-        if (state != 0) {
-            jump_free(j);
-            if (state == 1) {
-                pyssh_raise(self->state, PYSSH_EXC_SessionClosedError,
-                            "the session is closed: connect again with pyssh.connect()");
-            }
-            else {
-                pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
-            }
-            goto done;
-        }
-        a.jump = j;
-    }
-
-    int rc = pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options");
-    if (rc < 0) {
-        if (a.failed != NULL && PyErr_ExceptionMatches(self->state->exc[PYSSH_EXC_SSHError])) {
-            PyObject *exc, *val, *tb;
-            PyErr_Fetch(&exc, &val, &tb);
-            PyErr_NormalizeException(&exc, &val, &tb);
-            if (strcmp(a.failed, "ciphers") == 0 || strcmp(a.failed, "kex") == 0 ||
-                strcmp(a.failed, "macs") == 0 || strcmp(a.failed, "host_key_algorithms") == 0) {
-                /* a bad argument, not a network failure */
-                PyErr_Format(PyExc_ValueError,
-                             "%s: none of the names given is one this libssh supports, or one "
-                             "is unknown (%S); `ssh -Q cipher`, `-Q kex`, `-Q mac` and `-Q key` "
-                             "list OpenSSH's names",
-                             a.failed, val);
-            }
-            else {
-                pyssh_raise(self->state, PYSSH_EXC_SSHError, "invalid %s: %S", a.failed, val);
-            }
-            Py_XDECREF(exc);
-            Py_XDECREF(val);
-            Py_XDECREF(tb);
-        }
+    if (a.proxy_jumps > 0 && configure_jump(self, &a) < 0) {
         goto done;
     }
-
-    /* Read back what will be used. */
-    char *host = NULL, *user = NULL;
-    unsigned int port = 22;
-    pyssh_lock(self);
-    if (self->ssh != NULL) {
-        ssh_options_get(self->ssh, SSH_OPTIONS_HOST, &host);
-        ssh_options_get(self->ssh, SSH_OPTIONS_USER, &user);
-        if (ssh_options_get_port(self->ssh, &port) < 0 || port == 0) {
-            port = 22;
-        }
+    if (pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options") < 0) {
+        configure_error(self, &a);
+        goto done;
     }
-    pyssh_unlock(self);
-    result = Py_BuildValue("(zzI)", host, user, port);
-    ssh_string_free_char(host);
-    ssh_string_free_char(user);
+    result = configure_result(self);
 
 done:
     Py_XDECREF(ssh_dir);
@@ -762,17 +779,15 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"fd", "timeout", "what", NULL};
     long long fd = -1;
-    PyObject *timeout_obj = Py_None;
+    /* total, so that a server that trickles packets cannot keep it from expiring */
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
     const char *what = "connecting";
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|LOs:_connect", kwlist, &fd, &timeout_obj,
-                                     &what)) {
-        return NULL;
-    }
+    int parsed = PyArg_ParseTupleAndKeywords(args, kwds, "|LO&s:_connect", kwlist, &fd,
+                                             pyssh_total_deadline_conv, &dl, &what);
     struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0, NULL};
-    pyssh_deadline dl;
-    if (!total_deadline(timeout_obj, &dl)) {
-        pyssh_closesocket(a.fd);
+    if (!parsed) {
+        pyssh_closesocket(a.fd); /* the session was given the socket, whatever happens */
         return NULL;
     }
     /* Checked and set under the lock, where the close reads and clears them: the
@@ -940,7 +955,10 @@ session_update_known_hosts(SessionObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* ---- authentication ------------------------------------------------------------ */
+/* ---- authentication ------------------------------------------------------------
+ *
+ * Every authentication takes a total deadline, as connecting does: a server
+ * that trickles packets cannot keep it from expiring. */
 
 static int
 auth_none_step(ssh_session ssh, void *p)
@@ -1053,10 +1071,9 @@ auth_result(SessionObject *self, int rc)
     static PyObject *session_##name(SessionObject *self, PyObject *args, PyObject *kwds)           \
     {                                                                                              \
         static char *kwlist[] = {"timeout", NULL};                                                 \
-        PyObject *t = Py_None;                                                                     \
-        pyssh_deadline dl;                                                                         \
-        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:" #name, kwlist, &t) ||                   \
-            !total_deadline(t, &dl)) {                                                             \
+        pyssh_deadline dl = PYSSH_NO_DEADLINE;                                                     \
+        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:" #name, kwlist,                         \
+                                         pyssh_total_deadline_conv, &dl)) {                        \
             return NULL;                                                                           \
         }                                                                                          \
         CHECK_CONNECTED(self, NULL);                                                               \
@@ -1097,10 +1114,9 @@ session_auth_password(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"", "timeout", NULL};
     const char *password;
-    PyObject *t = Py_None;
-    pyssh_deadline dl;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O:_auth_password", kwlist, &password, &t) ||
-        !total_deadline(t, &dl)) {
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O&:_auth_password", kwlist, &password,
+                                     pyssh_total_deadline_conv, &dl)) {
         return NULL;
     }
     CHECK_CONNECTED(self, NULL);
@@ -1119,18 +1135,15 @@ static PyObject *
 session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"", "timeout", NULL};
-    PyObject *path = NULL, *t = Py_None;
-    pyssh_deadline dl;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O:_auth_try_pubkey", kwlist,
-                                     PyUnicode_FSConverter, &path, &t)) {
+    PyObject *path = NULL;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O&:_auth_try_pubkey", kwlist,
+                                     PyUnicode_FSConverter, &path, pyssh_total_deadline_conv,
+                                     &dl)) {
         return NULL;
     }
-    int ok = total_deadline(t, &dl);
-    if (!ok || self->ssh == NULL || !self->connected) {
+    if (pyssh_session_check(self, PYSSH_NEED_CONNECTED) < 0) {
         Py_DECREF(path);
-        if (ok) {
-            CHECK_CONNECTED(self, NULL);
-        }
         return NULL;
     }
     struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL};
@@ -1154,17 +1167,13 @@ session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
     const char *data;
     Py_ssize_t len;
     const char *passphrase = NULL;
-    PyObject *t = Py_None;
-    pyssh_deadline dl;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO:_auth_privkey", kwlist, &data, &len,
-                                     &passphrase, &t)) {
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO&:_auth_privkey", kwlist, &data, &len,
+                                     &passphrase, pyssh_total_deadline_conv, &dl)) {
         return NULL;
     }
     if ((Py_ssize_t)strlen(data) != len) {
         PyErr_SetString(PyExc_ValueError, "the key text contains a NUL byte");
-        return NULL;
-    }
-    if (!total_deadline(t, &dl)) {
         return NULL;
     }
     CHECK_CONNECTED(self, NULL);
@@ -1181,14 +1190,145 @@ PyDoc_STRVAR(session_auth_kbdint_doc,
              "responder(name, instruction, [(prompt, echo), ...]) is called (GIL held, outside\n"
              "libssh) and returns one answer (str) per prompt. Returns an AUTH_* constant.");
 
+/* A text of libssh's (NULL: empty) as str; the server may send any bytes. */
+static PyObject *
+kbdint_text(const char *text)
+{
+    return PyUnicode_DecodeUTF8(text ? text : "", text ? (Py_ssize_t)strlen(text) : 0, "replace");
+}
+
+/* The round's prompts, [(prompt, echo), ...] (lock held, GIL held). */
+static PyObject *
+kbdint_prompts(ssh_session ssh)
+{
+    int n = ssh_userauth_kbdint_getnprompts(ssh);
+    PyObject *prompts = PyList_New(0);
+    for (int i = 0; prompts != NULL && i < n; i++) {
+        char echo = 0;
+        PyObject *q = kbdint_text(ssh_userauth_kbdint_getprompt(ssh, (unsigned)i, &echo));
+        PyObject *item = q ? Py_BuildValue("(NO)", q, echo ? Py_True : Py_False) : NULL;
+        if (item == NULL || PyList_Append(prompts, item) < 0) {
+            Py_CLEAR(prompts); /* ends the loop */
+        }
+        Py_XDECREF(item);
+    }
+    return prompts;
+}
+
+/* The server's questions as the responder's arguments, (name, instruction,
+ * prompts): copied out under the lock, for Python to see without it. NULL
+ * with an exception (SessionClosedError when the session was closed). */
+static PyObject *
+kbdint_questions(SessionObject *self)
+{
+    PyObject *args = NULL;
+    pyssh_lock(self);
+    if (self->ssh != NULL) {
+        args = Py_BuildValue("(NNN)", kbdint_text(ssh_userauth_kbdint_getname(self->ssh)),
+                             kbdint_text(ssh_userauth_kbdint_getinstruction(self->ssh)),
+                             kbdint_prompts(self->ssh));
+    }
+    pyssh_unlock(self);
+    if (args == NULL && !PyErr_Occurred()) {
+        CHECK_OPEN(self, NULL);
+    }
+    return args;
+}
+
+/* The responder's answers as a private tuple of `n` str: the UTF-8 pointers
+ * taken from them are used under the session lock, whose wait releases the
+ * GIL; the responder's own list could be emptied meanwhile (by another
+ * thread), freeing the strings. Nothing else can reach this tuple. */
+static PyObject *
+kbdint_answers(PyObject *answers, Py_ssize_t n)
+{
+    PyObject *fast =
+        PySequence_Fast(answers, "the keyboard-interactive responder must return a list of str");
+    if (fast == NULL) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Tuple(fast);
+    Py_DECREF(fast);
+    if (seq != NULL && PyTuple_GET_SIZE(seq) != n) {
+        PyErr_Format(PyExc_ValueError,
+                     "the keyboard-interactive responder returned %zd answers for %zd prompts",
+                     PyTuple_GET_SIZE(seq), n);
+        Py_CLEAR(seq);
+    }
+    return seq;
+}
+
+/* Give libssh the answers (a tuple from kbdint_answers). 0, or -1 with an
+ * exception. */
+static int
+kbdint_set_answers(SessionObject *self, PyObject *seq)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    const char **texts = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    if (texts == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *s = PyTuple_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(s) || (texts[i] = PyUnicode_AsUTF8(s)) == NULL) {
+            PyMem_Free(texts);
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError, "keyboard-interactive answers must be str");
+            }
+            return -1;
+        }
+    }
+    int set_failed = 0;
+    pyssh_lock(self);
+    for (Py_ssize_t i = 0; self->ssh != NULL && i < n; i++) {
+        if (ssh_userauth_kbdint_setanswer(self->ssh, (unsigned)i, texts[i]) < 0) {
+            set_failed = 1;
+        }
+    }
+    pyssh_unlock(self);
+    PyMem_Free(texts);
+    if (set_failed) {
+        pyssh_raise(self->state, PYSSH_EXC_AuthenticationError,
+                    "keyboard-interactive: could not set the answers");
+        return -1;
+    }
+    return 0;
+}
+
+/* One round of questions: ask the responder (GIL held, outside libssh), hand
+ * its answers to libssh. 0, or -1 with an exception. */
+static int
+kbdint_round(SessionObject *self, PyObject *responder)
+{
+    PyObject *questions = kbdint_questions(self);
+    if (questions == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(PyTuple_GET_ITEM(questions, 2));
+    PyObject *answers = PyObject_Call(responder, questions, NULL);
+    Py_DECREF(questions);
+    if (answers == NULL) {
+        return -1;
+    }
+    PyObject *seq = kbdint_answers(answers, n);
+    Py_DECREF(answers);
+    if (seq == NULL) {
+        return -1;
+    }
+    int rc = kbdint_set_answers(self, seq);
+    Py_DECREF(seq);
+    return rc;
+}
+
 static PyObject *
 session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"", "timeout", NULL};
-    PyObject *responder, *t = Py_None;
-    pyssh_deadline dl;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:_auth_kbdint", kwlist, &responder, &t) ||
-        !total_deadline(t, &dl)) {
+    PyObject *responder;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&:_auth_kbdint", kwlist, &responder,
+                                     pyssh_total_deadline_conv, &dl)) {
         return NULL;
     }
     for (int round = 0;; round++) {
@@ -1203,103 +1343,8 @@ session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
         if (rc != SSH_AUTH_INFO) {
             return auth_result(self, rc);
         }
-        /* Copy the questions out under the lock, then ask Python without it. */
-        PyObject *name = NULL, *instruction = NULL, *prompts = NULL;
-        pyssh_lock(self);
-        if (self->ssh != NULL) {
-            int n = ssh_userauth_kbdint_getnprompts(self->ssh);
-            const char *nm = ssh_userauth_kbdint_getname(self->ssh);
-            name = PyUnicode_DecodeUTF8(nm ? nm : "", nm ? (Py_ssize_t)strlen(nm) : 0, "replace");
-            const char *ins = ssh_userauth_kbdint_getinstruction(self->ssh);
-            instruction =
-                PyUnicode_DecodeUTF8(ins ? ins : "", ins ? (Py_ssize_t)strlen(ins) : 0, "replace");
-            prompts = PyList_New(0);
-            for (int i = 0; prompts != NULL && i < n; i++) {
-                char echo = 0;
-                const char *q = ssh_userauth_kbdint_getprompt(self->ssh, (unsigned)i, &echo);
-                PyObject *qs =
-                    PyUnicode_DecodeUTF8(q ? q : "", q ? (Py_ssize_t)strlen(q) : 0, "replace");
-                PyObject *item = qs ? Py_BuildValue("(NO)", qs, echo ? Py_True : Py_False) : NULL;
-                if (item == NULL || PyList_Append(prompts, item) < 0) {
-                    Py_XDECREF(item);
-                    Py_CLEAR(prompts);
-                    break;
-                }
-                Py_DECREF(item);
-            }
-        }
-        pyssh_unlock(self);
-        if (name == NULL || instruction == NULL || prompts == NULL) {
-            Py_XDECREF(name);
-            Py_XDECREF(instruction);
-            Py_XDECREF(prompts);
-            if (!PyErr_Occurred()) {
-                CHECK_OPEN(self, NULL);
-            }
+        if (kbdint_round(self, responder) < 0) {
             return NULL;
-        }
-        Py_ssize_t n = PyList_GET_SIZE(prompts);
-        PyObject *answers =
-            PyObject_CallFunctionObjArgs(responder, name, instruction, prompts, NULL);
-        Py_DECREF(name);
-        Py_DECREF(instruction);
-        Py_DECREF(prompts);
-        if (answers == NULL) {
-            return NULL;
-        }
-        PyObject *fast = PySequence_Fast(
-            answers, "the keyboard-interactive responder must return a list of str");
-        Py_DECREF(answers);
-        if (fast == NULL) {
-            return NULL;
-        }
-        /* A private tuple: the UTF-8 pointers below are used under the session
-         * lock, whose wait releases the GIL; the responder's own list could be
-         * emptied meanwhile (by another thread), freeing the strings. Nothing
-         * else can reach this tuple, and it holds them until the end. */
-        PyObject *seq = PySequence_Tuple(fast);
-        Py_DECREF(fast);
-        if (seq == NULL) {
-            return NULL;
-        }
-        if (PyTuple_GET_SIZE(seq) != n) {
-            Py_ssize_t got = PyTuple_GET_SIZE(seq);
-            Py_DECREF(seq);
-            return PyErr_Format(
-                PyExc_ValueError,
-                "the keyboard-interactive responder returned %zd answers for %zd prompts", got, n);
-        }
-        const char **texts = PyMem_Calloc((size_t)n + 1, sizeof(char *));
-        if (texts == NULL) {
-            Py_DECREF(seq);
-            return PyErr_NoMemory();
-        }
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *s = PyTuple_GET_ITEM(seq, i);
-            if (!PyUnicode_Check(s) || (texts[i] = PyUnicode_AsUTF8(s)) == NULL) {
-                PyMem_Free(texts);
-                Py_DECREF(seq);
-                if (!PyErr_Occurred()) {
-                    PyErr_SetString(PyExc_TypeError, "keyboard-interactive answers must be str");
-                }
-                return NULL;
-            }
-        }
-        int set_failed = 0;
-        pyssh_lock(self);
-        if (self->ssh != NULL) {
-            for (Py_ssize_t i = 0; i < n; i++) {
-                if (ssh_userauth_kbdint_setanswer(self->ssh, (unsigned)i, texts[i]) < 0) {
-                    set_failed = 1;
-                }
-            }
-        }
-        pyssh_unlock(self);
-        PyMem_Free(texts);
-        Py_DECREF(seq);
-        if (set_failed) {
-            return pyssh_raise(self->state, PYSSH_EXC_AuthenticationError,
-                               "keyboard-interactive: could not set the answers");
         }
     }
 }

@@ -460,6 +460,42 @@ wait_leave(SessionObject *self, waitctx *c)
     }
 }
 
+/* ---- failures -------------------------------------------------------------- */
+
+int
+pyssh_open_result(ssh_session ssh, int rc)
+{
+    if (rc == SSH_OK) {
+        return 0;
+    }
+    if (rc == SSH_AGAIN) {
+        return PYSSH_AGAIN;
+    }
+    /* libssh 0.11 (channels.c) sets SSH_REQUEST_DENIED when the server answers
+     * the open with SSH_MSG_CHANNEL_OPEN_FAILURE, SSH_FATAL when the
+     * connection fails meanwhile */
+    return ssh_get_error_code(ssh) == SSH_REQUEST_DENIED ? PYSSH_REFUSED : PYSSH_FAILED;
+}
+
+static void
+failure_clear(pyssh_failure *f)
+{
+    memset(f, 0, sizeof(*f));
+}
+
+/* What errors.c classifies a failure by, read while the lock is held: libssh
+ * keeps one error per session, which the next call on it may overwrite. */
+static void
+failure_read(pyssh_failure *f, ssh_session ssh, int refused)
+{
+    const char *e = ssh_get_error(ssh);
+    snprintf(f->text, sizeof(f->text), "%s", e != NULL ? e : "");
+    f->code = ssh_get_error_code(ssh);
+    f->dead =
+        !ssh_is_connected(ssh) || (ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0;
+    f->refused = refused;
+}
+
 /* ---- the blocking loop ---------------------------------------------------- */
 
 /* One step under the lock, GIL released by the caller. `c`: the wait's waiter
@@ -488,12 +524,9 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed, pys
             /* what was read may be another waiter's: let it look */
             ring_others(self, c != NULL ? c->w : NULL);
         }
-        if (rc == PYSSH_FAILED) {
-            const char *e = ssh_get_error(ssh);
-            snprintf(fail->text, sizeof(fail->text), "%s", e != NULL ? e : "");
-            /* classified by state, not by message: the connection itself is gone */
-            fail->dead = !ssh_is_connected(ssh) ||
-                         (ssh_get_status(ssh) & (SSH_CLOSED | SSH_CLOSED_ERROR)) != 0;
+        if (rc == PYSSH_FAILED || rc == PYSSH_REFUSED) {
+            failure_read(fail, ssh, rc == PYSSH_REFUSED);
+            rc = PYSSH_FAILED;
         }
         else if (rc == PYSSH_AGAIN) {
             int flags = ssh_get_poll_flags(ssh);
@@ -607,8 +640,7 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
         int rc, closed = 0, poll_rc = 0, poll_err = 0;
         pyssh_logmsg *logs = NULL;
 
-        fail.text[0] = '\0';
-        fail.dead = 0;
+        failure_clear(&fail);
         Py_BEGIN_ALLOW_THREADS
         rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, d, ps, &c, &closed,
                         &fail, &logs, &poll_rc, &poll_err);
@@ -641,20 +673,19 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
 }
 
 int
-pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout, char *errbuf,
-                 size_t errlen, int *os_err)
+pyssh_wait_nogil_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
+                    pyssh_failure *fail, int *os_err)
 {
     pyssh_deadline dl;
     pyssh_deadline_start(&dl, timeout, 0);
-    pyssh_failure fail;
     waitctx c = {NULL, 0, 0};
 
     for (;;) {
         int closed = 0, poll_rc = 0, poll_err = 0;
         pyssh_logmsg *logs = NULL;
-        fail.text[0] = '\0';
+        failure_clear(fail);
         /* no signals to check without the GIL: slices only bound each poll */
-        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, &dl, NULL, &c, &closed, &fail,
+        int rc = wait_slice(self, step, arg, pyssh_monotonic() + 1.0, &dl, NULL, &c, &closed, fail,
                             &logs, &poll_rc, &poll_err);
         if (logs != NULL) {
             /* keep libssh's lines for the next Python call on the session */
@@ -670,7 +701,6 @@ pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double time
             return PYSSH_CLOSED;
         }
         if (rc == PYSSH_FAILED) {
-            snprintf(errbuf, errlen, "%s", fail.text);
             return PYSSH_FAILED;
         }
         if (rc != PYSSH_AGAIN) {
@@ -684,6 +714,18 @@ pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double time
             return PYSSH_TIMEDOUT;
         }
     }
+}
+
+int
+pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout, char *errbuf,
+                 size_t errlen, int *os_err)
+{
+    pyssh_failure fail;
+    int rc = pyssh_wait_nogil_ex(self, step, arg, timeout, &fail, os_err);
+    if (rc == PYSSH_FAILED) {
+        snprintf(errbuf, errlen, "%s", fail.text);
+    }
+    return rc;
 }
 
 int
@@ -701,7 +743,8 @@ pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg, enum pyssh_exc fa
     pyssh_socket_t fd;
     short events;
     pyssh_logmsg *logs = NULL;
-    pyssh_failure fail = {"", 0};
+    pyssh_failure fail;
+    failure_clear(&fail);
 
     Py_BEGIN_ALLOW_THREADS
     rc = locked_step(self, step, arg, &closed, &fail, &fd, &events, &logs, NULL);

@@ -110,11 +110,11 @@ def _server_error(text: bytes, path: Optional[str]) -> SCPError:
     if path is None:
         body = msg[5:] if msg.startswith("scp: ") else msg
         path = body.rsplit(": ", 1)[0] if ": " in body else "?"
-    low = msg.lower()
+    kind = _ssh.scp_error_kind(text)  # the one classifier, shared with the C API
     cls: type[SCPError]
-    if "no such file" in low or "not found" in low:
+    if kind == _ssh.SCP_ERROR_NOT_FOUND:
         cls, num = SCPFileNotFoundError, errno.ENOENT
-    elif "permission denied" in low:
+    elif kind == _ssh.SCP_ERROR_PERMISSION:
         cls, num = SCPPermissionError, errno.EACCES
     else:
         cls, num = SCPError, errno.EIO

@@ -143,6 +143,9 @@ KEY_UNUSABLE: int
 KEY_NO_PUBLIC: int
 CPU_HAS_AES: int
 DEFAULT_CIPHERS: str
+SCP_ERROR_OTHER: int
+SCP_ERROR_NOT_FOUND: int
+SCP_ERROR_PERMISSION: int
 
 class SSHError(OSError): ...
 class ConnectError(SSHError, ConnectionError): ...
@@ -230,6 +233,7 @@ _Sink = Union[None, Literal[True], Callable[[bytes], Any]]
 _Buffer = Union[bytes, bytearray, memoryview]
 
 def scp_parse(line: _Buffer, /) -> Tuple[Any, ...]: ...
+def scp_error_kind(text: _Buffer, /) -> int: ...
 def name_problem(name: _Buffer, /, windows: Optional[bool] = ...) -> Optional[str]: ...
 
 @final
