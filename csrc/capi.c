@@ -4,7 +4,7 @@
  *
  * Everything but Session_Check and raise_error runs WITHOUT the GIL: the steps
  * are the same kind as everywhere else in pyssh (non-blocking libssh calls
- * under the session lock), waited for by pyssh_wait_nogil (wait.c), which polls
+ * under the session lock), waited for by pyssh_wait_nogil_ex (wait.c), which polls
  * the session's socket without the lock and reports instead of raising. No
  * Python object is touched: the caller keeps the session alive, and every step
  * checks under the lock that the session is still open (a closed session's
@@ -45,9 +45,19 @@ set_err(pyssh_error *err, int code, const char *fmt, ...)
     va_end(ap);
 }
 
+/* A failed step, classified as errors.c does for Python (by state and code). */
+static void
+failed(const pyssh_failure *f, const char *what, pyssh_error *err)
+{
+    enum pyssh_exc exc =
+        pyssh_failure_describe(f, PYSSH_EXC_SSHError, what, err->message, sizeof(err->message));
+    err->code = exc == PYSSH_EXC_ConnectError ? PYSSH_E_LOST : PYSSH_E_SSH;
+    err->os_errno = 0;
+}
+
 /* What a wait's result means for the caller: 0 (>= 0 results), or -1 with err. */
 static int
-wait_result(int rc, const char *what, const char *detail, int os_err, double timeout,
+wait_result(int rc, const char *what, const pyssh_failure *f, int os_err, double timeout,
             pyssh_error *err)
 {
     switch (rc) {
@@ -62,7 +72,7 @@ wait_result(int rc, const char *what, const char *detail, int os_err, double tim
         err->os_errno = os_err;
         return -1;
     case PYSSH_FAILED:
-        set_err(err, PYSSH_E_SSH, "%s: %s", what, detail[0] ? detail : "libssh failed");
+        failed(f, what, err);
         return -1;
     default:
         return 0;
@@ -73,11 +83,10 @@ static int
 wait_for(SessionObject *s, pyssh_step_fn step, void *arg, double timeout, const char *what,
          pyssh_error *err)
 {
-    char detail[256];
+    pyssh_failure fail;
     int os_err = 0;
-    detail[0] = '\0';
-    int rc = pyssh_wait_nogil(s, step, arg, timeout, detail, sizeof(detail), &os_err);
-    if (wait_result(rc, what, detail, os_err, timeout, err) < 0) {
+    int rc = pyssh_wait_nogil_ex(s, step, arg, timeout, &fail, &os_err);
+    if (wait_result(rc, what, &fail, os_err, timeout, err) < 0) {
         return -1;
     }
     return rc;
@@ -605,16 +614,18 @@ server_said(scp_reader *r)
     return r->errlen > 0 ? r->errtext : "no message";
 }
 
+/* The server's scp line, classified by the one SCP classifier (scp.c). */
 static int
-scp_error_code(const char *text)
+scp_error_code(const char *text, size_t n)
 {
-    if (strstr(text, "No such file") != NULL) {
+    switch (pyssh_scp_error_kind(text, n)) {
+    case PYSSH_SCP_NOT_FOUND:
         return PYSSH_E_SCP_NOT_FOUND;
-    }
-    if (strstr(text, "Permission denied") != NULL) {
+    case PYSSH_SCP_PERMISSION:
         return PYSSH_E_SCP_PERMISSION;
+    default:
+        return PYSSH_E_SCP;
     }
-    return PYSSH_E_SCP;
 }
 
 /* One message line (without its newline) into `line`: 0, or -1. */
@@ -689,110 +700,126 @@ scp_send_byte(scp_reader *r, char b, pyssh_error *err)
     return capi_channel_write(r->ch, &b, 1, r->timeout, err) == 1 ? 0 : -1;
 }
 
+/* The messages before the file (T times, warnings, errors), answered, up to
+ * its C line: 0 with *size set, or -1. */
 static int
-scp_transfer(scp_reader *r, const char *path, pyssh_sink_fn sink, void *ctx, uint64_t *size_out,
-             pyssh_error *err)
+scp_header(scp_reader *r, const char *path, char *line, unsigned long long *size, pyssh_error *err)
 {
-    char *line = malloc(SCP_LINE_MAX);
-    int result = -1;
-    if (line == NULL) {
-        set_err(err, PYSSH_E_NOMEM, "scp of %.200s: out of memory", path);
-        return -1;
-    }
-    if (scp_send_byte(r, '\0', err) < 0) {
-        goto done;
-    }
     for (;;) {
-        size_t len;
+        size_t len, text_len;
         int kind;
-        unsigned long long size;
         const char *text, *why = NULL;
-        size_t text_len;
         if (scp_line(r, path, line, &len, err) < 0) {
-            goto done;
+            return -1;
         }
-        if (pyssh_scp_parse(line, len, &kind, &size, &text, &text_len, &why) < 0) {
+        if (pyssh_scp_parse(line, len, &kind, size, &text, &text_len, &why) < 0) {
             set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: the server sent %s", path, why);
-            goto done;
+            return -1;
         }
         if (kind == 1 || kind == 2) {
             int t = (int)(text_len < 400 ? text_len : 400);
-            set_err(err, scp_error_code(text), "scp of %.200s: %.*s", path, t, text);
-            goto done;
+            set_err(err, scp_error_code(text, text_len), "scp of %.200s: %.*s", path, t, text);
+            return -1;
         }
-        if (kind == 'T') {
-            if (scp_send_byte(r, '\0', err) < 0) {
-                goto done;
-            }
-            continue;
+        if (kind == 'C') {
+            return scp_send_byte(r, '\0', err);
         }
-        if (kind != 'C') {
+        if (kind != 'T') {
             set_err(err, kind == 'D' ? PYSSH_E_SCP : PYSSH_E_SCP_PROTOCOL,
                     kind == 'D' ? "scp of %.200s: it is a directory; scp_read reads one file"
                                 : "scp of %.200s: the server sent an unexpected message",
                     path);
-            goto done;
-        }
-        if (size_out != NULL) {
-            *size_out = size;
+            return -1;
         }
         if (scp_send_byte(r, '\0', err) < 0) {
-            goto done;
+            return -1;
         }
-        unsigned long long left = size;
-        while (left > 0) {
-            if (r->pos == r->end) {
-                int rc = scp_fill(r, err);
-                if (rc < 0) {
-                    goto done;
-                }
+    }
+}
+
+/* The file's `size` bytes to the sink: 0, or -1. */
+static int
+scp_body(scp_reader *r, const char *path, unsigned long long size, pyssh_sink_fn sink, void *ctx,
+         pyssh_error *err)
+{
+    unsigned long long left = size;
+    while (left > 0) {
+        if (r->pos == r->end) {
+            int rc = scp_fill(r, err);
+            if (rc != 0) {
                 if (rc > 0) {
                     set_err(err, PYSSH_E_SCP_PROTOCOL,
                             "scp of %.200s: the server ended after "
                             "%llu of %llu bytes (%s)",
                             path, size - left, size, server_said(r));
-                    goto done;
                 }
+                return -1;
             }
-            size_t n = r->end - r->pos;
-            if (n > left) {
-                n = (size_t)left;
-            }
-            if (sink(ctx, r->buf + r->pos, n) != 0) {
-                set_err(err, PYSSH_E_ABORTED,
-                        "scp of %.200s: the transfer was stopped by the "
-                        "sink after %llu bytes",
-                        path, size - left + n);
-                goto done;
-            }
-            r->pos += n;
-            left -= n;
         }
-        /* the server's status byte after the data */
-        if (r->pos == r->end && scp_fill(r, err) != 0) {
-            if (err->code == PYSSH_OK || r->eof) {
-                set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: no status after the data", path);
-            }
-            goto done;
+        size_t n = r->end - r->pos;
+        if (n > left) {
+            n = (size_t)left;
         }
-        char status = r->buf[r->pos++];
-        if (status != '\0') {
-            r->pos--;
-            if (scp_line(r, path, line, &len, err) < 0) {
-                goto done;
-            }
-            set_err(err, scp_error_code(line + 1), "scp of %.200s: %.400s", path, line + 1);
-            goto done;
+        if (sink(ctx, r->buf + r->pos, n) != 0) {
+            set_err(err, PYSSH_E_ABORTED,
+                    "scp of %.200s: the transfer was stopped by the "
+                    "sink after %llu bytes",
+                    path, size - left + n);
+            return -1;
         }
-        if (scp_send_byte(r, '\0', err) < 0) {
-            goto done;
-        }
-        result = 0;
-        break;
+        r->pos += n;
+        left -= n;
     }
-done:
+    return 0;
+}
+
+/* The server's status byte after the data, answered: 0, or -1. */
+static int
+scp_status(scp_reader *r, const char *path, char *line, pyssh_error *err)
+{
+    if (r->pos == r->end && scp_fill(r, err) != 0) {
+        if (err->code == PYSSH_OK || r->eof) {
+            set_err(err, PYSSH_E_SCP_PROTOCOL, "scp of %.200s: no status after the data", path);
+        }
+        return -1;
+    }
+    if (r->buf[r->pos] != '\0') {
+        size_t len;
+        if (scp_line(r, path, line, &len, err) == 0) {
+            set_err(err, scp_error_code(line + 1, len - 1), "scp of %.200s: %.400s", path,
+                    line + 1);
+        }
+        return -1;
+    }
+    r->pos++;
+    return scp_send_byte(r, '\0', err);
+}
+
+static int
+scp_transfer(scp_reader *r, const char *path, pyssh_sink_fn sink, void *ctx, uint64_t *size_out,
+             pyssh_error *err)
+{
+    char *line = malloc(SCP_LINE_MAX);
+    unsigned long long size = 0;
+    if (line == NULL) {
+        set_err(err, PYSSH_E_NOMEM, "scp of %.200s: out of memory", path);
+        return -1;
+    }
+    int rc = scp_send_byte(r, '\0', err);
+    if (rc == 0) {
+        rc = scp_header(r, path, line, &size, err);
+    }
+    if (rc == 0 && size_out != NULL) {
+        *size_out = size;
+    }
+    if (rc == 0) {
+        rc = scp_body(r, path, size, sink, ctx, err);
+    }
+    if (rc == 0) {
+        rc = scp_status(r, path, line, err);
+    }
     free(line);
-    return result;
+    return rc;
 }
 
 static int
@@ -850,6 +877,7 @@ capi_raise_error(const pyssh_error *err)
         [PYSSH_E_SCP_PERMISSION] = "SCPPermissionError",
         [PYSSH_E_SCP_PROTOCOL] = "SCPProtocolError",
         [PYSSH_E_ABORTED] = "SSHError",
+        [PYSSH_E_LOST] = "ConnectError",
     };
     if (err == NULL) {
         PyErr_SetString(PyExc_SystemError, "pyssh raise_error: err is NULL");

@@ -120,17 +120,16 @@ pyssh_chanio_adopt(pyssh_chanio *io, pyssh_chanio *from)
     }
 }
 
+/* A refusal is PYSSH_REFUSED (by libssh's code), which errors.c explains
+ * (MaxSessions). */
 static int
 open_result(pyssh_chanio *io, int rc)
 {
-    if (rc == SSH_AGAIN) {
-        return PYSSH_AGAIN;
+    int r = pyssh_open_result(ssh_channel_get_session(io->chan), rc);
+    if (r == 0) {
+        io->opened = 1;
     }
-    if (rc != SSH_OK) {
-        return PYSSH_FAILED;
-    }
-    io->opened = 1;
-    return 0;
+    return r;
 }
 
 int

@@ -226,9 +226,11 @@ struct exec_arg {
     const char *command;
     PyObject *env; /* list of (bytes, bytes) */
     Py_ssize_t env_done;
-    int phase;           /* 0 open, 1 env, 2 exec */
-    const char *refused; /* what the server refused (message) */
+    int phase;   /* 0 open, 1 env, 2 exec */
+    int refused; /* what the server refused: REFUSED_ENV, REFUSED_EXEC, or 0 */
 };
+
+enum { REFUSED_ENV = 1, REFUSED_EXEC };
 
 static int
 map_rc(int rc)
@@ -247,7 +249,7 @@ exec_step(ssh_session ssh, void *p)
         return PYSSH_FAILED;
     }
     if (a->phase == 0) {
-        /* a refusal is explained by pyssh_raise_libssh (MaxSessions) */
+        /* a refusal (PYSSH_REFUSED) is explained by errors.c (MaxSessions) */
         rc = pyssh_chanio_open_session(&ch->io);
         if (rc != 0) {
             return rc;
@@ -261,7 +263,7 @@ exec_step(ssh_session ssh, void *p)
                                             PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1))));
         if (rc != 0) {
             if (rc == PYSSH_FAILED) {
-                a->refused = "env";
+                a->refused = REFUSED_ENV;
             }
             return rc;
         }
@@ -270,7 +272,7 @@ exec_step(ssh_session ssh, void *p)
     a->phase = 2;
     rc = map_rc(ssh_channel_request_exec(ch->io.chan, a->command));
     if (rc == PYSSH_FAILED) {
-        a->refused = "the server refused to run the command";
+        a->refused = REFUSED_EXEC;
     }
     if (rc == 0) {
         ch->exec_sent = 1;
@@ -283,6 +285,67 @@ PyDoc_STRVAR(chanobj_exec_doc,
              "exec($self, command, /, env=(), timeout=None)\n--\n\n"
              "Open a session channel, set the environment variables `env` (pairs of str),\n"
              "and start `command` (str). Waits at most `timeout` seconds.");
+
+/* env: an iterable of (name, value) pairs of str, as a list of (bytes, bytes);
+ * NULL with an exception set. */
+static PyObject *
+env_pairs(PyObject *env)
+{
+    PyObject *list = PyList_New(0);
+    PyObject *it = list != NULL && env != NULL && env != Py_None ? PyObject_GetIter(env) : NULL;
+    PyObject *item;
+    while (it != NULL && (item = PyIter_Next(it)) != NULL) {
+        PyObject *name, *value, *pair = NULL;
+        if (PyArg_ParseTuple(item, "UU;env items must be (name, value) pairs of str", &name,
+                             &value)) {
+            PyObject *nb = PyUnicode_AsUTF8String(name);
+            PyObject *vb = nb != NULL ? PyUnicode_AsUTF8String(value) : NULL;
+            pair = vb != NULL ? PyTuple_Pack(2, nb, vb) : NULL;
+            Py_XDECREF(nb);
+            Py_XDECREF(vb);
+        }
+        Py_DECREF(item);
+        if (pair == NULL || PyList_Append(list, pair) < 0) {
+            Py_XDECREF(pair);
+            break;
+        }
+        Py_DECREF(pair);
+    }
+    Py_XDECREF(it);
+    if (PyErr_Occurred()) {
+        Py_CLEAR(list);
+    }
+    return list;
+}
+
+/* The server refused what the step asked (the exception in flight is
+ * SSHError's): say what, and what to do. */
+static void
+explain_refusal(pyssh_state *st, const struct exec_arg *a)
+{
+    if (a->refused == 0 || !PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHError]) ||
+        PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError]) ||
+        PyErr_ExceptionMatches(st->exc[PYSSH_EXC_ConnectError])) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (a->refused == REFUSED_ENV) {
+        PyObject *pair = PyList_GET_ITEM(a->env, a->env_done);
+        pyssh_raise(st, PYSSH_EXC_SSHError,
+                    "the server refused to set the environment variable %s: "
+                    "its sshd_config must list it in AcceptEnv (or set it in the "
+                    "command itself: NAME=value command)",
+                    PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)));
+    }
+    else {
+        pyssh_raise(st, PYSSH_EXC_SSHError, "the server refused to run the command (%S)",
+                    value ? value : Py_None);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
 
 static PyObject *
 chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
@@ -312,72 +375,18 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "the command contains a NUL character");
         goto done;
     }
-    env_list = PyList_New(0);
+    env_list = env_pairs(env);
     if (env_list == NULL) {
         goto done;
     }
-    if (env != NULL && env != Py_None) {
-        PyObject *it = PyObject_GetIter(env);
-        if (it == NULL) {
-            goto done;
-        }
-        PyObject *item;
-        while ((item = PyIter_Next(it)) != NULL) {
-            PyObject *name, *value, *pair = NULL;
-            if (!PyArg_ParseTuple(item, "UU;env items must be (name, value) pairs of str", &name,
-                                  &value)) {
-                Py_DECREF(item);
-                break;
-            }
-            PyObject *nb = PyUnicode_AsUTF8String(name);
-            PyObject *vb = nb ? PyUnicode_AsUTF8String(value) : NULL;
-            if (vb != NULL) {
-                pair = PyTuple_Pack(2, nb, vb);
-            }
-            Py_XDECREF(nb);
-            Py_XDECREF(vb);
-            Py_DECREF(item);
-            if (pair == NULL || PyList_Append(env_list, pair) < 0) {
-                Py_XDECREF(pair);
-                break;
-            }
-            Py_DECREF(pair);
-        }
-        Py_DECREF(it);
-        if (PyErr_Occurred()) {
-            goto done;
-        }
-    }
-
-    struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0, NULL};
-    int rc =
-        pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError, "starting the command");
-    if (rc < 0) {
-        if (a.refused != NULL && PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHError]) &&
-            !PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError]) &&
-            !PyErr_ExceptionMatches(st->exc[PYSSH_EXC_ConnectError])) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            if (strcmp(a.refused, "env") == 0) {
-                PyObject *pair = PyList_GET_ITEM(env_list, a.env_done);
-                pyssh_raise(st, PYSSH_EXC_SSHError,
-                            "the server refused to set the environment variable %s: "
-                            "its sshd_config must list it in AcceptEnv (or set it in the "
-                            "command itself: NAME=value command)",
-                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)));
-            }
-            else {
-                pyssh_raise(st, PYSSH_EXC_SSHError, "%s (%S)", a.refused, value ? value : Py_None);
-            }
-            Py_XDECREF(type);
-            Py_XDECREF(value);
-            Py_XDECREF(tb);
-        }
+    struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0, 0};
+    if (pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError, "starting the command") <
+        0) {
+        explain_refusal(st, &a);
         chanobj_close_impl(self, 0, 1, 0);
         goto done;
     }
-    result = Py_None;
-    Py_INCREF(result);
+    result = Py_NewRef(Py_None);
 done:
     unclaim(self);
     Py_XDECREF(cmd_bytes);

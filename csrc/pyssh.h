@@ -1,10 +1,16 @@
 /* pyssh: the one header shared by the C files of the extension pyssh._ssh.
  *
- * Layout (after CPython's Modules/_sqlite): module.c holds init, module state and
- * constants; errors.c the exception table and the one mapping from libssh errors
- * to exception classes; wait.c the one helper that waits on the network with the
- * GIL released; session.c the Session type; platform.h and platform.c everything
- * that differs between operating systems (no other file has an OS #ifdef). */
+ * Layout (after CPython's Modules/_sqlite): module.c holds init, module state,
+ * constants and the named results; errors.c the exception table and the one
+ * classification of failures (by libssh's state and codes) into exception
+ * classes; wait.c the one helper that waits on the network with the GIL
+ * released, and the one timeout converter; chanio.c (chanio.h) the one
+ * channel-I/O core that every channel user goes through; session.c the Session
+ * type and the one state check; channel.c, sftp.c, tunnel.c the types that use
+ * channels; capi.c the C API; scp.c, sftpproto.c, names.c the checks of what a
+ * server sends; guard.c the answers to what it opens and asks; platform.h and
+ * platform.c everything that differs between operating systems (no other file
+ * has an OS #ifdef). */
 #ifndef PYSSH_H
 #define PYSSH_H
 
@@ -387,10 +393,6 @@ int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_dead
 #define PYSSH_OSERROR  (-5)
 int pyssh_wait_nogil_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
                         pyssh_failure *fail, int *os_err);
-/* The same with only libssh's message in errbuf on PYSSH_FAILED: kept until
- * capi.c moves to pyssh_wait_nogil_ex. */
-int pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
-                     char *errbuf, size_t errlen, int *os_err);
 
 /* Run `step` once, holding the lock with the GIL released (for short local
  * libssh calls). Returns as pyssh_wait does; PYSSH_AGAIN is returned as is. */

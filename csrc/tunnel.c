@@ -1001,6 +1001,7 @@ struct greq_arg {
     TunnelObject *t;
     int cancel;
     int bound;
+    int refused; /* the server refused the tcpip-forward (SSH_REQUEST_DENIED) */
 };
 
 /* tcpip-forward or cancel-tcpip-forward, one at a time per session. */
@@ -1032,6 +1033,10 @@ greq_step(ssh_session ssh, void *p)
         return PYSSH_AGAIN;
     }
     r->global_req = NULL;
+    if (rc != SSH_OK && !a->cancel && ssh_get_error_code(ssh) == SSH_REQUEST_DENIED) {
+        a->refused = 1; /* the server said no: listen_remote explains */
+        return 0;
+    }
     if (rc != SSH_OK) {
         return PYSSH_FAILED;
     }
@@ -1115,10 +1120,18 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     char what[400];
     snprintf(what, sizeof(what), "asking the server to listen on %s:%d for a tunnel to %s",
              *bind ? bind : "*", port, self->target);
-    struct greq_arg a = {self, 0, 0};
+    struct greq_arg a = {self, 0, 0, 0};
     int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
     if (rc < 0) {
         greq_orphan(self);
+        goto done;
+    }
+    if (a.refused) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                    "the server refused to listen on %s:%d: the port may be in use or "
+                    "privileged there, or the server forbids remote forwarding (sshd_config: "
+                    "AllowTcpForwarding, PermitListen)",
+                    *bind ? bind : "*", port);
         goto done;
     }
     self->configured = 1;
@@ -1251,7 +1264,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     int listening = self->kind == REMOTE && self->bound != 0;
     tunnel_drop(self, 1);
     if (listening && self->session->ssh != NULL && self->pid == pyssh_getpid()) {
-        struct greq_arg a = {self, 1, 0};
+        struct greq_arg a = {self, 1, 0, 0};
         char what[64];
         snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
         pyssh_deadline_start(&dl, dl.timeout, 0); /* from here: dropping took its time */

@@ -717,18 +717,6 @@ pyssh_wait_nogil_ex(SessionObject *self, pyssh_step_fn step, void *arg, double t
 }
 
 int
-pyssh_wait_nogil(SessionObject *self, pyssh_step_fn step, void *arg, double timeout, char *errbuf,
-                 size_t errlen, int *os_err)
-{
-    pyssh_failure fail;
-    int rc = pyssh_wait_nogil_ex(self, step, arg, timeout, &fail, os_err);
-    if (rc == PYSSH_FAILED) {
-        snprintf(errbuf, errlen, "%s", fail.text);
-    }
-    return rc;
-}
-
-int
 pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
            enum pyssh_exc fail_exc, const char *what)
 {

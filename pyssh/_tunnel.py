@@ -23,7 +23,6 @@ from typing import Any, Optional, Tuple, Union
 
 from . import _ssh
 from ._exec import check_timeout
-from .errors import SSHError
 
 log = logging.getLogger("pyssh")
 
@@ -307,18 +306,7 @@ def forward_remote(
     wait = check_timeout(timeout)
     session._check_usable()
     c = _ssh.Tunnel(session)
-    try:
-        bound = c.listen_remote(
-            bind_address, remote_port, host, tport, 30.0 if wait is None else wait
-        )
-    except SSHError as e:
-        if "tcpip-forward" in str(e):
-            raise SSHError(
-                f"the server refused to listen on {bind_address or '*'}:{remote_port}: the port "
-                "may be in use or privileged there, or the server forbids remote forwarding "
-                "(sshd_config: AllowTcpForwarding, PermitListen)"
-            ) from None
-        raise
+    bound = c.listen_remote(bind_address, remote_port, host, tport, 30.0 if wait is None else wait)
     shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
     t = Tunnel(
         session, c, None, "remote", bound, f"{host}:{tport}", f"{shown}:{bound} (on the server)"

@@ -59,7 +59,9 @@ enum pyssh_errcode {
     PYSSH_E_NOMEM,          /* MemoryError */
     PYSSH_E_ABORTED,        /* your sink returned non-zero: nothing is raised for it
                                  unless you call raise_error (pyssh.SSHError) */
-    PYSSH_E_OS              /* OSError: a system call failed; `os_errno` says which */
+    PYSSH_E_OS,             /* OSError: a system call failed; `os_errno` says which */
+    PYSSH_E_LOST            /* pyssh.ConnectError: the connection to the server is gone
+                                 (connect again); added in C API version 1 of pyssh 0.1 */
 };
 
 typedef struct {
