@@ -8,7 +8,7 @@ Environment:
   PYSSH_LIBSSH_PREFIX  a prefix with include/libssh/ and lib/libssh.a (0.11.5 or newer;
                        on Windows lib/ssh.lib)
   PYSSH_DEBUG=1        debug build (-O0 -g3, assertions on)
-  PYSSH_ASAN=1         AddressSanitizer build (see README, "Development")
+  PYSSH_ASAN=1         AddressSanitizer build (see CONTRIBUTING.md, "Test")
   PYSSH_WERROR=1       warnings are errors (CI sets it)
   PYSSH_BASH           the bash that runs vendor/build.sh (default: bash; on Windows
                        Git for Windows' bash.exe, never System32's, which is WSL's)

@@ -112,7 +112,7 @@ def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
 @pytest.mark.slow
 def test_sdist_builds_on_its_own(tmp_path):
     """The source distribution carries the vendor/ recipe (without it setup.py cannot
-    build libssh) and the tests."""
+    build libssh), the tests, and the docs with what they include."""
     import sys
     import tarfile
 
@@ -147,6 +147,14 @@ def test_sdist_builds_on_its_own(tmp_path):
         "csrc/sftpproto.h",
         "tests/hostile_sftp.py",
         ".ci/run",
+        # the guide builds from the sdist, and test_capi checks docs/capi.md
+        "README.md",
+        "mkdocs.yml",
+        "docs/capi.md",
+        "docs/griffe_pyssh.py",
+        "SECURITY.md",
+        "CONTRIBUTING.md",
+        "CHANGELOG.md",
     ):
         assert needed in names, needed
     assert not any(n.endswith((".so", ".pyc")) for n in names)

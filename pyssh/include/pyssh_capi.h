@@ -6,7 +6,7 @@
  * released and without linking a libssh of your own. Include this header
  * (`pyssh.get_include()` gives its directory), call pyssh_import_capi() once
  * with the GIL held (in your module's exec function), keep the pointer it
- * returns, and call through it. README.md's "C API" section is the guide, with
+ * returns, and call through it. The guide is docs/capi.md in pyssh's sources, with
  * a complete example (tests/capi/example.c, which the tests compile and run).
  *
  * Threads and the GIL:
@@ -136,7 +136,7 @@ typedef struct {
     int (*scp_read)(PyObject *session, const char *path, pyssh_sink_fn sink, void *ctx,
                     uint64_t *size, double timeout, pyssh_error *err);
 
-    /* Raw libssh access (README.md, "C API", says what it is for and its limits). Take the session's
+    /* Raw libssh access (docs/capi.md says what it is for and its limits). Take the session's
      * lock WITHOUT the GIL (0, or -1 with PYSSH_E_CLOSED), then session_ssh gives
      * the ssh_session (NULL if closed); release with session_unlock. While you
      * hold it no other thread can use the session, and you must not call the
