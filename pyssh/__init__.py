@@ -7,9 +7,10 @@ whenever it waits on the network. Start with :func:`connect`.
 from __future__ import annotations
 
 from . import _ssh
+from ._exec import DEFAULT as _DEFAULT, ExecResult
+from ._sftp import SFTP, SFTPAttributes
+from ._tunnel import Tunnel, TunnelStats
 from ._version import __version__
-from ._exec import DEFAULT as _DEFAULT
-from ._exec import ExecResult
 from .errors import (
     AuthenticationError,
     CommandError,
@@ -33,8 +34,6 @@ from .errors import (
     SSHTimeoutError,
     UnknownHostKeyError,
 )
-from ._sftp import SFTP, SFTPAttributes
-from ._tunnel import Tunnel, TunnelStats
 from .session import Session, connect, parse_host
 
 __all__ = [

@@ -97,7 +97,7 @@ class ExecResult:
         """True when the exit status is 0."""
         return self.status == 0
 
-    def check(self) -> "ExecResult":
+    def check(self) -> ExecResult:
         """Raise CommandError unless the status is 0; returns self."""
         if self.status != 0:
             raise command_error(self)
@@ -430,7 +430,7 @@ def _status(status: Optional[int], signame: Optional[str]) -> int:
 
 
 def run(
-    session: "Session",
+    session: Session,
     command: Any,
     stdout: Any,
     stderr: Any,

@@ -24,12 +24,12 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from . import _local, _ssh
 from ._names import printable
 from .errors import (
-    SSHError,
-    SSHTimeoutError,
     SCPError,
     SCPFileNotFoundError,
     SCPPermissionError,
     SCPProtocolError,
+    SSHError,
+    SSHTimeoutError,
 )
 
 PathArg = Union[str, "os.PathLike[str]"]

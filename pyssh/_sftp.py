@@ -90,7 +90,7 @@ class SFTPAttributes:
         self.extended: Dict[str, bytes] = {}
 
     @classmethod
-    def _from(cls, t: Tuple[Any, ...]) -> "SFTPAttributes":
+    def _from(cls, t: Tuple[Any, ...]) -> SFTPAttributes:
         """From the tuple the C side built of checked attributes."""
         a = cls()
         a.st_size, a.st_uid, a.st_gid, a.st_mode, a.st_atime, a.st_mtime, ext = t
@@ -170,7 +170,7 @@ class _RemoteRaw(io.RawIOBase):
 
     def __init__(
         self,
-        sftp: "SFTP",
+        sftp: SFTP,
         path: str,
         handle: bytes,
         mode: str,
@@ -358,7 +358,7 @@ class SFTP:
     def closed(self) -> bool:
         return self._c.closed
 
-    def __enter__(self) -> "SFTP":
+    def __enter__(self) -> SFTP:
         return self
 
     def __exit__(self, *exc: Any) -> None:

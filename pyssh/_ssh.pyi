@@ -1,4 +1,5 @@
 # Stubs for the C extension pyssh._ssh (csrc/). Private primitives: use pyssh.connect().
+import os
 from typing import (
     Any,
     Callable,
@@ -12,7 +13,6 @@ from typing import (
     Union,
     final,
 )
-import os
 
 _Path = Union[str, bytes, os.PathLike]
 
@@ -130,7 +130,7 @@ def name_problem(name: _Buffer, /, windows: Optional[bool] = ...) -> Optional[st
 
 @final
 class Channel:
-    def __new__(cls, session: Session) -> "Channel": ...
+    def __new__(cls, session: Session) -> Channel: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -173,7 +173,7 @@ _TunnelStats = Tuple[int, int, int, int, int]
 
 @final
 class Tunnel:
-    def __new__(cls, session: Session) -> "Tunnel": ...
+    def __new__(cls, session: Session) -> Tunnel: ...
     @property
     def stats(self) -> _TunnelStats: ...
     @property
@@ -190,7 +190,7 @@ class Tunnel:
 
 @final
 class SFTP:
-    def __new__(cls, session: Session) -> "SFTP": ...
+    def __new__(cls, session: Session) -> SFTP: ...
     @property
     def closed(self) -> bool: ...
     def start(self, timeout: Optional[float] = ...) -> Tuple[int, List[Tuple[bytes, bytes]]]: ...

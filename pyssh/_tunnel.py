@@ -176,7 +176,7 @@ def run_blocking(
         c.close()
 
 
-_running: "weakref.WeakSet[Tunnel]" = weakref.WeakSet()
+_running: weakref.WeakSet[Tunnel] = weakref.WeakSet()
 
 
 @atexit.register
@@ -266,7 +266,7 @@ class Tunnel:
         self._session._tunnels.discard(self)
         _running.discard(self)
 
-    def __enter__(self) -> "Tunnel":
+    def __enter__(self) -> Tunnel:
         return self
 
     def __exit__(self, *exc: Any) -> None:

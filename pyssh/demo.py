@@ -73,7 +73,8 @@ def main() -> int:
         # several commands run as one script, as in the seed's example
         script = [
             'd=$(mktemp -d) && cd "$d"',
-            "printf 'hello from pyssh\\n' > hello.txt && tar czf hello.tar.gz hello.txt && tar tzvf hello.tar.gz",
+            "printf 'hello from pyssh\\n' > hello.txt && tar czf hello.tar.gz hello.txt"
+            " && tar tzvf hello.tar.gz",
             'cd / && rm -rf "$d" && echo "cleaned up $d"',
         ]
         print("\n$ " + "\n$ ".join(script))

@@ -254,7 +254,7 @@ class Session(_ssh.Session):
         self._tunnels: set = set()
 
     # context manager and lifetime
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: Any) -> None:

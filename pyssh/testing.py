@@ -101,7 +101,7 @@ class SSHServer:
         self.proc: Optional[subprocess.Popen] = None
 
     # ---- life cycle
-    def __enter__(self) -> "SSHServer":
+    def __enter__(self) -> SSHServer:
         self.start()
         return self
 
@@ -116,7 +116,7 @@ class SSHServer:
     def address(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
-    def start(self) -> "SSHServer":
+    def start(self) -> SSHServer:
         sshd = find_sshd()
         self.dir = tempfile.mkdtemp(prefix="pyssh-sshd-")
         os.chmod(self.dir, 0o755)  # sshd as root reads authorized_keys as the user

@@ -27,7 +27,8 @@ def blob(key_type="ssh-ed25519", seed=b"k"):
 
 def line(hosts, b, marker=""):
     t = struct.unpack(">I", b[:4])[0]
-    return f"{marker + ' ' if marker else ''}{hosts} {b[4 : 4 + t].decode()} {base64.b64encode(b).decode()}"
+    prefix = f"{marker} " if marker else ""
+    return f"{prefix}{hosts} {b[4 : 4 + t].decode()} {base64.b64encode(b).decode()}"
 
 
 KEY, OTHER = blob(seed=b"key"), blob(seed=b"other")
