@@ -20,6 +20,7 @@ from typing import (
     Any,
     BinaryIO,
     Callable,
+    Dict,
     Iterable,
     Iterator,
     List,
@@ -306,7 +307,7 @@ class Outputs:
     def __init__(self, stdout: Any, stderr: Any):
         self._opened: List[Any] = []
         self._writers: List[Any] = []
-        by_path: dict = {}
+        by_path: Dict[str, Any] = {}
         try:
             self.stdout = self._target(stdout, "stdout", by_path)
             self.stderr = self._target(stderr, "stderr", by_path)
@@ -314,7 +315,7 @@ class Outputs:
             self.close()  # a file opened for stdout, when stderr's fails
             raise
 
-    def _target(self, t: Any, name: str, by_path: dict) -> Any:
+    def _target(self, t: Any, name: str, by_path: Dict[str, Any]) -> Any:
         if t is DEFAULT:
             t = sys.stdout if name == "stdout" else sys.stderr
             if t is None:  # pythonw: no console

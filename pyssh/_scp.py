@@ -19,7 +19,7 @@ import shlex
 import stat
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _local, _ssh
 from ._names import printable
@@ -457,7 +457,7 @@ def download(
     stack = [to]  # local directories being filled
     rstack = [""]  # and their remote paths (for errors)
     dir_modes: List[Any] = []
-    times: Optional[tuple] = None
+    times: Optional[Tuple[int, int]] = None
     first_error: Optional[BaseException] = None
     written: List[str] = []
     got_anything = False

@@ -14,7 +14,7 @@ from typing import (
     final,
 )
 
-_Path = Union[str, bytes, os.PathLike]
+_Path = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 LIBSSH_VERSION: str
 _C_API: object  # the C API capsule (pyssh/include/pyssh_capi.h)

@@ -18,7 +18,19 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel
 from ._names import printable
@@ -136,7 +148,7 @@ class _Deadline:
         return self.end is not None and time.monotonic() >= self.end
 
 
-def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> list:
+def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> List[Any]:
     """getaddrinfo in a helper thread, so that Ctrl-C and the timeout still work
     while a slow resolver is busy (getaddrinfo itself cannot be interrupted)."""
     try:
@@ -168,7 +180,8 @@ def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> list:
             f"connecting to {target}: cannot resolve host name {host!r}: "
             f"{getattr(e, 'strerror', None) or e}"
         ) from e
-    return box["result"]
+    infos: List[Any] = box["result"]
+    return infos
 
 
 def _tcp_connect(host: str, port: int, deadline: _Deadline, target: str) -> socket.socket:
@@ -251,7 +264,7 @@ class Session(_ssh.Session):
         self._identity: Optional[str] = None
         self._hostkey: Optional[Tuple[str, str, str, str]] = None
         self._known_hosts: Optional[str] = None
-        self._tunnels: set = set()
+        self._tunnels: Set[_tunnel.Tunnel] = set()
 
     # context manager and lifetime
     def __enter__(self) -> Session:

@@ -89,9 +89,11 @@ def test_typing_files_ship():
 @pytest.mark.slow
 def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     """mypy's stubtest compares _ssh.pyi with the built module (every name, every
-    signature); mypy checks the Python layer against it. From a source tree they run
-    there; for an installed pyssh (.ci/check-wheel), from an empty directory, so that
-    mypy takes the rest of site-packages as installed libraries, not as this project."""
+    signature); mypy --strict checks the Python layer against it. .ci/run's lint()
+    runs both on the source tree; this test is what runs them on an installed pyssh
+    (.ci/check-wheel: the wheel's stubs and py.typed), from an empty directory, so that
+    mypy takes the rest of site-packages as installed libraries, not as this project.
+    mypy missing fails the test (ModuleNotFoundError), never skips it."""
     import sys
 
     root = os.path.dirname(os.path.dirname(pyssh.__file__))
@@ -104,7 +106,10 @@ def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     )
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "mypy", "-p", "pyssh"], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "mypy", "--strict", "-p", "pyssh"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
