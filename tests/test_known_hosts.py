@@ -9,11 +9,9 @@ import struct
 import subprocess
 
 import pytest
+from hypothesis import given, settings, strategies as st  # the `test` extra
 
 from pyssh import _known_hosts as kh
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 def blob(key_type="ssh-ed25519", seed=b"k"):
