@@ -16,7 +16,6 @@ import signal as _signal
 import sys
 from typing import (
     IO,
-    TYPE_CHECKING,
     Any,
     BinaryIO,
     Callable,
@@ -33,10 +32,8 @@ from typing import (
 
 from . import _ssh
 from ._names import printable
+from ._util import check_open, check_timeout
 from .errors import CommandError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .session import Session
 
 __all__ = ["ExecResult", "CommandError", "DEFAULT"]
 
@@ -192,17 +189,6 @@ def command_text(command: Any) -> str:
             f"long script on stdin instead: exec_wait('sh', stdin=script)"
         )
     return text
-
-
-def check_timeout(timeout: Any) -> Optional[float]:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    try:
-        return float(timeout)
-    except OverflowError:  # an int beyond any float: no limit in practice
-        return float("inf")
 
 
 def env_pairs(env: Optional[Mapping[str, str]]) -> List[Tuple[str, str]]:
@@ -431,7 +417,7 @@ def _status(status: Optional[int], signame: Optional[str]) -> int:
 
 
 def run(
-    session: Session,
+    session: _ssh.Session,
     command: Any,
     stdout: Any,
     stderr: Any,
@@ -444,7 +430,7 @@ def run(
     timeout = check_timeout(timeout)
     pairs = env_pairs(env)
     source = stdin_source(stdin)
-    session._check_usable()  # before a path given as a target is truncated
+    check_open(session)  # before a path given as a target is truncated
     if capture:
         outputs = None
         out_t: Any = True

@@ -17,12 +17,13 @@ import os
 import posixpath
 import shlex
 import stat
-import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _local, _ssh
 from ._names import printable
+from ._progress import Progress, Reporter
+from ._util import transfer_paths
 from .errors import (
     SCPError,
     SCPFileNotFoundError,
@@ -33,7 +34,6 @@ from .errors import (
 )
 
 PathArg = Union[str, "os.PathLike[str]"]
-Progress = Callable[[str, int, int], Any]
 
 LINE_MAX = 8192  # longest server message accepted
 DEPTH_MAX = 64  # directories a download descends, as SFTP's (OpenSSH's sftp)
@@ -49,25 +49,6 @@ def remote_quote(path: str) -> str:
         rest = path[2:]
         return "~/" + shlex.quote(rest) if rest else "~/"
     return shlex.quote(path)
-
-
-def _paths(files: Any, what: str) -> List[str]:
-    if isinstance(files, (str, os.PathLike)):
-        files = [files]
-    elif isinstance(files, (bytes, bytearray)):
-        raise TypeError(f"{what}: give paths as str or os.PathLike, not bytes")
-    try:
-        out = [os.fspath(f) for f in files]
-    except TypeError:
-        raise TypeError(f"{what} must be a path or a sequence of paths") from None
-    if not out:
-        raise ValueError(f"{what}: no paths given")
-    for p in out:
-        if not isinstance(p, str):
-            raise TypeError(f"{what}: give paths as str, not {type(p).__name__}")
-        if not p or "\0" in p or "\n" in p:
-            raise ValueError(f"{what}: invalid path {p!r} (empty, or with a NUL or newline)")
-    return out
 
 
 def _to_path(to: Any, where: str) -> str:
@@ -177,56 +158,6 @@ class _Reader:
             progress(size)
 
 
-class _Reporter:
-    """verbose printing and the progress callable."""
-
-    def __init__(self, verbose: bool, progress: Optional[Progress], upload: bool):
-        if progress is not None and not callable(progress):
-            raise TypeError(
-                "progress must be a callable progress(path, transferred, total) or None"
-            )
-        self.verbose = bool(verbose)
-        self.progress = progress
-        self.upload = upload
-        self.line_open = False  # a [NN%] line is drawn, not ended yet
-
-    def callback(self, path: str, total: int) -> Optional[Callable[[int], Any]]:
-        if not self.verbose and self.progress is None:
-            return None
-
-        def report(moved: int) -> None:
-            if moved >= total:
-                return  # finished() reports the end
-            if self.progress is not None:
-                self.progress(path, moved, total)
-            if self.verbose and self.upload:
-                pct = 100 if total == 0 else moved * 100 // total
-                self.line_open = True  # first: a Ctrl-C may land in the write
-                sys.stderr.write(f"\r[{pct:3d}%] {printable(path)}")
-                sys.stderr.flush()
-
-        return report
-
-    def finished(self, path: str, total: int) -> None:
-        if self.progress is not None:
-            self.progress(path, total, total)
-        if self.verbose:
-            if self.upload:
-                sys.stderr.write(f"\r[100%] {printable(path)}\n")
-            else:
-                sys.stderr.write(f"{total:>10} {printable(path)}\n")
-            sys.stderr.flush()
-            self.line_open = False
-
-    def stopped(self) -> None:
-        """The transfer failed: end a [NN%] line left drawn, so that what is printed
-        next (a traceback) starts on a line of its own."""
-        if self.line_open:
-            self.line_open = False
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 class _Timed:
     """The SCP channel, with the transfer's timeout on every wait: each read, write
     or file transfer raises SSHTimeoutError when nothing moves for that long."""
@@ -331,7 +262,7 @@ def upload(
     preserve: bool,
     timeout: Optional[float] = None,
 ) -> List[str]:
-    sources = _paths(files, "files")
+    sources = transfer_paths(files, "files")
     to = _to_path(to, "remote")
     stats = []
     for src in sources:
@@ -342,7 +273,7 @@ def upload(
     recursive = any(stat.S_ISDIR(st.st_mode) for st in stats)
     flags = "-t -d" + (" -r" if recursive else "") + (" -p" if preserve else "")
     what = f"scp_upload to {to}"
-    rep = _Reporter(verbose, progress, upload=True)
+    rep = Reporter(verbose, progress, upload=True)
     ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what, timeout)
     reader = _Reader(ch, what)
 
@@ -433,7 +364,7 @@ def download(
     preserve: bool,
     timeout: Optional[float] = None,
 ) -> List[str]:
-    sources = _paths(files, "files")
+    sources = transfer_paths(files, "files")
     to = _to_path(to, "local")
     if not os.path.isdir(to):
         if os.path.exists(to):
@@ -448,7 +379,7 @@ def download(
         expected[os.fsencode(base)] = src
         asked[os.fsencode(base)] = asked.get(os.fsencode(base), 0) + 1
     what = "scp_download"
-    rep = _Reporter(verbose, progress, upload=False)
+    rep = Reporter(verbose, progress, upload=False)
     flags = "-f -r" + (" -p" if preserve else "")
     ch = _start(
         session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what, timeout

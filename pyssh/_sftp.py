@@ -19,9 +19,9 @@ import struct
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _local, _ssh
-from ._exec import check_timeout
 from ._names import local_name, printable
-from ._scp import Progress, _paths, _Reporter
+from ._progress import Progress, Reporter
+from ._util import check_timeout, transfer_paths
 from .errors import (
     SFTPError,
     SFTPFileExistsError,
@@ -1013,7 +1013,7 @@ class SFTP:
         """Copy local files and directories into the remote directory ``to``
         (recursively, hidden files included, modes kept; ``preserve`` keeps times).
         Returns the remote paths written (the top level)."""
-        paths = _paths(files, "upload")
+        paths = transfer_paths(files, "upload")
         to_s = os.fspath(to)
         if not self.is_dir(to_s):
             raise SFTPNotADirectoryError(
@@ -1021,7 +1021,7 @@ class SFTP:
                 f"upload: the remote directory {printable(to_s)} does not exist",
                 to_s,
             )
-        rep = _Reporter(verbose, progress, upload=True)
+        rep = Reporter(verbose, progress, upload=True)
         out = []
         for p in paths:
             if not os.path.exists(p):
@@ -1033,7 +1033,7 @@ class SFTP:
         return out
 
     def _upload_one(
-        self, local: str, dest: str, rep: _Reporter, preserve: bool, resume: bool
+        self, local: str, dest: str, rep: Reporter, preserve: bool, resume: bool
     ) -> None:
         st = os.stat(local)
         if _stat.S_ISDIR(st.st_mode):
@@ -1084,7 +1084,7 @@ class SFTP:
         symbolic link to a file comes down as a file, and one to a directory is not
         followed (as OpenSSH's sftp). Returns the local paths written (the top
         level)."""
-        paths = _paths(files, "download")
+        paths = transfer_paths(files, "download")
         to_s = os.fspath(to)
         if not os.path.isdir(to_s):
             if os.path.exists(to_s):
@@ -1092,7 +1092,7 @@ class SFTP:
             raise FileNotFoundError(
                 errno.ENOENT, "download: the local directory does not exist", to_s
             )
-        rep = _Reporter(verbose, progress, upload=False)
+        rep = Reporter(verbose, progress, upload=False)
         out = []
         for p in paths:
             base = posixpath.basename(p.rstrip("/"))
@@ -1109,7 +1109,7 @@ class SFTP:
         self,
         remote: str,
         dest: str,
-        rep: _Reporter,
+        rep: Reporter,
         preserve: bool,
         resume: bool,
         st: Optional[SFTPAttributes] = None,
@@ -1144,7 +1144,7 @@ class SFTP:
         _local.leave_dir(dest, made, _local.mode_for(st.st_mode, preserve, 0o755), preserve, times)
 
     def _download_entries(
-        self, remote: str, dest: str, rep: _Reporter, preserve: bool, resume: bool, depth: int
+        self, remote: str, dest: str, rep: Reporter, preserve: bool, resume: bool, depth: int
     ) -> None:
         """The entries of remote directory `remote` into local directory `dest`."""
         seen = set()

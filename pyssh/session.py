@@ -32,7 +32,7 @@ from typing import (
     Union,
 )
 
-from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel
+from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel, _util
 from ._names import printable
 from .errors import (
     AuthenticationError,
@@ -41,7 +41,6 @@ from .errors import (
     HostKeyMismatchError,
     HostKeyRevokedError,
     PrivateKeyError,
-    SessionClosedError,
     SSHTimeoutError,
     UnknownHostKeyError,
 )
@@ -284,10 +283,6 @@ class Session(_ssh.Session):
         """Close the connection. Calling it again does nothing."""
         self.close()
 
-    def _check_usable(self) -> None:
-        if self.closed:
-            raise SessionClosedError("the session is closed: connect again with pyssh.connect()")
-
     def __repr__(self) -> str:
         if self.closed or self._hostkey is None:
             return "<ssh session>\ndisconnected"
@@ -373,7 +368,7 @@ class Session(_ssh.Session):
         ``SSHTimeoutError`` (a stalled server; a slow transfer that keeps moving is
         never cut off). Returns the remote paths written (the top level)."""
         return _scp.upload(
-            self, files, to, verbose, progress, preserve, _exec.check_timeout(timeout)
+            self, files, to, verbose, progress, preserve, _util.check_timeout(timeout)
         )
 
     def scp_download(
@@ -396,7 +391,7 @@ class Session(_ssh.Session):
         masked by the local umask, as scp does (``preserve=True``: the mode and
         times as they are). Returns the local paths written (the top level)."""
         return _scp.download(
-            self, files, to, verbose, progress, preserve, _exec.check_timeout(timeout)
+            self, files, to, verbose, progress, preserve, _util.check_timeout(timeout)
         )
 
     # ---- SFTP
@@ -406,7 +401,7 @@ class Session(_ssh.Session):
         thread). ``timeout``: seconds without progress in any one operation (a
         transfer that keeps moving is never cut off) before ``SSHTimeoutError``. Raises
         :class:`pyssh.SFTPError` when the server has no SFTP subsystem."""
-        self._check_usable()
+        _util.check_open(self)
         return _sftp.SFTP(self, timeout)
 
     def sftp_upload(
@@ -477,7 +472,7 @@ class Session(_ssh.Session):
         :class:`Tunnel` (a context manager; ``.port`` is the local port, also with
         ``port=0``, which picks a free one; ``.close()`` stops it; ``.stats``).
         Several tunnels can run on one session, beside commands and transfers."""
-        return _tunnel.forward_local(self, port, target, bind)
+        return _tunnel.forward_local(self, port, target, bind, self._tunnels)
 
     def forward_remote(
         self,
@@ -493,7 +488,9 @@ class Session(_ssh.Session):
         running :class:`Tunnel`. ``timeout``: seconds to wait for the server's
         answer (default 30). The server decides who may connect: ``"localhost"``
         is its loopback; other addresses need ``GatewayPorts`` in its sshd_config."""
-        return _tunnel.forward_remote(self, remote_port, target, bind_address, timeout)
+        return _tunnel.forward_remote(
+            self, remote_port, target, bind_address, timeout, self._tunnels
+        )
 
     def info(self) -> Dict[str, Any]:
         """What this session is: user, host, port, identity (what authenticated:
@@ -1015,7 +1012,7 @@ def connect(
             )
     user = user if user is not None else h_user
     port = port if port is not None else h_port
-    _exec.check_timeout(timeout)
+    _util.check_timeout(timeout)
     if isinstance(verbose, bool) or not isinstance(verbose, int) or not 0 <= verbose <= 4:
         raise ValueError(f"verbose must be an int from 0 to 4, not {verbose!r}")
     if not (callable(host_key_policy) or host_key_policy in _POLICIES):
