@@ -155,9 +155,10 @@ def find_libssh():
             subprocess.run([bash, recipe.as_posix()], check=True, stdout=sys.stderr)
     except (OSError, subprocess.CalledProcessError) as e:
         raise LibsshNotFound(
-            f"building libssh with vendor/build.sh failed ({e}). It needs bash, cmake, a C compiler, "
-            "xz and libssl-dev (apt-get install cmake libssl-dev xz-utils), and the libssh tarball "
-            "(see vendor/README.md); or point PYSSH_LIBSSH_PREFIX at a prefix with a static libssh 0.11.5+"
+            f"building libssh with vendor/build.sh failed ({e}). It needs bash, cmake, a C "
+            "compiler, xz and libssl-dev (apt-get install cmake libssl-dev xz-utils), and the "
+            "libssh tarball (see vendor/README.md); or point PYSSH_LIBSSH_PREFIX at a prefix "
+            "with a static libssh 0.11.5+"
         ) from e
     # one path a line: a path may hold spaces (C:/Users/First Last/...)
     archives = [
@@ -220,7 +221,7 @@ def extension():
         depends=sorted(str(p.relative_to(HERE)) for p in (HERE / "csrc").glob("*.h"))
         + ["pyssh/include/pyssh_capi.h"],
         include_dirs=include_dirs,
-        define_macros=[("LIBSSH_STATIC", "1"), ("PYSSH_VERSION", '"%s"' % pyssh_version())],
+        define_macros=[("LIBSSH_STATIC", "1"), ("PYSSH_VERSION", f'"{pyssh_version()}"')],
         extra_objects=archives,
         libraries=libs,
         extra_compile_args=cflags,

@@ -400,7 +400,7 @@ def relay_main(argv: list) -> None:
     print(ls.getsockname()[1], flush=True)
 
     def pipe(a, b):
-        queue, cond, done = deque(), threading.Condition(), []
+        queue, cond = deque(), threading.Condition()
 
         def reader():
             while True:

@@ -13,7 +13,8 @@ the benchmark's process: the peer listens as the target (a source that sends
 the tunnel's local port and moves the bytes; it times the transfer from connect to
 the last byte. The tunnel is set up before and torn down after each run, outside
 the timing, and one connection is opened and closed through it before the timed one
-(ssh's start needs it, to know that the tunnel listens; every client gets it). "download": target to application; "upload": application to target.
+(ssh's start needs it, to know that the tunnel listens; every client gets it).
+"download": target to application; "upload": application to target.
 
 Clients run round-robin, the order rotated each repetition, since the machines are
 shared and noisy: compare the ratios, not absolute numbers. MB/s is 10**6 bytes per
@@ -316,7 +317,7 @@ def make_clients(srv, GCM) -> dict:
     return clients
 
 
-# ---- measuring ------------------------------------------------------------------------------------
+# ---- measuring -----------------------------------------------------------------------------------
 
 
 def measure(clients, peer, ports, size, reps) -> dict:
@@ -398,8 +399,9 @@ def main() -> None:
         peer_main(sys.argv[2:])
         return
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import GCM, machine, parse_size
     from pyssh.testing import SSHServer
+
+    from _common import GCM, machine, parse_size
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-r", type=int, default=5, help="repetitions (default 5)")

@@ -6,10 +6,13 @@ whenever it waits on the network. Start with :func:`connect`.
 
 from __future__ import annotations
 
+from typing import Any, Dict, List, Optional
+
 from . import _ssh
+from ._exec import DEFAULT as _DEFAULT, ExecResult
+from ._sftp import SFTP, SFTPAttributes
+from ._tunnel import Tunnel, TunnelStats
 from ._version import __version__
-from ._exec import DEFAULT as _DEFAULT
-from ._exec import ExecResult
 from .errors import (
     AuthenticationError,
     CommandError,
@@ -33,8 +36,6 @@ from .errors import (
     SSHTimeoutError,
     UnknownHostKeyError,
 )
-from ._sftp import SFTP, SFTPAttributes
-from ._tunnel import Tunnel, TunnelStats
 from .session import Session, connect, parse_host
 
 __all__ = [
@@ -106,7 +107,9 @@ def _session_arg(session: object, alias: str) -> Session:
     return session
 
 
-def ssh_connect(host: str, keyfile=None, passwd=None, verbose: int = 0, **kwargs) -> Session:
+def ssh_connect(
+    host: str, keyfile: Any = None, passwd: Any = None, verbose: int = 0, **kwargs: Any
+) -> Session:
     """Alias of :func:`connect` with the R package's argument names."""
     return connect(host, keyfile=keyfile, password=passwd, verbose=verbose, **kwargs)
 
@@ -116,7 +119,7 @@ def ssh_disconnect(session: Session) -> None:
     _session_arg(session, "ssh_disconnect").disconnect()
 
 
-def ssh_info(session: Session) -> dict:
+def ssh_info(session: Session) -> Dict[str, Any]:
     """Alias of ``session.info()``."""
     return _session_arg(session, "ssh_info").info()
 
@@ -126,11 +129,11 @@ ssh_session_info = ssh_info
 
 def ssh_exec_wait(
     session: Session,
-    command="whoami",
-    std_out=_DEFAULT,
-    std_err=_DEFAULT,
-    std_in=None,
-    timeout=None,
+    command: Any = "whoami",
+    std_out: Any = _DEFAULT,
+    std_err: Any = _DEFAULT,
+    std_in: Any = None,
+    timeout: Optional[float] = None,
 ) -> int:
     """Alias of ``session.exec_wait`` with the R package's argument names."""
     return _session_arg(session, "ssh_exec_wait").exec_wait(
@@ -139,7 +142,11 @@ def ssh_exec_wait(
 
 
 def ssh_exec_internal(
-    session: Session, command="whoami", error: bool = True, std_in=None, timeout=None
+    session: Session,
+    command: Any = "whoami",
+    error: bool = True,
+    std_in: Any = None,
+    timeout: Optional[float] = None,
 ) -> ExecResult:
     """Alias of ``session.exec_internal`` with the R package's argument names."""
     return _session_arg(session, "ssh_exec_internal").exec_internal(
@@ -147,19 +154,25 @@ def ssh_exec_internal(
     )
 
 
-def scp_upload(session: Session, files, to=".", verbose: bool = True, **kwargs):
+def scp_upload(
+    session: Session, files: Any, to: Any = ".", verbose: bool = True, **kwargs: Any
+) -> List[str]:
     """Alias of ``session.scp_upload``, as in the R package."""
     return _session_arg(session, "scp_upload").scp_upload(files, to=to, verbose=verbose, **kwargs)
 
 
-def scp_download(session: Session, files, to=".", verbose: bool = True, **kwargs):
+def scp_download(
+    session: Session, files: Any, to: Any = ".", verbose: bool = True, **kwargs: Any
+) -> List[str]:
     """Alias of ``session.scp_download``, as in the R package."""
     return _session_arg(session, "scp_download").scp_download(
         files, to=to, verbose=verbose, **kwargs
     )
 
 
-def ssh_tunnel(session: Session, port: int = 5555, target=None, **kwargs) -> TunnelStats:
+def ssh_tunnel(
+    session: Session, port: int = 5555, target: Any = None, **kwargs: Any
+) -> TunnelStats:
     """Alias of ``session.tunnel``, as in the R package. The target has no default
     (the R package's is a public web site). Blocks until Ctrl-C, or
     ``max_connections``/``timeout`` (keywords)."""

@@ -22,7 +22,7 @@ import glob
 import os
 import shlex
 import socket
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 __all__ = ["lookup", "SYSTEM_CONFIG"]
 
@@ -40,7 +40,7 @@ _WANTED = {
 }
 
 
-def _split(line: str):
+def _split(line: str) -> Tuple[Optional[str], List[str]]:
     line = line.strip()
     if not line or line.startswith("#"):
         return None, []
@@ -144,7 +144,11 @@ class _Reader:
 
 
 def lookup(
-    host: str, *, user: Optional[str] = None, config=True, home: Optional[str] = None
+    host: str,
+    *,
+    user: Optional[str] = None,
+    config: Union[bool, str, os.PathLike[str]] = True,
+    home: Optional[str] = None,
 ) -> Dict[str, List[str]]:
     """The options of interest for `host`, from ~/.ssh/config then /etc/ssh/ssh_config
     (``config=True``) or from one file (``config=path``)."""

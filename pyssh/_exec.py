@@ -16,10 +16,10 @@ import signal as _signal
 import sys
 from typing import (
     IO,
-    TYPE_CHECKING,
     Any,
     BinaryIO,
     Callable,
+    Dict,
     Iterable,
     Iterator,
     List,
@@ -32,10 +32,8 @@ from typing import (
 
 from . import _ssh
 from ._names import printable
+from ._util import check_open, check_timeout
 from .errors import CommandError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .session import Session
 
 __all__ = ["ExecResult", "CommandError", "DEFAULT"]
 
@@ -97,7 +95,7 @@ class ExecResult:
         """True when the exit status is 0."""
         return self.status == 0
 
-    def check(self) -> "ExecResult":
+    def check(self) -> ExecResult:
         """Raise CommandError unless the status is 0; returns self."""
         if self.status != 0:
             raise command_error(self)
@@ -191,17 +189,6 @@ def command_text(command: Any) -> str:
             f"long script on stdin instead: exec_wait('sh', stdin=script)"
         )
     return text
-
-
-def check_timeout(timeout: Any) -> Optional[float]:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
-    try:
-        return float(timeout)
-    except OverflowError:  # an int beyond any float: no limit in practice
-        return float("inf")
 
 
 def env_pairs(env: Optional[Mapping[str, str]]) -> List[Tuple[str, str]]:
@@ -306,7 +293,7 @@ class Outputs:
     def __init__(self, stdout: Any, stderr: Any):
         self._opened: List[Any] = []
         self._writers: List[Any] = []
-        by_path: dict = {}
+        by_path: Dict[str, Any] = {}
         try:
             self.stdout = self._target(stdout, "stdout", by_path)
             self.stderr = self._target(stderr, "stderr", by_path)
@@ -314,7 +301,7 @@ class Outputs:
             self.close()  # a file opened for stdout, when stderr's fails
             raise
 
-    def _target(self, t: Any, name: str, by_path: dict) -> Any:
+    def _target(self, t: Any, name: str, by_path: Dict[str, Any]) -> Any:
         if t is DEFAULT:
             t = sys.stdout if name == "stdout" else sys.stderr
             if t is None:  # pythonw: no console
@@ -430,7 +417,7 @@ def _status(status: Optional[int], signame: Optional[str]) -> int:
 
 
 def run(
-    session: "Session",
+    session: _ssh.Session,
     command: Any,
     stdout: Any,
     stderr: Any,
@@ -443,7 +430,7 @@ def run(
     timeout = check_timeout(timeout)
     pairs = env_pairs(env)
     source = stdin_source(stdin)
-    session._check_usable()  # before a path given as a target is truncated
+    check_open(session)  # before a path given as a target is truncated
     if capture:
         outputs = None
         out_t: Any = True

@@ -412,7 +412,7 @@ def append(
             name = lookup_name(host, port)
             if hash_names or all_hashed(path):
                 name = hash_name(name)
-            line = f"{name} {key_type} {_b64(blob)}\n".encode("utf-8")
+            line = f"{name} {key_type} {_b64(blob)}\n".encode()
             _write_all(fd, (b"\n" if _ends_without_newline(fd) else b"") + line)
             return verdict
         finally:

@@ -17,23 +17,23 @@ import os
 import posixpath
 import shlex
 import stat
-import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from . import _local, _ssh
 from ._names import printable
+from ._progress import Progress, Reporter
+from ._util import transfer_paths
 from .errors import (
-    SSHError,
-    SSHTimeoutError,
     SCPError,
     SCPFileNotFoundError,
     SCPPermissionError,
     SCPProtocolError,
+    SSHError,
+    SSHTimeoutError,
 )
 
 PathArg = Union[str, "os.PathLike[str]"]
-Progress = Callable[[str, int, int], Any]
 
 LINE_MAX = 8192  # longest server message accepted
 DEPTH_MAX = 64  # directories a download descends, as SFTP's (OpenSSH's sftp)
@@ -49,25 +49,6 @@ def remote_quote(path: str) -> str:
         rest = path[2:]
         return "~/" + shlex.quote(rest) if rest else "~/"
     return shlex.quote(path)
-
-
-def _paths(files: Any, what: str) -> List[str]:
-    if isinstance(files, (str, os.PathLike)):
-        files = [files]
-    elif isinstance(files, (bytes, bytearray)):
-        raise TypeError(f"{what}: give paths as str or os.PathLike, not bytes")
-    try:
-        out = [os.fspath(f) for f in files]
-    except TypeError:
-        raise TypeError(f"{what} must be a path or a sequence of paths") from None
-    if not out:
-        raise ValueError(f"{what}: no paths given")
-    for p in out:
-        if not isinstance(p, str):
-            raise TypeError(f"{what}: give paths as str, not {type(p).__name__}")
-        if not p or "\0" in p or "\n" in p:
-            raise ValueError(f"{what}: invalid path {p!r} (empty, or with a NUL or newline)")
-    return out
 
 
 def _to_path(to: Any, where: str) -> str:
@@ -177,56 +158,6 @@ class _Reader:
             progress(size)
 
 
-class _Reporter:
-    """verbose printing and the progress callable."""
-
-    def __init__(self, verbose: bool, progress: Optional[Progress], upload: bool):
-        if progress is not None and not callable(progress):
-            raise TypeError(
-                "progress must be a callable progress(path, transferred, total) or None"
-            )
-        self.verbose = bool(verbose)
-        self.progress = progress
-        self.upload = upload
-        self.line_open = False  # a [NN%] line is drawn, not ended yet
-
-    def callback(self, path: str, total: int) -> Optional[Callable[[int], Any]]:
-        if not self.verbose and self.progress is None:
-            return None
-
-        def report(moved: int) -> None:
-            if moved >= total:
-                return  # finished() reports the end
-            if self.progress is not None:
-                self.progress(path, moved, total)
-            if self.verbose and self.upload:
-                pct = 100 if total == 0 else moved * 100 // total
-                self.line_open = True  # first: a Ctrl-C may land in the write
-                sys.stderr.write(f"\r[{pct:3d}%] {printable(path)}")
-                sys.stderr.flush()
-
-        return report
-
-    def finished(self, path: str, total: int) -> None:
-        if self.progress is not None:
-            self.progress(path, total, total)
-        if self.verbose:
-            if self.upload:
-                sys.stderr.write(f"\r[100%] {printable(path)}\n")
-            else:
-                sys.stderr.write(f"{total:>10} {printable(path)}\n")
-            sys.stderr.flush()
-            self.line_open = False
-
-    def stopped(self) -> None:
-        """The transfer failed: end a [NN%] line left drawn, so that what is printed
-        next (a traceback) starts on a line of its own."""
-        if self.line_open:
-            self.line_open = False
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 class _Timed:
     """The SCP channel, with the transfer's timeout on every wait: each read, write
     or file transfer raises SSHTimeoutError when nothing moves for that long."""
@@ -330,7 +261,7 @@ def upload(
     preserve: bool,
     timeout: Optional[float] = None,
 ) -> List[str]:
-    sources = _paths(files, "files")
+    sources = transfer_paths(files, "files")
     to = _to_path(to, "remote")
     stats = []
     for src in sources:
@@ -341,74 +272,16 @@ def upload(
     recursive = any(stat.S_ISDIR(st.st_mode) for st in stats)
     flags = "-t -d" + (" -r" if recursive else "") + (" -p" if preserve else "")
     what = f"scp_upload to {to}"
-    rep = _Reporter(verbose, progress, upload=True)
+    rep = Reporter(verbose, progress, upload=True)
     ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what, timeout)
-    reader = _Reader(ch, what)
-
-    def ack(rpath: str, first: bool = False) -> None:
-        """The server's answer about remote path `rpath`."""
-        b = reader.byte()
-        if b == b"\0":
-            return
-        if b is None:
-            raise _no_scp(ch, what, rpath)
-        if b in (b"\1", b"\2"):
-            raise _server_error(reader.line() or b"", rpath)
-        raise SCPProtocolError(
-            f"{what}: the server answered {b!r} instead of an acknowledgement"
-            + (NOT_SCP_HINT if first else "")
-        )
-
-    def send_times(st: os.stat_result, rpath: str) -> None:
-        ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
-        ack(rpath)
-
-    def send(path: str, name: str, st: os.stat_result, rpath: str) -> None:
-        """Local `path` as `name` into the remote directory being filled, `rpath` its
-        remote path (for errors)."""
-        bname = os.fsencode(name)
-        if b"\n" in bname:
-            raise ValueError(f"{path}: SCP cannot send a name with a newline in it")
-        if stat.S_ISDIR(st.st_mode):
-            if preserve:
-                send_times(st, rpath)
-            ch.write(b"D%04o 0 %s\n" % (stat.S_IMODE(st.st_mode), bname))
-            ack(rpath)
-            for entry in sorted(os.listdir(path)):  # hidden files too
-                sub = os.path.join(path, entry)
-                sst = os.stat(sub)  # follows symlinks, as scp does
-                if stat.S_ISDIR(sst.st_mode) or stat.S_ISREG(sst.st_mode):
-                    send(sub, entry, sst, posixpath.join(rpath, entry))
-                else:
-                    raise OSError(errno.EINVAL, "not a regular file or a directory", sub)
-            ch.write(b"E\n")
-            ack(rpath)
-            return
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        try:
-            st = os.fstat(fd)
-            if preserve:
-                send_times(st, rpath)
-            size = st.st_size
-            ch.write(b"C%04o %d %s\n" % (stat.S_IMODE(st.st_mode), size, bname))
-            ack(rpath)
-            try:
-                ch.send_from_fd(fd, size, progress=rep.callback(path, size))
-            except OSError as e:
-                raise _with_path(e, path) from None
-            ch.write(b"\0")
-            ack(rpath)
-        finally:
-            os.close(fd)
-        rep.finished(path, size)
-
+    sender = _Sender(ch, what, rep, preserve)
     written = []
     try:
-        ack(to, first=True)  # the remote scp says it is ready
+        sender.ack(to, first=True)  # the remote scp says it is ready
         for src, st in zip(sources, stats):
             name = os.path.basename(os.path.normpath(src))
             rpath = posixpath.join(to, name)
-            send(src, name, st, rpath)
+            sender.send(src, name, st, rpath)
             written.append(rpath)
         ch.send_eof()
         _finish(ch, what)
@@ -418,6 +291,80 @@ def upload(
     finally:
         ch.close()
     return written
+
+
+class _Sender:
+    """The sending side of ``scp -t``: each message, then the server's answer to it."""
+
+    def __init__(self, ch: _Timed, what: str, rep: Reporter, preserve: bool):
+        self.ch = ch
+        self.reader = _Reader(ch, what)
+        self.what = what
+        self.rep = rep
+        self.preserve = preserve
+
+    def ack(self, rpath: str, first: bool = False) -> None:
+        """The server's answer about remote path `rpath`."""
+        b = self.reader.byte()
+        if b == b"\0":
+            return
+        if b is None:
+            raise _no_scp(self.ch, self.what, rpath)
+        if b in (b"\1", b"\2"):
+            raise _server_error(self.reader.line() or b"", rpath)
+        raise SCPProtocolError(
+            f"{self.what}: the server answered {b!r} instead of an acknowledgement"
+            + (NOT_SCP_HINT if first else "")
+        )
+
+    def send_times(self, st: os.stat_result, rpath: str) -> None:
+        self.ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
+        self.ack(rpath)
+
+    def send(self, path: str, name: str, st: os.stat_result, rpath: str) -> None:
+        """Local `path` as `name` into the remote directory being filled, `rpath` its
+        remote path (for errors)."""
+        bname = os.fsencode(name)
+        if b"\n" in bname:
+            raise ValueError(f"{path}: SCP cannot send a name with a newline in it")
+        if stat.S_ISDIR(st.st_mode):
+            self.send_dir(path, bname, st, rpath)
+        else:
+            self.send_file(path, bname, rpath)
+
+    def send_dir(self, path: str, bname: bytes, st: os.stat_result, rpath: str) -> None:
+        if self.preserve:
+            self.send_times(st, rpath)
+        self.ch.write(b"D%04o 0 %s\n" % (stat.S_IMODE(st.st_mode), bname))
+        self.ack(rpath)
+        for entry in sorted(os.listdir(path)):  # hidden files too
+            sub = os.path.join(path, entry)
+            sst = os.stat(sub)  # follows symlinks, as scp does
+            if stat.S_ISDIR(sst.st_mode) or stat.S_ISREG(sst.st_mode):
+                self.send(sub, entry, sst, posixpath.join(rpath, entry))
+            else:
+                raise OSError(errno.EINVAL, "not a regular file or a directory", sub)
+        self.ch.write(b"E\n")
+        self.ack(rpath)
+
+    def send_file(self, path: str, bname: bytes, rpath: str) -> None:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            st = os.fstat(fd)
+            if self.preserve:
+                self.send_times(st, rpath)
+            size = st.st_size
+            self.ch.write(b"C%04o %d %s\n" % (stat.S_IMODE(st.st_mode), size, bname))
+            self.ack(rpath)
+            try:
+                self.ch.send_from_fd(fd, size, progress=self.rep.callback(path, size))
+            except OSError as e:
+                raise _with_path(e, path) from None
+            self.ch.write(b"\0")
+            self.ack(rpath)
+        finally:
+            os.close(fd)
+        self.rep.finished(path, size)
 
 
 # ---- download ------------------------------------------------------------------------------
@@ -432,7 +379,7 @@ def download(
     preserve: bool,
     timeout: Optional[float] = None,
 ) -> List[str]:
-    sources = _paths(files, "files")
+    sources = transfer_paths(files, "files")
     to = _to_path(to, "local")
     if not os.path.isdir(to):
         if os.path.exists(to):
@@ -447,158 +394,218 @@ def download(
         expected[os.fsencode(base)] = src
         asked[os.fsencode(base)] = asked.get(os.fsencode(base), 0) + 1
     what = "scp_download"
-    rep = _Reporter(verbose, progress, upload=False)
+    rep = Reporter(verbose, progress, upload=False)
     flags = "-f -r" + (" -p" if preserve else "")
     ch = _start(
         session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what, timeout
     )
-    reader = _Reader(ch, what)
-    stack = [to]  # local directories being filled
-    rstack = [""]  # and their remote paths (for errors)
-    dir_modes: List[Any] = []
-    times: Optional[tuple] = None
-    first_error: Optional[BaseException] = None
-    written: List[str] = []
-    got_anything = False
-    seen: List[Dict[bytes, int]] = [{}]  # the names sent in each directory of the stack
-    after_t = False  # the last message was T: C or D must follow
-    moved_at = time.monotonic()  # when the last message that was not a warning
-    warned = False  # was handled; and whether one came since
+    receiver = _Receiver(ch, what, to, expected, asked, rep, preserve, timeout)
+    try:
+        receiver.run()
+        receiver.finish(sources)
+    finally:
+        ch.close()
+    return receiver.written
 
-    def check_top(name: bytes) -> None:
-        if len(stack) == 1 and name not in expected:
+
+class _Receiver:
+    """The receiving side of ``scp -f``: the server's messages, each checked, made
+    into the directories and files under the download's target."""
+
+    def __init__(
+        self,
+        ch: _Timed,
+        what: str,
+        to: str,
+        expected: Dict[bytes, str],
+        asked: Dict[bytes, int],
+        rep: Reporter,
+        preserve: bool,
+        timeout: Optional[float],
+    ):
+        self.ch = ch
+        self.reader = _Reader(ch, what)
+        self.what = what
+        self.expected = expected  # the top-level names asked for, and their sources
+        self.asked = asked
+        self.rep = rep
+        self.preserve = preserve
+        self.timeout = timeout
+        self.stack = [to]  # local directories being filled
+        self.rstack = [""]  # and their remote paths (for errors)
+        self.dir_modes: List[Any] = []
+        self.times: Optional[Tuple[int, int]] = None
+        self.first_error: Optional[BaseException] = None
+        self.written: List[str] = []
+        self.got_anything = False
+        self.seen: List[Dict[bytes, int]] = [{}]  # the names sent in each directory of the stack
+        self.after_t = False  # the last message was T: C or D must follow
+        self.moved_at = time.monotonic()  # when the last message that was not a warning
+        self.warned = False  # was handled; and whether one came since
+
+    def run(self) -> None:
+        """Answer and handle the server's messages until its output ends or it sends
+        an error."""
+        self.ch.write(b"\0")
+        while True:
+            if not self.warned:
+                self.moved_at = time.monotonic()
+            line = self.reader.line()
+            if line is None:
+                return
+            msg = self.parse(line)
+            kind = msg[0]
+            if self.after_t and kind not in ("C", "D"):
+                raise SCPProtocolError(
+                    f"{self.what}: the server sent a time message (T) that no file or "
+                    f"directory followed"
+                )
+            if kind in ("warning", "error"):
+                if self.server_said(kind, msg[1]):
+                    return
+                continue
+            self.warned = False
+            self.after_t = kind == "T"
+            if kind == "T":
+                self.times = (msg[2], msg[1])
+                self.ch.write(b"\0")
+            elif kind == "E":
+                self.leave_dir()
+            else:
+                self.entry(msg)
+
+    def parse(self, line: bytes) -> Any:
+        try:
+            msg = _ssh.scp_parse(line)
+        except SCPProtocolError as e:
+            if self.got_anything or line[:1] in (b"C", b"D", b"E", b"T"):
+                raise
+            raise SCPProtocolError(f"{self.what}: {e}{NOT_SCP_HINT}") from None
+        self.got_anything = True
+        return msg
+
+    def server_said(self, kind: str, text: bytes) -> bool:
+        """A warning or an error from the server's scp: the first is raised at the end.
+        True when it ends the transfer (an error)."""
+        err = _server_error(text, None)
+        self.first_error = self.first_error or err
+        if kind == "error":
+            return True
+        # warnings are no progress: a server sending nothing else times out
+        self.warned = True
+        if self.timeout is not None and time.monotonic() - self.moved_at > self.timeout:
+            raise SSHTimeoutError(
+                f"{self.what}: the server sent nothing but warnings for "
+                f"{self.timeout:g} seconds (timeout={self.timeout:g}); the "
+                f"last: {printable(text)[:300]}"
+            )
+        return False
+
+    def check_top(self, name: bytes) -> None:
+        if len(self.stack) == 1 and name not in self.expected:
             raise SCPProtocolError(
-                f"{what}: the server sent {name!r}, which was not asked for "
-                f"(asked for: {sorted(expected.values())})"
+                f"{self.what}: the server sent {name!r}, which was not asked for "
+                f"(asked for: {sorted(self.expected.values())})"
             )
 
-    def check_name(name: bytes) -> None:
+    def check_name(self, name: bytes) -> None:
         """Each name once per directory, as in an SFTP listing (at the top, once per
         source of that name), and at most ENTRIES_MAX names in one directory: a
         server that sends the same or new entries without end is refused."""
-        names = seen[-1]
+        names = self.seen[-1]
         n = names.get(name, 0) + 1
-        if n > (asked.get(name, 1) if len(stack) == 1 else 1):
-            where = "the target" if len(stack) == 1 else printable(rstack[-1])
+        if n > (self.asked.get(name, 1) if len(self.stack) == 1 else 1):
+            where = "the target" if len(self.stack) == 1 else printable(self.rstack[-1])
             raise SCPProtocolError(
-                f"{what}: the server sent the name '{printable(name)}' twice in {where}"
+                f"{self.what}: the server sent the name '{printable(name)}' twice in {where}"
             )
         if n == 1 and len(names) >= ENTRIES_MAX:
             raise SCPProtocolError(
-                f"{what}: the server sent more than {ENTRIES_MAX} entries in one directory"
+                f"{self.what}: the server sent more than {ENTRIES_MAX} entries in one directory"
             )
         names[name] = n
 
-    try:
-        ch.write(b"\0")
-        while True:
-            if not warned:
-                moved_at = time.monotonic()
-            line = reader.line()
-            if line is None:
-                break
+    def entry(self, msg: Any) -> None:
+        """A C (file) or D (directory) message."""
+        kind, mode, size, bname = msg
+        self.check_top(bname)
+        self.check_name(bname)
+        name = os.fsdecode(bname)
+        dest = os.path.join(self.stack[-1], name)
+        if len(self.stack) == 1:
+            rpath = self.expected[bname]
+        else:
+            rpath = posixpath.join(self.rstack[-1], name)
+        if kind == "D":
+            self.enter_dir(dest, rpath, mode)
+        else:
+            self.receive_file(dest, rpath, mode, size)
+
+    def enter_dir(self, dest: str, rpath: str, mode: int) -> None:
+        if len(self.stack) > DEPTH_MAX:
+            raise SCPProtocolError(
+                f"{self.what}: the server sent directories more than {DEPTH_MAX} deep"
+            )
+        if os.path.lexists(dest) and not os.path.isdir(dest):
+            raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
+        made = _local.enter_dir(dest)
+        self.stack.append(dest)
+        self.rstack.append(rpath)
+        self.seen.append({})
+        self.dir_modes.append((mode, self.times, made))
+        self.times = None
+        if len(self.stack) == 2:
+            self.written.append(dest)
+        self.ch.write(b"\0")
+
+    def leave_dir(self) -> None:
+        if len(self.stack) == 1:
+            raise SCPProtocolError(f"{self.what}: the server left a directory it never entered")
+        path = self.stack.pop()
+        self.rstack.pop()
+        self.seen.pop()
+        mode, dtimes, made = self.dir_modes.pop()
+        _local.leave_dir(
+            path, made, _local.mode_for(mode, self.preserve, 0o755), self.preserve, dtimes
+        )
+        self.ch.write(b"\0")
+
+    def receive_file(self, dest: str, rpath: str, mode: int, size: int) -> None:
+        fd, tmp = _local.open_part(dest)
+        ok = False
+        try:
+            self.ch.write(b"\0")
             try:
-                msg = _ssh.scp_parse(line)
-            except SCPProtocolError as e:
-                if got_anything or line[:1] in (b"C", b"D", b"E", b"T"):
-                    raise
-                raise SCPProtocolError(f"{what}: {e}{NOT_SCP_HINT}") from None
-            got_anything = True
-            kind = msg[0]
-            if after_t and kind not in ("C", "D"):
+                self.reader.to_fd(fd, size, self.rep.callback(dest, size))
+            except OSError as e:
+                raise _with_path(e, dest) from None
+            status = self.reader.byte()
+            if status != b"\0":
+                if status in (b"\1", b"\2"):
+                    raise _server_error(self.reader.line() or b"", rpath)
                 raise SCPProtocolError(
-                    f"{what}: the server sent a time message (T) that no file or directory followed"
+                    f"{self.what}: the server sent {status!r} after the data "
+                    f"of {printable(dest)} instead of its end mark"
                 )
-            if kind in ("warning", "error"):
-                err = _server_error(msg[1], None)
-                first_error = first_error or err
-                if kind == "error":
-                    break
-                # warnings are no progress: a server sending nothing else times out
-                warned = True
-                if timeout is not None and time.monotonic() - moved_at > timeout:
-                    raise SSHTimeoutError(
-                        f"{what}: the server sent nothing but warnings for "
-                        f"{timeout:g} seconds (timeout={timeout:g}); the "
-                        f"last: {printable(msg[1])[:300]}"
-                    )
-                continue
-            warned = False
-            after_t = kind == "T"
-            if kind == "T":
-                times = (msg[2], msg[1])
-                ch.write(b"\0")
-                continue
-            if kind == "E":
-                if len(stack) == 1:
-                    raise SCPProtocolError(f"{what}: the server left a directory it never entered")
-                path = stack.pop()
-                rstack.pop()
-                seen.pop()
-                mode, dtimes, made = dir_modes.pop()
-                _local.leave_dir(
-                    path, made, _local.mode_for(mode, preserve, 0o755), preserve, dtimes
-                )
-                ch.write(b"\0")
-                continue
-            _kind, mode, size, bname = msg
-            check_top(bname)
-            check_name(bname)
-            name = os.fsdecode(bname)
-            dest = os.path.join(stack[-1], name)
-            rpath = expected[bname] if len(stack) == 1 else posixpath.join(rstack[-1], name)
-            if kind == "D":
-                if len(stack) > DEPTH_MAX:
-                    raise SCPProtocolError(
-                        f"{what}: the server sent directories more than {DEPTH_MAX} deep"
-                    )
-                if os.path.lexists(dest) and not os.path.isdir(dest):
-                    raise FileExistsError(errno.EEXIST, "exists and is not a directory", dest)
-                made = _local.enter_dir(dest)
-                stack.append(dest)
-                rstack.append(rpath)
-                seen.append({})
-                dir_modes.append((mode, times, made))
-                times = None
-                if len(stack) == 2:
-                    written.append(dest)
-                ch.write(b"\0")
-                continue
-            # a file
-            fd, tmp = _local.open_part(dest)
-            ok = False
-            try:
-                ch.write(b"\0")
-                try:
-                    reader.to_fd(fd, size, rep.callback(dest, size))
-                except OSError as e:
-                    raise _with_path(e, dest) from None
-                status = reader.byte()
-                if status != b"\0":
-                    if status in (b"\1", b"\2"):
-                        raise _server_error(reader.line() or b"", rpath)
-                    raise SCPProtocolError(
-                        f"{what}: the server sent {status!r} after the data "
-                        f"of {printable(dest)} instead of its end mark"
-                    )
-                ok = True
-            finally:
-                os.close(fd)
-                if not ok:
-                    _local.discard(tmp)
-            _local.finish_part(tmp, dest, _local.mode_for(mode, preserve), times)
-            times = None
-            ch.write(b"\0")
-            rep.finished(dest, size)
-            if len(stack) == 1:
-                written.append(dest)
-        if len(stack) != 1:
-            raise SCPProtocolError(f"{what}: the server's output ended inside a directory")
-        if first_error is not None:
-            raise first_error
-        if not got_anything:
-            raise _no_scp(ch, what, sources[0] if len(sources) == 1 else None)
-        _finish(ch, what)
-    finally:
-        ch.close()
-    return written
+            ok = True
+        finally:
+            os.close(fd)
+            if not ok:
+                _local.discard(tmp)
+        _local.finish_part(tmp, dest, _local.mode_for(mode, self.preserve), self.times)
+        self.times = None
+        self.ch.write(b"\0")
+        self.rep.finished(dest, size)
+        if len(self.stack) == 1:
+            self.written.append(dest)
+
+    def finish(self, sources: List[str]) -> None:
+        """The end of the server's output: every directory left, no error reported,
+        and the remote scp's exit."""
+        if len(self.stack) != 1:
+            raise SCPProtocolError(f"{self.what}: the server's output ended inside a directory")
+        if self.first_error is not None:
+            raise self.first_error
+        if not self.got_anything:
+            raise _no_scp(self.ch, self.what, sources[0] if len(sources) == 1 else None)
+        _finish(self.ch, self.what)

@@ -19,9 +19,9 @@ import struct
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _local, _ssh
-from ._exec import check_timeout
 from ._names import local_name, printable
-from ._scp import Progress, _paths, _Reporter
+from ._progress import Progress, Reporter
+from ._util import check_timeout, transfer_paths
 from .errors import (
     SFTPError,
     SFTPFileExistsError,
@@ -90,7 +90,7 @@ class SFTPAttributes:
         self.extended: Dict[str, bytes] = {}
 
     @classmethod
-    def _from(cls, t: Tuple[Any, ...]) -> "SFTPAttributes":
+    def _from(cls, t: Tuple[Any, ...]) -> SFTPAttributes:
         """From the tuple the C side built of checked attributes."""
         a = cls()
         a.st_size, a.st_uid, a.st_gid, a.st_mode, a.st_atime, a.st_mtime, ext = t
@@ -170,7 +170,7 @@ class _RemoteRaw(io.RawIOBase):
 
     def __init__(
         self,
-        sftp: "SFTP",
+        sftp: SFTP,
         path: str,
         handle: bytes,
         mode: str,
@@ -323,6 +323,40 @@ class _RemoteRaw(io.RawIOBase):
                 super().close()
 
 
+def _open_mode(
+    mode: Any,
+    buffering: int,
+    encoding: Optional[str],
+    errors: Optional[str],
+    newline: Optional[str],
+) -> Tuple[str, bool, bool, bool, int]:
+    """SFTP.open()'s mode checked as the builtin open() checks it: (kind "r", "w",
+    "a" or "x", binary, readable, writable, the SFTP open flags)."""
+    if not isinstance(mode, str):
+        raise TypeError(f"mode must be a str, not {type(mode).__name__}")
+    chars = set(mode)
+    kinds = chars & set("rwax")
+    if len(mode) != len(chars) or len(kinds) != 1 or chars - set("rwax+bt") or {"b", "t"} <= chars:
+        raise ValueError(f"invalid mode: {mode!r}")
+    binary = "b" in chars
+    if binary and (encoding is not None or errors is not None or newline is not None):
+        raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
+    if buffering == 0 and not binary:
+        raise ValueError("can't have unbuffered text I/O")
+    kind = kinds.pop()
+    plus = "+" in chars
+    readable = kind == "r" or plus
+    writable = kind != "r" or plus
+    flags = (F_READ if readable else 0) | (F_WRITE if writable else 0)
+    if kind == "w":
+        flags |= F_CREAT | F_TRUNC
+    elif kind == "a":
+        flags |= F_CREAT | F_APPEND
+    elif kind == "x":
+        flags |= F_CREAT | F_EXCL
+    return kind, binary, readable, writable, flags
+
+
 class SFTP:
     """One SFTP channel on a session (``session.sftp()``), reusable for many
     operations; a context manager. Not for two threads at once: give each thread
@@ -360,7 +394,7 @@ class SFTP:
     def closed(self) -> bool:
         return self._c.closed
 
-    def __enter__(self) -> "SFTP":
+    def __enter__(self) -> SFTP:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -709,34 +743,34 @@ class SFTP:
         Sequential reads fetch ahead and writes are pipelined, so
         ``shutil.copyfileobj`` runs near full transfer speed. New files get mode
         0o666 less the server's umask."""
-        if not isinstance(mode, str):
-            raise TypeError(f"mode must be a str, not {type(mode).__name__}")
-        chars = set(mode)
-        kinds = chars & set("rwax")
-        if (
-            len(mode) != len(chars)
-            or len(kinds) != 1
-            or chars - set("rwax+bt")
-            or {"b", "t"} <= chars
-        ):
-            raise ValueError(f"invalid mode: {mode!r}")
-        binary = "b" in chars
-        if binary and (encoding is not None or errors is not None or newline is not None):
-            raise ValueError("binary mode doesn't take an encoding, errors or newline argument")
-        if buffering == 0 and not binary:
-            raise ValueError("can't have unbuffered text I/O")
-        kind = kinds.pop()
-        plus = "+" in chars
-        readable = kind == "r" or plus
-        writable = kind != "r" or plus
-        flags = (F_READ if readable else 0) | (F_WRITE if writable else 0)
-        if kind == "w":
-            flags |= F_CREAT | F_TRUNC
-        elif kind == "a":
-            flags |= F_CREAT | F_APPEND
-        elif kind == "x":
-            flags |= F_CREAT | F_EXCL
-        spath = os.fspath(path)
+        kind, binary, readable, writable, flags = _open_mode(
+            mode, buffering, encoding, errors, newline
+        )
+        raw = self._open_raw(os.fspath(path), mode, kind, flags, readable, writable)
+        if buffering == 0:
+            return raw
+        line_buffering = buffering == 1 and not binary
+        size = buffering if buffering > 1 else 8 * self.max_read
+        buffered: Any
+        if readable and writable:
+            buffered = io.BufferedRandom(raw, size)
+        elif readable:
+            buffered = io.BufferedReader(raw, size)
+        else:
+            buffered = io.BufferedWriter(raw, size)
+        if binary:
+            return buffered
+        text = io.TextIOWrapper(
+            buffered, encoding or "utf-8", errors, newline, line_buffering=line_buffering
+        )
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    def _open_raw(
+        self, spath: str, mode: str, kind: str, flags: int, readable: bool, writable: bool
+    ) -> _RemoteRaw:
+        """open()'s unbuffered file: opened, refused if it is a directory, at its end
+        for an append."""
         try:
             h = self._open(spath, flags, 0o666 if flags & F_CREAT else None)
         except SFTPError as e:
@@ -764,24 +798,7 @@ class SFTP:
                 )
         if kind == "a":
             raw._pos = raw._size()
-        if buffering == 0:
-            return raw
-        line_buffering = buffering == 1 and not binary
-        size = buffering if buffering > 1 else 8 * self.max_read
-        buffered: Any
-        if readable and writable:
-            buffered = io.BufferedRandom(raw, size)
-        elif readable:
-            buffered = io.BufferedReader(raw, size)
-        else:
-            buffered = io.BufferedWriter(raw, size)
-        if binary:
-            return buffered
-        text = io.TextIOWrapper(
-            buffered, encoding or "utf-8", errors, newline, line_buffering=line_buffering
-        )
-        text.mode = mode  # type: ignore[misc]
-        return text
+        return raw
 
     # ---- transfers
     def _open(self, path: str, flags: int, mode: Optional[int] = None) -> bytes:
@@ -931,64 +948,13 @@ class SFTP:
                 raise IsADirectoryError(
                     errno.EISDIR, "put: a directory (upload() copies trees)", lpath
                 )
-            start = 0
-            flags = F_WRITE | F_CREAT
-            if resume:
-                try:
-                    start = self.stat(rpath).st_size or 0
-                except SFTPFileNotFoundError:
-                    start = 0
-                if start > lst.st_size:
-                    raise SFTPError(
-                        errno.EINVAL,
-                        f"resume: the remote file ({start} bytes) is "
-                        f"longer than {lpath} ({lst.st_size} bytes)",
-                        rpath,
-                    )
-            else:
-                flags |= F_TRUNC
+            start = self._resume_at(rpath, lpath, lst.st_size) if resume else 0
+            flags = F_WRITE | F_CREAT | (0 if resume else F_TRUNC)
             h = self._open(rpath, flags, _stat.S_IMODE(lst.st_mode))
             closed = False
             try:
-                cb = (lambda moved: progress(start + moved, lst.st_size)) if progress else None
-                r = self._c.upload(
-                    h, fd, start, lst.st_size - start, cb, self._timeout, INFLIGHT, self.max_write
-                )
-                moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
-                if code >= 0:
-                    raise _error(code, msg, "upload", rpath)
-                if err == -1:
-                    raise OSError(
-                        errno.EIO,
-                        f"upload: {printable(lpath)} became shorter while it was sent",
-                        lpath,
-                    )
-                if err:
-                    raise OSError(
-                        err, f"upload: reading {printable(lpath)}: {os.strerror(err)}", lpath
-                    )
-                if moved != lst.st_size - start:
-                    raise SFTPError(
-                        errno.EIO,
-                        f"upload: the server confirmed {moved} of {lst.st_size - start} bytes",
-                        rpath,
-                    )
-                # the mode exactly (the server's umask applied at creation), the times
-                # if asked, and the close, in one round trip
-                replies = self._c.batch(
-                    [
-                        (
-                            FSETSTAT,
-                            _str(h)
-                            + _attrs(
-                                mode=_stat.S_IMODE(lst.st_mode),
-                                times=(int(lst.st_atime), int(lst.st_mtime)) if preserve else None,
-                            ),
-                        ),
-                        (CLOSE, _str(h)),
-                    ],
-                    timeout=self._timeout,
-                )
+                moved = self._put_open(h, fd, lpath, rpath, lst.st_size, start, progress)
+                replies = self._put_close(h, lst, preserve)
                 closed = True
                 for _rtype, (code, msg) in replies:  # STATUS only: checked in C
                     if code != FX_OK:
@@ -1001,6 +967,69 @@ class SFTP:
         if progress:
             progress(lst.st_size, lst.st_size)
         return moved
+
+    def _resume_at(self, rpath: str, lpath: str, size: int) -> int:
+        """put(resume=True): where the remote file ends (0 if there is none)."""
+        try:
+            start = self.stat(rpath).st_size or 0
+        except SFTPFileNotFoundError:
+            start = 0
+        if start > size:
+            raise SFTPError(
+                errno.EINVAL,
+                f"resume: the remote file ({start} bytes) is longer than {lpath} ({size} bytes)",
+                rpath,
+            )
+        return start
+
+    def _put_open(
+        self,
+        h: bytes,
+        fd: int,
+        lpath: str,
+        rpath: str,
+        size: int,
+        start: int,
+        progress: Optional[Callable[[int, int], Any]],
+    ) -> int:
+        """Send the local file from `start` to its `size` to the open handle `h`;
+        returns the bytes sent, all of which the server confirmed."""
+        cb = (lambda moved: progress(start + moved, size)) if progress else None
+        r = self._c.upload(h, fd, start, size - start, cb, self._timeout, INFLIGHT, self.max_write)
+        moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
+        if code >= 0:
+            raise _error(code, msg, "upload", rpath)
+        if err == -1:
+            raise OSError(
+                errno.EIO, f"upload: {printable(lpath)} became shorter while it was sent", lpath
+            )
+        if err:
+            raise OSError(err, f"upload: reading {printable(lpath)}: {os.strerror(err)}", lpath)
+        if moved != size - start:
+            raise SFTPError(
+                errno.EIO, f"upload: the server confirmed {moved} of {size - start} bytes", rpath
+            )
+        sent: int = moved
+        return sent
+
+    def _put_close(self, h: bytes, lst: os.stat_result, preserve: bool) -> List[Any]:
+        """After the data: the mode exactly (the server's umask applied at creation),
+        the times if asked, and the close, in one round trip; their answers."""
+        replies: List[Any] = self._c.batch(
+            [
+                (
+                    FSETSTAT,
+                    _str(h)
+                    + _attrs(
+                        mode=_stat.S_IMODE(lst.st_mode),
+                        times=(int(lst.st_atime), int(lst.st_mtime)) if preserve else None,
+                    ),
+                ),
+                (CLOSE, _str(h)),
+            ],
+            timeout=self._timeout,
+        )
+        return replies
 
     def upload(
         self,
@@ -1015,7 +1044,7 @@ class SFTP:
         """Copy local files and directories into the remote directory ``to``
         (recursively, hidden files included, modes kept; ``preserve`` keeps times).
         Returns the remote paths written (the top level)."""
-        paths = _paths(files, "upload")
+        paths = transfer_paths(files, "upload")
         to_s = os.fspath(to)
         if not self.is_dir(to_s):
             raise SFTPNotADirectoryError(
@@ -1023,7 +1052,7 @@ class SFTP:
                 f"upload: the remote directory {printable(to_s)} does not exist",
                 to_s,
             )
-        rep = _Reporter(verbose, progress, upload=True)
+        rep = Reporter(verbose, progress, upload=True)
         out = []
         for p in paths:
             if not os.path.exists(p):
@@ -1035,7 +1064,7 @@ class SFTP:
         return out
 
     def _upload_one(
-        self, local: str, dest: str, rep: _Reporter, preserve: bool, resume: bool
+        self, local: str, dest: str, rep: Reporter, preserve: bool, resume: bool
     ) -> None:
         st = os.stat(local)
         if _stat.S_ISDIR(st.st_mode):
@@ -1086,7 +1115,7 @@ class SFTP:
         symbolic link to a file comes down as a file, and one to a directory is not
         followed (as OpenSSH's sftp). Returns the local paths written (the top
         level)."""
-        paths = _paths(files, "download")
+        paths = transfer_paths(files, "download")
         to_s = os.fspath(to)
         if not os.path.isdir(to_s):
             if os.path.exists(to_s):
@@ -1094,7 +1123,7 @@ class SFTP:
             raise FileNotFoundError(
                 errno.ENOENT, "download: the local directory does not exist", to_s
             )
-        rep = _Reporter(verbose, progress, upload=False)
+        rep = Reporter(verbose, progress, upload=False)
         out = []
         for p in paths:
             base = posixpath.basename(p.rstrip("/"))
@@ -1111,7 +1140,7 @@ class SFTP:
         self,
         remote: str,
         dest: str,
-        rep: _Reporter,
+        rep: Reporter,
         preserve: bool,
         resume: bool,
         st: Optional[SFTPAttributes] = None,
@@ -1146,7 +1175,7 @@ class SFTP:
         _local.leave_dir(dest, made, _local.mode_for(st.st_mode, preserve, 0o755), preserve, times)
 
     def _download_entries(
-        self, remote: str, dest: str, rep: _Reporter, preserve: bool, resume: bool, depth: int
+        self, remote: str, dest: str, rep: Reporter, preserve: bool, resume: bool, depth: int
     ) -> None:
         """The entries of remote directory `remote` into local directory `dest`."""
         seen = set()

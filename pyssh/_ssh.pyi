@@ -1,4 +1,6 @@
 # Stubs for the C extension pyssh._ssh (csrc/). Private primitives: use pyssh.connect().
+import os
+import sys
 from typing import (
     Any,
     Callable,
@@ -12,12 +14,10 @@ from typing import (
     Union,
     final,
 )
-import os
-import sys
 
 from _typeshed import structseq
 
-_Path = Union[str, bytes, os.PathLike]
+_Path = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
 
 LIBSSH_VERSION: str
 _C_API: object  # the C API capsule (pyssh/include/pyssh_capi.h)
@@ -238,7 +238,7 @@ def name_problem(name: _Buffer, /, windows: Optional[bool] = ...) -> Optional[st
 
 @final
 class Channel:
-    def __new__(cls, session: Session) -> "Channel": ...
+    def __new__(cls, session: Session) -> Channel: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -280,7 +280,7 @@ _TunnelStats = TunnelCounts
 
 @final
 class Tunnel:
-    def __new__(cls, session: Session) -> "Tunnel": ...
+    def __new__(cls, session: Session) -> Tunnel: ...
     @property
     def stats(self) -> _TunnelStats: ...
     @property
@@ -303,7 +303,7 @@ class Tunnel:
 
 @final
 class SFTP:
-    def __new__(cls, session: Session) -> "SFTP": ...
+    def __new__(cls, session: Session) -> SFTP: ...
     @property
     def closed(self) -> bool: ...
     def start(self, timeout: Optional[float] = ...) -> Tuple[int, List[Tuple[bytes, bytes]]]: ...

@@ -19,10 +19,10 @@ import sys
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Set, Tuple, Union
 
 from . import _ssh
-from ._exec import check_timeout
+from ._util import check_open, check_timeout
 
 log = logging.getLogger("pyssh")
 
@@ -156,7 +156,7 @@ def run_blocking(
         if max_connections < 1:
             raise ValueError(f"max_connections must be >= 1, not {max_connections}")
     idle = check_timeout(timeout)
-    session._check_usable()
+    check_open(session)
     sock = listen_socket(bind, port)
     c = _ssh.Tunnel(session)
     try:
@@ -175,7 +175,7 @@ def run_blocking(
         c.close()
 
 
-_running: "weakref.WeakSet[Tunnel]" = weakref.WeakSet()
+_running: weakref.WeakSet[Tunnel] = weakref.WeakSet()
 
 
 @atexit.register
@@ -205,6 +205,7 @@ class Tunnel:
     def __init__(
         self,
         session: Any,
+        registry: Set[Tunnel],
         c: Any,
         sock: Optional[socket.socket],
         kind: str,
@@ -213,6 +214,7 @@ class Tunnel:
         listen: str,
     ) -> None:
         self._session = session
+        self._registry = registry  # the session's open tunnels, which its close() closes
         self._c = c
         self._sock = sock
         self.kind = kind
@@ -262,10 +264,10 @@ class Tunnel:
             self._thread.join()
         self._release()
         self._c.close(timeout=timeout)
-        self._session._tunnels.discard(self)
+        self._registry.discard(self)
         _running.discard(self)
 
-    def __enter__(self) -> "Tunnel":
+    def __enter__(self) -> Tunnel:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -276,9 +278,9 @@ class Tunnel:
         return f"<pyssh.Tunnel {self.kind} {self.listen} -> {self.target}, {state}>"
 
 
-def forward_local(session: Any, port: int, target: Any, bind: str) -> Tunnel:
+def forward_local(session: Any, port: int, target: Any, bind: str, registry: Set[Tunnel]) -> Tunnel:
     host, tport = parse_target(target)
-    session._check_usable()
+    check_open(session)
     sock = listen_socket(bind, port)
     c = _ssh.Tunnel(session)
     try:
@@ -288,13 +290,18 @@ def forward_local(session: Any, port: int, target: Any, bind: str) -> Tunnel:
         raise
     bound = sock.getsockname()[1]
     shown = f"[{bind}]" if ":" in bind else bind
-    t = Tunnel(session, c, sock, "local", bound, f"{host}:{tport}", f"{shown}:{bound}")
-    session._tunnels.add(t)
+    t = Tunnel(session, registry, c, sock, "local", bound, f"{host}:{tport}", f"{shown}:{bound}")
+    registry.add(t)
     return t
 
 
 def forward_remote(
-    session: Any, remote_port: int, target: Any, bind_address: str, timeout: Optional[float]
+    session: Any,
+    remote_port: int,
+    target: Any,
+    bind_address: str,
+    timeout: Optional[float],
+    registry: Set[Tunnel],
 ) -> Tunnel:
     host, tport = parse_target(target)
     _port(remote_port, "remote_port", True)
@@ -304,12 +311,19 @@ def forward_remote(
             "'' or '0.0.0.0' (every interface, if the server's GatewayPorts allows)"
         )
     wait = check_timeout(timeout)
-    session._check_usable()
+    check_open(session)
     c = _ssh.Tunnel(session)
     bound = c.listen_remote(bind_address, remote_port, host, tport, 30.0 if wait is None else wait)
     shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
     t = Tunnel(
-        session, c, None, "remote", bound, f"{host}:{tport}", f"{shown}:{bound} (on the server)"
+        session,
+        registry,
+        c,
+        None,
+        "remote",
+        bound,
+        f"{host}:{tport}",
+        f"{shown}:{bound} (on the server)",
     )
-    session._tunnels.add(t)
+    registry.add(t)
     return t

@@ -65,83 +65,87 @@ def main() -> int:
         for key, value in session.info().items():
             print(f"  {key:14} {value}")
 
-        # run a command: its output streams to this terminal as it is produced
-        print("\n$ whoami")
-        status = session.exec_wait("whoami")
-        print(f"(exit status {status})")
-
-        # several commands run as one script, as in the seed's example
-        script = [
-            'd=$(mktemp -d) && cd "$d"',
-            "printf 'hello from pyssh\\n' > hello.txt && tar czf hello.tar.gz hello.txt && tar tzvf hello.tar.gz",
-            'cd / && rm -rf "$d" && echo "cleaned up $d"',
-        ]
-        print("\n$ " + "\n$ ".join(script))
-        session.exec_wait(script)
-
-        # capture the output instead
-        r = session.exec_internal("uname -sr; echo 'a line on stderr' >&2")
-        print(f"\nexec_internal: {r!r}\n  stdout: {r.stdout!r}\n  stderr: {r.stderr!r}")
-
-        # a failing command raises CommandError, with the end of its stderr
-        try:
-            session.exec_internal("ls /no/such/directory")
-        except pyssh.CommandError as e:
-            print(f"\nCommandError (status {e.status}):\n  {e}")
-
-        # SCP: upload a file, download it back elsewhere, compare checksums
+        exec_demo(session)
         with tempfile.TemporaryDirectory() as d:
-            os.chmod(d, 0o755)
-            local = os.path.join(d, "hello.bin")
-            with open(local, "wb") as f:
-                f.write(os.urandom(1 << 20))
-            remote_dir = os.path.join(d, "on the server")
-            os.mkdir(remote_dir)
-            back = os.path.join(d, "back")
-            os.mkdir(back)
-            print()
-            session.scp_upload(local, to=remote_dir)
-            session.scp_download(os.path.join(remote_dir, "hello.bin"), to=back)
-            a, b = (
-                hashlib.sha256(open(p, "rb").read()).hexdigest()
-                for p in (local, os.path.join(back, "hello.bin"))
-            )
-            print(
-                f"sha256 uploaded   {a}\nsha256 downloaded {b}\n"
-                f"{'the same' if a == b else 'DIFFERENT'}"
-            )
-
-            # SFTP: list the directory, read a remote file as a file object
-            with session.sftp() as sftp:
-                print(f"\n{sftp!r}")
-                for entry in sftp.listdir_attr(remote_dir):
-                    print(
-                        f"  {entry.filename}  {entry.st_size} bytes  mode {oct(entry.st_mode or 0)}"
-                    )
-                with sftp.open(os.path.join(remote_dir, "hello.bin"), "rb") as f:
-                    f.seek(-16, 2)
-                    print(f"  its last 16 bytes, read over SFTP: {f.read().hex()}")
+            transfer_demo(session, d)
         # a tunnel: a small HTTP service on this machine, fetched through the server
         tunnel_demo(session)
 
         session.disconnect()
         print()
         print(session)
-
-        # a known host whose key changed is refused before authentication
-        with tempfile.TemporaryDirectory() as d:
-            other = keygen(os.path.join(d, "other"))
-            kh = os.path.join(d, "known_hosts")
-            with open(other + ".pub") as f, open(kh, "w") as out:
-                out.write(f"[{server.host}]:{server.port} {' '.join(f.read().split()[:2])}\n")
-            try:
-                pyssh.connect(
-                    server.address, keyfile=server.client_key, known_hosts=kh, config=False
-                )
-            except pyssh.HostKeyMismatchError as e:
-                print(f"\nwith a changed host key: {type(e).__name__}:\n  {e}")
+        changed_key_demo(server)
     print("\nsshd stopped; demo done")
     return 0
+
+
+def exec_demo(session: pyssh.Session) -> None:
+    # run a command: its output streams to this terminal as it is produced
+    print("\n$ whoami")
+    status = session.exec_wait("whoami")
+    print(f"(exit status {status})")
+
+    # several commands run as one script, as in the seed's example
+    script = [
+        'd=$(mktemp -d) && cd "$d"',
+        "printf 'hello from pyssh\\n' > hello.txt && tar czf hello.tar.gz hello.txt"
+        " && tar tzvf hello.tar.gz",
+        'cd / && rm -rf "$d" && echo "cleaned up $d"',
+    ]
+    print("\n$ " + "\n$ ".join(script))
+    session.exec_wait(script)
+
+    # capture the output instead
+    r = session.exec_internal("uname -sr; echo 'a line on stderr' >&2")
+    print(f"\nexec_internal: {r!r}\n  stdout: {r.stdout!r}\n  stderr: {r.stderr!r}")
+
+    # a failing command raises CommandError, with the end of its stderr
+    try:
+        session.exec_internal("ls /no/such/directory")
+    except pyssh.CommandError as e:
+        print(f"\nCommandError (status {e.status}):\n  {e}")
+
+
+def transfer_demo(session: pyssh.Session, d: str) -> None:
+    # SCP: upload a file, download it back elsewhere, compare checksums
+    os.chmod(d, 0o755)
+    local = os.path.join(d, "hello.bin")
+    with open(local, "wb") as f:
+        f.write(os.urandom(1 << 20))
+    remote_dir = os.path.join(d, "on the server")
+    os.mkdir(remote_dir)
+    back = os.path.join(d, "back")
+    os.mkdir(back)
+    print()
+    session.scp_upload(local, to=remote_dir)
+    session.scp_download(os.path.join(remote_dir, "hello.bin"), to=back)
+    a, b = (
+        hashlib.sha256(open(p, "rb").read()).hexdigest()
+        for p in (local, os.path.join(back, "hello.bin"))
+    )
+    print(f"sha256 uploaded   {a}\nsha256 downloaded {b}\n{'the same' if a == b else 'DIFFERENT'}")
+
+    # SFTP: list the directory, read a remote file as a file object
+    with session.sftp() as sftp:
+        print(f"\n{sftp!r}")
+        for entry in sftp.listdir_attr(remote_dir):
+            print(f"  {entry.filename}  {entry.st_size} bytes  mode {oct(entry.st_mode or 0)}")
+        with sftp.open(os.path.join(remote_dir, "hello.bin"), "rb") as f:
+            f.seek(-16, 2)
+            print(f"  its last 16 bytes, read over SFTP: {f.read().hex()}")
+
+
+def changed_key_demo(server: SSHServer) -> None:
+    # a known host whose key changed is refused before authentication
+    with tempfile.TemporaryDirectory() as d:
+        other = keygen(os.path.join(d, "other"))
+        kh = os.path.join(d, "known_hosts")
+        with open(other + ".pub") as f, open(kh, "w") as out:
+            out.write(f"[{server.host}]:{server.port} {' '.join(f.read().split()[:2])}\n")
+        try:
+            pyssh.connect(server.address, keyfile=server.client_key, known_hosts=kh, config=False)
+        except pyssh.HostKeyMismatchError as e:
+            print(f"\nwith a changed host key: {type(e).__name__}:\n  {e}")
 
 
 if __name__ == "__main__":

@@ -18,9 +18,21 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
-from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel
+from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel, _util
 from ._names import printable
 from .errors import (
     AuthenticationError,
@@ -29,7 +41,6 @@ from .errors import (
     HostKeyMismatchError,
     HostKeyRevokedError,
     PrivateKeyError,
-    SessionClosedError,
     SSHTimeoutError,
     UnknownHostKeyError,
 )
@@ -136,7 +147,7 @@ class _Deadline:
         return self.end is not None and time.monotonic() >= self.end
 
 
-def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> list:
+def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> List[Any]:
     """getaddrinfo in a helper thread, so that Ctrl-C and the timeout still work
     while a slow resolver is busy (getaddrinfo itself cannot be interrupted)."""
     try:
@@ -168,7 +179,8 @@ def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> list:
             f"connecting to {target}: cannot resolve host name {host!r}: "
             f"{getattr(e, 'strerror', None) or e}"
         ) from e
-    return box["result"]
+    infos: List[Any] = box["result"]
+    return infos
 
 
 def _tcp_connect(host: str, port: int, deadline: _Deadline, target: str) -> socket.socket:
@@ -251,10 +263,10 @@ class Session(_ssh.Session):
         self._identity: Optional[str] = None
         self._hostkey: Optional[Tuple[str, str, str, str]] = None
         self._known_hosts: Optional[str] = None
-        self._tunnels: set = set()
+        self._tunnels: Set[_tunnel.Tunnel] = set()
 
     # context manager and lifetime
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -270,10 +282,6 @@ class Session(_ssh.Session):
     def disconnect(self) -> None:
         """Close the connection. Calling it again does nothing."""
         self.close()
-
-    def _check_usable(self) -> None:
-        if self.closed:
-            raise SessionClosedError("the session is closed: connect again with pyssh.connect()")
 
     def __repr__(self) -> str:
         if self.closed or self._hostkey is None:
@@ -360,7 +368,7 @@ class Session(_ssh.Session):
         ``SSHTimeoutError`` (a stalled server; a slow transfer that keeps moving is
         never cut off). Returns the remote paths written (the top level)."""
         return _scp.upload(
-            self, files, to, verbose, progress, preserve, _exec.check_timeout(timeout)
+            self, files, to, verbose, progress, preserve, _util.check_timeout(timeout)
         )
 
     def scp_download(
@@ -383,7 +391,7 @@ class Session(_ssh.Session):
         masked by the local umask, as scp does (``preserve=True``: the mode and
         times as they are). Returns the local paths written (the top level)."""
         return _scp.download(
-            self, files, to, verbose, progress, preserve, _exec.check_timeout(timeout)
+            self, files, to, verbose, progress, preserve, _util.check_timeout(timeout)
         )
 
     # ---- SFTP
@@ -393,7 +401,7 @@ class Session(_ssh.Session):
         thread). ``timeout``: seconds without progress in any one operation (a
         transfer that keeps moving is never cut off) before ``SSHTimeoutError``. Raises
         :class:`pyssh.SFTPError` when the server has no SFTP subsystem."""
-        self._check_usable()
+        _util.check_open(self)
         return _sftp.SFTP(self, timeout)
 
     def sftp_upload(
@@ -464,7 +472,7 @@ class Session(_ssh.Session):
         :class:`Tunnel` (a context manager; ``.port`` is the local port, also with
         ``port=0``, which picks a free one; ``.close()`` stops it; ``.stats``).
         Several tunnels can run on one session, beside commands and transfers."""
-        return _tunnel.forward_local(self, port, target, bind)
+        return _tunnel.forward_local(self, port, target, bind, self._tunnels)
 
     def forward_remote(
         self,
@@ -480,7 +488,9 @@ class Session(_ssh.Session):
         running :class:`Tunnel`. ``timeout``: seconds to wait for the server's
         answer (default 30). The server decides who may connect: ``"localhost"``
         is its loopback; other addresses need ``GatewayPorts`` in its sshd_config."""
-        return _tunnel.forward_remote(self, remote_port, target, bind_address, timeout)
+        return _tunnel.forward_remote(
+            self, remote_port, target, bind_address, timeout, self._tunnels
+        )
 
     def info(self) -> Dict[str, Any]:
         """What this session is: user, host, port, identity (what authenticated:
@@ -572,26 +582,30 @@ def _host_key_error(
     verdict: _known_hosts.Verdict, key: _ServerKey, files: _HostKeyFiles, policy: HostKeyPolicy
 ) -> HostKeyError:
     """The typed error for a key that is not accepted, saying what to do."""
-    what, name, kh = key.what(), key.name(), files.known_hosts
-    sent = f"the server sent {key.key_type} key {key.fingerprint}"
-    attrs = dict(
+    return _with(
+        _host_key_problem(verdict, key, files, policy),
         host=key.host,
         port=key.port,
         key_type=key.key_type,
         fingerprint=key.fingerprint,
-        known_hosts=kh,
+        known_hosts=files.known_hosts,
         hop=key.hop,
     )
+
+
+def _host_key_problem(
+    verdict: _known_hosts.Verdict, key: _ServerKey, files: _HostKeyFiles, policy: HostKeyPolicy
+) -> HostKeyError:
+    """_host_key_error's exception, with its message, before its attributes."""
+    what, name, kh = key.what(), key.name(), files.known_hosts
+    sent = f"the server sent {key.key_type} key {key.fingerprint}"
     if verdict.status == _known_hosts.REVOKED:
-        return _with(
-            HostKeyRevokedError(
-                f"REVOKED HOST KEY for {what}: {sent}, which {_where(verdict.entry)} marks "
-                f"@revoked: the key is known to be compromised, and whoever holds it may be "
-                f"impersonating the server. Not connecting, whatever the host_key_policy. Get "
-                f"the server's new key from its administrator, check its fingerprint, and add it "
-                f"to {kh}."
-            ),
-            **attrs,
+        return HostKeyRevokedError(
+            f"REVOKED HOST KEY for {what}: {sent}, which {_where(verdict.entry)} marks "
+            f"@revoked: the key is known to be compromised, and whoever holds it may be "
+            f"impersonating the server. Not connecting, whatever the host_key_policy. Get "
+            f"the server's new key from its administrator, check its fingerprint, and add it "
+            f"to {kh}."
         )
     if verdict.status == _known_hosts.CHANGED:
         kind = (
@@ -599,38 +613,29 @@ def _host_key_error(
             if key.key_type in verdict.other_types
             else f"a key of another type ({', '.join(verdict.other_types)})"
         )
-        return _with(
-            HostKeyMismatchError(
-                f"HOST KEY MISMATCH for {what}: {sent}, but {_where(verdict.entry)} holds {kind} "
-                f"for this host. Someone may be intercepting the connection (man-in-the-middle), "
-                f"or the host's key was replaced. Not connecting. If you know the key changed "
-                f"legitimately, remove the old entry with: ssh-keygen -R '{name}' -f '{kh}'"
-            ),
-            **attrs,
+        return HostKeyMismatchError(
+            f"HOST KEY MISMATCH for {what}: {sent}, but {_where(verdict.entry)} holds {kind} "
+            f"for this host. Someone may be intercepting the connection (man-in-the-middle), "
+            f"or the host's key was replaced. Not connecting. If you know the key changed "
+            f"legitimately, remove the old entry with: ssh-keygen -R '{name}' -f '{kh}'"
         )
     if verdict.status == _known_hosts.CA_ONLY:
-        return _with(
-            UnknownHostKeyError(
-                f"cannot verify {what}: {_where(verdict.entry)} names it only in a "
-                f"@cert-authority line, so its key should be a host certificate, and pyssh does "
-                f"not verify host certificates yet. Not connecting; {sent}. Add the host's plain "
-                f"key after checking its fingerprint: ssh-keyscan -p {key.port} {key.host} >> "
-                f"'{kh}'"
-            ),
-            **attrs,
+        return UnknownHostKeyError(
+            f"cannot verify {what}: {_where(verdict.entry)} names it only in a "
+            f"@cert-authority line, so its key should be a host certificate, and pyssh does "
+            f"not verify host certificates yet. Not connecting; {sent}. Add the host's plain "
+            f"key after checking its fingerprint: ssh-keyscan -p {key.port} {key.host} >> "
+            f"'{kh}'"
         )
     why = (
         "was refused by the host_key_policy callable"
         if callable(policy)
         else "is not known and host_key_policy='strict'"
     )
-    return _with(
-        UnknownHostKeyError(
-            f"unknown host {what}: its {key.key_type} key {key.fingerprint} {why} (looked up in "
-            f"{', '.join(files.paths)}). If the fingerprint is right, add the key (for example "
-            f"connect once with host_key_policy='accept-new', or ssh-keyscan)"
-        ),
-        **attrs,
+    return UnknownHostKeyError(
+        f"unknown host {what}: its {key.key_type} key {key.fingerprint} {why} (looked up in "
+        f"{', '.join(files.paths)}). If the fingerprint is right, add the key (for example "
+        f"connect once with host_key_policy='accept-new', or ssh-keyscan)"
     )
 
 
@@ -986,6 +991,43 @@ def connect(
     HostKeyRevokedError, AuthenticationError or PrivateKeyError (all SSHError, an
     OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).
     """
+    h_host, user, port = _host_user_port(host, user, port)
+    _util.check_timeout(timeout)
+    _check_verbose_and_policy(verbose, host_key_policy)
+    _check_secret(password, "password")
+    passphrase = _passphrase_argument(passphrase)
+    algos = _algorithms(ciphers, kex, macs, host_key_algorithms)
+    if keyfile is not None:
+        _key_argument(keyfile)  # fail on a missing file before touching the network
+    cfg = _config_argument(config)
+    home = os.path.expanduser("~")
+    kh = _known_hosts_path(known_hosts, home)
+    if verbose:
+        _show_log_on_stderr(verbose)
+
+    deadline = _Deadline(timeout)
+    s = Session()
+    try:
+        opts, proxy = _configure(s, h_host, user, port, cfg, home, kh, verbose, algos)
+        files = _host_key_files(kh, opts)
+        _reach(s, deadline, proxy, host_key_policy, files)
+        identities = [
+            _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
+            for p in opts.get("identityfile", [])
+        ]
+        _authenticate(s, deadline, keyfile, password, passphrase, identities, home)
+    except BaseException:
+        s.close()
+        raise
+    log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
+    return s
+
+
+def _host_user_port(
+    host: str, user: Optional[str], port: Optional[int]
+) -> Tuple[str, Optional[str], Optional[int]]:
+    """The host string's host name, and its user and port merged with the user= and
+    port= arguments (which may repeat them, not contradict them)."""
     h_user, h_host, h_port = parse_host(host)
     if user is not None:
         if not isinstance(user, str) or not user:
@@ -1002,7 +1044,10 @@ def connect(
             )
     user = user if user is not None else h_user
     port = port if port is not None else h_port
-    _exec.check_timeout(timeout)
+    return h_host, user, port
+
+
+def _check_verbose_and_policy(verbose: Any, host_key_policy: Any) -> None:
     if isinstance(verbose, bool) or not isinstance(verbose, int) or not 0 <= verbose <= 4:
         raise ValueError(f"verbose must be an int from 0 to 4, not {verbose!r}")
     if not (callable(host_key_policy) or host_key_policy in _POLICIES):
@@ -1011,7 +1056,10 @@ def connect(
             f"or a callable(host, port, key_type, fingerprint) -> bool, "
             f"not {host_key_policy!r}"
         )
-    _check_secret(password, "password")
+
+
+def _passphrase_argument(passphrase: Any) -> Optional[Secret]:
+    """The passphrase argument checked; bytes decoded."""
     if (
         passphrase is not None
         and not isinstance(passphrase, (str, bytes))
@@ -1023,7 +1071,15 @@ def connect(
         )
     if isinstance(passphrase, bytes):
         passphrase = passphrase.decode()
-    algos = {
+    result: Optional[Secret] = passphrase
+    return result
+
+
+def _algorithms(
+    ciphers: Algorithms, kex: Algorithms, macs: Algorithms, host_key_algorithms: Algorithms
+) -> Dict[str, Optional[str]]:
+    """The algorithm arguments, each as the comma-separated list libssh takes."""
+    return {
         name: _algorithm_list(value, name)
         for name, value in (
             ("ciphers", ciphers),
@@ -1032,66 +1088,74 @@ def connect(
             ("host_key_algorithms", host_key_algorithms),
         )
     }
-    if keyfile is not None:
-        _key_argument(keyfile)  # fail on a missing file before touching the network
+
+
+def _config_argument(config: Union[bool, PathType, None]) -> Union[bool, str, None]:
+    """config=: True, False (or None), or the path of a file that must exist."""
     if config is not True and config is not False and config is not None:
         config = os.fspath(config)
         if not os.path.isfile(config):
             raise FileNotFoundError(2, f"config file not found: {config}", config)
+    return config
 
-    home = os.path.expanduser("~")
-    ssh_dir = os.path.join(home, ".ssh")
-    kh = (
-        os.path.expanduser(os.fspath(known_hosts))
-        if known_hosts is not None
-        else os.path.join(ssh_dir, "known_hosts")
+
+def _known_hosts_path(known_hosts: Optional[PathType], home: str) -> str:
+    if known_hosts is not None:
+        return os.path.expanduser(os.fspath(known_hosts))
+    return os.path.join(home, ".ssh", "known_hosts")
+
+
+def _configure(
+    s: Session,
+    host: str,
+    user: Optional[str],
+    port: Optional[int],
+    config: Union[bool, str, None],
+    home: str,
+    kh: str,
+    verbose: int,
+    algos: Dict[str, Optional[str]],
+) -> Tuple[Dict[str, List[str]], bool]:
+    """Set the session's options from the arguments and the configuration files
+    (libssh reads them too), and where it connects. Returns the options pyssh reads
+    itself, and whether the connection goes through a ProxyJump or ProxyCommand."""
+    opts = _config.lookup(host, user=user, config=config, home=home) if config else {}
+    jumps = opts.get("proxyjump", ["none"])[0]
+    hops = 0 if jumps.lower() == "none" else len(jumps.split(","))
+    proxy = hops > 0 or opts.get("proxycommand", ["none"])[0].lower() != "none"
+    eff_host, eff_user, eff_port = s._configure(
+        host,
+        user=user,
+        port=port or 0,
+        ssh_dir=os.path.join(home, ".ssh"),
+        known_hosts=kh,
+        config=config if config else None,
+        verbose=verbose,
+        default_user=_local_user(),
+        proxy_jumps=hops,
+        default_ciphers=_ssh.DEFAULT_CIPHERS or None,
+        **algos,
     )
-    if verbose:
-        _show_log_on_stderr(verbose)
+    s.host, s.user, s.port = eff_host or host, eff_user or _local_user(), eff_port
+    s._known_hosts = kh
+    return opts, proxy
 
-    deadline = _Deadline(timeout)
-    s = Session()
-    try:
-        opts = _config.lookup(h_host, user=user, config=config, home=home) if config else {}
-        jumps = opts.get("proxyjump", ["none"])[0]
-        hops = 0 if jumps.lower() == "none" else len(jumps.split(","))
-        proxy = hops > 0 or opts.get("proxycommand", ["none"])[0].lower() != "none"
-        eff_host, eff_user, eff_port = s._configure(
-            h_host,
-            user=user,
-            port=port or 0,
-            ssh_dir=ssh_dir,
-            known_hosts=kh,
-            config=config if config else None,
-            verbose=verbose,
-            default_user=_local_user(),
-            proxy_jumps=hops,
-            default_ciphers=_ssh.DEFAULT_CIPHERS or None,
-            **algos,
+
+def _reach(
+    s: Session, deadline: _Deadline, proxy: bool, policy: HostKeyPolicy, files: _HostKeyFiles
+) -> None:
+    """Connect the configured session (directly, or through its proxies, whose keys
+    are checked on the way) and check the server's key."""
+    target = _format_target(s.user, s.host, s.port)
+    if proxy:
+        _connect_through_proxy(
+            s, deadline, f"connecting to {target} through a proxy", policy, files
         )
-        s.host, s.user, s.port = eff_host or h_host, eff_user or _local_user(), eff_port
-        s._known_hosts = kh
-        files = _host_key_files(kh, opts)
-        target = _format_target(s.user, s.host, s.port)
-        if proxy:
-            _connect_through_proxy(
-                s, deadline, f"connecting to {target} through a proxy", host_key_policy, files
-            )
-        else:
-            sock = _tcp_connect(s.host, s.port, deadline, target)
-            s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
-        s._hostkey = s._server_key()
-        _check_host_key(_target_key(s), host_key_policy, files)
-        identities = [
-            _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
-            for p in opts.get("identityfile", [])
-        ]
-        _authenticate(s, deadline, keyfile, password, passphrase, identities, home)
-    except BaseException:
-        s.close()
-        raise
-    log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
-    return s
+    else:
+        sock = _tcp_connect(s.host, s.port, deadline, target)
+        s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
+    s._hostkey = s._server_key()
+    _check_host_key(_target_key(s), policy, files)
 
 
 def _algorithm_list(value: Algorithms, name: str) -> Optional[str]:

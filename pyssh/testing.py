@@ -25,7 +25,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .session import Session
 
 __all__ = ["SSHServer", "find_sshd", "keygen", "free_port"]
 
@@ -61,7 +64,8 @@ def free_port() -> int:
     """A TCP port of 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class SSHServer:
@@ -98,10 +102,10 @@ class SSHServer:
         self.port = 0
         self.user = _current_user()
         self.dir = ""
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: Optional[subprocess.Popen[bytes]] = None
 
     # ---- life cycle
-    def __enter__(self) -> "SSHServer":
+    def __enter__(self) -> SSHServer:
         self.start()
         return self
 
@@ -116,7 +120,7 @@ class SSHServer:
     def address(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
 
-    def start(self) -> "SSHServer":
+    def start(self) -> SSHServer:
         sshd = find_sshd()
         self.dir = tempfile.mkdtemp(prefix="pyssh-sshd-")
         os.chmod(self.dir, 0o755)  # sshd as root reads authorized_keys as the user
@@ -251,7 +255,7 @@ class SSHServer:
         with open(public_key_path) as f, open(self.authorized_keys, "a") as out:
             out.write(f.read().strip() + "\n")
 
-    def connect(self, **kwargs: Any):
+    def connect(self, **kwargs: Any) -> Session:
         """pyssh.connect to this server with its client key and known_hosts; keyword
         arguments override those defaults."""
         import pyssh
@@ -277,7 +281,7 @@ except ImportError:  # pytest is optional
 if pytest is not None:
 
     @pytest.fixture(scope="session")
-    def sshd_server():
+    def sshd_server() -> Iterator[SSHServer]:
         """One throwaway sshd for the whole test session."""
         with SSHServer() as server:
             yield server

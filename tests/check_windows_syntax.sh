@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Compile every csrc/*.c for 64-bit Windows, as far as a Linux machine can: the
 # _WIN32 side of platform.h/platform.c and everything that includes them, with
-# warnings as errors. MSVC itself cannot run here; where clang is installed, a
-# second pass with clang's -Wshorten-64-to-32 and -Wfloat-conversion stands in for
+# warnings as errors. MSVC itself cannot run here; a second pass with clang's
+# -Wshorten-64-to-32 and -Wfloat-conversion stands in for
 # MSVC's /W3 conversion warnings (C4267, C4244).
 #
 #   bash tests/check_windows_syntax.sh
 #
-# Needs mingw-w64 (apt-get install mingw-w64), clang optionally, and:
+# Needs mingw-w64 and clang (apt-get install mingw-w64 clang; without either the
+# script fails rather than pass on half the check), and:
 #   - CPython's Windows headers (Include/ and PC/pyconfig.h): PYSSH_WINPY_SRC, a
 #     CPython source tree; by default Debian's python3.11 source package, fetched
 #     with apt-get source through a private sources list (the system's apt
@@ -19,6 +20,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { printf 'check_windows_syntax: %s\n' "$*" >&2; exit 1; }
 
 command -v x86_64-w64-mingw32-gcc >/dev/null || die "no x86_64-w64-mingw32-gcc: apt-get install mingw-w64"
+command -v clang >/dev/null || die "no clang, for the conversion warnings pass: apt-get install clang"
 
 winpy=${PYSSH_WINPY_SRC:-}
 if [ -z "$winpy" ]; then
@@ -49,9 +51,7 @@ flags=(-fsyntax-only -Wall -Wextra -Werror -DMS_WIN64 -DLIBSSH_STATIC=1
 status=0
 for f in "$root"/csrc/*.c; do
     x86_64-w64-mingw32-gcc "${flags[@]}" "$f" || status=1
-    if command -v clang >/dev/null; then
-        clang --target=x86_64-w64-mingw32 "${flags[@]}" -Wshorten-64-to-32 -Wfloat-conversion "$f" || status=1
-    fi
+    clang --target=x86_64-w64-mingw32 "${flags[@]}" -Wshorten-64-to-32 -Wfloat-conversion "$f" || status=1
 done
 [ "$status" = 0 ] && echo "check_windows_syntax: every csrc/*.c compiles for Windows (x86_64) without a warning"
 exit "$status"

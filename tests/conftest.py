@@ -11,7 +11,6 @@ import time
 import pytest
 
 import pyssh
-
 from pyssh.testing import SSHServer, keygen
 
 pytest_plugins = ["pyssh.testing"]

@@ -171,7 +171,7 @@ def test_default_key_order_and_report(server, home):
 def test_config_identity_file(server, home):
     key = pyssh.testing.keygen(str(home / "elsewhere_key"))
     server.authorize(key + ".pub")
-    (home / ".ssh" / "config").write_text(f"Host 127.0.0.1\n  IdentityFile ~/elsewhere_key\n")
+    (home / ".ssh" / "config").write_text("Host 127.0.0.1\n  IdentityFile ~/elsewhere_key\n")
     with server.connect(keyfile=None, config=True) as s:
         assert s.info()["identity"] == key
 
@@ -273,8 +273,8 @@ def test_passphrase_is_asked_on_a_terminal(server, make_key, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(
         "import pyssh\n"
-        f"s = pyssh.connect({server.address!r}, keyfile={key!r}, known_hosts={server.known_hosts!r},"
-        " config=False, timeout=20)\n"
+        f"s = pyssh.connect({server.address!r}, keyfile={key!r},"
+        f" known_hosts={server.known_hosts!r}, config=False, timeout=20)\n"
         "print('IDENTITY', s.info()['identity'], flush=True)\n"
     )
     pid, fd = pty.fork()

@@ -6,6 +6,7 @@ import re
 import shutil
 import ssl
 import subprocess
+import sys
 
 import pytest
 
@@ -21,16 +22,20 @@ def test_versions():
     assert "openssl" in pyssh.libssh_version(full=True)
 
 
-@pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd")
+# ELF tools: on Linux they must be there (binutils, libc-bin: bash .ci/run installs
+# them), so that a missing tool fails these tests instead of skipping them
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ldd: Linux")
 def test_libssh_and_libcrypto_are_linked_statically():
+    assert shutil.which("ldd"), "needs ldd (Debian: libc-bin)"
     out = subprocess.run(["ldd", _ssh.__file__], capture_output=True, text=True, check=True).stdout
     assert "libssh" not in out
     assert "libcrypto" not in out
     assert "libz" not in out
 
 
-@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils)")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nm -D: ELF, Linux")
 def test_only_the_init_function_is_exported():
+    assert shutil.which("nm"), "needs nm (binutils; bash .ci/run installs it)"
     out = subprocess.run(
         ["nm", "-D", "--defined-only", _ssh.__file__], capture_output=True, text=True, check=True
     ).stdout
@@ -89,10 +94,11 @@ def test_typing_files_ship():
 @pytest.mark.slow
 def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     """mypy's stubtest compares _ssh.pyi with the built module (every name, every
-    signature); mypy checks the Python layer against it. From a source tree they run
-    there; for an installed pyssh (.ci/check-wheel), from an empty directory, so that
-    mypy takes the rest of site-packages as installed libraries, not as this project."""
-    import sys
+    signature); mypy --strict checks the Python layer against it. .ci/run's lint()
+    runs both on the source tree; this test is what runs them on an installed pyssh
+    (.ci/check-wheel: the wheel's stubs and py.typed), from an empty directory, so that
+    mypy takes the rest of site-packages as installed libraries, not as this project.
+    mypy missing fails the test (ModuleNotFoundError), never skips it."""
 
     root = os.path.dirname(os.path.dirname(pyssh.__file__))
     cwd = root if os.path.isfile(os.path.join(root, "setup.py")) else str(tmp_path)
@@ -104,7 +110,10 @@ def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
     )
     assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "mypy", "-p", "pyssh"], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "mypy", "--strict", "-p", "pyssh"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
     )
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -113,7 +122,6 @@ def test_stubs_match_the_extension_and_the_package_type_checks(tmp_path):
 def test_sdist_builds_on_its_own(tmp_path):
     """The source distribution carries the vendor/ recipe (without it setup.py cannot
     build libssh), the tests, and the docs with what they include."""
-    import sys
     import tarfile
 
     root = os.path.dirname(os.path.dirname(pyssh.__file__))

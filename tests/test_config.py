@@ -32,7 +32,7 @@ Host work
 def test_explicit_arguments_win_over_config(server, home):
     write_config(
         home,
-        f"""
+        """
 Host work
     HostName 127.0.0.1
     User nobody-from-config

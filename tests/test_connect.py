@@ -14,6 +14,7 @@ import weakref
 import pytest
 
 import pyssh
+
 from conftest import open_sockets
 
 
@@ -298,7 +299,7 @@ def test_close_while_other_threads_use_the_session(server):
         results = {"ok": 0, "closed": 0, "other": []}
         start = threading.Event()
 
-        def use():
+        def use(s, results, start):
             start.wait()
             for _ in range(200):
                 try:
@@ -312,7 +313,7 @@ def test_close_while_other_threads_use_the_session(server):
                     results["other"].append(e)
                     return
 
-        threads = [threading.Thread(target=use) for _ in range(3)]
+        threads = [threading.Thread(target=use, args=(s, results, start)) for _ in range(3)]
         for t in threads:
             t.start()
         start.set()

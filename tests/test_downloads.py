@@ -9,7 +9,6 @@ import stat
 
 import pytest
 
-
 METHODS = ["scp", "sftp"]
 
 

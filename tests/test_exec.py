@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from conftest import interrupted_child, run_while_python_counts
-
 import pyssh
+
+from conftest import interrupted_child, run_while_python_counts
 
 ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 # for the system tools the tests run (pgrep hangs with the ASan runtime preloaded)
@@ -927,7 +927,7 @@ def test_ten_thousand_commands_leak_nothing(plain_session):
         s.exec_wait("echo x", stdout=got.append, stderr=None)
     gc.collect()
     rss, fds = rss_bytes(), open_fds()
-    for i in range(5000):
+    for _ in range(5000):
         r = s.exec_internal("echo x")
         assert r.stdout == b"x\n"
         got.clear()

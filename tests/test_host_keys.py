@@ -44,7 +44,8 @@ def test_strict_refuses_an_unknown_host(server, tmp_path):
 def test_ignore_checks_nothing(server, tmp_path):
     kh = tmp_path / "known_hosts"
     kh.write_text(
-        f"[127.0.0.1]:{server.port} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q\n"
+        f"[127.0.0.1]:{server.port} ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q\n"
     )
     with server.connect(known_hosts=str(kh), host_key_policy="ignore") as s:
         assert s.connected

@@ -16,6 +16,7 @@ import pytest
 
 import pyssh
 from pyssh import _ssh
+
 from hostile_ssh import HostileServer
 
 ASAN = "asan" in os.environ.get("LD_PRELOAD", "")

@@ -9,11 +9,9 @@ import struct
 import subprocess
 
 import pytest
+from hypothesis import given, settings, strategies as st  # the `test` extra
 
 from pyssh import _known_hosts as kh
-
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 def blob(key_type="ssh-ed25519", seed=b"k"):
@@ -27,7 +25,8 @@ def blob(key_type="ssh-ed25519", seed=b"k"):
 
 def line(hosts, b, marker=""):
     t = struct.unpack(">I", b[:4])[0]
-    return f"{marker + ' ' if marker else ''}{hosts} {b[4 : 4 + t].decode()} {base64.b64encode(b).decode()}"
+    prefix = f"{marker} " if marker else ""
+    return f"{prefix}{hosts} {b[4 : 4 + t].decode()} {base64.b64encode(b).decode()}"
 
 
 KEY, OTHER = blob(seed=b"key"), blob(seed=b"other")

@@ -6,6 +6,7 @@ import os
 import pytest
 
 import pyssh
+
 from conftest import open_sockets
 
 

@@ -8,8 +8,7 @@ import os
 import posixpath
 
 import pytest
-from hypothesis import example, given, settings
-from hypothesis import strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from pyssh import _ssh
 from pyssh._names import name_problem, printable

@@ -286,7 +286,9 @@ def test_kbdint_answers_are_copied_from_any_sequence(server, account):
     for make in (list, tuple, iter):
         s = bare_session(server, name)
         try:
-            rc = s._auth_kbdint(lambda n, i, prompts: make([password] * len(prompts)), timeout=20)
+            rc = s._auth_kbdint(
+                lambda n, i, prompts, make=make: make([password] * len(prompts)), timeout=20
+            )
             assert rc == _ssh.SSH_AUTH_SUCCESS
         finally:
             s.close()

@@ -13,6 +13,8 @@ import time
 import pytest
 
 import pyssh
+from pyssh import _ssh
+
 from conftest import (
     connection_killer,
     download_killed_midway,
@@ -20,7 +22,6 @@ from conftest import (
     interrupted_child,
     run_while_python_counts,
 )
-from pyssh import _ssh
 
 
 @pytest.fixture

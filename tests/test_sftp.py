@@ -10,8 +10,9 @@ import threading
 import pytest
 
 import pyssh
-from conftest import download_killed_midway, interrupt_download
 from pyssh.testing import SSHServer
+
+from conftest import download_killed_midway, interrupt_download
 
 
 @pytest.fixture

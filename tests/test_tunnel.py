@@ -650,7 +650,7 @@ def test_forward_remote_fixed_port_and_refused_target(session, caplog):
                 break
             time.sleep(0.01)
         assert tun.stats.failed == 1 and tun.active
-    assert any("could not connect to 127.0.0.1:%d" % dead in r.getMessage() for r in caplog.records)
+    assert any(f"could not connect to 127.0.0.1:{dead}" in r.getMessage() for r in caplog.records)
 
 
 def test_forward_remote_port_taken_on_the_server(session, target):
