@@ -92,6 +92,16 @@ wait_for(SessionObject *s, pyssh_step_fn step, void *arg, double timeout, const 
     return rc;
 }
 
+/* Wait for `round` on the channel's rounds (chanio's step). The wait helper
+ * finds a closed session before any round runs. */
+static int
+wait_rounds(pyssh_channel *ch, pyssh_round_fn round, void *state, double timeout, const char *what,
+            pyssh_error *err)
+{
+    pyssh_chanio_job job = {ch->session, &ch->io, NULL, round, state, NULL, ROUNDS_MAX};
+    return wait_for(ch->session, pyssh_chanio_step, &job, timeout, what, err);
+}
+
 /* ---- sessions ------------------------------------------------------------------ */
 
 static int
@@ -324,9 +334,9 @@ struct write_op {
 };
 
 static int
-write_round(void *owner, ssh_session ssh, int idle)
+write_round(void *state, ssh_session ssh, int idle)
 {
-    struct write_op *op = owner;
+    struct write_op *op = state;
     (void)idle;
     long w = pyssh_chanio_write(&op->ch->io, ssh, op->buf, op->len);
     if (w == PYSSH_CHANIO_CLOSED) {
@@ -336,16 +346,6 @@ write_round(void *owner, ssh_session ssh, int idle)
         return PYSSH_CHANIO_MORE; /* take in what arrives (window adjusts), then wait */
     }
     return w < 0 ? PYSSH_FAILED : (int)w;
-}
-
-static int
-write_step(ssh_session ssh, void *arg)
-{
-    struct write_op *op = arg;
-    if (gone(op->ch)) {
-        return PYSSH_FAILED;
-    }
-    return pyssh_chanio_rounds(op->ch->session, ssh, write_round, op, ROUNDS_MAX);
 }
 
 static ptrdiff_t
@@ -366,7 +366,7 @@ capi_channel_write(pyssh_channel *ch, const void *buf, size_t len, double timeou
         return 0;
     }
     struct write_op op = {ch, buf, len};
-    int rc = wait_for(ch->session, write_step, &op, timeout, "channel_write", err);
+    int rc = wait_rounds(ch, write_round, &op, timeout, "channel_write", err);
     if (rc == CHANNEL_GONE) {
         set_err(err, PYSSH_E_SSH,
                 "channel_write: the server closed the channel (the command "
@@ -377,21 +377,15 @@ capi_channel_write(pyssh_channel *ch, const void *buf, size_t len, double timeou
 }
 
 static int
-eof_step(ssh_session ssh, void *arg)
+eof_round(void *state, ssh_session ssh, int idle)
 {
-    pyssh_channel *ch = arg;
-    if (gone(ch)) {
-        return PYSSH_FAILED;
-    }
+    pyssh_channel *ch = state;
+    (void)idle;
     if (ch->io.remote_closed) {
         return 0; /* nobody to tell */
     }
     if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
-        /* the EOF would wait in libssh's buffer: flush first */
-        if (pyssh_read_socket_once(ch->session, ssh) == PYSSH_FAILED) {
-            return PYSSH_FAILED;
-        }
-        return PYSSH_AGAIN;
+        return PYSSH_CHANIO_MORE; /* the EOF would wait in libssh's buffer: flush first */
     }
     return pyssh_chanio_send_eof(&ch->io);
 }
@@ -405,7 +399,7 @@ capi_channel_send_eof(pyssh_channel *ch, double timeout, pyssh_error *err)
     if (ch->io.eof_sent) {
         return 0;
     }
-    return wait_for(ch->session, eof_step, ch, timeout, "channel_send_eof", err) < 0 ? -1 : 0;
+    return wait_rounds(ch, eof_round, ch, timeout, "channel_send_eof", err) < 0 ? -1 : 0;
 }
 
 struct read_op {
@@ -420,9 +414,9 @@ struct read_op {
 /* stdout first, then stderr: what libssh holds, or the end once both are
  * drained after the server's EOF or close. */
 static int
-read_round(void *owner, ssh_session ssh, int idle)
+read_round(void *state, ssh_session ssh, int idle)
 {
-    struct read_op *op = owner;
+    struct read_op *op = state;
     pyssh_chanio *io = &op->ch->io;
     (void)ssh;
     (void)idle;
@@ -439,16 +433,6 @@ read_round(void *owner, ssh_session ssh, int idle)
     return PYSSH_CHANIO_MORE;
 }
 
-static int
-read_step(ssh_session ssh, void *arg)
-{
-    struct read_op *op = arg;
-    if (gone(op->ch)) {
-        return PYSSH_FAILED;
-    }
-    return pyssh_chanio_rounds(op->ch->session, ssh, read_round, op, ROUNDS_MAX);
-}
-
 static ptrdiff_t
 capi_channel_read(pyssh_channel *ch, void *buf, size_t len, int *stream, double timeout,
                   pyssh_error *err)
@@ -462,7 +446,7 @@ capi_channel_read(pyssh_channel *ch, void *buf, size_t len, int *stream, double 
         return -1;
     }
     struct read_op op = {ch, buf, len > 0x7fffffff ? 0x7fffffff : (uint32_t)len, 0};
-    int rc = wait_for(ch->session, read_step, &op, timeout, "channel_read", err);
+    int rc = wait_rounds(ch, read_round, &op, timeout, "channel_read", err);
     if (rc < 0) {
         return -1;
     }
@@ -495,9 +479,9 @@ signal_number(const char *name)
 /* The command's end as chanio recorded it: its status, minus a signal's
  * number, or -1 (closed without either). */
 static int
-exit_round(void *owner, ssh_session ssh, int idle)
+exit_round(void *state, ssh_session ssh, int idle)
 {
-    struct exit_op *op = owner;
+    struct exit_op *op = state;
     const pyssh_chanio *io = &op->ch->io;
     (void)ssh;
     (void)idle;
@@ -518,16 +502,6 @@ exit_round(void *owner, ssh_session ssh, int idle)
 }
 
 static int
-exit_step(ssh_session ssh, void *arg)
-{
-    struct exit_op *op = arg;
-    if (gone(op->ch)) {
-        return PYSSH_FAILED;
-    }
-    return pyssh_chanio_rounds(op->ch->session, ssh, exit_round, op, ROUNDS_MAX);
-}
-
-static int
 capi_channel_exit_status(pyssh_channel *ch, int *status, double timeout, pyssh_error *err)
 {
     if (usable(ch, "channel_exit_status", err) < 0) {
@@ -538,7 +512,7 @@ capi_channel_exit_status(pyssh_channel *ch, int *status, double timeout, pyssh_e
         return -1;
     }
     struct exit_op op = {ch, -1};
-    if (wait_for(ch->session, exit_step, &op, timeout, "channel_exit_status", err) < 0) {
+    if (wait_rounds(ch, exit_round, &op, timeout, "channel_exit_status", err) < 0) {
         return -1;
     }
     *status = op.status;

@@ -16,7 +16,7 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
     if (stream == 1 && io->drop_stderr) {
         return (int)len;
     }
-    uint32_t taken = io->take != NULL ? io->take(io->owner, stream, data, len) : 0;
+    uint32_t taken = io->take != NULL ? io->take(io->state, stream, data, len) : 0;
     if (taken > 0) {
         pyssh_deadline_touch(io->dl);
     }
@@ -69,12 +69,12 @@ on_exit_signal(ssh_session s, ssh_channel c, const char *signal, int core, const
 /* ---- lifetime ------------------------------------------------------------------------ */
 
 void
-pyssh_chanio_init(pyssh_chanio *io, SessionObject *s, pyssh_take_fn take, void *owner)
+pyssh_chanio_init(pyssh_chanio *io, SessionObject *s, pyssh_take_fn take, void *state)
 {
     memset(io, 0, sizeof(*io));
     io->session = s;
     io->take = take;
-    io->owner = owner;
+    io->state = state;
     ssh_callbacks_init(&io->cb);
     io->cb.userdata = io;
     io->cb.channel_data_function = on_data;
@@ -259,26 +259,50 @@ pyssh_chanio_ended(const pyssh_chanio *io)
 
 /* ---- the step's loop ------------------------------------------------------------------ */
 
-int
-pyssh_chanio_rounds(SessionObject *s, ssh_session ssh, pyssh_round_fn round, void *owner, int max)
+static int
+rounds(ssh_session ssh, const pyssh_chanio_job *job)
 {
-    for (int i = 0; i < max; i++) {
-        int rc = round(owner, ssh, 0);
+    for (int i = 0; i < job->max; i++) {
+        int rc = job->round(job->state, ssh, 0);
         if (rc != PYSSH_CHANIO_MORE) {
             return rc;
         }
-        rc = pyssh_read_socket_once(s, ssh);
+        rc = pyssh_read_socket_once(job->session, ssh);
         if (rc == PYSSH_FAILED) {
             return PYSSH_FAILED;
         }
         if (rc == SSH_AGAIN) {
             /* the socket is idle: what arrived is taken or counted in avail[];
              * a last round, then wait */
-            rc = round(owner, ssh, 1);
+            rc = job->round(job->state, ssh, 1);
             return rc == PYSSH_CHANIO_MORE ? PYSSH_AGAIN : rc;
         }
     }
     return PYSSH_AGAIN;
+}
+
+int
+pyssh_chanio_step(ssh_session ssh, void *p)
+{
+    const pyssh_chanio_job *job = p;
+    pyssh_chanio *io = job->io;
+    if (io == NULL) {
+        return rounds(ssh, job);
+    }
+    /* the step's take and deadline while it runs (the session lock is held:
+     * no other thread's step can run meanwhile), then the owner's again */
+    pyssh_take_fn take = io->take;
+    void *state = io->state;
+    if (job->take != NULL) {
+        io->take = job->take;
+        io->state = job->state;
+    }
+    io->dl = job->dl;
+    int rc = rounds(ssh, job);
+    io->take = take;
+    io->state = state;
+    io->dl = NULL;
+    return rc;
 }
 
 /* ---- with the GIL ---------------------------------------------------------------------- */

@@ -11,9 +11,12 @@
  *   - pyssh_chanio_write() sends within the peer's window, and only once
  *     libssh has flushed what it had, so that libssh's output buffer stays
  *     small and a write never blocks;
- *   - pyssh_chanio_rounds() is the step's loop: the owner's work, then one
- *     read of the session's socket, again until the socket is idle ("wait")
- *     or the work says the step is over.
+ *   - a user says what it wants done in one round (send these bytes, take
+ *     up to N, tell me at EOF) and how to take data as it arrives, in a
+ *     pyssh_chanio_job; pyssh_chanio_step, the wait helper's step for every
+ *     channel user, runs the rounds with one read of the session's socket
+ *     between them, until the socket is idle ("wait") or a round says the
+ *     step is over.
  *
  * Everything here runs with the session lock held (GIL released), inside a
  * step of the wait helper (wait.c), except init, which needs neither. A
@@ -30,15 +33,15 @@
  * keeps the rest and reopens the window only as it is taken, so an owner that
  * takes nothing slows the sender down instead of growing memory. NULL: the
  * owner only reads (pyssh_chanio_read). */
-typedef uint32_t (*pyssh_take_fn)(void *owner, int stream, const char *data, uint32_t len);
+typedef uint32_t (*pyssh_take_fn)(void *state, int stream, const char *data, uint32_t len);
 
 typedef struct pyssh_chanio {
     SessionObject *session; /* borrowed: the owner keeps it alive */
     ssh_channel chan;       /* NULL until made, and again once released */
     struct ssh_channel_callbacks_struct cb;
-    pyssh_take_fn take;
-    void *owner;
-    pyssh_deadline *dl; /* the owner's, while its step runs: bytes moved push it back */
+    pyssh_take_fn take; /* the owner's for good (init), or a step's while it runs */
+    void *state;        /* take's first argument */
+    pyssh_deadline *dl; /* a step's, while it runs: bytes moved push it back */
     int drop_stderr;    /* stderr is not the owner's (SFTP, tunnels): dropped as it comes */
     int opened;         /* the server confirmed the open: there is something to close */
     int eof_sent;
@@ -51,8 +54,10 @@ typedef struct pyssh_chanio {
     char exit_errmsg[256];
 } pyssh_chanio;
 
-/* Set up (no lock needed): no channel yet, nothing held. */
-void pyssh_chanio_init(pyssh_chanio *io, SessionObject *s, pyssh_take_fn take, void *owner);
+/* Set up (no lock needed): no channel yet, nothing held. `take` (may be NULL)
+ * is offered what arrives at any time, with `state`; a step's job can offer
+ * it to its own take instead while the step runs. */
+void pyssh_chanio_init(pyssh_chanio *io, SessionObject *s, pyssh_take_fn take, void *state);
 
 /* Make the channel and install the callbacks, before anything can arrive.
  * 0, or PYSSH_FAILED. */
@@ -114,13 +119,28 @@ void pyssh_chanio_forget(pyssh_chanio *io);
  * end the step with it (the owner has something to do with the GIL, or is
  * done), or PYSSH_FAILED. */
 #define PYSSH_CHANIO_MORE (-9)
-typedef int (*pyssh_round_fn)(void *owner, ssh_session ssh, int idle);
+typedef int (*pyssh_round_fn)(void *state, ssh_session ssh, int idle);
 
-/* The step's loop: `round`, then one read of the session's socket, up to
- * `max` times. Returns a round's result >= 0 (it ended the step), PYSSH_AGAIN
- * (wait: the socket is idle, or `max` rounds passed), or PYSSH_FAILED. */
-int pyssh_chanio_rounds(SessionObject *s, ssh_session ssh, pyssh_round_fn round, void *owner,
-                        int max);
+/* What a channel user wants done in a step: `round` with `state`, in up to
+ * `max` rounds; while the step runs, `io` (NULL: the round serves channels of
+ * its own, as a tunnel does) offers arriving data to `take` (NULL: the owner's
+ * take from init) and bytes moved push `dl` (may be NULL) back. */
+typedef struct {
+    SessionObject *session;
+    pyssh_chanio *io;
+    pyssh_take_fn take;
+    pyssh_round_fn round;
+    void *state;
+    pyssh_deadline *dl;
+    int max;
+} pyssh_chanio_job;
+
+/* The wait helper's step (a pyssh_step_fn) for every channel user: `job` is a
+ * pyssh_chanio_job. Its rounds, with one read of the session's socket between
+ * them, up to `max` times. Returns a round's result >= 0 (it ended the step),
+ * PYSSH_AGAIN (wait: the socket is idle, or `max` rounds passed), or
+ * PYSSH_FAILED. */
+int pyssh_chanio_step(ssh_session ssh, void *job);
 
 /* ---- with the GIL: what Channel, SFTP and Tunnel share ------------------------- */
 

@@ -3,7 +3,8 @@
  * The pump. run() moves stdout and stderr to their sinks and stdin from its
  * source in one loop, built on the shared wait helper (wait.c):
  *
- *   - pump_step() runs with the session lock held and the GIL released. It copies
+ *   - run()'s step (pump_round, in chanio's rounds) runs with the session lock
+ *     held and the GIL released. It copies
  *     what libssh has buffered for the channel into pyssh's buffers, writes stdin
  *     while the peer's window is open and libssh's output is flushed, then lets
  *     libssh read the socket once (ssh_event_dopoll with a zero timeout) and goes
@@ -17,7 +18,7 @@
  * callbacks, reads, window-aware writes and the step's rounds.
  *
  * Taking the data: while run()'s step holds the lock, libssh's data callback
- * (chanio's, through chan_take) copies what arrives straight into the sink, as much as the sink has
+ * (chanio's, offering it to pump_take) copies what arrives straight into the sink, as much as the sink has
  * room for (all of it when the output is discarded: no copy at all), and returns
  * how much it took; libssh keeps the rest. With pyssh's libssh patch
  * (vendor/patches/) the callback sees the data where it lies in the decrypted
@@ -57,33 +58,12 @@ typedef struct {
     pyssh_claim claim;                    /* the method running (GIL) */
     int exec_sent;                        /* the command was started */
     double exec_at;                       /* when (pyssh_monotonic) */
-    /* set while the step of run() or of a transfer holds the lock */
-    struct pump *pump;
-    struct xfer *xfer;
     char errtail[4096]; /* the last of stderr, kept by read()/write()... (ERRTAIL) */
     size_t errlen;
     long pid;
 } ChannelObject;
 
 /* ---- what arrives (inside libssh, lock held) ------------------------------------ */
-
-static uint32_t pump_take(struct pump *P, int stream, const char *data, uint32_t len);
-static uint32_t xfer_take(struct xfer *X, int stream, const char *data, uint32_t len);
-
-/* Data is taken only inside this channel's own run() or transfer step; in
- * another thread's step on the session libssh keeps it (chanio counts it). */
-static uint32_t
-chan_take(void *owner, int stream, const char *data, uint32_t len)
-{
-    ChannelObject *ch = owner;
-    if (ch->pump != NULL) {
-        return pump_take(ch->pump, stream, data, len);
-    }
-    if (ch->xfer != NULL) {
-        return xfer_take(ch->xfer, stream, data, len);
-    }
-    return 0;
-}
 
 /* ---- lifetime ---------------------------------------------------------------- */
 
@@ -94,7 +74,9 @@ chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL) {
         return NULL;
     }
-    pyssh_chanio_init(&self->io, self->session, chan_take, self);
+    /* data is taken only inside this channel's own steps (their jobs' take);
+     * in another thread's step on the session libssh keeps it */
+    pyssh_chanio_init(&self->io, self->session, NULL, NULL);
     self->pid = pyssh_getpid();
     return (PyObject *)self;
 }
@@ -119,27 +101,20 @@ struct hup_wait {
 };
 
 static int
-hup_round(void *owner, ssh_session ssh, int idle)
+hup_round(void *state, ssh_session ssh, int idle)
 {
+    struct hup_wait *h = state;
+    pyssh_chanio *io = &h->ch->io;
     (void)ssh;
     (void)idle;
-    return pyssh_chanio_ended(&((ChannelObject *)owner)->io) ? 0 : PYSSH_CHANIO_MORE;
-}
-
-static int
-hup_wait_step(ssh_session ssh, void *p)
-{
-    struct hup_wait *h = p;
-    ChannelObject *ch = h->ch;
     if (!h->sent) {
         h->sent = 1;
-        if (pyssh_chanio_ended(&ch->io)) {
-            return 0;
+        if (!pyssh_chanio_ended(io)) {
+            ssh_channel_request_send_signal(io->chan, "HUP");
+            pyssh_chanio_send_eof(io); /* a failure shows in the rounds */
         }
-        ssh_channel_request_send_signal(ch->io.chan, "HUP");
-        pyssh_chanio_send_eof(&ch->io); /* a failure shows in the rounds */
     }
-    return pyssh_chanio_rounds(ch->session, ssh, hup_round, ch, ROUNDS_MAX);
+    return pyssh_chanio_ended(io) ? 0 : PYSSH_CHANIO_MORE;
 }
 
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
@@ -173,8 +148,9 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
             pyssh_deadline dl;
             pyssh_deadline_start(&dl, left, 1);
             PyErr_Fetch(&type, &value, &tb);
-            if (pyssh_wait(s, hup_wait_step, &h, &dl, PYSSH_EXC_SSHError, "closing the channel") <
-                0) {
+            pyssh_chanio_job job = {s, &self->io, NULL, hup_round, &h, NULL, ROUNDS_MAX};
+            if (pyssh_wait(s, pyssh_chanio_step, &job, &dl, PYSSH_EXC_SSHError,
+                           "closing the channel") < 0) {
                 if (PyErr_ExceptionMatches(PyExc_OSError)) {
                     PyErr_Clear(); /* the time is up, or the session failed */
                 }
@@ -455,8 +431,9 @@ sink_ready(const sink *k)
 
 /* Called from on_data, inside run()'s step: copy into the sink what it has room for. */
 static uint32_t
-pump_take(struct pump *P, int stream, const char *data, uint32_t len)
+pump_take(void *state, int stream, const char *data, uint32_t len)
 {
+    struct pump *P = state;
     sink *k = &P->out[stream];
     if (k->kind == SINK_DISCARD) {
         k->total += len;
@@ -569,9 +546,9 @@ want_python(struct pump *P, int idle)
 
 /* One round of run()'s step: take the output, send stdin. */
 static int
-pump_round(void *owner, ssh_session ssh, int idle)
+pump_round(void *state, ssh_session ssh, int idle)
 {
-    struct pump *P = owner;
+    struct pump *P = state;
     if (drain(P, 0) < 0 || drain(P, 1) < 0 || (!idle && feed(P, ssh) < 0)) {
         return PYSSH_FAILED;
     }
@@ -586,21 +563,6 @@ pump_round(void *owner, ssh_session ssh, int idle)
         return 0;
     }
     return PYSSH_CHANIO_MORE;
-}
-
-/* The step: chanio's callback takes data into the sinks only while it runs
- * (the session lock is held: no other thread's step can run meanwhile). */
-static int
-pump_step(ssh_session ssh, void *p)
-{
-    struct pump *P = p;
-    ChannelObject *ch = P->ch;
-    ch->pump = P;
-    ch->io.dl = P->dl;
-    int rc = pyssh_chanio_rounds(ch->session, ssh, pump_round, P, ROUNDS_MAX);
-    ch->pump = NULL;
-    ch->io.dl = NULL;
-    return rc;
 }
 
 /* ---- run(): the loop with the GIL ---------------------------------------------- */
@@ -796,7 +758,8 @@ pump_loop(struct pump *P)
                 return -1;
             }
         }
-        if (pyssh_wait(ch->session, pump_step, P, P->dl, PYSSH_EXC_SSHError,
+        pyssh_chanio_job job = {ch->session, &ch->io, pump_take, pump_round, P, P->dl, ROUNDS_MAX};
+        if (pyssh_wait(ch->session, pyssh_chanio_step, &job, P->dl, PYSSH_EXC_SSHError,
                        "running the command") < 0) {
             if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError])) {
                 PyErr_Clear();
@@ -923,23 +886,6 @@ keep_stderr(ChannelObject *ch)
     return n;
 }
 
-static int
-write_fd_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        long w = pyssh_write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The local file failed: the transfer ends with that errno. */
 static int
 local_failed(struct xfer *X, int e)
@@ -953,7 +899,7 @@ local_failed(struct xfer *X, int e)
 static int
 xfer_store(struct xfer *X, const char *data, uint32_t n)
 {
-    int e = write_fd_all(X->fd, data, n);
+    int e = pyssh_write_all(X->fd, data, n, PYSSH_HERE);
     if (e != 0) {
         return local_failed(X, e);
     }
@@ -968,8 +914,9 @@ xfer_store(struct xfer *X, const char *data, uint32_t n)
 /* Called from chanio's data callback inside recv_to_fd()'s step: write the
  * file's bytes straight from the decrypted packet to the file. */
 static uint32_t
-xfer_take(struct xfer *X, int stream, const char *data, uint32_t len)
+xfer_take(void *state, int stream, const char *data, uint32_t len)
 {
+    struct xfer *X = state;
     if (stream != 0 || X->mode != X_RECV_FD || X->left == 0 || X->local_errno) {
         return 0;
     }
@@ -1068,9 +1015,9 @@ xfer_send(struct xfer *X, ssh_session ssh)
 
 /* One round of a transfer's step (lock held). */
 static int
-xfer_round(void *owner, ssh_session ssh, int idle)
+xfer_round(void *state, ssh_session ssh, int idle)
 {
-    struct xfer *X = owner;
+    struct xfer *X = state;
     int rc;
     if (keep_stderr(X->ch) < 0) {
         return PYSSH_FAILED;
@@ -1094,17 +1041,6 @@ xfer_round(void *owner, ssh_session ssh, int idle)
     return PYSSH_CHANIO_MORE;
 }
 
-static int
-xfer_step(ssh_session ssh, void *p)
-{
-    struct xfer *X = p;
-    ChannelObject *ch = X->ch;
-    ch->xfer = X;
-    int rc = pyssh_chanio_rounds(ch->session, ssh, xfer_round, X, ROUNDS_MAX);
-    ch->xfer = NULL;
-    return rc;
-}
-
 /* Run one transfer to its end: wait, report progress, honour the timeout. */
 static int
 xfer_run(struct xfer *X, pyssh_deadline *dl, PyObject *progress, const char *what)
@@ -1113,17 +1049,16 @@ xfer_run(struct xfer *X, pyssh_deadline *dl, PyObject *progress, const char *wha
     if (progress != NULL && progress != Py_None) {
         X->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
-    ch->io.dl = dl;
+    pyssh_chanio_job job = {ch->session, &ch->io, xfer_take, xfer_round, X, dl, ROUNDS_MAX};
     int rc = 0;
     while (!X->done) {
-        if (pyssh_wait(ch->session, xfer_step, X, dl, PYSSH_EXC_SSHError, what) < 0 ||
+        if (pyssh_wait(ch->session, pyssh_chanio_step, &job, dl, PYSSH_EXC_SSHError, what) < 0 ||
             pyssh_progress(progress, &X->next_progress, X->done, X->moved) < 0 ||
             PyErr_CheckSignals() < 0) {
             rc = -1;
             break;
         }
     }
-    ch->io.dl = NULL;
     return rc;
 }
 

@@ -491,6 +491,26 @@ pyssh_sleep_ms(int ms)
 
 #endif /* POSIX */
 
+int
+pyssh_write_all(int fd, const char *p, size_t n, unsigned long long offset)
+{
+    while (n > 0) {
+        long w = offset == PYSSH_HERE ? pyssh_write(fd, p, n) : pyssh_pwrite(fd, p, n, offset);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return errno;
+        }
+        p += w;
+        n -= (size_t)w;
+        if (offset != PYSSH_HERE) {
+            offset += (unsigned long long)w;
+        }
+    }
+    return 0;
+}
+
 void
 pyssh_wake_close(pyssh_socket_t rd, pyssh_socket_t wr)
 {

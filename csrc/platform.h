@@ -100,6 +100,10 @@ long pyssh_read(int fd, void *buf, size_t n);
 long pyssh_write(int fd, const void *buf, size_t n);
 long pyssh_pread(int fd, void *buf, size_t n, unsigned long long offset);
 long pyssh_pwrite(int fd, const void *buf, size_t n, unsigned long long offset);
+/* All of p[0:n], at `offset` (pwrite), or where the file is when `offset` is
+ * PYSSH_HERE (write), retrying on EINTR: 0, or the errno of the failure. */
+#define PYSSH_HERE (~0ULL)
+int pyssh_write_all(int fd, const char *p, size_t n, unsigned long long offset);
 
 /* ---- the process, time, the CPU ----------------------------------------------------- */
 

@@ -40,7 +40,6 @@ typedef struct {
     long pid;
     uint32_t next_id;
     /* touched with the session lock held */
-    int in_step;
     char *in; /* bytes received, frames not yet parsed */
     size_t in_len;
     char *out; /* requests not yet accepted by the channel */
@@ -50,22 +49,6 @@ typedef struct {
 } SFTPObject;
 
 /* ---- what arrives (inside libssh, lock held) ------------------------------------ */
-
-/* Taken only inside this object's own step; in another thread's step on the
- * session libssh keeps it (chanio counts it). stderr is dropped by chanio. */
-static uint32_t
-sftp_take(void *owner, int stream, const char *data, uint32_t len)
-{
-    SFTPObject *self = owner;
-    if (stream != 0 || !self->in_step || self->in == NULL) {
-        return 0;
-    }
-    size_t room = IN_MAX - self->in_len;
-    uint32_t taken = len < room ? len : (uint32_t)room;
-    memcpy(self->in + self->in_len, data, taken);
-    self->in_len += taken;
-    return taken;
-}
 
 /* ---- bytes ------------------------------------------------------------------------- */
 
@@ -236,6 +219,23 @@ struct op {
     size_t partial;    /* download: bytes seen of a DATA reply still arriving */
 };
 
+/* Taken only inside this object's own steps (their jobs' take); in another
+ * thread's step on the session libssh keeps it (chanio counts it). stderr is
+ * dropped by chanio. */
+static uint32_t
+sftp_take(void *state, int stream, const char *data, uint32_t len)
+{
+    SFTPObject *self = ((struct op *)state)->s;
+    if (stream != 0 || self->in == NULL) {
+        return 0;
+    }
+    size_t room = IN_MAX - self->in_len;
+    uint32_t taken = len < room ? len : (uint32_t)room;
+    memcpy(self->in + self->in_len, data, taken);
+    self->in_len += taken;
+    return taken;
+}
+
 static void
 op_status(struct op *o, const struct sftp_reply *r)
 {
@@ -262,24 +262,6 @@ static void
 drop_pending(struct op *o, pending *p)
 {
     *p = o->inflight[--o->ninflight];
-}
-
-static int
-pwrite_all(int fd, const char *p, size_t n, uint64_t off)
-{
-    while (n > 0) {
-        long w = pyssh_pwrite(fd, p, n, off);
-        if (w < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return errno;
-        }
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
 }
 
 static long
@@ -424,7 +406,7 @@ frame_read(struct op *o, pending *q, int type, const char *p, size_t n)
         memcpy(o->mem + (q->offset - o->mem_base), r.data, got);
     }
     else if (o->local_errno == 0 && o->status < 0) {
-        int e = pwrite_all(o->fd, r.data, got, q->offset);
+        int e = pyssh_write_all(o->fd, r.data, got, q->offset);
         if (e != 0) {
             o->local_errno = e;
         }
@@ -670,12 +652,22 @@ take_in(struct op *o)
     return 0;
 }
 
-/* One round of an operation's step: parse replies, issue requests, send. */
+/* One round of an operation's step: start the subsystem (start()), parse
+ * replies, issue requests, send. */
 static int
-op_round(void *owner, ssh_session ssh, int idle)
+op_round(void *state, ssh_session ssh, int idle)
 {
-    struct op *o = owner;
+    struct op *o = state;
     SFTPObject *s = o->s;
+    if (o->kind == OP_START && o->phase < 2) {
+        int rc = open_subsystem(o);
+        if (rc == PYSSH_AGAIN) {
+            return PYSSH_CHANIO_MORE;
+        }
+        if (rc != 0 || o->protocol_error) {
+            return rc;
+        }
+    }
     if (take_in(o) < 0) {
         return PYSSH_FAILED;
     }
@@ -707,23 +699,6 @@ op_round(void *owner, ssh_session ssh, int idle)
     return PYSSH_CHANIO_MORE;
 }
 
-static int
-sftp_step(ssh_session ssh, void *p)
-{
-    struct op *o = p;
-    SFTPObject *s = o->s;
-    int rc = 0;
-    s->in_step = 1;
-    if (o->kind == OP_START && o->phase < 2) {
-        rc = open_subsystem(o);
-    }
-    if (rc == 0 && !o->protocol_error) {
-        rc = pyssh_chanio_rounds(s->session, ssh, op_round, o, ROUNDS_MAX);
-    }
-    s->in_step = 0;
-    return rc;
-}
-
 /* ---- lifetime ----------------------------------------------------------------------- */
 
 static PyObject *
@@ -735,7 +710,7 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->pid = pyssh_getpid();
     self->next_id = 1;
-    pyssh_chanio_init(&self->io, self->session, sftp_take, self);
+    pyssh_chanio_init(&self->io, self->session, NULL, NULL);
     self->io.drop_stderr = 1; /* the subsystem's stderr: nothing to do with it */
     self->in = malloc(IN_MAX);
     if (self->in == NULL) {
@@ -817,8 +792,10 @@ run_op(SFTPObject *self, struct op *o, pyssh_deadline *dl, PyObject *progress, c
     if (progress != NULL && progress != Py_None) {
         o->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
+    /* no deadline for chanio: replies, not bytes, are the progress (handle_frame) */
+    pyssh_chanio_job job = {self->session, &self->io, sftp_take, op_round, o, NULL, ROUNDS_MAX};
     for (;;) {
-        if (pyssh_wait(self->session, sftp_step, o, dl, PYSSH_EXC_SFTPError, what) < 0) {
+        if (pyssh_wait(self->session, pyssh_chanio_step, &job, dl, PYSSH_EXC_SFTPError, what) < 0) {
             rc = -1;
             break;
         }

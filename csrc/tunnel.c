@@ -93,6 +93,7 @@ struct TunnelObject {
     conn *conns;
     int nconns;
     int in_step;
+    int listen_ready;  /* the listening socket polled readable */
     pyssh_claim claim; /* the call in progress ("run", "listen_remote", ...), claimed
                           at its entry (GIL) */
     int stopping;
@@ -757,55 +758,62 @@ pollset_read(TunnelObject *t)
     return listen_ready;
 }
 
+/* Stopping: a channel being opened must get its answer before it is closed. */
+static int
+stop_conn(TunnelObject *t, ssh_session ssh, conn *k)
+{
+    if (k->state == C_OPENING && k->fd != PYSSH_INVALID_SOCKET) {
+        close_local(k);
+    }
+    if (k->state == C_OPENING && conn_service(t, ssh, k) < 0) {
+        return PYSSH_FAILED;
+    }
+    conn_free(t, k, 1, pyssh_monotonic() >= t->stop_deadline);
+    return 0;
+}
+
+/* One round of the tunnel's step: accept, then move what every connection can
+ * move; once the socket is idle, send what the last read gathered. */
+static int
+tunnel_round(void *state, ssh_session ssh, int idle)
+{
+    TunnelObject *t = state;
+    if (!idle && t->kind == LOCAL && t->listen_ready && accept_local(t, ssh) < 0) {
+        return PYSSH_FAILED;
+    }
+    t->listen_ready = 0;
+    if (!idle && t->kind == REMOTE) {
+        accept_remote(t, ssh);
+    }
+    conn *next;
+    for (conn *k = t->conns; k != NULL; k = next) {
+        next = k->next;
+        if (t->stopping) {
+            if (!idle && stop_conn(t, ssh, k) < 0) {
+                return PYSSH_FAILED;
+            }
+            continue;
+        }
+        if (conn_service(t, ssh, k) < 0) {
+            return PYSSH_FAILED;
+        }
+        if (!idle && conn_finished(k)) {
+            conn_free(t, k, 1, 1);
+        }
+    }
+    return PYSSH_CHANIO_MORE;
+}
+
 static int
 step_locked(ssh_session ssh, TunnelObject *t)
 {
-    int listen_ready = pollset_read(t);
+    t->listen_ready = pollset_read(t);
     if (t->stopping && t->stop_deadline == 0) {
         t->stop_deadline = pyssh_monotonic() + STOP_GRACE;
     }
-    for (int round = 0; round < ROUNDS_MAX; round++) {
-        if (t->kind == LOCAL && listen_ready && accept_local(t, ssh) < 0) {
-            return PYSSH_FAILED;
-        }
-        listen_ready = 0;
-        if (t->kind == REMOTE) {
-            accept_remote(t, ssh);
-        }
-        conn *next;
-        for (conn *k = t->conns; k != NULL; k = next) {
-            next = k->next;
-            if (t->stopping) {
-                /* a channel being opened must get its answer before it is closed */
-                if (k->state == C_OPENING && k->fd != PYSSH_INVALID_SOCKET) {
-                    close_local(k);
-                }
-                if (k->state == C_OPENING && conn_service(t, ssh, k) < 0) {
-                    return PYSSH_FAILED;
-                }
-                conn_free(t, k, 1, pyssh_monotonic() >= t->stop_deadline);
-                continue;
-            }
-            if (conn_service(t, ssh, k) < 0) {
-                return PYSSH_FAILED;
-            }
-            if (conn_finished(k)) {
-                conn_free(t, k, 1, 1);
-            }
-        }
-        int rc = pyssh_read_socket_once(t->session, ssh);
-        if (rc == PYSSH_FAILED) {
-            return PYSSH_FAILED;
-        }
-        if (rc == SSH_AGAIN) {
-            /* the socket is idle: send what the last read gathered */
-            for (conn *k = t->conns; k != NULL; k = k->next) {
-                if (!t->stopping && conn_service(t, ssh, k) < 0) {
-                    return PYSSH_FAILED;
-                }
-            }
-            break;
-        }
+    pyssh_chanio_job job = {t->session, NULL, NULL, tunnel_round, t, NULL, ROUNDS_MAX};
+    if (pyssh_chanio_step(ssh, &job) == PYSSH_FAILED) {
+        return PYSSH_FAILED;
     }
     /* the end: stopped, or every allowed connection served, or idle too long */
     t->ps.wait_ms = -1;

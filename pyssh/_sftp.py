@@ -1054,13 +1054,17 @@ class SFTP:
             )
         rep = Reporter(verbose, progress, upload=True)
         out = []
-        for p in paths:
-            if not os.path.exists(p):
-                raise FileNotFoundError(errno.ENOENT, "upload: no such local file", p)
-            name = os.path.basename(os.path.normpath(p))
-            dest = posixpath.join(to_s, name)
-            self._upload_one(p, dest, rep, preserve, resume)
-            out.append(dest)
+        try:
+            for p in paths:
+                if not os.path.exists(p):
+                    raise FileNotFoundError(errno.ENOENT, "upload: no such local file", p)
+                name = os.path.basename(os.path.normpath(p))
+                dest = posixpath.join(to_s, name)
+                self._upload_one(p, dest, rep, preserve, resume)
+                out.append(dest)
+        except BaseException:
+            rep.stopped()  # end a [NN%] line left drawn, as SCP does
+            raise
         return out
 
     def _upload_one(
