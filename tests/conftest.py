@@ -62,11 +62,22 @@ def account():
     yield ACCOUNT, password
     if created:
         # sshd's process of a session that just closed may still hold the account
-        for _ in range(20):
+        def deleted():
             r = subprocess.run(["userdel", "-r", ACCOUNT], capture_output=True, text=True)
-            if r.returncode == 0 or "currently used" not in r.stderr:
-                break
-            time.sleep(0.25)
+            return r.returncode == 0 or "currently used" not in r.stderr
+
+        wait_until(deleted, 10, interval=0.1)
+
+
+def wait_until(condition, timeout, interval=0.01):
+    """Poll condition() until it is true or `timeout` seconds have passed (a monotonic
+    deadline); returns its last value. For what gives no signal to wait on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
 
 
 @pytest.fixture
