@@ -336,13 +336,15 @@ def test_second_connect_while_libssh_connects(server):
     first = []
     t = threading.Thread(target=lambda: first.append(raised(lambda: s._connect(-1, timeout=3))))
     t.start()
-    time.sleep(0.5)  # the first is waiting for the banner
+    silent.settimeout(30)
+    conn, _ = silent.accept()  # the first has connected: it waits for the banner
     # run beside the first it would time out after 2 s instead, with another message
     e = raised(lambda: s._connect(-1, timeout=2))
     assert isinstance(e, pyssh.SSHError) and "being connected by another call" in str(e), repr(e)
     t.join()
     assert isinstance(first[0], pyssh.SSHTimeoutError), repr(first[0])
     s.close()
+    conn.close()
     silent.close()
 
 
