@@ -309,7 +309,7 @@ def hostile_sftp(tmp_path_factory):
 
 
 FAKE_SCP = r"""
-import ast, os, sys, time
+import ast, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "scenario.txt")) as f:
     steps = ast.literal_eval(f.read())
@@ -319,7 +319,11 @@ for chunk in steps:
         break
     out.write(chunk)
     out.flush()
-time.sleep(0.2)
+# done: end the output, then wait for the client to close its side (it has read all)
+os.close(1)
+os.close(2)
+while sys.stdin.buffer.read(65536):
+    pass
 """
 
 
