@@ -6,7 +6,9 @@ directly. What SCP and SFTP promise alike is in test_transfers.py."""
 import errno
 import hashlib
 import os
+import shutil
 import stat
+import tempfile
 import threading
 
 import pytest
@@ -194,15 +196,23 @@ def test_error_mapping(sftp, area):
     assert sftp.listdir(str(r / "full")) == ["x"]  # the channel is still fine
 
 
-def test_permission_denied_as_a_plain_user(server, plain_address, area):
-    """As an ordinary user: a root-only directory gives PermissionError."""
+def test_permission_denied_as_a_plain_user(server, plain_address):
+    """As an ordinary user: a root-only directory gives PermissionError (in a
+    directory the user can list: pytest's temporary tree is root's alone, and its
+    refusal would pass this test for the wrong reason)."""
     if plain_address == server.address and os.geteuid() != 0:
         pytest.skip("needs an ordinary account besides the test runner")
-    (area["remote"] / "secret").mkdir(mode=0o700)
-    with server.connect(address=plain_address) as s, s.sftp() as f:
-        with pytest.raises(pyssh.SFTPPermissionError) as e:
-            f.listdir(str(area["remote"] / "secret"))
-        assert isinstance(e.value, PermissionError)
+    top = tempfile.mkdtemp(prefix="pyssh-sftp-")
+    try:
+        os.chmod(top, 0o755)
+        os.mkdir(os.path.join(top, "secret"), mode=0o700)
+        with server.connect(address=plain_address) as s, s.sftp() as f:
+            assert f.listdir(top) == ["secret"]
+            with pytest.raises(pyssh.SFTPPermissionError) as e:
+                f.listdir(os.path.join(top, "secret"))
+            assert isinstance(e.value, PermissionError)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.mark.slow
