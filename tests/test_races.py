@@ -415,11 +415,29 @@ def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
     from pyssh import _tunnel
 
     serve = _tunnel.Tunnel._serve
+    real_tunnel = _ssh.Tunnel
+    stopped = threading.Event()
+
+    class Watched:
+        """The C tunnel, with its stop() seen."""
+
+        def __init__(self, session):
+            self._c = real_tunnel(session)
+
+        def stop(self):
+            self._c.stop()
+            stopped.set()
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+    waited = []
 
     def late_serve(self):
-        time.sleep(0.5)  # close() below has called stop() by now
+        waited.append(stopped.wait(30))  # close() below has called stop(): only now run()
         serve(self)
 
+    monkeypatch.setattr(_tunnel._ssh, "Tunnel", Watched)
     monkeypatch.setattr(_tunnel.Tunnel, "_serve", late_serve)
 
     def open_and_close():
@@ -427,3 +445,4 @@ def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
             pass
 
     assert in_thread(open_and_close) is None
+    assert waited == [True]
