@@ -61,11 +61,22 @@ def account():
     yield ACCOUNT, password
     if created:
         # sshd's process of a session that just closed may still hold the account
-        for _ in range(20):
+        def deleted():
             r = subprocess.run(["userdel", "-r", ACCOUNT], capture_output=True, text=True)
-            if r.returncode == 0 or "currently used" not in r.stderr:
-                break
-            time.sleep(0.25)
+            return r.returncode == 0 or "currently used" not in r.stderr
+
+        wait_until(deleted, 10, interval=0.1)
+
+
+def wait_until(condition, timeout, interval=0.01):
+    """Poll condition() until it is true or `timeout` seconds have passed (a monotonic
+    deadline); returns its last value. For what gives no signal to wait on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
 
 
 @pytest.fixture
@@ -247,7 +258,7 @@ def run_while_python_counts(work):
     t = threading.Thread(target=spin)
     t.start()
     try:
-        time.sleep(0.3)
+        time.sleep(0.3)  # the idle rate, measured over 0.3 s
         base_rate = count / 0.3
         count = 0
         start = time.monotonic()
@@ -297,7 +308,7 @@ def hostile_sftp(tmp_path_factory):
 
 
 FAKE_SCP = r"""
-import ast, os, sys, time
+import ast, os, sys
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "scenario.txt")) as f:
     steps = ast.literal_eval(f.read())
@@ -307,7 +318,11 @@ for chunk in steps:
         break
     out.write(chunk)
     out.flush()
-time.sleep(0.2)
+# done: end the output, then wait for the client to close its side (it has read all)
+os.close(1)
+os.close(2)
+while sys.stdin.buffer.read(65536):
+    pass
 """
 
 

@@ -14,7 +14,6 @@ import os
 import sys
 import tempfile
 import threading
-import time
 
 import asyncssh
 
@@ -23,7 +22,7 @@ import pyssh
 USER = "smoke"
 
 
-async def _serve(host_key, client_pub, root, ready):
+async def _serve(host_key, client_pub, root, ready, listening):
     async def handle(process):
         cmd = process.command or ""
         if cmd == "cat":
@@ -58,6 +57,7 @@ async def _serve(host_key, client_pub, root, ready):
     )
     stop = asyncio.Event()
     ready.append((server.sockets[0].getsockname()[1], stop))
+    listening.set()
     await stop.wait()
     server.close()
     await server.wait_closed()
@@ -66,17 +66,18 @@ async def _serve(host_key, client_pub, root, ready):
 def _run_server(host_key, client_pub, root):
     """asyncssh's server on its own event loop in a thread: (port, shutdown)."""
     loop = asyncio.new_event_loop()
-    ready = []
-    t = threading.Thread(
-        target=loop.run_until_complete,
-        args=(_serve(host_key, client_pub, root, ready),),
-        daemon=True,
-    )
+    ready = []  # (port, stop) once the server listens
+    listening = threading.Event()  # set once it listens, or once it failed to start
+
+    def run():
+        try:
+            loop.run_until_complete(_serve(host_key, client_pub, root, ready, listening))
+        finally:
+            listening.set()
+
+    t = threading.Thread(target=run, daemon=True)
     t.start()
-    for _ in range(400):
-        if ready or not t.is_alive():
-            break
-        time.sleep(0.05)
+    listening.wait(20)
     if not ready:
         raise SystemExit("smoke: asyncssh's server did not start")
     port, stop = ready[0]

@@ -10,13 +10,13 @@ import subprocess
 import sys
 import sysconfig
 import threading
-import time
 
 import pytest
+from test_exec import kill_all, remote_pids
 
 import pyssh
 
-from conftest import run_while_python_counts
+from conftest import run_while_python_counts, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CAPI = os.path.join(HERE, "capi")
@@ -224,17 +224,22 @@ def test_session_closed_by_another_thread_while_c_waits(ext, server):
     example, _ = ext
     s = server.connect()
     errors = []
+    command = f"sleep 30.{os.getpid()}{threading.get_ident()}"  # a marker to find it by
 
     def run():
         try:
-            example.run(s, "sleep 30", 60)
+            example.run(s, command, 60)
         except BaseException as e:
             errors.append(e)
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.5)
-    s.close()
+    try:
+        # C waits for the command's end once the server runs it
+        assert wait_until(lambda: remote_pids(command), 10)
+        s.close()
+    finally:
+        kill_all(command)
     t.join(10)
     assert not t.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], pyssh.SessionClosedError), errors

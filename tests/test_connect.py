@@ -122,7 +122,11 @@ def test_not_an_ssh_server():
         def talk():
             c, _ = lst.accept()
             c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
-            time.sleep(0.5)
+            # kept open until the client gives up on it: it must do so on what it read,
+            # not on the connection closing
+            c.settimeout(30)
+            while c.recv(4096):
+                pass
             c.close()
 
         t = threading.Thread(target=talk)
@@ -134,12 +138,19 @@ def test_not_an_ssh_server():
 
 
 @pytest.fixture
-def silent_server():
-    """A listening socket that never speaks (the kernel accepts the TCP connection)."""
+def silent_listener():
+    """A listening socket that never speaks (the kernel accepts the TCP connection;
+    accept() on it says that a client has connected)."""
     with socket.socket() as lst:
         lst.bind(("127.0.0.1", 0))
         lst.listen(16)
-        yield lst.getsockname()[1]
+        yield lst
+
+
+@pytest.fixture
+def silent_server(silent_listener):
+    """The port of silent_listener."""
+    return silent_listener.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -155,17 +166,18 @@ def test_timeout_against_a_silent_server_leaves_no_socket(silent_server):
 @pytest.mark.slow
 def test_other_threads_run_while_connecting(silent_server):
     count = 0
-    stop = threading.Event()
+    stop, running = threading.Event(), threading.Event()
 
     def spin():
         nonlocal count
+        running.set()
         while not stop.is_set():
             count += 1
 
     t = threading.Thread(target=spin)
     t.start()
     try:
-        time.sleep(0.05)
+        assert running.wait(10)
         start = count
         with pytest.raises(pyssh.SSHTimeoutError):
             pyssh.connect(f"u@127.0.0.1:{silent_server}", config=False, timeout=1.0)
@@ -178,7 +190,7 @@ def test_other_threads_run_while_connecting(silent_server):
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_connect(silent_server, tmp_path):
+def test_ctrl_c_during_connect(silent_listener, silent_server, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(
         textwrap.dedent(f"""
@@ -211,9 +223,11 @@ def test_ctrl_c_during_connect(silent_server, tmp_path):
     )
     try:
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(1.0)  # the child is now waiting for the server's banner
+        silent_listener.settimeout(30)
+        conn, _ = silent_listener.accept()  # the child has connected: it waits for a banner
         child.send_signal(2)
         out, _ = child.communicate(timeout=10)
+        conn.close()
     finally:
         if child.poll() is None:
             child.kill()
@@ -281,6 +295,9 @@ def test_forked_child_does_not_say_goodbye_for_the_parent(fresh_server):
         finally:
             os._exit(0)
     assert os.waitpid(pid, 0)[1] == 0
+    # a negative check: time for a goodbye the child sent to reach sshd's log (a round
+    # trip on the session would be a signal, but a channel changes what sshd logs at
+    # the parent's close, which is checked below)
     time.sleep(0.3)
     assert "Bye Bye" not in fresh_server.log()
     assert s.connected
@@ -317,7 +334,7 @@ def test_close_while_other_threads_use_the_session(server):
         for t in threads:
             t.start()
         start.set()
-        time.sleep(0.002)
+        time.sleep(0.002)  # the race under test: close() while the threads are at work
         s.close()
         for t in threads:
             t.join()

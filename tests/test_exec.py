@@ -18,7 +18,7 @@ import pytest
 
 import pyssh
 
-from conftest import interrupted_child, run_while_python_counts
+from conftest import interrupted_child, run_while_python_counts, wait_until
 
 ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 # for the system tools the tests run (pgrep hangs with the ASan runtime preloaded)
@@ -717,7 +717,7 @@ SIGINT_CHILD = textwrap.dedent("""
     print("ready", flush=True)
     try:
         if how == "idle":
-            s.exec_wait("sleep 30", stdout=None, timeout=20)
+            s.exec_wait(f"sleep 30.{n}", stdout=None, timeout=20)
         elif how == "discarded":     # output flowing, read in C and dropped
             s.exec_wait(f"head -c {n} /dev/zero", stdout=None, timeout=20)
         elif how == "callback":      # output flowing to a Python callable
@@ -737,10 +737,11 @@ SIGINT_CHILD = textwrap.dedent("""
 def test_ctrl_c_interrupts_a_running_command(server, how):
     n = 100 * 2**30 + secrets.randbelow(10**6)  # 100 GiB and a bit: the marker
     marker = f"head -c {n}"
+    command = f"sleep 30.{n}" if how == "idle" else marker  # what the child runs
 
     def running(p):
-        time.sleep(0.7)  # inside exec_wait, the command running
-        assert how == "idle" or remote_pids(marker), p.stderr.read()
+        # inside exec_wait: the command runs on the server
+        assert wait_until(lambda: remote_pids(command), 10), p.stderr.read()
 
     try:
         with interrupted_child(
@@ -755,7 +756,7 @@ def test_ctrl_c_interrupts_a_running_command(server, how):
             # (`sleep` as root gets no SIGHUP from OpenSSH, and reads and writes nothing)
             assert wait_gone(marker), "the remote command was not stopped"
     finally:
-        kill_all(marker)
+        kill_all(command)
 
 
 # ---- threads, the GIL, CPU ---------------------------------------------------------------

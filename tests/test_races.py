@@ -341,13 +341,15 @@ def test_second_connect_while_libssh_connects(server):
     first = []
     t = threading.Thread(target=lambda: first.append(raised(lambda: s._connect(-1, timeout=3))))
     t.start()
-    time.sleep(0.5)  # the first is waiting for the banner
+    silent.settimeout(30)
+    conn, _ = silent.accept()  # the first has connected: it waits for the banner
     # run beside the first it would time out after 2 s instead, with another message
     e = raised(lambda: s._connect(-1, timeout=2))
     assert isinstance(e, pyssh.SSHError) and "being connected by another call" in str(e), repr(e)
     t.join()
     assert isinstance(first[0], pyssh.SSHTimeoutError), repr(first[0])
     s.close()
+    conn.close()
     silent.close()
 
 
@@ -418,11 +420,29 @@ def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
     from pyssh import _tunnel
 
     serve = _tunnel.Tunnel._serve
+    real_tunnel = _ssh.Tunnel
+    stopped = threading.Event()
+
+    class Watched:
+        """The C tunnel, with its stop() seen."""
+
+        def __init__(self, session):
+            self._c = real_tunnel(session)
+
+        def stop(self):
+            self._c.stop()
+            stopped.set()
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+    waited = []
 
     def late_serve(self):
-        time.sleep(0.5)  # close() below has called stop() by now
+        waited.append(stopped.wait(30))  # close() below has called stop(): only now run()
         serve(self)
 
+    monkeypatch.setattr(_tunnel._ssh, "Tunnel", Watched)
     monkeypatch.setattr(_tunnel.Tunnel, "_serve", late_serve)
 
     def open_and_close():
@@ -430,3 +450,4 @@ def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
             pass
 
     assert in_thread(open_and_close) is None
+    assert waited == [True]

@@ -18,6 +18,8 @@ import pytest
 import pyssh
 from pyssh.testing import free_port
 
+from conftest import wait_until
+
 BLOCK = os.urandom(1 << 20)
 
 
@@ -95,21 +97,39 @@ def target():
         assert t.errors == []
 
 
-def connect(port, host="127.0.0.1"):
-    """A connection to port, once something listens there (a blocking tunnel
-    started by another thread may not listen yet)."""
-    for _ in range(200):
-        try:
-            return socket.create_connection((host, port))
-        except ConnectionRefusedError:
-            time.sleep(0.025)
-    return socket.create_connection((host, port))
+class _Listening(logging.Handler):
+    """Sets `event` when a blocking tunnel logs that it listens."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.event = threading.Event()
+
+    def emit(self, record):
+        if record.getMessage().startswith("tunnel: listening on "):
+            self.event.set()
+
+
+@pytest.fixture
+def listening():
+    """An Event set once a blocking tunnel (Session.tunnel, run by another thread)
+    listens: its INFO line "tunnel: listening on ..." on the "pyssh" logger, logged
+    once its socket is bound and listening. (Ask for it before caplog, whose level
+    would otherwise be restored after this one's.)"""
+    logger = logging.getLogger("pyssh")
+    handler, level = _Listening(), logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield handler.event
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def exchange(port, data_iter, host="127.0.0.1"):
     """Send everything, then EOF, while reading the reply to its end. Returns
     (sha256 of what was sent, sha256 of what came back, bytes back)."""
-    c = connect(port, host)
+    c = socket.create_connection((host, port))
     sent, back = hashlib.sha256(), hashlib.sha256()
     count = [0]
 
@@ -263,6 +283,7 @@ def test_target_eof_first_then_client_keeps_sending(session, target):
     """The other half: the target ends its side first; what the client sends
     afterwards still reaches it."""
     got = []
+    done = threading.Event()  # the target read to the client's EOF
 
     def greet_then_read(conn):
         conn.sendall(b"hello")
@@ -272,6 +293,7 @@ def test_target_eof_first_then_client_keeps_sending(session, target):
             if not d:
                 break
             got.append(d)
+        done.set()
 
     t = target(greet_then_read)
     with session.forward_local(0, t.address) as tun:
@@ -283,10 +305,7 @@ def test_target_eof_first_then_client_keeps_sending(session, target):
         c.settimeout(30)
         assert c.recv(100) == b""
         c.close()
-        for _ in range(300):
-            if sum(map(len, got)) == 400000:
-                break
-            time.sleep(0.01)
+        assert done.wait(30)
     assert b"".join(got) == b"late" * 100000
 
 
@@ -336,7 +355,7 @@ def test_idle_tunnel_uses_no_cpu(session, target):
         c.sendall(b"x")
         assert c.recv(1) == b"x"
         cpu = time.process_time()
-        time.sleep(1.5)
+        time.sleep(1.5)  # the tunnel idles meanwhile: the CPU it uses is measured
         used = time.process_time() - cpu
         c.close()
     assert used < 0.1, used
@@ -353,10 +372,7 @@ def test_refused_target_is_logged_and_the_tunnel_keeps_serving(session, caplog):
         c.settimeout(30)
         assert c.recv(10) == b""  # closed, not hung
         c.close()
-        for _ in range(200):
-            if tun.stats.failed:
-                break
-            time.sleep(0.01)
+        assert wait_until(lambda: tun.stats.failed, 10)
         assert tun.stats.failed == 1
         # the target comes up: the same tunnel serves it
         ls = socket.socket()
@@ -465,12 +481,13 @@ def test_default_bind_is_loopback_only(session, target):
 # ---- the blocking tunnel --------------------------------------------------------------------
 
 
-def test_blocking_tunnel_max_connections(session, target):
+def test_blocking_tunnel_max_connections(session, target, listening):
     t = target()
     port = free_port()
     results = []
 
     def clients():
+        assert listening.wait(30)
         for _ in range(2):
             results.append(exchange(port, [b"abc" * 1000]))
 
@@ -484,13 +501,14 @@ def test_blocking_tunnel_max_connections(session, target):
 
 
 @pytest.mark.slow
-def test_blocking_tunnel_timeout_counts_idle_time_only(session, target):
+def test_blocking_tunnel_timeout_counts_idle_time_only(session, target, listening):
     t = target()
     port = free_port()
     got = []
 
     def slow_client():
-        c = connect(port)
+        assert listening.wait(30)
+        c = socket.create_connection(("127.0.0.1", port))
         time.sleep(1.0)  # longer than the timeout, with the connection open
         c.sendall(b"still here")
         got.append(c.recv(100))
@@ -506,11 +524,19 @@ def test_blocking_tunnel_timeout_counts_idle_time_only(session, target):
 
 
 SIGINT_CHILD = r"""
-import socket, sys, time, pyssh
+import logging, socket, sys, time, pyssh
 address, key, known_hosts, port, target = sys.argv[1:6]
 port = int(port)
 s = pyssh.connect(address, keyfile=key, known_hosts=known_hosts, config=False)
 print("connected", flush=True)
+
+class Listening(logging.Handler):   # tells the parent once the tunnel listens
+    def emit(self, record):
+        if record.getMessage().startswith("tunnel: listening on "):
+            print("listening", flush=True)
+
+logging.getLogger("pyssh").setLevel(logging.INFO)
+logging.getLogger("pyssh").addHandler(Listening())
 try:
     s.tunnel(port, target)
     print("returned", flush=True)
@@ -546,7 +572,8 @@ def test_ctrl_c_on_the_blocking_tunnel(server, target):
     )
     try:
         assert p.stdout.readline().strip() == "connected", p.stderr.read()
-        c = connect(port)
+        assert p.stdout.readline().strip() == "listening", p.stderr.read()
+        c = socket.create_connection(("127.0.0.1", port))
         c.sendall(b"ping")
         assert c.recv(4) == b"ping"  # a connection open through the tunnel
         sent = time.monotonic()
@@ -645,10 +672,7 @@ def test_forward_remote_fixed_port_and_refused_target(session, caplog):
         c.settimeout(30)
         assert c.recv(10) == b""
         c.close()
-        for _ in range(200):
-            if tun.stats.failed:
-                break
-            time.sleep(0.01)
+        assert wait_until(lambda: tun.stats.failed, 10)
         assert tun.stats.failed == 1 and tun.active
     assert any(f"could not connect to 127.0.0.1:{dead}" in r.getMessage() for r in caplog.records)
 
@@ -686,7 +710,7 @@ def test_session_close_closes_its_tunnels(server, target):
         s.forward_local(0, t.address)
 
 
-def test_server_killed_while_tunnels_are_open(fresh_server, target, caplog):
+def test_server_killed_while_tunnels_are_open(fresh_server, target, listening, caplog):
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
     def children(pid):
@@ -695,7 +719,7 @@ def test_server_killed_while_tunnels_are_open(fresh_server, target, caplog):
         ).stdout.split()
 
     t = target()
-    caplog.set_level(logging.ERROR, logger="pyssh")
+    caplog.set_level(logging.INFO, logger="pyssh")  # INFO: `listening` hears the tunnel
     s = fresh_server.connect()
     conns = children(fresh_server.pid)
     assert len(conns) == 1
@@ -717,7 +741,8 @@ def test_server_killed_while_tunnels_are_open(fresh_server, target, caplog):
 
     th = threading.Thread(target=block)
     th.start()
-    b = connect(port)  # the blocking tunnel serves
+    assert listening.wait(30)
+    b = socket.create_connection(("127.0.0.1", port))  # the blocking tunnel serves
     b.sendall(b"y")
     assert b.recv(1) == b"y"
 
