@@ -334,10 +334,9 @@ struct write_op {
 };
 
 static int
-write_round(void *state, ssh_session ssh, int idle)
+write_round(void *state, ssh_session ssh, int Py_UNUSED(idle))
 {
     struct write_op *op = state;
-    (void)idle;
     long w = pyssh_chanio_write(&op->ch->io, ssh, op->buf, op->len);
     if (w == PYSSH_CHANIO_CLOSED) {
         return CHANNEL_GONE;
@@ -377,10 +376,9 @@ capi_channel_write(pyssh_channel *ch, const void *buf, size_t len, double timeou
 }
 
 static int
-eof_round(void *state, ssh_session ssh, int idle)
+eof_round(void *state, ssh_session ssh, int Py_UNUSED(idle))
 {
     pyssh_channel *ch = state;
-    (void)idle;
     if (ch->io.remote_closed) {
         return 0; /* nobody to tell */
     }
@@ -414,12 +412,10 @@ struct read_op {
 /* stdout first, then stderr: what libssh holds, or the end once both are
  * drained after the server's EOF or close. */
 static int
-read_round(void *state, ssh_session ssh, int idle)
+read_round(void *state, ssh_session Py_UNUSED(ssh), int Py_UNUSED(idle))
 {
     struct read_op *op = state;
     pyssh_chanio *io = &op->ch->io;
-    (void)ssh;
-    (void)idle;
     for (int stream = 0; stream <= 1; stream++) {
         int n = pyssh_chanio_read(io, stream, op->buf, op->len);
         if (n != 0) {
@@ -479,12 +475,10 @@ signal_number(const char *name)
 /* The command's end as chanio recorded it: its status, minus a signal's
  * number, or -1 (closed without either). */
 static int
-exit_round(void *state, ssh_session ssh, int idle)
+exit_round(void *state, ssh_session Py_UNUSED(ssh), int Py_UNUSED(idle))
 {
     struct exit_op *op = state;
     const pyssh_chanio *io = &op->ch->io;
-    (void)ssh;
-    (void)idle;
     if (io->has_signal) {
         int n = signal_number(io->exit_signal);
         op->status = n > 0 ? -n : -1;

@@ -101,12 +101,10 @@ struct hup_wait {
 };
 
 static int
-hup_round(void *state, ssh_session ssh, int idle)
+hup_round(void *state, ssh_session Py_UNUSED(ssh), int Py_UNUSED(idle))
 {
     struct hup_wait *h = state;
     pyssh_chanio *io = &h->ch->io;
-    (void)ssh;
-    (void)idle;
     if (!h->sent) {
         h->sent = 1;
         if (!pyssh_chanio_ended(io)) {
@@ -202,7 +200,6 @@ struct exec_arg {
     const char *command;
     PyObject *env; /* list of (bytes, bytes) */
     Py_ssize_t env_done;
-    int phase;   /* 0 open, 1 env, 2 exec */
     int refused; /* what the server refused: REFUSED_ENV, REFUSED_EXEC, or 0 */
 };
 
@@ -224,15 +221,11 @@ exec_step(ssh_session ssh, void *p)
     if (ch->io.chan == NULL && pyssh_chanio_new(&ch->io, ssh) < 0) {
         return PYSSH_FAILED;
     }
-    if (a->phase == 0) {
-        /* a refusal (PYSSH_REFUSED) is explained by errors.c (MaxSessions) */
-        rc = pyssh_chanio_open_session(&ch->io);
-        if (rc != 0) {
-            return rc;
-        }
-        a->phase = 1;
+    /* a refusal (PYSSH_REFUSED) is explained by errors.c (MaxSessions) */
+    if (!ch->io.opened && (rc = pyssh_chanio_open_session(&ch->io)) != 0) {
+        return rc;
     }
-    while (a->phase == 1 && a->env_done < PyList_GET_SIZE(a->env)) {
+    while (a->env_done < PyList_GET_SIZE(a->env)) {
         PyObject *pair = PyList_GET_ITEM(a->env, a->env_done);
         rc = map_rc(ssh_channel_request_env(ch->io.chan,
                                             PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
@@ -245,7 +238,6 @@ exec_step(ssh_session ssh, void *p)
         }
         a->env_done++;
     }
-    a->phase = 2;
     rc = map_rc(ssh_channel_request_exec(ch->io.chan, a->command));
     if (rc == PYSSH_FAILED) {
         a->refused = REFUSED_EXEC;
@@ -355,7 +347,7 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
     if (env_list == NULL) {
         goto done;
     }
-    struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0, 0};
+    struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0};
     if (pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError, "starting the command") <
         0) {
         explain_refusal(st, &a);
@@ -1173,7 +1165,8 @@ fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum xfer_mode 
     struct xfer X = {.ch = self, .mode = mode, .cap = IO_BUF};
     PyObject *progress = Py_None, *result = NULL;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iK|OO&", kwlist, &X.fd, &X.left, &progress,
+    const char *fmt = mode == X_RECV_FD ? "iK|OO&:recv_to_fd" : "iK|OO&:send_from_fd";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &X.fd, &X.left, &progress,
                                      pyssh_deadline_conv, &dl)) {
         return NULL;
     }
@@ -1202,26 +1195,21 @@ done:
     return result;
 }
 
-PyDoc_STRVAR(chanobj_recv_to_fd_doc,
-             "recv_to_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
-             "Write exactly `size` bytes of the command's stdout to file descriptor `fd`.\n"
-             "`progress(bytes_so_far)` is called a few times a second and at the end.");
+/* recv_to_fd() and send_from_fd(): one implementation, two directions (as
+ * session.c's AUTH_METHOD makes its methods). */
+#define FD_METHOD(name, mode, doc)                                                                 \
+    PyDoc_STRVAR(chanobj_##name##_doc, #name "($self, fd, size, /, progress=None, timeout=None)\n" \
+                                             "--\n\n" doc);                                        \
+    static PyObject *chanobj_##name(ChannelObject *self, PyObject *args, PyObject *kwds)           \
+    {                                                                                              \
+        return fd_transfer(self, args, kwds, mode);                                                \
+    }
 
-static PyObject *
-chanobj_recv_to_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
-{
-    return fd_transfer(self, args, kwds, X_RECV_FD);
-}
-
-PyDoc_STRVAR(chanobj_send_from_fd_doc,
-             "send_from_fd($self, fd, size, /, progress=None, timeout=None)\n--\n\n"
-             "Send exactly `size` bytes read from file descriptor `fd` to the command's stdin.");
-
-static PyObject *
-chanobj_send_from_fd(ChannelObject *self, PyObject *args, PyObject *kwds)
-{
-    return fd_transfer(self, args, kwds, X_SEND_FD);
-}
+FD_METHOD(recv_to_fd, X_RECV_FD,
+          "Write exactly `size` bytes of the command's stdout to file descriptor `fd`.\n"
+          "`progress(bytes_so_far)` is called a few times a second and at the end.")
+FD_METHOD(send_from_fd, X_SEND_FD,
+          "Send exactly `size` bytes read from file descriptor `fd` to the command's stdin.")
 
 static int
 send_eof_step(ssh_session ssh, void *p)
@@ -1324,15 +1312,9 @@ static PyType_Slot chanobj_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec chanobj_spec = {
+PyType_Spec pyssh_channel_spec = {
     .name = "pyssh._ssh.Channel",
     .basicsize = sizeof(ChannelObject),
     .flags = Py_TPFLAGS_DEFAULT,
     .slots = chanobj_slots,
 };
-
-int
-pyssh_channel_setup_type(PyObject *module, pyssh_state *st)
-{
-    return pyssh_add_type(module, &chanobj_spec, &st->ChannelType);
-}

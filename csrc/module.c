@@ -141,13 +141,9 @@ module_exec(PyObject *module)
     if (pyssh_session_setup_type(module, st) < 0) {
         return -1;
     }
-    if (pyssh_tunnel_setup_type(module, st) < 0) {
-        return -1;
-    }
-    if (pyssh_sftp_setup_type(module, st) < 0) {
-        return -1;
-    }
-    if (pyssh_channel_setup_type(module, st) < 0) {
+    if (pyssh_add_type(module, &pyssh_tunnel_spec, &st->TunnelType) < 0 ||
+        pyssh_add_type(module, &pyssh_sftp_spec, &st->SFTPType) < 0 ||
+        pyssh_add_type(module, &pyssh_channel_spec, &st->ChannelType) < 0) {
         return -1;
     }
     if (pyssh_scp_setup(module) < 0) {

@@ -262,7 +262,8 @@ void pyssh_unclaim(pyssh_claim *c);
 /* capi.c: the C API capsule, pyssh._ssh._C_API (pyssh/include/pyssh_capi.h) */
 int pyssh_capi_setup(PyObject *module);
 
-int pyssh_channel_setup_type(PyObject *module, pyssh_state *st);
+/* The heap types' specs of the files that need no more set-up (module.c adds them). */
+extern PyType_Spec pyssh_channel_spec, pyssh_sftp_spec, pyssh_tunnel_spec;
 
 /* ---- guard.c: what the server may open and ask ------------------------------ */
 
@@ -273,8 +274,6 @@ void pyssh_guard_setup(SessionObject *self);
 
 /* ---- tunnel.c: pyssh._ssh.Tunnel ------------------------------------------- */
 
-int pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st);
-
 /* A forwarded-tcpip channel the server opens for `port` (lock held, inside
  * libssh): a new channel handed to the remote forward listening on that port,
  * which libssh then confirms; or NULL with *why set: no forward of this
@@ -283,8 +282,6 @@ ssh_channel pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, 
                                    int orig_port, const char **why);
 
 /* ---- sftp.c: pyssh._ssh.SFTP ----------------------------------------------- */
-
-int pyssh_sftp_setup_type(PyObject *module, pyssh_state *st);
 
 /* ---- wait.c: the one blocking loop --------------------------------------- */
 

@@ -184,7 +184,7 @@ struct want {
 struct op {
     SFTPObject *s;
     enum op_kind kind;
-    int phase;                  /* OP_START: 0 open, 1 subsystem, 2 INIT sent */
+    int phase;                  /* OP_START: 0 opening, 2 INIT queued */
     const char *protocol_error; /* the server broke the protocol: why */
     int done;
     /* OP_START: VERSION after its type; OP_REQUEST: the replies to `nwant` requests */
@@ -613,13 +613,9 @@ static int
 open_subsystem(struct op *o)
 {
     SFTPObject *s = o->s;
-    int rc;
-    if (o->phase == 0) {
-        rc = pyssh_chanio_open_session(&s->io);
-        if (rc != 0) {
-            return rc;
-        }
-        o->phase = 1;
+    int rc = s->io.opened ? 0 : pyssh_chanio_open_session(&s->io);
+    if (rc != 0) {
+        return rc;
     }
     rc = ssh_channel_request_subsystem(s->io.chan, "sftp");
     if (rc == SSH_AGAIN) {
@@ -712,12 +708,7 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->next_id = 1;
     pyssh_chanio_init(&self->io, self->session, NULL, NULL);
     self->io.drop_stderr = 1; /* the subsystem's stderr: nothing to do with it */
-    self->in = malloc(IN_MAX);
-    if (self->in == NULL) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
-    }
-    return (PyObject *)self;
+    return (PyObject *)self;  /* `in` is made by start(): an unstarted one costs no 1 MiB */
 }
 
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
@@ -1017,6 +1008,10 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
         unclaim(self);
         PyErr_SetString(PyExc_RuntimeError, "the SFTP channel is already started");
         return NULL;
+    }
+    if (self->in == NULL && (self->in = malloc(IN_MAX)) == NULL) {
+        unclaim(self);
+        return PyErr_NoMemory();
     }
     /* Started from here, before the lock (its wait releases the GIL): a second
      * start() must not make a second channel. */
@@ -1601,15 +1596,9 @@ static PyType_Slot sftp_slots[] = {{Py_tp_new, sftp_new},         {Py_tp_dealloc
                                    {Py_tp_methods, sftp_methods}, {Py_tp_getset, sftp_getset},
                                    {Py_tp_doc, (void *)sftp_doc}, {0, NULL}};
 
-static PyType_Spec sftp_spec = {
+PyType_Spec pyssh_sftp_spec = {
     .name = "pyssh._ssh.SFTP",
     .basicsize = sizeof(SFTPObject),
     .flags = Py_TPFLAGS_DEFAULT,
     .slots = sftp_slots,
 };
-
-int
-pyssh_sftp_setup_type(PyObject *module, pyssh_state *st)
-{
-    return pyssh_add_type(module, &sftp_spec, &st->SFTPType);
-}

@@ -1330,15 +1330,9 @@ static PyType_Slot tunnel_slots[] = {
     {Py_tp_new, tunnel_new},       {Py_tp_dealloc, tunnel_dealloc}, {Py_tp_methods, tunnel_methods},
     {Py_tp_getset, tunnel_getset}, {Py_tp_doc, (void *)tunnel_doc}, {0, NULL}};
 
-static PyType_Spec tunnel_spec = {
+PyType_Spec pyssh_tunnel_spec = {
     .name = "pyssh._ssh.Tunnel",
     .basicsize = sizeof(TunnelObject),
     .flags = Py_TPFLAGS_DEFAULT,
     .slots = tunnel_slots,
 };
-
-int
-pyssh_tunnel_setup_type(PyObject *module, pyssh_state *st)
-{
-    return pyssh_add_type(module, &tunnel_spec, &st->TunnelType);
-}
