@@ -308,7 +308,8 @@ pyssh_chanio_step(ssh_session ssh, void *p)
 /* ---- with the GIL ---------------------------------------------------------------------- */
 
 PyObject *
-pyssh_chanuser_new(PyTypeObject *type, PyObject *args, PyObject *kwds, const char *fmt)
+pyssh_chanuser_new(PyTypeObject *type, PyObject *args, PyObject *kwds, const char *fmt,
+                   int (*init)(PyObject *self))
 {
     static char *kwlist[] = {"session", NULL};
     PyObject *session;
@@ -318,8 +319,14 @@ pyssh_chanuser_new(PyTypeObject *type, PyObject *args, PyObject *kwds, const cha
         return NULL;
     }
     pyssh_chanuser *self = (pyssh_chanuser *)type->tp_alloc(type, 0);
-    if (self != NULL) {
-        self->session = (SessionObject *)Py_NewRef(session);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->session = (SessionObject *)Py_NewRef(session);
+    self->pid = pyssh_getpid();
+    if (init((PyObject *)self) < 0) {
+        Py_DECREF(self);
+        return NULL;
     }
     return (PyObject *)self;
 }

@@ -144,14 +144,18 @@ int pyssh_chanio_step(ssh_session ssh, void *job);
 
 /* ---- with the GIL: what Channel, SFTP and Tunnel share ------------------------- */
 
-/* The objects that use channels start with this header: their session. */
+/* The objects that use channels start with this header: their session, and
+ * the pid of the process that made them. */
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
+    long pid;
 } pyssh_chanuser;
 
 /* tp_new of a channel user: `fmt` ("O!:SFTP") parses one Session; a new
- * zeroed object of `type` holding it, or NULL. */
-PyObject *pyssh_chanuser_new(PyTypeObject *type, PyObject *args, PyObject *kwds, const char *fmt);
+ * zeroed object of `type` holding it and this process's pid, set up by `init`
+ * (0, or -1 with an exception set: the object is released); or NULL. */
+PyObject *pyssh_chanuser_new(PyTypeObject *type, PyObject *args, PyObject *kwds, const char *fmt,
+                             int (*init)(PyObject *self));
 
 /* Close `io`'s channel from code holding the GIL (close(), the error paths,
  * dealloc): takes the session lock with the GIL released, sends `signal`

@@ -54,31 +54,33 @@ struct xfer;
 
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
-    pyssh_chanio io;                      /* io.chan: NULL until opened, and again once closed */
-    pyssh_claim claim;                    /* the method running (GIL) */
-    int exec_sent;                        /* the command was started */
-    double exec_at;                       /* when (pyssh_monotonic) */
+    long pid;           /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
+    pyssh_chanio io;    /* io.chan: NULL until opened, and again once closed */
+    pyssh_claim claim;  /* the method running (GIL) */
+    int exec_sent;      /* the command was started */
+    double exec_at;     /* when (pyssh_monotonic) */
     char errtail[4096]; /* the last of stderr, kept by read()/write()... (ERRTAIL) */
     size_t errlen;
-    long pid;
 } ChannelObject;
 
 /* ---- what arrives (inside libssh, lock held) ------------------------------------ */
 
 /* ---- lifetime ---------------------------------------------------------------- */
 
-static PyObject *
-chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+static int
+chanobj_init(PyObject *obj)
 {
-    ChannelObject *self = (ChannelObject *)pyssh_chanuser_new(type, args, kwds, "O!:Channel");
-    if (self == NULL) {
-        return NULL;
-    }
+    ChannelObject *self = (ChannelObject *)obj;
     /* data is taken only inside this channel's own steps (their jobs' take);
      * in another thread's step on the session libssh keeps it */
     pyssh_chanio_init(&self->io, self->session, NULL, NULL);
-    self->pid = pyssh_getpid();
-    return (PyObject *)self;
+    return 0;
+}
+
+static PyObject *
+chanobj_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    return pyssh_chanuser_new(type, args, kwds, "O!:Channel", chanobj_init);
 }
 
 /* A command closed just after it started may miss its SIGHUP. OpenSSH's sshd

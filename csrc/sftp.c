@@ -34,10 +34,10 @@
 
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
-    pyssh_chanio io;                      /* io.chan: NULL until started, and again once closed */
-    pyssh_claim claim;                    /* the method running (GIL) */
+    long pid;          /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
+    pyssh_chanio io;   /* io.chan: NULL until started, and again once closed */
+    pyssh_claim claim; /* the method running (GIL) */
     int started;
-    long pid;
     uint32_t next_id;
     /* touched with the session lock held */
     char *in; /* bytes received, frames not yet parsed */
@@ -697,18 +697,20 @@ op_round(void *state, ssh_session ssh, int idle)
 
 /* ---- lifetime ----------------------------------------------------------------------- */
 
-static PyObject *
-sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+static int
+sftp_init(PyObject *obj)
 {
-    SFTPObject *self = (SFTPObject *)pyssh_chanuser_new(type, args, kwds, "O!:SFTP");
-    if (self == NULL) {
-        return NULL;
-    }
-    self->pid = pyssh_getpid();
+    SFTPObject *self = (SFTPObject *)obj;
     self->next_id = 1;
     pyssh_chanio_init(&self->io, self->session, NULL, NULL);
     self->io.drop_stderr = 1; /* the subsystem's stderr: nothing to do with it */
-    return (PyObject *)self;  /* `in` is made by start(): an unstarted one costs no 1 MiB */
+    return 0;                 /* `in` is made by start(): an unstarted one costs no 1 MiB */
+}
+
+static PyObject *
+sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    return pyssh_chanuser_new(type, args, kwds, "O!:SFTP", sftp_init);
 }
 
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.

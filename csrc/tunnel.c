@@ -75,6 +75,7 @@ typedef struct handover {
 
 struct TunnelObject {
     PyObject_HEAD SessionObject *session; /* strong reference */
+    long pid; /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
     int kind;
     int configured;
     /* LOCAL */
@@ -107,7 +108,6 @@ struct TunnelObject {
     pyssh_waiter wake;
     pyssh_pollset ps;
     int fds_cap;
-    long pid;
 };
 
 /* The session's remote forwards, and which tunnel has a global request
@@ -850,30 +850,31 @@ tunnel_step(ssh_session ssh, void *p)
 
 /* ---- lifetime ------------------------------------------------------------------------- */
 
-static PyObject *
-tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+static int
+tunnel_init(PyObject *obj)
 {
-    TunnelObject *self = (TunnelObject *)pyssh_chanuser_new(type, args, kwds, "O!:Tunnel");
-    if (self == NULL) {
-        return NULL;
-    }
+    TunnelObject *self = (TunnelObject *)obj;
     self->lfd = PYSSH_INVALID_SOCKET;
     self->max_conns = -1;
     self->idle_timeout = -1;
-    self->pid = pyssh_getpid();
     self->wake.rd = self->wake.wr = PYSSH_INVALID_SOCKET;
     int err = pyssh_waiter_open(&self->wake);
     if (err != 0) {
-        Py_DECREF(self);
         pyssh_set_socket_error(err);
-        return NULL;
+        return -1;
     }
     self->scratch = malloc(READ_MAX);
     if (self->scratch == NULL) {
-        Py_DECREF(self);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
-    return (PyObject *)self;
+    return 0;
+}
+
+static PyObject *
+tunnel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    return pyssh_chanuser_new(type, args, kwds, "O!:Tunnel", tunnel_init);
 }
 
 /* Lock held: this tunnel no longer takes the server's connections. */
