@@ -53,6 +53,30 @@ static PyStructSequence_Field counts_fields[] = {
     {"open", "connections open now"},  {NULL, NULL},
 };
 
+static PyStructSequence_Field target_fields[] = {
+    {"host", "the host to connect to, after ~/.ssh/config"},
+    {"user", "the user"},
+    {"port", "the port"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field server_key_fields[] = {
+    {"type", "the key's type (\"ssh-ed25519\")"},
+    {"sha256", "its SHA256 fingerprint (\"SHA256:...\")"},
+    {"sha1", "its SHA1 hash, hex"},
+    {"base64", "the key, base64 (as in known_hosts)"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field hop_key_fields[] = {
+    {"hop", "which jump host asked (1: the first)"},
+    {"host", "its name"},
+    {"port", "its port"},
+    {"type", "its key's type"},
+    {"sha256", "its key's SHA256 fingerprint"},
+    {"base64", "its key, base64"},
+    {"libssh_state", "what libssh's own check said (for the log)"},
+    {NULL, NULL},
+};
+
 static PyStructSequence_Desc named_results[] = {
     {"pyssh._ssh.RunResult", "How a command ended (Channel.run).", run_fields, 7},
     {"pyssh._ssh.SFTPAttrs", "A file's attributes as the server sent them; None where absent.",
@@ -60,13 +84,18 @@ static PyStructSequence_Desc named_results[] = {
     {"pyssh._ssh.SFTPTransfer", "How an SFTP download, upload or write ended.", transfer_fields, 4},
     {"pyssh._ssh.SFTPRead", "What an SFTP read brought.", read_fields, 3},
     {"pyssh._ssh.TunnelCounts", "A tunnel's counters.", counts_fields, 5},
+    {"pyssh._ssh.Target", "Where a session connects (Session._configure).", target_fields, 3},
+    {"pyssh._ssh.ServerKey", "The server's host key (Session._server_key).", server_key_fields, 4},
+    {"pyssh._ssh.HopKey", "A jump host's key, for its verdict (Session._connect).", hop_key_fields,
+     7},
 };
 
 static PyTypeObject **
 named_slot(pyssh_state *st, int i)
 {
-    PyTypeObject **slots[] = {&st->RunResultType, &st->SFTPAttrsType, &st->SFTPTransferType,
-                              &st->SFTPReadType, &st->TunnelCountsType};
+    PyTypeObject **slots[] = {&st->RunResultType, &st->SFTPAttrsType,    &st->SFTPTransferType,
+                              &st->SFTPReadType,  &st->TunnelCountsType, &st->TargetType,
+                              &st->ServerKeyType, &st->HopKeyType};
     return slots[i];
 }
 

@@ -95,6 +95,9 @@ typedef struct {
     PyTypeObject *SFTPTransferType;
     PyTypeObject *SFTPReadType;
     PyTypeObject *TunnelCountsType;
+    PyTypeObject *TargetType;
+    PyTypeObject *ServerKeyType;
+    PyTypeObject *HopKeyType;
     PyObject *exc[PYSSH_EXC_COUNT];
     PyObject *logger; /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;

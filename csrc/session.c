@@ -634,7 +634,10 @@ configure_result(SessionObject *self)
         }
     }
     pyssh_unlock(self);
-    PyObject *result = Py_BuildValue("(zzI)", host, user, port);
+    PyObject *v[3] = {host != NULL ? PyUnicode_FromString(host) : Py_NewRef(Py_None),
+                      user != NULL ? PyUnicode_FromString(user) : Py_NewRef(Py_None),
+                      PyLong_FromUnsignedLong(port)};
+    PyObject *result = pyssh_named_result(self->state->TargetType, v, 3);
     ssh_string_free_char(host);
     ssh_string_free_char(user);
     return result;
@@ -734,10 +737,10 @@ connect_step(ssh_session ssh, void *p)
     return rc == SSH_AGAIN ? PYSSH_AGAIN : PYSSH_FAILED;
 }
 
-/* The hop waiting for a verdict, as _connect returns it (GIL held). Copied out
+/* The hop waiting for a verdict, as _connect returns it (a HopKey; GIL held). Copied out
  * under the jump's lock, then built without it (building may run Python code). */
 static PyObject *
-hop_tuple(struct pyssh_jump *j)
+hop_tuple(pyssh_state *st, struct pyssh_jump *j)
 {
     struct pyssh_hop h = {0};
     int n;
@@ -752,8 +755,14 @@ hop_tuple(struct pyssh_jump *j)
     PyThread_release_lock(j->mu);
     PyObject *t = NULL;
     if (h.host && h.key_type && h.fingerprint && h.key_b64) {
-        t = Py_BuildValue("(isIsssi)", n, h.host, h.port, h.key_type, h.fingerprint, h.key_b64,
-                          h.libssh_state);
+        PyObject *v[7] = {PyLong_FromLong(n),
+                          PyUnicode_FromString(h.host),
+                          PyLong_FromUnsignedLong(h.port),
+                          PyUnicode_FromString(h.key_type),
+                          PyUnicode_FromString(h.fingerprint),
+                          PyUnicode_FromString(h.key_b64),
+                          PyLong_FromLong(h.libssh_state)};
+        t = pyssh_named_result(st->HopKeyType, v, 7);
     }
     else {
         PyErr_NoMemory();
@@ -830,7 +839,7 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     CHECK_OPEN(self, NULL);
     if (rc == CONNECT_HOP) {
-        return hop_tuple(a.jump);
+        return hop_tuple(self->state, a.jump);
     }
     Py_RETURN_NONE;
 }
@@ -890,7 +899,9 @@ session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
 
     PyObject *result = NULL;
     if (ok) {
-        result = Py_BuildValue("(ssss)", type, fp256, hex1, b64);
+        PyObject *v[4] = {PyUnicode_FromString(type), PyUnicode_FromString(fp256),
+                          PyUnicode_FromString(hex1), PyUnicode_FromString(b64)};
+        result = pyssh_named_result(self->state->ServerKeyType, v, 4);
     }
     else if (self->ssh == NULL) {
         pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");

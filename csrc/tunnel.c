@@ -1176,8 +1176,10 @@ static PyObject *
 tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_connections", "idle_timeout", NULL};
-    PyObject *maxobj = Py_None, *idleobj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:run", kwlist, &maxobj, &idleobj)) {
+    PyObject *maxobj = Py_None;
+    pyssh_deadline idle = PYSSH_NO_DEADLINE; /* its seconds: the one timeout converter */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO&:run", kwlist, &maxobj, pyssh_deadline_conv,
+                                     &idle)) {
         return NULL;
     }
     if (claim(self, "run", 1) < 0) {
@@ -1195,15 +1197,8 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
             goto done;
         }
     }
-    double idle = -1;
-    if (idleobj != Py_None) {
-        idle = PyFloat_AsDouble(idleobj);
-        if (idle == -1 && PyErr_Occurred()) {
-            goto done;
-        }
-    }
     self->max_conns = maxc;
-    self->idle_timeout = idle;
+    self->idle_timeout = idle.timeout;
     self->idle_since = pyssh_monotonic();
     /* `stopping` is not cleared here: a stop() made before this run() began (the
      * Python layer's close() may come before its thread gets here) would be lost,

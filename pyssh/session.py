@@ -261,7 +261,7 @@ class Session(_ssh.Session):
         self.host = ""
         self.port = 22
         self._identity: Optional[str] = None
-        self._hostkey: Optional[Tuple[str, str, str, str]] = None
+        self._hostkey: Optional[_ssh.ServerKey] = None
         self._known_hosts: Optional[str] = None
         self._tunnels: Set[_tunnel.Tunnel] = set()
 
@@ -288,7 +288,7 @@ class Session(_ssh.Session):
             return "<ssh session>\ndisconnected"
         return (
             f"<ssh session>\nconnected: {_format_target(self.user, self.host, self.port)}\n"
-            f"server: {self._hostkey[1]}"
+            f"server: {self._hostkey.sha256}"
         )
 
     __str__ = __repr__
@@ -688,7 +688,8 @@ def _record_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFile
 
 
 def _target_key(s: Session) -> _ServerKey:
-    key_type, sha256, _, b64 = s._hostkey  # type: ignore[misc]
+    assert s._hostkey is not None  # set by _handshake before host keys are checked
+    key_type, sha256, b64 = s._hostkey.type, s._hostkey.sha256, s._hostkey.base64
     return _ServerKey(s.host, s.port, key_type, sha256, base64.b64decode(b64))
 
 
@@ -703,7 +704,15 @@ def _connect_through_proxy(
     try:
         hop = s._connect(-1, timeout=deadline.left(), what=what)
         while hop is not None:
-            n, host, port, key_type, fingerprint, b64, state = hop
+            n, host, port, key_type, fingerprint, b64, state = (
+                hop.hop,
+                hop.host,
+                hop.port,
+                hop.type,
+                hop.sha256,
+                hop.base64,
+                hop.libssh_state,
+            )
             log.debug(
                 "ProxyJump hop %d: %s port %d sent %s key %s (libssh's known-host state %d)",
                 n,
