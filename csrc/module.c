@@ -77,6 +77,13 @@ static PyStructSequence_Field hop_key_fields[] = {
     {NULL, NULL},
 };
 
+static PyStructSequence_Field name_fields[] = {
+    {"name", "the entry's name (checked: one safe component)"},
+    {"longname", "the server's ls -l line"},
+    {"attrs", "its SFTPAttrs"},
+    {NULL, NULL},
+};
+
 static PyStructSequence_Desc named_results[] = {
     {"pyssh._ssh.RunResult", "How a command ended (Channel.run).", run_fields, 7},
     {"pyssh._ssh.SFTPAttrs", "A file's attributes as the server sent them; None where absent.",
@@ -88,6 +95,7 @@ static PyStructSequence_Desc named_results[] = {
     {"pyssh._ssh.ServerKey", "The server's host key (Session._server_key).", server_key_fields, 4},
     {"pyssh._ssh.HopKey", "A jump host's key, for its verdict (Session._connect).", hop_key_fields,
      7},
+    {"pyssh._ssh.SFTPName", "An entry of a NAME reply.", name_fields, 3},
 };
 
 static PyTypeObject **
@@ -95,7 +103,7 @@ named_slot(pyssh_state *st, int i)
 {
     PyTypeObject **slots[] = {&st->RunResultType, &st->SFTPAttrsType,    &st->SFTPTransferType,
                               &st->SFTPReadType,  &st->TunnelCountsType, &st->TargetType,
-                              &st->ServerKeyType, &st->HopKeyType};
+                              &st->ServerKeyType, &st->HopKeyType,       &st->SFTPNameType};
     return slots[i];
 }
 

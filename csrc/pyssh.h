@@ -98,6 +98,7 @@ typedef struct {
     PyTypeObject *TargetType;
     PyTypeObject *ServerKeyType;
     PyTypeObject *HopKeyType;
+    PyTypeObject *SFTPNameType;
     PyObject *exc[PYSSH_EXC_COUNT];
     PyObject *logger; /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;

@@ -901,8 +901,10 @@ names_py(pyssh_state *st, const struct sftp_reply *r)
         struct sftp_name e;
         PyObject *item = NULL;
         if (sftp_name_next(&c, &e, &why) == 0) {
-            item = Py_BuildValue("(y#y#N)", e.name, (Py_ssize_t)e.name_len, e.longname,
-                                 (Py_ssize_t)e.long_len, attrs_py(st, &e.attrs));
+            PyObject *v[3] = {PyBytes_FromStringAndSize(e.name, (Py_ssize_t)e.name_len),
+                              PyBytes_FromStringAndSize(e.longname, (Py_ssize_t)e.long_len),
+                              attrs_py(st, &e.attrs)};
+            item = pyssh_named_result(st->SFTPNameType, v, 3);
         }
         if (item == NULL) {
             Py_CLEAR(out);

@@ -84,6 +84,17 @@ class SFTPAttrs(
     def extended(self) -> Tuple[Tuple[bytes, bytes], ...]: ...
 
 @final
+class SFTPName(structseq[Any], Tuple[bytes, bytes, SFTPAttrs]):
+    if sys.version_info >= (3, 10):
+        __match_args__ = ("name", "longname", "attrs")
+    @property
+    def name(self) -> bytes: ...
+    @property
+    def longname(self) -> bytes: ...
+    @property
+    def attrs(self) -> SFTPAttrs: ...
+
+@final
 class SFTPTransfer(structseq[Any], Tuple[int, int, bytes, int]):
     if sys.version_info >= (3, 10):
         __match_args__ = ("moved", "status", "message", "local_errno")
