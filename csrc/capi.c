@@ -32,6 +32,7 @@
 struct pyssh_capi_channel {
     SessionObject *session;
     pyssh_chanio io; /* io.chan: NULL once the session closed under it */
+    long pid;        /* the opener's: a forked child must not use the parent's connection */
 };
 
 static void
@@ -259,6 +260,7 @@ open_channel(PyObject *session, struct open_op *op, double timeout, const char *
         return NULL;
     }
     ch->session = s;
+    ch->pid = pyssh_getpid();
     pyssh_chanio_init(&ch->io, s, NULL, ch);
     op->ch = ch;
     if (wait_for(s, open_step, op, timeout, what, err) < 0) {
@@ -308,8 +310,12 @@ usable(pyssh_channel *ch, const char *what, pyssh_error *err)
         set_err(err, PYSSH_E_ARGUMENT, "%s: the channel is NULL", what);
         return -1;
     }
+    if (ch->pid != pyssh_getpid()) {
+        pyssh_chanio_forget(&ch->io); /* the parent's: never touched here */
+    }
     if (ch->io.chan == NULL) {
-        set_err(err, PYSSH_E_CLOSED, "%s: the session is closed", what);
+        set_err(err, PYSSH_E_CLOSED, "%s: the session is closed (or it is another process's)",
+                what);
         return -1;
     }
     return 0;
@@ -520,7 +526,7 @@ capi_channel_close(pyssh_channel *ch)
         return;
     }
     SessionObject *s = ch->session;
-    if (ch->io.chan != NULL) {
+    if (ch->io.chan != NULL && ch->pid == pyssh_getpid()) {
         PyThread_acquire_lock(s->lock, WAIT_LOCK);
         if (!gone(ch)) {
             pyssh_chanio_release(&ch->io);

@@ -142,7 +142,10 @@ int
 pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, const char *orig,
                           int orig_port)
 {
-    return open_result(io, ssh_channel_open_forward(io->chan, host, port, orig, orig_port));
+    /* a refused direct-tcpip is the target's doing, not the channel limit's:
+     * libssh's message says why, without errors.c's MaxSessions advice */
+    int rc = open_result(io, ssh_channel_open_forward(io->chan, host, port, orig, orig_port));
+    return rc == PYSSH_REFUSED ? PYSSH_FAILED : rc;
 }
 
 void
@@ -186,12 +189,12 @@ pyssh_chanio_read(pyssh_chanio *io, int stream, char *dst, size_t room)
     }
     uint32_t want = held < room ? held : (uint32_t)room;
     int n = ssh_channel_read_timeout(io->chan, dst, want, stream, 0);
+    if (n == 0 || n == SSH_AGAIN) {
+        io->avail[stream] = 0; /* what avail[] counted is not there after all */
+        return 0;
+    }
     if (n < 0) {
         return PYSSH_FAILED;
-    }
-    if (n == 0) {
-        io->avail[stream] = 0; /* what libssh held went elsewhere */
-        return 0;
     }
     io->avail[stream] -= (uint32_t)n < held ? (uint32_t)n : held;
     pyssh_deadline_touch(io->dl);
@@ -262,8 +265,9 @@ pyssh_chanio_ended(const pyssh_chanio *io)
 static int
 rounds(ssh_session ssh, const pyssh_chanio_job *job)
 {
+    int rc;
     for (int i = 0; i < job->max; i++) {
-        int rc = job->round(job->state, ssh, 0);
+        rc = job->round(job->state, ssh, 0);
         if (rc != PYSSH_CHANIO_MORE) {
             return rc;
         }
@@ -278,7 +282,10 @@ rounds(ssh_session ssh, const pyssh_chanio_job *job)
             return rc == PYSSH_CHANIO_MORE ? PYSSH_AGAIN : rc;
         }
     }
-    return PYSSH_AGAIN;
+    /* `max` rounds: what the last read brought is dealt with before the wait,
+     * which may not come back until its slice ends if the socket stays quiet */
+    rc = job->round(job->state, ssh, 0);
+    return rc == PYSSH_CHANIO_MORE ? PYSSH_AGAIN : rc;
 }
 
 int

@@ -73,7 +73,8 @@ void pyssh_chanio_adopt(pyssh_chanio *io, pyssh_chanio *from);
 int pyssh_chanio_accept(pyssh_chanio *io, ssh_channel chan);
 
 /* Steps that open the channel: 0 (open), PYSSH_AGAIN, PYSSH_REFUSED (the
- * server said no) or PYSSH_FAILED. */
+ * server said no to a session: its channel limit, errors.c explains) or
+ * PYSSH_FAILED (a refused direct-tcpip too: its target, libssh says why). */
 int pyssh_chanio_open_session(pyssh_chanio *io);
 int pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, const char *orig,
                               int orig_port);

@@ -4,11 +4,11 @@
  * source in one loop, built on the shared wait helper (wait.c):
  *
  *   - run()'s step (pump_round, in chanio's rounds) runs with the session lock
- *     held and the GIL released. It copies
- *     what libssh has buffered for the channel into pyssh's buffers, writes stdin
- *     while the peer's window is open and libssh's output is flushed, then lets
- *     libssh read the socket once (ssh_event_dopoll with a zero timeout) and goes
- *     round again until the socket has nothing more or a buffer wants emptying.
+ *     held and the GIL released. It copies what libssh has buffered for the
+ *     channel into pyssh's buffers, writes stdin while the peer's window is open
+ *     and libssh's output is flushed, then chanio lets libssh read the socket
+ *     once (ssh_event_dopoll with a zero timeout) and goes round again until the
+ *     socket has nothing more or a buffer wants emptying.
  *   - Between steps pyssh_wait() polls the socket without the lock, so an idle
  *     command costs no CPU, and runs signal handlers (Ctrl-C).
  *   - run() itself holds the GIL: it hands full buffers to Python callbacks,
@@ -17,10 +17,11 @@
  * The channel's bytes move through the channel-I/O core (chanio.c): its
  * callbacks, reads, window-aware writes and the step's rounds.
  *
- * Taking the data: while run()'s step holds the lock, libssh's data callback
- * (chanio's, offering it to pump_take) copies what arrives straight into the sink, as much as the sink has
- * room for (all of it when the output is discarded: no copy at all), and returns
- * how much it took; libssh keeps the rest. With pyssh's libssh patch
+ * Taking the data: while run()'s step holds the lock, chanio's data callback
+ * offers what arrives to pump_take (the job's take), which copies it straight
+ * into the sink, as much as the sink has room for (all of it when the output
+ * is discarded: no copy at all), and returns how much it took; libssh keeps
+ * the rest. With pyssh's libssh patch
  * (vendor/patches/) the callback sees the data where it lies in the decrypted
  * packet, so each byte is copied once, into its destination. Outside run()'s
  * step (another thread's step on the same session, starting the command) the
@@ -416,14 +417,15 @@ static int
 sink_ready(const sink *k)
 {
     /* A callback gets large chunks while data flows, and whatever there is as
-     * soon as the socket is idle (pump_step's SSH_AGAIN branch). */
+     * soon as the socket is idle (pump_round's idle round). */
     if (k->kind == SINK_CALLBACK) {
         return k->len >= CALLBACK_READY;
     }
     return k->kind == SINK_CAPTURE && k->cap - k->len < CAPTURE_MIN;
 }
 
-/* Called from on_data, inside run()'s step: copy into the sink what it has room for. */
+/* run()'s take, offered what arrives by chanio's data callback inside run()'s
+ * step: copy into the sink what it has room for. */
 static uint32_t
 pump_take(void *state, int stream, const char *data, uint32_t len)
 {

@@ -651,7 +651,7 @@ take_in(struct op *o)
 /* One round of an operation's step: start the subsystem (start()), parse
  * replies, issue requests, send. */
 static int
-op_round(void *state, ssh_session ssh, int idle)
+op_round(void *state, ssh_session ssh, int Py_UNUSED(idle))
 {
     struct op *o = state;
     SFTPObject *s = o->s;
@@ -670,9 +670,8 @@ op_round(void *state, ssh_session ssh, int idle)
     if (o->protocol_error || op_finished(o)) {
         return 0;
     }
-    if (idle) {
-        return PYSSH_CHANIO_MORE; /* what arrived is in `in` or counted: wait */
-    }
+    /* idle too: what the last read freed is asked again, and what is queued
+     * (INIT) sent, before the wait */
     if ((o->kind == OP_DOWNLOAD || o->kind == OP_UPLOAD) && issue(o) < 0) {
         return PYSSH_FAILED;
     }

@@ -10,21 +10,25 @@
  * connection's socket, without the lock. No thread per connection, and the
  * session stays usable from other threads: they take the lock between steps.
  *
- * No byte is dropped. Server to local: libssh's data callback (on_data) copies
- * what arrives, from the decrypted packet (pyssh's libssh patch,
- * vendor/patches/), into the connection's buffer (CONN_BUF), which the step
+ * No byte is dropped. Server to local: the channel-I/O core's data callback
+ * (chanio.c) offers what arrives, from the decrypted packet (pyssh's libssh
+ * patch, vendor/patches/), to conn_take, which copies it into the connection's
+ * buffer (CONN_BUF), which the step
  * sends to the local socket in large writes (one send per 32 KiB packet cost
  * three times the system calls, and woke the application as often, for no gain
  * in speed). What the buffer has no room for stays in libssh, which reopens the
  * channel's window only as data is taken, so a slow local reader slows the
- * sender down; it is read into the buffer as the socket drains. Local to server: a local socket is read only while the channel's
- * window is open and libssh has flushed what it had, and never more than the
- * window, so ssh_channel_write() takes everything it is given and libssh's
- * output buffer stays small. EOF is passed on each way (shutdown(SHUT_WR) /
- * SSH_MSG_CHANNEL_EOF); the other direction keeps flowing.
+ * sender down; it is read into the buffer as the socket drains. Local to
+ * server: a local socket is read only while the channel's window is open and
+ * libssh has flushed what it had, and never more than the window, so libssh's
+ * output buffer stays small. A write can still take less, or nothing, than it
+ * was given (libssh sends no channel data during a key re-exchange): the rest
+ * is held back in the connection's `held` buffer and sent before the socket is
+ * read again, and EOF waits for it. EOF is passed on each way
+ * (shutdown(SHUT_WR) / SSH_MSG_CHANNEL_EOF); the other direction keeps flowing.
  *
  * Everything a connection's callbacks write is touched with the session lock
- * held. The callbacks act only inside this tunnel's own step (in_step): in
+ * held. conn_take acts only inside this tunnel's own step (in_step): in
  * another thread's step they record what libssh holds, and the wait helper
  * wakes this tunnel's loop (a step that read packets rings the others). */
 #include "chanio.h"
@@ -55,6 +59,8 @@ typedef struct conn {
     int readable, writable;      /* the local socket may have data / room */
     char *buf;                   /* CONN_BUF, made when first needed */
     size_t pos, len;             /* buf[pos..len): for the local socket */
+    char *held;                  /* READ_MAX, made when first needed: local bytes a write */
+    size_t hpos, hlen;           /* did not take yet, held[hpos..hlen) (a key re-exchange) */
     int local_eof;               /* the local side sent FIN, passed on as EOF */
     int shut;                    /* shutdown(SHUT_WR) done: the server's EOF passed on */
     int dead;                    /* the local socket failed: close everything */
@@ -259,6 +265,7 @@ conn_free(TunnelObject *t, conn *k, int session_alive, int force)
         t->idle_since = pyssh_monotonic();
     }
     free(k->buf);
+    free(k->held);
     free(k);
     return 0;
 }
@@ -412,12 +419,47 @@ conn_down(conn *k)
     return 0;
 }
 
+/* Send what a write held back: 1 when all of it is sent, 0 to wait, or
+ * PYSSH_FAILED. */
+static int
+send_held(ssh_session ssh, conn *k)
+{
+    while (k->hpos < k->hlen) {
+        long w = pyssh_chanio_write(&k->io, ssh, k->held + k->hpos, k->hlen - k->hpos);
+        if (w == PYSSH_CHANIO_CLOSED || w == 0) {
+            return 0;
+        }
+        if (w < 0) {
+            return PYSSH_FAILED;
+        }
+        k->hpos += (size_t)w;
+        k->up += (unsigned)w;
+    }
+    k->hpos = k->hlen = 0;
+    return 1;
+}
+
+/* Hold back what a write did not take of the `n` bytes read into scratch:
+ * 0, or PYSSH_FAILED (no memory). */
+static int
+hold(TunnelObject *t, conn *k, long w, long n)
+{
+    if (k->held == NULL && (k->held = malloc(READ_MAX)) == NULL) {
+        return PYSSH_FAILED;
+    }
+    memcpy(k->held, t->scratch + w, (size_t)(n - w));
+    k->hpos = 0;
+    k->hlen = (size_t)(n - w);
+    return 0;
+}
+
 /* Local to server: only within the window, and only with libssh's output
- * sent, so that the write takes all that was read. */
+ * sent; what a write does not take is held back and sent first next time. */
 static int
 conn_up(TunnelObject *t, ssh_session ssh, conn *k)
 {
-    while (k->readable && !k->local_eof && !k->io.remote_closed) {
+    int rc = send_held(ssh, k);
+    while (rc == 1 && k->readable && !k->local_eof && !k->io.remote_closed) {
         size_t want = pyssh_chanio_room(&k->io, ssh, READ_MAX);
         if (want == 0) {
             break; /* POLLOUT on the session socket, or the window adjust, wakes the loop */
@@ -432,16 +474,24 @@ conn_up(TunnelObject *t, ssh_session ssh, conn *k)
         if (n == 0) {
             k->local_eof = 1;
             k->readable = 0;
-            return pyssh_chanio_send_eof(&k->io);
+            break;
         }
         long w = pyssh_chanio_write(&k->io, ssh, t->scratch, (size_t)n);
         if (w == PYSSH_CHANIO_CLOSED) {
             break;
         }
-        if (w < 0) {
+        if (w < 0 || (w < n && hold(t, k, w, n) < 0)) {
             return PYSSH_FAILED;
         }
-        k->up += (unsigned)n;
+        k->up += (unsigned)w;
+        rc = w == n;
+    }
+    if (rc < 0) {
+        return PYSSH_FAILED;
+    }
+    /* the local side's EOF, once all that it sent has gone */
+    if (k->local_eof && k->hpos == k->hlen) {
+        return pyssh_chanio_send_eof(&k->io);
     }
     return 0;
 }
@@ -479,7 +529,8 @@ conn_finished(const conn *k)
     if (k->io.remote_closed && drained) {
         return 1; /* the server closed: nothing more can be sent */
     }
-    return k->local_eof && k->shut; /* EOF both ways, everything delivered */
+    /* EOF both ways, everything delivered (what was held back too) */
+    return k->local_eof && k->hpos == k->hlen && k->shut;
 }
 
 /* ---- accepting ------------------------------------------------------------------- */
@@ -569,7 +620,10 @@ handover_push(TunnelObject *owner, ssh_channel chan, const char *peer)
     snprintf(h->peer, sizeof(h->peer), "%s", peer);
     pyssh_chanio_init(&h->io, owner->session, NULL, h);
     h->io.drop_stderr = 1;
-    pyssh_chanio_accept(&h->io, chan);
+    if (pyssh_chanio_accept(&h->io, chan) < 0) {
+        free(h); /* what arrived would never be counted: refuse it */
+        return -1;
+    }
     handover **pp = &owner->incoming;
     while (*pp != NULL) {
         pp = &(*pp)->next;
@@ -826,7 +880,8 @@ step_locked(ssh_session ssh, TunnelObject *t)
             if (left <= 0) {
                 return 0;
             }
-            t->ps.wait_ms = (int)(left * 1000) + 1;
+            /* a wait is a slice of the wait helper's at most: no need for more */
+            t->ps.wait_ms = left > 60 ? 60000 : (int)(left * 1000) + 1;
         }
     }
     else if (t->stopping) {
