@@ -91,7 +91,7 @@ def libssh_version(full: bool = False) -> str:
 
 def get_include() -> str:
     """The directory of ``pyssh_capi.h``, pyssh's C API for other extensions: pass it
-    to ``Extension(include_dirs=[pyssh.get_include()])`` (README, "C API")."""
+    to ``Extension(include_dirs=[pyssh.get_include()])`` (docs/capi.md, "the C API")."""
     import os
 
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")

@@ -84,10 +84,12 @@ class ExecResult:
 
     @property
     def stdout_text(self) -> str:
+        """stdout decoded as UTF-8 (bytes that are not become U+FFFD)."""
         return self.stdout.decode("utf-8", "replace")
 
     @property
     def stderr_text(self) -> str:
+        """stderr decoded as UTF-8 (bytes that are not become U+FFFD)."""
         return self.stderr.decode("utf-8", "replace")
 
     @property

@@ -98,12 +98,15 @@ class SFTPAttributes:
         return a
 
     def is_dir(self) -> bool:
+        """The mode says directory (False when the server sent no mode)."""
         return self.st_mode is not None and _stat.S_ISDIR(self.st_mode)
 
     def is_file(self) -> bool:
+        """The mode says regular file (False when the server sent no mode)."""
         return self.st_mode is not None and _stat.S_ISREG(self.st_mode)
 
     def is_symlink(self) -> bool:
+        """The mode says symbolic link (False when the server sent no mode)."""
         return self.st_mode is not None and _stat.S_ISLNK(self.st_mode)
 
     def __repr__(self) -> str:
@@ -392,6 +395,7 @@ class SFTP:
 
     @property
     def closed(self) -> bool:
+        """True once the SFTP channel is closed (by close(), an error, or its session)."""
         return self._c.closed
 
     def __enter__(self) -> SFTP:

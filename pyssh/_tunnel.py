@@ -244,6 +244,7 @@ class Tunnel:
 
     @property
     def stats(self) -> TunnelStats:
+        """The counters so far: connections served, bytes each way, failures, open."""
         return _stats(self._c.stats)
 
     @property

@@ -991,11 +991,12 @@ def connect(
 ) -> Session:
     """Connect to ``"[user@]host[:port]"``, check the host key, authenticate.
 
-    See the README for the authentication order and the host key policies.
+    See docs/connect.md for the authentication order and docs/hostkeys.md for the
+    host key policies.
     ``ciphers``, ``kex``, ``macs`` and ``host_key_algorithms`` take a list of names
     (or one comma-separated str), most preferred first, as OpenSSH's ``-c``,
     ``-oKexAlgorithms``, ``-m`` and ``-oHostKeyAlgorithms`` do; they win over
-    ``~/.ssh/config``. pyssh's own cipher order is described in the README.
+    ``~/.ssh/config``. pyssh's own cipher order is described in docs/connect.md.
     Raises ConnectError, SSHTimeoutError, HostKeyMismatchError, UnknownHostKeyError,
     HostKeyRevokedError, AuthenticationError or PrivateKeyError (all SSHError, an
     OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).

@@ -114,13 +114,16 @@ class SSHServer:
 
     @property
     def pid(self) -> Optional[int]:
+        """The sshd's process id while it runs."""
         return self.proc.pid if self.proc else None
 
     @property
     def address(self) -> str:
+        """``user@host:port``, as pyssh.connect() takes it."""
         return f"{self.user}@{self.host}:{self.port}"
 
     def start(self) -> SSHServer:
+        """Start sshd with fresh keys in a temporary directory; returns self."""
         sshd = find_sshd()
         self.dir = tempfile.mkdtemp(prefix="pyssh-sshd-")
         os.chmod(self.dir, 0o755)  # sshd as root reads authorized_keys as the user
