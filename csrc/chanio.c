@@ -5,6 +5,43 @@
 
 /* ---- libssh's callbacks (inside libssh, lock held) ------------------------------- */
 
+/* The window doubles when a whole one came within a round trip: the peer was
+ * waiting for window adjusts, not for the path. Measured over at least one
+ * round trip (and 10 ms, so that a burst from the socket is not taken for a
+ * rate). */
+static void
+window_check(pyssh_chanio *io, uint32_t len)
+{
+    double rtt = io->session->rtt;
+    io->win_bytes += len;
+    if (io->win >= io->win_max || rtt < 0.001) {
+        return;
+    }
+    double now = pyssh_monotonic();
+    if (io->win_t0 == 0) {
+        io->win_t0 = now;
+        io->win_bytes = 0;
+        return;
+    }
+    double span = now - io->win_t0;
+    if (span < rtt || span < 0.01) {
+        return;
+    }
+    double per_rtt = (double)io->win_bytes * rtt / span;
+    io->win_t0 = now;
+    io->win_bytes = 0;
+#ifdef PYSSH_LIBSSH_WINDOW_TARGET
+    if (per_rtt >= 0.7 * io->win) {
+        uint32_t w = io->win > io->win_max / 2 ? io->win_max : io->win * 2;
+        if (ssh_channel_set_window(io->chan, w) == SSH_OK) {
+            io->win = w;
+        }
+    }
+#else
+    (void)per_rtt;
+#endif
+}
+
 /* `data`/`len`: all that libssh holds for the stream, oldest first. */
 static int
 on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, void *ud)
@@ -19,6 +56,9 @@ on_data(ssh_session s, ssh_channel c, void *data, uint32_t len, int is_stderr, v
     uint32_t taken = io->take != NULL ? io->take(io->state, stream, data, len) : 0;
     if (taken > 0) {
         pyssh_deadline_touch(io->dl);
+    }
+    if (io->win_max > 0 && len > io->avail[stream]) {
+        window_check(io, len - io->avail[stream]); /* what is new since last time */
     }
     io->avail[stream] = len - taken;
     return (int)taken;
@@ -128,6 +168,13 @@ open_result(pyssh_chanio *io, int rc)
     int r = pyssh_open_result(ssh_channel_get_session(io->chan), rc);
     if (r == 0) {
         io->opened = 1;
+        pyssh_chanio_grow(io, PYSSH_WINDOW_MAX);
+        /* a session open's round trip (open_t0 set): the server answers it at
+         * once, unlike a direct-tcpip, which waits for its connect */
+        double t = pyssh_monotonic() - io->open_t0;
+        if (io->open_t0 > 0 && t > 0 && (io->session->rtt == 0 || t < io->session->rtt)) {
+            io->session->rtt = t;
+        }
     }
     return r;
 }
@@ -135,6 +182,9 @@ open_result(pyssh_chanio *io, int rc)
 int
 pyssh_chanio_open_session(pyssh_chanio *io)
 {
+    if (io->open_t0 == 0) {
+        io->open_t0 = pyssh_monotonic();
+    }
     return open_result(io, ssh_channel_open_session(io->chan));
 }
 
@@ -179,6 +229,30 @@ pyssh_chanio_forget(pyssh_chanio *io)
 }
 
 /* ---- moving bytes -------------------------------------------------------------------- */
+
+void
+pyssh_chanio_grow(pyssh_chanio *io, uint32_t max)
+{
+    io->win_max = max < PYSSH_WINDOW_MIN ? PYSSH_WINDOW_MIN : max;
+    if (io->win == 0) {
+        io->win = PYSSH_WINDOW_MIN;
+    }
+    if (io->win > io->win_max) {
+        io->win = io->win_max; /* what was granted stays granted: it shrinks as data comes */
+#ifdef PYSSH_LIBSSH_WINDOW_TARGET
+        if (io->chan != NULL) {
+            ssh_channel_set_window(io->chan, io->win);
+        }
+#endif
+    }
+    io->win_t0 = 0;
+}
+
+uint32_t
+pyssh_chanio_window(const pyssh_chanio *io)
+{
+    return io->win ? io->win : PYSSH_WINDOW_MIN;
+}
 
 int
 pyssh_chanio_read(pyssh_chanio *io, int stream, char *dst, size_t room)

@@ -45,6 +45,12 @@ typedef struct pyssh_chanio {
     int drop_stderr;    /* stderr is not the owner's (SFTP, tunnels): dropped as it comes */
     int opened;         /* the server confirmed the open: there is something to close */
     int eof_sent;
+    double open_t0; /* when the open was asked for (a round-trip sample) */
+    /* the receive window (pyssh_chanio_grow): how far it may grow, how far it
+     * has, and the bytes counted since `win_t0` */
+    uint32_t win_max, win;
+    uint64_t win_bytes;
+    double win_t0;
     /* written by the callbacks (lock held) */
     uint32_t avail[2]; /* bytes libssh holds for stdout, stderr */
     int remote_eof, remote_closed;
@@ -78,6 +84,20 @@ int pyssh_chanio_accept(pyssh_chanio *io, ssh_channel chan);
 int pyssh_chanio_open_session(pyssh_chanio *io);
 int pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, const char *orig,
                               int orig_port);
+
+/* Let the channel's receive window grow up to `max` bytes (from libssh's 2
+ * MiB) while the path needs it: whenever the peer sends a whole window per
+ * round trip (the session's shortest channel open), the window doubles, so
+ * that it settles between one and about three times the bandwidth-delay
+ * product. libssh holds at most the window of unread data, so `max` bounds
+ * memory too. No growth on a path of under a millisecond (loopback, a LAN),
+ * nor with a libssh without pyssh's window patch. Lock held. */
+#define PYSSH_WINDOW_MIN (2u << 20)
+#define PYSSH_WINDOW_MAX (64u << 20)
+void pyssh_chanio_grow(pyssh_chanio *io, uint32_t max);
+
+/* The receive window now (PYSSH_WINDOW_MIN until it grew). */
+uint32_t pyssh_chanio_window(const pyssh_chanio *io);
 
 /* Up to `room` bytes of `stream` from what libssh holds for the channel, never
  * reading the socket: the count (0: nothing held), or PYSSH_FAILED. */

@@ -209,6 +209,9 @@ module_exec(PyObject *module)
     C(SSH_KNOWN_HOSTS_UNKNOWN);
     C(SSH_KNOWN_HOSTS_NOT_FOUND);
 #undef C
+    if (PyModule_AddIntConstant(module, "SFTP_STRIPE_AHEAD", PYSSH_SFTP_STRIPE_AHEAD) < 0) {
+        return -1;
+    }
     int aes = pyssh_cpu_has_aes();
     if (PyModule_AddIntConstant(module, "CPU_HAS_AES", aes) < 0) {
         return -1;

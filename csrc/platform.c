@@ -255,6 +255,17 @@ pyssh_pwrite(int fd, const void *buf, size_t n, unsigned long long offset)
     return pyssh_write(fd, buf, n);
 }
 
+int
+pyssh_ftruncate(int fd, unsigned long long size)
+{
+    errno_t e = _chsize_s(fd, (__int64)size);
+    if (e != 0) {
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
 long
 pyssh_getpid(void)
 {
@@ -466,6 +477,12 @@ long
 pyssh_pwrite(int fd, const void *buf, size_t n, unsigned long long offset)
 {
     return (long)pwrite(fd, buf, n, (off_t)offset);
+}
+
+int
+pyssh_ftruncate(int fd, unsigned long long size)
+{
+    return ftruncate(fd, (off_t)size);
 }
 
 long

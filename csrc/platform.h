@@ -104,6 +104,8 @@ long pyssh_pwrite(int fd, const void *buf, size_t n, unsigned long long offset);
  * PYSSH_HERE (write), retrying on EINTR: 0, or the errno of the failure. */
 #define PYSSH_HERE (~0ULL)
 int pyssh_write_all(int fd, const char *p, size_t n, unsigned long long offset);
+/* ftruncate(): 0, or -1 with errno set. */
+int pyssh_ftruncate(int fd, unsigned long long size);
 
 /* ---- the process, time, the CPU ----------------------------------------------------- */
 

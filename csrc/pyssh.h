@@ -209,6 +209,8 @@ typedef struct {
     struct ssh_counter_struct rcounter;
     void *rforwards;   /* tunnel.c: the remote forwards (ssh -R) on this session */
     pyssh_guard guard; /* guard.c; its callbacks run with the lock held */
+    double rtt;        /* chanio.c: the shortest channel open seen, seconds (0: none
+                          yet): the path's round trip, which sizes receive windows */
     PyObject *weakreflist;
 } SessionObject;
 
@@ -231,6 +233,12 @@ int pyssh_scp_setup(PyObject *module);
  * name_problem() for Python. */
 const char *pyssh_name_problem(const char *name, size_t n, int windows);
 extern PyMethodDef pyssh_names_methods[];
+
+/* sftp.c: a striped transfer starts no request this far past the lowest one
+ * still in flight, so whatever it leaves behind when it stops (a hole in the
+ * remote file) lies within this much of the end of what was written; Python's
+ * resume of an upload goes back that far (module constant SFTP_STRIPE_AHEAD). */
+#define PYSSH_SFTP_STRIPE_AHEAD (64 << 20)
 
 /* session.c: is `obj` a Session (the C type or a subclass)? Any thread. */
 int pyssh_is_session(PyObject *obj);

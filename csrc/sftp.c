@@ -25,12 +25,17 @@
 #include <errno.h>
 #include <string.h>
 
-#define IN_MAX         (1024 * 1024 + 64) /* the longest frame accepted from the server */
-#define INFLIGHT_MAX   64
-#define BATCH_MAX      64
-#define DISCARD_MAX    64
-#define ROUNDS_MAX     256
-#define EXT_FIELDS_MAX 11 /* statvfs@openssh.com's reply: 11 uint64 */
+#define IN_MAX           (1024 * 1024 + 64) /* the longest frame accepted from the server */
+#define INFLIGHT_MAX     512                /* requests of one transfer in flight on one channel */
+#define BATCH_MAX        64
+#define DISCARD_MAX      (INFLIGHT_MAX + BATCH_MAX)
+#define SEND_DISCARD_MAX 64 /* send()'s unanswered requests: then it waits */
+#define STRIPES_MAX      16
+#define STRIPE_AHEAD     PYSSH_SFTP_STRIPE_AHEAD
+/* A striped download's receive windows together stay within this. */
+#define STRIPED_WINDOWS (128u << 20)
+#define ROUNDS_MAX      256
+#define EXT_FIELDS_MAX  11 /* statvfs@openssh.com's reply: 11 uint64 */
 
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
@@ -162,6 +167,15 @@ take_avail(SFTPObject *self)
     return n;
 }
 
+/* A transfer's other channels (its stripes), or the other channels of
+ * start() and batch(): SFTP objects of the same session; a transfer's have the file
+ * open (its handle). */
+typedef struct {
+    int n;
+    SFTPObject *s[STRIPES_MAX];
+    Py_buffer handle[STRIPES_MAX];
+} stripelist;
+
 /* ---- operations --------------------------------------------------------------------- */
 
 enum op_kind { OP_START, OP_REQUEST, OP_DOWNLOAD, OP_UPLOAD };
@@ -181,6 +195,19 @@ struct want {
     int ext_fields;
 };
 
+/* The part of a file that a transfer moves, shared by its stripes (one op per
+ * channel): where the next request starts, where to stop, what the server
+ * said of the end. */
+struct span {
+    uint64_t next_offset, end; /* end: upload size; download: UINT64_MAX until EOF */
+    int eof;                   /* download: the server said EOF */
+    uint64_t eof_at;           /* where the file ended (UINT64_MAX: not seen) */
+    uint64_t data_end;         /* download: the end of the furthest data received */
+    uint64_t hole;             /* download: the first offset whose data was not kept */
+    struct op **ops;           /* the stripes (nops > 1), for lowest_in_flight */
+    int nops;
+};
+
 struct op {
     SFTPObject *s;
     enum op_kind kind;
@@ -197,13 +224,13 @@ struct op {
     const char *handle;
     size_t handle_len;
     int fd;
-    uint64_t next_offset, end; /* end: upload size; download: UINT64_MAX until EOF */
+    struct span *sp; /* own, or the one the stripes share */
+    struct span own;
     uint32_t chunk;
     int inflight_max;
     pending inflight[INFLIGHT_MAX];
     int ninflight;
-    int eof;           /* download: the server said EOF */
-    uint64_t data_end; /* download: the end of the furthest data received */
+    uint64_t inflight_bytes; /* download: bytes asked for and not yet received */
     uint64_t moved;
     int64_t status;       /* a failed status: its code (uint32), -1 none */
     char status_msg[256]; /* its message, status_len bytes (not text yet) */
@@ -215,7 +242,6 @@ struct op {
     /* read()/write(): memory instead of a file descriptor (fd -1) */
     char *mem;         /* read: the destination; write: the source */
     uint64_t mem_base; /* the remote offset of mem[0] */
-    uint64_t eof_at;   /* read: where the file ended (UINT64_MAX: not seen) */
     size_t partial;    /* download: bytes seen of a DATA reply still arriving */
 };
 
@@ -261,6 +287,7 @@ find_pending(struct op *o, uint32_t id)
 static void
 drop_pending(struct op *o, pending *p)
 {
+    o->inflight_bytes -= p->len;
     *p = o->inflight[--o->ninflight];
 }
 
@@ -341,11 +368,12 @@ frame_request(struct op *o, uint32_t id, int type, const char *p, size_t n)
 static void
 saw_eof(struct op *o, uint64_t at)
 {
-    o->eof = 1;
-    if (at < o->eof_at) {
-        o->eof_at = at;
+    struct span *sp = o->sp;
+    sp->eof = 1;
+    if (at < sp->eof_at) {
+        sp->eof_at = at;
     }
-    if (o->data_end > o->eof_at) {
+    if (sp->data_end > sp->eof_at) {
         o->protocol_error = "the server sent file data beyond the end of the file it reported "
                             "(the file changed while it was read, or the server is broken)";
     }
@@ -357,6 +385,7 @@ read_rest(struct op *o, pending *q, uint32_t got)
 {
     q->offset += got;
     q->len -= got;
+    o->inflight_bytes -= got;
     q->id = o->s->next_id++;
     char body[4 + SFTP_HANDLE_MAX + 12];
     size_t hl = o->handle_len;
@@ -366,6 +395,16 @@ read_rest(struct op *o, pending *q, uint32_t got)
     put32(body + 12 + hl, q->len);
     if (out_request(o->s, SFTP_READ, q->id, body, 16 + hl, NULL, 0) < 0) {
         o->protocol_error = "out of memory";
+    }
+}
+
+/* Data from `at` on was not kept (an error): a failed download's file is cut
+ * back to below it. */
+static void
+note_hole(struct op *o, uint64_t at)
+{
+    if (at < o->sp->hole) {
+        o->sp->hole = at;
     }
 }
 
@@ -382,8 +421,11 @@ frame_read(struct op *o, pending *q, int type, const char *p, size_t n)
         if (r.code == SFTP_FX_EOF) {
             saw_eof(o, q->offset);
         }
-        else if (o->status < 0) {
-            op_status(o, &r);
+        else {
+            note_hole(o, q->offset);
+            if (o->status < 0) {
+                op_status(o, &r);
+            }
         }
         drop_pending(o, q);
         return;
@@ -394,13 +436,13 @@ frame_read(struct op *o, pending *q, int type, const char *p, size_t n)
         drop_pending(o, q);
         return;
     }
-    if (q->offset + got > o->eof_at) {
+    if (q->offset + got > o->sp->eof_at) {
         o->protocol_error = "the server sent file data beyond the end of the file it reported "
                             "(the file changed while it was read, or the server is broken)";
         return;
     }
-    if (q->offset + got > o->data_end) {
-        o->data_end = q->offset + got;
+    if (q->offset + got > o->sp->data_end) {
+        o->sp->data_end = q->offset + got;
     }
     if (o->mem != NULL) {
         memcpy(o->mem + (q->offset - o->mem_base), r.data, got);
@@ -409,7 +451,11 @@ frame_read(struct op *o, pending *q, int type, const char *p, size_t n)
         int e = pyssh_write_all(o->fd, r.data, got, q->offset);
         if (e != 0) {
             o->local_errno = e;
+            note_hole(o, q->offset);
         }
+    }
+    else {
+        note_hole(o, q->offset);
     }
     o->moved += got;
     if (got < q->len) {
@@ -529,62 +575,107 @@ parse_frames(struct op *o)
     }
 }
 
+static int
+op_failed(const struct op *o)
+{
+    return o->status >= 0 || o->local_errno != 0 || o->protocol_error != NULL;
+}
+
+/* Where the lowest request still in flight starts (striped: on any channel),
+ * or the next one when none is. */
+static uint64_t
+lowest_in_flight(const struct span *sp)
+{
+    uint64_t low = sp->next_offset;
+    for (int k = 0; k < sp->nops; k++) {
+        const struct op *o = sp->ops[k];
+        for (int i = 0; i < o->ninflight; i++) {
+            if (o->inflight[i].offset < low) {
+                low = o->inflight[i].offset;
+            }
+        }
+    }
+    return low;
+}
+
+/* May `o` start another request? Not after a failure on any stripe, nor with
+ * two chunks unsent (the window is shut: a request made now would only wait).
+ * A download keeps as many bytes asked for as its receive window holds (and
+ * at least `inflight` requests), so that the window, which grows with the
+ * path (chanio), is what limits it; an upload is limited by the server's
+ * window, through the unsent bytes. */
+static int
+may_issue(struct op *o)
+{
+    struct span *sp = o->sp;
+    SFTPObject *s = o->s;
+    if (o->ninflight >= INFLIGHT_MAX || sp->next_offset >= sp->end ||
+        (o->kind == OP_DOWNLOAD && sp->eof) ||
+        s->out_len - s->out_pos >= (size_t)o->chunk * 2 + 1024) {
+        return 0;
+    }
+    for (int k = 0; k < sp->nops; k++) {
+        if (op_failed(sp->ops[k])) {
+            return 0;
+        }
+    }
+    if (op_failed(o) || (sp->nops > 1 && sp->next_offset - lowest_in_flight(sp) >= STRIPE_AHEAD)) {
+        return 0;
+    }
+    if (o->kind == OP_UPLOAD || o->ninflight < o->inflight_max) {
+        return 1;
+    }
+    return o->inflight_bytes < (uint64_t)pyssh_chanio_window(&s->io) + 2 * (uint64_t)o->chunk;
+}
+
+/* The data of the next WRITE into o->buf: its length, or 0 (o->local_errno set). */
+static uint32_t
+upload_data(struct op *o, uint64_t offset, uint32_t len)
+{
+    if (o->mem != NULL) {
+        memcpy(o->buf, o->mem + (offset - o->mem_base), len);
+        return len;
+    }
+    long r = pread_some(o->fd, o->buf, len, offset);
+    if (r <= 0) {
+        o->local_errno = r < 0 ? errno : -1; /* -1: the file is shorter than it was */
+        return 0;
+    }
+    return (uint32_t)r;
+}
+
 /* Issue READ or WRITE requests while there is room in flight. */
 static int
 issue(struct op *o)
 {
     SFTPObject *s = o->s;
+    struct span *sp = o->sp;
     size_t hl = o->handle_len;
     char body[4 + SFTP_HANDLE_MAX + 12];
-    while (o->ninflight < o->inflight_max && o->status < 0 && o->local_errno == 0 &&
-           s->out_len - s->out_pos < (size_t)o->chunk * 2 + 1024) {
+    while (may_issue(o)) {
         uint32_t len = o->chunk;
-        if (o->next_offset >= o->end) {
+        if (sp->end - sp->next_offset < len) {
+            len = (uint32_t)(sp->end - sp->next_offset);
+        }
+        if (o->kind == OP_UPLOAD && (len = upload_data(o, sp->next_offset, len)) == 0) {
             break;
-        }
-        if (o->end - o->next_offset < len) {
-            len = (uint32_t)(o->end - o->next_offset);
-        }
-        if (o->kind == OP_DOWNLOAD) {
-            if (o->eof) {
-                break;
-            }
-        }
-        else if (o->mem != NULL) {
-            memcpy(o->buf, o->mem + (o->next_offset - o->mem_base), len);
-        }
-        else {
-            long r = pread_some(o->fd, o->buf, len, o->next_offset);
-            if (r < 0) {
-                o->local_errno = errno;
-                break;
-            }
-            if (r == 0) {
-                o->local_errno = -1; /* the file is shorter than it was */
-                break;
-            }
-            len = (uint32_t)r;
         }
         pending *q = &o->inflight[o->ninflight++];
         q->id = s->next_id++;
-        q->offset = o->next_offset;
+        q->offset = sp->next_offset;
         q->len = len;
+        o->inflight_bytes += len;
         put32(body, (uint32_t)hl);
         memcpy(body + 4, o->handle, hl);
         put64(body + 4 + hl, q->offset);
-        int rc;
-        if (o->kind == OP_DOWNLOAD) {
-            put32(body + 12 + hl, len);
-            rc = out_request(s, SFTP_READ, q->id, body, 16 + hl, NULL, 0);
-        }
-        else {
-            put32(body + 12 + hl, len);
-            rc = out_request(s, SFTP_WRITE, q->id, body, 16 + hl, o->buf, len);
-        }
+        put32(body + 12 + hl, len);
+        int rc = o->kind == OP_DOWNLOAD
+                     ? out_request(s, SFTP_READ, q->id, body, 16 + hl, NULL, 0)
+                     : out_request(s, SFTP_WRITE, q->id, body, 16 + hl, o->buf, len);
         if (rc < 0) {
             return -1;
         }
-        o->next_offset += len;
+        sp->next_offset += len;
     }
     return 0;
 }
@@ -598,13 +689,16 @@ op_finished(struct op *o)
     if (o->ninflight > 0) {
         return 0;
     }
-    if (o->status >= 0 || o->local_errno != 0) {
+    struct span *sp = o->sp;
+    for (int k = 0; k < sp->nops; k++) {
+        if (op_failed(sp->ops[k])) {
+            return 1;
+        }
+    }
+    if (op_failed(o) || (o->kind == OP_DOWNLOAD && sp->eof)) {
         return 1;
     }
-    if (o->kind == OP_DOWNLOAD && o->eof) {
-        return 1;
-    }
-    return o->next_offset >= o->end;
+    return sp->next_offset >= sp->end;
 }
 
 /* start(): open the channel, ask for the subsystem, queue INIT. 0 once INIT is
@@ -773,74 +867,158 @@ raise_protocol(pyssh_state *st, const char *what, const char *why)
     }
 }
 
-/* Run an operation to its end; the result's exception on failure. The caller
- * has claimed the channel. */
+/* Several operations at once, each on its own channel of one session (the
+ * stripes of a transfer, or the same request on several channels): one step
+ * drives them all. */
+struct opset {
+    struct op **ops;
+    int n;
+};
+
+/* One round of every operation not finished yet. */
 static int
-run_op(SFTPObject *self, struct op *o, pyssh_deadline *dl, PyObject *progress, const char *what)
+set_round(void *state, ssh_session ssh, int idle)
 {
-    pyssh_state *st = self->session->state;
+    struct opset *set = state;
+    int more = 0;
+    for (int i = 0; i < set->n; i++) {
+        struct op *o = set->ops[i];
+        if (op_finished(o)) {
+            continue;
+        }
+        int rc = op_round(o, ssh, idle);
+        if (rc == PYSSH_CHANIO_MORE) {
+            more = 1;
+        }
+        else if (rc < 0 || o->protocol_error || !op_finished(o)) {
+            return rc; /* failed, broken, or progress to report */
+        }
+    }
+    return more ? PYSSH_CHANIO_MORE : 0;
+}
+
+/* While a set runs, what arrives on each channel goes straight to its op,
+ * whichever step reads it; afterwards only to the owner's own steps. */
+static void
+set_takes(struct opset *set, int on)
+{
+    pyssh_lock(set->ops[0]->s->session);
+    for (int i = 0; i < set->n; i++) {
+        set->ops[i]->s->io.take = on ? sftp_take : NULL;
+        set->ops[i]->s->io.state = on ? set->ops[i] : NULL;
+    }
+    pyssh_unlock(set->ops[0]->s->session);
+}
+
+static const char *
+set_broken(const struct opset *set)
+{
+    for (int i = 0; i < set->n; i++) {
+        if (set->ops[i]->protocol_error) {
+            return set->ops[i]->protocol_error;
+        }
+    }
+    return NULL;
+}
+
+static int
+set_finished(const struct opset *set, uint64_t *moved)
+{
+    int finished = 1;
+    *moved = 0;
+    for (int i = 0; i < set->n; i++) {
+        finished &= op_finished(set->ops[i]);
+        *moved += set->ops[i]->moved;
+    }
+    return finished;
+}
+
+/* An operation stopped early (an exception from a callback, Ctrl-C, a timeout):
+ * the replies still due are dropped when they come, and the channel stays
+ * usable. A broken stream, or too many replies due, closes it. */
+static void
+abandon(struct op *o)
+{
+    SFTPObject *self = o->s;
+    int keep = o->protocol_error == NULL;
+    pyssh_lock(self->session);
+    if (keep) {
+        int n = 0;
+        uint32_t due[INFLIGHT_MAX + BATCH_MAX];
+        if (o->kind == OP_REQUEST) {
+            for (int i = 0; i < o->nwant; i++) {
+                if (o->reply[i] == NULL) {
+                    due[n++] = o->want[i].id;
+                }
+            }
+        }
+        else {
+            for (int i = 0; i < o->ninflight; i++) {
+                due[n++] = o->inflight[i].id;
+            }
+        }
+        if (self->ndiscard + n <= DISCARD_MAX) {
+            memcpy(self->discard + self->ndiscard, due, sizeof(uint32_t) * (size_t)n);
+            self->ndiscard += n;
+        }
+        else {
+            keep = 0;
+        }
+    }
+    pyssh_unlock(self->session);
+    if (!keep) {
+        sftp_close_impl(self, 1);
+    }
+}
+
+/* Run a set of operations to their end; the exception on failure. The
+ * caller has claimed every channel. */
+static int
+run_set(struct opset *set, pyssh_deadline *dl, PyObject *progress, const char *what)
+{
+    SFTPObject *self = set->ops[0]->s;
     int rc = 0;
-    o->dl = dl;
+    for (int i = 0; i < set->n; i++) {
+        set->ops[i]->dl = dl;
+    }
     if (progress != NULL && progress != Py_None) {
-        o->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
+        set->ops[0]->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
     /* no deadline for chanio: replies, not bytes, are the progress (handle_frame) */
-    pyssh_chanio_job job = {self->session, &self->io, sftp_take, op_round, o, NULL, ROUNDS_MAX};
+    pyssh_chanio_job job = {self->session, &self->io, sftp_take, op_round,
+                            set->ops[0],   NULL,      ROUNDS_MAX};
+    if (set->n > 1) {
+        job = (pyssh_chanio_job){self->session, NULL, NULL, set_round, set, NULL, ROUNDS_MAX};
+        set_takes(set, 1);
+    }
     for (;;) {
+        uint64_t moved;
         if (pyssh_wait(self->session, pyssh_chanio_step, &job, dl, PYSSH_EXC_SFTPError, what) < 0) {
             rc = -1;
             break;
         }
-        if (o->protocol_error) {
-            raise_protocol(st, what, o->protocol_error);
+        const char *broken = set_broken(set);
+        if (broken) {
+            raise_protocol(self->session->state, what, broken);
             rc = -1;
             break;
         }
-        int finished = op_finished(o);
-        if (pyssh_progress(progress, &o->next_progress, finished, o->moved) < 0) {
+        int finished = set_finished(set, &moved);
+        if (pyssh_progress(progress, &set->ops[0]->next_progress, finished, moved) < 0 ||
+            (!finished && PyErr_CheckSignals() < 0)) {
             rc = -1;
             break;
         }
         if (finished) {
             break;
         }
-        if (PyErr_CheckSignals() < 0) {
-            rc = -1;
-            break;
-        }
     }
-    if (rc < 0 && o->kind != OP_START) {
-        /* Stopped early (an exception from a callback, Ctrl-C, a timeout): the
-         * replies still due are dropped when they come, and the channel stays
-         * usable. A broken stream, or too many replies due, closes it. */
-        int keep = o->protocol_error == NULL;
-        pyssh_lock(self->session);
-        if (keep) {
-            int n = 0;
-            uint32_t due[INFLIGHT_MAX + BATCH_MAX];
-            if (o->kind == OP_REQUEST) {
-                for (int i = 0; i < o->nwant; i++) {
-                    if (o->reply[i] == NULL) {
-                        due[n++] = o->want[i].id;
-                    }
-                }
-            }
-            else {
-                for (int i = 0; i < o->ninflight; i++) {
-                    due[n++] = o->inflight[i].id;
-                }
-            }
-            if (self->ndiscard + n <= DISCARD_MAX) {
-                memcpy(self->discard + self->ndiscard, due, sizeof(uint32_t) * (size_t)n);
-                self->ndiscard += n;
-            }
-            else {
-                keep = 0;
-            }
-        }
-        pyssh_unlock(self->session);
-        if (!keep) {
-            sftp_close_impl(self, 1);
+    if (set->n > 1) {
+        set_takes(set, 0);
+    }
+    for (int i = 0; rc < 0 && i < set->n; i++) {
+        if (set->ops[i]->kind != OP_START) {
+            abandon(set->ops[i]);
         }
     }
     return rc;
@@ -993,28 +1171,18 @@ version_py(const char *p, size_t n)
 
 /* ---- methods -------------------------------------------------------------------------- */
 
-PyDoc_STRVAR(start_doc,
-             "start($self, /, timeout=None)\n--\n\n"
-             "Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
-             "Returns (version, [(extension name, data), ...]) from the server's VERSION.");
-
-static PyObject *
-sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
+/* start()'s first half for one channel (claimed): its `in` buffer and its
+ * channel, 0; or -1 with the exception. */
+static int
+start_prepare(SFTPObject *self)
 {
-    static char *kwlist[] = {"timeout", NULL};
-    pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:start", kwlist, pyssh_deadline_conv, &dl) ||
-        claim(self, "start", PYSSH_NEED_OPEN, 0) < 0) {
-        return NULL;
-    }
     if (self->started) {
-        unclaim(self);
         PyErr_SetString(PyExc_RuntimeError, "the SFTP channel is already started");
-        return NULL;
+        return -1;
     }
     if (self->in == NULL && (self->in = malloc(IN_MAX)) == NULL) {
-        unclaim(self);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     /* Started from here, before the lock (its wait releases the GIL): a second
      * start() must not make a second channel. */
@@ -1024,25 +1192,130 @@ sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
         pyssh_chanio_release(&self->io);
     }
     pyssh_unlock(self->session);
-    PyObject *r = NULL;
     if (self->io.chan == NULL) {
         self->started = 0;
         pyssh_raise(self->session->state, PYSSH_EXC_SFTPError, "could not make a channel for SFTP");
-        goto done;
+        return -1;
     }
-    struct op o;
-    memset(&o, 0, sizeof(o));
-    o.s = self;
-    o.kind = OP_START;
-    o.status = -1;
-    if (run_op(self, &o, &dl, NULL, "starting SFTP") < 0) {
-        sftp_close_impl(self, 1);
+    return 0;
+}
+
+/* `also` (None or a sequence of unstarted SFTP objects of the same session) as
+ * a stripelist without handles, claimed: 0, or -1 with none claimed. */
+static int
+also_claim(SFTPObject *self, PyObject *also, stripelist *sl, const char *method, int started)
+{
+    sl->n = 0;
+    if (also == Py_None) {
+        return 0;
     }
-    else {
-        r = version_py(o.reply[0], o.reply_len[0]);
+    PyObject *items = PySequence_Tuple(also);
+    if (items == NULL) {
+        return -1;
     }
-    free(o.reply[0]);
-done:
+    int rc = PyTuple_GET_SIZE(items) <= STRIPES_MAX ? 0 : -1;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(items); i++) {
+        PyObject *obj = PyTuple_GET_ITEM(items, i);
+        if (Py_TYPE(obj) != Py_TYPE(self) || obj == (PyObject *)self ||
+            ((SFTPObject *)obj)->session != self->session) {
+            rc = -1;
+            break;
+        }
+        if (claim((SFTPObject *)obj, method, PYSSH_NEED_OPEN, started) < 0) {
+            Py_DECREF(items);
+            goto fail;
+        }
+        sl->s[sl->n++] = (SFTPObject *)Py_NewRef(obj);
+    }
+    Py_DECREF(items);
+    if (rc == 0) {
+        return 0;
+    }
+    PyErr_SetString(PyExc_ValueError, "also: up to 16 other SFTP objects of the same session");
+fail:
+    for (int i = 0; i < sl->n; i++) {
+        unclaim(sl->s[i]);
+        Py_DECREF(sl->s[i]);
+    }
+    sl->n = 0;
+    return -1;
+}
+
+static void
+also_release(stripelist *sl)
+{
+    for (int i = 0; i < sl->n; i++) {
+        unclaim(sl->s[i]);
+        Py_DECREF(sl->s[i]);
+    }
+    sl->n = 0;
+}
+
+/* Start `self` and the channels of `sl` together; 0, or -1 with every one of
+ * them closed. */
+static int
+start_set(SFTPObject *self, stripelist *sl, pyssh_deadline *dl, struct op *ops)
+{
+    struct op *p[STRIPES_MAX + 1];
+    struct opset set = {p, 0};
+    int rc = 0;
+    for (int i = 0; i <= sl->n; i++) {
+        SFTPObject *s = i == 0 ? self : sl->s[i - 1];
+        if (rc == 0 && start_prepare(s) < 0) {
+            rc = -1;
+        }
+        memset(&ops[i], 0, sizeof(ops[i]));
+        ops[i].s = s;
+        ops[i].kind = OP_START;
+        ops[i].status = -1;
+        p[set.n++] = &ops[i];
+    }
+    if (rc == 0) {
+        rc = run_set(&set, dl, NULL, "starting SFTP");
+    }
+    for (int i = 0; rc < 0 && i < set.n; i++) {
+        sftp_close_impl(ops[i].s, 1);
+    }
+    return rc;
+}
+
+PyDoc_STRVAR(start_doc,
+             "start($self, /, timeout=None, also=None)\n--\n\n"
+             "Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
+             "Returns (version, [(extension name, data), ...]) from the server's VERSION. `also`:\n"
+             "other unstarted SFTP\n"
+             "objects of the session, started at the same time (their VERSION checked too);\n"
+             "if any fails, all are closed.");
+
+static PyObject *
+sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"timeout", "also", NULL};
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    PyObject *also = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&O:start", kwlist, pyssh_deadline_conv, &dl,
+                                     &also) ||
+        claim(self, "start", PYSSH_NEED_OPEN, 0) < 0) {
+        return NULL;
+    }
+    stripelist sl;
+    PyObject *r = NULL;
+    struct op *ops = NULL;
+    if (also_claim(self, also, &sl, "start", 0) < 0) {
+        unclaim(self);
+        return NULL;
+    }
+    if ((ops = malloc(sizeof(struct op) * (size_t)(sl.n + 1))) == NULL) {
+        PyErr_NoMemory();
+    }
+    else if (start_set(self, &sl, &dl, ops) == 0) {
+        r = version_py(ops[0].reply[0], ops[0].reply_len[0]);
+    }
+    for (int i = 0; ops != NULL && i <= sl.n; i++) {
+        free(ops[i].reply[0]);
+    }
+    free(ops);
+    also_release(&sl);
     unclaim(self);
     return r;
 }
@@ -1167,69 +1440,180 @@ flush_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(batch_doc,
-             "batch($self, requests, /, timeout=None, what=None)\n--\n\n"
+             "batch($self, requests, /, timeout=None, what=None, also=None)\n--\n\n"
              "Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
              "wait for all their replies, each checked against its request. Returns\n"
              "[(reply_type, value)]: STATUS (code, message), HANDLE and DATA bytes, NAME\n"
              "[(name, longname, attrs)], ATTRS attrs = (size, uid, gid, mode, atime, mtime,\n"
              "((name, data), ...)) with None where absent, EXTENDED_REPLY a tuple of ints\n"
-             "(limits@openssh.com, statvfs@openssh.com) or bytes.");
+             "(limits@openssh.com, statvfs@openssh.com) or bytes. `also`: (SFTP, requests)\n"
+             "pairs, other channels of the session and what to send on each at the same time:\n"
+             "then a list of such lists, this channel's first.");
 
-/* batch() on a claimed channel, of requests parsed already. */
+/* The replies of a finished OP_REQUEST, as Python objects. */
 static PyObject *
-batch_claimed(SFTPObject *self, const reqlist *r, pyssh_deadline *dl, const char *what)
+replies_py(const struct op *o)
 {
-    struct op o;
-    memset(&o, 0, sizeof(o));
-    o.s = self;
-    o.kind = OP_REQUEST;
-    o.status = -1;
-    pyssh_lock(self->session);
-    int qrc = queue_requests(self, r, &o, 0);
-    pyssh_unlock(self->session);
-    if (qrc < 0) {
-        /* requests queued before the failure would get replies nobody matches */
-        PyErr_NoMemory();
-        sftp_close_impl(self, 1);
-        return NULL;
-    }
-    if (run_op(self, &o, dl, NULL, what != NULL ? what : "an SFTP request") < 0) {
-        free_replies(&o);
-        return NULL;
-    }
-    PyObject *out = PyList_New(o.nwant);
-    for (int i = 0; out != NULL && i < o.nwant; i++) {
-        PyObject *r =
-            reply_py(self->session->state, &o.want[i], o.reply_type[i], o.reply[i], o.reply_len[i]);
+    PyObject *out = PyList_New(o->nwant);
+    for (int i = 0; out != NULL && i < o->nwant; i++) {
+        PyObject *r = reply_py(o->s->session->state, &o->want[i], o->reply_type[i], o->reply[i],
+                               o->reply_len[i]);
         if (r == NULL) {
             Py_CLEAR(out);
             break;
         }
         PyList_SET_ITEM(out, i, r);
     }
-    free_replies(&o);
+    return out;
+}
+
+/* The parsed requests r[i] on each of objs[i] (claimed) at once: a list of
+ * their replies per channel. */
+static PyObject *
+batch_set(SFTPObject **objs, int n, const reqlist *r, pyssh_deadline *dl, const char *what)
+{
+    struct op *ops = calloc((size_t)n, sizeof(struct op));
+    struct op *p[STRIPES_MAX + 1];
+    struct opset set = {p, n};
+    PyObject *out = NULL;
+    if (ops == NULL) {
+        return PyErr_NoMemory();
+    }
+    int qrc = 0;
+    pyssh_lock(objs[0]->session);
+    for (int i = 0; i < n; i++) {
+        p[i] = &ops[i];
+        ops[i].s = objs[i];
+        ops[i].kind = OP_REQUEST;
+        ops[i].status = -1;
+        qrc |= queue_requests(objs[i], &r[i], &ops[i], 0);
+    }
+    pyssh_unlock(objs[0]->session);
+    if (qrc < 0) {
+        /* requests queued before the failure would get replies nobody matches */
+        PyErr_NoMemory();
+        for (int i = 0; i < n; i++) {
+            sftp_close_impl(objs[i], 1);
+        }
+    }
+    else if (run_set(&set, dl, NULL, what != NULL ? what : "an SFTP request") == 0) {
+        out = PyList_New(n);
+        for (int i = 0; out != NULL && i < n; i++) {
+            PyObject *one = replies_py(&ops[i]);
+            if (one == NULL) {
+                Py_CLEAR(out);
+                break;
+            }
+            PyList_SET_ITEM(out, i, one);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        free_replies(&ops[i]);
+    }
+    free(ops);
+    return out;
+}
+
+/* batch() on a claimed channel, of requests parsed already. */
+static PyObject *
+batch_claimed(SFTPObject *self, const reqlist *r, pyssh_deadline *dl, const char *what)
+{
+    PyObject *all = batch_set(&self, 1, r, dl, what);
+    if (all == NULL) {
+        return NULL;
+    }
+    PyObject *out = Py_NewRef(PyList_GET_ITEM(all, 0));
+    Py_DECREF(all);
+    return out;
+}
+
+/* batch()'s `also`: (SFTP, requests) pairs into `objs` (a new tuple of the
+ * channels) and r[0:n]; 0, or -1 with what was parsed released. */
+static int
+also_parse(PyObject *also, PyObject **objs, reqlist *r, int *n)
+{
+    *n = 0;
+    PyObject *items = PySequence_Tuple(also);
+    if (items == NULL) {
+        return -1;
+    }
+    Py_ssize_t k = PyTuple_GET_SIZE(items);
+    *objs = k <= STRIPES_MAX ? PyTuple_New(k) : NULL;
+    int rc = *objs != NULL ? 0 : -1;
+    if (k > STRIPES_MAX) {
+        PyErr_SetString(PyExc_ValueError, "also: up to 16 (SFTP, requests) pairs");
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < k; i++) {
+        PyObject *obj, *reqs;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "OO:also", &obj, &reqs) ||
+            reqs_parse(reqs, &r[i]) < 0) {
+            rc = -1;
+            break;
+        }
+        PyTuple_SET_ITEM(*objs, i, Py_NewRef(obj));
+        (*n)++;
+    }
+    Py_DECREF(items);
+    if (rc < 0) {
+        for (int i = 0; i < *n; i++) {
+            reqs_release(&r[i]);
+        }
+        Py_CLEAR(*objs);
+    }
+    return rc;
+}
+
+static PyObject *
+batch_claimed_all(SFTPObject *self, PyObject *objs, reqlist *r, pyssh_deadline *dl,
+                  const char *what)
+{
+    stripelist sl = {0};
+    if (also_claim(self, objs, &sl, "batch", 1) < 0) {
+        return NULL;
+    }
+    SFTPObject *all[STRIPES_MAX + 1] = {self};
+    memcpy(all + 1, sl.s, sizeof(SFTPObject *) * (size_t)sl.n);
+    PyObject *out = batch_set(all, sl.n + 1, r, dl, what);
+    also_release(&sl);
     return out;
 }
 
 static PyObject *
 sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"requests", "timeout", "what", NULL};
-    PyObject *reqs;
+    static char *kwlist[] = {"requests", "timeout", "what", "also", NULL};
+    PyObject *reqs, *also = Py_None, *objs = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     const char *what = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&z:batch", kwlist, &reqs, pyssh_deadline_conv,
-                                     &dl, &what) ||
-        claim(self, "batch", PYSSH_NEED_OPEN, 1) < 0) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&zO:batch", kwlist, &reqs, pyssh_deadline_conv,
+                                     &dl, &what, &also)) {
         return NULL;
     }
-    reqlist r;
-    PyObject *out = NULL;
-    if (reqs_parse(reqs, &r) == 0) {
-        out = batch_claimed(self, &r, &dl, what);
-        reqs_release(&r);
+    reqlist *r = calloc(STRIPES_MAX + 1, sizeof(reqlist));
+    int n = 0;
+    if (r == NULL) {
+        return PyErr_NoMemory();
     }
-    unclaim(self);
+    PyObject *out = NULL;
+    if (reqs_parse(reqs, &r[0]) < 0 ||
+        (also != Py_None && also_parse(also, &objs, r + 1, &n) < 0)) {
+        goto done;
+    }
+    if (claim(self, "batch", PYSSH_NEED_OPEN, 1) == 0) {
+        out = batch_claimed_all(self, objs, r, &dl, what);
+        if (out != NULL && also == Py_None) {
+            Py_SETREF(out, Py_NewRef(PyList_GET_ITEM(out, 0)));
+        }
+        unclaim(self);
+    }
+done:
+    for (int i = 0; i <= n; i++) {
+        reqs_release(&r[i]);
+    }
+    if (objs != Py_None) {
+        Py_DECREF(objs);
+    }
+    free(r);
     return out;
 }
 
@@ -1297,7 +1681,7 @@ sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
     }
     pyssh_lock(self->session);
     int qrc = 0;
-    if (self->ndiscard >= DISCARD_MAX) {
+    if (self->ndiscard >= SEND_DISCARD_MAX) {
         qrc = 1; /* too many unanswered: wait for this one instead */
     }
     else {
@@ -1338,54 +1722,201 @@ range_end(uint64_t offset, uint64_t n)
                                                                             : offset + n;
 }
 
-/* Run download/upload to `fd`, or read/write on `mem` (fd -1): the checks, the
- * op, the loop. `end`: where to stop (UINT64_MAX: the end of the remote file). */
-static int
-run_transfer(SFTPObject *self, struct op *o, enum op_kind kind, Py_buffer *handle, int fd,
-             char *mem, uint64_t offset, uint64_t end, pyssh_deadline *dl, PyObject *progress,
-             int inflight, unsigned int chunk)
+static void
+stripes_release(stripelist *sl)
 {
-    if (handle->len > SFTP_HANDLE_MAX || inflight < 1 || inflight > INFLIGHT_MAX || chunk < 1 ||
-        chunk > 1024 * 1024) {
-        PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-64) or chunk (1 B-1 MiB)");
+    for (int i = 0; i < sl->n; i++) {
+        PyBuffer_Release(&sl->handle[i]);
+        Py_DECREF(sl->s[i]);
+    }
+    sl->n = 0;
+}
+
+/* `seq`: None, or a sequence of (SFTP, handle) pairs, as stripelist says; with
+ * the GIL, before any claim (the items' exports may run Python code). */
+static int
+stripes_parse(SFTPObject *self, PyObject *seq, stripelist *sl)
+{
+    sl->n = 0;
+    if (seq == NULL || seq == Py_None) {
+        return 0;
+    }
+    PyObject *items = PySequence_Tuple(seq);
+    if (items == NULL) {
         return -1;
     }
-    if (offset > (uint64_t)INT64_MAX ||
-        (end != UINT64_MAX && (end < offset || end > (uint64_t)INT64_MAX))) {
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    int rc = n <= STRIPES_MAX ? 0 : -1;
+    if (rc < 0) {
+        PyErr_SetString(PyExc_ValueError, "stripes: at most 16 (SFTP, handle) pairs");
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        PyObject *obj;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(items, i), "O!y*:stripes", Py_TYPE(self), &obj,
+                              &sl->handle[sl->n])) {
+            rc = -1;
+            break;
+        }
+        sl->s[sl->n++] = (SFTPObject *)Py_NewRef(obj);
+        if (obj == (PyObject *)self || ((SFTPObject *)obj)->session != self->session ||
+            sl->handle[sl->n - 1].len > SFTP_HANDLE_MAX) {
+            PyErr_SetString(PyExc_ValueError, "stripes: other SFTP channels of the same session, "
+                                              "each with a handle");
+            rc = -1;
+        }
+    }
+    Py_DECREF(items);
+    if (rc < 0) {
+        stripes_release(sl);
+    }
+    return rc;
+}
+
+/* What a transfer moves: download/upload to `fd`, or read/write on `mem` (fd
+ * -1), from `offset` to `end` (UINT64_MAX: the end of the remote file). */
+struct xfer {
+    enum op_kind kind;
+    int fd;
+    char *mem;
+    uint64_t offset, end;
+    int inflight;
+    unsigned int chunk;
+    int cut; /* download to fd: on failure, cut the file back to what all arrived */
+};
+
+static int
+op_setup(struct op *o, SFTPObject *s, const struct xfer *x, const Py_buffer *h, struct span *sp)
+{
+    memset(o, 0, sizeof(*o));
+    o->s = s;
+    o->kind = x->kind;
+    o->status = -1;
+    o->handle = h->buf;
+    o->handle_len = (size_t)h->len;
+    o->fd = x->fd;
+    o->chunk = x->chunk;
+    o->inflight_max = x->inflight;
+    o->mem = x->mem;
+    o->mem_base = x->offset;
+    o->sp = sp;
+    if (x->kind == OP_UPLOAD && (o->buf = malloc(x->chunk)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* Claim the stripes' channels: 0, or -1 with none claimed. */
+static int
+stripes_claim(stripelist *sl, const char *method)
+{
+    for (int i = 0; i < sl->n; i++) {
+        if (claim(sl->s[i], method, PYSSH_NEED_OPEN, 1) < 0) {
+            while (--i >= 0) {
+                unclaim(sl->s[i]);
+            }
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* How far each channel's receive window may grow during the transfer. */
+static void
+set_windows(struct opset *set, uint32_t max)
+{
+    pyssh_lock(set->ops[0]->s->session);
+    for (int i = 0; i < set->n; i++) {
+        pyssh_chanio_grow(&set->ops[i]->s->io, max);
+    }
+    pyssh_unlock(set->ops[0]->s->session);
+}
+
+/* After the run: the first failure of any stripe is the transfer's, and the
+ * bytes moved are all of theirs; a download that failed cuts the file back to
+ * what arrived below the first byte missing (a resume goes on from there). */
+static void
+set_merge(struct opset *set, const struct xfer *x, int rc)
+{
+    struct op *o = set->ops[0];
+    for (int i = 1; i < set->n; i++) {
+        struct op *t = set->ops[i];
+        if (!op_failed(o) && op_failed(t)) {
+            o->status = t->status;
+            memcpy(o->status_msg, t->status_msg, t->status_len);
+            o->status_len = t->status_len;
+            o->local_errno = t->local_errno;
+        }
+        o->moved += t->moved;
+    }
+    if (x->cut && x->fd >= 0 && (rc < 0 || op_failed(o))) {
+        uint64_t low = lowest_in_flight(o->sp);
+        pyssh_ftruncate(x->fd, low < o->sp->hole ? low : o->sp->hole);
+    }
+}
+
+/* Run a transfer over `self` and the stripes: the checks, the ops, the loop.
+ * `o`: the main op, which holds the result. */
+static int
+run_transfer(SFTPObject *self, struct op *o, const struct xfer *x, Py_buffer *handle,
+             stripelist *sl, pyssh_deadline *dl, PyObject *progress)
+{
+    if (handle->len > SFTP_HANDLE_MAX || x->inflight < 1 || x->inflight > INFLIGHT_MAX ||
+        x->chunk < 1 || x->chunk > 1024 * 1024) {
+        PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-512) or chunk (1 B-1 MiB)");
+        return -1;
+    }
+    if (x->offset > (uint64_t)INT64_MAX ||
+        (x->end != UINT64_MAX && (x->end < x->offset || x->end > (uint64_t)INT64_MAX))) {
         PyErr_SetString(PyExc_ValueError, "SFTP offsets and sizes must stay within 0 to 2**63-1");
         return -1;
     }
-    const char *method =
-        kind == OP_DOWNLOAD ? (mem ? "read" : "download") : (mem ? "write" : "upload");
+    int dn = x->kind == OP_DOWNLOAD;
+    const char *method = dn ? (x->mem ? "read" : "download") : (x->mem ? "write" : "upload");
     if (claim(self, method, PYSSH_NEED_OPEN, 1) < 0) {
         return -1;
     }
-    memset(o, 0, sizeof(*o));
-    o->s = self;
-    o->kind = kind;
-    o->status = -1;
-    o->handle = handle->buf;
-    o->handle_len = (size_t)handle->len;
-    o->fd = fd;
-    o->next_offset = offset;
-    o->end = end;
-    o->chunk = chunk;
-    o->inflight_max = inflight;
-    o->mem = mem;
-    o->mem_base = offset;
-    o->eof_at = UINT64_MAX;
-    int rc = -1;
-    if (kind == OP_UPLOAD && (o->buf = malloc(chunk)) == NULL) {
-        PyErr_NoMemory();
+    if (stripes_claim(sl, method) < 0) {
+        unclaim(self);
+        return -1;
     }
-    else {
-        const char *what = kind == OP_DOWNLOAD ? (mem ? "SFTP read" : "SFTP download")
-                                               : (mem ? "SFTP write" : "SFTP upload");
-        rc = run_op(self, o, dl, progress, what);
+    struct op *ops[STRIPES_MAX + 1] = {o};
+    struct opset set = {ops, 1};
+    int rc = op_setup(o, self, x, handle, &o->own);
+    o->own = (struct span){x->offset, x->end, 0, UINT64_MAX, 0, UINT64_MAX, ops, 1 + sl->n};
+    for (int i = 0; rc == 0 && i < sl->n; i++) {
+        if ((ops[i + 1] = malloc(sizeof(struct op))) == NULL) {
+            rc = -1;
+            PyErr_NoMemory();
+            break;
+        }
+        set.n++;
+        rc = op_setup(ops[i + 1], sl->s[i], x, &sl->handle[i], &o->own);
+    }
+    if (rc == 0) {
+        if (dn && set.n > 1) {
+            set_windows(&set, STRIPED_WINDOWS / (uint32_t)set.n);
+        }
+        rc = run_set(&set, dl, progress,
+                     dn ? (x->mem ? "SFTP read" : "SFTP download")
+                        : (x->mem ? "SFTP write" : "SFTP upload"));
+        set_merge(&set, x, rc);
+        if (dn && set.n > 1) {
+            struct opset main = {ops, 1};
+            set_windows(&main, PYSSH_WINDOW_MAX);
+        }
+    }
+    for (int i = 0; i < set.n; i++) {
+        free(ops[i]->buf);
+        ops[i]->buf = NULL;
+        if (i > 0) {
+            free(ops[i]);
+        }
     }
     unclaim(self);
-    free(o->buf);
-    o->buf = NULL;
+    for (int i = 0; i < sl->n; i++) {
+        unclaim(sl->s[i]);
+    }
     return rc;
 }
 
@@ -1413,24 +1944,28 @@ read_result(pyssh_state *st, PyObject *data, const struct op *o)
 static PyObject *
 transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
 {
-    static char *kwlist[] = {"handle",  "fd",       "offset", "size", "progress",
-                             "timeout", "inflight", "chunk",  NULL};
+    static char *kwlist[] = {"handle",   "fd",    "offset",  "size", "progress", "timeout",
+                             "inflight", "chunk", "stripes", "cut",  NULL};
     Py_buffer handle;
-    int fd;
     unsigned long long offset, size;
-    PyObject *progress = Py_None;
+    PyObject *progress = Py_None, *stripes = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    int inflight = 16;
-    unsigned int chunk = 32768;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OO&iI:transfer", kwlist, &handle, &fd,
-                                     &offset, &size, &progress, pyssh_deadline_conv, &dl, &inflight,
-                                     &chunk)) {
+    struct xfer x = {kind, -1, NULL, 0, 0, 16, 32768, 0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OO&iIOp:transfer", kwlist, &handle, &x.fd,
+                                     &offset, &size, &progress, pyssh_deadline_conv, &dl,
+                                     &x.inflight, &x.chunk, &stripes, &x.cut)) {
+        return NULL;
+    }
+    stripelist sl;
+    if (stripes_parse(self, stripes, &sl) < 0) {
+        PyBuffer_Release(&handle);
         return NULL;
     }
     struct op o;
-    uint64_t end = kind == OP_UPLOAD ? range_end(offset, size) : UINT64_MAX;
-    int rc = run_transfer(self, &o, kind, &handle, fd, NULL, offset, end, &dl, progress, inflight,
-                          chunk);
+    x.offset = offset;
+    x.end = kind == OP_UPLOAD ? range_end(offset, size) : UINT64_MAX;
+    int rc = run_transfer(self, &o, &x, &handle, &sl, &dl, progress);
+    stripes_release(&sl);
     PyBuffer_Release(&handle);
     if (rc < 0) {
         return NULL;
@@ -1441,11 +1976,15 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
 PyDoc_STRVAR(
     download_doc,
     "download($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
-    "         chunk=32768)\n--\n\n"
+    "         chunk=32768, stripes=None, cut=False)\n--\n\n"
     "Read the open remote file `handle` from `offset` to its end into the local file\n"
-    "descriptor `fd` (at the same offsets), `inflight` READ requests of `chunk` bytes at\n"
-    "a time. `size` is ignored. progress(bytes) is called a few times a second.\n"
-    "Returns (bytes, status code or -1, status message (bytes), local errno or 0).");
+    "descriptor `fd` (at the same offsets), with READ requests of `chunk` bytes: at least\n"
+    "`inflight`, and as many as the channel's receive window holds (it grows with the\n"
+    "path). `stripes`: (SFTP, handle) pairs, other channels of the session with the same\n"
+    "file open, which read their share of it at once. `cut`: when the download fails, cut\n"
+    "the file back to below the first byte that did not arrive. `size` is ignored.\n"
+    "progress(bytes) is called a few times a second. Returns (bytes, status code or -1,\n"
+    "status message (bytes), local errno or 0).");
 
 static PyObject *
 sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1456,9 +1995,11 @@ sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
 PyDoc_STRVAR(
     upload_doc,
     "upload($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
-    "       chunk=32768)\n--\n\n"
+    "       chunk=32768, stripes=None, cut=False)\n--\n\n"
     "Write `size` bytes of the local file descriptor `fd` from `offset` into the open\n"
-    "remote file `handle` at the same offsets, `inflight` WRITE requests at a time.\n"
+    "remote file `handle` at the same offsets, with WRITE requests in flight as far as\n"
+    "the server's window takes them; `stripes` as for download() (a request never starts\n"
+    "SFTP_STRIPE_AHEAD bytes past the lowest still in flight); `cut` is ignored.\n"
     "Returns (bytes acknowledged, status code or -1, status message (bytes), local errno, -1\n"
     "when the local file ended early, or 0).");
 
@@ -1502,16 +2043,18 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     struct op o;
-    int rc = run_transfer(self, &o, OP_DOWNLOAD, &handle, -1, PyBytes_AS_STRING(out), offset,
-                          offset + (uint64_t)n, &dl, Py_None, inflight, chunk);
+    struct xfer x = {
+        OP_DOWNLOAD, -1, PyBytes_AS_STRING(out), offset, offset + (uint64_t)n, inflight, chunk, 0};
+    stripelist none = {0};
+    int rc = run_transfer(self, &o, &x, &handle, &none, &dl, Py_None);
     PyBuffer_Release(&handle);
     if (rc < 0) {
         Py_DECREF(out);
         return NULL;
     }
     uint64_t got = (uint64_t)n;
-    if (o.eof_at != UINT64_MAX && o.eof_at - offset < got) {
-        got = o.eof_at - offset;
+    if (o.own.eof_at != UINT64_MAX && o.own.eof_at - offset < got) {
+        got = o.own.eof_at - offset;
     }
     if (got < (uint64_t)n && _PyBytes_Resize(&out, (Py_ssize_t)got) < 0) {
         return NULL;
@@ -1540,9 +2083,10 @@ sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     struct op o;
-    uint64_t end = range_end(offset, (uint64_t)data.len);
-    int rc = run_transfer(self, &o, OP_UPLOAD, &handle, -1, data.buf, offset, end, &dl, Py_None,
-                          inflight, chunk);
+    struct xfer x = {OP_UPLOAD, -1,    data.buf, offset, range_end(offset, (uint64_t)data.len),
+                     inflight,  chunk, 0};
+    stripelist none = {0};
+    int rc = run_transfer(self, &o, &x, &handle, &none, &dl, Py_None);
     PyBuffer_Release(&handle);
     PyBuffer_Release(&data);
     if (rc < 0) {

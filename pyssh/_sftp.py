@@ -16,6 +16,7 @@ import os
 import posixpath
 import stat as _stat
 import struct
+import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _local, _ssh
@@ -29,6 +30,7 @@ from .errors import (
     SFTPIsADirectoryError,
     SFTPNotADirectoryError,
     SFTPPermissionError,
+    SSHError,
 )
 
 # message types (draft-ietf-secsh-filexfer-02, version 3)
@@ -41,7 +43,9 @@ FX_OP_UNSUPPORTED, FX_FILE_ALREADY_EXISTS = 8, 11
 F_READ, F_WRITE, F_APPEND, F_CREAT, F_TRUNC, F_EXCL = 1, 2, 4, 8, 16, 32
 A_SIZE, A_UIDGID, A_PERMISSIONS, A_ACMODTIME, A_EXTENDED = 1, 2, 4, 8, 0x80000000
 
-INFLIGHT = 16  # READ/WRITE requests in flight per transfer
+INFLIGHT = 16  # READ/WRITE requests in flight per transfer at least (C grows downloads')
+STREAMS_MAX = 8  # channels a striped transfer uses by default at most (sshd: MaxSessions 10)
+STRIPE_MIN = 4 << 20  # a transfer takes one more channel per this many bytes at most
 OFFSET_MAX = (1 << 63) - 1  # SFTP offsets are uint64; files end before 2**63 (off_t)
 DEPTH_MAX = 64  # directories a download descends, as OpenSSH's sftp (MAX_DIR_DEPTH)
 
@@ -376,22 +380,108 @@ class SFTP:
         self._session = session
         self._timeout = check_timeout(timeout)
         self._c = _ssh.SFTP(session)
-        self.version, extensions = self._c.start(timeout=self._timeout if self._timeout else 30.0)
+        self._pool: List[Any] = []  # more channels, started, for striped transfers
+        self._pool_max = 16  # lowered when the server refuses more
+        t0 = time.monotonic()
+        self.version, extensions = self._c.start(timeout=self._start_timeout())
+        # the path's round trip (start: open, subsystem, INIT), for how many streams
+        self._rtt = (time.monotonic() - t0) / 3
         self.extensions: Dict[str, bytes] = {k.decode("utf-8", "replace"): v for k, v in extensions}
         self.max_read = self.max_write = 32768
         if "limits@openssh.com" in self.extensions:
+            t0 = time.monotonic()
             rtype, value = self._c.request(
                 EXTENDED, _str(b"limits@openssh.com"), timeout=self._timeout
             )
+            self._rtt = min(self._rtt, time.monotonic() - t0)
             if rtype == EXTENDED_REPLY:
                 _packet, rd, wr, _handles = value
                 self.max_read = max(1, min(rd or 32768, 1 << 20))
                 self.max_write = max(1, min(wr or 32768, 1 << 20))
 
+    def _start_timeout(self) -> float:
+        return self._timeout if self._timeout else 30.0
+
     # ---- lifetime
     def close(self) -> None:
-        """Close the channel. Calling it again does nothing."""
+        """Close the channel (and those of striped transfers). Calling it again does
+        nothing."""
+        for c in self._pool:
+            c.close()
+        self._pool = []
         self._c.close()
+
+    # ---- striped transfers
+    def _streams(self, streams: Optional[int], size: int) -> int:
+        """How many channels a transfer of `size` bytes uses: `streams`, or by
+        default one per 5 ms of round trip (the server's fixed 2 MiB window per
+        channel then still allows ~400 MB/s), up to STREAMS_MAX and one per
+        STRIPE_MIN bytes; one on a path under 2 ms."""
+        if streams is not None:
+            if isinstance(streams, bool) or not isinstance(streams, int) or not 1 <= streams <= 16:
+                raise ValueError(f"streams must be an int from 1 to 16, not {streams!r}")
+            return streams
+        if self._rtt < 0.002:
+            return 1
+        return max(1, min(STREAMS_MAX, int(self._rtt * 200) + 1, size // STRIPE_MIN))
+
+    def _stripes(self, n: int) -> List[Any]:
+        """n - 1 more started channels (fewer when the server allows fewer): kept
+        for the next transfers, started together when missing."""
+        want = min(n - 1, self._pool_max)
+        while len(self._pool) < want:
+            new = [_ssh.SFTP(self._session) for _ in range(want - len(self._pool))]
+            try:
+                new[0].start(timeout=self._start_timeout(), also=new[1:])
+            except (SFTPError, SSHError) as e:
+                if self._c.closed:
+                    raise
+                # sshd's MaxSessions (10 by default): settle for what there is
+                log.info(
+                    "SFTP: %d more channels refused (%s): using %d", len(new), e, len(self._pool)
+                )
+                self._pool_max = len(self._pool) + len(new) // 2
+                want = min(want, self._pool_max)
+                continue
+            self._pool += new
+        return self._pool[:want]
+
+    def _open_stripes(self, stripes: List[Any], rpath: str, flags: int) -> List[Tuple[Any, bytes]]:
+        """Open `rpath` on each stripe at once: [(channel, handle)]. On a failure,
+        the handles opened are closed and the error raised."""
+        if not stripes:
+            return []
+        req = [(OPEN, _str(_path(rpath)) + struct.pack(">I", flags) + _attrs())]
+        replies = stripes[0].batch(
+            req,
+            timeout=self._timeout,
+            what=f"open {printable(rpath)}",
+            also=[(c, req) for c in stripes[1:]],
+        )
+        opened = [(c, r[0][1]) for c, r in zip(stripes, replies) if r[0][0] == HANDLE]
+        if len(opened) < len(stripes):
+            self._close_stripes(opened, wait=False)
+            code, msg = next(r[0][1] for r in replies if r[0][0] != HANDLE)
+            raise _error(code, msg, "open", rpath)
+        return opened
+
+    def _close_stripes(self, opened: List[Tuple[Any, bytes]], wait: bool) -> List[Any]:
+        """CLOSE each stripe's handle; `wait`: for the answers (after an upload:
+        its data is safe only once closed), returned."""
+        live = [(c, h) for c, h in opened if not c.closed]
+        if not wait:
+            for c, h in live:
+                c.send(CLOSE, _str(h), timeout=self._timeout, what="closing a remote file")
+            return []
+        if not live:
+            return []
+        replies: List[Any] = live[0][0].batch(
+            [(CLOSE, _str(live[0][1]))],
+            timeout=self._timeout,
+            what="closing a remote file",
+            also=[(c, [(CLOSE, _str(h))]) for c, h in live[1:]],
+        )
+        return [r[0] for r in replies]
 
     @property
     def closed(self) -> bool:
@@ -818,12 +908,16 @@ class SFTP:
         progress: Optional[Callable[[int, int], Any]] = None,
         preserve: bool = False,
         resume: bool = False,
+        streams: Optional[int] = None,
     ) -> int:
         """Download one remote file to the local path ``local``. The data goes to a
         temporary file beside it, renamed into place once complete (with
-        ``resume=True``: appended to ``local`` from where it ends). Returns the
-        bytes transferred."""
-        return self._get(os.fspath(remote), os.fspath(local), None, progress, preserve, resume)
+        ``resume=True``: appended to ``local`` from where it ends). ``streams``: how
+        many SFTP channels share a big file (default: more the longer the round
+        trip, see docs/performance.md). Returns the bytes transferred."""
+        return self._get(
+            os.fspath(remote), os.fspath(local), None, progress, preserve, resume, streams
+        )
 
     def _get(
         self,
@@ -833,6 +927,7 @@ class SFTP:
         progress: Optional[Callable[[int, int], Any]],
         preserve: bool,
         resume: bool,
+        streams: Optional[int] = None,
     ) -> int:
         parent = os.path.dirname(os.path.abspath(lpath))
         if not os.path.isdir(parent):
@@ -845,9 +940,10 @@ class SFTP:
                 f"get: {printable(rpath)} is a directory (download() copies trees)",
                 rpath,
             )
+        n = self._streams(streams, st.st_size or 0)
         h = self._open(rpath, F_READ)
         try:
-            return self._get_open(h, rpath, lpath, st, progress, preserve, resume)
+            return self._get_open(h, rpath, lpath, st, progress, preserve, resume, n)
         finally:
             if not self._c.closed:
                 # nothing to learn from the answer to a CLOSE after reading: no wait
@@ -863,13 +959,30 @@ class SFTP:
         progress: Optional[Callable[[int, int], Any]],
         preserve: bool,
         resume: bool,
+        streams: int = 1,
     ) -> int:
         total = st.st_size or 0
         start, fd, tmp = self._local_file(lpath, st, total, resume, rpath)
         ok = False
+        opened: List[Tuple[Any, bytes]] = []
         try:
+            if streams > 1 and total - start >= 2 * STRIPE_MIN:
+                opened = self._open_stripes(self._stripes(streams), rpath, F_READ)
             cb = (lambda moved: progress(start + moved, total)) if progress else None
-            r = self._c.download(h, fd, start, total, cb, self._timeout, INFLIGHT, self.max_read)
+            # resume writes into the file itself: a failure cuts it back to what
+            # all arrived (stripes leave gaps), which the next resume goes on from
+            r = self._c.download(
+                h,
+                fd,
+                start,
+                total,
+                cb,
+                self._timeout,
+                INFLIGHT,
+                self.max_read,
+                stripes=opened or None,
+                cut=tmp is None,
+            )
             moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
             if code >= 0:
                 raise _error(code, msg, "download", rpath)
@@ -880,6 +993,7 @@ class SFTP:
             self._check_complete(h, rpath, lpath, start + moved, total)
             ok = True
         finally:
+            self._close_stripes(opened, wait=False)
             os.close(fd)
             if not ok and tmp is not None:
                 _local.discard(tmp)
@@ -940,10 +1054,13 @@ class SFTP:
         progress: Optional[Callable[[int, int], Any]] = None,
         preserve: bool = False,
         resume: bool = False,
+        streams: Optional[int] = None,
     ) -> int:
         """Upload the local file ``local`` to the remote path ``remote`` (its mode
         kept; ``preserve=True`` keeps its times too; ``resume=True`` continues a
-        remote file from where it ends). Returns the bytes transferred."""
+        remote file from where it ends, less the last 64 MiB, which a striped upload
+        that stopped may have left with gaps). ``streams`` as for :meth:`get`.
+        Returns the bytes transferred."""
         lpath, rpath = os.fspath(local), os.fspath(remote)
         fd = os.open(lpath, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
@@ -957,7 +1074,8 @@ class SFTP:
             h = self._open(rpath, flags, _stat.S_IMODE(lst.st_mode))
             closed = False
             try:
-                moved = self._put_open(h, fd, lpath, rpath, lst.st_size, start, progress)
+                n = self._streams(streams, lst.st_size - start)
+                moved = self._put_open(h, fd, lpath, rpath, lst.st_size, start, progress, n)
                 replies = self._put_close(h, lst, preserve)
                 closed = True
                 for _rtype, (code, msg) in replies:  # STATUS only: checked in C
@@ -984,7 +1102,9 @@ class SFTP:
                 f"resume: the remote file ({start} bytes) is longer than {lpath} ({size} bytes)",
                 rpath,
             )
-        return start
+        # a striped upload that stopped wrote nothing further than this past a gap
+        back: int = _ssh.SFTP_STRIPE_AHEAD
+        return max(0, start - back)
 
     def _put_open(
         self,
@@ -995,11 +1115,34 @@ class SFTP:
         size: int,
         start: int,
         progress: Optional[Callable[[int, int], Any]],
+        streams: int = 1,
     ) -> int:
-        """Send the local file from `start` to its `size` to the open handle `h`;
-        returns the bytes sent, all of which the server confirmed."""
+        """Send the local file from `start` to its `size` to the open handle `h`
+        (over `streams` channels); returns the bytes sent, all of which the server
+        confirmed."""
+        opened: List[Tuple[Any, bytes]] = []
+        if streams > 1 and size - start >= 2 * STRIPE_MIN:
+            opened = self._open_stripes(self._stripes(streams), rpath, F_WRITE)
         cb = (lambda moved: progress(start + moved, size)) if progress else None
-        r = self._c.upload(h, fd, start, size - start, cb, self._timeout, INFLIGHT, self.max_write)
+        ok = False
+        try:
+            r = self._c.upload(
+                h,
+                fd,
+                start,
+                size - start,
+                cb,
+                self._timeout,
+                INFLIGHT,
+                self.max_write,
+                stripes=opened or None,
+            )
+            ok = True
+        finally:
+            closes = self._close_stripes(opened, wait=ok)
+        for _rtype, (code, msg) in closes:  # STATUS only: checked in C
+            if code != FX_OK and r.status < 0:
+                raise _error(code, msg, "upload", rpath)
         moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
         if code >= 0:
             raise _error(code, msg, "upload", rpath)

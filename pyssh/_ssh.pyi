@@ -196,6 +196,7 @@ KEY_ENCRYPTED: int
 KEY_UNUSABLE: int
 KEY_NO_PUBLIC: int
 CPU_HAS_AES: int
+SFTP_STRIPE_AHEAD: int
 DEFAULT_CIPHERS: str
 SCP_ERROR_OTHER: int
 SCP_ERROR_NOT_FOUND: int
@@ -360,7 +361,9 @@ class SFTP:
     def __new__(cls, session: Session) -> SFTP: ...
     @property
     def closed(self) -> bool: ...
-    def start(self, timeout: Optional[float] = ...) -> Tuple[int, List[Tuple[bytes, bytes]]]: ...
+    def start(
+        self, timeout: Optional[float] = ..., also: Optional[Sequence[SFTP]] = ...
+    ) -> Tuple[int, List[Tuple[bytes, bytes]]]: ...
     def request(
         self,
         type: int,
@@ -375,7 +378,8 @@ class SFTP:
         /,
         timeout: Optional[float] = ...,
         what: Optional[str] = ...,
-    ) -> List[Tuple[int, Any]]: ...
+        also: Optional[Sequence[Tuple[SFTP, Sequence[Tuple[int, _Buffer]]]]] = ...,
+    ) -> List[Any]: ...
     def send(
         self,
         type: int,
@@ -394,6 +398,8 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
+        stripes: Optional[Sequence[Tuple[SFTP, _Buffer]]] = ...,
+        cut: bool = ...,
     ) -> SFTPTransfer: ...
     def upload(
         self,
@@ -405,6 +411,8 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
+        stripes: Optional[Sequence[Tuple[SFTP, _Buffer]]] = ...,
+        cut: bool = ...,
     ) -> SFTPTransfer: ...
     def read(
         self,
