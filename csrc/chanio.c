@@ -171,9 +171,8 @@ open_result(pyssh_chanio *io, int rc)
         pyssh_chanio_grow(io, PYSSH_WINDOW_MAX);
         /* a session open's round trip (open_t0 set): the server answers it at
          * once, unlike a direct-tcpip, which waits for its connect */
-        double t = pyssh_monotonic() - io->open_t0;
-        if (io->open_t0 > 0 && t > 0 && (io->session->rtt == 0 || t < io->session->rtt)) {
-            io->session->rtt = t;
+        if (io->open_t0 > 0) {
+            pyssh_chanio_rtt(io->session, pyssh_monotonic() - io->open_t0);
         }
     }
     return r;
@@ -229,6 +228,14 @@ pyssh_chanio_forget(pyssh_chanio *io)
 }
 
 /* ---- moving bytes -------------------------------------------------------------------- */
+
+void
+pyssh_chanio_rtt(SessionObject *s, double t)
+{
+    if (t > 0 && (s->rtt == 0 || t < s->rtt)) {
+        s->rtt = t;
+    }
+}
 
 void
 pyssh_chanio_grow(pyssh_chanio *io, uint32_t max)

@@ -96,6 +96,10 @@ int pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, cons
 #define PYSSH_WINDOW_MAX (64u << 20)
 void pyssh_chanio_grow(pyssh_chanio *io, uint32_t max);
 
+/* A round trip seen (seconds: a request and its answer, an upper bound): the
+ * session's round trip is the shortest seen. Lock held. */
+void pyssh_chanio_rtt(SessionObject *s, double t);
+
 /* The receive window now (PYSSH_WINDOW_MIN until it grew). */
 uint32_t pyssh_chanio_window(const pyssh_chanio *io);
 

@@ -212,6 +212,7 @@ struct op {
     SFTPObject *s;
     enum op_kind kind;
     int phase;                  /* OP_START: 0 opening, 2 INIT queued */
+    int dropped;                /* start(also=): the server refused this channel */
     const char *protocol_error; /* the server broke the protocol: why */
     int done;
     /* OP_START: VERSION after its type; OP_REQUEST: the replies to `nwant` requests */
@@ -683,6 +684,9 @@ issue(struct op *o)
 static int
 op_finished(struct op *o)
 {
+    if (o->dropped) {
+        return 1;
+    }
     if (o->kind == OP_START || o->kind == OP_REQUEST) {
         return o->done;
     }
@@ -889,6 +893,9 @@ set_round(void *state, ssh_session ssh, int idle)
         int rc = op_round(o, ssh, idle);
         if (rc == PYSSH_CHANIO_MORE) {
             more = 1;
+        }
+        else if (rc == PYSSH_REFUSED && o->kind == OP_START && i > 0) {
+            o->dropped = 1; /* start(also=): the server allows fewer channels */
         }
         else if (rc < 0 || o->protocol_error || !op_finished(o)) {
             return rc; /* failed, broken, or progress to report */
@@ -1273,8 +1280,10 @@ start_set(SFTPObject *self, stripelist *sl, pyssh_deadline *dl, struct op *ops)
     if (rc == 0) {
         rc = run_set(&set, dl, NULL, "starting SFTP");
     }
-    for (int i = 0; rc < 0 && i < set.n; i++) {
-        sftp_close_impl(ops[i].s, 1);
+    for (int i = 0; i < set.n; i++) {
+        if (rc < 0 || ops[i].dropped) {
+            sftp_close_impl(ops[i].s, 1);
+        }
     }
     return rc;
 }
@@ -1283,9 +1292,9 @@ PyDoc_STRVAR(start_doc,
              "start($self, /, timeout=None, also=None)\n--\n\n"
              "Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
              "Returns (version, [(extension name, data), ...]) from the server's VERSION. `also`:\n"
-             "other unstarted SFTP\n"
-             "objects of the session, started at the same time (their VERSION checked too);\n"
-             "if any fails, all are closed.");
+             "other unstarted SFTP objects of the session, started at the same time (their\n"
+             "VERSION checked too); one the server refuses (its channel limit) is left closed;\n"
+             "any other failure closes them all.");
 
 static PyObject *
 sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -1480,6 +1489,7 @@ batch_set(SFTPObject **objs, int n, const reqlist *r, pyssh_deadline *dl, const 
         return PyErr_NoMemory();
     }
     int qrc = 0;
+    double t0 = pyssh_monotonic();
     pyssh_lock(objs[0]->session);
     for (int i = 0; i < n; i++) {
         p[i] = &ops[i];
@@ -1497,6 +1507,11 @@ batch_set(SFTPObject **objs, int n, const reqlist *r, pyssh_deadline *dl, const 
         }
     }
     else if (run_set(&set, dl, NULL, what != NULL ? what : "an SFTP request") == 0) {
+        /* requests and their replies: a round trip at most (channel opens, the
+         * first samples, include the server's work on them) */
+        pyssh_lock(objs[0]->session);
+        pyssh_chanio_rtt(objs[0]->session, pyssh_monotonic() - t0);
+        pyssh_unlock(objs[0]->session);
         out = PyList_New(n);
         for (int i = 0; out != NULL && i < n; i++) {
             PyObject *one = replies_py(&ops[i]);
@@ -1850,8 +1865,11 @@ set_merge(struct opset *set, const struct xfer *x, int rc)
         o->moved += t->moved;
     }
     if (x->cut && x->fd >= 0 && (rc < 0 || op_failed(o))) {
+        /* below the first byte missing: a request in flight, one whose data
+         * was not kept, or the end of the file (requests went past it) */
         uint64_t low = lowest_in_flight(o->sp);
-        pyssh_ftruncate(x->fd, low < o->sp->hole ? low : o->sp->hole);
+        low = low < o->sp->hole ? low : o->sp->hole;
+        pyssh_ftruncate(x->fd, low < o->sp->eof_at ? low : o->sp->eof_at);
     }
 }
 
@@ -2132,8 +2150,20 @@ static PyMethodDef sftp_methods[] = {
     {"close", (PyCFunction)sftp_close, METH_NOARGS, close_doc},
     {NULL, NULL, 0, NULL}};
 
+static PyObject *
+sftp_get_window(SFTPObject *self, void *closure)
+{
+    (void)closure;
+    pyssh_lock(self->session); /* a step of another thread may be growing it */
+    uint32_t w = pyssh_chanio_window(&self->io);
+    pyssh_unlock(self->session);
+    return PyLong_FromUnsignedLong(w);
+}
+
 static PyGetSetDef sftp_getset[] = {
     {"closed", (getter)sftp_get_closed, NULL, "True once the channel is closed.", NULL},
+    {"window", (getter)sftp_get_window, NULL,
+     "The channel's receive window in bytes: 2 MiB, more once it grew with the path.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(sftp_doc, "SFTP(session)\n--\n\n"

@@ -428,22 +428,27 @@ class SFTP:
     def _stripes(self, n: int) -> List[Any]:
         """n - 1 more started channels (fewer when the server allows fewer): kept
         for the next transfers, started together when missing."""
+        self._pool = [c for c in self._pool if not c.closed]  # a stream that died
         want = min(n - 1, self._pool_max)
-        while len(self._pool) < want:
+        if len(self._pool) < want:
             new = [_ssh.SFTP(self._session) for _ in range(want - len(self._pool))]
             try:
                 new[0].start(timeout=self._start_timeout(), also=new[1:])
             except (SFTPError, SSHError) as e:
                 if self._c.closed:
                     raise
+                log.info("SFTP: no more channels for striping (%s)", e)
+            started = [c for c in new if not c.closed]
+            if len(started) < len(new):
                 # sshd's MaxSessions (10 by default): settle for what there is
                 log.info(
-                    "SFTP: %d more channels refused (%s): using %d", len(new), e, len(self._pool)
+                    "SFTP: the server refused %d of %d more channels: striping over %d",
+                    len(new) - len(started),
+                    len(new),
+                    1 + len(self._pool) + len(started),
                 )
-                self._pool_max = len(self._pool) + len(new) // 2
-                want = min(want, self._pool_max)
-                continue
-            self._pool += new
+                self._pool_max = len(self._pool) + len(started)
+            self._pool += started
         return self._pool[:want]
 
     def _open_stripes(self, stripes: List[Any], rpath: str, flags: int) -> List[Tuple[Any, bytes]]:
