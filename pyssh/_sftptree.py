@@ -230,15 +230,37 @@ class Downloads(_Queue):
     """SFTP.download(): a tree walked in the order of old, small files queued."""
 
     def run_all(self, paths: List[str], to: str) -> List[str]:
-        return self.walking(lambda: [self.top(p, to) for p in paths])
+        stats = self.stats(paths)
+        return self.walking(lambda: [self.top(p, to, st) for p, st in zip(paths, stats)])
 
-    def top(self, p: str, to: str) -> str:
+    def stats(self, paths: List[str]) -> List[Optional[SFTPAttributes]]:
+        """The attributes of the files named, when there are several: STATs in
+        batches. None where a STAT failed: it is made again where its file comes,
+        after the files before it, for its own error."""
+        out: List[Optional[SFTPAttributes]] = [None] * len(paths)
+        asks: List[Tuple[int, bytes]] = []
+        for i, p in enumerate(paths if len(paths) > 1 else []):
+            if posixpath.basename(p.rstrip("/")) in ("", ".", ".."):
+                continue  # listed, not copied
+            try:
+                asks.append((i, _str(_path(p))))
+            except (TypeError, ValueError):
+                break  # raised where it comes, as before
+        for j in range(0, len(asks), BATCH_MAX):
+            chunk = asks[j : j + BATCH_MAX]
+            replies = self.batch([(STAT, b) for _, b in chunk], "download")
+            for (i, _), (rtype, value) in zip(chunk, replies):
+                if rtype == ATTRS:
+                    out[i] = SFTPAttributes._from(value)
+        return out
+
+    def top(self, p: str, to: str, st: Optional[SFTPAttributes]) -> str:
         base = posixpath.basename(p.rstrip("/"))
         if base in ("", ".", ".."):
             self.entries(p, to, 1)
             return to
         dest = os.path.join(to, local_name(base))
-        self.one(p, dest, None, 0)
+        self.one(p, dest, st, 0)
         return dest
 
     def one(self, remote: str, dest: str, st: Optional[SFTPAttributes], depth: int) -> None:

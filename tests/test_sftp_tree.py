@@ -306,3 +306,22 @@ def test_a_tree_from_a_server_that_sends_too_much(hostile_sftp, tmp_path):
             {"data_extra": 10}, lambda f: f.download(str(src), to=tmp_path / "to", verbose=False)
         )
     assert [p for p in (tmp_path / "to").rglob("*") if p.is_file()] == []
+
+
+def test_many_files_named_at_once(sftp, area):
+    """download([100 paths]): their STATs go in batches too; a missing one is its
+    own error, after the files before it."""
+    names = [f"f{i:03d}" for i in range(100)]
+    for n in names:
+        (area / "remote" / n).write_bytes(n.encode())
+    paths = [str(area / "remote" / n) for n in names]
+    waits = counted(sftp, lambda: sftp.download(paths, to=area / "back", verbose=False))
+    assert waits < 100 / 5, waits
+    assert sorted(os.listdir(area / "back")) == names
+    for n in names:
+        os.unlink(area / "back" / n)
+    os.unlink(area / "remote" / "f050")
+    with pytest.raises(pyssh.SFTPFileNotFoundError) as e:
+        sftp.download(paths, to=area / "back", verbose=False)
+    assert e.value.filename == paths[50]
+    assert sorted(os.listdir(area / "back")) == names[:50]
