@@ -153,8 +153,15 @@ class _Queue:
 
 
 def _closes(steps: Sequence[Any]) -> List[Tuple[int, bytes]]:
-    """CLOSE the handles of steps that will not go on (after a failed one)."""
-    return [(CLOSE, _str(s.handle)) for s in steps if getattr(s, "handle", None) is not None]
+    """CLOSE the handles of steps that will not go on now (after a failed one).
+    Each step forgets its handle: the server may give the same to a file opened
+    later, which a second CLOSE would close."""
+    out = []
+    for s in steps:
+        if getattr(s, "handle", None) is not None:
+            out.append((CLOSE, _str(s.handle)))
+            s.handle = None
+    return out
 
 
 def _split(steps: List[_Step], failed: Optional[int]) -> Tuple[List[_Step], List[_Step]]:
@@ -526,9 +533,9 @@ class Uploads(_Queue):
             if not s.first():
                 continue
             rtype, value = replies.pop(0)
-            if isinstance(s, _Put) and rtype == HANDLE:
-                s.handle = value
-            elif not _ok((rtype, value)):
+            if isinstance(s, _Put):
+                s.handle = value if rtype == HANDLE else None
+            if not (rtype == HANDLE or _ok((rtype, value))):
                 bad.append(i)
         other = next((i for i in bad if not isinstance(sent[i], _Mkdir)), len(sent))
         mkdirs = [i for i in bad if i < other]
