@@ -188,11 +188,12 @@ typedef struct {
 
 /* A request of request()/batch() waiting for its reply: what it asked, so that
  * the reply is checked against it (ext_fields: an extension whose reply is that
- * many uint64, 0 for others). */
+ * many uint64, 0 for others; asked: a READ's length, the most its DATA may hold). */
 struct want {
     uint32_t id;
     int req;
     int ext_fields;
+    uint32_t asked;
 };
 
 /* The part of a file that a transfer moves, shared by its stripes (one op per
@@ -348,7 +349,7 @@ frame_request(struct op *o, uint32_t id, int type, const char *p, size_t n)
     }
     struct sftp_reply r;
     const char *why;
-    if (sftp_reply_check(o->want[i].req, type, p, n, 0, &r, &why) < 0) {
+    if (sftp_reply_check(o->want[i].req, type, p, n, o->want[i].asked, &r, &why) < 0) {
         o->protocol_error = why;
         return;
     }
@@ -1127,7 +1128,7 @@ reply_py(pyssh_state *st, const struct want *w, int type, const char *p, size_t 
 {
     struct sftp_reply r;
     const char *why;
-    if (sftp_reply_check(w->req, type, p, n, 0, &r, &why) < 0) {
+    if (sftp_reply_check(w->req, type, p, n, w->asked, &r, &why) < 0) {
         return PyErr_Format(PyExc_SystemError, "a checked reply failed again: %s", why);
     }
     PyObject *v;
@@ -1417,6 +1418,22 @@ ext_fields(int type, const Py_buffer *payload)
     return 0;
 }
 
+/* A READ's length (handle, uint64 offset, uint32 length), so that its DATA reply
+ * is held to it; 0 for other requests, or a READ not so made (a DATA reply to it
+ * is then a protocol error). */
+static uint32_t
+read_length(int type, const Py_buffer *payload)
+{
+    if (type != SFTP_READ || payload->len < 4) {
+        return 0;
+    }
+    uint64_t hl = get32(payload->buf);
+    if ((uint64_t)payload->len != 4 + hl + 12) {
+        return 0;
+    }
+    return get32((const char *)payload->buf + 4 + hl + 8);
+}
+
 /* Queue the parsed requests with fresh ids; `discard`: nobody will wait for their
  * replies. Lock held by the caller; no Python. Returns -1 when out of memory. */
 static int
@@ -1436,6 +1453,7 @@ queue_requests(SFTPObject *self, const reqlist *r, struct op *o, int discard)
             w->id = id;
             w->req = r->type[i];
             w->ext_fields = ext_fields(r->type[i], &r->payload[i]);
+            w->asked = read_length(r->type[i], &r->payload[i]);
         }
     }
     return 0;

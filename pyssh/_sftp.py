@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _local, _ssh
-from ._names import local_name, printable
+from ._names import printable
 from ._progress import Progress, Reporter
 from ._util import check_timeout, transfer_paths
 from .errors import (
@@ -1205,51 +1205,13 @@ class SFTP:
                 to_s,
             )
         rep = Reporter(verbose, progress, upload=True)
-        out = []
+        from ._sftptree import Uploads  # it builds on this module
+
         try:
-            for p in paths:
-                if not os.path.exists(p):
-                    raise FileNotFoundError(errno.ENOENT, "upload: no such local file", p)
-                name = os.path.basename(os.path.normpath(p))
-                dest = posixpath.join(to_s, name)
-                self._upload_one(p, dest, rep, preserve, resume)
-                out.append(dest)
+            return Uploads(self, rep, preserve, resume).run_all(paths, to_s)
         except BaseException:
             rep.stopped()  # end a [NN%] line left drawn, as SCP does
             raise
-        return out
-
-    def _upload_one(
-        self, local: str, dest: str, rep: Reporter, preserve: bool, resume: bool
-    ) -> None:
-        st = os.stat(local)
-        if _stat.S_ISDIR(st.st_mode):
-            if not self.is_dir(dest):
-                self.mkdir(dest, 0o700)
-            for name in sorted(os.listdir(local)):
-                self._upload_one(
-                    os.path.join(local, name), posixpath.join(dest, name), rep, preserve, resume
-                )
-            self._status(
-                SETSTAT,
-                _str(_path(dest))
-                + _attrs(
-                    mode=_stat.S_IMODE(st.st_mode),
-                    times=(int(st.st_atime), int(st.st_mtime)) if preserve else None,
-                ),
-                "upload",
-                dest,
-            )
-            return
-        report = rep.callback(local, st.st_size)
-        self.put(
-            local,
-            dest,
-            preserve=preserve,
-            resume=resume,
-            progress=(lambda moved, total: report(moved)) if report else None,
-        )
-        rep.finished(local, st.st_size)
 
     def download(
         self,
@@ -1280,79 +1242,6 @@ class SFTP:
                 errno.ENOENT, "download: the local directory does not exist", to_s
             )
         rep = Reporter(verbose, progress, upload=False)
-        out = []
-        for p in paths:
-            base = posixpath.basename(p.rstrip("/"))
-            if base in ("", ".", ".."):
-                self._download_entries(p, to_s, rep, preserve, resume, 1)
-                out.append(to_s)
-                continue
-            dest = os.path.join(to_s, local_name(base))
-            self._download_one(p, dest, rep, preserve, resume)
-            out.append(dest)
-        return out
+        from ._sftptree import Downloads  # it builds on this module
 
-    def _download_one(
-        self,
-        remote: str,
-        dest: str,
-        rep: Reporter,
-        preserve: bool,
-        resume: bool,
-        st: Optional[SFTPAttributes] = None,
-        depth: int = 0,
-    ) -> None:
-        if st is None or st.st_mode is None:
-            st = self.stat(remote)
-        if not st.is_dir():
-            total = st.st_size or 0
-            report = rep.callback(dest, total)
-            self._get(
-                remote,
-                dest,
-                st,
-                (lambda moved, t: report(moved)) if report else None,
-                preserve,
-                resume,
-            )
-            rep.finished(dest, total)
-            return
-        if depth >= DEPTH_MAX:
-            raise SFTPError(
-                errno.ELOOP,
-                f"download: {printable(remote)} is more than {DEPTH_MAX} directories deep",
-                remote,
-            )
-        made = _local.enter_dir(dest)
-        self._download_entries(remote, dest, rep, preserve, resume, depth + 1)
-        times = None
-        if preserve and st.st_mtime is not None:
-            times = (st.st_atime or st.st_mtime, st.st_mtime)
-        _local.leave_dir(dest, made, _local.mode_for(st.st_mode, preserve, 0o755), preserve, times)
-
-    def _download_entries(
-        self, remote: str, dest: str, rep: Reporter, preserve: bool, resume: bool, depth: int
-    ) -> None:
-        """The entries of remote directory `remote` into local directory `dest`."""
-        seen = set()
-        for a in self.listdir_attr(remote):
-            name = a.filename or ""
-            where = f"download: the server listed in {printable(remote)}"
-            if name in seen:
-                raise SFTPError(errno.EPROTO, f"{where} the name '{printable(name)}' twice", remote)
-            seen.add(name)
-            try:
-                local = local_name(name)
-            except ValueError as e:
-                raise SFTPError(errno.EPROTO, f"{where} an unsafe name: {e}", remote) from None
-            path = posixpath.join(remote, name)
-            st: Optional[SFTPAttributes] = a
-            if a.is_symlink():
-                st = self.stat(path)  # a link's own attributes are the link's
-                if st.is_dir():
-                    log.warning(
-                        "download: not following %s, a symbolic link to a directory",
-                        printable(path),
-                    )
-                    continue
-            self._download_one(path, os.path.join(dest, local), rep, preserve, resume, st, depth)
+        return Downloads(self, rep, preserve, resume).run_all(paths, to_s)
