@@ -12,9 +12,9 @@ import signal
 import subprocess
 
 import pytest
+from delay_relay import DelayRelay
 
 import pyssh
-from delay_relay import DelayRelay
 
 MiB = 1 << 20
 
