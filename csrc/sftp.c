@@ -49,8 +49,11 @@ typedef struct {
     size_t in_len;
     char *out; /* requests not yet accepted by the channel */
     size_t out_pos, out_len, out_cap;
-    uint32_t discard[DISCARD_MAX]; /* ids whose replies nobody waits for (send()) */
-    int ndiscard;
+    uint32_t discard[DISCARD_MAX];      /* ids whose replies nobody waits for (send(), or an
+                                      operation stopped early) */
+    unsigned char by_send[DISCARD_MAX]; /* that one came from send() */
+    int ndiscard, nsend;                /* nsend: how many came from send() */
+    uint64_t complete_to;               /* the last transfer: every byte below this was moved */
 } SFTPObject;
 
 /* ---- what arrives (inside libssh, lock held) ------------------------------------ */
@@ -479,8 +482,11 @@ frame_write(struct op *o, pending *q, int type, const char *p, size_t n)
     if (r.code == SFTP_FX_OK) {
         o->moved += q->len;
     }
-    else if (o->status < 0) {
-        op_status(o, &r);
+    else {
+        note_hole(o, q->offset);
+        if (o->status < 0) {
+            op_status(o, &r);
+        }
     }
     drop_pending(o, q);
 }
@@ -502,7 +508,10 @@ handle_frame(struct op *o, int type, const char *p, size_t n)
     SFTPObject *s = o->s;
     for (int i = 0; i < s->ndiscard; i++) {
         if (s->discard[i] == id) {
-            s->discard[i] = s->discard[--s->ndiscard];
+            s->nsend -= s->by_send[i];
+            s->ndiscard--;
+            s->discard[i] = s->discard[s->ndiscard];
+            s->by_send[i] = s->by_send[s->ndiscard];
             return; /* a reply nobody waits for (send()) */
         }
     }
@@ -967,6 +976,7 @@ abandon(struct op *o)
         }
         if (self->ndiscard + n <= DISCARD_MAX) {
             memcpy(self->discard + self->ndiscard, due, sizeof(uint32_t) * (size_t)n);
+            memset(self->by_send + self->ndiscard, 0, (size_t)n);
             self->ndiscard += n;
         }
         else {
@@ -1446,6 +1456,8 @@ queue_requests(SFTPObject *self, const reqlist *r, struct op *o, int discard)
             return -1;
         }
         if (discard) {
+            self->by_send[self->ndiscard] = 1;
+            self->nsend++;
             self->discard[self->ndiscard++] = id;
         }
         else {
@@ -1628,18 +1640,20 @@ sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
         return PyErr_NoMemory();
     }
     PyObject *out = NULL;
-    if (reqs_parse(reqs, &r[0]) < 0 ||
-        (also != Py_None && also_parse(also, &objs, r + 1, &n) < 0)) {
-        goto done;
+    /* claimed while the requests are parsed: their Python code cannot close or
+     * reuse this channel meanwhile */
+    if (claim(self, "batch", PYSSH_NEED_OPEN, 1) < 0) {
+        free(r);
+        return NULL;
     }
-    if (claim(self, "batch", PYSSH_NEED_OPEN, 1) == 0) {
+    if (reqs_parse(reqs, &r[0]) == 0 &&
+        (also == Py_None || also_parse(also, &objs, r + 1, &n) == 0)) {
         out = batch_claimed_all(self, objs, r, &dl, what);
         if (out != NULL && also == Py_None) {
             Py_SETREF(out, Py_NewRef(PyList_GET_ITEM(out, 0)));
         }
-        unclaim(self);
     }
-done:
+    unclaim(self);
     for (int i = 0; i <= n; i++) {
         reqs_release(&r[i]);
     }
@@ -1714,7 +1728,7 @@ sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
     }
     pyssh_lock(self->session);
     int qrc = 0;
-    if (self->ndiscard >= SEND_DISCARD_MAX) {
+    if (self->nsend >= SEND_DISCARD_MAX || self->ndiscard >= DISCARD_MAX) {
         qrc = 1; /* too many unanswered: wait for this one instead */
     }
     else {
@@ -1882,12 +1896,15 @@ set_merge(struct opset *set, const struct xfer *x, int rc)
         }
         o->moved += t->moved;
     }
+    /* the first byte missing: a request in flight, one whose data was not
+     * kept, or the end (requests went past the end of the file) */
+    struct span *sp = o->sp;
+    uint64_t low = lowest_in_flight(sp);
+    low = low < sp->hole ? low : sp->hole;
+    low = low < sp->eof_at ? low : sp->eof_at;
+    o->s->complete_to = low < sp->end ? low : sp->end;
     if (x->cut && x->fd >= 0 && (rc < 0 || op_failed(o))) {
-        /* below the first byte missing: a request in flight, one whose data
-         * was not kept, or the end of the file (requests went past it) */
-        uint64_t low = lowest_in_flight(o->sp);
-        low = low < o->sp->hole ? low : o->sp->hole;
-        pyssh_ftruncate(x->fd, low < o->sp->eof_at ? low : o->sp->eof_at);
+        pyssh_ftruncate(x->fd, o->s->complete_to);
     }
 }
 
@@ -1981,15 +1998,15 @@ static PyObject *
 transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
 {
     static char *kwlist[] = {"handle",   "fd",    "offset",  "size", "progress", "timeout",
-                             "inflight", "chunk", "stripes", "cut",  NULL};
+                             "inflight", "chunk", "stripes", "cut",  "until",    NULL};
     Py_buffer handle;
-    unsigned long long offset, size;
+    unsigned long long offset, size, until = UINT64_MAX;
     PyObject *progress = Py_None, *stripes = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     struct xfer x = {kind, -1, NULL, 0, 0, 16, 32768, 0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OO&iIOp:transfer", kwlist, &handle, &x.fd,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OO&iIOpK:transfer", kwlist, &handle, &x.fd,
                                      &offset, &size, &progress, pyssh_deadline_conv, &dl,
-                                     &x.inflight, &x.chunk, &stripes, &x.cut)) {
+                                     &x.inflight, &x.chunk, &stripes, &x.cut, &until)) {
         return NULL;
     }
     stripelist sl;
@@ -1999,7 +2016,7 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
     }
     struct op o;
     x.offset = offset;
-    x.end = kind == OP_UPLOAD ? range_end(offset, size) : UINT64_MAX;
+    x.end = kind == OP_UPLOAD ? range_end(offset, size) : until;
     int rc = run_transfer(self, &o, &x, &handle, &sl, &dl, progress);
     stripes_release(&sl);
     PyBuffer_Release(&handle);
@@ -2012,13 +2029,14 @@ transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
 PyDoc_STRVAR(
     download_doc,
     "download($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
-    "         chunk=32768, stripes=None, cut=False)\n--\n\n"
+    "         chunk=32768, stripes=None, cut=False, until=2**64-1)\n--\n\n"
     "Read the open remote file `handle` from `offset` to its end into the local file\n"
     "descriptor `fd` (at the same offsets), with READ requests of `chunk` bytes: at least\n"
     "`inflight`, and as many as the channel's receive window holds (it grows with the\n"
     "path). `stripes`: (SFTP, handle) pairs, other channels of the session with the same\n"
     "file open, which read their share of it at once. `cut`: when the download fails, cut\n"
-    "the file back to below the first byte that did not arrive. `size` is ignored.\n"
+    "the file back to below the first byte that did not arrive (complete_to). `until`:\n"
+    "stop there rather than at the end of the file. `size` is ignored.\n"
     "progress(bytes) is called a few times a second. Returns (bytes, status code or -1,\n"
     "status message (bytes), local errno or 0).");
 
@@ -2178,10 +2196,21 @@ sftp_get_window(SFTPObject *self, void *closure)
     return PyLong_FromUnsignedLong(w);
 }
 
+static PyObject *
+sftp_get_complete_to(SFTPObject *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->complete_to); /* written with the claim held */
+}
+
 static PyGetSetDef sftp_getset[] = {
     {"closed", (getter)sftp_get_closed, NULL, "True once the channel is closed.", NULL},
     {"window", (getter)sftp_get_window, NULL,
      "The channel's receive window in bytes: 2 MiB, more once it grew with the path.", NULL},
+    {"complete_to", (getter)sftp_get_complete_to, NULL,
+     "After a download or upload, even one that failed: every byte below this offset was "
+     "moved.",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 PyDoc_STRVAR(sftp_doc, "SFTP(session)\n--\n\n"

@@ -19,7 +19,7 @@ import struct
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import _local, _ssh
+from . import _conns, _local, _ssh
 from ._names import printable
 from ._progress import Progress, Reporter
 from ._util import check_timeout, transfer_paths
@@ -382,6 +382,9 @@ class SFTP:
         self._c = _ssh.SFTP(session)
         self._pool: List[Any] = []  # more channels, started, for striped transfers
         self._pool_max = 16  # lowered when the server refuses more
+        self._conns: List[SFTP] = []  # on more connections, for connections=
+        self._owns_session = False  # one of those: its session closes with it
+        self._complete_to = 0  # the last range: every byte below this was moved
         t0 = time.monotonic()
         self.version, extensions = self._c.start(timeout=self._start_timeout())
         # the path's round trip (start: open, subsystem, INIT), for how many streams
@@ -409,7 +412,12 @@ class SFTP:
         for c in self._pool:
             c.close()
         self._pool = []
+        for f in self._conns:
+            f.close()
+        self._conns = []
         self._c.close()
+        if self._owns_session:
+            self._session.close()
 
     # ---- striped transfers
     def _streams(self, streams: Optional[int], size: int) -> int:
@@ -420,10 +428,35 @@ class SFTP:
         if streams is not None:
             if isinstance(streams, bool) or not isinstance(streams, int) or not 1 <= streams <= 16:
                 raise ValueError(f"streams must be an int from 1 to 16, not {streams!r}")
-            return streams
+            return streams if size >= 2 * STRIPE_MIN else 1
         if self._rtt < 0.002:
             return 1
         return max(1, min(STREAMS_MAX, int(self._rtt * 200) + 1, size // STRIPE_MIN))
+
+    def _connections(self, connections: Optional[int], streams: Optional[int], size: int) -> int:
+        """How many connections a transfer of `size` bytes uses: `connections`, or
+        by default one, and more only when this one's server refused the channels
+        that `streams` wants (MaxSessions), up to 4; one per 2 x STRIPE_MIN bytes."""
+        if connections is not None:
+            c = connections
+            if (
+                isinstance(c, bool)
+                or not isinstance(c, int)
+                or not 1 <= c <= _conns.CONNECTIONS_MAX
+            ):
+                raise ValueError(f"connections must be an int from 1 to 8, not {c!r}")
+        else:
+            per = 1 + self._pool_max  # the channels one connection can have
+            c = min(4, -(-self._streams(streams, size) // per))
+        return max(1, min(c, size // (2 * STRIPE_MIN)))
+
+    def _more_connections(self, n: int) -> List[SFTP]:
+        """n more connections like this one's session, each with an SFTP channel
+        (fewer when some cannot be made): kept for the next transfers."""
+        self._conns = [f for f in self._conns if not f.closed]
+        if len(self._conns) < n and getattr(self._session, "_again", None) is not None:
+            self._conns += _conns.open_more(self._session, n - len(self._conns), self._timeout)
+        return self._conns[:n]
 
     def _stripes(self, n: int) -> List[Any]:
         """n - 1 more started channels (fewer when the server allows fewer): kept
@@ -914,14 +947,24 @@ class SFTP:
         preserve: bool = False,
         resume: bool = False,
         streams: Optional[int] = None,
+        connections: Optional[int] = None,
     ) -> int:
         """Download one remote file to the local path ``local``. The data goes to a
         temporary file beside it, renamed into place once complete (with
         ``resume=True``: appended to ``local`` from where it ends). ``streams``: how
         many SFTP channels share a big file (default: more the longer the round
-        trip, see docs/performance.md). Returns the bytes transferred."""
+        trip); ``connections``: how many connections (default 1, more only when the
+        server refuses the channels wanted); see docs/performance.md. Returns the
+        bytes transferred."""
         return self._get(
-            os.fspath(remote), os.fspath(local), None, progress, preserve, resume, streams
+            os.fspath(remote),
+            os.fspath(local),
+            None,
+            progress,
+            preserve,
+            resume,
+            streams,
+            connections,
         )
 
     def _get(
@@ -933,7 +976,10 @@ class SFTP:
         preserve: bool,
         resume: bool,
         streams: Optional[int] = None,
+        connections: Optional[int] = None,
     ) -> int:
+        self._streams(streams, 0)  # bad values fail here, before anything is done
+        self._connections(connections, None, 0)
         parent = os.path.dirname(os.path.abspath(lpath))
         if not os.path.isdir(parent):
             raise FileNotFoundError(errno.ENOENT, "get: the local directory does not exist", parent)
@@ -945,10 +991,11 @@ class SFTP:
                 f"get: {printable(rpath)} is a directory (download() copies trees)",
                 rpath,
             )
-        n = self._streams(streams, st.st_size or 0)
         h = self._open(rpath, F_READ)
         try:
-            return self._get_open(h, rpath, lpath, st, progress, preserve, resume, n)
+            return self._get_open(
+                h, rpath, lpath, st, progress, preserve, resume, streams, connections
+            )
         finally:
             if not self._c.closed:
                 # nothing to learn from the answer to a CLOSE after reading: no wait
@@ -964,41 +1011,27 @@ class SFTP:
         progress: Optional[Callable[[int, int], Any]],
         preserve: bool,
         resume: bool,
-        streams: int = 1,
+        streams: Optional[int] = None,
+        connections: Optional[int] = None,
     ) -> int:
         total = st.st_size or 0
         start, fd, tmp = self._local_file(lpath, st, total, resume, rpath)
         ok = False
-        opened: List[Tuple[Any, bytes]] = []
         try:
-            if streams > 1 and total - start >= 2 * STRIPE_MIN:
-                opened = self._open_stripes(self._stripes(streams), rpath, F_READ)
             cb = (lambda moved: progress(start + moved, total)) if progress else None
             # resume writes into the file itself: a failure cuts it back to what
             # all arrived (stripes leave gaps), which the next resume goes on from
-            r = self._c.download(
-                h,
-                fd,
-                start,
-                total,
-                cb,
-                self._timeout,
-                INFLIGHT,
-                self.max_read,
-                stripes=opened or None,
-                cut=tmp is None,
-            )
-            moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
-            if code >= 0:
-                raise _error(code, msg, "download", rpath)
-            if err:
-                raise OSError(
-                    err, f"download: writing {printable(lpath)}: {os.strerror(err)}", lpath
+            cut = tmp is None
+            conns = self._connections(connections, streams, total - start)
+            if conns > 1:
+                moved = _conns.download(
+                    self, h, rpath, lpath, fd, start, total, cb, streams, conns, cut
                 )
+            else:
+                moved = self._download_range(h, rpath, lpath, fd, start, total, cb, streams, cut)
             self._check_complete(h, rpath, lpath, start + moved, total)
             ok = True
         finally:
-            self._close_stripes(opened, wait=False)
             os.close(fd)
             if not ok and tmp is not None:
                 _local.discard(tmp)
@@ -1011,6 +1044,54 @@ class SFTP:
             os.utime(lpath, times)
         if progress:
             progress(start + moved, total)
+        return moved
+
+    def _download_range(
+        self,
+        h: bytes,
+        rpath: str,
+        lpath: str,
+        fd: int,
+        a: int,
+        b: int,
+        cb: Optional[Callable[[int], Any]],
+        streams: Optional[int],
+        cut: bool,
+        bounded: bool = False,
+    ) -> int:
+        """The open remote file `h` from `a` to `b` (`bounded`; else to its end,
+        b being its size) into `fd`, over `streams` channels (None: as the path
+        says): the bytes moved."""
+        opened: List[Tuple[Any, bytes]] = []
+        n = self._streams(streams, b - a)
+        self._complete_to = a
+        try:
+            if n > 1:
+                opened = self._open_stripes(self._stripes(n), rpath, F_READ)
+            self._complete_to = -1  # from the C side's, once it ran
+            r = self._c.download(
+                h,
+                fd,
+                a,
+                0,
+                cb,
+                self._timeout,
+                INFLIGHT,
+                self.max_read,
+                stripes=opened or None,
+                cut=cut,
+                until=b if bounded else (1 << 64) - 1,
+            )
+        finally:
+            self._close_stripes(opened, wait=False)
+            if self._complete_to < 0:
+                self._complete_to = self._c.complete_to
+        if r.status >= 0:
+            raise _error(r.status, r.message, "download", rpath)
+        if r.local_errno:
+            e = r.local_errno
+            raise OSError(e, f"download: writing {printable(lpath)}: {os.strerror(e)}", lpath)
+        moved: int = r.moved
         return moved
 
     def _local_file(
@@ -1060,13 +1141,17 @@ class SFTP:
         preserve: bool = False,
         resume: bool = False,
         streams: Optional[int] = None,
+        connections: Optional[int] = None,
     ) -> int:
         """Upload the local file ``local`` to the remote path ``remote`` (its mode
         kept; ``preserve=True`` keeps its times too; ``resume=True`` continues a
         remote file from where it ends, less the last 64 MiB, which a striped upload
-        that stopped may have left with gaps). ``streams`` as for :meth:`get`.
+        that stopped may have left with gaps). ``streams`` and ``connections`` as
+        for :meth:`get`.
         Returns the bytes transferred."""
         lpath, rpath = os.fspath(local), os.fspath(remote)
+        self._streams(streams, 0)  # bad values fail here, before anything is done
+        self._connections(connections, None, 0)
         fd = os.open(lpath, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             lst = os.fstat(fd)
@@ -1079,8 +1164,9 @@ class SFTP:
             h = self._open(rpath, flags, _stat.S_IMODE(lst.st_mode))
             closed = False
             try:
-                n = self._streams(streams, lst.st_size - start)
-                moved = self._put_open(h, fd, lpath, rpath, lst.st_size, start, progress, n)
+                moved = self._put_open(
+                    h, fd, lpath, rpath, lst.st_size, start, progress, streams, connections
+                )
                 replies = self._put_close(h, lst, preserve)
                 closed = True
                 for _rtype, (code, msg) in replies:  # STATUS only: checked in C
@@ -1120,22 +1206,48 @@ class SFTP:
         size: int,
         start: int,
         progress: Optional[Callable[[int, int], Any]],
-        streams: int = 1,
+        streams: Optional[int] = None,
+        connections: Optional[int] = None,
     ) -> int:
         """Send the local file from `start` to its `size` to the open handle `h`
-        (over `streams` channels); returns the bytes sent, all of which the server
-        confirmed."""
-        opened: List[Tuple[Any, bytes]] = []
-        if streams > 1 and size - start >= 2 * STRIPE_MIN:
-            opened = self._open_stripes(self._stripes(streams), rpath, F_WRITE)
+        (over `streams` channels of `connections` connections); returns the bytes
+        sent, all of which the server confirmed."""
         cb = (lambda moved: progress(start + moved, size)) if progress else None
+        conns = self._connections(connections, streams, size - start)
+        if conns > 1:
+            moved = _conns.upload(self, h, rpath, lpath, fd, start, size, cb, streams, conns)
+        else:
+            moved = self._upload_range(h, rpath, lpath, fd, start, size, cb, streams)
+        if moved != size - start:
+            raise SFTPError(
+                errno.EIO, f"upload: the server confirmed {moved} of {size - start} bytes", rpath
+            )
+        return moved
+
+    def _upload_range(
+        self,
+        h: bytes,
+        rpath: str,
+        lpath: str,
+        fd: int,
+        a: int,
+        b: int,
+        cb: Optional[Callable[[int], Any]],
+        streams: Optional[int],
+    ) -> int:
+        """Bytes a to b of `fd` to the open handle `h`, over `streams` channels (None:
+        as the path says); the bytes the server confirmed."""
+        n = self._streams(streams, b - a)
+        self._complete_to = a
+        opened = self._open_stripes(self._stripes(n), rpath, F_WRITE) if n > 1 else []
         ok = False
         try:
+            self._complete_to = -1  # from the C side's, once it ran
             r = self._c.upload(
                 h,
                 fd,
-                start,
-                size - start,
+                a,
+                b - a,
                 cb,
                 self._timeout,
                 INFLIGHT,
@@ -1144,25 +1256,23 @@ class SFTP:
             )
             ok = True
         finally:
+            if self._complete_to < 0:
+                self._complete_to = self._c.complete_to
             closes = self._close_stripes(opened, wait=ok)
         for _rtype, (code, msg) in closes:  # STATUS only: checked in C
             if code != FX_OK and r.status < 0:
                 raise _error(code, msg, "upload", rpath)
-        moved, code, msg, err = r.moved, r.status, r.message, r.local_errno
-        if code >= 0:
-            raise _error(code, msg, "upload", rpath)
-        if err == -1:
+        if r.status >= 0:
+            raise _error(r.status, r.message, "upload", rpath)
+        if r.local_errno == -1:
             raise OSError(
                 errno.EIO, f"upload: {printable(lpath)} became shorter while it was sent", lpath
             )
-        if err:
-            raise OSError(err, f"upload: reading {printable(lpath)}: {os.strerror(err)}", lpath)
-        if moved != size - start:
-            raise SFTPError(
-                errno.EIO, f"upload: the server confirmed {moved} of {size - start} bytes", rpath
-            )
-        sent: int = moved
-        return sent
+        if r.local_errno:
+            e = r.local_errno
+            raise OSError(e, f"upload: reading {printable(lpath)}: {os.strerror(e)}", lpath)
+        moved: int = r.moved
+        return moved
 
     def _put_close(self, h: bytes, lst: os.stat_result, preserve: bool) -> List[Any]:
         """After the data: the mode exactly (the server's umask applied at creation),

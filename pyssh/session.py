@@ -9,6 +9,7 @@ the authentication methods in pyssh's order.
 from __future__ import annotations
 
 import base64
+import functools
 import getpass
 import ipaddress
 import logging
@@ -264,6 +265,9 @@ class Session(_ssh.Session):
         self._hostkey: Optional[_ssh.ServerKey] = None
         self._known_hosts: Optional[str] = None
         self._tunnels: Set[_tunnel.Tunnel] = set()
+        # connect() with the same arguments: another connection like this one, for
+        # SFTP transfers over several connections (connections=)
+        self._again: Optional[Callable[[], Session]] = None
 
     # context manager and lifetime
     def __enter__(self) -> Session:
@@ -1030,6 +1034,24 @@ def connect(
         s.close()
         raise
     log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
+    s._again = functools.partial(
+        connect,
+        host,
+        port=port,
+        user=user,
+        keyfile=keyfile,
+        password=password,
+        passphrase=passphrase,
+        known_hosts=known_hosts,
+        host_key_policy=host_key_policy,
+        timeout=timeout,
+        config=config,
+        verbose=verbose,
+        ciphers=ciphers,
+        kex=kex,
+        macs=macs,
+        host_key_algorithms=host_key_algorithms,
+    )
     return s
 
 

@@ -256,3 +256,80 @@ def test_scp_downloads_grow_their_window_too(server, area, tmp_path):
 @pytest.fixture(autouse=True)
 def _quiet(caplog):
     caplog.set_level(logging.INFO, logger="pyssh")
+
+
+# ---- several connections -----------------------------------------------------------------
+
+
+def test_a_file_over_several_connections_round_trips(server, area):
+    """connections=3: three connections each move one range of the file over their
+    own channels, into and from the same file; the extra connections are kept for
+    the next transfer and closed with the SFTP object."""
+    size = 40 * MiB + 999
+    src = random_file(area / "local" / "f.bin", size)
+    remote = area / "remote" / "f.bin"
+    with server.connect() as s:
+        with s.sftp(timeout=30) as f:
+            assert f.put(src, str(remote), streams=2, connections=3) == size
+            assert sha(remote) == sha(src)
+            assert len(f._conns) == 2
+            more = [c._session for c in f._conns]
+            assert f.get(str(remote), area / "back" / "f.bin", connections=3) == size
+            assert len(f._conns) == 2
+        assert all(m.closed for m in more)
+    assert sha(area / "back" / "f.bin") == sha(src)
+    assert os.listdir(area / "back") == ["f.bin"]
+
+
+def test_connections_must_be_sensible(server, area):
+    src = random_file(area / "local" / "f.bin", 100)
+    with server.connect() as s, s.sftp() as f:
+        for bad in (0, 9, 2.5, True):
+            with pytest.raises(ValueError, match="connections must be an int from 1 to 8"):
+                f.get(str(src), area / "back" / "f.bin", connections=bad)
+        assert f._conns == []
+
+
+def test_more_connections_where_the_server_allows_few_channels(area, caplog):
+    """MaxSessions 2: one more channel per connection; asked for 8 streams, a transfer
+    goes over more connections instead (the default connections=None)."""
+    from pyssh.testing import SSHServer
+
+    src = random_file(area / "local" / "f.bin", 40 * MiB)
+    with SSHServer(extra_config=["MaxSessions 2"]) as srv, srv.connect() as s, s.sftp() as f:
+        f.put(src, str(area / "remote" / "f.bin"), streams=8)  # learns the limit
+        f.get(str(area / "remote" / "f.bin"), area / "back" / "f.bin", streams=8)
+        assert len(f._conns) >= 1
+    assert sha(area / "back" / "f.bin") == sha(src)
+
+
+@pytest.mark.slow
+def test_a_download_over_connections_that_fails_then_resumes(fresh_server, area):
+    """One connection's server process killed mid-download (resume=True): the
+    error, the file cut back to the ranges complete from its start, and a resume
+    completes it exactly."""
+    size = 1 << 30  # sparse: long enough for a progress call
+    src = area / "remote" / "f.bin"
+    with open(src, "wb") as fh:
+        fh.write(os.urandom(MiB))
+        fh.truncate(size)
+    dst = area / "back" / "f.bin"
+    with fresh_server.connect() as s, s.sftp(timeout=30) as f:
+        before = set(descendants(fresh_server.pid))
+        killed = []
+
+        def kill_a_connection(moved, total):
+            if not killed:
+                new = sorted(set(descendants(fresh_server.pid)) - before)
+                killed.append(new[-1])
+                os.kill(new[-1], signal.SIGKILL)
+
+        with pytest.raises(pyssh.SSHError):
+            f.get(str(src), dst, resume=True, streams=1, connections=2, progress=kill_a_connection)
+        assert killed
+        kept = os.path.getsize(dst)
+        assert kept < size
+        with open(src, "rb") as a, open(dst, "rb") as b:
+            assert a.read(MiB) == b.read(MiB)
+        f.get(str(src), dst, resume=True, streams=1, connections=1)
+    assert sha(dst) == sha(src)
