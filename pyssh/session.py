@@ -1005,10 +1005,9 @@ def connect(
     HostKeyRevokedError, AuthenticationError or PrivateKeyError (all SSHError, an
     OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).
     """
+    again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
     h_host, user, port = _host_user_port(host, user, port)
-    _util.check_timeout(timeout)
-    _check_verbose_and_policy(verbose, host_key_policy)
-    _check_secret(password, "password")
+    _check_arguments(timeout, verbose, host_key_policy, password)
     passphrase = _passphrase_argument(passphrase)
     algos = _algorithms(ciphers, kex, macs, host_key_algorithms)
     if keyfile is not None:
@@ -1018,7 +1017,6 @@ def connect(
     kh = _known_hosts_path(known_hosts, home)
     if verbose:
         _show_log_on_stderr(verbose)
-
     deadline = _Deadline(timeout)
     s = Session()
     try:
@@ -1034,25 +1032,16 @@ def connect(
         s.close()
         raise
     log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
-    s._again = functools.partial(
-        connect,
-        host,
-        port=port,
-        user=user,
-        keyfile=keyfile,
-        password=password,
-        passphrase=passphrase,
-        known_hosts=known_hosts,
-        host_key_policy=host_key_policy,
-        timeout=timeout,
-        config=config,
-        verbose=verbose,
-        ciphers=ciphers,
-        kex=kex,
-        macs=macs,
-        host_key_algorithms=host_key_algorithms,
-    )
+    s._again = functools.partial(connect, host, **again)
     return s
+
+
+def _check_arguments(
+    timeout: Optional[float], verbose: Any, host_key_policy: Any, password: Any
+) -> None:
+    _util.check_timeout(timeout)
+    _check_verbose_and_policy(verbose, host_key_policy)
+    _check_secret(password, "password")
 
 
 def _host_user_port(
