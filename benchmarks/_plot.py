@@ -43,11 +43,13 @@ def _references(ax, doc: dict, op: str, rtts: list) -> None:
     pts = sorted((c["rtt_ms"], c["mb_s"]) for c in doc.get("ceiling", []) if c["op"] == op)
     if pts:
         ax.plot(*zip(*pts), "k--", marker="x", label="plain TCP through the relay (ceiling)")
-    lo, hi = min([r for r in rtts if r > 0], default=0), max(rtts, default=0)
-    if hi > 0:
-        xs = [lo + (hi - lo) * i / 50 for i in range(51)]
+    delayed = [r for r in rtts if r > 0]
+    if delayed:  # a curve between the round trips measured, a dot at each
+        lo, hi = min(delayed), max(delayed)
+        xs = sorted(set(delayed + [lo + (hi - lo) * i / 50 for i in range(51)]))
         ys = [WINDOW / (x / 1000) / 1e6 for x in xs]
         ax.plot(xs, ys, ":", color="grey", linewidth=2, label="2 MiB window / RTT (OpenSSH)")
+        ax.plot(delayed, [WINDOW / (x / 1000) / 1e6 for x in delayed], ".", color="grey")
 
 
 def _big_panel(ax, doc: dict, rows: list, op: str, style: dict, rtts: list) -> None:
@@ -69,7 +71,8 @@ def _small_panel(ax, doc: dict, rows: list, style: dict) -> None:
                 ax.plot(xs, ys, linestyle=dash, **kw)
     s = doc["settings"]
     where = "in a tree" if s.get("layout", "tree") == "tree" else "in one directory"
-    ax.set_title(f"{s['files']} files of {s['file_size'] // 1024} KiB {where}")
+    what = f"{s['files']} files of {s['file_size'] // 1024} KiB {where}"
+    ax.set_title(what if any(r["work"] == "small" for r in rows) else "small files: not run")
     ax.set_ylabel("files/s (log scale)")
     ax.legend(
         handles=[
