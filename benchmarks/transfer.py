@@ -7,7 +7,7 @@ by side in one run, all with the cipher forced to aes128-gcm@openssh.com.
     pip install -e .[bench]       # paramiko, asyncssh, matplotlib; a missing one is skipped
     python benchmarks/transfer.py [-r 3] [--size 1G] [--files 1000] [--only big|small]
                                   [--layout tree|flat] [--delays 20,50,100] [--rate MBIT]
-                                  [--json FILE] [--plot PNG] [--markdown]
+                                  [--ceiling-size 512M] [--json FILE] [--plot PNG] [--markdown]
     python benchmarks/transfer.py --plot-from FILE --plot PNG    # re-plot saved results
 
 --delays MS,MS,... runs everything once per round-trip time, in turn (0: loopback, no
@@ -562,13 +562,28 @@ def parse_args():
     ap.add_argument("-r", type=int, default=3, help="repetitions (default 3)")
     ap.add_argument("--size", type=parse_size, default="1G", help="big file's size (default 1G)")
     ap.add_argument("--files", type=int, default=1000, help="number of 4 KiB files (default 1000)")
-    ap.add_argument("--layout", choices=("tree", "flat"), default="tree", help="small files'")
-    ap.add_argument("--only", choices=("big", "small"), help="only this workload")
-    ap.add_argument("--delays", type=delay_list, default=[0.0], help="round trips added, ms")
-    ap.add_argument("--delay", type=delay_list, dest="delays", help="the same, one delay")
-    ap.add_argument("--rate", type=float, default=0, help="relay's cap each way, Mbit/s")
     ap.add_argument(
-        "--ceiling-size", type=parse_size, default="512M", help="relay ceiling's stream (512M)"
+        "--layout",
+        choices=("tree", "flat"),
+        default="tree",
+        help="small files: tree (default) or flat",
+    )
+    ap.add_argument("--only", choices=("big", "small"), help="only this workload")
+    ap.add_argument(
+        "--delays",
+        type=delay_list,
+        default=[0.0],
+        help="round trips added, ms, e.g. 20,50,100 (0: none)",
+    )
+    ap.add_argument("--delay", type=delay_list, dest="delays", help="the same")
+    ap.add_argument(
+        "--rate", type=float, default=0, help="relay's rate cap each way, Mbit/s (0: none)"
+    )
+    ap.add_argument(
+        "--ceiling-size",
+        type=parse_size,
+        default="512M",
+        help="relay ceiling's stream, at most (512M; 3 s at most)",
     )
     ap.add_argument("--json", metavar="FILE", help="save all results as JSON")
     ap.add_argument("--plot", metavar="PNG", help="draw MB/s against round-trip time")
