@@ -154,6 +154,7 @@ def stop_after(limit):
     return progress
 
 
+@pytest.mark.slow
 def test_a_striped_download_resumes(server, area):
     """A striped download with resume=True writes into the file itself; stopped
     midway (an exception from progress), the file is cut back to what all arrived
@@ -193,6 +194,7 @@ def test_a_striped_upload_resumes(server, area):
     assert sha(remote) == sha(src)
 
 
+@pytest.mark.slow
 def test_a_server_that_allows_few_channels(area, caplog):
     """sshd's MaxSessions 3: the main channel and two more; a transfer asking for 8
     streams uses what the server allows and says so in the log."""
@@ -222,6 +224,7 @@ def test_streams_follow_the_round_trip(server, tmp_path):
             assert f._streams(None, 1 * MiB) == 1
 
 
+@pytest.mark.slow
 def test_the_receive_window_grows_with_the_path_and_stays_bounded(server, area, caplog):
     """Through a 40 ms round trip a download's window grows past libssh's 2 MiB (the
     server sent a whole window per round trip), never past 64 MiB; striped, the
@@ -242,6 +245,7 @@ def test_the_receive_window_grows_with_the_path_and_stays_bounded(server, area, 
         assert sha(area / "back" / f"{name}.bin") == sha(src)
 
 
+@pytest.mark.slow
 def test_scp_downloads_grow_their_window_too(server, area, tmp_path):
     """SCP's channel is a session channel like SFTP's: over a long path its window
     grows as well, and the copy is whole."""
@@ -261,6 +265,7 @@ def _quiet(caplog):
 # ---- several connections -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_file_over_several_connections_round_trips(server, area):
     """connections=3: three connections each move one range of the file over their
     own channels, into and from the same file; the extra connections are kept for
@@ -290,6 +295,7 @@ def test_connections_must_be_sensible(server, area):
         assert f._conns == []
 
 
+@pytest.mark.slow
 def test_more_connections_where_the_server_allows_few_channels(area, caplog):
     """MaxSessions 2: one more channel per connection; asked for 8 streams, a transfer
     goes over more connections instead (the default connections=None)."""
