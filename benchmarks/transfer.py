@@ -452,6 +452,8 @@ def run_rtt(args, rtt: float, srv, datas: dict, root: str, notes: list) -> list:
             port = stack.enter_context(relay.spawned(rtt, srv.port, args.rate))
             target = Relayed(srv, port, root)
         clients = make_clients(target, notes)
+        if args.clients:
+            clients = {k: v for k, v in clients.items() if k in args.clients}
         for work, data in datas.items():
             print(f"(measuring {data['what']} at {rtt:g} ms ...)", file=sys.stderr, flush=True)
             rows = measure(clients, data, root, args.r)
@@ -584,6 +586,11 @@ def parse_args():
         type=parse_size,
         default="512M",
         help="relay ceiling's stream, at most (512M; 3 s at most)",
+    )
+    ap.add_argument(
+        "--clients",
+        type=lambda t: [c.strip() for c in t.split(",") if c.strip()],
+        help='only these clients, by their names in the tables ("pyssh SFTP,sftp (OpenSSH)")',
     )
     ap.add_argument("--json", metavar="FILE", help="save all results as JSON")
     ap.add_argument("--plot", metavar="PNG", help="draw MB/s against round-trip time")

@@ -43,6 +43,7 @@ FX_OP_UNSUPPORTED, FX_FILE_ALREADY_EXISTS = 8, 11
 F_READ, F_WRITE, F_APPEND, F_CREAT, F_TRUNC, F_EXCL = 1, 2, 4, 8, 16, 32
 A_SIZE, A_UIDGID, A_PERMISSIONS, A_ACMODTIME, A_EXTENDED = 1, 2, 4, 8, 0x80000000
 
+BATCH_MAX = 64  # requests in one batch() (csrc/sftp.c)
 INFLIGHT = 16  # READ/WRITE requests in flight per transfer at least (C grows downloads')
 STREAMS_MAX = 8  # channels a striped transfer uses by default at most (sshd: MaxSessions 10)
 STRIPE_MIN = 4 << 20  # a transfer takes one more channel per this many bytes at most
@@ -649,22 +650,81 @@ class SFTP:
                 if value[0] == FX_EOF:
                     return
                 raise _error(value[0], value[1], "listing a directory", spath)
-            seen += len(value)
-            size += sum(
-                len(n) + len(ln) + sum(len(k) + len(v) for k, v in a[6]) for n, ln, a in value
-            )
-            if seen > self.max_listing or size > self.max_listing_bytes:
-                raise SFTPError(
-                    errno.EFBIG,
-                    f"listing a directory: the server listed more "
-                    f"than {self.max_listing} entries or {self.max_listing_bytes} "
-                    f"bytes of names; if the directory really is that large, raise "
-                    f"sftp.max_listing or sftp.max_listing_bytes",
-                    spath,
-                )
+            seen, size = self._listing_bounded(seen, size, value, spath)
             for e in value:
                 if e[0] not in (b".", b".."):
                     yield _entry(e)
+
+    def _listing_bounded(self, seen: int, size: int, value: Any, spath: str) -> Tuple[int, int]:
+        """Count one NAME reply into a listing's entries and bytes; an SFTPError past
+        max_listing or max_listing_bytes."""
+        seen += len(value)
+        size += sum(len(n) + len(ln) + sum(len(k) + len(v) for k, v in a[6]) for n, ln, a in value)
+        if seen > self.max_listing or size > self.max_listing_bytes:
+            raise SFTPError(
+                errno.EFBIG,
+                f"listing a directory: the server listed more "
+                f"than {self.max_listing} entries or {self.max_listing_bytes} "
+                f"bytes of names; if the directory really is that large, raise "
+                f"sftp.max_listing or sftp.max_listing_bytes",
+                spath,
+            )
+        return seen, size
+
+    def _list_many(self, paths: List[str]) -> Dict[str, Any]:
+        """The listings of several directories at once (OPENDIRs, READDIRs and
+        CLOSEs in batches), as listdir_attr gives them: path -> sorted entries, or
+        None where something went wrong (listdir_attr then says what, as before)."""
+        out: Dict[str, Any] = {}
+        for j in range(0, len(paths), BATCH_MAX):
+            group = paths[j : j + BATCH_MAX]
+            replies = self._c.batch(
+                [(OPENDIR, _str(_path(p))) for p in group],
+                timeout=self._timeout,
+                what="listing directories",
+            )
+            handles = {p: v for p, (rtype, v) in zip(group, replies) if rtype == HANDLE}
+            out.update({p: None for p in group if p not in handles})
+            try:
+                out.update(self._read_many(handles))
+            finally:
+                if not self._c.closed and handles:
+                    self._c.batch(
+                        [(CLOSE, _str(h)) for h in handles.values()],
+                        timeout=self._timeout,
+                        what="closing directories",
+                    )
+        return out
+
+    def _read_many(self, handles: Dict[str, bytes]) -> Dict[str, Any]:
+        """READDIR on every handle at once until each says EOF."""
+        got: Dict[str, Any] = {p: [] for p in handles}
+        counts = {p: (0, 0) for p in handles}
+        todo = list(handles)
+        while todo:
+            replies = self._c.batch(
+                [(READDIR, _str(handles[p])) for p in todo],
+                timeout=self._timeout,
+                what="listing directories",
+            )
+            left = []
+            for p, (rtype, value) in zip(todo, replies):
+                if rtype == STATUS:
+                    if value[0] != FX_EOF:
+                        got[p] = None  # listdir_attr says what
+                    continue
+                try:
+                    counts[p] = self._listing_bounded(*counts[p], value, p)
+                except SFTPError:
+                    got[p] = None  # too long: listdir_attr says so where it comes
+                    continue
+                got[p] += [_entry(e) for e in value if e[0] not in (b".", b"..")]
+                left.append(p)
+            todo = left
+        return {
+            p: sorted(v, key=lambda a: a.filename or "") if v is not None else None
+            for p, v in got.items()
+        }
 
     def iterdir(self, path: Any = ".") -> Iterator[SFTPAttributes]:
         """Like :meth:`scandir` (pathlib's name): the entries with their attributes."""

@@ -29,7 +29,7 @@ import os
 import posixpath
 import stat as _stat
 import struct
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from . import _local
 from ._names import local_name, printable
@@ -106,6 +106,7 @@ class _Queue:
         self.rep = rep
         self.preserve = preserve
         self.resume = resume
+        self.listed: Dict[str, Any] = {}  # directories listed ahead (downloads)
         self.steps: List[_Step] = []
         self.n1 = self.n2 = self.size = 0
 
@@ -233,6 +234,18 @@ class _Dir:
         _local.leave_dir(self.dest, self.made, mode, self.preserve, _times(self.st, self.preserve))
 
 
+LISTED_MAX = 50_000  # directory entries listed ahead of the walk, at most (memory)
+
+
+def _subdirs(path: str, entries: List[SFTPAttributes]) -> List[str]:
+    """The subdirectories (not links) among a listing's entries."""
+    return [
+        posixpath.join(path, a.filename)
+        for a in entries
+        if a.filename and a.is_dir() and not a.is_symlink()
+    ]
+
+
 class Downloads(_Queue):
     """SFTP.download(): a tree walked in the order of old, small files queued."""
 
@@ -291,10 +304,30 @@ class Downloads(_Queue):
         self.entries(remote, dest, depth + 1)
         self.add(_Local(d.leave))
 
+    def listing(self, remote: str) -> List[SFTPAttributes]:
+        """listdir_attr(remote), from the listings fetched ahead when there; the
+        directories below are fetched ahead a level at a time, each level's
+        listings at once, in batches: a tree costs a few round trips per level,
+        not three per directory."""
+        got = self.listed.pop(remote, None)
+        if got is None:
+            got = self.sftp.listdir_attr(remote)
+        self.ahead(_subdirs(remote, got))
+        return list(got)
+
+    def ahead(self, level: List[str]) -> None:
+        """List the directories of `level`, then those below them, a level at a
+        time, while fewer than LISTED_MAX entries are held ahead."""
+        level = [d for d in level if d not in self.listed]
+        while len(level) > 1 and sum(len(v or ()) for v in self.listed.values()) < LISTED_MAX:
+            got = self.sftp._list_many(level)
+            self.listed.update(got)
+            level = [d for p, v in got.items() if v for d in _subdirs(p, v)]
+
     def entries(self, remote: str, dest: str, depth: int) -> None:
         """The entries of remote directory `remote` into local directory `dest`."""
         seen = set()
-        for a in self.sftp.listdir_attr(remote):
+        for a in self.listing(remote):
             name = a.filename or ""
             where = f"download: the server listed in {printable(remote)}"
             if name in seen:

@@ -163,6 +163,21 @@ def test_a_tree_of_small_files_takes_few_round_trips(sftp, area):
     assert again < 300 / 5, again
 
 
+def test_a_tree_of_many_directories_is_listed_a_level_at_a_time(sftp, area):
+    """40 directories of 2 files, two levels deep: their listings go in batches, a
+    few round trips per level, not three per directory (OPENDIR, READDIR, CLOSE)."""
+    src = area / "remote" / "dirs"
+    for i in range(8):
+        for j in range(5):
+            d = src / f"d{i}" / f"e{j}"
+            d.mkdir(parents=True)
+            (d / "a").write_bytes(os.urandom(100))
+            (d / "b").write_bytes(b"")
+    down = counted(sftp, lambda: sftp.download(str(src), to=area / "back", verbose=False))
+    assert down < 30, down  # 3 per directory would be 144; 4 per level, and the files
+    assert data_of(src) == data_of(area / "back" / "dirs")
+
+
 def test_an_upload_that_fails_in_a_batch(sftp, area):
     """A directory where a file goes: the error is put()'s for that file; the files
     before it are up, those after it untouched (not even truncated)."""
