@@ -189,8 +189,9 @@ def test_a_striped_upload_resumes(server, area):
             f.put(src, str(remote), streams=6, progress=stop_after(80 * MiB))
         partial = os.path.getsize(remote)
         assert partial > pyssh._ssh.SFTP_STRIPE_AHEAD
-        back = partial - pyssh._ssh.SFTP_STRIPE_AHEAD
-        assert f.put(src, str(remote), resume=True, streams=6) == size - back
+        # WRITEs in flight when it stopped may still land: the size can grow a little
+        moved = f.put(src, str(remote), resume=True, streams=6)
+        assert 0 < moved <= size - partial + pyssh._ssh.SFTP_STRIPE_AHEAD
     assert sha(remote) == sha(src)
 
 
