@@ -168,11 +168,13 @@ open_result(pyssh_chanio *io, int rc)
     int r = pyssh_open_result(ssh_channel_get_session(io->chan), rc);
     if (r == 0) {
         io->opened = 1;
-        pyssh_chanio_grow(io, PYSSH_WINDOW_MAX);
         /* a session open's round trip (open_t0 set): the server answers it at
          * once, unlike a direct-tcpip, which waits for its connect */
         if (io->open_t0 > 0) {
             pyssh_chanio_rtt(io->session, pyssh_monotonic() - io->open_t0);
+            /* a session channel's window grows with the path; a tunnel
+             * connection's stays at 2 MiB, which bounds each one's memory */
+            pyssh_chanio_grow(io, PYSSH_WINDOW_MAX);
         }
     }
     return r;
