@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 log = logging.getLogger("pyssh")
 
@@ -125,72 +125,72 @@ def complete_prefix(parts: List[Part]) -> int:
     return parts[-1].b
 
 
-def _parts(sftp: Any, start: int, end: int, n: int) -> List[Part]:
+class Job(NamedTuple):
+    """One file over several connections: the handle `h` open on `sftp`, its
+    remote path (opened on the others too) and the local one (for errors), the
+    local descriptor, the range [start, end), progress, streams per connection."""
+
+    sftp: Any
+    h: bytes
+    rpath: str
+    lpath: str
+    fd: int
+    start: int
+    end: int
+    cb: Optional[Callable[[int], Any]]
+    streams: Optional[int]
+
+
+def _parts(job: Job, n: int) -> List[Part]:
+    sftp = job.sftp
     more = sftp._more_connections(n - 1)
-    ranges = split(start, end, 1 + len(more), max(sftp.max_read, sftp.max_write))
+    ranges = split(job.start, job.end, 1 + len(more), max(sftp.max_read, sftp.max_write))
     return [Part(f, a, b) for f, (a, b) in zip([sftp] + more, ranges)]
 
 
-def download(
-    sftp: Any,
-    h: bytes,
-    rpath: str,
-    lpath: str,
-    fd: int,
-    start: int,
-    end: int,
-    cb: Optional[Callable[[int], Any]],
-    streams: Optional[int],
-    n: int,
-    cut: bool,
-) -> int:
+def download(job: Job, n: int, cut: bool) -> int:
     """get() over n connections: the bytes moved (end - start, or an error)."""
     from ._sftp import CLOSE, F_READ, _str
 
-    parts = _parts(sftp, start, end, n)
+    parts = _parts(job, n)
 
     def work(p: Part, pcb: Callable[[int], None]) -> int:
         f = p.sftp
-        ph = h if f is sftp else f._open(rpath, F_READ)
+        ph = job.h if f is job.sftp else f._open(job.rpath, F_READ)
         try:
-            return int(f._download_range(ph, rpath, lpath, fd, p.a, p.b, pcb, streams, False, True))
+            return int(
+                f._download_range(
+                    ph, job.rpath, job.lpath, job.fd, p.a, p.b, pcb, job.streams, False, True
+                )
+            )
         finally:
             p.complete = f._complete_to
-            if ph is not h and not f._c.closed:
+            if ph is not job.h and not f._c.closed:
                 f._c.send(CLOSE, _str(ph), timeout=f._timeout, what="closing a remote file")
 
-    run_parts(parts, work, cb)
+    run_parts(parts, work, job.cb)
     err = first_error(parts)
     if err is not None:
         if cut:  # resume: what is complete from the start stays, for the next one
-            os.ftruncate(fd, complete_prefix(parts))
+            os.ftruncate(job.fd, complete_prefix(parts))
         raise err
     return sum(int(p.result) for p in parts)
 
 
-def upload(
-    sftp: Any,
-    h: bytes,
-    rpath: str,
-    lpath: str,
-    fd: int,
-    start: int,
-    end: int,
-    cb: Optional[Callable[[int], Any]],
-    streams: Optional[int],
-    n: int,
-) -> int:
+def upload(job: Job, n: int) -> int:
     """put() over n connections: the bytes the server confirmed."""
     from ._sftp import CLOSE, F_WRITE, FSETSTAT, _attrs, _str
 
-    parts = _parts(sftp, start, end, n)
+    parts = _parts(job, n)
 
     def work(p: Part, pcb: Callable[[int], None]) -> int:
         f = p.sftp
-        ph = h if f is sftp else f._open(rpath, F_WRITE)
-        closed = ph is h
+        ph = job.h if f is job.sftp else f._open(job.rpath, F_WRITE)
+        closed = ph is job.h
         try:
-            moved = int(f._upload_range(ph, rpath, lpath, fd, p.a, p.b, pcb, streams))
+            moved = int(
+                f._upload_range(ph, job.rpath, job.lpath, job.fd, p.a, p.b, pcb, job.streams)
+            )
             if not closed:
                 f._close_handle(ph)  # its data is safe once the close is confirmed
                 closed = True
@@ -200,19 +200,19 @@ def upload(
             if not closed and not f._c.closed:
                 f._c.send(CLOSE, _str(ph), timeout=f._timeout, what="closing a remote file")
 
-    run_parts(parts, work, cb)
+    run_parts(parts, work, job.cb)
     err = first_error(parts)
     if err is not None:
         # a later range may stand past a gap: cut the remote file back to what is
         # complete, so that a resume (which goes by its size) goes on from there
         prefix = complete_prefix(parts)
         try:
-            sftp._call(FSETSTAT, _str(h) + _attrs(size=prefix), "upload", rpath)
+            job.sftp._call(FSETSTAT, _str(job.h) + _attrs(size=prefix), "upload", job.rpath)
         except Exception as e:
             log.warning(
                 "upload: could not cut %s back to %d bytes after a failure: %s "
                 "(upload it again rather than resume)",
-                rpath,
+                job.rpath,
                 prefix,
                 e,
             )

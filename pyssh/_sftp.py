@@ -1084,9 +1084,8 @@ class SFTP:
             cut = tmp is None
             conns = self._connections(connections, streams, total - start)
             if conns > 1:
-                moved = _conns.download(
-                    self, h, rpath, lpath, fd, start, total, cb, streams, conns, cut
-                )
+                job = _conns.Job(self, h, rpath, lpath, fd, start, total, cb, streams)
+                moved = _conns.download(job, conns, cut)
             else:
                 moved = self._download_range(h, rpath, lpath, fd, start, total, cb, streams, cut)
             self._check_complete(h, rpath, lpath, start + moved, total)
@@ -1275,7 +1274,8 @@ class SFTP:
         cb = (lambda moved: progress(start + moved, size)) if progress else None
         conns = self._connections(connections, streams, size - start)
         if conns > 1:
-            moved = _conns.upload(self, h, rpath, lpath, fd, start, size, cb, streams, conns)
+            job = _conns.Job(self, h, rpath, lpath, fd, start, size, cb, streams)
+            moved = _conns.upload(job, conns)
         else:
             moved = self._upload_range(h, rpath, lpath, fd, start, size, cb, streams)
         if moved != size - start:
