@@ -55,12 +55,14 @@ struct xfer;
 
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
-    long pid;           /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
-    pyssh_chanio io;    /* io.chan: NULL until opened, and again once closed */
-    pyssh_claim claim;  /* the method running (GIL) */
-    int exec_sent;      /* the command was started */
-    double exec_at;     /* when (pyssh_monotonic) */
-    char errtail[4096]; /* the last of stderr, kept by read()/write()... (ERRTAIL) */
+    long pid;            /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
+    pyssh_chanio io;     /* io.chan: NULL until opened, and again once closed */
+    pyssh_claim claim;   /* the method running (GIL) */
+    pyssh_claim claim_w; /* the writing method running: stdin is written from
+                            one thread while another reads (a Process) */
+    int exec_sent;       /* the command was started */
+    double exec_at;      /* when (pyssh_monotonic) */
+    char errtail[4096];  /* the last of stderr, kept by read()/write()... (ERRTAIL) */
     size_t errlen;
 } ChannelObject;
 
@@ -182,36 +184,111 @@ chanobj_dealloc(ChannelObject *self)
 }
 
 /* The state check at the top of every method (pyssh_claim_take), which also
- * claims the channel for the call. */
+ * claims the channel for the call: its reading side, its writing side (stdin),
+ * or both. The two sides are claimed apart so that one thread can write stdin
+ * while another reads the output, as with a subprocess's pipes. */
+enum { SIDE_READ = 1, SIDE_WRITE = 2, SIDE_BOTH = 3 };
+
+static int
+claim_sides(ChannelObject *self, int sides, const char *method, enum pyssh_need need)
+{
+    if ((sides & SIDE_READ) && pyssh_claim_take(&self->claim, self->session, "channel", method,
+                                                need, PYSSH_EXC_SSHError) < 0) {
+        return -1;
+    }
+    if ((sides & SIDE_WRITE) && pyssh_claim_take(&self->claim_w, self->session, "channel", method,
+                                                 need, PYSSH_EXC_SSHError) < 0) {
+        if (sides & SIDE_READ) {
+            pyssh_unclaim(&self->claim);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static void
+unclaim_sides(ChannelObject *self, int sides)
+{
+    if (sides & SIDE_READ) {
+        pyssh_unclaim(&self->claim);
+    }
+    if (sides & SIDE_WRITE) {
+        pyssh_unclaim(&self->claim_w);
+    }
+}
+
 static int
 claim(ChannelObject *self, const char *method, enum pyssh_need need)
 {
-    return pyssh_claim_take(&self->claim, self->session, "channel", method, need,
-                            PYSSH_EXC_SSHError);
+    return claim_sides(self, SIDE_BOTH, method, need);
 }
 
 static void
 unclaim(ChannelObject *self)
 {
-    pyssh_unclaim(&self->claim);
+    unclaim_sides(self, SIDE_BOTH);
 }
 
 /* ---- opening: channel, environment, exec ------------------------------------ */
 
+/* What exec() asks of the server, in this order: a terminal (`term` not
+ * NULL), the environment, then the command (`command` NULL: the login shell). */
 struct exec_arg {
     ChannelObject *ch;
     const char *command;
     PyObject *env; /* list of (bytes, bytes) */
     Py_ssize_t env_done;
-    int refused; /* what the server refused: REFUSED_ENV, REFUSED_EXEC, or 0 */
+    const char *term;
+    int cols, rows;
+    const char *modes; /* RFC 4254 8's encoded terminal modes, TTY_OP_END included */
+    Py_ssize_t modes_len;
+    int pty_done;
+    int refused; /* what the server refused: REFUSED_*, or 0 */
 };
 
-enum { REFUSED_ENV = 1, REFUSED_EXEC };
+enum { REFUSED_ENV = 1, REFUSED_EXEC, REFUSED_PTY };
 
 static int
 map_rc(int rc)
 {
     return rc == SSH_AGAIN ? PYSSH_AGAIN : rc == SSH_OK ? 0 : PYSSH_FAILED;
+}
+
+/* A request's result: a refusal remembers what was refused. */
+static int
+requested(struct exec_arg *a, int rc, int what)
+{
+    rc = map_rc(rc);
+    if (rc == PYSSH_FAILED) {
+        a->refused = what;
+    }
+    return rc;
+}
+
+/* The terminal and the environment, each asked once (a request answered
+ * PYSSH_AGAIN is asked again: libssh resumes it). */
+static int
+exec_setup(struct exec_arg *a, ssh_channel chan)
+{
+    int rc;
+    if (a->term != NULL && !a->pty_done) {
+        rc = ssh_channel_request_pty_size_modes(
+            chan, a->term, a->cols, a->rows, (const unsigned char *)a->modes, (size_t)a->modes_len);
+        if ((rc = requested(a, rc, REFUSED_PTY)) != 0) {
+            return rc;
+        }
+        a->pty_done = 1;
+    }
+    while (a->env_done < PyList_GET_SIZE(a->env)) {
+        PyObject *pair = PyList_GET_ITEM(a->env, a->env_done);
+        rc = ssh_channel_request_env(chan, PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
+                                     PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1)));
+        if ((rc = requested(a, rc, REFUSED_ENV)) != 0) {
+            return rc;
+        }
+        a->env_done++;
+    }
+    return 0;
 }
 
 static int
@@ -228,24 +305,12 @@ exec_step(ssh_session ssh, void *p)
     if (!ch->io.opened && (rc = pyssh_chanio_open_session(&ch->io)) != 0) {
         return rc;
     }
-    while (a->env_done < PyList_GET_SIZE(a->env)) {
-        PyObject *pair = PyList_GET_ITEM(a->env, a->env_done);
-        rc = map_rc(ssh_channel_request_env(ch->io.chan,
-                                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)),
-                                            PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 1))));
-        if (rc != 0) {
-            if (rc == PYSSH_FAILED) {
-                a->refused = REFUSED_ENV;
-            }
-            return rc;
-        }
-        a->env_done++;
+    if ((rc = exec_setup(a, ch->io.chan)) != 0) {
+        return rc;
     }
-    rc = map_rc(ssh_channel_request_exec(ch->io.chan, a->command));
-    if (rc == PYSSH_FAILED) {
-        a->refused = REFUSED_EXEC;
-    }
-    if (rc == 0) {
+    rc = a->command != NULL ? ssh_channel_request_exec(ch->io.chan, a->command)
+                            : ssh_channel_request_shell(ch->io.chan);
+    if ((rc = requested(a, rc, REFUSED_EXEC)) == 0) {
         ch->exec_sent = 1;
         ch->exec_at = pyssh_monotonic();
     }
@@ -253,9 +318,11 @@ exec_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(chanobj_exec_doc,
-             "exec($self, command, /, env=(), timeout=None)\n--\n\n"
-             "Open a session channel, set the environment variables `env` (pairs of str),\n"
-             "and start `command` (str). Waits at most `timeout` seconds.");
+             "exec($self, command, /, env=(), timeout=None, pty=None)\n--\n\n"
+             "Open a session channel, ask for a terminal when `pty` is (term, cols, rows,\n"
+             "modes) (modes: RFC 4254's encoding, ending with TTY_OP_END), set the\n"
+             "environment variables `env` (pairs of str), and start `command` (str), or\n"
+             "the login shell when it is None. Waits at most `timeout` seconds.");
 
 /* env: an iterable of (name, value) pairs of str, as a list of (bytes, bytes);
  * NULL with an exception set. */
@@ -309,26 +376,80 @@ explain_refusal(pyssh_state *st, const struct exec_arg *a)
                     "command itself: NAME=value command)",
                     PyBytes_AS_STRING(PyTuple_GET_ITEM(pair, 0)));
     }
+    else if (a->refused == REFUSED_PTY) {
+        pyssh_raise(st, PYSSH_EXC_SSHError,
+                    "the server refused a terminal (pty=True): its sshd_config or the "
+                    "key's options may forbid one (PermitTTY no, no-pty); run without pty");
+    }
     else {
-        pyssh_raise(st, PYSSH_EXC_SSHError, "the server refused to run the command (%S)",
-                    value ? value : Py_None);
+        pyssh_raise(st, PYSSH_EXC_SSHError, "the server refused to run the %s (%S)",
+                    a->command != NULL ? "command" : "login shell", value ? value : Py_None);
     }
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
 }
 
+/* exec()'s command: str without NUL as UTF-8 bytes in *out, or None (the
+ * shell: *out NULL). 0, or -1 with an exception set. */
+static int
+command_bytes(PyObject *command, PyObject **out)
+{
+    *out = NULL;
+    if (command == Py_None) {
+        return 0;
+    }
+    if (!PyUnicode_Check(command)) {
+        PyErr_Format(PyExc_TypeError, "command must be a str or None, not %.100s",
+                     Py_TYPE(command)->tp_name);
+        return -1;
+    }
+    *out = PyUnicode_AsUTF8String(command);
+    if (*out == NULL) {
+        return -1;
+    }
+    if ((Py_ssize_t)strlen(PyBytes_AS_STRING(*out)) != PyBytes_GET_SIZE(*out)) {
+        PyErr_SetString(PyExc_ValueError, "the command contains a NUL character");
+        Py_CLEAR(*out);
+        return -1;
+    }
+    return 0;
+}
+
+#define TERM_MAX       64
+#define SIZE_MAX_CELLS 100000
+
+/* exec()'s pty: None, or (term, cols, rows, modes) into `a`. */
+static int
+pty_parse(PyObject *pty, struct exec_arg *a)
+{
+    if (pty == Py_None) {
+        return 0;
+    }
+    if (!PyArg_ParseTuple(pty, "siiy#;pty must be (term, cols, rows, modes)", &a->term, &a->cols,
+                          &a->rows, &a->modes, &a->modes_len)) {
+        return -1;
+    }
+    if (strlen(a->term) > TERM_MAX || a->cols < 1 || a->rows < 1 || a->cols > SIZE_MAX_CELLS ||
+        a->rows > SIZE_MAX_CELLS) {
+        PyErr_SetString(PyExc_ValueError, "the terminal's name or size is out of range");
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"command", "env", "timeout", NULL};
-    PyObject *command, *env = NULL;
+    static char *kwlist[] = {"command", "env", "timeout", "pty", NULL};
+    PyObject *command, *env = NULL, *pty = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     PyObject *cmd_bytes = NULL, *env_list = NULL, *result = NULL;
     pyssh_state *st = self->session->state;
+    struct exec_arg a = {.ch = self};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OO&:exec", kwlist, &command, &env,
-                                     pyssh_deadline_conv, &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO&O:exec", kwlist, &command, &env,
+                                     pyssh_deadline_conv, &dl, &pty)) {
         return NULL;
     }
     if (claim(self, "exec", PYSSH_NEED_CONNECTED) < 0) {
@@ -338,19 +459,12 @@ chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
         pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
         goto done;
     }
-    cmd_bytes = PyUnicode_AsUTF8String(command);
-    if (cmd_bytes == NULL) {
+    if (command_bytes(command, &cmd_bytes) < 0 || pty_parse(pty, &a) < 0 ||
+        (env_list = env_pairs(env)) == NULL) {
         goto done;
     }
-    if ((Py_ssize_t)strlen(PyBytes_AS_STRING(cmd_bytes)) != PyBytes_GET_SIZE(cmd_bytes)) {
-        PyErr_SetString(PyExc_ValueError, "the command contains a NUL character");
-        goto done;
-    }
-    env_list = env_pairs(env);
-    if (env_list == NULL) {
-        goto done;
-    }
-    struct exec_arg a = {self, PyBytes_AS_STRING(cmd_bytes), env_list, 0, 0};
+    a.command = cmd_bytes != NULL ? PyBytes_AS_STRING(cmd_bytes) : NULL;
+    a.env = env_list;
     if (pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError, "starting the command") <
         0) {
         explain_refusal(st, &a);
@@ -849,7 +963,9 @@ done:
 #define IO_BUF  (256 * 1024)
 #define ERRTAIL 4096
 
-enum xfer_mode { X_READ, X_WRITE, X_RECV_FD, X_SEND_FD };
+/* X_SEND: a Process's stdin (send()): stops short where the command ended, and
+ * leaves stderr to the reader */
+enum xfer_mode { X_READ, X_WRITE, X_RECV_FD, X_SEND_FD, X_SEND };
 
 struct xfer {
     ChannelObject *ch;
@@ -1015,7 +1131,7 @@ xfer_round(void *state, ssh_session ssh, int idle)
 {
     struct xfer *X = state;
     int rc;
-    if (keep_stderr(X->ch) < 0) {
+    if (X->mode != X_SEND && keep_stderr(X->ch) < 0) {
         return PYSSH_FAILED;
     }
     switch (X->mode) {
@@ -1073,7 +1189,7 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
                                      &dl)) {
         return NULL;
     }
-    if (claim(self, "read", PYSSH_NEED_CONNECTED) < 0) {
+    if (claim_sides(self, SIDE_READ, "read", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
     PyObject *out = NULL;
@@ -1090,7 +1206,7 @@ chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
         Py_CLEAR(out);
     }
 done:
-    unclaim(self);
+    unclaim_sides(self, SIDE_READ);
     return out;
 }
 
@@ -1110,34 +1226,59 @@ closed_midway(ChannelObject *self, const char *what)
 PyDoc_STRVAR(chanobj_write_doc, "write($self, data, /, timeout=None)\n--\n\n"
                                 "Send all of `data` (bytes-like) to the command's stdin.");
 
+/* write() and send(): all of `view` sent, or up to where the command ended
+ * (send(): the count; write(): an error). */
 static PyObject *
-chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
+send_impl(ChannelObject *self, PyObject *args, PyObject *kwds, int partial)
 {
     static char *kwlist[] = {"data", "timeout", NULL};
+    const char *method = partial ? "send" : "write";
     Py_buffer view;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|O&:write", kwlist, &view, pyssh_deadline_conv,
-                                     &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, partial ? "y*|O&:send" : "y*|O&:write", kwlist,
+                                     &view, pyssh_deadline_conv, &dl)) {
         return NULL;
     }
-    if (claim(self, "write", PYSSH_NEED_OPEN) < 0) {
+    if (claim_sides(self, SIDE_WRITE, method, PYSSH_NEED_OPEN) < 0) {
         PyBuffer_Release(&view);
         return NULL;
     }
     PyObject *result = NULL;
-    struct xfer X = {.ch = self, .mode = X_WRITE, .buf = view.buf, .len = (size_t)view.len};
+    struct xfer X = {
+        .ch = self, .mode = partial ? X_SEND : X_WRITE, .buf = view.buf, .len = (size_t)view.len};
     if (exec_done(self) < 0 || xfer_run(&X, &dl, NULL, "writing to the command") < 0) {
         goto done;
     }
-    if (X.pos < X.len) {
-        closed_midway(self, "writing to the command");
-        goto done;
+    if (partial) {
+        result = PyLong_FromSize_t(X.pos);
     }
-    result = Py_NewRef(Py_None);
+    else if (X.pos < X.len) {
+        closed_midway(self, "writing to the command");
+    }
+    else {
+        result = Py_NewRef(Py_None);
+    }
 done:
-    unclaim(self);
+    unclaim_sides(self, SIDE_WRITE);
     PyBuffer_Release(&view);
     return result;
+}
+
+static PyObject *
+chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    return send_impl(self, args, kwds, 0);
+}
+
+PyDoc_STRVAR(chanobj_send_doc,
+             "send($self, data, /, timeout=None)\n--\n\n"
+             "Send `data` (bytes-like) to the command's stdin; the count sent, short only\n"
+             "when the command ended first. Another thread may read meanwhile (recv).");
+
+static PyObject *
+chanobj_send(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    return send_impl(self, args, kwds, 1);
 }
 
 /* How a file transfer ended, as an exception, or its byte count. */
@@ -1228,17 +1369,322 @@ PyDoc_STRVAR(chanobj_send_eof_doc, "send_eof($self, /)\n--\n\n"
 static PyObject *
 chanobj_send_eof(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (claim(self, "send_eof", PYSSH_NEED_CONNECTED) < 0) {
+    if (claim_sides(self, SIDE_WRITE, "send_eof", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
     int rc = exec_done(self) < 0 ? -1
                                  : pyssh_call(self->session, send_eof_step, self,
                                               PYSSH_EXC_SSHError, "sending EOF");
-    unclaim(self);
+    unclaim_sides(self, SIDE_WRITE);
     if (rc < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* ---- a process: both streams, terminal size, signals, exit ------------------------ *
+ *
+ * recv() is a Process's one read: it takes what arrives on stdout and stderr
+ * into two buffers at once, so that neither stream blocks the other by filling
+ * the channel's one window, and returns as soon as there is output, the output
+ * ended, or a local descriptor (a terminal) became readable. send(), on the
+ * writing side, may run meanwhile in another thread. */
+
+struct recv_arg {
+    ChannelObject *ch;
+    PyObject *bytes[2]; /* the results being filled */
+    size_t cap[2], len[2];
+    int block; /* wait for something; otherwise take what is there and return */
+    int end;   /* and, at EOF, for the command's end */
+    pyssh_pollset ps;
+    pyssh_pollfd fds[PYSSH_POLL_RESERVED + 1]; /* + the caller's descriptor */
+    int fd;
+    Py_buffer in; /* stdin to send meanwhile (in.buf NULL: none) */
+    size_t sent;
+    int in_closed; /* the command ended before all of `in` was sent */
+    int eof, ended, fd_ready;
+    int rounds; /* with output in hand: a step that reaches ROUNDS_MAX would wait,
+                   and an exception then (Ctrl-C) would drop what was taken */
+};
+
+/* recv()'s take, inside libssh while recv()'s step runs. */
+static uint32_t
+recv_take(void *state, int stream, const char *data, uint32_t len)
+{
+    struct recv_arg *R = state;
+    size_t room = R->cap[stream] - R->len[stream];
+    uint32_t n = len < room ? len : (uint32_t)room;
+    memcpy(PyBytes_AS_STRING(R->bytes[stream]) + R->len[stream], data, n);
+    R->len[stream] += n;
+    return n;
+}
+
+/* recv()'s stdin: as much as the window takes now. */
+static int
+recv_send(struct recv_arg *R, ssh_session ssh)
+{
+    while (R->sent < (size_t)R->in.len && !R->in_closed) {
+        long w = pyssh_chanio_write(&R->ch->io, ssh, (const char *)R->in.buf + R->sent,
+                                    (size_t)R->in.len - R->sent);
+        if (w == PYSSH_CHANIO_CLOSED) {
+            R->in_closed = 1;
+        }
+        else if (w <= 0) {
+            return w < 0 ? PYSSH_FAILED : 0;
+        }
+        else {
+            R->sent += (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* What recv() returns for: output (once the socket is idle, or a buffer is
+ * full), the end, the descriptor, or all of stdin sent. */
+static int
+recv_done(struct recv_arg *R, int idle)
+{
+    int got = R->len[0] > 0 || R->len[1] > 0;
+    int full =
+        (R->cap[0] > 0 && R->len[0] == R->cap[0]) || (R->cap[1] > 0 && R->len[1] == R->cap[1]);
+    int in_done = R->in.buf != NULL && (R->sent == (size_t)R->in.len || R->in_closed);
+    return full || R->fd_ready || in_done || (R->eof && (!R->end || R->ended)) ||
+           (idle && (got || !R->block)) || (got && ++R->rounds >= ROUNDS_MAX / 2);
+}
+
+static int
+recv_round(void *state, ssh_session ssh, int idle)
+{
+    struct recv_arg *R = state;
+    pyssh_chanio *io = &R->ch->io;
+    for (int i = 0; i < 2; i++) {
+        /* what arrived in another thread's step: libssh holds it */
+        int n = pyssh_chanio_read(io, i, PyBytes_AS_STRING(R->bytes[i]) + R->len[i],
+                                  R->cap[i] - R->len[i]);
+        if (n < 0) {
+            return PYSSH_FAILED;
+        }
+        R->len[i] += (size_t)n;
+    }
+    if (!idle && recv_send(R, ssh) < 0) {
+        return PYSSH_FAILED;
+    }
+    R->eof = io->remote_eof && io->avail[0] == 0 && io->avail[1] == 0;
+    R->ended = pyssh_chanio_ended(io);
+    if (R->fd >= 0 && R->fds[PYSSH_POLL_RESERVED].revents != 0) {
+        R->fd_ready = 1;
+    }
+    return recv_done(R, idle) ? 0 : PYSSH_CHANIO_MORE;
+}
+
+static int
+recv_setup(struct recv_arg *R, Py_ssize_t n, Py_ssize_t err_n)
+{
+    R->cap[0] = n > 0 ? (size_t)n : 0;
+    R->cap[1] = err_n > 0 ? (size_t)err_n : 0;
+    for (int i = 0; i < 2; i++) {
+        R->bytes[i] = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)R->cap[i]);
+        if (R->bytes[i] == NULL) {
+            return -1;
+        }
+    }
+    R->ps.fds = R->fds;
+    R->ps.n = PYSSH_POLL_RESERVED;
+    R->ps.wait_ms = -1;
+    if (R->fd >= 0) {
+        R->fds[PYSSH_POLL_RESERVED].fd = (pyssh_socket_t)R->fd;
+        R->fds[PYSSH_POLL_RESERVED].events = POLLIN;
+        R->fds[PYSSH_POLL_RESERVED].revents = 0;
+        R->ps.n++;
+    }
+    return 0;
+}
+
+static PyObject *
+recv_result(pyssh_state *st, struct recv_arg *R)
+{
+    PyObject *v[6] = {NULL};
+    for (int i = 0; i < 2; i++) {
+        if (_PyBytes_Resize(&R->bytes[i], (Py_ssize_t)R->len[i]) == 0) {
+            v[i] = R->bytes[i];
+        }
+        R->bytes[i] = NULL;
+    }
+    v[2] = PyBool_FromLong(R->eof);
+    v[3] = PyBool_FromLong(R->ended);
+    v[4] = PyBool_FromLong(R->fd_ready);
+    v[5] = PyLong_FromSize_t(R->sent);
+    return pyssh_named_result(st->ChannelRecvType, v, 6);
+}
+
+PyDoc_STRVAR(chanobj_recv_doc,
+             "recv($self, /, n=65536, err_n=65536, timeout=None, fd=-1, block=True, end=False,\n"
+             "     data=None)\n--\n\n"
+             "Up to `n` bytes of stdout and `err_n` of stderr, as a ChannelRecv, sending\n"
+             "`data` (bytes-like) to stdin meanwhile as the window allows. Waits until there\n"
+             "is output, the output ended (`end`: and the command too), `fd` is readable, or\n"
+             "all of `data` is sent; `block=False` returns at once with what is there.");
+
+static PyObject *
+chanobj_recv(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"n", "err_n", "timeout", "fd", "block", "end", "data", NULL};
+    Py_ssize_t n = 65536, err_n = 65536;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    struct recv_arg R = {.ch = self, .fd = -1, .block = 1};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nnO&ippz*:recv", kwlist, &n, &err_n,
+                                     pyssh_deadline_conv, &dl, &R.fd, &R.block, &R.end, &R.in)) {
+        return NULL;
+    }
+    int sides = R.in.buf != NULL ? SIDE_BOTH : SIDE_READ;
+    PyObject *result = NULL;
+    if (claim_sides(self, sides, "recv", PYSSH_NEED_CONNECTED) < 0) {
+        goto out;
+    }
+    if (exec_done(self) < 0 || recv_setup(&R, n, err_n) < 0) {
+        goto done;
+    }
+    pyssh_chanio_job job = {self->session, &self->io, recv_take, recv_round, &R, &dl, ROUNDS_MAX};
+    if (pyssh_wait_ex(self->session, pyssh_chanio_step, &job, &dl, PYSSH_EXC_SSHError,
+                      "reading from the command", &R.ps, NULL) >= 0) {
+        result = recv_result(self->session->state, &R);
+    }
+done:
+    unclaim_sides(self, sides);
+out:
+    if (R.in.buf != NULL) {
+        PyBuffer_Release(&R.in);
+    }
+    Py_XDECREF(R.bytes[0]);
+    Py_XDECREF(R.bytes[1]);
+    return result;
+}
+
+/* ---- quick requests, from any thread: they need the lock only ---------------------- */
+
+struct request_arg {
+    ChannelObject *ch;
+    int cols, rows;
+    const char *signal;
+    pyssh_chanio snap; /* status(): the exit fields, copied under the lock */
+};
+
+static int
+resize_step(ssh_session Py_UNUSED(ssh), void *p)
+{
+    struct request_arg *a = p;
+    /* window-change wants no reply: queued and sent at once */
+    return a->ch->io.chan == NULL
+               ? 0
+               : map_rc(ssh_channel_change_pty_size(a->ch->io.chan, a->cols, a->rows));
+}
+
+static int
+signal_step(ssh_session Py_UNUSED(ssh), void *p)
+{
+    struct request_arg *a = p;
+    pyssh_chanio *io = &a->ch->io;
+    if (io->chan == NULL || pyssh_chanio_ended(io)) {
+        return 1; /* nothing to signal any more */
+    }
+    /* libssh asks for no reply (RFC 4254 6.9 allows none): sshd that refuses a
+     * signal (a root session, a subsystem) says nothing, which is why a Process
+     * looks for the end instead of trusting the request */
+    return map_rc(ssh_channel_request_send_signal(io->chan, a->signal));
+}
+
+static int
+status_step(ssh_session Py_UNUSED(ssh), void *p)
+{
+    struct request_arg *a = p;
+    a->snap = a->ch->io;
+    return 0;
+}
+
+/* The request's common part: the channel was started, the session open. */
+static int
+request(ChannelObject *self, pyssh_step_fn step, struct request_arg *a, const char *what)
+{
+    if (pyssh_session_check(self->session, PYSSH_NEED_CONNECTED) < 0 || exec_done(self) < 0) {
+        return -1;
+    }
+    return pyssh_call(self->session, step, a, PYSSH_EXC_SSHError, what);
+}
+
+PyDoc_STRVAR(chanobj_resize_doc, "resize($self, cols, rows, /)\n--\n\n"
+                                 "Tell the server the terminal's new size.");
+
+static PyObject *
+chanobj_resize(ChannelObject *self, PyObject *args)
+{
+    struct request_arg a = {.ch = self};
+    if (!PyArg_ParseTuple(args, "ii:resize", &a.cols, &a.rows)) {
+        return NULL;
+    }
+    if (a.cols < 1 || a.rows < 1 || a.cols > SIZE_MAX_CELLS || a.rows > SIZE_MAX_CELLS) {
+        PyErr_SetString(PyExc_ValueError, "cols and rows must be positive");
+        return NULL;
+    }
+    if (request(self, resize_step, &a, "resizing the terminal") < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(chanobj_signal_doc,
+             "signal($self, name, /)\n--\n\n"
+             "Ask the server to send signal `name` (\"TERM\", no SIG prefix) to the command.\n"
+             "False when the command had ended already. The server does not say whether\n"
+             "it delivered it.");
+
+static PyObject *
+chanobj_signal(ChannelObject *self, PyObject *args)
+{
+    struct request_arg a = {.ch = self};
+    if (!PyArg_ParseTuple(args, "s:signal", &a.signal)) {
+        return NULL;
+    }
+    size_t len = strlen(a.signal);
+    for (size_t i = 0; i < len; i++) {
+        if (!((a.signal[i] >= 'A' && a.signal[i] <= 'Z') ||
+              (a.signal[i] >= '0' && a.signal[i] <= '9'))) {
+            len = 0;
+        }
+    }
+    if (len == 0 || len > 16) {
+        return PyErr_Format(PyExc_ValueError, "not a signal name: %R (say \"TERM\", \"KILL\")",
+                            PyTuple_GET_ITEM(args, 0));
+    }
+    int rc = request(self, signal_step, &a, "sending a signal");
+    return rc < 0 ? NULL : PyBool_FromLong(rc == 0);
+}
+
+PyDoc_STRVAR(chanobj_status_doc, "status($self, /)\n--\n\n"
+                                 "How the command ended so far, as an ExitInfo.");
+
+static PyObject *
+chanobj_status(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+{
+    struct request_arg a = {.ch = self};
+    if (self->io.chan != NULL) {
+        if (pyssh_call(self->session, status_step, &a, PYSSH_EXC_SSHError, "reading the status") <
+            0) {
+            return NULL;
+        }
+    }
+    else {
+        a.snap = self->io; /* closed: nothing writes it any more */
+    }
+    const pyssh_chanio *io = &a.snap;
+    PyObject *v[5];
+    v[0] = PyBool_FromLong(pyssh_chanio_ended(io));
+    v[1] = io->has_status ? PyLong_FromLong(io->exit_status) : Py_NewRef(Py_None);
+    v[2] = io->has_signal
+               ? PyUnicode_DecodeUTF8(io->exit_signal, strlen(io->exit_signal), "replace")
+               : Py_NewRef(Py_None);
+    v[3] = PyBool_FromLong(io->core_dumped);
+    v[4] = PyUnicode_DecodeUTF8(io->exit_errmsg, strlen(io->exit_errmsg), "replace");
+    return pyssh_named_result(self->session->state->ExitInfoType, v, 5);
 }
 
 static PyObject *
@@ -1294,6 +1740,13 @@ static PyMethodDef chanobj_methods[] = {
      chanobj_recv_to_fd_doc},
     {"send_from_fd", (PyCFunction)(void (*)(void))chanobj_send_from_fd,
      METH_VARARGS | METH_KEYWORDS, chanobj_send_from_fd_doc},
+    {"send", (PyCFunction)(void (*)(void))chanobj_send, METH_VARARGS | METH_KEYWORDS,
+     chanobj_send_doc},
+    {"recv", (PyCFunction)(void (*)(void))chanobj_recv, METH_VARARGS | METH_KEYWORDS,
+     chanobj_recv_doc},
+    {"resize", (PyCFunction)chanobj_resize, METH_VARARGS, chanobj_resize_doc},
+    {"signal", (PyCFunction)chanobj_signal, METH_VARARGS, chanobj_signal_doc},
+    {"status", (PyCFunction)chanobj_status, METH_NOARGS, chanobj_status_doc},
     {"send_eof", (PyCFunction)chanobj_send_eof, METH_NOARGS, chanobj_send_eof_doc},
     {"close", (PyCFunction)chanobj_close, METH_NOARGS, chanobj_close_doc},
     {NULL, NULL, 0, NULL},

@@ -24,6 +24,23 @@ static PyStructSequence_Field run_fields[] = {
     {"stdin_dropped", "the command ended before it read all of stdin"},
     {NULL, NULL},
 };
+static PyStructSequence_Field recv_fields[] = {
+    {"stdout", "stdout's bytes taken (b'': none yet, or none asked for)"},
+    {"stderr", "stderr's bytes taken"},
+    {"eof", "the command's output ended: nothing more will come"},
+    {"ended", "the command ended (its status came) or the server closed the channel"},
+    {"fd_ready", "the descriptor given to recv() is readable"},
+    {"sent", "how much of recv()'s data was sent"},
+    {NULL, NULL},
+};
+static PyStructSequence_Field exit_fields[] = {
+    {"ended", "the command ended (its status came) or the server closed the channel"},
+    {"exit_status", "the command's exit status, or None"},
+    {"signal", "the name of the signal that ended it (\"TERM\"), or None"},
+    {"core_dumped", "the signal dumped core"},
+    {"error_message", "the server's message with the signal"},
+    {NULL, NULL},
+};
 static PyStructSequence_Field attrs_fields[] = {
     {"size", NULL},
     {"uid", NULL},
@@ -96,14 +113,17 @@ static PyStructSequence_Desc named_results[] = {
     {"pyssh._ssh.HopKey", "A jump host's key, for its verdict (Session._connect).", hop_key_fields,
      7},
     {"pyssh._ssh.SFTPName", "An entry of a NAME reply.", name_fields, 3},
+    {"pyssh._ssh.ChannelRecv", "What Channel.recv brought.", recv_fields, 6},
+    {"pyssh._ssh.ExitInfo", "How a command ended so far (Channel.status).", exit_fields, 5},
 };
 
 static PyTypeObject **
 named_slot(pyssh_state *st, int i)
 {
-    PyTypeObject **slots[] = {&st->RunResultType, &st->SFTPAttrsType,    &st->SFTPTransferType,
-                              &st->SFTPReadType,  &st->TunnelCountsType, &st->TargetType,
-                              &st->ServerKeyType, &st->HopKeyType,       &st->SFTPNameType};
+    PyTypeObject **slots[] = {&st->RunResultType,   &st->SFTPAttrsType,    &st->SFTPTransferType,
+                              &st->SFTPReadType,    &st->TunnelCountsType, &st->TargetType,
+                              &st->ServerKeyType,   &st->HopKeyType,       &st->SFTPNameType,
+                              &st->ChannelRecvType, &st->ExitInfoType};
     return slots[i];
 }
 

@@ -99,6 +99,8 @@ typedef struct {
     PyTypeObject *ServerKeyType;
     PyTypeObject *HopKeyType;
     PyTypeObject *SFTPNameType;
+    PyTypeObject *ChannelRecvType;
+    PyTypeObject *ExitInfoType;
     PyObject *exc[PYSSH_EXC_COUNT];
     PyObject *logger; /* logging.getLogger("pyssh"), fetched on first use */
 } pyssh_state;

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from . import _ssh
 from ._exec import DEFAULT as _DEFAULT, ExecResult
+from ._process import TERMINAL_MODES, Process
 from ._sftp import SFTP, SFTPAttributes
 from ._tunnel import Tunnel, TunnelStats
 from ._version import __version__
@@ -50,6 +51,8 @@ __all__ = [
     "ssh_info",
     "ssh_session_info",
     "ExecResult",
+    "Process",
+    "TERMINAL_MODES",
     "ssh_exec_wait",
     "ssh_exec_internal",
     "scp_upload",

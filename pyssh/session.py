@@ -33,7 +33,7 @@ from typing import (
     Union,
 )
 
-from . import _config, _exec, _known_hosts, _scp, _sftp, _ssh, _tunnel, _util
+from . import _config, _exec, _known_hosts, _process, _scp, _sftp, _ssh, _tunnel, _util
 from ._names import printable
 from .errors import (
     AuthenticationError,
@@ -351,6 +351,48 @@ class Session(_ssh.Session):
         if error and result.status != 0:
             raise _exec.command_error(result)
         return result
+
+    def popen(
+        self,
+        command: _exec.Command,
+        *,
+        pty: bool = False,
+        term: str = "xterm-256color",
+        size: Tuple[int, int] = (80, 24),
+        modes: Optional[Mapping[str, int]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> _process.Process:
+        """Start ``command`` and return a :class:`Process` (shaped like
+        ``subprocess.Popen``) to feed and read it while it runs: ``stdin``,
+        ``stdout``, ``stderr``, ``wait()``, ``communicate()``, ``expect()``,
+        signals. ``pty=True`` gives it a terminal (``term``, ``size`` as
+        (columns, rows), terminal ``modes`` such as ``{"ECHO": 0}``), as
+        ``ssh -t`` does: its stderr is then part of stdout. ``env``: environment
+        variables (sshd's ``AcceptEnv`` must list them). ``timeout``: for starting
+        it. Use it in a ``with`` block: leaving it ends the command."""
+        text = _exec.command_text(command)
+        return _process.open_process(
+            self, text, pty=pty, term=term, size=size, modes=modes,
+            env=_exec.env_pairs(env), timeout=timeout,
+        )  # fmt: skip
+
+    def shell(
+        self,
+        *,
+        term: str = "xterm-256color",
+        size: Tuple[int, int] = (80, 24),
+        modes: Optional[Mapping[str, int]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        timeout: Optional[float] = None,
+    ) -> _process.Process:
+        """The user's login shell on a terminal, as a :class:`Process` (see
+        :meth:`popen`): write commands to ``stdin``, read with ``expect()`` or
+        ``read_until()``."""
+        return _process.open_process(
+            self, None, pty=True, term=term, size=size, modes=modes,
+            env=_exec.env_pairs(env), timeout=timeout,
+        )  # fmt: skip
 
     def scp_upload(
         self,
