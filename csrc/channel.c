@@ -1444,7 +1444,9 @@ recv_send(struct recv_arg *R, ssh_session ssh)
 static int
 recv_done(struct recv_arg *R, int idle)
 {
-    int got = R->len[0] > 0 || R->len[1] > 0;
+    /* something moved: return it, so that no wait follows that could end in an
+     * exception (Ctrl-C, the timeout) and drop it */
+    int got = R->len[0] > 0 || R->len[1] > 0 || R->sent > 0;
     int full =
         (R->cap[0] > 0 && R->len[0] == R->cap[0]) || (R->cap[1] > 0 && R->len[1] == R->cap[1]);
     int in_done = R->in.buf != NULL && (R->sent == (size_t)R->in.len || R->in_closed);

@@ -416,7 +416,12 @@ class Process:
             with self._lock:
                 if self._channel.closed:
                     return
-                r = self._channel.recv(CHUNK, CHUNK, timeout=dl.left(), end=True, data=chunk)
+                try:
+                    r = self._channel.recv(CHUNK, CHUNK, timeout=dl.left(), end=True, data=chunk)
+                except SSHTimeoutError:
+                    if dl.end is None:
+                        raise
+                    continue  # the deadline is checked above
                 pos += r.sent
                 if chunk is not None and r.sent < len(chunk) and r.ended:
                     pos = len(data)  # the command is gone: the rest is dropped, as a pipe's
