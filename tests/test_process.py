@@ -16,8 +16,14 @@ SHELL_PROMPT = "PS1='pyssh$ '; PROMPT_COMMAND=; bind 'set enable-bracketed-paste
 
 
 @pytest.fixture(scope="module")
-def session(server):
-    with server.connect() as s:
+def session(server, request):
+    """An ordinary user's session (as root: the test account, whose shell is
+    /bin/sh; root's may read a slow ~/.bashrc for every channel)."""
+    address = server.address
+    if IS_ROOT:
+        name, _password = request.getfixturevalue("account")
+        address = f"{name}@{server.host}:{server.port}"
+    with server.connect(address=address) as s:
         yield s
 
 
@@ -97,8 +103,8 @@ def test_communicate_64_mib_each_way(session):
 
 def test_communicate_timeout_keeps_the_output(session):
     with session.popen("echo early; sleep 30") as p:
-        with pytest.raises(pyssh.SSHTimeoutError, match="timed out after 0.5"):
-            p.communicate(timeout=0.5)
+        with pytest.raises(pyssh.SSHTimeoutError, match="timed out after 0.3"):
+            p.communicate(timeout=0.3)
         assert p.returncode is None
         assert p.stdout.read1() == b"early\n"
 
@@ -204,20 +210,18 @@ def test_output_is_made_printable_in_errors(session):
 # ---- signals --------------------------------------------------------------------------
 
 
-def test_terminate_reports_the_signal(plain_session):
-    with plain_session.popen("echo $$; exec sleep 30") as p:
+def test_terminate_reports_the_signal(session):
+    with session.popen("echo $$; exec sleep 30") as p:
         pid = int(p.stdout.readline())
         p.terminate()
         assert p.returncode == -15 and p.exit_signal == "TERM"
         assert wait_until(lambda: gone(pid), 10)
 
 
-def test_send_signal_by_number_and_name(plain_session):
+def test_send_signal_by_number_and_name(session):
     import signal
 
-    with plain_session.popen(
-        "trap 'echo usr1' USR1; echo ready; while :; do sleep 0.05; done"
-    ) as p:
+    with session.popen("trap 'echo usr1' USR1; echo ready; while :; do sleep 0.05; done") as p:
         p.stdout.readline()
         p.send_signal(signal.SIGUSR1)
         assert p.stdout.readline() == b"usr1\n"
@@ -229,22 +233,23 @@ def test_send_signal_by_number_and_name(plain_session):
         _ssh.Channel.signal(p._channel, "TE RM")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not IS_ROOT, reason="sshd ignores signals only for root logins")
-def test_ignored_signal_closes_the_channel_and_says_so(session, caplog):
+def test_ignored_signal_closes_the_channel_and_says_so(server, caplog):
     """OpenSSH's sshd ignores signal requests for root: kill() then closes the
     channel; on a terminal the command gets SIGHUP and ends."""
-    with session.popen("echo $$; exec sleep 30", pty=True) as p:
+    with server.connect() as session, session.popen("echo $$; exec sleep 30", pty=True) as p:
         pid = int(p.stdout.readline())
         with caplog.at_level(logging.WARNING, logger="pyssh"):
             p.kill(grace=0.3)
         assert p.returncode == -9
         assert "did not deliver SIGKILL" in caplog.text
         assert wait_until(lambda: gone(pid), 10)
-    assert session.exec_internal("echo ok").stdout == b"ok\n"
+        assert session.exec_internal("echo ok").stdout == b"ok\n"
 
 
-def test_closing_ends_the_command(plain_session):
-    p = plain_session.popen("echo $$; exec sleep 30")
+def test_closing_ends_the_command(session):
+    p = session.popen("echo $$; exec sleep 30")
     pid = int(p.stdout.readline())
     p.close()
     p.close()
