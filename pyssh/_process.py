@@ -261,7 +261,7 @@ class Process:
         if st.exit_status is not None:
             self.returncode = st.exit_status
         elif st.signal is not None:
-            self.exit_signal = st.signal
+            self.exit_signal = printable(st.signal[:32])  # the server's: shown to people
             self.core_dumped = st.core_dumped
             self.returncode = -(_signal_number(st.signal) or 1)
         else:

@@ -16,6 +16,7 @@ is a JSON report of what the server saw come back:
     chanreq NAME WANT      a channel request NAME on the command's own channel;
                            reports {"reply": "success"|"failure"|"none"}
     stderr N               N bytes on stderr, then exit 0 (nothing on stdout)
+    exitsignal NAME        ends with exit-signal NAME (given as hex: any bytes)
     bigpacket N            one SSH_MSG_IGNORE packet carrying N bytes
     echo TEXT              prints TEXT (to check that the session still works)
 
@@ -327,6 +328,9 @@ class _Server:
             return {"reply": "success" if ok else "failure"}
         if what == "stderr":
             await self._flood_stderr(process, int(words[1]))
+            return None
+        if what == "exitsignal":
+            process.exit_with_signal(bytes.fromhex(words[1]).decode("latin-1"), True, "msg\x1b[2J")
             return None
         if what == "bigpacket":
             t.conn.send_packet(MSG_IGNORE, String(os.urandom(int(words[1]))))

@@ -286,3 +286,34 @@ def test_an_oversized_packet_ends_the_session_with_a_clear_error(tmp_path):
         s.close()
     finally:
         srv.close()
+
+
+# ---- an interactive process (session.popen) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"TERM", b"\x1b]0;owned\x07TERM", b"X" * 200, b"../../etc/passwd"],
+    ids=["plain", "escapes", "long", "path"],
+)
+def test_an_exit_signal_is_reported_safely(hsession, name):
+    with hsession.popen(f"exitsignal {name.hex()}") as p:
+        code = p.wait(timeout=30)
+        assert p.exit_signal is not None and p.exit_signal.isprintable()
+        assert len(p.exit_signal) <= 40
+        assert code == (-15 if name == b"TERM" else -1)
+        assert p.core_dumped
+
+
+@needs_rss
+@pytest.mark.slow
+def test_a_gib_of_unread_stderr_leaves_a_process_bounded(hsession):
+    """Waiting on a process keeps at most 8 MiB of a stream nobody reads: then the
+    server is made to wait (the window stays shut) and the wait times out."""
+    with hsession.popen(f"stderr {GIB}") as p:
+        before = rss_bytes()
+        with pytest.raises(pyssh.SSHTimeoutError):
+            p.wait(timeout=3)
+        grown = rss_bytes() - before
+        assert grown < 32 << 20, f"RSS grew by {grown >> 20} MiB"
+        assert p.stderr.read(10) == b"E" * 10

@@ -4,6 +4,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 import pytest
 
@@ -290,3 +291,14 @@ def test_bad_arguments(session):
     with pytest.raises(ValueError, match="delimiter"):
         with session.popen("true") as p:
             p.read_until(b"")
+
+
+@pytest.mark.slow
+def test_an_idle_process_costs_no_cpu(session):
+    """wait() and a blocked read sleep in poll(): no loop of short sleeps."""
+    with session.popen("sleep 2; echo done") as p:
+        before = time.process_time()
+        assert p.stdout.readline() == b"done\n"
+        assert p.wait() == 0
+        used = time.process_time() - before
+    assert used < 0.1, f"{used:.3f} s of CPU in a 2 s wait"
