@@ -302,3 +302,9 @@ def test_an_idle_process_costs_no_cpu(session):
         assert p.wait() == 0
         used = time.process_time() - before
     assert used < 0.1, f"{used:.3f} s of CPU in a 2 s wait"
+
+
+def test_ctrl_d_ends_input_on_a_terminal(session):
+    with session.popen("cat", pty=True) as p:
+        assert p.communicate(b"abc\n\x04", timeout=10) == (b"abc\r\nabc\r\n", None)
+        assert p.returncode == 0
