@@ -302,8 +302,14 @@ exec_step(ssh_session ssh, void *p)
         return PYSSH_FAILED;
     }
     /* a refusal (PYSSH_REFUSED) is explained by errors.c (MaxSessions) */
-    if (!ch->io.opened && (rc = pyssh_chanio_open_session(&ch->io)) != 0) {
-        return rc;
+    if (!ch->io.opened) {
+        if ((rc = pyssh_chanio_open_session(&ch->io)) != 0) {
+            return rc;
+        }
+        /* agent forwarding (tunnel.c): asked once, before env and exec, as ssh -A does */
+        if (pyssh_tunnel_agent_request(ch->session, ch->io.chan) < 0) {
+            return PYSSH_FAILED;
+        }
     }
     if ((rc = exec_setup(a, ch->io.chan)) != 0) {
         return rc;

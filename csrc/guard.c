@@ -3,15 +3,17 @@
  * A server can open channels towards the client (x11, forwarded-tcpip,
  * auth-agent@openssh.com, session, direct-tcpip, or any name) and send global
  * and channel requests. pyssh asks for none of that except forwarded-tcpip for
- * the ports its remote forwards listen on (tunnel.c), so everything else is
- * refused at once: SSH_MSG_CHANNEL_OPEN_FAILURE (ADMINISTRATIVELY_PROHIBITED,
+ * the ports its remote forwards listen on, and auth-agent@openssh.com on a
+ * session that forwards the agent (tunnel.c), so everything else is refused at
+ * once: SSH_MSG_CHANNEL_OPEN_FAILURE (ADMINISTRATIVELY_PROHIBITED,
  * or UNKNOWN_CHANNEL_TYPE for a type libssh does not know), and for a request
  * that wants a reply SSH_MSG_REQUEST_FAILURE or SSH_MSG_CHANNEL_FAILURE
  * (RFC 4254 4, 5.1, 5.4). Nothing is queued: stock libssh kept every channel
  * open in the session's message list, unanswered, for as long as the session
  * lived (about 300 bytes each: 100,000 opens grew the client by 29 to 31 MiB), and
  * the server waited for an answer forever. A forwarded-tcpip open for a real
- * forward is handed to its tunnel, at most TUNNEL_BACKLOG waiting (tunnel.c).
+ * forward is handed to its tunnel, at most TUNNEL_BACKLOG waiting, and an agent
+ * open to the agent's tunnel, at most AGENT_MAX at a time (tunnel.c).
  *
  * The callbacks run inside libssh, in whichever thread is reading the
  * session's socket, with the session lock held and without the GIL: they only
@@ -74,15 +76,20 @@ on_x11_open(ssh_session ssh, const char *originator, int originator_port, void *
     return NULL;
 }
 
+/* Taken only by a session that forwards the agent (connect's forward_agent):
+ * OpenSSH's sshd opens one per client of the agent socket it made for a
+ * command, and pyssh connects it to the local agent (tunnel.c). */
 static ssh_channel
 on_agent_open(ssh_session ssh, void *userdata)
 {
-    (void)ssh;
     SessionObject *s = owner(userdata);
-    refused(s, &s->guard.opens,
-            "refused an auth-agent@openssh.com channel the server "
-            "opened: pyssh forwards no agent");
-    return NULL;
+    const char *why = NULL;
+    ssh_channel chan = pyssh_tunnel_agent(s, ssh, &why);
+    if (chan == NULL) {
+        refused(s, &s->guard.opens,
+                "refused an auth-agent@openssh.com channel the server opened: %s", why);
+    }
+    return chan;
 }
 
 static ssh_channel

@@ -10,6 +10,7 @@
 #include <io.h>
 #else
 #include <fcntl.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #endif
@@ -287,6 +288,16 @@ pyssh_sleep_ms(int ms)
     Sleep(ms > 0 ? (DWORD)ms : 0);
 }
 
+int
+pyssh_unix_address(const char *path, struct sockaddr_storage *sa, socklen_t *len)
+{
+    /* Windows' OpenSSH agent listens on a named pipe, not a socket */
+    (void)path;
+    (void)sa;
+    (void)len;
+    return PYSSH_UNIX_UNSUPPORTED;
+}
+
 #else /* POSIX */
 
 /* ---- POSIX: Linux, macOS ----------------------------------------------------------- */
@@ -504,6 +515,21 @@ pyssh_sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+int
+pyssh_unix_address(const char *path, struct sockaddr_storage *sa, socklen_t *len)
+{
+    struct sockaddr_un *un = (struct sockaddr_un *)sa;
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(un->sun_path)) {
+        return PYSSH_UNIX_TOO_LONG;
+    }
+    memset(sa, 0, sizeof(*sa));
+    un->sun_family = AF_UNIX;
+    memcpy(un->sun_path, path, n + 1);
+    *len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
+    return 0;
 }
 
 #endif /* POSIX */

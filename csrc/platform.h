@@ -69,6 +69,13 @@ void pyssh_shutdown_write(pyssh_socket_t s);
 /* Acknowledge what arrives at once (TCP_QUICKACK, Linux only; elsewhere nothing). */
 void pyssh_quickack(pyssh_socket_t s);
 
+/* The address of the AF_UNIX socket at `path` (an agent's), for connect(): 0,
+ * PYSSH_UNIX_TOO_LONG (empty, or longer than sun_path holds) or
+ * PYSSH_UNIX_UNSUPPORTED (Windows, whose OpenSSH agent is a named pipe). */
+#define PYSSH_UNIX_TOO_LONG    (-1)
+#define PYSSH_UNIX_UNSUPPORTED (-2)
+int pyssh_unix_address(const char *path, struct sockaddr_storage *sa, socklen_t *len);
+
 /* The last socket error (errno, or WSAGetLastError()), and what it means. */
 int pyssh_socket_errno(void);
 int pyssh_would_block(int err);  /* EAGAIN, EWOULDBLOCK */

@@ -210,6 +210,8 @@ typedef struct {
     struct pyssh_waiter *spare;
     struct ssh_counter_struct rcounter;
     void *rforwards;   /* tunnel.c: the remote forwards (ssh -R) on this session */
+    void *agent;       /* tunnel.c: the tunnel that forwards the agent (ssh -A), or NULL:
+                          while there is one, every command's channel asks for it */
     pyssh_guard guard; /* guard.c; its callbacks run with the lock held */
     double rtt;        /* chanio.c: the shortest channel open seen, seconds (0: none
                           yet): the path's round trip, which sizes receive windows */
@@ -283,7 +285,8 @@ extern PyType_Spec pyssh_channel_spec, pyssh_sftp_spec, pyssh_tunnel_spec;
 
 /* Install the answers to the server's channel opens, global requests and channel
  * requests on a new session (before it connects): everything is refused at
- * once but forwarded-tcpip for a remote forward of the session's (tunnel.c). */
+ * once but forwarded-tcpip for a remote forward of the session's, and
+ * auth-agent@openssh.com when the session forwards the agent (tunnel.c). */
 void pyssh_guard_setup(SessionObject *self);
 
 /* ---- tunnel.c: pyssh._ssh.Tunnel ------------------------------------------- */
@@ -294,6 +297,19 @@ void pyssh_guard_setup(SessionObject *self);
  * session's listens there, or TUNNEL_BACKLOG connections already wait for it. */
 ssh_channel pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *orig,
                                    int orig_port, const char **why);
+
+/* An auth-agent@openssh.com channel the server opens (lock held, inside libssh):
+ * a new channel handed to the session's agent tunnel, which libssh then
+ * confirms; or NULL with *why set: the session forwards no agent, or
+ * AGENT_MAX agent channels are open already. */
+ssh_channel pyssh_tunnel_agent(SessionObject *s, ssh_session ssh, const char **why);
+
+/* A session channel just opened for a command (lock held): ask the server to
+ * forward the agent on it when the session forwards one. No reply is wanted
+ * (libssh, as OpenSSH): a server that refuses (AllowAgentForwarding no) says
+ * nothing, and the command runs without an agent. 0, or PYSSH_FAILED (the
+ * request could not be sent: the connection is gone). */
+int pyssh_tunnel_agent_request(SessionObject *s, ssh_channel chan);
 
 /* ---- sftp.c: pyssh._ssh.SFTP ----------------------------------------------- */
 

@@ -30,7 +30,16 @@
  * Everything a connection's callbacks write is touched with the session lock
  * held. conn_take acts only inside this tunnel's own step (in_step): in
  * another thread's step they record what libssh holds, and the wait helper
- * wakes this tunnel's loop (a step that read packets rings the others). */
+ * wakes this tunnel's loop (a step that read packets rings the others).
+ *
+ * Agent forwarding (ssh -A) is a third kind of tunnel, AGENT: a REMOTE one
+ * whose target is the local agent's socket (AF_UNIX) and whose channels are the
+ * auth-agent@openssh.com ones the server opens, one per client of the agent
+ * socket it made for a command. While it is the session's agent tunnel (its
+ * `agent`), each command's channel asks for agent forwarding
+ * (pyssh_tunnel_agent_request) and guard.c hands the server's agent channels
+ * to it, at most AGENT_MAX at a time; the agent's socket is connected only
+ * when such a channel comes. */
 #include "chanio.h"
 
 #include <stdlib.h>
@@ -42,8 +51,9 @@
 #define ACCEPT_MAX     64           /* connections accepted per step */
 #define STOP_GRACE     5.0          /* seconds a stopping tunnel waits for channels being opened */
 #define TUNNEL_BACKLOG 64           /* REMOTE: forwarded connections waiting for run(), at most */
+#define AGENT_MAX      16           /* AGENT: agent channels open or waiting, at most */
 
-enum { LOCAL, REMOTE };
+enum { LOCAL, REMOTE, AGENT };
 enum conn_state { C_OPENING, C_CONNECTING, C_OPEN };
 
 typedef struct TunnelObject TunnelObject;
@@ -96,6 +106,10 @@ struct TunnelObject {
     handover *incoming;         /* forwarded channels accepted for this tunnel, waiting for
                                      its run() (guard.c hands them over) */
     int nincoming;              /* their number: at most TUNNEL_BACKLOG */
+    /* AGENT: the agent's socket, as the one address `ai` points to */
+    struct addrinfo agent_ai;
+    struct sockaddr_storage agent_sa;
+    int agent_asked; /* a command's channel asked for forwarding: logged once */
     /* run()'s state, touched with the lock held */
     conn *conns;
     int nconns;
@@ -634,6 +648,21 @@ handover_push(TunnelObject *owner, ssh_channel chan, const char *peer)
     return 0;
 }
 
+/* A new channel for a server's open, queued for `owner`'s run(); or NULL. */
+static ssh_channel
+hand_over(TunnelObject *owner, ssh_session ssh, const char *peer, const char **why)
+{
+    ssh_channel chan = ssh_channel_new(ssh);
+    if (chan == NULL || handover_push(owner, chan, peer) < 0) {
+        if (chan != NULL) {
+            ssh_channel_free(chan);
+        }
+        *why = "out of memory";
+        return NULL;
+    }
+    return chan;
+}
+
 ssh_channel
 pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *orig, int orig_port,
                        const char **why)
@@ -648,17 +677,52 @@ pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *
                "(TUNNEL_BACKLOG)";
         return NULL;
     }
-    ssh_channel chan = ssh_channel_new(ssh);
     char peer[80];
     snprintf(peer, sizeof(peer), "%s:%d (on the server)", orig != NULL ? orig : "?", orig_port);
-    if (chan == NULL || handover_push(owner, chan, peer) < 0) {
-        if (chan != NULL) {
-            ssh_channel_free(chan);
-        }
-        *why = "out of memory";
+    return hand_over(owner, ssh, peer, why);
+}
+
+ssh_channel
+pyssh_tunnel_agent(SessionObject *s, ssh_session ssh, const char **why)
+{
+    TunnelObject *owner = s->agent;
+    if (owner == NULL) {
+        *why = "this session forwards no agent (connect's forward_agent)";
         return NULL;
     }
-    return chan;
+    if (owner->stopping) {
+        *why = "the session's agent forwarding is stopping";
+        return NULL;
+    }
+    /* each is a socket, a channel and up to two buffers: a server that opens
+     * many gets no more */
+    if (owner->nincoming + owner->nconns >= AGENT_MAX) {
+        *why = "16 agent channels are open already (AGENT_MAX)";
+        return NULL;
+    }
+    pyssh_log_queue(s, SSH_LOG_PACKET, "the server opened an agent channel: connecting it to %s",
+                    owner->target);
+    return hand_over(owner, ssh, "an agent client on the server", why);
+}
+
+int
+pyssh_tunnel_agent_request(SessionObject *s, ssh_channel chan)
+{
+    TunnelObject *t = s->agent;
+    if (t == NULL) {
+        return 0;
+    }
+    if (ssh_channel_request_auth_agent(chan) != SSH_OK) {
+        return PYSSH_FAILED;
+    }
+    if (!t->agent_asked) {
+        t->agent_asked = 1;
+        pyssh_log_queue(s, SSH_LOG_PACKET,
+                        "asked the server to forward the agent on each command's channel "
+                        "(auth-agent-req@openssh.com, no reply wanted: a server that does not "
+                        "allow it, AllowAgentForwarding no, says nothing)");
+    }
+    return 0;
 }
 
 /* Make a connection of a forwarded channel that `from` kept while it waited
@@ -702,7 +766,7 @@ accept_remote(TunnelObject *t, ssh_session ssh)
 #ifdef PYSSH_LIBSSH_CLIENT_REQUESTS
     (void)ssh;
 #else
-    for (int i = 0; i < ACCEPT_MAX; i++) {
+    for (int i = 0; i < ACCEPT_MAX && t->kind == REMOTE; i++) {
         int dport = 0, oport = 0;
         char *orig = NULL;
         ssh_channel chan = ssh_channel_open_forward_port(ssh, 0, &dport, &orig, &oport);
@@ -836,7 +900,7 @@ tunnel_round(void *state, ssh_session ssh, int idle)
         return PYSSH_FAILED;
     }
     t->listen_ready = 0;
-    if (!idle && t->kind == REMOTE) {
+    if (!idle && t->kind != LOCAL) {
         accept_remote(t, ssh);
     }
     conn *next;
@@ -949,6 +1013,16 @@ rforward_unlink(TunnelObject *self)
     self->rnext = NULL;
 }
 
+/* The target's addresses: getaddrinfo's (REMOTE), or the agent's socket (AGENT). */
+static void
+target_free(TunnelObject *self)
+{
+    if (self->ai != NULL && self->ai != &self->agent_ai) {
+        freeaddrinfo(self->ai);
+    }
+    self->ai = NULL;
+}
+
 /* The one close of the connections, shared by close(), run()'s error paths and
  * dealloc: never waits for the server. */
 static void
@@ -963,6 +1037,9 @@ tunnel_drop(TunnelObject *self, int emit_logs)
     conns_free_all(self, s->ssh != NULL && !forked);
     if (self->kind == REMOTE) {
         rforward_unlink(self);
+    }
+    if (s->agent == self) {
+        s->agent = NULL; /* commands no longer ask for the agent, nor get it */
     }
     logs = pyssh_log_take(s);
     PyThread_release_lock(s->lock);
@@ -979,9 +1056,7 @@ tunnel_dealloc(TunnelObject *self)
         Py_CLEAR(self->session);
     }
     pyssh_waiter_close(&self->wake);
-    if (self->ai != NULL) {
-        freeaddrinfo(self->ai);
-    }
+    target_free(self);
     free(self->host);
     free(self->scratch);
     free(self->ps.fds);
@@ -1167,9 +1242,7 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
                      tport, gai_strerror(grc));
         goto done;
     }
-    if (self->ai != NULL) {
-        freeaddrinfo(self->ai);
-    }
+    target_free(self);
     self->ai = ai;
     snprintf(self->target, sizeof(self->target), "%s:%d", thost, tport);
     free(self->host);
@@ -1201,6 +1274,86 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     self->configured = 1;
     result = PyLong_FromLong(self->bound);
 done:
+    unclaim(self);
+    return result;
+}
+
+/* Point the tunnel at the agent's socket `path`: 0, or -1 with an exception. */
+static int
+agent_target(TunnelObject *self, const char *path)
+{
+    socklen_t len = 0;
+    int rc = pyssh_unix_address(path, &self->agent_sa, &len);
+    if (rc == PYSSH_UNIX_UNSUPPORTED) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                    "agent forwarding is not supported on this system: its OpenSSH agent "
+                    "listens on a named pipe, which pyssh does not reach");
+        return -1;
+    }
+    if (rc != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "the agent's socket path is empty or too long for a socket address "
+                     "(%zu bytes): %s",
+                     strlen(path), path);
+        return -1;
+    }
+    target_free(self);
+    memset(&self->agent_ai, 0, sizeof(self->agent_ai));
+    self->agent_ai.ai_family = AF_UNIX;
+    self->agent_ai.ai_socktype = SOCK_STREAM;
+    self->agent_ai.ai_addr = (struct sockaddr *)&self->agent_sa;
+    self->agent_ai.ai_addrlen = len;
+    self->ai = &self->agent_ai;
+    snprintf(self->target, sizeof(self->target), "the agent at %s", path);
+    return 0;
+}
+
+PyDoc_STRVAR(listen_agent_doc,
+             "listen_agent($self, path, /)\n--\n\n"
+             "Forward the agent whose socket is `path` (ssh -A): from now on each command's\n"
+             "channel asks the server for agent forwarding, and run() connects each agent\n"
+             "channel the server opens to `path`. One per session.");
+
+static PyObject *
+tunnel_listen_agent(TunnelObject *self, PyObject *args)
+{
+    PyObject *path;
+    if (!PyArg_ParseTuple(args, "O&:listen_agent", PyUnicode_FSConverter, &path)) {
+        return NULL;
+    }
+    if (claim(self, "listen_agent", 1) < 0) {
+        Py_DECREF(path);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (self->configured) {
+        PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
+        goto done;
+    }
+#ifndef PYSSH_LIBSSH_CLIENT_REQUESTS
+    pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                "agent forwarding needs pyssh's libssh patch (vendor/patches/): this build "
+                "cannot take the channels the server opens");
+    goto done;
+#endif
+    if (agent_target(self, PyBytes_AS_STRING(path)) < 0) {
+        goto done;
+    }
+    self->kind = AGENT;
+    pyssh_lock(self->session);
+    int taken = self->session->agent != NULL;
+    if (!taken) {
+        self->session->agent = self;
+    }
+    pyssh_unlock(self->session);
+    if (taken) {
+        PyErr_SetString(PyExc_RuntimeError, "the session forwards an agent already");
+        goto done;
+    }
+    self->configured = 1;
+    result = Py_NewRef(Py_None);
+done:
+    Py_DECREF(path);
     unclaim(self);
     return result;
 }
@@ -1265,9 +1418,12 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     if (self->kind == LOCAL) {
         snprintf(what, sizeof(what), "tunnel to %s:%d", self->host, self->port);
     }
-    else {
+    else if (self->kind == REMOTE) {
         snprintf(what, sizeof(what), "tunnel from the server's port %d to %s", self->bound,
                  self->target);
+    }
+    else {
+        snprintf(what, sizeof(what), "agent forwarding to %s", self->target);
     }
     int rc = pyssh_wait_ex(self->session, tunnel_step, self, NULL, PYSSH_EXC_SSHError, what,
                            &self->ps, &self->wake);
@@ -1361,6 +1517,7 @@ tunnel_get_port(TunnelObject *self, void *closure)
 static PyMethodDef tunnel_methods[] = {
     {"listen_local", (PyCFunction)tunnel_listen_local, METH_VARARGS, listen_local_doc},
     {"listen_remote", (PyCFunction)tunnel_listen_remote, METH_VARARGS, listen_remote_doc},
+    {"listen_agent", (PyCFunction)tunnel_listen_agent, METH_VARARGS, listen_agent_doc},
     {"run", (PyCFunction)(void (*)(void))tunnel_run, METH_VARARGS | METH_KEYWORDS, run_doc},
     {"stop", (PyCFunction)tunnel_stop, METH_NOARGS, stop_doc},
     {"close", (PyCFunction)(void (*)(void))tunnel_close, METH_VARARGS | METH_KEYWORDS, close_doc},

@@ -5,8 +5,8 @@ libssh parses the configuration files itself for everything it supports
 the IdentityFile entries it found, and pyssh needs them (its own authentication
 order, and a report for each key), as well as whether a proxy is configured
 (then libssh opens the connection itself), and how known_hosts is read and written
-(``HashKnownHosts``, ``GlobalKnownHostsFile``: pyssh checks host keys itself). This
-reader answers only that.
+(``HashKnownHosts``, ``GlobalKnownHostsFile``: pyssh checks host keys itself), and
+``ForwardAgent`` (pyssh forwards the agent itself). This reader answers only that.
 
 Supported: ``Host`` patterns (``*``, ``?``, ``!negation``, several per line),
 ``Match all|host|originalhost|user|localuser`` (other criteria never match),
@@ -37,6 +37,7 @@ _WANTED = {
     "port",
     "hashknownhosts",
     "globalknownhostsfile",
+    "forwardagent",
 }
 
 

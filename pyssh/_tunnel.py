@@ -1,5 +1,5 @@
 """Tunnels (port forwarding): the Python half of Session.tunnel, forward_local and
-forward_remote.
+forward_remote, and of agent forwarding (connect's forward_agent).
 
 The C type ``_ssh.Tunnel`` does the work: one loop per tunnel moves the data of
 all its connections with the GIL released, through the session's socket. This
@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import errno
 import logging
+import os
 import socket
 import sys
 import threading
@@ -327,4 +328,66 @@ def forward_remote(
         f"{shown}:{bound} (on the server)",
     )
     registry.add(t)
+    return t
+
+
+# ---- agent forwarding (ssh -A) -------------------------------------------------------
+
+
+def _agent_env(name: str, what: str) -> str:
+    path = os.environ.get(name)
+    if not path:
+        raise _ssh.SSHError(
+            f"{what}, but {name} is unset: there is no agent to forward "
+            "(start one with `eval $(ssh-agent)`, or give the path of its socket)"
+        )
+    return path
+
+
+def agent_argument(forward_agent: Any) -> Union[str, bool, None]:
+    """connect's forward_agent checked, before any network: the agent socket's path,
+    False (no forwarding) or None (the config decides). True, or ``"$NAME"``, with
+    the variable unset raises SSHError."""
+    if forward_agent is None or forward_agent is False:
+        return forward_agent
+    if forward_agent is True:
+        return _agent_env("SSH_AUTH_SOCK", "forward_agent=True")
+    if not isinstance(forward_agent, (str, os.PathLike)):
+        raise TypeError(
+            "forward_agent must be True, False, None or the path of an agent socket, "
+            f"not {type(forward_agent).__name__}"
+        )
+    text = os.fspath(forward_agent)
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"forward_agent must be a non-empty str path, not {forward_agent!r}")
+    if text.startswith("$"):
+        return _agent_env(text[1:], f"forward_agent={text!r}")
+    return os.path.expanduser(text)
+
+
+def agent_from_config(value: Optional[str]) -> Optional[str]:
+    """ssh_config's ForwardAgent (yes, no, a path, or ``$NAME``): the agent socket's
+    path, or None. A config that wants an agent where there is none is warned about,
+    not an error: OpenSSH connects all the same."""
+    if value is None or value.lower() in ("no", "false", "none"):
+        return None
+    try:
+        if value.lower() in ("yes", "true"):
+            return _agent_env("SSH_AUTH_SOCK", "ForwardAgent yes (ssh_config)")
+        if value.startswith("$"):
+            return _agent_env(value[1:], f"ForwardAgent {value} (ssh_config)")
+    except _ssh.SSHError as e:
+        log.warning("the agent is not forwarded: %s", e)
+        return None
+    return os.path.expanduser(value)
+
+
+def forward_agent(session: Any, path: str, registry: Set[Tunnel]) -> Tunnel:
+    """Forward the agent at `path` on the session: a background tunnel takes the
+    agent channels the server opens and connects each to `path` (only then)."""
+    c = _ssh.Tunnel(session)
+    c.listen_agent(path)
+    t = Tunnel(session, registry, c, None, "agent", 0, path, "the server's agent channels")
+    registry.add(t)
+    log.debug("forwarding the agent at %s to %s", path, session.host)
     return t

@@ -1017,6 +1017,7 @@ def _check_secret(value: Any, name: str) -> None:
         )
 
 
+# long: the signature and docstring are the public API, one line per keyword argument
 def connect(
     host: str,
     *,
@@ -1034,6 +1035,7 @@ def connect(
     kex: Algorithms = None,
     macs: Algorithms = None,
     host_key_algorithms: Algorithms = None,
+    forward_agent: Union[bool, PathType, None] = None,
 ) -> Session:
     """Connect to ``"[user@]host[:port]"``, check the host key, authenticate.
 
@@ -1046,6 +1048,8 @@ def connect(
     Raises ConnectError, SSHTimeoutError, HostKeyMismatchError, UnknownHostKeyError,
     HostKeyRevokedError, AuthenticationError or PrivateKeyError (all SSHError, an
     OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).
+    ``forward_agent`` (``ssh -A``: True, a socket's path, False; None: ``ForwardAgent``
+    from the config, else off) lets the server use your agent's keys: docs/connect.md.
     """
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
     h_host, user, port = _host_user_port(host, user, port)
@@ -1054,6 +1058,7 @@ def connect(
     algos = _algorithms(ciphers, kex, macs, host_key_algorithms)
     if keyfile is not None:
         _key_argument(keyfile)  # fail on a missing file before touching the network
+    agent = _tunnel.agent_argument(forward_agent)  # True with no agent fails here too
     cfg = _config_argument(config)
     home = os.path.expanduser("~")
     kh = _known_hosts_path(known_hosts, home)
@@ -1070,12 +1075,23 @@ def connect(
             for p in opts.get("identityfile", [])
         ]
         _authenticate(s, deadline, keyfile, password, passphrase, identities, home)
+        _forward_agent(s, agent, opts)
     except BaseException:
         s.close()
         raise
     log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
-    s._again = functools.partial(connect, host, **again)
+    s._again = functools.partial(connect, host, **{**again, "forward_agent": False})
     return s
+
+
+def _forward_agent(s: Session, agent: Union[str, bool, None], opts: Dict[str, List[str]]) -> None:
+    """Start forwarding the agent (the argument's, else the config's), if asked to.
+    Not for the more connections like this one (``_again``: SFTP over several), which
+    run no commands."""
+    if agent is None:
+        agent = _tunnel.agent_from_config(opts.get("forwardagent", [None])[0])
+    if isinstance(agent, str):
+        _tunnel.forward_agent(s, agent, s._tunnels)
 
 
 def _check_arguments(
