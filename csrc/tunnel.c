@@ -517,7 +517,9 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
     if (k->state == C_OPENING) {
         conn_open(t, ssh, k);
     }
-    if (k->state == C_CONNECTING && k->writable) {
+    /* not once dead: a connect() that failed at once (an agent socket that is
+     * gone, ENOENT) left no socket to ask */
+    if (k->state == C_CONNECTING && k->writable && !k->dead) {
         conn_connected(t, k);
     }
     if (k->dead || k->state != C_OPEN) {

@@ -54,6 +54,17 @@ RAW_CHAN_BASE = 0x40000000  # ids of the channels the server opens by hand
 CHUNK = 32 * 1024
 
 
+class _Sink:
+    """Takes what the client sends on a raw channel it accepted (window adjusts,
+    EOF, CLOSE), which asyncssh, knowing no such channel, would disconnect for."""
+
+    def log_received_packet(self, *args):
+        pass
+
+    def process_packet(self, pkttype, pktid, packet):
+        return True
+
+
 class _Tracker:
     """What came back for the raw opens and global requests of one connection."""
 
@@ -105,6 +116,7 @@ class _Tracker:
         else:
             remote = packet.get_uint32()
             self.opens[chan] = ("confirmed", remote)
+            self.conn._channels[chan] = _Sink()
             # be polite: close what the client accepted
             self.conn.send_packet(97, UInt32(remote))  # SSH_MSG_CHANNEL_CLOSE
         return True
