@@ -334,6 +334,14 @@ def forward_remote(
 # ---- agent forwarding (ssh -A) -------------------------------------------------------
 
 
+def _agent_platform() -> None:
+    if sys.platform == "win32":
+        raise _ssh.SSHError(
+            "agent forwarding is not supported on Windows: its OpenSSH agent listens on "
+            "a named pipe, which pyssh does not reach"
+        )
+
+
 def _agent_env(name: str, what: str) -> str:
     path = os.environ.get(name)
     if not path:
@@ -350,6 +358,7 @@ def agent_argument(forward_agent: Any) -> Union[str, bool, None]:
     the variable unset raises SSHError."""
     if forward_agent is None or forward_agent is False:
         return forward_agent
+    _agent_platform()
     if forward_agent is True:
         return _agent_env("SSH_AUTH_SOCK", "forward_agent=True")
     if not isinstance(forward_agent, (str, os.PathLike)):
@@ -372,6 +381,7 @@ def agent_from_config(value: Optional[str]) -> Optional[str]:
     if value is None or value.lower() in ("no", "false", "none"):
         return None
     try:
+        _agent_platform()
         if value.lower() in ("yes", "true"):
             return _agent_env("SSH_AUTH_SOCK", "ForwardAgent yes (ssh_config)")
         if value.startswith("$"):

@@ -677,6 +677,21 @@ def test_forward_remote_fixed_port_and_refused_target(session, caplog):
     assert any(f"could not connect to 127.0.0.1:{dead}" in r.getMessage() for r in caplog.records)
 
 
+def test_forward_remote_target_that_fails_at_once(session, caplog):
+    # connect() to a broadcast address fails at once (ENETUNREACH or EACCES), not
+    # "in progress": the connection was then asked whether it had connected, and
+    # the tunnel read a NULL address list
+    caplog.set_level(logging.WARNING, logger="pyssh")
+    with session.forward_remote(0, "255.255.255.255:9", bind_address="127.0.0.1") as tun:
+        c = socket.create_connection(("127.0.0.1", tun.port))
+        c.settimeout(30)
+        assert c.recv(10) == b""
+        c.close()
+        assert wait_until(lambda: tun.stats.failed, 10)
+        assert tun.active
+    assert any("could not connect to 255.255.255.255:9" in r.getMessage() for r in caplog.records)
+
+
 def test_forward_remote_port_taken_on_the_server(session, target):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
