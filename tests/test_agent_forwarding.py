@@ -113,7 +113,7 @@ def test_true_without_an_agent_fails_before_connecting(connect, monkeypatch):
         connect(forward_agent=1)
 
 
-def test_config_forward_agent(connect, agent_key, tmp_path):
+def test_config_forward_agent(connect, agent_key, agent, tmp_path):
     fp = fingerprint(agent_key + ".pub")
     cfg = tmp_path / "config"
     cfg.write_text("Host *\n  ForwardAgent yes\n")
@@ -122,6 +122,9 @@ def test_config_forward_agent(connect, agent_key, tmp_path):
     with connect(config=str(cfg), forward_agent=False) as s:  # the argument wins
         assert run(s, "ssh-add -l")[0] == 2
     cfg.write_text("Host *\n  ForwardAgent $SSH_AUTH_SOCK\n")
+    with connect(config=str(cfg)) as s:
+        assert fp in run(s, "ssh-add -l")[1]
+    cfg.write_text(f"Host *\n  ForwardAgent {agent}\n")  # a path
     with connect(config=str(cfg)) as s:
         assert fp in run(s, "ssh-add -l")[1]
     cfg.write_text("Host *\n  ForwardAgent no\n")
