@@ -187,3 +187,10 @@ def test_agent_channels_beyond_the_limit_are_refused(tmp_path, agent):
             assert json.loads(s.exec_internal("echo still here").stdout) == {"echo": "still here"}
     finally:
         srv.close()
+
+
+def test_popen_with_a_terminal_gets_the_agent_too(connect, agent_key):
+    # ssh -A -t: the request goes on every session channel, pty or not
+    with connect(forward_agent=True) as s, s.popen("ssh-add -l", pty=True) as p:
+        out, _ = p.communicate(timeout=30)
+        assert p.returncode == 0 and fingerprint(agent_key + ".pub").encode() in out
