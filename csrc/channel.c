@@ -243,6 +243,7 @@ struct exec_arg {
     const char *modes; /* RFC 4254 8's encoded terminal modes, TTY_OP_END included */
     Py_ssize_t modes_len;
     int pty_done;
+    int agent;   /* ask for agent forwarding when the session forwards the agent */
     int refused; /* what the server refused: REFUSED_*, or 0 */
 };
 
@@ -306,8 +307,9 @@ exec_step(ssh_session ssh, void *p)
         if ((rc = pyssh_chanio_open_session(&ch->io)) != 0) {
             return rc;
         }
-        /* agent forwarding (tunnel.c): asked once, before env and exec, as ssh -A does */
-        if (pyssh_tunnel_agent_request(ch->session, ch->io.chan) < 0) {
+        /* agent forwarding (tunnel.c): asked once, before env and exec, as ssh -A
+         * does; not for pyssh's own protocols (SCP), as scp does not */
+        if (a->agent && pyssh_tunnel_agent_request(ch->session, ch->io.chan) < 0) {
             return PYSSH_FAILED;
         }
     }
@@ -324,11 +326,12 @@ exec_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(chanobj_exec_doc,
-             "exec($self, command, /, env=(), timeout=None, pty=None)\n--\n\n"
+             "exec($self, command, /, env=(), timeout=None, pty=None, agent=True)\n--\n\n"
              "Open a session channel, ask for a terminal when `pty` is (term, cols, rows,\n"
              "modes) (modes: RFC 4254's encoding, ending with TTY_OP_END), set the\n"
              "environment variables `env` (pairs of str), and start `command` (str), or\n"
-             "the login shell when it is None. Waits at most `timeout` seconds.");
+             "the login shell when it is None. Waits at most `timeout` seconds. `agent`:\n"
+             "ask for agent forwarding when the session forwards the agent.");
 
 /* env: an iterable of (name, value) pairs of str, as a list of (bytes, bytes);
  * NULL with an exception set. */
@@ -447,15 +450,15 @@ pty_parse(PyObject *pty, struct exec_arg *a)
 static PyObject *
 chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"command", "env", "timeout", "pty", NULL};
+    static char *kwlist[] = {"command", "env", "timeout", "pty", "agent", NULL};
     PyObject *command, *env = NULL, *pty = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     PyObject *cmd_bytes = NULL, *env_list = NULL, *result = NULL;
     pyssh_state *st = self->session->state;
-    struct exec_arg a = {.ch = self};
+    struct exec_arg a = {.ch = self, .agent = 1};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO&O:exec", kwlist, &command, &env,
-                                     pyssh_deadline_conv, &dl, &pty)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO&Op:exec", kwlist, &command, &env,
+                                     pyssh_deadline_conv, &dl, &pty, &a.agent)) {
         return NULL;
     }
     if (claim(self, "exec", PYSSH_NEED_CONNECTED) < 0) {

@@ -221,7 +221,7 @@ def _finish(ch: Any, what: str) -> None:
 def _start(session: Any, command: str, what: str, timeout: Optional[float]) -> _Timed:
     ch = _ssh.Channel(session)
     try:
-        ch.exec(command, env=[], timeout=timeout)
+        ch.exec(command, env=[], timeout=timeout, agent=False)  # as scp: no ssh -A
     except BaseException:
         ch.close()
         raise

@@ -337,6 +337,7 @@ class Channel:
         env: Sequence[Tuple[str, str]] = ...,
         timeout: Optional[float] = ...,
         pty: Optional[Tuple[str, int, int, bytes]] = ...,
+        agent: bool = ...,
     ) -> None: ...
     def run(
         self,
