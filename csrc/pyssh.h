@@ -370,7 +370,8 @@ void pyssh_raise_timeout(pyssh_state *st, const char *what, const pyssh_deadline
  * retry on EINTR, run signal handlers (Ctrl-C raises KeyboardInterrupt) and
  * honour the deadline `d` (NULL: none; the step may touch it). Returns the
  * step's result (>= 0), or -1 with an exception set: `fail_exc` for a libssh
- * failure, SSHTimeoutError, SessionClosedError or whatever a signal handler
+ * failure, ConnectError for a lost connection (also when the keepalive finds
+ * it lost), SSHTimeoutError, SessionClosedError or whatever a signal handler
  * raised. `what` names the operation for messages. */
 int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
                enum pyssh_exc fail_exc, const char *what);

@@ -5,7 +5,10 @@
  * held) and around poll() on the session socket (made without the lock, so other
  * threads may use the session meanwhile); EINTR is retried; signal handlers run
  * between slices, so Ctrl-C raises KeyboardInterrupt within ~100 ms; the time
- * left is recomputed from a monotonic deadline.
+ * left is recomputed from a monotonic deadline. The keepalive runs here too, so
+ * that every wait has it: a server silent too long is probed, and one that
+ * leaves the probes unanswered fails the wait (ConnectError); polls last until
+ * the next probe is due at most, so an idle wait costs no CPU.
  *
  * libssh's log callback, level and userdata are thread-local (src/log.c), so
  * they are set before every libssh call made with the GIL released. The
