@@ -181,9 +181,19 @@ raised_kind(const pyssh_failure *f, enum pyssh_exc fallback)
     return kind == PYSSH_FAIL_LOST && fallback == PYSSH_EXC_ConnectError ? PYSSH_FAIL_PLAIN : kind;
 }
 
+/* Why the step failed: the keepalive's finding (f->silent), in pyssh's words,
+ * written into buf; or libssh's message. */
 static const char *
-failure_detail(const pyssh_failure *f)
+failure_detail(const pyssh_failure *f, char *buf, size_t n)
 {
+    if (f->silent > 0) {
+        snprintf(buf, n,
+                 "the server has not answered for %.1f seconds: %d keepalive probes sent %g "
+                 "seconds apart went unanswered (keepalive_interval=%g, keepalive_count_max=%d; "
+                 "ServerAliveInterval and ServerAliveCountMax in ~/.ssh/config)",
+                 f->silent, f->count_max, f->interval, f->interval, f->count_max);
+        return buf;
+    }
     return f->text[0] != '\0' ? f->text : "libssh gave no reason";
 }
 
@@ -192,7 +202,8 @@ pyssh_failure_describe(const pyssh_failure *f, enum pyssh_exc fallback, const ch
                        size_t n)
 {
     enum pyssh_fail_kind kind = raised_kind(f, fallback);
-    failure_format(buf, n, kind, what, failure_detail(f));
+    char detail[400];
+    failure_format(buf, n, kind, what, failure_detail(f, detail, sizeof(detail)));
     return kind == PYSSH_FAIL_LOST ? PYSSH_EXC_ConnectError : fallback;
 }
 
@@ -201,7 +212,8 @@ pyssh_raise_failure(pyssh_state *st, enum pyssh_exc fallback, const char *what,
                     const pyssh_failure *f)
 {
     enum pyssh_fail_kind kind = raised_kind(f, fallback);
-    const char *detail = failure_detail(f);
+    char why[400];
+    const char *detail = failure_detail(f, why, sizeof(why));
     /* libssh's message may quote the server (a disconnect's reason, a banner) */
     PyObject *shown = pyssh_printable(detail, strlen(detail));
     const char *text = shown != NULL ? PyUnicode_AsUTF8(shown) : NULL;

@@ -141,6 +141,10 @@ typedef struct {
     int code; /* ssh_get_error_code(): SSH_NO_ERROR, SSH_REQUEST_DENIED, SSH_FATAL */
     int dead;
     int refused;
+    /* > 0: the keepalive found the connection lost: the server sent nothing for
+     * `silent` seconds, with `count_max` probes `interval` apart unanswered */
+    double silent, interval;
+    int count_max;
 } pyssh_failure;
 
 /* The one classification of a failure (errors.c), by state and code. */
@@ -181,6 +185,21 @@ typedef struct {
 struct pyssh_jump;
 struct pyssh_waiter;
 
+/* wait.c: the keepalive (connect's keepalive_interval, OpenSSH's
+ * ServerAliveInterval), under the session lock: while anything waits, a
+ * server silent for `interval` seconds is sent a probe, and the connection
+ * counts as lost once `count_max` probes in a row went unanswered for an
+ * interval each. */
+typedef struct {
+    double interval;  /* 0: off */
+    int count_max;    /* >= 1 */
+    int sent;         /* probes sent since the server last sent anything */
+    uint64_t packets; /* rcounter.in_packets when last looked at */
+    double heard;     /* when a packet was last seen arriving (monotonic) */
+    double next;      /* when the next probe is due */
+    double lost;      /* > 0: found lost, the server silent this many seconds */
+} pyssh_keepalive;
+
 /* guard.c: the session's answers to what the server opens and asks */
 typedef struct {
     struct ssh_callbacks_struct cb; /* libssh keeps a pointer: lives in the session */
@@ -215,6 +234,7 @@ typedef struct {
     pyssh_guard guard; /* guard.c; its callbacks run with the lock held */
     double rtt;        /* chanio.c: the shortest channel open seen, seconds (0: none
                           yet): the path's round trip, which sizes receive windows */
+    pyssh_keepalive ka; /* wait.c */
     PyObject *weakreflist;
 } SessionObject;
 
@@ -368,7 +388,8 @@ void pyssh_raise_timeout(pyssh_state *st, const char *what, const pyssh_deadline
  * retry on EINTR, run signal handlers (Ctrl-C raises KeyboardInterrupt) and
  * honour the deadline `d` (NULL: none; the step may touch it). Returns the
  * step's result (>= 0), or -1 with an exception set: `fail_exc` for a libssh
- * failure, SSHTimeoutError, SessionClosedError or whatever a signal handler
+ * failure, ConnectError for a lost connection (also when the keepalive finds
+ * it lost), SSHTimeoutError, SessionClosedError or whatever a signal handler
  * raised. `what` names the operation for messages. */
 int pyssh_wait(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
                enum pyssh_exc fail_exc, const char *what);
@@ -420,6 +441,12 @@ int pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_dead
 #define PYSSH_OSERROR  (-5)
 int pyssh_wait_nogil_ex(SessionObject *self, pyssh_step_fn step, void *arg, double timeout,
                         pyssh_failure *fail, int *os_err);
+
+/* Start the keepalive (lock held, the session authenticated): a probe after
+ * `interval` seconds of silence (0: stop), the connection lost after
+ * `count_max` (>= 1) unanswered ones. Without pyssh's libssh patch
+ * (PYSSH_LIBSSH_KEEPALIVE) there is no way to send a probe: returns -1. */
+int pyssh_keepalive_start(SessionObject *self, double interval, int count_max);
 
 /* Run `step` once, holding the lock with the GIL released (for short local
  * libssh calls). Returns as pyssh_wait does; PYSSH_AGAIN is returned as is. */

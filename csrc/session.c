@@ -1392,13 +1392,51 @@ session_algorithms(SessionObject *self, PyObject *Py_UNUSED(ignored))
     return d;
 }
 
+/* ---- keepalive (wait.c does the work) ------------------------------------------- */
+
+PyDoc_STRVAR(session_keepalive_doc,
+             "_keepalive($self, interval, count_max, /)\n--\n\n"
+             "While anything waits on the session, send the server a probe after `interval`\n"
+             "seconds of silence (0: no more probes); once `count_max` probes went unanswered,\n"
+             "waits fail with ConnectError. NotImplementedError: libssh lacks pyssh's patch.");
+
+static PyObject *
+session_keepalive(SessionObject *self, PyObject *args)
+{
+    double interval;
+    int count_max;
+    if (!PyArg_ParseTuple(args, "di:_keepalive", &interval, &count_max)) {
+        return NULL;
+    }
+    if (!(interval >= 0 && interval <= 1e9) || count_max < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the keepalive interval must be 0 (off) or a number of seconds, and "
+                        "count_max at least 1");
+        return NULL;
+    }
+    CHECK_CONNECTED(self, NULL);
+    pyssh_lock(self);
+    int rc = self->ssh != NULL ? pyssh_keepalive_start(self, interval, count_max) : 0;
+    pyssh_unlock(self);
+    if (rc < 0) {
+        PyErr_SetString(PyExc_NotImplementedError,
+                        "keepalive needs pyssh's libssh patch (vendor/patches/"
+                        "libssh-*-keepalive.patch), which this libssh lacks: build libssh with "
+                        "vendor/build.sh, or connect without keepalive_interval");
+        return NULL;
+    }
+    CHECK_OPEN(self, NULL);
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 session_get_connected(SessionObject *self, void *Py_UNUSED(closure))
 {
     int up = 0;
     if (self->ssh != NULL && self->connected) {
         pyssh_lock(self);
-        up = self->ssh != NULL && ssh_is_connected(self->ssh);
+        /* a connection the keepalive found lost is down, whatever libssh thinks */
+        up = self->ssh != NULL && ssh_is_connected(self->ssh) && self->ka.lost == 0;
         pyssh_unlock(self);
     }
     return PyBool_FromLong(up);
@@ -1435,6 +1473,7 @@ static PyMethodDef session_methods[] = {
     {"_auth_kbdint", (PyCFunction)(void (*)(void))session_auth_kbdint, METH_VARARGS | METH_KEYWORDS,
      session_auth_kbdint_doc},
     {"_algorithms", (PyCFunction)session_algorithms, METH_NOARGS, session_algorithms_doc},
+    {"_keepalive", (PyCFunction)session_keepalive, METH_VARARGS, session_keepalive_doc},
     {NULL, NULL, 0, NULL},
 };
 

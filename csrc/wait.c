@@ -5,7 +5,10 @@
  * held) and around poll() on the session socket (made without the lock, so other
  * threads may use the session meanwhile); EINTR is retried; signal handlers run
  * between slices, so Ctrl-C raises KeyboardInterrupt within ~100 ms; the time
- * left is recomputed from a monotonic deadline.
+ * left is recomputed from a monotonic deadline. The keepalive runs here too, so
+ * that every wait has it: a server silent too long is probed, and one that
+ * leaves the probes unanswered fails the wait (ConnectError); polls last until
+ * the next probe is due at most, so an idle wait costs no CPU.
  *
  * libssh's log callback, level and userdata are thread-local (src/log.c), so
  * they are set before every libssh call made with the GIL released. The
@@ -17,6 +20,7 @@
 #include <string.h>
 
 #define SLICE_MS      100   /* longest wait before signals are checked again */
+#define PYSSH_LOST    (-7)  /* locked_step: the keepalive found the connection lost */
 #define LOG_QUEUE_MAX 10000 /* lines kept between two returns to Python */
 
 /* ---- logging ------------------------------------------------------------- */
@@ -496,19 +500,123 @@ failure_read(pyssh_failure *f, ssh_session ssh, int refused)
     f->refused = refused;
 }
 
+/* ---- keepalive ----------------------------------------------------------- */
+
+int
+pyssh_keepalive_start(SessionObject *self, double interval, int count_max)
+{
+#ifndef PYSSH_LIBSSH_KEEPALIVE
+    if (interval > 0) {
+        return -1;
+    }
+#endif
+    pyssh_keepalive *ka = &self->ka;
+    ka->interval = interval > 0 ? interval : 0;
+    ka->count_max = count_max;
+    ka->sent = 0;
+    ka->packets = self->rcounter.in_packets;
+    ka->heard = pyssh_monotonic();
+    ka->next = ka->heard + interval;
+    return 0;
+}
+
+/* After a step (lock held): any packet read shows the server alive (its
+ * answers to the probes too, which libssh drops). */
+static int
+keepalive_heard(SessionObject *self, double now)
+{
+    pyssh_keepalive *ka = &self->ka;
+    if (ka->interval <= 0 || self->rcounter.in_packets == ka->packets) {
+        return 0;
+    }
+    ka->packets = self->rcounter.in_packets;
+    ka->heard = now;
+    ka->sent = 0;
+    ka->next = now + ka->interval;
+    return 1;
+}
+
+static void
+keepalive_failure(const pyssh_keepalive *ka, pyssh_failure *f)
+{
+    failure_clear(f);
+    f->dead = 1;
+    f->code = SSH_FATAL;
+    f->silent = ka->lost;
+    f->interval = ka->interval;
+    f->count_max = ka->count_max;
+}
+
+/* A wait's step found nothing to do (lock held): send a probe if one is due,
+ * or find the connection lost when count_max probes went unanswered. Returns
+ * 0 with *due set to when to look again, or -1 with *fail filled in (lost:
+ * every later step fails the same way, and other waiters are woken to see it).
+ * A frozen server still accepts what is sent (its kernel does): only an answer
+ * shows it alive. */
+static int
+keepalive_check(SessionObject *self, ssh_session ssh, pyssh_failure *fail, double *due)
+{
+    pyssh_keepalive *ka = &self->ka;
+    double now = pyssh_monotonic();
+    if (now < ka->next) {
+        *due = ka->next;
+        return 0;
+    }
+    if (ka->sent >= ka->count_max) {
+        /* the answer may be in the socket still: not every step reads it */
+        pyssh_read_socket_once(self, ssh);
+        if (keepalive_heard(self, now)) {
+            *due = now; /* what was read may be the step's: step again at once */
+            return 0;
+        }
+        ka->lost = now - ka->heard;
+        keepalive_failure(ka, fail);
+        pyssh_log_queue(self, SSH_LOG_WARNING,
+                        "keepalive: no answer from the server for %.1f seconds: the connection "
+                        "is lost",
+                        ka->lost);
+        ring_others(self, NULL);
+        return -1;
+    }
+    int rc = SSH_ERROR;
+#ifdef PYSSH_LIBSSH_KEEPALIVE
+    /* SSH_AGAIN: a global request (tcpip-forward) waits for its answer, which
+     * shows the server alive as well: it counts as a probe */
+    rc = ssh_client_send_keepalive(ssh);
+#endif
+    if (rc == SSH_ERROR) {
+        pyssh_log_queue(self, SSH_LOG_PACKET, "keepalive: the probe could not be sent");
+    }
+    ka->sent++;
+    ka->next = now + ka->interval;
+    *due = ka->next;
+    return 0;
+}
+
 /* ---- the blocking loop ---------------------------------------------------- */
+
+/* What a step that has to wait wants polled: the session's socket for
+ * `events`, until `due` at the latest (0: no limit of its own). */
+typedef struct {
+    pyssh_socket_t fd;
+    short events;
+    double due;
+} pollwant;
 
 /* One step under the lock, GIL released by the caller. `c`: the wait's waiter
  * (NULL for pyssh_call), joined on the first step and left on the last. */
 static int
 locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed, pyssh_failure *fail,
-            pyssh_socket_t *fd, short *events, pyssh_logmsg **logs, waitctx *c)
+            pollwant *want, pyssh_logmsg **logs, waitctx *c)
 {
     int rc = PYSSH_FAILED;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     ssh_session ssh = self->ssh;
     if (ssh == NULL) {
         *closed = 1;
+    }
+    else if (self->ka.lost > 0) {
+        keepalive_failure(&self->ka, fail); /* the connection is gone */
     }
     else {
         pyssh_log_attach(self);
@@ -520,6 +628,11 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed, pys
         }
         uint64_t packets = self->rcounter.in_packets;
         rc = step(ssh, arg);
+        keepalive_heard(self, pyssh_monotonic());
+        if (rc == PYSSH_AGAIN && c != NULL && self->ka.interval > 0 &&
+            keepalive_check(self, ssh, fail, &want->due) < 0) {
+            rc = PYSSH_LOST;
+        }
         if (self->rcounter.in_packets != packets) {
             /* what was read may be another waiter's: let it look */
             ring_others(self, c != NULL ? c->w : NULL);
@@ -528,12 +641,15 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed, pys
             failure_read(fail, ssh, rc == PYSSH_REFUSED);
             rc = PYSSH_FAILED;
         }
+        else if (rc == PYSSH_LOST) {
+            rc = PYSSH_FAILED; /* *fail says why */
+        }
         else if (rc == PYSSH_AGAIN) {
             int flags = ssh_get_poll_flags(ssh);
-            *fd = ssh_get_fd(ssh);
-            *events = POLLIN;
+            want->fd = ssh_get_fd(ssh);
+            want->events = POLLIN;
             if (flags & SSH_WRITE_PENDING) {
-                *events |= POLLOUT;
+                want->events |= POLLOUT;
             }
         }
     }
@@ -566,18 +682,21 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
     pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
     int rc;
     for (;;) {
-        pyssh_socket_t fd = PYSSH_INVALID_SOCKET;
-        short events = 0;
+        pollwant want = {PYSSH_INVALID_SOCKET, 0, 0.0};
         pyssh_logmsg *more = NULL;
-        rc = locked_step(self, step, arg, closed, fail, &fd, &events, &more, c);
+        rc = locked_step(self, step, arg, closed, fail, &want, &more, c);
         logs_append(logs, more);
         if (rc != PYSSH_AGAIN || *closed) {
             break;
         }
+        pyssh_socket_t fd = want.fd;
         double now = pyssh_monotonic();
         double end = slice_end;
         if (d != NULL && d->timeout >= 0 && d->expires < end) {
             end = d->expires; /* read again each time: the step may have touched it */
+        }
+        if (want.due > 0 && want.due < end) {
+            end = want.due; /* a keepalive probe is due */
         }
         int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
         if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
@@ -587,7 +706,7 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
         pyssh_pollfd *fds = ps != NULL && ps->fds != NULL ? ps->fds : own_fds;
         int n = fds != own_fds ? ps->n : PYSSH_POLL_RESERVED;
         fds[0].fd = fd;
-        fds[0].events = events;
+        fds[0].events = want.events;
         fds[0].revents = 0;
         fds[1].fd = c->w != NULL ? c->w->rd : PYSSH_INVALID_SOCKET;
         fds[1].events = POLLIN;
@@ -728,14 +847,13 @@ pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg, enum pyssh_exc fa
            const char *what)
 {
     int rc, closed = 0;
-    pyssh_socket_t fd;
-    short events;
+    pollwant want = {PYSSH_INVALID_SOCKET, 0, 0.0};
     pyssh_logmsg *logs = NULL;
     pyssh_failure fail;
     failure_clear(&fail);
 
     Py_BEGIN_ALLOW_THREADS
-    rc = locked_step(self, step, arg, &closed, &fail, &fd, &events, &logs, NULL);
+    rc = locked_step(self, step, arg, &closed, &fail, &want, &logs, NULL);
     Py_END_ALLOW_THREADS
     pyssh_log_emit(self, logs);
     if (closed) {

@@ -12,6 +12,8 @@ Supported: ``Host`` patterns (``*``, ``?``, ``!negation``, several per line),
 ``Match all|host|originalhost|user|localuser`` (other criteria never match),
 ``Include`` (globs, relative paths under ~/.ssh or /etc/ssh), first value wins,
 ``IdentityFile`` accumulates, ``%d %u %l %h %r %p %%`` and ``~`` in IdentityFile.
+``ServerAliveInterval`` (OpenSSH's time format: ``30``, ``1m30s``) and
+``ServerAliveCountMax`` are read for the keepalive (:func:`keepalive`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import fnmatch
 import getpass
 import glob
 import os
+import re
 import shlex
 import socket
 from typing import Dict, List, Optional, Tuple, Union
 
-__all__ = ["lookup", "SYSTEM_CONFIG"]
+__all__ = ["lookup", "keepalive", "SYSTEM_CONFIG"]
 
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 _WANTED = {
@@ -38,6 +41,8 @@ _WANTED = {
     "hashknownhosts",
     "globalknownhostsfile",
     "forwardagent",
+    "serveraliveinterval",
+    "serveralivecountmax",
 }
 
 
@@ -190,3 +195,40 @@ def expand_identity(path: str, *, host: str, user: str, port: int, home: str) ->
     if not os.path.isabs(path):
         path = os.path.join(home, ".ssh", path)
     return path
+
+
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIME_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)", re.IGNORECASE)
+
+
+def seconds(value: str) -> float:
+    """A time in OpenSSH's format (``30``, ``90s``, ``1m30s``; a fraction too) in
+    seconds; ValueError if it is not one."""
+    text = value.strip()
+    parts = _TIME_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
+        raise ValueError(f"not a time: {value!r}")
+    return sum(float(n) * _TIME_UNITS[u.lower()] for n, u in parts)
+
+
+def keepalive(options: Dict[str, List[str]]) -> Tuple[Optional[float], Optional[int]]:
+    """``ServerAliveInterval`` in seconds and ``ServerAliveCountMax`` from what
+    :func:`lookup` found (None where absent); ValueError naming the option for a
+    value OpenSSH would refuse too."""
+    interval = count = None
+    raw = options.get("serveraliveinterval")
+    if raw:
+        try:
+            interval = seconds(raw[0])
+        except ValueError:
+            raise ValueError(
+                f"ServerAliveInterval in the ssh configuration is not a time: {raw[0]!r}"
+            ) from None
+    raw = options.get("serveralivecountmax")
+    if raw:
+        if not raw[0].isdigit():
+            raise ValueError(
+                f"ServerAliveCountMax in the ssh configuration is not a number: {raw[0]!r}"
+            )
+        count = int(raw[0])
+    return interval, count

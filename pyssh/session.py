@@ -962,9 +962,13 @@ def _authenticate(
     keyfile: Any,
     password: Optional[Secret],
     passphrase: Optional[Secret],
-    identities: List[str],
+    opts: Dict[str, List[str]],
     home: str,
 ) -> None:
+    identities = [
+        _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
+        for p in opts.get("identityfile", [])
+    ]
     a = _Auth(s, deadline, password, passphrase)
     rc = s._auth_none(timeout=deadline.left())
     if rc == _ssh.SSH_AUTH_SUCCESS:
@@ -1036,15 +1040,18 @@ def connect(
     macs: Algorithms = None,
     host_key_algorithms: Algorithms = None,
     forward_agent: Union[bool, PathType, None] = None,
+    keepalive_interval: Optional[float] = None,
+    keepalive_count_max: Optional[int] = None,
 ) -> Session:
     """Connect to ``"[user@]host[:port]"``, check the host key, authenticate.
 
-    See docs/connect.md for the authentication order and docs/hostkeys.md for the
-    host key policies.
-    ``ciphers``, ``kex``, ``macs`` and ``host_key_algorithms`` take a list of names
-    (or one comma-separated str), most preferred first, as OpenSSH's ``-c``,
-    ``-oKexAlgorithms``, ``-m`` and ``-oHostKeyAlgorithms`` do; they win over
-    ``~/.ssh/config``. pyssh's own cipher order is described in docs/connect.md.
+    See docs/connect.md for the authentication order, the cipher order and the
+    keepalive, and docs/hostkeys.md for the host key policies. ``ciphers``, ``kex``,
+    ``macs`` and ``host_key_algorithms`` take a list of names (or one comma-separated
+    str), most preferred first, as OpenSSH's ``-c``, ``-oKexAlgorithms``, ``-m`` and
+    ``-oHostKeyAlgorithms`` do; they win over ``~/.ssh/config``.
+    A server silent for ``keepalive_interval`` seconds is probed, and lost (ConnectError)
+    after ``keepalive_count_max`` unanswered probes (None: ServerAlive*, else off and 3).
     Raises ConnectError, SSHTimeoutError, HostKeyMismatchError, UnknownHostKeyError,
     HostKeyRevokedError, AuthenticationError or PrivateKeyError (all SSHError, an
     OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).
@@ -1054,6 +1061,7 @@ def connect(
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
     h_host, user, port = _host_user_port(host, user, port)
     _check_arguments(timeout, verbose, host_key_policy, password)
+    keepalive = _keepalive_arguments(keepalive_interval, keepalive_count_max)
     passphrase = _passphrase_argument(passphrase)
     algos = _algorithms(ciphers, kex, macs, host_key_algorithms)
     if keyfile is not None:
@@ -1070,12 +1078,9 @@ def connect(
         opts, proxy = _configure(s, h_host, user, port, cfg, home, kh, verbose, algos)
         files = _host_key_files(kh, opts)
         _reach(s, deadline, proxy, host_key_policy, files)
-        identities = [
-            _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
-            for p in opts.get("identityfile", [])
-        ]
-        _authenticate(s, deadline, keyfile, password, passphrase, identities, home)
+        _authenticate(s, deadline, keyfile, password, passphrase, opts, home)
         _forward_agent(s, agent, opts)
+        _start_keepalive(s, keepalive, opts)
     except BaseException:
         s.close()
         raise
@@ -1100,6 +1105,46 @@ def _check_arguments(
     _util.check_timeout(timeout)
     _check_verbose_and_policy(verbose, host_key_policy)
     _check_secret(password, "password")
+
+
+def _keepalive_arguments(interval: Any, count_max: Any) -> Tuple[Optional[float], Optional[int]]:
+    """keepalive_interval= (seconds, 0: off) and keepalive_count_max= (at least 1),
+    checked; None: from the configuration."""
+    if interval is not None:
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+            raise TypeError(
+                f"keepalive_interval must be None or a number of seconds, "
+                f"not {type(interval).__name__}"
+            )
+        if not 0 <= interval < float("inf"):
+            raise ValueError(f"keepalive_interval must be 0 (off) or more, not {interval!r}")
+    if count_max is not None:
+        if isinstance(count_max, bool) or not isinstance(count_max, int):
+            raise TypeError(
+                f"keepalive_count_max must be None or an int, not {type(count_max).__name__}"
+            )
+        if count_max < 1:
+            raise ValueError(f"keepalive_count_max must be at least 1, not {count_max!r}")
+    return interval, count_max
+
+
+def _start_keepalive(
+    s: Session, arguments: Tuple[Optional[float], Optional[int]], opts: Dict[str, List[str]]
+) -> None:
+    """Start the keepalive of the authenticated session: the arguments, else
+    ServerAliveInterval and ServerAliveCountMax, else off and 3."""
+    interval, count_max = arguments
+    cfg_interval, cfg_count = _config.keepalive(opts)
+    if count_max is None:
+        count_max = 3 if cfg_count is None else cfg_count
+        _keepalive_arguments(None, count_max)  # ServerAliveCountMax 0: refused too
+    if interval is None and cfg_interval:
+        try:
+            s._keepalive(cfg_interval, count_max)
+        except NotImplementedError as e:  # a libssh without pyssh's patch
+            log.warning("ServerAliveInterval in the ssh configuration is ignored: %s", e)
+    elif interval:
+        s._keepalive(float(interval), count_max)
 
 
 def _host_user_port(
