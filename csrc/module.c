@@ -179,7 +179,7 @@ module_exec(PyObject *module)
 {
     pyssh_state *st = PyModule_GetState(module);
 
-    if (pyssh_platform_init() < 0) { /* Winsock, once per process */
+    if (pyssh_platform_init() < 0 || pyssh_wait_init() < 0) { /* Winsock; the main thread */
         return -1;
     }
     /* ssh_init() is reference counted, so each module object (one per

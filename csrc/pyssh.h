@@ -228,11 +228,11 @@ typedef struct {
     struct pyssh_waiter *waiters;
     struct pyssh_waiter *spare;
     struct ssh_counter_struct rcounter;
-    void *rforwards;   /* tunnel.c: the remote forwards (ssh -R) on this session */
-    void *agent;       /* tunnel.c: the tunnel that forwards the agent (ssh -A), or NULL:
+    void *rforwards;    /* tunnel.c: the remote forwards (ssh -R) on this session */
+    void *agent;        /* tunnel.c: the tunnel that forwards the agent (ssh -A), or NULL:
                           while there is one, every command's channel asks for it */
-    pyssh_guard guard; /* guard.c; its callbacks run with the lock held */
-    double rtt;        /* chanio.c: the shortest channel open seen, seconds (0: none
+    pyssh_guard guard;  /* guard.c; its callbacks run with the lock held */
+    double rtt;         /* chanio.c: the shortest channel open seen, seconds (0: none
                           yet): the path's round trip, which sizes receive windows */
     pyssh_keepalive ka; /* wait.c */
     PyObject *weakreflist;
@@ -334,6 +334,9 @@ int pyssh_tunnel_agent_request(SessionObject *s, ssh_channel chan);
 /* ---- sftp.c: pyssh._ssh.SFTP ----------------------------------------------- */
 
 /* ---- wait.c: the one blocking loop --------------------------------------- */
+
+/* Module exec: learn which thread is Python's main thread. 0, or -1. */
+int pyssh_wait_init(void);
 
 /* Result of one step of a non-blocking operation. */
 #define PYSSH_AGAIN  (-2) /* not finished: wait for the socket, then step again */

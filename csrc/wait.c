@@ -19,9 +19,10 @@
 #include <stdarg.h>
 #include <string.h>
 
-#define SLICE_MS      100   /* longest wait before signals are checked again */
-#define PYSSH_LOST    (-7)  /* locked_step: the keepalive found the connection lost */
-#define LOG_QUEUE_MAX 10000 /* lines kept between two returns to Python */
+#define SLICE_MS       100   /* longest wait before signals are checked again */
+#define SLICE_OTHER_MS 5000  /* ...in other threads, which run no signal handlers */
+#define PYSSH_LOST     (-7)  /* locked_step: the keepalive found the connection lost */
+#define LOG_QUEUE_MAX  10000 /* lines kept between two returns to Python */
 
 /* ---- logging ------------------------------------------------------------- */
 
@@ -741,6 +742,35 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
     return rc;
 }
 
+/* Python runs signal handlers in its main thread only: waits there return to
+ * it every SLICE_MS for Ctrl-C, and waits elsewhere (background tunnels, agent
+ * forwarding, a thread blocked reading a Process) sleep until the socket, their
+ * wake pipe or their deadline says so, not every 100 ms for nothing. */
+static unsigned long main_thread_ident;
+
+int
+pyssh_wait_init(void)
+{
+    PyObject *threading = PyImport_ImportModule("threading");
+    PyObject *main = threading != NULL ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
+    PyObject *ident = main != NULL ? PyObject_GetAttrString(main, "ident") : NULL;
+    Py_XDECREF(threading);
+    Py_XDECREF(main);
+    if (ident == NULL) {
+        return -1;
+    }
+    main_thread_ident = PyLong_AsUnsignedLong(ident);
+    Py_DECREF(ident);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static double
+slice_seconds(void)
+{
+    int main = PyThread_get_thread_ident() == main_thread_ident;
+    return (main ? SLICE_MS : SLICE_OTHER_MS) / 1000.0;
+}
+
 int
 pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline *d,
               enum pyssh_exc fail_exc, const char *what, pyssh_pollset *ps, pyssh_waiter *w)
@@ -761,7 +791,7 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
 
         failure_clear(&fail);
         Py_BEGIN_ALLOW_THREADS
-        rc = wait_slice(self, step, arg, pyssh_monotonic() + SLICE_MS / 1000.0, d, ps, &c, &closed,
+        rc = wait_slice(self, step, arg, pyssh_monotonic() + slice_seconds(), d, ps, &c, &closed,
                         &fail, &logs, &poll_rc, &poll_err);
         Py_END_ALLOW_THREADS
         pyssh_log_emit(self, logs);
