@@ -261,8 +261,9 @@ socks_name(socks_req *r, const unsigned char *p, size_t len)
     return 1;
 }
 
-/* The NUL-terminated field at p[from:n): its length, SOCKS_MORE (no NUL yet,
- * and it may still come) as -1, or -2 when longer than SOCKS_NAME. */
+/* The NUL-terminated field at p[from:n) (SOCKS 4's user id, 4a's host name):
+ * its length; -1 when its NUL has not come yet but may; -2 when it is longer
+ * than SOCKS_NAME. */
 static long
 socks_field(const unsigned char *p, size_t n, size_t from)
 {
@@ -337,7 +338,7 @@ socks5_request(const unsigned char *p, size_t n, size_t g, socks_req *r)
             return socks_bad(r, field_reply[i], field_why[i]);
         }
     }
-    if (n < 5) {
+    if (n < 4) {
         return SOCKS_MORE;
     }
     size_t alen, at = 4; /* the address: its length, where it starts */
@@ -345,7 +346,10 @@ socks5_request(const unsigned char *p, size_t n, size_t g, socks_req *r)
         alen = p[3] == 0x01 ? 4 : 16;
     }
     else if (p[3] == 0x03) {
-        alen = p[4];
+        if (n < 5) {
+            return SOCKS_MORE;
+        }
+        alen = p[4]; /* a length byte: 255 at most, the buffer's limit too */
         at = 5;
     }
     else {
@@ -803,14 +807,17 @@ static int
 socks_service(TunnelObject *t, ssh_session ssh, conn *k)
 {
     socks *sx = k->sx;
+    if (k->dead) {
+        return 0; /* counted when it died; freed at the end of the round */
+    }
     int sent = socks_flush(k);
-    if (sx->closing || k->dead) {
-        if (!sent && pyssh_monotonic() >= sx->deadline) {
+    if (sx->closing) {
+        if (!sent && !k->dead && pyssh_monotonic() >= sx->deadline) {
             k->dead = 1; /* it does not read its reply */
         }
         return 0;
     }
-    int eof = socks_read(k);
+    int eof = k->dead ? 0 : socks_read(k);
     if (k->dead) {
         t->failed++; /* reset in the handshake */
         return 0;
