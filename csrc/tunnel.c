@@ -81,7 +81,7 @@ typedef struct socks {
     size_t used;           /* the request's bytes in `in`: what follows is data */
     unsigned char out[16]; /* replies not sent yet: out[opos..olen) */
     size_t opos, olen;
-    int version;               /* 4 or 5, once the request is whole */
+    int version;               /* the first byte: 4 or 5 from a SOCKS client */
     int greeted;               /* SOCKS 5: the method reply is queued */
     int slot;                  /* counted in the tunnel's `nsocks` */
     int closing;               /* a failure: closed once `out` is sent */
