@@ -17,6 +17,7 @@ import pytest
 
 import pyssh
 from pyssh import _tunnel
+from pyssh.testing import SSHServer
 
 from conftest import wait_until
 
@@ -335,6 +336,19 @@ def test_unresolvable_target_is_host_unreachable(proxy):
     c, rep = socks5(proxy, "no-such-host.invalid", 80)
     with c:
         assert rep[:2] == b"\x05\x04"
+
+
+def test_target_the_server_forbids_is_not_allowed(web):
+    """sshd's PermitOpen refuses other targets as "administratively prohibited": SOCKS
+    5's 0x02 (not allowed by ruleset)."""
+    with SSHServer(extra_config=[f"PermitOpen 127.0.0.1:{web}"]) as srv, srv.connect() as s:
+        with s.forward_dynamic(0) as proxy:
+            c, rep = socks5(proxy, "127.0.0.1", web)
+            with c:
+                assert rep == OK5
+            c, rep = socks5(proxy, "localhost", web)
+            with c:
+                assert rep == b"\x05\x02\x00\x01" + bytes(6)
 
 
 G = b"\x05\x01\x00"  # the SOCKS 5 greeting: "no authentication"
