@@ -39,7 +39,19 @@
  * `agent`), each command's channel asks for agent forwarding
  * (pyssh_tunnel_agent_request) and guard.c hands the server's agent channels
  * to it, at most AGENT_MAX at a time; the agent's socket is connected only
- * when such a channel comes. */
+ * when such a channel comes.
+ *
+ * Dynamic forwarding (ssh -D) is a fourth kind, DYNAMIC: a LOCAL one whose
+ * target each client names in a SOCKS 4, 4a or 5 handshake (no
+ * authentication, CONNECT only). An accepted connection starts in C_SOCKS:
+ * its socket is read, in this loop like any other, into a small fixed buffer
+ * that one parser (socks_parse) reads from the start each time, trusting no
+ * byte; once the request is whole, the direct-tcpip channel is opened as
+ * LOCAL's, and only the server's answer decides the reply, so that a client
+ * learns whether its target was reached. Bytes the client sent after its
+ * request wait in `held` for the channel. A client that stalls in the
+ * handshake is closed after `socks_timeout`, and at most SOCKS_MAX are in it
+ * at once: the listening socket waits meanwhile. */
 #include "chanio.h"
 
 #include <stdlib.h>
@@ -52,9 +64,31 @@
 #define STOP_GRACE     5.0          /* seconds a stopping tunnel waits for channels being opened */
 #define TUNNEL_BACKLOG 64           /* REMOTE: forwarded connections waiting for run(), at most */
 #define AGENT_MAX      16           /* AGENT: agent channels open or waiting, at most */
+/* DYNAMIC: a SOCKS 5 greeting and request are 257 + 262 bytes at most, a 4a
+ * request 8 + 256 + 256: the buffer holds any handshake, and some data after it */
+#define SOCKS_BUF  1024
+#define SOCKS_NAME 255 /* a host name or SOCKS 4 user id, in bytes, at most */
+#define SOCKS_MAX  64  /* connections in the handshake at once, at most */
 
-enum { LOCAL, REMOTE, AGENT };
-enum conn_state { C_OPENING, C_CONNECTING, C_OPEN };
+enum { LOCAL, REMOTE, AGENT, DYNAMIC };
+/* C_SOCKS: a DYNAMIC connection in the SOCKS handshake, or sending its failure */
+enum conn_state { C_OPENING, C_CONNECTING, C_OPEN, C_SOCKS };
+
+/* DYNAMIC: a connection's SOCKS handshake. */
+typedef struct socks {
+    unsigned char in[SOCKS_BUF]; /* what the client sent, from its first byte */
+    size_t inlen;
+    size_t used;           /* the request's bytes in `in`: what follows is data */
+    unsigned char out[16]; /* replies not sent yet: out[opos..olen) */
+    size_t opos, olen;
+    int version;               /* the first byte: 4 or 5 from a SOCKS client */
+    int greeted;               /* SOCKS 5: the method reply is queued */
+    int slot;                  /* counted in the tunnel's `nsocks` */
+    int closing;               /* a failure: closed once `out` is sent */
+    double deadline;           /* closed at this time if still in C_SOCKS */
+    char host[SOCKS_NAME + 1]; /* the target asked for */
+    int port;
+} socks;
 
 typedef struct TunnelObject TunnelObject;
 
@@ -78,6 +112,7 @@ typedef struct conn {
     char peer[80];               /* who connected, for messages */
     char orig[64];               /* LOCAL: the client's address, told to the server */
     int orig_port;
+    socks *sx; /* DYNAMIC: the handshake, kept for its target */
 } conn;
 
 /* A forwarded channel waiting for its tunnel's run() (REMOTE). Its callbacks
@@ -106,6 +141,9 @@ struct TunnelObject {
     handover *incoming;         /* forwarded channels accepted for this tunnel, waiting for
                                      its run() (guard.c hands them over) */
     int nincoming;              /* their number: at most TUNNEL_BACKLOG */
+    /* DYNAMIC: connections in the SOCKS handshake, and how long they may take */
+    int nsocks;
+    double socks_timeout;
     /* AGENT: the agent's socket, as the one address `ai` points to */
     struct addrinfo agent_ai;
     struct sockaddr_storage agent_sa;
@@ -177,6 +215,195 @@ peer_addr(const struct sockaddr *sa, char *host, int *port)
     }
 }
 
+/* ---- the SOCKS handshake (DYNAMIC) -------------------------------------------------- */
+
+/* socks_parse's verdict on the bytes so far. */
+enum { SOCKS_MORE, SOCKS_DONE, SOCKS_BAD };
+
+#define SOCKS5_NO_METHOD 0xFF /* the method reply refusing every method offered */
+#define SOCKS4_REFUSED   0x5B
+
+/* What the client's bytes say. */
+typedef struct {
+    int version;     /* 4 or 5, from the first byte */
+    int greeted;     /* SOCKS 5: a whole greeting offering "no authentication" */
+    size_t used;     /* SOCKS_DONE: the handshake's length */
+    int reply;       /* SOCKS_BAD: the reply code, or -1 to close without one */
+    const char *why; /* SOCKS_BAD: for the log */
+    char host[SOCKS_NAME + 1];
+    int port;
+} socks_req;
+
+static int
+socks_bad(socks_req *r, int reply, const char *why)
+{
+    r->reply = reply;
+    r->why = why;
+    return SOCKS_BAD;
+}
+
+/* A host name from the client, p[0:len): 1..255 printable ASCII bytes (no NUL,
+ * space or control byte, which no host name has and which would reach the
+ * server's resolver and the log). */
+static int
+socks_name(socks_req *r, const unsigned char *p, size_t len)
+{
+    if (len == 0 || len > SOCKS_NAME) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] <= 0x20 || p[i] >= 0x7F) {
+            return 0;
+        }
+    }
+    memcpy(r->host, p, len);
+    r->host[len] = '\0';
+    return 1;
+}
+
+/* The NUL-terminated field at p[from:n) (SOCKS 4's user id, 4a's host name):
+ * its length; -1 when its NUL has not come yet but may; -2 when it is longer
+ * than SOCKS_NAME. */
+static long
+socks_field(const unsigned char *p, size_t n, size_t from)
+{
+    size_t limit = from + SOCKS_NAME + 1;
+    for (size_t i = from; i < n && i < limit; i++) {
+        if (p[i] == 0) {
+            return (long)(i - from);
+        }
+    }
+    return n >= limit ? -2 : -1;
+}
+
+/* SOCKS 4 and 4a: VER CMD DSTPORT(2) DSTIP(4) USERID NUL [HOST NUL]. */
+static int
+socks4_parse(const unsigned char *p, size_t n, socks_req *r)
+{
+    if (n < 2) {
+        return SOCKS_MORE;
+    }
+    if (p[1] != 1) {
+        return socks_bad(r, SOCKS4_REFUSED, "a SOCKS 4 command other than CONNECT (BIND)");
+    }
+    if (n < 8) {
+        return SOCKS_MORE;
+    }
+    r->port = p[2] << 8 | p[3];
+    long ulen = socks_field(p, n, 8);
+    if (ulen < 0) {
+        return ulen == -1 ? SOCKS_MORE : socks_bad(r, SOCKS4_REFUSED, "an over-long user id");
+    }
+    size_t end = 8 + (size_t)ulen + 1;
+    const unsigned char *ip = p + 4;
+    if (ip[0] == 0 && ip[1] == 0 && ip[2] == 0 && ip[3] != 0) {
+        /* 4a: 0.0.0.x says that a host name follows the user id */
+        long hlen = socks_field(p, n, end);
+        if (hlen == -1) {
+            return SOCKS_MORE;
+        }
+        if (hlen < 0 || !socks_name(r, p + end, (size_t)hlen)) {
+            return socks_bad(r, SOCKS4_REFUSED, "an empty, over-long or invalid host name");
+        }
+        end += (size_t)hlen + 1;
+    }
+    else if (ip[0] == 0) {
+        return socks_bad(r, SOCKS4_REFUSED, "an address in 0.0.0.0/8");
+    }
+    else {
+        inet_ntop(AF_INET, ip, r->host, sizeof(r->host));
+    }
+    if (r->port == 0) {
+        return socks_bad(r, SOCKS4_REFUSED, "port 0");
+    }
+    r->used = end;
+    return SOCKS_DONE;
+}
+
+/* SOCKS 5's request, at p[0:n) after the greeting: VER CMD RSV ATYP DST.ADDR
+ * DST.PORT(2); `used` counts from the greeting's start (`g` bytes). */
+static int
+socks5_request(const unsigned char *p, size_t n, size_t g, socks_req *r)
+{
+    static const unsigned char field_ok[3] = {5, 1, 0}; /* VER, CMD (CONNECT), RSV */
+    static const int field_reply[3] = {0x01, 0x07, 0x01};
+    static const char *field_why[3] = {"a request whose version is not 5",
+                                       "a command other than CONNECT (BIND, UDP ASSOCIATE)",
+                                       "a request whose reserved byte is not 0"};
+    for (size_t i = 0; i < 3; i++) {
+        if (n <= i) {
+            return SOCKS_MORE;
+        }
+        if (p[i] != field_ok[i]) {
+            return socks_bad(r, field_reply[i], field_why[i]);
+        }
+    }
+    if (n < 4) {
+        return SOCKS_MORE;
+    }
+    size_t alen, at = 4; /* the address: its length, where it starts */
+    if (p[3] == 0x01 || p[3] == 0x04) {
+        alen = p[3] == 0x01 ? 4 : 16;
+    }
+    else if (p[3] == 0x03) {
+        if (n < 5) {
+            return SOCKS_MORE;
+        }
+        alen = p[4]; /* a length byte: 255 at most, the buffer's limit too */
+        at = 5;
+    }
+    else {
+        return socks_bad(r, 0x08, "an address type other than IPv4, IPv6 or a domain name");
+    }
+    if (n < at + alen + 2) {
+        return SOCKS_MORE;
+    }
+    if (p[3] == 0x03 && !socks_name(r, p + at, alen)) {
+        return socks_bad(r, 0x01, "an empty or invalid host name");
+    }
+    if (p[3] != 0x03) {
+        inet_ntop(p[3] == 0x01 ? AF_INET : AF_INET6, p + at, r->host, sizeof(r->host));
+    }
+    r->port = p[at + alen] << 8 | p[at + alen + 1];
+    if (r->port == 0) {
+        return socks_bad(r, 0x01, "port 0");
+    }
+    r->used = g + at + alen + 2;
+    return SOCKS_DONE;
+}
+
+/* The one parser of what a SOCKS client sends, from its first byte (the
+ * whole buffer each time: it is small): SOCKS 4 or 4a's request, or SOCKS 5's
+ * greeting (VER NMETHODS METHODS) and request. */
+static int
+socks_parse(const unsigned char *p, size_t n, socks_req *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (n < 1) {
+        return SOCKS_MORE;
+    }
+    r->version = p[0];
+    if (p[0] == 4) {
+        return socks4_parse(p, n, r);
+    }
+    if (p[0] != 5) {
+        return socks_bad(r, -1, "not a SOCKS 4 or 5 client (its first byte)");
+    }
+    if (n < 2) {
+        return SOCKS_MORE;
+    }
+    size_t g = 2 + (size_t)p[1];
+    if (n < g) {
+        return SOCKS_MORE;
+    }
+    if (memchr(p + 2, 0x00, p[1]) == NULL) {
+        return socks_bad(r, SOCKS5_NO_METHOD,
+                         "no method the proxy supports offered (only \"no authentication\")");
+    }
+    r->greeted = 1;
+    return socks5_request(p + g, n - g, g, r);
+}
+
 /* ---- what arrives (inside libssh, lock held) ------------------------------------ */
 
 /* Gather packets into the connection's buffer: the step sends them in large
@@ -210,6 +437,16 @@ conn_take(void *owner, int stream, const char *data, uint32_t len)
 }
 
 /* ---- connections ---------------------------------------------------------------- */
+
+/* DYNAMIC: the connection is out of the handshake, or gone. */
+static void
+socks_unslot(TunnelObject *t, socks *sx)
+{
+    if (sx->slot) {
+        sx->slot = 0;
+        t->nsocks--;
+    }
+}
 
 static conn *
 conn_new(TunnelObject *t, pyssh_socket_t fd, enum conn_state state, const char *peer)
@@ -278,6 +515,10 @@ conn_free(TunnelObject *t, conn *k, int session_alive, int force)
     if (t->nconns == 0) {
         t->idle_since = pyssh_monotonic();
     }
+    if (k->sx != NULL) {
+        socks_unslot(t, k->sx);
+        free(k->sx);
+    }
     free(k->buf);
     free(k->held);
     free(k);
@@ -337,24 +578,37 @@ conn_refused(TunnelObject *t, conn *k, int err)
     k->dead = 1;
 }
 
-/* LOCAL: the server opening the direct-tcpip channel to the target. */
-static void
+static int socks_opened(conn *k);
+static void socks_fail(TunnelObject *t, conn *k, int code, const char *why);
+static int socks5_code(const char *e);
+
+/* LOCAL: the server opening the direct-tcpip channel to the target (DYNAMIC:
+ * the one the client asked for). */
+static int
 conn_open(TunnelObject *t, ssh_session ssh, conn *k)
 {
-    int rc = pyssh_chanio_open_forward(&k->io, t->host, t->port, k->orig, k->orig_port);
+    const char *host = k->sx != NULL ? k->sx->host : t->host;
+    int port = k->sx != NULL ? k->sx->port : t->port;
+    int rc = pyssh_chanio_open_forward(&k->io, host, port, k->orig, k->orig_port);
     if (rc == PYSSH_AGAIN) {
-        return;
+        return 0;
     }
     k->state = C_OPEN;
-    if (rc != 0) {
-        const char *e = ssh_get_error(ssh);
-        pyssh_log_queue(t->session, SSH_LOG_WARNING,
-                        "tunnel: the server could not connect to %s:%d for %s (%s); "
-                        "that connection is closed",
-                        t->host, t->port, k->peer, e != NULL && *e ? e : "refused");
-        t->failed++;
-        k->dead = 1; /* the channel is closed, or was never opened */
+    if (rc == 0) {
+        return k->sx != NULL ? socks_opened(k) : 0;
     }
+    const char *e = ssh_get_error(ssh);
+    pyssh_log_queue(t->session, SSH_LOG_WARNING,
+                    "tunnel: the server could not connect to %s:%d for %s (%s); "
+                    "that connection is closed",
+                    host, port, k->peer, e != NULL && *e ? e : "refused");
+    if (k->sx != NULL) { /* the client hears why; socks_fail counts it */
+        socks_fail(t, k, k->sx->version == 4 ? SOCKS4_REFUSED : socks5_code(e), NULL);
+        return 0;
+    }
+    t->failed++;
+    k->dead = 1; /* the channel is closed, or was never opened */
+    return 0;
 }
 
 /* REMOTE: the local connection to the target, once its socket is writable. */
@@ -396,6 +650,240 @@ sock_failed(conn *k, int e, int *flag)
     k->dead = 1; /* reset: close both ways */
     return -1;
 }
+
+/* ---- the SOCKS handshake, served (DYNAMIC) --------------------------------------- */
+
+static int
+socks_pending(const conn *k)
+{
+    return k->sx != NULL && k->sx->opos < k->sx->olen;
+}
+
+static void
+socks_queue(socks *sx, const unsigned char *p, size_t n)
+{
+    if (sx->olen + n <= sizeof(sx->out)) { /* two replies at most: it fits */
+        memcpy(sx->out + sx->olen, p, n);
+        sx->olen += n;
+    }
+}
+
+/* The reply to a request: `code` is SOCKS 5's REP (SOCKS5_NO_METHOD: the
+ * method reply refusing the greeting) or SOCKS 4's CD. The bound address is
+ * 0.0.0.0:0: the connection's far end is the server's. */
+static void
+socks_reply(socks *sx, int code)
+{
+    unsigned char r5[10] = {5, (unsigned char)code, 0, 1, 0, 0, 0, 0, 0, 0};
+    unsigned char r4[8] = {0, (unsigned char)code, 0, 0, 0, 0, 0, 0};
+    if (sx->version != 5) {
+        socks_queue(sx, r4, sizeof(r4));
+    }
+    else {
+        socks_queue(sx, r5, code == SOCKS5_NO_METHOD ? 2 : sizeof(r5));
+    }
+}
+
+/* Send the queued replies: 1 once all are sent, 0 to wait for POLLOUT (or
+ * the socket failed: `dead`). */
+static int
+socks_flush(conn *k)
+{
+    socks *sx = k->sx;
+    while (sx->opos < sx->olen && k->fd != PYSSH_INVALID_SOCKET && !k->dead && k->writable) {
+        long n = pyssh_send(k->fd, sx->out + sx->opos, sx->olen - sx->opos);
+        if (n < 0) {
+            if (sock_failed(k, pyssh_socket_errno(), &k->writable) > 0) {
+                continue;
+            }
+            return 0;
+        }
+        sx->opos += (size_t)n;
+    }
+    return sx->opos == sx->olen;
+}
+
+/* The handshake failed, or the target could not be reached: reply `code` (-1:
+ * none), then close. A client that does not read the reply is closed at the
+ * deadline. */
+static void
+socks_fail(TunnelObject *t, conn *k, int code, const char *why)
+{
+    socks *sx = k->sx;
+    if (why != NULL) {
+        pyssh_log_queue(t->session, SSH_LOG_WARNING,
+                        "tunnel: SOCKS client %s: %s; that connection is closed", k->peer, why);
+    }
+    t->failed++;
+    if (code >= 0) {
+        socks_reply(sx, code);
+    }
+    sx->closing = 1;
+    sx->deadline = pyssh_monotonic() + t->socks_timeout;
+    k->state = C_SOCKS;
+    socks_flush(k);
+}
+
+/* The server opened the channel: the success reply, and the client's bytes
+ * after its request go first (send_held). 0, or PYSSH_FAILED (no memory). */
+static int
+socks_opened(conn *k)
+{
+    socks *sx = k->sx;
+    socks_reply(sx, sx->version == 4 ? 0x5A : 0x00);
+    size_t rest = sx->inlen - sx->used;
+    if (rest > 0) {
+        if ((k->held = malloc(READ_MAX)) == NULL) {
+            return PYSSH_FAILED;
+        }
+        memcpy(k->held, sx->in + sx->used, rest);
+        k->hpos = 0;
+        k->hlen = rest;
+    }
+    return 0;
+}
+
+/* The server refused the channel: SOCKS 5's REP says why as far as the
+ * server's reason code (RFC 4254 5.1, in libssh's "... error (N) ...") and
+ * text tell: 1 (prohibited) is 0x02 "not allowed by ruleset", 2 (connect
+ * failed) 0x05 "connection refused" when its text says so, else 0x04 "host
+ * unreachable" (no route, name not resolved, timed out); any other 0x01. */
+static int
+socks5_code(const char *e)
+{
+    const char *c = e != NULL ? strstr(e, "error (") : NULL;
+    long reason = c != NULL ? strtol(c + 7, NULL, 10) : 0;
+    if (reason == 1) {
+        return 0x02;
+    }
+    if (reason == 2) {
+        return strstr(e, "refused") != NULL ? 0x05 : 0x04;
+    }
+    return 0x01;
+}
+
+/* Read what the client sent so far: 0, or 1 at its EOF. */
+static int
+socks_read(conn *k)
+{
+    socks *sx = k->sx;
+    while (k->readable && !k->dead && sx->inlen < SOCKS_BUF) {
+        long n = pyssh_recv(k->fd, sx->in + sx->inlen, SOCKS_BUF - sx->inlen);
+        if (n < 0) {
+            if (sock_failed(k, pyssh_socket_errno(), &k->readable) > 0) {
+                continue;
+            }
+            break;
+        }
+        if (n == 0) {
+            k->readable = 0;
+            return 1;
+        }
+        sx->inlen += (size_t)n;
+    }
+    return 0;
+}
+
+/* The request is whole: open the channel to its target (conn_open). */
+static int
+socks_request(TunnelObject *t, ssh_session ssh, conn *k, const socks_req *r, int eof)
+{
+    socks *sx = k->sx;
+    memcpy(sx->host, r->host, sizeof(sx->host));
+    sx->port = r->port;
+    sx->used = r->used;
+    socks_unslot(t, sx);
+    if (eof) {
+        k->local_eof = 1; /* passed on once the channel is open and has the data */
+    }
+    k->state = C_OPENING;
+    return pyssh_chanio_new(&k->io, ssh);
+}
+
+/* C_SOCKS: read the client's handshake, answer its greeting, and once its
+ * request is whole, start opening the channel; or send a failure's reply and
+ * close. 0, or PYSSH_FAILED. */
+static int
+socks_service(TunnelObject *t, ssh_session ssh, conn *k)
+{
+    socks *sx = k->sx;
+    if (k->dead) {
+        return 0; /* counted when it died; freed at the end of the round */
+    }
+    int sent = socks_flush(k);
+    if (sx->closing) {
+        if (!sent && !k->dead && pyssh_monotonic() >= sx->deadline) {
+            k->dead = 1; /* it does not read its reply */
+        }
+        return 0;
+    }
+    int eof = k->dead ? 0 : socks_read(k);
+    if (k->dead) {
+        t->failed++; /* reset in the handshake */
+        return 0;
+    }
+    socks_req r;
+    int rc = socks_parse(sx->in, sx->inlen, &r);
+    sx->version = r.version;
+    if (r.greeted && !sx->greeted) {
+        static const unsigned char no_auth[2] = {5, 0x00};
+        socks_queue(sx, no_auth, sizeof(no_auth));
+        sx->greeted = 1;
+    }
+    if (rc == SOCKS_DONE) {
+        return socks_request(t, ssh, k, &r, eof);
+    }
+    if (rc == SOCKS_BAD) {
+        socks_fail(t, k, r.reply, r.why);
+    }
+    else if (eof) {
+        socks_fail(t, k, -1, "it closed its connection in the middle of the handshake");
+    }
+    else if (sx->inlen == SOCKS_BUF) {
+        socks_fail(t, k, sx->version == 4 ? SOCKS4_REFUSED : 0x01, "an over-long handshake");
+    }
+    else if (pyssh_monotonic() >= sx->deadline) {
+        socks_fail(t, k, -1, "no whole request within the handshake's time limit");
+    }
+    else {
+        socks_flush(k);
+    }
+    return 0;
+}
+
+/* Accepted: the handshake comes first. 0, or PYSSH_FAILED (no memory). */
+static int
+socks_start(TunnelObject *t, conn *k)
+{
+    if ((k->sx = calloc(1, sizeof(*k->sx))) == NULL) {
+        return PYSSH_FAILED;
+    }
+    k->sx->slot = 1;
+    t->nsocks++;
+    k->sx->deadline = pyssh_monotonic() + t->socks_timeout;
+    return 0;
+}
+
+/* The earliest deadline of a handshake: the wait is no longer. */
+static void
+socks_wake(TunnelObject *t)
+{
+    double first = -1;
+    for (conn *k = t->conns; k != NULL; k = k->next) {
+        if (k->state == C_SOCKS && (first < 0 || k->sx->deadline < first)) {
+            first = k->sx->deadline;
+        }
+    }
+    if (first >= 0) {
+        double left = first - pyssh_monotonic();
+        int ms = left <= 0 ? 0 : left > 60 ? 60000 : (int)(left * 1000) + 1;
+        if (t->ps.wait_ms < 0 || ms < t->ps.wait_ms) {
+            t->ps.wait_ms = ms;
+        }
+    }
+}
+
+/* ---- moving data ------------------------------------------------------------------ */
 
 /* Server to local: what the callback gathered, then what libssh still holds. */
 static int
@@ -514,8 +1002,11 @@ conn_up(TunnelObject *t, ssh_session ssh, conn *k)
 static int
 conn_service(TunnelObject *t, ssh_session ssh, conn *k)
 {
-    if (k->state == C_OPENING) {
-        conn_open(t, ssh, k);
+    if (k->state == C_SOCKS && socks_service(t, ssh, k) < 0) {
+        return PYSSH_FAILED;
+    }
+    if (k->state == C_OPENING && conn_open(t, ssh, k) < 0) {
+        return PYSSH_FAILED;
     }
     /* not once dead: a connect() that failed at once (an agent socket that is
      * gone, ENOENT) left no socket to ask */
@@ -524,6 +1015,13 @@ conn_service(TunnelObject *t, ssh_session ssh, conn *k)
     }
     if (k->dead || k->state != C_OPEN) {
         return 0;
+    }
+    if (k->sx != NULL) { /* the SOCKS reply goes before the target's bytes */
+        if (!socks_flush(k)) {
+            return 0;
+        }
+        free(k->sx);
+        k->sx = NULL;
     }
     if (conn_down(k) < 0) {
         return PYSSH_FAILED;
@@ -537,6 +1035,9 @@ conn_finished(const conn *k)
 {
     if (k->dead) {
         return 1;
+    }
+    if (k->state == C_SOCKS) {
+        return k->sx->closing && !socks_pending(k);
     }
     if (k->state != C_OPEN) {
         return 0;
@@ -557,10 +1058,25 @@ accepting(const TunnelObject *t)
     return !t->stopping && (t->max_conns < 0 || (long long)t->served < t->max_conns);
 }
 
+/* The tunnel has a listening socket of its own (LOCAL, DYNAMIC). */
+static int
+listener(const TunnelObject *t)
+{
+    return t->kind == LOCAL || t->kind == DYNAMIC;
+}
+
+/* A new connection may be accepted now: DYNAMIC holds the others back while
+ * SOCKS_MAX are in the handshake (they wait in the listening socket's backlog). */
+static int
+accept_now(const TunnelObject *t)
+{
+    return accepting(t) && (t->kind != DYNAMIC || t->nsocks < SOCKS_MAX);
+}
+
 static int
 accept_local(TunnelObject *t, ssh_session ssh)
 {
-    for (int i = 0; i < ACCEPT_MAX && accepting(t); i++) {
+    for (int i = 0; i < ACCEPT_MAX && accept_now(t); i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof(sa);
         pyssh_socket_t fd = accept(t->lfd, (struct sockaddr *)&sa, &salen);
@@ -584,12 +1100,13 @@ accept_local(TunnelObject *t, ssh_session ssh)
         int port;
         peer_addr((struct sockaddr *)&sa, host, &port);
         snprintf(peer, sizeof(peer), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-        conn *k = conn_new(t, fd, C_OPENING, peer);
+        conn *k = conn_new(t, fd, t->kind == DYNAMIC ? C_SOCKS : C_OPENING, peer);
         if (k == NULL) {
             pyssh_closesocket(fd);
             return PYSSH_FAILED;
         }
-        if (pyssh_chanio_new(&k->io, ssh) < 0) {
+        /* DYNAMIC: the channel once the client says where to */
+        if (t->kind == DYNAMIC ? socks_start(t, k) < 0 : pyssh_chanio_new(&k->io, ssh) < 0) {
             conn_free(t, k, 1, 1);
             return PYSSH_FAILED;
         }
@@ -812,7 +1329,7 @@ pollset_build(TunnelObject *t)
         t->fds_cap = cap;
     }
     int n = PYSSH_POLL_RESERVED;
-    if (t->kind == LOCAL && accepting(t)) {
+    if (listener(t) && accept_now(t)) {
         t->ps.fds[n].fd = t->lfd;
         t->ps.fds[n].events = POLLIN;
         t->ps.fds[n].revents = 0;
@@ -827,11 +1344,19 @@ pollset_build(TunnelObject *t)
         if (k->state == C_CONNECTING) {
             ev = POLLOUT;
         }
+        else if (k->state == C_SOCKS) {
+            if (!k->readable && !k->sx->closing) {
+                ev |= POLLIN;
+            }
+            if (!k->writable && socks_pending(k)) {
+                ev |= POLLOUT;
+            }
+        }
         else if (k->state == C_OPEN) {
             if (!k->readable && !k->local_eof) {
                 ev |= POLLIN;
             }
-            if (!k->writable && (k->io.avail[0] > 0 || k->pos < k->len)) {
+            if (!k->writable && (k->io.avail[0] > 0 || k->pos < k->len || socks_pending(k))) {
                 ev |= POLLOUT;
             }
         }
@@ -856,7 +1381,7 @@ pollset_read(TunnelObject *t)
     if (t->ps.fds == NULL) {
         return 1;
     }
-    if (t->kind == LOCAL && t->ps.n > PYSSH_POLL_RESERVED &&
+    if (listener(t) && t->ps.n > PYSSH_POLL_RESERVED &&
         t->ps.fds[PYSSH_POLL_RESERVED].fd == t->lfd) {
         listen_ready = t->ps.fds[PYSSH_POLL_RESERVED].revents != 0;
         t->ps.fds[PYSSH_POLL_RESERVED].revents = 0;
@@ -898,11 +1423,11 @@ static int
 tunnel_round(void *state, ssh_session ssh, int idle)
 {
     TunnelObject *t = state;
-    if (!idle && t->kind == LOCAL && t->listen_ready && accept_local(t, ssh) < 0) {
+    if (!idle && listener(t) && t->listen_ready && accept_local(t, ssh) < 0) {
         return PYSSH_FAILED;
     }
     t->listen_ready = 0;
-    if (!idle && t->kind != LOCAL) {
+    if (!idle && !listener(t)) {
         accept_remote(t, ssh);
     }
     conn *next;
@@ -953,6 +1478,9 @@ step_locked(ssh_session ssh, TunnelObject *t)
     else if (t->stopping) {
         t->ps.wait_ms = 50; /* channels being opened: look again soon */
     }
+    else if (t->kind == DYNAMIC) {
+        socks_wake(t); /* a handshake's time limit */
+    }
     if (pollset_build(t) < 0) {
         return PYSSH_FAILED;
     }
@@ -978,6 +1506,7 @@ tunnel_init(PyObject *obj)
     self->lfd = PYSSH_INVALID_SOCKET;
     self->max_conns = -1;
     self->idle_timeout = -1;
+    self->socks_timeout = 30.0;
     self->wake.rd = self->wake.wr = PYSSH_INVALID_SOCKET;
     int err = pyssh_waiter_open(&self->wake);
     if (err != 0) {
@@ -1100,16 +1629,12 @@ PyDoc_STRVAR(listen_local_doc,
              "Serve the listening socket `fd` (bound, listening, owned by the caller): each\n"
              "connection is carried through the server to host:port (ssh -L).");
 
+/* listen_local() and listen_dynamic(): serve the listening socket `fd`, as
+ * `kind`, carrying connections to host:port (DYNAMIC: "", 0). */
 static PyObject *
-tunnel_listen_local(TunnelObject *self, PyObject *args)
+listen_on(TunnelObject *self, const char *call, long long fd, const char *host, int port, int kind)
 {
-    long long fd; /* a SOCKET on Windows: wider than an int */
-    int port;
-    const char *host;
-    if (!PyArg_ParseTuple(args, "Lsi:listen_local", &fd, &host, &port)) {
-        return NULL;
-    }
-    if (claim(self, "listen_local", 1) < 0) {
+    if (claim(self, call, 1) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
@@ -1130,12 +1655,52 @@ tunnel_listen_local(TunnelObject *self, PyObject *args)
     self->host = copy;
     self->lfd = (pyssh_socket_t)fd;
     self->port = port;
-    self->kind = LOCAL;
+    self->kind = kind;
     self->configured = 1;
     result = Py_NewRef(Py_None);
 done:
     unclaim(self);
     return result;
+}
+
+static PyObject *
+tunnel_listen_local(TunnelObject *self, PyObject *args)
+{
+    long long fd; /* a SOCKET on Windows: wider than an int */
+    int port;
+    const char *host;
+    if (!PyArg_ParseTuple(args, "Lsi:listen_local", &fd, &host, &port)) {
+        return NULL;
+    }
+    return listen_on(self, "listen_local", fd, host, port, LOCAL);
+}
+
+PyDoc_STRVAR(listen_dynamic_doc,
+             "listen_dynamic($self, fd, handshake_timeout=30.0, /)\n--\n\n"
+             "Serve the listening socket `fd` (bound, listening, owned by the caller) as a\n"
+             "SOCKS 4, 4a and 5 proxy (ssh -D): each connection is carried through the\n"
+             "server to the host and port its client asks for. A client whose handshake\n"
+             "takes longer than handshake_timeout seconds is closed.");
+
+static PyObject *
+tunnel_listen_dynamic(TunnelObject *self, PyObject *args)
+{
+    long long fd;
+    double timeout = 30.0;
+    if (!PyArg_ParseTuple(args, "L|d:listen_dynamic", &fd, &timeout)) {
+        return NULL;
+    }
+    if (!(timeout > 0 && timeout <= 86400)) {
+        PyErr_Format(PyExc_ValueError,
+                     "handshake_timeout must be between 0 and 86400 seconds, not %R",
+                     PyTuple_GET_ITEM(args, 1));
+        return NULL;
+    }
+    PyObject *r = listen_on(self, "listen_dynamic", fd, "", 0, DYNAMIC);
+    if (r != NULL) {
+        self->socks_timeout = timeout;
+    }
+    return r;
 }
 
 struct greq_arg {
@@ -1420,6 +1985,9 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     if (self->kind == LOCAL) {
         snprintf(what, sizeof(what), "tunnel to %s:%d", self->host, self->port);
     }
+    else if (self->kind == DYNAMIC) {
+        snprintf(what, sizeof(what), "SOCKS proxy through the server");
+    }
     else if (self->kind == REMOTE) {
         snprintf(what, sizeof(what), "tunnel from the server's port %d to %s", self->bound,
                  self->target);
@@ -1518,6 +2086,7 @@ tunnel_get_port(TunnelObject *self, void *closure)
 
 static PyMethodDef tunnel_methods[] = {
     {"listen_local", (PyCFunction)tunnel_listen_local, METH_VARARGS, listen_local_doc},
+    {"listen_dynamic", (PyCFunction)tunnel_listen_dynamic, METH_VARARGS, listen_dynamic_doc},
     {"listen_remote", (PyCFunction)tunnel_listen_remote, METH_VARARGS, listen_remote_doc},
     {"listen_agent", (PyCFunction)tunnel_listen_agent, METH_VARARGS, listen_agent_doc},
     {"run", (PyCFunction)(void (*)(void))tunnel_run, METH_VARARGS | METH_KEYWORDS, run_doc},

@@ -1,5 +1,5 @@
-"""Tunnels (port forwarding): the Python half of Session.tunnel, forward_local and
-forward_remote, and of agent forwarding (connect's forward_agent).
+"""Tunnels (port forwarding): the Python half of Session.tunnel, forward_local,
+forward_remote and forward_dynamic, and of agent forwarding (connect's forward_agent).
 
 The C type ``_ssh.Tunnel`` does the work: one loop per tunnel moves the data of
 all its connections with the GIL released, through the session's socket. This
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -192,9 +193,9 @@ def _close_all() -> None:
 
 
 class Tunnel:
-    """A tunnel running in the background, made by :meth:`Session.forward_local`
-    or :meth:`Session.forward_remote`. A context manager: the end of the ``with``
-    block closes it.
+    """A tunnel running in the background, made by :meth:`Session.forward_local`,
+    :meth:`Session.forward_remote` or :meth:`Session.forward_dynamic`. A context
+    manager: the end of the ``with`` block closes it.
 
     ``port``: where it listens (for a local forward, the local port, also when
     asked for port 0; for a remote forward, the server's port). ``target``: where
@@ -293,6 +294,37 @@ def forward_local(session: Any, port: int, target: Any, bind: str, registry: Set
     bound = sock.getsockname()[1]
     shown = f"[{bind}]" if ":" in bind else bind
     t = Tunnel(session, registry, c, sock, "local", bound, f"{host}:{tport}", f"{shown}:{bound}")
+    registry.add(t)
+    return t
+
+
+# how long a SOCKS client may take to send its request before it is closed (read at
+# each forward_dynamic: tests make it short)
+SOCKS_HANDSHAKE_TIMEOUT = 30.0
+
+
+def forward_dynamic(session: Any, port: int, bind: str, registry: Set[Tunnel]) -> Tunnel:
+    """Session.forward_dynamic: a SOCKS 4/4a/5 proxy on bind:port whose connections go
+    out through the server (ssh -D)."""
+    check_open(session)
+    sock = listen_socket(bind, port)
+    c = _ssh.Tunnel(session)
+    try:
+        c.listen_dynamic(sock.fileno(), SOCKS_HANDSHAKE_TIMEOUT)
+    except BaseException:
+        sock.close()
+        raise
+    bound = sock.getsockname()[1]
+    shown = f"[{bind}]" if ":" in bind else bind
+    if not ipaddress.ip_address(sock.getsockname()[0].split("%")[0]).is_loopback:
+        log.warning(
+            "the SOCKS proxy listens on %s:%d, not on a loopback address: anyone who can "
+            "reach it can use this SSH session to reach anything %s can",
+            shown,
+            bound,
+            session.host,
+        )
+    t = Tunnel(session, registry, c, sock, "dynamic", bound, "SOCKS", f"{shown}:{bound}")
     registry.add(t)
     return t
 

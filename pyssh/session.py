@@ -538,6 +538,15 @@ class Session(_ssh.Session):
             self, remote_port, target, bind_address, timeout, self._tunnels
         )
 
+    def forward_dynamic(self, port: int = 1080, *, bind: str = "127.0.0.1") -> _tunnel.Tunnel:
+        """Like ``ssh -D``: a SOCKS 4, 4a and 5 proxy (no authentication, CONNECT)
+        on ``bind:port`` whose connections go out through the server, to the host
+        and port each client asks for. Returns a running :class:`Tunnel` (``.port``
+        is the local port, also with ``port=0``). Anyone who can reach the proxy
+        can use this session to reach what the server can: keep ``bind`` a
+        loopback address (another one is logged as a warning)."""
+        return _tunnel.forward_dynamic(self, port, bind, self._tunnels)
+
     def info(self) -> Dict[str, Any]:
         """What this session is: user, host, port, identity (what authenticated:
         a key's path, "ssh-agent", "keyboard-interactive", "password" or "none"),
