@@ -580,7 +580,7 @@ conn_refused(TunnelObject *t, conn *k, int err)
 
 static int socks_opened(conn *k);
 static void socks_fail(TunnelObject *t, conn *k, int code, const char *why);
-static int socks5_code(const char *e);
+static int socks5_code(ssh_channel chan);
 
 /* LOCAL: the server opening the direct-tcpip channel to the target (DYNAMIC:
  * the one the client asked for). */
@@ -603,7 +603,7 @@ conn_open(TunnelObject *t, ssh_session ssh, conn *k)
                     "that connection is closed",
                     host, port, k->peer, e != NULL && *e ? e : "refused");
     if (k->sx != NULL) { /* the client hears why; socks_fail counts it */
-        socks_fail(t, k, k->sx->version == 4 ? SOCKS4_REFUSED : socks5_code(e), NULL);
+        socks_fail(t, k, k->sx->version == 4 ? SOCKS4_REFUSED : socks5_code(k->io.chan), NULL);
         return 0;
     }
     t->failed++;
@@ -744,22 +744,21 @@ socks_opened(conn *k)
 }
 
 /* The server refused the channel: SOCKS 5's REP says why as far as the
- * server's reason code (RFC 4254 5.1, in libssh's "... error (N) ...") and
- * text tell: 1 (prohibited) is 0x02 "not allowed by ruleset", 2 (connect
- * failed) 0x05 "connection refused" when its text says so, else 0x04 "host
- * unreachable" (no route, name not resolved, timed out); any other 0x01. */
+ * server's reason code (RFC 4254 5.1) tells, never its text: 1 (prohibited) is
+ * 0x02 "not allowed by ruleset", 2 (connect failed: the target refused, or has
+ * no route or no address; OpenSSH does not tell them apart) 0x05 "connection
+ * refused", any other 0x01. The code needs pyssh's libssh patch. */
 static int
-socks5_code(const char *e)
+socks5_code(ssh_channel chan)
 {
-    const char *c = e != NULL ? strstr(e, "error (") : NULL;
-    long reason = c != NULL ? strtol(c + 7, NULL, 10) : 0;
-    if (reason == 1) {
-        return 0x02;
-    }
-    if (reason == 2) {
-        return strstr(e, "refused") != NULL ? 0x05 : 0x04;
-    }
-    return 0x01;
+    uint32_t reason = 0;
+#ifdef PYSSH_LIBSSH_OPEN_FAILURE_REASON
+    reason = chan != NULL ? ssh_channel_open_failure_reason(chan) : 0;
+#else
+    (void)chan;
+#endif
+    enum { PROHIBITED = 1, CONNECT_FAILED = 2 }; /* RFC 4254 5.1 */
+    return reason == PROHIBITED ? 0x02 : reason == CONNECT_FAILED ? 0x05 : 0x01;
 }
 
 /* Read what the client sent so far: 0, or 1 at its EOF. */
