@@ -93,14 +93,15 @@ class _RawMode:
             return self
         import termios as t
 
-        attrs = [list(a) if isinstance(a, list) else a for a in self.saved]
+        iflag, oflag, cflag, lflag, ispeed, ospeed, cc = self.saved
         off_i = t.ISTRIP | t.INLCR | t.IGNCR | t.ICRNL | t.IXON | t.IXANY | t.IXOFF
-        attrs[0] = (attrs[0] | t.IGNPAR) & ~(off_i | getattr(t, "IUCLC", 0))
-        attrs[3] &= ~(t.ISIG | t.ICANON | t.ECHO | t.ECHOE | t.ECHOK | t.ECHONL | t.IEXTEN)
-        attrs[1] &= ~t.OPOST
-        attrs[6][t.VMIN] = 1
-        attrs[6][t.VTIME] = 0
-        t.tcsetattr(self.fd, t.TCSADRAIN, attrs)
+        iflag = (iflag | t.IGNPAR) & ~(off_i | getattr(t, "IUCLC", 0))
+        lflag &= ~(t.ISIG | t.ICANON | t.ECHO | t.ECHOE | t.ECHOK | t.ECHONL | t.IEXTEN)
+        cc = list(cc)
+        cc[t.VMIN] = 1
+        cc[t.VTIME] = 0
+        raw = [iflag, oflag & ~t.OPOST, cflag, lflag, ispeed, ospeed, cc]
+        t.tcsetattr(self.fd, t.TCSADRAIN, raw)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -158,7 +159,8 @@ class _Watch:
             else:
                 self.sel.unregister(self.fd)
             self.reading = reading
-        return self.sel.fileno()  # type: ignore[attr-defined]
+        fileno: int = self.sel.fileno()  # type: ignore[attr-defined]
+        return fileno
 
     def input_ready(self) -> bool:
         """After recv() said fd_ready: whether the input is readable (a wake-up
