@@ -334,8 +334,20 @@ def _hint(e: BaseException) -> str:
     return ""
 
 
+def _open_std_fds() -> None:
+    """Descriptors 0, 1 and 2 on /dev/null where they are closed, as OpenSSH's
+    sanitise_stdfd does: else the connection could get one, and be written to as
+    stdout or read as stdin."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """The command line; returns the exit status."""
+    _open_std_fds()
     parser = _parser()
     args = parser.parse_args(argv)
     if args.destination is None:
@@ -344,6 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return _run(args)
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:  # our stdout went away (`| head`): ssh dies of SIGPIPE quietly
+        return ERROR
     except (OSError, ValueError, TypeError) as e:
         print(f"pyssh: {e}{_hint(e)}", file=sys.stderr)
         return ERROR

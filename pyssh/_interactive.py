@@ -49,7 +49,10 @@ def run(
     import termios
 
     text = None if command is None else _exec.command_text(command)
-    tty = os.isatty(STDIN)
+    # Python started without a descriptor 0 (sys.__stdin__ None): 0 may be any
+    # file opened since, the connection's socket even, which must not be read
+    has_stdin = sys.__stdin__ is not None
+    tty = has_stdin and os.isatty(STDIN)
     use_pty = tty if pty is None else bool(pty)
     saved = termios.tcgetattr(STDIN) if tty else None
     modes = _process.modes_from_termios(saved) if saved is not None else None
@@ -61,9 +64,9 @@ def run(
         session, text, pty=use_pty, term=term, size=_terminal_size(), modes=modes,
         env=_exec.env_pairs(env), timeout=None,
     )  # fmt: skip
-    with proc, _Watch(STDIN) as watch:
+    with proc, _Watch(STDIN if has_stdin else -1) as watch:
         with _RawMode(STDIN, saved), _Winch(proc if use_pty else None, watch) as winch:
-            _Loop(proc, watch, winch, escape=tty).run()
+            _Loop(proc, watch, winch, escape=tty, has_stdin=has_stdin).run()
     return DISCONNECTED if proc.returncode is None else proc.returncode
 
 
@@ -121,9 +124,9 @@ class _Watch:
 
     def __init__(self, fd: int):
         self.fd = fd
-        self.reading = True
         self.sel: Optional[selectors.BaseSelector] = None
         self.pipe: Tuple[int, int] = (-1, -1)
+        self.reading = fd >= 0
         sel = selectors.DefaultSelector()
         try:
             sel.register(fd, selectors.EVENT_READ)
@@ -196,7 +199,8 @@ class _Winch:
         self.proc = proc
         self.watch = watch
         self.changed = False
-        self.old: Any = None
+        self.installed = False
+        self.old: Any = None  # None too when the handler was not set from Python
         self.size = _terminal_size()
 
     def __enter__(self) -> _Winch:
@@ -206,6 +210,7 @@ class _Winch:
             and threading.current_thread() is threading.main_thread()
         ):
             self.old = signal.signal(signal.SIGWINCH, self._handler)
+            self.installed = True
         return self
 
     def _handler(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -225,9 +230,9 @@ class _Winch:
                 pass
 
     def __exit__(self, *exc: Any) -> None:
-        if self.old is not None:
-            signal.signal(signal.SIGWINCH, self.old)
-            self.old = None
+        if self.installed:
+            self.installed = False
+            signal.signal(signal.SIGWINCH, signal.SIG_DFL if self.old is None else self.old)
 
 
 class _Escape:
@@ -263,18 +268,22 @@ class _Loop:
     stdin, through the Process's own lock and bookkeeping (``_got``) so that its
     state (return code, exit signal) ends right."""
 
-    def __init__(self, proc: _process.Process, watch: _Watch, winch: _Winch, *, escape: bool):
+    def __init__(
+        self, proc: _process.Process, watch: _Watch, winch: _Winch, *, escape: bool, has_stdin: bool
+    ):
         self.proc = proc
         self.watch = watch
         self.winch = winch
         self.escape = _Escape() if escape else None
         self.pending = b""  # input read and not yet sent
-        self.input_open = True  # the local input has not ended
+        self.input_open = has_stdin  # the local input has not ended
         self.quit = False  # `~.`
 
     def run(self) -> None:
         proc = self.proc
         while proc.returncode is None and not self.quit:
+            if not self.input_open and not self.pending and not proc.stdin.closed:
+                proc.stdin.close()  # the local end of file, passed on
             self.winch.apply()
             r = self._step()
             _write_all(STDOUT, proc._pop(0, -1))
@@ -283,8 +292,6 @@ class _Loop:
                 return
             if r.fd_ready and self.watch.input_ready():
                 self._read_input()
-            if not self.input_open and not self.pending and not proc.stdin.closed:
-                proc.stdin.close()  # the local end of file, passed on
         if self.quit:
             proc.close()
 

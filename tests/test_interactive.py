@@ -205,6 +205,13 @@ def test_cli_stdin_streamed_then_eof(server, home):
     assert r.stdout == data
 
 
+def test_cli_with_stdin_closed(server, home):
+    # descriptor 0 closed: end of file for the command, never the connection read
+    argv = ["sh", "-c", 'exec "$@" <&-', "sh", *cli(server), "cat; echo done"]
+    r = subprocess.run(argv, capture_output=True, timeout=TIMEOUT)
+    assert (r.returncode, r.stdout) == (0, b"done\n")
+
+
 def test_cli_signal_is_255(server, home):
     r = run_cli(server, "kill -TERM $$")
     assert r.returncode == 255
