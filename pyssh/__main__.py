@@ -193,11 +193,12 @@ def ask_host_key(host: str, port: int, key_type: str, fingerprint: str) -> bool:
     """ssh's question for an unknown host key, on the terminal (/dev/tty); no
     terminal: refused, as ssh's batch mode does."""
     name = host if port == 22 else f"[{host}]:{port}"
-    try:
-        tty = open("/dev/tty" if os.name == "posix" else "CON", "r+", encoding="utf-8")
+    path = "/dev/tty" if os.name == "posix" else "CON"
+    try:  # two files: a terminal cannot be opened "r+" in text mode (not seekable)
+        tty, answers = open(path, "w", encoding="utf-8"), open(path, encoding="utf-8")
     except OSError:
         return False
-    with tty:
+    with tty, answers:
         tty.write(
             f"The authenticity of host '{name}' can't be established.\n"
             f"{key_type} key fingerprint is {fingerprint}.\n"
@@ -205,7 +206,7 @@ def ask_host_key(host: str, port: int, key_type: str, fingerprint: str) -> bool:
         )
         while True:
             tty.flush()
-            line = tty.readline()
+            line = answers.readline()
             answer = line.strip()
             if answer.lower() == "yes" or answer == fingerprint:
                 tty.write(f"Warning: Permanently added '{name}' to the list of known hosts.\n")

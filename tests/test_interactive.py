@@ -7,6 +7,7 @@ import fcntl
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -184,6 +185,21 @@ def test_command_without_t_gets_none(terminal):
     assert t.wait() == 6
 
 
+@pytest.mark.slow
+def test_unknown_host_key_asked_on_the_terminal(server, home, tmp_path):
+    kh = tmp_path / "known_hosts"
+    argv = cli(server, "-o", f"UserKnownHostsFile={kh}") + ["echo in-$((5+5))"]
+    t = Terminal(argv)
+    try:
+        t.expect(rb"continue connecting \(yes/no/\[fingerprint\]\)\? ")
+        t.send(b"yes\r")
+        t.expect(rb"in-10")
+        assert t.wait() == 0
+    finally:
+        t.close()
+    assert server.host_key_pub.split()[1] in kh.read_text()
+
+
 # ---- the command line without a terminal ----------------------------------------------------
 
 
@@ -302,6 +318,32 @@ def test_cli_local_forward(server, home):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+@pytest.mark.slow
+def test_cli_jump_and_remote_forward(server, home):
+    # jump through the test server to itself: jump hosts authenticate with ~/.ssh's keys
+    shutil.copy(server.client_key, home / ".ssh" / "id_ed25519")
+    (home / ".ssh" / "known_hosts").write_text(server.host_key_line + "\n")
+    port = free_port()
+    with echo_server() as target:
+        jump = f"{server.user}@127.0.0.1:{server.port}"
+        # the command reaches the forwarded port from the server's side
+        script = f"exec 3<>/dev/tcp/127.0.0.1/{port}; printf ping >&3; head -c 9 <&3"
+        r = subprocess.run(
+            cli(server, "-J", jump, "-R", f"{port}:127.0.0.1:{target}") + [f"bash -c '{script}'"],
+            capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    assert (r.returncode, r.stdout) == (0, b"echo:ping"), r.stderr
+
+
+def test_cli_remote_forward_port_zero(server, home):
+    r = subprocess.run(
+        cli(server, "-R", "0:127.0.0.1:9") + ["true"],
+        capture_output=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert r.returncode == 0
+    assert re.search(rb"Allocated port \d+ for remote forward to 127.0.0.1:9", r.stderr)
 
 
 def test_interactive_refused_off_posix(server, monkeypatch):
