@@ -1,6 +1,6 @@
 """``python -m pyssh`` (the ``pyssh`` command): a small ``ssh``.
 
-    pyssh [-p port] [-i identity]... [-J jump] [-L spec]... [-R spec]... [-D spec]
+    pyssh [-A] [-p port] [-i identity]... [-J jump] [-L spec]... [-R spec]... [-D spec]
           [-l user] [-o Key=Value]... [-F config] [-t|-T] [-N] [-v] [-q]
           destination [command...]
 
@@ -26,7 +26,7 @@ __all__ = ["main"]
 ERROR = 255  # ssh's status for its own errors
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 USAGE = (
-    "pyssh [-NqTtv] [-D [bind_address:]port] [-F configfile] [-i identity_file]\n"
+    "pyssh [-ANqTtv] [-D [bind_address:]port] [-F configfile] [-i identity_file]\n"
     "             [-J destination] [-L [bind_address:]port:host:hostport] [-l login_name]\n"
     "             [-o option] [-p port] [-R [bind_address:]port:host:hostport]\n"
     "             destination [command ...]"
@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         help="remote forward: [bind_address:]port:host:hostport")  # fmt: skip
     add("-D", dest="dynamic", action="append", default=[], metavar="SPEC",
         help="dynamic (SOCKS) forward: [bind_address:]port")  # fmt: skip
+    add(
+        "-A",
+        dest="agent",
+        action="store_true",
+        help="forward the ssh-agent (connect's forward_agent)",
+    )
     add("-l", dest="user", help="user to log in as")
     add("-o", dest="options", action="append", default=[], metavar="KEY=VALUE",
         help="an ssh_config option (StrictHostKeyChecking, UserKnownHostsFile, ...)")  # fmt: skip
@@ -156,6 +162,8 @@ def connect_arguments(args: argparse.Namespace) -> Tuple[str, Dict[str, Any], Li
     if args.identity:
         kw["keyfile"] = args.identity[0]
         lines += [f'IdentityFile "{p}"' for p in args.identity[1:]]
+    if args.agent:
+        kw["forward_agent"] = True
     if args.jump:
         lines.append(f"ProxyJump {args.jump}")
     if "userknownhostsfile" in opts:
@@ -278,13 +286,8 @@ def _wait(session: Any, tunnels: List[Any]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.dynamic:
-        for spec in args.dynamic:
-            parse_dynamic(spec)
-        import pyssh
-
-        if not hasattr(pyssh.Session, "forward_dynamic"):
-            raise UsageError("-D needs pyssh's SOCKS forwarding (not built yet)")
+    for spec in args.dynamic:
+        parse_dynamic(spec)
     for spec in args.local + args.remote:
         parse_forward(spec)
     command = " ".join(args.command) if args.command else None

@@ -255,7 +255,7 @@ def test_cli_unknown_host_key_without_a_terminal(server, home):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["-D", "1080", "h"], "-D needs pyssh's SOCKS forwarding"),
+        (["-D", "1:2:3", "h"], "bad -D spec"),
         (["-L", "1:2", "h"], "bad -L spec"),
         (["-R", "x:h:1", "h"], "is not a port"),
         (["-o", "StrictHostKeyChecking=maybe", "h"], "bad StrictHostKeyChecking"),
@@ -264,8 +264,6 @@ def test_cli_unknown_host_key_without_a_terminal(server, home):
     ],
 )
 def test_cli_usage_errors(args, message, capsys):
-    if args[:1] == ["-D"] and hasattr(pyssh.Session, "forward_dynamic"):
-        pytest.skip("-D is built")
     try:
         rc = main(args)
     except SystemExit as e:
@@ -344,6 +342,36 @@ def test_cli_remote_forward_port_zero(server, home):
     )  # fmt: skip
     assert r.returncode == 0
     assert re.search(rb"Allocated port \d+ for remote forward to 127.0.0.1:9", r.stderr)
+
+
+def test_cli_dynamic_forward(server, home):
+    port = free_port()
+    with echo_server() as target:
+        p = subprocess.Popen(
+            cli(server, "-N", "-D", str(port)), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+
+            def reached():
+                with contextlib.suppress(OSError):
+                    return socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+
+            conn = wait_until(reached, TIMEOUT, interval=0.05)
+            assert conn, p.stderr
+            with conn:  # SOCKS 5, no authentication, CONNECT 127.0.0.1:target
+                conn.sendall(b"\x05\x01\x00")
+                assert conn.recv(2) == b"\x05\x00"
+                conn.sendall(b"\x05\x01\x00\x01" + socket.inet_aton("127.0.0.1"))
+                conn.sendall(target.to_bytes(2, "big"))
+                assert conn.recv(10)[:2] == b"\x05\x00"
+                conn.sendall(b"ping")
+                assert conn.recv(100) == b"echo:ping"
+            p.send_signal(signal.SIGINT)
+            assert p.wait(TIMEOUT) == 130
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_interactive_refused_off_posix(server, monkeypatch):
