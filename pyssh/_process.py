@@ -15,16 +15,17 @@ import io
 import re
 import signal as _signal
 import struct
+import sys
 import threading
 import time
-from typing import Any, List, Mapping, Optional, Pattern, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Pattern, Tuple, Union
 
 from . import _ssh
 from ._names import printable
 from ._util import check_open, check_timeout
 from .errors import SSHError, SSHTimeoutError
 
-__all__ = ["Process", "TERMINAL_MODES", "encode_modes"]
+__all__ = ["Process", "TERMINAL_MODES", "encode_modes", "modes_from_termios"]
 
 CHUNK = 256 * 1024
 OTHER_MAX = 8 << 20  # what is kept of the stream not being read, while the other is
@@ -62,6 +63,40 @@ def encode_modes(modes: Modes) -> bytes:
             raise ValueError(f"terminal mode {name}: {value!r} is not a 32-bit unsigned int")
         out += struct.pack(">BI", op, value)
     return bytes(out) + b"\0"
+
+
+# termios has IUTF8 from Python 3.13 only; its value on Linux and macOS
+_IUTF8 = 0x4000 if sys.platform.startswith(("linux", "darwin")) else None
+
+
+def modes_from_termios(attrs: List[Any]) -> Dict[str, int]:
+    """The modes of ``termios.tcgetattr(fd)`` by TERMINAL_MODES' names, as OpenSSH
+    sends its terminal's (ttymodes.c): so that the remote terminal erases, echoes
+    and interrupts with the local keys. POSIX only; names this system lacks are left
+    out, a disabled key is 255, an unknown speed 9600."""
+    import termios
+
+    iflag, oflag, cflag, lflag, ispeed, ospeed, cc = attrs
+    # RFC 4254 numbers the modes by the word they live in
+    words = [(30, iflag), (50, lflag), (70, oflag), (90, cflag)]
+    modes: Dict[str, int] = {}
+    for name, op in TERMINAL_MODES.items():
+        bit = getattr(termios, name, _IUTF8 if name == "IUTF8" else None)
+        if not isinstance(bit, int) or op >= 128:
+            continue
+        if op < 30:
+            c = cc[bit] if bit < len(cc) else b"\0"
+            value = c[0] if isinstance(c, bytes) and c else c if isinstance(c, int) else 0
+            modes[name] = 255 if value == 0 else value  # _POSIX_VDISABLE is 0 on Linux
+        elif op >= 90 and name in ("CS7", "CS8"):
+            modes[name] = int(cflag & termios.CSIZE == bit)
+        else:
+            word = [w for start, w in words if op >= start][-1]
+            modes[name] = int(bool(word & bit))
+    bauds = {getattr(termios, n): int(n[1:]) for n in dir(termios) if re.fullmatch(r"B\d+", n)}
+    modes["TTY_OP_ISPEED"] = bauds.get(ispeed, 9600)
+    modes["TTY_OP_OSPEED"] = bauds.get(ospeed, 9600)
+    return modes
 
 
 def _size(size: Any) -> Tuple[int, int]:

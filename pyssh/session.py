@@ -394,6 +394,27 @@ class Session(_ssh.Session):
             env=_exec.env_pairs(env), timeout=timeout,
         )  # fmt: skip
 
+    def interactive(
+        self,
+        command: Optional[_exec.Command] = None,
+        *,
+        pty: Optional[bool] = None,
+        term: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> int:
+        """Attach the local terminal to ``command`` (None: the login shell), as
+        ``ssh -t host`` does, and return its exit status when it ends. With stdin
+        a terminal (``pty=None``) the remote side gets a terminal like the local
+        one (``term``: default ``$TERM``; its size, followed on SIGWINCH; its
+        modes) and the local one is in raw mode meanwhile, so Ctrl-C reaches the
+        remote command; it is restored on every way out. Otherwise stdin, stdout
+        and stderr are streamed, and the end of stdin is sent. ``~.`` at the start
+        of a line disconnects (returns 255). A signal's end returns ``-N``, as
+        :attr:`Process.returncode`. POSIX only. See docs/interactive.md."""
+        from . import _interactive
+
+        return _interactive.run(self, command, pty=pty, term=term, env=env)
+
     def scp_upload(
         self,
         files: Any,
