@@ -436,9 +436,10 @@ class Process:
         ends, and return ``(stdout, stderr)`` (stderr None on a terminal). Both
         directions move in one loop, so large input and output cannot deadlock.
         ``SSHTimeoutError`` after ``timeout`` seconds: the command runs on, and a
-        later call gets all of its output. Without ``timeout``, Ctrl-C (any exception)
-        ends the command, as for :meth:`Session.exec_internal`. On a terminal (``pty=True``) the end of
-        input is Ctrl-D at the start of a line: end ``input`` with ``b"\\n\\x04"``."""
+        later call gets all of its output. Without ``timeout``, Ctrl-C (any
+        exception) ends the command, as for :meth:`Session.exec_internal`. On a
+        terminal (``pty=True``) the end of input is Ctrl-D at the start of a line:
+        end ``input`` with ``b"\\n\\x04"``."""
         if input is not None and self.stdin.closed:
             raise ValueError("communicate() with input, but stdin was closed")
         dl = _Deadline(timeout)

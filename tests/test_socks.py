@@ -236,6 +236,7 @@ def test_curl(proxy, web, option):
 
 def test_requests_with_pysocks(proxy, web):
     import requests  # requests[socks]: the test extras, so that this never skips
+
     url = f"socks5h://127.0.0.1:{proxy.port}"
     r = requests.get(f"http://localhost:{web}/echo/pysocks", proxies={"http": url}, timeout=20)
     assert r.text == "pysocks"
