@@ -21,6 +21,7 @@
 
 #define SLICE_MS       100   /* longest wait before signals are checked again */
 #define SLICE_OTHER_MS 5000  /* ...in other threads, which run no signal handlers */
+#define LOG_DELAY_MS   100   /* longest wait before queued log lines are handed over */
 #define PYSSH_LOST     (-7)  /* locked_step: the keepalive found the connection lost */
 #define LOG_QUEUE_MAX  10000 /* lines kept between two returns to Python */
 
@@ -692,6 +693,10 @@ wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
         }
         pyssh_socket_t fd = want.fd;
         double now = pyssh_monotonic();
+        if (more != NULL && slice_end > now + LOG_DELAY_MS / 1000.0) {
+            /* log lines reach Python's logger soon, not at the end of a long slice */
+            slice_end = now + LOG_DELAY_MS / 1000.0;
+        }
         double end = slice_end;
         if (d != NULL && d->timeout >= 0 && d->expires < end) {
             end = d->expires; /* read again each time: the step may have touched it */

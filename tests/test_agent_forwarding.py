@@ -77,6 +77,7 @@ def test_off_by_default(connect, agent_key):
         assert not agent_threads()
 
 
+@pytest.mark.slow
 def test_onward_ssh_authenticates_with_the_forwarded_agent(
     connect, server, plain_address, agent_key
 ):
@@ -113,6 +114,7 @@ def test_true_without_an_agent_fails_before_connecting(connect, monkeypatch):
         connect(forward_agent=1)
 
 
+@pytest.mark.slow
 def test_config_forward_agent(connect, agent_key, agent, tmp_path):
     fp = fingerprint(agent_key + ".pub")
     cfg = tmp_path / "config"

@@ -273,6 +273,7 @@ def test_where_the_server_says_a_path_leads_is_never_a_local_name(hostile_sftp, 
     assert not (area / "evil").exists() and not (area.parent / "evil").exists()
 
 
+@pytest.mark.slow
 def test_a_tree_that_never_ends(hostile_sftp, area):
     """Every directory lists a subdirectory: walk() and download() stop at 64 levels
     (before: walk recursed until RecursionError)."""

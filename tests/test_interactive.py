@@ -228,6 +228,7 @@ def test_cli_with_stdin_closed(server, home):
     assert (r.returncode, r.stdout) == (0, b"done\n")
 
 
+@pytest.mark.slow
 def test_cli_signal_is_255(server, home):
     r = run_cli(server, "kill -TERM $$")
     assert r.returncode == 255
@@ -335,6 +336,7 @@ def test_cli_jump_and_remote_forward(server, home):
     assert (r.returncode, r.stdout) == (0, b"echo:ping"), r.stderr
 
 
+@pytest.mark.slow
 def test_cli_remote_forward_port_zero(server, home):
     r = subprocess.run(
         cli(server, "-R", "0:127.0.0.1:9") + ["true"],
@@ -344,6 +346,7 @@ def test_cli_remote_forward_port_zero(server, home):
     assert re.search(rb"Allocated port \d+ for remote forward to 127.0.0.1:9", r.stderr)
 
 
+@pytest.mark.slow
 def test_cli_dynamic_forward(server, home):
     port = free_port()
     with echo_server() as target:

@@ -274,6 +274,7 @@ def bare_session(server, user):
     return s
 
 
+@pytest.mark.slow
 def test_kbdint_answers_are_copied_from_any_sequence(server, account):
     """The answers are kept in a private tuple while the session lock is waited for."""
     name, password = account
@@ -298,6 +299,7 @@ def test_kbdint_answers_are_copied_from_any_sequence(server, account):
     "libasan" in os.environ.get("LD_PRELOAD", ""),
     reason="AddressSanitizer's quarantine keeps freed memory: RSS says nothing",
 )
+@pytest.mark.slow
 def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
     """_configure(proxy_jumps=...) sets the jump data under the lock, after looking
     again at the session: __fspath__ may have closed it (the data was kept,

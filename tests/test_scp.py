@@ -362,6 +362,7 @@ def test_file_over_4_gib(session, area):
         assert f.read() == b"tail!"
 
 
+@pytest.mark.slow
 def test_server_without_scp(tmp_path):
     from pyssh.testing import SSHServer
 
@@ -375,6 +376,7 @@ def test_server_without_scp(tmp_path):
         assert ei.value.filename == "some/dir" and "/nonexistent/bin/scp" in ei.value.server_message
 
 
+@pytest.mark.slow
 def test_login_script_that_prints(tmp_path):
     """What a ~/.bashrc that prints does to SCP: an error that says so."""
     from pyssh.testing import SSHServer

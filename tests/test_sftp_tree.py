@@ -145,6 +145,7 @@ def data_of(root):
     return {rel: (kind, data) for rel, (kind, _mode, _mtime, data) in walk(root).items()}
 
 
+@pytest.mark.slow
 def test_a_tree_of_small_files_takes_few_round_trips(sftp, area):
     """300 files in three directories: a fraction of a round trip each, both ways."""
     src = area / "local" / "many"

@@ -194,6 +194,7 @@ def test_socks5_reaches_the_target(proxy, web, host, pipelined):
         assert body(c) == b"hello"
 
 
+@pytest.mark.slow
 def test_socks5_ipv6_target(proxy):
     try:
         httpd = _serve(_V6Server, "::1")

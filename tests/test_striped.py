@@ -213,6 +213,7 @@ def test_a_server_that_allows_few_channels(area, caplog):
 # ---- long paths --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_streams_follow_the_round_trip(server, tmp_path):
     """By default, one channel on loopback, and more the longer the round trip."""
     with server.connect() as s, s.sftp() as f:

@@ -781,6 +781,7 @@ def test_server_killed_while_tunnels_are_open(fresh_server, target, listening, c
     s.close()
 
 
+@pytest.mark.slow
 def test_no_byte_is_lost_while_keys_are_exchanged_again():
     """During a key re-exchange libssh sends no channel data (a write takes
     nothing): what the tunnel read from its local socket then is held back and
