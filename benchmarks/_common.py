@@ -110,3 +110,24 @@ def seconds(s: float) -> str:
 def failed_row(name: str, setting: str, row: dict, width: int, limit: int = 100) -> list:
     """A table row for a client that failed or never ran."""
     return [name, setting, (row["error"] or "no runs")[:limit]] + [""] * (width - 3)
+
+
+def openssh_options(srv, port_flag: str = "-p") -> list:
+    """OpenSSH's options for the throwaway sshd `srv`: its key and known_hosts
+    only, no config, no questions; `port_flag` is "-p" (ssh) or "-P" (scp, sftp)."""
+    return [
+        "-F",
+        "/dev/null",
+        "-i",
+        srv.client_key,
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        f"UserKnownHostsFile={srv.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        port_flag,
+        str(srv.port),
+    ]

@@ -37,6 +37,7 @@ from _common import (
     cpu_seconds,
     failed_row,
     machine,
+    openssh_options,
     pair,
     parse_size,  # noqa: E402
     render,
@@ -75,24 +76,7 @@ def make_clients(srv) -> dict:
     clients["pyssh"] = pyssh_run
     clients["pyssh (callback)"] = lambda st, cmd, size: pyssh_run(st, cmd, size, callback=True)
 
-    base = [
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-i",
-        srv.client_key,
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={srv.known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        "-p",
-        str(srv.port),
-        f"{srv.user}@{srv.host}",
-    ]
+    base = ["ssh", *openssh_options(srv), f"{srv.user}@{srv.host}"]
     ssh_cipher = {}
 
     def ssh_run(setting, cmd, size):

@@ -69,6 +69,7 @@ from _common import (
     cpu_seconds,
     failed_row,
     machine,
+    openssh_options,
     pair,
     parse_size,
     render,
@@ -112,24 +113,7 @@ def joined(t, errors) -> None:
 
 
 def ssh_base(srv) -> list:
-    return [
-        "ssh",
-        "-F",
-        "/dev/null",
-        "-i",
-        srv.client_key,
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={srv.known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        "-p",
-        str(srv.port),
-        f"{srv.user}@{srv.host}",
-    ]
+    return ["ssh", *openssh_options(srv), f"{srv.user}@{srv.host}"]
 
 
 def proc_cpu(pid: int) -> float:

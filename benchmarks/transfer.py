@@ -72,6 +72,7 @@ from _common import (
     cpu_seconds,
     failed_row,
     machine,
+    openssh_options,
     pair,
     parse_size,
     render,
@@ -103,24 +104,7 @@ def _pyssh(srv, kind: str):
 
 
 def _openssh_options(srv) -> list:
-    return [
-        "-F",
-        "/dev/null",
-        "-c",
-        GCM,
-        "-i",
-        srv.client_key,
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        f"UserKnownHostsFile={srv.known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        "-P",
-        str(srv.port),
-    ]
+    return ["-c", GCM, *openssh_options(srv, "-P")]
 
 
 def _openssh_sftp(srv):
