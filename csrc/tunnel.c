@@ -130,9 +130,11 @@ struct TunnelObject {
     int kind;
     int configured;
     /* LOCAL */
-    pyssh_socket_t lfd; /* the listening socket (the Python layer owns it) */
-    char *host;         /* the target (LOCAL); the server's bind address (REMOTE) */
-    int port;           /* the target's port (LOCAL); the port asked for (REMOTE) */
+    pyssh_socket_t lfd;   /* the listening socket (the Python layer owns it) */
+    pyssh_socket_t adopt; /* LOCAL, no listening socket: the one connection given
+                             (adopt_local, a ProxyJump hop), owned until run() takes it */
+    char *host;           /* the target (LOCAL); the server's bind address (REMOTE) */
+    int port;             /* the target's port (LOCAL); the port asked for (REMOTE) */
     /* REMOTE */
     int bound;                  /* the port the server listens on; 0 when not listening */
     struct addrinfo *ai;        /* the local target, resolved */
@@ -1072,9 +1074,32 @@ accept_now(const TunnelObject *t)
     return accepting(t) && (t->kind != DYNAMIC || t->nsocks < SOCKS_MAX);
 }
 
+/* The connection adopt_local gave becomes the tunnel's (its channel opened as
+ * an accepted one's), once. */
+static int
+adopt_conn(TunnelObject *t, ssh_session ssh)
+{
+    pyssh_socket_t fd = t->adopt;
+    t->adopt = PYSSH_INVALID_SOCKET;
+    conn *k = conn_new(t, fd, C_OPENING, "ProxyJump");
+    if (k == NULL) {
+        pyssh_closesocket(fd);
+        return PYSSH_FAILED;
+    }
+    if (pyssh_chanio_new(&k->io, ssh) < 0) {
+        conn_free(t, k, 1, 1);
+        return PYSSH_FAILED;
+    }
+    snprintf(k->orig, sizeof(k->orig), "127.0.0.1");
+    return 0;
+}
+
 static int
 accept_local(TunnelObject *t, ssh_session ssh)
 {
+    if (t->adopt != PYSSH_INVALID_SOCKET) {
+        return adopt_conn(t, ssh);
+    }
     for (int i = 0; i < ACCEPT_MAX && accept_now(t); i++) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof(sa);
@@ -1328,7 +1353,7 @@ pollset_build(TunnelObject *t)
         t->fds_cap = cap;
     }
     int n = PYSSH_POLL_RESERVED;
-    if (listener(t) && accept_now(t)) {
+    if (listener(t) && t->lfd != PYSSH_INVALID_SOCKET && accept_now(t)) {
         t->ps.fds[n].fd = t->lfd;
         t->ps.fds[n].events = POLLIN;
         t->ps.fds[n].revents = 0;
@@ -1422,7 +1447,8 @@ static int
 tunnel_round(void *state, ssh_session ssh, int idle)
 {
     TunnelObject *t = state;
-    if (!idle && listener(t) && t->listen_ready && accept_local(t, ssh) < 0) {
+    int ready = t->listen_ready || t->adopt != PYSSH_INVALID_SOCKET;
+    if (!idle && listener(t) && ready && accept_local(t, ssh) < 0) {
         return PYSSH_FAILED;
     }
     t->listen_ready = 0;
@@ -1503,6 +1529,7 @@ tunnel_init(PyObject *obj)
 {
     TunnelObject *self = (TunnelObject *)obj;
     self->lfd = PYSSH_INVALID_SOCKET;
+    self->adopt = PYSSH_INVALID_SOCKET;
     self->max_conns = -1;
     self->idle_timeout = -1;
     self->socks_timeout = 30.0;
@@ -1586,6 +1613,9 @@ tunnel_dealloc(TunnelObject *self)
         Py_CLEAR(self->session);
     }
     pyssh_waiter_close(&self->wake);
+    if (self->adopt != PYSSH_INVALID_SOCKET) {
+        pyssh_closesocket(self->adopt); /* given, never run */
+    }
     target_free(self);
     free(self->host);
     free(self->scratch);
@@ -1641,7 +1671,7 @@ listen_on(TunnelObject *self, const char *call, long long fd, const char *host, 
         PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
         goto done;
     }
-    if (sock_setup((pyssh_socket_t)fd) < 0) {
+    if ((pyssh_socket_t)fd != PYSSH_INVALID_SOCKET && sock_setup((pyssh_socket_t)fd) < 0) {
         pyssh_set_socket_error(pyssh_socket_errno());
         goto done;
     }
@@ -1672,6 +1702,36 @@ tunnel_listen_local(TunnelObject *self, PyObject *args)
         return NULL;
     }
     return listen_on(self, "listen_local", fd, host, port, LOCAL);
+}
+
+PyDoc_STRVAR(adopt_local_doc,
+             "adopt_local($self, fd, host, port, /)\n--\n\n"
+             "Carry the one connected socket `fd` to host:port through the server, as a\n"
+             "local forward's connection (a ProxyJump hop: the next session's socket).\n"
+             "The tunnel owns `fd` from here, and closes it.");
+
+static PyObject *
+tunnel_adopt_local(TunnelObject *self, PyObject *args)
+{
+    long long fd; /* a SOCKET on Windows: wider than an int */
+    int port;
+    const char *host;
+    if (!PyArg_ParseTuple(args, "Lsi:adopt_local", &fd, &host, &port)) {
+        return NULL;
+    }
+    if (sock_setup((pyssh_socket_t)fd) < 0) {
+        int e = pyssh_socket_errno();
+        pyssh_closesocket((pyssh_socket_t)fd);
+        pyssh_set_socket_error(e);
+        return NULL;
+    }
+    PyObject *r = listen_on(self, "adopt_local", PYSSH_INVALID_SOCKET, host, port, LOCAL);
+    if (r == NULL) {
+        pyssh_closesocket((pyssh_socket_t)fd);
+        return NULL;
+    }
+    self->adopt = (pyssh_socket_t)fd;
+    return r;
 }
 
 PyDoc_STRVAR(listen_dynamic_doc,
@@ -2086,6 +2146,7 @@ tunnel_get_port(TunnelObject *self, void *closure)
 static PyMethodDef tunnel_methods[] = {
     {"listen_local", (PyCFunction)tunnel_listen_local, METH_VARARGS, listen_local_doc},
     {"listen_dynamic", (PyCFunction)tunnel_listen_dynamic, METH_VARARGS, listen_dynamic_doc},
+    {"adopt_local", (PyCFunction)tunnel_adopt_local, METH_VARARGS, adopt_local_doc},
     {"listen_remote", (PyCFunction)tunnel_listen_remote, METH_VARARGS, listen_remote_doc},
     {"listen_agent", (PyCFunction)tunnel_listen_agent, METH_VARARGS, listen_agent_doc},
     {"run", (PyCFunction)(void (*)(void))tunnel_run, METH_VARARGS | METH_KEYWORDS, run_doc},
