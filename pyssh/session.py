@@ -33,7 +33,7 @@ from typing import (
     Union,
 )
 
-from . import _config, _exec, _known_hosts, _process, _scp, _sftp, _ssh, _tunnel, _util
+from . import _config, _exec, _jump, _known_hosts, _process, _scp, _sftp, _ssh, _tunnel, _util
 from ._names import printable
 from .errors import (
     AuthenticationError,
@@ -42,6 +42,7 @@ from .errors import (
     HostKeyMismatchError,
     HostKeyRevokedError,
     PrivateKeyError,
+    SSHError,
     SSHTimeoutError,
     UnknownHostKeyError,
 )
@@ -265,6 +266,7 @@ class Session(_ssh.Session):
         self._hostkey: Optional[_ssh.ServerKey] = None
         self._known_hosts: Optional[str] = None
         self._tunnels: Set[_tunnel.Tunnel] = set()
+        self._hops: List[Session] = []  # the ProxyJump hosts' sessions, first first
         # connect() with the same arguments: another connection like this one, for
         # SFTP transfers over several connections (connections=)
         self._again: Optional[Callable[[], Session]] = None
@@ -282,6 +284,8 @@ class Session(_ssh.Session):
         for t in list(self._tunnels):
             t.close(timeout=1.0)
         super().close()
+        while self._hops:  # the jump hosts, after what went through them
+            self._hops.pop().close()
 
     def disconnect(self) -> None:
         """Close the connection. Calling it again does nothing."""
@@ -600,6 +604,7 @@ class Session(_ssh.Session):
             "kex": algos["kex"],
             "hostkey": key_type,
             "known_hosts": self._known_hosts,
+            "jump": [_format_target(h.user, h.host, h.port) for h in self._hops],
         }
 
 
@@ -763,10 +768,10 @@ def _record_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFile
         )
 
 
-def _target_key(s: Session) -> _ServerKey:
+def _target_key(s: Session, hop: Optional[int]) -> _ServerKey:
     assert s._hostkey is not None  # set by _handshake before host keys are checked
     key_type, sha256, b64 = s._hostkey.type, s._hostkey.sha256, s._hostkey.base64
-    return _ServerKey(s.host, s.port, key_type, sha256, base64.b64decode(b64))
+    return _ServerKey(s.host, s.port, key_type, sha256, base64.b64decode(b64), hop)
 
 
 def _connect_through_proxy(
@@ -994,7 +999,9 @@ def _authenticate(
     passphrase: Optional[Secret],
     opts: Dict[str, List[str]],
     home: str,
+    fallback: bool = False,
 ) -> None:
+    """`fallback` (a jump host): a key file given is tried first, then the host's own."""
     identities = [
         _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
         for p in opts.get("identityfile", [])
@@ -1012,7 +1019,7 @@ def _authenticate(
             a.tried.append("publickey")
             if a.key(path or "<key given as text>", path, data, explicit=True):
                 return
-        else:
+        if keyfile is None or fallback:
             if os.environ.get("SSH_AUTH_SOCK"):
                 a.tried.append("publickey (ssh-agent)")
                 rc = s._auth_agent(timeout=deadline.left())
@@ -1072,6 +1079,7 @@ def connect(
     forward_agent: Union[bool, PathType, None] = None,
     keepalive_interval: Optional[float] = None,
     keepalive_count_max: Optional[int] = None,
+    jump: Union[str, Sequence[str], None] = None,
 ) -> Session:
     """Connect to ``"[user@]host[:port]"``, check the host key, authenticate.
 
@@ -1087,6 +1095,9 @@ def connect(
     OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).
     ``forward_agent`` (``ssh -A``: True, a socket's path, False; None: ``ForwardAgent``
     from the config, else off) lets the server use your agent's keys: docs/connect.md.
+    ``jump`` (``ssh -J``): the jump hosts, ``"user@j1:22,j2"`` or a list, first first;
+    ``"none"``: none; None: ``ProxyJump`` from the config. Each is connected, checked and
+    authenticated as a target is; an error on one has ``.hop`` set (docs/connect.md).
     """
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
     h_host, user, port = _host_user_port(host, user, port)
@@ -1100,15 +1111,13 @@ def connect(
     cfg = _config_argument(config)
     home = os.path.expanduser("~")
     kh = _known_hosts_path(known_hosts, home)
+    hops = _jump.parse(jump)
     if verbose:
         _show_log_on_stderr(verbose)
-    deadline = _Deadline(timeout)
+    a = _Settings(keyfile, password, passphrase, kh, host_key_policy, cfg, home, verbose, algos)
     s = Session()
     try:
-        opts, proxy = _configure(s, h_host, user, port, cfg, home, kh, verbose, algos)
-        files = _host_key_files(kh, opts)
-        _reach(s, deadline, proxy, host_key_policy, files)
-        _authenticate(s, deadline, keyfile, password, passphrase, opts, home)
+        opts = _open(s, h_host, user, port, a, _Deadline(timeout), hops)
         _forward_agent(s, agent, opts)
         _start_keepalive(s, keepalive, opts)
     except BaseException:
@@ -1117,6 +1126,78 @@ def connect(
     log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
     s._again = functools.partial(connect, host, **{**again, "forward_agent": False})
     return s
+
+
+@dataclass
+class _Settings:
+    """connect()'s arguments, checked, for the target and its jump hosts."""
+
+    keyfile: Any
+    password: Optional[Secret]
+    passphrase: Optional[Secret]
+    known_hosts: str
+    policy: HostKeyPolicy
+    config: Union[bool, str, None]
+    home: str
+    verbose: int
+    algos: Dict[str, Optional[str]]
+
+
+def _open(
+    s: Session,
+    host: str,
+    user: Optional[str],
+    port: Optional[int],
+    a: _Settings,
+    deadline: _Deadline,
+    hops: Optional[List[str]],
+    via: Optional[Session] = None,
+    hop: Optional[int] = None,
+) -> Dict[str, List[str]]:
+    """Configure, connect (through the jump hosts `hops`, else through `via`, the
+    previous jump host, else directly), check the key and authenticate `s`: the
+    target, or jump host number `hop`. Returns the options read from the config."""
+    opts, proxy = _configure(
+        s, host, user, port, a.config, a.home, a.known_hosts, a.verbose, a.algos
+    )
+    files = _host_key_files(a.known_hosts, opts)
+    if via is None and hop is None:
+        chain = _jump.from_config(opts) if hops is None else hops
+        via = _connect_hops(s, chain, a, deadline)
+    sock = None if via is None else _jump.bridge(via, s.host, s.port)
+    _reach(s, deadline, proxy and via is None, a.policy, files, sock, hop)
+    _authenticate(s, deadline, a.keyfile, a.password, a.passphrase, opts, a.home, hop is not None)
+    return opts
+
+
+def _connect_hops(
+    s: Session, chain: List[str], a: _Settings, deadline: _Deadline
+) -> Optional[Session]:
+    """Connect the jump hosts one through the other, as `s`'s hops (closed with it);
+    returns the last one. A jump host is given the target's key file and passphrase,
+    and its password only when it is a callable (which sees whose prompt it is)."""
+    pw = a.password if callable(a.password) else None
+    hop_settings = _Settings(**{**a.__dict__, "password": pw, "algos": dict.fromkeys(a.algos)})
+    via: Optional[Session] = None
+    for n, spec in enumerate(chain, 1):
+        h_user, h_host, h_port = parse_host(spec)
+        h = Session()
+        s._hops.append(h)  # closed by s's close, also on failure
+        try:
+            _open(h, h_host, h_user, h_port, hop_settings, deadline, None, via, n)
+        except SSHError as e:
+            raise _hop_error(e, h, n) from None
+        via = h
+    return via
+
+
+def _hop_error(e: SSHError, h: Session, n: int) -> SSHError:
+    """The error on jump host `n`, naming it (a host key error names it already)."""
+    if getattr(e, "hop", None) is None:
+        e.hop = n  # type: ignore[attr-defined]
+        name = _known_hosts.lookup_name(h.host, h.port)
+        e.args = (f"jump host {name} (ProxyJump hop {n}): {e}",)
+    return e
 
 
 def _forward_agent(s: Session, agent: Union[str, bool, None], opts: Dict[str, List[str]]) -> None:
@@ -1272,11 +1353,12 @@ def _configure(
 ) -> Tuple[Dict[str, List[str]], bool]:
     """Set the session's options from the arguments and the configuration files
     (libssh reads them too), and where it connects. Returns the options pyssh reads
-    itself, and whether the connection goes through a ProxyJump or ProxyCommand."""
+    itself, and whether the connection goes through a ProxyCommand."""
     opts = _config.lookup(host, user=user, config=config, home=home) if config else {}
     jumps = opts.get("proxyjump", ["none"])[0]
     hops = 0 if jumps.lower() == "none" else len(jumps.split(","))
-    proxy = hops > 0 or opts.get("proxycommand", ["none"])[0].lower() != "none"
+    # ProxyJump is pyssh's (connect's _connect_hops), and wins over ProxyCommand
+    proxy = hops == 0 and opts.get("proxycommand", ["none"])[0].lower() != "none"
     eff_host, eff_user, eff_port = s._configure(
         host,
         user=user,
@@ -1296,12 +1378,20 @@ def _configure(
 
 
 def _reach(
-    s: Session, deadline: _Deadline, proxy: bool, policy: HostKeyPolicy, files: _HostKeyFiles
+    s: Session,
+    deadline: _Deadline,
+    proxy: bool,
+    policy: HostKeyPolicy,
+    files: _HostKeyFiles,
+    sock: Optional[socket.socket] = None,
+    hop: Optional[int] = None,
 ) -> None:
-    """Connect the configured session (directly, or through its proxies, whose keys
-    are checked on the way) and check the server's key."""
+    """Connect the configured session (over `sock`, the bridge from the previous jump
+    host; or through its ProxyCommand; or directly) and check the server's key."""
     target = _format_target(s.user, s.host, s.port)
-    if proxy:
+    if sock is not None:
+        s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
+    elif proxy:
         _connect_through_proxy(
             s, deadline, f"connecting to {target} through a proxy", policy, files
         )
@@ -1309,7 +1399,7 @@ def _reach(
         sock = _tcp_connect(s.host, s.port, deadline, target)
         s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
     s._hostkey = s._server_key()
-    _check_host_key(_target_key(s), policy, files)
+    _check_host_key(_target_key(s, hop), policy, files)
 
 
 def _algorithm_list(value: Algorithms, name: str) -> Optional[str]:

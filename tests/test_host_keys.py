@@ -334,8 +334,8 @@ def test_a_key_filed_under_the_bare_host_name_is_known(server, tmp_path):
 @pytest.fixture
 def jumps(home):
     """Two sshds on loopback, jump1 and jump2, and the session's `server` reached
-    through them: one client key authorized on all, in ~/.ssh for the jumps (libssh
-    authenticates them with the default key files, as OpenSSH's ProxyJump does)."""
+    through them: one client key authorized on the jumps, in ~/.ssh (a jump host
+    authenticates with its own keys when the target's key file is refused)."""
     with SSHServer() as jump1, SSHServer() as jump2:
         shutil.copy(jump1.client_key, home / ".ssh" / "id_ed25519")
         jump2.authorize(jump1.client_key + ".pub")
@@ -440,8 +440,9 @@ def test_a_jump_host_that_refuses_authentication_is_named(server, jumps, tmp_pat
     os.remove(home / ".ssh" / "id_ed25519")  # nothing to authenticate to the jump host with
     kh = tmp_path / "known_hosts"
     kh.write_text(f"{server.host_key_line}\n{jump1.host_key_line}\n")
-    with pytest.raises(pyssh.ConnectError) as e:
+    with pytest.raises(pyssh.AuthenticationError) as e:
         connect_through(server, [jump1], kh, "strict", tmp_path)
-    assert f"jump host [127.0.0.1]:{jump1.port} (ProxyJump hop 1), whose key was accepted" in str(
+    assert e.value.hop == 1
+    assert f"jump host [127.0.0.1]:{jump1.port} (ProxyJump hop 1): authentication failed" in str(
         e.value
     )
