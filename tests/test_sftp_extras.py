@@ -159,3 +159,32 @@ def test_extension_not_offered(sftp, area):
             assert e.value.errno == errno.EOPNOTSUPP
     finally:
         sftp.extensions.update(saved)
+
+
+def protocol_error(excinfo, why):
+    e = excinfo.value
+    assert isinstance(e, pyssh.SFTPError) and e.errno == errno.EPROTO, e
+    assert why in str(e), str(e)
+
+
+@pytest.mark.parametrize("data", [b"\0" * 24, b"\0" * 40], ids=["short", "long"])
+def test_hostile_limits_of_the_wrong_length(hostile_sftp, data):
+    """limits@openssh.com's reply is four uint64, checked in C as it arrives (the
+    SFTP channel asks for it when it starts)."""
+    with pytest.raises(pyssh.SFTPError) as e:
+        hostile_sftp({"ext_reply": {b"limits@openssh.com": data}}, lambda f: f.limits())
+    protocol_error(e, "an extension reply of the wrong length")
+
+
+@pytest.mark.parametrize("ext", [b"hardlink@openssh.com", b"fsync@openssh.com", b"copy-data"])
+def test_hostile_extended_reply_to_a_status_only_extension(hostile_sftp, area, ext):
+    (area / "remote" / "f").write_bytes(b"x")
+    src, dst = str(area / "remote" / "f"), str(area / "remote" / "g")
+    calls = {
+        b"hardlink@openssh.com": lambda f: f.link(src, dst),
+        b"fsync@openssh.com": lambda f: f.fsync(src),
+        b"copy-data": lambda f: f.copy(src, dst),
+    }
+    with pytest.raises(pyssh.SFTPError) as e:
+        hostile_sftp({"ext_reply": {ext: b"junk"}}, calls[ext])
+    protocol_error(e, "an SFTP extended reply to an extension answered by a status")
