@@ -941,8 +941,8 @@ class SFTP:
     def fsync(self, file: Any) -> None:
         """Make the server write a file to its disk (fsync@openssh.com): ``file`` is
         a file from :meth:`open` (flushed first) or a path (opened for this)."""
-        if isinstance(file, (io.IOBase, _RemoteRaw)) and not isinstance(file, _RemoteRaw):
-            file.flush()
+        if isinstance(file, io.IOBase) and not isinstance(file, _RemoteRaw):
+            file.flush()  # a buffered or text file: what it holds goes first
             raw = getattr(file, "buffer", file)
             raw = getattr(raw, "raw", raw)
             if not isinstance(raw, _RemoteRaw):
