@@ -35,7 +35,8 @@
 /* A striped download's receive windows together stay within this. */
 #define STRIPED_WINDOWS (128u << 20)
 #define ROUNDS_MAX      256
-#define EXT_FIELDS_MAX  11 /* statvfs@openssh.com's reply: 11 uint64 */
+#define EXT_FIELDS_MAX  11   /* statvfs@openssh.com's reply: 11 uint64 */
+#define EXT_STATUS_ONLY (-1) /* fsync, hardlink, copy-data: a STATUS is the answer */
 
 typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
@@ -191,7 +192,8 @@ typedef struct {
 
 /* A request of request()/batch() waiting for its reply: what it asked, so that
  * the reply is checked against it (ext_fields: an extension whose reply is that
- * many uint64, 0 for others; asked: a READ's length, the most its DATA may hold). */
+ * many uint64, EXT_STATUS_ONLY for one answered by a status alone, 0 for others;
+ * asked: a READ's length, the most its DATA may hold). */
 struct want {
     uint32_t id;
     int req;
@@ -354,6 +356,10 @@ frame_request(struct op *o, uint32_t id, int type, const char *p, size_t n)
     const char *why;
     if (sftp_reply_check(o->want[i].req, type, p, n, o->want[i].asked, &r, &why) < 0) {
         o->protocol_error = why;
+        return;
+    }
+    if (type == SFTP_EXTENDED_REPLY && o->want[i].ext_fields == EXT_STATUS_ONLY) {
+        o->protocol_error = "an SFTP extended reply to an extension answered by a status";
         return;
     }
     if (type == SFTP_EXTENDED_REPLY && o->want[i].ext_fields > 0) {
@@ -1407,7 +1413,8 @@ reqs_parse(PyObject *reqs, reqlist *r)
 }
 
 /* The extensions whose replies are a fixed number of uint64 (checked on arrival,
- * given to Python as ints): limits@openssh.com, (f)statvfs@openssh.com. */
+ * given to Python as ints): limits@openssh.com, (f)statvfs@openssh.com; and those
+ * answered by a STATUS alone, where an EXTENDED_REPLY is a protocol error. */
 static int
 ext_fields(int type, const Py_buffer *payload)
 {
@@ -1418,6 +1425,9 @@ ext_fields(int type, const Py_buffer *payload)
         {"limits@openssh.com", 4},
         {"statvfs@openssh.com", 11},
         {"fstatvfs@openssh.com", 11},
+        {"fsync@openssh.com", EXT_STATUS_ONLY},
+        {"hardlink@openssh.com", EXT_STATUS_ONLY},
+        {"copy-data", EXT_STATUS_ONLY},
     };
     if (type != SFTP_EXTENDED || payload->len < 4) {
         return 0;

@@ -13,8 +13,10 @@ only when complete, and reports progress.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import posixpath
+import re
 import shlex
 import stat
 import time
@@ -49,6 +51,57 @@ def remote_quote(path: str) -> str:
         rest = path[2:]
         return "~/" + shlex.quote(rest) if rest else "~/"
     return shlex.quote(path)
+
+
+_BRACKET_SAFE = re.compile(r"!?\]?[A-Za-z0-9_.,+@%=:[\]-]*\Z")
+
+
+def _glob_tokens(path: str) -> List[Tuple[bool, str]]:
+    """`path` as runs of literal text (False, text) and wildcards (True, text):
+    ``*``, ``?``, and ``[...]`` whose members need no quoting for the shell (a
+    ``[`` with others is literal, on both sides)."""
+    out: List[Tuple[bool, str]] = []
+    lit, i = "", 0
+    while i < len(path):
+        c, end = path[i], i + 1
+        if c == "[":
+            k = i + 1 + (path[i + 1 : i + 2] == "!")
+            k += path[k : k + 1] == "]"
+            j = path.find("]", k)
+            end = j + 1 if j >= 0 and _BRACKET_SAFE.match(path[i + 1 : j]) else i + 1
+        if c in "*?" or end > i + 1:
+            if lit:
+                out.append((False, lit))
+            out.append((True, path[i:end]))
+            lit = ""
+        else:
+            lit += c
+        i = end
+    return out + ([(False, lit)] if lit else [])
+
+
+def remote_pattern(path: str) -> str:
+    """A remote path with wildcards for the remote shell to expand, as ``scp``
+    lets it: only the wildcards are left unquoted, every run of other characters
+    is quoted (spaces, quotes, ``$``, backticks, ``;`` are never interpreted); a
+    leading ``~/`` stays the home."""
+    head, rest = ("~/", path[2:]) if path.startswith("~/") else ("", path)
+    return head + "".join(t if magic else shlex.quote(t) for magic, t in _glob_tokens(rest))
+
+
+def has_wildcards(path: str) -> bool:
+    return any(magic for magic, _ in _glob_tokens(path))
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    """Would the remote shell's expansion of `pattern` (a last path component)
+    give `name`? A leading dot only for a pattern's leading dot."""
+    if name.startswith(".") and not pattern.startswith("."):
+        return False
+    fn = "".join(
+        t if magic else re.sub(r"([*?[])", r"[\1]", t) for magic, t in _glob_tokens(pattern)
+    )
+    return fnmatch.fnmatchcase(name, fn)
 
 
 def _to_path(to: Any, where: str) -> str:
@@ -387,19 +440,23 @@ def download(
         raise FileNotFoundError(errno.ENOENT, "the download target directory does not exist", to)
     expected = {}
     asked: Dict[bytes, int] = {}  # how many sources have each name (a/x and b/x: 2)
+    patterns: List[Tuple[str, str]] = []  # wildcards in a last component, and their source
     for src in sources:
         base = posixpath.basename(src.rstrip("/"))
         if base in ("", ".", "..", "~"):
             raise ValueError(f"cannot download {src!r}: name the files or directory to fetch")
+        if has_wildcards(base):
+            patterns.append((base, src))
+            continue
         expected[os.fsencode(base)] = src
         asked[os.fsencode(base)] = asked.get(os.fsencode(base), 0) + 1
     what = "scp_download"
     rep = Reporter(verbose, progress, upload=False)
     flags = "-f -r" + (" -p" if preserve else "")
-    ch = _start(
-        session, f"scp {flags} -- " + " ".join(remote_quote(s) for s in sources), what, timeout
-    )
+    quoted = (remote_pattern(s) if has_wildcards(s) else remote_quote(s) for s in sources)
+    ch = _start(session, f"scp {flags} -- " + " ".join(quoted), what, timeout)
     receiver = _Receiver(ch, what, to, expected, asked, rep, preserve, timeout)
+    receiver.patterns = patterns
     try:
         receiver.run()
         receiver.finish(sources)
@@ -427,6 +484,7 @@ class _Receiver:
         self.reader = _Reader(ch, what)
         self.what = what
         self.expected = expected  # the top-level names asked for, and their sources
+        self.patterns: List[Tuple[str, str]] = []  # and wildcards: (last component, source)
         self.asked = asked
         self.rep = rep
         self.preserve = preserve
@@ -501,11 +559,17 @@ class _Receiver:
             )
         return False
 
+    def matched(self, name: bytes) -> List[str]:
+        """The sources with wildcards whose last component matches `name`."""
+        text = os.fsdecode(name)
+        return [src for pat, src in self.patterns if _name_matches(text, pat)]
+
     def check_top(self, name: bytes) -> None:
-        if len(self.stack) == 1 and name not in self.expected:
+        if len(self.stack) == 1 and name not in self.expected and not self.matched(name):
+            asked = sorted(self.expected.values()) + [src for _, src in self.patterns]
             raise SCPProtocolError(
                 f"{self.what}: the server sent {name!r}, which was not asked for "
-                f"(asked for: {sorted(self.expected.values())})"
+                f"(asked for: {asked})"
             )
 
     def check_name(self, name: bytes) -> None:
@@ -514,7 +578,8 @@ class _Receiver:
         server that sends the same or new entries without end is refused."""
         names = self.seen[-1]
         n = names.get(name, 0) + 1
-        if n > (self.asked.get(name, 1) if len(self.stack) == 1 else 1):
+        top = self.asked.get(name, 0) + len(self.matched(name)) if len(self.stack) == 1 else 1
+        if n > max(top, 1):
             where = "the target" if len(self.stack) == 1 else printable(self.rstack[-1])
             raise SCPProtocolError(
                 f"{self.what}: the server sent the name '{printable(name)}' twice in {where}"
@@ -532,8 +597,10 @@ class _Receiver:
         self.check_name(bname)
         name = os.fsdecode(bname)
         dest = os.path.join(self.stack[-1], name)
-        if len(self.stack) == 1:
+        if len(self.stack) == 1 and bname in self.expected:
             rpath = self.expected[bname]
+        elif len(self.stack) == 1:  # a wildcard's match: beside the pattern
+            rpath = posixpath.join(posixpath.dirname(self.matched(bname)[0]), name)
         else:
             rpath = posixpath.join(self.rstack[-1], name)
         if kind == "D":
@@ -607,5 +674,15 @@ class _Receiver:
         if self.first_error is not None:
             raise self.first_error
         if not self.got_anything:
-            raise _no_scp(self.ch, self.what, sources[0] if len(sources) == 1 else None)
+            err = _no_scp(self.ch, self.what, sources[0] if len(sources) == 1 else None)
+            if self.patterns and err.errno != errno.ENOENT:
+                # a shell that refuses a wildcard matching nothing (zsh, bash's failglob)
+                pat = self.patterns[0][1]
+                raise SCPFileNotFoundError(
+                    errno.ENOENT,
+                    f"{self.what}: no remote file matches {printable(pat)}"
+                    + (f" ({printable(err.server_message[-300:])})" if err.server_message else ""),
+                    pat,
+                ) from None
+            raise err
         _finish(self.ch, self.what)

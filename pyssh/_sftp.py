@@ -17,7 +17,7 @@ import posixpath
 import stat as _stat
 import struct
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import _conns, _local, _ssh
 from ._names import printable
@@ -132,12 +132,18 @@ def _entry(e: Tuple[bytes, bytes, Tuple[Any, ...]]) -> SFTPAttributes:
 
 
 def _attrs(
-    size: Optional[int] = None, mode: Optional[int] = None, times: Optional[Tuple[int, int]] = None
+    size: Optional[int] = None,
+    mode: Optional[int] = None,
+    times: Optional[Tuple[int, int]] = None,
+    owner: Optional[Tuple[int, int]] = None,
 ) -> bytes:
     flags, body = 0, b""
     if size is not None:
         flags |= A_SIZE
         body += struct.pack(">Q", size)
+    if owner is not None:  # the draft's order: size, uid/gid, permissions, times
+        flags |= A_UIDGID
+        body += struct.pack(">II", owner[0], owner[1])
     if mode is not None:
         flags |= A_PERMISSIONS
         body += struct.pack(">I", mode)
@@ -165,6 +171,16 @@ def _error(
     if path2 is not None:
         return cls(num, text, path, None, path2)
     return cls(num, text, path)
+
+
+class SFTPLimits(NamedTuple):
+    """The server's limits (limits@openssh.com), in bytes; 0 means no limit (for
+    the handles) or unknown."""
+
+    max_packet_length: int
+    max_read_length: int
+    max_write_length: int
+    max_open_handles: int
 
 
 READ_AHEAD_MAX = 8 << 20  # the file object's read-ahead grows to this on sequential reads
@@ -322,6 +338,13 @@ class _RemoteRaw(io.RawIOBase):
     def isatty(self) -> bool:
         return False
 
+    def fsync(self) -> None:
+        """Ask the server to write the file to its disk (fsync@openssh.com): on a
+        buffered file, ``f.flush()`` first, or ``sftp.fsync(f)`` which does both."""
+        self._check()
+        self._sftp._need("fsync@openssh.com", "fsync", self.name)
+        self._sftp._status(EXTENDED, _str(b"fsync@openssh.com") + _str(self._h), "fsync", self.name)
+
     def close(self) -> None:
         if not self.closed:
             try:
@@ -392,6 +415,7 @@ class SFTP:
         self._rtt = (time.monotonic() - t0) / 3
         self.extensions: Dict[str, bytes] = {k.decode("utf-8", "replace"): v for k, v in extensions}
         self.max_read = self.max_write = 32768
+        self._limits: Optional[SFTPLimits] = None
         if "limits@openssh.com" in self.extensions:
             t0 = time.monotonic()
             rtype, value = self._c.request(
@@ -399,6 +423,7 @@ class SFTP:
             )
             self._rtt = min(self._rtt, time.monotonic() - t0)
             if rtype == EXTENDED_REPLY:
+                self._limits = SFTPLimits(*value)
                 _packet, rd, wr, _handles = value
                 self.max_read = max(1, min(rd or 32768, 1 << 20))
                 self.max_write = max(1, min(wr or 32768, 1 << 20))
@@ -897,6 +922,132 @@ class SFTP:
         # bsize, frsize, blocks, bfree, bavail, files, ffree, favail, fsid, flag, namemax
         return os.statvfs_result((v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[9], v[10]))
 
+    # ---- OpenSSH's and the draft's extensions
+    def _need(self, ext: str, what: str, path: Optional[str]) -> None:
+        """SFTPError (EOPNOTSUPP) unless the server offered `ext` in its VERSION."""
+        if ext not in self.extensions:
+            raise SFTPError(errno.EOPNOTSUPP, f"{what}: the server does not offer {ext}", path)
+
+    def limits(self) -> SFTPLimits:
+        """The server's limits (limits@openssh.com, OpenSSH 8.6 and later):
+        ``max_packet_length``, ``max_read_length``, ``max_write_length``,
+        ``max_open_handles``. pyssh reads and writes in pieces of the server's
+        lengths, up to 1 MiB (``sftp.max_read``, ``sftp.max_write``)."""
+        self._need("limits@openssh.com", "limits", None)
+        if self._limits is None:
+            raise SFTPError(errno.EPROTO, "limits: the server answered with a status")
+        return self._limits
+
+    def fsync(self, file: Any) -> None:
+        """Make the server write a file to its disk (fsync@openssh.com): ``file`` is
+        a file from :meth:`open` (flushed first) or a path (opened for this)."""
+        if isinstance(file, io.IOBase) and not isinstance(file, _RemoteRaw):
+            file.flush()  # a buffered or text file: what it holds goes first
+            raw = getattr(file, "buffer", file)
+            raw = getattr(raw, "raw", raw)
+            if not isinstance(raw, _RemoteRaw):
+                raise TypeError("fsync: not a file opened by this SFTP's open()")
+            file = raw
+        if isinstance(file, _RemoteRaw):
+            file.fsync()
+            return
+        spath = os.fspath(file)
+        self._need("fsync@openssh.com", "fsync", spath)
+        h = self._open(spath, F_READ)
+        try:
+            self._status(EXTENDED, _str(b"fsync@openssh.com") + _str(h), "fsync", spath)
+        finally:
+            if not self._c.closed:
+                self._close_handle(h)
+
+    def link(self, src: Any, dst: Any) -> None:
+        """Make ``dst`` a hard link to the file ``src`` (``os.link``), with
+        hardlink@openssh.com."""
+        a, b = _path(src), _path(dst)
+        self._need("hardlink@openssh.com", "link", os.fspath(src))
+        self._status(
+            EXTENDED,
+            _str(b"hardlink@openssh.com") + _str(a) + _str(b),
+            "link",
+            os.fspath(src),
+            os.fspath(dst),
+        )
+
+    hardlink = link
+
+    def chown(self, path: Any, uid: int, gid: int) -> None:
+        """Set the owner and group of ``path`` by number (``os.chown``; -1 leaves
+        one as it is). Only root on the server may give a file away."""
+        spath = os.fspath(path)
+        for v in (uid, gid):
+            if isinstance(v, bool) or not isinstance(v, int) or not -1 <= v <= 0xFFFFFFFF:
+                raise ValueError(f"chown: uid and gid must be ints from -1 to 2**32-1, not {v!r}")
+        if uid == -1 or gid == -1:
+            st = self.stat(path)
+            uid = st.st_uid if uid == -1 and st.st_uid is not None else uid
+            gid = st.st_gid if gid == -1 and st.st_gid is not None else gid
+            if uid == -1 or gid == -1:
+                raise SFTPError(errno.EPROTO, "chown: the server did not say the owner", spath)
+        self._status(SETSTAT, _str(_path(path)) + _attrs(owner=(uid, gid)), "chown", spath)
+
+    def copy(self, src: Any, dst: Any) -> None:
+        """Copy the file ``src`` to ``dst`` on the server, the data never leaving it
+        (the copy-data extension, OpenSSH 9.0 and later): ``dst`` is created or
+        replaced, with ``src``'s permission bits. A server without copy-data: an
+        SFTPError (EOPNOTSUPP); copy through the client with :meth:`open` and
+        ``shutil.copyfileobj`` then."""
+        s, d = os.fspath(src), os.fspath(dst)
+        self._need("copy-data", "copy", s)
+        st = self.stat(s)
+        if st.is_dir():
+            raise SFTPIsADirectoryError(errno.EISDIR, f"copy: {printable(s)} is a directory", s)
+        hs = self._open(s, F_READ)
+        try:
+            mode = (st.st_mode or 0o644) & 0o777
+            hd = self._open(d, F_WRITE | F_CREAT | F_TRUNC, mode)
+            try:
+                # read from 0 to the end (length 0), write at 0
+                body = _str(hs) + struct.pack(">QQ", 0, 0) + _str(hd) + struct.pack(">Q", 0)
+                self._status(EXTENDED, _str(b"copy-data") + body, "copy", s, d)
+            finally:
+                if not self._c.closed:
+                    self._close_handle(hd)
+        finally:
+            if not self._c.closed:
+                self._close_handle(hs)
+
+    def rmtree(self, path: Any) -> None:
+        """Remove the directory ``path`` and everything in it (``shutil.rmtree``).
+        Symbolic links are removed, never followed: a link to a directory outside
+        goes, the directory stays. A link as ``path`` itself is refused, as
+        shutil does. Iterative, a level's listings fetched at once; at most 64
+        levels deep."""
+        from ._sftptree import rmtree  # it builds on this module
+
+        rmtree(self, os.fspath(path))
+
+    def glob(self, pattern: Any) -> List[str]:
+        """The remote paths matching ``pattern``, sorted, as Python's ``glob.glob``
+        gives them: ``*``, ``?`` and ``[...]`` match within one path component and
+        not a leading dot unless the pattern has one; ``**`` as a component matches
+        any number of directories (symlinked ones not descended). Relative patterns
+        are from the directory SFTP starts in (normally the home). No match: []."""
+        from . import _sftpglob
+
+        return _sftpglob.glob(self, _path(pattern).decode("utf-8", "surrogateescape"))
+
+    def _one_match(self, remote: str) -> str:
+        """get()'s source: itself, or the one file its wildcards match."""
+        from . import _sftpglob
+
+        found = _sftpglob.expand(self, [remote], "get")
+        if len(found) > 1:
+            raise ValueError(
+                f"get: {printable(remote)} matches {len(found)} files; "
+                f"download(pattern, to=directory) copies several"
+            )
+        return found[0]
+
     def walk(self, top: Any = ".") -> Iterator[Tuple[str, List[str], List[str]]]:
         """Like ``os.walk`` (top-down; symlinks to directories are not followed):
         yields (dirpath, dirnames, filenames). Stops with SFTPError (ELOOP) below
@@ -1017,7 +1168,7 @@ class SFTP:
         server refuses the channels wanted); see docs/performance.md. Returns the
         bytes transferred."""
         return self._get(
-            os.fspath(remote),
+            self._one_match(os.fspath(remote)),
             os.fspath(local),
             None,
             progress,
@@ -1405,6 +1556,9 @@ class SFTP:
         level)."""
         paths = transfer_paths(files, "download")
         to_s = os.fspath(to)
+        from . import _sftpglob
+
+        paths = _sftpglob.expand(self, paths, "download")
         if not os.path.isdir(to_s):
             if os.path.exists(to_s):
                 raise NotADirectoryError(errno.ENOTDIR, "download: not a directory", to_s)

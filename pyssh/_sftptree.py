@@ -44,11 +44,13 @@ from ._sftp import (
     F_WRITE,
     FSETSTAT,
     FX_EOF,
+    FX_NO_SUCH_FILE,
     FX_OK,
     HANDLE,
     MKDIR,
     OPEN,
     READ,
+    REMOVE,
     SETSTAT,
     STAT,
     STATUS,
@@ -599,3 +601,53 @@ class Uploads(_Queue):
                 self.sftp.mkdir(s.dest, 0o700)
         elif isinstance(s, _Put):
             self.alone(s.local, s.dest, s.st)
+
+
+# ---- rmtree --------------------------------------------------------------------------------
+
+
+def rmtree(sftp: SFTP, top: str) -> None:
+    """SFTP.rmtree(): list a level of directories at once, remove their files and
+    links in batches, then the directories deepest first. Never follows a link."""
+    st = sftp.lstat(top)
+    if st.is_symlink():
+        raise SFTPError(
+            errno.ENOTDIR,
+            f"rmtree: {printable(top)} is a symbolic link (remove() removes the link)",
+            top,
+        )
+    if not st.is_dir():
+        raise SFTPError(errno.ENOTDIR, f"rmtree: {printable(top)} is not a directory", top)
+    dirs, level = [top], [top]
+    for _ in range(DEPTH_MAX + 1):
+        if not level:
+            break
+        listed = sftp._list_many(level)
+        files: List[str] = []
+        below: List[str] = []
+        for p in level:
+            entries = listed.get(p)
+            if entries is None:
+                entries = sftp.listdir_attr(p)  # says what went wrong
+            for a in entries:
+                sub = posixpath.join(p, a.filename or "")
+                (below if a.is_dir() and not a.is_symlink() else files).append(sub)
+        _statuses(sftp, [(REMOVE, _str(_path(f))) for f in files], files, "rmtree")
+        dirs += below
+        level = below
+    if level:
+        raise SFTPError(
+            errno.ELOOP, f"rmtree: {printable(top)} is more than {DEPTH_MAX} levels deep", top
+        )
+    for d in reversed(dirs):  # the deepest first: each is empty by then
+        sftp.rmdir(d)
+
+
+def _statuses(sftp: SFTP, reqs: List[Tuple[int, bytes]], paths: List[str], what: str) -> None:
+    """Requests answered by a status, in batches; the first failure raised once its
+    batch is done (a file already gone counts as removed)."""
+    for j in range(0, len(reqs), BATCH_MAX):
+        replies = sftp._c.batch(reqs[j : j + BATCH_MAX], timeout=sftp._timeout, what=what)
+        for path, (rtype, value) in zip(paths[j : j + BATCH_MAX], replies):
+            if rtype == STATUS and value[0] not in (FX_OK, FX_NO_SUCH_FILE):
+                raise _error(value[0], value[1], what, path)

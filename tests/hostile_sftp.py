@@ -25,6 +25,8 @@ starts one). Keys (all optional):
   delay         seconds                  sleep before each reply
   message       "text"                   the message of every failed status
   limits        [packet, read, write]    offer limits@openssh.com with these
+  ext_reply     {b"name": b"data"}       offer these extensions, each answered by an
+                                         EXTENDED_REPLY of these bytes as they are
   raw, raw_on   bytes, request type      answer that request with these bytes as they are
   ignore        [request type, ...]      never answer requests of these types
   stall_on      [request type, nth]      from the nth request of that type on, answer nothing
@@ -344,6 +346,8 @@ def do_realpath(rid, b):
 
 def do_extended(rid, b):
     name, i = string(b, 0)
+    if name in S.get("ext_reply", {}):
+        return send(EXTENDED_REPLY, rid, S["ext_reply"][name])
     if name == b"limits@openssh.com" and "limits" in S:
         p, r, w = S["limits"]
         return send(EXTENDED_REPLY, rid, struct.pack(">QQQQ", p, r, w, 64))
@@ -399,6 +403,7 @@ def main():
         body = read_exactly(n - 1)
         if t == 1:
             ext = s(b"limits@openssh.com") + s(b"1") if "limits" in S else b""
+            ext += b"".join(s(k) + s(b"1") for k in S.get("ext_reply", {}))
             version = struct.pack(">IBI", 5 + len(ext), 2, 3) + ext
             out.write(version * (2 if S.get("version_twice") else 1))
             out.flush()
