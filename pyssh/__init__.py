@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from . import _ssh
 from ._exec import DEFAULT as _DEFAULT, ExecResult
 from ._process import TERMINAL_MODES, Process
-from ._sftp import SFTP, SFTPAttributes
+from ._sftp import SFTP, SFTPAttributes, SFTPLimits
 from ._tunnel import Tunnel, TunnelStats
 from ._version import __version__
 from .errors import (
@@ -62,6 +62,7 @@ __all__ = [
     "ssh_tunnel",
     "SFTP",
     "SFTPAttributes",
+    "SFTPLimits",
     "SFTPError",
     "SFTPFileNotFoundError",
     "SFTPPermissionError",
