@@ -89,13 +89,19 @@ def test_chown_as_root(sftp, area):
     assert (os.stat(path).st_uid, os.stat(path).st_gid) == (12345, 34567)
 
 
-@pytest.mark.skipif(IS_ROOT, reason="root may give files away")
-def test_chown_to_root_refused(sftp, area):
-    path = area / "remote" / "f"
-    path.write_bytes(b"")
-    with pytest.raises(pyssh.SFTPError):
-        sftp.chown(str(path), 0, 0)
-    assert os.stat(path).st_uid == os.getuid()
+def test_chown_to_root_refused(plain_session):
+    """An ordinary account (as root: the test account) cannot give a file away."""
+    with plain_session.sftp() as sftp:
+        name = f"pyssh-chown-{os.getpid()}"
+        with sftp.open(name, "wb") as f:
+            f.write(b"x")
+        try:
+            before = sftp.stat(name).st_uid
+            with pytest.raises(pyssh.SFTPError):
+                sftp.chown(name, 0, 0)
+            assert sftp.stat(name).st_uid == before
+        finally:
+            sftp.remove(name)
 
 
 def test_rmtree_leaves_a_linked_directory_alone(sftp, area):
