@@ -261,7 +261,7 @@ def read_key(path_or_text: Union[PathType, bytes], passphrase: Optional[Secret] 
             return _public_from_line(text.decode("utf-8", "replace").strip(), label)
         key = _private_from_text(text.strip() + b"\n", passphrase, label)
     except PrivateKeyError as e:
-        e.path = path
+        setattr(e, "path", path)  # noqa: B010 (the stub's class has no such attribute)
         raise
     if path is not None and os.path.exists(path + ".pub"):
         try:
