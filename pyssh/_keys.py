@@ -357,7 +357,7 @@ class Certificate:
 
     def refusal(self, user: str) -> str:
         """What to say when the server refused it."""
-        why = [f"the server refused the certificate {self.path}"]
+        why = ["the server refused the certificate"]  # the report names the file
         problem = self.validity_problem()
         if problem:
             why.append(problem)

@@ -13,7 +13,10 @@ import pyssh
 def keygen_l(path, hash="sha256"):
     """ssh-keygen -l's fingerprint of a key file."""
     out = subprocess.run(
-        ["ssh-keygen", "-l", "-E", hash, "-f", str(path)], capture_output=True, text=True, check=True
+        ["ssh-keygen", "-l", "-E", hash, "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return out.split()[1]
 
@@ -57,7 +60,9 @@ def test_passphrase(tmp_path):
     assert "nope" not in str(e.value) and e.value.path == str(path)
     with pytest.raises(pyssh.PrivateKeyError, match="encrypted"):
         pyssh.read_key(path)
-    subprocess.run(["ssh-keygen", "-y", "-P", "s3cret", "-f", str(path)], check=True, capture_output=True)
+    subprocess.run(
+        ["ssh-keygen", "-y", "-P", "s3cret", "-f", str(path)], check=True, capture_output=True
+    )
 
 
 def test_read_openssh_keys_and_garbage(make_key, tmp_path):
@@ -66,7 +71,9 @@ def test_read_openssh_keys_and_garbage(make_key, tmp_path):
     assert key.type == "ecdsa-sha2-nistp256" and key.bits == 256 and key.comment == "pyssh-test"
     assert key.fingerprint() == keygen_l(path)
     bad = tmp_path / "bad"
-    bad.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n")
+    bad.write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
     with pytest.raises(pyssh.PrivateKeyError, match="not a private key"):
         pyssh.read_key(bad)
     with pytest.raises(ValueError):
@@ -76,7 +83,9 @@ def test_read_openssh_keys_and_garbage(make_key, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,bits", [("ecdsa", 384), ("ecdsa", 521), ("rsa", 2048), ("rsa", None)])
+@pytest.mark.parametrize(
+    "kind,bits", [("ecdsa", 384), ("ecdsa", 521), ("rsa", 2048), ("rsa", None)]
+)
 def test_each_type(tmp_path, kind, bits):
     key = pyssh.generate_key(kind, bits)
     assert key.bits == (bits or 3072)
