@@ -1068,6 +1068,13 @@ def _certificates_for(path: Optional[str], key: Any, listed: List[str]) -> List[
     return found
 
 
+def _key_label(keyfile: Any) -> str:
+    """How the report names a key given as a Key or as text."""
+    if isinstance(keyfile, _keys.Key):
+        return f"<Key {keyfile.fingerprint()}>"
+    return "<key given as text>"
+
+
 def _authenticate(
     s: Session,
     deadline: _Deadline,
@@ -1096,11 +1103,7 @@ def _authenticate(
         if keyfile is not None:
             path, data = _key_argument(keyfile)
             a.tried.append("publickey")
-            label = path or (
-                f"<Key {keyfile.fingerprint()}>"
-                if isinstance(keyfile, _keys.Key)
-                else "<key given as text>"
-            )
+            label = path or _key_label(keyfile)
             if a.identity(label, path, data, True, _certificates_for(path, keyfile, certs)):
                 return
         else:
