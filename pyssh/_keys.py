@@ -79,7 +79,7 @@ class Key(_ssh.Key):
     :func:`agent_keys`. A private key can be saved and passed to ``connect(keyfile=)``;
     ``has_private`` is False for a public key only (a ``.pub`` file, an agent's key)."""
 
-    comment: str
+    comment: str = ""  # a plain attribute: the .pub line's comment
 
     @property
     def type(self) -> str:

@@ -1182,6 +1182,9 @@ def connect(
     OSError); a host key error for a ProxyJump host has ``.hop`` set (1 for the first).
     ``forward_agent`` (``ssh -A``: True, a socket's path, False; None: ``ForwardAgent``
     from the config, else off) lets the server use your agent's keys: docs/connect.md.
+    ``keyfile`` may be a private :class:`pyssh.Key`; ``certificate`` (a path) is a user
+    certificate offered with the key it certifies, as are ``KEY-cert.pub`` beside a key
+    and ``CertificateFile`` (docs/connect.md, Certificates).
     """
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
     h_host, user, port = _host_user_port(host, user, port)
