@@ -281,7 +281,10 @@ def agent_keys(socket_path: Optional[PathType] = None, timeout: float = 10.0) ->
     where = os.fspath(socket_path) if socket_path is not None else os.environ.get("SSH_AUTH_SOCK")
     if not where:
         raise SSHError("SSH_AUTH_SOCK is unset: there is no agent to ask")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    family = getattr(socket, "AF_UNIX", None)
+    if family is None:  # Windows' OpenSSH agent is a named pipe
+        raise SSHError("agent_keys() needs a Unix socket: not supported on this system")
+    with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         try:
             s.connect(os.path.expanduser(where))
