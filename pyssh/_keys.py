@@ -249,7 +249,9 @@ def read_key(path_or_text: Union[PathType, bytes], passphrase: Optional[Secret] 
         text = path_or_text
     elif isinstance(path_or_text, str) and ("-----BEGIN" in path_or_text or "\n" in path_or_text):
         text = path_or_text.encode()
-    elif isinstance(path_or_text, str) and path_or_text.split(None, 1)[0] in _KEY_FIELDS:
+    elif isinstance(path_or_text, str) and path_or_text.split(None, 1)[:1] in (
+        [t] for t in _KEY_FIELDS
+    ):
         return _public_from_line(path_or_text, "the text")
     else:
         path = os.path.expanduser(os.fsdecode(path_or_text))
@@ -292,7 +294,10 @@ def agent_keys(socket_path: Optional[PathType] = None, timeout: float = 10.0) ->
             answer = _recv_message(s)
         except OSError as e:
             raise SSHError(f"cannot ask the agent at {where}: {e.strerror or e}") from e
-    return _parse_identities(answer)
+    try:
+        return _parse_identities(answer)
+    except ValueError as e:  # _Reader: a length beyond the answer
+        raise SSHError(f"the agent at {where} sent a malformed answer: {e}") from None
 
 
 def _recv_exactly(s: socket.socket, n: int) -> bytes:

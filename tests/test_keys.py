@@ -122,3 +122,40 @@ def test_agent_keys_without_agent(monkeypatch, tmp_path):
         pyssh.agent_keys()
     with pytest.raises(pyssh.SSHError, match="cannot ask the agent"):
         pyssh.agent_keys(tmp_path / "none.sock")
+
+
+def test_public_line_text_and_malformed_answers():
+    from pyssh import _keys
+
+    key = pyssh.generate_key(comment="c")
+    assert pyssh.read_key(key.public_line()).fingerprint() == key.fingerprint()
+    blob = key.blob()
+    good = b"\x0c" + (1).to_bytes(4, "big") + _keys._string(blob) + _keys._string(b"c")
+    assert [k.comment for k in _keys._parse_identities(good)] == ["c"]
+    # every truncation, a huge count, trailing bytes, a refusal: an error, never a crash
+    bad = [good[:n] for n in range(len(good))] + [good + b"x", b"\x05"]
+    bad.append(b"\x0c" + (10**6).to_bytes(4, "big"))
+    for answer in bad:
+        with pytest.raises((pyssh.SSHError, ValueError)):  # agent_keys: all SSHError
+            _keys._parse_identities(answer)
+
+
+def test_malformed_certificates(tmp_path, make_key):
+    from pyssh import _keys
+
+    path = make_key("k")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-s", path, "-I", "i", "-n", "p", path + ".pub"], check=True
+    )
+    cert = _keys.read_certificate(path + "-cert.pub")
+    assert cert.principals == ("p",) and cert.key_blob == pyssh.read_key(path).blob()
+    assert cert.validity_problem() is None
+    name, b64 = open(path + "-cert.pub").read().split()[:2]
+    import base64
+
+    blob = base64.b64decode(b64)
+    for n in range(0, len(blob), 7):
+        with pytest.raises(ValueError):
+            _keys._parse_certificate("c", name, blob[:n])
+    with pytest.raises(ValueError, match="not an OpenSSH"):
+        _keys.read_certificate(path + ".pub")
