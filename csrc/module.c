@@ -200,7 +200,8 @@ module_exec(PyObject *module)
     }
     if (pyssh_add_type(module, &pyssh_tunnel_spec, &st->TunnelType) < 0 ||
         pyssh_add_type(module, &pyssh_sftp_spec, &st->SFTPType) < 0 ||
-        pyssh_add_type(module, &pyssh_channel_spec, &st->ChannelType) < 0) {
+        pyssh_add_type(module, &pyssh_channel_spec, &st->ChannelType) < 0 ||
+        pyssh_add_type(module, &pyssh_key_spec, &st->KeyType) < 0) {
         return -1;
     }
     if (pyssh_scp_setup(module) < 0) {
@@ -257,6 +258,7 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->ChannelType);
     Py_VISIT(st->TunnelType);
     Py_VISIT(st->SFTPType);
+    Py_VISIT(st->KeyType);
     Py_VISIT(st->logger);
     for (int i = 0; i < NAMED_COUNT; i++) {
         Py_VISIT(*named_slot(st, i));
@@ -272,6 +274,7 @@ module_clear(PyObject *module)
     Py_CLEAR(st->ChannelType);
     Py_CLEAR(st->TunnelType);
     Py_CLEAR(st->SFTPType);
+    Py_CLEAR(st->KeyType);
     Py_CLEAR(st->logger);
     for (int i = 0; i < NAMED_COUNT; i++) {
         Py_CLEAR(*named_slot(st, i));

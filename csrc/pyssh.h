@@ -89,6 +89,7 @@ typedef struct {
     PyTypeObject *ChannelType;
     PyTypeObject *TunnelType;
     PyTypeObject *SFTPType;
+    PyTypeObject *KeyType; /* key.c */
     /* named results (struct sequences, module.c) */
     PyTypeObject *RunResultType;
     PyTypeObject *SFTPAttrsType;
@@ -300,6 +301,7 @@ int pyssh_capi_setup(PyObject *module);
 
 /* The heap types' specs of the files that need no more set-up (module.c adds them). */
 extern PyType_Spec pyssh_channel_spec, pyssh_sftp_spec, pyssh_tunnel_spec;
+extern PyType_Spec pyssh_key_spec; /* key.c: pyssh._ssh.Key */
 
 /* ---- guard.c: what the server may open and ask ------------------------------ */
 

@@ -19,6 +19,7 @@
 #define KEY_ENCRYPTED 10 /* the key needs a passphrase and none was given */
 #define KEY_UNUSABLE  11 /* not a private key libssh can read, or wrong passphrase */
 #define KEY_NO_PUBLIC 12 /* no public key to offer (no .pub, not OpenSSH format) */
+#define KEY_BAD_CERT  13 /* the certificate cannot be read, or is not the key's */
 
 static int
 map_auth(int rc)
@@ -1001,12 +1002,20 @@ auth_kbdint_step(ssh_session ssh, void *p)
 struct pubfile_arg {
     const char *path;
     ssh_key pub;
+    const char *cert; /* offer this certificate file instead of the key, or NULL */
 };
 
 static int
 auth_try_pubkey_step(ssh_session ssh, void *p)
 {
     struct pubfile_arg *a = p;
+    if (a->pub == NULL && a->cert != NULL) {
+        /* libssh offers a certificate as its *-cert-v01@openssh.com algorithm */
+        if (ssh_pki_import_cert_file(a->cert, &a->pub) != SSH_OK) {
+            a->pub = NULL;
+            return KEY_BAD_CERT;
+        }
+    }
     if (a->pub == NULL) {
         size_t n = strlen(a->path);
         char *pubpath = malloc(n + 5);
@@ -1034,7 +1043,22 @@ struct privkey_arg {
     const char *passphrase;
     ssh_key key;
     int asked;
+    const char *cert; /* the certificate file to sign in with, or NULL */
 };
+
+/* Attach the certificate file to the private key: ssh_userauth_publickey then
+ * sends the certificate and signs with its algorithm. */
+static int
+attach_cert(ssh_key key, const char *path)
+{
+    ssh_key cert = NULL;
+    int rc = ssh_pki_import_cert_file(path, &cert);
+    if (rc == SSH_OK) {
+        rc = ssh_pki_copy_cert_to_privkey(cert, key); /* fails unless it is the key's */
+    }
+    ssh_key_free(cert);
+    return rc == SSH_OK ? 0 : -1;
+}
 
 /* Called by libssh when a key is encrypted and no passphrase was passed: never
  * prompt (OpenSSL would, on the terminal); remember that one was needed. */
@@ -1060,6 +1084,9 @@ auth_privkey_step(ssh_session ssh, void *p)
         if (rc != SSH_OK) {
             a->key = NULL;
             return a->asked ? KEY_ENCRYPTED : KEY_UNUSABLE;
+        }
+        if (a->cert != NULL && attach_cert(a->key, a->cert) < 0) {
+            return KEY_BAD_CERT;
         }
     }
     return map_auth(ssh_userauth_publickey(ssh, NULL, a->key));
@@ -1137,61 +1164,71 @@ session_auth_password(SessionObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(session_auth_try_pubkey_doc,
-             "_auth_try_pubkey($self, path, /, timeout=None)\n--\n\n"
+             "_auth_try_pubkey($self, path, /, timeout=None, cert=None)\n--\n\n"
              "Ask whether the server would accept the public half of the key at `path` (from\n"
              "path.pub, or the OpenSSH private key file itself), without using the private key.\n"
-             "Returns AUTH_SUCCESS (it would), AUTH_DENIED, or KEY_NO_PUBLIC.");
+             "With `cert` (a path), offer that certificate instead. Returns AUTH_SUCCESS (it\n"
+             "would), AUTH_DENIED, KEY_NO_PUBLIC or KEY_BAD_CERT (unreadable certificate).");
 
 static PyObject *
 session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"", "timeout", NULL};
-    PyObject *path = NULL;
+    static char *kwlist[] = {"", "timeout", "cert", NULL};
+    PyObject *path = NULL, *cert = NULL;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O&:_auth_try_pubkey", kwlist,
-                                     PyUnicode_FSConverter, &path, pyssh_total_deadline_conv,
-                                     &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O&O&:_auth_try_pubkey", kwlist,
+                                     PyUnicode_FSConverter, &path, pyssh_total_deadline_conv, &dl,
+                                     fspath_or_none, &cert)) {
+        Py_XDECREF(path);
         return NULL;
     }
     if (pyssh_session_check(self, PYSSH_NEED_CONNECTED) < 0) {
         Py_DECREF(path);
+        Py_XDECREF(cert);
         return NULL;
     }
-    struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL};
+    struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL, cert ? PyBytes_AS_STRING(cert) : NULL};
     int rc = pyssh_wait(self, auth_try_pubkey_step, &a, &dl, PYSSH_EXC_AuthenticationError,
                         "offering a public key");
     ssh_key_free(a.pub);
     Py_DECREF(path);
+    Py_XDECREF(cert);
     return auth_result(self, rc);
 }
 
 PyDoc_STRVAR(session_auth_privkey_doc,
-             "_auth_privkey($self, key, /, passphrase=None, timeout=None)\n--\n\n"
+             "_auth_privkey($self, key, /, passphrase=None, timeout=None, cert=None)\n--\n\n"
              "Authenticate with a private key given as its text (bytes, PEM or OpenSSH format).\n"
              "Returns an AUTH_* constant, KEY_ENCRYPTED (a passphrase is needed and none was\n"
-             "given) or KEY_UNUSABLE (not a key libssh can read, or a wrong passphrase).");
+             "given) or KEY_UNUSABLE (not a key libssh can read, or a wrong passphrase).\n"
+             "With `cert` (a path), sign in with that certificate of the key, or KEY_BAD_CERT.");
 
 static PyObject *
 session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"", "passphrase", "timeout", NULL};
+    static char *kwlist[] = {"", "passphrase", "timeout", "cert", NULL};
     const char *data;
     Py_ssize_t len;
     const char *passphrase = NULL;
+    PyObject *cert = NULL;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO&:_auth_privkey", kwlist, &data, &len,
-                                     &passphrase, pyssh_total_deadline_conv, &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO&O&:_auth_privkey", kwlist, &data, &len,
+                                     &passphrase, pyssh_total_deadline_conv, &dl, fspath_or_none,
+                                     &cert)) {
         return NULL;
     }
-    if ((Py_ssize_t)strlen(data) != len) {
-        PyErr_SetString(PyExc_ValueError, "the key text contains a NUL byte");
+    if ((Py_ssize_t)strlen(data) != len || pyssh_session_check(self, PYSSH_NEED_CONNECTED) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "the key text contains a NUL byte");
+        }
+        Py_XDECREF(cert);
         return NULL;
     }
-    CHECK_CONNECTED(self, NULL);
-    struct privkey_arg a = {data, passphrase, NULL, 0};
+    struct privkey_arg a = {data, passphrase, NULL, 0, cert ? PyBytes_AS_STRING(cert) : NULL};
     int rc = pyssh_wait(self, auth_privkey_step, &a, &dl, PYSSH_EXC_AuthenticationError,
                         "authenticating with a key");
     ssh_key_free(a.key);
+    Py_XDECREF(cert);
     return auth_result(self, rc);
 }
 
@@ -1523,6 +1560,7 @@ pyssh_session_setup_type(PyObject *module, pyssh_state *st)
     C(KEY_ENCRYPTED);
     C(KEY_UNUSABLE);
     C(KEY_NO_PUBLIC);
+    C(KEY_BAD_CERT);
 #undef C
     return 0;
 }

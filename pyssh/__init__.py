@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from . import _ssh
 from ._exec import DEFAULT as _DEFAULT, ExecResult
+from ._keys import Key, agent_keys, generate_key, read_key
 from ._process import TERMINAL_MODES, Process
 from ._sftp import SFTP, SFTPAttributes, SFTPLimits
 from ._tunnel import Tunnel, TunnelStats
@@ -44,6 +45,10 @@ __all__ = [
     "connect",
     "Session",
     "parse_host",
+    "Key",
+    "generate_key",
+    "read_key",
+    "agent_keys",
     "libssh_version",
     "get_include",
     "ssh_connect",

@@ -32,6 +32,7 @@ __all__ = ["lookup", "keepalive", "SYSTEM_CONFIG"]
 SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 _WANTED = {
     "identityfile",
+    "certificatefile",
     "identitiesonly",
     "proxyjump",
     "proxycommand",
@@ -114,7 +115,7 @@ class _Reader:
                         for inc in sorted(glob.glob(pattern)):
                             self.read(inc, base)
             elif active and key in _WANTED and args:
-                if key == "identityfile":
+                if key in ("identityfile", "certificatefile"):  # each one counts
                     self.options.setdefault(key, []).append(args[0])
                 elif key not in self.options:
                     self.options[key] = [" ".join(args)]

@@ -33,7 +33,19 @@ from typing import (
     Union,
 )
 
-from . import _config, _exec, _jump, _known_hosts, _process, _scp, _sftp, _ssh, _tunnel, _util
+from . import (
+    _config,
+    _exec,
+    _jump,
+    _keys,
+    _known_hosts,
+    _process,
+    _scp,
+    _sftp,
+    _ssh,
+    _tunnel,
+    _util,
+)
 from ._names import printable
 from .errors import (
     AuthenticationError,
@@ -862,14 +874,49 @@ class _Auth:
             self.allowed = self.s._auth_list()
         return False
 
-    def key(self, label: str, path: Optional[str], data: Optional[bytes], explicit: bool) -> bool:
-        """One private key, from a file (path) or text (data)."""
+    def identity(
+        self,
+        label: str,
+        path: Optional[str],
+        data: Optional[bytes],
+        explicit: bool,
+        certs: List[str],
+    ) -> bool:
+        """One private key: with each of its certificates first, then alone (as OpenSSH)."""
+        for cert in certs:
+            if self.key(label, path, data, explicit, cert):
+                return True
+        return self.key(label, path, data, explicit)
+
+    def refused(self, label: str, cert: Optional[str], rc: int) -> bool:
+        """Record why a key (or its certificate) was not accepted; False."""
+        if cert is None:
+            self.keys.append((label, "the server does not accept this key"))
+        elif rc == _ssh.KEY_BAD_CERT:
+            self.keys.append((cert, f"not a certificate of the key {label}"))
+        else:
+            try:
+                why = _keys.read_certificate(cert).refusal(self.s.user)
+            except (OSError, ValueError) as e:
+                why = f"the server refused the certificate {cert}, which cannot be read now: {e}"
+            self.keys.append((cert, why))
+        return False
+
+    def key(
+        self,
+        label: str,
+        path: Optional[str],
+        data: Optional[bytes],
+        explicit: bool,
+        cert: Optional[str] = None,
+    ) -> bool:
+        """One private key, from a file (path) or text (data), with a certificate file."""
         s, t = self.s, self.deadline
+        if path is not None or cert is not None:
+            rc = s._auth_try_pubkey(path or "", timeout=t.left(), cert=cert)
+            if rc in (_ssh.SSH_AUTH_DENIED, _ssh.KEY_BAD_CERT):
+                return self.refused(label, cert, rc)
         if path is not None:
-            rc = s._auth_try_pubkey(path, timeout=t.left())
-            if rc == _ssh.SSH_AUTH_DENIED:
-                self.keys.append((label, "the server does not accept this key"))
-                return False
             try:
                 with open(path, "rb") as f:
                     data = f.read()
@@ -881,7 +928,7 @@ class _Auth:
         assert data is not None
         if b"\0" in data:
             return self.unusable(label, path, explicit, "it is not a text key file")
-        rc = s._auth_privkey(data, timeout=t.left())
+        rc = s._auth_privkey(data, timeout=t.left(), cert=cert)
         attempts = 0
         while rc == _ssh.KEY_ENCRYPTED or (rc == _ssh.KEY_UNUSABLE and attempts):
             if attempts and (self.passphrase is not None or not _stdin_is_tty() or attempts >= 3):
@@ -899,16 +946,16 @@ class _Auth:
                 self.keys.append((label, "encrypted, and no passphrase was given"))
                 return False
             attempts += 1
-            rc = s._auth_privkey(data, pp, timeout=t.left())
+            rc = s._auth_privkey(data, pp, timeout=t.left(), cert=cert)
         if rc == _ssh.KEY_UNUSABLE:
             return self.unusable(
                 label, path, explicit, "not a private key pyssh can read (PEM or OpenSSH format)"
             )
-        if rc == _ssh.SSH_AUTH_DENIED:
-            self.keys.append((label, "the server does not accept this key"))
-        elif rc == _ssh.SSH_AUTH_PARTIAL:
+        if rc in (_ssh.SSH_AUTH_DENIED, _ssh.KEY_BAD_CERT):
+            return self.refused(label, cert, rc)
+        if rc == _ssh.SSH_AUTH_PARTIAL:
             self.keys.append((label, "accepted, but the server wants another method too"))
-        return self.done(rc, label)
+        return self.done(rc, label if cert is None else f"{label} (certificate {cert})")
 
     def unusable(self, label: str, path: Optional[str], explicit: bool, why: str) -> bool:
         if explicit:
@@ -970,6 +1017,10 @@ class _Auth:
 
 def _key_argument(keyfile: Any) -> Tuple[Optional[str], Optional[bytes]]:
     """(path, None) or (None, key text) from the keyfile argument."""
+    if isinstance(keyfile, _keys.Key):
+        if not keyfile.has_private:
+            raise ValueError("keyfile= needs a private key: this Key is a public key only")
+        return None, keyfile._private_text()
     if isinstance(keyfile, bytes):
         if b"-----BEGIN" in keyfile or b"\n" in keyfile:
             return None, keyfile
@@ -987,8 +1038,58 @@ def _key_argument(keyfile: Any) -> Tuple[Optional[str], Optional[bytes]]:
             pass
         return path, None
     raise TypeError(
-        f"keyfile must be a path or the key itself (str or bytes), not {type(keyfile).__name__}"
+        f"keyfile must be a path, the key itself (str or bytes) or a pyssh.Key, "
+        f"not {type(keyfile).__name__}"
     )
+
+
+def _certificate_argument(certificate: Any) -> Optional[str]:
+    """The certificate argument checked (a readable user certificate), as a path."""
+    if certificate is None:
+        return None
+    if not isinstance(certificate, (str, os.PathLike)):
+        raise TypeError(f"certificate must be a path, not {type(certificate).__name__}")
+    path = os.path.expanduser(os.fspath(certificate))
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, f"certificate not found: {path}", path)
+    _keys.read_certificate(path)  # ValueError if it is not one
+    return path
+
+
+def _public_blob(path: Optional[str], key: Any) -> Optional[bytes]:
+    """The public key of a key (a Key, or a file with a .pub beside it), or None."""
+    if isinstance(key, _keys.Key):
+        return key.blob()
+    try:
+        with open(f"{path}.pub", "rb") as f:
+            return base64.b64decode(f.read(64 * 1024).split()[1], validate=True)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _certificates_for(path: Optional[str], key: Any, listed: List[str]) -> List[str]:
+    """A key's certificates, as OpenSSH finds them: its path + "-cert.pub", then those
+    of certificate= and CertificateFile that certify it (all of them, for a key whose
+    public half is unknown: libssh then refuses those that are not its own)."""
+    found = [path + "-cert.pub"] if path and os.path.isfile(path + "-cert.pub") else []
+    blob = _public_blob(path, key)
+    for cert in listed:
+        if cert in found or not os.path.isfile(cert):
+            continue
+        try:
+            if blob is not None and _keys.read_certificate(cert).key_blob != blob:
+                continue
+        except (OSError, ValueError):
+            pass  # offered: the report then says it is not this key's certificate
+        found.append(cert)
+    return found
+
+
+def _key_label(keyfile: Any) -> str:
+    """How the report names a key given as a Key or as text."""
+    if isinstance(keyfile, _keys.Key):
+        return f"<Key {keyfile.fingerprint()}>"
+    return "<key given as text>"
 
 
 def _authenticate(
@@ -1000,11 +1101,16 @@ def _authenticate(
     opts: Dict[str, List[str]],
     home: str,
     fallback: bool = False,
+    certificate: Optional[str] = None,
 ) -> None:
     """`fallback` (a jump host): a key file given is tried first, then the host's own."""
-    identities = [
-        _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
-        for p in opts.get("identityfile", [])
+
+    def expand(p: str) -> str:
+        return _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
+
+    identities = [expand(p) for p in opts.get("identityfile", [])]
+    certs = ([certificate] if certificate else []) + [
+        expand(p) for p in opts.get("certificatefile", [])
     ]
     a = _Auth(s, deadline, password, passphrase)
     rc = s._auth_none(timeout=deadline.left())
@@ -1017,7 +1123,8 @@ def _authenticate(
         if keyfile is not None:
             path, data = _key_argument(keyfile)
             a.tried.append("publickey")
-            if a.key(path or "<key given as text>", path, data, explicit=True):
+            label = path or _key_label(keyfile)
+            if a.identity(label, path, data, True, _certificates_for(path, keyfile, certs)):
                 return
         if keyfile is None or fallback:
             if os.environ.get("SSH_AUTH_SOCK"):
@@ -1039,7 +1146,7 @@ def _authenticate(
                     continue
                 if "publickey" not in a.tried:
                     a.tried.append("publickey")
-                if a.key(path, path, None, explicit=False):
+                if a.identity(path, path, None, False, _certificates_for(path, None, certs)):
                     return
     if a.allows(_ssh.SSH_AUTH_METHOD_INTERACTIVE) and a.kbdint():
         return
@@ -1064,9 +1171,10 @@ def connect(
     *,
     port: Optional[int] = None,
     user: Optional[str] = None,
-    keyfile: Union[PathType, bytes, None] = None,
+    keyfile: Union[PathType, bytes, _keys.Key, None] = None,
     password: Optional[Secret] = None,
     passphrase: Optional[Secret] = None,
+    certificate: Optional[PathType] = None,
     known_hosts: Optional[PathType] = None,
     host_key_policy: HostKeyPolicy = "accept-new",
     timeout: Optional[float] = 30.0,
@@ -1098,6 +1206,9 @@ def connect(
     ``jump`` (``ssh -J``): the jump hosts, ``"user@j1:22,j2"`` or a list, first first;
     ``"none"``: none; None: ``ProxyJump`` from the config. Each is connected, checked and
     authenticated as a target is; an error on one has ``.hop`` set (docs/connect.md).
+    ``keyfile`` may be a private :class:`pyssh.Key`; ``certificate`` (a path) is a user
+    certificate offered with the key it certifies, as are ``KEY-cert.pub`` beside a key
+    and ``CertificateFile`` (docs/connect.md, Certificates).
     """
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
     h_host, user, port = _host_user_port(host, user, port)
@@ -1107,6 +1218,7 @@ def connect(
     algos = _algorithms(ciphers, kex, macs, host_key_algorithms)
     if keyfile is not None:
         _key_argument(keyfile)  # fail on a missing file before touching the network
+    cert = _certificate_argument(certificate)
     agent = _tunnel.agent_argument(forward_agent)  # True with no agent fails here too
     cfg = _config_argument(config)
     home = os.path.expanduser("~")
@@ -1114,7 +1226,9 @@ def connect(
     hops = _jump.parse(jump)
     if verbose:
         _show_log_on_stderr(verbose)
-    a = _Settings(keyfile, password, passphrase, kh, host_key_policy, cfg, home, verbose, algos)
+    a = _Settings(
+        keyfile, password, passphrase, kh, host_key_policy, cfg, home, verbose, algos, cert
+    )
     s = Session()
     try:
         opts = _open(s, h_host, user, port, a, _Deadline(timeout), hops)
@@ -1141,6 +1255,7 @@ class _Settings:
     home: str
     verbose: int
     algos: Dict[str, Optional[str]]
+    certificate: Optional[str] = None
 
 
 def _open(
@@ -1166,7 +1281,10 @@ def _open(
         via = _connect_hops(s, chain, a, deadline)
     sock = None if via is None else _jump.bridge(via, s.host, s.port)
     _reach(s, deadline, proxy and via is None, a.policy, files, sock, hop)
-    _authenticate(s, deadline, a.keyfile, a.password, a.passphrase, opts, a.home, hop is not None)
+    _authenticate(
+        s, deadline, a.keyfile, a.password, a.passphrase, opts, a.home, hop is not None,
+        a.certificate,
+    )  # fmt: skip
     return opts
 
 
