@@ -1092,6 +1092,20 @@ def _key_label(keyfile: Any) -> str:
     return "<key given as text>"
 
 
+def _identity_files(
+    s: Session, opts: Dict[str, List[str]], home: str, certificate: Optional[str]
+) -> Tuple[List[str], List[str]]:
+    """The config's IdentityFile and CertificateFile paths, expanded (%h, ~), with
+    the certificate= argument first."""
+
+    def expand(p: str) -> str:
+        return _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
+
+    identities = [expand(p) for p in opts.get("identityfile", [])]
+    certs = [expand(p) for p in opts.get("certificatefile", [])]
+    return identities, ([certificate] if certificate else []) + certs
+
+
 def _authenticate(
     s: Session,
     deadline: _Deadline,
@@ -1104,14 +1118,7 @@ def _authenticate(
     certificate: Optional[str] = None,
 ) -> None:
     """`fallback` (a jump host): a key file given is tried first, then the host's own."""
-
-    def expand(p: str) -> str:
-        return _config.expand_identity(p, host=s.host, user=s.user, port=s.port, home=home)
-
-    identities = [expand(p) for p in opts.get("identityfile", [])]
-    certs = ([certificate] if certificate else []) + [
-        expand(p) for p in opts.get("certificatefile", [])
-    ]
+    identities, certs = _identity_files(s, opts, home, certificate)
     a = _Auth(s, deadline, password, passphrase)
     rc = s._auth_none(timeout=deadline.left())
     if rc == _ssh.SSH_AUTH_SUCCESS:
