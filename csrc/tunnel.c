@@ -51,7 +51,16 @@
  * learns whether its target was reached. Bytes the client sent after its
  * request wait in `held` for the channel. A client that stalls in the
  * handshake is closed after `socks_timeout`, and at most SOCKS_MAX are in it
- * at once: the listening socket waits meanwhile. */
+ * at once: the listening socket waits meanwhile.
+ *
+ * Unix-domain sockets use the same kinds and the same loop: only the socket
+ * and the channel's type differ. LOCAL's listening socket may be AF_UNIX (the
+ * Python layer makes it, mode 0600), and its target a socket on the server
+ * (`rpath`: direct-streamlocal@openssh.com); REMOTE may listen on a socket on
+ * the server (`rpath`: streamlocal-forward@openssh.com, pyssh's libssh patch,
+ * whose forwarded-streamlocal opens guard.c hands over by path as it does
+ * forwarded-tcpip by port), and its target may be a local socket (`ai` then
+ * points to the one AF_UNIX address, as AGENT's). */
 #include "chanio.h"
 
 #include <stdlib.h>
