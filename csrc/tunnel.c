@@ -2029,6 +2029,7 @@ tunnel_listen_remote_unix(TunnelObject *self, PyObject *args)
         return NULL;
     }
 #ifndef PYSSH_LIBSSH_STREAMLOCAL
+    (void)self;
     (void)path;
     PyErr_SetString(PyExc_NotImplementedError,
                     "remote forwarding of a Unix socket needs pyssh's libssh patch "

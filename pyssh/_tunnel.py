@@ -56,7 +56,8 @@ def _stats(t: Tuple[int, int, int, int, int]) -> TunnelStats:
 
 def _port(value: Any, what: str, zero_ok: bool) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        hint = " (a Unix socket's path starts with '/' or './')" if isinstance(value, str) else ""
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}{hint}")
     low = 0 if zero_ok else 1
     if not low <= value <= 65535:
         raise ValueError(
@@ -391,8 +392,8 @@ def forward_local(
         sock, ident = unix_listen_socket(lpath, unlink)
     else:
         sock = listen_socket(bind, port)
-    c = _ssh.Tunnel(session)
     try:
+        c = _ssh.Tunnel(session)
         c.listen_local(sock.fileno(), host, tport, tport == 0)
     except BaseException:
         sock.close()

@@ -5,6 +5,7 @@ forward_remote from a server socket path (streamlocal-forward@openssh.com) to a
 local socket or host:port. The echo servers are threads of the test."""
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ import threading
 import pytest
 
 from conftest import wait_until
+from hostile_ssh import HostileServer
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
 
@@ -188,3 +190,17 @@ def test_refused_server_path_fails_that_connection_only(session, sockdir, caplog
     assert any(
         f"could not connect to the socket {missing}" in r.getMessage() for r in caplog.records
     )
+
+
+def test_server_socket_opens_nobody_asked_for_are_refused(tmp_path):
+    # a forwarded-streamlocal@openssh.com open with no socket forward of this
+    # session's for its path: refused at once (guard.c), the session unharmed
+    srv = HostileServer(tmp_path)
+    try:
+        with srv.connect() as s:
+            got = json.loads(s.exec_internal("open forwarded-streamlocal@openssh.com 20 7").stdout)
+            assert got["failure"] == {"1": 20} and got["confirmed"] == 0
+            assert got["unanswered"] == 0
+            assert json.loads(s.exec_internal("echo still here").stdout) == {"echo": "still here"}
+    finally:
+        srv.close()
