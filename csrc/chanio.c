@@ -199,6 +199,14 @@ pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, const ch
     return rc == PYSSH_REFUSED ? PYSSH_FAILED : rc;
 }
 
+int
+pyssh_chanio_open_forward_unix(pyssh_chanio *io, const char *path)
+{
+    /* OpenSSH ignores the originator (its PROTOCOL: "reserved") */
+    int rc = open_result(io, ssh_channel_open_forward_unix(io->chan, path, "127.0.0.1", 0));
+    return rc == PYSSH_REFUSED ? PYSSH_FAILED : rc;
+}
+
 void
 pyssh_chanio_release(pyssh_chanio *io)
 {

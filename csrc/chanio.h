@@ -84,6 +84,8 @@ int pyssh_chanio_accept(pyssh_chanio *io, ssh_channel chan);
 int pyssh_chanio_open_session(pyssh_chanio *io);
 int pyssh_chanio_open_forward(pyssh_chanio *io, const char *host, int port, const char *orig,
                               int orig_port);
+/* The same to a Unix socket on the server (direct-streamlocal@openssh.com). */
+int pyssh_chanio_open_forward_unix(pyssh_chanio *io, const char *path);
 
 /* Let the channel's receive window grow up to `max` bytes (from libssh's 2
  * MiB) while the path needs it: whenever the peer sends a whole window per

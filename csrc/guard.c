@@ -3,7 +3,8 @@
  * A server can open channels towards the client (x11, forwarded-tcpip,
  * auth-agent@openssh.com, session, direct-tcpip, or any name) and send global
  * and channel requests. pyssh asks for none of that except forwarded-tcpip for
- * the ports its remote forwards listen on, and auth-agent@openssh.com on a
+ * the ports its remote forwards listen on (forwarded-streamlocal@openssh.com
+ * for their Unix socket paths), and auth-agent@openssh.com on a
  * session that forwards the agent (tunnel.c), so everything else is refused at
  * once: SSH_MSG_CHANNEL_OPEN_FAILURE (ADMINISTRATIVELY_PROHIBITED,
  * or UNKNOWN_CHANNEL_TYPE for a type libssh does not know), and for a request
@@ -108,6 +109,26 @@ on_forwarded_open(ssh_session ssh, const char *dest, int dest_port, const char *
     return chan;
 }
 
+#ifdef PYSSH_LIBSSH_STREAMLOCAL
+/* Only for a socket path one of this session's remote forwards asked the
+ * server to listen on (streamlocal-forward@openssh.com, pyssh's patch),
+ * matched as forwarded-tcpip is to its port. */
+static ssh_channel
+on_streamlocal_open(ssh_session ssh, const char *path, void *userdata)
+{
+    SessionObject *s = owner(userdata);
+    const char *why = NULL;
+    ssh_channel chan = pyssh_tunnel_forwarded_unix(s, ssh, path, &why);
+    if (chan == NULL) {
+        refused(s, &s->guard.opens,
+                "refused a forwarded-streamlocal@openssh.com channel the server opened "
+                "for %.200s: %s",
+                path ? path : "?", why);
+    }
+    return chan;
+}
+#endif
+
 static const char *
 open_type_name(int subtype)
 {
@@ -122,6 +143,10 @@ open_type_name(int subtype)
         return "x11";
     case SSH_CHANNEL_AUTH_AGENT:
         return "auth-agent@openssh.com";
+#ifdef PYSSH_LIBSSH_STREAMLOCAL
+    case SSH_CHANNEL_FORWARDED_STREAMLOCAL:
+        return "forwarded-streamlocal@openssh.com";
+#endif
     default:
         return "unknown";
     }
@@ -212,6 +237,9 @@ pyssh_guard_setup(SessionObject *self)
     g->cb.channel_open_request_x11_function = on_x11_open;
     g->cb.channel_open_request_auth_agent_function = on_agent_open;
     g->cb.channel_open_request_forwarded_tcpip_function = on_forwarded_open;
+#ifdef PYSSH_LIBSSH_STREAMLOCAL
+    g->cb.channel_open_request_forwarded_streamlocal_function = on_streamlocal_open;
+#endif
     ssh_set_callbacks(self->ssh, &g->cb);
     ssh_set_message_callback(self->ssh, on_message, self);
 }

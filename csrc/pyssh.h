@@ -325,6 +325,10 @@ ssh_channel pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, 
  * confirms; or NULL with *why set: the session forwards no agent, or
  * AGENT_MAX agent channels are open already. */
 ssh_channel pyssh_tunnel_agent(SessionObject *s, ssh_session ssh, const char **why);
+/* A forwarded-streamlocal@openssh.com open for the socket `path` the session's
+ * remote forward asked the server to listen on: as pyssh_tunnel_forwarded. */
+ssh_channel pyssh_tunnel_forwarded_unix(SessionObject *s, ssh_session ssh, const char *path,
+                                        const char **why);
 
 /* A session channel just opened for a command (lock held): ask the server to
  * forward the agent on it when the session forwards one. No reply is wanted

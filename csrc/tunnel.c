@@ -51,7 +51,16 @@
  * learns whether its target was reached. Bytes the client sent after its
  * request wait in `held` for the channel. A client that stalls in the
  * handshake is closed after `socks_timeout`, and at most SOCKS_MAX are in it
- * at once: the listening socket waits meanwhile. */
+ * at once: the listening socket waits meanwhile.
+ *
+ * Unix-domain sockets use the same kinds and the same loop: only the socket
+ * and the channel's type differ. LOCAL's listening socket may be AF_UNIX (the
+ * Python layer makes it, mode 0600), and its target a socket on the server
+ * (`rpath`: direct-streamlocal@openssh.com); REMOTE may listen on a socket on
+ * the server (`rpath`: streamlocal-forward@openssh.com, pyssh's libssh patch,
+ * whose forwarded-streamlocal opens guard.c hands over by path as it does
+ * forwarded-tcpip by port), and its target may be a local socket (`ai` then
+ * points to the one AF_UNIX address, as AGENT's). */
 #include "chanio.h"
 
 #include <stdlib.h>
@@ -135,6 +144,9 @@ struct TunnelObject {
                              (adopt_local, a ProxyJump hop), owned until run() takes it */
     char *host;           /* the target (LOCAL); the server's bind address (REMOTE) */
     int port;             /* the target's port (LOCAL); the port asked for (REMOTE) */
+    char *rpath;          /* a Unix socket on the server: LOCAL's target (direct-streamlocal),
+                             or REMOTE's listening socket (streamlocal-forward); else NULL */
+    int rlistening;       /* REMOTE on `rpath`: the server listens there */
     /* REMOTE */
     int bound;                  /* the port the server listens on; 0 when not listening */
     struct addrinfo *ai;        /* the local target, resolved */
@@ -591,7 +603,9 @@ conn_open(TunnelObject *t, ssh_session ssh, conn *k)
 {
     const char *host = k->sx != NULL ? k->sx->host : t->host;
     int port = k->sx != NULL ? k->sx->port : t->port;
-    int rc = pyssh_chanio_open_forward(&k->io, host, port, k->orig, k->orig_port);
+    int unix_target = k->sx == NULL && t->rpath != NULL;
+    int rc = unix_target ? pyssh_chanio_open_forward_unix(&k->io, t->rpath)
+                         : pyssh_chanio_open_forward(&k->io, host, port, k->orig, k->orig_port);
     if (rc == PYSSH_AGAIN) {
         return 0;
     }
@@ -600,10 +614,13 @@ conn_open(TunnelObject *t, ssh_session ssh, conn *k)
         return k->sx != NULL ? socks_opened(k) : 0;
     }
     const char *e = ssh_get_error(ssh);
+    char where[320];
+    snprintf(where, sizeof(where), unix_target ? "the socket %.300s" : "%.300s:%d",
+             unix_target ? t->rpath : host, port);
     pyssh_log_queue(t->session, SSH_LOG_WARNING,
-                    "tunnel: the server could not connect to %s:%d for %s (%s); "
+                    "tunnel: the server could not connect to %s for %s (%s); "
                     "that connection is closed",
-                    host, port, k->peer, e != NULL && *e ? e : "refused");
+                    where, k->peer, e != NULL && *e ? e : "refused");
     if (k->sx != NULL) { /* the client hears why; socks_fail counts it */
         socks_fail(t, k, k->sx->version == 4 ? SOCKS4_REFUSED : socks5_code(k->io.chan), NULL);
         return 0;
@@ -1124,6 +1141,9 @@ accept_local(TunnelObject *t, ssh_session ssh)
         int port;
         peer_addr((struct sockaddr *)&sa, host, &port);
         snprintf(peer, sizeof(peer), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+        if (sa.ss_family != AF_INET && sa.ss_family != AF_INET6) {
+            snprintf(peer, sizeof(peer), "a client of the local socket"); /* AF_UNIX */
+        }
         conn *k = conn_new(t, fd, t->kind == DYNAMIC ? C_SOCKS : C_OPENING, peer);
         if (k == NULL) {
             pyssh_closesocket(fd);
@@ -1145,7 +1165,7 @@ rforward_owner(SessionObject *s, int port)
 {
     rforwards *r = s->rforwards;
     for (TunnelObject *o = r != NULL ? r->head : NULL; o != NULL; o = o->rnext) {
-        if (o->bound == port) {
+        if (o->rpath == NULL && o->bound == port) {
             return o;
         }
     }
@@ -1154,7 +1174,7 @@ rforward_owner(SessionObject *s, int port)
      * port 0 asked, the port is not known yet; one request is pending at most). */
     if (r != NULL && r->global_req != NULL && r->global_req != &ORPHAN_REQ) {
         TunnelObject *p = r->global_req;
-        if (p->bound == 0 && (p->port == port || p->port == 0)) {
+        if (p->rpath == NULL && p->bound == 0 && (p->port == port || p->port == 0)) {
             return p;
         }
     }
@@ -1222,6 +1242,45 @@ pyssh_tunnel_forwarded(SessionObject *s, ssh_session ssh, int port, const char *
     }
     char peer[80];
     snprintf(peer, sizeof(peer), "%s:%d (on the server)", orig != NULL ? orig : "?", orig_port);
+    return hand_over(owner, ssh, peer, why);
+}
+
+/* The remote forward listening on the server's socket `path`: among the
+ * session's forwards, or the one whose streamlocal-forward is pending (its
+ * reply and this open read in the same pass, as in rforward_owner). */
+static TunnelObject *
+rforward_unix_owner(SessionObject *s, const char *path)
+{
+    rforwards *r = s->rforwards;
+    for (TunnelObject *o = r != NULL ? r->head : NULL; o != NULL; o = o->rnext) {
+        if (o->rpath != NULL && strcmp(o->rpath, path) == 0) {
+            return o;
+        }
+    }
+    if (r != NULL && r->global_req != NULL && r->global_req != &ORPHAN_REQ) {
+        TunnelObject *p = r->global_req;
+        if (p->rpath != NULL && !p->rlistening && strcmp(p->rpath, path) == 0) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+ssh_channel
+pyssh_tunnel_forwarded_unix(SessionObject *s, ssh_session ssh, const char *path, const char **why)
+{
+    TunnelObject *owner = path != NULL ? rforward_unix_owner(s, path) : NULL;
+    if (owner == NULL) {
+        *why = "no remote forward of this session listens on that socket";
+        return NULL;
+    }
+    if (owner->nincoming >= TUNNEL_BACKLOG) {
+        *why = "64 connections of that forward already wait for its tunnel to take them "
+               "(TUNNEL_BACKLOG)";
+        return NULL;
+    }
+    char peer[80];
+    snprintf(peer, sizeof(peer), "a client of %.50s (on the server)", path);
     return hand_over(owner, ssh, peer, why);
 }
 
@@ -1618,6 +1677,7 @@ tunnel_dealloc(TunnelObject *self)
     }
     target_free(self);
     free(self->host);
+    free(self->rpath);
     free(self->scratch);
     free(self->ps.fds);
     tp->tp_free((PyObject *)self);
@@ -1654,9 +1714,10 @@ unclaim(TunnelObject *self)
 /* ---- configuring ------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(listen_local_doc,
-             "listen_local($self, fd, host, port, /)\n--\n\n"
+             "listen_local($self, fd, host, port, remote_unix=False, /)\n--\n\n"
              "Serve the listening socket `fd` (bound, listening, owned by the caller): each\n"
-             "connection is carried through the server to host:port (ssh -L).");
+             "connection is carried through the server to host:port (ssh -L), or with\n"
+             "remote_unix to the server's Unix socket `host` (direct-streamlocal).");
 
 /* listen_local() and listen_dynamic(): serve the listening socket `fd`, as
  * `kind`, carrying connections to host:port (DYNAMIC: "", 0). */
@@ -1696,12 +1757,21 @@ static PyObject *
 tunnel_listen_local(TunnelObject *self, PyObject *args)
 {
     long long fd; /* a SOCKET on Windows: wider than an int */
-    int port;
+    int port, remote_unix = 0;
     const char *host;
-    if (!PyArg_ParseTuple(args, "Lsi:listen_local", &fd, &host, &port)) {
+    if (!PyArg_ParseTuple(args, "Lsi|p:listen_local", &fd, &host, &port, &remote_unix)) {
         return NULL;
     }
-    return listen_on(self, "listen_local", fd, host, port, LOCAL);
+    PyObject *r = listen_on(self, "listen_local", fd, host, port, LOCAL);
+    if (r != NULL && remote_unix) {
+        free(self->rpath);
+        if ((self->rpath = strdup(host)) == NULL) {
+            self->configured = 0;
+            Py_DECREF(r);
+            return PyErr_NoMemory();
+        }
+    }
+    return r;
 }
 
 PyDoc_STRVAR(adopt_local_doc,
@@ -1769,7 +1839,27 @@ struct greq_arg {
     int refused; /* the server refused the tcpip-forward (SSH_REQUEST_DENIED) */
 };
 
-/* tcpip-forward or cancel-tcpip-forward, one at a time per session. */
+/* The request itself: tcpip-forward, or streamlocal-forward@openssh.com for a
+ * socket path (pyssh's patch), or their cancel. */
+static int
+greq_send(ssh_session ssh, struct greq_arg *a)
+{
+    TunnelObject *t = a->t;
+    if (t->rpath != NULL) {
+#ifdef PYSSH_LIBSSH_STREAMLOCAL
+        return a->cancel ? ssh_channel_cancel_forward_unix(ssh, t->rpath)
+                         : ssh_channel_listen_forward_unix(ssh, t->rpath);
+#else
+        return SSH_ERROR; /* listen_remote_unix refused it already */
+#endif
+    }
+    const char *addr = t->host != NULL && *t->host ? t->host : NULL;
+    return a->cancel ? ssh_channel_cancel_forward(ssh, addr, t->bound)
+                     : ssh_channel_listen_forward(ssh, addr, t->port, &a->bound);
+}
+
+/* tcpip-forward or cancel-tcpip-forward (streamlocal too), one at a time per
+ * session. */
 static int
 greq_step(ssh_session ssh, void *p)
 {
@@ -1791,9 +1881,7 @@ greq_step(ssh_session ssh, void *p)
         return PYSSH_AGAIN; /* another tunnel's reply is awaited */
     }
     r->global_req = t;
-    const char *addr = t->host != NULL && *t->host ? t->host : NULL;
-    int rc = a->cancel ? ssh_channel_cancel_forward(ssh, addr, t->bound)
-                       : ssh_channel_listen_forward(ssh, addr, t->port, &a->bound);
+    int rc = greq_send(ssh, a);
     if (rc == SSH_AGAIN) {
         return PYSSH_AGAIN;
     }
@@ -1806,7 +1894,8 @@ greq_step(ssh_session ssh, void *p)
         return PYSSH_FAILED;
     }
     if (!a->cancel) {
-        t->bound = t->port != 0 ? t->port : a->bound;
+        t->bound = t->rpath != NULL ? 0 : t->port != 0 ? t->port : a->bound;
+        t->rlistening = t->rpath != NULL;
         t->rnext = r->head;
         r->head = t;
     }
@@ -1828,31 +1917,48 @@ greq_orphan(TunnelObject *t)
     Py_END_ALLOW_THREADS
 }
 
-PyDoc_STRVAR(
-    listen_remote_doc,
-    "listen_remote($self, bind_address, port, target_host, target_port, timeout, /)\n--\n\n"
-    "Ask the server to listen on bind_address:port (port 0: it picks one) and carry\n"
-    "each connection to target_host:target_port from here (ssh -R). Returns the port.");
-
-static PyObject *
-tunnel_listen_remote(TunnelObject *self, PyObject *args)
+/* Point the tunnel's target at the local Unix socket `path`: 0, or
+ * pyssh_unix_address's error (no exception set). */
+static int
+unix_target(TunnelObject *self, const char *path)
 {
-    const char *bind, *thost;
-    int port, tport;
-    pyssh_deadline dl;
-    if (!PyArg_ParseTuple(args, "sisiO&:listen_remote", &bind, &port, &thost, &tport,
-                          pyssh_deadline_conv, &dl)) {
-        return NULL;
+    socklen_t len = 0;
+    struct sockaddr_storage sa;
+    int rc = pyssh_unix_address(path, &sa, &len);
+    if (rc != 0) {
+        return rc;
     }
-    if (claim(self, "listen_remote", 1) < 0) {
-        return NULL;
+    target_free(self);
+    self->agent_sa = sa;
+    memset(&self->agent_ai, 0, sizeof(self->agent_ai));
+    self->agent_ai.ai_family = AF_UNIX;
+    self->agent_ai.ai_socktype = SOCK_STREAM;
+    self->agent_ai.ai_addr = (struct sockaddr *)&self->agent_sa;
+    self->agent_ai.ai_addrlen = len;
+    self->ai = &self->agent_ai;
+    snprintf(self->target, sizeof(self->target), "%s", path);
+    return 0;
+}
+
+/* REMOTE's target: thost:tport resolved once, or with tport 0 the local Unix
+ * socket `thost`. 0, or -1 with an exception. */
+static int
+remote_target(TunnelObject *self, const char *thost, int tport)
+{
+    if (tport == 0) {
+        int rc = unix_target(self, thost);
+        if (rc == PYSSH_UNIX_UNSUPPORTED) {
+            PyErr_SetString(PyExc_NotImplementedError,
+                            "Unix-domain socket targets are not supported on this system");
+        }
+        else if (rc != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "the local socket path is empty or too long for a socket address "
+                         "(%zu bytes): %s",
+                         strlen(thost), thost);
+        }
+        return rc == 0 ? 0 : -1;
     }
-    PyObject *result = NULL;
-    if (self->configured) {
-        PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
-        goto done;
-    }
-    /* the target, resolved once */
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof(hints));
     hints.ai_socktype = SOCK_STREAM;
@@ -1866,50 +1972,139 @@ tunnel_listen_remote(TunnelObject *self, PyObject *args)
     if (grc != 0) {
         PyErr_Format(PyExc_OSError, "the tunnel's target %s:%d could not be resolved: %s", thost,
                      tport, gai_strerror(grc));
-        goto done;
+        return -1;
     }
     target_free(self);
     self->ai = ai;
     snprintf(self->target, sizeof(self->target), "%s:%d", thost, tport);
+    return 0;
+}
+
+/* Ask the server to listen (the tunnel is set up for it): 0, or -1 with an
+ * exception. */
+static int
+remote_listen(TunnelObject *self, pyssh_deadline *dl)
+{
+    char where[320], what[700];
+    if (self->rpath != NULL) {
+        snprintf(where, sizeof(where), "the socket %.300s", self->rpath);
+    }
+    else {
+        snprintf(where, sizeof(where), "%.280s:%d", *self->host ? self->host : "*", self->port);
+    }
+    snprintf(what, sizeof(what), "asking the server to listen on %s for a tunnel to %s", where,
+             self->target);
+    struct greq_arg a = {self, 0, 0, 0};
+    int rc = pyssh_wait(self->session, greq_step, &a, dl, PYSSH_EXC_SSHError, what);
+    if (rc < 0) {
+        greq_orphan(self);
+        return -1;
+    }
+    if (a.refused) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                    self->rpath != NULL
+                        ? "the server refused to listen on %s: the socket may exist already "
+                          "(sshd_config: StreamLocalBindUnlink yes replaces it), its directory "
+                          "be missing or not writable there, or the server forbids it "
+                          "(AllowStreamLocalForwarding)"
+                        : "the server refused to listen on %s: the port may be in use or "
+                          "privileged there, or the server forbids remote forwarding "
+                          "(sshd_config: AllowTcpForwarding, PermitListen)",
+                    where);
+        return -1;
+    }
+    self->configured = 1;
+    return 0;
+}
+
+/* listen_remote() and listen_remote_unix(): set up and ask. `rpath`: the
+ * server's socket path, or NULL for bind:port. */
+static PyObject *
+listen_remote_on(TunnelObject *self, const char *call, const char *bind, int port,
+                 const char *rpath, const char *thost, int tport, pyssh_deadline *dl)
+{
+    if (claim(self, call, 1) < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (self->configured) {
+        PyErr_SetString(PyExc_RuntimeError, "the tunnel is already set up");
+        goto done;
+    }
+    if (remote_target(self, thost, tport) < 0) {
+        goto done;
+    }
     free(self->host);
+    free(self->rpath);
+    self->rpath = NULL;
     self->host = strdup(bind);
-    if (self->host == NULL) {
+    if (self->host == NULL || (rpath != NULL && (self->rpath = strdup(rpath)) == NULL)) {
         PyErr_NoMemory();
         goto done;
     }
     self->port = port;
     self->kind = REMOTE;
-
-    char what[400];
-    snprintf(what, sizeof(what), "asking the server to listen on %s:%d for a tunnel to %s",
-             *bind ? bind : "*", port, self->target);
-    struct greq_arg a = {self, 0, 0, 0};
-    int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
-    if (rc < 0) {
-        greq_orphan(self);
-        goto done;
+    if (remote_listen(self, dl) == 0) {
+        result = PyLong_FromLong(self->bound);
     }
-    if (a.refused) {
-        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
-                    "the server refused to listen on %s:%d: the port may be in use or "
-                    "privileged there, or the server forbids remote forwarding (sshd_config: "
-                    "AllowTcpForwarding, PermitListen)",
-                    *bind ? bind : "*", port);
-        goto done;
-    }
-    self->configured = 1;
-    result = PyLong_FromLong(self->bound);
 done:
     unclaim(self);
     return result;
+}
+
+PyDoc_STRVAR(
+    listen_remote_doc,
+    "listen_remote($self, bind_address, port, target_host, target_port, timeout, /)\n--\n\n"
+    "Ask the server to listen on bind_address:port (port 0: it picks one) and carry\n"
+    "each connection to target_host:target_port from here (ssh -R); target_port 0:\n"
+    "to the local Unix socket target_host. Returns the port.");
+
+static PyObject *
+tunnel_listen_remote(TunnelObject *self, PyObject *args)
+{
+    const char *bind, *thost;
+    int port, tport;
+    pyssh_deadline dl;
+    if (!PyArg_ParseTuple(args, "sisiO&:listen_remote", &bind, &port, &thost, &tport,
+                          pyssh_deadline_conv, &dl)) {
+        return NULL;
+    }
+    return listen_remote_on(self, "listen_remote", bind, port, NULL, thost, tport, &dl);
+}
+
+PyDoc_STRVAR(listen_remote_unix_doc,
+             "listen_remote_unix($self, path, target_host, target_port, timeout, /)\n--\n\n"
+             "Ask the server to listen on its Unix socket `path` (streamlocal-forward) and\n"
+             "carry each connection to target_host:target_port from here (target_port 0: to\n"
+             "the local Unix socket target_host). Returns 0.");
+
+static PyObject *
+tunnel_listen_remote_unix(TunnelObject *self, PyObject *args)
+{
+    const char *path, *thost;
+    int tport;
+    pyssh_deadline dl;
+    if (!PyArg_ParseTuple(args, "ssiO&:listen_remote_unix", &path, &thost, &tport,
+                          pyssh_deadline_conv, &dl)) {
+        return NULL;
+    }
+#ifndef PYSSH_LIBSSH_STREAMLOCAL
+    (void)self;
+    (void)path;
+    PyErr_SetString(PyExc_NotImplementedError,
+                    "remote forwarding of a Unix socket needs pyssh's libssh patch "
+                    "(vendor/patches/libssh-*-streamlocal.patch), which this build lacks");
+    return NULL;
+#else
+    return listen_remote_on(self, "listen_remote_unix", "", 0, path, thost, tport, &dl);
+#endif
 }
 
 /* Point the tunnel at the agent's socket `path`: 0, or -1 with an exception. */
 static int
 agent_target(TunnelObject *self, const char *path)
 {
-    socklen_t len = 0;
-    int rc = pyssh_unix_address(path, &self->agent_sa, &len);
+    int rc = unix_target(self, path);
     if (rc == PYSSH_UNIX_UNSUPPORTED) {
         pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
                     "agent forwarding is not supported on this system: its OpenSSH agent "
@@ -1923,13 +2118,6 @@ agent_target(TunnelObject *self, const char *path)
                      strlen(path), path);
         return -1;
     }
-    target_free(self);
-    memset(&self->agent_ai, 0, sizeof(self->agent_ai));
-    self->agent_ai.ai_family = AF_UNIX;
-    self->agent_ai.ai_socktype = SOCK_STREAM;
-    self->agent_ai.ai_addr = (struct sockaddr *)&self->agent_sa;
-    self->agent_ai.ai_addrlen = len;
-    self->ai = &self->agent_ai;
     snprintf(self->target, sizeof(self->target), "the agent at %s", path);
     return 0;
 }
@@ -2041,11 +2229,18 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     self->ps.wait_ms = -1;
 
     char what[400];
-    if (self->kind == LOCAL) {
+    if (self->kind == LOCAL && self->rpath != NULL) {
+        snprintf(what, sizeof(what), "tunnel to the server's socket %.300s", self->rpath);
+    }
+    else if (self->kind == LOCAL) {
         snprintf(what, sizeof(what), "tunnel to %s:%d", self->host, self->port);
     }
     else if (self->kind == DYNAMIC) {
         snprintf(what, sizeof(what), "SOCKS proxy through the server");
+    }
+    else if (self->kind == REMOTE && self->rpath != NULL) {
+        snprintf(what, sizeof(what), "tunnel from the server's socket %.100s to %.200s",
+                 self->rpath, self->target);
     }
     else if (self->kind == REMOTE) {
         snprintf(what, sizeof(what), "tunnel from the server's port %d to %s", self->bound,
@@ -2105,12 +2300,17 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     if (claim(self, "close", 0) < 0) {
         return NULL;
     }
-    int listening = self->kind == REMOTE && self->bound != 0;
+    int listening = self->kind == REMOTE && (self->bound != 0 || self->rlistening);
     tunnel_drop(self, 1);
     if (listening && self->session->ssh != NULL && self->pid == pyssh_getpid()) {
         struct greq_arg a = {self, 1, 0, 0};
-        char what[64];
-        snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
+        char what[360];
+        if (self->rpath != NULL) {
+            snprintf(what, sizeof(what), "closing the server's socket %.300s", self->rpath);
+        }
+        else {
+            snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
+        }
         pyssh_deadline_start(&dl, dl.timeout, 0); /* from here: dropping took its time */
         int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
         if (rc < 0) {
@@ -2120,6 +2320,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
         }
     }
     self->bound = 0;
+    self->rlistening = 0;
     self->configured = 0;
     self->stopping = 0; /* a stop() no run() took does not outlive the close */
     unclaim(self);
@@ -2148,6 +2349,8 @@ static PyMethodDef tunnel_methods[] = {
     {"listen_dynamic", (PyCFunction)tunnel_listen_dynamic, METH_VARARGS, listen_dynamic_doc},
     {"adopt_local", (PyCFunction)tunnel_adopt_local, METH_VARARGS, adopt_local_doc},
     {"listen_remote", (PyCFunction)tunnel_listen_remote, METH_VARARGS, listen_remote_doc},
+    {"listen_remote_unix", (PyCFunction)tunnel_listen_remote_unix, METH_VARARGS,
+     listen_remote_unix_doc},
     {"listen_agent", (PyCFunction)tunnel_listen_agent, METH_VARARGS, listen_agent_doc},
     {"run", (PyCFunction)(void (*)(void))tunnel_run, METH_VARARGS | METH_KEYWORDS, run_doc},
     {"stop", (PyCFunction)tunnel_stop, METH_NOARGS, stop_doc},

@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import os
 import socket
+import stat
 import sys
 import threading
 import weakref
@@ -28,7 +29,12 @@ from ._util import check_open, check_timeout
 
 log = logging.getLogger("pyssh")
 
-Target = Union[str, Tuple[str, int]]
+Target = Union[str, Tuple[str, int], "os.PathLike[str]"]
+# where a forward listens: a port, or a Unix socket's path
+Listen = Union[int, str, "os.PathLike[str]"]
+
+# sizeof(sun_path): a socket's path must be shorter (its NUL ends it)
+_SUN_PATH = 104 if sys.platform == "darwin" or "bsd" in sys.platform else 108
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,8 @@ def _stats(t: Tuple[int, int, int, int, int]) -> TunnelStats:
 
 def _port(value: Any, what: str, zero_ok: bool) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        hint = " (a Unix socket's path starts with '/' or './')" if isinstance(value, str) else ""
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}{hint}")
     low = 0 if zero_ok else 1
     if not low <= value <= 65535:
         raise ValueError(
@@ -89,6 +96,85 @@ def parse_target(target: Any) -> Tuple[str, int]:
     if not port_text.isdigit():
         raise ValueError(f"target {target!r}: the port {port_text!r} is not a number: {hint}")
     return host, _port(int(port_text), "the target's port", False)
+
+
+def unix_path(value: Any, what: str, local: bool) -> Optional[str]:
+    """A Unix socket's path when `value` names one (an os.PathLike, or a str
+    starting with "/" or "./"), checked; None when it is a port or host:port."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+        if not isinstance(value, str):
+            raise TypeError(f"{what}: give the socket's path as a str, not bytes")
+    elif not (isinstance(value, str) and value.startswith(("/", "./"))):
+        return None
+    if "\0" in value:
+        raise ValueError(f"{what} {value!r} contains a NUL byte")
+    if sys.platform == "win32" or not hasattr(socket, "AF_UNIX"):
+        raise NotImplementedError(
+            f"{what} {value!r}: Unix-domain socket forwarding is not supported on this system"
+        )
+    size = len(os.fsencode(value))
+    if local and size >= _SUN_PATH:
+        raise ValueError(
+            f"{what} {value!r} is {size} bytes: a socket's path must be under {_SUN_PATH}"
+        )
+    if not local and size >= 4096:
+        raise ValueError(f"{what} {value!r} is too long ({size} bytes)")
+    return value
+
+
+def unix_listen_socket(path: str, unlink: bool) -> Tuple[socket.socket, Tuple[int, int]]:
+    """A non-blocking listening AF_UNIX socket at `path`, mode 0600, and its
+    (st_dev, st_ino), by which close() knows the file is still its own. A stale
+    socket there is replaced only with `unlink`; any other file never is."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(
+            errno.ENOENT, f"cannot listen on {path}: the directory {parent} does not exist"
+        )
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(
+            errno.EEXIST, f"cannot listen on {path}: it exists and is not a socket (not removed)"
+        )
+    if st is not None and not unlink:
+        raise FileExistsError(
+            errno.EEXIST,
+            f"cannot listen on {path}: a socket exists there: pass unlink=True to replace "
+            "a stale one (OpenSSH's StreamLocalBindUnlink)",
+        )
+    if st is not None:
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        try:
+            # before listen(): until then a connect() is refused, so no one gets
+            # in while the mode is the umask's (a umask would be process-wide)
+            os.chmod(path, 0o600)
+            st = os.lstat(path)
+            sock.listen(128)
+        except BaseException:
+            os.unlink(path)
+            raise
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, (st.st_dev, st.st_ino)
+
+
+def unix_remove(path: str, ident: Tuple[int, int]) -> None:
+    """Remove the tunnel's socket file, unless something else is there now."""
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == ident and stat.S_ISSOCK(st.st_mode):
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def listen_socket(bind: str, port: int) -> socket.socket:
@@ -214,6 +300,7 @@ class Tunnel:
         port: int,
         target: str,
         listen: str,
+        unix: Optional[Tuple[str, Tuple[int, int]]] = None,
     ) -> None:
         self._session = session
         self._registry = registry  # the session's open tunnels, which its close() closes
@@ -223,6 +310,7 @@ class Tunnel:
         self.port = port
         self.target = target
         self.listen = listen
+        self._unix = unix  # a local socket's path and identity, removed at close
         self.error: Optional[BaseException] = None
         self._lock = threading.Lock()
         self._closed = False
@@ -243,6 +331,9 @@ class Tunnel:
     def _release(self) -> None:
         if self._sock is not None:
             self._sock.close()
+        unix, self._unix = self._unix, None
+        if unix is not None:
+            unix_remove(*unix)
 
     @property
     def stats(self) -> TunnelStats:
@@ -281,19 +372,40 @@ class Tunnel:
         return f"<pyssh.Tunnel {self.kind} {self.listen} -> {self.target}, {state}>"
 
 
-def forward_local(session: Any, port: int, target: Any, bind: str, registry: Set[Tunnel]) -> Tunnel:
+def _target(target: Any, local: bool) -> Tuple[str, int, str]:
+    """(host, port, shown) of a target, or (path, 0, path) of a Unix socket's."""
+    path = unix_path(target, "the target", local)
+    if path is not None:
+        return path, 0, path
     host, tport = parse_target(target)
+    return host, tport, f"{host}:{tport}"
+
+
+def forward_local(
+    session: Any, port: Any, target: Any, bind: str, registry: Set[Tunnel], unlink: bool = False
+) -> Tunnel:
+    host, tport, shown_target = _target(target, False)
+    lpath = unix_path(port, "the local socket", True)
     check_open(session)
-    sock = listen_socket(bind, port)
-    c = _ssh.Tunnel(session)
+    ident: Optional[Tuple[int, int]] = None
+    if lpath is not None:
+        sock, ident = unix_listen_socket(lpath, unlink)
+    else:
+        sock = listen_socket(bind, port)
     try:
-        c.listen_local(sock.fileno(), host, tport)
+        c = _ssh.Tunnel(session)
+        c.listen_local(sock.fileno(), host, tport, tport == 0)
     except BaseException:
         sock.close()
+        if lpath is not None and ident is not None:
+            unix_remove(lpath, ident)
         raise
-    bound = sock.getsockname()[1]
-    shown = f"[{bind}]" if ":" in bind else bind
-    t = Tunnel(session, registry, c, sock, "local", bound, f"{host}:{tport}", f"{shown}:{bound}")
+    if lpath is not None and ident is not None:
+        t = Tunnel(session, registry, c, sock, "local", 0, shown_target, lpath, (lpath, ident))
+    else:
+        bound = sock.getsockname()[1]
+        shown = f"[{bind}]" if ":" in bind else bind
+        t = Tunnel(session, registry, c, sock, "local", bound, shown_target, f"{shown}:{bound}")
     registry.add(t)
     return t
 
@@ -331,14 +443,16 @@ def forward_dynamic(session: Any, port: int, bind: str, registry: Set[Tunnel]) -
 
 def forward_remote(
     session: Any,
-    remote_port: int,
+    remote_port: Any,
     target: Any,
     bind_address: str,
     timeout: Optional[float],
     registry: Set[Tunnel],
 ) -> Tunnel:
-    host, tport = parse_target(target)
-    _port(remote_port, "remote_port", True)
+    host, tport, shown_target = _target(target, True)
+    rpath = unix_path(remote_port, "the server's socket", False)
+    if rpath is None:
+        _port(remote_port, "remote_port", True)
     if not isinstance(bind_address, str):
         raise TypeError(
             "bind_address must be a str: 'localhost' (the server's loopback), "
@@ -347,18 +461,15 @@ def forward_remote(
     wait = check_timeout(timeout)
     check_open(session)
     c = _ssh.Tunnel(session)
-    bound = c.listen_remote(bind_address, remote_port, host, tport, 30.0 if wait is None else wait)
-    shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
-    t = Tunnel(
-        session,
-        registry,
-        c,
-        None,
-        "remote",
-        bound,
-        f"{host}:{tport}",
-        f"{shown}:{bound} (on the server)",
-    )
+    wait_s = 30.0 if wait is None else wait
+    if rpath is not None:
+        bound = c.listen_remote_unix(rpath, host, tport, wait_s)
+        listen = f"{rpath} (on the server)"
+    else:
+        bound = c.listen_remote(bind_address, remote_port, host, tport, wait_s)
+        shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
+        listen = f"{shown}:{bound} (on the server)"
+    t = Tunnel(session, registry, c, None, "remote", bound, shown_target, listen)
     registry.add(t)
     return t
 

@@ -549,17 +549,25 @@ class Session(_ssh.Session):
         return _tunnel.run_blocking(self, port, target, bind, max_connections, timeout)
 
     def forward_local(
-        self, port: int, target: _tunnel.Target, *, bind: str = "127.0.0.1"
+        self,
+        port: _tunnel.Listen,
+        target: _tunnel.Target,
+        *,
+        bind: str = "127.0.0.1",
+        unlink: bool = False,
     ) -> _tunnel.Tunnel:
         """Like :meth:`tunnel`, in the background: returns a running
         :class:`Tunnel` (a context manager; ``.port`` is the local port, also with
         ``port=0``, which picks a free one; ``.close()`` stops it; ``.stats``).
-        Several tunnels can run on one session, beside commands and transfers."""
-        return _tunnel.forward_local(self, port, target, bind, self._tunnels)
+        Several tunnels can run on one session, beside commands and transfers.
+        ``port`` may be a local Unix socket path and ``target`` a path on the
+        server (docs/tunnels.md, "Unix-domain sockets"); ``unlink=True`` replaces
+        a stale socket at that path (OpenSSH's StreamLocalBindUnlink)."""
+        return _tunnel.forward_local(self, port, target, bind, self._tunnels, unlink)
 
     def forward_remote(
         self,
-        remote_port: int,
+        remote_port: _tunnel.Listen,
         target: _tunnel.Target,
         *,
         bind_address: str = "localhost",
@@ -570,7 +578,9 @@ class Session(_ssh.Session):
         connection to it is carried to ``target`` from this machine. Returns a
         running :class:`Tunnel`. ``timeout``: seconds to wait for the server's
         answer (default 30). The server decides who may connect: ``"localhost"``
-        is its loopback; other addresses need ``GatewayPorts`` in its sshd_config."""
+        is its loopback; other addresses need ``GatewayPorts`` in its sshd_config.
+        ``remote_port`` may be a Unix socket path on the server, ``target`` a
+        local one (docs/tunnels.md, "Unix-domain sockets")."""
         return _tunnel.forward_remote(
             self, remote_port, target, bind_address, timeout, self._tunnels
         )

@@ -6,7 +6,8 @@ client is reading the connection while the server does it; the command's stdout
 is a JSON report of what the server saw come back:
 
     open KIND N [PORT]     N unsolicited SSH_MSG_CHANNEL_OPEN of type KIND (x11,
-                           forwarded-tcpip for PORT, auth-agent@openssh.com, session,
+                           forwarded-tcpip for PORT, forwarded-streamlocal@openssh.com
+                           for /tmp/pyssh-hostile-PORT.sock, auth-agent@openssh.com, session,
                            direct-tcpip, or any name); reports the answers:
                            {"sent", "failure": {reason code: count}, "confirmed",
                             "unimplemented", "unanswered"}
@@ -129,6 +130,11 @@ class _Tracker:
                 UInt32(port),
                 String(b"10.9.8.7"),
                 UInt32(4242),
+            ),
+            # the socket path and the reserved string (OpenSSH's PROTOCOL 2.4)
+            b"forwarded-streamlocal@openssh.com": lambda: (
+                String(f"/tmp/pyssh-hostile-{port}.sock".encode()),
+                String(b""),
             ),
             b"direct-tcpip": lambda: (
                 String(b"127.0.0.1"),
