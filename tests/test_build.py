@@ -153,6 +153,8 @@ def test_sdist_builds_on_its_own(tmp_path):
         "tests/fuzz/scp_parse_fuzz.c",
         "tests/fuzz/sftp_reply_fuzz.c",
         "csrc/sftpproto.h",
+        "tests/fuzz/socks_parse_fuzz.c",
+        "csrc/socks.h",
         "tests/hostile_sftp.py",
         ".ci/run",
         # the guide builds from the sdist, and test_capi checks docs/capi.md

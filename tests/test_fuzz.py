@@ -1,6 +1,7 @@
-"""The parsers of what a server sends, under libFuzzer (tests/fuzz/): the SCP
+"""The parsers of what a peer sends, under libFuzzer (tests/fuzz/): the SCP
 message parser (csrc/scp.c) and the SFTP reply checker (csrc/sftpproto.c), each
-with the name rule (csrc/names.c). Each harness replays what was ever found and
+with the name rule (csrc/names.c), and the SOCKS request parser of -D tunnels'
+clients (csrc/socks.c). Each harness replays what was ever found and
 its seed corpus, then fuzzes for a bounded time. Needs clang with its fuzzer
 runtime: .ci/run installs both, and without them these tests fail (a check that
 cannot run must not pass)."""
@@ -14,7 +15,11 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 FUZZ = os.path.join(HERE, "fuzz")
 ENV = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
-HARNESSES = {"scp": "scp_parse_fuzz.c", "sftp": "sftp_reply_fuzz.c"}
+HARNESSES = {
+    "scp": "scp_parse_fuzz.c",
+    "sftp": "sftp_reply_fuzz.c",
+    "socks": "socks_parse_fuzz.c",
+}
 
 
 @pytest.fixture(scope="module", params=sorted(HARNESSES))
