@@ -27,8 +27,8 @@ ERROR = 255  # ssh's status for its own errors
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 USAGE = (
     "pyssh [-ANqTtv] [-D [bind_address:]port] [-F configfile] [-i identity_file]\n"
-    "             [-J destination] [-L [bind_address:]port:host:hostport] [-l login_name]\n"
-    "             [-o option] [-p port] [-R [bind_address:]port:host:hostport]\n"
+    "             [-J destination] [-L address] [-l login_name] [-o option] [-p port]\n"
+    "             [-R address]\n"
     "             destination [command ...]"
 )
 
@@ -50,9 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     add("-i", dest="identity", action="append", default=[], help="private key file")
     add("-J", dest="jump", help="jump hosts: [user@]host[:port][,...] (ProxyJump)")
     add("-L", dest="local", action="append", default=[], metavar="SPEC",
-        help="local forward: [bind_address:]port:host:hostport")  # fmt: skip
+        help="local forward: [bind_address:]port:host:hostport; a local or remote "
+             "end may be a Unix socket's path (/local.sock:/remote.sock, ...)")  # fmt: skip
     add("-R", dest="remote", action="append", default=[], metavar="SPEC",
-        help="remote forward: [bind_address:]port:host:hostport")  # fmt: skip
+        help="remote forward: [bind_address:]port:host:hostport; a remote or local "
+             "end may be a Unix socket's path (/remote.sock:/local.sock, ...)")  # fmt: skip
     add("-D", dest="dynamic", action="append", default=[], metavar="SPEC",
         help="dynamic (SOCKS) forward: [bind_address:]port")  # fmt: skip
     add(
@@ -102,20 +104,46 @@ def _port(text: str, spec: str, option: str) -> int:
     return int(text)
 
 
-def parse_forward(spec: str, option: str = "-L") -> Tuple[Optional[str], int, str, int]:
-    """OpenSSH's ``[bind_address:]port:host:hostport`` as (bind or None, port,
-    host, hostport); IPv6 addresses in brackets."""
+_FORWARD_FORMS = (
+    "use [bind_address:]port:host:hostport, [bind_address:]port:/socket, "
+    "/socket:host:hostport or /socket:/socket"
+)
+
+
+def _is_path(field: str) -> bool:
+    """A Unix socket's path, as forward_local/forward_remote tell one from a port."""
+    return field.startswith(("/", "./"))
+
+
+def _listen(text: str, spec: str, option: str) -> Union[int, str]:
+    return text if _is_path(text) else _port(text, spec, option)
+
+
+def parse_forward(
+    spec: str, option: str = "-L"
+) -> Tuple[Optional[str], Union[int, str], str, Optional[int]]:
+    """OpenSSH's -L/-R spec as (bind or None, port or listening socket's path,
+    host or target socket's path, hostport or None for a path): the forms
+    ``[bind_address:]port:host:hostport``, ``[bind_address:]port:/socket``,
+    ``/socket:host:hostport`` and ``/socket:/socket``; IPv6 addresses in brackets.
+    A path starts with "/" or "./" (for -L the first socket is local, for -R it
+    is the server's)."""
     f = _fields(spec)
-    if len(f) == 3:
+    paths = [_is_path(x) for x in f]
+    bind: Optional[str] = None
+    if len(f) == 2 and paths[1]:  # port:/socket or /socket:/socket
+        return None, _listen(f[0], spec, option), f[1], None
+    if len(f) == 3 and paths[2] and not paths[0]:  # bind:port:/socket
+        return f[0], _port(f[1], spec, option), f[2], None
+    if len(f) == 3:  # port:host:hostport or /socket:host:hostport
         f.insert(0, "")
-        bind = None
-    elif len(f) == 4:
+    elif len(f) == 4 and not paths[0]:
         bind = f[0]
     else:
-        raise UsageError(f"bad {option} spec {spec!r}: use [bind_address:]port:host:hostport")
-    if not f[2]:
+        raise UsageError(f"bad {option} spec {spec!r}: {_FORWARD_FORMS}")
+    if not f[2] or _is_path(f[2]):
         raise UsageError(f"bad {option} spec {spec!r}: no host")
-    return bind, _port(f[1], spec, option), f[2], _port(f[3], spec, option)
+    return bind, _listen(f[1], spec, option), f[2], _port(f[3], spec, option)
 
 
 def parse_dynamic(spec: str) -> Tuple[Optional[str], int]:
@@ -257,21 +285,25 @@ def _forwards(session: Any, args: argparse.Namespace) -> List[Any]:
     for spec in args.local:
         bind, port, host, hostport = parse_forward(spec, "-L")
         where = "0.0.0.0" if _all_interfaces(bind) else (bind or "127.0.0.1")
-        tunnels.append(session.forward_local(port, (host, hostport), bind=where))
+        tunnels.append(session.forward_local(port, _target(host, hostport), bind=where))
     for spec in args.remote:
         bind, port, host, hostport = parse_forward(spec, "-R")
         where = "" if _all_interfaces(bind) else (bind or "localhost")
-        t = session.forward_remote(port, (host, hostport), bind_address=where)
+        t = session.forward_remote(port, _target(host, hostport), bind_address=where)
         if port == 0 and not args.quiet:
-            print(
-                f"Allocated port {t.port} for remote forward to {host}:{hostport}", file=sys.stderr
-            )
+            shown = host if hostport is None else f"{host}:{hostport}"
+            print(f"Allocated port {t.port} for remote forward to {shown}", file=sys.stderr)
         tunnels.append(t)
     for spec in args.dynamic:
         bind, port = parse_dynamic(spec)
         where = "0.0.0.0" if _all_interfaces(bind) else (bind or "127.0.0.1")
         tunnels.append(session.forward_dynamic(port, bind=where))
     return tunnels
+
+
+def _target(host: str, hostport: Optional[int]) -> Union[str, Tuple[str, int]]:
+    """forward_local/forward_remote's target: (host, port), or a socket's path."""
+    return host if hostport is None else (host, hostport)
 
 
 def _wait(session: Any, tunnels: List[Any]) -> int:
@@ -288,8 +320,10 @@ def _wait(session: Any, tunnels: List[Any]) -> int:
 def _run(args: argparse.Namespace) -> int:
     for spec in args.dynamic:
         parse_dynamic(spec)
-    for spec in args.local + args.remote:
-        parse_forward(spec)
+    for spec in args.local:
+        parse_forward(spec, "-L")
+    for spec in args.remote:
+        parse_forward(spec, "-R")
     command = " ".join(args.command) if args.command else None
     if command is not None and args.no_command:
         raise UsageError("-N means no command, but a command was given")
@@ -362,7 +396,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return INTERRUPTED
     except BrokenPipeError:  # our stdout went away (`| head`): ssh dies of SIGPIPE quietly
         return ERROR
-    except (OSError, ValueError, TypeError) as e:
+    except (OSError, ValueError, TypeError, NotImplementedError) as e:
         print(f"pyssh: {e}{_hint(e)}", file=sys.stderr)
         return ERROR
 

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import threading
 import time
@@ -259,6 +260,9 @@ def test_cli_unknown_host_key_without_a_terminal(server, home):
         (["-D", "1:2:3", "h"], "bad -D spec"),
         (["-L", "1:2", "h"], "bad -L spec"),
         (["-R", "x:h:1", "h"], "is not a port"),
+        (["-L", "/l.sock:8080", "h"], "bad -L spec"),
+        (["-R", "/a:h:1:2", "h"], "bad -R spec"),
+        (["-L", "80:/h:22", "h"], "no host"),
         (["-o", "StrictHostKeyChecking=maybe", "h"], "bad StrictHostKeyChecking"),
         (["-N", "h", "ls"], "-N means no command"),
         ([], "no destination"),
@@ -317,6 +321,45 @@ def test_cli_local_forward(server, home):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def test_cli_local_forward_from_a_unix_socket(server, home):
+    sockdir = tempfile.mkdtemp(prefix="pyssh-cli-", dir="/tmp")  # short: sun_path
+    path = os.path.join(sockdir, "x.sock")
+    try:
+        with echo_server() as target:
+            p = subprocess.Popen(
+                cli(server, "-N", "-L", f"{path}:127.0.0.1:{target}"),
+                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            try:
+
+                def reached():
+                    with contextlib.suppress(OSError):
+                        c = socket.socket(socket.AF_UNIX)
+                        c.settimeout(TIMEOUT)
+                        try:
+                            c.connect(path)
+                        except OSError:
+                            c.close()
+                            raise
+                        return c
+
+                conn = wait_until(reached, TIMEOUT, interval=0.05)
+                assert conn, p.stderr
+                assert os.stat(path).st_mode & 0o777 == 0o600
+                with conn:
+                    conn.sendall(b"ping")
+                    assert conn.recv(100) == b"echo:ping"
+                p.send_signal(signal.SIGINT)
+                assert p.wait(TIMEOUT) == 130
+                assert not os.path.exists(path)  # the tunnel removes its socket
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -394,6 +437,14 @@ def test_forward_specs():
     assert parse_forward("*:8080:db:5432") == ("*", 8080, "db", 5432)
     assert parse_forward("[::1]:8080:[fe80::1]:22") == ("::1", 8080, "fe80::1", 22)
     assert parse_dynamic("1080") == (None, 1080)
+    # Unix sockets, as OpenSSH: a field starting with "/" (or "./") is a path
+    assert parse_forward("/l.sock:db:5432") == (None, "/l.sock", "db", 5432)
+    assert parse_forward("/l.sock:/r.sock") == (None, "/l.sock", "/r.sock", None)
+    assert parse_forward("8080:/r.sock") == (None, 8080, "/r.sock", None)
+    assert parse_forward("[::1]:8080:./r.sock") == ("::1", 8080, "./r.sock", None)
+    assert parse_forward("/r.sock:[::1]:22", "-R") == (None, "/r.sock", "::1", 22)
+    assert parse_forward("/r.sock:/l.sock", "-R") == (None, "/r.sock", "/l.sock", None)
+    assert parse_forward("0:/l.sock", "-R") == (None, 0, "/l.sock", None)
     assert parse_dynamic("[::1]:1080") == ("::1", 1080)
     assert _fields("a:[b:c]:d") == ["a", "b:c", "d"]
     assert parse_option("StrictHostKeyChecking=yes") == ("stricthostkeychecking", "yes")
