@@ -230,14 +230,16 @@ def listen_socket(bind: str, port: int) -> socket.socket:
 
 def run_blocking(
     session: Any,
-    port: int,
+    port: Any,
     target: Any,
     bind: str,
     max_connections: Optional[int],
     timeout: Optional[float],
 ) -> TunnelStats:
-    """Session.tunnel: serve in this thread until Ctrl-C, max_connections or timeout."""
-    host, tport = parse_target(target)
+    """Session.tunnel: serve in this thread until Ctrl-C, max_connections or timeout.
+    `port` and `target` may be Unix sockets' paths, as forward_local's."""
+    host, tport, shown_target = _target(target, False)
+    lpath = unix_path(port, "the local socket", True)
     if max_connections is not None:
         if isinstance(max_connections, bool) or not isinstance(max_connections, int):
             raise TypeError("max_connections must be an int or None")
@@ -245,22 +247,22 @@ def run_blocking(
             raise ValueError(f"max_connections must be >= 1, not {max_connections}")
     idle = check_timeout(timeout)
     check_open(session)
-    sock = listen_socket(bind, port)
+    ident: Optional[Tuple[int, int]] = None
+    if lpath is not None:
+        sock, ident = unix_listen_socket(lpath, False)
+    else:
+        sock = listen_socket(bind, port)
     c = _ssh.Tunnel(session)
     try:
-        c.listen_local(sock.fileno(), host, tport)
-        log.info(
-            "tunnel: listening on %s:%d, to %s:%d through %s",
-            bind,
-            sock.getsockname()[1],
-            host,
-            tport,
-            session.host,
-        )
+        c.listen_local(sock.fileno(), host, tport, tport == 0)
+        shown = lpath if lpath is not None else f"{bind}:{sock.getsockname()[1]}"
+        log.info("tunnel: listening on %s, to %s through %s", shown, shown_target, session.host)
         return _stats(c.run(max_connections=max_connections, idle_timeout=idle))
     finally:
         sock.close()
         c.close()
+        if lpath is not None and ident is not None:
+            unix_remove(lpath, ident)
 
 
 _running: weakref.WeakSet[Tunnel] = weakref.WeakSet()

@@ -524,7 +524,7 @@ class Session(_ssh.Session):
     # ---- tunnels
     def tunnel(
         self,
-        port: int = 5555,
+        port: _tunnel.Listen = 5555,
         target: Optional[_tunnel.Target] = None,
         *,
         bind: str = "127.0.0.1",
@@ -543,7 +543,10 @@ class Session(_ssh.Session):
         machines use the tunnel. A port in use raises :class:`OSError` (EADDRINUSE)
         at once; a target the server cannot reach closes that connection and logs a
         warning on the ``"pyssh"`` logger; the session failing raises
-        :class:`SSHError`. Other threads can use the session meanwhile."""
+        :class:`SSHError`. Other threads can use the session meanwhile.
+        ``port`` may be a local Unix socket path and ``target`` a path on the
+        server, as :meth:`forward_local`'s (docs/tunnels.md, "Unix-domain
+        sockets"); the socket is made mode 0600 and removed at the end."""
         if target is None:
             raise ValueError("tunnel() needs a target: tunnel(5555, 'host:port')")
         return _tunnel.run_blocking(self, port, target, bind, max_connections, timeout)

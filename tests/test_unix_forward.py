@@ -204,3 +204,27 @@ def test_server_socket_opens_nobody_asked_for_are_refused(tmp_path):
             assert json.loads(s.exec_internal("echo still here").stdout) == {"echo": "still here"}
     finally:
         srv.close()
+
+
+def test_blocking_tunnel_on_a_local_socket(session, sockdir):
+    """session.tunnel(): the same local socket as forward_local's, removed at the
+    end; its target a server socket."""
+    remote = Echo(os.path.join(sockdir, "remote.sock"))
+    local = os.path.join(sockdir, "local.sock")
+    got = []
+
+    def client():
+        wait_until(lambda: os.path.exists(local), 30, interval=0.02)
+        got.append(stat.S_IMODE(os.lstat(local).st_mode))
+        got.append(round_trip(local, b"blocking"))
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        stats = session.tunnel(local, remote.address, max_connections=1)
+    finally:
+        th.join(30)
+        remote.close()
+    assert got == [0o600, (hashlib.sha256(b"blocking").hexdigest(), 8)]
+    assert (stats.connections, stats.bytes_to_target) == (1, 8)
+    assert not os.path.exists(local)
