@@ -229,6 +229,34 @@ key_get_has_private(KeyObject *self, void *closure)
     return PyBool_FromLong(ssh_key_is_private(self->key));
 }
 
+#ifdef PYSSH_LIBSSH_HOST_CERTIFICATES
+PyDoc_STRVAR(key_verify_signature_doc,
+             "_verify_signature(key_blob, signature, data, /)\n--\n\n"
+             "Whether `signature` (an SSH signature blob: algorithm, signature) is a valid\n"
+             "signature of `data` by the plain public key `key_blob`: a CA's signature over\n"
+             "a host certificate. False for anything malformed or unsupported.");
+
+static PyObject *
+key_verify_signature(PyObject *Py_UNUSED(cls), PyObject *args)
+{
+    Py_buffer key, sig, data;
+    if (!PyArg_ParseTuple(args, "y*y*y*:_verify_signature", &key, &sig, &data)) {
+        return NULL;
+    }
+    int rc;
+    /* the buffers stay valid without the GIL: bytes are immutable, and the
+     * Py_buffer holds a reference */
+    Py_BEGIN_ALLOW_THREADS
+    rc = ssh_pki_verify_signature_blob(key.buf, (size_t)key.len, sig.buf, (size_t)sig.len, data.buf,
+                                       (size_t)data.len);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&sig);
+    PyBuffer_Release(&data);
+    return PyBool_FromLong(rc == SSH_OK);
+}
+#endif
+
 static PyMethodDef key_methods[] = {
     {"_generate", (PyCFunction)key_generate, METH_VARARGS | METH_CLASS, key_generate_doc},
     {"_from_private", (PyCFunction)key_from_private, METH_VARARGS | METH_CLASS,
@@ -236,6 +264,10 @@ static PyMethodDef key_methods[] = {
     {"_from_public", (PyCFunction)key_from_public, METH_VARARGS | METH_CLASS, key_from_public_doc},
     {"_private_text", (PyCFunction)key_private_text, METH_VARARGS, key_private_text_doc},
     {"_public", (PyCFunction)key_public, METH_NOARGS, key_public_doc},
+#ifdef PYSSH_LIBSSH_HOST_CERTIFICATES
+    {"_verify_signature", (PyCFunction)key_verify_signature, METH_VARARGS | METH_STATIC,
+     key_verify_signature_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 

@@ -919,6 +919,29 @@ session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
     return result;
 }
 
+PyDoc_STRVAR(session_set_host_key_algorithms_doc,
+             "_set_host_key_algorithms($self, algorithms, /)\n--\n\n"
+             "Set the host key algorithms offered, after _configure: pyssh offers host\n"
+             "certificate algorithms first when known_hosts trusts a CA for the host.");
+
+static PyObject *
+session_set_host_key_algorithms(SessionObject *self, PyObject *arg)
+{
+    CHECK_OPEN(self, NULL);
+    const char *algos = PyUnicode_AsUTF8(arg);
+    if (algos == NULL) {
+        return NULL;
+    }
+    pyssh_lock(self);
+    int rc = self->ssh != NULL ? ssh_options_set(self->ssh, SSH_OPTIONS_HOSTKEYS, algos) : -1;
+    pyssh_unlock(self);
+    if (rc < 0) {
+        PyErr_Format(PyExc_ValueError, "libssh does not accept the host key algorithms %R", arg);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static int
 known_step(ssh_session ssh, void *p)
 {
@@ -1493,6 +1516,8 @@ static PyMethodDef session_methods[] = {
      session_connect_doc},
     {"_hop_verdict", (PyCFunction)session_hop_verdict, METH_O, session_hop_verdict_doc},
     {"_server_key", (PyCFunction)session_server_key, METH_NOARGS, session_server_key_doc},
+    {"_set_host_key_algorithms", (PyCFunction)session_set_host_key_algorithms, METH_O,
+     session_set_host_key_algorithms_doc},
     {"_known_host", (PyCFunction)session_known_host, METH_NOARGS, session_known_host_doc},
     {"_update_known_hosts", (PyCFunction)session_update_known_hosts, METH_NOARGS,
      session_update_known_hosts_doc},

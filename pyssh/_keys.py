@@ -353,6 +353,11 @@ class Certificate:
     principals: Tuple[str, ...]
     valid_after: int
     valid_before: int
+    cert_type: int = 1  # 1 user, 2 host
+    critical_options: bytes = b""  # their wire encoding: empty when there are none
+    ca_blob: bytes = b""  # the signing CA's public key blob
+    signed: bytes = b""  # what the CA signed: the blob up to its signature
+    signature: bytes = b""  # the CA's signature blob (string algorithm, string sig)
 
     def validity_problem(self, now: Optional[float] = None) -> Optional[str]:
         """Why the certificate is not valid now (expired, not yet valid), or None."""
@@ -402,28 +407,45 @@ def read_certificate(path: PathType) -> Certificate:
 
 
 def _parse_certificate(path: str, name: str, blob: bytes) -> Certificate:
-    r = _Reader(blob, f"the certificate {path}")
+    cert = parse_certificate_blob(blob, f"the certificate {path}", path)
+    if cert.type != name:
+        raise ValueError(f"{path} is not an OpenSSH user certificate ({name[:60]!r})")
+    if cert.cert_type != 1:  # SSH_CERT_TYPE_USER
+        raise ValueError(f"{path} is a host certificate, not a user certificate")
+    return cert
+
+
+def parse_certificate_blob(blob: bytes, what: str, path: str = "") -> Certificate:
+    """An OpenSSH certificate (user or host) from its wire blob, every length checked:
+    ValueError if it is not one, or has bytes after its signature. Nothing verified."""
+    r = _Reader(blob, what)
+    name = r.text()
     base = name[: -len(_CERT_SUFFIX)] if name.endswith(_CERT_SUFFIX) else ""
     if base.startswith("sk-"):
         base += "@openssh.com"
-    if r.text() != name or base not in _KEY_FIELDS:
-        raise ValueError(f"{path} is not an OpenSSH user certificate ({name[:60]!r})")
+    if base not in _KEY_FIELDS:
+        raise ValueError(f"{what} is not an OpenSSH certificate ({name[:60]!r})")
     r.string()  # nonce
     start = r.pos
     for _ in range(_KEY_FIELDS[base]):
         r.string()
     key_blob = _string(base.encode()) + r.data[start : r.pos]
     r.u64()  # serial
-    if r.u32() != 1:  # SSH_CERT_TYPE_USER
-        raise ValueError(f"{path} is a host certificate, not a user certificate")
-    key_id = r.text()
-    pr = _Reader(r.string(), f"the principals of {path}")
+    cert_type, key_id = r.u32(), r.text()
+    pr = _Reader(r.string(), f"the principals of {what}")
     principals = []
     while not pr.end():
         principals.append(pr.text())
     valid_after, valid_before = r.u64(), r.u64()
-    for _ in range(5):  # critical options, extensions, reserved, CA key, signature
-        r.string()
+    critical = r.string()
+    r.string()  # extensions
+    r.string()  # reserved
+    ca_blob = r.string()
+    signed = r.data[: r.pos]
+    signature = r.string()
     if not r.end():
-        raise ValueError(f"the certificate {path} has bytes after its signature")
-    return Certificate(path, name, key_blob, key_id, tuple(principals), valid_after, valid_before)
+        raise ValueError(f"{what} has bytes after its signature")
+    return Certificate(
+        path, name, key_blob, key_id, tuple(principals), valid_after, valid_before,
+        cert_type, critical, ca_blob, signed, signature,
+    )  # fmt: skip

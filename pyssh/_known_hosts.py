@@ -41,7 +41,10 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from . import _keys
 
 __all__ = [
     "Entry",
@@ -317,6 +320,91 @@ def check(paths: Sequence[str], host: str, port: int, blob: bytes) -> Verdict:
         if fallback.status in (OK, REVOKED):
             return fallback
     return verdict
+
+
+# ---- host certificates -----------------------------------------------------------------
+
+HOST_CERT_ALGORITHMS = (  # OpenSSH's order; offered first when a CA is known for the host
+    "ssh-ed25519-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+    "ecdsa-sha2-nistp521-cert-v01@openssh.com",
+    "rsa-sha2-512-cert-v01@openssh.com",
+    "rsa-sha2-256-cert-v01@openssh.com",
+)
+# libssh 0.11's default host key algorithms (kex.c DEFAULT_HOSTKEYS), after the above
+DEFAULT_HOST_KEY_ALGORITHMS = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp521",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp256",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
+# OpenSSH's default CASignatureAlgorithms: not ssh-rsa (SHA-1)
+_CA_SIGNATURE_ALGORITHMS = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "rsa-sha2-512",
+    "rsa-sha2-256",
+)
+
+
+def host_entries(paths: Sequence[str], host: str, port: int) -> List[Entry]:
+    """The lines that name the host: as ``[host]:port`` (or ``host`` on port 22),
+    then, on another port, those for the bare host name (as check() falls back)."""
+    entries = read_entries(paths)
+    name = lookup_name(host, port)
+    found = [e for e in entries if host_matches(name, e.hosts)]
+    if port != 22:
+        bare = host.lower()
+        found += [e for e in entries if e not in found and host_matches(bare, e.hosts)]
+    return found
+
+
+def trusted_cas(paths: Sequence[str], host: str, port: int) -> List[Entry]:
+    """The @cert-authority lines for the host."""
+    return [e for e in host_entries(paths, host, port) if e.marker == "cert-authority"]
+
+
+def certificate_revoked(
+    paths: Sequence[str], host: str, port: int, key_blob: bytes, ca_blob: bytes
+) -> Optional[Entry]:
+    """The @revoked line for the host that names the certified key or its CA."""
+    for e in host_entries(paths, host, port):
+        if e.marker == "revoked" and e.blob in (key_blob, ca_blob):
+            return e
+    return None
+
+
+def certificate_problem(
+    cert: _keys.Certificate, host: str, now: float, signature_ok: Callable[[], bool]
+) -> Optional[str]:
+    """Why a host certificate whose CA is trusted is not valid for `host` now (None
+    if it is), checked as OpenSSH's check_host_cert does: a host certificate, a
+    CA signature algorithm it accepts, a valid signature, the validity window
+    (no clock skew allowed), a principal matching the host name (patterns
+    allowed; no principals means any host), no critical options."""
+    if cert.cert_type != 2:
+        return "it is a user certificate, not a host certificate (ssh-keygen -s without -h)"
+    alg = blob_type(cert.signature) or ""
+    if alg not in _CA_SIGNATURE_ALGORITHMS:
+        return f"its CA signed it with {alg[:40]!r}, which OpenSSH no longer accepts"
+    if not signature_ok():
+        return "the CA's signature over it is not valid (forged or corrupted)"
+    problem = cert.validity_problem(now)
+    if problem:
+        return problem
+    name = host.lower()
+    if cert.principals and not any(match_pattern(name, p) for p in cert.principals):
+        return f"its principals ({', '.join(cert.principals)[:200]}) do not include {name!r}"
+    if cert.critical_options:
+        return "it has critical options, which no host certificate may have"
+    return None
 
 
 def global_files() -> List[str]:

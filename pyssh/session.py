@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 import getpass
+import hashlib
 import ipaddress
 import logging
 import os
@@ -726,12 +727,17 @@ def _host_key_problem(
             f"legitimately, remove the old entry with: ssh-keygen -R '{name}' -f '{kh}'"
         )
     if verdict.status == _known_hosts.CA_ONLY:
+        why = (
+            "pyssh was built without host certificate support (vendor/patches/"
+            "libssh-*-host-certificates.patch)"
+            if not _HOST_CERTIFICATES
+            else "it sent a plain key, not a host certificate"
+        )
         return UnknownHostKeyError(
             f"cannot verify {what}: {_where(verdict.entry)} names it only in a "
-            f"@cert-authority line, so its key should be a host certificate, and pyssh does "
-            f"not verify host certificates yet. Not connecting; {sent}. Add the host's plain "
-            f"key after checking its fingerprint: ssh-keyscan -p {key.port} {key.host} >> "
-            f"'{kh}'"
+            f"@cert-authority line, so its key should be a host certificate signed by that "
+            f"CA, but {why}. Not connecting; {sent}. Add the host's plain key after checking "
+            f"its fingerprint: ssh-keyscan -p {key.port} {key.host} >> '{kh}'"
         )
     why = (
         "was refused by the host_key_policy callable"
@@ -750,18 +756,121 @@ def _check_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFiles
     a revoked key is refused under every policy (OpenSSH's "no" goes on with password
     authentication off; pyssh refuses); a changed one, or one only a @cert-authority
     line could vouch for, under all but "ignore"; an unknown one is refused
-    ("strict"), asked about (a callable) or recorded."""
+    ("strict"), asked about (a callable) or recorded. A host certificate signed by
+    a CA trusted for the host, and valid, is accepted; any other certificate is
+    judged as its plain key (OpenSSH's fallback)."""
+    problem = None
+    if key.key_type.endswith(_keys._CERT_SUFFIX):
+        plain, problem = _check_host_certificate(key, files)
+        if plain is None:
+            return
+        key = plain
     verdict = _known_hosts.check(files.paths, key.host, key.port, key.blob)
     status = verdict.status
     if status == _known_hosts.REVOKED:
         raise _host_key_error(verdict, key, files, policy)
     if policy == "ignore" or status == _known_hosts.OK:
         return
+    if problem is not None and status == _known_hosts.CA_ONLY:
+        raise _host_key_attrs(HostKeyError(problem), key, files)
     if status != _known_hosts.NEW or policy == "strict":
         raise _host_key_error(verdict, key, files, policy)
     if callable(policy) and not policy(key.host, key.port, key.key_type, key.fingerprint):
         raise _host_key_error(verdict, key, files, policy)
     _record_host_key(key, policy, files)
+
+
+_HOST_CERTIFICATES = hasattr(_ssh.Key, "_verify_signature")  # the libssh patch is in
+
+
+def _host_key_attrs(exc: HostKeyError, key: _ServerKey, files: _HostKeyFiles) -> HostKeyError:
+    return _with(
+        exc, host=key.host, port=key.port, key_type=key.key_type, fingerprint=key.fingerprint,
+        known_hosts=files.known_hosts, hop=key.hop,
+    )  # fmt: skip
+
+
+def _fingerprint(blob: bytes) -> str:
+    digest = hashlib.sha256(blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def _check_host_certificate(
+    key: _ServerKey, files: _HostKeyFiles
+) -> Tuple[Optional[_ServerKey], Optional[str]]:
+    """A host certificate, checked as OpenSSH's check_host_key does: its key or CA
+    revoked raises; signed by a CA that a @cert-authority line trusts for the host
+    and valid: (None, None), accepted. Otherwise its plain key, to be judged as
+    such, and why the certificate did not do (None when no CA is trusted for the
+    host: then a certificate is just a key, as in OpenSSH)."""
+    what = f"the host certificate of {key.what()}"
+    try:
+        cert = _keys.parse_certificate_blob(key.blob, what)
+        plain_type = _known_hosts.blob_type(cert.key_blob)
+        if plain_type is None:
+            raise ValueError(f"{what} holds no valid key")
+    except ValueError as e:
+        raise _host_key_attrs(HostKeyError(f"{e}: not connecting"), key, files) from None
+    plain = _ServerKey(
+        key.host, key.port, plain_type, _fingerprint(cert.key_blob), cert.key_blob, key.hop
+    )
+    revoked = _known_hosts.certificate_revoked(
+        files.paths, key.host, key.port, cert.key_blob, cert.ca_blob
+    )
+    if revoked is not None:
+        raise _host_key_attrs(_certificate_revoked(plain, cert, revoked, files), plain, files)
+    cas = _known_hosts.trusted_cas(files.paths, key.host, key.port)
+    if not cas:
+        return plain, None
+    why: Optional[str] = (
+        f"it is signed by CA {_fingerprint(cert.ca_blob)}, which no @cert-authority line "
+        f"trusts for this host ({_where(cas[0])} names another)"
+    )
+    if any(e.blob == cert.ca_blob for e in cas):
+        why = _known_hosts.certificate_problem(
+            cert, key.host, time.time(),
+            lambda: _ssh.Key._verify_signature(cert.ca_blob, cert.signature, cert.signed),
+        )  # fmt: skip
+        if why is None:
+            log.debug("host certificate %r of %s accepted", cert.key_id, key.what())
+            return None, None
+    return plain, (
+        f"HOST CERTIFICATE REFUSED for {key.what()}: the server sent a host certificate "
+        f"(ID {cert.key_id[:80]!r}, {plain_type} key {plain.fingerprint}), but {why}. Not "
+        f"connecting. Have the host's certificate reissued (ssh-keygen -s CA -h -n "
+        f"{key.host} ...), or, after checking the key's fingerprint, add the plain key to "
+        f"'{files.known_hosts}'"
+    )
+
+
+def _certificate_revoked(
+    plain: _ServerKey, cert: _keys.Certificate, entry: _known_hosts.Entry, files: _HostKeyFiles
+) -> HostKeyError:
+    which = (
+        f"the CA that signed its host certificate ({_fingerprint(cert.ca_blob)})"
+        if entry.blob == cert.ca_blob
+        else f"its {plain.key_type} key {plain.fingerprint}"
+    )
+    return HostKeyRevokedError(
+        f"REVOKED HOST KEY for {plain.what()}: {which} is marked @revoked in {_where(entry)}. "
+        f"Whoever holds it may be impersonating the server. Not connecting, whatever the "
+        f"host_key_policy. Ask the server's administrator for a new certificate or key."
+    )
+
+
+def _offer_host_certificates(
+    s: Session, algos: Mapping[str, Optional[str]], opts: Mapping[str, List[str]],
+    files: _HostKeyFiles,
+) -> None:  # fmt: skip
+    """As OpenSSH does when known_hosts trusts a CA for the host (and neither the
+    caller nor the configuration chose the host key algorithms): offer the host
+    certificate algorithms first. Other hosts are offered exactly what they were."""
+    if not _HOST_CERTIFICATES or algos.get("host_key_algorithms") or "hostkeyalgorithms" in opts:
+        return
+    if _known_hosts.trusted_cas(files.paths, s.host, s.port):
+        s._set_host_key_algorithms(
+            ",".join(_known_hosts.HOST_CERT_ALGORITHMS + _known_hosts.DEFAULT_HOST_KEY_ALGORITHMS)
+        )
 
 
 def _record_host_key(key: _ServerKey, policy: HostKeyPolicy, files: _HostKeyFiles) -> None:
@@ -1300,6 +1409,7 @@ def _open(
         chain = _jump.from_config(opts) if hops is None else hops
         via = _connect_hops(s, chain, a, deadline)
     sock = None if via is None else _jump.bridge(via, s.host, s.port)
+    _offer_host_certificates(s, a.algos, opts, files)
     _reach(s, deadline, proxy and via is None, a.policy, files, sock, hop)
     _authenticate(
         s, deadline, a.keyfile, a.password, a.passphrase, opts, a.home, hop is not None,
