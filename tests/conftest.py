@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -21,25 +22,57 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ACCOUNT = f"pyssh-test-{os.getpid()}"
 
 
+RAM_DISK = "/dev/shm"
+
+
+def pytest_configure(config):
+    """The tests' files (tmp_path: about 200 MB written by the quick tier alone) go to
+    a RAM disk where there is one, unless --basetemp says where: on the shared CI
+    machine the disk's write speed varied enough to double the transfer tests' times."""
+    if config.option.basetemp or not os.access(RAM_DISK, os.W_OK):
+        return
+    config.option.basetemp = tempfile.mkdtemp(prefix="pyssh-tests-", dir=RAM_DISK)
+    config._pyssh_ram_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    path = getattr(config, "_pyssh_ram_basetemp", None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 # Debian's bash sources ~/.bashrc for every command sshd runs (SSH_SOURCE_BASHRC),
 # unless it is not a top-level shell: a developer's ~/.bashrc (pyenv's init: 160 ms on
-# the CI machine) then costs every remote command of the tests that much. The tests'
-# servers start each session's shell at SHLVL 2, so that it is skipped (5 ms).
+# the CI machine) then costs every remote command of the tests that much, and every
+# scripted SFTP subsystem or ForceCommand (they run through the shell too). Every sshd
+# the tests start begins each session's shell at SHLVL 2, so that it is skipped (5 ms).
 QUICK_SHELL = ["SetEnv SHLVL=1"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_shells():
+    original = SSHServer.__init__
+
+    def init(self, *args, extra_config=None, **kwargs):
+        original(self, *args, extra_config=[*QUICK_SHELL, *(extra_config or [])], **kwargs)
+
+    SSHServer.__init__ = init
+    yield
+    SSHServer.__init__ = original
 
 
 @pytest.fixture(scope="session")
 def server():
     """One sshd for the test session; password and keyboard-interactive on where
     PAM can check them (as root)."""
-    with SSHServer(password_auth=IS_ROOT, kbdint_auth=IS_ROOT, extra_config=QUICK_SHELL) as srv:
+    with SSHServer(password_auth=IS_ROOT, kbdint_auth=IS_ROOT) as srv:
         yield srv
 
 
 @pytest.fixture
 def fresh_server():
     """An sshd of the test's own, for tests that change its files."""
-    with SSHServer(password_auth=IS_ROOT, kbdint_auth=IS_ROOT, extra_config=QUICK_SHELL) as srv:
+    with SSHServer(password_auth=IS_ROOT, kbdint_auth=IS_ROOT) as srv:
         yield srv
 
 

@@ -145,6 +145,7 @@ def test_config_asking_for_a_missing_agent_warns(connect, tmp_path, monkeypatch,
     assert "the agent is not forwarded" in caplog.text and "SSH_AUTH_SOCK" in caplog.text
 
 
+@pytest.mark.slow
 def test_many_agent_clients_one_after_another_and_nothing_left(connect, agent_key):
     before = open_sockets()
     with connect(forward_agent=True) as s:

@@ -106,6 +106,7 @@ def test_exit_status_and_signal(ext, plain_session):
     assert status == -15
 
 
+@pytest.mark.slow
 def test_stdin_larger_than_the_window_through_cat(ext, plain_session):
     _, consumer = ext
     data = os.urandom(8 * 1024 * 1024 + 123)
@@ -146,6 +147,7 @@ def test_scp_errors(ext, session, tmp_path):
     assert session.exec_internal("echo still here").stdout == b"still here\n"
 
 
+@pytest.mark.slow
 def test_read_timeout_then_the_session_goes_on(ext, plain_session):
     _, consumer = ext
     with pytest.raises(pyssh.SSHTimeoutError):

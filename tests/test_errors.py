@@ -83,6 +83,7 @@ def test_scp_error_kind_is_decided_by_the_last_field(prefix, reason):
     assert _ssh.scp_error_kind(prefix + b": " + reason) == STRERROR[reason]
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=200))
 def test_scp_error_kind_of_anything_is_a_kind(line):
@@ -199,6 +200,7 @@ def connect(port, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reason", REASONS)
 def test_a_disconnect_reason_does_not_pick_the_class(disconnecting, tmp_path, reason):
     with connect(disconnecting("disconnect", reason), tmp_path) as s:
@@ -211,6 +213,7 @@ def test_a_disconnect_reason_does_not_pick_the_class(disconnecting, tmp_path, re
     assert "MaxSessions" not in str(e)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reason", REASONS)
 def test_a_refusal_reason_does_not_pick_the_class(disconnecting, tmp_path, reason):
     with connect(disconnecting("refuse", reason), tmp_path) as s:

@@ -768,6 +768,7 @@ def test_ctrl_c_interrupts_a_running_command(server, how):
 # ---- threads, the GIL, CPU ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_concurrent_commands_on_several_sessions(server, plain_address):
     # the plain account: its stderr is the command's alone (see plain_address)
     sessions = [server.connect(address=plain_address) for _ in range(3)]

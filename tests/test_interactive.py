@@ -215,6 +215,7 @@ def test_cli_command_status_and_output(server, home):
     assert (r.returncode, r.stdout, r.stderr) == (4, b"x\n", b"e\n")
 
 
+@pytest.mark.slow
 def test_cli_stdin_streamed_then_eof(server, home):
     data = os.urandom(300_000)
     r = run_cli(server, "cat", stdin=data)
@@ -222,6 +223,7 @@ def test_cli_stdin_streamed_then_eof(server, home):
     assert r.stdout == data
 
 
+@pytest.mark.slow
 def test_cli_with_stdin_closed(server, home):
     # descriptor 0 closed: end of file for the command, never the connection read
     argv = ["sh", "-c", 'exec "$@" <&-', "sh", *cli(server), "cat; echo done"]

@@ -247,6 +247,7 @@ def test_a_remote_forward_asked_for_behind_unanswered_probes(fresh_server, echo)
     s.close()
 
 
+@pytest.mark.slow
 def test_keepalive_off_by_default_and_with_zero(server):
     # nothing to see from outside but that the session works; the arguments are taken
     for kwargs in ({}, {"keepalive_interval": 0}, {"keepalive_interval": None}):

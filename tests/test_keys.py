@@ -46,6 +46,7 @@ def test_generate_save_read(tmp_path):
     assert derived.split()[:2] == key.public_line().split()[:2]
 
 
+@pytest.mark.slow
 def test_passphrase(tmp_path):
     key = pyssh.generate_key()
     path = tmp_path / "k"

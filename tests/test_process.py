@@ -102,6 +102,7 @@ def test_communicate_64_mib_each_way(session):
     assert p.returncode == 0
 
 
+@pytest.mark.slow
 def test_communicate_timeout_keeps_the_output(session):
     with session.popen("echo early; sleep 30") as p:
         with pytest.raises(pyssh.SSHTimeoutError, match="timed out after 0.3"):
@@ -201,6 +202,7 @@ def test_expect_at_the_end_of_output_is_eof(session):
             p.expect("more", timeout=10)
 
 
+@pytest.mark.slow
 def test_output_is_made_printable_in_errors(session):
     with session.popen("printf 'a\\033]0;title\\007b'; sleep 30") as p:
         with pytest.raises(pyssh.SSHTimeoutError) as e:

@@ -367,6 +367,7 @@ def listening_socket():
     return s
 
 
+@pytest.mark.slow
 def test_tunnel_reentered_while_run_converts_its_arguments(session):
     sock = listening_socket()
     c = _ssh.Tunnel(session)

@@ -426,6 +426,7 @@ def short_handshake(monkeypatch):
     monkeypatch.setattr(_tunnel, "SOCKS_HANDSHAKE_TIMEOUT", 0.3)
 
 
+@pytest.mark.slow
 def test_stalled_handshake_is_closed(short_handshake, session, web, caplog):
     caplog.set_level(logging.WARNING, logger="pyssh")
     with session.forward_dynamic(0) as tun:

@@ -98,6 +98,7 @@ def test_streams_must_be_sensible(server, area):
         assert f._pool == []
 
 
+@pytest.mark.slow
 def test_a_small_file_is_not_striped(server, area):
     """Under 2 x 4 MiB a file goes over one channel whatever streams says: no
     channels are opened for it."""

@@ -329,6 +329,7 @@ def test_session_usable_while_a_tunnel_carries_traffic(plain_session, target):
     assert len(outputs) >= 2 and outputs == [f"{i}\n".encode() for i in range(len(outputs))]
 
 
+@pytest.mark.slow
 def test_several_tunnels_on_one_session(session, target):
     t1, t2 = target(), target()
     with session.forward_local(0, t1.address) as a, session.forward_local(0, t2.address) as b:
@@ -607,6 +608,7 @@ print(local.port, remote.port, flush=True)
 """
 
 
+@pytest.mark.slow
 def test_exit_with_tunnels_running(server, target):
     t = target()
     p = subprocess.run(

@@ -192,6 +192,7 @@ def test_refused_server_path_fails_that_connection_only(session, sockdir, caplog
     )
 
 
+@pytest.mark.slow
 def test_server_socket_opens_nobody_asked_for_are_refused(tmp_path):
     # a forwarded-streamlocal@openssh.com open with no socket forward of this
     # session's for its path: refused at once (guard.c), the session unharmed
