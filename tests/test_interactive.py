@@ -132,7 +132,9 @@ def test_shell_output_size_status_and_the_tty_restored(terminal):
 def test_ctrl_c_reaches_the_remote_command(terminal):
     t = terminal()
     shell_ready(t)
-    t.send(b"echo started-$((1+1)); sleep 30; echo after-$((2+2))\r")
+    # sh prints once it is the terminal's foreground job, then becomes the sleep: a
+    # Ctrl-C sent before the shell made sleep the foreground job would miss it
+    t.send(b"sh -c 'echo started-$((1+1)); exec sleep 30'; echo after-$((2+2))\r")
     t.expect(rb"started-2")
     t.send(b"\x03")
     # the shell is back long before the 30 s: sleep got SIGINT, the list stopped
