@@ -3,6 +3,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -382,3 +383,40 @@ def hostile_scp(tmp_path_factory):
                 return s.scp_download(files, to=to, verbose=False, timeout=timeout)
 
         yield run
+
+
+class Echo:
+    """An echo server on a Unix socket path or on 127.0.0.1 (path None)."""
+
+    def __init__(self, path=None):
+        if path is None:
+            self.sock = socket.socket()
+            self.sock.bind(("127.0.0.1", 0))
+            self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        else:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.bind(path)
+            self.address = path
+        self.sock.listen(16)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _one(conn):
+        with conn:
+            while True:
+                data = conn.recv(1 << 16)
+                if not data:
+                    conn.shutdown(socket.SHUT_WR)
+                    return
+                conn.sendall(data)
+
+    def close(self):
+        self.sock.close()

@@ -17,7 +17,7 @@ import pytest
 import pyssh
 from pyssh import _config
 
-from conftest import wait_until
+from conftest import Echo, wait_until
 
 # probes after 0.5 s of silence, the connection lost 0.5 s after the third: a frozen
 # server is found lost 2 s after it last sent anything
@@ -94,39 +94,11 @@ def check_lost(e, interval=INTERVAL, count=COUNT):
     assert "ServerAliveInterval" in text
 
 
-class Echo:
-    """A TCP echo server on 127.0.0.1, served by daemon threads."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _one(conn):
-        with conn:
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                conn.sendall(data)
-
-
 @pytest.fixture
 def echo():
     e = Echo()
     yield e
-    e.sock.close()
+    e.close()
 
 
 # ---- a frozen server ----------------------------------------------------------------------------

@@ -16,47 +16,10 @@ import threading
 
 import pytest
 
-from conftest import wait_until
+from conftest import Echo, wait_until
 from hostile_ssh import HostileServer
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="no AF_UNIX")
-
-
-class Echo:
-    """An echo server on a Unix socket path or on 127.0.0.1 (path None)."""
-
-    def __init__(self, path=None):
-        if path is None:
-            self.sock = socket.socket()
-            self.sock.bind(("127.0.0.1", 0))
-            self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        else:
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.bind(path)
-            self.address = path
-        self.sock.listen(16)
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _one(conn):
-        with conn:
-            while True:
-                data = conn.recv(1 << 16)
-                if not data:
-                    conn.shutdown(socket.SHUT_WR)
-                    return
-                conn.sendall(data)
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture
