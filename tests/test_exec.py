@@ -591,12 +591,11 @@ def test_r_style_aliases(session):
 
 @pytest.mark.slow
 def test_timeout_closes_channel_and_session_stays_usable(session):
-    t = time.monotonic()
+    # the error itself says the timeout fired (a finished `sleep 30` raises nothing)
     with pytest.raises(pyssh.SSHTimeoutError, match="nothing moved for 0.5 seconds") as ei:
         session.exec_wait("sleep 30", timeout=0.5)
     assert isinstance(ei.value, TimeoutError)
     assert "running the command" in str(ei.value) and "timeout=0.5" in str(ei.value)
-    assert time.monotonic() - t < 3
     assert session.exec_internal("echo usable", timeout=10).stdout == b"usable\n"
 
 
@@ -814,7 +813,6 @@ def test_idle_command_uses_no_cpu(session, how):
     """Also once the command has printed something: a captured output used to make
     the loop spin through the pause (2.9 s of CPU in a 3 s sleep)."""
     cpu = time.process_time()
-    t = time.monotonic()
     script = "echo before; sleep 2; echo after"
     if how == "capture":
         assert session.exec_internal(script).stdout == b"before\nafter\n"
@@ -822,7 +820,7 @@ def test_idle_command_uses_no_cpu(session, how):
         got = []
         assert session.exec_wait(script, stdout=None if how == "discard" else got.append) == 0
         assert b"".join(got) == (b"" if how == "discard" else b"before\nafter\n")
-    assert time.monotonic() - t >= 2
+    # "after" came, so the 2 s pause was waited through: this is its CPU
     assert time.process_time() - cpu < 0.2
 
 
