@@ -131,3 +131,14 @@ def openssh_options(srv, port_flag: str = "-p") -> list:
         port_flag,
         str(srv.port),
     ]
+
+
+def paramiko_disabled(paramiko, setting: str) -> dict:
+    """paramiko's disabled_algorithms that leave only cipher `setting` (none for
+    "default"); RuntimeError when this paramiko lacks it."""
+    if setting == "default":
+        return {}
+    preferred = paramiko.Transport._preferred_ciphers
+    if setting not in preferred:
+        raise RuntimeError(f"paramiko {paramiko.__version__} lacks {setting}")
+    return {"ciphers": [x for x in preferred if x != setting]}

@@ -39,6 +39,7 @@ from _common import (
     machine,
     openssh_options,
     pair,
+    paramiko_disabled,
     parse_size,  # noqa: E402
     render,
     round_robin,
@@ -108,13 +109,7 @@ def make_clients(srv) -> dict:
             c = paramiko.SSHClient()
             c.load_host_keys(srv.known_hosts)
             c.set_missing_host_key_policy(paramiko.RejectPolicy())
-            disabled = {}
-            if setting != "default":
-                if setting not in paramiko.Transport._preferred_ciphers:
-                    raise RuntimeError(f"paramiko {paramiko.__version__} lacks {setting}")
-                disabled["ciphers"] = [
-                    x for x in paramiko.Transport._preferred_ciphers if x != setting
-                ]
+            disabled = paramiko_disabled(paramiko, setting)
             c.connect(
                 srv.host,
                 port=srv.port,

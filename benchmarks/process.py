@@ -71,6 +71,7 @@ from _common import (
     machine,
     openssh_options,
     pair,
+    paramiko_disabled,
     parse_size,
     render,
     round_robin,
@@ -269,13 +270,7 @@ class Clients:
             c = paramiko.SSHClient()
             c.load_host_keys(self.srv.known_hosts)
             c.set_missing_host_key_policy(paramiko.RejectPolicy())
-            disabled = {}
-            if setting != "default":
-                if setting not in paramiko.Transport._preferred_ciphers:
-                    raise RuntimeError(f"paramiko {paramiko.__version__} lacks {setting}")
-                disabled["ciphers"] = [
-                    x for x in paramiko.Transport._preferred_ciphers if x != setting
-                ]
+            disabled = paramiko_disabled(paramiko, setting)
             c.connect(
                 self.srv.host,
                 port=self.srv.port,
