@@ -83,17 +83,6 @@ static PyStructSequence_Field server_key_fields[] = {
     {"base64", "the key, base64 (as in known_hosts)"},
     {NULL, NULL},
 };
-static PyStructSequence_Field hop_key_fields[] = {
-    {"hop", "which jump host asked (1: the first)"},
-    {"host", "its name"},
-    {"port", "its port"},
-    {"type", "its key's type"},
-    {"sha256", "its key's SHA256 fingerprint"},
-    {"base64", "its key, base64"},
-    {"libssh_state", "what libssh's own check said (for the log)"},
-    {NULL, NULL},
-};
-
 static PyStructSequence_Field name_fields[] = {
     {"name", "the entry's name (checked: one safe component)"},
     {"longname", "the server's ls -l line"},
@@ -110,8 +99,6 @@ static PyStructSequence_Desc named_results[] = {
     {"pyssh._ssh.TunnelCounts", "A tunnel's counters.", counts_fields, 5},
     {"pyssh._ssh.Target", "Where a session connects (Session._configure).", target_fields, 3},
     {"pyssh._ssh.ServerKey", "The server's host key (Session._server_key).", server_key_fields, 4},
-    {"pyssh._ssh.HopKey", "A jump host's key, for its verdict (Session._connect).", hop_key_fields,
-     7},
     {"pyssh._ssh.SFTPName", "An entry of a NAME reply.", name_fields, 3},
     {"pyssh._ssh.ChannelRecv", "What Channel.recv brought.", recv_fields, 6},
     {"pyssh._ssh.ExitInfo", "How a command ended so far (Channel.status).", exit_fields, 5},
@@ -120,10 +107,10 @@ static PyStructSequence_Desc named_results[] = {
 static PyTypeObject **
 named_slot(pyssh_state *st, int i)
 {
-    PyTypeObject **slots[] = {&st->RunResultType,   &st->SFTPAttrsType,    &st->SFTPTransferType,
-                              &st->SFTPReadType,    &st->TunnelCountsType, &st->TargetType,
-                              &st->ServerKeyType,   &st->HopKeyType,       &st->SFTPNameType,
-                              &st->ChannelRecvType, &st->ExitInfoType};
+    PyTypeObject **slots[] = {&st->RunResultType, &st->SFTPAttrsType,    &st->SFTPTransferType,
+                              &st->SFTPReadType,  &st->TunnelCountsType, &st->TargetType,
+                              &st->ServerKeyType, &st->SFTPNameType,     &st->ChannelRecvType,
+                              &st->ExitInfoType};
     return slots[i];
 }
 
@@ -230,7 +217,8 @@ module_exec(PyObject *module)
     C(SSH_KNOWN_HOSTS_UNKNOWN);
     C(SSH_KNOWN_HOSTS_NOT_FOUND);
 #undef C
-    if (PyModule_AddIntConstant(module, "SFTP_STRIPE_AHEAD", PYSSH_SFTP_STRIPE_AHEAD) < 0) {
+    if (PyModule_AddIntConstant(module, "SFTP_STRIPE_AHEAD", PYSSH_SFTP_STRIPE_AHEAD) < 0 ||
+        PyModule_AddIntConstant(module, "MAX_HOPS", PYSSH_MAX_HOPS) < 0) {
         return -1;
     }
     int aes = pyssh_cpu_has_aes();

@@ -98,7 +98,6 @@ typedef struct {
     PyTypeObject *TunnelCountsType;
     PyTypeObject *TargetType;
     PyTypeObject *ServerKeyType;
-    PyTypeObject *HopKeyType;
     PyTypeObject *SFTPNameType;
     PyTypeObject *ChannelRecvType;
     PyTypeObject *ExitInfoType;
@@ -183,7 +182,6 @@ typedef struct {
     size_t dropped;
 } pyssh_logq;
 
-struct pyssh_jump;
 struct pyssh_waiter;
 
 /* wait.c: the keepalive (connect's keepalive_interval, OpenSSH's
@@ -220,7 +218,6 @@ typedef struct {
                                     does not close such a socket, the close below does */
     long pid;                /* creator's pid: a forked child skips the goodbye */
     pyssh_logq logq;         /* libssh log lines, queued without the GIL */
-    struct pyssh_jump *jump; /* ProxyJump callbacks' data (see session.c) */
     ssh_event event;         /* the session's socket, for ssh_event_dopoll (channel.c);
                                     created on first use, freed by the close */
     /* wait.c, all under the lock: the threads waiting in pyssh_wait_ex, spare
@@ -236,6 +233,10 @@ typedef struct {
     double rtt;         /* chanio.c: the shortest channel open seen, seconds (0: none
                           yet): the path's round trip, which sizes receive windows */
     pyssh_keepalive ka; /* wait.c */
+    /* ProxyJump: the jump host's Tunnel whose one connection is this session's
+     * socket (tunnel.c, pyssh_tunnel_carry), moved by this session's waits; or
+     * NULL. Set once before connecting, with the GIL; released by dealloc. */
+    PyObject *carrier;
     PyObject *weakreflist;
 } SessionObject;
 
@@ -336,6 +337,26 @@ ssh_channel pyssh_tunnel_forwarded_unix(SessionObject *s, ssh_session ssh, const
  * nothing, and the command runs without an agent. 0, or PYSSH_FAILED (the
  * request could not be sent: the connection is gone). */
 int pyssh_tunnel_agent_request(SessionObject *s, ssh_channel chan);
+
+/* ProxyJump, without a thread per hop: the Tunnel of a jump host's session
+ * that adopt_local gave the next session's socket becomes that session's
+ * carrier (its Session._carry, GIL held): 0, or -1 with an exception (not such
+ * a tunnel, or carrying already). From then on the carried session's waits
+ * move its data, one non-blocking step at a time (pyssh_tunnel_carry, GIL
+ * released, the jump host's lock taken and released inside): `fds` gets what
+ * to poll for it (the jump host's socket, the bridge's socket; unused slots
+ * PYSSH_INVALID_SOCKET). Returns 1 while it carries, 0 once the bridge is gone
+ * (the jump host's session failed or closed, or it could not reach the next
+ * host): `why` (n bytes) then says why, for the carried session's error.
+ * pyssh_tunnel_carry_end sends what is left and closes the bridge (the carried
+ * session's close). */
+int pyssh_tunnel_carry_start(PyObject *tunnel);
+int pyssh_tunnel_carry(PyObject *tunnel, pyssh_pollfd fds[2], pyssh_logmsg **logs, char *why,
+                       size_t n);
+void pyssh_tunnel_carry_end(PyObject *tunnel);
+SessionObject *pyssh_tunnel_session(PyObject *tunnel);
+/* The longest chain of jump hosts (pyssh/_jump.py says so to the caller). */
+#define PYSSH_MAX_HOPS 16
 
 /* ---- sftp.c: pyssh._ssh.SFTP ----------------------------------------------- */
 

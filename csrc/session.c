@@ -107,213 +107,6 @@ fspath_or_none(PyObject *obj, void *out)
     return PyUnicode_FSConverter(obj, out) ? Py_CLEANUP_SUPPORTED : 0;
 }
 
-/* ---- ProxyJump ---------------------------------------------------------------
- *
- * libssh runs each jump in a thread of its own, with a session that knows nothing
- * of pyssh's settings: it would read the known_hosts and keys of the passwd home
- * (not $HOME), and OpenSSL could prompt on the terminal for an encrypted key.
- * These callbacks (plain C, never Python) give each jump session pyssh's ssh
- * directory and known_hosts, and a passphrase callback that never prompts. The
- * jump host authenticates with the agent and the key files of the ssh directory,
- * as OpenSSH's ProxyJump does by default.
- *
- * The jump host's key is judged by Python, as the target's is (pyssh/_known_hosts
- * .py: libssh's own check ignores @revoked lines, and takes a host with a broken
- * line for unknown). libssh calls verify_knownhost in its jump thread, without
- * the GIL, where Python cannot run: the callback records the hop (host, port, key)
- * and waits on `gate`; the connect step sees the hop pending and returns, _connect
- * hands the hop to Python, which decides (raising the typed error, or recording
- * the key under "accept-new") and calls _hop_verdict, which opens the gate. A
- * close refuses every hop, waiting or to come. The hops come one at a time: the
- * next one is reached through the one before. */
-struct pyssh_hop { /* what one jump host sent */
-    char *host;
-    unsigned int port;
-    char *key_type;
-    char *fingerprint; /* SHA256:... */
-    char *key_b64;
-    int libssh_state; /* ssh_session_is_known_server(), for the log */
-};
-
-struct pyssh_jump {
-    struct ssh_jump_callbacks_struct jump_cb;
-    struct ssh_callbacks_struct session_cb;
-    char *ssh_dir;
-    char *known_hosts;
-    PyThread_type_lock mu;   /* guards the fields below; held for moments only */
-    PyThread_type_lock gate; /* held while no verdict is due; a hop waits on it */
-    struct pyssh_hop hop;    /* the last hop that asked */
-    int hops;                /* how many asked */
-    int pending;             /* a hop waits for its verdict */
-    int verdict;             /* 1: go on with the hop, 0: refuse it */
-    int closing;             /* the session is closed: refuse them all */
-};
-
-static int
-jump_no_prompt(const char *prompt, char *buf, size_t len, int echo, int verify, void *userdata)
-{
-    (void)prompt;
-    (void)buf;
-    (void)len;
-    (void)echo;
-    (void)verify;
-    (void)userdata;
-    return SSH_ERROR;
-}
-
-static int
-jump_before_connection(ssh_session jump, void *userdata)
-{
-    struct pyssh_jump *j = userdata;
-    if (j->ssh_dir != NULL && ssh_options_set(jump, SSH_OPTIONS_SSH_DIR, j->ssh_dir) < 0) {
-        return SSH_ERROR;
-    }
-    if (j->known_hosts != NULL &&
-        ssh_options_set(jump, SSH_OPTIONS_KNOWNHOSTS, j->known_hosts) < 0) {
-        return SSH_ERROR;
-    }
-    return ssh_set_callbacks(jump, &j->session_cb) == SSH_OK ? SSH_OK : SSH_ERROR;
-}
-
-static void
-hop_clear(struct pyssh_hop *h)
-{
-    ssh_string_free_char(h->host);
-    free(h->key_type);
-    ssh_string_free_char(h->fingerprint);
-    ssh_string_free_char(h->key_b64);
-    memset(h, 0, sizeof(*h));
-}
-
-/* The jump session's host, port and key (jump thread, no GIL). 0 or -1. */
-static int
-hop_read(ssh_session jump, struct pyssh_hop *h)
-{
-    ssh_key key = NULL;
-    unsigned char *hash = NULL;
-    size_t hlen = 0;
-    int rc = -1;
-    if (ssh_options_get(jump, SSH_OPTIONS_HOST, &h->host) == SSH_OK &&
-        ssh_options_get_port(jump, &h->port) == SSH_OK &&
-        ssh_get_server_publickey(jump, &key) == SSH_OK &&
-        ssh_pki_export_pubkey_base64(key, &h->key_b64) == SSH_OK &&
-        ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) == 0) {
-        const char *type = ssh_key_type_to_char(ssh_key_type(key));
-        h->fingerprint = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
-        h->key_type = type != NULL ? strdup(type) : NULL;
-        h->libssh_state = (int)ssh_session_is_known_server(jump);
-        rc = h->fingerprint != NULL && h->key_type != NULL ? 0 : -1;
-    }
-    ssh_clean_pubkey_hash(&hash);
-    ssh_key_free(key);
-    return rc;
-}
-
-/* libssh's verify_knownhost for a jump (jump thread, no GIL): record the hop,
- * wait for Python's verdict. */
-static int
-jump_verify_knownhost(ssh_session jump, void *userdata)
-{
-    struct pyssh_jump *j = userdata;
-    struct pyssh_hop hop = {0};
-    int refuse;
-
-    if (hop_read(jump, &hop) < 0) {
-        hop_clear(&hop);
-        return SSH_ERROR;
-    }
-    PyThread_acquire_lock(j->mu, WAIT_LOCK);
-    refuse = j->closing;
-    if (!refuse) {
-        hop_clear(&j->hop);
-        j->hop = hop;
-        j->hops++;
-        j->pending = 1;
-        j->verdict = 0;
-    }
-    PyThread_release_lock(j->mu);
-    if (refuse) {
-        hop_clear(&hop);
-        return SSH_ERROR;
-    }
-    PyThread_acquire_lock(j->gate, WAIT_LOCK); /* opened by _hop_verdict or the close */
-    PyThread_acquire_lock(j->mu, WAIT_LOCK);
-    refuse = !j->verdict || j->closing;
-    PyThread_release_lock(j->mu);
-    return refuse ? SSH_ERROR : SSH_OK;
-}
-
-/* Give the waiting hop its verdict (any thread). Returns 0, or -1 when no hop
- * was waiting. */
-static int
-jump_decide(struct pyssh_jump *j, int verdict, int closing)
-{
-    PyThread_acquire_lock(j->mu, WAIT_LOCK);
-    int waiting = j->pending;
-    if (waiting) {
-        j->pending = 0;
-        j->verdict = verdict;
-    }
-    if (closing) {
-        j->closing = 1;
-    }
-    PyThread_release_lock(j->mu);
-    if (waiting) {
-        PyThread_release_lock(j->gate);
-    }
-    return waiting ? 0 : -1;
-}
-
-static int
-jump_is_pending(struct pyssh_jump *j)
-{
-    PyThread_acquire_lock(j->mu, WAIT_LOCK);
-    int pending = j->pending;
-    PyThread_release_lock(j->mu);
-    return pending;
-}
-
-static void
-jump_free(struct pyssh_jump *j)
-{
-    if (j != NULL) {
-        free(j->ssh_dir);
-        free(j->known_hosts);
-        hop_clear(&j->hop);
-        if (j->mu != NULL) {
-            PyThread_free_lock(j->mu);
-        }
-        if (j->gate != NULL) {
-            PyThread_free_lock(j->gate);
-        }
-        free(j);
-    }
-}
-
-static struct pyssh_jump *
-jump_new(const char *ssh_dir, const char *known_hosts)
-{
-    struct pyssh_jump *j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        return NULL;
-    }
-    j->jump_cb.userdata = j;
-    j->jump_cb.before_connection = jump_before_connection;
-    j->jump_cb.verify_knownhost = jump_verify_knownhost;
-    ssh_callbacks_init(&j->session_cb);
-    j->session_cb.auth_function = jump_no_prompt;
-    j->ssh_dir = ssh_dir ? strdup(ssh_dir) : NULL;
-    j->known_hosts = known_hosts ? strdup(known_hosts) : NULL;
-    j->mu = PyThread_allocate_lock();
-    j->gate = PyThread_allocate_lock();
-    if ((ssh_dir && !j->ssh_dir) || (known_hosts && !j->known_hosts) || j->mu == NULL ||
-        j->gate == NULL || !PyThread_acquire_lock(j->gate, NOWAIT_LOCK)) {
-        jump_free(j);
-        return NULL;
-    }
-    return j;
-}
-
 /* ---- lifetime -------------------------------------------------------------- */
 
 static PyObject *
@@ -367,24 +160,14 @@ session_close_impl(SessionObject *self, int emit_logs)
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
     pyssh_socket_t fd;
-    struct pyssh_jump *jump;
     ssh_event event;
-    int free_jump;
 
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     fd = self->fd;
     self->fd = PYSSH_INVALID_SOCKET;
-    jump = self->jump;
-    self->jump = NULL;
     event = self->event;
     self->event = NULL;
-    /* A jump thread that did not finish may still hold the callbacks: keep them,
-     * and refuse its hop, so that one waiting for a verdict ends. */
-    free_jump = self->connected;
-    if (jump != NULL) {
-        jump_decide(jump, 0, 1);
-    }
     self->connected = 0;
     pyssh_log_attach(self);
     /* threads waiting on this session look again, and find it closed */
@@ -408,11 +191,13 @@ session_close_impl(SessionObject *self, int emit_logs)
     pyssh_closesocket(fd);
     logs = pyssh_log_take(self);
     PyThread_release_lock(self->lock);
+    if (self->carrier != NULL) {
+        /* its last words (the disconnect) on through the jump hosts, and the
+         * bridge closed: the jump host's session is closed next (Python) */
+        pyssh_tunnel_carry_end(self->carrier);
+    }
     Py_END_ALLOW_THREADS
 
-    if (free_jump) {
-        jump_free(jump);
-    }
     pyssh_log_finish(self, logs, emit_logs);
 }
 
@@ -420,6 +205,7 @@ static int
 session_traverse(SessionObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->carrier);
     return 0;
 }
 
@@ -440,7 +226,8 @@ session_dealloc(SessionObject *self)
         ssh_free(self->ssh);
     }
     pyssh_log_discard(&self->logq);
-    free(self->rforwards); /* empty: each tunnel holds its session */
+    Py_CLEAR(self->carrier); /* after the close: the bridge is closed already */
+    free(self->rforwards);   /* empty: each tunnel holds its session */
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
@@ -464,8 +251,6 @@ struct configure_arg {
     int use_config; /* 0: none; 1: the default files; 2: the file `config` */
     unsigned int port;
     int log_level;
-    int proxy_jumps; /* hops in ProxyJump: one callbacks struct each */
-    struct pyssh_jump *jump;
     const char *failed;
 };
 
@@ -529,9 +314,6 @@ configure_step(ssh_session ssh, void *p)
         SET(SSH_OPTIONS_HOSTKEYS, a->hostkeys, "host_key_algorithms");
     }
     SET(SSH_OPTIONS_NODELAY, &on, "nodelay");
-    for (int i = 0; a->jump != NULL && i < a->proxy_jumps; i++) {
-        SET(SSH_OPTIONS_PROXYJUMP_CB_LIST_APPEND, &a->jump->jump_cb, "ProxyJump");
-    }
 #undef SET
     return 0;
 }
@@ -539,7 +321,7 @@ configure_step(ssh_session ssh, void *p)
 PyDoc_STRVAR(
     session_configure_doc,
     "_configure($self, /, host, *, user=None, port=0, ssh_dir=None, known_hosts=None,\n"
-    "           config=None, verbose=0, default_user=None, proxy_jumps=0, ciphers=None,\n"
+    "           config=None, verbose=0, default_user=None, ciphers=None,\n"
     "           kex=None, macs=None, host_key_algorithms=None, default_ciphers=None)\n--\n\n"
     "Set the session's options. `config` is None (no configuration files), True\n"
     "(~/.ssh/config then the system's) or a path. The caller's user and port win\n"
@@ -560,36 +342,6 @@ configure_files(PyObject *config, struct configure_arg *a, PyObject **path)
         a->use_config = 2;
         a->config = PyBytes_AS_STRING(*path);
     }
-    return 0;
-}
-
-/* Give the session ProxyJump's callbacks. Checked and set under the lock, as
- * the close reads and clears them there: the path converters ran Python code
- * (__fspath__), which may have closed the session, and the lock's wait lets
- * other threads in. 0, or -1 with an exception. */
-static int
-configure_jump(SessionObject *self, struct configure_arg *a)
-{
-    struct pyssh_jump *j = jump_new(a->ssh_dir, a->known_hosts);
-    if (j == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    int taken = 0;
-    pyssh_lock(self);
-    if (self->ssh != NULL && self->jump == NULL && !self->connected && !self->connecting) {
-        self->jump = j;
-        taken = 1;
-    }
-    pyssh_unlock(self);
-    if (!taken) {
-        jump_free(j);
-        if (pyssh_session_check(self, PYSSH_NEED_OPEN) == 0) {
-            pyssh_raise(self->state, PYSSH_EXC_SSHError, "the session is already configured");
-        }
-        return -1;
-    }
-    a->jump = j;
     return 0;
 }
 
@@ -655,7 +407,6 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
                              "config",
                              "verbose",
                              "default_user",
-                             "proxy_jumps",
                              "ciphers",
                              "kex",
                              "macs",
@@ -667,11 +418,10 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
     PyObject *result = NULL;
 
     CHECK_OPEN(self, NULL);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|$zIO&O&Oizizzzzz:_configure", kwlist, &a.host,
-                                     &a.user, &a.port, fspath_or_none, &ssh_dir, fspath_or_none,
-                                     &known_hosts, &config, &a.log_level, &a.default_user,
-                                     &a.proxy_jumps, &a.ciphers, &a.kex, &a.macs, &a.hostkeys,
-                                     &a.default_ciphers)) {
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "s|$zIO&O&Oizzzzzz:_configure", kwlist, &a.host, &a.user, &a.port,
+            fspath_or_none, &ssh_dir, fspath_or_none, &known_hosts, &config, &a.log_level,
+            &a.default_user, &a.ciphers, &a.kex, &a.macs, &a.hostkeys, &a.default_ciphers)) {
         return NULL;
     }
     if (a.log_level < 0 || a.log_level > 4) {
@@ -688,9 +438,6 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
     a.ssh_dir = ssh_dir ? PyBytes_AS_STRING(ssh_dir) : NULL;
     a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
     self->log_level = a.log_level;
-    if (a.proxy_jumps > 0 && configure_jump(self, &a) < 0) {
-        goto done;
-    }
     if (pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options") < 0) {
         configure_error(self, &a);
         goto done;
@@ -709,10 +456,7 @@ done:
 struct connect_arg {
     pyssh_socket_t fd;
     int started;
-    struct pyssh_jump *jump; /* ProxyJump: a hop may wait for Python's verdict */
 };
-
-#define CONNECT_HOP 1 /* connect_step: a jump host's key needs a verdict */
 
 static int
 connect_step(ssh_session ssh, void *p)
@@ -728,9 +472,6 @@ connect_step(ssh_session ssh, void *p)
             }
         }
     }
-    if (a->jump != NULL && jump_is_pending(a->jump)) {
-        return CONNECT_HOP;
-    }
     int rc = ssh_connect(ssh);
     if (rc == SSH_OK) {
         return 0;
@@ -738,51 +479,11 @@ connect_step(ssh_session ssh, void *p)
     return rc == SSH_AGAIN ? PYSSH_AGAIN : PYSSH_FAILED;
 }
 
-/* The hop waiting for a verdict, as _connect returns it (a HopKey; GIL held). Copied out
- * under the jump's lock, then built without it (building may run Python code). */
-static PyObject *
-hop_tuple(pyssh_state *st, struct pyssh_jump *j)
-{
-    struct pyssh_hop h = {0};
-    int n;
-    PyThread_acquire_lock(j->mu, WAIT_LOCK);
-    n = j->hops;
-    h.port = j->hop.port;
-    h.libssh_state = j->hop.libssh_state;
-    h.host = j->hop.host ? strdup(j->hop.host) : NULL;
-    h.key_type = j->hop.key_type ? strdup(j->hop.key_type) : NULL;
-    h.fingerprint = j->hop.fingerprint ? strdup(j->hop.fingerprint) : NULL;
-    h.key_b64 = j->hop.key_b64 ? strdup(j->hop.key_b64) : NULL;
-    PyThread_release_lock(j->mu);
-    PyObject *t = NULL;
-    if (h.host && h.key_type && h.fingerprint && h.key_b64) {
-        PyObject *v[7] = {PyLong_FromLong(n),
-                          PyUnicode_FromString(h.host),
-                          PyLong_FromUnsignedLong(h.port),
-                          PyUnicode_FromString(h.key_type),
-                          PyUnicode_FromString(h.fingerprint),
-                          PyUnicode_FromString(h.key_b64),
-                          PyLong_FromLong(h.libssh_state)};
-        t = pyssh_named_result(st->HopKeyType, v, 7);
-    }
-    else {
-        PyErr_NoMemory();
-    }
-    free(h.host);
-    free(h.key_type);
-    free(h.fingerprint);
-    free(h.key_b64);
-    return t;
-}
-
 PyDoc_STRVAR(session_connect_doc,
              "_connect($self, /, fd=-1, timeout=None, what='connecting')\n--\n\n"
              "Run the SSH handshake. `fd` is a connected socket, which the session takes over\n"
-             "(closes) whatever happens; with -1 libssh connects itself (for ProxyJump and\n"
-             "ProxyCommand). Waits at most `timeout` seconds. Returns None once connected, or,\n"
-             "through ProxyJump, a jump host waiting for a verdict on its key: (hop number,\n"
-             "host, port, key_type, 'SHA256:...', base64 key, libssh's known-host state); give\n"
-             "it with _hop_verdict(), then call _connect() again.");
+             "(closes) whatever happens; with -1 libssh connects itself (ProxyCommand). Waits\n"
+             "at most `timeout` seconds.");
 
 static PyObject *
 session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
@@ -795,9 +496,17 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
 
     int parsed = PyArg_ParseTupleAndKeywords(args, kwds, "|LO&s:_connect", kwlist, &fd,
                                              pyssh_total_deadline_conv, &dl, &what);
-    struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0, NULL};
+    struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
     if (!parsed) {
         pyssh_closesocket(a.fd); /* the session was given the socket, whatever happens */
+        return NULL;
+    }
+    /* libssh runs non-blocking, its socket too: a send that blocked would stop
+     * the thread that moves the jump hosts' bridges (a socketpair is blocking) */
+    if (a.fd != PYSSH_INVALID_SOCKET && pyssh_socket_setup(a.fd) < 0) {
+        int e = pyssh_socket_errno();
+        pyssh_closesocket(a.fd);
+        pyssh_set_socket_error(e);
         return NULL;
     }
     /* Checked and set under the lock, where the close reads and clears them: the
@@ -818,7 +527,6 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
         state = 0;
         self->fd = a.fd;
         self->connecting = 1;
-        a.jump = self->jump; /* freed only once connected (see the close) */
     }
     pyssh_unlock(self);
     if (state != 0) {
@@ -839,33 +547,40 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     CHECK_OPEN(self, NULL);
-    if (rc == CONNECT_HOP) {
-        return hop_tuple(self->state, a.jump);
-    }
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(session_hop_verdict_doc,
-             "_hop_verdict($self, accept, /)\n--\n\n"
-             "Let the jump host that _connect() returned go on (accept=True) or refuse it.");
+PyDoc_STRVAR(session_carry_doc,
+             "_carry($self, tunnel, /)\n--\n\n"
+             "ProxyJump: `tunnel` (a jump host's Tunnel, given the other end of this session's\n"
+             "socket by adopt_local) is moved by this session's waits from now on, not by a\n"
+             "thread of its own. Before _connect().");
 
 static PyObject *
-session_hop_verdict(SessionObject *self, PyObject *arg)
+session_carry(SessionObject *self, PyObject *tunnel)
 {
-    int accept = PyObject_IsTrue(arg);
-    if (accept < 0) {
+    if (!PyObject_TypeCheck(tunnel, self->state->TunnelType)) {
+        return PyErr_Format(PyExc_TypeError, "_carry() takes a Tunnel, not %.100s",
+                            Py_TYPE(tunnel)->tp_name);
+    }
+    CHECK_OPEN(self, NULL);
+    if (self->carrier != NULL || self->connected || self->connecting) {
+        return pyssh_raise(self->state, PYSSH_EXC_SSHError,
+                           "_carry() comes once, before the session connects");
+    }
+    /* a chain longer than the waits walk: refused where it is built (_jump.py) */
+    int depth = 1;
+    for (SessionObject *s = pyssh_tunnel_session(tunnel); s->carrier != NULL;
+         s = pyssh_tunnel_session(s->carrier)) {
+        depth++;
+    }
+    if (depth > PYSSH_MAX_HOPS) {
+        return PyErr_Format(PyExc_ValueError, "at most %d jump hosts", PYSSH_MAX_HOPS);
+    }
+    if (pyssh_tunnel_carry_start(tunnel) < 0) {
         return NULL;
     }
-    int done = -1;
-    pyssh_lock(self);
-    if (self->ssh != NULL && !self->connected && self->jump != NULL) {
-        done = jump_decide(self->jump, accept, 0);
-    }
-    pyssh_unlock(self);
-    CHECK_OPEN(self, NULL);
-    if (done < 0) {
-        return pyssh_raise(self->state, PYSSH_EXC_SSHError, "no jump host waits for a verdict");
-    }
+    self->carrier = Py_NewRef(tunnel);
     Py_RETURN_NONE;
 }
 
@@ -1514,7 +1229,7 @@ static PyMethodDef session_methods[] = {
      session_configure_doc},
     {"_connect", (PyCFunction)(void (*)(void))session_connect, METH_VARARGS | METH_KEYWORDS,
      session_connect_doc},
-    {"_hop_verdict", (PyCFunction)session_hop_verdict, METH_O, session_hop_verdict_doc},
+    {"_carry", (PyCFunction)session_carry, METH_O, session_carry_doc},
     {"_server_key", (PyCFunction)session_server_key, METH_NOARGS, session_server_key_doc},
     {"_set_host_key_algorithms", (PyCFunction)session_set_host_key_algorithms, METH_O,
      session_set_host_key_algorithms_doc},

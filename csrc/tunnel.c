@@ -175,7 +175,12 @@ struct TunnelObject {
     double idle_timeout; /* -1: none */
     double idle_since;
     unsigned long long served, failed, up, down; /* `up`, `down`: of closed connections */
-    int dying;     /* the session failed under run(): message logged */
+    int dying; /* the session failed under run(): message logged */
+    /* ProxyJump (adopt_local): the next session's waits move this tunnel
+     * (pyssh_tunnel_carry), no run(); `failure` says why its connection could
+     * not be opened, for that session's error */
+    int carrying;
+    char failure[400];
     char *scratch; /* READ_MAX, for local to server */
     pyssh_waiter wake;
     pyssh_pollset ps;
@@ -432,6 +437,8 @@ conn_open(TunnelObject *t, ssh_session ssh, conn *k)
                     "tunnel: the server could not connect to %s for %s (%s); "
                     "that connection is closed",
                     where, k->peer, e != NULL && *e ? e : "refused");
+    snprintf(t->failure, sizeof(t->failure), "the jump host could not reach %s (%s)", where,
+             e != NULL && *e ? e : "refused");
     if (k->sx != NULL) { /* the client hears why; socks_fail counts it */
         socks_fail(t, k, k->sx->version == 4 ? SOCKS4_REFUSED : socks5_code(k->io.chan), NULL);
         return 0;
@@ -1390,6 +1397,119 @@ tunnel_step(ssh_session ssh, void *p)
     int rc = step_locked(ssh, t);
     t->in_step = 0;
     return rc;
+}
+
+/* ---- ProxyJump: a hop's bridge, moved by the session it carries -------------------------- */
+
+int
+pyssh_tunnel_carry_start(PyObject *obj)
+{
+    TunnelObject *t = (TunnelObject *)obj;
+    if (t->adopt == PYSSH_INVALID_SOCKET || t->carrying || t->claim.method != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "not a tunnel of adopt_local() that nothing runs");
+        return -1;
+    }
+    /* never released: run() and close() are refused from here, as while running */
+    t->claim.method = "run";
+    t->max_conns = 1;
+    t->carrying = 1;
+    return 0;
+}
+
+SessionObject *
+pyssh_tunnel_session(PyObject *obj)
+{
+    return ((TunnelObject *)obj)->session;
+}
+
+/* Lock held: the bridge is gone; `why`, unless a reason is known already. */
+static void
+carry_stop(TunnelObject *t, int session_alive, const char *why, const char *detail)
+{
+    if (t->failure[0] == '\0') {
+        snprintf(t->failure, sizeof(t->failure), "%s%s%.300s", why, *detail ? ": " : "", detail);
+    }
+    conns_free_all(t, session_alive);
+    t->carrying = 0;
+}
+
+/* Lock held, the session open: one step of the tunnel. Its connection's socket
+ * is polled by the carried session's wait, whose results it does not see: the
+ * step tries it, and a read or write that would block says what to poll. */
+static int
+carry_step(TunnelObject *t, ssh_session ssh, pyssh_pollfd fds[2])
+{
+    for (conn *k = t->conns; k != NULL; k = k->next) {
+        k->readable = k->writable = 1;
+    }
+    int rc = tunnel_step(ssh, t);
+    if (rc == PYSSH_AGAIN) {
+        fds[0].fd = ssh_get_fd(ssh);
+        fds[0].events = POLLIN;
+        if (ssh_get_poll_flags(ssh) & SSH_WRITE_PENDING) {
+            fds[0].events |= POLLOUT;
+        }
+        if (t->conns != NULL && t->conns->pollidx >= 0) {
+            fds[1].fd = t->ps.fds[t->conns->pollidx].fd;
+            fds[1].events = t->ps.fds[t->conns->pollidx].events;
+        }
+        return 1;
+    }
+    if (rc == PYSSH_FAILED) {
+        const char *e = ssh_get_error(ssh);
+        carry_stop(t, 0, "the connection to the jump host failed", e != NULL ? e : "");
+    }
+    else {
+        carry_stop(t, 1, "the jump host closed the channel to the next host", "");
+    }
+    return 0;
+}
+
+int
+pyssh_tunnel_carry(PyObject *obj, pyssh_pollfd fds[2], pyssh_logmsg **logs, char *why, size_t n)
+{
+    TunnelObject *t = (TunnelObject *)obj;
+    SessionObject *s = t->session;
+    int alive = 0;
+    for (int i = 0; i < 2; i++) {
+        fds[i].fd = PYSSH_INVALID_SOCKET;
+        fds[i].events = fds[i].revents = 0;
+    }
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (t->carrying) {
+        pyssh_log_attach(s);
+        if (s->ssh == NULL || t->pid != pyssh_getpid()) {
+            carry_stop(t, 0, "the jump host's session was closed", "");
+        }
+        else {
+            alive = carry_step(t, s->ssh, fds);
+        }
+        *logs = pyssh_log_take(s);
+    }
+    if (!alive) {
+        snprintf(why, n, "%s", t->failure);
+    }
+    PyThread_release_lock(s->lock);
+    return alive;
+}
+
+void
+pyssh_tunnel_carry_end(PyObject *obj)
+{
+    TunnelObject *t = (TunnelObject *)obj;
+    SessionObject *s = t->session;
+    pyssh_pollfd fds[2];
+    PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    if (t->carrying) {
+        pyssh_log_attach(s);
+        int alive = s->ssh != NULL && t->pid == pyssh_getpid();
+        if (alive) {
+            /* the carried session's last words (its disconnect) go on first */
+            alive = carry_step(t, s->ssh, fds);
+        }
+        carry_stop(t, alive, "the session it carried was closed", "");
+    }
+    PyThread_release_lock(s->lock);
 }
 
 /* ---- lifetime ------------------------------------------------------------------------- */

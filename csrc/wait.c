@@ -672,71 +672,165 @@ logs_append(pyssh_logmsg **head, pyssh_logmsg *more)
     *head = more;
 }
 
+/* ---- ProxyJump: the bridges that carry a session ---------------------------------------- */
+
+/* Step the bridges that carry `self` (tunnel.c), outermost first, so that
+ * what reached the first jump host goes on inward in one pass. Returns how
+ * many of `fds` (two per hop) to poll beside the session's own; `why` says why
+ * a bridge is gone (the outermost one), or is left as it was. */
+static int
+carry_all(SessionObject *self, pyssh_pollfd *fds, pyssh_logmsg **logs, char *why, size_t n)
+{
+    PyObject *chain[PYSSH_MAX_HOPS];
+    int hops = 0;
+    for (SessionObject *s = self; s->carrier != NULL && hops < PYSSH_MAX_HOPS;
+         s = pyssh_tunnel_session(s->carrier)) {
+        chain[hops++] = s->carrier;
+    }
+    int nfds = 0, told = 0;
+    while (hops-- > 0) {
+        pyssh_logmsg *more = NULL;
+        char gone[400];
+        if (pyssh_tunnel_carry(chain[hops], fds + nfds, &more, gone, sizeof(gone))) {
+            nfds += 2;
+        }
+        else if (!told) {
+            snprintf(why, n, "%s", gone);
+            told = 1;
+        }
+        logs_append(logs, more);
+    }
+    return nfds;
+}
+
+/* The carried session failed, most likely because its bridge is gone: say why
+ * first, libssh's words (a reset, an EOF) after. */
+static void
+carried_failure(pyssh_failure *fail, const char *why)
+{
+    char text[sizeof(fail->text)];
+    snprintf(text, sizeof(text), "%.300s (then: %.190s)", why, fail->text);
+    memcpy(fail->text, text, sizeof(text));
+}
+
+/* poll() the step's `fds` and the bridges' `more` as one set. */
+static int
+poll_with(pyssh_pollfd *fds, int n, const pyssh_pollfd *more, int m, int ms)
+{
+    pyssh_pollfd local[64];
+    pyssh_pollfd *all = n + m <= 64 ? local : malloc(sizeof(*all) * (size_t)(n + m));
+    if (m == 0 || all == NULL) {
+        /* (no memory: the bridges are looked at every 10 ms instead) */
+        return pyssh_poll(fds, (unsigned)n, m == 0 || ms < 10 ? ms : 10);
+    }
+    memcpy(all, fds, sizeof(*all) * (size_t)n);
+    memcpy(all + n, more, sizeof(*all) * (size_t)m);
+    int rc = pyssh_poll(all, (unsigned)(n + m), ms);
+    for (int i = 0; i < n; i++) {
+        fds[i].revents = all[i].revents;
+    }
+    if (all != local) {
+        free(all);
+    }
+    return rc;
+}
+
+/* One poll of a slice: the session's socket as the step wants it, the wake
+ * pipe, the step's set, the bridges' (`carried`, `cn`), for at most `ms`. */
+static int
+slice_poll(const pollwant *want, pyssh_pollset *ps, waitctx *c, const pyssh_pollfd *carried, int cn,
+           int ms, int *poll_err)
+{
+    pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
+    /* the step may have grown its set */
+    pyssh_pollfd *fds = ps != NULL && ps->fds != NULL ? ps->fds : own_fds;
+    int n = fds != own_fds ? ps->n : PYSSH_POLL_RESERVED;
+    fds[0].fd = want->fd;
+    fds[0].events = want->events;
+    fds[0].revents = 0;
+    fds[1].fd = c->w != NULL ? c->w->rd : PYSSH_INVALID_SOCKET;
+    fds[1].events = POLLIN;
+    fds[1].revents = 0;
+    if (want->fd == PYSSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED &&
+        fds[1].fd == PYSSH_INVALID_SOCKET && cn == 0) {
+        /* no socket yet (a proxy is connecting): just let time pass */
+        pyssh_sleep_ms(ms);
+        return 0;
+    }
+    /* poll() skips PYSSH_INVALID_SOCKET (no wake pipe, a closed slot) */
+    int rc = poll_with(fds, n, carried, cn, ms);
+    if (rc < 0) {
+        *poll_err = pyssh_socket_errno();
+    }
+    else if (fds[1].revents & POLLIN) {
+        pyssh_wake_drain(c->w->rd);
+    }
+    return rc;
+}
+
+/* How long the next poll of a slice may take: until the slice ends, the
+ * deadline passes (read again each time: the step may have touched it), a
+ * keepalive probe is due, or the step's own limit. */
+static int
+slice_ms(double slice_end, const pyssh_deadline *d, const pollwant *want, const pyssh_pollset *ps,
+         double now)
+{
+    double end = slice_end;
+    if (d != NULL && d->timeout >= 0 && d->expires < end) {
+        end = d->expires;
+    }
+    if (want->due > 0 && want->due < end) {
+        end = want->due;
+    }
+    int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
+    if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
+        ms = ps->wait_ms;
+    }
+    return ms;
+}
+
 /* Step and poll without the GIL (the caller released it) until the step ends,
  * `slice_end` or the deadline passes, or poll fails or is interrupted (a
  * signal: *poll_rc < 0). Returns the step's last result; log lines are added
- * to *logs. */
+ * to *logs. A session reached through jump hosts moves their bridges before
+ * each step, and once more after the last (what it wrote goes on). */
 static int
 wait_slice(SessionObject *self, pyssh_step_fn step, void *arg, double slice_end,
            const pyssh_deadline *d, pyssh_pollset *ps, waitctx *c, int *closed, pyssh_failure *fail,
            pyssh_logmsg **logs, int *poll_rc, int *poll_err)
 {
-    pyssh_pollfd own_fds[PYSSH_POLL_RESERVED];
+    pyssh_pollfd carried[2 * PYSSH_MAX_HOPS];
+    char why[400] = "";
     int rc;
     for (;;) {
         pollwant want = {PYSSH_INVALID_SOCKET, 0, 0.0};
         pyssh_logmsg *more = NULL;
+        int cn = self->carrier != NULL ? carry_all(self, carried, logs, why, sizeof(why)) : 0;
         rc = locked_step(self, step, arg, closed, fail, &want, &more, c);
         logs_append(logs, more);
         if (rc != PYSSH_AGAIN || *closed) {
             break;
         }
-        pyssh_socket_t fd = want.fd;
         double now = pyssh_monotonic();
         if (more != NULL && slice_end > now + LOG_DELAY_MS / 1000.0) {
             /* log lines reach Python's logger soon, not at the end of a long slice */
             slice_end = now + LOG_DELAY_MS / 1000.0;
         }
-        double end = slice_end;
-        if (d != NULL && d->timeout >= 0 && d->expires < end) {
-            end = d->expires; /* read again each time: the step may have touched it */
-        }
-        if (want.due > 0 && want.due < end) {
-            end = want.due; /* a keepalive probe is due */
-        }
-        int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
-        if (ps != NULL && ps->wait_ms >= 0 && ps->wait_ms < ms) {
-            ms = ps->wait_ms;
-        }
-        /* the step may have grown its set */
-        pyssh_pollfd *fds = ps != NULL && ps->fds != NULL ? ps->fds : own_fds;
-        int n = fds != own_fds ? ps->n : PYSSH_POLL_RESERVED;
-        fds[0].fd = fd;
-        fds[0].events = want.events;
-        fds[0].revents = 0;
-        fds[1].fd = c->w != NULL ? c->w->rd : PYSSH_INVALID_SOCKET;
-        fds[1].events = POLLIN;
-        fds[1].revents = 0;
-        if (fd == PYSSH_INVALID_SOCKET && n == PYSSH_POLL_RESERVED &&
-            fds[1].fd == PYSSH_INVALID_SOCKET) {
-            /* no socket yet (a proxy is connecting): just let time pass */
-            pyssh_sleep_ms(ms);
-        }
-        else {
-            /* poll() skips PYSSH_INVALID_SOCKET (no wake pipe, a closed slot) */
-            *poll_rc = pyssh_poll(fds, (unsigned)n, ms);
-            if (*poll_rc < 0) {
-                *poll_err = pyssh_socket_errno();
-                break;
-            }
-            if (fds[1].revents & POLLIN) {
-                pyssh_wake_drain(c->w->rd);
-            }
+        int ms = slice_ms(slice_end, d, &want, ps, now);
+        *poll_rc = slice_poll(&want, ps, c, carried, cn, ms, poll_err);
+        if (*poll_rc < 0) {
+            break;
         }
         now = pyssh_monotonic();
         if (now >= slice_end || deadline_passed(d, now)) {
             break;
         }
+    }
+    if (self->carrier != NULL && !*closed) {
+        carry_all(self, carried, logs, why, sizeof(why));
+    }
+    if (rc == PYSSH_FAILED && why[0] != '\0') {
+        carried_failure(fail, why);
     }
     if (rc == PYSSH_AGAIN && !*closed && c->listed) {
         /* the wait ends or pauses here: leave the list while the caller runs */
@@ -889,6 +983,12 @@ pyssh_call(SessionObject *self, pyssh_step_fn step, void *arg, enum pyssh_exc fa
 
     Py_BEGIN_ALLOW_THREADS
     rc = locked_step(self, step, arg, &closed, &fail, &want, &logs, NULL);
+    if (self->carrier != NULL && !closed) {
+        /* what the step wrote goes on through the jump hosts */
+        pyssh_pollfd carried[2 * PYSSH_MAX_HOPS];
+        char why[400] = "";
+        carry_all(self, carried, &logs, why, sizeof(why));
+    }
     Py_END_ALLOW_THREADS
     pyssh_log_emit(self, logs);
     if (closed) {

@@ -5,9 +5,10 @@ its own, connected by the same code as a direct connection (its own config
 lookup, host key check and authentication); the next hop is reached through a
 ``direct-tcpip`` channel of that session. libssh needs a socket for the next
 session, so the channel is bridged to one end of a socketpair by a tunnel
-(``_ssh.Tunnel.adopt_local``: the C loop of local forwards, the GIL released),
-and the next session gets the other end. That tunnel runs in one background
-thread per hop, as ``Session.forward_local`` does.
+(``_ssh.Tunnel.adopt_local``: the C code of local forwards), and the next
+session gets the other end. No thread runs that tunnel: it is the next
+session's carrier (``Session._carry``), whose waits move it a step at a time
+with their own, outermost hop first, from the same poll() (csrc/wait.c).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import socket
 from typing import Any, List, Optional
 
-from . import _ssh, _tunnel
+from . import _ssh
+
+MAX_HOPS = _ssh.MAX_HOPS  # the waits walk at most this many jump hosts
 
 
 def parse(value: Any) -> Optional[List[str]]:
@@ -40,6 +43,8 @@ def parse(value: Any) -> Optional[List[str]]:
     hops = [x.strip() for x in items]
     if not hops:
         raise ValueError('jump must name at least one host (or be "none")')
+    if len(hops) > MAX_HOPS:
+        raise ValueError(f"jump names {len(hops)} hosts: at most {MAX_HOPS} jump hosts")
     for h in hops:
         if not h:
             raise ValueError(f"jump has an empty host name: {value!r}")
@@ -52,12 +57,16 @@ def from_config(opts: Any) -> List[str]:
     value = opts.get("proxyjump", ["none"])[0]
     if value.strip().lower() == "none":
         return []
-    return [x.strip() for x in value.split(",") if x.strip()]
+    hops = [x.strip() for x in value.split(",") if x.strip()]
+    if len(hops) > MAX_HOPS:
+        raise ValueError(f"ProxyJump names {len(hops)} hosts: at most {MAX_HOPS} jump hosts")
+    return hops
 
 
-def bridge(hop: Any, host: str, port: int) -> socket.socket:
-    """A socket whose bytes go to host:port through a direct-tcpip channel of the
-    session `hop` (which owns the bridge: its close closes it)."""
+def bridge(hop: Any, target: Any, host: str, port: int) -> socket.socket:
+    """A socket for the session `target` whose bytes go to host:port through a
+    direct-tcpip channel of the session `hop`, moved by `target`'s waits (its
+    carrier); closed by `target`'s close."""
     mine, theirs = socket.socketpair()
     try:
         c = _ssh.Tunnel(hop)
@@ -67,10 +76,8 @@ def bridge(hop: Any, host: str, port: int) -> socket.socket:
         raise
     try:
         c.adopt_local(theirs.detach(), host, port)  # owned by the tunnel, even on failure
+        target._carry(c)
     except BaseException:
         mine.close()
         raise
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    t = _tunnel.Tunnel(hop, hop._tunnels, c, None, "jump", port, shown, "ProxyJump")
-    hop._tunnels.add(t)
     return mine

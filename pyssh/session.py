@@ -908,51 +908,6 @@ def _target_key(s: Session, hop: Optional[int]) -> _ServerKey:
     return _ServerKey(s.host, s.port, key_type, sha256, base64.b64decode(b64), hop)
 
 
-def _connect_through_proxy(
-    s: Session, deadline: _Deadline, what: str, policy: HostKeyPolicy, files: _HostKeyFiles
-) -> None:
-    """libssh connects through the ProxyJump hosts one by one; each one's key is
-    handed back here for the same check as the target's before libssh authenticates
-    to it. A refused hop raises its typed error; the caller's close then tells the
-    waiting jump thread to give up."""
-    accepted: Optional[_ServerKey] = None
-    try:
-        hop = s._connect(-1, timeout=deadline.left(), what=what)
-        while hop is not None:
-            n, host, port, key_type, fingerprint, b64, state = (
-                hop.hop,
-                hop.host,
-                hop.port,
-                hop.type,
-                hop.sha256,
-                hop.base64,
-                hop.libssh_state,
-            )
-            log.debug(
-                "ProxyJump hop %d: %s port %d sent %s key %s (libssh's known-host state %d)",
-                n,
-                host,
-                port,
-                key_type,
-                fingerprint,
-                state,
-            )
-            key = _ServerKey(host, port, key_type, fingerprint, base64.b64decode(b64), n)
-            _check_host_key(key, policy, files)
-            s._hop_verdict(True)
-            accepted = key
-            hop = s._connect(-1, timeout=deadline.left(), what=what)
-    except ConnectError as e:
-        if accepted is None:
-            raise
-        raise ConnectError(
-            f"{e}; the connection went through {accepted.what()}, whose key was accepted: it "
-            f"may have refused authentication (pyssh authenticates to jump hosts with "
-            f"ssh-agent and the key files of ~/.ssh only) or could not reach the next "
-            f"host"
-        ) from e
-
-
 _E = TypeVar("_E", bound=BaseException)
 
 
@@ -1408,7 +1363,7 @@ def _open(
     if via is None and hop is None:
         chain = _jump.from_config(opts) if hops is None else hops
         via = _connect_hops(s, chain, a, deadline)
-    sock = None if via is None else _jump.bridge(via, s.host, s.port)
+    sock = None if via is None else _jump.bridge(via, s, s.host, s.port)
     _offer_host_certificates(s, a.algos, opts, files)
     _reach(s, deadline, proxy and via is None, a.policy, files, sock, hop)
     _authenticate(
@@ -1603,10 +1558,9 @@ def _configure(
     (libssh reads them too), and where it connects. Returns the options pyssh reads
     itself, and whether the connection goes through a ProxyCommand."""
     opts = _config.lookup(host, user=user, config=config, home=home) if config else {}
-    jumps = opts.get("proxyjump", ["none"])[0]
-    hops = 0 if jumps.lower() == "none" else len(jumps.split(","))
     # ProxyJump is pyssh's (connect's _connect_hops), and wins over ProxyCommand
-    proxy = hops == 0 and opts.get("proxycommand", ["none"])[0].lower() != "none"
+    jumps = opts.get("proxyjump", ["none"])[0].lower() != "none"
+    proxy = not jumps and opts.get("proxycommand", ["none"])[0].lower() != "none"
     eff_host, eff_user, eff_port = s._configure(
         host,
         user=user,
@@ -1616,7 +1570,6 @@ def _configure(
         config=config if config else None,
         verbose=verbose,
         default_user=_local_user(),
-        proxy_jumps=hops,
         default_ciphers=_ssh.DEFAULT_CIPHERS or None,
         **algos,
     )
@@ -1639,10 +1592,8 @@ def _reach(
     target = _format_target(s.user, s.host, s.port)
     if sock is not None:
         s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
-    elif proxy:
-        _connect_through_proxy(
-            s, deadline, f"connecting to {target} through a proxy", policy, files
-        )
+    elif proxy:  # libssh runs the ProxyCommand
+        s._connect(-1, timeout=deadline.left(), what=f"connecting to {target} through a proxy")
     else:
         sock = _tcp_connect(s.host, s.port, deadline, target)
         s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")

@@ -1,7 +1,11 @@
 """ProxyJump chains built by pyssh: a session per jump host, each checked and
 authenticated as a target, the next hop reached through its direct-tcpip channel."""
 
+import os
+import shutil
+import signal
 import socket
+import threading
 
 import pytest
 
@@ -146,3 +150,94 @@ def test_a_hop_that_cannot_reach_the_next_is_an_error(server, hops, tmp_path):
             timeout=20,
         )
     assert getattr(e.value, "hop", None) is None  # the target was not reached; the hops were
+    assert f"the jump host could not reach 127.0.0.1:{port}" in str(e.value)
+
+
+def test_no_thread_per_hop_and_two_threads_share_the_chain(server, hops, tmp_path):
+    """The bridges are moved by the target's own waits: no thread per hop. Two
+    threads waiting on the target at once (a background tunnel's connection and a
+    command) both move the chain, and no byte is lost or reordered."""
+    j1, j2 = hops
+    authorize(server, j1, j2)
+    kh = trust(server, j1, j2, tmp_path)
+    threads = threading.active_count()
+    with server.connect(known_hosts=str(kh), jump=chain(j1, j2)) as s:
+        assert threading.active_count() == threads
+        assert not [t.name for t in threading.enumerate() if t.name.startswith("pyssh-")]
+        with s.forward_local(0, f"127.0.0.1:{server.port}") as t:  # sshd's banner, through it
+            with socket.create_connection(("127.0.0.1", t.port), timeout=10) as c:
+                data = os.urandom(4 << 20)
+                r = s.exec_internal("cat", stdin=data, timeout=30)
+                assert r.stdout == data
+                assert c.recv(64).startswith(b"SSH-2.0-")
+
+
+def test_a_jump_host_lost_mid_session_is_named(server, tmp_path, home):
+    """The first jump host's connection dies under an open session: the next
+    command fails with ConnectError saying the jump host's connection went, in time."""
+    with SSHServer() as j1:
+        authorize(server, j1)
+        kh = trust(server, j1, j1, tmp_path)
+        s = server.connect(known_hosts=str(kh), jump=chain(j1), timeout=10)
+        try:
+            assert s.exec_internal("echo up").stdout == b"up\n"
+            served = _descendants(j1.pid)
+            assert served  # the sshd processes serving this connection
+            j1.stop()
+            for pid in served:  # forked by the sshd we started: ours, ended by pid
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            with pytest.raises(pyssh.ConnectError) as e:
+                s.exec_internal("echo gone", timeout=10)
+            assert "jump host" in str(e.value)
+        finally:
+            s.close()
+
+
+def _descendants(pid):
+    """The processes below `pid` (Linux /proc), children first."""
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        found += kids
+        todo += kids
+    return found
+
+
+def test_too_many_jump_hosts_are_refused_before_connecting(server):
+    many = ",".join(f"h{i}" for i in range(pyssh._jump.MAX_HOPS + 1))
+    with pytest.raises(ValueError, match="at most 16 jump hosts"):
+        server.connect(jump=many)
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs OpenSSH's ssh")
+def test_proxycommand_keeps_working(server, hops, home):
+    """ProxyCommand from the config (here OpenSSH's own ssh -W through a jump
+    host) is run by libssh, as before pyssh built ProxyJump itself."""
+    j1, _ = hops
+    authorize(server, j1)
+    kh = home / ".ssh" / "known_hosts"
+    kh.write_text(f"{server.host_key_line}\n{j1.host_key_line}\n")
+    proxy = (
+        f"ssh -F none -i {server.client_key} -o UserKnownHostsFile={kh} -o BatchMode=yes "
+        f"-o StrictHostKeyChecking=yes -p {j1.port} -W %h:%p {j1.user}@127.0.0.1"
+    )
+    (home / ".ssh" / "config").write_text(
+        f"Host target\n    HostName 127.0.0.1\n    Port {server.port}\n    ProxyCommand {proxy}\n"
+    )
+    with pyssh.connect(
+        "target", user=server.user, keyfile=server.client_key, host_key_policy="strict"
+    ) as s:
+        assert s.exec_internal("echo proxied").stdout == b"proxied\n"
+        assert s.info()["jump"] == []

@@ -300,9 +300,9 @@ def test_kbdint_answers_are_copied_from_any_sequence(server, account):
 )
 @pytest.mark.slow
 def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
-    """_configure(proxy_jumps=...) sets the jump data under the lock, after looking
-    again at the session: __fspath__ may have closed it (the data was kept,
-    and never freed, by a session already closed)."""
+    """_configure looks again at the session after converting its paths: __fspath__
+    may have closed it (once, the ProxyJump data set then was kept, and never
+    freed, by a session already closed)."""
     session = []
 
     class Dir:
@@ -314,7 +314,7 @@ def test_configure_on_a_session_closed_by_fspath_keeps_nothing():
         session[:] = [_ssh.Session()]
         with pytest.raises(pyssh.SessionClosedError):
             session[0]._configure(
-                "127.0.0.1", ssh_dir=Dir(), known_hosts="/nonexistent/" + "k" * 200, proxy_jumps=1
+                "127.0.0.1", ssh_dir=Dir(), known_hosts="/nonexistent/" + "k" * 200
             )
 
     for _ in range(1000):
