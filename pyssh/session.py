@@ -279,6 +279,7 @@ class Session(_ssh.Session):
         self._hostkey: Optional[_ssh.ServerKey] = None
         self._known_hosts: Optional[str] = None
         self._tunnels: Set[_tunnel.Tunnel] = set()
+        self._unlink = False  # StreamLocalBindUnlink, forward_local's default
         self._hops: List[Session] = []  # the ProxyJump hosts' sessions, first first
         # connect() with the same arguments: another connection like this one, for
         # SFTP transfers over several connections (connections=)
@@ -547,10 +548,13 @@ class Session(_ssh.Session):
         :class:`SSHError`. Other threads can use the session meanwhile.
         ``port`` may be a local Unix socket path and ``target`` a path on the
         server, as :meth:`forward_local`'s (docs/tunnels.md, "Unix-domain
-        sockets"); the socket is made mode 0600 and removed at the end."""
+        sockets"); the socket is made mode 0600 and removed at the end (a stale
+        one is replaced only with ``StreamLocalBindUnlink yes`` in the config)."""
         if target is None:
             raise ValueError("tunnel() needs a target: tunnel(5555, 'host:port')")
-        return _tunnel.run_blocking(self, port, target, bind, max_connections, timeout)
+        return _tunnel.run_blocking(
+            self, port, target, bind, max_connections, timeout, self._unlink
+        )
 
     def forward_local(
         self,
@@ -558,7 +562,7 @@ class Session(_ssh.Session):
         target: _tunnel.Target,
         *,
         bind: str = "127.0.0.1",
-        unlink: bool = False,
+        unlink: Optional[bool] = None,
     ) -> _tunnel.Tunnel:
         """Like :meth:`tunnel`, in the background: returns a running
         :class:`Tunnel` (a context manager; ``.port`` is the local port, also with
@@ -566,7 +570,10 @@ class Session(_ssh.Session):
         Several tunnels can run on one session, beside commands and transfers.
         ``port`` may be a local Unix socket path and ``target`` a path on the
         server (docs/tunnels.md, "Unix-domain sockets"); ``unlink=True`` replaces
-        a stale socket at that path (OpenSSH's StreamLocalBindUnlink)."""
+        a stale socket at that path (None: ``StreamLocalBindUnlink`` from the
+        config, else no)."""
+        if unlink is None:
+            unlink = self._unlink
         return _tunnel.forward_local(self, port, target, bind, self._tunnels, unlink)
 
     def forward_remote(
@@ -1410,6 +1417,7 @@ def connect(
         opts = _open(s, h_host, user, port, a, _Deadline(timeout), hops)
         _forward_agent(s, agent, opts)
         _start_keepalive(s, keepalive, opts)
+        s._unlink = _config.yes_no(opts, "streamlocalbindunlink", "StreamLocalBindUnlink")
     except BaseException:
         s.close()
         raise
