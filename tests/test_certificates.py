@@ -106,15 +106,16 @@ def test_wrong_principal(ca, ca_server, tmp_path, home):
     assert "its principals (somebody-else) do not include" in message
 
 
-def agent_only_key(path, agent):
-    """A key added to ssh-agent, then deleted: only the agent holds it."""
-    key = keygen(str(path))
+def agent_only_key(path, agent, kind="ed25519"):
+    """A key added to ssh-agent (to be deleted by the test: then only the agent holds it)."""
+    key = keygen(str(path), kind)
     subprocess.run(["ssh-add", "-q", key], check=True, capture_output=True)
     return key
 
 
-def test_certificate_of_an_agent_key(ca, ca_server, tmp_path, home, agent):
-    key = agent_only_key(tmp_path / "k", agent)
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", pytest.param("rsa", marks=pytest.mark.slow)])
+def test_certificate_of_an_agent_key(ca, ca_server, tmp_path, home, agent, kind):
+    key = agent_only_key(tmp_path / "k", agent, kind)
     cert = sign(ca, key, ca_server.user, cert=tmp_path / "c.pub")
     os.remove(key)
     os.remove(key + ".pub")
