@@ -176,6 +176,9 @@ module_exec(PyObject *module)
         PyErr_SetString(PyExc_ImportError, "pyssh: libssh failed to initialise (ssh_init)");
         return -1;
     }
+    if (PyModule_AddFunctions(module, pyssh_agentcert_methods) < 0) {
+        return -1;
+    }
     if (PyModule_AddFunctions(module, pyssh_names_methods) < 0) {
         return -1;
     }

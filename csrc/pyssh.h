@@ -266,6 +266,10 @@ extern PyMethodDef pyssh_names_methods[];
  * resume of an upload goes back that far (module constant SFTP_STRIPE_AHEAD). */
 #define PYSSH_SFTP_STRIPE_AHEAD (64 << 20)
 
+/* agentcert.c: _auth_agent_certificate(), with a libssh that has pyssh's patch
+ * for it (PYSSH_LIBSSH_AGENT_KEY); empty without. */
+extern PyMethodDef pyssh_agentcert_methods[];
+
 /* session.c: is `obj` a Session (the C type or a subclass)? Any thread. */
 int pyssh_is_session(PyObject *obj);
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from . import _ssh
+from . import _ssh, _tunnel
 from ._exec import DEFAULT as _DEFAULT, ExecResult
 from ._keys import Key, agent_keys, generate_key, read_key
 from ._process import TERMINAL_MODES, Process
@@ -180,9 +180,13 @@ def scp_download(
 
 
 def ssh_tunnel(
-    session: Session, port: int = 5555, target: Any = None, **kwargs: Any
+    session: Session,
+    port: _tunnel.Listen = 5555,
+    target: Optional[_tunnel.Target] = None,
+    **kwargs: Any,
 ) -> TunnelStats:
-    """Alias of ``session.tunnel``, as in the R package. The target has no default
+    """Alias of ``session.tunnel``, as in the R package. ``port`` is a local port or
+    a Unix socket's path, as for ``session.tunnel``. The target has no default
     (the R package's is a public web site). Blocks until Ctrl-C, or
     ``max_connections``/``timeout`` (keywords)."""
     return _session_arg(session, "ssh_tunnel").tunnel(port, target, **kwargs)

@@ -44,6 +44,7 @@ _WANTED = {
     "forwardagent",
     "serveraliveinterval",
     "serveralivecountmax",
+    "streamlocalbindunlink",
 }
 
 
@@ -210,6 +211,18 @@ def seconds(value: str) -> float:
     if not parts or "".join(n + u for n, u in parts).lower() != text.lower():
         raise ValueError(f"not a time: {value!r}")
     return sum(float(n) * _TIME_UNITS[u.lower()] for n, u in parts)
+
+
+def yes_no(options: Dict[str, List[str]], key: str, name: str) -> bool:
+    """A yes/no option from what :func:`lookup` found (absent: no); ValueError naming
+    the option for another value, which OpenSSH refuses too."""
+    raw = options.get(key)
+    if not raw:
+        return False
+    value = raw[0].lower()
+    if value not in ("yes", "no"):
+        raise ValueError(f"{name} in the ssh configuration is not yes or no: {raw[0]!r}")
+    return value == "yes"
 
 
 def keepalive(options: Dict[str, List[str]]) -> Tuple[Optional[float], Optional[int]]:

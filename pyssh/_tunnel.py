@@ -143,8 +143,9 @@ def unix_listen_socket(path: str, unlink: bool) -> Tuple[socket.socket, Tuple[in
     if st is not None and not unlink:
         raise FileExistsError(
             errno.EEXIST,
-            f"cannot listen on {path}: a socket exists there: pass unlink=True to replace "
-            "a stale one (OpenSSH's StreamLocalBindUnlink)",
+            f"cannot listen on {path}: a socket exists there: pass unlink=True (or set "
+            "StreamLocalBindUnlink yes in the ssh config, -o for pyssh's command line) "
+            "to replace a stale one",
         )
     if st is not None:
         os.unlink(path)
@@ -235,9 +236,11 @@ def run_blocking(
     bind: str,
     max_connections: Optional[int],
     timeout: Optional[float],
+    unlink: bool = False,
 ) -> TunnelStats:
     """Session.tunnel: serve in this thread until Ctrl-C, max_connections or timeout.
-    `port` and `target` may be Unix sockets' paths, as forward_local's."""
+    `port` and `target` may be Unix sockets' paths, as forward_local's (`unlink`
+    too)."""
     host, tport, shown_target = _target(target, False)
     lpath = unix_path(port, "the local socket", True)
     if max_connections is not None:
@@ -249,7 +252,7 @@ def run_blocking(
     check_open(session)
     ident: Optional[Tuple[int, int]] = None
     if lpath is not None:
-        sock, ident = unix_listen_socket(lpath, False)
+        sock, ident = unix_listen_socket(lpath, unlink)
     else:
         sock = listen_socket(bind, port)
     c = _ssh.Tunnel(session)

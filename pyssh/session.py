@@ -279,6 +279,7 @@ class Session(_ssh.Session):
         self._hostkey: Optional[_ssh.ServerKey] = None
         self._known_hosts: Optional[str] = None
         self._tunnels: Set[_tunnel.Tunnel] = set()
+        self._unlink = False  # StreamLocalBindUnlink, forward_local's default
         self._hops: List[Session] = []  # the ProxyJump hosts' sessions, first first
         # connect() with the same arguments: another connection like this one, for
         # SFTP transfers over several connections (connections=)
@@ -547,10 +548,13 @@ class Session(_ssh.Session):
         :class:`SSHError`. Other threads can use the session meanwhile.
         ``port`` may be a local Unix socket path and ``target`` a path on the
         server, as :meth:`forward_local`'s (docs/tunnels.md, "Unix-domain
-        sockets"); the socket is made mode 0600 and removed at the end."""
+        sockets"); the socket is made mode 0600 and removed at the end (a stale
+        one is replaced only with ``StreamLocalBindUnlink yes`` in the config)."""
         if target is None:
             raise ValueError("tunnel() needs a target: tunnel(5555, 'host:port')")
-        return _tunnel.run_blocking(self, port, target, bind, max_connections, timeout)
+        return _tunnel.run_blocking(
+            self, port, target, bind, max_connections, timeout, self._unlink
+        )
 
     def forward_local(
         self,
@@ -558,7 +562,7 @@ class Session(_ssh.Session):
         target: _tunnel.Target,
         *,
         bind: str = "127.0.0.1",
-        unlink: bool = False,
+        unlink: Optional[bool] = None,
     ) -> _tunnel.Tunnel:
         """Like :meth:`tunnel`, in the background: returns a running
         :class:`Tunnel` (a context manager; ``.port`` is the local port, also with
@@ -566,7 +570,10 @@ class Session(_ssh.Session):
         Several tunnels can run on one session, beside commands and transfers.
         ``port`` may be a local Unix socket path and ``target`` a path on the
         server (docs/tunnels.md, "Unix-domain sockets"); ``unlink=True`` replaces
-        a stale socket at that path (OpenSSH's StreamLocalBindUnlink)."""
+        a stale socket at that path (None: ``StreamLocalBindUnlink`` from the
+        config, else no)."""
+        if unlink is None:
+            unlink = self._unlink
         return _tunnel.forward_local(self, port, target, bind, self._tunnels, unlink)
 
     def forward_remote(
@@ -938,6 +945,8 @@ class _Auth:
         self.keys: List[Tuple[str, str]] = []
         self.allowed = 0
         self.partial: List[str] = []
+        self.certs: List[str] = []  # certificate= and CertificateFile
+        self.certs_used: Set[str] = set()  # ... that went with a key tried
 
     def allows(self, bit: int) -> bool:
         return bool(self.allowed & bit)
@@ -960,6 +969,7 @@ class _Auth:
         certs: List[str],
     ) -> bool:
         """One private key: with each of its certificates first, then alone (as OpenSSH)."""
+        self.certs_used.update(certs)
         for cert in certs:
             if self.key(label, path, data, explicit, cert):
                 return True
@@ -1034,6 +1044,38 @@ class _Auth:
             self.keys.append((label, "accepted, but the server wants another method too"))
         return self.done(rc, label if cert is None else f"{label} (certificate {cert})")
 
+    def agent_certificates(self) -> bool:
+        """The certificates whose private key is only in ssh-agent, which signs (as
+        OpenSSH pairs a CertificateFile with an agent key)."""
+        sign = getattr(_ssh, "_auth_agent_certificate", None)  # pyssh's libssh patch
+        if sign is None or not self.certs:
+            return False
+        try:
+            held = {k.blob() for k in _keys.agent_keys(timeout=self.deadline.left() or 10.0)}
+        except SSHError:
+            return False
+        for cert in self.certs:
+            if cert in self.certs_used or not self.allows(_ssh.SSH_AUTH_METHOD_PUBLICKEY):
+                continue
+            try:
+                if _keys.read_certificate(cert).key_blob not in held:
+                    continue
+            except (OSError, ValueError):
+                continue
+            self.certs_used.add(cert)
+            rc = self.s._auth_try_pubkey("", timeout=self.deadline.left(), cert=cert)
+            if rc == _ssh.SSH_AUTH_SUCCESS:
+                rc = sign(self.s, cert, timeout=self.deadline.left())
+            if rc in (_ssh.SSH_AUTH_DENIED, _ssh.KEY_BAD_CERT):
+                self.refused("ssh-agent", cert, rc)
+                continue
+            identity = f"ssh-agent (certificate {cert})"
+            if rc == _ssh.SSH_AUTH_PARTIAL:
+                self.keys.append((identity, "accepted, but the server wants another method too"))
+            if self.done(rc, identity):
+                return True
+        return False
+
     def unusable(self, label: str, path: Optional[str], explicit: bool, why: str) -> bool:
         if explicit:
             raise _with(PrivateKeyError(f"cannot use the key {label}: {why}"), path=path)
@@ -1075,6 +1117,13 @@ class _Auth:
         parts = [f"authentication failed for {target}."]
         parts.append("Tried: " + (", ".join(self.tried) if self.tried else "nothing") + ".")
         parts.append("The server allows: " + (", ".join(allowed) or "nothing") + ".")
+        for cert in self.certs:
+            if cert not in self.certs_used:
+                agent = "ssh-agent does not hold it" if _agent_socket() else "no ssh-agent"
+                if _agent_socket() and not hasattr(_ssh, "_auth_agent_certificate"):
+                    agent = "this build's libssh cannot sign a certificate with ssh-agent"
+                why = f"no key pyssh tried is this certificate's ({agent})"
+                self.keys.append((cert, why))
         if self.keys:
             parts.append("Keys: " + "; ".join(f"{p}: {why}" for p, why in self.keys) + ".")
         if self.partial:
@@ -1090,6 +1139,10 @@ class _Auth:
             host=self.s.host,
             port=self.s.port,
         )
+
+
+def _agent_socket() -> bool:
+    return bool(os.environ.get("SSH_AUTH_SOCK"))
 
 
 def _key_argument(keyfile: Any) -> Tuple[Optional[str], Optional[bytes]]:
@@ -1197,6 +1250,7 @@ def _authenticate(
     """`fallback` (a jump host): a key file given is tried first, then the host's own."""
     identities, certs = _identity_files(s, opts, home, certificate)
     a = _Auth(s, deadline, password, passphrase)
+    a.certs = certs
     rc = s._auth_none(timeout=deadline.left())
     if rc == _ssh.SSH_AUTH_SUCCESS:
         s._identity = "none"
@@ -1211,12 +1265,12 @@ def _authenticate(
             if a.identity(label, path, data, True, _certificates_for(path, keyfile, certs)):
                 return
         if keyfile is None or fallback:
-            if os.environ.get("SSH_AUTH_SOCK"):
+            if _agent_socket():
                 a.tried.append("publickey (ssh-agent)")
                 rc = s._auth_agent(timeout=deadline.left())
                 if rc == _ssh.SSH_AUTH_DENIED:
                     a.keys.append(("ssh-agent", "no key of the agent was accepted"))
-                if a.done(rc, "ssh-agent"):
+                if a.done(rc, "ssh-agent") or a.agent_certificates():
                     return
             seen = set()
             defaults = [os.path.join(home, ".ssh", k) for k in _DEFAULT_KEYS]
@@ -1318,6 +1372,7 @@ def connect(
         opts = _open(s, h_host, user, port, a, _Deadline(timeout), hops)
         _forward_agent(s, agent, opts)
         _start_keepalive(s, keepalive, opts)
+        s._unlink = _config.yes_no(opts, "streamlocalbindunlink", "StreamLocalBindUnlink")
     except BaseException:
         s.close()
         raise

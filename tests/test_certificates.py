@@ -2,12 +2,14 @@
 config, and connect(certificate=), against an sshd that trusts a CA and has no
 authorized key; OpenSSH's ssh-keygen makes the CA and signs the certificates."""
 
+import os
 import shutil
 import subprocess
 
 import pytest
 
 import pyssh
+from pyssh._keys import read_certificate
 from pyssh.testing import SSHServer, keygen
 
 
@@ -102,3 +104,48 @@ def test_wrong_principal(ca, ca_server, tmp_path, home):
     message = str(e.value)
     assert f"{cert}: the server refused the certificate: " in message
     assert "its principals (somebody-else) do not include" in message
+
+
+def agent_only_key(path, agent, kind="ed25519"):
+    """A key added to ssh-agent (to be deleted by the test: then only the agent holds it)."""
+    key = keygen(str(path), kind)
+    subprocess.run(["ssh-add", "-q", key], check=True, capture_output=True)
+    return key
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", pytest.param("rsa", marks=pytest.mark.slow)])
+def test_certificate_of_an_agent_key(ca, ca_server, tmp_path, home, agent, kind):
+    key = agent_only_key(tmp_path / "k", agent, kind)
+    cert = sign(ca, key, ca_server.user, cert=tmp_path / "c.pub")
+    os.remove(key)
+    os.remove(key + ".pub")
+    assert [k.blob() for k in pyssh.agent_keys()] == [read_certificate(cert).key_blob]
+    with ca_server.connect(keyfile=None, certificate=cert) as s:
+        assert s.info()["identity"] == f"ssh-agent (certificate {cert})"
+    config = tmp_path / "config"
+    config.write_text(f"Host *\n  CertificateFile {cert}\n")
+    with ca_server.connect(keyfile=None, config=str(config)) as s:
+        assert s.info()["identity"] == f"ssh-agent (certificate {cert})"
+
+
+def test_certificate_whose_key_the_agent_lacks(ca, ca_server, tmp_path, home, agent):
+    agent_only_key(tmp_path / "other", agent)
+    key = keygen(str(tmp_path / "k"))
+    cert = sign(ca, key, ca_server.user, cert=tmp_path / "c.pub")
+    os.remove(key)
+    with pytest.raises(pyssh.AuthenticationError) as e:
+        ca_server.connect(keyfile=None, certificate=cert, timeout=10)
+    assert [name for name, _why in e.value.keys] == ["ssh-agent", cert]
+    assert f"{cert}: no key pyssh tried is this certificate's (ssh-agent does not hold it)" in str(
+        e.value
+    )
+
+
+def test_agent_certificate_refused(ca, ca_server, tmp_path, home, agent):
+    key = agent_only_key(tmp_path / "k", agent)
+    cert = sign(ca, key, "somebody-else", cert=tmp_path / "c.pub")
+    os.remove(key)
+    with pytest.raises(pyssh.AuthenticationError) as e:
+        ca_server.connect(keyfile=None, certificate=cert, timeout=10)
+    assert [name for name, _why in e.value.keys] == ["ssh-agent", cert]
+    assert "its principals (somebody-else) do not include" in str(e.value)

@@ -21,7 +21,7 @@ import time
 import pytest
 
 import pyssh
-from pyssh.__main__ import _fields, main, parse_dynamic, parse_forward, parse_option
+from pyssh.__main__ import ERROR, _fields, main, parse_dynamic, parse_forward, parse_option
 from pyssh._interactive import _Escape
 from pyssh._process import encode_modes, modes_from_termios
 from pyssh.testing import free_port
@@ -362,6 +362,66 @@ def test_cli_local_forward_from_a_unix_socket(server, home):
                 if p.poll() is None:
                     p.kill()
                     p.wait()
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def forward_from_socket_once(server, path, *options):
+    """`pyssh -N -L path:...` with `options`: its exit status, after one echo through
+    the socket when it listened (else at once)."""
+    with echo_server() as target:
+        p = subprocess.Popen(
+            cli(server, *options, "-N", "-L", f"{path}:127.0.0.1:{target}"),
+            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+
+            def reached():
+                if p.poll() is not None:
+                    return "ended"
+                c = socket.socket(socket.AF_UNIX)
+                c.settimeout(TIMEOUT)
+                try:
+                    c.connect(path)
+                except OSError:
+                    c.close()
+                    return None
+                return c
+
+            conn = wait_until(reached, TIMEOUT, interval=0.05)
+            if conn == "ended":  # let the echo server's accept() return
+                socket.create_connection(("127.0.0.1", target), timeout=TIMEOUT).close()
+            else:
+                with conn:
+                    conn.sendall(b"ping")
+                    assert conn.recv(100) == b"echo:ping"
+                p.send_signal(signal.SIGINT)
+            return p.wait(TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.slow
+def test_cli_stream_local_bind_unlink(server, home, tmp_path):
+    sockdir = tempfile.mkdtemp(prefix="pyssh-cli-", dir="/tmp")  # short: sun_path
+    path = os.path.join(sockdir, "x.sock")
+    config = tmp_path / "config"
+    config.write_text("Host *\n  StreamLocalBindUnlink yes\n")
+    try:
+        for options, status in [
+            ((), ERROR),  # OpenSSH's default: a socket file there is an error
+            (("-o", "StreamLocalBindUnlink=no"), ERROR),
+            (("-o", "StreamLocalBindUnlink=yes"), 130),
+            (("-F", str(config)), 130),
+        ]:
+            if not os.path.exists(path):
+                s = socket.socket(socket.AF_UNIX)
+                s.bind(path)  # a stale socket: nobody listens
+                s.close()
+            assert forward_from_socket_once(server, path, *options) == status, options
+            assert os.path.exists(path) == (status == ERROR), options
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
 

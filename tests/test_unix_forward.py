@@ -129,6 +129,28 @@ def test_stale_socket_needs_unlink_and_a_file_is_never_removed(session, sockdir)
         assert f.read() == "keep me"
 
 
+def stale_socket(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.close()  # nobody listens
+    return path
+
+
+def test_stream_local_bind_unlink_from_the_config(server, sockdir, tmp_path):
+    path = stale_socket(os.path.join(sockdir, "stale.sock"))
+    config = tmp_path / "config"
+    config.write_text("Host *\n  StreamLocalBindUnlink yes\n")
+    with server.connect(config=str(config)) as s:
+        with pytest.raises(FileExistsError):
+            s.forward_local(path, "127.0.0.1:9", unlink=False)  # the argument wins
+        with s.forward_local(path, "127.0.0.1:9"):
+            assert stat.S_ISSOCK(os.lstat(path).st_mode)
+        assert not os.path.exists(path)
+    config.write_text("Host *\n  StreamLocalBindUnlink maybe\n")
+    with pytest.raises(ValueError, match="StreamLocalBindUnlink"):
+        server.connect(config=str(config))
+
+
 def test_bad_paths_are_clear_errors(session, sockdir):
     with pytest.raises(ValueError, match="under"):
         session.forward_local("/" + "x" * 200, "127.0.0.1:9")
