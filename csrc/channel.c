@@ -192,12 +192,12 @@ enum { SIDE_READ = 1, SIDE_WRITE = 2, SIDE_BOTH = 3 };
 static int
 claim_sides(ChannelObject *self, int sides, const char *method, enum pyssh_need need)
 {
-    if ((sides & SIDE_READ) && pyssh_claim_take(&self->claim, self->session, "channel", method,
-                                                need, PYSSH_EXC_SSHError) < 0) {
+    if ((sides & SIDE_READ) &&
+        pyssh_claim_take(&self->claim, self->session, "channel", method, need) < 0) {
         return -1;
     }
-    if ((sides & SIDE_WRITE) && pyssh_claim_take(&self->claim_w, self->session, "channel", method,
-                                                 need, PYSSH_EXC_SSHError) < 0) {
+    if ((sides & SIDE_WRITE) &&
+        pyssh_claim_take(&self->claim_w, self->session, "channel", method, need) < 0) {
         if (sides & SIDE_READ) {
             pyssh_unclaim(&self->claim);
         }

@@ -277,23 +277,25 @@ enum pyssh_need { PYSSH_NEED_NOTHING, PYSSH_NEED_OPEN, PYSSH_NEED_CONNECTED };
  * (SessionClosedError: closed; SSHError: not connected yet). */
 int pyssh_session_check(SessionObject *s, enum pyssh_need need);
 
-/* An object's claim: which method holds it (NULL: none) and, once it cannot be
- * used any more, why (NULL: it can). */
+/* An object's claim: which method holds it (NULL: none). Read and written only
+ * through pyssh_claim_take, pyssh_claim_holder and pyssh_unclaim, atomically:
+ * without the GIL (a free-threaded CPython) two threads may claim at once. */
 typedef struct {
     const char *method;
-    const char *broken;
 } pyssh_claim;
 
 /* The state check at the top of every method of Channel, SFTP and Tunnel,
  * which also claims the object (`kind`: "channel", "SFTP channel", "tunnel")
- * for `method`: the claim is taken right after it is found free, before any
- * Python code runs or the GIL is released, so that nothing slips in between.
- * Checks, in this order: in use by another call (RuntimeError), the session
- * (pyssh_session_check), broken by an earlier error (`broken_exc`). Returns
- * -1 with an exception set; the caller releases the claim on every way out
+ * for `method`: the claim is found free and taken in one atomic step, before
+ * any Python code runs or the GIL is released, so that nothing slips in
+ * between. Checks, in this order: in use by another call (RuntimeError), the
+ * session (pyssh_session_check). Returns -1 with an exception set and the
+ * claim not held; the caller releases it on every other way out
  * (pyssh_unclaim). */
 int pyssh_claim_take(pyssh_claim *c, SessionObject *s, const char *kind, const char *method,
-                     enum pyssh_need need, enum pyssh_exc broken_exc);
+                     enum pyssh_need need);
+/* The method holding the claim now, or NULL. */
+const char *pyssh_claim_holder(const pyssh_claim *c);
 void pyssh_unclaim(pyssh_claim *c);
 
 /* capi.c: the C API capsule, pyssh._ssh._C_API (pyssh/include/pyssh_capi.h) */

@@ -51,31 +51,36 @@ pyssh_session_check(SessionObject *s, enum pyssh_need need)
 
 int
 pyssh_claim_take(pyssh_claim *c, SessionObject *s, const char *kind, const char *method,
-                 enum pyssh_need need, enum pyssh_exc broken_exc)
+                 enum pyssh_need need)
 {
-    if (c->method != NULL) {
+    /* A look, then a store, would let two threads both find it free where no GIL
+     * orders them (free-threaded CPython): one compare-and-swap looks and takes. */
+    const char *holder = pyssh_atomic_cas_str(&c->method, NULL, method);
+    if (holder != NULL) {
         PyErr_Format(PyExc_RuntimeError,
                      "the %s is in use by another call (%s() has not returned: another "
                      "thread's, or one made from a callback or an iterator of its own); give "
                      "each thread its own %s",
-                     kind, c->method, kind);
+                     kind, holder, kind);
         return -1;
     }
     if (pyssh_session_check(s, need) < 0) {
+        pyssh_unclaim(c);
         return -1;
     }
-    if (c->broken != NULL && need != PYSSH_NEED_NOTHING) {
-        pyssh_raise(s->state, broken_exc, "the %s cannot be used: %s", kind, c->broken);
-        return -1;
-    }
-    c->method = method;
     return 0;
+}
+
+const char *
+pyssh_claim_holder(const pyssh_claim *c)
+{
+    return PYSSH_ATOMIC_LOAD_PTR(&c->method);
 }
 
 void
 pyssh_unclaim(pyssh_claim *c)
 {
-    c->method = NULL;
+    PYSSH_ATOMIC_STORE_PTR(&c->method, NULL);
 }
 
 #define CHECK_OPEN(self, ret)                                                                      \

@@ -861,11 +861,19 @@ sftp_dealloc(SFTPObject *self)
 static int
 claim(SFTPObject *self, const char *method, enum pyssh_need need, int started)
 {
-    self->claim.broken = !started || self->io.chan != NULL ? NULL
-                         : self->started                   ? "it is closed"
-                                                           : "it is not started";
-    return pyssh_claim_take(&self->claim, self->session, "SFTP channel", method, need,
-                            PYSSH_EXC_SFTPError);
+    if (pyssh_claim_take(&self->claim, self->session, "SFTP channel", method, need) < 0) {
+        return -1;
+    }
+    /* looked at with the claim held: only a call that holds it starts or closes
+     * the channel, so the answer cannot change under this call */
+    if (started && need != PYSSH_NEED_NOTHING && self->io.chan == NULL) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SFTPError,
+                    "the SFTP channel cannot be used: %s",
+                    self->started ? "it is closed" : "it is not started");
+        pyssh_unclaim(&self->claim);
+        return -1;
+    }
+    return 0;
 }
 
 static void

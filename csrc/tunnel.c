@@ -1508,12 +1508,13 @@ tunnel_dealloc(TunnelObject *self)
 static int
 claim(TunnelObject *self, const char *call, int need_open)
 {
-    if (self->claim.method != NULL && strcmp(self->claim.method, "run") == 0) {
+    const char *holder = pyssh_claim_holder(&self->claim);
+    if (holder != NULL && strcmp(holder, "run") == 0) {
         PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
         return -1;
     }
     return pyssh_claim_take(&self->claim, self->session, "tunnel", call,
-                            need_open ? PYSSH_NEED_OPEN : PYSSH_NEED_NOTHING, PYSSH_EXC_SSHError);
+                            need_open ? PYSSH_NEED_OPEN : PYSSH_NEED_NOTHING);
 }
 
 static void
