@@ -210,7 +210,8 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD pyssh_state *state;
-    ssh_session ssh;         /* NULL once closed: set to NULL with the GIL held */
+    ssh_session ssh;         /* NULL once closed: set to NULL with the GIL held, not the
+                                    lock: read it under the lock with pyssh_session_ssh */
     PyThread_type_lock lock; /* one thread in libssh at a time; only ever waited
                                     for with the GIL released */
     int log_level;           /* libssh log level, 0-4 */
@@ -240,6 +241,16 @@ typedef struct {
 } SessionObject;
 
 int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
+
+/* The session's handle, for code holding the lock without the GIL: close()
+ * clears it with the GIL held and before it takes the lock (so every method
+ * sees the session closed at once), so neither orders that store and this
+ * load; both are atomic. The handle itself is freed under the lock. */
+static inline ssh_session
+pyssh_session_ssh(SessionObject *s)
+{
+    return PYSSH_ATOMIC_LOAD_PTR(&s->ssh);
+}
 
 /* ---- channel.c: pyssh._ssh.Channel ----------------------------------------- */
 

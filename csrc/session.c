@@ -368,7 +368,7 @@ session_close_impl(SessionObject *self, int emit_logs)
     if (ssh == NULL) {
         return;
     }
-    self->ssh = NULL;
+    PYSSH_ATOMIC_STORE_PTR(&self->ssh, NULL); /* read under the lock without the GIL */
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
     pyssh_socket_t fd;

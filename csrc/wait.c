@@ -453,7 +453,7 @@ wait_leave(SessionObject *self, waitctx *c)
             pyssh_wake_drain(c->w->rd);
         }
         c->w->rung = 0;
-        if (self->ssh != NULL) {
+        if (pyssh_session_ssh(self) != NULL) {
             c->w->next = self->spare;
             self->spare = c->w;
         }
@@ -613,7 +613,7 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed, pys
 {
     int rc = PYSSH_FAILED;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    ssh_session ssh = self->ssh;
+    ssh_session ssh = pyssh_session_ssh(self);
     if (ssh == NULL) {
         *closed = 1;
     }
