@@ -103,7 +103,7 @@ typedef struct {
     PyTypeObject *ChannelRecvType;
     PyTypeObject *ExitInfoType;
     PyObject *exc[PYSSH_EXC_COUNT];
-    PyObject *logger; /* logging.getLogger("pyssh"), fetched on first use */
+    PyObject *logger; /* logging.getLogger("pyssh"), fetched by the module's exec */
 } pyssh_state;
 
 extern PyModuleDef pyssh_module_def;

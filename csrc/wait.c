@@ -157,14 +157,6 @@ pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     pyssh_state *st = self->state;
     int interrupted = 0;
-    if (st->logger == NULL) {
-        PyObject *logging = PyImport_ImportModule("logging");
-        if (logging != NULL) {
-            st->logger = PyObject_CallMethod(logging, "getLogger", "s", "pyssh");
-            Py_DECREF(logging);
-        }
-        interrupted |= log_error_clear();
-    }
     while (msgs != NULL) {
         pyssh_logmsg *next = msgs->next;
         if (st->logger != NULL) {
