@@ -920,9 +920,9 @@ static PysshCAPI capi_table = {
 int
 pyssh_capi_setup(PyObject *module)
 {
-    if (capi_table.libssh_version == NULL) {
-        capi_table.libssh_version = ssh_version(0); /* the same in every interpreter */
-    }
+    /* the same in every interpreter; another one's exec (a GIL of its own) may run
+     * at once, or a consumer there read it meanwhile: set once, atomically */
+    pyssh_atomic_cas_str(&capi_table.libssh_version, NULL, ssh_version(0));
     PyObject *capsule = PyCapsule_New(&capi_table, PYSSH_CAPI_CAPSULE, NULL);
     if (capsule == NULL) {
         return -1;

@@ -748,6 +748,12 @@ static unsigned long main_thread_ident;
 int
 pyssh_wait_init(void)
 {
+    /* Process-wide, read without any lock: written once, by the interpreter whose
+     * main thread runs signal handlers. Another interpreter's exec (with a GIL of
+     * its own) writing it would race with the waits of every other thread. */
+    if (PyInterpreterState_Get() != PyInterpreterState_Main() || main_thread_ident != 0) {
+        return 0;
+    }
     PyObject *threading = PyImport_ImportModule("threading");
     PyObject *main = threading != NULL ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
     PyObject *ident = main != NULL ? PyObject_GetAttrString(main, "ident") : NULL;
