@@ -143,7 +143,7 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
     int rc = 0;
 
     if (hup && may_wait && !forked && self->exec_sent && !pyssh_chanio_ended(&self->io) &&
-        s->ssh != NULL) {
+        pyssh_session_ssh(s) != NULL) {
         double left = self->exec_at + HUP_AGAIN_AFTER - pyssh_monotonic();
         if (left > 0) {
             struct hup_wait h = {self, 0};

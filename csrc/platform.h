@@ -132,14 +132,19 @@ int pyssh_cpu_has_aes(void);
  * and clang have C11's atomics as builtins that work on a plain pointer (and
  * ThreadSanitizer knows them); MSVC's C11 atomics are still experimental, its
  * Interlocked functions are not. PYSSH_ATOMIC_LOAD_PTR(p) is *p,
- * PYSSH_ATOMIC_STORE_PTR(p, v) is *p = v. pyssh_atomic_cas_str: when *p is
- * `expected`, store `desired` and return `expected`; otherwise return what *p
- * holds. */
+ * PYSSH_ATOMIC_STORE_PTR(p, v) is *p = v, PYSSH_ATOMIC_EXCHANGE_PTR(p, v)
+ * stores v and returns what *p held; the _INT ones are the same for an int.
+ * pyssh_atomic_cas_str: when *p is `expected`, store `desired` and return
+ * `expected`; otherwise return what *p holds. */
 #if defined(_MSC_VER) && !defined(__clang__)
 #define PYSSH_ATOMIC_LOAD_PTR(p)                                                                   \
     InterlockedCompareExchangePointer((PVOID volatile *)(p), NULL, NULL)
 #define PYSSH_ATOMIC_STORE_PTR(p, v)                                                               \
     ((void)InterlockedExchangePointer((PVOID volatile *)(p), (PVOID)(v)))
+#define PYSSH_ATOMIC_EXCHANGE_PTR(p, v)                                                            \
+    InterlockedExchangePointer((PVOID volatile *)(p), (PVOID)(v))
+#define PYSSH_ATOMIC_LOAD_INT(p)     ((int)InterlockedCompareExchange((LONG volatile *)(p), 0, 0))
+#define PYSSH_ATOMIC_STORE_INT(p, v) ((void)InterlockedExchange((LONG volatile *)(p), (LONG)(v)))
 static inline const char *
 pyssh_atomic_cas_str(const char **p, const char *expected, const char *desired)
 {
@@ -147,8 +152,11 @@ pyssh_atomic_cas_str(const char **p, const char *expected, const char *desired)
                                                            (PVOID)expected);
 }
 #else
-#define PYSSH_ATOMIC_LOAD_PTR(p)     __atomic_load_n((p), __ATOMIC_SEQ_CST)
-#define PYSSH_ATOMIC_STORE_PTR(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_LOAD_PTR(p)        __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_STORE_PTR(p, v)    __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_EXCHANGE_PTR(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_LOAD_INT(p)        __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_STORE_INT(p, v)    __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 static inline const char *
 pyssh_atomic_cas_str(const char **p, const char *expected, const char *desired)
 {

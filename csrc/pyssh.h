@@ -210,12 +210,13 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD pyssh_state *state;
-    ssh_session ssh;         /* NULL once closed: set to NULL with the GIL held, not the
-                                    lock: read it under the lock with pyssh_session_ssh */
+    ssh_session ssh;         /* NULL once closed: cleared without the lock (see
+                                    pyssh_session_ssh), freed under it */
     PyThread_type_lock lock; /* one thread in libssh at a time; only ever waited
                                     for with the GIL released */
     int log_level;           /* libssh log level, 0-4 */
-    int connected;           /* the transport is up (key exchange done) */
+    int connected;           /* the transport is up (key exchange done); written under
+                                    the lock, atomically: the state check reads it without */
     int connecting;          /* a _connect is under way (lock held) */
     pyssh_socket_t fd;       /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
                                     does not close such a socket, the close below does */
@@ -242,10 +243,12 @@ typedef struct {
 
 int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
 
-/* The session's handle, for code holding the lock without the GIL: close()
- * clears it with the GIL held and before it takes the lock (so every method
- * sees the session closed at once), so neither orders that store and this
- * load; both are atomic. The handle itself is freed under the lock. */
+/* The session's handle, or NULL once closed: every read after tp_new goes
+ * through here. close() clears it before it takes the lock (so every method
+ * sees the session closed at once), so the lock does not order that store and
+ * the reads, nor does the GIL where there is none: both are atomic. The handle
+ * itself is freed under the lock, so one read under the lock stays usable
+ * until the lock is dropped; read it once there, not again. */
 static inline ssh_session
 pyssh_session_ssh(SessionObject *s)
 {

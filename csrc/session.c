@@ -37,12 +37,12 @@ map_auth(int rc)
 int
 pyssh_session_check(SessionObject *s, enum pyssh_need need)
 {
-    if (need >= PYSSH_NEED_OPEN && s->ssh == NULL) {
+    if (need >= PYSSH_NEED_OPEN && pyssh_session_ssh(s) == NULL) {
         pyssh_raise(s->state, PYSSH_EXC_SessionClosedError,
                     "the session is closed: connect again with pyssh.connect()");
         return -1;
     }
-    if (need >= PYSSH_NEED_CONNECTED && !s->connected) {
+    if (need >= PYSSH_NEED_CONNECTED && !PYSSH_ATOMIC_LOAD_INT(&s->connected)) {
         pyssh_raise(s->state, PYSSH_EXC_SSHError, "the session is not connected yet");
         return -1;
     }
@@ -354,8 +354,8 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 /* The one close, shared by close() and dealloc. Idempotent. The handle is set to
- * NULL with the GIL held (every method's early check sees the session closed from
- * then on), then freed under the lock (which waits for a libssh call in another
+ * NULL first, before the lock (every method's early check sees the session closed
+ * from then on; pyssh_session_ssh), then freed under the lock (which waits for a libssh call in another
  * thread to end). The other fields are read and cleared under the lock: a step
  * still running in another thread may set them (the event, made on first use by
  * pyssh_read_socket_once), as may _connect. A forked child sends no SSH goodbye:
@@ -364,11 +364,11 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 session_close_impl(SessionObject *self, int emit_logs)
 {
-    ssh_session ssh = self->ssh;
+    /* one exchange: two threads closing at once (no GIL) must not both free it */
+    ssh_session ssh = PYSSH_ATOMIC_EXCHANGE_PTR(&self->ssh, NULL);
     if (ssh == NULL) {
         return;
     }
-    PYSSH_ATOMIC_STORE_PTR(&self->ssh, NULL); /* read under the lock without the GIL */
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
     pyssh_socket_t fd;
@@ -390,7 +390,7 @@ session_close_impl(SessionObject *self, int emit_logs)
     if (jump != NULL) {
         jump_decide(jump, 0, 1);
     }
-    self->connected = 0;
+    PYSSH_ATOMIC_STORE_INT(&self->connected, 0);
     pyssh_log_attach(self);
     /* threads waiting on this session look again, and find it closed */
     pyssh_waiters_ring_all(self);
@@ -582,7 +582,8 @@ configure_jump(SessionObject *self, struct configure_arg *a)
     }
     int taken = 0;
     pyssh_lock(self);
-    if (self->ssh != NULL && self->jump == NULL && !self->connected && !self->connecting) {
+    if (pyssh_session_ssh(self) != NULL && self->jump == NULL && !self->connected &&
+        !self->connecting) {
         self->jump = j;
         taken = 1;
     }
@@ -632,10 +633,11 @@ configure_result(SessionObject *self)
     char *host = NULL, *user = NULL;
     unsigned int port = 22;
     pyssh_lock(self);
-    if (self->ssh != NULL) {
-        ssh_options_get(self->ssh, SSH_OPTIONS_HOST, &host);
-        ssh_options_get(self->ssh, SSH_OPTIONS_USER, &user);
-        if (ssh_options_get_port(self->ssh, &port) < 0 || port == 0) {
+    ssh_session ssh = pyssh_session_ssh(self);
+    if (ssh != NULL) {
+        ssh_options_get(ssh, SSH_OPTIONS_HOST, &host);
+        ssh_options_get(ssh, SSH_OPTIONS_USER, &user);
+        if (ssh_options_get_port(ssh, &port) < 0 || port == 0) {
             port = 22;
         }
     }
@@ -810,7 +812,7 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
      * keeps a second _connect out, also when libssh makes the socket (fd -1). */
     int state;
     pyssh_lock(self);
-    if (self->ssh == NULL) {
+    if (pyssh_session_ssh(self) == NULL) {
         state = 1;
     }
     else if (self->connecting) {
@@ -836,8 +838,8 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     int rc = pyssh_wait(self, connect_step, &a, &dl, PYSSH_EXC_ConnectError, what);
     pyssh_lock(self);
     self->connecting = 0;
-    if (rc == 0 && self->ssh != NULL) {
-        self->connected = 1;
+    if (rc == 0 && pyssh_session_ssh(self) != NULL) {
+        PYSSH_ATOMIC_STORE_INT(&self->connected, 1);
     }
     pyssh_unlock(self);
     if (rc < 0) {
@@ -863,7 +865,7 @@ session_hop_verdict(SessionObject *self, PyObject *arg)
     }
     int done = -1;
     pyssh_lock(self);
-    if (self->ssh != NULL && !self->connected && self->jump != NULL) {
+    if (pyssh_session_ssh(self) != NULL && !self->connected && self->jump != NULL) {
         done = jump_decide(self->jump, accept, 0);
     }
     pyssh_unlock(self);
@@ -892,7 +894,8 @@ session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
     int ok = 0;
 
     pyssh_lock(self);
-    if (self->ssh != NULL && ssh_get_server_publickey(self->ssh, &key) == SSH_OK &&
+    ssh_session ssh = pyssh_session_ssh(self);
+    if (ssh != NULL && ssh_get_server_publickey(ssh, &key) == SSH_OK &&
         ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &h256, &l256) == 0 &&
         ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA1, &h1, &l1) == 0 &&
         ssh_pki_export_pubkey_base64(key, &b64) == SSH_OK) {
@@ -909,7 +912,7 @@ session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
                           PyUnicode_FromString(hex1), PyUnicode_FromString(b64)};
         result = pyssh_named_result(self->state->ServerKeyType, v, 4);
     }
-    else if (self->ssh == NULL) {
+    else if (pyssh_session_ssh(self) == NULL) {
         pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");
     }
     else {
@@ -938,7 +941,8 @@ session_set_host_key_algorithms(SessionObject *self, PyObject *arg)
         return NULL;
     }
     pyssh_lock(self);
-    int rc = self->ssh != NULL ? ssh_options_set(self->ssh, SSH_OPTIONS_HOSTKEYS, algos) : -1;
+    ssh_session ssh = pyssh_session_ssh(self);
+    int rc = ssh != NULL ? ssh_options_set(ssh, SSH_OPTIONS_HOSTKEYS, algos) : -1;
     pyssh_unlock(self);
     if (rc < 0) {
         PyErr_Format(PyExc_ValueError, "libssh does not accept the host key algorithms %R", arg);
@@ -1126,7 +1130,7 @@ auth_result(SessionObject *self, int rc)
     if (rc < 0) {
         return NULL;
     }
-    if (rc == SSH_AUTH_SUCCESS && self->ssh == NULL) {
+    if (rc == SSH_AUTH_SUCCESS && pyssh_session_ssh(self) == NULL) {
         return pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");
     }
     return PyLong_FromLong(rc);
@@ -1299,10 +1303,11 @@ kbdint_questions(SessionObject *self)
 {
     PyObject *args = NULL;
     pyssh_lock(self);
-    if (self->ssh != NULL) {
-        args = Py_BuildValue("(NNN)", kbdint_text(ssh_userauth_kbdint_getname(self->ssh)),
-                             kbdint_text(ssh_userauth_kbdint_getinstruction(self->ssh)),
-                             kbdint_prompts(self->ssh));
+    ssh_session ssh = pyssh_session_ssh(self);
+    if (ssh != NULL) {
+        args = Py_BuildValue("(NNN)", kbdint_text(ssh_userauth_kbdint_getname(ssh)),
+                             kbdint_text(ssh_userauth_kbdint_getinstruction(ssh)),
+                             kbdint_prompts(ssh));
     }
     pyssh_unlock(self);
     if (args == NULL && !PyErr_Occurred()) {
@@ -1357,8 +1362,9 @@ kbdint_set_answers(SessionObject *self, PyObject *seq)
     }
     int set_failed = 0;
     pyssh_lock(self);
-    for (Py_ssize_t i = 0; self->ssh != NULL && i < n; i++) {
-        if (ssh_userauth_kbdint_setanswer(self->ssh, (unsigned)i, texts[i]) < 0) {
+    ssh_session ssh = pyssh_session_ssh(self);
+    for (Py_ssize_t i = 0; ssh != NULL && i < n; i++) {
+        if (ssh_userauth_kbdint_setanswer(ssh, (unsigned)i, texts[i]) < 0) {
             set_failed = 1;
         }
     }
@@ -1439,8 +1445,8 @@ session_algorithms(SessionObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *d = NULL;
     char *issue = NULL;
     pyssh_lock(self);
-    if (self->ssh != NULL) {
-        ssh_session s = self->ssh;
+    ssh_session s = pyssh_session_ssh(self);
+    if (s != NULL) {
         issue = ssh_get_issue_banner(s);
         d = Py_BuildValue("{s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:i}", "cipher_in",
                           ssh_get_cipher_in(s), "cipher_out", ssh_get_cipher_out(s), "mac_in",
@@ -1481,7 +1487,7 @@ session_keepalive(SessionObject *self, PyObject *args)
     }
     CHECK_CONNECTED(self, NULL);
     pyssh_lock(self);
-    int rc = self->ssh != NULL ? pyssh_keepalive_start(self, interval, count_max) : 0;
+    int rc = pyssh_session_ssh(self) != NULL ? pyssh_keepalive_start(self, interval, count_max) : 0;
     pyssh_unlock(self);
     if (rc < 0) {
         PyErr_SetString(PyExc_NotImplementedError,
@@ -1498,10 +1504,11 @@ static PyObject *
 session_get_connected(SessionObject *self, void *Py_UNUSED(closure))
 {
     int up = 0;
-    if (self->ssh != NULL && self->connected) {
+    if (pyssh_session_ssh(self) != NULL && PYSSH_ATOMIC_LOAD_INT(&self->connected)) {
         pyssh_lock(self);
         /* a connection the keepalive found lost is down, whatever libssh thinks */
-        up = self->ssh != NULL && ssh_is_connected(self->ssh) && self->ka.lost == 0;
+        ssh_session ssh = pyssh_session_ssh(self);
+        up = ssh != NULL && ssh_is_connected(ssh) && self->ka.lost == 0;
         pyssh_unlock(self);
     }
     return PyBool_FromLong(up);
@@ -1510,7 +1517,7 @@ session_get_connected(SessionObject *self, void *Py_UNUSED(closure))
 static PyObject *
 session_get_closed(SessionObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->ssh == NULL);
+    return PyBool_FromLong(pyssh_session_ssh(self) == NULL);
 }
 
 static PyMethodDef session_methods[] = {

@@ -1224,7 +1224,8 @@ start_prepare(SFTPObject *self)
      * start() must not make a second channel. */
     self->started = 1;
     pyssh_lock(self->session);
-    if (self->session->ssh != NULL && pyssh_chanio_new(&self->io, self->session->ssh) < 0) {
+    ssh_session ssh = pyssh_session_ssh(self->session);
+    if (ssh != NULL && pyssh_chanio_new(&self->io, ssh) < 0) {
         pyssh_chanio_release(&self->io);
     }
     pyssh_unlock(self->session);
@@ -2191,7 +2192,7 @@ static PyObject *
 sftp_get_closed(SFTPObject *self, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(self->io.chan == NULL || self->session->ssh == NULL);
+    return PyBool_FromLong(self->io.chan == NULL || pyssh_session_ssh(self->session) == NULL);
 }
 
 static PyMethodDef sftp_methods[] = {

@@ -1461,7 +1461,7 @@ tunnel_drop(TunnelObject *self, int emit_logs)
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
     pyssh_log_attach(s);
-    conns_free_all(self, s->ssh != NULL && !forked);
+    conns_free_all(self, pyssh_session_ssh(s) != NULL && !forked);
     if (self->kind == REMOTE) {
         rforward_unlink(self);
     }
@@ -2114,7 +2114,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     int listening = self->kind == REMOTE && (self->bound != 0 || self->rlistening);
     tunnel_drop(self, 1);
-    if (listening && self->session->ssh != NULL && self->pid == pyssh_getpid()) {
+    if (listening && pyssh_session_ssh(self->session) != NULL && self->pid == pyssh_getpid()) {
         struct greq_arg a = {self, 1, 0, 0};
         char what[360];
         if (self->rpath != NULL) {
