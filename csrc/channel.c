@@ -1701,7 +1701,14 @@ chanobj_status(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 chanobj_get_stderr_tail(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBytes_FromStringAndSize(self->errtail, (Py_ssize_t)self->errlen);
+    /* another thread's read() may be keeping stderr (a step, under the lock): a
+     * copy made under the lock is one that no step is halfway through */
+    char tail[sizeof(self->errtail)];
+    pyssh_lock(self->session);
+    size_t n = self->errlen;
+    memcpy(tail, self->errtail, n);
+    pyssh_unlock(self->session);
+    return PyBytes_FromStringAndSize(tail, (Py_ssize_t)n);
 }
 
 PyDoc_STRVAR(chanobj_close_doc,
@@ -1729,7 +1736,11 @@ chanobj_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 chanobj_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->io.chan == NULL);
+    /* io.chan is cleared under the lock, by another thread's call too */
+    pyssh_lock(self->session);
+    int closed = self->io.chan == NULL;
+    pyssh_unlock(self->session);
+    return PyBool_FromLong(closed);
 }
 
 static PyObject *

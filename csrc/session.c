@@ -694,7 +694,9 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     a.ssh_dir = ssh_dir ? PyBytes_AS_STRING(ssh_dir) : NULL;
     a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
+    pyssh_lock(self); /* read under the lock by other threads' steps (pyssh_log_attach) */
     self->log_level = a.log_level;
+    pyssh_unlock(self);
     if (a.proxy_jumps > 0 && configure_jump(self, &a) < 0) {
         goto done;
     }

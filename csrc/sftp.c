@@ -2192,7 +2192,11 @@ static PyObject *
 sftp_get_closed(SFTPObject *self, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(self->io.chan == NULL || pyssh_session_ssh(self->session) == NULL);
+    /* io.chan is set and cleared under the lock, by another thread's call too */
+    pyssh_lock(self->session);
+    int closed = self->io.chan == NULL || pyssh_session_ssh(self->session) == NULL;
+    pyssh_unlock(self->session);
+    return PyBool_FromLong(closed);
 }
 
 static PyMethodDef sftp_methods[] = {
