@@ -9,6 +9,7 @@ Environment:
                        on Windows lib/ssh.lib)
   PYSSH_DEBUG=1        debug build (-O0 -g3, assertions on)
   PYSSH_ASAN=1         AddressSanitizer build (see CONTRIBUTING.md, "Test")
+  PYSSH_TSAN=1         ThreadSanitizer build of pyssh's own C files (CONTRIBUTING.md, "Test")
   PYSSH_WERROR=1       warnings are errors (CI sets it)
   PYSSH_BASH           the bash that runs vendor/build.sh (default: bash; on Windows
                        Git for Windows' bash.exe, never System32's, which is WSL's)
@@ -173,7 +174,10 @@ def build_flags():
     """(compile flags, link flags, system libraries) for this platform's compiler."""
     werror = os.environ.get("PYSSH_WERROR") == "1"
     asan = os.environ.get("PYSSH_ASAN") == "1"
-    debug = os.environ.get("PYSSH_DEBUG") == "1" or asan
+    tsan = os.environ.get("PYSSH_TSAN") == "1"
+    if asan and tsan:
+        raise SystemExit("PYSSH_ASAN and PYSSH_TSAN cannot be combined: pick one sanitizer")
+    debug = os.environ.get("PYSSH_DEBUG") == "1" or asan or tsan
     if WINDOWS:
         # MSVC. Only PyInit__ssh is exported (PyMODINIT_FUNC's dllexport); what libssh
         # and OpenSSL need from Windows: Winsock, the IP helper, the crypto APIs.
@@ -194,6 +198,11 @@ def build_flags():
     if asan:
         cflags += ["-fsanitize=address", "-fno-omit-frame-pointer"]
         ldflags += ["-fsanitize=address"]
+    if tsan:
+        # Only pyssh's own files are instrumented: libssh and OpenSSL are linked as
+        # built, so TSan sees their memory only where pyssh's code touches it.
+        cflags += ["-fsanitize=thread", "-fno-omit-frame-pointer"]
+        ldflags += ["-fsanitize=thread"]
     libs = []
     if sys.platform.startswith("linux"):
         # keep every libssh/OpenSSL symbol inside the extension

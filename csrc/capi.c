@@ -116,7 +116,8 @@ capi_session_is_open(PyObject *session)
 {
     SessionObject *s = (SessionObject *)session;
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    int open = s->ssh != NULL && s->connected && ssh_is_connected(s->ssh);
+    ssh_session ssh = pyssh_session_ssh(s);
+    int open = ssh != NULL && s->connected && ssh_is_connected(ssh);
     PyThread_release_lock(s->lock);
     return open;
 }
@@ -126,7 +127,7 @@ capi_session_lock(PyObject *session, pyssh_error *err)
 {
     SessionObject *s = (SessionObject *)session;
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    if (s->ssh == NULL) {
+    if (pyssh_session_ssh(s) == NULL) {
         PyThread_release_lock(s->lock);
         set_err(err, PYSSH_E_CLOSED, "session_lock: the session is closed");
         return -1;
@@ -326,7 +327,7 @@ usable(pyssh_channel *ch, const char *what, pyssh_error *err)
 static int
 gone(pyssh_channel *ch)
 {
-    if (ch->session->ssh == NULL) {
+    if (pyssh_session_ssh(ch->session) == NULL) {
         pyssh_chanio_forget(&ch->io);
         return 1;
     }
@@ -919,9 +920,9 @@ static PysshCAPI capi_table = {
 int
 pyssh_capi_setup(PyObject *module)
 {
-    if (capi_table.libssh_version == NULL) {
-        capi_table.libssh_version = ssh_version(0); /* the same in every interpreter */
-    }
+    /* the same in every interpreter; another one's exec (a GIL of its own) may run
+     * at once, or a consumer there read it meanwhile: set once, atomically */
+    pyssh_atomic_cas_str(&capi_table.libssh_version, NULL, ssh_version(0));
     PyObject *capsule = PyCapsule_New(&capi_table, PYSSH_CAPI_CAPSULE, NULL);
     if (capsule == NULL) {
         return -1;

@@ -437,7 +437,7 @@ pyssh_chanio_close(pyssh_chanio *io, long pid, const char *signal, int emit_logs
     int forked = pid != pyssh_getpid();
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
-    if (io->chan != NULL && s->ssh != NULL && !forked) {
+    if (io->chan != NULL && pyssh_session_ssh(s) != NULL && !forked) {
         pyssh_log_attach(s);
         if (signal != NULL && !pyssh_chanio_ended(io)) {
             ssh_channel_request_send_signal(io->chan, signal);

@@ -143,7 +143,7 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
     int rc = 0;
 
     if (hup && may_wait && !forked && self->exec_sent && !pyssh_chanio_ended(&self->io) &&
-        s->ssh != NULL) {
+        pyssh_session_ssh(s) != NULL) {
         double left = self->exec_at + HUP_AGAIN_AFTER - pyssh_monotonic();
         if (left > 0) {
             struct hup_wait h = {self, 0};
@@ -192,12 +192,12 @@ enum { SIDE_READ = 1, SIDE_WRITE = 2, SIDE_BOTH = 3 };
 static int
 claim_sides(ChannelObject *self, int sides, const char *method, enum pyssh_need need)
 {
-    if ((sides & SIDE_READ) && pyssh_claim_take(&self->claim, self->session, "channel", method,
-                                                need, PYSSH_EXC_SSHError) < 0) {
+    if ((sides & SIDE_READ) &&
+        pyssh_claim_take(&self->claim, self->session, "channel", method, need) < 0) {
         return -1;
     }
-    if ((sides & SIDE_WRITE) && pyssh_claim_take(&self->claim_w, self->session, "channel", method,
-                                                 need, PYSSH_EXC_SSHError) < 0) {
+    if ((sides & SIDE_WRITE) &&
+        pyssh_claim_take(&self->claim_w, self->session, "channel", method, need) < 0) {
         if (sides & SIDE_READ) {
             pyssh_unclaim(&self->claim);
         }
@@ -1701,7 +1701,14 @@ chanobj_status(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 chanobj_get_stderr_tail(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBytes_FromStringAndSize(self->errtail, (Py_ssize_t)self->errlen);
+    /* another thread's read() may be keeping stderr (a step, under the lock): a
+     * copy made under the lock is one that no step is halfway through */
+    char tail[sizeof(self->errtail)];
+    pyssh_lock(self->session);
+    size_t n = self->errlen;
+    memcpy(tail, self->errtail, n);
+    pyssh_unlock(self->session);
+    return PyBytes_FromStringAndSize(tail, (Py_ssize_t)n);
 }
 
 PyDoc_STRVAR(chanobj_close_doc,
@@ -1729,7 +1736,11 @@ chanobj_close(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 chanobj_get_closed(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->io.chan == NULL);
+    /* io.chan is cleared under the lock, by another thread's call too */
+    pyssh_lock(self->session);
+    int closed = self->io.chan == NULL;
+    pyssh_unlock(self->session);
+    return PyBool_FromLong(closed);
 }
 
 static PyObject *

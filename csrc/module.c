@@ -161,6 +161,23 @@ pyssh_named_result(PyTypeObject *type, PyObject **v, int n)
     return r;
 }
 
+/* The "pyssh" logger, fetched once here rather than on first use: a lazy fetch
+ * runs Python code (logging.getLogger) between finding the slot empty and filling
+ * it, so two threads could both fill it (one reference leaked; without the GIL, a
+ * data race on the slot). Module state is then written only before the module
+ * can be seen by any thread. */
+static int
+logger_init(pyssh_state *st)
+{
+    PyObject *logging = PyImport_ImportModule("logging");
+    if (logging == NULL) {
+        return -1;
+    }
+    st->logger = PyObject_CallMethod(logging, "getLogger", "s", "pyssh");
+    Py_DECREF(logging);
+    return st->logger == NULL ? -1 : 0;
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -182,7 +199,8 @@ module_exec(PyObject *module)
     if (PyModule_AddFunctions(module, pyssh_names_methods) < 0) {
         return -1;
     }
-    if (pyssh_errors_init(module, st) < 0 || named_results_init(module, st) < 0) {
+    if (pyssh_errors_init(module, st) < 0 || named_results_init(module, st) < 0 ||
+        logger_init(st) < 0) {
         return -1;
     }
     if (pyssh_session_setup_type(module, st) < 0) {

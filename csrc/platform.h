@@ -123,4 +123,46 @@ void pyssh_sleep_ms(int ms);
  * ARMv8's AES and PMULL)? */
 int pyssh_cpu_has_aes(void);
 
+/* ---- atomics ---------------------------------------------------------------------- */
+
+/* A pointer that threads share without one lock that orders them all (an
+ * object's claim, which a free-threaded CPython lets two threads take at once;
+ * the session's handle, cleared with the GIL and read under the session lock):
+ * loaded, stored and compare-and-swapped atomically, each a full barrier. gcc
+ * and clang have C11's atomics as builtins that work on a plain pointer (and
+ * ThreadSanitizer knows them); MSVC's C11 atomics are still experimental, its
+ * Interlocked functions are not. PYSSH_ATOMIC_LOAD_PTR(p) is *p,
+ * PYSSH_ATOMIC_STORE_PTR(p, v) is *p = v, PYSSH_ATOMIC_EXCHANGE_PTR(p, v)
+ * stores v and returns what *p held; the _INT ones are the same for an int.
+ * pyssh_atomic_cas_str: when *p is `expected`, store `desired` and return
+ * `expected`; otherwise return what *p holds. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define PYSSH_ATOMIC_LOAD_PTR(p)                                                                   \
+    InterlockedCompareExchangePointer((PVOID volatile *)(p), NULL, NULL)
+#define PYSSH_ATOMIC_STORE_PTR(p, v)                                                               \
+    ((void)InterlockedExchangePointer((PVOID volatile *)(p), (PVOID)(v)))
+#define PYSSH_ATOMIC_EXCHANGE_PTR(p, v)                                                            \
+    InterlockedExchangePointer((PVOID volatile *)(p), (PVOID)(v))
+#define PYSSH_ATOMIC_LOAD_INT(p)     ((int)InterlockedCompareExchange((LONG volatile *)(p), 0, 0))
+#define PYSSH_ATOMIC_STORE_INT(p, v) ((void)InterlockedExchange((LONG volatile *)(p), (LONG)(v)))
+static inline const char *
+pyssh_atomic_cas_str(const char **p, const char *expected, const char *desired)
+{
+    return (const char *)InterlockedCompareExchangePointer((PVOID volatile *)p, (PVOID)desired,
+                                                           (PVOID)expected);
+}
+#else
+#define PYSSH_ATOMIC_LOAD_PTR(p)        __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_STORE_PTR(p, v)    __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_EXCHANGE_PTR(p, v) __atomic_exchange_n((p), (v), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_LOAD_INT(p)        __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define PYSSH_ATOMIC_STORE_INT(p, v)    __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+static inline const char *
+pyssh_atomic_cas_str(const char **p, const char *expected, const char *desired)
+{
+    __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;
+}
+#endif
+
 #endif /* PYSSH_PLATFORM_H */

@@ -102,7 +102,7 @@ typedef struct {
     PyTypeObject *ChannelRecvType;
     PyTypeObject *ExitInfoType;
     PyObject *exc[PYSSH_EXC_COUNT];
-    PyObject *logger; /* logging.getLogger("pyssh"), fetched on first use */
+    PyObject *logger; /* logging.getLogger("pyssh"), fetched by the module's exec */
 } pyssh_state;
 
 extern PyModuleDef pyssh_module_def;
@@ -208,11 +208,13 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD pyssh_state *state;
-    ssh_session ssh;         /* NULL once closed: set to NULL with the GIL held */
+    ssh_session ssh;         /* NULL once closed: cleared without the lock (see
+                                    pyssh_session_ssh), freed under it */
     PyThread_type_lock lock; /* one thread in libssh at a time; only ever waited
                                     for with the GIL released */
     int log_level;           /* libssh log level, 0-4 */
-    int connected;           /* the transport is up (key exchange done) */
+    int connected;           /* the transport is up (key exchange done); written under
+                                    the lock, atomically: the state check reads it without */
     int connecting;          /* a _connect is under way (lock held) */
     pyssh_socket_t fd;       /* the socket pyssh gave libssh (SSH_OPTIONS_FD): libssh
                                     does not close such a socket, the close below does */
@@ -241,6 +243,18 @@ typedef struct {
 } SessionObject;
 
 int pyssh_session_setup_type(PyObject *module, pyssh_state *st);
+
+/* The session's handle, or NULL once closed: every read after tp_new goes
+ * through here. close() clears it before it takes the lock (so every method
+ * sees the session closed at once), so the lock does not order that store and
+ * the reads, nor does the GIL where there is none: both are atomic. The handle
+ * itself is freed under the lock, so one read under the lock stays usable
+ * until the lock is dropped; read it once there, not again. */
+static inline ssh_session
+pyssh_session_ssh(SessionObject *s)
+{
+    return PYSSH_ATOMIC_LOAD_PTR(&s->ssh);
+}
 
 /* ---- channel.c: pyssh._ssh.Channel ----------------------------------------- */
 
@@ -282,23 +296,25 @@ enum pyssh_need { PYSSH_NEED_NOTHING, PYSSH_NEED_OPEN, PYSSH_NEED_CONNECTED };
  * (SessionClosedError: closed; SSHError: not connected yet). */
 int pyssh_session_check(SessionObject *s, enum pyssh_need need);
 
-/* An object's claim: which method holds it (NULL: none) and, once it cannot be
- * used any more, why (NULL: it can). */
+/* An object's claim: which method holds it (NULL: none). Read and written only
+ * through pyssh_claim_take, pyssh_claim_holder and pyssh_unclaim, atomically:
+ * without the GIL (a free-threaded CPython) two threads may claim at once. */
 typedef struct {
     const char *method;
-    const char *broken;
 } pyssh_claim;
 
 /* The state check at the top of every method of Channel, SFTP and Tunnel,
  * which also claims the object (`kind`: "channel", "SFTP channel", "tunnel")
- * for `method`: the claim is taken right after it is found free, before any
- * Python code runs or the GIL is released, so that nothing slips in between.
- * Checks, in this order: in use by another call (RuntimeError), the session
- * (pyssh_session_check), broken by an earlier error (`broken_exc`). Returns
- * -1 with an exception set; the caller releases the claim on every way out
+ * for `method`: the claim is found free and taken in one atomic step, before
+ * any Python code runs or the GIL is released, so that nothing slips in
+ * between. Checks, in this order: in use by another call (RuntimeError), the
+ * session (pyssh_session_check). Returns -1 with an exception set and the
+ * claim not held; the caller releases it on every other way out
  * (pyssh_unclaim). */
 int pyssh_claim_take(pyssh_claim *c, SessionObject *s, const char *kind, const char *method,
-                     enum pyssh_need need, enum pyssh_exc broken_exc);
+                     enum pyssh_need need);
+/* The method holding the claim now, or NULL. */
+const char *pyssh_claim_holder(const pyssh_claim *c);
 void pyssh_unclaim(pyssh_claim *c);
 
 /* capi.c: the C API capsule, pyssh._ssh._C_API (pyssh/include/pyssh_capi.h) */

@@ -37,12 +37,12 @@ map_auth(int rc)
 int
 pyssh_session_check(SessionObject *s, enum pyssh_need need)
 {
-    if (need >= PYSSH_NEED_OPEN && s->ssh == NULL) {
+    if (need >= PYSSH_NEED_OPEN && pyssh_session_ssh(s) == NULL) {
         pyssh_raise(s->state, PYSSH_EXC_SessionClosedError,
                     "the session is closed: connect again with pyssh.connect()");
         return -1;
     }
-    if (need >= PYSSH_NEED_CONNECTED && !s->connected) {
+    if (need >= PYSSH_NEED_CONNECTED && !PYSSH_ATOMIC_LOAD_INT(&s->connected)) {
         pyssh_raise(s->state, PYSSH_EXC_SSHError, "the session is not connected yet");
         return -1;
     }
@@ -51,31 +51,36 @@ pyssh_session_check(SessionObject *s, enum pyssh_need need)
 
 int
 pyssh_claim_take(pyssh_claim *c, SessionObject *s, const char *kind, const char *method,
-                 enum pyssh_need need, enum pyssh_exc broken_exc)
+                 enum pyssh_need need)
 {
-    if (c->method != NULL) {
+    /* A look, then a store, would let two threads both find it free where no GIL
+     * orders them (free-threaded CPython): one compare-and-swap looks and takes. */
+    const char *holder = pyssh_atomic_cas_str(&c->method, NULL, method);
+    if (holder != NULL) {
         PyErr_Format(PyExc_RuntimeError,
                      "the %s is in use by another call (%s() has not returned: another "
                      "thread's, or one made from a callback or an iterator of its own); give "
                      "each thread its own %s",
-                     kind, c->method, kind);
+                     kind, holder, kind);
         return -1;
     }
     if (pyssh_session_check(s, need) < 0) {
+        pyssh_unclaim(c);
         return -1;
     }
-    if (c->broken != NULL && need != PYSSH_NEED_NOTHING) {
-        pyssh_raise(s->state, broken_exc, "the %s cannot be used: %s", kind, c->broken);
-        return -1;
-    }
-    c->method = method;
     return 0;
+}
+
+const char *
+pyssh_claim_holder(const pyssh_claim *c)
+{
+    return PYSSH_ATOMIC_LOAD_PTR(&c->method);
 }
 
 void
 pyssh_unclaim(pyssh_claim *c)
 {
-    c->method = NULL;
+    PYSSH_ATOMIC_STORE_PTR(&c->method, NULL);
 }
 
 #define CHECK_OPEN(self, ret)                                                                      \
@@ -142,8 +147,8 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 }
 
 /* The one close, shared by close() and dealloc. Idempotent. The handle is set to
- * NULL with the GIL held (every method's early check sees the session closed from
- * then on), then freed under the lock (which waits for a libssh call in another
+ * NULL first, before the lock (every method's early check sees the session closed
+ * from then on; pyssh_session_ssh), then freed under the lock (which waits for a libssh call in another
  * thread to end). The other fields are read and cleared under the lock: a step
  * still running in another thread may set them (the event, made on first use by
  * pyssh_read_socket_once), as may _connect. A forked child sends no SSH goodbye:
@@ -152,11 +157,11 @@ session_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static void
 session_close_impl(SessionObject *self, int emit_logs)
 {
-    ssh_session ssh = self->ssh;
+    /* one exchange: two threads closing at once (no GIL) must not both free it */
+    ssh_session ssh = PYSSH_ATOMIC_EXCHANGE_PTR(&self->ssh, NULL);
     if (ssh == NULL) {
         return;
     }
-    self->ssh = NULL;
     int forked = self->pid != pyssh_getpid();
     pyssh_logmsg *logs = NULL;
     pyssh_socket_t fd;
@@ -168,7 +173,7 @@ session_close_impl(SessionObject *self, int emit_logs)
     self->fd = PYSSH_INVALID_SOCKET;
     event = self->event;
     self->event = NULL;
-    self->connected = 0;
+    PYSSH_ATOMIC_STORE_INT(&self->connected, 0);
     pyssh_log_attach(self);
     /* threads waiting on this session look again, and find it closed */
     pyssh_waiters_ring_all(self);
@@ -379,10 +384,11 @@ configure_result(SessionObject *self)
     char *host = NULL, *user = NULL;
     unsigned int port = 22;
     pyssh_lock(self);
-    if (self->ssh != NULL) {
-        ssh_options_get(self->ssh, SSH_OPTIONS_HOST, &host);
-        ssh_options_get(self->ssh, SSH_OPTIONS_USER, &user);
-        if (ssh_options_get_port(self->ssh, &port) < 0 || port == 0) {
+    ssh_session ssh = pyssh_session_ssh(self);
+    if (ssh != NULL) {
+        ssh_options_get(ssh, SSH_OPTIONS_HOST, &host);
+        ssh_options_get(ssh, SSH_OPTIONS_USER, &user);
+        if (ssh_options_get_port(ssh, &port) < 0 || port == 0) {
             port = 22;
         }
     }
@@ -437,7 +443,9 @@ session_configure(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     a.ssh_dir = ssh_dir ? PyBytes_AS_STRING(ssh_dir) : NULL;
     a.known_hosts = known_hosts ? PyBytes_AS_STRING(known_hosts) : NULL;
+    pyssh_lock(self); /* read under the lock by other threads' steps (pyssh_log_attach) */
     self->log_level = a.log_level;
+    pyssh_unlock(self);
     if (pyssh_call(self, configure_step, &a, PYSSH_EXC_SSHError, "setting options") < 0) {
         configure_error(self, &a);
         goto done;
@@ -514,7 +522,7 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
      * keeps a second _connect out, also when libssh makes the socket (fd -1). */
     int state;
     pyssh_lock(self);
-    if (self->ssh == NULL) {
+    if (pyssh_session_ssh(self) == NULL) {
         state = 1;
     }
     else if (self->connecting) {
@@ -539,8 +547,8 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     int rc = pyssh_wait(self, connect_step, &a, &dl, PYSSH_EXC_ConnectError, what);
     pyssh_lock(self);
     self->connecting = 0;
-    if (rc == 0 && self->ssh != NULL) {
-        self->connected = 1;
+    if (rc == 0 && pyssh_session_ssh(self) != NULL) {
+        PYSSH_ATOMIC_STORE_INT(&self->connected, 1);
     }
     pyssh_unlock(self);
     if (rc < 0) {
@@ -564,7 +572,7 @@ session_carry(SessionObject *self, PyObject *tunnel)
                             Py_TYPE(tunnel)->tp_name);
     }
     CHECK_OPEN(self, NULL);
-    if (self->carrier != NULL || self->connected || self->connecting) {
+    if (self->carrier != NULL || PYSSH_ATOMIC_LOAD_INT(&self->connected) || self->connecting) {
         return pyssh_raise(self->state, PYSSH_EXC_SSHError,
                            "_carry() comes once, before the session connects");
     }
@@ -602,7 +610,8 @@ session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
     int ok = 0;
 
     pyssh_lock(self);
-    if (self->ssh != NULL && ssh_get_server_publickey(self->ssh, &key) == SSH_OK &&
+    ssh_session ssh = pyssh_session_ssh(self);
+    if (ssh != NULL && ssh_get_server_publickey(ssh, &key) == SSH_OK &&
         ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA256, &h256, &l256) == 0 &&
         ssh_get_publickey_hash(key, SSH_PUBLICKEY_HASH_SHA1, &h1, &l1) == 0 &&
         ssh_pki_export_pubkey_base64(key, &b64) == SSH_OK) {
@@ -619,7 +628,7 @@ session_server_key(SessionObject *self, PyObject *Py_UNUSED(ignored))
                           PyUnicode_FromString(hex1), PyUnicode_FromString(b64)};
         result = pyssh_named_result(self->state->ServerKeyType, v, 4);
     }
-    else if (self->ssh == NULL) {
+    else if (pyssh_session_ssh(self) == NULL) {
         pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");
     }
     else {
@@ -648,7 +657,8 @@ session_set_host_key_algorithms(SessionObject *self, PyObject *arg)
         return NULL;
     }
     pyssh_lock(self);
-    int rc = self->ssh != NULL ? ssh_options_set(self->ssh, SSH_OPTIONS_HOSTKEYS, algos) : -1;
+    ssh_session ssh = pyssh_session_ssh(self);
+    int rc = ssh != NULL ? ssh_options_set(ssh, SSH_OPTIONS_HOSTKEYS, algos) : -1;
     pyssh_unlock(self);
     if (rc < 0) {
         PyErr_Format(PyExc_ValueError, "libssh does not accept the host key algorithms %R", arg);
@@ -836,7 +846,7 @@ auth_result(SessionObject *self, int rc)
     if (rc < 0) {
         return NULL;
     }
-    if (rc == SSH_AUTH_SUCCESS && self->ssh == NULL) {
+    if (rc == SSH_AUTH_SUCCESS && pyssh_session_ssh(self) == NULL) {
         return pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");
     }
     return PyLong_FromLong(rc);
@@ -1009,10 +1019,11 @@ kbdint_questions(SessionObject *self)
 {
     PyObject *args = NULL;
     pyssh_lock(self);
-    if (self->ssh != NULL) {
-        args = Py_BuildValue("(NNN)", kbdint_text(ssh_userauth_kbdint_getname(self->ssh)),
-                             kbdint_text(ssh_userauth_kbdint_getinstruction(self->ssh)),
-                             kbdint_prompts(self->ssh));
+    ssh_session ssh = pyssh_session_ssh(self);
+    if (ssh != NULL) {
+        args = Py_BuildValue("(NNN)", kbdint_text(ssh_userauth_kbdint_getname(ssh)),
+                             kbdint_text(ssh_userauth_kbdint_getinstruction(ssh)),
+                             kbdint_prompts(ssh));
     }
     pyssh_unlock(self);
     if (args == NULL && !PyErr_Occurred()) {
@@ -1067,8 +1078,9 @@ kbdint_set_answers(SessionObject *self, PyObject *seq)
     }
     int set_failed = 0;
     pyssh_lock(self);
-    for (Py_ssize_t i = 0; self->ssh != NULL && i < n; i++) {
-        if (ssh_userauth_kbdint_setanswer(self->ssh, (unsigned)i, texts[i]) < 0) {
+    ssh_session ssh = pyssh_session_ssh(self);
+    for (Py_ssize_t i = 0; ssh != NULL && i < n; i++) {
+        if (ssh_userauth_kbdint_setanswer(ssh, (unsigned)i, texts[i]) < 0) {
             set_failed = 1;
         }
     }
@@ -1149,8 +1161,8 @@ session_algorithms(SessionObject *self, PyObject *Py_UNUSED(ignored))
     PyObject *d = NULL;
     char *issue = NULL;
     pyssh_lock(self);
-    if (self->ssh != NULL) {
-        ssh_session s = self->ssh;
+    ssh_session s = pyssh_session_ssh(self);
+    if (s != NULL) {
         issue = ssh_get_issue_banner(s);
         d = Py_BuildValue("{s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:z,s:i}", "cipher_in",
                           ssh_get_cipher_in(s), "cipher_out", ssh_get_cipher_out(s), "mac_in",
@@ -1191,7 +1203,7 @@ session_keepalive(SessionObject *self, PyObject *args)
     }
     CHECK_CONNECTED(self, NULL);
     pyssh_lock(self);
-    int rc = self->ssh != NULL ? pyssh_keepalive_start(self, interval, count_max) : 0;
+    int rc = pyssh_session_ssh(self) != NULL ? pyssh_keepalive_start(self, interval, count_max) : 0;
     pyssh_unlock(self);
     if (rc < 0) {
         PyErr_SetString(PyExc_NotImplementedError,
@@ -1208,10 +1220,11 @@ static PyObject *
 session_get_connected(SessionObject *self, void *Py_UNUSED(closure))
 {
     int up = 0;
-    if (self->ssh != NULL && self->connected) {
+    if (pyssh_session_ssh(self) != NULL && PYSSH_ATOMIC_LOAD_INT(&self->connected)) {
         pyssh_lock(self);
         /* a connection the keepalive found lost is down, whatever libssh thinks */
-        up = self->ssh != NULL && ssh_is_connected(self->ssh) && self->ka.lost == 0;
+        ssh_session ssh = pyssh_session_ssh(self);
+        up = ssh != NULL && ssh_is_connected(ssh) && self->ka.lost == 0;
         pyssh_unlock(self);
     }
     return PyBool_FromLong(up);
@@ -1220,7 +1233,7 @@ session_get_connected(SessionObject *self, void *Py_UNUSED(closure))
 static PyObject *
 session_get_closed(SessionObject *self, void *Py_UNUSED(closure))
 {
-    return PyBool_FromLong(self->ssh == NULL);
+    return PyBool_FromLong(pyssh_session_ssh(self) == NULL);
 }
 
 static PyMethodDef session_methods[] = {

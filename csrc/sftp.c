@@ -861,11 +861,19 @@ sftp_dealloc(SFTPObject *self)
 static int
 claim(SFTPObject *self, const char *method, enum pyssh_need need, int started)
 {
-    self->claim.broken = !started || self->io.chan != NULL ? NULL
-                         : self->started                   ? "it is closed"
-                                                           : "it is not started";
-    return pyssh_claim_take(&self->claim, self->session, "SFTP channel", method, need,
-                            PYSSH_EXC_SFTPError);
+    if (pyssh_claim_take(&self->claim, self->session, "SFTP channel", method, need) < 0) {
+        return -1;
+    }
+    /* looked at with the claim held: only a call that holds it starts or closes
+     * the channel, so the answer cannot change under this call */
+    if (started && need != PYSSH_NEED_NOTHING && self->io.chan == NULL) {
+        pyssh_raise(self->session->state, PYSSH_EXC_SFTPError,
+                    "the SFTP channel cannot be used: %s",
+                    self->started ? "it is closed" : "it is not started");
+        pyssh_unclaim(&self->claim);
+        return -1;
+    }
+    return 0;
 }
 
 static void
@@ -1216,7 +1224,8 @@ start_prepare(SFTPObject *self)
      * start() must not make a second channel. */
     self->started = 1;
     pyssh_lock(self->session);
-    if (self->session->ssh != NULL && pyssh_chanio_new(&self->io, self->session->ssh) < 0) {
+    ssh_session ssh = pyssh_session_ssh(self->session);
+    if (ssh != NULL && pyssh_chanio_new(&self->io, ssh) < 0) {
         pyssh_chanio_release(&self->io);
     }
     pyssh_unlock(self->session);
@@ -2183,7 +2192,11 @@ static PyObject *
 sftp_get_closed(SFTPObject *self, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(self->io.chan == NULL || self->session->ssh == NULL);
+    /* io.chan is set and cleared under the lock, by another thread's call too */
+    pyssh_lock(self->session);
+    int closed = self->io.chan == NULL || pyssh_session_ssh(self->session) == NULL;
+    pyssh_unlock(self->session);
+    return PyBool_FromLong(closed);
 }
 
 static PyMethodDef sftp_methods[] = {

@@ -1405,12 +1405,12 @@ int
 pyssh_tunnel_carry_start(PyObject *obj)
 {
     TunnelObject *t = (TunnelObject *)obj;
-    if (t->adopt == PYSSH_INVALID_SOCKET || t->carrying || t->claim.method != NULL) {
+    /* claimed as run() and never released: run() and close() are refused from here */
+    if (t->adopt == PYSSH_INVALID_SOCKET || t->carrying ||
+        pyssh_atomic_cas_str(&t->claim.method, NULL, "run") != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "not a tunnel of adopt_local() that nothing runs");
         return -1;
     }
-    /* never released: run() and close() are refused from here, as while running */
-    t->claim.method = "run";
     t->max_conns = 1;
     t->carrying = 1;
     return 0;
@@ -1476,13 +1476,14 @@ pyssh_tunnel_carry(PyObject *obj, pyssh_pollfd fds[2], pyssh_logmsg **logs, char
         fds[i].events = fds[i].revents = 0;
     }
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
+    ssh_session ssh = pyssh_session_ssh(s);
     if (t->carrying) {
         pyssh_log_attach(s);
-        if (s->ssh == NULL || t->pid != pyssh_getpid()) {
+        if (ssh == NULL || t->pid != pyssh_getpid()) {
             carry_stop(t, 0, "the jump host's session was closed", "");
         }
         else {
-            alive = carry_step(t, s->ssh, fds);
+            alive = carry_step(t, ssh, fds);
         }
         *logs = pyssh_log_take(s);
     }
@@ -1502,10 +1503,11 @@ pyssh_tunnel_carry_end(PyObject *obj)
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
     if (t->carrying) {
         pyssh_log_attach(s);
-        int alive = s->ssh != NULL && t->pid == pyssh_getpid();
+        ssh_session ssh = pyssh_session_ssh(s);
+        int alive = ssh != NULL && t->pid == pyssh_getpid();
         if (alive) {
             /* the carried session's last words (its disconnect) go on first */
-            alive = carry_step(t, s->ssh, fds);
+            alive = carry_step(t, ssh, fds);
         }
         carry_stop(t, alive, "the session it carried was closed", "");
     }
@@ -1581,7 +1583,7 @@ tunnel_drop(TunnelObject *self, int emit_logs)
     Py_BEGIN_ALLOW_THREADS
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
     pyssh_log_attach(s);
-    conns_free_all(self, s->ssh != NULL && !forked);
+    conns_free_all(self, pyssh_session_ssh(s) != NULL && !forked);
     if (self->kind == REMOTE) {
         rforward_unlink(self);
     }
@@ -1628,12 +1630,13 @@ tunnel_dealloc(TunnelObject *self)
 static int
 claim(TunnelObject *self, const char *call, int need_open)
 {
-    if (self->claim.method != NULL && strcmp(self->claim.method, "run") == 0) {
+    const char *holder = pyssh_claim_holder(&self->claim);
+    if (holder != NULL && strcmp(holder, "run") == 0) {
         PyErr_SetString(PyExc_RuntimeError, "the tunnel is running: stop() it first");
         return -1;
     }
     return pyssh_claim_take(&self->claim, self->session, "tunnel", call,
-                            need_open ? PYSSH_NEED_OPEN : PYSSH_NEED_NOTHING, PYSSH_EXC_SSHError);
+                            need_open ? PYSSH_NEED_OPEN : PYSSH_NEED_NOTHING);
 }
 
 static void
@@ -2233,7 +2236,7 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     int listening = self->kind == REMOTE && (self->bound != 0 || self->rlistening);
     tunnel_drop(self, 1);
-    if (listening && self->session->ssh != NULL && self->pid == pyssh_getpid()) {
+    if (listening && pyssh_session_ssh(self->session) != NULL && self->pid == pyssh_getpid()) {
         struct greq_arg a = {self, 1, 0, 0};
         char what[360];
         if (self->rpath != NULL) {

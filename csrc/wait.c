@@ -157,14 +157,6 @@ pyssh_log_emit(SessionObject *self, pyssh_logmsg *msgs)
     PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
     pyssh_state *st = self->state;
     int interrupted = 0;
-    if (st->logger == NULL) {
-        PyObject *logging = PyImport_ImportModule("logging");
-        if (logging != NULL) {
-            st->logger = PyObject_CallMethod(logging, "getLogger", "s", "pyssh");
-            Py_DECREF(logging);
-        }
-        interrupted |= log_error_clear();
-    }
     while (msgs != NULL) {
         pyssh_logmsg *next = msgs->next;
         if (st->logger != NULL) {
@@ -453,7 +445,7 @@ wait_leave(SessionObject *self, waitctx *c)
             pyssh_wake_drain(c->w->rd);
         }
         c->w->rung = 0;
-        if (self->ssh != NULL) {
+        if (pyssh_session_ssh(self) != NULL) {
             c->w->next = self->spare;
             self->spare = c->w;
         }
@@ -613,7 +605,7 @@ locked_step(SessionObject *self, pyssh_step_fn step, void *arg, int *closed, pys
 {
     int rc = PYSSH_FAILED;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    ssh_session ssh = self->ssh;
+    ssh_session ssh = pyssh_session_ssh(self);
     if (ssh == NULL) {
         *closed = 1;
     }
@@ -850,6 +842,12 @@ static unsigned long main_thread_ident;
 int
 pyssh_wait_init(void)
 {
+    /* Process-wide, read without any lock: written once, by the interpreter whose
+     * main thread runs signal handlers. Another interpreter's exec (with a GIL of
+     * its own) writing it would race with the waits of every other thread. */
+    if (PyInterpreterState_Get() != PyInterpreterState_Main() || main_thread_ident != 0) {
+        return 0;
+    }
     PyObject *threading = PyImport_ImportModule("threading");
     PyObject *main = threading != NULL ? PyObject_CallMethod(threading, "main_thread", NULL) : NULL;
     PyObject *ident = main != NULL ? PyObject_GetAttrString(main, "ident") : NULL;
