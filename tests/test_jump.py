@@ -2,7 +2,6 @@
 authenticated as a target, the next hop reached through its direct-tcpip channel."""
 
 import os
-import shutil
 import signal
 import socket
 import threading
@@ -153,6 +152,7 @@ def test_a_hop_that_cannot_reach_the_next_is_an_error(server, hops, tmp_path):
     assert f"the jump host could not reach 127.0.0.1:{port}" in str(e.value)
 
 
+@pytest.mark.slow
 def test_no_thread_per_hop_and_two_threads_share_the_chain(server, hops, tmp_path):
     """The bridges are moved by the target's own waits: no thread per hop. Two
     threads waiting on the target at once (a background tunnel's connection and a
@@ -172,6 +172,7 @@ def test_no_thread_per_hop_and_two_threads_share_the_chain(server, hops, tmp_pat
                 assert c.recv(64).startswith(b"SSH-2.0-")
 
 
+@pytest.mark.slow
 def test_a_jump_host_lost_mid_session_is_named(server, tmp_path, home):
     """The first jump host's connection dies under an open session: the next
     command fails with ConnectError saying the jump host's connection went, in time."""
@@ -221,7 +222,7 @@ def test_too_many_jump_hosts_are_refused_before_connecting(server):
         server.connect(jump=many)
 
 
-@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs OpenSSH's ssh")
+@pytest.mark.slow
 def test_proxycommand_keeps_working(server, hops, home):
     """ProxyCommand from the config (here OpenSSH's own ssh -W through a jump
     host) is run by libssh, as before pyssh built ProxyJump itself."""
