@@ -54,7 +54,8 @@ typedef struct {
                                       operation stopped early) */
     unsigned char by_send[DISCARD_MAX]; /* that one came from send() */
     int ndiscard, nsend;                /* nsend: how many came from send() */
-    uint64_t complete_to;               /* the last transfer: every byte below this was moved */
+    uint64_t complete_to; /* the last transfer: every byte below this was moved (lock held:
+                             its getter holds no claim) */
 } SFTPObject;
 
 /* ---- what arrives (inside libssh, lock held) ------------------------------------ */
@@ -1925,9 +1926,15 @@ set_merge(struct opset *set, const struct xfer *x, int rc)
     uint64_t low = lowest_in_flight(sp);
     low = low < sp->hole ? low : sp->hole;
     low = low < sp->eof_at ? low : sp->eof_at;
-    o->s->complete_to = low < sp->end ? low : sp->end;
+    uint64_t complete = low < sp->end ? low : sp->end;
+    /* under the lock: the complete_to getter holds no claim (another thread
+     * may read it while this transfer ends), and a 64-bit store need not be
+     * one store on a 32-bit machine */
+    pyssh_lock(o->s->session);
+    o->s->complete_to = complete;
+    pyssh_unlock(o->s->session);
     if (x->cut && x->fd >= 0 && (rc < 0 || op_failed(o))) {
-        pyssh_ftruncate(x->fd, o->s->complete_to);
+        pyssh_ftruncate(x->fd, complete);
     }
 }
 
@@ -2227,7 +2234,11 @@ static PyObject *
 sftp_get_complete_to(SFTPObject *self, void *closure)
 {
     (void)closure;
-    return PyLong_FromUnsignedLongLong(self->complete_to); /* written with the claim held */
+    /* no claim: a transfer of another thread may be writing it (set_merge) */
+    pyssh_lock(self->session);
+    uint64_t complete = self->complete_to;
+    pyssh_unlock(self->session);
+    return PyLong_FromUnsignedLongLong(complete);
 }
 
 static PyGetSetDef sftp_getset[] = {
