@@ -57,7 +57,7 @@ typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
     long pid;            /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
     pyssh_chanio io;     /* io.chan: NULL until opened, and again once closed */
-    pyssh_claim claim;   /* the method running (GIL) */
+    pyssh_claim claim;   /* the method running (atomic: pyssh_claim_take) */
     pyssh_claim claim_w; /* the writing method running: stdin is written from
                             one thread while another reads (a Process) */
     int exec_sent;       /* the command was started */
@@ -129,9 +129,11 @@ hup_round(void *state, ssh_session Py_UNUSED(ssh), int Py_UNUSED(idle))
  * during that wait (Ctrl-C); the channel is closed all the same.
  *
  * `io.chan` is read and cleared under the session lock, where exec()'s step sets
- * it. The look before the lock, with the GIL, only skips the lock for a channel
- * never opened: `chan` changes only in a call that holds `busy` (exec, or this
- * close from one of the methods), and dealloc cannot run during a call. */
+ * it. The look before the lock, with both claims held, only skips the lock for a
+ * channel never opened: `chan` changes only in a call that holds them (exec, or
+ * this close from one of the methods), and dealloc cannot run during a call;
+ * the calls without a claim (status, resize, signal) only read it, under the
+ * lock. */
 static int
 chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
 {

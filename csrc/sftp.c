@@ -42,7 +42,7 @@ typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
     long pid;          /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
     pyssh_chanio io;   /* io.chan: NULL until started, and again once closed */
-    pyssh_claim claim; /* the method running (GIL) */
+    pyssh_claim claim; /* the method running (atomic: pyssh_claim_take) */
     int started;
     uint32_t next_id;
     /* touched with the session lock held */
@@ -833,9 +833,9 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
  * `io.chan` is read and cleared under the session lock, where start() sets it;
- * the look before the lock, with the GIL, only skips the lock for a channel
- * never made: it changes only in a call that holds the claim, and dealloc
- * cannot run during a call. */
+ * the look before the lock, with the claim held, only skips the lock for a
+ * channel never made: it changes only in a call that holds the claim, and
+ * dealloc cannot run during a call. */
 static void
 sftp_close_impl(SFTPObject *self, int emit_logs)
 {

@@ -168,7 +168,7 @@ struct TunnelObject {
     int in_step;
     int listen_ready;  /* the listening socket polled readable */
     pyssh_claim claim; /* the call in progress ("run", "listen_remote", ...), claimed
-                          at its entry (GIL) */
+                          at its entry (atomically: no GIL orders two claims) */
     int stopping;
     double stop_deadline;
     long long max_conns; /* -1: no limit */
