@@ -57,7 +57,7 @@ typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
     long pid;            /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
     pyssh_chanio io;     /* io.chan: NULL until opened, and again once closed */
-    pyssh_claim claim;   /* the method running (GIL) */
+    pyssh_claim claim;   /* the method running (atomic: pyssh_claim_take) */
     pyssh_claim claim_w; /* the writing method running: stdin is written from
                             one thread while another reads (a Process) */
     int exec_sent;       /* the command was started */
@@ -129,9 +129,11 @@ hup_round(void *state, ssh_session Py_UNUSED(ssh), int Py_UNUSED(idle))
  * during that wait (Ctrl-C); the channel is closed all the same.
  *
  * `io.chan` is read and cleared under the session lock, where exec()'s step sets
- * it. The look before the lock, with the GIL, only skips the lock for a channel
- * never opened: `chan` changes only in a call that holds `busy` (exec, or this
- * close from one of the methods), and dealloc cannot run during a call. */
+ * it. The look before the lock, with both claims held, only skips the lock for a
+ * channel never opened: `chan` changes only in a call that holds them (exec, or
+ * this close from one of the methods), and dealloc cannot run during a call;
+ * the calls without a claim (status, resize, signal) only read it, under the
+ * lock. */
 static int
 chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
 {
@@ -142,8 +144,15 @@ chanobj_close_impl(ChannelObject *self, int hup, int emit_logs, int may_wait)
     int forked = self->pid != pyssh_getpid();
     int rc = 0;
 
-    if (hup && may_wait && !forked && self->exec_sent && !pyssh_chanio_ended(&self->io) &&
-        pyssh_session_ssh(s) != NULL) {
+    int running = 0;
+    if (hup && may_wait && !forked && self->exec_sent && pyssh_session_ssh(s) != NULL) {
+        /* the end is recorded by libssh's callbacks, in any thread's step on the
+         * session (a read of another channel's): looked at under the lock */
+        pyssh_lock(s);
+        running = !pyssh_chanio_ended(&self->io);
+        pyssh_unlock(s);
+    }
+    if (running) {
         double left = self->exec_at + HUP_AGAIN_AFTER - pyssh_monotonic();
         if (left > 0) {
             struct hup_wait h = {self, 0};
@@ -492,7 +501,12 @@ done:
 static int
 exec_done(ChannelObject *self)
 {
-    if (self->io.chan == NULL || !self->exec_sent) {
+    /* under the lock: status(), resize() and signal() come here without a claim,
+     * while another thread's exec() or close() (which hold it) set them */
+    pyssh_lock(self->session);
+    int started = self->io.chan != NULL && self->exec_sent;
+    pyssh_unlock(self->session);
+    if (!started) {
         pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
                     "no command is running on this channel: call exec() first");
         return -1;
@@ -1219,15 +1233,30 @@ done:
     return out;
 }
 
+/* The last of stderr, copied under the lock into `tail` (ERRTAIL bytes): the
+ * writing side (write(), the getter) reads it while a read() of another thread
+ * may be keeping stderr (a step, under the lock). Returns its length. */
+static size_t
+errtail_copy(ChannelObject *self, char *tail)
+{
+    pyssh_lock(self->session);
+    size_t n = self->errlen;
+    memcpy(tail, self->errtail, n);
+    pyssh_unlock(self->session);
+    return n;
+}
+
 static PyObject *
 closed_midway(ChannelObject *self, const char *what)
 {
-    PyObject *tail = pyssh_printable(self->errtail, self->errlen);
+    char copy[sizeof(self->errtail)];
+    size_t n = errtail_copy(self, copy);
+    PyObject *tail = pyssh_printable(copy, n);
     if (tail == NULL) {
         return NULL;
     }
     pyssh_raise(self->session->state, PYSSH_EXC_SSHError, "%s: the remote command ended first%s%U",
-                what, self->errlen ? "; its stderr ended with: " : "", tail);
+                what, n ? "; its stderr ended with: " : "", tail);
     Py_DECREF(tail);
     return NULL;
 }
@@ -1677,14 +1706,17 @@ static PyObject *
 chanobj_status(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 {
     struct request_arg a = {.ch = self};
-    if (self->io.chan != NULL) {
-        if (pyssh_call(self->session, status_step, &a, PYSSH_EXC_SSHError, "reading the status") <
-            0) {
-            return NULL;
-        }
-    }
-    else {
+    /* no claim: a close() of another thread clears io.chan (under the lock), so
+     * it is looked at under the lock, and a closed channel's fields copied there */
+    pyssh_lock(self->session);
+    int open = self->io.chan != NULL;
+    if (!open) {
         a.snap = self->io; /* closed: nothing writes it any more */
+    }
+    pyssh_unlock(self->session);
+    if (open &&
+        pyssh_call(self->session, status_step, &a, PYSSH_EXC_SSHError, "reading the status") < 0) {
+        return NULL;
     }
     const pyssh_chanio *io = &a.snap;
     PyObject *v[5];
@@ -1701,13 +1733,9 @@ chanobj_status(ChannelObject *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 chanobj_get_stderr_tail(ChannelObject *self, void *Py_UNUSED(closure))
 {
-    /* another thread's read() may be keeping stderr (a step, under the lock): a
-     * copy made under the lock is one that no step is halfway through */
+    /* a copy made under the lock is one that no step is halfway through */
     char tail[sizeof(self->errtail)];
-    pyssh_lock(self->session);
-    size_t n = self->errlen;
-    memcpy(tail, self->errtail, n);
-    pyssh_unlock(self->session);
+    size_t n = errtail_copy(self, tail);
     return PyBytes_FromStringAndSize(tail, (Py_ssize_t)n);
 }
 

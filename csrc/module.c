@@ -303,6 +303,17 @@ static PyModuleDef_Slot module_slots[] = {
 #if PY_VERSION_HEX >= 0x030C0000
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
+#if PY_VERSION_HEX >= 0x030D0000
+    /* Safe without the GIL (a free-threaded CPython, 3.13t on): an object's
+     * claim is one atomic compare-and-swap; every field that a getter, a claim's
+     * check or another thread's step shares is read and written under the
+     * session lock or atomically; the module state is written once, by exec,
+     * before the module is visible; process-wide statics are set once (wait.c,
+     * capi.c). Without this slot, importing pyssh would turn the GIL back on.
+     * Declared on every 3.13+ build, as CPython's own modules do: a build with
+     * the GIL ignores it. */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
     {0, NULL},
 };
 

@@ -237,7 +237,8 @@ typedef struct {
     pyssh_keepalive ka; /* wait.c */
     /* ProxyJump: the jump host's Tunnel whose one connection is this session's
      * socket (tunnel.c, pyssh_tunnel_carry), moved by this session's waits; or
-     * NULL. Set once before connecting, with the GIL; released by dealloc. */
+     * NULL. Set once before connecting, under the lock (its _connect takes the
+     * lock before any wait reads it); released by dealloc. */
     PyObject *carrier;
     PyObject *weakreflist;
 } SessionObject;

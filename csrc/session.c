@@ -572,23 +572,45 @@ session_carry(SessionObject *self, PyObject *tunnel)
                             Py_TYPE(tunnel)->tp_name);
     }
     CHECK_OPEN(self, NULL);
-    if (self->carrier != NULL || PYSSH_ATOMIC_LOAD_INT(&self->connected) || self->connecting) {
+    /* `connecting` and `connected` are _connect's, written under the lock (from
+     * any thread): looked at under it, and `connecting` taken meanwhile, so that
+     * no _connect starts before `carrier` is set, under the lock too (the
+     * _connect that follows takes the lock before its waits read it) */
+    pyssh_lock(self);
+    int free_to_carry =
+        self->carrier == NULL && !PYSSH_ATOMIC_LOAD_INT(&self->connected) && !self->connecting;
+    if (free_to_carry) {
+        self->connecting = 1;
+    }
+    pyssh_unlock(self);
+    if (!free_to_carry) {
         return pyssh_raise(self->state, PYSSH_EXC_SSHError,
                            "_carry() comes once, before the session connects");
     }
-    /* a chain longer than the waits walk: refused where it is built (_jump.py) */
+    /* a chain longer than the waits walk: refused where it is built (_jump.py).
+     * The jump hosts' carriers were set before they connected: read as their
+     * waits read them. */
     int depth = 1;
     for (SessionObject *s = pyssh_tunnel_session(tunnel); s->carrier != NULL;
          s = pyssh_tunnel_session(s->carrier)) {
         depth++;
     }
-    if (depth > PYSSH_MAX_HOPS) {
-        return PyErr_Format(PyExc_ValueError, "at most %d jump hosts", PYSSH_MAX_HOPS);
+    int ok = depth <= PYSSH_MAX_HOPS;
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "at most %d jump hosts", PYSSH_MAX_HOPS);
     }
-    if (pyssh_tunnel_carry_start(tunnel) < 0) {
+    else {
+        ok = pyssh_tunnel_carry_start(tunnel) == 0;
+    }
+    pyssh_lock(self);
+    if (ok) {
+        self->carrier = Py_NewRef(tunnel);
+    }
+    self->connecting = 0;
+    pyssh_unlock(self);
+    if (!ok) {
         return NULL;
     }
-    self->carrier = Py_NewRef(tunnel);
     Py_RETURN_NONE;
 }
 

@@ -42,7 +42,7 @@ typedef struct {
     PyObject_HEAD SessionObject *session; /* strong reference */
     long pid;          /* the creator's (pyssh_chanuser): a forked child skips the goodbye */
     pyssh_chanio io;   /* io.chan: NULL until started, and again once closed */
-    pyssh_claim claim; /* the method running (GIL) */
+    pyssh_claim claim; /* the method running (atomic: pyssh_claim_take) */
     int started;
     uint32_t next_id;
     /* touched with the session lock held */
@@ -54,7 +54,8 @@ typedef struct {
                                       operation stopped early) */
     unsigned char by_send[DISCARD_MAX]; /* that one came from send() */
     int ndiscard, nsend;                /* nsend: how many came from send() */
-    uint64_t complete_to;               /* the last transfer: every byte below this was moved */
+    uint64_t complete_to; /* the last transfer: every byte below this was moved (lock held:
+                             its getter holds no claim) */
 } SFTPObject;
 
 /* ---- what arrives (inside libssh, lock held) ------------------------------------ */
@@ -832,9 +833,9 @@ sftp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 /* The one close, shared by close(), the error paths and dealloc. Idempotent.
  * `io.chan` is read and cleared under the session lock, where start() sets it;
- * the look before the lock, with the GIL, only skips the lock for a channel
- * never made: it changes only in a call that holds the claim, and dealloc
- * cannot run during a call. */
+ * the look before the lock, with the claim held, only skips the lock for a
+ * channel never made: it changes only in a call that holds the claim, and
+ * dealloc cannot run during a call. */
 static void
 sftp_close_impl(SFTPObject *self, int emit_logs)
 {
@@ -1925,9 +1926,15 @@ set_merge(struct opset *set, const struct xfer *x, int rc)
     uint64_t low = lowest_in_flight(sp);
     low = low < sp->hole ? low : sp->hole;
     low = low < sp->eof_at ? low : sp->eof_at;
-    o->s->complete_to = low < sp->end ? low : sp->end;
+    uint64_t complete = low < sp->end ? low : sp->end;
+    /* under the lock: the complete_to getter holds no claim (another thread
+     * may read it while this transfer ends), and a 64-bit store need not be
+     * one store on a 32-bit machine */
+    pyssh_lock(o->s->session);
+    o->s->complete_to = complete;
+    pyssh_unlock(o->s->session);
     if (x->cut && x->fd >= 0 && (rc < 0 || op_failed(o))) {
-        pyssh_ftruncate(x->fd, o->s->complete_to);
+        pyssh_ftruncate(x->fd, complete);
     }
 }
 
@@ -2227,7 +2234,11 @@ static PyObject *
 sftp_get_complete_to(SFTPObject *self, void *closure)
 {
     (void)closure;
-    return PyLong_FromUnsignedLongLong(self->complete_to); /* written with the claim held */
+    /* no claim: a transfer of another thread may be writing it (set_merge) */
+    pyssh_lock(self->session);
+    uint64_t complete = self->complete_to;
+    pyssh_unlock(self->session);
+    return PyLong_FromUnsignedLongLong(complete);
 }
 
 static PyGetSetDef sftp_getset[] = {

@@ -168,7 +168,7 @@ struct TunnelObject {
     int in_step;
     int listen_ready;  /* the listening socket polled readable */
     pyssh_claim claim; /* the call in progress ("run", "listen_remote", ...), claimed
-                          at its entry (GIL) */
+                          at its entry (atomically: no GIL orders two claims) */
     int stopping;
     double stop_deadline;
     long long max_conns; /* -1: no limit */
@@ -1405,14 +1405,25 @@ int
 pyssh_tunnel_carry_start(PyObject *obj)
 {
     TunnelObject *t = (TunnelObject *)obj;
-    /* claimed as run() and never released: run() and close() are refused from here */
-    if (t->adopt == PYSSH_INVALID_SOCKET || t->carrying ||
-        pyssh_atomic_cas_str(&t->claim.method, NULL, "run") != NULL) {
+    /* claimed as run() and never released: run() and close() are refused from
+     * here. The claim comes first: with it held, `adopt` and `carrying` are this
+     * call's to read (adopt_local sets `adopt` under a claim; a carried
+     * session's waits clear `carrying` only after this set it). */
+    if (pyssh_atomic_cas_str(&t->claim.method, NULL, "run") != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "not a tunnel of adopt_local() that nothing runs");
         return -1;
     }
+    if (t->adopt == PYSSH_INVALID_SOCKET || t->carrying) {
+        pyssh_unclaim(&t->claim);
+        PyErr_SetString(PyExc_RuntimeError, "not a tunnel of adopt_local() that nothing runs");
+        return -1;
+    }
+    /* under the jump host's lock, where the carried session's waits (any
+     * thread, no GIL) read them (pyssh_tunnel_carry) */
+    pyssh_lock(t->session);
     t->max_conns = 1;
     t->carrying = 1;
+    pyssh_unlock(t->session);
     return 0;
 }
 
@@ -1653,10 +1664,32 @@ PyDoc_STRVAR(listen_local_doc,
              "connection is carried through the server to host:port (ssh -L), or with\n"
              "remote_unix to the server's Unix socket `host` (direct-streamlocal).");
 
-/* listen_local() and listen_dynamic(): serve the listening socket `fd`, as
- * `kind`, carrying connections to host:port (DYNAMIC: "", 0). */
+/* What listen_on sets besides the listening socket and the target. */
+struct listen_extra {
+    pyssh_socket_t adopt; /* adopt_local's one connection, or PYSSH_INVALID_SOCKET */
+    int remote_unix;      /* LOCAL: `host` is the server's Unix socket */
+    double socks_timeout; /* DYNAMIC: the handshake's limit */
+};
+
+/* Lock taken here: `kind` and `port` are read by the port getter, which holds
+ * no claim (from any thread: only the session lock orders it with this). */
+static void
+set_kind_port(TunnelObject *self, int kind, int port)
+{
+    pyssh_lock(self->session);
+    self->kind = kind;
+    self->port = port;
+    pyssh_unlock(self->session);
+}
+
+/* listen_local(), adopt_local() and listen_dynamic(): serve the listening
+ * socket `fd`, as `kind`, carrying connections to host:port (DYNAMIC: "", 0).
+ * Everything is set with the claim held, `x` too: once it is released with
+ * `configured` set, a run() of another thread may start and read it all. On
+ * failure the tunnel does not own x->adopt (the caller closes it). */
 static PyObject *
-listen_on(TunnelObject *self, const char *call, long long fd, const char *host, int port, int kind)
+listen_on(TunnelObject *self, const char *call, long long fd, const char *host, int port, int kind,
+          const struct listen_extra *x)
 {
     if (claim(self, call, 1) < 0) {
         return NULL;
@@ -1671,15 +1704,21 @@ listen_on(TunnelObject *self, const char *call, long long fd, const char *host, 
         goto done;
     }
     char *copy = strdup(host);
-    if (copy == NULL) {
+    char *rpath = x->remote_unix ? strdup(host) : NULL;
+    if (copy == NULL || (x->remote_unix && rpath == NULL)) {
+        free(copy);
+        free(rpath);
         PyErr_NoMemory();
         goto done;
     }
     free(self->host);
     self->host = copy;
+    free(self->rpath);
+    self->rpath = rpath;
     self->lfd = (pyssh_socket_t)fd;
-    self->port = port;
-    self->kind = kind;
+    self->adopt = x->adopt;
+    self->socks_timeout = x->socks_timeout;
+    set_kind_port(self, kind, port);
     self->configured = 1;
     result = Py_NewRef(Py_None);
 done:
@@ -1696,16 +1735,8 @@ tunnel_listen_local(TunnelObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "Lsi|p:listen_local", &fd, &host, &port, &remote_unix)) {
         return NULL;
     }
-    PyObject *r = listen_on(self, "listen_local", fd, host, port, LOCAL);
-    if (r != NULL && remote_unix) {
-        free(self->rpath);
-        if ((self->rpath = strdup(host)) == NULL) {
-            self->configured = 0;
-            Py_DECREF(r);
-            return PyErr_NoMemory();
-        }
-    }
-    return r;
+    struct listen_extra x = {PYSSH_INVALID_SOCKET, remote_unix, 30.0};
+    return listen_on(self, "listen_local", fd, host, port, LOCAL, &x);
 }
 
 PyDoc_STRVAR(adopt_local_doc,
@@ -1729,12 +1760,11 @@ tunnel_adopt_local(TunnelObject *self, PyObject *args)
         pyssh_set_socket_error(e);
         return NULL;
     }
-    PyObject *r = listen_on(self, "adopt_local", PYSSH_INVALID_SOCKET, host, port, LOCAL);
+    struct listen_extra x = {(pyssh_socket_t)fd, 0, 30.0};
+    PyObject *r = listen_on(self, "adopt_local", PYSSH_INVALID_SOCKET, host, port, LOCAL, &x);
     if (r == NULL) {
         pyssh_closesocket((pyssh_socket_t)fd);
-        return NULL;
     }
-    self->adopt = (pyssh_socket_t)fd;
     return r;
 }
 
@@ -1759,11 +1789,8 @@ tunnel_listen_dynamic(TunnelObject *self, PyObject *args)
                      PyTuple_GET_ITEM(args, 1));
         return NULL;
     }
-    PyObject *r = listen_on(self, "listen_dynamic", fd, "", 0, DYNAMIC);
-    if (r != NULL) {
-        self->socks_timeout = timeout;
-    }
-    return r;
+    struct listen_extra x = {PYSSH_INVALID_SOCKET, 0, timeout};
+    return listen_on(self, "listen_dynamic", fd, "", 0, DYNAMIC, &x);
 }
 
 struct greq_arg {
@@ -1976,10 +2003,9 @@ listen_remote_on(TunnelObject *self, const char *call, const char *bind, int por
         PyErr_NoMemory();
         goto done;
     }
-    self->port = port;
-    self->kind = REMOTE;
+    set_kind_port(self, REMOTE, port);
     if (remote_listen(self, dl) == 0) {
-        result = PyLong_FromLong(self->bound);
+        result = PyLong_FromLong(self->bound); /* written by its own request's step */
     }
 done:
     unclaim(self);
@@ -2087,8 +2113,8 @@ tunnel_listen_agent(TunnelObject *self, PyObject *args)
     if (agent_target(self, PyBytes_AS_STRING(path)) < 0) {
         goto done;
     }
-    self->kind = AGENT;
     pyssh_lock(self->session);
+    self->kind = AGENT; /* read by the port getter, under the lock */
     int taken = self->session->agent != NULL;
     if (!taken) {
         self->session->agent = self;
@@ -2185,15 +2211,21 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
     }
     int rc = pyssh_wait_ex(self->session, tunnel_step, self, NULL, PYSSH_EXC_SSHError, what,
                            &self->ps, &self->wake);
-    /* This run took the stop request; stop() sets it with the GIL held too, and
-     * no step of this tunnel runs any more. */
+    /* This run took the stop request. Cleared under the lock: stop() sets it
+     * under the lock from any thread, and the server's agent channel opens read
+     * it (pyssh_tunnel_agent) in any thread's step; no GIL orders them. */
+    pyssh_lock(self->session);
     self->stopping = 0;
+    pyssh_unlock(self->session);
     if (rc < 0) {
         /* Ctrl-C, the session closed or failed: every connection goes */
         tunnel_drop(self, 1);
         goto done;
     }
+    /* under the lock, as the stats getter: the counts are the steps' */
+    pyssh_lock(self->session);
     result = stats_tuple(self);
+    pyssh_unlock(self->session);
 done:
     unclaim(self);
     return result;
@@ -2253,10 +2285,14 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
             PyErr_Clear();
         }
     }
+    /* under the lock: the port getter reads `bound`, stop() and the agent's
+     * channel opens `stopping`, from any thread and without the claim */
+    pyssh_lock(self->session);
     self->bound = 0;
     self->rlistening = 0;
-    self->configured = 0;
     self->stopping = 0; /* a stop() no run() took does not outlive the close */
+    pyssh_unlock(self->session);
+    self->configured = 0;
     unclaim(self);
     Py_RETURN_NONE;
 }
@@ -2275,7 +2311,12 @@ static PyObject *
 tunnel_get_port(TunnelObject *self, void *closure)
 {
     (void)closure;
-    return PyLong_FromLong(self->kind == REMOTE ? self->bound : self->port);
+    /* no claim (any thread, while run() runs too): `kind`, `port` and `bound`
+     * are written under the lock, `bound` by a listen_remote()'s step */
+    pyssh_lock(self->session);
+    long port = self->kind == REMOTE ? self->bound : self->port;
+    pyssh_unlock(self->session);
+    return PyLong_FromLong(port);
 }
 
 static PyMethodDef tunnel_methods[] = {

@@ -6,6 +6,9 @@ a clear exception and the first must finish normally."""
 
 import gc
 import os
+import subprocess
+import sys
+import sysconfig
 import threading
 
 import pytest
@@ -451,3 +454,28 @@ def test_forward_local_closed_before_its_thread_runs(session, monkeypatch):
 
     assert in_thread(open_and_close) is None
     assert waited == [True]
+
+
+def test_importing_pyssh_leaves_the_gil_off():
+    """pyssh._ssh declares Py_mod_gil: on a free-threaded CPython, importing it
+    keeps the GIL off, without PYTHON_GIL=0 (which would force it off anyway).
+    The import runs in a fresh interpreter, with the warning CPython gives when an
+    extension turns the GIL back on made an error. On a CPython with a GIL there is
+    nothing to see: .ci/run ft, which runs this on a free-threaded one, says so
+    with PYSSH_FREE_THREADED=1, and there a build with the GIL fails."""
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        assert not os.environ.get("PYSSH_FREE_THREADED"), (
+            "PYSSH_FREE_THREADED=1 (.ci/run ft) but this CPython is built with the GIL"
+        )
+        pytest.skip("a CPython built with the GIL (.ci/run ft runs this on a free-threaded one)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON_GIL"}
+    code = "import sys, pyssh; print(sys._is_gil_enabled())"
+    out = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False", "importing pyssh turned the GIL on"

@@ -458,5 +458,15 @@ PyInit_consumer(void)
     if (ssh == NULL) {
         return NULL;
     }
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+#ifdef Py_GIL_DISABLED
+    /* safe without the GIL: `ssh` is set once, here, under the import lock; a
+     * module that did not say so would turn the GIL back on for every test
+     * after it in .ci/run ft (single-phase init: no Py_mod_gil slot) */
+    if (m != NULL && PyUnstable_Module_SetGIL(m, Py_MOD_GIL_NOT_USED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
+    return m;
 }

@@ -125,6 +125,11 @@ static PyMethodDef example_methods[] = {
 
 static PyModuleDef_Slot example_slots[] = {
     {Py_mod_exec, example_exec},
+#if PY_VERSION_HEX >= 0x030D0000
+    /* safe without the GIL (free-threaded CPython): the only state is the
+     * module's, set by exec, and pyssh's calls are safe from any thread */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
     {0, NULL},
 };
 
