@@ -337,19 +337,7 @@ def test_cli_local_forward_from_a_unix_socket(server, home):
                 stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
             try:
-
-                def reached():
-                    with contextlib.suppress(OSError):
-                        c = socket.socket(socket.AF_UNIX)
-                        c.settimeout(TIMEOUT)
-                        try:
-                            c.connect(path)
-                        except OSError:
-                            c.close()
-                            raise
-                        return c
-
-                conn = wait_until(reached, TIMEOUT, interval=0.05)
+                conn = wait_until(lambda: unix_client(path), TIMEOUT, interval=0.05)
                 assert conn, p.stderr
                 assert os.stat(path).st_mode & 0o777 == 0o600
                 with conn:
@@ -366,6 +354,18 @@ def test_cli_local_forward_from_a_unix_socket(server, home):
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+def unix_client(path):
+    """A socket connected to the Unix socket `path`, or None while nothing listens."""
+    c = socket.socket(socket.AF_UNIX)
+    c.settimeout(TIMEOUT)
+    try:
+        c.connect(path)
+    except OSError:
+        c.close()
+        return None
+    return c
+
+
 def forward_from_socket_once(server, path, *options):
     """`pyssh -N -L path:...` with `options`: its exit status, after one echo through
     the socket when it listened (else at once)."""
@@ -377,16 +377,7 @@ def forward_from_socket_once(server, path, *options):
         try:
 
             def reached():
-                if p.poll() is not None:
-                    return "ended"
-                c = socket.socket(socket.AF_UNIX)
-                c.settimeout(TIMEOUT)
-                try:
-                    c.connect(path)
-                except OSError:
-                    c.close()
-                    return None
-                return c
+                return "ended" if p.poll() is not None else unix_client(path)
 
             conn = wait_until(reached, TIMEOUT, interval=0.05)
             if conn == "ended":  # let the echo server's accept() return
