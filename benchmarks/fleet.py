@@ -297,20 +297,10 @@ def versions() -> str:
 
 
 def fleet_server(extra: list):
-    """An SSHServer whose `extra` lines replace its defaults of the same keywords:
-    OpenSSH 9.2 keeps the LAST MaxStartups it reads, not the first (sshd -T shows
-    100:30:200 with MaxStartups 1000:30:1000 among extra_config)."""
+    """An SSHServer with `extra` (its lines replace the defaults of their keywords)."""
     from pyssh.testing import SSHServer
 
-    mine = {line.split()[0].lower() for line in extra} - {"listenaddress"}
-
-    class FleetServer(SSHServer):
-        def _config_lines(self):
-            lines = super()._config_lines()
-            n = len(self.extra_config)  # they come first; drop later lines they set
-            return lines[:n] + [x for x in lines[n:] if x.split()[0].lower() not in mine]
-
-    return FleetServer(extra_config=extra)
+    return SSHServer(extra_config=extra)
 
 
 def main() -> None:

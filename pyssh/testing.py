@@ -77,9 +77,9 @@ class SSHServer:
     Options: ``password_auth`` and ``kbdint_auth`` enable those methods (they need
     PAM and so root: as another user sshd can only check keys); ``host_key_type``;
     ``sftp=False`` leaves out the SFTP subsystem (a server with SCP only);
-    ``extra_config``: more sshd_config lines. They override the defaults above (sshd
-    keeps the first value it reads of a keyword, so they are written first); a ``Match``
-    block among them goes at the end, as sshd requires.
+    ``extra_config``: more sshd_config lines. A keyword they set replaces the
+    default's line (``ListenAddress`` adds to it); a ``Match`` block among them goes at
+    the end, as sshd requires.
     """
 
     def __init__(
@@ -202,12 +202,17 @@ class SSHServer:
                 "LogLevel VERBOSE",
             ]
         )
-        # sshd keeps the first value of a keyword: the caller's lines come first, except
-        # a Match block, which holds everything after it and so must stay last
+        # The caller's lines replace the defaults of the keywords they set (sshd keeps
+        # the first value of most keywords but the last of some, MaxStartups among
+        # them), but for ListenAddress, which adds; they come first, except a Match
+        # block, which holds everything after it and so must stay last
         extra = self.extra_config
         match = next(
             (i for i, line in enumerate(extra) if line.lower().split()[:1] == ["match"]), len(extra)
         )
+        given = {line.split()[0].lower() for line in extra[:match] if line.split()}
+        given.discard("listenaddress")
+        lines = [x for x in lines if x.split()[0].lower() not in given]
         return extra[:match] + lines + extra[match:]
 
     def _wait_ready(self) -> bool:
