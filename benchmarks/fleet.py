@@ -2,7 +2,7 @@
 on N simulated hosts at once, for parallel-ssh, asyncssh, fabric and pyssh side by side
 in one run, against one throwaway local sshd.
 
-    pip install -e .[bench] parallel-ssh fabric   # a missing client is reported, skipped
+    pip install -e .[bench]       # parallel-ssh and fabric too; a missing one is reported
     python benchmarks/fleet.py [-r 3] [--hosts 100,500] [--markdown]
 
 What is measured, per client and N: one run = make all N connections, run `echo ok` on
