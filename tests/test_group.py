@@ -177,6 +177,11 @@ def test_check_raises_command_error_on_the_hosts_that_fail(fleet, big):
         r.raise_for_failures()
     assert sorted(map(id, ei.value.exceptions)) == sorted(map(id, r.failed.values()))
 
+    r = big.exec_wait(command, check=True, stdout=lambda host, line: None)
+    assert set(r.failed) == failing
+    assert all(isinstance(e, pyssh.CommandError) and e.status == 3 for e in r.failed.values())
+    assert all(res.status == 0 for res in r.ok.values())
+
 
 def test_stdin_reaches_every_host(big):
     data = secrets.token_bytes(100_000)
@@ -190,6 +195,29 @@ def test_env_is_set_on_every_host(big):
     r = big.run('echo "$PYSSH_GROUP"', env={"PYSSH_GROUP": "yes"})  # AcceptEnv PYSSH_*
     assert r.failed == {}
     assert {res.stdout for res in r.values()} == {b"yes\n"}
+
+
+@pytest.mark.slow
+def test_a_silent_command_times_out_on_its_hosts_only(fleet, big):
+    # the hosts on 127.0.0.2 sleep; the others answer at once
+    command = 'case "$SSH_CONNECTION" in *" 127.0.0.2 "*) sleep 20;; esac; echo fine'
+    slow = {h for h in big.hosts if fleet.address[h] == "127.0.0.2"}
+    start = time.monotonic()
+    r = big.run(command, timeout=1)
+    assert time.monotonic() - start < 10
+    assert set(r.failed) == slow
+    assert all(isinstance(e, pyssh.SSHTimeoutError) for e in r.failed.values())
+    assert all(res.stdout == b"fine\n" for res in r.ok.values())
+    # the sessions stay usable
+    assert big.run("echo again").failed == {}
+
+
+def test_max_parallel_and_workers_do_not_change_the_results(fleet):
+    hosts = fleet.names[:12]
+    with fleet.group(hosts, max_parallel=3, workers=1) as g:
+        r = g.run("echo $SSH_CONNECTION")
+    assert r.failed == {}
+    assert [connection(res)[2] for res in r.values()] == [fleet.address[h] for h in hosts]
 
 
 # ---- exec_wait ----------------------------------------------------------------------------
@@ -540,17 +568,29 @@ def test_progress_true_writes_a_status_line_on_stderr(fleet, capfd):
 # ---- Ctrl-C -------------------------------------------------------------------------------
 
 CTRL_C_CHILD = textwrap.dedent("""
-    import sys, time, pyssh
+    import os, sys, time, pyssh
     config, known_hosts, key, command, *hosts = sys.argv[1:]
+
+    def sockets():
+        n = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+            except OSError:
+                pass
+        return n
+
+    before = sockets()
     g = pyssh.Group(hosts, config=config, known_hosts=known_hosts, keyfile=key,
                     host_key_policy="strict", timeout=60)
     print("ready", flush=True)
     try:
-        with g:
-            g.run(command)
+        g.run(command)
         print("finished", flush=True)
     except KeyboardInterrupt:
         print("interrupted", time.monotonic(), flush=True)
+    print("sockets", sockets() - before, flush=True)  # all closed by the interrupt
+    g.close()
 """)
 
 
@@ -611,6 +651,8 @@ def test_ctrl_c_stops_the_whole_group(fleet, request):
         text=True,
     )
     running = []
+    watchdog = threading.Timer(60, p.kill)  # a child that hangs fails the test, not the run
+    watchdog.start()
     try:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
         assert wait_until(lambda: len(sleeps()) == n, 30), (len(sleeps()), p.poll())
@@ -620,11 +662,13 @@ def test_ctrl_c_stops_the_whole_group(fleet, request):
         line = p.stdout.readline().split()
         assert line and line[0] == "interrupted", (line, p.stderr.read())
         assert float(line[1]) - sent < 0.5 + SLACK, float(line[1]) - sent
+        assert p.stdout.readline().split() == ["sockets", "0"]
         assert p.wait(timeout=10) == 0, p.stderr.read()
         # every session was closed, and its command went with it
         still = lambda: [pid for pid in running if alive(pid)]  # noqa: E731
         assert wait_until(lambda: not still(), 5), f"{len(still())} of {n} commands left running"
     finally:
+        watchdog.cancel()
         if p.poll() is None:
             p.kill()
             p.wait()
