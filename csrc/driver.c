@@ -194,6 +194,32 @@ driver_pending(DriverObject *self, PyObject *Py_UNUSED(ignored))
     return r;
 }
 
+PyDoc_STRVAR(driver_abandon_doc,
+             "abandon($self, /)\n--\n\n"
+             "Give up every pending operation: each gives back what it holds (a channel's\n"
+             "claim, so that it can be closed) and ends with SSHError, without another step.");
+
+static PyObject *
+driver_abandon(DriverObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (driver_claim(self) < 0) {
+        return NULL;
+    }
+    PyObject *ops = self->ops;
+    self->ops = PyList_New(0);
+    if (self->ops == NULL) {
+        self->ops = ops;
+        driver_unclaim(self);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ops); i++) {
+        pyssh_op_abandon(PyList_GET_ITEM(ops, i));
+    }
+    Py_DECREF(ops);
+    driver_unclaim(self);
+    Py_RETURN_NONE;
+}
+
 static Py_ssize_t
 driver_len(DriverObject *self)
 {
@@ -234,6 +260,7 @@ static PyMethodDef driver_methods[] = {
      driver_wait_doc},
     {"wake", (PyCFunction)driver_wake, METH_NOARGS, driver_wake_doc},
     {"pending", (PyCFunction)driver_pending, METH_NOARGS, driver_pending_doc},
+    {"abandon", (PyCFunction)driver_abandon, METH_NOARGS, driver_abandon_doc},
     {NULL, NULL, 0, NULL}};
 
 static PyType_Slot driver_slots[] = {

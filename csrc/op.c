@@ -118,6 +118,27 @@ pyssh_op_conclude(PyObject *obj)
     }
 }
 
+void
+pyssh_op_abandon(PyObject *obj)
+{
+    OpObject *op = (OpObject *)obj;
+    if (op->done) {
+        return;
+    }
+    if (op->ent.logs != NULL) {
+        pyssh_log_emit(op->session, op->ent.logs);
+        op->ent.logs = NULL;
+    }
+    op_release(op);
+    op->done = 1;
+    op->exc = PyObject_CallFunction(op->state->exc[PYSSH_EXC_SSHError], "s",
+                                    "the operation was abandoned before it finished");
+    if (op->exc == NULL) {
+        PyErr_Clear(); /* (no memory: result() then gives None) */
+        op->result = Py_NewRef(Py_None);
+    }
+}
+
 pyssh_many *
 pyssh_op_entry(PyObject *op)
 {

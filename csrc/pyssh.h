@@ -608,6 +608,9 @@ pyssh_many *pyssh_op_entry(PyObject *op);
 int pyssh_op_check(PyObject *op);     /* an Op not yet added or done: 0, or -1 */
 void pyssh_op_conclude(PyObject *op); /* GIL held: its rc is final (not AGAIN) */
 int pyssh_op_is_done(PyObject *op);   /* concluded: result or exception kept */
+/* GIL held: give back what the unfinished `op` holds (its claim on a channel,
+ * its buffers) and end it with SSHError, without another step. */
+void pyssh_op_abandon(PyObject *op);
 
 /* Let libssh read the session's socket once, without waiting (lock held): the
  * only socket reads pyssh's steps make. Returns SSH_OK (something was read or

@@ -37,20 +37,27 @@ class Deadline:
         return self.end is not None and time.monotonic() >= self.end
 
 
+def resolve_now(host: str, port: int) -> Optional[List[Any]]:
+    """getaddrinfo for an address (it does not block), None for a name."""
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 def resolve(host: str, port: int, deadline: Deadline, target: str) -> List[Any]:
     """getaddrinfo in a helper thread, so that Ctrl-C and the timeout still work
     while a slow resolver is busy (getaddrinfo itself cannot be interrupted)."""
-    try:
-        ipaddress.ip_address(host.split("%")[0])
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except ValueError:
-        pass
+    infos = resolve_now(host, port)
+    if infos is not None:
+        return infos
     box: Dict[str, Any] = {}
     done = threading.Event()
 
     def work() -> None:
         try:
-            box["result"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            box["result"] = getaddrinfo(host, port, target)
         except BaseException as e:  # handed to the caller
             box["error"] = e
         finally:
@@ -59,18 +66,27 @@ def resolve(host: str, port: int, deadline: Deadline, target: str) -> List[Any]:
     threading.Thread(target=work, name="pyssh-resolve", daemon=True).start()
     while not done.wait(0.1 if deadline.left() is None else min(0.1, deadline.left() or 0.0)):
         if deadline.expired():
-            raise SSHTimeoutError(
-                f"connecting to {target}: resolving {host!r} timed out after "
-                f"{deadline.timeout:g} seconds"
-            )
+            raise resolve_timeout(host, deadline, target)
     if "error" in box:
-        e = box["error"]
+        raise box["error"]
+    found: List[Any] = box["result"]
+    return found
+
+
+def getaddrinfo(host: str, port: int, target: str) -> List[Any]:
+    """getaddrinfo (it blocks), its failure a ConnectError."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
         raise ConnectError(
-            f"connecting to {target}: cannot resolve host name {host!r}: "
-            f"{getattr(e, 'strerror', None) or e}"
+            f"connecting to {target}: cannot resolve host name {host!r}: {e.strerror or e}"
         ) from e
-    infos: List[Any] = box["result"]
-    return infos
+
+
+def resolve_timeout(host: str, deadline: Deadline, target: str) -> SSHTimeoutError:
+    return SSHTimeoutError(
+        f"connecting to {target}: resolving {host!r} timed out after {deadline.timeout:g} seconds"
+    )
 
 
 def tcp_connect(host: str, port: int, deadline: Deadline, target: str) -> socket.socket:
@@ -95,13 +111,19 @@ def tcp_connect(host: str, port: int, deadline: Deadline, target: str) -> socket
         except BaseException:
             sock.close()
             raise
-    assert last is not None
+    raise connect_failure(last, target)
+
+
+def connect_failure(last: Optional[OSError], target: str) -> ConnectError:
+    """Every address refused (or failed): the last one's error."""
+    if last is None:
+        return ConnectError(f"connecting to {target}: the host name has no address")
     hint = (
         " (is an SSH server listening there?)" if isinstance(last, ConnectionRefusedError) else ""
     )
-    raise ConnectError(
-        last.errno, f"connecting to {target}: {last.strerror or last}{hint}"
-    ) from last
+    e = ConnectError(last.errno, f"connecting to {target}: {last.strerror or last}{hint}")
+    e.__cause__ = last
+    return e
 
 
 class TCPConnect:

@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import (
     Any,
     Callable,
@@ -1268,27 +1269,33 @@ def connect(
     and ``CertificateFile`` (docs/connect.md, Certificates).
     """
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
-    h_host, user, port = _host_user_port(host, user, port)
-    _check_arguments(timeout, verbose, host_key_policy, password)
-    keepalive = _keepalive_arguments(keepalive_interval, keepalive_count_max)
-    passphrase = _passphrase_argument(passphrase)
-    algos = _algorithms(ciphers, kex, macs, host_key_algorithms)
-    if keyfile is not None:
-        _key_argument(keyfile)  # fail on a missing file before touching the network
-    cert = _certificate_argument(certificate)
-    agent = _tunnel.agent_argument(forward_agent)  # True with no agent fails here too
-    cfg = _config_argument(config)
+    return run_steps(connect_steps(host, again))
+
+
+def connect_steps(host: str, kw: Dict[str, Any]) -> Steps[Session]:
+    """connect(host, **kw), as steps (pyssh/_tcp.py); `kw`: all of connect's keywords."""
+    k = SimpleNamespace(**kw)
+    h_host, user, port = _host_user_port(host, k.user, k.port)
+    _check_arguments(k.timeout, k.verbose, k.host_key_policy, k.password)
+    keepalive = _keepalive_arguments(k.keepalive_interval, k.keepalive_count_max)
+    passphrase = _passphrase_argument(k.passphrase)
+    algos = _algorithms(k.ciphers, k.kex, k.macs, k.host_key_algorithms)
+    if k.keyfile is not None:
+        _key_argument(k.keyfile)  # fail on a missing file before touching the network
+    cert = _certificate_argument(k.certificate)
+    agent = _tunnel.agent_argument(k.forward_agent)  # True with no agent fails here too
+    cfg = _config_argument(k.config)
     home = os.path.expanduser("~")
-    kh = _known_hosts_path(known_hosts, home)
-    hops = _jump.parse(jump)
-    if verbose:
-        _show_log_on_stderr(verbose)
+    kh = _known_hosts_path(k.known_hosts, home)
+    hops = _jump.parse(k.jump)
+    if k.verbose:
+        _show_log_on_stderr(k.verbose)
     a = _Settings(
-        keyfile, password, passphrase, kh, host_key_policy, cfg, home, verbose, algos, cert
+        k.keyfile, k.password, passphrase, kh, k.host_key_policy, cfg, home, k.verbose, algos, cert
     )
     s = Session()
     try:
-        opts = run_steps(_open(s, h_host, user, port, a, Deadline(timeout), hops))
+        opts = yield from _open(s, h_host, user, port, a, Deadline(k.timeout), hops)
         _forward_agent(s, agent, opts)
         _start_keepalive(s, keepalive, opts)
         s._unlink = _config.yes_no(opts, "streamlocalbindunlink", "StreamLocalBindUnlink")
@@ -1296,7 +1303,7 @@ def connect(
         s.close()
         raise
     log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
-    s._again = functools.partial(connect, host, **{**again, "forward_agent": False})
+    s._again = functools.partial(connect, host, **{**kw, "forward_agent": False})
     return s
 
 
