@@ -114,6 +114,24 @@ def test_hosts_are_kept_as_given_and_duplicates_refused(fleet):
             pyssh.Group(hosts, **fleet.kwargs())
 
 
+def test_a_pair_may_give_the_hostname_the_name_stands_for(fleet):
+    port = fleet.server.port
+    hosts = [(f"web{k}", {"hostname": f"127.0.0.{k}", "port": port}) for k in (3, 4, 5)]
+    with pyssh.Group(hosts, **fleet.kwargs(config=False)) as g:
+        r = g.run("echo $SSH_CONNECTION")
+    assert list(r) == ["web3", "web4", "web5"]
+    assert r.failed == {}, r.failed
+    assert [connection(res)[2] for res in r.values()] == ["127.0.0.3", "127.0.0.4", "127.0.0.5"]
+
+
+def test_a_closed_group_refuses_operations(fleet):
+    g = fleet.group(fleet.names[:2])
+    g.close()
+    with pytest.raises(pyssh.SSHError):
+        g.run("true")
+    g.close()  # twice is fine
+
+
 def test_nothing_connects_before_the_first_operation(fleet):
     before = open_sockets()
     with fleet.group(fleet.names[:8]) as g:
@@ -355,6 +373,7 @@ def check_mixed(result, expected, hosts_in_order):
             assert value.status == 0 and value.stdout == b"ok\n", (host, value)
         else:
             assert isinstance(value, kind), (host, value)
+            assert value.host == host  # the exception says whose it is
     good = [h for h, k in expected.items() if k is None]
     assert list(result.ok) == good
     assert list(result.failed) == [h for h in hosts_in_order if expected[h] is not None]
