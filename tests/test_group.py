@@ -162,8 +162,8 @@ def test_run_on_120_hosts(fleet, big):
         client, _cport, server, sport = connection(res)
         assert (client, server, sport) == ("127.0.0.1", fleet.address[name], fleet.server.port)
         assert lines[1] == hostname
-    # one TCP connection per host: the client ports are all different
-    assert len({connection(res)[1] for res in r.values()}) == N_HOSTS
+    # one TCP connection per host (a client port may repeat towards another address)
+    assert len({connection(res) for res in r.values()}) == N_HOSTS
 
 
 def test_a_second_run_reuses_the_sessions(big):
@@ -276,11 +276,11 @@ def test_exec_wait_hands_each_host_its_own_complete_lines(fleet, big):
         assert len(lines) == LINES, (h, len(lines))
         first = lines[0].split()
         assert first[2] == fleet.address[h]
-        ports.add(first[1])
+        ports.add((first[1], first[2]))
         conn = " ".join(first[:4])
         assert lines == [f"{conn} {i} {PAD}" for i in range(LINES)], h  # complete, in order
         assert [x.rstrip(b"\n").decode() for x in err[h]] == [f"{conn} err{j}" for j in (1, 2, 3)]
-    assert len(ports) == N_HOSTS  # each host's lines came from its own connection
+    assert len(ports) == N_HOSTS  # each host's lines came from a connection of its own
 
 
 def test_exec_wait_prints_prefixed_lines_by_default(fleet, capfd):
