@@ -283,6 +283,33 @@ def test_exec_wait_hands_each_host_its_own_complete_lines(fleet, big):
     assert len(ports) == N_HOSTS  # each host's lines came from a connection of its own
 
 
+def test_exec_wait_ends_with_an_unfinished_last_line(fleet):
+    got = collections.defaultdict(list)
+    hosts = fleet.names[:3]
+    with fleet.group(hosts) as g:
+        r = g.exec_wait("printf 'a\\nb'", stdout=lambda host, line: got[host].append(line))
+    assert r.failed == {}
+    assert dict(got) == {h: [b"a\n", b"b"] for h in hosts}
+
+
+def test_a_callback_that_raises_fails_its_host_only(fleet):
+    class Boom(Exception):
+        pass
+
+    hosts = fleet.names[:4]
+
+    def sink(host, line):
+        if host == hosts[1]:
+            raise Boom(host)
+
+    with fleet.group(hosts) as g:
+        r = g.exec_wait("echo hi", stdout=sink)
+        assert list(r.failed) == [hosts[1]]
+        assert isinstance(r[hosts[1]], Boom)
+        assert all(res.status == 0 for res in r.ok.values())
+        assert g.run("echo again").failed == {}  # every session still usable
+
+
 def test_exec_wait_prints_prefixed_lines_by_default(fleet, capfd):
     hosts = fleet.names[:10]
     with fleet.group(hosts) as g:
