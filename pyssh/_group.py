@@ -188,6 +188,7 @@ class _Worker:
         self.active = 0
 
     def run(self) -> None:
+        _session.no_prompts.on = True  # many hosts, one terminal: never ask on it
         try:
             self.loop()
         except BaseException as e:  # a bug of the engine's: every unfinished host gets it
