@@ -226,3 +226,32 @@ def test_run_steps_hands_a_failure_to_the_flow_where_it_waited(server):
             s.close()
 
     assert run_steps(flow()).startswith("caught: ")
+
+
+def test_a_driven_command_is_not_stalled_by_a_tunnel_thread_on_its_session(server):
+    """A background tunnel's thread waits on the same session and may read the
+    command's packets first: it rings the Driver (the entry is in the session's
+    waiters), which steps again at once instead of at the end of its slice (5 s)."""
+    with server.connect() as s, s.forward_local(0, f"127.0.0.1:{server.port}") as tunnel:
+        assert tunnel.port
+        ch, op = _exec_op(s, "for i in 1 2 3 4 5 6; do echo $i; sleep 0.1; done")
+        d = _ssh.Driver()
+        d.add(op)
+        t = time.monotonic()
+        results = []
+
+        def drive():  # a worker thread, as in pyssh.Group (slices of 5 s)
+            while not d.wait(timeout=30):
+                pass
+            run = ch.run(stdout=True, defer=True)
+            d.add(run)
+            while not (got := d.wait(timeout=30)):
+                pass
+            results.append(got[0].result())
+
+        worker = threading.Thread(target=drive)
+        worker.start()
+        worker.join(30)
+        elapsed = time.monotonic() - t
+        assert results and results[0].stdout == b"1\n2\n3\n4\n5\n6\n"
+        assert elapsed < 3.0, f"took {elapsed:.2f} s: the Driver missed its packets"
