@@ -150,9 +150,9 @@ def test_one_thread_at_a_time_moves_a_driver():
     d = _ssh.Driver()
     d.add(_ssh.wait_socket(a.fileno(), 1))
     errors = []
-    t = threading.Thread(target=lambda: d.wait(timeout=1))
+    t = threading.Thread(target=lambda: d.wait(timeout=0.5))
     t.start()
-    time.sleep(0.2)
+    time.sleep(0.1)
     try:
         d.wait(timeout=0)
     except RuntimeError as e:
