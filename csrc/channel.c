@@ -334,13 +334,15 @@ exec_step(ssh_session ssh, void *p)
     return rc;
 }
 
-PyDoc_STRVAR(chanobj_exec_doc,
-             "exec($self, command, /, env=(), timeout=None, pty=None, agent=True)\n--\n\n"
-             "Open a session channel, ask for a terminal when `pty` is (term, cols, rows,\n"
-             "modes) (modes: RFC 4254's encoding, ending with TTY_OP_END), set the\n"
-             "environment variables `env` (pairs of str), and start `command` (str), or\n"
-             "the login shell when it is None. Waits at most `timeout` seconds. `agent`:\n"
-             "ask for agent forwarding when the session forwards the agent.");
+PyDoc_STRVAR(
+    chanobj_exec_doc,
+    "exec($self, command, /, env=(), timeout=None, pty=None, agent=True, defer=False)\n--\n\n"
+    "Open a session channel, ask for a terminal when `pty` is (term, cols, rows,\n"
+    "modes) (modes: RFC 4254's encoding, ending with TTY_OP_END), set the\n"
+    "environment variables `env` (pairs of str), and start `command` (str), or\n"
+    "the login shell when it is None. Waits at most `timeout` seconds. `agent`:\n"
+    "ask for agent forwarding when the session forwards the agent. With `defer`,\n"
+    "returns an Op instead of waiting.");
 
 /* env: an iterable of (name, value) pairs of str, as a list of (bytes, bytes);
  * NULL with an exception set. */
@@ -456,45 +458,85 @@ pty_parse(PyObject *pty, struct exec_arg *a)
     return 0;
 }
 
+/* exec() as an operation: what its argument points into. */
+struct exec_op {
+    struct exec_arg a; /* first: the step's */
+    PyObject *cmd_bytes, *env_list;
+};
+
+static int
+exec_op_step(ssh_session ssh, void *p)
+{
+    return exec_step(ssh, &((struct exec_op *)p)->a);
+}
+
+static PyObject *
+exec_finish(SessionObject *s, void *arg, int rc)
+{
+    (void)s;
+    (void)arg;
+    (void)rc;
+    Py_RETURN_NONE;
+}
+
+static void
+exec_failed(SessionObject *s, void *arg)
+{
+    struct exec_op *x = arg;
+    explain_refusal(s->state, &x->a);
+    chanobj_close_impl(x->a.ch, 0, 1, 0);
+}
+
+static void
+exec_release(SessionObject *s, void *arg)
+{
+    struct exec_op *x = arg;
+    (void)s;
+    unclaim(x->a.ch);
+    Py_XDECREF(x->cmd_bytes);
+    Py_XDECREF(x->env_list);
+}
+
+static const pyssh_op_kind exec_kind = {"starting the command",
+                                        PYSSH_EXC_SSHError,
+                                        exec_op_step,
+                                        sizeof(struct exec_op),
+                                        exec_finish,
+                                        exec_failed,
+                                        exec_release,
+                                        NULL};
+
 static PyObject *
 chanobj_exec(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"command", "env", "timeout", "pty", "agent", NULL};
+    static char *kwlist[] = {"command", "env", "timeout", "pty", "agent", "defer", NULL};
     PyObject *command, *env = NULL, *pty = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    PyObject *cmd_bytes = NULL, *env_list = NULL, *result = NULL;
-    pyssh_state *st = self->session->state;
-    struct exec_arg a = {.ch = self, .agent = 1};
+    int defer = 0;
+    struct exec_op x = {.a = {.ch = self, .agent = 1}};
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO&Op:exec", kwlist, &command, &env,
-                                     pyssh_deadline_conv, &dl, &pty, &a.agent)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO&Opp:exec", kwlist, &command, &env,
+                                     pyssh_deadline_conv, &dl, &pty, &x.a.agent, &defer)) {
         return NULL;
     }
     if (claim(self, "exec", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
     if (self->io.chan != NULL || self->io.opened) {
-        pyssh_raise(st, PYSSH_EXC_SSHError, "this channel was used already: open a new one");
-        goto done;
+        pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
+                    "this channel was used already: open a new one");
+        exec_release(self->session, &x);
+        return NULL;
     }
-    if (command_bytes(command, &cmd_bytes) < 0 || pty_parse(pty, &a) < 0 ||
-        (env_list = env_pairs(env)) == NULL) {
-        goto done;
+    if (command_bytes(command, &x.cmd_bytes) < 0 || pty_parse(pty, &x.a) < 0 ||
+        (x.env_list = env_pairs(env)) == NULL) {
+        exec_release(self->session, &x);
+        return NULL;
     }
-    a.command = cmd_bytes != NULL ? PyBytes_AS_STRING(cmd_bytes) : NULL;
-    a.env = env_list;
-    if (pyssh_wait(self->session, exec_step, &a, &dl, PYSSH_EXC_SSHError, "starting the command") <
-        0) {
-        explain_refusal(st, &a);
-        chanobj_close_impl(self, 0, 1, 0);
-        goto done;
-    }
-    result = Py_NewRef(Py_None);
-done:
-    unclaim(self);
-    Py_XDECREF(cmd_bytes);
-    Py_XDECREF(env_list);
-    return result;
+    x.a.command = x.cmd_bytes != NULL ? PyBytes_AS_STRING(x.cmd_bytes) : NULL;
+    x.a.env = x.env_list;
+    return pyssh_op_start(self->session, &exec_kind, &x, &dl, NULL, defer, (PyObject *)self, args,
+                          kwds);
 }
 
 /* The command was started: run() and the transfers need it. */
@@ -809,17 +851,18 @@ next_stdin(struct pump *P)
     }
 }
 
-PyDoc_STRVAR(chanobj_run_doc,
-             "run($self, /, stdout=None, stderr=None, stdin=None, timeout=None)\n--\n\n"
-             "Stream the running command's output and input until the server closes the\n"
-             "channel. `stdout`/`stderr`: None (discard), True (capture) or a callable called\n"
-             "with each bytes chunk. `stdin`: None (send EOF at once) or an iterator of\n"
-             "bytes-like chunks (EOF when it ends). `timeout`: seconds without progress (no\n"
-             "output received, no stdin sent) before the command is stopped.\n"
-             "Returns (exit_status or None, signal name or None, core_dumped, error message,\n"
-             "captured stdout or None, captured stderr or None, stdin_dropped). On timeout,\n"
-             "interrupt or an exception from a callback the command gets SIGHUP (where the\n"
-             "server supports signals), the channel is closed and the exception propagates.");
+PyDoc_STRVAR(
+    chanobj_run_doc,
+    "run($self, /, stdout=None, stderr=None, stdin=None, timeout=None, defer=False)\n--\n\n"
+    "Stream the running command's output and input until the server closes the\n"
+    "channel. `stdout`/`stderr`: None (discard), True (capture) or a callable called\n"
+    "with each bytes chunk. `stdin`: None (send EOF at once) or an iterator of\n"
+    "bytes-like chunks (EOF when it ends). `timeout`: seconds without progress (no\n"
+    "output received, no stdin sent) before the command is stopped.\n"
+    "Returns (exit_status or None, signal name or None, core_dumped, error message,\n"
+    "captured stdout or None, captured stderr or None, stdin_dropped). On timeout,\n"
+    "interrupt or an exception from a callback the command gets SIGHUP (where the\n"
+    "server supports signals), the channel is closed and the exception propagates.");
 
 /* Hand full buffers to their sinks (GIL held). Time spent in a slow callback is
  * not the server's: the timeout starts again once data was delivered. */
@@ -877,44 +920,6 @@ pump_free(struct pump *P)
     Py_XDECREF(P->stdin_iter);
 }
 
-/* run()'s loop with the GIL: wait for the step, hand output over, fetch stdin,
- * until the server closed the channel. -1 with an exception set. */
-static int
-pump_loop(struct pump *P)
-{
-    ChannelObject *ch = P->ch;
-    pyssh_state *st = ch->session->state;
-    for (;;) {
-        if (P->need_stdin) {
-            P->need_stdin = 0;
-            if (next_stdin(P) < 0) {
-                return -1;
-            }
-        }
-        pyssh_chanio_job job = {ch->session, &ch->io, pump_take, pump_round, P, P->dl, ROUNDS_MAX};
-        if (pyssh_wait(ch->session, pyssh_chanio_step, &job, P->dl, PYSSH_EXC_SSHError,
-                       "running the command") < 0) {
-            if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError])) {
-                PyErr_Clear();
-                pyssh_raise_timeout(st,
-                                    "running the command (it was sent SIGHUP and its "
-                                    "channel closed; the session is still usable)",
-                                    P->dl);
-            }
-            return -1;
-        }
-        if (pump_deliver(P) < 0) {
-            return -1;
-        }
-        if (P->done) {
-            return 0;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            return -1;
-        }
-    }
-}
-
 /* run()'s result, a RunResult (module.c), from the pump's snapshot. */
 static PyObject *
 run_result(pyssh_state *st, struct pump *P)
@@ -939,40 +944,106 @@ run_result(pyssh_state *st, struct pump *P)
     return pyssh_named_result(st->RunResultType, v, 7);
 }
 
+/* run() as an operation: one chanio job per round, output handed over and
+ * stdin fetched between rounds (GIL held), until the server closed the channel. */
+struct run_op {
+    pyssh_chanio_job job; /* first: the step's */
+    struct pump P;
+};
+
+static int
+run_step(ssh_session ssh, void *p)
+{
+    return pyssh_chanio_step(ssh, &((struct run_op *)p)->job);
+}
+
+static void
+run_relocate(void *arg, pyssh_deadline *dl)
+{
+    struct run_op *r = arg;
+    r->P.dl = dl;
+    r->job = (pyssh_chanio_job){r->P.ch->session, &r->P.ch->io, pump_take, pump_round, &r->P, dl,
+                                ROUNDS_MAX};
+}
+
+static PyObject *
+run_finish(SessionObject *s, void *arg, int rc)
+{
+    struct run_op *r = arg;
+    (void)rc;
+    if (pump_deliver(&r->P) < 0) {
+        return NULL;
+    }
+    if (r->P.done) {
+        chanobj_close_impl(r->P.ch, 0, 1, 0);
+        return run_result(s->state, &r->P);
+    }
+    if (r->P.need_stdin) {
+        r->P.need_stdin = 0;
+        if (next_stdin(&r->P) < 0) {
+            return NULL;
+        }
+    }
+    return PyErr_CheckSignals() < 0 ? NULL : PYSSH_OP_MORE;
+}
+
+/* Stop the command; the exception in flight is kept. */
+static void
+run_failed(SessionObject *s, void *arg)
+{
+    struct run_op *r = arg;
+    pyssh_state *st = s->state;
+    if (PyErr_ExceptionMatches(st->exc[PYSSH_EXC_SSHTimeoutError])) {
+        PyErr_Clear();
+        pyssh_raise_timeout(st,
+                            "running the command (it was sent SIGHUP and its "
+                            "channel closed; the session is still usable)",
+                            r->P.dl);
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    chanobj_close_impl(r->P.ch, 1, 1, 1);
+    PyErr_Restore(type, value, tb);
+}
+
+static void
+run_release(SessionObject *s, void *arg)
+{
+    struct run_op *r = arg;
+    (void)s;
+    unclaim(r->P.ch);
+    pump_free(&r->P);
+}
+
+static const pyssh_op_kind run_kind = {"running the command", PYSSH_EXC_SSHError, run_step,
+                                       sizeof(struct run_op), run_finish,         run_failed,
+                                       run_release,           run_relocate};
+
 static PyObject *
 chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"stdout", "stderr", "stdin", "timeout", NULL};
+    static char *kwlist[] = {"stdout", "stderr", "stdin", "timeout", "defer", NULL};
     PyObject *out_t = Py_None, *err_t = Py_None, *in_t = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    PyObject *result = NULL;
-    struct pump P;
+    int defer = 0;
+    struct run_op r;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOO&:run", kwlist, &out_t, &err_t, &in_t,
-                                     pyssh_deadline_conv, &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOO&p:run", kwlist, &out_t, &err_t, &in_t,
+                                     pyssh_deadline_conv, &dl, &defer)) {
         return NULL;
     }
     if (claim(self, "run", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
-    memset(&P, 0, sizeof(P));
-    if (exec_done(self) < 0 || pump_init(&P, self, &dl, out_t, err_t, in_t) < 0) {
-        goto done;
+    memset(&r, 0, sizeof(r));
+    if (exec_done(self) < 0 || pump_init(&r.P, self, &dl, out_t, err_t, in_t) < 0) {
+        r.P.ch = self;
+        run_release(self->session, &r);
+        return NULL;
     }
-    if (pump_loop(&P) < 0) {
-        /* stop the command; the exception in flight is kept */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        chanobj_close_impl(self, 1, 1, 1);
-        PyErr_Restore(type, value, tb);
-        goto done;
-    }
-    chanobj_close_impl(self, 0, 1, 0);
-    result = run_result(self->session->state, &P);
-done:
-    unclaim(self);
-    pump_free(&P);
-    return result;
+    run_relocate(&r, &dl);
+    return pyssh_op_start(self->session, &run_kind, &r, &dl, NULL, defer, (PyObject *)self, args,
+                          kwds);
 }
 
 /* ---- byte-level I/O, for protocols spoken over the channel (SCP) -------------- *

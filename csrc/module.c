@@ -178,6 +178,30 @@ logger_init(pyssh_state *st)
     return st->logger == NULL ? -1 : 0;
 }
 
+/* The functions, exceptions, named results and types of the module. */
+static int
+module_add_parts(PyObject *module, pyssh_state *st)
+{
+    if (PyModule_AddFunctions(module, pyssh_agentcert_methods) < 0 ||
+        PyModule_AddFunctions(module, pyssh_names_methods) < 0 ||
+        PyModule_AddFunctions(module, pyssh_op_methods_module) < 0) {
+        return -1;
+    }
+    if (pyssh_errors_init(module, st) < 0 || named_results_init(module, st) < 0 ||
+        logger_init(st) < 0 || pyssh_session_setup_type(module, st) < 0) {
+        return -1;
+    }
+    if (pyssh_add_type(module, &pyssh_tunnel_spec, &st->TunnelType) < 0 ||
+        pyssh_add_type(module, &pyssh_sftp_spec, &st->SFTPType) < 0 ||
+        pyssh_add_type(module, &pyssh_channel_spec, &st->ChannelType) < 0 ||
+        pyssh_add_type(module, &pyssh_key_spec, &st->KeyType) < 0 ||
+        pyssh_add_type(module, &pyssh_op_spec, &st->OpType) < 0 ||
+        pyssh_add_type(module, &pyssh_driver_spec, &st->DriverType) < 0) {
+        return -1;
+    }
+    return pyssh_scp_setup(module) < 0 || pyssh_capi_setup(module) < 0 ? -1 : 0;
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -193,29 +217,7 @@ module_exec(PyObject *module)
         PyErr_SetString(PyExc_ImportError, "pyssh: libssh failed to initialise (ssh_init)");
         return -1;
     }
-    if (PyModule_AddFunctions(module, pyssh_agentcert_methods) < 0) {
-        return -1;
-    }
-    if (PyModule_AddFunctions(module, pyssh_names_methods) < 0) {
-        return -1;
-    }
-    if (pyssh_errors_init(module, st) < 0 || named_results_init(module, st) < 0 ||
-        logger_init(st) < 0) {
-        return -1;
-    }
-    if (pyssh_session_setup_type(module, st) < 0) {
-        return -1;
-    }
-    if (pyssh_add_type(module, &pyssh_tunnel_spec, &st->TunnelType) < 0 ||
-        pyssh_add_type(module, &pyssh_sftp_spec, &st->SFTPType) < 0 ||
-        pyssh_add_type(module, &pyssh_channel_spec, &st->ChannelType) < 0 ||
-        pyssh_add_type(module, &pyssh_key_spec, &st->KeyType) < 0) {
-        return -1;
-    }
-    if (pyssh_scp_setup(module) < 0) {
-        return -1;
-    }
-    if (pyssh_capi_setup(module) < 0) {
+    if (module_add_parts(module, st) < 0) {
         return -1;
     }
 
@@ -268,6 +270,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->TunnelType);
     Py_VISIT(st->SFTPType);
     Py_VISIT(st->KeyType);
+    Py_VISIT(st->OpType);
+    Py_VISIT(st->DriverType);
     Py_VISIT(st->logger);
     for (int i = 0; i < NAMED_COUNT; i++) {
         Py_VISIT(*named_slot(st, i));
@@ -284,6 +288,8 @@ module_clear(PyObject *module)
     Py_CLEAR(st->TunnelType);
     Py_CLEAR(st->SFTPType);
     Py_CLEAR(st->KeyType);
+    Py_CLEAR(st->OpType);
+    Py_CLEAR(st->DriverType);
     Py_CLEAR(st->logger);
     for (int i = 0; i < NAMED_COUNT; i++) {
         Py_CLEAR(*named_slot(st, i));

@@ -47,6 +47,12 @@ Py_NewRef(PyObject *o)
     Py_INCREF(o);
     return o;
 }
+static inline PyObject *
+Py_XNewRef(PyObject *o)
+{
+    Py_XINCREF(o);
+    return o;
+}
 #endif
 
 #if LIBSSH_VERSION_INT < SSH_VERSION_INT(0, 11, 5)
@@ -89,7 +95,9 @@ typedef struct {
     PyTypeObject *ChannelType;
     PyTypeObject *TunnelType;
     PyTypeObject *SFTPType;
-    PyTypeObject *KeyType; /* key.c */
+    PyTypeObject *KeyType;    /* key.c */
+    PyTypeObject *OpType;     /* op.c */
+    PyTypeObject *DriverType; /* driver.c */
     /* named results (struct sequences, module.c) */
     PyTypeObject *RunResultType;
     PyTypeObject *SFTPAttrsType;
@@ -528,6 +536,81 @@ void pyssh_log_queue(SessionObject *self, int priority, const char *fmt, ...);
  * Returns -1 with the callback's exception. */
 #define PYSSH_PROGRESS_EVERY 0.25
 int pyssh_progress(PyObject *progress, double *next, int finished, unsigned long long moved);
+
+/* ---- many operations, one poll() (wait.c, op.c, driver.c) -------------------------- *
+ *
+ * pyssh.Group's engine and (later) asyncio: an operation that would wait
+ * (connect, an authentication, a command) is made an Op instead (its method's
+ * defer=True), and one thread moves many of them from one poll() loop. */
+
+/* One pending operation in pyssh_wait_many: a session's step, or (s == NULL)
+ * a socket to wait for. Lives in its Op. */
+typedef struct {
+    SessionObject *s;
+    pyssh_step_fn step;
+    void *arg;
+    pyssh_deadline *dl;
+    pyssh_socket_t fd; /* s == NULL: wait until it is ready for `events` */
+    short events;
+    int due; /* step it (a new one, or its socket is ready) */
+    int rc;  /* PYSSH_AGAIN while pending; then the step's result, PYSSH_FAILED
+                (fail says why), PYSSH_CLOSED or PYSSH_TIMEDOUT */
+    pyssh_failure fail;
+    pyssh_logmsg *logs; /* for the Python logger, once the GIL is back */
+    /* what the last step wants polled: the session's socket, the bridges */
+    pyssh_pollfd want;
+    int cn;
+    pyssh_pollfd carried[2 * PYSSH_MAX_HOPS];
+} pyssh_many;
+
+/* Step the due entries and poll all of them (GIL released by the caller)
+ * until one finishes, `slice_end` passes, or `wake` (a pipe's read end, or
+ * PYSSH_INVALID_SOCKET) is readable (*woken set). Returns how many finished
+ * (their rc), or -1 when poll failed (*poll_err; EINTR returns 0). */
+int pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake, int *woken,
+                    int *poll_err);
+/* Start an entry: due when it has a step, its socket polled otherwise. */
+void pyssh_many_init(pyssh_many *e);
+/* The longest slice of this thread (the main one checks signals often). */
+double pyssh_slice_seconds(void);
+
+/* op.c: pyssh._ssh.Op. What an operation is, for op.c. */
+#define PYSSH_OP_MORE ((PyObject *)1) /* finish: not done, step again */
+typedef struct pyssh_op_kind {
+    const char *what; /* for messages, unless the method names it */
+    enum pyssh_exc exc;
+    pyssh_step_fn step;
+    size_t size; /* of the step's argument */
+    /* GIL held, the step returned rc >= 0: the result, NULL with an
+     * exception, or PYSSH_OP_MORE */
+    PyObject *(*finish)(SessionObject *s, void *arg, int rc);
+    /* GIL held, an exception set: what a failure leaves to tidy (or NULL) */
+    void (*failed)(SessionObject *s, void *arg);
+    /* GIL held, once, whatever happened (or NULL): release what arg holds */
+    void (*release)(SessionObject *s, void *arg);
+    /* the argument was copied into the Op: point what points into it (or at
+     * the deadline) at the copies (or NULL) */
+    void (*relocate)(void *arg, pyssh_deadline *dl);
+} pyssh_op_kind;
+
+/* Run the operation `kind` with its argument `arg` (the method's, on its
+ * stack) now, waiting (pyssh_wait), or, when `defer`, return an Op that holds
+ * a copy of it, `owner` (the method's object) and `args`/`kwds` (which the
+ * argument may point into), to be moved by Op.wait() or a Driver. `what`: NULL
+ * for kind->what. */
+PyObject *pyssh_op_start(SessionObject *s, const pyssh_op_kind *kind, void *arg, pyssh_deadline *dl,
+                         const char *what, int defer, PyObject *owner, PyObject *args,
+                         PyObject *kwds);
+extern PyType_Spec pyssh_op_spec, pyssh_driver_spec;
+extern PyMethodDef pyssh_op_methods_module[]; /* _ssh.wait_socket */
+/* driver.c needs the Op's entry and how to end it */
+pyssh_many *pyssh_op_entry(PyObject *op);
+int pyssh_op_check(PyObject *op);     /* an Op not yet added or done: 0, or -1 */
+void pyssh_op_conclude(PyObject *op); /* GIL held: its rc is final (not AGAIN) */
+int pyssh_op_is_done(PyObject *op);   /* concluded: result or exception kept */
+/* GIL held: give back what the unfinished `op` holds (its claim on a channel,
+ * its buffers) and end it with SSHError, without another step. */
+void pyssh_op_abandon(PyObject *op);
 
 /* Let libssh read the session's socket once, without waiting (lock held): the
  * only socket reads pyssh's steps make. Returns SSH_OK (something was read or

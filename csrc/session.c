@@ -487,39 +487,49 @@ connect_step(ssh_session ssh, void *p)
     return rc == SSH_AGAIN ? PYSSH_AGAIN : PYSSH_FAILED;
 }
 
+/* The handshake is done (or failed): the session is connected, or can be
+ * connected again by nobody (its socket is spent). */
+static PyObject *
+connect_finish(SessionObject *self, void *arg, int rc)
+{
+    (void)arg;
+    (void)rc;
+    pyssh_lock(self);
+    self->connecting = 0;
+    if (pyssh_session_ssh(self) != NULL) {
+        PYSSH_ATOMIC_STORE_INT(&self->connected, 1);
+    }
+    pyssh_unlock(self);
+    CHECK_OPEN(self, NULL);
+    Py_RETURN_NONE;
+}
+
+static void
+connect_release(SessionObject *self, void *arg)
+{
+    (void)arg;
+    pyssh_lock(self);
+    self->connecting = 0;
+    pyssh_unlock(self);
+}
+
+static const pyssh_op_kind connect_kind = {
+    "connecting", PYSSH_EXC_ConnectError, connect_step, sizeof(struct connect_arg), connect_finish,
+    NULL,         connect_release,        NULL};
+
 PyDoc_STRVAR(session_connect_doc,
-             "_connect($self, /, fd=-1, timeout=None, what='connecting')\n--\n\n"
+             "_connect($self, /, fd=-1, timeout=None, what='connecting', defer=False)\n--\n\n"
              "Run the SSH handshake. `fd` is a connected socket, which the session takes over\n"
              "(closes) whatever happens; with -1 libssh connects itself (ProxyCommand). Waits\n"
-             "at most `timeout` seconds.");
+             "at most `timeout` seconds; with `defer`, returns an Op instead of waiting.");
 
-static PyObject *
-session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
+/* Take the socket and the right to connect, under the lock where the close reads
+ * and clears them: the session owns the socket from here (close() closes it),
+ * and `connecting` keeps a second _connect out, also when libssh makes the
+ * socket (fd -1). 0, or -1 with an exception (the socket closed). */
+static int
+connect_begin(SessionObject *self, pyssh_socket_t fd)
 {
-    static char *kwlist[] = {"fd", "timeout", "what", NULL};
-    long long fd = -1;
-    /* total, so that a server that trickles packets cannot keep it from expiring */
-    pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    const char *what = "connecting";
-
-    int parsed = PyArg_ParseTupleAndKeywords(args, kwds, "|LO&s:_connect", kwlist, &fd,
-                                             pyssh_total_deadline_conv, &dl, &what);
-    struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
-    if (!parsed) {
-        pyssh_closesocket(a.fd); /* the session was given the socket, whatever happens */
-        return NULL;
-    }
-    /* libssh runs non-blocking, its socket too: a send that blocked would stop
-     * the thread that moves the jump hosts' bridges (a socketpair is blocking) */
-    if (a.fd != PYSSH_INVALID_SOCKET && pyssh_socket_setup(a.fd) < 0) {
-        int e = pyssh_socket_errno();
-        pyssh_closesocket(a.fd);
-        pyssh_set_socket_error(e);
-        return NULL;
-    }
-    /* Checked and set under the lock, where the close reads and clears them: the
-     * session owns the socket from here (close() closes it), and `connecting`
-     * keeps a second _connect out, also when libssh makes the socket (fd -1). */
     int state;
     pyssh_lock(self);
     if (pyssh_session_ssh(self) == NULL) {
@@ -533,29 +543,50 @@ session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
     }
     else {
         state = 0;
-        self->fd = a.fd;
+        self->fd = fd;
         self->connecting = 1;
     }
     pyssh_unlock(self);
     if (state != 0) {
-        pyssh_closesocket(a.fd);
-        CHECK_OPEN(self, NULL);
-        return pyssh_raise(self->state, PYSSH_EXC_SSHError,
-                           state == 2 ? "the session is being connected by another call"
-                                      : "the session is already connected");
+        pyssh_closesocket(fd);
+        CHECK_OPEN(self, -1);
+        pyssh_raise(self->state, PYSSH_EXC_SSHError,
+                    state == 2 ? "the session is being connected by another call"
+                               : "the session is already connected");
+        return -1;
     }
-    int rc = pyssh_wait(self, connect_step, &a, &dl, PYSSH_EXC_ConnectError, what);
-    pyssh_lock(self);
-    self->connecting = 0;
-    if (rc == 0 && pyssh_session_ssh(self) != NULL) {
-        PYSSH_ATOMIC_STORE_INT(&self->connected, 1);
-    }
-    pyssh_unlock(self);
-    if (rc < 0) {
+    return 0;
+}
+
+static PyObject *
+session_connect(SessionObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "timeout", "what", "defer", NULL};
+    long long fd = -1;
+    /* total, so that a server that trickles packets cannot keep it from expiring */
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    const char *what = "connecting";
+    int defer = 0;
+
+    int parsed = PyArg_ParseTupleAndKeywords(args, kwds, "|LO&sp:_connect", kwlist, &fd,
+                                             pyssh_total_deadline_conv, &dl, &what, &defer);
+    struct connect_arg a = {fd < 0 ? PYSSH_INVALID_SOCKET : (pyssh_socket_t)fd, 0};
+    if (!parsed) {
+        pyssh_closesocket(a.fd); /* the session was given the socket, whatever happens */
         return NULL;
     }
-    CHECK_OPEN(self, NULL);
-    Py_RETURN_NONE;
+    /* libssh runs non-blocking, its socket too: a send that blocked would stop
+     * the thread that moves the jump hosts' bridges (a socketpair is blocking) */
+    if (a.fd != PYSSH_INVALID_SOCKET && pyssh_socket_setup(a.fd) < 0) {
+        int e = pyssh_socket_errno();
+        pyssh_closesocket(a.fd);
+        pyssh_set_socket_error(e);
+        return NULL;
+    }
+    if (connect_begin(self, a.fd) < 0) {
+        return NULL;
+    }
+    return pyssh_op_start(self, &connect_kind, &a, &dl, what, defer, NULL, args, kwds);
 }
 
 PyDoc_STRVAR(session_carry_doc,
@@ -756,10 +787,14 @@ auth_agent_step(ssh_session ssh, void *p)
     return map_auth(ssh_userauth_agent(ssh, NULL));
 }
 
+struct password_arg {
+    const char *password;
+};
+
 static int
 auth_password_step(ssh_session ssh, void *p)
 {
-    return map_auth(ssh_userauth_password(ssh, NULL, (const char *)p));
+    return map_auth(ssh_userauth_password(ssh, NULL, ((struct password_arg *)p)->password));
 }
 
 static int
@@ -772,7 +807,8 @@ auth_kbdint_step(ssh_session ssh, void *p)
 struct pubfile_arg {
     const char *path;
     ssh_key pub;
-    const char *cert; /* offer this certificate file instead of the key, or NULL */
+    const char *cert;              /* offer this certificate file instead of the key, or NULL */
+    PyObject *path_obj, *cert_obj; /* the bytes path and cert point into */
 };
 
 static int
@@ -813,7 +849,8 @@ struct privkey_arg {
     const char *passphrase;
     ssh_key key;
     int asked;
-    const char *cert; /* the certificate file to sign in with, or NULL */
+    const char *cert;   /* the certificate file to sign in with, or NULL */
+    PyObject *cert_obj; /* the bytes cert points into */
 };
 
 /* Attach the certificate file to the private key: ssh_userauth_publickey then
@@ -863,30 +900,34 @@ auth_privkey_step(ssh_session ssh, void *p)
 }
 
 static PyObject *
-auth_result(SessionObject *self, int rc)
+auth_finish(SessionObject *self, void *arg, int rc)
 {
-    if (rc < 0) {
-        return NULL;
-    }
+    (void)arg;
     if (rc == SSH_AUTH_SUCCESS && pyssh_session_ssh(self) == NULL) {
         return pyssh_raise(self->state, PYSSH_EXC_SessionClosedError, "the session is closed");
     }
     return PyLong_FromLong(rc);
 }
 
+#define AUTH_KIND(step, what, size, release)                                                       \
+    {                                                                                              \
+        what, PYSSH_EXC_AuthenticationError, step, size, auth_finish, NULL, release, NULL          \
+    }
+
 #define AUTH_METHOD(name, step, what, doc)                                                         \
-    PyDoc_STRVAR(session_##name##_doc, #name "($self, /, timeout=None)\n--\n\n" doc);              \
+    PyDoc_STRVAR(session_##name##_doc, #name "($self, /, timeout=None, defer=False)\n--\n\n" doc); \
+    static const pyssh_op_kind name##_kind = AUTH_KIND(step, what, sizeof(int), NULL);             \
     static PyObject *session_##name(SessionObject *self, PyObject *args, PyObject *kwds)           \
     {                                                                                              \
-        static char *kwlist[] = {"timeout", NULL};                                                 \
+        static char *kwlist[] = {"timeout", "defer", NULL};                                        \
         pyssh_deadline dl = PYSSH_NO_DEADLINE;                                                     \
-        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:" #name, kwlist,                         \
-                                         pyssh_total_deadline_conv, &dl)) {                        \
+        int defer = 0, unused = 0;                                                                 \
+        if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&p:" #name, kwlist,                        \
+                                         pyssh_total_deadline_conv, &dl, &defer)) {                \
             return NULL;                                                                           \
         }                                                                                          \
         CHECK_CONNECTED(self, NULL);                                                               \
-        return auth_result(                                                                        \
-            self, pyssh_wait(self, step, NULL, &dl, PYSSH_EXC_AuthenticationError, what));         \
+        return pyssh_op_start(self, &name##_kind, &unused, &dl, NULL, defer, NULL, args, kwds);    \
     }
 
 AUTH_METHOD(_auth_none, auth_none_step, "authenticating (none)",
@@ -914,77 +955,106 @@ session_auth_list(SessionObject *self, PyObject *Py_UNUSED(ignored))
     return rc < 0 ? NULL : PyLong_FromLong(rc);
 }
 
-PyDoc_STRVAR(session_auth_password_doc, "_auth_password($self, password, /, timeout=None)\n--\n\n"
-                                        "Try the 'password' method; returns an AUTH_* constant.");
+PyDoc_STRVAR(session_auth_password_doc,
+             "_auth_password($self, password, /, timeout=None, defer=False)\n--\n\n"
+             "Try the 'password' method; returns an AUTH_* constant.");
+
+static const pyssh_op_kind password_kind = AUTH_KIND(
+    auth_password_step, "authenticating with a password", sizeof(struct password_arg), NULL);
 
 static PyObject *
 session_auth_password(SessionObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"", "timeout", NULL};
-    const char *password;
+    static char *kwlist[] = {"", "timeout", "defer", NULL};
+    struct password_arg a;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O&:_auth_password", kwlist, &password,
-                                     pyssh_total_deadline_conv, &dl)) {
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|O&p:_auth_password", kwlist, &a.password,
+                                     pyssh_total_deadline_conv, &dl, &defer)) {
         return NULL;
     }
     CHECK_CONNECTED(self, NULL);
-    return auth_result(self,
-                       pyssh_wait(self, auth_password_step, (void *)password, &dl,
-                                  PYSSH_EXC_AuthenticationError, "authenticating with a password"));
+    return pyssh_op_start(self, &password_kind, &a, &dl, NULL, defer, NULL, args, kwds);
 }
 
 PyDoc_STRVAR(session_auth_try_pubkey_doc,
-             "_auth_try_pubkey($self, path, /, timeout=None, cert=None)\n--\n\n"
+             "_auth_try_pubkey($self, path, /, timeout=None, cert=None, defer=False)\n--\n\n"
              "Ask whether the server would accept the public half of the key at `path` (from\n"
              "path.pub, or the OpenSSH private key file itself), without using the private key.\n"
              "With `cert` (a path), offer that certificate instead. Returns AUTH_SUCCESS (it\n"
              "would), AUTH_DENIED, KEY_NO_PUBLIC or KEY_BAD_CERT (unreadable certificate).");
 
+static void
+pubfile_release(SessionObject *self, void *arg)
+{
+    struct pubfile_arg *a = arg;
+    (void)self;
+    ssh_key_free(a->pub);
+    Py_XDECREF(a->path_obj);
+    Py_XDECREF(a->cert_obj);
+}
+
+static const pyssh_op_kind pubfile_kind = AUTH_KIND(auth_try_pubkey_step, "offering a public key",
+                                                    sizeof(struct pubfile_arg), pubfile_release);
+
 static PyObject *
 session_auth_try_pubkey(SessionObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"", "timeout", "cert", NULL};
+    static char *kwlist[] = {"", "timeout", "cert", "defer", NULL};
     PyObject *path = NULL, *cert = NULL;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O&O&:_auth_try_pubkey", kwlist,
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&|O&O&p:_auth_try_pubkey", kwlist,
                                      PyUnicode_FSConverter, &path, pyssh_total_deadline_conv, &dl,
-                                     fspath_or_none, &cert)) {
+                                     fspath_or_none, &cert, &defer)) {
         Py_XDECREF(path);
-        return NULL;
-    }
-    if (pyssh_session_check(self, PYSSH_NEED_CONNECTED) < 0) {
-        Py_DECREF(path);
         Py_XDECREF(cert);
         return NULL;
     }
-    struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL, cert ? PyBytes_AS_STRING(cert) : NULL};
-    int rc = pyssh_wait(self, auth_try_pubkey_step, &a, &dl, PYSSH_EXC_AuthenticationError,
-                        "offering a public key");
-    ssh_key_free(a.pub);
-    Py_DECREF(path);
-    Py_XDECREF(cert);
-    return auth_result(self, rc);
+    struct pubfile_arg a = {PyBytes_AS_STRING(path), NULL, cert ? PyBytes_AS_STRING(cert) : NULL,
+                            path, cert};
+    if (pyssh_session_check(self, PYSSH_NEED_CONNECTED) < 0) {
+        pubfile_release(self, &a);
+        return NULL;
+    }
+    return pyssh_op_start(self, &pubfile_kind, &a, &dl, NULL, defer, NULL, args, kwds);
 }
 
-PyDoc_STRVAR(session_auth_privkey_doc,
-             "_auth_privkey($self, key, /, passphrase=None, timeout=None, cert=None)\n--\n\n"
-             "Authenticate with a private key given as its text (bytes, PEM or OpenSSH format).\n"
-             "Returns an AUTH_* constant, KEY_ENCRYPTED (a passphrase is needed and none was\n"
-             "given) or KEY_UNUSABLE (not a key libssh can read, or a wrong passphrase).\n"
-             "With `cert` (a path), sign in with that certificate of the key, or KEY_BAD_CERT.");
+PyDoc_STRVAR(
+    session_auth_privkey_doc,
+    "_auth_privkey($self, key, /, passphrase=None, timeout=None, cert=None, defer=False)\n--\n\n"
+    "Authenticate with a private key given as its text (bytes, PEM or OpenSSH format).\n"
+    "Returns an AUTH_* constant, KEY_ENCRYPTED (a passphrase is needed and none was\n"
+    "given) or KEY_UNUSABLE (not a key libssh can read, or a wrong passphrase).\n"
+    "With `cert` (a path), sign in with that certificate of the key, or KEY_BAD_CERT.");
+
+static void
+privkey_release(SessionObject *self, void *arg)
+{
+    struct privkey_arg *a = arg;
+    (void)self;
+    ssh_key_free(a->key);
+    Py_XDECREF(a->cert_obj);
+}
+
+/* The step's callback (no_prompt) gets the argument: the copy's, once copied. */
+static const pyssh_op_kind privkey_kind = AUTH_KIND(auth_privkey_step, "authenticating with a key",
+                                                    sizeof(struct privkey_arg), privkey_release);
 
 static PyObject *
 session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"", "passphrase", "timeout", "cert", NULL};
+    static char *kwlist[] = {"", "passphrase", "timeout", "cert", "defer", NULL};
     const char *data;
     Py_ssize_t len;
     const char *passphrase = NULL;
     PyObject *cert = NULL;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO&O&:_auth_privkey", kwlist, &data, &len,
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y#|zO&O&p:_auth_privkey", kwlist, &data, &len,
                                      &passphrase, pyssh_total_deadline_conv, &dl, fspath_or_none,
-                                     &cert)) {
+                                     &cert, &defer)) {
+        Py_XDECREF(cert);
         return NULL;
     }
     if ((Py_ssize_t)strlen(data) != len || pyssh_session_check(self, PYSSH_NEED_CONNECTED) < 0) {
@@ -994,16 +1064,12 @@ session_auth_privkey(SessionObject *self, PyObject *args, PyObject *kwds)
         Py_XDECREF(cert);
         return NULL;
     }
-    struct privkey_arg a = {data, passphrase, NULL, 0, cert ? PyBytes_AS_STRING(cert) : NULL};
-    int rc = pyssh_wait(self, auth_privkey_step, &a, &dl, PYSSH_EXC_AuthenticationError,
-                        "authenticating with a key");
-    ssh_key_free(a.key);
-    Py_XDECREF(cert);
-    return auth_result(self, rc);
+    struct privkey_arg a = {data, passphrase, NULL, 0, cert ? PyBytes_AS_STRING(cert) : NULL, cert};
+    return pyssh_op_start(self, &privkey_kind, &a, &dl, NULL, defer, NULL, args, kwds);
 }
 
 PyDoc_STRVAR(session_auth_kbdint_doc,
-             "_auth_kbdint($self, responder, /, timeout=None)\n--\n\n"
+             "_auth_kbdint($self, responder, /, timeout=None, defer=False)\n--\n\n"
              "Try 'keyboard-interactive'. For each round of questions the server asks,\n"
              "responder(name, instruction, [(prompt, echo), ...]) is called (GIL held, outside\n"
              "libssh) and returns one answer (str) per prompt. Returns an AUTH_* constant.");
@@ -1141,32 +1207,51 @@ kbdint_round(SessionObject *self, PyObject *responder)
     return rc;
 }
 
+struct kbdint_arg {
+    PyObject *responder;
+    int round;
+};
+
+/* A round of questions goes to the responder (GIL held, between steps), and
+ * its answers back to the server: step again. */
+static PyObject *
+kbdint_finish(SessionObject *self, void *arg, int rc)
+{
+    struct kbdint_arg *a = arg;
+    if (rc != SSH_AUTH_INFO) {
+        return auth_finish(self, arg, rc);
+    }
+    CHECK_CONNECTED(self, NULL);
+    if (++a->round > 32) {
+        return pyssh_raise(
+            self->state, PYSSH_EXC_AuthenticationError,
+            "keyboard-interactive: the server asked more than 32 rounds of questions");
+    }
+    return kbdint_round(self, a->responder) < 0 ? NULL : PYSSH_OP_MORE;
+}
+
+static const pyssh_op_kind kbdint_kind = {"keyboard-interactive authentication",
+                                          PYSSH_EXC_AuthenticationError,
+                                          auth_kbdint_step,
+                                          sizeof(struct kbdint_arg),
+                                          kbdint_finish,
+                                          NULL,
+                                          NULL,
+                                          NULL};
+
 static PyObject *
 session_auth_kbdint(SessionObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"", "timeout", NULL};
-    PyObject *responder;
+    static char *kwlist[] = {"", "timeout", "defer", NULL};
+    struct kbdint_arg a = {NULL, 0};
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&:_auth_kbdint", kwlist, &responder,
-                                     pyssh_total_deadline_conv, &dl)) {
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&p:_auth_kbdint", kwlist, &a.responder,
+                                     pyssh_total_deadline_conv, &dl, &defer)) {
         return NULL;
     }
-    for (int round = 0;; round++) {
-        CHECK_CONNECTED(self, NULL);
-        if (round > 32) {
-            return pyssh_raise(
-                self->state, PYSSH_EXC_AuthenticationError,
-                "keyboard-interactive: the server asked more than 32 rounds of questions");
-        }
-        int rc = pyssh_wait(self, auth_kbdint_step, NULL, &dl, PYSSH_EXC_AuthenticationError,
-                            "keyboard-interactive authentication");
-        if (rc != SSH_AUTH_INFO) {
-            return auth_result(self, rc);
-        }
-        if (kbdint_round(self, responder) < 0) {
-            return NULL;
-        }
-    }
+    CHECK_CONNECTED(self, NULL);
+    return pyssh_op_start(self, &kbdint_kind, &a, &dl, NULL, defer, NULL, args, kwds);
 }
 
 /* ---- information ------------------------------------------------------------------- */

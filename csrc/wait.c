@@ -861,8 +861,8 @@ pyssh_wait_init(void)
     return PyErr_Occurred() ? -1 : 0;
 }
 
-static double
-slice_seconds(void)
+double
+pyssh_slice_seconds(void)
 {
     int main = PyThread_get_thread_ident() == main_thread_ident;
     return (main ? SLICE_MS : SLICE_OTHER_MS) / 1000.0;
@@ -888,8 +888,8 @@ pyssh_wait_ex(SessionObject *self, pyssh_step_fn step, void *arg, pyssh_deadline
 
         failure_clear(&fail);
         Py_BEGIN_ALLOW_THREADS
-        rc = wait_slice(self, step, arg, pyssh_monotonic() + slice_seconds(), d, ps, &c, &closed,
-                        &fail, &logs, &poll_rc, &poll_err);
+        rc = wait_slice(self, step, arg, pyssh_monotonic() + pyssh_slice_seconds(), d, ps, &c,
+                        &closed, &fail, &logs, &poll_rc, &poll_err);
         Py_END_ALLOW_THREADS
         pyssh_log_emit(self, logs);
 
@@ -958,6 +958,163 @@ pyssh_wait_nogil_ex(SessionObject *self, pyssh_step_fn step, void *arg, double t
         }
         if (deadline_passed(&dl, pyssh_monotonic())) {
             return PYSSH_TIMEDOUT;
+        }
+    }
+}
+
+/* ---- many operations, one poll() -------------------------------------------------- */
+
+void
+pyssh_many_init(pyssh_many *e)
+{
+    e->due = e->s != NULL;
+    e->rc = PYSSH_AGAIN;
+    failure_clear(&e->fail);
+    e->logs = NULL;
+    e->want.fd = e->s != NULL ? PYSSH_INVALID_SOCKET : e->fd;
+    e->want.events = e->s != NULL ? 0 : e->events;
+    e->want.revents = 0;
+    e->cn = 0;
+}
+
+/* One step of a session's entry, as wait_slice's loop does one. */
+static void
+many_step(pyssh_many *e)
+{
+    SessionObject *s = e->s;
+    char why[400] = "";
+    pollwant want = {PYSSH_INVALID_SOCKET, 0, 0.0};
+    pyssh_logmsg *more = NULL;
+    int closed = 0;
+    e->cn = s->carrier != NULL ? carry_all(s, e->carried, &e->logs, why, sizeof(why)) : 0;
+    int rc = locked_step(s, e->step, e->arg, &closed, &e->fail, &want, &more, NULL);
+    logs_append(&e->logs, more);
+    if (s->carrier != NULL && !closed) {
+        pyssh_pollfd again[2 * PYSSH_MAX_HOPS];
+        carry_all(s, again, &e->logs, why, sizeof(why)); /* what it wrote goes on */
+    }
+    if (rc == PYSSH_FAILED && why[0] != '\0') {
+        carried_failure(&e->fail, why);
+    }
+    e->rc = closed ? PYSSH_CLOSED : rc;
+    e->want.fd = want.fd;
+    e->want.events = want.events;
+}
+
+/* The poll set of all pending entries, and the wake pipe last. */
+static pyssh_pollfd *
+many_fds(pyssh_many **e, int n, pyssh_socket_t wake, int *count)
+{
+    int total = 1;
+    for (int i = 0; i < n; i++) {
+        total += 1 + e[i]->cn;
+    }
+    pyssh_pollfd *fds = malloc(sizeof(*fds) * (size_t)total);
+    if (fds == NULL) {
+        return NULL;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        fds[k] = e[i]->want;
+        fds[k++].revents = 0;
+        for (int j = 0; j < e[i]->cn; j++) {
+            fds[k] = e[i]->carried[j];
+            fds[k++].revents = 0;
+        }
+    }
+    fds[k].fd = wake;
+    fds[k].events = POLLIN;
+    fds[k].revents = 0;
+    *count = total;
+    return fds;
+}
+
+/* How long to poll: until the slice ends or the first deadline passes; an
+ * entry with nothing to poll (a ProxyCommand still starting) is looked at
+ * again every 10 ms, as wait_slice lets time pass for it. */
+static int
+many_ms(pyssh_many **e, int n, double slice_end, double now)
+{
+    double end = slice_end;
+    int idle = 0;
+    for (int i = 0; i < n; i++) {
+        const pyssh_deadline *d = e[i]->dl;
+        if (d != NULL && d->timeout >= 0 && d->expires < end) {
+            end = d->expires;
+        }
+        idle |= e[i]->want.fd == PYSSH_INVALID_SOCKET && e[i]->cn == 0;
+    }
+    int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
+    return idle && ms > 10 ? 10 : ms;
+}
+
+/* After a poll: what is ready is due (a socket entry finished), what has
+ * passed its deadline ends. Returns how many finished. */
+static int
+many_mark(pyssh_many **e, int n, const pyssh_pollfd *fds, double now)
+{
+    int finished = 0, k = 0;
+    for (int i = 0; i < n; i++) {
+        short ready = fds[k++].revents;
+        for (int j = 0; j < e[i]->cn; j++) {
+            ready |= fds[k++].revents;
+        }
+        int idle = e[i]->want.fd == PYSSH_INVALID_SOCKET && e[i]->cn == 0;
+        if (e[i]->s == NULL && ready) {
+            e[i]->rc = 0;
+        }
+        else if (ready || (idle && e[i]->s != NULL)) {
+            e[i]->due = 1;
+        }
+        if (e[i]->rc == PYSSH_AGAIN && !e[i]->due && deadline_passed(e[i]->dl, now)) {
+            e[i]->rc = PYSSH_TIMEDOUT;
+        }
+        finished += e[i]->rc != PYSSH_AGAIN;
+    }
+    return finished;
+}
+
+int
+pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake, int *woken,
+                int *poll_err)
+{
+    for (;;) {
+        int finished = 0, count = 0;
+        for (int i = 0; i < n; i++) {
+            if (e[i]->due && e[i]->rc == PYSSH_AGAIN) {
+                e[i]->due = 0;
+                many_step(e[i]);
+            }
+            finished += e[i]->rc != PYSSH_AGAIN;
+        }
+        if (finished > 0) {
+            return finished;
+        }
+        double now = pyssh_monotonic();
+        pyssh_pollfd *fds = many_fds(e, n, wake, &count);
+        int ms = many_ms(e, n, slice_end, now);
+        int rc = fds != NULL ? pyssh_poll(fds, (unsigned)count, ms) : (pyssh_sleep_ms(10), 0);
+        if (rc < 0) {
+            *poll_err = pyssh_socket_errno();
+            free(fds);
+            return pyssh_interrupted(*poll_err) ? 0 : -1;
+        }
+        now = pyssh_monotonic();
+        if (fds != NULL) {
+            finished = many_mark(e, n, fds, now);
+            if (fds[count - 1].revents & POLLIN) {
+                pyssh_wake_drain(wake);
+                *woken = 1;
+            }
+        }
+        else {
+            for (int i = 0; i < n; i++) {
+                e[i]->due = e[i]->s != NULL; /* no memory: look at them all */
+            }
+        }
+        free(fds);
+        if (finished > 0 || *woken || now >= slice_end) {
+            return finished;
         }
     }
 }

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from . import _ssh, _tunnel
 from ._exec import DEFAULT as _DEFAULT, ExecResult
+from ._group import Group, GroupError, GroupResult
 from ._keys import Key, agent_keys, generate_key, read_key
 from ._process import TERMINAL_MODES, Process
 from ._sftp import SFTP, SFTPAttributes, SFTPLimits
@@ -45,6 +46,9 @@ __all__ = [
     "connect",
     "Session",
     "parse_host",
+    "Group",
+    "GroupResult",
+    "GroupError",
     "Key",
     "generate_key",
     "read_key",

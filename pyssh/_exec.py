@@ -32,6 +32,7 @@ from typing import (
 
 from . import _ssh
 from ._names import printable
+from ._tcp import Steps, run_steps
 from ._util import check_open, check_timeout
 from .errors import CommandError
 
@@ -428,6 +429,20 @@ def run(
     env: Any,
     capture: bool,
 ) -> ExecResult:
+    return run_steps(run_flow(session, command, stdout, stderr, stdin, timeout, env, capture))
+
+
+def run_flow(
+    session: _ssh.Session,
+    command: Any,
+    stdout: Any,
+    stderr: Any,
+    stdin: Any,
+    timeout: Any,
+    env: Any,
+    capture: bool,
+) -> Steps[ExecResult]:
+    """run(), as steps (pyssh/_tcp.py): pyssh.Group runs many at once."""
     text = command_text(command)
     timeout = check_timeout(timeout)
     pairs = env_pairs(env)
@@ -445,15 +460,8 @@ def run(
         try:
             # the timeout is inactivity: nothing received or sent for that long,
             # while starting the command, then while it runs
-            ch.exec(text, env=pairs, timeout=timeout)
-            r = ch.run(stdout=out_t, stderr=err_t, stdin=source, timeout=timeout)
-            status, signame, core, out, err = (
-                r.exit_status,
-                r.signal,
-                r.core_dumped,
-                r.stdout,
-                r.stderr,
-            )
+            yield ch.exec(text, env=pairs, timeout=timeout, defer=True)
+            r = yield ch.run(stdout=out_t, stderr=err_t, stdin=source, timeout=timeout, defer=True)
         finally:
             ch.close()
     finally:
@@ -461,9 +469,9 @@ def run(
             outputs.close()
     return ExecResult(
         text,
-        _status(status, signame),
-        out if out is not None else b"",
-        err if err is not None else b"",
-        signame,
-        bool(core),
+        _status(r.exit_status, r.signal),
+        r.stdout if r.stdout is not None else b"",
+        r.stderr if r.stderr is not None else b"",
+        r.signal,
+        bool(r.core_dumped),
     )

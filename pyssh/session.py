@@ -17,9 +17,9 @@ import logging
 import os
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import (
     Any,
     Callable,
@@ -48,6 +48,7 @@ from . import (
     _util,
 )
 from ._names import printable
+from ._tcp import Deadline, Steps, TCPConnect, run_steps
 from .errors import (
     AuthenticationError,
     ConnectError,
@@ -56,7 +57,6 @@ from .errors import (
     HostKeyRevokedError,
     PrivateKeyError,
     SSHError,
-    SSHTimeoutError,
     UnknownHostKeyError,
 )
 
@@ -143,90 +143,6 @@ def _check_port(port: Any, where: str = "port") -> int:
 def _format_target(user: Optional[str], host: str, port: int) -> str:
     h = f"[{host}]" if ":" in host else host
     return f"{user + '@' if user else ''}{h}:{port}"
-
-
-# ---- the TCP connection ---------------------------------------------------------
-
-
-class _Deadline:
-    def __init__(self, timeout: Optional[float]):
-        self.timeout = timeout
-        self.end = None if timeout is None else time.monotonic() + timeout
-
-    def left(self) -> Optional[float]:
-        if self.end is None:
-            return None
-        return max(0.0, self.end - time.monotonic())
-
-    def expired(self) -> bool:
-        return self.end is not None and time.monotonic() >= self.end
-
-
-def _resolve(host: str, port: int, deadline: _Deadline, target: str) -> List[Any]:
-    """getaddrinfo in a helper thread, so that Ctrl-C and the timeout still work
-    while a slow resolver is busy (getaddrinfo itself cannot be interrupted)."""
-    try:
-        ipaddress.ip_address(host.split("%")[0])
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except ValueError:
-        pass
-    box: Dict[str, Any] = {}
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            box["result"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except BaseException as e:  # handed to the caller
-            box["error"] = e
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name="pyssh-resolve", daemon=True).start()
-    while not done.wait(0.1 if deadline.left() is None else min(0.1, deadline.left() or 0.0)):
-        if deadline.expired():
-            raise SSHTimeoutError(
-                f"connecting to {target}: resolving {host!r} timed out after "
-                f"{deadline.timeout:g} seconds"
-            )
-    if "error" in box:
-        e = box["error"]
-        raise ConnectError(
-            f"connecting to {target}: cannot resolve host name {host!r}: "
-            f"{getattr(e, 'strerror', None) or e}"
-        ) from e
-    infos: List[Any] = box["result"]
-    return infos
-
-
-def _tcp_connect(host: str, port: int, deadline: _Deadline, target: str) -> socket.socket:
-    infos = _resolve(host, port, deadline, target)
-    last: Optional[OSError] = None
-    for family, kind, proto, _, addr in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.settimeout(deadline.left())
-            sock.connect(addr)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return sock
-        except socket.timeout:
-            sock.close()
-            raise SSHTimeoutError(
-                f"connecting to {target}: the TCP connection timed out after "
-                f"{deadline.timeout:g} seconds"
-            ) from None
-        except OSError as e:
-            sock.close()
-            last = e
-        except BaseException:
-            sock.close()
-            raise
-    assert last is not None
-    hint = (
-        " (is an SSH server listening there?)" if isinstance(last, ConnectionRefusedError) else ""
-    )
-    raise ConnectError(
-        last.errno, f"connecting to {target}: {last.strerror or last}{hint}"
-    ) from last
 
 
 # ---- secrets ------------------------------------------------------------------------
@@ -933,7 +849,7 @@ class _Auth:
     def __init__(
         self,
         s: Session,
-        deadline: _Deadline,
+        deadline: Deadline,
         password: Optional[Secret],
         passphrase: Optional[Secret],
     ):
@@ -967,13 +883,13 @@ class _Auth:
         data: Optional[bytes],
         explicit: bool,
         certs: List[str],
-    ) -> bool:
+    ) -> Steps[bool]:
         """One private key: with each of its certificates first, then alone (as OpenSSH)."""
         self.certs_used.update(certs)
         for cert in certs:
-            if self.key(label, path, data, explicit, cert):
+            if (yield from self.key(label, path, data, explicit, cert)):
                 return True
-        return self.key(label, path, data, explicit)
+        return (yield from self.key(label, path, data, explicit))
 
     def refused(self, label: str, cert: Optional[str], rc: int) -> bool:
         """Record why a key (or its certificate) was not accepted; False."""
@@ -996,11 +912,11 @@ class _Auth:
         data: Optional[bytes],
         explicit: bool,
         cert: Optional[str] = None,
-    ) -> bool:
+    ) -> Steps[bool]:
         """One private key, from a file (path) or text (data), with a certificate file."""
         s, t = self.s, self.deadline
         if path is not None or cert is not None:
-            rc = s._auth_try_pubkey(path or "", timeout=t.left(), cert=cert)
+            rc = yield s._auth_try_pubkey(path or "", timeout=t.left(), cert=cert, defer=True)
             if rc in (_ssh.SSH_AUTH_DENIED, _ssh.KEY_BAD_CERT):
                 return self.refused(label, cert, rc)
         if path is not None:
@@ -1015,7 +931,7 @@ class _Auth:
         assert data is not None
         if b"\0" in data:
             return self.unusable(label, path, explicit, "it is not a text key file")
-        rc = s._auth_privkey(data, timeout=t.left(), cert=cert)
+        rc = yield s._auth_privkey(data, timeout=t.left(), cert=cert, defer=True)
         attempts = 0
         while rc == _ssh.KEY_ENCRYPTED or (rc == _ssh.KEY_UNUSABLE and attempts):
             if attempts and (self.passphrase is not None or not _stdin_is_tty() or attempts >= 3):
@@ -1033,7 +949,7 @@ class _Auth:
                 self.keys.append((label, "encrypted, and no passphrase was given"))
                 return False
             attempts += 1
-            rc = s._auth_privkey(data, pp, timeout=t.left(), cert=cert)
+            rc = yield s._auth_privkey(data, pp, timeout=t.left(), cert=cert, defer=True)
         if rc == _ssh.KEY_UNUSABLE:
             return self.unusable(
                 label, path, explicit, "not a private key pyssh can read (PEM or OpenSSH format)"
@@ -1044,7 +960,7 @@ class _Auth:
             self.keys.append((label, "accepted, but the server wants another method too"))
         return self.done(rc, label if cert is None else f"{label} (certificate {cert})")
 
-    def agent_certificates(self) -> bool:
+    def agent_certificates(self) -> Steps[bool]:
         """The certificates whose private key is only in ssh-agent, which signs (as
         OpenSSH pairs a CertificateFile with an agent key)."""
         sign = getattr(_ssh, "_auth_agent_certificate", None)  # pyssh's libssh patch
@@ -1063,7 +979,9 @@ class _Auth:
             except (OSError, ValueError):
                 continue
             self.certs_used.add(cert)
-            rc = self.s._auth_try_pubkey("", timeout=self.deadline.left(), cert=cert)
+            rc = yield self.s._auth_try_pubkey(
+                "", timeout=self.deadline.left(), cert=cert, defer=True
+            )
             if rc == _ssh.SSH_AUTH_SUCCESS:
                 rc = sign(self.s, cert, timeout=self.deadline.left())
             if rc in (_ssh.SSH_AUTH_DENIED, _ssh.KEY_BAD_CERT):
@@ -1082,7 +1000,7 @@ class _Auth:
         self.keys.append((label, why))
         return False
 
-    def kbdint(self) -> bool:
+    def kbdint(self) -> Steps[bool]:
         password = self.password
         if password is None and not _stdin_is_tty():
             return False
@@ -1099,17 +1017,17 @@ class _Auth:
             return answers
 
         self.tried.append("keyboard-interactive")
-        return self.done(
-            self.s._auth_kbdint(respond, timeout=self.deadline.left()), "keyboard-interactive"
-        )
+        rc = yield self.s._auth_kbdint(respond, timeout=self.deadline.left(), defer=True)
+        return self.done(rc, "keyboard-interactive")
 
-    def password_method(self) -> bool:
+    def password_method(self) -> Steps[bool]:
         prompt = f"{self.s.user}@{self.s.host}'s password: "
         pw = _ask(self.password, prompt, "password")
         if pw is None:
             return False
         self.tried.append("password")
-        return self.done(self.s._auth_password(pw, timeout=self.deadline.left()), "password")
+        rc = yield self.s._auth_password(pw, timeout=self.deadline.left(), defer=True)
+        return self.done(rc, "password")
 
     def failure(self) -> AuthenticationError:
         allowed = [name for bit, name in _METHOD_NAMES if self.allowed & bit]
@@ -1238,7 +1156,7 @@ def _identity_files(
 
 def _authenticate(
     s: Session,
-    deadline: _Deadline,
+    deadline: Deadline,
     keyfile: Any,
     password: Optional[Secret],
     passphrase: Optional[Secret],
@@ -1246,12 +1164,12 @@ def _authenticate(
     home: str,
     fallback: bool = False,
     certificate: Optional[str] = None,
-) -> None:
+) -> Steps[None]:
     """`fallback` (a jump host): a key file given is tried first, then the host's own."""
     identities, certs = _identity_files(s, opts, home, certificate)
     a = _Auth(s, deadline, password, passphrase)
     a.certs = certs
-    rc = s._auth_none(timeout=deadline.left())
+    rc = yield s._auth_none(timeout=deadline.left(), defer=True)
     if rc == _ssh.SSH_AUTH_SUCCESS:
         s._identity = "none"
         return
@@ -1262,15 +1180,16 @@ def _authenticate(
             path, data = _key_argument(keyfile)
             a.tried.append("publickey")
             label = path or _key_label(keyfile)
-            if a.identity(label, path, data, True, _certificates_for(path, keyfile, certs)):
+            certs_of = _certificates_for(path, keyfile, certs)
+            if (yield from a.identity(label, path, data, True, certs_of)):
                 return
         if keyfile is None or fallback:
             if _agent_socket():
                 a.tried.append("publickey (ssh-agent)")
-                rc = s._auth_agent(timeout=deadline.left())
+                rc = yield s._auth_agent(timeout=deadline.left(), defer=True)
                 if rc == _ssh.SSH_AUTH_DENIED:
                     a.keys.append(("ssh-agent", "no key of the agent was accepted"))
-                if a.done(rc, "ssh-agent") or a.agent_certificates():
+                if a.done(rc, "ssh-agent") or (yield from a.agent_certificates()):
                     return
             seen = set()
             defaults = [os.path.join(home, ".ssh", k) for k in _DEFAULT_KEYS]
@@ -1284,11 +1203,12 @@ def _authenticate(
                     continue
                 if "publickey" not in a.tried:
                     a.tried.append("publickey")
-                if a.identity(path, path, None, False, _certificates_for(path, None, certs)):
+                certs_of = _certificates_for(path, None, certs)
+                if (yield from a.identity(path, path, None, False, certs_of)):
                     return
-    if a.allows(_ssh.SSH_AUTH_METHOD_INTERACTIVE) and a.kbdint():
+    if a.allows(_ssh.SSH_AUTH_METHOD_INTERACTIVE) and (yield from a.kbdint()):
         return
-    if a.allows(_ssh.SSH_AUTH_METHOD_PASSWORD) and a.password_method():
+    if a.allows(_ssh.SSH_AUTH_METHOD_PASSWORD) and (yield from a.password_method()):
         return
     raise a.failure()
 
@@ -1349,27 +1269,33 @@ def connect(
     and ``CertificateFile`` (docs/connect.md, Certificates).
     """
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
-    h_host, user, port = _host_user_port(host, user, port)
-    _check_arguments(timeout, verbose, host_key_policy, password)
-    keepalive = _keepalive_arguments(keepalive_interval, keepalive_count_max)
-    passphrase = _passphrase_argument(passphrase)
-    algos = _algorithms(ciphers, kex, macs, host_key_algorithms)
-    if keyfile is not None:
-        _key_argument(keyfile)  # fail on a missing file before touching the network
-    cert = _certificate_argument(certificate)
-    agent = _tunnel.agent_argument(forward_agent)  # True with no agent fails here too
-    cfg = _config_argument(config)
+    return run_steps(connect_steps(host, again))
+
+
+def connect_steps(host: str, kw: Dict[str, Any]) -> Steps[Session]:
+    """connect(host, **kw), as steps (pyssh/_tcp.py); `kw`: all of connect's keywords."""
+    k = SimpleNamespace(**kw)
+    h_host, user, port = _host_user_port(host, k.user, k.port)
+    _check_arguments(k.timeout, k.verbose, k.host_key_policy, k.password)
+    keepalive = _keepalive_arguments(k.keepalive_interval, k.keepalive_count_max)
+    passphrase = _passphrase_argument(k.passphrase)
+    algos = _algorithms(k.ciphers, k.kex, k.macs, k.host_key_algorithms)
+    if k.keyfile is not None:
+        _key_argument(k.keyfile)  # fail on a missing file before touching the network
+    cert = _certificate_argument(k.certificate)
+    agent = _tunnel.agent_argument(k.forward_agent)  # True with no agent fails here too
+    cfg = _config_argument(k.config)
     home = os.path.expanduser("~")
-    kh = _known_hosts_path(known_hosts, home)
-    hops = _jump.parse(jump)
-    if verbose:
-        _show_log_on_stderr(verbose)
+    kh = _known_hosts_path(k.known_hosts, home)
+    hops = _jump.parse(k.jump)
+    if k.verbose:
+        _show_log_on_stderr(k.verbose)
     a = _Settings(
-        keyfile, password, passphrase, kh, host_key_policy, cfg, home, verbose, algos, cert
+        k.keyfile, k.password, passphrase, kh, k.host_key_policy, cfg, home, k.verbose, algos, cert
     )
     s = Session()
     try:
-        opts = _open(s, h_host, user, port, a, _Deadline(timeout), hops)
+        opts = yield from _open(s, h_host, user, port, a, Deadline(k.timeout), hops)
         _forward_agent(s, agent, opts)
         _start_keepalive(s, keepalive, opts)
         s._unlink = _config.yes_no(opts, "streamlocalbindunlink", "StreamLocalBindUnlink")
@@ -1377,7 +1303,7 @@ def connect(
         s.close()
         raise
     log.debug("connected to %s as %s", _format_target(s.user, s.host, s.port), s._identity)
-    s._again = functools.partial(connect, host, **{**again, "forward_agent": False})
+    s._again = functools.partial(connect, host, **{**kw, "forward_agent": False})
     return s
 
 
@@ -1403,11 +1329,11 @@ def _open(
     user: Optional[str],
     port: Optional[int],
     a: _Settings,
-    deadline: _Deadline,
+    deadline: Deadline,
     hops: Optional[List[str]],
     via: Optional[Session] = None,
     hop: Optional[int] = None,
-) -> Dict[str, List[str]]:
+) -> Steps[Dict[str, List[str]]]:
     """Configure, connect (through the jump hosts `hops`, else through `via`, the
     previous jump host, else directly), check the key and authenticate `s`: the
     target, or jump host number `hop`. Returns the options read from the config."""
@@ -1417,11 +1343,11 @@ def _open(
     files = _host_key_files(a.known_hosts, opts)
     if via is None and hop is None:
         chain = _jump.from_config(opts) if hops is None else hops
-        via = _connect_hops(s, chain, a, deadline)
+        via = yield from _connect_hops(s, chain, a, deadline)
     sock = None if via is None else _jump.bridge(via, s, s.host, s.port)
     _offer_host_certificates(s, a.algos, opts, files)
-    _reach(s, deadline, proxy and via is None, a.policy, files, sock, hop)
-    _authenticate(
+    yield from _reach(s, deadline, proxy and via is None, a.policy, files, sock, hop)
+    yield from _authenticate(
         s, deadline, a.keyfile, a.password, a.passphrase, opts, a.home, hop is not None,
         a.certificate,
     )  # fmt: skip
@@ -1429,8 +1355,8 @@ def _open(
 
 
 def _connect_hops(
-    s: Session, chain: List[str], a: _Settings, deadline: _Deadline
-) -> Optional[Session]:
+    s: Session, chain: List[str], a: _Settings, deadline: Deadline
+) -> Steps[Optional[Session]]:
     """Connect the jump hosts one through the other, as `s`'s hops (closed with it);
     returns the last one. A jump host is given the target's key file and passphrase,
     and its password only when it is a callable (which sees whose prompt it is)."""
@@ -1442,7 +1368,7 @@ def _connect_hops(
         h = Session()
         s._hops.append(h)  # closed by s's close, also on failure
         try:
-            _open(h, h_host, h_user, h_port, hop_settings, deadline, None, via, n)
+            yield from _open(h, h_host, h_user, h_port, hop_settings, deadline, None, via, n)
         except SSHError as e:
             raise _hop_error(e, h, n) from None
         via = h
@@ -1635,23 +1561,23 @@ def _configure(
 
 def _reach(
     s: Session,
-    deadline: _Deadline,
+    deadline: Deadline,
     proxy: bool,
     policy: HostKeyPolicy,
     files: _HostKeyFiles,
     sock: Optional[socket.socket] = None,
     hop: Optional[int] = None,
-) -> None:
+) -> Steps[None]:
     """Connect the configured session (over `sock`, the bridge from the previous jump
     host; or through its ProxyCommand; or directly) and check the server's key."""
     target = _format_target(s.user, s.host, s.port)
-    if sock is not None:
-        s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
-    elif proxy:  # libssh runs the ProxyCommand
-        s._connect(-1, timeout=deadline.left(), what=f"connecting to {target} through a proxy")
-    else:
-        sock = _tcp_connect(s.host, s.port, deadline, target)
-        s._connect(sock.detach(), timeout=deadline.left(), what=f"connecting to {target}")
+    what = f"connecting to {target}"
+    if proxy:  # libssh runs the ProxyCommand
+        what += " through a proxy"
+    elif sock is None:
+        sock = yield TCPConnect(s.host, s.port, deadline, target)
+    fd = -1 if sock is None else sock.detach()
+    yield s._connect(fd, timeout=deadline.left(), what=what, defer=True)
     s._hostkey = s._server_key()
     _check_host_key(_target_key(s, hop), policy, files)
 

@@ -503,23 +503,28 @@ def test_a_keyboard_interactive_prompt_is_escaped_on_the_terminal(monkeypatch):
     (getpass): the server's prompt text went to it raw, escape sequences included
     (it can clear the line and pose as a local passphrase prompt)."""
     from pyssh import session as session_mod
+    from pyssh._tcp import run_steps
 
     shown = []
     monkeypatch.setattr(session_mod, "_stdin_is_tty", lambda: True)
     monkeypatch.setattr(getpass, "getpass", lambda prompt="": shown.append(prompt) or "pw")
 
+    class Answered:  # what the flow waits for, already there (run_steps asks .blocking())
+        def blocking(self):
+            return pyssh._ssh.SSH_AUTH_DENIED
+
     class FakeSession:
-        def _auth_kbdint(self, respond, timeout=None):
+        def _auth_kbdint(self, respond, timeout=None, defer=False):
             assert respond(
                 "", "", [("\x1b[2K\rEnter passphrase for key: \x1b]0;x\x07", False)]
             ) == ["pw"]
-            return pyssh._ssh.SSH_AUTH_DENIED
+            return Answered()
 
     class Deadline:
         def left(self):
             return 5
 
     auth = session_mod._Auth(FakeSession(), Deadline(), None, None)
-    assert auth.kbdint() is False
+    assert run_steps(auth.kbdint()) is False
     assert len(shown) == 1 and no_control(shown[0]) and "\x1b[2K" not in shown[0], shown
     assert "Enter passphrase for key" in shown[0]

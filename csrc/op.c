@@ -1,0 +1,471 @@
+/* pyssh._ssh.Op: one operation that would wait (connecting, an authentication,
+ * a command), made by its method with defer=True instead of waiting.
+ *
+ * pyssh.Group's workers drive many of them from one poll() (driver.c); Op.wait()
+ * waits for one as the method would have. The method's argument struct is
+ * copied here, with the objects it points into (the method's own object, its
+ * args and kwds) kept alive until the operation is released. The same
+ * pyssh_op_kind describes the operation for both ways, so a method that defers
+ * and one that waits run the very same steps and finish. */
+#include "pyssh.h"
+
+#include <string.h>
+
+typedef struct {
+    PyObject_HEAD pyssh_state *state;
+    SessionObject *session; /* NULL: a socket to wait for (wait_socket) */
+    PyObject *owner, *args, *kwds;
+    const pyssh_op_kind *kind;
+    const char *what;
+    const char *busy; /* the claim: "wait" or "driver", atomically */
+    int done;         /* concluded: result or exc is kept */
+    PyObject *result;
+    PyObject *exc;
+    void *arg; /* kind->size bytes, released once */
+    pyssh_deadline dl;
+    pyssh_many ent;
+} OpObject;
+
+static void
+op_release(OpObject *op)
+{
+    if (op->arg != NULL) {
+        if (op->kind->release != NULL) {
+            op->kind->release(op->session, op->arg);
+        }
+        PyMem_Free(op->arg);
+        op->arg = NULL;
+    }
+}
+
+/* Keep the exception in flight as the result. */
+static void
+op_keep_exception(OpObject *op)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    op->exc = value;
+}
+
+/* The failure of a finished entry as an exception (set). */
+static void
+op_raise(OpObject *op)
+{
+    pyssh_state *st = op->state;
+    switch (op->ent.rc) {
+    case PYSSH_CLOSED:
+        pyssh_raise(st, PYSSH_EXC_SessionClosedError, "%s: the session was closed", op->what);
+        break;
+    case PYSSH_TIMEDOUT:
+        pyssh_raise_timeout(st, op->what, &op->dl);
+        break;
+    default:
+        pyssh_raise_failure(st, op->kind->exc, op->what, &op->ent.fail);
+    }
+}
+
+/* Conclude with the exception in flight. */
+static void
+op_fail(OpObject *op)
+{
+    if (op->kind->failed != NULL && op->arg != NULL) {
+        op->kind->failed(op->session, op->arg);
+    }
+    op_keep_exception(op);
+    op->done = 1;
+    op_release(op);
+}
+
+/* The step returned rc >= 0: finish, or step again. */
+static void
+op_finish(OpObject *op, int rc)
+{
+    PyObject *r =
+        op->kind->finish != NULL ? op->kind->finish(op->session, op->arg, rc) : PyLong_FromLong(rc);
+    if (r == PYSSH_OP_MORE) {
+        pyssh_many_init(&op->ent);
+        return;
+    }
+    if (r == NULL) {
+        op_fail(op);
+        return;
+    }
+    op->result = r;
+    op->done = 1;
+    op_release(op);
+}
+
+void
+pyssh_op_conclude(PyObject *obj)
+{
+    OpObject *op = (OpObject *)obj;
+    if (op->ent.logs != NULL) {
+        pyssh_log_emit(op->session, op->ent.logs);
+        op->ent.logs = NULL;
+    }
+    if (op->ent.rc >= 0) {
+        op_finish(op, op->ent.rc);
+    }
+    else {
+        op_raise(op);
+        op_fail(op);
+    }
+}
+
+void
+pyssh_op_abandon(PyObject *obj)
+{
+    OpObject *op = (OpObject *)obj;
+    if (op->done) {
+        return;
+    }
+    if (op->ent.logs != NULL) {
+        pyssh_log_emit(op->session, op->ent.logs);
+        op->ent.logs = NULL;
+    }
+    op_release(op);
+    op->done = 1;
+    op->exc = PyObject_CallFunction(op->state->exc[PYSSH_EXC_SSHError], "s",
+                                    "the operation was abandoned before it finished");
+    if (op->exc == NULL) {
+        PyErr_Clear(); /* (no memory: result() then gives None) */
+        op->result = Py_NewRef(Py_None);
+    }
+}
+
+pyssh_many *
+pyssh_op_entry(PyObject *op)
+{
+    return &((OpObject *)op)->ent;
+}
+
+int
+pyssh_op_is_done(PyObject *op)
+{
+    return ((OpObject *)op)->done;
+}
+
+int
+pyssh_op_check(PyObject *obj)
+{
+    OpObject *op = (OpObject *)obj;
+    if (!PyObject_TypeCheck(obj, op->state->OpType)) {
+        PyErr_SetString(PyExc_TypeError, "a Driver moves Op objects only");
+        return -1;
+    }
+    if (pyssh_atomic_cas_str(&op->busy, NULL, "driver") != NULL || op->done) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is under way or done already");
+        return -1;
+    }
+    return 0;
+}
+
+static OpObject *
+op_new(pyssh_state *st, SessionObject *s, const pyssh_op_kind *kind, const char *what)
+{
+    OpObject *op = PyObject_GC_New(OpObject, st->OpType);
+    if (op == NULL) {
+        return NULL;
+    }
+    memset((char *)op + sizeof(PyObject), 0, sizeof(*op) - sizeof(PyObject));
+    op->state = st;
+    op->session = (SessionObject *)Py_XNewRef((PyObject *)s);
+    op->kind = kind;
+    op->what = what != NULL ? what : kind->what;
+    op->ent.s = s;
+    op->ent.step = kind->step;
+    op->ent.dl = &op->dl;
+    op->ent.fd = PYSSH_INVALID_SOCKET;
+    PyObject_GC_Track(op);
+    return op;
+}
+
+/* Wait here, as the method would have: pyssh_wait, then finish. */
+static PyObject *
+run_now(SessionObject *s, const pyssh_op_kind *kind, void *arg, pyssh_deadline *dl,
+        const char *what)
+{
+    PyObject *r = PYSSH_OP_MORE;
+    while (r == PYSSH_OP_MORE) {
+        int rc = pyssh_wait(s, kind->step, arg, dl, kind->exc, what);
+        if (rc < 0) {
+            r = NULL;
+            break;
+        }
+        r = kind->finish != NULL ? kind->finish(s, arg, rc) : PyLong_FromLong(rc);
+    }
+    if (r == NULL && kind->failed != NULL) {
+        kind->failed(s, arg);
+    }
+    if (kind->release != NULL) {
+        kind->release(s, arg);
+    }
+    return r;
+}
+
+PyObject *
+pyssh_op_start(SessionObject *s, const pyssh_op_kind *kind, void *arg, pyssh_deadline *dl,
+               const char *what, int defer, PyObject *owner, PyObject *args, PyObject *kwds)
+{
+    what = what != NULL ? what : kind->what;
+    if (!defer) {
+        return run_now(s, kind, arg, dl, what);
+    }
+    OpObject *op = op_new(s->state, s, kind, what);
+    if (op != NULL) {
+        op->arg = PyMem_Malloc(kind->size);
+    }
+    if (op == NULL || op->arg == NULL) {
+        if (kind->release != NULL) {
+            kind->release(s, arg);
+        }
+        Py_XDECREF(op);
+        return op == NULL ? NULL : PyErr_NoMemory();
+    }
+    memcpy(op->arg, arg, kind->size);
+    op->dl = *dl;
+    op->ent.arg = op->arg;
+    if (kind->relocate != NULL) {
+        kind->relocate(op->arg, &op->dl);
+    }
+    op->owner = Py_XNewRef(owner);
+    op->args = Py_XNewRef(args);
+    op->kwds = Py_XNewRef(kwds);
+    pyssh_many_init(&op->ent);
+    return (PyObject *)op;
+}
+
+/* ---- a socket to wait for ------------------------------------------------------ */
+
+static PyObject *
+socket_ready(SessionObject *s, void *arg, int rc)
+{
+    (void)s;
+    (void)arg;
+    (void)rc;
+    Py_RETURN_NONE;
+}
+
+static const pyssh_op_kind socket_kind = {
+    "waiting for the socket", PYSSH_EXC_ConnectError, NULL, 0, socket_ready, NULL, NULL, NULL};
+
+PyDoc_STRVAR(wait_socket_doc,
+             "wait_socket(fd, events, /, timeout=None, what='waiting for the socket')\n--\n\n"
+             "An Op that is done once the socket `fd` is ready for `events` (POLLIN,\n"
+             "POLLOUT): a non-blocking connect() going on in a Driver. Its result is None;\n"
+             "after `timeout` seconds, SSHTimeoutError naming `what`.");
+
+static PyObject *
+wait_socket(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"", "", "timeout", "what", NULL};
+    long long fd;
+    int events;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    const char *what = socket_kind.what;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Li|O&s:wait_socket", kwlist, &fd, &events,
+                                     pyssh_total_deadline_conv, &dl, &what)) {
+        return NULL;
+    }
+    if (fd < 0) {
+        PyErr_SetString(PyExc_ValueError, "fd must be an open socket");
+        return NULL;
+    }
+    OpObject *op = op_new(PyModule_GetState(module), NULL, &socket_kind, what);
+    if (op == NULL) {
+        return NULL;
+    }
+    op->dl = dl;
+    op->ent.fd = (pyssh_socket_t)fd;
+    op->ent.events = (short)events;
+    op->args = Py_NewRef(args);
+    op->kwds = Py_XNewRef(kwds); /* `what` points into them */
+    pyssh_many_init(&op->ent);
+    return (PyObject *)op;
+}
+
+PyMethodDef pyssh_op_methods_module[] = {{"wait_socket", (PyCFunction)(void (*)(void))wait_socket,
+                                          METH_VARARGS | METH_KEYWORDS, wait_socket_doc},
+                                         {NULL, NULL, 0, NULL}};
+
+/* ---- the Python type ------------------------------------------------------------ */
+
+static PyObject *
+op_outcome(OpObject *op)
+{
+    if (op->exc != NULL) {
+        PyErr_SetObject((PyObject *)Py_TYPE(op->exc), op->exc);
+        return NULL;
+    }
+    return Py_NewRef(op->result);
+}
+
+/* A socket entry waited for alone, in slices, checking signals between. */
+static int
+wait_socket_alone(OpObject *op)
+{
+    pyssh_many *e = &op->ent;
+    while (e->rc == PYSSH_AGAIN) {
+        int woken = 0, err = 0, k;
+        Py_BEGIN_ALLOW_THREADS
+        k = pyssh_wait_many(&e, 1, pyssh_monotonic() + pyssh_slice_seconds(), PYSSH_INVALID_SOCKET,
+                            &woken, &err);
+        Py_END_ALLOW_THREADS
+        if (k < 0) {
+            pyssh_set_socket_error(err);
+            return -1;
+        }
+        if (e->rc == PYSSH_AGAIN && PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(op_wait_doc, "wait($self, /)\n--\n\n"
+                          "Wait for the operation here (as its method would have) and return its\n"
+                          "result, or raise its exception.");
+
+static PyObject *
+op_wait(OpObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (pyssh_atomic_cas_str(&op->busy, NULL, "wait") != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is under way in another call");
+        return NULL;
+    }
+    if (op->session == NULL && !op->done) {
+        if (wait_socket_alone(op) < 0) {
+            op_fail(op);
+        }
+        else {
+            pyssh_op_conclude((PyObject *)op);
+        }
+    }
+    while (!op->done) {
+        int rc = pyssh_wait(op->session, op->kind->step, op->arg, &op->dl, op->kind->exc, op->what);
+        if (rc < 0) {
+            op_fail(op);
+        }
+        else {
+            op_finish(op, rc);
+        }
+    }
+    PyObject *r = op_outcome(op);
+    PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL);
+    return r;
+}
+
+PyDoc_STRVAR(op_result_doc, "result($self, /)\n--\n\n"
+                            "The result of a finished operation, or raise its exception.");
+
+static PyObject *
+op_result(OpObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (!op->done) {
+        PyErr_SetString(PyExc_RuntimeError, "the operation has not finished");
+        return NULL;
+    }
+    return op_outcome(op);
+}
+
+static PyObject *
+op_get_done(OpObject *op, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(op->done);
+}
+
+static PyObject *
+op_get_what(OpObject *op, void *Py_UNUSED(closure))
+{
+    return PyUnicode_FromString(op->what);
+}
+
+static PyObject *
+op_get_session(OpObject *op, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(op->session != NULL ? (PyObject *)op->session : Py_None);
+}
+
+static int
+op_traverse(OpObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(op->session);
+    Py_VISIT(op->owner);
+    Py_VISIT(op->args);
+    Py_VISIT(op->kwds);
+    Py_VISIT(op->result);
+    Py_VISIT(op->exc);
+    return 0;
+}
+
+static int
+op_clear(OpObject *op)
+{
+    Py_CLEAR(op->result);
+    Py_CLEAR(op->exc);
+    return 0;
+}
+
+static void
+op_dealloc(OpObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    if (op->ent.logs != NULL) {
+        pyssh_log_emit(op->session, op->ent.logs);
+        op->ent.logs = NULL;
+    }
+    op_release(op); /* an operation dropped unfinished gives back what it holds */
+    op_clear(op);
+    Py_CLEAR(op->session);
+    Py_CLEAR(op->owner);
+    Py_CLEAR(op->args);
+    Py_CLEAR(op->kwds);
+    tp->tp_free((PyObject *)op);
+    Py_DECREF(tp);
+}
+
+/* (Py_TPFLAGS_DISALLOW_INSTANTIATION is 3.10's) */
+static PyObject *
+op_no_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    (void)args;
+    (void)kwds;
+    return PyErr_Format(PyExc_TypeError, "cannot create '%s' instances: methods make them",
+                        type->tp_name);
+}
+
+static PyMethodDef op_methods[] = {{"wait", (PyCFunction)op_wait, METH_NOARGS, op_wait_doc},
+                                   {"result", (PyCFunction)op_result, METH_NOARGS, op_result_doc},
+                                   {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef op_getset[] = {
+    {"done", (getter)op_get_done, NULL, "True once the operation has its result or error.", NULL},
+    {"what", (getter)op_get_what, NULL, "What the operation does, for messages.", NULL},
+    {"session", (getter)op_get_session, NULL, "Its Session (None: a socket wait).", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot op_slots[] = {
+    {Py_tp_doc, "One operation of a Session that would wait, made by its method with\n"
+                "defer=True: moved by a Driver, or by wait()."},
+    {Py_tp_new, op_no_new},
+    {Py_tp_dealloc, op_dealloc},
+    {Py_tp_traverse, op_traverse},
+    {Py_tp_clear, op_clear},
+    {Py_tp_methods, op_methods},
+    {Py_tp_getset, op_getset},
+    {0, NULL}};
+
+PyType_Spec pyssh_op_spec = {
+    .name = "pyssh._ssh.Op",
+    .basicsize = sizeof(OpObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .slots = op_slots,
+};
