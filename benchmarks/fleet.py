@@ -68,10 +68,9 @@ separate TCP connection with its own key exchange and authentication; the 16 add
 each have their own known_hosts line (`[127.0.0.K]:port key`, all the one host key).
 fabric keys its result dict by (host, user, port), so its result holds at most 16
 entries; a failure on any host still raises GroupException, so "no exception" means all
-N succeeded. pyssh.Group keys its result by host too: when it does not take the same
-host string twice, each host i gets its own name `hI` through an ssh_config file
-(`Host hI` / `HostName 127.0.0.K`, passed as config=), so that the known_hosts lookup
-is under 127.0.0.K still (see GROUP_NAMES).
+N succeeded. pyssh.Group keys its result by host name and refuses a name listed
+twice, so its hosts are `("hI", {"hostname": "127.0.0.K"})` pairs (a name, and where
+to connect, as ssh_config's HostName): the known_hosts lookup is under 127.0.0.K.
 
 sshd: MaxStartups 1000:30:1000 (SSHServer's own 100:30:200 is taken out of its
 config: sshd keeps the last MaxStartups it reads, and with 200 asyncssh's 500 connects at
@@ -124,9 +123,6 @@ MODULES = {
 }
 COMMAND = "echo ok"
 UPLOAD_NAME = "fleet-upload.bin"
-# pyssh.Group with distinct host names (ssh_config Host hI -> HostName 127.0.0.K):
-# "auto" tries the plain addresses first and switches if Group refuses repeats.
-GROUP_NAMES = os.environ.get("FLEET_GROUP_NAMES", "auto")
 
 
 def hosts(n: int) -> list:
@@ -157,41 +153,23 @@ def pyssh_kwargs(srv: dict) -> dict:
     }
 
 
-def group_hosts(srv: dict, hs: list) -> tuple:
-    """(host list, config) for pyssh.Group: the addresses themselves, or distinct
-    names hI from the ssh_config file srv["names_config"]."""
-    if GROUP_NAMES == "names":
-        return [f"h{i}" for i in range(len(hs))], srv["names_config"]
-    return hs, False
-
-
 def run_group(srv: dict, hs: list, scenario: str) -> str:
     import pyssh
 
-    names, config = group_hosts(srv, hs)
-    try:
-        g = pyssh.Group(names, **{**pyssh_kwargs(srv), "config": config})
-    except ValueError as e:
-        if GROUP_NAMES != "auto" or len(set(hs)) == len(hs):
-            raise
-        # a repeated host string refused: distinct names through ssh_config
-        sys.stderr.write(f"pyssh.Group refused repeated hosts ({e}); using names\n")
-        names = [f"h{i}" for i in range(len(hs))]
-        g = pyssh.Group(names, **{**pyssh_kwargs(srv), "config": srv["names_config"]})
-    with g:
+    # a name per host (Group refuses one listed twice), connecting to its address
+    names = [(f"h{i}", {"hostname": h}) for i, h in enumerate(hs)]
+    with pyssh.Group(names, **pyssh_kwargs(srv)) as g:
         if scenario == "connect":
             r = g.run(COMMAND)
-            r.raise_for_failures()
-            if len(r) != len(set(names)):
-                raise RuntimeError(f"{len(r)} results for {len(set(names))} hosts")
-            bad = [f"{h}: {x.stdout!r}" for h, x in r.items() if x.stdout != b"ok\n"]
-            if bad:
-                raise failures("stdout", len(names), bad)
         else:
             r = g.upload([srv["src"]], to=srv["to"])
-            r.raise_for_failures()
-            if len(r) != len(set(names)):
-                raise RuntimeError(f"{len(r)} results for {len(set(names))} hosts")
+        r.raise_for_failures()
+        if len(r) != len(hs):
+            raise RuntimeError(f"{len(r)} results for {len(hs)} hosts")
+        if scenario == "connect":
+            bad = [f"{h}: {x.stdout!r}" for h, x in r.items() if x.stdout != b"ok\n"]
+            if bad:
+                raise failures("stdout", len(hs), bad)
     return GCM
 
 
@@ -516,17 +494,11 @@ def main() -> None:
         with open(kh, "w") as f:
             for k in range(1, ADDRESSES + 1):
                 f.write(f"[127.0.0.{k}]:{server.port} {server.host_key_pub}\n")
-        largest = max(int(x) for x in numbers.split(","))
-        names_config = os.path.join(server.dir, "fleet_ssh_config")
-        with open(names_config, "w") as f:
-            for i, h in enumerate(hosts(largest)):
-                f.write(f"Host h{i}\n  HostName {h}\n")
         srv = {
             "user": server.user,
             "port": server.port,
             "client_key": server.client_key,
             "known_hosts": kh,
-            "names_config": names_config,
             "dir": server.dir,
         }
         if args.scenario == "upload":
