@@ -69,6 +69,10 @@ driver_add(DriverObject *self, PyObject *op)
         return NULL;
     }
     int rc = pyssh_op_check(op) < 0 ? -1 : PyList_Append(self->ops, op);
+    if (rc == 0 && pyssh_many_attach(pyssh_op_entry(op), self->wake.rd, self->wake.wr) < 0) {
+        PyErr_NoMemory(); /* (it stays: moved, but woken only by its socket) */
+        rc = -1;
+    }
     driver_unclaim(self);
     return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
@@ -234,9 +238,19 @@ driver_traverse(DriverObject *self, visitproc visit, void *arg)
     return 0;
 }
 
+/* The pending ops leave their sessions' waiters: the pipe they ring goes. */
+static void
+driver_detach_all(DriverObject *self)
+{
+    for (Py_ssize_t i = 0; self->ops != NULL && i < PyList_GET_SIZE(self->ops); i++) {
+        pyssh_many_detach(pyssh_op_entry(PyList_GET_ITEM(self->ops, i)));
+    }
+}
+
 static int
 driver_clear(DriverObject *self)
 {
+    driver_detach_all(self);
     Py_CLEAR(self->ops);
     return 0;
 }

@@ -29,6 +29,7 @@ typedef struct {
 static void
 op_release(OpObject *op)
 {
+    pyssh_many_detach(&op->ent); /* out of the session's waiters before it ends */
     if (op->arg != NULL) {
         if (op->kind->release != NULL) {
             op->kind->release(op->session, op->arg);

@@ -557,10 +557,16 @@ typedef struct {
                 (fail says why), PYSSH_CLOSED or PYSSH_TIMEDOUT */
     pyssh_failure fail;
     pyssh_logmsg *logs; /* for the Python logger, once the GIL is back */
-    /* what the last step wants polled: the session's socket, the bridges */
+    /* what the last step wants polled: the session's socket, the bridges; when
+     * the keepalive wants a step (0: no time of its own) */
     pyssh_pollfd want;
+    double due_at;
     int cn;
     pyssh_pollfd carried[2 * PYSSH_MAX_HOPS];
+    /* while it waits, in the session's waiters (another thread's step that reads
+     * its packets rings it): the Driver's pipe (pyssh_many_attach) */
+    struct pyssh_waiter *waiter;
+    int listed;
 } pyssh_many;
 
 /* Step the due entries and poll all of them (GIL released by the caller)
@@ -571,6 +577,11 @@ int pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake
                     int *poll_err);
 /* Start an entry: due when it has a step, its socket polled otherwise. */
 void pyssh_many_init(pyssh_many *e);
+/* Give the entry a waiter on the pipe rd/wr (a Driver's; GIL held, once). */
+int pyssh_many_attach(pyssh_many *e, pyssh_socket_t rd, pyssh_socket_t wr);
+/* Take the entry out of its session's waiters, and free its waiter (GIL held:
+ * it may wait for the session lock). Before the pipe closes, or the entry goes. */
+void pyssh_many_detach(pyssh_many *e);
 /* The longest slice of this thread (the main one checks signals often). */
 double pyssh_slice_seconds(void);
 

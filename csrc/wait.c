@@ -974,7 +974,40 @@ pyssh_many_init(pyssh_many *e)
     e->want.fd = e->s != NULL ? PYSSH_INVALID_SOCKET : e->fd;
     e->want.events = e->s != NULL ? 0 : e->events;
     e->want.revents = 0;
+    e->due_at = 0;
     e->cn = 0;
+}
+
+int
+pyssh_many_attach(pyssh_many *e, pyssh_socket_t rd, pyssh_socket_t wr)
+{
+    if (e->s == NULL || e->waiter != NULL) {
+        return 0;
+    }
+    e->waiter = PyMem_RawCalloc(1, sizeof(*e->waiter));
+    if (e->waiter == NULL) {
+        return -1;
+    }
+    e->waiter->rd = rd;
+    e->waiter->wr = wr;
+    return 0;
+}
+
+void
+pyssh_many_detach(pyssh_many *e)
+{
+    if (e->waiter == NULL) {
+        return;
+    }
+    if (e->listed) {
+        waitctx c = {e->waiter, 0, 1};
+        pyssh_lock(e->s);
+        wait_leave(e->s, &c);
+        pyssh_unlock(e->s);
+        e->listed = 0;
+    }
+    PyMem_RawFree(e->waiter);
+    e->waiter = NULL;
 }
 
 /* One step of a session's entry, as wait_slice's loop does one. */
@@ -986,8 +1019,12 @@ many_step(pyssh_many *e)
     pollwant want = {PYSSH_INVALID_SOCKET, 0, 0.0};
     pyssh_logmsg *more = NULL;
     int closed = 0;
+    waitctx c = {e->waiter, 0, e->listed};
     e->cn = s->carrier != NULL ? carry_all(s, e->carried, &e->logs, why, sizeof(why)) : 0;
-    int rc = locked_step(s, e->step, e->arg, &closed, &e->fail, &want, &more, NULL);
+    int rc = locked_step(s, e->step, e->arg, &closed, &e->fail, &want, &more,
+                         e->waiter != NULL ? &c : NULL);
+    e->listed = c.listed;
+    e->due_at = want.due;
     logs_append(&e->logs, more);
     if (s->carrier != NULL && !closed) {
         pyssh_pollfd again[2 * PYSSH_MAX_HOPS];
@@ -1042,6 +1079,9 @@ many_ms(pyssh_many **e, int n, double slice_end, double now)
         if (d != NULL && d->timeout >= 0 && d->expires < end) {
             end = d->expires;
         }
+        if (e[i]->due_at > 0 && e[i]->due_at < end) {
+            end = e[i]->due_at; /* a keepalive probe */
+        }
         idle |= e[i]->want.fd == PYSSH_INVALID_SOCKET && e[i]->cn == 0;
     }
     int ms = end <= now ? 0 : (int)((end - now) * 1000) + 1;
@@ -1063,7 +1103,7 @@ many_mark(pyssh_many **e, int n, const pyssh_pollfd *fds, double now)
         if (e[i]->s == NULL && ready) {
             e[i]->rc = 0;
         }
-        else if (ready || (idle && e[i]->s != NULL)) {
+        else if (ready || (idle && e[i]->s != NULL) || (e[i]->due_at > 0 && now >= e[i]->due_at)) {
             e[i]->due = 1;
         }
         if (e[i]->rc == PYSSH_AGAIN && !e[i]->due && deadline_passed(e[i]->dl, now)) {
@@ -1104,7 +1144,7 @@ pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake, in
             finished = many_mark(e, n, fds, now);
             if (fds[count - 1].revents & POLLIN) {
                 pyssh_wake_drain(wake);
-                *woken = 1;
+                *woken = 1; /* a wake(), or another thread read packets: look at all */
             }
         }
         else {
@@ -1114,6 +1154,9 @@ pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake, in
         }
         free(fds);
         if (finished > 0 || *woken || now >= slice_end) {
+            for (int i = 0; finished == 0 && i < n; i++) {
+                e[i]->due = e[i]->s != NULL; /* the next slice steps them all first */
+            }
             return finished;
         }
     }

@@ -67,6 +67,29 @@ def _split(line: str) -> Tuple[Optional[str], List[str]]:
     return key.lower(), args
 
 
+_PARSED: Dict[str, Tuple[Tuple[int, int], List[Tuple[str, List[str]]]]] = {}
+
+
+def _parsed(path: str) -> Optional[List[Tuple[str, List[str]]]]:
+    """The file's (keyword, arguments) lines, parsed once while it stays unchanged
+    (a Group looks up one file for each of its hosts); None if it cannot be read."""
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        hit = _PARSED.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    lines = [(k, a) for k, a in map(_split, text.splitlines()) if k is not None]
+    if len(_PARSED) > 64:
+        _PARSED.clear()
+    _PARSED[path] = (stamp, lines)
+    return lines
+
+
 def _match_patterns(name: str, patterns: List[str]) -> bool:
     found = False
     for pat in ",".join(patterns).split(","):
@@ -92,17 +115,12 @@ class _Reader:
     def read(self, path: str, base: str) -> None:
         if self.depth > 16:
             return
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                lines = f.read().splitlines()
-        except OSError:
+        lines = _parsed(path)
+        if lines is None:
             return
         self.depth += 1
         active = True
-        for line in lines:
-            key, args = _split(line)
-            if key is None:
-                continue
+        for key, args in lines:
             if key == "host":
                 active = _match_patterns(self.host, args)
             elif key == "match":

@@ -188,6 +188,7 @@ class _Worker:
         self.active = 0
 
     def run(self) -> None:
+        _session.no_prompts.on = True  # many hosts, one terminal: never ask on it
         try:
             self.loop()
         except BaseException as e:  # a bug of the engine's: every unfinished host gets it
@@ -564,10 +565,12 @@ class Group:
         :class:`GroupResult` of :class:`ExecResult` (or the host's exception:
         ConnectError, AuthenticationError, HostKeyError, SSHTimeoutError, and
         CommandError for a non-zero status with ``check=True``). ``timeout``: as
-        for :meth:`Session.exec_internal` (the connection has ``connect``'s own).
+        for :meth:`Session.exec_internal` (seconds without progress); a host
+        connected by this call gets at most that long to connect too.
         ``stdin``: bytes (or str) sent to every host."""
         return self._each(
-            lambda name, s: _command(s, command, True, None, None, stdin, timeout, env, check)
+            lambda name, s: _command(s, command, True, None, None, stdin, timeout, env, check),
+            timeout,
         )
 
     def exec_wait(
@@ -588,7 +591,8 @@ class Group:
         out = stdout or _prefixed(lambda: sys.stdout)
         err = stderr or _prefixed(lambda: sys.stderr)
         return self._each(
-            lambda name, s: _command(s, command, False, out, err, stdin, timeout, env, check, name)
+            lambda name, s: _command(s, command, False, out, err, stdin, timeout, env, check, name),
+            timeout,
         )
 
     def upload(
@@ -608,7 +612,7 @@ class Group:
 
             return (yield _Call("transfer", put))
 
-        return self._each(transfer)
+        return self._each(transfer, timeout)
 
     def download(
         self,
@@ -633,14 +637,18 @@ class Group:
 
             return (yield _Call("transfer", get))
 
-        return self._each(transfer)
+        return self._each(transfer, timeout)
 
     # ---- the flows
 
-    def _each(self, then: Callable[[str, _session.Session], Steps[Any]]) -> GroupResult:
+    def _each(
+        self, then: Callable[[str, _session.Session], Steps[Any]], timeout: Optional[float]
+    ) -> GroupResult:
         if self._closed:
             raise SSHError("this Group is closed")
-        jobs = [(name, self._host_flow(name, then)) for name in self._order]
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+            raise ValueError(f"timeout must be a non-negative number or None, not {timeout!r}")
+        jobs = [(name, self._host_flow(name, then, timeout)) for name in self._order]
         report, end = _reporter(self.progress)
         engine = _Engine(self, jobs)
         try:
@@ -653,11 +661,16 @@ class Group:
         return GroupResult(self._order, results)
 
     def _host_flow(
-        self, name: str, then: Callable[[str, _session.Session], Steps[Any]]
+        self,
+        name: str,
+        then: Callable[[str, _session.Session], Steps[Any]],
+        timeout: Optional[float],
     ) -> Steps[Any]:
         s = self._sessions.get(name)
         if s is None or s.closed:
             kw = dict(self._settings[name])
+            if timeout is not None and (kw["timeout"] is None or kw["timeout"] > timeout):
+                kw["timeout"] = timeout  # the operation's timeout bounds its connecting too
             s = yield from _session.connect_steps(kw.pop("hostname", None) or name, kw)
             with self._lock:
                 if self._closed:

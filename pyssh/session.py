@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -148,7 +149,13 @@ def _format_target(user: Optional[str], host: str, port: int) -> str:
 # ---- secrets ------------------------------------------------------------------------
 
 
+no_prompts = threading.local()
+"""A thread that must never ask on the terminal (pyssh.Group's workers) sets `.on`."""
+
+
 def _stdin_is_tty() -> bool:
+    if getattr(no_prompts, "on", False):
+        return False
     try:
         return sys.stdin is not None and sys.stdin.isatty()
     except (AttributeError, ValueError):

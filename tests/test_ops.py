@@ -1,0 +1,257 @@
+"""The primitives under pyssh.Group: an Op (a Session method called with defer=True)
+and the Driver that moves many of them from one poll(). Against the test sshd."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+import pyssh
+from pyssh import _ssh
+from pyssh._tcp import Deadline, run_steps
+from pyssh.session import connect_steps
+
+
+def _connected(server, n):
+    return [server.connect() for _ in range(n)]
+
+
+def _exec_op(s, command, **kw):
+    ch = _ssh.Channel(s)
+    return ch, ch.exec(command, defer=True, **kw)
+
+
+def test_a_driver_runs_commands_of_many_sessions_at_once(server):
+    sessions = _connected(server, 4)
+    try:
+        d = _ssh.Driver()
+        chans = []
+        for i, s in enumerate(sessions):
+            ch, op = _exec_op(s, f"sleep 0.5; echo {i}")
+            chans.append(ch)
+            d.add(op)
+        assert len(d) == 4
+        t = time.monotonic()
+        started = []
+        while len(started) < 4:
+            started += d.wait(timeout=10)
+        for op in started:
+            assert op.done and op.result() is None
+        runs = {d_op: i for i, d_op in enumerate(ch.run(stdout=True, defer=True) for ch in chans)}
+        for op in runs:
+            d.add(op)
+        results = {}
+        while len(results) < 4:
+            for op in d.wait(timeout=10):
+                results[runs[op]] = op.result()
+        elapsed = time.monotonic() - t
+        assert {i: r.stdout for i, r in results.items()} == {i: f"{i}\n".encode() for i in range(4)}
+        assert all(r.exit_status == 0 for r in results.values())
+        assert elapsed < 1.5, f"four 0.5 s commands took {elapsed:.2f} s: not at once"
+        assert len(d) == 0 and d.wait(timeout=0) == []
+    finally:
+        for s in sessions:
+            s.close()
+
+
+def test_op_wait_is_what_the_method_does_without_defer(server):
+    with server.connect() as s:
+        ch, op = _exec_op(s, "echo hello; exit 3")
+        assert not op.done and op.session is s and op.what == "starting the command"
+        with pytest.raises(RuntimeError, match="not finished"):
+            op.result()
+        assert op.wait() is None
+        r = ch.run(stdout=True, stderr=True, defer=True).wait()
+        assert (r.exit_status, r.stdout) == (3, b"hello\n")
+        with pytest.raises(RuntimeError, match="under way or done"):
+            _ssh.Driver().add(op)  # done already
+
+
+def test_a_failed_op_raises_its_error_from_result(server):
+    with server.connect() as s:
+        ch = _ssh.Channel(s)
+        ch.exec("true")
+        with pytest.raises(pyssh.SSHError, match="used already"):
+            ch.exec("true", defer=True)
+        s2 = pyssh._ssh.Session()
+        with pytest.raises(pyssh.SSHError):
+            s2._auth_none(defer=True)  # not connected: refused before any Op is made
+
+
+def test_an_op_abandoned_gives_its_channel_back(server):
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        op.wait()
+        run = ch.run(stdout=True, defer=True)
+        with pytest.raises(RuntimeError, match="in use"):
+            ch.close()  # the run holds the channel
+        d = _ssh.Driver()
+        d.add(run)
+        d.abandon()
+        assert run.done and len(d) == 0
+        with pytest.raises(pyssh.SSHError, match="abandoned"):
+            run.result()
+        ch.close()  # free again
+        assert s.exec_internal("echo still").stdout == b"still\n"
+
+
+def test_an_op_dropped_unfinished_releases_what_it_holds(server):
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        op.wait()
+        run = ch.run(stdout=True, defer=True)
+        del run  # never waited for
+        ch.close()
+        assert s.exec_internal("echo ok").stdout == b"ok\n"
+
+
+def test_wait_socket_and_its_timeout():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    a, b = socket.socketpair()
+    try:
+        d = _ssh.Driver()
+        ready = _ssh.wait_socket(a.fileno(), 1, timeout=5)  # POLLIN
+        late = _ssh.wait_socket(listener.fileno(), 1, timeout=0.2, what="waiting for nobody")
+        d.add(ready)
+        d.add(late)
+        assert d.wait(timeout=0.05) == []
+        b.send(b"x")
+        assert d.wait(timeout=5) == [ready] and ready.result() is None
+        t = time.monotonic()
+        assert d.wait(timeout=5) == [late]
+        assert 0.1 < time.monotonic() - t < 1.0
+        with pytest.raises(pyssh.SSHTimeoutError, match="waiting for nobody"):
+            late.result()
+    finally:
+        for x in (listener, a, b):
+            x.close()
+
+
+def test_wake_from_another_thread_ends_a_wait_at_once():
+    a, b = socket.socketpair()
+    try:
+        d = _ssh.Driver()
+        d.add(_ssh.wait_socket(a.fileno(), 1))
+        threading.Timer(0.2, d.wake).start()
+        t = time.monotonic()
+        assert d.wait(timeout=10) == []
+        assert time.monotonic() - t < 2
+        assert len(d) == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_one_thread_at_a_time_moves_a_driver():
+    a, b = socket.socketpair()
+    d = _ssh.Driver()
+    d.add(_ssh.wait_socket(a.fileno(), 1))
+    errors = []
+    t = threading.Thread(target=lambda: d.wait(timeout=0.5))
+    t.start()
+    time.sleep(0.1)
+    try:
+        d.wait(timeout=0)
+    except RuntimeError as e:
+        errors.append(e)
+    t.join()
+    a.close()
+    b.close()
+    assert errors and "one thread" in str(errors[0])
+
+
+def test_the_connect_flow_runs_in_a_driver_as_connect_does(server):
+    """connect_steps in a hand-made loop over a Driver: what pyssh.Group's workers do."""
+    from pyssh._group import _tcp_steps
+    from pyssh._tcp import TCPConnect
+
+    kw = {
+        **pyssh._group._CONNECT_DEFAULTS,
+        "keyfile": server.client_key,
+        "known_hosts": server.known_hosts,
+        "config": False,
+    }
+    flows = [connect_steps(server.address, dict(kw)) for _ in range(3)]
+    d = _ssh.Driver()
+    stacks = {id(f): [f] for f in flows}
+    waiting = {}
+    done = []
+
+    def advance(key, value=None, error=None):
+        stack = stacks[key]
+        while True:
+            try:
+                item = stack[-1].throw(error) if error else stack[-1].send(value)
+            except StopIteration as stop:
+                stack.pop()
+                value, error = stop.value, None
+                if not stack:
+                    done.append(value)
+                    return
+                continue
+            value, error = None, None
+            if isinstance(item, TCPConnect):
+                stack.append(_tcp_steps(item))
+                continue
+            d.add(item)
+            waiting[item] = key
+            return
+
+    for f in flows:
+        advance(id(f))
+    while len(done) < 3:
+        for op in d.wait(timeout=10):
+            advance(waiting.pop(op), op.result())
+    try:
+        assert all(s.connected for s in done)
+        assert [s.exec_internal("echo hi").stdout for s in done] == [b"hi\n"] * 3
+    finally:
+        for s in done:
+            s.close()
+
+
+def test_run_steps_hands_a_failure_to_the_flow_where_it_waited(server):
+    deadline = Deadline(5)
+
+    def flow():
+        s = _ssh.Session()
+        try:
+            yield s._connect(-1, timeout=deadline.left(), defer=True)  # not configured
+        except pyssh.SSHError as e:
+            return f"caught: {type(e).__name__}"
+        finally:
+            s.close()
+
+    assert run_steps(flow()).startswith("caught: ")
+
+
+def test_a_driven_command_is_not_stalled_by_a_tunnel_thread_on_its_session(server):
+    """A background tunnel's thread waits on the same session and may read the
+    command's packets first: it rings the Driver (the entry is in the session's
+    waiters), which steps again at once instead of at the end of its slice (5 s)."""
+    with server.connect() as s, s.forward_local(0, f"127.0.0.1:{server.port}") as tunnel:
+        assert tunnel.port
+        ch, op = _exec_op(s, "for i in 1 2 3 4 5 6; do echo $i; sleep 0.1; done")
+        d = _ssh.Driver()
+        d.add(op)
+        t = time.monotonic()
+        results = []
+
+        def drive():  # a worker thread, as in pyssh.Group (slices of 5 s)
+            while not d.wait(timeout=30):
+                pass
+            run = ch.run(stdout=True, defer=True)
+            d.add(run)
+            while not (got := d.wait(timeout=30)):
+                pass
+            results.append(got[0].result())
+
+        worker = threading.Thread(target=drive)
+        worker.start()
+        worker.join(30)
+        elapsed = time.monotonic() - t
+        assert results and results[0].stdout == b"1\n2\n3\n4\n5\n6\n"
+        assert elapsed < 3.0, f"took {elapsed:.2f} s: the Driver missed its packets"
