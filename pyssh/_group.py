@@ -546,7 +546,9 @@ class Group:
         with self._lock:
             p = self._pools.get(name)
             if p is None:
-                size = 8 if name == "resolve" else min(32, 4 * (os.cpu_count() or 1))
+                # transfers: as many at once as a thread pool of the blocking API would
+                # run (the pipelined SFTP of one is bound by its server's one process)
+                size = 8 if name == "resolve" else min(self.max_parallel, 64)
                 p = self._pools[name] = ThreadPoolExecutor(size, f"pyssh-group-{name}")
             return p
 

@@ -145,6 +145,19 @@ def test_wake_from_another_thread_ends_a_wait_at_once():
         b.close()
 
 
+def test_an_empty_driver_waits_for_its_timeout_or_a_wake():
+    """A worker whose hosts all wait on a pool thread (a transfer, a name to resolve)
+    has nothing in its Driver: it must sleep there, not spin."""
+    d = _ssh.Driver()
+    t = time.monotonic()
+    assert d.wait(timeout=0.3) == []
+    assert 0.25 < time.monotonic() - t < 2
+    threading.Timer(0.1, d.wake).start()
+    t = time.monotonic()
+    assert d.wait(timeout=10) == []
+    assert time.monotonic() - t < 2
+
+
 def test_one_thread_at_a_time_moves_a_driver():
     a, b = socket.socketpair()
     d = _ssh.Driver()
