@@ -186,6 +186,10 @@ class _Worker:
         self.calls: Dict[Future[Any], _Flow] = {}
         self.ready: Deque[Future[Any]] = collections.deque()  # calls done (pool threads append)
         self.active = 0
+        # set once the thread has given everything back; waited for instead of joining
+        # the thread, because a join that Ctrl-C interrupts marks the thread finished
+        # while it still runs (CPython 3.11), and the close would race its goodbyes
+        self.finished = threading.Event()
 
     def run(self) -> None:
         _session.no_prompts.on = True  # many hosts, one terminal: never ask on it
@@ -194,7 +198,10 @@ class _Worker:
         except BaseException as e:  # a bug of the engine's: every unfinished host gets it
             self.engine.crashed(e)
         finally:
-            self.abandon()
+            try:
+                self.abandon()
+            finally:
+                self.finished.set()
 
     def loop(self) -> None:
         e = self.engine
@@ -366,14 +373,13 @@ class _Engine:
         for t in threads:
             t.start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.1)
+            for w in self.workers:
+                while not w.finished.wait(0.1):
                     report(*self.counts(), self.total)
         except BaseException:
             self.cancel()
-            for t in threads:
-                t.join()
+            for w in self.workers:
+                w.finished.wait()
             raise
         finally:
             report(*self.counts(), self.total)
