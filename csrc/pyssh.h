@@ -6,7 +6,9 @@
  * classes; wait.c the one helper that waits on the network with the GIL
  * released, and the one timeout converter; chanio.c (chanio.h) the one
  * channel-I/O core that every channel user goes through; session.c the Session
- * type and the one state check; channel.c, sftp.c, tunnel.c the types that use
+ * type and the one state check; op.c and driver.c the operations a method makes
+ * instead of waiting (defer=True), and the Driver that moves many of them from
+ * one poll() (pyssh.Group); channel.c, sftp.c, tunnel.c the types that use
  * channels; capi.c the C API; scp.c, sftpproto.c, names.c the checks of what a
  * server sends; guard.c the answers to what it opens and asks; platform.h and
  * platform.c everything that differs between operating systems (no other file
