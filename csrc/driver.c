@@ -68,7 +68,7 @@ driver_add(DriverObject *self, PyObject *op)
     if (driver_claim(self) < 0) {
         return NULL;
     }
-    int rc = pyssh_op_check(op) < 0 ? -1 : PyList_Append(self->ops, op);
+    int rc = pyssh_op_check(self->state, op) < 0 ? -1 : PyList_Append(self->ops, op);
     if (rc == 0 && pyssh_many_attach(pyssh_op_entry(op), self->wake.rd, self->wake.wr) < 0) {
         PyErr_NoMemory(); /* (it stays: moved, but woken only by its socket) */
         rc = -1;

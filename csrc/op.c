@@ -153,14 +153,20 @@ pyssh_op_is_done(PyObject *op)
 }
 
 int
-pyssh_op_check(PyObject *obj)
+pyssh_op_check(pyssh_state *st, PyObject *obj)
 {
-    OpObject *op = (OpObject *)obj;
-    if (!PyObject_TypeCheck(obj, op->state->OpType)) {
+    /* the type first: `obj` may be anything, and only an Op has a state */
+    if (!PyObject_TypeCheck(obj, st->OpType)) {
         PyErr_SetString(PyExc_TypeError, "a Driver moves Op objects only");
         return -1;
     }
-    if (pyssh_atomic_cas_str(&op->busy, NULL, "driver") != NULL || op->done) {
+    OpObject *op = (OpObject *)obj;
+    if (pyssh_atomic_cas_str(&op->busy, NULL, "driver") != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is under way or done already");
+        return -1;
+    }
+    if (op->done) {
+        PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL); /* not taken: wait() still gives its result */
         PyErr_SetString(PyExc_RuntimeError, "this operation is under way or done already");
         return -1;
     }

@@ -616,7 +616,8 @@ extern PyType_Spec pyssh_op_spec, pyssh_driver_spec;
 extern PyMethodDef pyssh_op_methods_module[]; /* _ssh.wait_socket */
 /* driver.c needs the Op's entry and how to end it */
 pyssh_many *pyssh_op_entry(PyObject *op);
-int pyssh_op_check(PyObject *op);     /* an Op not yet added or done: 0, or -1 */
+/* `op` is an Op (of the module `st`) not yet added or done, now claimed: 0, or -1 */
+int pyssh_op_check(pyssh_state *st, PyObject *op);
 void pyssh_op_conclude(PyObject *op); /* GIL held: its rc is final (not AGAIN) */
 int pyssh_op_is_done(PyObject *op);   /* concluded: result or exception kept */
 /* GIL held: give back what the unfinished `op` holds (its claim on a channel,

@@ -255,3 +255,22 @@ def test_a_driven_command_is_not_stalled_by_a_tunnel_thread_on_its_session(serve
         elapsed = time.monotonic() - t
         assert results and results[0].stdout == b"1\n2\n3\n4\n5\n6\n"
         assert elapsed < 3.0, f"took {elapsed:.2f} s: the Driver missed its packets"
+
+
+def test_a_driver_refuses_what_is_not_an_op():
+    """add() looked into its argument as an Op before checking its type (a crash)."""
+    d = _ssh.Driver()
+    for obj in (object(), 1, "x" * 100, [1, 2, 3], None, 3.5):
+        with pytest.raises(TypeError, match="Op objects only"):
+            d.add(obj)
+    assert len(d) == 0
+
+
+def test_an_op_refused_by_a_driver_as_done_still_gives_its_result(server):
+    """add() of a finished Op kept it claimed: its wait() then said it was under way."""
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        assert op.wait() is None
+        with pytest.raises(RuntimeError, match="under way or done"):
+            _ssh.Driver().add(op)
+        assert op.wait() is None and op.result() is None
