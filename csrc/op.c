@@ -259,8 +259,15 @@ socket_ready(SessionObject *s, void *arg, int rc)
     Py_RETURN_NONE;
 }
 
-static const pyssh_op_kind socket_kind = {
-    "waiting for the socket", PYSSH_EXC_ConnectError, NULL, 0, socket_ready, NULL, NULL, NULL};
+static const pyssh_op_kind socket_kind = {"waiting for the socket",
+                                          PYSSH_EXC_ConnectError,
+                                          NULL,
+                                          0,
+                                          socket_ready,
+                                          NULL,
+                                          NULL,
+                                          NULL,
+                                          NULL};
 
 PyDoc_STRVAR(wait_socket_doc,
              "wait_socket(fd, events, /, timeout=None, what='waiting for the socket')\n--\n\n"
@@ -409,6 +416,9 @@ op_traverse(OpObject *op, visitproc visit, void *arg)
     Py_VISIT(op->kwds);
     Py_VISIT(op->result);
     Py_VISIT(op->exc);
+    if (op->arg != NULL && op->kind->traverse != NULL) {
+        return op->kind->traverse(op->arg, visit, arg);
+    }
     return 0;
 }
 

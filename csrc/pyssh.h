@@ -602,6 +602,9 @@ typedef struct pyssh_op_kind {
     /* the argument was copied into the Op: point what points into it (or at
      * the deadline) at the copies (or NULL) */
     void (*relocate)(void *arg, pyssh_deadline *dl);
+    /* GIL held: visit the objects that arg holds (a callback may hold the Op:
+     * the garbage collector must see the cycle), or NULL */
+    int (*traverse)(void *p, visitproc visit, void *arg);
 } pyssh_op_kind;
 
 /* Run the operation `kind` with its argument `arg` (the method's, on its

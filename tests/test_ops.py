@@ -274,3 +274,27 @@ def test_an_op_refused_by_a_driver_as_done_still_gives_its_result(server):
         with pytest.raises(RuntimeError, match="under way or done"):
             _ssh.Driver().add(op)
         assert op.wait() is None and op.result() is None
+
+
+class _Holder:
+    pass
+
+
+def _run_held_by_its_callback(ch):
+    h = _Holder()
+    h.run = ch.run(stdout=lambda chunk, h=h: None, defer=True)
+    return id(h.run)
+
+
+def test_an_op_in_a_cycle_through_its_callback_is_collected(server):
+    """The garbage collector did not see the callbacks a run Op holds: an Op that its
+    own callback reached (a cycle) was never freed, and kept its channel claimed."""
+    import gc
+
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        op.wait()
+        rid = _run_held_by_its_callback(ch)
+        gc.collect()
+        assert not [o for o in gc.get_objects() if id(o) == rid]
+        ch.close()  # not "in use": the Op gave its claim back
