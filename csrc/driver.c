@@ -133,7 +133,8 @@ driver_slice(DriverObject *self, double end, int *woken)
 PyDoc_STRVAR(driver_wait_doc,
              "wait($self, /, timeout=None)\n--\n\n"
              "Move the operations until one or more finish, `timeout` seconds pass or wake()\n"
-             "is called; return the finished ones (their result() is ready), maybe none.\n"
+             "is called (also when there are none); return the finished ones (their\n"
+             "result() is ready), maybe none.\n"
              "Signal handlers run between slices (Ctrl-C raises KeyboardInterrupt; the\n"
              "operations stay, unfinished).");
 
@@ -154,10 +155,8 @@ driver_wait(DriverObject *self, PyObject *args, PyObject *kwds)
         if (dl.timeout >= 0 && dl.expires < end) {
             end = dl.expires;
         }
-        if (PyList_GET_SIZE(self->ops) == 0) {
-            done = PyList_New(0);
-            break;
-        }
+        /* (with no operations it still waits, for wake() or the timeout: a
+         * worker whose flows wait for its thread pool must not spin) */
         if (driver_slice(self, end, &woken) < 0 || (done = driver_collect(self)) == NULL) {
             break;
         }

@@ -298,3 +298,50 @@ def test_an_op_in_a_cycle_through_its_callback_is_collected(server):
         gc.collect()
         assert not [o for o in gc.get_objects() if id(o) == rid]
         ch.close()  # not "in use": the Op gave its claim back
+
+
+def test_a_driver_with_no_operations_waits_for_wake_or_its_timeout():
+    """wait() returned at once with no Op pending: a Group worker whose flows all
+    waited for its thread pool (resolving a name, an SFTP transfer) spun on it."""
+    d = _ssh.Driver()
+    t = time.monotonic()
+    assert d.wait(timeout=0.3) == []
+    assert time.monotonic() - t >= 0.25
+    threading.Timer(0.2, d.wake).start()
+    t = time.monotonic()
+    assert d.wait(timeout=10) == []
+    assert 0.1 < time.monotonic() - t < 2
+
+
+def test_a_group_worker_does_not_spin_while_a_name_resolves(server, monkeypatch):
+    from pyssh import _group
+
+    real, waits = _group.getaddrinfo, [0]
+    real_driver = _ssh.Driver
+
+    def slow(host, port, target):
+        time.sleep(1.0)
+        return real("127.0.0.1", port, target)
+
+    class Counting:
+        def __init__(self):
+            self.d = real_driver()
+
+        def wait(self, timeout=None):
+            waits[0] += 1
+            return self.d.wait(timeout=timeout)
+
+        def __getattr__(self, name):
+            return getattr(self.d, name)
+
+        def __len__(self):
+            return len(self.d)
+
+    monkeypatch.setattr(_group, "getaddrinfo", slow)
+    monkeypatch.setattr(_group._ssh, "Driver", Counting)
+    user = server.address.split("@")[0]
+    host = ("h", {"hostname": "localhost", "port": server.port, "user": user})
+    kw = {"keyfile": server.client_key, "known_hosts": server.known_hosts, "config": False}
+    with pyssh.Group([host], workers=1, **kw) as g:
+        assert not g.run("true").failed
+    assert waits[0] < 100, f"{waits[0]} waits of a Driver in 1 s: it spun"
