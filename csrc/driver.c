@@ -86,7 +86,10 @@ driver_collect(DriverObject *self)
     for (Py_ssize_t i = 0; done != NULL && left != NULL && i < n; i++) {
         PyObject *op = PyList_GET_ITEM(self->ops, i);
         pyssh_many *e = pyssh_op_entry(op);
-        if (e->rc != PYSSH_AGAIN) {
+        if (pyssh_op_is_done(op)) {
+            /* concluded by a collect that then ran out of memory: not twice */
+        }
+        else if (e->rc != PYSSH_AGAIN) {
             pyssh_op_conclude(op); /* a callback may run here (between chunks) */
         }
         else if (e->logs != NULL) {
