@@ -345,3 +345,41 @@ def test_a_group_worker_does_not_spin_while_a_name_resolves(server, monkeypatch)
     with pyssh.Group([host], workers=1, **kw) as g:
         assert not g.run("true").failed
     assert waits[0] < 100, f"{waits[0]} waits of a Driver in 1 s: it spun"
+
+
+def _in_a_thread(fn):  # a worker's slices (5 s), as in pyssh.Group
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(60)
+    return out[0]
+
+
+def test_a_ring_that_comes_with_a_finished_op_is_not_lost(server):
+    """Another thread read a pending command's packets (ringing the Driver) while a
+    socket Op became ready: the wait that returned the socket Op drained the ring but
+    left the command unstepped, until the end of a 5 s slice."""
+    with server.connect() as s:
+        ch, op = _exec_op(s, "sleep 0.5; echo hi")
+        op.wait()
+        run = ch.run(stdout=True, defer=True)
+        y1, y2 = socket.socketpair()
+        x1, x2 = socket.socketpair()
+        try:
+            d = _ssh.Driver()
+            first, second = _ssh.wait_socket(y1.fileno(), 1), _ssh.wait_socket(x1.fileno(), 1)
+            for o in (run, first, second):
+                d.add(o)
+            y2.send(b"y")
+            assert _in_a_thread(lambda: d.wait(timeout=10)) == [first]  # run: stepped once
+            time.sleep(1.0)
+            s.exec_internal("true")  # reads the run's output and end: rings the Driver
+            x2.send(b"x")
+            assert _in_a_thread(lambda: d.wait(timeout=10)) == [second]
+            t = time.monotonic()
+            assert _in_a_thread(lambda: d.wait(timeout=10)) == [run]
+            assert time.monotonic() - t < 1.0
+            assert run.result().stdout == b"hi\n"
+        finally:
+            for x in (y1, y2, x1, x2):
+                x.close()
