@@ -91,6 +91,7 @@ driver_collect(DriverObject *self)
         }
         else if (e->rc != PYSSH_AGAIN) {
             pyssh_op_conclude(op); /* a callback may run here (between chunks) */
+            pyssh_op_unclaim(op);
         }
         else if (e->logs != NULL) {
             pyssh_log_emit(e->s, e->logs);
@@ -220,6 +221,7 @@ driver_abandon(DriverObject *self, PyObject *Py_UNUSED(ignored))
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ops); i++) {
         pyssh_op_abandon(PyList_GET_ITEM(ops, i));
+        pyssh_op_unclaim(PyList_GET_ITEM(ops, i));
     }
     Py_DECREF(ops);
     driver_unclaim(self);

@@ -140,6 +140,15 @@ pyssh_op_abandon(PyObject *obj)
     }
 }
 
+void
+pyssh_op_unclaim(PyObject *obj)
+{
+    OpObject *op = (OpObject *)obj;
+    if (op->done) {
+        PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL); /* after done and its outcome */
+    }
+}
+
 pyssh_many *
 pyssh_op_entry(PyObject *op)
 {

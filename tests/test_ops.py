@@ -383,3 +383,22 @@ def test_a_ring_that_comes_with_a_finished_op_is_not_lost(server):
         finally:
             for x in (y1, y2, x1, x2):
                 x.close()
+
+
+def test_wait_gives_the_outcome_of_an_op_a_driver_finished_or_abandoned(server):
+    """An Op that a Driver had finished or abandoned stayed claimed by it: its wait()
+    said it was under way in another call instead of giving its result or error."""
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        d = _ssh.Driver()
+        d.add(op)
+        while not d.wait(timeout=10):
+            pass
+        assert op.wait() is None
+        run = ch.run(stdout=True, defer=True)
+        d.add(run)
+        d.abandon()
+        with pytest.raises(pyssh.SSHError, match="abandoned"):
+            run.wait()
+        with pytest.raises(RuntimeError, match="under way or done"):
+            d.add(run)
