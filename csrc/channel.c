@@ -504,6 +504,7 @@ static const pyssh_op_kind exec_kind = {"starting the command",
                                         exec_finish,
                                         exec_failed,
                                         exec_release,
+                                        NULL,
                                         NULL};
 
 static PyObject *
@@ -1015,9 +1016,24 @@ run_release(SessionObject *s, void *arg)
     pump_free(&r->P);
 }
 
+/* The callbacks and the stdin iterator may hold the Op (a cycle). */
+static int
+run_traverse(void *p, visitproc visit, void *arg)
+{
+    struct pump *P = &((struct run_op *)p)->P;
+    for (int i = 0; i < 2; i++) {
+        Py_VISIT(P->out[i].target);
+    }
+    Py_VISIT(P->stdin_iter);
+    if (P->have_view) {
+        Py_VISIT(P->in_view.obj);
+    }
+    return 0;
+}
+
 static const pyssh_op_kind run_kind = {"running the command", PYSSH_EXC_SSHError, run_step,
                                        sizeof(struct run_op), run_finish,         run_failed,
-                                       run_release,           run_relocate};
+                                       run_release,           run_relocate,       run_traverse};
 
 static PyObject *
 chanobj_run(ChannelObject *self, PyObject *args, PyObject *kwds)

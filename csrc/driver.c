@@ -68,7 +68,7 @@ driver_add(DriverObject *self, PyObject *op)
     if (driver_claim(self) < 0) {
         return NULL;
     }
-    int rc = pyssh_op_check(op) < 0 ? -1 : PyList_Append(self->ops, op);
+    int rc = pyssh_op_check(self->state, op) < 0 ? -1 : PyList_Append(self->ops, op);
     if (rc == 0 && pyssh_many_attach(pyssh_op_entry(op), self->wake.rd, self->wake.wr) < 0) {
         PyErr_NoMemory(); /* (it stays: moved, but woken only by its socket) */
         rc = -1;
@@ -86,8 +86,12 @@ driver_collect(DriverObject *self)
     for (Py_ssize_t i = 0; done != NULL && left != NULL && i < n; i++) {
         PyObject *op = PyList_GET_ITEM(self->ops, i);
         pyssh_many *e = pyssh_op_entry(op);
-        if (e->rc != PYSSH_AGAIN) {
+        if (pyssh_op_is_done(op)) {
+            /* concluded by a collect that then ran out of memory: not twice */
+        }
+        else if (e->rc != PYSSH_AGAIN) {
             pyssh_op_conclude(op); /* a callback may run here (between chunks) */
+            pyssh_op_unclaim(op);
         }
         else if (e->logs != NULL) {
             pyssh_log_emit(e->s, e->logs);
@@ -133,8 +137,8 @@ driver_slice(DriverObject *self, double end, int *woken)
 PyDoc_STRVAR(driver_wait_doc,
              "wait($self, /, timeout=None)\n--\n\n"
              "Move the operations until one or more finish, `timeout` seconds pass or wake()\n"
-             "is called (with none to move, wait for the latter two); return the finished\n"
-             "ones (their result() is ready), maybe none.\n"
+             "is called (also when there are none); return the finished ones (their\n"
+             "result() is ready), maybe none.\n"
              "Signal handlers run between slices (Ctrl-C raises KeyboardInterrupt; the\n"
              "operations stay, unfinished).");
 
@@ -155,6 +159,8 @@ driver_wait(DriverObject *self, PyObject *args, PyObject *kwds)
         if (dl.timeout >= 0 && dl.expires < end) {
             end = dl.expires;
         }
+        /* (with no operations it still waits, for wake() or the timeout: a
+         * worker whose flows wait for its thread pool must not spin) */
         if (driver_slice(self, end, &woken) < 0 || (done = driver_collect(self)) == NULL) {
             break;
         }
@@ -215,6 +221,7 @@ driver_abandon(DriverObject *self, PyObject *Py_UNUSED(ignored))
     }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(ops); i++) {
         pyssh_op_abandon(PyList_GET_ITEM(ops, i));
+        pyssh_op_unclaim(PyList_GET_ITEM(ops, i));
     }
     Py_DECREF(ops);
     driver_unclaim(self);

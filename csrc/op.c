@@ -140,6 +140,15 @@ pyssh_op_abandon(PyObject *obj)
     }
 }
 
+void
+pyssh_op_unclaim(PyObject *obj)
+{
+    OpObject *op = (OpObject *)obj;
+    if (op->done) {
+        PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL); /* after done and its outcome */
+    }
+}
+
 pyssh_many *
 pyssh_op_entry(PyObject *op)
 {
@@ -153,14 +162,20 @@ pyssh_op_is_done(PyObject *op)
 }
 
 int
-pyssh_op_check(PyObject *obj)
+pyssh_op_check(pyssh_state *st, PyObject *obj)
 {
-    OpObject *op = (OpObject *)obj;
-    if (!PyObject_TypeCheck(obj, op->state->OpType)) {
+    /* the type first: `obj` may be anything, and only an Op has a state */
+    if (!PyObject_TypeCheck(obj, st->OpType)) {
         PyErr_SetString(PyExc_TypeError, "a Driver moves Op objects only");
         return -1;
     }
-    if (pyssh_atomic_cas_str(&op->busy, NULL, "driver") != NULL || op->done) {
+    OpObject *op = (OpObject *)obj;
+    if (pyssh_atomic_cas_str(&op->busy, NULL, "driver") != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is under way or done already");
+        return -1;
+    }
+    if (op->done) {
+        PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL); /* not taken: wait() still gives its result */
         PyErr_SetString(PyExc_RuntimeError, "this operation is under way or done already");
         return -1;
     }
@@ -253,8 +268,15 @@ socket_ready(SessionObject *s, void *arg, int rc)
     Py_RETURN_NONE;
 }
 
-static const pyssh_op_kind socket_kind = {
-    "waiting for the socket", PYSSH_EXC_ConnectError, NULL, 0, socket_ready, NULL, NULL, NULL};
+static const pyssh_op_kind socket_kind = {"waiting for the socket",
+                                          PYSSH_EXC_ConnectError,
+                                          NULL,
+                                          0,
+                                          socket_ready,
+                                          NULL,
+                                          NULL,
+                                          NULL,
+                                          NULL};
 
 PyDoc_STRVAR(wait_socket_doc,
              "wait_socket(fd, events, /, timeout=None, what='waiting for the socket')\n--\n\n"
@@ -403,6 +425,9 @@ op_traverse(OpObject *op, visitproc visit, void *arg)
     Py_VISIT(op->kwds);
     Py_VISIT(op->result);
     Py_VISIT(op->exc);
+    if (op->arg != NULL && op->kind->traverse != NULL) {
+        return op->kind->traverse(op->arg, visit, arg);
+    }
     return 0;
 }
 

@@ -604,6 +604,9 @@ typedef struct pyssh_op_kind {
     /* the argument was copied into the Op: point what points into it (or at
      * the deadline) at the copies (or NULL) */
     void (*relocate)(void *arg, pyssh_deadline *dl);
+    /* GIL held: visit the objects that arg holds (a callback may hold the Op:
+     * the garbage collector must see the cycle), or NULL */
+    int (*traverse)(void *p, visitproc visit, void *arg);
 } pyssh_op_kind;
 
 /* Run the operation `kind` with its argument `arg` (the method's, on its
@@ -618,9 +621,12 @@ extern PyType_Spec pyssh_op_spec, pyssh_driver_spec;
 extern PyMethodDef pyssh_op_methods_module[]; /* _ssh.wait_socket */
 /* driver.c needs the Op's entry and how to end it */
 pyssh_many *pyssh_op_entry(PyObject *op);
-int pyssh_op_check(PyObject *op);     /* an Op not yet added or done: 0, or -1 */
+/* `op` is an Op (of the module `st`) not yet added or done, now claimed: 0, or -1 */
+int pyssh_op_check(pyssh_state *st, PyObject *op);
 void pyssh_op_conclude(PyObject *op); /* GIL held: its rc is final (not AGAIN) */
 int pyssh_op_is_done(PyObject *op);   /* concluded: result or exception kept */
+/* A Driver's Op once done: its claim goes, so that wait() gives its outcome. */
+void pyssh_op_unclaim(PyObject *op);
 /* GIL held: give back what the unfinished `op` holds (its claim on a channel,
  * its buffers) and end it with SSHError, without another step. */
 void pyssh_op_abandon(PyObject *op);

@@ -513,9 +513,15 @@ connect_release(SessionObject *self, void *arg)
     pyssh_unlock(self);
 }
 
-static const pyssh_op_kind connect_kind = {
-    "connecting", PYSSH_EXC_ConnectError, connect_step, sizeof(struct connect_arg), connect_finish,
-    NULL,         connect_release,        NULL};
+static const pyssh_op_kind connect_kind = {"connecting",
+                                           PYSSH_EXC_ConnectError,
+                                           connect_step,
+                                           sizeof(struct connect_arg),
+                                           connect_finish,
+                                           NULL,
+                                           connect_release,
+                                           NULL,
+                                           NULL};
 
 PyDoc_STRVAR(session_connect_doc,
              "_connect($self, /, fd=-1, timeout=None, what='connecting', defer=False)\n--\n\n"
@@ -911,7 +917,7 @@ auth_finish(SessionObject *self, void *arg, int rc)
 
 #define AUTH_KIND(step, what, size, release)                                                       \
     {                                                                                              \
-        what, PYSSH_EXC_AuthenticationError, step, size, auth_finish, NULL, release, NULL          \
+        what, PYSSH_EXC_AuthenticationError, step, size, auth_finish, NULL, release, NULL, NULL    \
     }
 
 #define AUTH_METHOD(name, step, what, doc)                                                         \
@@ -1235,6 +1241,7 @@ static const pyssh_op_kind kbdint_kind = {"keyboard-interactive authentication",
                                           auth_kbdint_step,
                                           sizeof(struct kbdint_arg),
                                           kbdint_finish,
+                                          NULL,
                                           NULL,
                                           NULL,
                                           NULL};

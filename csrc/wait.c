@@ -1154,8 +1154,10 @@ pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake, in
         }
         free(fds);
         if (finished > 0 || *woken || now >= slice_end) {
-            for (int i = 0; finished == 0 && i < n; i++) {
-                e[i]->due = e[i]->s != NULL; /* the next slice steps them all first */
+            /* the next slice steps them all first: also when a ring came with a
+             * finished entry (the ring's packets were read: the socket stays idle) */
+            for (int i = 0; (finished == 0 || *woken) && i < n; i++) {
+                e[i]->due = e[i]->s != NULL;
             }
             return finished;
         }

@@ -268,3 +268,150 @@ def test_a_driven_command_is_not_stalled_by_a_tunnel_thread_on_its_session(serve
         elapsed = time.monotonic() - t
         assert results and results[0].stdout == b"1\n2\n3\n4\n5\n6\n"
         assert elapsed < 3.0, f"took {elapsed:.2f} s: the Driver missed its packets"
+
+
+def test_a_driver_refuses_what_is_not_an_op():
+    """add() looked into its argument as an Op before checking its type (a crash)."""
+    d = _ssh.Driver()
+    for obj in (object(), 1, "x" * 100, [1, 2, 3], None, 3.5):
+        with pytest.raises(TypeError, match="Op objects only"):
+            d.add(obj)
+    assert len(d) == 0
+
+
+def test_an_op_refused_by_a_driver_as_done_still_gives_its_result(server):
+    """add() of a finished Op kept it claimed: its wait() then said it was under way."""
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        assert op.wait() is None
+        with pytest.raises(RuntimeError, match="under way or done"):
+            _ssh.Driver().add(op)
+        assert op.wait() is None and op.result() is None
+
+
+class _Holder:
+    pass
+
+
+def _run_held_by_its_callback(ch):
+    h = _Holder()
+    h.run = ch.run(stdout=lambda chunk, h=h: None, defer=True)
+    return id(h.run)
+
+
+def test_an_op_in_a_cycle_through_its_callback_is_collected(server):
+    """The garbage collector did not see the callbacks a run Op holds: an Op that its
+    own callback reached (a cycle) was never freed, and kept its channel claimed."""
+    import gc
+
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        op.wait()
+        rid = _run_held_by_its_callback(ch)
+        gc.collect()
+        assert not [o for o in gc.get_objects() if id(o) == rid]
+        ch.close()  # not "in use": the Op gave its claim back
+
+
+def test_a_driver_with_no_operations_waits_for_wake_or_its_timeout():
+    """wait() returned at once with no Op pending: a Group worker whose flows all
+    waited for its thread pool (resolving a name, an SFTP transfer) spun on it."""
+    d = _ssh.Driver()
+    t = time.monotonic()
+    assert d.wait(timeout=0.3) == []
+    assert time.monotonic() - t >= 0.25
+    threading.Timer(0.2, d.wake).start()
+    t = time.monotonic()
+    assert d.wait(timeout=10) == []
+    assert 0.1 < time.monotonic() - t < 2
+
+
+def test_a_group_worker_does_not_spin_while_a_name_resolves(server, monkeypatch):
+    from pyssh import _group
+
+    real, waits = _group.getaddrinfo, [0]
+    real_driver = _ssh.Driver
+
+    def slow(host, port, target):
+        time.sleep(1.0)
+        return real("127.0.0.1", port, target)
+
+    class Counting:
+        def __init__(self):
+            self.d = real_driver()
+
+        def wait(self, timeout=None):
+            waits[0] += 1
+            return self.d.wait(timeout=timeout)
+
+        def __getattr__(self, name):
+            return getattr(self.d, name)
+
+        def __len__(self):
+            return len(self.d)
+
+    monkeypatch.setattr(_group, "getaddrinfo", slow)
+    monkeypatch.setattr(_group._ssh, "Driver", Counting)
+    user = server.address.split("@")[0]
+    host = ("h", {"hostname": "localhost", "port": server.port, "user": user})
+    kw = {"keyfile": server.client_key, "known_hosts": server.known_hosts, "config": False}
+    with pyssh.Group([host], workers=1, **kw) as g:
+        assert not g.run("true").failed
+    assert waits[0] < 100, f"{waits[0]} waits of a Driver in 1 s: it spun"
+
+
+def _in_a_thread(fn):  # a worker's slices (5 s), as in pyssh.Group
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start()
+    t.join(60)
+    return out[0]
+
+
+def test_a_ring_that_comes_with_a_finished_op_is_not_lost(server):
+    """Another thread read a pending command's packets (ringing the Driver) while a
+    socket Op became ready: the wait that returned the socket Op drained the ring but
+    left the command unstepped, until the end of a 5 s slice."""
+    with server.connect() as s:
+        ch, op = _exec_op(s, "sleep 0.5; echo hi")
+        op.wait()
+        run = ch.run(stdout=True, defer=True)
+        y1, y2 = socket.socketpair()
+        x1, x2 = socket.socketpair()
+        try:
+            d = _ssh.Driver()
+            first, second = _ssh.wait_socket(y1.fileno(), 1), _ssh.wait_socket(x1.fileno(), 1)
+            for o in (run, first, second):
+                d.add(o)
+            y2.send(b"y")
+            assert _in_a_thread(lambda: d.wait(timeout=10)) == [first]  # run: stepped once
+            time.sleep(1.0)
+            s.exec_internal("true")  # reads the run's output and end: rings the Driver
+            x2.send(b"x")
+            assert _in_a_thread(lambda: d.wait(timeout=10)) == [second]
+            t = time.monotonic()
+            assert _in_a_thread(lambda: d.wait(timeout=10)) == [run]
+            assert time.monotonic() - t < 1.0
+            assert run.result().stdout == b"hi\n"
+        finally:
+            for x in (y1, y2, x1, x2):
+                x.close()
+
+
+def test_wait_gives_the_outcome_of_an_op_a_driver_finished_or_abandoned(server):
+    """An Op that a Driver had finished or abandoned stayed claimed by it: its wait()
+    said it was under way in another call instead of giving its result or error."""
+    with server.connect() as s:
+        ch, op = _exec_op(s, "true")
+        d = _ssh.Driver()
+        d.add(op)
+        while not d.wait(timeout=10):
+            pass
+        assert op.wait() is None
+        run = ch.run(stdout=True, defer=True)
+        d.add(run)
+        d.abandon()
+        with pytest.raises(pyssh.SSHError, match="abandoned"):
+            run.wait()
+        with pytest.raises(RuntimeError, match="under way or done"):
+            d.add(run)
