@@ -231,7 +231,13 @@ driver_abandon(DriverObject *self, PyObject *Py_UNUSED(ignored))
 static Py_ssize_t
 driver_len(DriverObject *self)
 {
-    return PyList_GET_SIZE(self->ops);
+    /* claimed: wait() replaces the list (and another thread may ask, without a GIL) */
+    if (driver_claim(self) < 0) {
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(self->ops);
+    driver_unclaim(self);
+    return n;
 }
 
 static int

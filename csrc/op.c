@@ -20,8 +20,8 @@ typedef struct {
     const char *busy; /* the claim: "wait" or "driver", atomically */
     int done;         /* concluded: result or exc is kept */
     PyObject *result;
-    PyObject *exc;
-    void *arg; /* kind->size bytes, released once */
+    PyObject *exc, *tb; /* its traceback, set again at each raise (it would grow) */
+    void *arg;          /* kind->size bytes, released once */
     pyssh_deadline dl;
     pyssh_many ent;
 } OpObject;
@@ -50,8 +50,8 @@ op_keep_exception(OpObject *op)
         PyException_SetTraceback(value, tb);
     }
     Py_XDECREF(type);
-    Py_XDECREF(tb);
     op->exc = value;
+    op->tb = tb;
 }
 
 /* The failure of a finished entry as an exception (set). */
@@ -323,6 +323,7 @@ static PyObject *
 op_outcome(OpObject *op)
 {
     if (op->exc != NULL) {
+        PyException_SetTraceback(op->exc, op->tb != NULL ? op->tb : Py_None);
         PyErr_SetObject((PyObject *)Py_TYPE(op->exc), op->exc);
         return NULL;
     }
@@ -425,6 +426,7 @@ op_traverse(OpObject *op, visitproc visit, void *arg)
     Py_VISIT(op->kwds);
     Py_VISIT(op->result);
     Py_VISIT(op->exc);
+    Py_VISIT(op->tb);
     if (op->arg != NULL && op->kind->traverse != NULL) {
         return op->kind->traverse(op->arg, visit, arg);
     }
@@ -436,6 +438,7 @@ op_clear(OpObject *op)
 {
     Py_CLEAR(op->result);
     Py_CLEAR(op->exc);
+    Py_CLEAR(op->tb);
     return 0;
 }
 

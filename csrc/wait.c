@@ -1106,7 +1106,9 @@ many_mark(pyssh_many **e, int n, const pyssh_pollfd *fds, double now)
         else if (ready || (idle && e[i]->s != NULL) || (e[i]->due_at > 0 && now >= e[i]->due_at)) {
             e[i]->due = 1;
         }
-        if (e[i]->rc == PYSSH_AGAIN && !e[i]->due && deadline_passed(e[i]->dl, now)) {
+        /* passed is passed, ready or not (as pyssh_wait): a server that trickles
+         * packets cannot hold off a total deadline */
+        if (e[i]->rc == PYSSH_AGAIN && deadline_passed(e[i]->dl, now)) {
             e[i]->rc = PYSSH_TIMEDOUT;
         }
         finished += e[i]->rc != PYSSH_AGAIN;

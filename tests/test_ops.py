@@ -415,3 +415,35 @@ def test_wait_gives_the_outcome_of_an_op_a_driver_finished_or_abandoned(server):
             run.wait()
         with pytest.raises(RuntimeError, match="under way or done"):
             d.add(run)
+
+
+def test_a_server_that_trickles_bytes_cannot_hold_off_the_connect_timeout(tmp_path):
+    """Its socket is ready every 50 ms, so the entry is always due: the deadline is
+    checked all the same, as pyssh_wait does (connecting has a total deadline)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"SSH-2.0-trickle\r\n\x00\x00\x10\x00")  # a 4 KiB packet, coming
+            while not stop.wait(0.05):
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    return
+
+    threading.Thread(target=serve, daemon=True).start()
+    host = ("slow", {"hostname": "127.0.0.1", "port": listener.getsockname()[1]})
+    try:
+        t = time.monotonic()
+        with pyssh.Group([host], known_hosts=str(tmp_path / "kh"), config=False) as g:
+            r = g.run("true", timeout=1)
+        elapsed = time.monotonic() - t
+    finally:
+        stop.set()
+        listener.close()
+    assert isinstance(r["slow"], pyssh.SSHTimeoutError), r["slow"]
+    assert elapsed < 3, elapsed
