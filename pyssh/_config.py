@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import socket
+import time
 from typing import Dict, List, Optional, Tuple, Union
 
 __all__ = ["lookup", "keepalive", "SYSTEM_CONFIG"]
@@ -67,7 +68,7 @@ def _split(line: str) -> Tuple[Optional[str], List[str]]:
     return key.lower(), args
 
 
-_PARSED: Dict[str, Tuple[Tuple[int, int], List[Tuple[str, List[str]]]]] = {}
+_PARSED: Dict[str, Tuple[Tuple[int, int, int], List[Tuple[str, List[str]]]]] = {}
 
 
 def _parsed(path: str) -> Optional[List[Tuple[str, List[str]]]]:
@@ -75,7 +76,7 @@ def _parsed(path: str) -> Optional[List[Tuple[str, List[str]]]]:
     (a Group looks up one file for each of its hosts); None if it cannot be read."""
     try:
         st = os.stat(path)
-        stamp = (st.st_mtime_ns, st.st_size)
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         hit = _PARSED.get(path)
         if hit is not None and hit[0] == stamp:
             return hit[1]
@@ -84,10 +85,36 @@ def _parsed(path: str) -> Optional[List[Tuple[str, List[str]]]]:
     except OSError:
         return None
     lines = [(k, a) for k, a in map(_split, text.splitlines()) if k is not None]
-    if len(_PARSED) > 64:
-        _PARSED.clear()
-    _PARSED[path] = (stamp, lines)
+    if time.time() - st.st_mtime >= 2:  # (as git: a fresh change may not show yet)
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        _PARSED[path] = (stamp, lines)
     return lines
+
+
+_GLOBS: Dict[str, Tuple[Tuple[int, int], List[str]]] = {}
+
+
+def _glob(pattern: str) -> List[str]:
+    """An Include's files, sorted; kept while the directory is unchanged when only the
+    last part of the pattern has wildcards (/etc/ssh/ssh_config.d/*.conf)."""
+    folder = os.path.dirname(pattern)
+    if glob.has_magic(folder):
+        return sorted(glob.glob(pattern))
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return []
+    stamp = (st.st_ino, st.st_mtime_ns)
+    hit = _GLOBS.get(pattern)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    found = sorted(glob.glob(pattern))
+    if time.time() - st.st_mtime >= 2:
+        if len(_GLOBS) > 64:
+            _GLOBS.clear()
+        _GLOBS[pattern] = (stamp, found)
+    return found
 
 
 def _match_patterns(name: str, patterns: List[str]) -> bool:
@@ -131,7 +158,7 @@ class _Reader:
                         pattern = os.path.expanduser(pattern)
                         if not os.path.isabs(pattern):
                             pattern = os.path.join(base, pattern)
-                        for inc in sorted(glob.glob(pattern)):
+                        for inc in _glob(pattern):
                             self.read(inc, base)
             elif active and key in _WANTED and args:
                 if key in ("identityfile", "certificatefile"):  # each one counts

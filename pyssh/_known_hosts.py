@@ -40,8 +40,19 @@ import os
 import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 if TYPE_CHECKING:
     from . import _keys
@@ -274,14 +285,39 @@ def _read_lines(path: str) -> Iterator[Tuple[int, str]]:
             yield n, raw.decode("utf-8", "replace")
 
 
+_PARSED: Dict[str, Tuple[Tuple[int, int, int], List[Entry]]] = {}
+
+
+def _file_entries(path: str) -> List[Entry]:
+    """The valid lines of one file, parsed once while it stays the same file with the
+    same size and time (a Group checks one file for each of its hosts). As git does, a
+    file changed in the last 2 seconds is always read again: a same-size rewrite within
+    the file system's timestamp granularity would not show."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return []
+    stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _PARSED.get(path)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    entries = []
+    for n, line in _read_lines(path):
+        entry = parse_line(line, path, n)
+        if entry is not None:
+            entries.append(entry)
+    if time.time() - st.st_mtime >= 2:
+        if len(_PARSED) > 64:
+            _PARSED.clear()
+        _PARSED[path] = (stamp, entries)
+    return entries
+
+
 def read_entries(paths: Iterable[str]) -> List[Entry]:
     """Every valid line of the files, in order."""
-    out = []
+    out: List[Entry] = []
     for path in paths:
-        for n, line in _read_lines(path):
-            entry = parse_line(line, path, n)
-            if entry is not None:
-                out.append(entry)
+        out.extend(_file_entries(path))
     return out
 
 

@@ -1609,10 +1609,20 @@ def _algorithm_list(value: Algorithms, name: str) -> Optional[str]:
 
 
 def _local_user() -> str:
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):  # getpass.getuser's order
+        user = os.environ.get(name)
+        if user:
+            return user
+    return _account_name(os.getuid() if hasattr(os, "getuid") else -1)
+
+
+@functools.lru_cache(maxsize=8)
+def _account_name(uid: int) -> str:
+    """The password database's name for uid (read once: a Group asks for every host)."""
     try:
         return getpass.getuser()
     except Exception:  # no login name in the environment or the password database
-        return "root" if hasattr(os, "getuid") and os.getuid() == 0 else "user"
+        return "root" if uid == 0 else "user"
 
 
 _stderr_handler: Optional[logging.Handler] = None

@@ -68,6 +68,25 @@ def test_no_line_makes_the_parser_raise(text):
     kh.host_matches("host", text.split(" ")[0])
 
 
+def test_a_changed_file_is_read_again_even_at_the_same_size(tmp_path):
+    """read_entries keeps a file's parse while it is unchanged (a Group checks it for
+    every host): a same-size rewrite must still be seen, fresh (within 2 s, whatever
+    the file system's timestamps) and old (another mtime)."""
+    path = str(tmp_path / "known_hosts")
+    with open(path, "w") as f:
+        f.write(line("host", KEY) + "\n")
+    assert [e.blob for e in kh.read_entries([path])] == [KEY]
+    with open(path, "w") as f:  # same size, at once
+        f.write(line("host", OTHER) + "\n")
+    assert [e.blob for e in kh.read_entries([path])] == [OTHER]
+    os.utime(path, (1_000_000_000, 1_000_000_000))  # an old file: its parse is kept
+    assert [e.blob for e in kh.read_entries([path])] == [OTHER]
+    with open(path, "w") as f:
+        f.write(line("host", KEY) + "\n")
+    os.utime(path, (1_000_000_100, 1_000_000_100))  # rewritten: another mtime
+    assert [e.blob for e in kh.read_entries([path])] == [KEY]
+
+
 def test_lookup_names():
     assert kh.lookup_name("Example.COM", 22) == "example.com"
     assert kh.lookup_name("example.com", 2222) == "[example.com]:2222"
