@@ -68,13 +68,20 @@ driver_add(DriverObject *self, PyObject *op)
     if (driver_claim(self) < 0) {
         return NULL;
     }
-    int rc = pyssh_op_check(self->state, op) < 0 ? -1 : PyList_Append(self->ops, op);
-    if (rc == 0 && pyssh_many_attach(pyssh_op_entry(op), self->wake.rd, self->wake.wr) < 0) {
-        PyErr_NoMemory(); /* (it stays: moved, but woken only by its socket) */
-        rc = -1;
+    if (pyssh_op_check(self->state, op) < 0) {
+        driver_unclaim(self);
+        return NULL;
+    }
+    /* its waiter first: an Op in the list is never without one */
+    if (pyssh_many_attach(pyssh_op_entry(op), self->wake.rd, self->wake.wr) < 0 ||
+        PyList_Append(self->ops, op) < 0) {
+        pyssh_many_detach(pyssh_op_entry(op));
+        pyssh_op_give_back(op); /* not taken after all: wait() may still move it */
+        driver_unclaim(self);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     }
     driver_unclaim(self);
-    return rc < 0 ? NULL : Py_NewRef(Py_None);
+    Py_RETURN_NONE;
 }
 
 /* Conclude what finished; keep the rest. Returns the finished Ops (a new list). */

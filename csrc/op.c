@@ -141,6 +141,12 @@ pyssh_op_abandon(PyObject *obj)
 }
 
 void
+pyssh_op_give_back(PyObject *obj)
+{
+    PYSSH_ATOMIC_STORE_PTR(&((OpObject *)obj)->busy, NULL);
+}
+
+void
 pyssh_op_unclaim(PyObject *obj)
 {
     OpObject *op = (OpObject *)obj;
@@ -296,7 +302,7 @@ wait_socket(PyObject *module, PyObject *args, PyObject *kwds)
                                      pyssh_total_deadline_conv, &dl, &what)) {
         return NULL;
     }
-    if (fd < 0) {
+    if (fd < 0 || (long long)(pyssh_socket_t)fd != fd) { /* it must fit a socket */
         PyErr_SetString(PyExc_ValueError, "fd must be an open socket");
         return NULL;
     }

@@ -627,6 +627,8 @@ void pyssh_op_conclude(PyObject *op); /* GIL held: its rc is final (not AGAIN) *
 int pyssh_op_is_done(PyObject *op);   /* concluded: result or exception kept */
 /* A Driver's Op once done: its claim goes, so that wait() gives its outcome. */
 void pyssh_op_unclaim(PyObject *op);
+/* Driver.add could not take it after all: the claim goes, whatever its state. */
+void pyssh_op_give_back(PyObject *op);
 /* GIL held: give back what the unfinished `op` holds (its claim on a channel,
  * its buffers) and end it with SSHError, without another step. */
 void pyssh_op_abandon(PyObject *op);

@@ -271,7 +271,11 @@ class _Worker:
                 continue
             value, error = None, None
             if isinstance(item, _ssh.Op):
-                self.driver.add(item)
+                try:
+                    self.driver.add(item)
+                except Exception as exc:  # (no memory; an Op under way elsewhere): this host's
+                    error = exc
+                    continue
                 self.waiting[item] = flow
                 return None
             if isinstance(item, TCPConnect):

@@ -447,3 +447,9 @@ def test_a_server_that_trickles_bytes_cannot_hold_off_the_connect_timeout(tmp_pa
         listener.close()
     assert isinstance(r["slow"], pyssh.SSHTimeoutError), r["slow"]
     assert elapsed < 3, elapsed
+
+
+def test_wait_socket_refuses_what_cannot_be_a_socket():
+    for fd in (-1, 2**40):
+        with pytest.raises(ValueError, match="open socket"):
+            _ssh.wait_socket(fd, 1)
