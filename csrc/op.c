@@ -391,6 +391,76 @@ op_wait(OpObject *op, PyObject *Py_UNUSED(ignored))
     return r;
 }
 
+/* What step() returns for an unfinished Op: [(fd, events), ...] and the seconds
+ * left before its deadline (or a keepalive probe), or None. */
+static PyObject *
+op_wants(OpObject *op)
+{
+    pyssh_many *e = &op->ent;
+    PyObject *fds = PyList_New(0);
+    for (int i = -1; fds != NULL && i < e->cn; i++) {
+        const pyssh_pollfd *p = i < 0 ? &e->want : &e->carried[i];
+        if (p->fd == PYSSH_INVALID_SOCKET || p->events == 0) {
+            continue;
+        }
+        PyObject *pair = Py_BuildValue("(Li)", (long long)p->fd, (int)p->events);
+        if (pair == NULL || PyList_Append(fds, pair) < 0) {
+            Py_CLEAR(fds);
+        }
+        Py_XDECREF(pair);
+    }
+    double end = op->dl.timeout >= 0 ? op->dl.expires : -1;
+    if (e->due_at > 0 && (end < 0 || e->due_at < end)) {
+        end = e->due_at;
+    }
+    if (fds != NULL && PyList_GET_SIZE(fds) == 0) {
+        /* due (new, or its finish wants another step): now; nothing to poll (a
+         * ProxyCommand still starting): again in 10 ms, as pyssh_wait_many does */
+        double soon = pyssh_monotonic() + (e->due ? 0.0 : 0.01);
+        end = end < 0 || soon < end ? soon : end;
+    }
+    if (end < 0 || fds == NULL) {
+        return fds == NULL ? NULL : Py_BuildValue("(NO)", fds, Py_None);
+    }
+    double left = end - pyssh_monotonic();
+    return Py_BuildValue("(Nd)", fds, left > 0 ? left : 0.0);
+}
+
+PyDoc_STRVAR(op_step_doc,
+             "step($self, /)\n--\n\n"
+             "Take one step of the operation now, without waiting (the GIL released while\n"
+             "libssh runs): for an event loop that waits itself (asyncio). Returns None once\n"
+             "it has finished (result() has its outcome), else ([(fd, events), ...], seconds):\n"
+             "call step() again when one of the sockets is ready for its events (POLLIN,\n"
+             "POLLOUT), or after `seconds` (None: no time limit of its own). Packets that\n"
+             "another thread's call on the same session reads are not seen until then.");
+
+static PyObject *
+op_step(OpObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (pyssh_atomic_cas_str(&op->busy, NULL, "step") != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is under way in another call");
+        return NULL;
+    }
+    PyObject *r;
+    if (!op->done) {
+        pyssh_many *e = &op->ent;
+        Py_BEGIN_ALLOW_THREADS
+        pyssh_many_step_once(e);
+        Py_END_ALLOW_THREADS
+        if (e->rc != PYSSH_AGAIN) {
+            pyssh_op_conclude((PyObject *)op); /* (finish may ask for another step) */
+        }
+        else if (e->logs != NULL) {
+            pyssh_log_emit(op->session, e->logs);
+            e->logs = NULL;
+        }
+    }
+    r = op->done ? Py_NewRef(Py_None) : op_wants(op);
+    PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL);
+    return r;
+}
+
 PyDoc_STRVAR(op_result_doc, "result($self, /)\n--\n\n"
                             "The result of a finished operation, or raise its exception.");
 
@@ -479,6 +549,7 @@ op_no_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 static PyMethodDef op_methods[] = {{"wait", (PyCFunction)op_wait, METH_NOARGS, op_wait_doc},
                                    {"result", (PyCFunction)op_result, METH_NOARGS, op_result_doc},
+                                   {"step", (PyCFunction)op_step, METH_NOARGS, op_step_doc},
                                    {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef op_getset[] = {

@@ -577,6 +577,9 @@ typedef struct {
  * (their rc), or -1 when poll failed (*poll_err; EINTR returns 0). */
 int pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake, int *woken,
                     int *poll_err);
+/* One step of the entry now, without waiting (GIL released by the caller):
+ * for a socket entry, a look at the socket; then its deadline. Op.step(). */
+void pyssh_many_step_once(pyssh_many *e);
 /* Start an entry: due when it has a step, its socket polled otherwise. */
 void pyssh_many_init(pyssh_many *e);
 /* Give the entry a waiter on the pipe rd/wr (a Driver's; GIL held, once). */

@@ -1116,6 +1116,27 @@ many_mark(pyssh_many **e, int n, const pyssh_pollfd *fds, double now)
     return finished;
 }
 
+void
+pyssh_many_step_once(pyssh_many *e)
+{
+    if (e->rc != PYSSH_AGAIN) {
+        return;
+    }
+    e->due = 0;
+    if (e->s != NULL) {
+        many_step(e);
+    }
+    else {
+        pyssh_pollfd fd = {e->fd, e->events, 0};
+        if (pyssh_poll(&fd, 1, 0) > 0 && fd.revents != 0) {
+            e->rc = 0;
+        }
+    }
+    if (e->rc == PYSSH_AGAIN && deadline_passed(e->dl, pyssh_monotonic())) {
+        e->rc = PYSSH_TIMEDOUT;
+    }
+}
+
 int
 pyssh_wait_many(pyssh_many **e, int n, double slice_end, pyssh_socket_t wake, int *woken,
                 int *poll_err)

@@ -453,3 +453,128 @@ def test_wait_socket_refuses_what_cannot_be_a_socket():
     for fd in (-1, 2**40):
         with pytest.raises(ValueError, match="open socket"):
             _ssh.wait_socket(fd, 1)
+
+
+# ---- an event loop that waits itself: Op.step() (the way to asyncio, issue 22) ---------------
+
+
+async def _drive_in_loop(op):
+    """Move `op` from the running asyncio loop: its sockets through add_reader /
+    add_writer, its deadline through a timer; libssh runs only inside step()."""
+    import asyncio
+    import select
+
+    loop = asyncio.get_running_loop()
+    while (wants := op.step()) is not None:
+        fds, seconds = wants
+        ready = loop.create_future()
+
+        def wake(*_, ready=ready):
+            if not ready.done():
+                ready.set_result(None)
+
+        for fd, events in fds:
+            if events & select.POLLIN:
+                loop.add_reader(fd, wake)
+            if events & select.POLLOUT:
+                loop.add_writer(fd, wake)
+        timer = loop.call_later(seconds, wake) if seconds is not None else None
+        try:
+            await ready
+        finally:
+            for fd, _ in fds:
+                loop.remove_reader(fd)
+                loop.remove_writer(fd)
+            if timer is not None:
+                timer.cancel()
+    return op.result()
+
+
+async def _run_flow_in_loop(flow):
+    """A flow (connect_steps, run_flow) in the loop: Ops through _drive_in_loop, a TCP
+    connection through the Group's own non-blocking steps, a name to resolve in the
+    loop's executor."""
+    import asyncio
+
+    from pyssh._group import _Call, _tcp_steps
+    from pyssh._tcp import TCPConnect
+
+    stack, value, error = [flow], None, None
+    while True:
+        try:
+            item = stack[-1].throw(error) if error else stack[-1].send(value)
+        except StopIteration as stop:
+            stack.pop()
+            value, error = stop.value, None
+            if not stack:
+                return value
+            continue
+        except BaseException as e:
+            stack.pop()
+            if not stack:
+                raise
+            value, error = None, e
+            continue
+        value, error = None, None
+        try:
+            if isinstance(item, TCPConnect):
+                stack.append(_tcp_steps(item))
+            elif isinstance(item, _Call):
+                value = await asyncio.get_running_loop().run_in_executor(None, item.fn)
+            else:
+                value = await _drive_in_loop(item)
+        except BaseException as e:
+            error = e
+
+
+def test_an_asyncio_loop_drives_connect_and_commands_through_op_step(server):
+    """Five sessions connected and ten commands run by one asyncio loop, no thread:
+    each Op stepped when the loop says its socket is ready; a heartbeat task shows the
+    loop is never held for long."""
+    import asyncio
+
+    from pyssh._exec import run_flow
+
+    kw = {
+        **pyssh._group._CONNECT_DEFAULTS,
+        "keyfile": server.client_key,
+        "known_hosts": server.known_hosts,
+        "config": False,
+    }
+
+    async def one(i):
+        s = await _run_flow_in_loop(connect_steps(server.address, dict(kw)))
+        try:
+            out = []
+            for j in range(2):
+                flow = run_flow(s, f"sleep 0.2; echo {i}.{j}", None, None, None, 10, None, True)
+                out.append((await _run_flow_in_loop(flow)).stdout)
+            return out
+        finally:
+            s.close()
+
+    async def main():
+        gaps, stop = [], asyncio.Event()
+
+        async def heartbeat():
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        beat = asyncio.ensure_future(heartbeat())
+        t = time.monotonic()
+        results = await asyncio.gather(*(one(i) for i in range(5)))
+        elapsed = time.monotonic() - t
+        stop.set()
+        await beat
+        return results, elapsed, max(gaps)
+
+    before = threading.active_count()
+    results, elapsed, worst = asyncio.run(main())
+    assert results == [[f"{i}.0\n".encode(), f"{i}.1\n".encode()] for i in range(5)]
+    assert elapsed < 3, f"five sessions' 0.4 s of commands took {elapsed:.2f} s: not at once"
+    assert worst < 0.25, f"the loop was held {worst * 1000:.0f} ms"
+    assert threading.active_count() <= before + 1  # (the loop's executor may have started one)
