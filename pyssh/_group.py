@@ -13,6 +13,7 @@ resolving host names (getaddrinfo cannot be made non-blocking) and SFTP transfer
 from __future__ import annotations
 
 import collections
+import errno
 import inspect
 import os
 import re
@@ -57,6 +58,7 @@ _CONNECT_DEFAULTS = {
     if p.kind is inspect.Parameter.KEYWORD_ONLY
 }
 _POLLOUT = 4  # poll.h's POLLOUT, the same on every platform pyssh builds for
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK}  # a non-blocking connect() under way
 
 
 class GroupError(SSHError):
@@ -170,9 +172,6 @@ def _tcp_steps(req: TCPConnect) -> Steps[socket.socket]:
             sock.close()
             raise
     raise connect_failure(last, req.target)
-
-
-_IN_PROGRESS = {getattr(__import__("errno"), n, -1) for n in ("EINPROGRESS", "EWOULDBLOCK")}
 
 
 class _Worker:
