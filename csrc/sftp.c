@@ -1008,57 +1008,226 @@ abandon(struct op *o)
     }
 }
 
-/* Run a set of operations to their end; the exception on failure. The
- * caller has claimed every channel. */
-static int
-run_set(struct opset *set, pyssh_deadline *dl, PyObject *progress, const char *what)
+/* Requests parsed from Python's (type, payload) pairs. */
+typedef struct {
+    int n;
+    int type[BATCH_MAX];
+    Py_buffer payload[BATCH_MAX];
+} reqlist;
+
+static void
+reqs_release(reqlist *r)
 {
-    SFTPObject *self = set->ops[0]->s;
-    int rc = 0;
-    for (int i = 0; i < set->n; i++) {
-        set->ops[i]->dl = dl;
+    for (int i = 0; i < r->n; i++) {
+        PyBuffer_Release(&r->payload[i]);
     }
-    if (progress != NULL && progress != Py_None) {
-        set->ops[0]->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
+    r->n = 0;
+}
+
+/* What a transfer moves: download/upload to `fd`, or read/write on `mem` (fd
+ * -1), from `offset` to `end` (UINT64_MAX: the end of the remote file). */
+struct xfer {
+    enum op_kind kind;
+    int fd;
+    char *mem;
+    uint64_t offset, end;
+    int inflight;
+    unsigned int chunk;
+    int cut; /* download to fd: on failure, cut the file back to what all arrived */
+};
+
+/* ---- one SFTP method's run, as an operation (op.c) -------------------------------- *
+ *
+ * Every SFTP method that waits (start, batch, a transfer) sets up its ops, one
+ * per channel, and hands a sftp_run to pyssh_op_start: waited for there as
+ * the method always did, or deferred into an Op that a Driver moves with many
+ * others. The ops are on the heap (they are big, and an Op outlives the
+ * method's frame); what the run holds (claims, buffers, replies) goes in its
+ * release, whatever happened. */
+enum run_kind { RUN_START, RUN_BATCH, RUN_TRANSFER };
+
+struct sftp_run {
+    pyssh_chanio_job job; /* first: the step's */
+    struct op *p[STRIPES_MAX + 1];
+    struct opset set;
+    enum run_kind kind;
+    SFTPObject *self; /* the method's: claimed once self_claimed */
+    int self_claimed;
+    stripelist sl; /* the other channels: start's and batch's also, a transfer's stripes */
+    int sl_claimed, sl_handles;
+    PyObject *progress; /* a transfer's callback, borrowed from the method's args */
+    const char *what;
+    int takes;  /* set_takes(1) was done */
+    int ok;     /* finished: what the ops kept is the result */
+    int merged; /* a transfer: set_merge was done */
+    double t0;
+    reqlist *r; /* batch: the requests of each channel */
+    int single; /* batch without also: its one list of replies */
+    struct xfer x;
+    Py_buffer handle, data; /* a transfer's handle; write()'s data */
+    int have_handle, have_data;
+    int ran;       /* a transfer was started: its end is merged (set_merge) */
+    PyObject *out; /* read(): the bytes read into, owned */
+};
+
+static int
+run_step(ssh_session ssh, void *p)
+{
+    return pyssh_chanio_step(ssh, &((struct sftp_run *)p)->job);
+}
+
+/* `self`'s method's run (zeroed, maybe its other channels set), with `n`
+ * ops: 0, or -1 (no memory). */
+static int
+run_init(struct sftp_run *R, SFTPObject *self, enum run_kind kind, int n, const char *what)
+{
+    R->self = self;
+    R->kind = kind;
+    R->what = what;
+    for (int i = 0; i < n; i++) {
+        if ((R->p[i] = calloc(1, sizeof(struct op))) == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        R->set.n++;
+        R->p[i]->status = -1;
     }
+    return 0;
+}
+
+/* The run was copied (into an Op, or not): point what points into it at it. */
+static void
+run_relocate(void *arg, pyssh_deadline *dl)
+{
+    struct sftp_run *R = arg;
+    R->set.ops = R->p;
+    for (int i = 0; i < R->set.n; i++) {
+        R->p[i]->dl = dl;
+    }
+    R->p[0]->own.ops = R->p; /* a transfer's span: its stripes, for lowest_in_flight */
+    SFTPObject *self = R->self;
     /* no deadline for chanio: replies, not bytes, are the progress (handle_frame) */
-    pyssh_chanio_job job = {self->session, &self->io, sftp_take, op_round,
-                            set->ops[0],   NULL,      ROUNDS_MAX};
-    if (set->n > 1) {
-        job = (pyssh_chanio_job){self->session, NULL, NULL, set_round, set, NULL, ROUNDS_MAX};
-        set_takes(set, 1);
+    R->job = (pyssh_chanio_job){self->session, &self->io, sftp_take, op_round,
+                                R->p[0],       NULL,      ROUNDS_MAX};
+    if (R->set.n > 1) {
+        R->job =
+            (pyssh_chanio_job){self->session, NULL, NULL, set_round, &R->set, NULL, ROUNDS_MAX};
     }
-    for (;;) {
-        uint64_t moved;
-        if (pyssh_wait(self->session, pyssh_chanio_step, &job, dl, PYSSH_EXC_SFTPError, what) < 0) {
-            rc = -1;
-            break;
+}
+
+/* A round ended (GIL held): 1 finished, 0 to go on, -1 with the exception. */
+static int
+run_round_end(struct sftp_run *R)
+{
+    uint64_t moved;
+    const char *broken = set_broken(&R->set);
+    if (broken) {
+        raise_protocol(R->self->session->state, R->what, broken);
+        return -1;
+    }
+    int finished = set_finished(&R->set, &moved);
+    if (pyssh_progress(R->progress, &R->p[0]->next_progress, finished, moved) < 0 ||
+        (!finished && PyErr_CheckSignals() < 0)) {
+        return -1;
+    }
+    R->ok = finished;
+    return finished;
+}
+
+static void
+run_release_ops(struct sftp_run *R)
+{
+    for (int i = 0; i < R->set.n; i++) {
+        struct op *o = R->p[i];
+        if (R->kind == RUN_START && o->s != NULL && (!R->ok || o->dropped)) {
+            sftp_close_impl(o->s, 1);
         }
-        const char *broken = set_broken(set);
-        if (broken) {
-            raise_protocol(self->session->state, what, broken);
-            rc = -1;
-            break;
+        for (int k = 0; k < BATCH_MAX; k++) {
+            free(o->reply[k]);
         }
-        int finished = set_finished(set, &moved);
-        if (pyssh_progress(progress, &set->ops[0]->next_progress, finished, moved) < 0 ||
-            (!finished && PyErr_CheckSignals() < 0)) {
-            rc = -1;
-            break;
+        free(o->buf);
+        free(o);
+        R->p[i] = NULL;
+    }
+    R->set.n = 0;
+}
+
+static void
+run_release_channels(struct sftp_run *R)
+{
+    for (int i = 0; i < R->sl.n; i++) {
+        if (R->sl_claimed) {
+            unclaim(R->sl.s[i]);
         }
-        if (finished) {
-            break;
+        if (R->sl_handles) {
+            PyBuffer_Release(&R->sl.handle[i]);
+        }
+        Py_DECREF(R->sl.s[i]);
+    }
+    R->sl.n = 0;
+    if (R->self_claimed) {
+        unclaim(R->self);
+    }
+}
+
+static void set_merge(struct sftp_run *R, int rc);
+
+/* Whatever happened: an unfinished run's replies still due are dropped when
+ * they come (abandon), then everything it holds is given back. */
+static void
+run_release(SessionObject *s, void *arg)
+{
+    struct sftp_run *R = arg;
+    (void)s;
+    if (R->takes) {
+        set_takes(&R->set, 0);
+    }
+    for (int i = 0; !R->ok && i < R->set.n; i++) {
+        if (R->p[i]->kind != OP_START) {
+            abandon(R->p[i]);
         }
     }
-    if (set->n > 1) {
-        set_takes(set, 0);
+    if (R->kind == RUN_TRANSFER && R->ran && !R->merged) {
+        set_merge(R, -1);
     }
-    for (int i = 0; rc < 0 && i < set->n; i++) {
-        if (set->ops[i]->kind != OP_START) {
-            abandon(set->ops[i]);
+    run_release_ops(R);
+    if (R->r != NULL) {
+        for (int i = 0; i <= STRIPES_MAX; i++) {
+            reqs_release(&R->r[i]);
         }
+        free(R->r);
     }
-    return rc;
+    if (R->have_handle) {
+        PyBuffer_Release(&R->handle);
+    }
+    if (R->have_data) {
+        PyBuffer_Release(&R->data);
+    }
+    Py_CLEAR(R->out);
+    run_release_channels(R);
+}
+
+/* Run it now, or defer it (an Op); the run is given up either way. */
+static PyObject *
+run_go(struct sftp_run *R, const pyssh_op_kind *kind, pyssh_deadline *dl, int defer, PyObject *args,
+       PyObject *kwds)
+{
+    if (R->set.n > 1) {
+        R->takes = 1;
+        run_relocate(R, dl);
+        set_takes(&R->set, 1);
+    }
+    R->ran = 1;
+    if (R->progress == NULL) {
+        R->progress = Py_None;
+    }
+    if (R->progress != Py_None) {
+        R->p[0]->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
+    }
+    R->t0 = pyssh_monotonic();
+    run_relocate(R, dl);
+    return pyssh_op_start(R->self->session, kind, R, dl, R->what, defer, (PyObject *)R->self, args,
+                          kwds);
 }
 
 /* ---- replies as Python objects (from what sftpproto.c accepted) ----------------------- */
@@ -1279,110 +1448,76 @@ fail:
     return -1;
 }
 
-static void
-also_release(stripelist *sl)
+/* start()'s end: the VERSION of its first channel. */
+static PyObject *
+start_finish(SessionObject *s, void *arg, int rc)
 {
-    for (int i = 0; i < sl->n; i++) {
-        unclaim(sl->s[i]);
-        Py_DECREF(sl->s[i]);
+    struct sftp_run *R = arg;
+    (void)s;
+    (void)rc;
+    int e = run_round_end(R);
+    if (e <= 0) {
+        return e < 0 ? NULL : PYSSH_OP_MORE;
     }
-    sl->n = 0;
+    return version_py(R->p[0]->reply[0], R->p[0]->reply_len[0]);
 }
 
-/* Start `self` and the channels of `sl` together; 0, or -1 with every one of
- * them closed. */
+/* An unfinished start closes every channel; one the server refused is left
+ * closed (run_release_ops). */
+static const pyssh_op_kind start_kind = {
+    "starting SFTP", PYSSH_EXC_SFTPError, run_step, sizeof(struct sftp_run), start_finish, NULL,
+    run_release,     run_relocate,        NULL};
+
+/* Start `self` and the channels of R->sl (claimed): each op's channel made. */
 static int
-start_set(SFTPObject *self, stripelist *sl, pyssh_deadline *dl, struct op *ops)
+start_prepare_all(struct sftp_run *R)
 {
-    struct op *p[STRIPES_MAX + 1];
-    struct opset set = {p, 0};
-    int rc = 0;
-    for (int i = 0; i <= sl->n; i++) {
-        SFTPObject *s = i == 0 ? self : sl->s[i - 1];
-        if (rc == 0 && start_prepare(s) < 0) {
-            rc = -1;
-        }
-        memset(&ops[i], 0, sizeof(ops[i]));
-        ops[i].s = s;
-        ops[i].kind = OP_START;
-        ops[i].status = -1;
-        p[set.n++] = &ops[i];
+    for (int i = 0; i < R->set.n; i++) {
+        R->p[i]->s = i == 0 ? R->self : R->sl.s[i - 1];
+        R->p[i]->kind = OP_START;
     }
-    if (rc == 0) {
-        rc = run_set(&set, dl, NULL, "starting SFTP");
-    }
-    for (int i = 0; i < set.n; i++) {
-        if (rc < 0 || ops[i].dropped) {
-            sftp_close_impl(ops[i].s, 1);
+    for (int i = 0; i < R->set.n; i++) {
+        if (start_prepare(R->p[i]->s) < 0) {
+            return -1;
         }
     }
-    return rc;
+    return 0;
 }
 
 PyDoc_STRVAR(start_doc,
-             "start($self, /, timeout=None, also=None)\n--\n\n"
+             "start($self, /, timeout=None, also=None, defer=False)\n--\n\n"
              "Open the channel, start the server's sftp subsystem and say INIT (version 3).\n"
              "Returns (version, [(extension name, data), ...]) from the server's VERSION. `also`:\n"
              "other unstarted SFTP objects of the session, started at the same time (their\n"
              "VERSION checked too); one the server refuses (its channel limit) is left closed;\n"
-             "any other failure closes them all.");
+             "any other failure closes them all. `defer`: an Op instead, as batch().");
 
 static PyObject *
 sftp_start(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"timeout", "also", NULL};
+    static char *kwlist[] = {"timeout", "also", "defer", NULL};
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     PyObject *also = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&O:start", kwlist, pyssh_deadline_conv, &dl,
-                                     &also) ||
+    int defer = 0;
+    struct sftp_run R;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&Op:start", kwlist, pyssh_deadline_conv, &dl,
+                                     &also, &defer) ||
         claim(self, "start", PYSSH_NEED_OPEN, 0) < 0) {
         return NULL;
     }
-    stripelist sl;
-    PyObject *r = NULL;
-    struct op *ops = NULL;
-    if (also_claim(self, also, &sl, "start", 0) < 0) {
+    memset(&R, 0, sizeof(R));
+    R.self_claimed = 1;
+    if (also_claim(self, also, &R.sl, "start", 0) < 0) {
         unclaim(self);
         return NULL;
     }
-    if ((ops = malloc(sizeof(struct op) * (size_t)(sl.n + 1))) == NULL) {
-        PyErr_NoMemory();
+    R.sl_claimed = 1;
+    if (run_init(&R, self, RUN_START, R.sl.n + 1, "starting SFTP") < 0 ||
+        start_prepare_all(&R) < 0) {
+        run_release(self->session, &R);
+        return NULL;
     }
-    else if (start_set(self, &sl, &dl, ops) == 0) {
-        r = version_py(ops[0].reply[0], ops[0].reply_len[0]);
-    }
-    for (int i = 0; ops != NULL && i <= sl.n; i++) {
-        free(ops[i].reply[0]);
-    }
-    free(ops);
-    also_release(&sl);
-    unclaim(self);
-    return r;
-}
-
-static void
-free_replies(struct op *o)
-{
-    for (int i = 0; i < o->nwant; i++) {
-        free(o->reply[i]);
-        o->reply[i] = NULL;
-    }
-}
-
-/* Requests parsed from Python's (type, payload) pairs. */
-typedef struct {
-    int n;
-    int type[BATCH_MAX];
-    Py_buffer payload[BATCH_MAX];
-} reqlist;
-
-static void
-reqs_release(reqlist *r)
-{
-    for (int i = 0; i < r->n; i++) {
-        PyBuffer_Release(&r->payload[i]);
-    }
-    r->n = 0;
+    return run_go(&R, &start_kind, &dl, defer, args, kwds);
 }
 
 /* Parse `reqs` (a sequence of 1 to BATCH_MAX (type, payload) pairs) with the GIL
@@ -1503,7 +1638,7 @@ flush_step(ssh_session ssh, void *p)
 }
 
 PyDoc_STRVAR(batch_doc,
-             "batch($self, requests, /, timeout=None, what=None, also=None)\n--\n\n"
+             "batch($self, requests, /, timeout=None, what=None, also=None, defer=False)\n--\n\n"
              "Send several requests ((type, payload) pairs) at once, each with a fresh id, and\n"
              "wait for all their replies, each checked against its request. Returns\n"
              "[(reply_type, value)]: STATUS (code, message), HANDLE and DATA bytes, NAME\n"
@@ -1511,7 +1646,8 @@ PyDoc_STRVAR(batch_doc,
              "((name, data), ...)) with None where absent, EXTENDED_REPLY a tuple of ints\n"
              "(limits@openssh.com, statvfs@openssh.com) or bytes. `also`: (SFTP, requests)\n"
              "pairs, other channels of the session and what to send on each at the same time:\n"
-             "then a list of such lists, this channel's first.");
+             "then a list of such lists, this channel's first. `defer`: return an Op (whose\n"
+             "result is that) instead of waiting, for Op.wait() or a Driver.");
 
 /* The replies of a finished OP_REQUEST, as Python objects. */
 static PyObject *
@@ -1530,70 +1666,101 @@ replies_py(const struct op *o)
     return out;
 }
 
-/* The parsed requests r[i] on each of objs[i] (claimed) at once: a list of
- * their replies per channel. */
+enum batch_shape { BATCH_ALL, BATCH_ONE, BATCH_REPLY };
+
+/* batch()'s end: the replies per channel, or this channel's (R->single). */
 static PyObject *
-batch_set(SFTPObject **objs, int n, const reqlist *r, pyssh_deadline *dl, const char *what)
+batch_finish(SessionObject *s, void *arg, int rc)
 {
-    struct op *ops = calloc((size_t)n, sizeof(struct op));
-    struct op *p[STRIPES_MAX + 1];
-    struct opset set = {p, n};
-    PyObject *out = NULL;
-    if (ops == NULL) {
-        return PyErr_NoMemory();
+    struct sftp_run *R = arg;
+    (void)rc;
+    int e = run_round_end(R);
+    if (e <= 0) {
+        return e < 0 ? NULL : PYSSH_OP_MORE;
     }
-    int qrc = 0;
-    double t0 = pyssh_monotonic();
-    pyssh_lock(objs[0]->session);
-    for (int i = 0; i < n; i++) {
-        p[i] = &ops[i];
-        ops[i].s = objs[i];
-        ops[i].kind = OP_REQUEST;
-        ops[i].status = -1;
-        qrc |= queue_requests(objs[i], &r[i], &ops[i], 0);
-    }
-    pyssh_unlock(objs[0]->session);
-    if (qrc < 0) {
-        /* requests queued before the failure would get replies nobody matches */
-        PyErr_NoMemory();
-        for (int i = 0; i < n; i++) {
-            sftp_close_impl(objs[i], 1);
+    /* requests and their replies: a round trip at most (channel opens, the
+     * first samples, include the server's work on them) */
+    pyssh_lock(s);
+    pyssh_chanio_rtt(s, pyssh_monotonic() - R->t0);
+    pyssh_unlock(s);
+    PyObject *out = PyList_New(R->set.n);
+    for (int i = 0; out != NULL && i < R->set.n; i++) {
+        PyObject *one = replies_py(R->p[i]);
+        if (one == NULL) {
+            Py_CLEAR(out);
+            break;
         }
+        PyList_SET_ITEM(out, i, one);
     }
-    else if (run_set(&set, dl, NULL, what != NULL ? what : "an SFTP request") == 0) {
-        /* requests and their replies: a round trip at most (channel opens, the
-         * first samples, include the server's work on them) */
-        pyssh_lock(objs[0]->session);
-        pyssh_chanio_rtt(objs[0]->session, pyssh_monotonic() - t0);
-        pyssh_unlock(objs[0]->session);
-        out = PyList_New(n);
-        for (int i = 0; out != NULL && i < n; i++) {
-            PyObject *one = replies_py(&ops[i]);
-            if (one == NULL) {
-                Py_CLEAR(out);
-                break;
-            }
-            PyList_SET_ITEM(out, i, one);
-        }
+    for (int k = 0; out != NULL && k < R->single; k++) { /* BATCH_ONE, BATCH_REPLY */
+        Py_SETREF(out, Py_NewRef(PyList_GET_ITEM(out, 0)));
     }
-    for (int i = 0; i < n; i++) {
-        free_replies(&ops[i]);
-    }
-    free(ops);
     return out;
 }
 
-/* batch() on a claimed channel, of requests parsed already. */
-static PyObject *
-batch_claimed(SFTPObject *self, const reqlist *r, pyssh_deadline *dl, const char *what)
+static const pyssh_op_kind batch_kind = {
+    "an SFTP request", PYSSH_EXC_SFTPError, run_step, sizeof(struct sftp_run), batch_finish, NULL,
+    run_release,       run_relocate,        NULL};
+
+/* Queue each channel's requests; 0, or -1 with every channel closed (requests
+ * queued before a failure would get replies nobody matches). */
+static int
+batch_queue(struct sftp_run *R)
 {
-    PyObject *all = batch_set(&self, 1, r, dl, what);
-    if (all == NULL) {
+    int qrc = 0;
+    pyssh_lock(R->self->session);
+    for (int i = 0; i < R->set.n; i++) {
+        struct op *o = R->p[i];
+        o->s = i == 0 ? R->self : R->sl.s[i - 1];
+        o->kind = OP_REQUEST;
+        qrc |= queue_requests(o->s, &R->r[i], o, 0);
+    }
+    pyssh_unlock(R->self->session);
+    if (qrc < 0) {
+        PyErr_NoMemory();
+        for (int i = 0; i < R->set.n; i++) {
+            sftp_close_impl(R->p[i]->s, 1);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+static int also_parse(PyObject *also, PyObject **objs, reqlist *r, int *n);
+
+/* The requests `reqs` on `self`, and `also`'s on theirs: parsed (with `self`
+ * claimed, so that their Python code cannot close or reuse it), the other
+ * channels claimed, queued, then run or deferred. */
+static PyObject *
+batch_start(SFTPObject *self, PyObject *reqs, PyObject *also, pyssh_deadline *dl, const char *what,
+            int defer, enum batch_shape shape, PyObject *args, PyObject *kwds)
+{
+    struct sftp_run R;
+    PyObject *objs = Py_None;
+    int n = 0;
+    memset(&R, 0, sizeof(R));
+    if (claim(self, "batch", PYSSH_NEED_OPEN, 1) < 0) {
         return NULL;
     }
-    PyObject *out = Py_NewRef(PyList_GET_ITEM(all, 0));
-    Py_DECREF(all);
-    return out;
+    R.self = self;
+    R.self_claimed = 1;
+    R.single = (int)shape;
+    if ((R.r = calloc(STRIPES_MAX + 1, sizeof(reqlist))) == NULL) {
+        PyErr_NoMemory();
+    }
+    else if (reqs_parse(reqs, &R.r[0]) == 0 &&
+             (also == Py_None || also_parse(also, &objs, R.r + 1, &n) == 0) &&
+             also_claim(self, objs, &R.sl, "batch", 1) == 0) {
+        R.sl_claimed = 1;
+        if (run_init(&R, self, RUN_BATCH, R.sl.n + 1, what ? what : "an SFTP request") == 0 &&
+            batch_queue(&R) == 0) {
+            Py_XDECREF(objs == Py_None ? NULL : objs);
+            return run_go(&R, &batch_kind, dl, defer, args, kwds);
+        }
+    }
+    Py_XDECREF(objs == Py_None ? NULL : objs);
+    run_release(self->session, &R);
+    return NULL;
 }
 
 /* batch()'s `also`: (SFTP, requests) pairs into `objs` (a new tuple of the
@@ -1633,155 +1800,118 @@ also_parse(PyObject *also, PyObject **objs, reqlist *r, int *n)
 }
 
 static PyObject *
-batch_claimed_all(SFTPObject *self, PyObject *objs, reqlist *r, pyssh_deadline *dl,
-                  const char *what)
-{
-    stripelist sl = {0};
-    if (also_claim(self, objs, &sl, "batch", 1) < 0) {
-        return NULL;
-    }
-    SFTPObject *all[STRIPES_MAX + 1] = {self};
-    memcpy(all + 1, sl.s, sizeof(SFTPObject *) * (size_t)sl.n);
-    PyObject *out = batch_set(all, sl.n + 1, r, dl, what);
-    also_release(&sl);
-    return out;
-}
-
-static PyObject *
 sftp_batch(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"requests", "timeout", "what", "also", NULL};
-    PyObject *reqs, *also = Py_None, *objs = Py_None;
+    static char *kwlist[] = {"requests", "timeout", "what", "also", "defer", NULL};
+    PyObject *reqs, *also = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
     const char *what = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&zO:batch", kwlist, &reqs, pyssh_deadline_conv,
-                                     &dl, &what, &also)) {
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O&zOp:batch", kwlist, &reqs,
+                                     pyssh_deadline_conv, &dl, &what, &also, &defer)) {
         return NULL;
     }
-    reqlist *r = calloc(STRIPES_MAX + 1, sizeof(reqlist));
-    int n = 0;
-    if (r == NULL) {
-        return PyErr_NoMemory();
-    }
-    PyObject *out = NULL;
-    /* claimed while the requests are parsed: their Python code cannot close or
-     * reuse this channel meanwhile */
-    if (claim(self, "batch", PYSSH_NEED_OPEN, 1) < 0) {
-        free(r);
-        return NULL;
-    }
-    if (reqs_parse(reqs, &r[0]) == 0 &&
-        (also == Py_None || also_parse(also, &objs, r + 1, &n) == 0)) {
-        out = batch_claimed_all(self, objs, r, &dl, what);
-        if (out != NULL && also == Py_None) {
-            Py_SETREF(out, Py_NewRef(PyList_GET_ITEM(out, 0)));
-        }
-    }
-    unclaim(self);
-    for (int i = 0; i <= n; i++) {
-        reqs_release(&r[i]);
-    }
-    if (objs != Py_None) {
-        Py_DECREF(objs);
-    }
-    free(r);
-    return out;
+    return batch_start(self, reqs, also, &dl, what, defer, also == Py_None ? BATCH_ONE : BATCH_ALL,
+                       args, kwds);
 }
 
 PyDoc_STRVAR(request_doc,
-             "request($self, type, payload, /, timeout=None, what=None)\n--\n\n"
+             "request($self, type, payload, /, timeout=None, what=None, defer=False)\n--\n\n"
              "Send one request (type, a fresh id, payload) and wait for its reply.\n"
-             "Returns (reply_type, value) as batch() does. `what` names the operation in errors.");
+             "Returns (reply_type, value) as batch() does. `what` names the operation in errors.\n"
+             "`defer`: return an Op instead of waiting (as batch()).");
 
 static PyObject *
 sftp_request(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"type", "payload", "timeout", "what", NULL};
-    int type;
-    PyObject *payload, *tobj = Py_None, *what = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|OO:request", kwlist, &type, &payload, &tobj,
-                                     &what)) {
+    static char *kwlist[] = {"type", "payload", "timeout", "what", "defer", NULL};
+    int type, defer = 0;
+    PyObject *payload;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    const char *what = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O&zp:request", kwlist, &type, &payload,
+                                     pyssh_deadline_conv, &dl, &what, &defer)) {
         return NULL;
     }
     PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
     if (reqs == NULL) {
         return NULL;
     }
-    PyObject *bargs = Py_BuildValue("(OOO)", reqs, tobj, what);
+    PyObject *r = batch_start(self, reqs, Py_None, &dl, what, defer, BATCH_REPLY, args, kwds);
     Py_DECREF(reqs);
-    if (bargs == NULL) {
-        return NULL;
-    }
-    PyObject *out = sftp_batch(self, bargs, NULL);
-    Py_DECREF(bargs);
-    if (out == NULL) {
-        return NULL;
-    }
-    PyObject *r = Py_NewRef(PyList_GET_ITEM(out, 0));
-    Py_DECREF(out);
     return r;
 }
 
 PyDoc_STRVAR(send_doc,
-             "send($self, type, payload, /, timeout=None, what=None)\n--\n\n"
+             "send($self, type, payload, /, timeout=None, what=None, defer=False)\n--\n\n"
              "Send one request and do not wait: its reply is dropped when it comes (a CLOSE\n"
              "after a download, whose answer changes nothing). With 64 replies due already,\n"
-             "wait for this one's instead, `timeout` as for request().");
+             "wait for this one's instead, `timeout` as for request(). Returns None; with\n"
+             "`defer`, an Op to wait for when it must wait (its result: the reply).");
+
+/* Queue one request whose reply nobody waits for; 1: too many such are due
+ * already (wait for this one's instead), 0 queued, -1 failed. */
+static int
+send_queue(SFTPObject *self, int type, PyObject *payload)
+{
+    reqlist r;
+    r.n = 0;
+    PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
+    int rc = reqs != NULL ? reqs_parse(reqs, &r) : -1;
+    Py_XDECREF(reqs);
+    if (rc < 0) {
+        return -1;
+    }
+    pyssh_lock(self->session);
+    if (self->nsend >= SEND_DISCARD_MAX || self->ndiscard >= DISCARD_MAX) {
+        rc = 1;
+    }
+    else {
+        rc = queue_requests(self, &r, NULL, 1);
+    }
+    pyssh_unlock(self->session);
+    reqs_release(&r);
+    if (rc < 0) {
+        PyErr_NoMemory();
+        sftp_close_impl(self, 1);
+        return -1;
+    }
+    if (rc == 0 &&
+        pyssh_call(self->session, flush_step, self, PYSSH_EXC_SFTPError, "an SFTP request") < 0) {
+        return -1;
+    }
+    return rc;
+}
 
 static PyObject *
 sftp_send(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"type", "payload", "timeout", "what", NULL};
-    int type;
+    static char *kwlist[] = {"type", "payload", "timeout", "what", "defer", NULL};
+    int type, defer = 0;
     PyObject *payload;
     const char *what = NULL;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O&z:send", kwlist, &type, &payload,
-                                     pyssh_deadline_conv, &dl, &what) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO|O&zp:send", kwlist, &type, &payload,
+                                     pyssh_deadline_conv, &dl, &what, &defer) ||
         claim(self, "send", PYSSH_NEED_OPEN, 1) < 0) {
         return NULL;
     }
-    PyObject *result = NULL;
-    reqlist r;
-    r.n = 0;
-    PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
-    int parsed = reqs != NULL ? reqs_parse(reqs, &r) : -1;
-    Py_XDECREF(reqs);
-    if (parsed < 0) {
-        goto done;
-    }
-    pyssh_lock(self->session);
-    int qrc = 0;
-    if (self->nsend >= SEND_DISCARD_MAX || self->ndiscard >= DISCARD_MAX) {
-        qrc = 1; /* too many unanswered: wait for this one instead */
-    }
-    else {
-        qrc = queue_requests(self, &r, NULL, 1);
-    }
-    pyssh_unlock(self->session);
-    if (qrc == 1) {
-        /* the channel's timeout, not none: a server that answers no CLOSE must not
-         * hang the 65th download for ever */
-        PyObject *replies = batch_claimed(self, &r, &dl, what);
-        if (replies != NULL) {
-            Py_DECREF(replies);
-            result = Py_NewRef(Py_None);
-        }
-        goto done;
-    }
-    if (qrc < 0) {
-        PyErr_NoMemory();
-        sftp_close_impl(self, 1);
-        goto done;
-    }
-    if (pyssh_call(self->session, flush_step, self, PYSSH_EXC_SFTPError, "an SFTP request") < 0) {
-        goto done;
-    }
-    result = Py_NewRef(Py_None);
-done:
-    reqs_release(&r);
+    int rc = send_queue(self, type, payload);
     unclaim(self);
-    return result;
+    if (rc <= 0) {
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    /* the channel's timeout, not none: a server that answers no CLOSE must not
+     * hang the 65th download for ever */
+    PyObject *reqs = Py_BuildValue("[(iO)]", type, payload);
+    PyObject *r = reqs == NULL
+                      ? NULL
+                      : batch_start(self, reqs, Py_None, &dl, what, defer, BATCH_REPLY, args, kwds);
+    Py_XDECREF(reqs);
+    if (r != NULL && !defer) {
+        Py_SETREF(r, Py_NewRef(Py_None));
+    }
+    return r;
 }
 
 /* offset + n; past 2**63-1, a value run_transfer refuses rather than one wrapped
@@ -1843,18 +1973,6 @@ stripes_parse(SFTPObject *self, PyObject *seq, stripelist *sl)
     return rc;
 }
 
-/* What a transfer moves: download/upload to `fd`, or read/write on `mem` (fd
- * -1), from `offset` to `end` (UINT64_MAX: the end of the remote file). */
-struct xfer {
-    enum op_kind kind;
-    int fd;
-    char *mem;
-    uint64_t offset, end;
-    int inflight;
-    unsigned int chunk;
-    int cut; /* download to fd: on failure, cut the file back to what all arrived */
-};
-
 static int
 op_setup(struct op *o, SFTPObject *s, const struct xfer *x, const Py_buffer *h, struct span *sp)
 {
@@ -1907,11 +2025,12 @@ set_windows(struct opset *set, uint32_t max)
  * bytes moved are all of theirs; a download that failed cuts the file back to
  * what arrived below the first byte missing (a resume goes on from there). */
 static void
-set_merge(struct opset *set, const struct xfer *x, int rc)
+set_merge(struct sftp_run *R, int rc)
 {
-    struct op *o = set->ops[0];
-    for (int i = 1; i < set->n; i++) {
-        struct op *t = set->ops[i];
+    struct op *o = R->p[0];
+    R->merged = 1;
+    for (int i = 1; i < R->set.n; i++) {
+        struct op *t = R->p[i];
         if (!op_failed(o) && op_failed(t)) {
             o->status = t->status;
             memcpy(o->status_msg, t->status_msg, t->status_len);
@@ -1933,18 +2052,22 @@ set_merge(struct opset *set, const struct xfer *x, int rc)
     pyssh_lock(o->s->session);
     o->s->complete_to = complete;
     pyssh_unlock(o->s->session);
-    if (x->cut && x->fd >= 0 && (rc < 0 || op_failed(o))) {
-        pyssh_ftruncate(x->fd, complete);
+    if (R->x.cut && R->x.fd >= 0 && (rc < 0 || op_failed(o))) {
+        pyssh_ftruncate(R->x.fd, complete);
+    }
+    if (R->x.kind == OP_DOWNLOAD && R->set.n > 1) {
+        struct opset main = {R->p, 1};
+        set_windows(&main, PYSSH_WINDOW_MAX);
     }
 }
 
-/* Run a transfer over `self` and the stripes: the checks, the ops, the loop.
- * `o`: the main op, which holds the result. */
+/* The checks, the claims, the ops of a transfer of `self` and the stripes in
+ * R->sl (parsed, with their handles): 0, or -1 (the run to release). */
 static int
-run_transfer(SFTPObject *self, struct op *o, const struct xfer *x, Py_buffer *handle,
-             stripelist *sl, pyssh_deadline *dl, PyObject *progress)
+transfer_setup(struct sftp_run *R, SFTPObject *self)
 {
-    if (handle->len > SFTP_HANDLE_MAX || x->inflight < 1 || x->inflight > INFLIGHT_MAX ||
+    const struct xfer *x = &R->x;
+    if (R->handle.len > SFTP_HANDLE_MAX || x->inflight < 1 || x->inflight > INFLIGHT_MAX ||
         x->chunk < 1 || x->chunk > 1024 * 1024) {
         PyErr_SetString(PyExc_ValueError, "bad handle, inflight (1-512) or chunk (1 B-1 MiB)");
         return -1;
@@ -1959,49 +2082,73 @@ run_transfer(SFTPObject *self, struct op *o, const struct xfer *x, Py_buffer *ha
     if (claim(self, method, PYSSH_NEED_OPEN, 1) < 0) {
         return -1;
     }
-    if (stripes_claim(sl, method) < 0) {
-        unclaim(self);
+    R->self_claimed = 1;
+    if (stripes_claim(&R->sl, method) < 0) {
         return -1;
     }
-    struct op *ops[STRIPES_MAX + 1] = {o};
-    struct opset set = {ops, 1};
-    int rc = op_setup(o, self, x, handle, &o->own);
-    o->own = (struct span){x->offset, x->end, 0, UINT64_MAX, 0, UINT64_MAX, ops, 1 + sl->n};
-    for (int i = 0; rc == 0 && i < sl->n; i++) {
-        if ((ops[i + 1] = malloc(sizeof(struct op))) == NULL) {
-            rc = -1;
-            PyErr_NoMemory();
-            break;
-        }
-        set.n++;
-        rc = op_setup(ops[i + 1], sl->s[i], x, &sl->handle[i], &o->own);
+    R->sl_claimed = 1;
+    const char *what =
+        dn ? (x->mem ? "SFTP read" : "SFTP download") : (x->mem ? "SFTP write" : "SFTP upload");
+    if (run_init(R, self, RUN_TRANSFER, R->sl.n + 1, what) < 0) {
+        return -1;
     }
-    if (rc == 0) {
-        if (dn && set.n > 1) {
-            set_windows(&set, STRIPED_WINDOWS / (uint32_t)set.n);
-        }
-        rc = run_set(&set, dl, progress,
-                     dn ? (x->mem ? "SFTP read" : "SFTP download")
-                        : (x->mem ? "SFTP write" : "SFTP upload"));
-        set_merge(&set, x, rc);
-        if (dn && set.n > 1) {
-            struct opset main = {ops, 1};
-            set_windows(&main, PYSSH_WINDOW_MAX);
+    struct op *o = R->p[0];
+    if (op_setup(o, self, x, &R->handle, &o->own) < 0) {
+        return -1;
+    }
+    o->own = (struct span){x->offset, x->end, 0, UINT64_MAX, 0, UINT64_MAX, R->p, R->set.n};
+    for (int i = 1; i < R->set.n; i++) {
+        if (op_setup(R->p[i], R->sl.s[i - 1], x, &R->sl.handle[i - 1], &o->own) < 0) {
+            return -1;
         }
     }
-    for (int i = 0; i < set.n; i++) {
-        free(ops[i]->buf);
-        ops[i]->buf = NULL;
-        if (i > 0) {
-            free(ops[i]);
-        }
+    R->set.ops = R->p;
+    if (dn && R->set.n > 1) {
+        set_windows(&R->set, STRIPED_WINDOWS / (uint32_t)R->set.n);
     }
-    unclaim(self);
-    for (int i = 0; i < sl->n; i++) {
-        unclaim(sl->s[i]);
-    }
-    return rc;
+    return 0;
 }
+
+static PyObject *read_result(pyssh_state *st, PyObject *data, const struct op *o);
+static PyObject *transfer_result(pyssh_state *st, const struct op *o);
+
+/* A transfer's end: (bytes moved, status, message, local errno), or read()'s
+ * bytes up to where the file ended. */
+static PyObject *
+transfer_finish(SessionObject *s, void *arg, int rc)
+{
+    struct sftp_run *R = arg;
+    (void)rc;
+    int e = run_round_end(R);
+    if (e <= 0) {
+        return e < 0 ? NULL : PYSSH_OP_MORE;
+    }
+    set_merge(R, 0);
+    struct op *o = R->p[0];
+    if (R->out == NULL) {
+        return transfer_result(s->state, o);
+    }
+    uint64_t n = R->x.end - R->x.offset, got = n;
+    if (o->own.eof_at != UINT64_MAX && o->own.eof_at - R->x.offset < got) {
+        got = o->own.eof_at - R->x.offset;
+    }
+    PyObject *data = R->out;
+    R->out = NULL;
+    if (got < n && _PyBytes_Resize(&data, (Py_ssize_t)got) < 0) {
+        return NULL;
+    }
+    return read_result(s->state, data, o);
+}
+
+static const pyssh_op_kind transfer_kind = {"an SFTP transfer",
+                                            PYSSH_EXC_SFTPError,
+                                            run_step,
+                                            sizeof(struct sftp_run),
+                                            transfer_finish,
+                                            NULL,
+                                            run_release,
+                                            run_relocate,
+                                            NULL};
 
 /* How a transfer ended (an SFTPTransfer, module.c). */
 static PyObject *
@@ -2027,39 +2174,40 @@ read_result(pyssh_state *st, PyObject *data, const struct op *o)
 static PyObject *
 transfer(SFTPObject *self, PyObject *args, PyObject *kwds, enum op_kind kind)
 {
-    static char *kwlist[] = {"handle",   "fd",    "offset",  "size", "progress", "timeout",
-                             "inflight", "chunk", "stripes", "cut",  "until",    NULL};
-    Py_buffer handle;
+    static char *kwlist[] = {"handle",  "fd",       "offset", "size",    "progress",
+                             "timeout", "inflight", "chunk",  "stripes", "cut",
+                             "until",   "defer",    NULL};
     unsigned long long offset, size, until = UINT64_MAX;
-    PyObject *progress = Py_None, *stripes = Py_None;
+    PyObject *stripes = Py_None;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    struct xfer x = {kind, -1, NULL, 0, 0, 16, 32768, 0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OO&iIOpK:transfer", kwlist, &handle, &x.fd,
-                                     &offset, &size, &progress, pyssh_deadline_conv, &dl,
-                                     &x.inflight, &x.chunk, &stripes, &x.cut, &until)) {
+    int defer = 0;
+    struct sftp_run R;
+    memset(&R, 0, sizeof(R));
+    R.x = (struct xfer){kind, -1, NULL, 0, 0, 16, 32768, 0};
+    R.progress = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*iKK|OO&iIOpKp:transfer", kwlist, &R.handle,
+                                     &R.x.fd, &offset, &size, &R.progress, pyssh_deadline_conv, &dl,
+                                     &R.x.inflight, &R.x.chunk, &stripes, &R.x.cut, &until,
+                                     &defer)) {
         return NULL;
     }
-    stripelist sl;
-    if (stripes_parse(self, stripes, &sl) < 0) {
-        PyBuffer_Release(&handle);
-        return NULL;
+    R.have_handle = 1;
+    R.x.offset = offset;
+    R.x.end = kind == OP_UPLOAD ? range_end(offset, size) : until;
+    if (stripes_parse(self, stripes, &R.sl) == 0) {
+        R.sl_handles = 1;
+        if (transfer_setup(&R, self) == 0) {
+            return run_go(&R, &transfer_kind, &dl, defer, args, kwds);
+        }
     }
-    struct op o;
-    x.offset = offset;
-    x.end = kind == OP_UPLOAD ? range_end(offset, size) : until;
-    int rc = run_transfer(self, &o, &x, &handle, &sl, &dl, progress);
-    stripes_release(&sl);
-    PyBuffer_Release(&handle);
-    if (rc < 0) {
-        return NULL;
-    }
-    return transfer_result(self->session->state, &o);
+    run_release(self->session, &R);
+    return NULL;
 }
 
 PyDoc_STRVAR(
     download_doc,
     "download($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
-    "         chunk=32768, stripes=None, cut=False, until=2**64-1)\n--\n\n"
+    "         chunk=32768, stripes=None, cut=False, until=2**64-1, defer=False)\n--\n\n"
     "Read the open remote file `handle` from `offset` to its end into the local file\n"
     "descriptor `fd` (at the same offsets), with READ requests of `chunk` bytes: at least\n"
     "`inflight`, and as many as the channel's receive window holds (it grows with the\n"
@@ -2068,7 +2216,7 @@ PyDoc_STRVAR(
     "the file back to below the first byte that did not arrive (complete_to). `until`:\n"
     "stop there rather than at the end of the file. `size` is ignored.\n"
     "progress(bytes) is called a few times a second. Returns (bytes, status code or -1,\n"
-    "status message (bytes), local errno or 0).");
+    "status message (bytes), local errno or 0). `defer`: an Op instead, as batch().");
 
 static PyObject *
 sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -2079,13 +2227,13 @@ sftp_download(SFTPObject *self, PyObject *args, PyObject *kwds)
 PyDoc_STRVAR(
     upload_doc,
     "upload($self, /, handle, fd, offset, size, progress=None, timeout=None, inflight=16,\n"
-    "       chunk=32768, stripes=None, cut=False)\n--\n\n"
+    "       chunk=32768, stripes=None, cut=False, defer=False)\n--\n\n"
     "Write `size` bytes of the local file descriptor `fd` from `offset` into the open\n"
     "remote file `handle` at the same offsets, with WRITE requests in flight as far as\n"
     "the server's window takes them; `stripes` as for download() (a request never starts\n"
     "SFTP_STRIPE_AHEAD bytes past the lowest still in flight); `cut` is ignored.\n"
     "Returns (bytes acknowledged, status code or -1, status message (bytes), local errno, -1\n"
-    "when the local file ended early, or 0).");
+    "when the local file ended early, or 0). `defer`: an Op instead, as batch().");
 
 static PyObject *
 sftp_upload(SFTPObject *self, PyObject *args, PyObject *kwds)
@@ -2104,47 +2252,32 @@ static PyObject *
 sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"handle", "offset", "n", "timeout", "inflight", "chunk", NULL};
-    Py_buffer handle;
     unsigned long long offset;
     Py_ssize_t n;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    int inflight = 16;
-    unsigned int chunk = 32768;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Kn|O&iI:read", kwlist, &handle, &offset, &n,
-                                     pyssh_deadline_conv, &dl, &inflight, &chunk)) {
+    struct sftp_run R;
+    memset(&R, 0, sizeof(R));
+    R.x = (struct xfer){OP_DOWNLOAD, -1, NULL, 0, 0, 16, 32768, 0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Kn|O&iI:read", kwlist, &R.handle, &offset, &n,
+                                     pyssh_deadline_conv, &dl, &R.x.inflight, &R.x.chunk)) {
         return NULL;
     }
+    R.have_handle = 1;
     if (n < 0 || offset > (unsigned long long)INT64_MAX ||
         (uint64_t)n > (uint64_t)INT64_MAX - offset) {
-        PyBuffer_Release(&handle);
         PyErr_SetString(PyExc_ValueError, "SFTP read: n must be >= 0, and offset + n at most "
                                           "2**63-1");
-        return NULL;
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, n);
-    if (out == NULL) {
-        PyBuffer_Release(&handle);
-        return NULL;
+    else if ((R.out = PyBytes_FromStringAndSize(NULL, n)) != NULL) {
+        R.x.mem = PyBytes_AS_STRING(R.out);
+        R.x.offset = offset;
+        R.x.end = offset + (uint64_t)n;
+        if (transfer_setup(&R, self) == 0) {
+            return run_go(&R, &transfer_kind, &dl, 0, args, kwds);
+        }
     }
-    struct op o;
-    struct xfer x = {
-        OP_DOWNLOAD, -1, PyBytes_AS_STRING(out), offset, offset + (uint64_t)n, inflight, chunk, 0};
-    stripelist none = {0};
-    int rc = run_transfer(self, &o, &x, &handle, &none, &dl, Py_None);
-    PyBuffer_Release(&handle);
-    if (rc < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    uint64_t got = (uint64_t)n;
-    if (o.own.eof_at != UINT64_MAX && o.own.eof_at - offset < got) {
-        got = o.own.eof_at - offset;
-    }
-    if (got < (uint64_t)n && _PyBytes_Resize(&out, (Py_ssize_t)got) < 0) {
-        return NULL;
-    }
-    PyObject *r = read_result(self->session->state, out, &o);
-    return r;
+    run_release(self->session, &R);
+    return NULL;
 }
 
 PyDoc_STRVAR(write_doc,
@@ -2157,26 +2290,25 @@ static PyObject *
 sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"handle", "offset", "data", "timeout", "inflight", "chunk", NULL};
-    Py_buffer handle, data;
     unsigned long long offset;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    int inflight = 16;
-    unsigned int chunk = 32768;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|O&iI:write", kwlist, &handle, &offset,
-                                     &data, pyssh_deadline_conv, &dl, &inflight, &chunk)) {
+    struct sftp_run R;
+    memset(&R, 0, sizeof(R));
+    R.x = (struct xfer){OP_UPLOAD, -1, NULL, 0, 0, 16, 32768, 0};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|O&iI:write", kwlist, &R.handle, &offset,
+                                     &R.data, pyssh_deadline_conv, &dl, &R.x.inflight,
+                                     &R.x.chunk)) {
         return NULL;
     }
-    struct op o;
-    struct xfer x = {OP_UPLOAD, -1,    data.buf, offset, range_end(offset, (uint64_t)data.len),
-                     inflight,  chunk, 0};
-    stripelist none = {0};
-    int rc = run_transfer(self, &o, &x, &handle, &none, &dl, Py_None);
-    PyBuffer_Release(&handle);
-    PyBuffer_Release(&data);
-    if (rc < 0) {
-        return NULL;
+    R.have_handle = R.have_data = 1;
+    R.x.mem = R.data.buf;
+    R.x.offset = offset;
+    R.x.end = range_end(offset, (uint64_t)R.data.len);
+    if (transfer_setup(&R, self) == 0) {
+        return run_go(&R, &transfer_kind, &dl, 0, args, kwds);
     }
-    return transfer_result(self->session->state, &o);
+    run_release(self->session, &R);
+    return NULL;
 }
 
 PyDoc_STRVAR(close_doc,

@@ -510,9 +510,22 @@ class SFTP:
     def window(self) -> int: ...
     @property
     def complete_to(self) -> int: ...
+    @overload
     def start(
-        self, timeout: Optional[float] = ..., also: Optional[Sequence[SFTP]] = ...
+        self,
+        timeout: Optional[float] = ...,
+        also: Optional[Sequence[SFTP]] = ...,
+        defer: Literal[False] = ...,
     ) -> Tuple[int, List[Tuple[bytes, bytes]]]: ...
+    @overload
+    def start(
+        self,
+        timeout: Optional[float] = ...,
+        also: Optional[Sequence[SFTP]] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
     def request(
         self,
         type: int,
@@ -520,7 +533,20 @@ class SFTP:
         /,
         timeout: Optional[float] = ...,
         what: Optional[str] = ...,
+        defer: Literal[False] = ...,
     ) -> Tuple[int, Any]: ...
+    @overload
+    def request(
+        self,
+        type: int,
+        payload: _Buffer,
+        /,
+        timeout: Optional[float] = ...,
+        what: Optional[str] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
     def batch(
         self,
         requests: Sequence[Tuple[int, _Buffer]],
@@ -528,7 +554,20 @@ class SFTP:
         timeout: Optional[float] = ...,
         what: Optional[str] = ...,
         also: Optional[Sequence[Tuple[SFTP, Sequence[Tuple[int, _Buffer]]]]] = ...,
+        defer: Literal[False] = ...,
     ) -> List[Any]: ...
+    @overload
+    def batch(
+        self,
+        requests: Sequence[Tuple[int, _Buffer]],
+        /,
+        timeout: Optional[float] = ...,
+        what: Optional[str] = ...,
+        also: Optional[Sequence[Tuple[SFTP, Sequence[Tuple[int, _Buffer]]]]] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
     def send(
         self,
         type: int,
@@ -536,7 +575,20 @@ class SFTP:
         /,
         timeout: Optional[float] = ...,
         what: Optional[str] = ...,
+        defer: Literal[False] = ...,
     ) -> None: ...
+    @overload
+    def send(
+        self,
+        type: int,
+        payload: _Buffer,
+        /,
+        timeout: Optional[float] = ...,
+        what: Optional[str] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Optional[Op]: ...
+    @overload
     def download(
         self,
         handle: _Buffer,
@@ -550,7 +602,26 @@ class SFTP:
         stripes: Optional[Sequence[Tuple[SFTP, _Buffer]]] = ...,
         cut: bool = ...,
         until: int = ...,
+        defer: Literal[False] = ...,
     ) -> SFTPTransfer: ...
+    @overload
+    def download(
+        self,
+        handle: _Buffer,
+        fd: int,
+        offset: int,
+        size: int,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+        stripes: Optional[Sequence[Tuple[SFTP, _Buffer]]] = ...,
+        cut: bool = ...,
+        until: int = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
     def upload(
         self,
         handle: _Buffer,
@@ -563,7 +634,24 @@ class SFTP:
         chunk: int = ...,
         stripes: Optional[Sequence[Tuple[SFTP, _Buffer]]] = ...,
         cut: bool = ...,
+        defer: Literal[False] = ...,
     ) -> SFTPTransfer: ...
+    @overload
+    def upload(
+        self,
+        handle: _Buffer,
+        fd: int,
+        offset: int,
+        size: int,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+        stripes: Optional[Sequence[Tuple[SFTP, _Buffer]]] = ...,
+        cut: bool = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
     def read(
         self,
         handle: _Buffer,

@@ -1,7 +1,9 @@
 """The primitives under pyssh.Group: an Op (a Session method called with defer=True)
 and the Driver that moves many of them from one poll(). Against the test sshd."""
 
+import os
 import socket
+import struct
 import threading
 import time
 
@@ -578,3 +580,117 @@ def test_an_asyncio_loop_drives_connect_and_commands_through_op_step(server):
     assert elapsed < 3, f"five sessions' 0.4 s of commands took {elapsed:.2f} s: not at once"
     assert worst < 0.25, f"the loop was held {worst * 1000:.0f} ms"
     assert threading.active_count() <= before + 1  # (the loop's executor may have started one)
+
+
+# ---- SFTP methods as Ops: the one loop of every SFTP method, deferred ----------------
+
+from pyssh._sftp import (  # noqa: E402
+    CLOSE,
+    F_CREAT,
+    F_READ,
+    F_TRUNC,
+    F_WRITE,
+    HANDLE,
+    OPEN,
+    STAT,
+    STATUS,
+    _attrs,
+    _str,
+)
+
+
+def _drive(d, ops, timeout=20):
+    """Every op of `ops` through the Driver `d`: their results, in order."""
+    for op in ops:
+        d.add(op)
+    left, end = set(ops), time.monotonic() + timeout
+    while left:
+        assert time.monotonic() < end, "the Driver did not finish its SFTP operations"
+        for op in d.wait(timeout=1):
+            left.discard(op)
+    return [op.result() for op in ops]
+
+
+def _open_req(path, flags):
+    return [(OPEN, _str(path.encode()) + struct.pack(">I", flags) + _attrs(mode=0o600))]
+
+
+def test_a_driver_moves_sftp_start_requests_and_transfers_of_many_sessions(server, tmp_path):
+    sessions = _connected(server, 3)
+    data = [os.urandom(300_000 + i) for i in range(3)]
+    srcs, fds = [], []
+    try:
+        for i, blob in enumerate(data):
+            p = tmp_path / f"src{i}"
+            p.write_bytes(blob)
+            srcs.append(p)
+        chans = [_ssh.SFTP(s) for s in sessions]
+        d = _ssh.Driver()
+        versions = _drive(d, [c.start(timeout=10, defer=True) for c in chans])
+        assert all(v[0] == 3 for v in versions)
+        dest = [str(tmp_path / f"dst{i}") for i in range(3)]
+        flags = F_WRITE | F_CREAT | F_TRUNC
+        opened = _drive(d, [c.batch(_open_req(p, flags), defer=True) for c, p in zip(chans, dest)])
+        handles = [r[0][1] for r in opened]
+        assert all(r[0][0] == HANDLE for r in opened)
+        fds = [os.open(p, os.O_RDONLY) for p in srcs]
+        ups = [
+            c.upload(h, fd, 0, len(b), None, 10, defer=True)
+            for c, h, fd, b in zip(chans, handles, fds, data)
+        ]
+        results = _drive(d, ups)
+        assert [r.moved for r in results] == [len(b) for b in data]
+        assert all(r.status == -1 and r.local_errno == 0 for r in results)
+        closes = _drive(d, [c.request(CLOSE, _str(h), defer=True) for c, h in zip(chans, handles)])
+        assert all(r[0] == STATUS and r[1][0] == 0 for r in closes)
+        assert [open(p, "rb").read() for p in dest] == data
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for s in sessions:
+            s.close()
+
+
+def test_a_deferred_sftp_op_waited_is_what_the_method_gives(server, tmp_path):
+    (tmp_path / "f").write_bytes(b"x" * 5000)
+    with server.connect() as s:
+        c = _ssh.SFTP(s)
+        assert c.start(timeout=10, defer=True).wait()[0] == 3
+        rtype, attrs = c.request(STAT, _str(str(tmp_path / "f").encode()), defer=True).wait()
+        assert attrs[0] == 5000
+        h = c.request(*_open_req(str(tmp_path / "f"), F_READ)[0], defer=True).wait()[1]
+        fd = os.open(tmp_path / "copy", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            r = c.download(h, fd, 0, 0, None, 10, defer=True).wait()
+        finally:
+            os.close(fd)
+        assert r.moved == 5000 and (tmp_path / "copy").read_bytes() == b"x" * 5000
+        assert c.send(CLOSE, _str(h), defer=True) is None  # nothing to wait for
+        c.close()
+
+
+def test_an_sftp_op_dropped_or_abandoned_leaves_the_channel_usable(server, tmp_path):
+    with open(tmp_path / "f", "wb") as f:
+        f.truncate(256 << 20)  # sparse: far more than moves in 10 ms
+    with server.connect() as s:
+        c = _ssh.SFTP(s)
+        c.start(timeout=10)
+        path = _str(str(tmp_path / "f").encode())
+        op = c.request(STAT, path, defer=True)
+        with pytest.raises(RuntimeError, match="in use"):
+            c.close()  # the Op holds the channel
+        del op  # never run: its reply, when it comes, is dropped
+        h = c.request(*_open_req(str(tmp_path / "f"), F_READ)[0])[1]
+        fd = os.open(tmp_path / "part", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            down = c.download(h, fd, 0, 0, None, 10, defer=True)
+            d = _ssh.Driver()
+            d.add(down)
+            assert d.wait(timeout=0.01) == []
+            d.abandon()  # replies still due are dropped as they come
+            with pytest.raises(pyssh.SSHError, match="abandoned"):
+                down.result()
+        finally:
+            os.close(fd)
+        assert c.request(STAT, path, timeout=10)[1][0] == 256 << 20
+        c.close()
