@@ -16,6 +16,7 @@ import os
 import posixpath
 import stat as _stat
 import struct
+import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
@@ -87,6 +88,14 @@ def _op(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if _DEFERS:
         return method(*args, defer=True, **kwargs)
     return SFTPCall(method, args, kwargs)
+
+
+def _closing() -> bool:
+    """In a flow's ``finally``: is the flow being closed (GeneratorExit: whoever ran
+    it gave it up)? Then it must not wait for anything: its cleanup requests (the
+    CLOSE of a handle) are left out (its session is closed after it), and the
+    local cleanup of the flows it is in still runs."""
+    return isinstance(sys.exc_info()[1], GeneratorExit)
 
 
 def _str(b: bytes) -> bytes:
@@ -785,7 +794,7 @@ class SFTP:
                     break
                 out += got
         finally:
-            if not self._c.closed:
+            if not self._c.closed and not _closing():
                 yield from self._close_handle_steps(h)
         return sorted(out, key=lambda a: a.filename or "")
 
@@ -826,7 +835,7 @@ class SFTP:
             try:
                 out.update((yield from self._read_many_steps(handles)))
             finally:
-                if not self._c.closed and handles:
+                if not self._c.closed and handles and not _closing():
                     yield _op(
                         self._c.batch,
                         [(CLOSE, _str(h)) for h in handles.values()],
@@ -1349,7 +1358,7 @@ class SFTP:
                 )
             )
         finally:
-            if not self._c.closed:
+            if not self._c.closed and not _closing():
                 # nothing to learn from the answer to a CLOSE after reading: no wait
                 yield from self._send_close_steps(self._c, h)
 
@@ -1456,7 +1465,8 @@ class SFTP:
                 until=b if bounded else (1 << 64) - 1,
             )
         finally:
-            yield from self._close_stripes_steps(opened, wait=False)
+            if not _closing():
+                yield from self._close_stripes_steps(opened, wait=False)
             if self._complete_to < 0:
                 self._complete_to = self._c.complete_to
         if r.status >= 0:
@@ -1563,7 +1573,7 @@ class SFTP:
                     if code != FX_OK:
                         raise _error(code, msg, "upload", rpath)
             finally:
-                if not closed and not self._c.closed:
+                if not closed and not self._c.closed and not _closing():
                     yield from self._close_handle_steps(h)
         finally:
             os.close(fd)
@@ -1670,7 +1680,7 @@ class SFTP:
         finally:
             if self._complete_to < 0:
                 self._complete_to = self._c.complete_to
-            closes = yield from self._close_stripes_steps(opened, wait=ok)
+            closes = [] if _closing() else (yield from self._close_stripes_steps(opened, wait=ok))
         for _rtype, (code, msg) in closes:  # STATUS only: checked in C
             if code != FX_OK and r.status < 0:
                 raise _error(code, msg, "upload", rpath)

@@ -213,3 +213,26 @@ def test_flows_with_deferring_calls(session, area, monkeypatch):
     assert contents(area / "back" / "tree") == contents(src)
     deferred = [name for f in made for name in f.deferred]
     assert {"start", "batch", "upload", "download", "send"} <= set(deferred)
+
+
+def test_a_flow_closed_while_it_waits(session, area):
+    """A flow given up (closed) where it would wait for the data: it waits for
+    nothing more (no cleanup request), and its local cleanup still runs: no file
+    descriptor kept, no temporary file left."""
+    (area / "remote" / "d").mkdir()
+    (area / "remote" / "d" / "big").write_bytes(os.urandom((1 << 20) + 1))
+    fds = len(os.listdir("/proc/self/fd"))
+    flow = session.sftp_download_steps(str(area / "remote" / "d"), str(area / "back"))
+    value = None
+    while True:
+        item = flow.send(value)
+        if isinstance(item, _sftp.SFTPCall) and item.method.__name__ == "download":
+            break
+        value = item.wait() if isinstance(item, _ssh.Op) else item.blocking()
+    flow.close()  # no RuntimeError: it yielded nothing more
+    assert [n for _, _, names in os.walk(area / "back") for n in names] == []
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert session.sftp_download(str(area / "remote" / "d"), str(area / "back"), verbose=False)
+    assert (area / "back" / "d" / "big").read_bytes() == (
+        area / "remote" / "d" / "big"
+    ).read_bytes()
