@@ -54,8 +54,12 @@ DEPTH_MAX = 64  # directories a download descends, as OpenSSH's sftp (MAX_DIR_DE
 
 log = logging.getLogger("pyssh")
 
-# does the C side defer its waiting calls (defer=True: an _ssh.Op)?
-_DEFERS = "defer=" in (getattr(_ssh.SFTP.request, "__text_signature__", None) or "")
+# does the C side defer its waiting calls (defer=True: an _ssh.Op)? All of them, or
+# none is used (their signatures say)
+_DEFERS = all(
+    "defer=" in (getattr(getattr(_ssh.SFTP, m), "__text_signature__", None) or "")
+    for m in ("start", "batch", "request", "send", "upload", "download")
+)
 
 
 class SFTPCall:
