@@ -16,12 +16,14 @@ import os
 import posixpath
 import stat as _stat
 import struct
+import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import _conns, _local, _ssh
 from ._names import printable
 from ._progress import Progress, Reporter
+from ._tcp import Steps, run_steps
 from ._util import check_timeout, transfer_paths
 from .errors import (
     SFTPError,
@@ -51,6 +53,53 @@ OFFSET_MAX = (1 << 63) - 1  # SFTP offsets are uint64; files end before 2**63 (o
 DEPTH_MAX = 64  # directories a download descends, as OpenSSH's sftp (MAX_DIR_DEPTH)
 
 log = logging.getLogger("pyssh")
+
+# does the C side defer its waiting calls (defer=True: an _ssh.Op)? All of them, or
+# none is used (their signatures say)
+_DEFERS = all(
+    "defer=" in (getattr(getattr(_ssh.SFTP, m), "__text_signature__", None) or "")
+    for m in ("start", "batch", "request", "send", "upload", "download")
+)
+
+
+class SFTPCall:
+    """A C call of ``_ssh.SFTP`` that would wait, as an SFTP flow yields it while
+    the C side cannot defer it: ``run_steps`` runs it the blocking way
+    (``blocking()``); ``defer()`` makes it with defer=True (an ``_ssh.Op``; None for
+    a send that needs no waiting)."""
+
+    __slots__ = ("method", "args", "kwargs")
+
+    def __init__(self, method: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]):
+        self.method, self.args, self.kwargs = method, args, kwargs
+
+    def blocking(self) -> Any:
+        return self.method(*self.args, **self.kwargs)
+
+    def defer(self) -> Any:
+        return self.method(*self.args, defer=True, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"<SFTPCall {getattr(self.method, '__name__', self.method)}>"
+
+
+def _op(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The one place an SFTP flow makes a C call that would wait (``start``,
+    ``batch``, ``request``, ``send``, ``upload``, ``download`` of an ``_ssh.SFTP``):
+    the call with defer=True, its ``_ssh.Op`` for the flow to yield (``send``: None
+    when it needs no waiting; its Op's result, when there is one, is ignored).
+    While the C side takes no ``defer``, an SFTPCall, run the blocking way."""
+    if _DEFERS:
+        return method(*args, defer=True, **kwargs)
+    return SFTPCall(method, args, kwargs)
+
+
+def _closing() -> bool:
+    """In a flow's ``finally``: is the flow being closed (GeneratorExit: whoever ran
+    it gave it up)? Then it must not wait for anything: its cleanup requests (the
+    CLOSE of a handle) are left out (its session is closed after it), and the
+    local cleanup of the flows it is in still runs."""
+    return isinstance(sys.exc_info()[1], GeneratorExit)
 
 
 def _str(b: bytes) -> bytes:
@@ -401,6 +450,11 @@ class SFTP:
     max_listing_bytes = 256 << 20
 
     def __init__(self, session: Any, timeout: Optional[float] = None):
+        self._setup(session, timeout)
+        run_steps(self._start_steps())
+
+    def _setup(self, session: Any, timeout: Optional[float]) -> None:
+        """The channel made, not started (``_start_steps`` starts it)."""
         self._session = session
         self._timeout = check_timeout(timeout)
         self._c = _ssh.SFTP(session)
@@ -409,17 +463,22 @@ class SFTP:
         self._conns: List[SFTP] = []  # on more connections, for connections=
         self._owns_session = False  # one of those: its session closes with it
         self._complete_to = 0  # the last range: every byte below this was moved
-        t0 = time.monotonic()
-        self.version, extensions = self._c.start(timeout=self._start_timeout())
-        # the path's round trip (start: open, subsystem, INIT), for how many streams
-        self._rtt = (time.monotonic() - t0) / 3
-        self.extensions: Dict[str, bytes] = {k.decode("utf-8", "replace"): v for k, v in extensions}
+        self._rtt = 0.0
+        self.extensions: Dict[str, bytes] = {}
         self.max_read = self.max_write = 32768
         self._limits: Optional[SFTPLimits] = None
+
+    def _start_steps(self) -> Steps[None]:
+        """Start the channel (open, subsystem, INIT) and ask the server's limits."""
+        t0 = time.monotonic()
+        self.version, extensions = yield _op(self._c.start, timeout=self._start_timeout())
+        # the path's round trip (start: open, subsystem, INIT), for how many streams
+        self._rtt = (time.monotonic() - t0) / 3
+        self.extensions = {k.decode("utf-8", "replace"): v for k, v in extensions}
         if "limits@openssh.com" in self.extensions:
             t0 = time.monotonic()
-            rtype, value = self._c.request(
-                EXTENDED, _str(b"limits@openssh.com"), timeout=self._timeout
+            rtype, value = yield _op(
+                self._c.request, EXTENDED, _str(b"limits@openssh.com"), timeout=self._timeout
             )
             self._rtt = min(self._rtt, time.monotonic() - t0)
             if rtype == EXTENDED_REPLY:
@@ -484,7 +543,7 @@ class SFTP:
             self._conns += _conns.open_more(self._session, n - len(self._conns), self._timeout)
         return self._conns[:n]
 
-    def _stripes(self, n: int) -> List[Any]:
+    def _stripes_steps(self, n: int) -> Steps[List[Any]]:
         """n - 1 more started channels (fewer when the server allows fewer): kept
         for the next transfers, started together when missing."""
         self._pool = [c for c in self._pool if not c.closed]  # a stream that died
@@ -492,7 +551,7 @@ class SFTP:
         if len(self._pool) < want:
             new = [_ssh.SFTP(self._session) for _ in range(want - len(self._pool))]
             try:
-                new[0].start(timeout=self._start_timeout(), also=new[1:])
+                yield _op(new[0].start, timeout=self._start_timeout(), also=new[1:])
             except (SFTPError, SSHError) as e:
                 if self._c.closed:
                     raise
@@ -510,13 +569,16 @@ class SFTP:
             self._pool += started
         return self._pool[:want]
 
-    def _open_stripes(self, stripes: List[Any], rpath: str, flags: int) -> List[Tuple[Any, bytes]]:
+    def _open_stripes_steps(
+        self, stripes: List[Any], rpath: str, flags: int
+    ) -> Steps[List[Tuple[Any, bytes]]]:
         """Open `rpath` on each stripe at once: [(channel, handle)]. On a failure,
         the handles opened are closed and the error raised."""
         if not stripes:
             return []
         req = [(OPEN, _str(_path(rpath)) + struct.pack(">I", flags) + _attrs())]
-        replies = stripes[0].batch(
+        replies = yield _op(
+            stripes[0].batch,
             req,
             timeout=self._timeout,
             what=f"open {printable(rpath)}",
@@ -524,22 +586,23 @@ class SFTP:
         )
         opened = [(c, r[0][1]) for c, r in zip(stripes, replies) if r[0][0] == HANDLE]
         if len(opened) < len(stripes):
-            self._close_stripes(opened, wait=False)
+            yield from self._close_stripes_steps(opened, wait=False)
             code, msg = next(r[0][1] for r in replies if r[0][0] != HANDLE)
             raise _error(code, msg, "open", rpath)
         return opened
 
-    def _close_stripes(self, opened: List[Tuple[Any, bytes]], wait: bool) -> List[Any]:
+    def _close_stripes_steps(self, opened: List[Tuple[Any, bytes]], wait: bool) -> Steps[List[Any]]:
         """CLOSE each stripe's handle; `wait`: for the answers (after an upload:
         its data is safe only once closed), returned."""
         live = [(c, h) for c, h in opened if not c.closed]
         if not wait:
             for c, h in live:
-                c.send(CLOSE, _str(h), timeout=self._timeout, what="closing a remote file")
+                yield from self._send_close_steps(c, h)
             return []
         if not live:
             return []
-        replies: List[Any] = live[0][0].batch(
+        replies: List[Any] = yield _op(
+            live[0][0].batch,
             [(CLOSE, _str(live[0][1]))],
             timeout=self._timeout,
             what="closing a remote file",
@@ -564,17 +627,26 @@ class SFTP:
         return f"<pyssh.SFTP version {version}, {'closed' if c is None or c.closed else 'open'}>"
 
     # ---- requests
-    def _call(
+    def _call_steps(
         self, kind: int, payload: bytes, what: str, path: Optional[str], path2: Optional[str] = None
-    ) -> Tuple[int, Any]:
+    ) -> Steps[Tuple[int, Any]]:
         """One request and its reply, which the C side checked against the request
         (an OK status comes only where the request expects no other answer)."""
-        rtype, value = self._c.request(
-            kind, payload, timeout=self._timeout, what=f"{what} {printable(path)}" if path else what
+        rtype, value = yield _op(
+            self._c.request,
+            kind,
+            payload,
+            timeout=self._timeout,
+            what=f"{what} {printable(path)}" if path else what,
         )
         if rtype == STATUS and value[0] != FX_OK:
             raise _error(value[0], value[1], what, path, path2)
         return rtype, value
+
+    def _call(
+        self, kind: int, payload: bytes, what: str, path: Optional[str], path2: Optional[str] = None
+    ) -> Tuple[int, Any]:
+        return run_steps(self._call_steps(kind, payload, what, path, path2))
 
     def _vague(self, e: SFTPError, *also: type) -> bool:
         """Is `e` a status that OpenSSH uses for several errors ("failure"), worth a
@@ -585,17 +657,35 @@ class SFTP:
             and not self._c.closed
         )
 
+    def _status_steps(
+        self, kind: int, payload: bytes, what: str, path: str, path2: Optional[str] = None
+    ) -> Steps[None]:
+        yield from self._call_steps(kind, payload, what, path, path2)
+
     def _status(
         self, kind: int, payload: bytes, what: str, path: str, path2: Optional[str] = None
     ) -> None:
-        self._call(kind, payload, what, path, path2)
+        run_steps(self._status_steps(kind, payload, what, path, path2))
 
-    def _handle(self, kind: int, payload: bytes, what: str, path: str) -> bytes:
-        handle: bytes = self._call(kind, payload, what, path)[1]
+    def _handle_steps(self, kind: int, payload: bytes, what: str, path: str) -> Steps[bytes]:
+        handle: bytes = (yield from self._call_steps(kind, payload, what, path))[1]
         return handle
 
+    def _handle(self, kind: int, payload: bytes, what: str, path: str) -> bytes:
+        return run_steps(self._handle_steps(kind, payload, what, path))
+
+    def _close_handle_steps(self, h: bytes) -> Steps[None]:
+        yield from self._call_steps(CLOSE, _str(h), "closing a remote file", None)
+
     def _close_handle(self, h: bytes) -> None:
-        self._call(CLOSE, _str(h), "closing a remote file", None)
+        run_steps(self._close_handle_steps(h))
+
+    def _send_close_steps(self, c: Any, h: bytes) -> Steps[None]:
+        """CLOSE the handle `h` of channel `c` without waiting for the answer (unless
+        64 answers are due already: then this one's, within the timeout)."""
+        op = _op(c.send, CLOSE, _str(h), timeout=self._timeout, what="closing a remote file")
+        if op is not None:
+            yield op
 
     def _names(self, kind: int, payload: bytes, what: str, path: str) -> List[SFTPAttributes]:
         return [_entry(e) for e in self._call(kind, payload, what, path)[1]]
@@ -603,15 +693,19 @@ class SFTP:
     # ---- file operations
     def stat(self, path: Any) -> SFTPAttributes:
         """The attributes of ``path``, following symlinks (``os.stat``)."""
-        return self._attrs_of(STAT, path, "stat")
+        return run_steps(self._stat_steps(path))
+
+    def _stat_steps(self, path: Any) -> Steps[SFTPAttributes]:
+        return (yield from self._attrs_of_steps(STAT, path, "stat"))
 
     def lstat(self, path: Any) -> SFTPAttributes:
         """The attributes of ``path`` itself, not following a symlink (``os.lstat``)."""
-        return self._attrs_of(LSTAT, path, "lstat")
+        return run_steps(self._attrs_of_steps(LSTAT, path, "lstat"))
 
-    def _attrs_of(self, kind: int, path: Any, what: str) -> SFTPAttributes:
+    def _attrs_of_steps(self, kind: int, path: Any, what: str) -> Steps[SFTPAttributes]:
         p = _path(path)
-        return SFTPAttributes._from(self._call(kind, _str(p), what, os.fspath(path))[1])
+        reply = yield from self._call_steps(kind, _str(p), what, os.fspath(path))
+        return SFTPAttributes._from(reply[1])
 
     def exists(self, path: Any) -> bool:
         """True if ``path`` exists (a broken symlink does not)."""
@@ -623,8 +717,11 @@ class SFTP:
 
     def is_dir(self, path: Any) -> bool:
         """True if ``path`` is a directory (or a symlink to one)."""
+        return run_steps(self._is_dir_steps(path))
+
+    def _is_dir_steps(self, path: Any) -> Steps[bool]:
         try:
-            return self.stat(path).is_dir()
+            return (yield from self._stat_steps(path)).is_dir()
         except SFTPFileNotFoundError:
             return False
 
@@ -638,47 +735,72 @@ class SFTP:
     def scandir(self, path: Any = ".") -> Iterator[SFTPAttributes]:
         """The entries of directory ``path`` with their attributes (``.`` and ``..``
         left out), as the server lists them: ``.filename``, ``.st_mode``..."""
+        h = run_steps(self._opendir_steps(path))
+        spath = os.fspath(path)
+        try:
+            counts = [0, 0]
+            while True:
+                got = run_steps(self._readdir_steps(h, spath, counts))
+                if got is None:
+                    return
+                yield from got
+        finally:
+            if not self._c.closed:
+                self._close_handle(h)
+
+    def _opendir_steps(self, path: Any) -> Steps[bytes]:
+        """OPENDIR `path`: its handle."""
         p = _path(path)
         spath = os.fspath(path)
         try:
-            h = self._handle(OPENDIR, _str(p), "listing a directory", spath)
+            h = yield from self._handle_steps(OPENDIR, _str(p), "listing a directory", spath)
         except SFTPFileNotFoundError:
             # OpenSSH says "no such file" for a file that is not a directory
-            try:
-                st = self.stat(path)
-            except SFTPError:
-                raise
+            st = yield from self._stat_steps(path)
             if not st.is_dir():
                 raise SFTPNotADirectoryError(
                     errno.ENOTDIR, "listing a directory: not a directory", spath
                 ) from None
             raise
-        try:
-            yield from self._read_listing(h, spath)
-        finally:
-            if not self._c.closed:
-                self._close_handle(h)
+        return h
 
-    def _read_listing(self, h: bytes, spath: str) -> Iterator[SFTPAttributes]:
-        """READDIR until EOF. Each NAME reply holds at least one entry whose name is
-        one safe component (checked in C), so counting entries bounds both the
-        memory and the round trips a server that never ends its listing can take."""
-        seen = size = 0
-        while True:
-            rtype, value = self._c.request(
-                READDIR,
-                _str(h),
-                timeout=self._timeout,
-                what=f"listing the directory {printable(spath)}",
-            )
-            if rtype == STATUS:
-                if value[0] == FX_EOF:
-                    return
-                raise _error(value[0], value[1], "listing a directory", spath)
-            seen, size = self._listing_bounded(seen, size, value, spath)
-            for e in value:
-                if e[0] not in (b".", b".."):
-                    yield _entry(e)
+    def _readdir_steps(
+        self, h: bytes, spath: str, counts: List[int]
+    ) -> Steps[Optional[List[SFTPAttributes]]]:
+        """One READDIR: its entries, None at EOF. Each NAME reply holds at least one
+        entry whose name is one safe component (checked in C), so counting entries
+        (`counts`: so far, and their bytes) bounds both the memory and the round
+        trips a server that never ends its listing can take."""
+        rtype, value = yield _op(
+            self._c.request,
+            READDIR,
+            _str(h),
+            timeout=self._timeout,
+            what=f"listing the directory {printable(spath)}",
+        )
+        if rtype == STATUS:
+            if value[0] == FX_EOF:
+                return None
+            raise _error(value[0], value[1], "listing a directory", spath)
+        counts[0], counts[1] = self._listing_bounded(counts[0], counts[1], value, spath)
+        return [_entry(e) for e in value if e[0] not in (b".", b"..")]
+
+    def _listdir_attr_steps(self, path: Any) -> Steps[List[SFTPAttributes]]:
+        """listdir_attr(path)."""
+        h = yield from self._opendir_steps(path)
+        spath = os.fspath(path)
+        out: List[SFTPAttributes] = []
+        try:
+            counts = [0, 0]
+            while True:
+                got = yield from self._readdir_steps(h, spath, counts)
+                if got is None:
+                    break
+                out += got
+        finally:
+            if not self._c.closed and not _closing():
+                yield from self._close_handle_steps(h)
+        return sorted(out, key=lambda a: a.filename or "")
 
     def _listing_bounded(self, seen: int, size: int, value: Any, spath: str) -> Tuple[int, int]:
         """Count one NAME reply into a listing's entries and bytes; an SFTPError past
@@ -697,13 +819,17 @@ class SFTP:
         return seen, size
 
     def _list_many(self, paths: List[str]) -> Dict[str, Any]:
+        return run_steps(self._list_many_steps(paths))
+
+    def _list_many_steps(self, paths: List[str]) -> Steps[Dict[str, Any]]:
         """The listings of several directories at once (OPENDIRs, READDIRs and
         CLOSEs in batches), as listdir_attr gives them: path -> sorted entries, or
         None where something went wrong (listdir_attr then says what, as before)."""
         out: Dict[str, Any] = {}
         for j in range(0, len(paths), BATCH_MAX):
             group = paths[j : j + BATCH_MAX]
-            replies = self._c.batch(
+            replies = yield _op(
+                self._c.batch,
                 [(OPENDIR, _str(_path(p))) for p in group],
                 timeout=self._timeout,
                 what="listing directories",
@@ -711,23 +837,25 @@ class SFTP:
             handles = {p: v for p, (rtype, v) in zip(group, replies) if rtype == HANDLE}
             out.update({p: None for p in group if p not in handles})
             try:
-                out.update(self._read_many(handles))
+                out.update((yield from self._read_many_steps(handles)))
             finally:
-                if not self._c.closed and handles:
-                    self._c.batch(
+                if not self._c.closed and handles and not _closing():
+                    yield _op(
+                        self._c.batch,
                         [(CLOSE, _str(h)) for h in handles.values()],
                         timeout=self._timeout,
                         what="closing directories",
                     )
         return out
 
-    def _read_many(self, handles: Dict[str, bytes]) -> Dict[str, Any]:
+    def _read_many_steps(self, handles: Dict[str, bytes]) -> Steps[Dict[str, Any]]:
         """READDIR on every handle at once until each says EOF."""
         got: Dict[str, Any] = {p: [] for p in handles}
         counts = {p: (0, 0) for p in handles}
         todo = list(handles)
         while todo:
-            replies = self._c.batch(
+            replies = yield _op(
+                self._c.batch,
                 [(READDIR, _str(handles[p])) for p in todo],
                 timeout=self._timeout,
                 what="listing directories",
@@ -761,15 +889,20 @@ class SFTP:
 
     def listdir_attr(self, path: Any = ".") -> List[SFTPAttributes]:
         """The entries of ``path`` with their attributes, sorted by name."""
-        return sorted(self.scandir(path), key=lambda a: a.filename or "")
+        return run_steps(self._listdir_attr_steps(path))
 
     def mkdir(self, path: Any, mode: int = 0o777) -> None:
         """Make directory ``path`` (``os.mkdir``; the server applies its umask)."""
+        run_steps(self._mkdir_steps(path, mode))
+
+    def _mkdir_steps(self, path: Any, mode: int) -> Steps[None]:
         spath = os.fspath(path)
         try:
-            self._status(MKDIR, _str(_path(path)) + _attrs(mode=mode), "mkdir", spath)
+            yield from self._status_steps(
+                MKDIR, _str(_path(path)) + _attrs(mode=mode), "mkdir", spath
+            )
         except SFTPError as e:
-            if self._vague(e) and self._lexists(path):
+            if self._vague(e) and (yield from self._lexists_steps(path)):
                 raise SFTPFileExistsError(
                     errno.EEXIST, f"mkdir: {printable(spath)} already exists", spath
                 ) from None
@@ -794,8 +927,11 @@ class SFTP:
                 raise
 
     def _lexists(self, path: Any) -> bool:
+        return run_steps(self._lexists_steps(path))
+
+    def _lexists_steps(self, path: Any) -> Steps[bool]:
         try:
-            self.lstat(path)
+            yield from self._attrs_of_steps(LSTAT, path, "lstat")
             return True
         except SFTPError:
             return False
@@ -1036,11 +1172,11 @@ class SFTP:
 
         return _sftpglob.glob(self, _path(pattern).decode("utf-8", "surrogateescape"))
 
-    def _one_match(self, remote: str) -> str:
+    def _one_match_steps(self, remote: str) -> Steps[str]:
         """get()'s source: itself, or the one file its wildcards match."""
         from . import _sftpglob
 
-        found = _sftpglob.expand(self, [remote], "get")
+        found = yield from _sftpglob.expand_steps(self, [remote], "get")
         if len(found) > 1:
             raise ValueError(
                 f"get: {printable(remote)} matches {len(found)} files; "
@@ -1145,8 +1281,13 @@ class SFTP:
 
     # ---- transfers
     def _open(self, path: str, flags: int, mode: Optional[int] = None) -> bytes:
-        return self._handle(
-            OPEN, _str(_path(path)) + struct.pack(">I", flags) + _attrs(mode=mode), "open", path
+        return run_steps(self._open_steps(path, flags, mode))
+
+    def _open_steps(self, path: str, flags: int, mode: Optional[int] = None) -> Steps[bytes]:
+        return (
+            yield from self._handle_steps(
+                OPEN, _str(_path(path)) + struct.pack(">I", flags) + _attrs(mode=mode), "open", path
+            )
         )
 
     def get(
@@ -1167,18 +1308,29 @@ class SFTP:
         trip); ``connections``: how many connections (default 1, more only when the
         server refuses the channels wanted); see docs/performance.md. Returns the
         bytes transferred."""
-        return self._get(
-            self._one_match(os.fspath(remote)),
-            os.fspath(local),
-            None,
-            progress,
-            preserve,
-            resume,
-            streams,
-            connections,
+        return run_steps(
+            self._get_path_steps(remote, local, progress, preserve, resume, streams, connections)
         )
 
-    def _get(
+    def _get_path_steps(
+        self,
+        remote: Any,
+        local: Any,
+        progress: Optional[Callable[[int, int], Any]],
+        preserve: bool,
+        resume: bool,
+        streams: Optional[int],
+        connections: Optional[int],
+    ) -> Steps[int]:
+        """get()."""
+        rpath = yield from self._one_match_steps(os.fspath(remote))
+        return (
+            yield from self._get_steps(
+                rpath, os.fspath(local), None, progress, preserve, resume, streams, connections
+            )
+        )
+
+    def _get_steps(
         self,
         rpath: str,
         lpath: str,
@@ -1188,32 +1340,33 @@ class SFTP:
         resume: bool,
         streams: Optional[int] = None,
         connections: Optional[int] = None,
-    ) -> int:
+    ) -> Steps[int]:
         self._streams(streams, 0)  # bad values fail here, before anything is done
         self._connections(connections, None, 0)
         parent = os.path.dirname(os.path.abspath(lpath))
         if not os.path.isdir(parent):
             raise FileNotFoundError(errno.ENOENT, "get: the local directory does not exist", parent)
         if st is None:
-            st = self.stat(rpath)
+            st = yield from self._stat_steps(rpath)
         if st.is_dir():
             raise SFTPIsADirectoryError(
                 errno.EISDIR,
                 f"get: {printable(rpath)} is a directory (download() copies trees)",
                 rpath,
             )
-        h = self._open(rpath, F_READ)
+        h = yield from self._open_steps(rpath, F_READ)
         try:
-            return self._get_open(
-                h, rpath, lpath, st, progress, preserve, resume, streams, connections
+            return (
+                yield from self._get_open_steps(
+                    h, rpath, lpath, st, progress, preserve, resume, streams, connections
+                )
             )
         finally:
-            if not self._c.closed:
+            if not self._c.closed and not _closing():
                 # nothing to learn from the answer to a CLOSE after reading: no wait
-                # (unless 64 answers are due already: then this one's, within the timeout)
-                self._c.send(CLOSE, _str(h), timeout=self._timeout, what="closing a remote file")
+                yield from self._send_close_steps(self._c, h)
 
-    def _get_open(
+    def _get_open_steps(
         self,
         h: bytes,
         rpath: str,
@@ -1224,7 +1377,7 @@ class SFTP:
         resume: bool,
         streams: Optional[int] = None,
         connections: Optional[int] = None,
-    ) -> int:
+    ) -> Steps[int]:
         total = st.st_size or 0
         start, fd, tmp = self._local_file(lpath, st, total, resume, rpath)
         ok = False
@@ -1235,11 +1388,15 @@ class SFTP:
             cut = tmp is None
             conns = self._connections(connections, streams, total - start)
             if conns > 1:
+                # more connections: threads (_conns), blocking here, not a flow (a
+                # known limit: a Group's worker waits for it)
                 job = _conns.Job(self, h, rpath, lpath, fd, start, total, cb, streams)
                 moved = _conns.download(job, conns, cut)
             else:
-                moved = self._download_range(h, rpath, lpath, fd, start, total, cb, streams, cut)
-            self._check_complete(h, rpath, lpath, start + moved, total)
+                moved = yield from self._download_range_steps(
+                    h, rpath, lpath, fd, start, total, cb, streams, cut
+                )
+            yield from self._check_complete_steps(h, rpath, lpath, start + moved, total)
             ok = True
         finally:
             os.close(fd)
@@ -1269,6 +1426,23 @@ class SFTP:
         cut: bool,
         bounded: bool = False,
     ) -> int:
+        return run_steps(
+            self._download_range_steps(h, rpath, lpath, fd, a, b, cb, streams, cut, bounded)
+        )
+
+    def _download_range_steps(
+        self,
+        h: bytes,
+        rpath: str,
+        lpath: str,
+        fd: int,
+        a: int,
+        b: int,
+        cb: Optional[Callable[[int], Any]],
+        streams: Optional[int],
+        cut: bool,
+        bounded: bool = False,
+    ) -> Steps[int]:
         """The open remote file `h` from `a` to `b` (`bounded`; else to its end,
         b being its size) into `fd`, over `streams` channels (None: as the path
         says): the bytes moved."""
@@ -1277,9 +1451,11 @@ class SFTP:
         self._complete_to = a
         try:
             if n > 1:
-                opened = self._open_stripes(self._stripes(n), rpath, F_READ)
+                stripes = yield from self._stripes_steps(n)
+                opened = yield from self._open_stripes_steps(stripes, rpath, F_READ)
             self._complete_to = -1  # from the C side's, once it ran
-            r = self._c.download(
+            r = yield _op(
+                self._c.download,
                 h,
                 fd,
                 a,
@@ -1293,7 +1469,8 @@ class SFTP:
                 until=b if bounded else (1 << 64) - 1,
             )
         finally:
-            self._close_stripes(opened, wait=False)
+            if not _closing():
+                yield from self._close_stripes_steps(opened, wait=False)
             if self._complete_to < 0:
                 self._complete_to = self._c.complete_to
         if r.status >= 0:
@@ -1324,14 +1501,16 @@ class SFTP:
             )
         return start, fd, None
 
-    def _check_complete(self, h: bytes, rpath: str, lpath: str, got: int, total: int) -> None:
+    def _check_complete_steps(
+        self, h: bytes, rpath: str, lpath: str, got: int, total: int
+    ) -> Steps[None]:
         """A download succeeds only with every byte of the file: the server said EOF
         at `got`; if that is short of the size it gave, its size now must agree
         (the file shrank meanwhile), or the download failed. A file that grew is
         copied up to the EOF seen."""
         if got >= total:
             return
-        _, value = self._call(FSTAT, _str(h), "download", rpath)
+        _, value = yield from self._call_steps(FSTAT, _str(h), "download", rpath)
         now = SFTPAttributes._from(value).st_size
         if now is not None and now != got:
             raise SFTPError(
@@ -1359,6 +1538,21 @@ class SFTP:
         that stopped may have left with gaps). ``streams`` and ``connections`` as
         for :meth:`get`.
         Returns the bytes transferred."""
+        return run_steps(
+            self._put_steps(local, remote, progress, preserve, resume, streams, connections)
+        )
+
+    def _put_steps(
+        self,
+        local: Any,
+        remote: Any,
+        progress: Optional[Callable[[int, int], Any]],
+        preserve: bool,
+        resume: bool,
+        streams: Optional[int] = None,
+        connections: Optional[int] = None,
+    ) -> Steps[int]:
+        """put()."""
         lpath, rpath = os.fspath(local), os.fspath(remote)
         self._streams(streams, 0)  # bad values fail here, before anything is done
         self._connections(connections, None, 0)
@@ -1369,32 +1563,32 @@ class SFTP:
                 raise IsADirectoryError(
                     errno.EISDIR, "put: a directory (upload() copies trees)", lpath
                 )
-            start = self._resume_at(rpath, lpath, lst.st_size) if resume else 0
+            start = (yield from self._resume_at_steps(rpath, lpath, lst.st_size)) if resume else 0
             flags = F_WRITE | F_CREAT | (0 if resume else F_TRUNC)
-            h = self._open(rpath, flags, _stat.S_IMODE(lst.st_mode))
+            h = yield from self._open_steps(rpath, flags, _stat.S_IMODE(lst.st_mode))
             closed = False
             try:
-                moved = self._put_open(
+                moved = yield from self._put_open_steps(
                     h, fd, lpath, rpath, lst.st_size, start, progress, streams, connections
                 )
-                replies = self._put_close(h, lst, preserve)
+                replies = yield from self._put_close_steps(h, lst, preserve)
                 closed = True
                 for _rtype, (code, msg) in replies:  # STATUS only: checked in C
                     if code != FX_OK:
                         raise _error(code, msg, "upload", rpath)
             finally:
-                if not closed and not self._c.closed:
-                    self._close_handle(h)
+                if not closed and not self._c.closed and not _closing():
+                    yield from self._close_handle_steps(h)
         finally:
             os.close(fd)
         if progress:
             progress(lst.st_size, lst.st_size)
         return moved
 
-    def _resume_at(self, rpath: str, lpath: str, size: int) -> int:
+    def _resume_at_steps(self, rpath: str, lpath: str, size: int) -> Steps[int]:
         """put(resume=True): where the remote file ends (0 if there is none)."""
         try:
-            start = self.stat(rpath).st_size or 0
+            start = (yield from self._stat_steps(rpath)).st_size or 0
         except SFTPFileNotFoundError:
             start = 0
         if start > size:
@@ -1407,7 +1601,7 @@ class SFTP:
         back: int = _ssh.SFTP_STRIPE_AHEAD
         return max(0, start - back)
 
-    def _put_open(
+    def _put_open_steps(
         self,
         h: bytes,
         fd: int,
@@ -1418,17 +1612,21 @@ class SFTP:
         progress: Optional[Callable[[int, int], Any]],
         streams: Optional[int] = None,
         connections: Optional[int] = None,
-    ) -> int:
+    ) -> Steps[int]:
         """Send the local file from `start` to its `size` to the open handle `h`
         (over `streams` channels of `connections` connections); returns the bytes
         sent, all of which the server confirmed."""
         cb = (lambda moved: progress(start + moved, size)) if progress else None
         conns = self._connections(connections, streams, size - start)
         if conns > 1:
+            # more connections: threads (_conns), blocking here, not a flow (a known
+            # limit: a Group's worker waits for it)
             job = _conns.Job(self, h, rpath, lpath, fd, start, size, cb, streams)
             moved = _conns.upload(job, conns)
         else:
-            moved = self._upload_range(h, rpath, lpath, fd, start, size, cb, streams)
+            moved = yield from self._upload_range_steps(
+                h, rpath, lpath, fd, start, size, cb, streams
+            )
         if moved != size - start:
             raise SFTPError(
                 errno.EIO, f"upload: the server confirmed {moved} of {size - start} bytes", rpath
@@ -1446,15 +1644,32 @@ class SFTP:
         cb: Optional[Callable[[int], Any]],
         streams: Optional[int],
     ) -> int:
+        return run_steps(self._upload_range_steps(h, rpath, lpath, fd, a, b, cb, streams))
+
+    def _upload_range_steps(
+        self,
+        h: bytes,
+        rpath: str,
+        lpath: str,
+        fd: int,
+        a: int,
+        b: int,
+        cb: Optional[Callable[[int], Any]],
+        streams: Optional[int],
+    ) -> Steps[int]:
         """Bytes a to b of `fd` to the open handle `h`, over `streams` channels (None:
         as the path says); the bytes the server confirmed."""
         n = self._streams(streams, b - a)
         self._complete_to = a
-        opened = self._open_stripes(self._stripes(n), rpath, F_WRITE) if n > 1 else []
+        opened: List[Tuple[Any, bytes]] = []
+        if n > 1:
+            stripes = yield from self._stripes_steps(n)
+            opened = yield from self._open_stripes_steps(stripes, rpath, F_WRITE)
         ok = False
         try:
             self._complete_to = -1  # from the C side's, once it ran
-            r = self._c.upload(
+            r = yield _op(
+                self._c.upload,
                 h,
                 fd,
                 a,
@@ -1469,10 +1684,14 @@ class SFTP:
         finally:
             if self._complete_to < 0:
                 self._complete_to = self._c.complete_to
-            closes = self._close_stripes(opened, wait=ok)
+            closes = [] if _closing() else (yield from self._close_stripes_steps(opened, wait=ok))
         for _rtype, (code, msg) in closes:  # STATUS only: checked in C
             if code != FX_OK and r.status < 0:
                 raise _error(code, msg, "upload", rpath)
+        return self._uploaded(r, rpath, lpath)
+
+    def _uploaded(self, r: Any, rpath: str, lpath: str) -> int:
+        """The C side's upload result: the bytes confirmed, or its error."""
         if r.status >= 0:
             raise _error(r.status, r.message, "upload", rpath)
         if r.local_errno == -1:
@@ -1485,10 +1704,11 @@ class SFTP:
         moved: int = r.moved
         return moved
 
-    def _put_close(self, h: bytes, lst: os.stat_result, preserve: bool) -> List[Any]:
+    def _put_close_steps(self, h: bytes, lst: os.stat_result, preserve: bool) -> Steps[List[Any]]:
         """After the data: the mode exactly (the server's umask applied at creation),
         the times if asked, and the close, in one round trip; their answers."""
-        replies: List[Any] = self._c.batch(
+        replies: List[Any] = yield _op(
+            self._c.batch,
             [
                 (
                     FSETSTAT,
@@ -1517,9 +1737,21 @@ class SFTP:
         """Copy local files and directories into the remote directory ``to``
         (recursively, hidden files included, modes kept; ``preserve`` keeps times).
         Returns the remote paths written (the top level)."""
+        return run_steps(self._upload_steps(files, to, verbose, progress, preserve, resume))
+
+    def _upload_steps(
+        self,
+        files: Any,
+        to: Any,
+        verbose: bool,
+        progress: Optional[Progress],
+        preserve: bool,
+        resume: bool,
+    ) -> Steps[List[str]]:
+        """upload()."""
         paths = transfer_paths(files, "upload")
         to_s = os.fspath(to)
-        if not self.is_dir(to_s):
+        if not (yield from self._is_dir_steps(to_s)):
             raise SFTPNotADirectoryError(
                 errno.ENOTDIR,
                 f"upload: the remote directory {printable(to_s)} does not exist",
@@ -1529,7 +1761,7 @@ class SFTP:
         from ._sftptree import Uploads  # it builds on this module
 
         try:
-            return Uploads(self, rep, preserve, resume).run_all(paths, to_s)
+            return (yield from Uploads(self, rep, preserve, resume).run_all(paths, to_s))
         except BaseException:
             rep.stopped()  # end a [NN%] line left drawn, as SCP does
             raise
@@ -1554,11 +1786,23 @@ class SFTP:
         symbolic link to a file comes down as a file, and one to a directory is not
         followed (as OpenSSH's sftp). Returns the local paths written (the top
         level)."""
+        return run_steps(self._download_steps(files, to, verbose, progress, preserve, resume))
+
+    def _download_steps(
+        self,
+        files: Any,
+        to: Any,
+        verbose: bool,
+        progress: Optional[Progress],
+        preserve: bool,
+        resume: bool,
+    ) -> Steps[List[str]]:
+        """download()."""
         paths = transfer_paths(files, "download")
         to_s = os.fspath(to)
         from . import _sftpglob
 
-        paths = _sftpglob.expand(self, paths, "download")
+        paths = yield from _sftpglob.expand_steps(self, paths, "download")
         if not os.path.isdir(to_s):
             if os.path.exists(to_s):
                 raise NotADirectoryError(errno.ENOTDIR, "download: not a directory", to_s)
@@ -1568,4 +1812,12 @@ class SFTP:
         rep = Reporter(verbose, progress, upload=False)
         from ._sftptree import Downloads  # it builds on this module
 
-        return Downloads(self, rep, preserve, resume).run_all(paths, to_s)
+        return (yield from Downloads(self, rep, preserve, resume).run_all(paths, to_s))
+
+
+def open_steps(session: Any, timeout: Optional[float] = None) -> Steps[SFTP]:
+    """SFTP(session, timeout) as a flow: the channel made, then started."""
+    f = SFTP.__new__(SFTP)
+    f._setup(session, timeout)
+    yield from f._start_steps()
+    return f

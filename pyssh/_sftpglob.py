@@ -17,6 +17,7 @@ import re
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ._names import printable
+from ._tcp import Steps, run_steps
 from .errors import SFTPError, SFTPFileNotFoundError
 
 if TYPE_CHECKING:
@@ -42,22 +43,31 @@ def _matches(name: str, part: str) -> bool:
 
 def glob(sftp: SFTP, pattern: str) -> List[str]:
     """The remote paths matching `pattern`, sorted (see the module's docstring)."""
+    return run_steps(glob_steps(sftp, pattern))
+
+
+def glob_steps(sftp: SFTP, pattern: str) -> Steps[List[str]]:
+    """glob() as a flow."""
     absolute = pattern.startswith("/")
     parts = [p for p in pattern.split("/") if p]
     paths: List[str] = ["/" if absolute else ""]
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if part == "**":
-            paths = _recursive(sftp, paths, pattern)
+            paths = yield from _recursive(sftp, paths, pattern)
         elif has_magic(part):
-            paths = _matching(sftp, paths, part, dirs_only=not last)
+            paths = yield from _matching(sftp, paths, part, dirs_only=not last)
         else:
             paths = [_join(p, part) for p in paths]
         if not paths:
             return []
     out = [p for p in dict.fromkeys(paths) if p]
     if not has_magic(parts[-1] if parts else ""):
-        out = [p for p in out if sftp._lexists(p)]  # a literal end: it must exist
+        kept: List[str] = []
+        for p in out:  # a literal end: it must exist
+            if (yield from sftp._lexists_steps(p)):
+                kept.append(p)
+        out = kept
     return sorted(out)
 
 
@@ -65,16 +75,18 @@ def _join(base: str, name: str) -> str:
     return posixpath.join(base, name) if base else name
 
 
-def _listings(sftp: SFTP, paths: List[str]) -> Dict[str, Optional[List[SFTPAttributes]]]:
+def _listings(sftp: SFTP, paths: List[str]) -> Steps[Dict[str, Optional[List[SFTPAttributes]]]]:
     """The listings of several directories at once; None where one is not a
     directory or cannot be listed (it matches nothing, as in Python's glob)."""
-    got: Dict[str, Optional[List[SFTPAttributes]]] = sftp._list_many([p or "." for p in paths])
+    got: Dict[str, Optional[List[SFTPAttributes]]] = yield from sftp._list_many_steps(
+        [p or "." for p in paths]
+    )
     return {p: got.get(p or ".") for p in paths}
 
 
-def _matching(sftp: SFTP, paths: List[str], part: str, dirs_only: bool) -> List[str]:
+def _matching(sftp: SFTP, paths: List[str], part: str, dirs_only: bool) -> Steps[List[str]]:
     out: List[str] = []
-    for base, entries in _listings(sftp, paths).items():
+    for base, entries in (yield from _listings(sftp, paths)).items():
         for a in entries or ():
             name = a.filename or ""
             if not _matches(name, part):
@@ -87,13 +99,13 @@ def _matching(sftp: SFTP, paths: List[str], part: str, dirs_only: bool) -> List[
     return out
 
 
-def _recursive(sftp: SFTP, paths: List[str], pattern: str) -> List[str]:
+def _recursive(sftp: SFTP, paths: List[str], pattern: str) -> Steps[List[str]]:
     """``**``: the directories given and every directory below them (not through
     symlinks, nor hidden ones, as Python's glob), a level at a time."""
     out, level = list(paths), list(paths)
     for _ in range(DEPTH_MAX):
         below: List[str] = []
-        for base, entries in _listings(sftp, level).items():
+        for base, entries in (yield from _listings(sftp, level)).items():
             for a in entries or ():
                 name = a.filename or ""
                 if a.is_dir() and not a.is_symlink() and not name.startswith("."):
@@ -109,16 +121,16 @@ def _recursive(sftp: SFTP, paths: List[str], pattern: str) -> List[str]:
     )
 
 
-def expand(sftp: SFTP, paths: List[str], what: str) -> List[str]:
+def expand_steps(sftp: SFTP, paths: List[str], what: str) -> Steps[List[str]]:
     """Transfer sources with their wildcards expanded: a path with a wildcard that
     does not exist as it is named stands for its matches (a file literally named
     ``a*b`` is itself); no match is an SFTPFileNotFoundError naming the pattern."""
     out: List[str] = []
     for p in paths:
-        if not has_magic(p) or sftp._lexists(p):
+        if not has_magic(p) or (yield from sftp._lexists_steps(p)):
             out.append(p)
             continue
-        found = glob(sftp, p)
+        found = yield from glob_steps(sftp, p)
         if not found:
             raise SFTPFileNotFoundError(
                 errno.ENOENT, f"{what}: no remote file matches {printable(p)}", p

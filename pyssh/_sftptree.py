@@ -58,10 +58,12 @@ from ._sftp import (
     SFTPAttributes,
     _attrs,
     _error,
+    _op,
     _path,
     _str,
     log,
 )
+from ._tcp import Steps
 from .errors import SFTPError
 
 if TYPE_CHECKING:
@@ -112,46 +114,47 @@ class _Queue:
         self.steps: List[_Step] = []
         self.n1 = self.n2 = self.size = 0
 
-    def add(self, step: _Step) -> None:
+    def add(self, step: _Step) -> Steps[None]:
         """Queue `step`, sending what is queued first if it would not fit."""
         # each step that OPENs has a CLOSE in its second batch: the second batch
         # that closes the handles after a failed step is no longer than planned
         (n1, n2), size = step.most, step.data_size()
         if self.n1 + n1 > BATCH_MAX or self.n2 + n2 > BATCH_MAX or self.size + size > DATA_MAX:
-            self.flush()
+            yield from self.flush()
         self.steps.append(step)
         self.n1, self.n2, self.size = self.n1 + n1, self.n2 + n2, self.size + size
 
-    def flush(self) -> None:
+    def flush(self) -> Steps[None]:
         """Do every queued step, in order. A failure drops the steps after it."""
         while self.steps:
             steps, self.steps = self.steps, []
             self.n1 = self.n2 = self.size = 0
-            rest = self.run(steps)
+            rest = yield from self.run(steps)
             for s in rest:
-                self.add(s)
+                yield from self.add(s)
 
-    def run(self, steps: List[_Step]) -> List[_Step]:
+    def run(self, steps: List[_Step]) -> Steps[List[_Step]]:
         """Do `steps` until one needs doing alone; do that one alone, and return
         the steps after it (still to do)."""
         raise NotImplementedError
 
-    def batch(self, reqs: Sequence[Tuple[int, bytes]], what: str) -> List[Reply]:
+    def batch(self, reqs: Sequence[Tuple[int, bytes]], what: str) -> Steps[List[Reply]]:
         if not reqs:
             return []
-        replies: List[Reply] = self.sftp._c.batch(list(reqs), timeout=self.sftp._timeout, what=what)
+        c = self.sftp._c
+        replies: List[Reply] = yield _op(c.batch, list(reqs), timeout=self.sftp._timeout, what=what)
         return replies
 
-    def walking(self, walk: Callable[[], T]) -> T:
-        """Run `walk`, which queues steps, then finish them. If the walk fails (a
-        listing refused, a local file gone), the steps queued before the failure
-        are done first, as they were when each was done on the spot."""
+    def walking(self, walk: Steps[T]) -> Steps[T]:
+        """Run the flow `walk`, which queues steps, then finish them. If the walk
+        fails (a listing refused, a local file gone), the steps queued before the
+        failure are done first, as they were when each was done on the spot."""
         try:
-            out = walk()
+            out = yield from walk
         except Exception:
-            self.flush()
+            yield from self.flush()
             raise
-        self.flush()
+        yield from self.flush()
         return out
 
 
@@ -251,11 +254,19 @@ def _subdirs(path: str, entries: List[SFTPAttributes]) -> List[str]:
 class Downloads(_Queue):
     """SFTP.download(): a tree walked in the order of old, small files queued."""
 
-    def run_all(self, paths: List[str], to: str) -> List[str]:
-        stats = self.stats(paths)
-        return self.walking(lambda: [self.top(p, to, st) for p, st in zip(paths, stats)])
+    def run_all(self, paths: List[str], to: str) -> Steps[List[str]]:
+        stats = yield from self.stats(paths)
+        return (yield from self.walking(self.tops(paths, to, stats)))
 
-    def stats(self, paths: List[str]) -> List[Optional[SFTPAttributes]]:
+    def tops(
+        self, paths: List[str], to: str, stats: List[Optional[SFTPAttributes]]
+    ) -> Steps[List[str]]:
+        out = []
+        for p, st in zip(paths, stats):
+            out.append((yield from self.top(p, to, st)))
+        return out
+
+    def stats(self, paths: List[str]) -> Steps[List[Optional[SFTPAttributes]]]:
         """The attributes of the files named, when there are several: STATs in
         batches. None where a STAT failed: it is made again where its file comes,
         after the files before it, for its own error."""
@@ -270,30 +281,30 @@ class Downloads(_Queue):
                 break  # raised where it comes, as before
         for j in range(0, len(asks), BATCH_MAX):
             chunk = asks[j : j + BATCH_MAX]
-            replies = self.batch([(STAT, b) for _, b in chunk], "download")
+            replies = yield from self.batch([(STAT, b) for _, b in chunk], "download")
             for (i, _), (rtype, value) in zip(chunk, replies):
                 if rtype == ATTRS:
                     out[i] = SFTPAttributes._from(value)
         return out
 
-    def top(self, p: str, to: str, st: Optional[SFTPAttributes]) -> str:
+    def top(self, p: str, to: str, st: Optional[SFTPAttributes]) -> Steps[str]:
         base = posixpath.basename(p.rstrip("/"))
         if base in ("", ".", ".."):
-            self.entries(p, to, 1)
+            yield from self.entries(p, to, 1)
             return to
         dest = os.path.join(to, local_name(base))
-        self.one(p, dest, st, 0)
+        yield from self.one(p, dest, st, 0)
         return dest
 
-    def one(self, remote: str, dest: str, st: Optional[SFTPAttributes], depth: int) -> None:
+    def one(self, remote: str, dest: str, st: Optional[SFTPAttributes], depth: int) -> Steps[None]:
         if st is None or st.st_mode is None:
-            st = self.sftp.stat(remote)
+            st = yield from self.sftp._stat_steps(remote)
         if not st.is_dir():
             if self.resume or not st.is_file() or (st.st_size or 0) > self.sftp.max_read:
-                self.flush()
-                self.alone(remote, dest, st)
+                yield from self.flush()
+                yield from self.alone(remote, dest, st)
             else:
-                self.add(_Get(remote, dest, st))
+                yield from self.add(_Get(remote, dest, st))
             return
         if depth >= DEPTH_MAX:
             raise SFTPError(
@@ -302,34 +313,34 @@ class Downloads(_Queue):
                 remote,
             )
         d = _Dir(dest, st, self.preserve)
-        self.add(_Local(d.enter))
-        self.entries(remote, dest, depth + 1)
-        self.add(_Local(d.leave))
+        yield from self.add(_Local(d.enter))
+        yield from self.entries(remote, dest, depth + 1)
+        yield from self.add(_Local(d.leave))
 
-    def listing(self, remote: str) -> List[SFTPAttributes]:
+    def listing(self, remote: str) -> Steps[List[SFTPAttributes]]:
         """listdir_attr(remote), from the listings fetched ahead when there; the
         directories below are fetched ahead a level at a time, each level's
         listings at once, in batches: a tree costs a few round trips per level,
         not three per directory."""
         got = self.listed.pop(remote, None)
         if got is None:
-            got = self.sftp.listdir_attr(remote)
-        self.ahead(_subdirs(remote, got))
+            got = yield from self.sftp._listdir_attr_steps(remote)
+        yield from self.ahead(_subdirs(remote, got))
         return list(got)
 
-    def ahead(self, level: List[str]) -> None:
+    def ahead(self, level: List[str]) -> Steps[None]:
         """List the directories of `level`, then those below them, a level at a
         time, while fewer than LISTED_MAX entries are held ahead."""
         level = [d for d in level if d not in self.listed]
         while len(level) > 1 and sum(len(v or ()) for v in self.listed.values()) < LISTED_MAX:
-            got = self.sftp._list_many(level)
+            got = yield from self.sftp._list_many_steps(level)
             self.listed.update(got)
             level = [d for p, v in got.items() if v for d in _subdirs(p, v)]
 
-    def entries(self, remote: str, dest: str, depth: int) -> None:
+    def entries(self, remote: str, dest: str, depth: int) -> Steps[None]:
         """The entries of remote directory `remote` into local directory `dest`."""
         seen = set()
-        for a in self.listing(remote):
+        for a in (yield from self.listing(remote)):
             name = a.filename or ""
             where = f"download: the server listed in {printable(remote)}"
             if name in seen:
@@ -342,20 +353,20 @@ class Downloads(_Queue):
             path = posixpath.join(remote, name)
             st: Optional[SFTPAttributes] = a
             if a.is_symlink():
-                st = self.sftp.stat(path)  # a link's own attributes are the link's
+                st = yield from self.sftp._stat_steps(path)  # a link's own are the link's
                 if st.is_dir():
                     log.warning(
                         "download: not following %s, a symbolic link to a directory",
                         printable(path),
                     )
                     continue
-            self.one(path, os.path.join(dest, local), st, depth)
+            yield from self.one(path, os.path.join(dest, local), st, depth)
 
-    def alone(self, remote: str, dest: str, st: SFTPAttributes) -> None:
+    def alone(self, remote: str, dest: str, st: SFTPAttributes) -> Steps[None]:
         """One file the way it always went: SFTP._get."""
         total = st.st_size or 0
         report = self.rep.callback(dest, total)
-        self.sftp._get(
+        yield from self.sftp._get_steps(
             remote,
             dest,
             st,
@@ -365,35 +376,37 @@ class Downloads(_Queue):
         )
         self.rep.finished(dest, total)
 
-    def run(self, steps: List[_Step]) -> List[_Step]:
+    def run(self, steps: List[_Step]) -> Steps[List[_Step]]:
         gets = [s for s in steps if isinstance(s, _Get)]
         reqs = [r for g in gets for r in g.first()]
-        for g, (rtype, value) in zip(gets, self.batch(reqs, "download")):
+        for g, (rtype, value) in zip(gets, (yield from self.batch(reqs, "download"))):
             g.handle = value if rtype == HANDLE else None
         failed = next(
             (i for i, s in enumerate(steps) if isinstance(s, _Get) and not s.handle), None
         )
         done, after = _split(steps, failed)
         ready = [s for s in done if isinstance(s, _Get)]
-        replies = self.batch([r for g in ready for r in g.second()] + _closes(after), "download")
+        replies = yield from self.batch(
+            [r for g in ready for r in g.second()] + _closes(after), "download"
+        )
         for g in ready:
             n = len(g.second())
             g.got(replies[:n])
             del replies[:n]
         for s in done:
-            self.finish(s)
+            yield from self.finish(s)
         if failed is not None:
             bad = steps[failed]
             assert isinstance(bad, _Get)
-            self.alone(bad.rpath, bad.dest, bad.st)  # its OPEN failed: its own error
+            yield from self.alone(bad.rpath, bad.dest, bad.st)  # its OPEN failed: its own error
         return after
 
-    def finish(self, s: _Step) -> None:
+    def finish(self, s: _Step) -> Steps[None]:
         if isinstance(s, _Local):
             s.do()
         elif isinstance(s, _Get):
             if s.data is None:
-                self.alone(s.rpath, s.dest, s.st)  # not all there: as ever
+                yield from self.alone(s.rpath, s.dest, s.st)  # not all there: as ever
             else:
                 self.land(s, s.data)
 
@@ -503,42 +516,48 @@ class _Put(_Step):
 class Uploads(_Queue):
     """SFTP.upload(): a tree walked in the order of old, small files queued."""
 
-    def run_all(self, paths: List[str], to: str) -> List[str]:
-        return self.walking(lambda: [self.top(p, to) for p in paths])
+    def run_all(self, paths: List[str], to: str) -> Steps[List[str]]:
+        return (yield from self.walking(self.tops(paths, to)))
 
-    def top(self, p: str, to: str) -> str:
+    def tops(self, paths: List[str], to: str) -> Steps[List[str]]:
+        out = []
+        for p in paths:
+            out.append((yield from self.top(p, to)))
+        return out
+
+    def top(self, p: str, to: str) -> Steps[str]:
         if not os.path.exists(p):
             raise FileNotFoundError(errno.ENOENT, "upload: no such local file", p)
         dest = posixpath.join(to, os.path.basename(os.path.normpath(p)))
-        self.one(p, dest)
+        yield from self.one(p, dest)
         return dest
 
-    def one(self, local: str, dest: str) -> None:
+    def one(self, local: str, dest: str) -> Steps[None]:
         st = os.stat(local)
         if _stat.S_ISDIR(st.st_mode):
-            self.add(_Mkdir(dest))
+            yield from self.add(_Mkdir(dest))
             for name in sorted(os.listdir(local)):
-                self.one(os.path.join(local, name), posixpath.join(dest, name))
-            self.add(_Setstat(dest, st, self.preserve))
+                yield from self.one(os.path.join(local, name), posixpath.join(dest, name))
+            yield from self.add(_Setstat(dest, st, self.preserve))
         elif self.resume or not _stat.S_ISREG(st.st_mode) or st.st_size > self.sftp.max_write:
-            self.flush()
-            self.alone(local, dest, st)
+            yield from self.flush()
+            yield from self.alone(local, dest, st)
         else:
-            self.add(_Put(local, dest, st, self.preserve))
+            yield from self.add(_Put(local, dest, st, self.preserve))
 
-    def alone(self, local: str, dest: str, st: os.stat_result) -> None:
+    def alone(self, local: str, dest: str, st: os.stat_result) -> Steps[None]:
         """One file the way it always went: SFTP.put."""
         report = self.rep.callback(local, st.st_size)
-        self.sftp.put(
+        yield from self.sftp._put_steps(
             local,
             dest,
-            preserve=self.preserve,
-            resume=self.resume,
-            progress=(lambda moved, total: report(moved)) if report else None,
+            (lambda moved, total: report(moved)) if report else None,
+            self.preserve,
+            self.resume,
         )
         self.rep.finished(local, st.st_size)
 
-    def run(self, steps: List[_Step]) -> List[_Step]:
+    def run(self, steps: List[_Step]) -> Steps[List[_Step]]:
         # a local file that cannot be read (or is no longer small) ends the first
         # batch before it: it goes alone, after those before it are complete
         unread = next(
@@ -550,16 +569,17 @@ class Uploads(_Queue):
             None,
         )
         sent = steps if unread is None else steps[:unread]
-        failed = self.opened(sent, self.batch([r for s in sent for r in s.first()], "upload"))
+        replies = yield from self.batch([r for s in sent for r in s.first()], "upload")
+        failed = yield from self.opened(sent, replies)
         if failed is None:
             failed = unread
         done, after = _split(steps, failed)
-        self.second(done, after)
+        yield from self.second(done, after)
         if failed is not None:
-            self.redo(steps[failed])
+            yield from self.redo(steps[failed])
         return after
 
-    def opened(self, sent: List[_Step], replies: List[Reply]) -> Optional[int]:
+    def opened(self, sent: List[_Step], replies: List[Reply]) -> Steps[Optional[int]]:
         """Take the handles the OPENs gave; the first step whose request failed. A
         MKDIR that failed where a directory is already there has not (as an
         upload into a tree that is there: one batch of STATs for them)."""
@@ -574,17 +594,19 @@ class Uploads(_Queue):
                 bad.append(i)
         other = next((i for i in bad if not isinstance(sent[i], _Mkdir)), len(sent))
         mkdirs = [i for i in bad if i < other]
-        stats = self.batch([(STAT, _str(_path(sent[i].dest))) for i in mkdirs], "upload")
+        stats = yield from self.batch([(STAT, _str(_path(sent[i].dest))) for i in mkdirs], "upload")
         for i, (rtype, value) in zip(mkdirs, stats):
             if rtype != ATTRS or not SFTPAttributes._from(value).is_dir():
                 return i
         return other if other < len(sent) else None
 
-    def second(self, done: List[_Step], after: List[_Step]) -> None:
+    def second(self, done: List[_Step], after: List[_Step]) -> Steps[None]:
         """The second batch: the steps before a failure complete, the handles
         after it closed; then each step's answers checked, in order."""
         ready = [s for s in done if s.second()]
-        replies = self.batch([r for s in ready for r in s.second()] + _closes(after), "upload")
+        replies = yield from self.batch(
+            [r for s in ready for r in s.second()] + _closes(after), "upload"
+        )
         for s in ready:
             mine = replies[: len(s.second())]
             del replies[: len(mine)]
@@ -594,13 +616,13 @@ class Uploads(_Queue):
             if isinstance(s, _Put):
                 self.rep.finished(s.local, s.st.st_size)
 
-    def redo(self, s: _Step) -> None:
+    def redo(self, s: _Step) -> Steps[None]:
         """A step that failed in the first batch, done alone: its own error."""
         if isinstance(s, _Mkdir):
-            if not self.sftp.is_dir(s.dest):
-                self.sftp.mkdir(s.dest, 0o700)
+            if not (yield from self.sftp._is_dir_steps(s.dest)):
+                yield from self.sftp._mkdir_steps(s.dest, 0o700)
         elif isinstance(s, _Put):
-            self.alone(s.local, s.dest, s.st)
+            yield from self.alone(s.local, s.dest, s.st)
 
 
 # ---- rmtree --------------------------------------------------------------------------------

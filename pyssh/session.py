@@ -409,8 +409,12 @@ class Session(_ssh.Session):
         thread). ``timeout``: seconds without progress in any one operation (a
         transfer that keeps moving is never cut off) before ``SSHTimeoutError``. Raises
         :class:`pyssh.SFTPError` when the server has no SFTP subsystem."""
+        return run_steps(self.sftp_steps(timeout=timeout))
+
+    def sftp_steps(self, *, timeout: Optional[float] = None) -> Steps[_sftp.SFTP]:
+        """:meth:`sftp` as a flow (see ``_tcp.run_steps``)."""
         _util.check_open(self)
-        return _sftp.SFTP(self, timeout)
+        return (yield from _sftp.open_steps(self, timeout))
 
     def sftp_upload(
         self,
@@ -424,10 +428,33 @@ class Session(_ssh.Session):
         timeout: Optional[float] = None,
     ) -> List[str]:
         """:meth:`scp_upload` over SFTP (one SFTP channel, opened and closed)."""
-        with self.sftp(timeout=timeout) as s:
-            return s.upload(
-                files, to, verbose=verbose, progress=progress, preserve=preserve, resume=resume
+        return run_steps(
+            self.sftp_upload_steps(
+                files,
+                to,
+                verbose=verbose,
+                progress=progress,
+                preserve=preserve,
+                resume=resume,
+                timeout=timeout,
             )
+        )
+
+    def sftp_upload_steps(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Steps[List[str]]:
+        """:meth:`sftp_upload` as a flow: the channel opened, the transfer, the
+        channel closed."""
+        with (yield from self.sftp_steps(timeout=timeout)) as s:
+            return (yield from s._upload_steps(files, to, verbose, progress, preserve, resume))
 
     def sftp_download(
         self,
@@ -441,10 +468,33 @@ class Session(_ssh.Session):
         timeout: Optional[float] = None,
     ) -> List[str]:
         """:meth:`scp_download` over SFTP (one SFTP channel, opened and closed)."""
-        with self.sftp(timeout=timeout) as s:
-            return s.download(
-                files, to, verbose=verbose, progress=progress, preserve=preserve, resume=resume
+        return run_steps(
+            self.sftp_download_steps(
+                files,
+                to,
+                verbose=verbose,
+                progress=progress,
+                preserve=preserve,
+                resume=resume,
+                timeout=timeout,
             )
+        )
+
+    def sftp_download_steps(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        verbose: bool = True,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Steps[List[str]]:
+        """:meth:`sftp_download` as a flow: the channel opened, the transfer, the
+        channel closed."""
+        with (yield from self.sftp_steps(timeout=timeout)) as s:
+            return (yield from s._download_steps(files, to, verbose, progress, preserve, resume))
 
     # ---- tunnels
     def tunnel(
