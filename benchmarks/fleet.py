@@ -29,7 +29,10 @@ clock starts, so that
   child it waited for (none of these clients forks; sshd's CPU is not counted);
 - peak RSS growth = the process's peak resident set during the run (VmHWM, reset
   through /proc/self/clear_refs just before) minus its resident set just before
-  (median of the runs): what the N connections cost in memory.
+  (median of the runs): what the N connections cost in memory;
+- sshd CPU / host = the CPU of the server's side of the run (the listener's reaped
+  children: each connection's sshd processes and its command), per host: what the
+  server spends on the same two cores, which bounds every client's wall time.
 
 The clients (every one raises on any host's failure, so a row with numbers means all N
 hosts succeeded):
@@ -370,6 +373,20 @@ def check_upload(srv: dict) -> None:
         raise RuntimeError("the uploaded file differs from the source")
 
 
+def children_cpu(pid: int) -> float:
+    """CPU seconds of the reaped children of `pid` (cutime + cstime): for sshd's
+    listener, what every connection's sshd processes and their commands used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(pid: int, before: float) -> float:
+    """sshd's CPU since `before`, once its connections' processes are reaped."""
+    time.sleep(0.5)  # the last sessions end just after the client closed them
+    return children_cpu(pid) - before
+
+
 def once_for(scenario: str, n: int, srv: dict, rss: dict):
     env = worker_env()
 
@@ -378,6 +395,7 @@ def once_for(scenario: str, n: int, srv: dict, rss: dict):
         if scenario == "upload":
             run_srv["to"] = tempfile.mkdtemp(prefix="up-", dir=srv["dir"])
         cmd = [sys.executable, __file__, "--worker", name, scenario, str(n), json.dumps(run_srv)]
+        sshd_before = children_cpu(srv["sshd_pid"])
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
             lines = p.stdout.strip().splitlines()
@@ -394,6 +412,7 @@ def once_for(scenario: str, n: int, srv: dict, rss: dict):
                 shutil.rmtree(run_srv["to"], ignore_errors=True)
         if not warmup:
             rss.setdefault(name, []).append(r["rss"])
+            rss.setdefault((name, "sshd"), []).append(server_cpu(srv["sshd_pid"], sshd_before))
         return r["cipher"], r["wall"], r["cpu"]
 
     return once
@@ -403,6 +422,7 @@ def table(scenario, n, size, rows, rss, markdown):
     base_name = next((x for x in (BASELINE, THREADS) if x in rows and rows[x]["times"]), None)
     base = statistics.median(rows[base_name]["times"]) if base_name else None
     head = ["client", "cipher", "wall", "ratio", "client CPU", "CPU / host", "peak RSS growth"]
+    head.append("sshd CPU / host")
     if scenario == "upload":
         head.insert(3, "MB/s, all hosts")
     body = []
@@ -420,6 +440,7 @@ def table(scenario, n, size, rows, rss, markdown):
             f"{cpu:.2f} s",
             f"{cpu / n * 1000:.1f} ms",
             f"{statistics.median(rss[name]) / 2**20:.0f} MiB",
+            f"{statistics.median(rss[name, 'sshd']) / n * 1000:.1f} ms",
         ]
         if scenario == "upload":
             cells.insert(3, f"{n * size / med / 1e6:.0f}")
@@ -500,6 +521,7 @@ def main() -> None:
             "client_key": server.client_key,
             "known_hosts": kh,
             "dir": server.dir,
+            "sshd_pid": server.pid,
         }
         if args.scenario == "upload":
             srv["src"] = os.path.join(server.dir, UPLOAD_NAME)

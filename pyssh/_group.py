@@ -6,8 +6,10 @@ hosts' flows (connect, check the key, authenticate, run) from one ``poll()`` in 
 blocking API's own code written as steps (pyssh/_tcp.py): it yields what it waits
 for, and the worker hands it the outcome, so a Group connects and authenticates
 exactly as ``pyssh.connect`` does (``~/.ssh/config``, known_hosts, the auth order).
-Two things do run on small thread pools, bounded whatever the number of hosts:
-resolving host names (getaddrinfo cannot be made non-blocking) and SFTP transfers.
+SFTP uploads and downloads are flows too (the SFTP layer's own, pyssh/_sftp.py):
+their requests and pipelined transfers are Ops in the same loops. Only resolving
+host names runs on a small thread pool (8 threads, whatever the number of hosts):
+getaddrinfo cannot be made non-blocking.
 """
 
 from __future__ import annotations
@@ -555,10 +557,7 @@ class Group:
         with self._lock:
             p = self._pools.get(name)
             if p is None:
-                # transfers: as many at once as a thread pool of the blocking API would
-                # run (the pipelined SFTP of one is bound by its server's one process)
-                size = 8 if name == "resolve" else min(self.max_parallel, 64)
-                p = self._pools[name] = ThreadPoolExecutor(size, f"pyssh-group-{name}")
+                p = self._pools[name] = ThreadPoolExecutor(8, f"pyssh-group-{name}")
             return p
 
     # ---- operations
@@ -618,10 +617,11 @@ class Group:
         directory ``to`` of every host. Values: the remote paths written."""
 
         def transfer(name: str, s: _session.Session) -> Steps[Any]:
-            def put() -> Any:
-                return s.sftp_upload(files, to, verbose=False, preserve=preserve, timeout=timeout)
-
-            return (yield _Call("transfer", put))
+            return (
+                yield from s._sftp_upload_steps(
+                    files, to, verbose=False, preserve=preserve, timeout=timeout
+                )
+            )
 
         return self._each(transfer, timeout)
 
@@ -640,13 +640,11 @@ class Group:
 
         def transfer(name: str, s: _session.Session) -> Steps[Any]:
             local = os.path.join(to, self._dirs[name])
-
-            def get() -> Any:
-                os.makedirs(local, exist_ok=True)
-                s.sftp_download(files, local, verbose=False, preserve=preserve, timeout=timeout)
-                return local
-
-            return (yield _Call("transfer", get))
+            os.makedirs(local, exist_ok=True)
+            yield from s._sftp_download_steps(
+                files, local, verbose=False, preserve=preserve, timeout=timeout
+            )
+            return local
 
         return self._each(transfer, timeout)
 

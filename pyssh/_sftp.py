@@ -54,44 +54,15 @@ DEPTH_MAX = 64  # directories a download descends, as OpenSSH's sftp (MAX_DIR_DE
 
 log = logging.getLogger("pyssh")
 
-# does the C side defer its waiting calls (defer=True: an _ssh.Op)? All of them, or
-# none is used (their signatures say)
-_DEFERS = all(
-    "defer=" in (getattr(getattr(_ssh.SFTP, m), "__text_signature__", None) or "")
-    for m in ("start", "batch", "request", "send", "upload", "download")
-)
-
-
-class SFTPCall:
-    """A C call of ``_ssh.SFTP`` that would wait, as an SFTP flow yields it while
-    the C side cannot defer it: ``run_steps`` runs it the blocking way
-    (``blocking()``); ``defer()`` makes it with defer=True (an ``_ssh.Op``; None for
-    a send that needs no waiting)."""
-
-    __slots__ = ("method", "args", "kwargs")
-
-    def __init__(self, method: Callable[..., Any], args: Tuple[Any, ...], kwargs: Dict[str, Any]):
-        self.method, self.args, self.kwargs = method, args, kwargs
-
-    def blocking(self) -> Any:
-        return self.method(*self.args, **self.kwargs)
-
-    def defer(self) -> Any:
-        return self.method(*self.args, defer=True, **self.kwargs)
-
-    def __repr__(self) -> str:
-        return f"<SFTPCall {getattr(self.method, '__name__', self.method)}>"
-
 
 def _op(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """The one place an SFTP flow makes a C call that would wait (``start``,
     ``batch``, ``request``, ``send``, ``upload``, ``download`` of an ``_ssh.SFTP``):
     the call with defer=True, its ``_ssh.Op`` for the flow to yield (``send``: None
     when it needs no waiting; its Op's result, when there is one, is ignored).
-    While the C side takes no ``defer``, an SFTPCall, run the blocking way."""
-    if _DEFERS:
-        return method(*args, defer=True, **kwargs)
-    return SFTPCall(method, args, kwargs)
+    ``run_steps`` waits for it (``Op.wait()``); a Group's worker moves it in its
+    Driver with its other hosts'."""
+    return method(*args, defer=True, **kwargs)
 
 
 def _closing() -> bool:

@@ -409,9 +409,9 @@ class Session(_ssh.Session):
         thread). ``timeout``: seconds without progress in any one operation (a
         transfer that keeps moving is never cut off) before ``SSHTimeoutError``. Raises
         :class:`pyssh.SFTPError` when the server has no SFTP subsystem."""
-        return run_steps(self.sftp_steps(timeout=timeout))
+        return run_steps(self._sftp_steps(timeout=timeout))
 
-    def sftp_steps(self, *, timeout: Optional[float] = None) -> Steps[_sftp.SFTP]:
+    def _sftp_steps(self, *, timeout: Optional[float] = None) -> Steps[_sftp.SFTP]:
         """:meth:`sftp` as a flow (see ``_tcp.run_steps``)."""
         _util.check_open(self)
         return (yield from _sftp.open_steps(self, timeout))
@@ -429,7 +429,7 @@ class Session(_ssh.Session):
     ) -> List[str]:
         """:meth:`scp_upload` over SFTP (one SFTP channel, opened and closed)."""
         return run_steps(
-            self.sftp_upload_steps(
+            self._sftp_upload_steps(
                 files,
                 to,
                 verbose=verbose,
@@ -440,7 +440,7 @@ class Session(_ssh.Session):
             )
         )
 
-    def sftp_upload_steps(
+    def _sftp_upload_steps(
         self,
         files: Any,
         to: Any = ".",
@@ -453,7 +453,7 @@ class Session(_ssh.Session):
     ) -> Steps[List[str]]:
         """:meth:`sftp_upload` as a flow: the channel opened, the transfer, the
         channel closed."""
-        with (yield from self.sftp_steps(timeout=timeout)) as s:
+        with (yield from self._sftp_steps(timeout=timeout)) as s:
             return (yield from s._upload_steps(files, to, verbose, progress, preserve, resume))
 
     def sftp_download(
@@ -469,7 +469,7 @@ class Session(_ssh.Session):
     ) -> List[str]:
         """:meth:`scp_download` over SFTP (one SFTP channel, opened and closed)."""
         return run_steps(
-            self.sftp_download_steps(
+            self._sftp_download_steps(
                 files,
                 to,
                 verbose=verbose,
@@ -480,7 +480,7 @@ class Session(_ssh.Session):
             )
         )
 
-    def sftp_download_steps(
+    def _sftp_download_steps(
         self,
         files: Any,
         to: Any = ".",
@@ -493,7 +493,7 @@ class Session(_ssh.Session):
     ) -> Steps[List[str]]:
         """:meth:`sftp_download` as a flow: the channel opened, the transfer, the
         channel closed."""
-        with (yield from self.sftp_steps(timeout=timeout)) as s:
+        with (yield from self._sftp_steps(timeout=timeout)) as s:
             return (yield from s._download_steps(files, to, verbose, progress, preserve, resume))
 
     # ---- tunnels

@@ -513,6 +513,28 @@ def test_a_host_that_failed_to_connect_is_tried_again(fleet, tmp_path):
 # ---- transfers ----------------------------------------------------------------------------
 
 
+class _ThreadCount:
+    """The most threads alive at once while it is entered, beyond those before (and
+    its own sampler)."""
+
+    def __init__(self):
+        self.most = 0
+        self.stop = threading.Event()
+
+    def sample(self, base):
+        while not self.stop.wait(0.002):
+            self.most = max(self.most, threading.active_count() - base)
+
+    def __enter__(self):
+        t = threading.Thread(target=self.sample, args=(threading.active_count() + 1,))
+        self.thread = t
+        t.start()
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
 def test_upload_then_download_on_20_hosts(fleet, tmp_path):
     os.chmod(tmp_path, 0o755)
     src = tmp_path / "src"
@@ -524,9 +546,13 @@ def test_upload_then_download_on_20_hosts(fleet, tmp_path):
     remote = tmp_path / "remote"
     remote.mkdir()
     hosts = fleet.names[:20]
+    threads = _ThreadCount()
     with fleet.group(hosts) as g:
-        r = g.upload([str(src / n) for n in files], to=str(remote))
+        with threads:
+            r = g.upload([str(src / n) for n in files], to=str(remote))
         assert r.failed == {}, r.failed
+        # the transfers ran in the workers' poll() loops: no thread per host, no pool
+        assert threads.most <= g.workers, (threads.most, g.workers)
         assert list(r) == hosts
         for h, written in r.items():  # the remote paths written, as sftp_upload returns
             assert sorted(written) == sorted(str(remote / n) for n in files), (h, written)
@@ -536,8 +562,11 @@ def test_upload_then_download_on_20_hosts(fleet, tmp_path):
 
         down = tmp_path / "down"
         down.mkdir()
-        r = g.download([str(remote / n) for n in files], to=str(down))
+        threads = _ThreadCount()
+        with threads:
+            r = g.download([str(remote / n) for n in files], to=str(down))
         assert r.failed == {}, r.failed
+        assert threads.most <= g.workers, (threads.most, g.workers)
         dirs = list(r.values())
         assert len(set(dirs)) == len(hosts)  # one directory per host
         for h, d in r.items():

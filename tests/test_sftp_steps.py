@@ -1,8 +1,8 @@
 """SFTP transfers written once as flows (Steps, pyssh/_tcp.py): the session's
-sftp_upload_steps / sftp_download_steps driven by run_steps, or step by step by
-hand (as a Group's worker will), give what the blocking API gives; each step a
-flow yields is one C call that would wait (an _ssh.Op, or while the C side does
-not defer, an SFTPCall). Against the real sshd, which runs on this machine."""
+_sftp_upload_steps / _sftp_download_steps driven by run_steps, or step by step by
+hand (as a Group's worker does), give what the blocking API gives; each step a
+flow yields is one C call that would wait (an _ssh.Op of an _ssh.SFTP method called
+with defer=True). Against the real sshd, which runs on this machine."""
 
 import os
 
@@ -11,8 +11,6 @@ import pytest
 import pyssh
 from pyssh import _sftp, _ssh
 from pyssh._tcp import run_steps
-
-C_SFTP = _ssh.SFTP
 
 
 @pytest.fixture
@@ -77,10 +75,10 @@ def test_upload_and_download_flows(session, area):
     src.mkdir()
     files = make_tree(src)
     seen = []
-    up = by_hand(session.sftp_upload_steps(str(src), str(area / "remote"), verbose=False), seen)
+    up = by_hand(session._sftp_upload_steps(str(src), str(area / "remote"), verbose=False), seen)
     assert up == [str(area / "remote" / "tree")]
     down = run_steps(
-        session.sftp_download_steps(
+        session._sftp_download_steps(
             str(area / "remote" / "tree"), str(area / "back"), verbose=False
         )
     )
@@ -91,7 +89,7 @@ def test_upload_and_download_flows(session, area):
     assert {os.path.normpath(rel): data for rel, data in files.items()} == {
         rel: data for rel, data in want.items() if data is not None
     }
-    assert seen and all(isinstance(i, (_ssh.Op, _sftp.SFTPCall)) for i in seen)
+    assert seen and all(isinstance(i, _ssh.Op) for i in seen)
     # the blocking API, unaffected: the same again
     assert session.sftp_download(
         str(area / "remote" / "tree"), str(area / "again"), verbose=False
@@ -113,7 +111,7 @@ def test_two_flows_interleaved(session, area):
             (area / "local" / name / f"{name}{i}").write_bytes(os.urandom(100 + i))
     (area / "local" / "x" / "large").write_bytes(os.urandom(300_000))
     flows = {
-        name: session.sftp_upload_steps(
+        name: session._sftp_upload_steps(
             str(area / "local" / name), str(area / "remote"), verbose=False
         )
         for name in ("x", "y")
@@ -145,9 +143,11 @@ def test_flow_errors_and_open_steps(session, area):
     """A flow raises what the blocking call raises; open_steps gives a started SFTP
     channel, as session.sftp() does."""
     with pytest.raises(pyssh.SFTPFileNotFoundError):
-        run_steps(session.sftp_download_steps(str(area / "remote" / "nothing"), str(area / "back")))
+        run_steps(
+            session._sftp_download_steps(str(area / "remote" / "nothing"), str(area / "back"))
+        )
     with pytest.raises(pyssh.SFTPNotADirectoryError):
-        run_steps(session.sftp_upload_steps(str(area / "local"), str(area / "remote" / "no")))
+        run_steps(session._sftp_upload_steps(str(area / "local"), str(area / "remote" / "no")))
     with pytest.raises(pyssh.SFTPNotADirectoryError):
         session.sftp_upload(str(area / "local"), str(area / "remote" / "no"))
     f = run_steps(_sftp.open_steps(session, 30))
@@ -161,60 +161,6 @@ def test_flow_errors_and_open_steps(session, area):
         assert g.version == f.version and g.extensions == f.extensions
 
 
-class Deferring:
-    """An _ssh.SFTP whose waiting methods take defer=, as the C side's will: with
-    defer=True an object to wait for (an SFTPCall here), and for send None (it
-    needed no waiting: done at once)."""
-
-    WAITING = {"start", "batch", "request", "send", "upload", "download"}
-
-    def __init__(self, session):
-        self._inner = C_SFTP(session)
-        self.deferred = []
-
-    def __getattr__(self, name):
-        method = getattr(self._inner, name)
-        if name not in self.WAITING:
-            return method
-
-        def call(*args, defer=False, **kwargs):
-            if not defer:
-                return method(*args, **kwargs)
-            self.deferred.append(name)
-            if name == "send":
-                method(*args, **kwargs)
-                return None
-            return _sftp.SFTPCall(method, args, kwargs)
-
-        return call
-
-
-def test_flows_with_deferring_calls(session, area, monkeypatch):
-    """With a C side that defers (simulated), every waiting call is made with
-    defer=True, a send needing no wait yields nothing, and the results hold."""
-    made = []
-
-    def factory(s):
-        made.append(Deferring(s))
-        return made[-1]
-
-    monkeypatch.setattr(_sftp, "_DEFERS", True)
-    monkeypatch.setattr(_sftp._ssh, "SFTP", factory)
-    src = area / "local" / "tree"
-    src.mkdir()
-    make_tree(src)
-    up = run_steps(session.sftp_upload_steps(str(src), str(area / "remote"), verbose=False))
-    down = run_steps(
-        session.sftp_download_steps(
-            str(area / "remote" / "tree"), str(area / "back"), verbose=False
-        )
-    )
-    assert (up, down) == ([str(area / "remote" / "tree")], [str(area / "back" / "tree")])
-    assert contents(area / "back" / "tree") == contents(src)
-    deferred = [name for f in made for name in f.deferred]
-    assert {"start", "batch", "upload", "download", "send"} <= set(deferred)
-
-
 def test_a_flow_closed_while_it_waits(session, area):
     """A flow given up (closed) where it would wait for the data: it waits for
     nothing more (no cleanup request), and its local cleanup still runs: no file
@@ -222,13 +168,16 @@ def test_a_flow_closed_while_it_waits(session, area):
     (area / "remote" / "d").mkdir()
     (area / "remote" / "d" / "big").write_bytes(os.urandom((1 << 20) + 1))
     fds = len(os.listdir("/proc/self/fd"))
-    flow = session.sftp_download_steps(str(area / "remote" / "d"), str(area / "back"))
+    flow = session._sftp_download_steps(str(area / "remote" / "d"), str(area / "back"))
     value = None
     while True:
         item = flow.send(value)
-        if isinstance(item, _sftp.SFTPCall) and item.method.__name__ == "download":
+        if item.what == "SFTP download":
             break
-        value = item.wait() if isinstance(item, _ssh.Op) else item.blocking()
+        value = item.wait()
+    # whoever gives up a flow gives up the Op it waits on first (a Group's worker:
+    # Driver.abandon()): the Op's claim on the channel goes, then the flow closes
+    del item
     flow.close()  # no RuntimeError: it yielded nothing more
     assert [n for _, _, names in os.walk(area / "back") for n in names] == []
     assert len(os.listdir("/proc/self/fd")) == fds
