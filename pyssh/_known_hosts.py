@@ -285,10 +285,61 @@ def _read_lines(path: str) -> Iterator[Tuple[int, str]]:
             yield n, raw.decode("utf-8", "replace")
 
 
-_PARSED: Dict[str, Tuple[Tuple[int, int, int], List[Entry]]] = {}
+class _FileIndex:
+    """One file's valid lines, with the names its plain lines give (a dict: a big
+    known_hosts is not scanned for each host) and the lines to match one by one
+    (wildcards, negations, hashed names); each name's lines are remembered once
+    found (a connection looks its host up several times)."""
+
+    def __init__(self, entries: List[Entry]):
+        self.entries = entries
+        self.exact: Dict[str, List[int]] = {}
+        self.scan: List[int] = []
+        self.found: Dict[str, List[Entry]] = {}
+        self.hashed: List[Tuple[int, bytes, bytes]] = []  # (line, salt, HMAC-SHA1)
+        for i, e in enumerate(entries):
+            subs = e.hosts.split(",")
+            if e.hosts.startswith("|"):
+                self._add_hashed(i, e.hosts)
+            elif any(
+                "*" in x or "?" in x or x.startswith("!") or len(x) >= _MAX_SUBPATTERN for x in subs
+            ):
+                self.scan.append(i)
+                continue
+            for x in dict.fromkeys(x.lower() for x in subs):
+                self.exact.setdefault(x, []).append(i)
+
+    def _add_hashed(self, i: int, hosts: str) -> None:
+        """A hashed name, as its salt and digest, matched by one HMAC each (as
+        host_matches would: only a field exactly as hash_name writes it matches)."""
+        salt = _hashed_salt(hosts)
+        if salt is None:
+            return  # an invalid hash matches nothing
+        try:
+            digest = base64.b64decode(hosts.rsplit("|", 1)[1], validate=True)
+        except (binascii.Error, ValueError):
+            return
+        if f"{_HASH_MAGIC}{_b64(salt)}|{_b64(digest)}" == hosts:
+            self.hashed.append((i, salt, digest))
+
+    def named(self, name: str) -> List[Entry]:
+        """The lines that name `name` (lower case, ``[host]:port``), in file order."""
+        hit = self.found.get(name)
+        if hit is None:
+            rows = set(self.exact.get(name, ()))
+            rows.update(i for i in self.scan if host_matches(name, self.entries[i].hosts))
+            raw = name.encode("utf-8")
+            rows.update(i for i, salt, d in self.hashed if hmac.digest(salt, raw, "sha1") == d)
+            hit = [self.entries[i] for i in sorted(rows)]
+            if len(self.found) < 4096:
+                self.found[name] = hit
+        return hit
 
 
-def _file_entries(path: str) -> List[Entry]:
+_PARSED: Dict[str, Tuple[Tuple[int, int, int], _FileIndex]] = {}
+
+
+def _file_index(path: str) -> _FileIndex:
     """The valid lines of one file, parsed once while it stays the same file with the
     same size and time (a Group checks one file for each of its hosts). As git does, a
     file changed in the last 2 seconds is always read again: a same-size rewrite within
@@ -296,7 +347,7 @@ def _file_entries(path: str) -> List[Entry]:
     try:
         st = os.stat(path)
     except (OSError, ValueError):
-        return []
+        return _FileIndex([])
     stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
     hit = _PARSED.get(path)
     if hit is not None and hit[0] == stamp:
@@ -306,18 +357,27 @@ def _file_entries(path: str) -> List[Entry]:
         entry = parse_line(line, path, n)
         if entry is not None:
             entries.append(entry)
+    index = _FileIndex(entries)
     if time.time() - st.st_mtime >= 2:
         if len(_PARSED) > 64:
             _PARSED.clear()
-        _PARSED[path] = (stamp, entries)
-    return entries
+        _PARSED[path] = (stamp, index)
+    return index
 
 
 def read_entries(paths: Iterable[str]) -> List[Entry]:
     """Every valid line of the files, in order."""
     out: List[Entry] = []
     for path in paths:
-        out.extend(_file_entries(path))
+        out.extend(_file_index(path).entries)
+    return out
+
+
+def named(paths: Iterable[str], name: str) -> List[Entry]:
+    """The lines of the files that name `name` (lower case, ``[host]:port``), in order."""
+    out: List[Entry] = []
+    for path in paths:
+        out.extend(_file_index(path).named(name))
     return out
 
 
@@ -345,14 +405,11 @@ def _judge(entries: Sequence[Entry], blob: bytes) -> Verdict:
 def check(paths: Sequence[str], host: str, port: int, blob: bytes) -> Verdict:
     """What the known_hosts files `paths` say about the key `blob` (the server's
     public key, as sent) of `host` on `port`."""
-    entries = read_entries(paths)
-    name = lookup_name(host, port)
-    verdict = _judge([e for e in entries if host_matches(name, e.hosts)], blob)
+    verdict = _judge(named(paths, lookup_name(host, port)), blob)
     if verdict.status == NEW and port != 22:
         # OpenSSH 9 also accepts (or refuses) the key as filed under the bare
         # host name; a different key there does not make the host "changed"
-        bare = host.lower()
-        fallback = _judge([e for e in entries if host_matches(bare, e.hosts)], blob)
+        fallback = _judge(named(paths, host.lower()), blob)
         if fallback.status in (OK, REVOKED):
             return fallback
     return verdict
@@ -393,12 +450,9 @@ _CA_SIGNATURE_ALGORITHMS = (
 def host_entries(paths: Sequence[str], host: str, port: int) -> List[Entry]:
     """The lines that name the host: as ``[host]:port`` (or ``host`` on port 22),
     then, on another port, those for the bare host name (as check() falls back)."""
-    entries = read_entries(paths)
-    name = lookup_name(host, port)
-    found = [e for e in entries if host_matches(name, e.hosts)]
+    found = list(named(paths, lookup_name(host, port)))
     if port != 22:
-        bare = host.lower()
-        found += [e for e in entries if e not in found and host_matches(bare, e.hosts)]
+        found += [e for e in named(paths, host.lower()) if e not in found]
     return found
 
 
