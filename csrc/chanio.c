@@ -353,11 +353,14 @@ pyssh_chanio_ended(const pyssh_chanio *io)
 
 /* ---- the step's loop ------------------------------------------------------------------ */
 
+PYSSH_THREAD_LOCAL double pyssh_chanio_until = 0;
+
 static int
 rounds(ssh_session ssh, const pyssh_chanio_job *job)
 {
     int rc;
-    for (int i = 0; i < job->max; i++) {
+    double until = pyssh_chanio_until;
+    for (int i = 0; i < job->max && (until <= 0 || pyssh_monotonic() < until); i++) {
         rc = job->round(job->state, ssh, 0);
         if (rc != PYSSH_CHANIO_MORE) {
             return rc;
@@ -373,7 +376,7 @@ rounds(ssh_session ssh, const pyssh_chanio_job *job)
             return rc == PYSSH_CHANIO_MORE ? PYSSH_AGAIN : rc;
         }
     }
-    /* `max` rounds: what the last read brought is dealt with before the wait,
+    /* `max` rounds (or the slice's time): what the last read brought is dealt with before the wait,
      * which may not come back until its slice ends if the socket stays quiet */
     rc = job->round(job->state, ssh, 0);
     return rc == PYSSH_CHANIO_MORE ? PYSSH_AGAIN : rc;

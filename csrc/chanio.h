@@ -169,6 +169,11 @@ typedef struct {
  * PYSSH_FAILED. */
 int pyssh_chanio_step(ssh_session ssh, void *job);
 
+/* This thread's steps end their rounds by this monotonic time (0: no limit):
+ * Op.step() sets it, so that an event loop that steps a big transfer gets the
+ * thread back within a few milliseconds. */
+extern PYSSH_THREAD_LOCAL double pyssh_chanio_until;
+
 /* ---- with the GIL: what Channel, SFTP and Tunnel share ------------------------- */
 
 /* The objects that use channels start with this header: their session, and

@@ -241,7 +241,10 @@ module_exec(PyObject *module)
     C(SSH_KNOWN_HOSTS_NOT_FOUND);
 #undef C
     if (PyModule_AddIntConstant(module, "SFTP_STRIPE_AHEAD", PYSSH_SFTP_STRIPE_AHEAD) < 0 ||
-        PyModule_AddIntConstant(module, "MAX_HOPS", PYSSH_MAX_HOPS) < 0) {
+        PyModule_AddIntConstant(module, "MAX_HOPS", PYSSH_MAX_HOPS) < 0 ||
+        /* the events of Op.step() and wait_socket() (WSAPoll's differ from poll.h's) */
+        PyModule_AddIntConstant(module, "POLLIN", POLLIN) < 0 ||
+        PyModule_AddIntConstant(module, "POLLOUT", POLLOUT) < 0) {
         return -1;
     }
     int aes = pyssh_cpu_has_aes();

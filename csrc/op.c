@@ -8,6 +8,7 @@
  * pyssh_op_kind describes the operation for both ways, so a method that defers
  * and one that waits run the very same steps and finish. */
 #include "pyssh.h"
+#include "chanio.h"
 
 #include <string.h>
 
@@ -413,10 +414,14 @@ op_wants(OpObject *op)
     if (e->due_at > 0 && (end < 0 || e->due_at < end)) {
         end = e->due_at;
     }
-    if (fds != NULL && PyList_GET_SIZE(fds) == 0) {
-        /* due (new, or its finish wants another step): now; nothing to poll (a
-         * ProxyCommand still starting): again in 10 ms, as pyssh_wait_many does */
-        double soon = pyssh_monotonic() + (e->due ? 0.0 : 0.01);
+    if (e->due) {
+        end = pyssh_monotonic(); /* new, its finish wants another step, or a step
+                                    cut short by its slice: again at once */
+    }
+    else if (fds != NULL && PyList_GET_SIZE(fds) == 0) {
+        /* nothing to poll (a ProxyCommand still starting): again in 10 ms, as
+         * pyssh_wait_many does */
+        double soon = pyssh_monotonic() + 0.01;
         end = end < 0 || soon < end ? soon : end;
     }
     if (end < 0 || fds == NULL) {
@@ -426,6 +431,10 @@ op_wants(OpObject *op)
     return Py_BuildValue("(Nd)", fds, left > 0 ? left : 0.0);
 }
 
+/* How long one step() moves a channel's data at most: an event loop's other
+ * tasks wait no longer than this (and one round's work) for the thread. */
+#define STEP_SLICE 0.004
+
 PyDoc_STRVAR(op_step_doc,
              "step($self, /)\n--\n\n"
              "Take one step of the operation now, without waiting (the GIL released while\n"
@@ -433,7 +442,69 @@ PyDoc_STRVAR(op_step_doc,
              "it has finished (result() has its outcome), else ([(fd, events), ...], seconds):\n"
              "call step() again when one of the sockets is ready for its events (POLLIN,\n"
              "POLLOUT), or after `seconds` (None: no time limit of its own). Packets that\n"
-             "another thread's call on the same session reads are not seen until then.");
+             "another thread's call on the same session reads are not seen until then. A\n"
+             "step that moves a channel's data returns after about 4 ms (then `seconds` is 0).");
+
+PyDoc_STRVAR(op_attach_doc,
+             "attach($self, rd, wr, /)\n--\n\n"
+             "For step(): while the operation waits, it is among its session's waiters on\n"
+             "the pipe (socket pair) rd/wr, as a Driver's Ops are on the Driver's. Another\n"
+             "call's step on the session that reads packets (they may be this operation's)\n"
+             "writes a byte to `wr`: whoever watches `rd` then steps the operation again.\n"
+             "Once, before the first step(); the pipe must stay open until the operation is\n"
+             "done or cancelled (it then leaves the waiters).");
+
+static PyObject *
+op_attach(OpObject *op, PyObject *args)
+{
+    long long rd, wr;
+    if (!PyArg_ParseTuple(args, "LL:attach", &rd, &wr)) {
+        return NULL;
+    }
+    if (rd < 0 || wr < 0 || (long long)(pyssh_socket_t)rd != rd ||
+        (long long)(pyssh_socket_t)wr != wr) {
+        PyErr_SetString(PyExc_ValueError, "rd and wr must be an open socket pair's ends");
+        return NULL;
+    }
+    if (pyssh_atomic_cas_str(&op->busy, NULL, "attach") != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is under way in another call");
+        return NULL;
+    }
+    int rc = 1;
+    if (!op->done && op->ent.waiter == NULL) {
+        rc = pyssh_many_attach(&op->ent, (pyssh_socket_t)rd, (pyssh_socket_t)wr);
+    }
+    PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL);
+    if (rc < 0) {
+        return PyErr_NoMemory();
+    }
+    if (rc > 0) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is done, or has its waiter already");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(op_cancel_doc,
+             "cancel($self, /)\n--\n\n"
+             "Give up an unfinished operation now: what it holds (its claim on a channel) is\n"
+             "given back, and result() raises SSHError (abandoned). For an event loop whose\n"
+             "task was cancelled; a Driver's Ops go with Driver.abandon(). Nothing for a\n"
+             "finished one.");
+
+static PyObject *
+op_cancel(OpObject *op, PyObject *Py_UNUSED(ignored))
+{
+    if (pyssh_atomic_cas_str(&op->busy, NULL, "cancel") != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this operation is under way in another call");
+        return NULL;
+    }
+    if (!op->done) {
+        pyssh_op_abandon((PyObject *)op);
+    }
+    PYSSH_ATOMIC_STORE_PTR(&op->busy, NULL);
+    Py_RETURN_NONE;
+}
 
 static PyObject *
 op_step(OpObject *op, PyObject *Py_UNUSED(ignored))
@@ -446,7 +517,12 @@ op_step(OpObject *op, PyObject *Py_UNUSED(ignored))
     if (!op->done) {
         pyssh_many *e = &op->ent;
         Py_BEGIN_ALLOW_THREADS
+        double until = pyssh_monotonic() + STEP_SLICE;
+        pyssh_chanio_until = until;
         pyssh_many_step_once(e);
+        pyssh_chanio_until = 0;
+        /* its slice ran out: more may be there to do without a socket's event */
+        e->due = e->rc == PYSSH_AGAIN && pyssh_monotonic() >= until;
         Py_END_ALLOW_THREADS
         if (e->rc != PYSSH_AGAIN) {
             pyssh_op_conclude((PyObject *)op); /* (finish may ask for another step) */
@@ -550,6 +626,8 @@ op_no_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 static PyMethodDef op_methods[] = {{"wait", (PyCFunction)op_wait, METH_NOARGS, op_wait_doc},
                                    {"result", (PyCFunction)op_result, METH_NOARGS, op_result_doc},
                                    {"step", (PyCFunction)op_step, METH_NOARGS, op_step_doc},
+                                   {"cancel", (PyCFunction)op_cancel, METH_NOARGS, op_cancel_doc},
+                                   {"attach", (PyCFunction)op_attach, METH_VARARGS, op_attach_doc},
                                    {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef op_getset[] = {

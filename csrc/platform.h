@@ -118,6 +118,11 @@ int pyssh_ftruncate(int fd, unsigned long long size);
 
 long pyssh_getpid(void);      /* for the fork check of dealloc */
 double pyssh_monotonic(void); /* seconds on a monotonic clock; no GIL needed */
+#if defined(_MSC_VER)
+#define PYSSH_THREAD_LOCAL __declspec(thread)
+#else
+#define PYSSH_THREAD_LOCAL _Thread_local
+#endif
 void pyssh_sleep_ms(int ms);
 /* Does this CPU do AES and GCM's multiplication in hardware (AES-NI and PCLMULQDQ,
  * ARMv8's AES and PMULL)? */

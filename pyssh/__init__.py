@@ -194,3 +194,12 @@ def ssh_tunnel(
     (the R package's is a public web site). Blocks until Ctrl-C, or
     ``max_connections``/``timeout`` (keywords)."""
     return _session_arg(session, "ssh_tunnel").tunnel(port, target, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # pyssh.aio on first use: `import pyssh` does not import asyncio
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module("pyssh.aio")
+    raise AttributeError(f"module 'pyssh' has no attribute {name!r}")

@@ -15,11 +15,8 @@ getaddrinfo cannot be made non-blocking.
 from __future__ import annotations
 
 import collections
-import errno
-import inspect
 import os
 import re
-import socket
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,28 +36,14 @@ from typing import (
 )
 
 from . import _exec, _ssh, session as _session
-from ._tcp import (
-    Deadline,
-    Steps,
-    TCPConnect,
-    connect_failure,
-    getaddrinfo,
-    resolve_now,
-    resolve_timeout,
-)
+from ._tcp import Call as _Call, Steps, TCPConnect, tcp_steps as _tcp_steps
 from .errors import SSHError
 
 Host = Union[str, Tuple[str, Mapping[str, Any]]]
 LineSink = Callable[[str, bytes], Any]
 Progress = Union[None, bool, str, Callable[[int, int, int, int], Any]]
 
-_CONNECT_DEFAULTS = {
-    name: p.default
-    for name, p in inspect.signature(_session.connect).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY
-}
-_POLLOUT = 4  # poll.h's POLLOUT, the same on every platform pyssh builds for
-_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK}  # a non-blocking connect() under way
+_CONNECT_DEFAULTS = _session.CONNECT_DEFAULTS
 
 
 class GroupError(SSHError):
@@ -121,20 +104,6 @@ class GroupResult(Mapping[str, Any]):
 # ---- the engine --------------------------------------------------------------------------------
 
 
-class _Call:
-    """A flow's request to run `fn` on one of the group's thread pools; past the
-    `deadline` (if any) the flow gets `late` instead."""
-
-    def __init__(
-        self,
-        pool: str,
-        fn: Callable[[], Any],
-        deadline: Optional[Deadline] = None,
-        late: Optional[BaseException] = None,
-    ):
-        self.pool, self.fn, self.deadline, self.late = pool, fn, deadline, late
-
-
 class _Flow:
     """One host's generators, innermost last (a request's own steps go on top)."""
 
@@ -142,38 +111,6 @@ class _Flow:
         self.name = name
         self.stack: List[Steps[Any]] = [steps]
         self.call: Optional[_Call] = None  # the pool call it waits for
-
-
-def _tcp_steps(req: TCPConnect) -> Steps[socket.socket]:
-    """TCPConnect without blocking: resolve (a pool thread, unless an address),
-    then a non-blocking connect() whose completion the Driver waits for."""
-    infos = resolve_now(req.host, req.port)
-    if infos is None:
-        late = resolve_timeout(req.host, req.deadline, req.target)
-        infos = yield _Call(
-            "resolve", lambda: getaddrinfo(req.host, req.port, req.target), req.deadline, late
-        )
-    last: Optional[OSError] = None
-    for family, kind, proto, _, addr in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setblocking(False)
-            err = sock.connect_ex(addr)
-            if err in _IN_PROGRESS:
-                what = f"connecting to {req.target}: the TCP connection"
-                yield _ssh.wait_socket(
-                    sock.fileno(), _POLLOUT, timeout=req.deadline.left(), what=what
-                )
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err == 0:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return sock
-            sock.close()
-            last = OSError(err, os.strerror(err))
-        except BaseException:
-            sock.close()
-            raise
-    raise connect_failure(last, req.target)
 
 
 class _Worker:

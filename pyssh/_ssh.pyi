@@ -213,6 +213,8 @@ KEY_BAD_CERT: int
 CPU_HAS_AES: int
 SFTP_STRIPE_AHEAD: int
 MAX_HOPS: int
+POLLIN: int
+POLLOUT: int
 DEFAULT_CIPHERS: str
 SCP_ERROR_OTHER: int
 SCP_ERROR_NOT_FOUND: int
@@ -358,6 +360,8 @@ class Op:
     def wait(self) -> Any: ...
     def result(self) -> Any: ...
     def step(self) -> Optional[Tuple[List[Tuple[int, int]], Optional[float]]]: ...
+    def cancel(self) -> None: ...
+    def attach(self, rd: int, wr: int, /) -> None: ...
 
 @final
 class Driver:

@@ -9,14 +9,18 @@ once, moving their Ops from one poll() per thread (``_ssh.Driver``).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
 import threading
 import time
-from typing import Any, Dict, Generator, List, Optional, TypeVar
+from typing import Any, Callable, Dict, Generator, List, Optional, TypeVar
 
 from . import _ssh
 from .errors import ConnectError, SSHTimeoutError
+
+_IN_PROGRESS = {errno.EINPROGRESS, errno.EWOULDBLOCK}  # a non-blocking connect() under way
 
 T = TypeVar("T")
 Steps = Generator[Any, Any, T]
@@ -151,3 +155,50 @@ def run_steps(steps: Steps[T]) -> T:
             value = item.wait() if isinstance(item, _ssh.Op) else item.blocking()
         except BaseException as e:  # handed to the flow, where it was waiting
             error = e
+
+
+class Call:
+    """A flow's request to run `fn` on a thread pool (`pool` names it: "resolve");
+    past the `deadline` (if any) the flow gets `late` instead."""
+
+    def __init__(
+        self,
+        pool: str,
+        fn: Callable[[], Any],
+        deadline: Optional[Deadline] = None,
+        late: Optional[BaseException] = None,
+    ):
+        self.pool, self.fn, self.deadline, self.late = pool, fn, deadline, late
+
+
+def tcp_steps(req: TCPConnect) -> Steps[socket.socket]:
+    """TCPConnect without blocking (a Group's workers, pyssh.aio): resolve (a pool
+    thread, unless an address), then a non-blocking connect() whose completion is
+    an Op (wait_socket)."""
+    infos = resolve_now(req.host, req.port)
+    if infos is None:
+        late = resolve_timeout(req.host, req.deadline, req.target)
+        infos = yield Call(
+            "resolve", lambda: getaddrinfo(req.host, req.port, req.target), req.deadline, late
+        )
+    last: Optional[OSError] = None
+    for family, kind, proto, _, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            err = sock.connect_ex(addr)
+            if err in _IN_PROGRESS:
+                what = f"connecting to {req.target}: the TCP connection"
+                yield _ssh.wait_socket(
+                    sock.fileno(), _ssh.POLLOUT, timeout=req.deadline.left(), what=what
+                )
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err == 0:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            sock.close()
+            last = OSError(err, os.strerror(err))
+        except BaseException:
+            sock.close()
+            raise
+    raise connect_failure(last, req.target)

@@ -12,6 +12,7 @@ import base64
 import functools
 import getpass
 import hashlib
+import inspect
 import ipaddress
 import logging
 import os
@@ -1327,6 +1328,14 @@ def connect(
     """
     again = {k: v for k, v in locals().items() if k != "host"}  # the arguments, as given
     return run_steps(connect_steps(host, again))
+
+
+# connect()'s keywords and their defaults (a Group's hosts, pyssh.aio.connect)
+CONNECT_DEFAULTS: Dict[str, Any] = {
+    name: p.default
+    for name, p in inspect.signature(connect).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY
+}
 
 
 def connect_steps(host: str, kw: Dict[str, Any]) -> Steps[Session]:

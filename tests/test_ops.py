@@ -147,6 +147,7 @@ def test_wake_from_another_thread_ends_a_wait_at_once():
         b.close()
 
 
+@pytest.mark.slow  # a timing bound: the full run has it
 def test_an_empty_driver_waits_for_its_timeout_or_a_wake():
     """A worker whose hosts all wait on a pool thread (a transfer, a name to resolve)
     has nothing in its Driver: it must sleep there, not spin."""
@@ -160,6 +161,7 @@ def test_an_empty_driver_waits_for_its_timeout_or_a_wake():
     assert time.monotonic() - t < 2
 
 
+@pytest.mark.slow  # a timing bound: the full run has it
 def test_one_thread_at_a_time_moves_a_driver():
     a, b = socket.socketpair()
     d = _ssh.Driver()
@@ -180,8 +182,7 @@ def test_one_thread_at_a_time_moves_a_driver():
 
 def test_the_connect_flow_runs_in_a_driver_as_connect_does(server):
     """connect_steps in a hand-made loop over a Driver: what pyssh.Group's workers do."""
-    from pyssh._group import _tcp_steps
-    from pyssh._tcp import TCPConnect
+    from pyssh._tcp import TCPConnect, tcp_steps as _tcp_steps
 
     kw = {
         **pyssh._group._CONNECT_DEFAULTS,
@@ -243,6 +244,7 @@ def test_run_steps_hands_a_failure_to_the_flow_where_it_waited(server):
     assert run_steps(flow()).startswith("caught: ")
 
 
+@pytest.mark.slow  # a timing bound: the full run has it
 def test_a_driven_command_is_not_stalled_by_a_tunnel_thread_on_its_session(server):
     """A background tunnel's thread waits on the same session and may read the
     command's packets first: it rings the Driver (the entry is in the session's
@@ -315,6 +317,7 @@ def test_an_op_in_a_cycle_through_its_callback_is_collected(server):
         ch.close()  # not "in use": the Op gave its claim back
 
 
+@pytest.mark.slow  # a timing bound: the full run has it
 def test_a_driver_with_no_operations_waits_for_wake_or_its_timeout():
     """wait() returned at once with no Op pending: a Group worker whose flows all
     waited for its thread pool (resolving a name, an SFTP transfer) spun on it."""
@@ -328,10 +331,11 @@ def test_a_driver_with_no_operations_waits_for_wake_or_its_timeout():
     assert 0.1 < time.monotonic() - t < 2
 
 
+@pytest.mark.slow  # a timing bound: the full run has it
 def test_a_group_worker_does_not_spin_while_a_name_resolves(server, monkeypatch):
-    from pyssh import _group
+    from pyssh import _group, _tcp
 
-    real, waits = _group.getaddrinfo, [0]
+    real, waits = _tcp.getaddrinfo, [0]
     real_driver = _ssh.Driver
 
     def slow(host, port, target):
@@ -352,7 +356,7 @@ def test_a_group_worker_does_not_spin_while_a_name_resolves(server, monkeypatch)
         def __len__(self):
             return len(self.d)
 
-    monkeypatch.setattr(_group, "getaddrinfo", slow)
+    monkeypatch.setattr(_tcp, "getaddrinfo", slow)
     monkeypatch.setattr(_group._ssh, "Driver", Counting)
     user = server.address.split("@")[0]
     host = ("h", {"hostname": "localhost", "port": server.port, "user": user})
@@ -370,6 +374,7 @@ def _in_a_thread(fn):  # a worker's slices (5 s), as in pyssh.Group
     return out[0]
 
 
+@pytest.mark.slow  # a timing bound: the full run has it
 def test_a_ring_that_comes_with_a_finished_op_is_not_lost(server):
     """Another thread read a pending command's packets (ringing the Driver) while a
     socket Op became ready: the wait that returned the socket Op drained the ring but
@@ -419,6 +424,7 @@ def test_wait_gives_the_outcome_of_an_op_a_driver_finished_or_abandoned(server):
             d.add(run)
 
 
+@pytest.mark.slow  # a timing bound: the full run has it
 def test_a_server_that_trickles_bytes_cannot_hold_off_the_connect_timeout(tmp_path):
     """Its socket is ready every 50 ms, so the entry is always due: the deadline is
     checked all the same, as pyssh_wait does (connecting has a total deadline)."""
@@ -498,8 +504,7 @@ async def _run_flow_in_loop(flow):
     loop's executor."""
     import asyncio
 
-    from pyssh._group import _Call, _tcp_steps
-    from pyssh._tcp import TCPConnect
+    from pyssh._tcp import Call as _Call, TCPConnect, tcp_steps as _tcp_steps
 
     stack, value, error = [flow], None, None
     while True:

@@ -1,0 +1,454 @@
+"""pyssh for asyncio: ``await pyssh.aio.connect(...)``, then the session's commands and
+SFTP transfers as coroutines, run by the event loop itself (no thread per operation).
+
+Native, not threads: pyssh's blocking API is written once as flows (generators that
+yield what they would wait for, pyssh/_tcp.py), and this module runs those same flows
+in the loop. Each ``_ssh.Op`` a flow yields is stepped by ``Op.step()`` (libssh
+non-blocking, the GIL released) when the loop says its socket is ready
+(``add_reader``/``add_writer``), at its deadline, or when another operation's step
+on the same session read packets that may be its own (the session's wake-up socket
+pair, ``Op.attach``). A step that moves a channel's data returns after about 4 ms, so
+a big transfer never holds the loop for long. Connecting, authentication, host key
+checks and transfers are the blocking API's own code, with its checks and errors.
+
+Cancelling a task (``task.cancel()``, ``asyncio.timeout``) gives up its operation at
+once: the operation's claim goes (``Op.cancel()``), then the flow unwinds where it
+waited, as it would for Ctrl-C in the blocking API: a command's channel is closed, a
+download's temporary file removed (never a partial file under its final name), and
+the session stays usable. Like pyssh.Group, pyssh.aio never asks on the terminal:
+passwords and passphrases come from the arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import weakref
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+
+from . import _exec, _ssh, session as _session
+from ._exec import ExecResult
+from ._tcp import Call, Steps, TCPConnect, tcp_steps
+
+__all__ = ["AsyncSFTP", "AsyncSession", "connect"]
+
+
+class _Watch:
+    """One loop's watches of file descriptors: the sessions' sockets are shared by
+    their operations, and asyncio takes one reader (and one writer) per fd, so each
+    fd's waiters are woken together by one callback."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.readers: Dict[int, Set[asyncio.Future[None]]] = {}
+        self.writers: Dict[int, Set[asyncio.Future[None]]] = {}
+
+    def add(self, fd: int, events: int, fut: asyncio.Future[None]) -> None:
+        if events & _ssh.POLLIN:
+            self._add(self.readers, fd, fut, self.loop.add_reader)
+        if events & _ssh.POLLOUT:
+            self._add(self.writers, fd, fut, self.loop.add_writer)
+
+    def _add(
+        self, table: Dict[int, Set[asyncio.Future[None]]], fd: int, fut: Any, add: Any
+    ) -> None:
+        waiters = table.get(fd)
+        if waiters is None:
+            waiters = table[fd] = set()
+            add(fd, self._fire, table, fd)
+        waiters.add(fut)
+
+    def _fire(self, table: Dict[int, Set[asyncio.Future[None]]], fd: int) -> None:
+        for fut in table.pop(fd, ()):
+            if not fut.done():
+                fut.set_result(None)
+        self._remove(table, fd)
+
+    def _remove(self, table: Dict[int, Set[asyncio.Future[None]]], fd: int) -> None:
+        if table is self.readers:
+            self.loop.remove_reader(fd)
+        else:
+            self.loop.remove_writer(fd)
+
+    def drop(self, fd: int, fut: asyncio.Future[None]) -> None:
+        """`fut` waits no more (woken otherwise, or cancelled)."""
+        for table in (self.readers, self.writers):
+            waiters = table.get(fd)
+            if waiters is not None and fut in waiters:
+                waiters.discard(fut)
+                if not waiters:
+                    del table[fd]
+                    self._remove(table, fd)
+
+
+_WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
+
+
+def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
+    w = _WATCHES.get(loop)
+    if w is None:
+        w = _WATCHES[loop] = _Watch(loop)
+    return w
+
+
+class _Bell:
+    """A session's wake-up socket pair: an operation's step that read packets rings
+    the session's other waiting operations (Op.attach); the loop then wakes them."""
+
+    def __init__(self) -> None:
+        self.rd, self.wr = socket.socketpair()
+        self.rd.setblocking(False)
+        self.wr.setblocking(False)
+        self.waiting: Set[asyncio.Future[None]] = set()
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+
+    def attach(self, op: _ssh.Op) -> None:
+        op.attach(self.rd.fileno(), self.wr.fileno())
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+            loop.add_reader(self.rd.fileno(), self._rung)
+
+    def _rung(self) -> None:
+        try:
+            while self.rd.recv(256):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        waiting, self.waiting = self.waiting, set()
+        for fut in waiting:
+            if not fut.done():
+                fut.set_result(None)
+
+    def close(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.rd.fileno())
+        self.loop = None
+        self.rd.close()
+        self.wr.close()
+
+
+async def _drive(op: _ssh.Op, bell: Optional[_Bell] = None) -> Any:
+    """Move `op` to its end from the running loop; its result (or exception). A
+    cancelled task cancels the Op first (its claim goes), then raises."""
+    loop = asyncio.get_running_loop()
+    watch = _watch(loop)
+    try:
+        if bell is not None:
+            bell.attach(op)
+        while (wants := op.step()) is not None:
+            fds, seconds = wants
+            if seconds == 0:
+                await asyncio.sleep(0)  # a slice ran out: the loop's other tasks first
+                continue
+            await _ready(loop, watch, fds, seconds, bell)
+    except BaseException:
+        op.cancel()
+        raise
+    return op.result()
+
+
+async def _ready(
+    loop: asyncio.AbstractEventLoop,
+    watch: _Watch,
+    fds: List[Any],
+    seconds: Optional[float],
+    bell: Optional[_Bell],
+) -> None:
+    """Until one of the sockets is ready for its events, `seconds` pass, or the
+    session's bell rings."""
+    fut: asyncio.Future[None] = loop.create_future()
+    for fd, events in fds:
+        watch.add(fd, events, fut)
+    if bell is not None:
+        bell.waiting.add(fut)
+    timer = loop.call_later(seconds, _wake, fut) if seconds is not None else None
+    try:
+        await fut
+    finally:
+        for fd, _ in fds:
+            watch.drop(fd, fut)
+        if bell is not None:
+            bell.waiting.discard(fut)
+        if timer is not None:
+            timer.cancel()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _run(flow: Steps[Any], bell: Optional[_Bell] = None) -> Any:
+    """Run a flow in the loop: its Ops through _drive, a TCP connection by the same
+    non-blocking steps as pyssh.Group's, a host name resolved in the loop's default
+    executor (getaddrinfo cannot be made non-blocking). The flow never asks on the
+    terminal."""
+    stack: List[Steps[Any]] = [flow]
+    value: Any = None
+    error: Optional[BaseException] = None
+    while True:
+        try:
+            with _no_prompts():
+                item = stack[-1].throw(error) if error is not None else stack[-1].send(value)
+        except StopIteration as stop:
+            stack.pop()
+            value, error = stop.value, None
+            if not stack:
+                return value
+            continue
+        except BaseException as e:
+            stack.pop()
+            if not stack:
+                raise
+            value, error = None, e
+            continue
+        value, error = None, None
+        try:
+            value = await _one(item, stack, bell)
+        except BaseException as e:  # thrown into the flow where it waited
+            error = e
+
+
+async def _one(item: Any, stack: List[Steps[Any]], bell: Optional[_Bell]) -> Any:
+    if isinstance(item, _ssh.Op):
+        return await _drive(item, bell)
+    if isinstance(item, TCPConnect):
+        stack.append(tcp_steps(item))
+        return None
+    if isinstance(item, Call):
+        fut = asyncio.get_running_loop().run_in_executor(None, item.fn)
+        timeout = item.deadline.left() if item.deadline is not None else None
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise item.late or asyncio.TimeoutError() from None
+    raise TypeError(f"a flow yielded {item!r}")
+
+
+class _no_prompts:
+    """While a flow's step runs: never ask on the terminal (the loop's thread)."""
+
+    def __enter__(self) -> None:
+        self.was = getattr(_session.no_prompts, "on", False)
+        _session.no_prompts.on = True
+
+    def __exit__(self, *exc: Any) -> None:
+        _session.no_prompts.on = self.was
+
+
+async def connect(host: str, **kwargs: Any) -> AsyncSession:
+    """:func:`pyssh.connect` in the event loop: the same keywords, host key checks
+    and authentication order; an :class:`AsyncSession` (``async with`` closes it)."""
+    kw = dict(_session.CONNECT_DEFAULTS)
+    unknown = set(kwargs) - set(kw)
+    if unknown:
+        raise TypeError(f"connect() got unexpected keyword arguments {sorted(unknown)}")
+    kw.update(kwargs)
+    s = await _run(_session.connect_steps(host, kw))
+    return AsyncSession(s)
+
+
+class AsyncSession:
+    """A connected session for asyncio: the blocking :class:`pyssh.Session`'s
+    operations as coroutines. Many may run at once on one session (each command its
+    own channel; sshd allows 10 per connection by default, ``MaxSessions``).
+    ``.session`` is the blocking Session itself (its properties, or a blocking call
+    from a thread)."""
+
+    def __init__(self, session: _session.Session):
+        self.session = session
+        self._bell = _Bell()
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<pyssh.aio.AsyncSession {self.session!r}>"
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.session.closed)
+
+    def close(self) -> None:
+        """Close the session (its operations under way end with SessionClosedError)."""
+        self.session.close()
+        self._bell.close()
+
+    async def run(
+        self,
+        command: _exec.Command,
+        *,
+        check: bool = False,
+        input: _exec.Source = None,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> ExecResult:
+        """Run ``command`` and capture its output (asyncssh's ``run``): an
+        :class:`ExecResult`; ``check=True`` raises :class:`CommandError` on a
+        non-zero exit status. ``input``: stdin (bytes, str, a file, an iterable of
+        bytes). ``timeout``: seconds without progress, as for ``exec_wait``."""
+        if not isinstance(check, bool):
+            raise TypeError(f"check must be True or False, not {check!r}")
+        flow = _exec.run_flow(self.session, command, None, None, input, timeout, env, True)
+        result: ExecResult = await _run(flow, self._bell)
+        if check and result.status != 0:
+            raise _exec.command_error(result)
+        return result
+
+    async def exec_internal(
+        self,
+        command: _exec.Command,
+        *,
+        error: bool = True,
+        stdin: _exec.Source = None,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> ExecResult:
+        """:meth:`pyssh.Session.exec_internal`: as :meth:`run` with ``check=error``."""
+        if not isinstance(error, bool):
+            raise TypeError(f"error must be True or False, not {error!r}")
+        return await self.run(command, check=error, input=stdin, timeout=timeout, env=env)
+
+    async def exec_wait(
+        self,
+        command: _exec.Command,
+        *,
+        stdout: _exec.Sink = _exec.DEFAULT,
+        stderr: _exec.Sink = _exec.DEFAULT,
+        stdin: _exec.Source = None,
+        timeout: Optional[float] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> int:
+        """:meth:`pyssh.Session.exec_wait`: the output streamed as it comes (to
+        callables, files or paths, called between chunks in the loop's thread); the
+        exit status."""
+        flow = _exec.run_flow(self.session, command, stdout, stderr, stdin, timeout, env, False)
+        result: ExecResult = await _run(flow, self._bell)
+        return result.status
+
+    async def sftp_upload(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        preserve: bool = False,
+        resume: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
+        """:meth:`pyssh.Session.sftp_upload` (one SFTP channel, opened and closed):
+        the remote paths written (the top level)."""
+        flow = self.session._sftp_upload_steps(
+            files, to, verbose=False, preserve=preserve, resume=resume, timeout=timeout
+        )
+        paths: List[str] = await _run(flow, self._bell)
+        return paths
+
+    async def sftp_download(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        preserve: bool = False,
+        resume: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
+        """:meth:`pyssh.Session.sftp_download`: each file written to a temporary
+        file and renamed into place once complete; the local paths written."""
+        flow = self.session._sftp_download_steps(
+            files, to, verbose=False, preserve=preserve, resume=resume, timeout=timeout
+        )
+        paths: List[str] = await _run(flow, self._bell)
+        return paths
+
+    async def sftp(self, *, timeout: Optional[float] = None) -> AsyncSFTP:
+        """An SFTP channel: an :class:`AsyncSFTP` (``async with`` closes it)."""
+        sftp = await _run(self.session._sftp_steps(timeout=timeout), self._bell)
+        return AsyncSFTP(sftp, self._bell)
+
+
+class AsyncSFTP:
+    """An SFTP channel for asyncio: :class:`pyssh.SFTP`'s transfers and file
+    operations as coroutines. One operation at a time per channel (open several
+    channels for transfers at once)."""
+
+    def __init__(self, sftp: Any, bell: _Bell):
+        self.sftp = sftp
+        self._bell = bell
+
+    async def __aenter__(self) -> AsyncSFTP:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sftp.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.sftp.closed)
+
+    async def _do(self, flow: Steps[Any]) -> Any:
+        return await _run(flow, self._bell)
+
+    async def put(
+        self,
+        local: Any,
+        remote: Any,
+        *,
+        progress: Optional[Callable[[int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+    ) -> int:
+        """:meth:`pyssh.SFTP.put`: the bytes transferred."""
+        n: int = await self._do(
+            self.sftp._put_steps(local, remote, progress, preserve, resume, None, None)
+        )
+        return n
+
+    async def get(
+        self,
+        remote: Any,
+        local: Any,
+        *,
+        progress: Optional[Callable[[int, int], Any]] = None,
+        preserve: bool = False,
+        resume: bool = False,
+    ) -> int:
+        """:meth:`pyssh.SFTP.get`: written to a temporary file beside ``local``,
+        renamed into place once complete; the bytes transferred."""
+        n: int = await self._do(
+            self.sftp._get_path_steps(remote, local, progress, preserve, resume, None, None)
+        )
+        return n
+
+    async def upload(
+        self, files: Any, to: Any = ".", *, preserve: bool = False, resume: bool = False
+    ) -> List[str]:
+        """:meth:`pyssh.SFTP.upload` (trees recursively): the remote paths written."""
+        paths: List[str] = await self._do(
+            self.sftp._upload_steps(files, to, False, None, preserve, resume)
+        )
+        return paths
+
+    async def download(
+        self, files: Any, to: Any = ".", *, preserve: bool = False, resume: bool = False
+    ) -> List[str]:
+        """:meth:`pyssh.SFTP.download` (trees recursively): the local paths written."""
+        paths: List[str] = await self._do(
+            self.sftp._download_steps(files, to, False, None, preserve, resume)
+        )
+        return paths
+
+    async def stat(self, path: Any) -> Any:
+        """:meth:`pyssh.SFTP.stat`: an SFTPAttributes."""
+        return await self._do(self.sftp._stat_steps(path))
+
+    async def is_dir(self, path: Any) -> bool:
+        """:meth:`pyssh.SFTP.is_dir`."""
+        r: bool = await self._do(self.sftp._is_dir_steps(path))
+        return r

@@ -1,0 +1,236 @@
+"""pyssh.aio: the blocking API's flows run by the asyncio loop itself, against the test
+sshd. Each test runs its own loop (asyncio.run); a heartbeat task measures how long the
+loop is ever held."""
+
+import asyncio
+import os
+import time
+
+import pytest
+
+import pyssh
+import pyssh.aio
+
+
+def _kw(server, **kw):
+    return {
+        "keyfile": server.client_key,
+        "known_hosts": server.known_hosts,
+        "config": False,
+        "timeout": 20,
+        **kw,
+    }
+
+
+async def _connect(server, **kw):
+    return await pyssh.aio.connect(server.address, **_kw(server, **kw))
+
+
+class Heartbeat:
+    """A task that sleeps 1 ms at a time and keeps the worst lateness: how long the
+    loop was held by something else."""
+
+    def __init__(self):
+        self.worst = 0.0
+        self.stop = False
+
+    async def run(self):
+        while not self.stop:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, time.perf_counter() - t - 0.001)
+
+    async def around(self, coro):
+        beat = asyncio.ensure_future(self.run())
+        try:
+            return await coro
+        finally:
+            self.stop = True
+            await beat
+
+
+def test_connect_run_and_errors(server):
+    async def main():
+        async with await _connect(server) as s:
+            assert isinstance(s, pyssh.aio.AsyncSession) and not s.closed
+            r = await s.run("echo hello; echo oops >&2; exit 3")
+            assert (r.status, r.stdout, r.stderr) == (3, b"hello\n", b"oops\n")
+            with pytest.raises(pyssh.CommandError):
+                await s.run("exit 4", check=True)
+            r = await s.run("cat", input=b"fed through stdin")
+            assert r.stdout == b"fed through stdin"
+            with pytest.raises(pyssh.SSHError, match="AcceptEnv"):  # the test sshd takes none
+                await s.exec_internal("true", env={"X": "1"})
+            assert (await s.exec_internal("false", error=False)).status == 1
+            chunks = []
+            assert await s.exec_wait("printf 'a\\nb\\n'", stdout=chunks.append) == 0
+            assert b"".join(chunks) == b"a\nb\n"
+        assert s.closed
+
+    asyncio.run(main())
+
+
+def test_a_wrong_host_key_is_the_same_typed_error(server, tmp_path):
+    other = tmp_path / "known_hosts"
+    other.write_text(
+        f"[{server.host}]:{server.port} ssh-ed25519 "
+        "AAAAC3NzaC1lZDI1NTE5AAAAIHQOfd6KTvNvSNVSqfSkvCTFu4IZp4FDw7ZrPPw0xMSp\n"
+    )
+
+    async def main():
+        with pytest.raises(pyssh.HostKeyError):
+            await _connect(server, known_hosts=str(other))
+
+    asyncio.run(main())
+
+
+def test_many_commands_on_few_sessions_at_once(server):
+    """200 commands over 5 sessions, all at once (each session's channels share its
+    socket): every output right, and the loop never held for long."""
+
+    async def main():
+        sessions = await asyncio.gather(*(_connect(server) for _ in range(5)))
+        sem = [asyncio.Semaphore(8) for _ in sessions]  # sshd's MaxSessions is 10
+
+        async def one(i):
+            async with sem[i % 5]:
+                return (await sessions[i % 5].run(f"echo {i}")).stdout
+
+        try:
+            beat = Heartbeat()
+            t = time.monotonic()
+            outs = await beat.around(asyncio.gather(*(one(i) for i in range(200))))
+            elapsed = time.monotonic() - t
+        finally:
+            for s in sessions:
+                s.close()
+        assert outs == [f"{i}\n".encode() for i in range(200)]
+        return elapsed, beat.worst
+
+    elapsed, worst = asyncio.run(main())
+    assert worst < 0.1, f"the loop was held {worst * 1000:.0f} ms"
+
+
+@pytest.mark.slow
+def test_sessions_commands_run_concurrently_not_in_turn(server):
+    async def main():
+        async with await _connect(server) as s:
+            t = time.monotonic()
+            await asyncio.gather(*(s.run("sleep 0.5") for _ in range(5)))
+            return time.monotonic() - t
+
+    assert asyncio.run(main()) < 2.0  # five 0.5 s commands at once, not 2.5 s in turn
+
+
+@pytest.mark.slow
+def test_cancelling_a_command_ends_it_and_the_session_goes_on(server):
+    async def main():
+        async with await _connect(server) as s:
+            task = asyncio.ensure_future(s.run("sleep 30"))
+            await asyncio.sleep(0.3)
+            t = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            took = time.monotonic() - t
+            assert (await s.run("echo still")).stdout == b"still\n"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(s.run("sleep 30"), 0.3)
+            assert (await s.run("echo again")).stdout == b"again\n"
+            return took
+
+    assert asyncio.run(main()) < 0.5
+
+
+def test_sftp_transfers_and_trees(server, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    files = {"a": os.urandom(100_000), "sub/b": os.urandom(3_000_000), "sub/c": b""}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    back = tmp_path / "back"
+    back.mkdir()
+
+    async def main():
+        async with await _connect(server) as s:
+            assert await s.sftp_upload(str(src), str(remote)) == [str(remote / "src")]
+            assert await s.sftp_download(str(remote / "src"), str(back)) == [str(back / "src")]
+            async with await s.sftp() as f:
+                assert await f.put(str(src / "a"), str(remote / "one")) == len(files["a"])
+                assert await f.get(str(remote / "one"), str(tmp_path / "one")) == len(files["a"])
+                assert (await f.stat(str(remote / "one"))).st_size == len(files["a"])
+                assert await f.is_dir(str(remote)) and not await f.is_dir(str(remote / "one"))
+                with pytest.raises(pyssh.SFTPFileNotFoundError):
+                    await f.stat(str(remote / "nothing"))
+
+    asyncio.run(main())
+    for name, data in files.items():
+        assert (remote / "src" / name).read_bytes() == data
+        assert (back / "src" / name).read_bytes() == data
+    assert (tmp_path / "one").read_bytes() == files["a"]
+
+
+def test_cancelling_a_download_leaves_no_partial_file(server, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(512 << 20)  # sparse: far longer to move than the test waits
+    dest = tmp_path / "dest"
+    dest.mkdir()
+
+    async def main():
+        async with await _connect(server) as s:
+            async with await s.sftp() as f:
+                task = asyncio.ensure_future(f.get(str(big), str(dest / "big")))
+                await asyncio.sleep(0.2)
+                assert not task.done()
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert os.listdir(dest) == []  # no file under its name, no temporary one
+                assert (await f.stat(str(big))).st_size == 512 << 20  # the channel goes on
+            assert (await s.run("echo ok")).stdout == b"ok\n"
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_the_loop_stays_responsive_during_a_big_transfer(server, tmp_path):
+    """A 256 MiB download, stepped 4 ms at a time: a heartbeat is never late by much."""
+    os.chmod(tmp_path, 0o755)
+    big = tmp_path / "big"
+    with open(big, "wb") as f:
+        f.truncate(256 << 20)
+
+    async def main():
+        async with await _connect(server) as s:
+            async with await s.sftp() as f:
+                beat = Heartbeat()
+                n = await beat.around(f.get(str(big), str(tmp_path / "copy")))
+                return n, beat.worst
+
+    n, worst = asyncio.run(main())
+    assert n == 256 << 20 and os.path.getsize(tmp_path / "copy") == 256 << 20
+    assert worst < 0.05, f"the loop was held {worst * 1000:.0f} ms"
+
+
+@pytest.mark.slow
+def test_1000_commands_over_10_sessions(server):
+    async def main():
+        sessions = await asyncio.gather(*(_connect(server) for _ in range(10)))
+        sem = [asyncio.Semaphore(8) for _ in sessions]
+
+        async def one(i):
+            async with sem[i % 10]:
+                return (await sessions[i % 10].run(f"echo {i}")).stdout
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(1000)))
+        finally:
+            for s in sessions:
+                s.close()
+
+    assert asyncio.run(main()) == [f"{i}\n".encode() for i in range(1000)]
