@@ -1,0 +1,271 @@
+"""asyncio clients side by side (issue 22): pyssh.aio, asyncssh, and pyssh's blocking API
+run in the loop's thread pool (`run_in_executor`), against one throwaway local sshd, in
+one run. aes128-gcm@openssh.com for all.
+
+    pip install -e .[bench]       # asyncssh
+    python benchmarks/aio.py [-r 3] [--size 256M] [--commands 1000] [--markdown]
+
+Scenarios (each client connects before the clock starts and keeps its connections):
+
+- get / put: one SFTP transfer of SIZE random bytes (from a file of the sshd's
+  machine to a local file, and back; each run to a new file, the last one removed
+  off the clock), on one connection; pyssh.aio `sftp.get/put`,
+  asyncssh `start_sftp_client` + `get/put`, the blocking `SFTP.get/put` in the
+  executor. Checked: the size of the file written (the bytes, for get, after the
+  clock);
+- exec: `head -c SIZE /dev/zero` with its stdout captured (pyssh.aio `run`, asyncssh
+  `run(encoding=None)`, blocking `exec_internal` in the executor); checked: its length;
+- commands: N (--commands) `echo i` over 10 connections, 4 at a time on each (sshd's
+  MaxSessions is 10, and sshd frees a closed channel's slot only after a pass of its
+  main loop: a new channel that comes with the close is refused); every stdout checked.
+
+While each run goes, a heartbeat task sleeps 1 ms at a time: "loop held" is its worst
+lateness (how long the loop was kept from it), the median over the runs. client CPU
+= this process's user + system CPU during the run (all clients run here). Medians of
+-r runs, round-robin, the order rotated (the machines are shared and noisy); ratio =
+the client's median time / pyssh.aio's (above 1: pyssh.aio faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import cpu_seconds, machine, parse_size, render, round_robin  # noqa: E402
+
+GCM = "aes128-gcm@openssh.com"
+CONNS = 10
+
+
+class Heartbeat:
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.stop = False
+
+    async def run(self) -> None:
+        while not self.stop:
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, time.perf_counter() - t - 0.001)
+
+
+class PysshAio:
+    name = "pyssh.aio"
+
+    async def open(self, srv):
+        import pyssh.aio
+
+        kw = dict(keyfile=srv.client_key, known_hosts=srv.known_hosts, config=False)
+        self.conns = [
+            await pyssh.aio.connect(srv.address, ciphers=[GCM], **kw) for _ in range(CONNS)
+        ]
+        self.sftp = await self.conns[0].sftp()
+
+    async def get(self, remote, local):
+        await self.sftp.get(remote, local)
+
+    async def put(self, local, remote):
+        await self.sftp.put(local, remote)
+
+    async def exec(self, command):
+        return (await self.conns[0].run(command)).stdout
+
+    async def command(self, i, command):
+        return (await self.conns[i].run(command)).stdout
+
+    async def close(self):
+        self.sftp.close()
+        for c in self.conns:
+            c.close()
+
+
+class AsyncSSH:
+    name = "asyncssh"
+
+    async def open(self, srv):
+        import asyncssh
+
+        kw = dict(
+            port=srv.port,
+            username=srv.user,
+            client_keys=[srv.client_key],
+            known_hosts=srv.known_hosts,
+            encryption_algs=[GCM],
+        )
+        self.conns = [await asyncssh.connect(srv.host, **kw) for _ in range(CONNS)]
+        self.sftp = await self.conns[0].start_sftp_client()
+
+    async def get(self, remote, local):
+        await self.sftp.get(remote, local)
+
+    async def put(self, local, remote):
+        await self.sftp.put(local, remote)
+
+    async def exec(self, command):
+        return (await self.conns[0].run(command, encoding=None)).stdout
+
+    async def command(self, i, command):
+        return (await self.conns[i].run(command, encoding=None)).stdout
+
+    async def close(self):
+        self.sftp.exit()
+        for c in self.conns:
+            c.close()
+
+
+class Executor:
+    name = "pyssh blocking, run_in_executor"
+
+    async def open(self, srv):
+        self.loop = asyncio.get_running_loop()
+        self.conns = [srv.connect(ciphers=[GCM]) for _ in range(CONNS)]
+        self.sftp = self.conns[0].sftp()
+
+    async def get(self, remote, local):
+        await self.loop.run_in_executor(None, self.sftp.get, remote, local)
+
+    async def put(self, local, remote):
+        await self.loop.run_in_executor(None, self.sftp.put, local, remote)
+
+    async def exec(self, command):
+        r = await self.loop.run_in_executor(None, self.conns[0].exec_internal, command)
+        return r.stdout
+
+    async def command(self, i, command):
+        r = await self.loop.run_in_executor(None, self.conns[i].exec_internal, command)
+        return r.stdout
+
+    async def close(self):
+        self.sftp.close()
+        for c in self.conns:
+            c.close()
+
+
+CLIENTS = [PysshAio, AsyncSSH, Executor]
+
+
+async def scenario(client, what, args, d):
+    if what == "get":
+        await client.get(os.path.join(d, "src"), os.path.join(d, "got"))
+        if os.path.getsize(os.path.join(d, "got")) != args.size:
+            raise RuntimeError("get: wrong size")
+    elif what == "put":
+        await client.put(os.path.join(d, "src"), os.path.join(d, "put"))
+        if os.path.getsize(os.path.join(d, "put")) != args.size:
+            raise RuntimeError("put: wrong size")
+    elif what == "exec":
+        out = await client.exec(f"head -c {args.size} /dev/zero")
+        if len(out) != args.size:
+            raise RuntimeError("exec: wrong length")
+    else:
+        sems = [asyncio.Semaphore(4) for _ in range(CONNS)]
+
+        async def one(i):
+            async with sems[i % CONNS]:
+                return await client.command(i % CONNS, f"echo {i}")
+
+        outs = await asyncio.gather(*(one(i) for i in range(args.commands)))
+        if outs != [f"{i}\n".encode() for i in range(args.commands)]:
+            raise RuntimeError("commands: wrong output")
+
+
+def run_scenario(loop, clients, what, args, d, beats):
+    def once(name, warmup):
+        client = clients[name]
+        beat = Heartbeat()
+        for old in ("got", "put"):  # each run writes a new file (off the clock): the
+            try:  # truncation of a 256 MiB file would be timed too, in the loop's thread
+                os.unlink(os.path.join(d, old))
+            except FileNotFoundError:
+                pass
+
+        async def go():
+            task = asyncio.ensure_future(beat.run())
+            c, t = cpu_seconds(), time.perf_counter()
+            try:
+                await scenario(client, what, args, d)
+            finally:
+                elapsed, cpu = time.perf_counter() - t, cpu_seconds() - c
+                beat.stop = True
+                await task
+            return elapsed, cpu
+
+        elapsed, cpu = loop.run_until_complete(go())
+        if not warmup:
+            beats.setdefault(name, []).append(beat.worst)
+        return GCM, elapsed, cpu
+
+    rows = {n: {"times": [], "cpu": [], "cipher": "", "error": ""} for n in clients}
+    return round_robin(rows, once, args.reps)
+
+
+def table(what, rows, beats, args):
+    base = statistics.median(rows[PysshAio.name]["times"]) if rows[PysshAio.name]["times"] else None
+    head = ["client", "scenario", "time", "MB/s or commands/s", "ratio", "client CPU", "loop held"]
+    body = []
+    for name, row in rows.items():
+        if not row["times"]:
+            body.append([name, what, (row["error"] or "no runs")[:100], "", "", "", ""])
+            continue
+        med = statistics.median(row["times"])
+        rate = args.size / med / 1e6 if what != "commands" else args.commands / med
+        body.append(
+            [
+                name,
+                what,
+                f"{med:.2f} s",
+                f"{rate:.0f}",
+                f"{med / base:.2f}" if base else "",
+                f"{statistics.median(row['cpu']):.2f} s",
+                f"{statistics.median(beats[name]) * 1000:.1f} ms",
+            ]
+        )
+    print("\n".join(render(head, body, args.markdown)))
+    sys.stdout.flush()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-r", "--reps", type=int, default=3)
+    ap.add_argument("--size", type=parse_size, default="256M")
+    ap.add_argument("--commands", type=int, default=1000)
+    ap.add_argument("--scenarios", default="get,put,exec,commands")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    print("\n".join(machine()))
+    from pyssh.testing import SSHServer
+
+    # SetEnv SHLVL=1: a login shell of this machine's root runs pyenv init, slow (every
+    # command of the commands scenario starts one)
+    with SSHServer(extra_config=["MaxSessions 10", "SetEnv SHLVL=1"]) as srv:
+        d = tempfile.mkdtemp(prefix="aio-", dir=srv.dir)
+        with open(os.path.join(d, "src"), "wb") as f:
+            f.write(os.urandom(args.size))
+        loop = asyncio.new_event_loop()
+        clients = {}
+        for cls in CLIENTS:
+            c = cls()
+            try:
+                loop.run_until_complete(c.open(srv))
+                clients[cls.name] = c
+            except Exception as e:  # noqa: BLE001 - a missing client is reported
+                print(f"{cls.name}: not run ({type(e).__name__}: {e})")
+        try:
+            for what in args.scenarios.split(","):
+                beats: dict = {}
+                rows = run_scenario(loop, clients, what, args, d, beats)
+                table(what, rows, beats, args)
+        finally:
+            for c in clients.values():
+                loop.run_until_complete(c.close())
+            loop.close()
+
+
+if __name__ == "__main__":
+    main()
