@@ -1,0 +1,119 @@
+"""Attacks on pyssh.aio: cancellation, closing, stalls, misuse."""
+
+import asyncio
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+import pyssh
+import pyssh.aio
+from pyssh import _ssh
+
+from conftest import open_sockets
+
+
+def _kw(server, **kw):
+    return {
+        "keyfile": server.client_key,
+        "known_hosts": server.known_hosts,
+        "config": False,
+        "timeout": 20,
+        **kw,
+    }
+
+
+async def _connect(server, **kw):
+    return await pyssh.aio.connect(server.address, **_kw(server, **kw))
+
+
+def test_close_while_a_command_waits_ends_it(server):
+    async def main():
+        s = await _connect(server)
+        task = asyncio.ensure_future(s.run("sleep 30"))
+        await asyncio.sleep(0.3)
+        s.close()
+        with pytest.raises(pyssh.SessionClosedError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
+def test_after_close_run_raises_session_closed(server):
+    async def main():
+        s = await _connect(server)
+        s.close()
+        with pytest.raises(pyssh.SessionClosedError):
+            await s.run("true")
+        with pytest.raises(pyssh.SessionClosedError):
+            await s.sftp()
+
+    asyncio.run(main())
+
+
+def test_session_used_from_a_second_loop(server):
+    s = asyncio.run(_connect(server))
+    try:
+        async def first():
+            return (await s.run("echo 1")).stdout
+
+        async def second():
+            outs = await asyncio.wait_for(
+                asyncio.gather(*(s.run(f"sleep 0.2; echo {i}") for i in range(5))), 10
+            )
+            return outs
+
+        assert asyncio.run(first()) == b"1\n"
+        outs = asyncio.run(second())
+        assert [o.stdout for o in outs] == [f"{i}\n".encode() for i in range(5)]
+    finally:
+        s.close()
+
+
+def test_stalled_server_connect_times_out(server):
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(5)
+    port = lst.getsockname()[1]
+
+    async def main():
+        t = time.monotonic()
+        with pytest.raises(pyssh.SSHTimeoutError):
+            await asyncio.wait_for(
+                pyssh.aio.connect("127.0.0.1", port=port, **_kw(server, timeout=1)), 10
+            )
+        return time.monotonic() - t
+
+    try:
+        assert asyncio.run(main()) < 3
+    finally:
+        lst.close()
+
+
+@pytest.mark.slow
+def test_a_session_used_again_from_a_later_loop_still_wakes_its_waiters(server):
+    """asyncio.run() after asyncio.run() with one session: the bell (another call's
+    step read this one's packets) must ring in the loop now running. A blocking call
+    from a thread reads the packets of the loop's command about half the time."""
+    import threading
+
+    s = asyncio.run(_connect(server))
+
+    async def one():
+        th = threading.Thread(target=lambda: s.session.exec_internal("sleep 1.5"))
+        th.start()
+        try:
+            await asyncio.sleep(0.1)
+            t = time.monotonic()
+            assert (await s.run("sleep 0.3; echo b")).stdout == b"b\n"
+            return time.monotonic() - t
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, th.join)
+
+    try:
+        took = [asyncio.run(one()) for _ in range(5)]
+    finally:
+        s.close()
+    assert max(took) < 1.0, took
