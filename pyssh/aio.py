@@ -103,11 +103,24 @@ class _Bell:
         self.loop: Optional[asyncio.AbstractEventLoop] = None
 
     def attach(self, op: _ssh.Op) -> None:
-        op.attach(self.rd.fileno(), self.wr.fileno())
         loop = asyncio.get_running_loop()
-        if self.loop is None:
-            self.loop = loop
-            loop.add_reader(self.rd.fileno(), self._rung)
+        if self.loop is not loop:
+            self._bind(loop)
+        op.attach(self.rd.fileno(), self.wr.fileno())
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Watch the bell from `loop`: the session's first, or a later one once the
+        one before has stopped (asyncio.run() after asyncio.run())."""
+        old = self.loop
+        if old is not None and not old.is_closed():
+            if old.is_running():
+                raise RuntimeError(
+                    "this session's operations are under way in another event loop"
+                )
+            old.remove_reader(self.rd.fileno())
+        self.waiting = set()  # (the old loop's, never to be woken there)
+        self.loop = loop
+        loop.add_reader(self.rd.fileno(), self._rung)
 
     def _rung(self) -> None:
         try:
@@ -121,8 +134,11 @@ class _Bell:
                 fut.set_result(None)
 
     def close(self) -> None:
+        """The session is closed: its waiting operations step once more (they end
+        with SessionClosedError); the bell goes."""
         if self.loop is not None and not self.loop.is_closed():
             self.loop.remove_reader(self.rd.fileno())
+            self._rung()
         self.loop = None
         self.rd.close()
         self.wr.close()
