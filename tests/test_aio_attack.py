@@ -117,3 +117,19 @@ def test_a_session_used_again_from_a_later_loop_still_wakes_its_waiters(server):
     finally:
         s.close()
     assert max(took) < 1.0, took
+
+
+def test_connect_by_host_name_without_a_timeout(server, tmp_path):
+    """A name (resolved in the executor) and timeout=None: the resolve timeout's
+    message was made from None (TypeError) before anything was tried."""
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[localhost]:{server.port} {server.host_key_pub}\n")
+
+    async def main():
+        s = await pyssh.aio.connect(
+            "localhost", port=server.port, **_kw(server, known_hosts=str(kh), timeout=None)
+        )
+        async with s:
+            return (await s.run("echo ok")).stdout
+
+    assert asyncio.run(main()) == b"ok\n"
