@@ -1,7 +1,6 @@
 """Attacks on pyssh.aio: cancellation, closing, stalls, misuse."""
 
 import asyncio
-import os
 import socket
 import threading
 import time
@@ -10,9 +9,6 @@ import pytest
 
 import pyssh
 import pyssh.aio
-from pyssh import _ssh
-
-from conftest import open_sockets
 
 
 def _kw(server, **kw):
@@ -56,6 +52,7 @@ def test_after_close_run_raises_session_closed(server):
 def test_session_used_from_a_second_loop(server):
     s = asyncio.run(_connect(server))
     try:
+
         async def first():
             return (await s.run("echo 1")).stdout
 
@@ -97,7 +94,6 @@ def test_a_session_used_again_from_a_later_loop_still_wakes_its_waiters(server):
     """asyncio.run() after asyncio.run() with one session: the bell (another call's
     step read this one's packets) must ring in the loop now running. A blocking call
     from a thread reads the packets of the loop's command about half the time."""
-    import threading
 
     s = asyncio.run(_connect(server))
 
@@ -133,3 +129,47 @@ def test_connect_by_host_name_without_a_timeout(server, tmp_path):
             return (await s.run("echo ok")).stdout
 
     assert asyncio.run(main()) == b"ok\n"
+
+
+@pytest.mark.slow
+def test_one_session_used_from_two_loops_at_once(server):
+    """Two threads, each its own loop, one AsyncSession: each loop's waiters must be
+    woken through a wake-up pair that loop watches."""
+
+    s = asyncio.run(_connect(server))
+    results = {}
+
+    def thread(name):
+        async def main():
+            outs = await asyncio.wait_for(
+                asyncio.gather(*(s.run(f"sleep 0.{i}; echo {name}{i}") for i in range(4))), 10
+            )
+            return [o.stdout for o in outs]
+
+        try:
+            results[name] = asyncio.run(main())
+        except BaseException as e:  # (reported below)
+            results[name] = e
+
+    try:
+        threads = [threading.Thread(target=thread, args=(n,)) for n in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        s.close()
+    assert results == {n: [f"{n}{i}\n".encode() for i in range(4)] for n in "ab"}
+
+
+def test_closing_from_another_thread_ends_the_loops_waiting_operations(server):
+
+    async def main():
+        s = await _connect(server)
+        task = asyncio.ensure_future(s.run("sleep 30"))
+        await asyncio.sleep(0.2)
+        threading.Thread(target=s.close).start()
+        with pytest.raises(pyssh.SessionClosedError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
