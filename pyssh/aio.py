@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 from . import _exec, _ssh, session as _session
 from ._exec import ExecResult
 from ._tcp import Call, Steps, TCPConnect, tcp_steps
+from .errors import SessionClosedError
 
 __all__ = ["AsyncSFTP", "AsyncSession", "connect"]
 
@@ -91,35 +92,15 @@ def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
     return w
 
 
-class _Bell:
-    """A session's wake-up socket pair: an operation's step that read packets rings
-    the session's other waiting operations (Op.attach); the loop then wakes them."""
+class _Ring:
+    """One loop's wake-up socket pair for a session's operations."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.rd, self.wr = socket.socketpair()
         self.rd.setblocking(False)
         self.wr.setblocking(False)
         self.waiting: Set[asyncio.Future[None]] = set()
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-
-    def attach(self, op: _ssh.Op) -> None:
-        loop = asyncio.get_running_loop()
-        if self.loop is not loop:
-            self._bind(loop)
-        op.attach(self.rd.fileno(), self.wr.fileno())
-
-    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Watch the bell from `loop`: the session's first, or a later one once the
-        one before has stopped (asyncio.run() after asyncio.run())."""
-        old = self.loop
-        if old is not None and not old.is_closed():
-            if old.is_running():
-                raise RuntimeError(
-                    "this session's operations are under way in another event loop"
-                )
-            old.remove_reader(self.rd.fileno())
-        self.waiting = set()  # (the old loop's, never to be woken there)
-        self.loop = loop
         loop.add_reader(self.rd.fileno(), self._rung)
 
     def _rung(self) -> None:
@@ -134,14 +115,53 @@ class _Bell:
                 fut.set_result(None)
 
     def close(self) -> None:
-        """The session is closed: its waiting operations step once more (they end
-        with SessionClosedError); the bell goes."""
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(self.rd.fileno())
+        """In its loop's thread: the waiting operations step once more (their session
+        is closed: SessionClosedError), then the pair goes."""
+        loop = self.loop
+        if not loop.is_closed():
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if not here and loop.is_running():
+                loop.call_soon_threadsafe(self.close)  # another thread's loop
+                return
+            loop.remove_reader(self.rd.fileno())
             self._rung()
-        self.loop = None
         self.rd.close()
         self.wr.close()
+
+
+class _Bell:
+    """A session's wake-up socket pairs, one per event loop that runs its operations:
+    an operation's step that read packets rings the session's other waiting
+    operations (Op.attach), each through its own loop's pair; that loop wakes them."""
+
+    def __init__(self) -> None:
+        self.rings: Dict[asyncio.AbstractEventLoop, _Ring] = {}
+        self.closed = False
+
+    def ring(self) -> _Ring:
+        """The running loop's pair (made at its first operation)."""
+        loop = asyncio.get_running_loop()
+        r = self.rings.get(loop)
+        if r is None:
+            if self.closed:  # (a pair made now would never be closed)
+                raise SessionClosedError("the session was closed")
+            for old in [lp for lp in self.rings if lp.is_closed()]:
+                self.rings.pop(old).close()
+            r = self.rings[loop] = _Ring(loop)
+        return r
+
+    def attach(self, op: _ssh.Op) -> None:
+        r = self.ring()
+        op.attach(r.rd.fileno(), r.wr.fileno())
+
+    def close(self) -> None:
+        self.closed = True
+        rings, self.rings = list(self.rings.values()), {}
+        for r in rings:
+            r.close()
 
 
 async def _drive(op: _ssh.Op, bell: Optional[_Bell] = None) -> Any:
@@ -176,16 +196,17 @@ async def _ready(
     fut: asyncio.Future[None] = loop.create_future()
     for fd, events in fds:
         watch.add(fd, events, fut)
-    if bell is not None:
-        bell.waiting.add(fut)
+    waiting = bell.ring().waiting if bell is not None else None
+    if waiting is not None:
+        waiting.add(fut)
     timer = loop.call_later(seconds, _wake, fut) if seconds is not None else None
     try:
         await fut
     finally:
         for fd, _ in fds:
             watch.drop(fd, fut)
-        if bell is not None:
-            bell.waiting.discard(fut)
+        if waiting is not None:
+            waiting.discard(fut)
         if timer is not None:
             timer.cancel()
 
