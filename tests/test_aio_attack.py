@@ -173,3 +173,33 @@ def test_closing_from_another_thread_ends_the_loops_waiting_operations(server):
             await asyncio.wait_for(task, 5)
 
     asyncio.run(main())
+
+
+def test_an_async_def_callback_is_refused_not_its_output_lost(server, tmp_path):
+    """Callbacks are called between steps, never awaited: an ``async def`` one made
+    coroutines that were never run (the output silently lost, status 0)."""
+    got = []
+
+    async def collect(chunk):
+        got.append(chunk)
+
+    async def progress(moved, total):
+        got.append(moved)
+
+    (tmp_path / "f").write_bytes(b"x" * 1000)
+
+    async def main():
+        async with await _connect(server) as s:
+            with pytest.raises(TypeError, match="coroutine function"):
+                await s.exec_wait("echo hi", stdout=collect)
+            with pytest.raises(TypeError, match="coroutine function"):
+                await s.exec_wait("echo hi >&2", stderr=collect)
+            async with await s.sftp() as f:
+                with pytest.raises(TypeError, match="coroutine function"):
+                    await f.put(str(tmp_path / "f"), str(tmp_path / "g"), progress=progress)
+                with pytest.raises(TypeError, match="coroutine function"):
+                    await f.get(str(tmp_path / "f"), str(tmp_path / "h"), progress=progress)
+            assert await s.exec_wait("echo hi", stdout=got.append) == 0
+
+    asyncio.run(main())
+    assert got == [b"hi\n"]
