@@ -22,6 +22,7 @@ passwords and passphrases come from the arguments.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
@@ -274,6 +275,18 @@ class _no_prompts:
         _session.no_prompts.on = self.was
 
 
+def _plain(fn: Any, name: str) -> Any:
+    """A callback is called in the loop's thread between steps, never awaited: an
+    ``async def`` one would only make coroutines (its output lost)."""
+    call = type(fn).__call__ if callable(fn) and not inspect.isroutine(fn) else None
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"{name} must be a plain callable (called in the loop's thread, never "
+            f"awaited), not a coroutine function: {fn!r}"
+        )
+    return fn
+
+
 async def connect(host: str, **kwargs: Any) -> AsyncSession:
     """:func:`pyssh.connect` in the event loop: the same keywords, host key checks
     and authentication order; an :class:`AsyncSession` (``async with`` closes it)."""
@@ -363,6 +376,8 @@ class AsyncSession:
         """:meth:`pyssh.Session.exec_wait`: the output streamed as it comes (to
         callables, files or paths, called between chunks in the loop's thread); the
         exit status."""
+        _plain(stdout, "stdout")
+        _plain(stderr, "stderr")
         flow = _exec.run_flow(self.session, command, stdout, stderr, stdin, timeout, env, False)
         result: ExecResult = await _run(flow, self._bell)
         return result.status
@@ -442,6 +457,7 @@ class AsyncSFTP:
         resume: bool = False,
     ) -> int:
         """:meth:`pyssh.SFTP.put`: the bytes transferred."""
+        _plain(progress, "progress")
         n: int = await self._do(
             self.sftp._put_steps(local, remote, progress, preserve, resume, None, None)
         )
@@ -458,6 +474,7 @@ class AsyncSFTP:
     ) -> int:
         """:meth:`pyssh.SFTP.get`: written to a temporary file beside ``local``,
         renamed into place once complete; the bytes transferred."""
+        _plain(progress, "progress")
         n: int = await self._do(
             self.sftp._get_path_steps(remote, local, progress, preserve, resume, None, None)
         )
