@@ -177,7 +177,11 @@ def tcp_steps(req: TCPConnect) -> Steps[socket.socket]:
     an Op (wait_socket)."""
     infos = resolve_now(req.host, req.port)
     if infos is None:
-        late = resolve_timeout(req.host, req.deadline, req.target)
+        late = (
+            resolve_timeout(req.host, req.deadline, req.target)
+            if req.deadline.timeout is not None
+            else None  # (no deadline: never late)
+        )
         infos = yield Call(
             "resolve", lambda: getaddrinfo(req.host, req.port, req.target), req.deadline, late
         )

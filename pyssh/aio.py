@@ -22,6 +22,7 @@ passwords and passphrases come from the arguments.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
@@ -29,6 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 from . import _exec, _ssh, session as _session
 from ._exec import ExecResult
 from ._tcp import Call, Steps, TCPConnect, tcp_steps
+from .errors import SessionClosedError
 
 __all__ = ["AsyncSFTP", "AsyncSession", "connect"]
 
@@ -91,23 +93,16 @@ def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
     return w
 
 
-class _Bell:
-    """A session's wake-up socket pair: an operation's step that read packets rings
-    the session's other waiting operations (Op.attach); the loop then wakes them."""
+class _Ring:
+    """One loop's wake-up socket pair for a session's operations."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.rd, self.wr = socket.socketpair()
         self.rd.setblocking(False)
         self.wr.setblocking(False)
         self.waiting: Set[asyncio.Future[None]] = set()
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-
-    def attach(self, op: _ssh.Op) -> None:
-        op.attach(self.rd.fileno(), self.wr.fileno())
-        loop = asyncio.get_running_loop()
-        if self.loop is None:
-            self.loop = loop
-            loop.add_reader(self.rd.fileno(), self._rung)
+        loop.add_reader(self.rd.fileno(), self._rung)
 
     def _rung(self) -> None:
         try:
@@ -121,11 +116,53 @@ class _Bell:
                 fut.set_result(None)
 
     def close(self) -> None:
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.remove_reader(self.rd.fileno())
-        self.loop = None
+        """In its loop's thread: the waiting operations step once more (their session
+        is closed: SessionClosedError), then the pair goes."""
+        loop = self.loop
+        if not loop.is_closed():
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if not here and loop.is_running():
+                loop.call_soon_threadsafe(self.close)  # another thread's loop
+                return
+            loop.remove_reader(self.rd.fileno())
+            self._rung()
         self.rd.close()
         self.wr.close()
+
+
+class _Bell:
+    """A session's wake-up socket pairs, one per event loop that runs its operations:
+    an operation's step that read packets rings the session's other waiting
+    operations (Op.attach), each through its own loop's pair; that loop wakes them."""
+
+    def __init__(self) -> None:
+        self.rings: Dict[asyncio.AbstractEventLoop, _Ring] = {}
+        self.closed = False
+
+    def ring(self) -> _Ring:
+        """The running loop's pair (made at its first operation)."""
+        loop = asyncio.get_running_loop()
+        r = self.rings.get(loop)
+        if r is None:
+            if self.closed:  # (a pair made now would never be closed)
+                raise SessionClosedError("the session was closed")
+            for old in [lp for lp in self.rings if lp.is_closed()]:
+                self.rings.pop(old).close()
+            r = self.rings[loop] = _Ring(loop)
+        return r
+
+    def attach(self, op: _ssh.Op) -> None:
+        r = self.ring()
+        op.attach(r.rd.fileno(), r.wr.fileno())
+
+    def close(self) -> None:
+        self.closed = True
+        rings, self.rings = list(self.rings.values()), {}
+        for r in rings:
+            r.close()
 
 
 async def _drive(op: _ssh.Op, bell: Optional[_Bell] = None) -> Any:
@@ -160,16 +197,17 @@ async def _ready(
     fut: asyncio.Future[None] = loop.create_future()
     for fd, events in fds:
         watch.add(fd, events, fut)
-    if bell is not None:
-        bell.waiting.add(fut)
+    waiting = bell.ring().waiting if bell is not None else None
+    if waiting is not None:
+        waiting.add(fut)
     timer = loop.call_later(seconds, _wake, fut) if seconds is not None else None
     try:
         await fut
     finally:
         for fd, _ in fds:
             watch.drop(fd, fut)
-        if bell is not None:
-            bell.waiting.discard(fut)
+        if waiting is not None:
+            waiting.discard(fut)
         if timer is not None:
             timer.cancel()
 
@@ -235,6 +273,18 @@ class _no_prompts:
 
     def __exit__(self, *exc: Any) -> None:
         _session.no_prompts.on = self.was
+
+
+def _plain(fn: Any, name: str) -> Any:
+    """A callback is called in the loop's thread between steps, never awaited: an
+    ``async def`` one would only make coroutines (its output lost)."""
+    call = type(fn).__call__ if callable(fn) and not inspect.isroutine(fn) else None
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
+        raise TypeError(
+            f"{name} must be a plain callable (called in the loop's thread, never "
+            f"awaited), not a coroutine function: {fn!r}"
+        )
+    return fn
 
 
 async def connect(host: str, **kwargs: Any) -> AsyncSession:
@@ -326,6 +376,8 @@ class AsyncSession:
         """:meth:`pyssh.Session.exec_wait`: the output streamed as it comes (to
         callables, files or paths, called between chunks in the loop's thread); the
         exit status."""
+        _plain(stdout, "stdout")
+        _plain(stderr, "stderr")
         flow = _exec.run_flow(self.session, command, stdout, stderr, stdin, timeout, env, False)
         result: ExecResult = await _run(flow, self._bell)
         return result.status
@@ -405,6 +457,7 @@ class AsyncSFTP:
         resume: bool = False,
     ) -> int:
         """:meth:`pyssh.SFTP.put`: the bytes transferred."""
+        _plain(progress, "progress")
         n: int = await self._do(
             self.sftp._put_steps(local, remote, progress, preserve, resume, None, None)
         )
@@ -421,6 +474,7 @@ class AsyncSFTP:
     ) -> int:
         """:meth:`pyssh.SFTP.get`: written to a temporary file beside ``local``,
         renamed into place once complete; the bytes transferred."""
+        _plain(progress, "progress")
         n: int = await self._do(
             self.sftp._get_path_steps(remote, local, progress, preserve, resume, None, None)
         )

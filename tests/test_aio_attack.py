@@ -1,0 +1,205 @@
+"""Attacks on pyssh.aio: cancellation, closing, stalls, misuse."""
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+
+import pyssh
+import pyssh.aio
+
+
+def _kw(server, **kw):
+    return {
+        "keyfile": server.client_key,
+        "known_hosts": server.known_hosts,
+        "config": False,
+        "timeout": 20,
+        **kw,
+    }
+
+
+async def _connect(server, **kw):
+    return await pyssh.aio.connect(server.address, **_kw(server, **kw))
+
+
+def test_close_while_a_command_waits_ends_it(server):
+    async def main():
+        s = await _connect(server)
+        task = asyncio.ensure_future(s.run("sleep 30"))
+        await asyncio.sleep(0.3)
+        s.close()
+        with pytest.raises(pyssh.SessionClosedError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
+def test_after_close_run_raises_session_closed(server):
+    async def main():
+        s = await _connect(server)
+        s.close()
+        with pytest.raises(pyssh.SessionClosedError):
+            await s.run("true")
+        with pytest.raises(pyssh.SessionClosedError):
+            await s.sftp()
+
+    asyncio.run(main())
+
+
+def test_session_used_from_a_second_loop(server):
+    s = asyncio.run(_connect(server))
+    try:
+
+        async def first():
+            return (await s.run("echo 1")).stdout
+
+        async def second():
+            outs = await asyncio.wait_for(
+                asyncio.gather(*(s.run(f"sleep 0.2; echo {i}") for i in range(5))), 10
+            )
+            return outs
+
+        assert asyncio.run(first()) == b"1\n"
+        outs = asyncio.run(second())
+        assert [o.stdout for o in outs] == [f"{i}\n".encode() for i in range(5)]
+    finally:
+        s.close()
+
+
+def test_stalled_server_connect_times_out(server):
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(5)
+    port = lst.getsockname()[1]
+
+    async def main():
+        t = time.monotonic()
+        with pytest.raises(pyssh.SSHTimeoutError):
+            await asyncio.wait_for(
+                pyssh.aio.connect("127.0.0.1", port=port, **_kw(server, timeout=1)), 10
+            )
+        return time.monotonic() - t
+
+    try:
+        assert asyncio.run(main()) < 3
+    finally:
+        lst.close()
+
+
+@pytest.mark.slow
+def test_a_session_used_again_from_a_later_loop_still_wakes_its_waiters(server):
+    """asyncio.run() after asyncio.run() with one session: the bell (another call's
+    step read this one's packets) must ring in the loop now running. A blocking call
+    from a thread reads the packets of the loop's command about half the time."""
+
+    s = asyncio.run(_connect(server))
+
+    async def one():
+        th = threading.Thread(target=lambda: s.session.exec_internal("sleep 1.5"))
+        th.start()
+        try:
+            await asyncio.sleep(0.1)
+            t = time.monotonic()
+            assert (await s.run("sleep 0.3; echo b")).stdout == b"b\n"
+            return time.monotonic() - t
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, th.join)
+
+    try:
+        took = [asyncio.run(one()) for _ in range(5)]
+    finally:
+        s.close()
+    assert max(took) < 1.0, took
+
+
+def test_connect_by_host_name_without_a_timeout(server, tmp_path):
+    """A name (resolved in the executor) and timeout=None: the resolve timeout's
+    message was made from None (TypeError) before anything was tried."""
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[localhost]:{server.port} {server.host_key_pub}\n")
+
+    async def main():
+        s = await pyssh.aio.connect(
+            "localhost", port=server.port, **_kw(server, known_hosts=str(kh), timeout=None)
+        )
+        async with s:
+            return (await s.run("echo ok")).stdout
+
+    assert asyncio.run(main()) == b"ok\n"
+
+
+@pytest.mark.slow
+def test_one_session_used_from_two_loops_at_once(server):
+    """Two threads, each its own loop, one AsyncSession: each loop's waiters must be
+    woken through a wake-up pair that loop watches."""
+
+    s = asyncio.run(_connect(server))
+    results = {}
+
+    def thread(name):
+        async def main():
+            outs = await asyncio.wait_for(
+                asyncio.gather(*(s.run(f"sleep 0.{i}; echo {name}{i}") for i in range(4))), 10
+            )
+            return [o.stdout for o in outs]
+
+        try:
+            results[name] = asyncio.run(main())
+        except BaseException as e:  # (reported below)
+            results[name] = e
+
+    try:
+        threads = [threading.Thread(target=thread, args=(n,)) for n in "ab"]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        s.close()
+    assert results == {n: [f"{n}{i}\n".encode() for i in range(4)] for n in "ab"}
+
+
+def test_closing_from_another_thread_ends_the_loops_waiting_operations(server):
+
+    async def main():
+        s = await _connect(server)
+        task = asyncio.ensure_future(s.run("sleep 30"))
+        await asyncio.sleep(0.2)
+        threading.Thread(target=s.close).start()
+        with pytest.raises(pyssh.SessionClosedError):
+            await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
+def test_an_async_def_callback_is_refused_not_its_output_lost(server, tmp_path):
+    """Callbacks are called between steps, never awaited: an ``async def`` one made
+    coroutines that were never run (the output silently lost, status 0)."""
+    got = []
+
+    async def collect(chunk):
+        got.append(chunk)
+
+    async def progress(moved, total):
+        got.append(moved)
+
+    (tmp_path / "f").write_bytes(b"x" * 1000)
+
+    async def main():
+        async with await _connect(server) as s:
+            with pytest.raises(TypeError, match="coroutine function"):
+                await s.exec_wait("echo hi", stdout=collect)
+            with pytest.raises(TypeError, match="coroutine function"):
+                await s.exec_wait("echo hi >&2", stderr=collect)
+            async with await s.sftp() as f:
+                with pytest.raises(TypeError, match="coroutine function"):
+                    await f.put(str(tmp_path / "f"), str(tmp_path / "g"), progress=progress)
+                with pytest.raises(TypeError, match="coroutine function"):
+                    await f.get(str(tmp_path / "f"), str(tmp_path / "h"), progress=progress)
+            assert await s.exec_wait("echo hi", stdout=got.append) == 0
+
+    asyncio.run(main())
+    assert got == [b"hi\n"]
