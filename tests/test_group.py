@@ -168,12 +168,14 @@ def test_run_on_120_hosts(fleet, big):
     assert len({connection(res) for res in r.values()}) == N_HOSTS
 
 
+@pytest.mark.slow  # the quick tier keeps test_run_on_120_hosts
 def test_a_second_run_reuses_the_sessions(big):
     first = {h: connection(res) for h, res in big.run("echo $SSH_CONNECTION").items()}
     second = {h: connection(res) for h, res in big.run("echo $SSH_CONNECTION").items()}
     assert first == second  # same client port per host: not reconnected
 
 
+@pytest.mark.slow  # the quick tier keeps test_run_on_120_hosts
 def test_check_raises_command_error_on_the_hosts_that_fail(fleet, big):
     # the hosts on 127.0.0.3 and 127.0.0.7 exit 3
     command = 'case "$SSH_CONNECTION" in *" 127.0.0.3 "*|*" 127.0.0.7 "*) exit 3;; esac; echo fine'
@@ -254,6 +256,7 @@ CHATTY = (
 )
 
 
+@pytest.mark.slow  # the quick tier keeps test_run_on_120_hosts
 def test_exec_wait_hands_each_host_its_own_complete_lines(fleet, big):
     lock = threading.Lock()
     out = collections.defaultdict(list)

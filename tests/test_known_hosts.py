@@ -92,7 +92,7 @@ _INDEX_HOSTS = st.sampled_from(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     lines=st.lists(
         st.one_of(
