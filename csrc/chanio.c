@@ -180,13 +180,30 @@ open_result(pyssh_chanio *io, int rc)
     return r;
 }
 
+/* How many times a refused session open is asked again. sshd frees a closed
+ * channel's slot only at the end of a pass of its main loop: an open it read
+ * together with another channel's close is refused ("no more sessions") below
+ * MaxSessions, and the same open asked again, read in a later pass, is not. At
+ * the real limit, the refusal comes back as many times (a round trip each). */
+#define REOPENS_MAX 4
+
 int
 pyssh_chanio_open_session(pyssh_chanio *io)
 {
     if (io->open_t0 == 0) {
         io->open_t0 = pyssh_monotonic();
     }
-    return open_result(io, ssh_channel_open_session(io->chan));
+    int rc = open_result(io, ssh_channel_open_session(io->chan));
+    if (rc == PYSSH_REFUSED && io->reopens < REOPENS_MAX) {
+        ssh_session ssh = ssh_channel_get_session(io->chan);
+        io->reopens++;
+        pyssh_chanio_release(io); /* a denied channel: freed, nothing sent */
+        if (pyssh_chanio_new(io, ssh) < 0) {
+            return PYSSH_FAILED;
+        }
+        rc = open_result(io, ssh_channel_open_session(io->chan));
+    }
+    return rc;
 }
 
 int

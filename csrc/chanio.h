@@ -46,6 +46,7 @@ typedef struct pyssh_chanio {
     int opened;         /* the server confirmed the open: there is something to close */
     int eof_sent;
     double open_t0; /* when the open was asked for (a round-trip sample) */
+    int reopens;    /* a session open refused, then asked again (chanio.c) */
     /* the receive window (pyssh_chanio_grow): how far it may grow, how far it
      * has, and the bytes counted since `win_t0` */
     uint32_t win_max, win;

@@ -90,9 +90,7 @@ def test_many_commands_on_few_sessions_at_once(server):
 
     async def main():
         sessions = await asyncio.gather(*(_connect(server) for _ in range(5)))
-        sem = [
-            asyncio.Semaphore(4) for _ in sessions
-        ]  # see docs/aio.md: sshd frees closed channels lazily
+        sem = [asyncio.Semaphore(8) for _ in sessions]  # sshd: MaxSessions 10
 
         async def one(i):
             async with sem[i % 5]:
@@ -223,7 +221,7 @@ def test_the_loop_stays_responsive_during_a_big_transfer(server, tmp_path):
 def test_1000_commands_over_10_sessions(server):
     async def main():
         sessions = await asyncio.gather(*(_connect(server) for _ in range(10)))
-        sem = [asyncio.Semaphore(4) for _ in sessions]
+        sem = [asyncio.Semaphore(8) for _ in sessions]
 
         async def one(i):
             async with sem[i % 10]:

@@ -970,3 +970,18 @@ def test_demo_runs_the_exec_examples(server):
     ), out
     assert "  stderr: b'a line on stderr\\n'" in out, out
     assert "CommandError (status " in out and "its stderr ended with:" in out, out
+
+
+@pytest.mark.slow
+def test_commands_at_the_channel_limit_are_not_refused_by_a_close_in_flight():
+    # sshd frees a closed channel's slot at the end of a pass of its main loop: an open
+    # read in the same pass as a close was refused ("no more sessions") with only
+    # MaxSessions - 1 channels in use. pyssh asks a refused open again (chanio.c).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import QUICK_SHELL
+
+    with pyssh.testing.SSHServer(extra_config=["MaxSessions 4", *QUICK_SHELL]) as srv:
+        with srv.connect() as s, ThreadPoolExecutor(4) as pool:
+            outs = list(pool.map(lambda i: s.exec_internal(f"echo {i}").stdout, range(300)))
+    assert outs == [f"{i}\n".encode() for i in range(300)]
