@@ -909,11 +909,14 @@ class SFTP:
 
     def remove(self, path: Any) -> None:
         """Remove file ``path`` (``os.remove``)."""
+        run_steps(self._remove_steps(path))
+
+    def _remove_steps(self, path: Any) -> Steps[None]:
         spath = os.fspath(path)
         try:
-            self._status(REMOVE, _str(_path(path)), "remove", spath)
+            yield from self._status_steps(REMOVE, _str(_path(path)), "remove", spath)
         except SFTPError as e:
-            if self._vague(e) and self.is_dir(path):
+            if self._vague(e) and (yield from self._is_dir_steps(path)):
                 raise SFTPIsADirectoryError(
                     errno.EISDIR, f"remove: {printable(spath)} is a directory (use rmdir)", spath
                 ) from None
@@ -923,21 +926,24 @@ class SFTP:
 
     def rmdir(self, path: Any) -> None:
         """Remove the empty directory ``path`` (``os.rmdir``)."""
+        run_steps(self._rmdir_steps(path))
+
+    def _rmdir_steps(self, path: Any) -> Steps[None]:
         spath = os.fspath(path)
         try:
-            self._status(RMDIR, _str(_path(path)), "rmdir", spath)
+            yield from self._status_steps(RMDIR, _str(_path(path)), "rmdir", spath)
         except SFTPError as e:
             # OpenSSH says "no such file" for ENOTDIR and "failure" for ENOTEMPTY
             if self._vague(e, SFTPFileNotFoundError):
                 try:
-                    st = self.lstat(path)
+                    st = yield from self._attrs_of_steps(LSTAT, path, "lstat")
                 except SFTPError:
                     raise e from None
                 if not st.is_dir():
                     raise SFTPNotADirectoryError(
                         errno.ENOTDIR, f"rmdir: {printable(spath)} is not a directory", spath
                     ) from None
-                if self.listdir(path):
+                if (yield from self._listdir_attr_steps(path)):
                     raise SFTPError(
                         errno.ENOTEMPTY, f"rmdir: {printable(spath)} is not empty", spath
                     ) from None
@@ -947,25 +953,25 @@ class SFTP:
         """Rename ``src`` to ``dst``, replacing ``dst`` if it exists, as ``os.replace``
         does, where the server offers posix-rename@openssh.com; otherwise with
         SFTP's own rename, which refuses an existing ``dst``."""
+        run_steps(self._rename_steps(src, dst))
+
+    def _rename_steps(self, src: Any, dst: Any) -> Steps[None]:
         a, b = _path(src), _path(dst)
         if "posix-rename@openssh.com" in self.extensions:
-            self._status(
-                EXTENDED,
-                _str(b"posix-rename@openssh.com") + _str(a) + _str(b),
-                "rename",
-                os.fspath(src),
-                os.fspath(dst),
-            )
+            kind, payload = EXTENDED, _str(b"posix-rename@openssh.com") + _str(a) + _str(b)
         else:
-            self._status(RENAME, _str(a) + _str(b), "rename", os.fspath(src), os.fspath(dst))
+            kind, payload = RENAME, _str(a) + _str(b)
+        yield from self._status_steps(kind, payload, "rename", os.fspath(src), os.fspath(dst))
 
     replace = rename
 
     def chmod(self, path: Any, mode: int) -> None:
         """Set the permission bits of ``path`` (``os.chmod``)."""
-        self._status(
-            SETSTAT, _str(_path(path)) + _attrs(mode=mode & 0o7777), "chmod", os.fspath(path)
-        )
+        run_steps(self._chmod_steps(path, mode))
+
+    def _chmod_steps(self, path: Any, mode: int) -> Steps[None]:
+        payload = _str(_path(path)) + _attrs(mode=mode & 0o7777)
+        yield from self._status_steps(SETSTAT, payload, "chmod", os.fspath(path))
 
     def utime(self, path: Any, times: Optional[Tuple[float, float]] = None) -> None:
         """Set the access and modification times of ``path`` (``os.utime``: a pair
@@ -1008,7 +1014,13 @@ class SFTP:
     def realpath(self, path: Any = ".") -> str:
         """The absolute, canonical form of ``path`` on the server (``"."``: the
         directory SFTP starts in, normally the home)."""
-        names = self._names(REALPATH, _str(_path(path)), "realpath", os.fspath(path))
+        return run_steps(self._realpath_steps(path))
+
+    def _realpath_steps(self, path: Any) -> Steps[str]:
+        reply = yield from self._call_steps(
+            REALPATH, _str(_path(path)), "realpath", os.fspath(path)
+        )
+        names = [_entry(e) for e in reply[1]]
         if not names or names[0].filename is None:
             raise SFTPError(errno.EPROTO, "realpath: an empty reply", os.fspath(path))
         return names[0].filename

@@ -27,10 +27,10 @@ import socket
 import weakref
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
-from . import _exec, _ssh, session as _session
+from . import _exec, _sftp, _ssh, session as _session
 from ._exec import ExecResult
 from ._tcp import Call, Steps, TCPConnect, tcp_steps
-from .errors import SessionClosedError
+from .errors import SessionClosedError, SFTPFileNotFoundError
 
 __all__ = ["AsyncSFTP", "AsyncSession", "connect"]
 
@@ -505,4 +505,51 @@ class AsyncSFTP:
     async def is_dir(self, path: Any) -> bool:
         """:meth:`pyssh.SFTP.is_dir`."""
         r: bool = await self._do(self.sftp._is_dir_steps(path))
+        return r
+
+    async def lstat(self, path: Any) -> Any:
+        """:meth:`pyssh.SFTP.lstat`: the attributes of a symlink itself."""
+        return await self._do(self.sftp._attrs_of_steps(_sftp.LSTAT, path, "lstat"))
+
+    async def exists(self, path: Any) -> bool:
+        """:meth:`pyssh.SFTP.exists`."""
+        try:
+            await self.stat(path)
+        except SFTPFileNotFoundError:
+            return False
+        return True
+
+    async def listdir_attr(self, path: Any = ".") -> List[Any]:
+        """:meth:`pyssh.SFTP.listdir_attr`: the entries with their attributes, by name."""
+        entries: List[Any] = await self._do(self.sftp._listdir_attr_steps(path))
+        return entries
+
+    async def listdir(self, path: Any = ".") -> List[str]:
+        """:meth:`pyssh.SFTP.listdir`: the names, sorted."""
+        return sorted(a.filename for a in await self.listdir_attr(path) if a.filename is not None)
+
+    async def mkdir(self, path: Any, mode: int = 0o777) -> None:
+        """:meth:`pyssh.SFTP.mkdir`."""
+        await self._do(self.sftp._mkdir_steps(path, mode))
+
+    async def rmdir(self, path: Any) -> None:
+        """:meth:`pyssh.SFTP.rmdir`."""
+        await self._do(self.sftp._rmdir_steps(path))
+
+    async def remove(self, path: Any) -> None:
+        """:meth:`pyssh.SFTP.remove`."""
+        await self._do(self.sftp._remove_steps(path))
+
+    async def rename(self, src: Any, dst: Any) -> None:
+        """:meth:`pyssh.SFTP.rename` (replacing ``dst`` where the server offers
+        posix-rename@openssh.com)."""
+        await self._do(self.sftp._rename_steps(src, dst))
+
+    async def chmod(self, path: Any, mode: int) -> None:
+        """:meth:`pyssh.SFTP.chmod`."""
+        await self._do(self.sftp._chmod_steps(path, mode))
+
+    async def realpath(self, path: Any = ".") -> str:
+        """:meth:`pyssh.SFTP.realpath`."""
+        r: str = await self._do(self.sftp._realpath_steps(path))
         return r

@@ -234,3 +234,31 @@ def test_1000_commands_over_10_sessions(server):
                 s.close()
 
     assert asyncio.run(main()) == [f"{i}\n".encode() for i in range(1000)]
+
+
+def test_sftp_file_operations(server, tmp_path):
+    os.chmod(tmp_path, 0o755)
+    base = str(tmp_path / "ops")
+
+    async def main():
+        async with await _connect(server) as s, await s.sftp() as f:
+            await f.mkdir(base)
+            with pytest.raises(pyssh.SFTPFileExistsError):
+                await f.mkdir(base)
+            await f.put(__file__, f"{base}/a")
+            await f.rename(f"{base}/a", f"{base}/b")
+            await f.chmod(f"{base}/b", 0o640)
+            assert (await f.lstat(f"{base}/b")).st_mode & 0o777 == 0o640
+            assert await f.listdir(base) == ["b"]
+            assert [a.filename for a in await f.listdir_attr(base)] == ["b"]
+            assert await f.exists(f"{base}/b") and not await f.exists(f"{base}/a")
+            assert await f.realpath(f"{base}/../ops") == base
+            with pytest.raises(pyssh.SFTPError, match="not empty"):
+                await f.rmdir(base)
+            with pytest.raises(pyssh.SFTPIsADirectoryError):
+                await f.remove(base)
+            await f.remove(f"{base}/b")
+            await f.rmdir(base)
+            assert not await f.exists(base)
+
+    asyncio.run(main())
