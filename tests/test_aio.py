@@ -236,6 +236,7 @@ def test_1000_commands_over_10_sessions(server):
     assert asyncio.run(main()) == [f"{i}\n".encode() for i in range(1000)]
 
 
+@pytest.mark.slow
 def test_sftp_file_operations(server, tmp_path):
     os.chmod(tmp_path, 0o755)
     base = str(tmp_path / "ops")

@@ -69,6 +69,7 @@ def test_session_used_from_a_second_loop(server):
         s.close()
 
 
+@pytest.mark.slow  # a 1 s timeout
 def test_stalled_server_connect_times_out(server):
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
