@@ -6,23 +6,10 @@ import threading
 import time
 
 import pytest
+from test_aio import _connect, _kw  # (tests/ is on sys.path: pytest puts it there)
 
 import pyssh
 import pyssh.aio
-
-
-def _kw(server, **kw):
-    return {
-        "keyfile": server.client_key,
-        "known_hosts": server.known_hosts,
-        "config": False,
-        "timeout": 20,
-        **kw,
-    }
-
-
-async def _connect(server, **kw):
-    return await pyssh.aio.connect(server.address, **_kw(server, **kw))
 
 
 def test_close_while_a_command_waits_ends_it(server):

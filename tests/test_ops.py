@@ -466,72 +466,12 @@ def test_wait_socket_refuses_what_cannot_be_a_socket():
 # ---- an event loop that waits itself: Op.step() (the way to asyncio, issue 22) ---------------
 
 
-async def _drive_in_loop(op):
-    """Move `op` from the running asyncio loop: its sockets through add_reader /
-    add_writer, its deadline through a timer; libssh runs only inside step()."""
-    import asyncio
-    import select
-
-    loop = asyncio.get_running_loop()
-    while (wants := op.step()) is not None:
-        fds, seconds = wants
-        ready = loop.create_future()
-
-        def wake(*_, ready=ready):
-            if not ready.done():
-                ready.set_result(None)
-
-        for fd, events in fds:
-            if events & select.POLLIN:
-                loop.add_reader(fd, wake)
-            if events & select.POLLOUT:
-                loop.add_writer(fd, wake)
-        timer = loop.call_later(seconds, wake) if seconds is not None else None
-        try:
-            await ready
-        finally:
-            for fd, _ in fds:
-                loop.remove_reader(fd)
-                loop.remove_writer(fd)
-            if timer is not None:
-                timer.cancel()
-    return op.result()
-
-
 async def _run_flow_in_loop(flow):
-    """A flow (connect_steps, run_flow) in the loop: Ops through _drive_in_loop, a TCP
-    connection through the Group's own non-blocking steps, a name to resolve in the
-    loop's executor."""
-    import asyncio
+    """A flow (connect_steps, run_flow) in the running loop, as pyssh.aio runs it: its
+    Ops by Op.step() with the loop's readers and writers, no thread."""
+    from pyssh.aio import _run
 
-    from pyssh._tcp import Call as _Call, TCPConnect, tcp_steps as _tcp_steps
-
-    stack, value, error = [flow], None, None
-    while True:
-        try:
-            item = stack[-1].throw(error) if error else stack[-1].send(value)
-        except StopIteration as stop:
-            stack.pop()
-            value, error = stop.value, None
-            if not stack:
-                return value
-            continue
-        except BaseException as e:
-            stack.pop()
-            if not stack:
-                raise
-            value, error = None, e
-            continue
-        value, error = None, None
-        try:
-            if isinstance(item, TCPConnect):
-                stack.append(_tcp_steps(item))
-            elif isinstance(item, _Call):
-                value = await asyncio.get_running_loop().run_in_executor(None, item.fn)
-            else:
-                value = await _drive_in_loop(item)
-        except BaseException as e:
-            error = e
+    return await _run(flow)
 
 
 def test_an_asyncio_loop_drives_connect_and_commands_through_op_step(server):
