@@ -1212,9 +1212,9 @@ static PyObject *
 run_go(struct sftp_run *R, const pyssh_op_kind *kind, pyssh_deadline *dl, int defer, PyObject *args,
        PyObject *kwds)
 {
+    run_relocate(R, dl);
     if (R->set.n > 1) {
         R->takes = 1;
-        run_relocate(R, dl);
         set_takes(&R->set, 1);
     }
     R->ran = 1;
@@ -1225,7 +1225,6 @@ run_go(struct sftp_run *R, const pyssh_op_kind *kind, pyssh_deadline *dl, int de
         R->p[0]->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
     }
     R->t0 = pyssh_monotonic();
-    run_relocate(R, dl);
     return pyssh_op_start(R->self->session, kind, R, dl, R->what, defer, (PyObject *)R->self, args,
                           kwds);
 }
