@@ -22,10 +22,11 @@ passwords and passphrases come from the arguments.
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import socket
 import weakref
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set
 
 from . import _exec, _sftp, _ssh, session as _session
 from ._exec import ExecResult
@@ -165,20 +166,25 @@ class _Bell:
             r.close()
 
 
-async def _drive(op: _ssh.Op, bell: Optional[_Bell] = None) -> Any:
+async def _drive(op: _ssh.Op, bell: Optional[_Bell] = None, later: Optional[_Later] = None) -> Any:
     """Move `op` to its end from the running loop; its result (or exception). A
-    cancelled task cancels the Op first (its claim goes), then raises."""
+    cancelled task cancels the Op first (its claim goes), then raises. The async
+    callbacks' awaitables queued by a step are awaited before the next step."""
     loop = asyncio.get_running_loop()
     watch = _watch(loop)
     try:
         if bell is not None:
             bell.attach(op)
         while (wants := op.step()) is not None:
+            if later is not None and later.queue:
+                await later.flush()
             fds, seconds = wants
             if seconds == 0:
                 await asyncio.sleep(0)  # a slice ran out: the loop's other tasks first
                 continue
             await _ready(loop, watch, fds, seconds, bell)
+        if later is not None:
+            await later.flush()
     except BaseException:
         op.cancel()
         raise
@@ -217,12 +223,23 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-async def _run(flow: Steps[Any], bell: Optional[_Bell] = None) -> Any:
+async def _run(
+    flow: Steps[Any], bell: Optional[_Bell] = None, later: Optional[_Later] = None
+) -> Any:
     """Run a flow in the loop: its Ops through _drive, a TCP connection by the same
     non-blocking steps as pyssh.Group's, a host name resolved in the loop's default
     executor (getaddrinfo cannot be made non-blocking). The flow never asks on the
-    terminal."""
-    stack: List[Steps[Any]] = [flow]
+    terminal. `later`: the queue of the flow's async callbacks."""
+    try:
+        return await _run_stack([flow], bell, later)
+    finally:
+        if later is not None:
+            later.drop()
+
+
+async def _run_stack(
+    stack: List[Steps[Any]], bell: Optional[_Bell], later: Optional[_Later]
+) -> Any:
     value: Any = None
     error: Optional[BaseException] = None
     while True:
@@ -233,6 +250,8 @@ async def _run(flow: Steps[Any], bell: Optional[_Bell] = None) -> Any:
             stack.pop()
             value, error = stop.value, None
             if not stack:
+                if later is not None:
+                    await later.flush()  # what the flow's last Python lines called
                 return value
             continue
         except BaseException as e:
@@ -243,14 +262,18 @@ async def _run(flow: Steps[Any], bell: Optional[_Bell] = None) -> Any:
             continue
         value, error = None, None
         try:
-            value = await _one(item, stack, bell)
+            value = await _one(item, stack, bell, later)
         except BaseException as e:  # thrown into the flow where it waited
             error = e
 
 
-async def _one(item: Any, stack: List[Steps[Any]], bell: Optional[_Bell]) -> Any:
+async def _one(
+    item: Any, stack: List[Steps[Any]], bell: Optional[_Bell], later: Optional[_Later]
+) -> Any:
+    if later is not None:
+        await later.flush()  # what the flow's Python lines called since the last wait
     if isinstance(item, _ssh.Op):
-        return await _drive(item, bell)
+        return await _drive(item, bell, later)
     if isinstance(item, TCPConnect):
         stack.append(tcp_steps(item))
         return None
@@ -275,16 +298,42 @@ class _no_prompts:
         _session.no_prompts.on = self.was
 
 
-def _plain(fn: Any, name: str) -> Any:
-    """A callback is called in the loop's thread between steps, never awaited: an
-    ``async def`` one would only make coroutines (its output lost)."""
-    call = type(fn).__call__ if callable(fn) and not inspect.isroutine(fn) else None
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call):
-        raise TypeError(
-            f"{name} must be a plain callable (called in the loop's thread, never "
-            f"awaited), not a coroutine function: {fn!r}"
-        )
-    return fn
+class _Later:
+    """Async callbacks: the C step calls them between chunks in the loop's thread, where
+    nothing can be awaited, so a callback's awaitable (``async def`` callbacks, or a
+    plain one returning an awaitable) is queued, and awaited in order after the step,
+    before the next one: a slow callback holds the transfer back (its window), as a
+    slow plain one does, and the loop stays free while it runs."""
+
+    def __init__(self) -> None:
+        self.queue: Deque[Awaitable[Any]] = collections.deque()
+
+    def wrap(self, fn: Any) -> Any:
+        """`fn` when it is no callable (a path, a file, None, True), else a callable
+        that calls it and queues what it returns when that is awaitable."""
+        if fn is None or not callable(fn):
+            return fn
+        queue = self.queue
+
+        def call(*args: Any) -> None:
+            r = fn(*args)
+            if inspect.isawaitable(r):
+                queue.append(r)
+
+        return call
+
+    async def flush(self) -> None:
+        while self.queue:
+            await self.queue.popleft()
+
+    def drop(self) -> None:
+        """The operation failed: the queued coroutines will never run (closed, without
+        the "never awaited" warning)."""
+        while self.queue:
+            c = self.queue.popleft()
+            close = getattr(c, "close", None)
+            if close is not None:
+                close()
 
 
 async def connect(host: str, **kwargs: Any) -> AsyncSession:
@@ -376,10 +425,10 @@ class AsyncSession:
         """:meth:`pyssh.Session.exec_wait`: the output streamed as it comes (to
         callables, files or paths, called between chunks in the loop's thread); the
         exit status."""
-        _plain(stdout, "stdout")
-        _plain(stderr, "stderr")
-        flow = _exec.run_flow(self.session, command, stdout, stderr, stdin, timeout, env, False)
-        result: ExecResult = await _run(flow, self._bell)
+        later = _Later()
+        out, err = later.wrap(stdout), later.wrap(stderr)
+        flow = _exec.run_flow(self.session, command, out, err, stdin, timeout, env, False)
+        result: ExecResult = await _run(flow, self._bell, later)
         return result.status
 
     async def sftp_upload(
@@ -444,8 +493,8 @@ class AsyncSFTP:
     def closed(self) -> bool:
         return bool(self.sftp.closed)
 
-    async def _do(self, flow: Steps[Any]) -> Any:
-        return await _run(flow, self._bell)
+    async def _do(self, flow: Steps[Any], later: Optional[_Later] = None) -> Any:
+        return await _run(flow, self._bell, later)
 
     async def put(
         self,
@@ -457,9 +506,10 @@ class AsyncSFTP:
         resume: bool = False,
     ) -> int:
         """:meth:`pyssh.SFTP.put`: the bytes transferred."""
-        _plain(progress, "progress")
+        later = _Later()
         n: int = await self._do(
-            self.sftp._put_steps(local, remote, progress, preserve, resume, None, None)
+            self.sftp._put_steps(local, remote, later.wrap(progress), preserve, resume, None, None),
+            later,
         )
         return n
 
@@ -474,9 +524,12 @@ class AsyncSFTP:
     ) -> int:
         """:meth:`pyssh.SFTP.get`: written to a temporary file beside ``local``,
         renamed into place once complete; the bytes transferred."""
-        _plain(progress, "progress")
+        later = _Later()
         n: int = await self._do(
-            self.sftp._get_path_steps(remote, local, progress, preserve, resume, None, None)
+            self.sftp._get_path_steps(
+                remote, local, later.wrap(progress), preserve, resume, None, None
+            ),
+            later,
         )
         return n
 

@@ -1,6 +1,7 @@
 """Attacks on pyssh.aio: cancellation, closing, stalls, misuse."""
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -163,31 +164,46 @@ def test_closing_from_another_thread_ends_the_loops_waiting_operations(server):
     asyncio.run(main())
 
 
-def test_an_async_def_callback_is_refused_not_its_output_lost(server, tmp_path):
-    """Callbacks are called between steps, never awaited: an ``async def`` one made
-    coroutines that were never run (the output silently lost, status 0)."""
+@pytest.mark.slow
+def test_async_def_callbacks_are_awaited_in_order_none_lost(server, tmp_path):
+    """Callbacks are called between steps, where nothing can be awaited: an ``async
+    def`` one's coroutine is queued and awaited before the next step (in order, the
+    transfer held back while it runs), never dropped (output silently lost)."""
     got = []
 
     async def collect(chunk):
+        await asyncio.sleep(0.001)  # a real suspension: the order must still hold
         got.append(chunk)
 
-    async def progress(moved, total):
-        got.append(moved)
+    moved = []
 
-    (tmp_path / "f").write_bytes(b"x" * 1000)
+    async def progress(done, total):
+        await asyncio.sleep(0)
+        moved.append((done, total))
+
+    data = os.urandom(3 << 20)
+    (tmp_path / "f").write_bytes(data)
+    n = 20000
 
     async def main():
         async with await _connect(server) as s:
-            with pytest.raises(TypeError, match="coroutine function"):
-                await s.exec_wait("echo hi", stdout=collect)
-            with pytest.raises(TypeError, match="coroutine function"):
-                await s.exec_wait("echo hi >&2", stderr=collect)
+            status = await s.exec_wait(f"seq {n}", stdout=collect, stderr=collect)
+            assert status == 0
+            assert b"".join(got) == b"".join(b"%d\n" % i for i in range(1, n + 1))
             async with await s.sftp() as f:
-                with pytest.raises(TypeError, match="coroutine function"):
-                    await f.put(str(tmp_path / "f"), str(tmp_path / "g"), progress=progress)
-                with pytest.raises(TypeError, match="coroutine function"):
-                    await f.get(str(tmp_path / "f"), str(tmp_path / "h"), progress=progress)
-            assert await s.exec_wait("echo hi", stdout=got.append) == 0
+                await f.put(str(tmp_path / "f"), str(tmp_path / "g"), progress=progress)
+                assert moved and moved[-1] == (len(data), len(data))
+                assert [m for m, _ in moved] == sorted(m for m, _ in moved)
+                moved.clear()
+                await f.get(str(tmp_path / "g"), str(tmp_path / "h"), progress=progress)
+                assert moved and moved[-1] == (len(data), len(data))
+
+            async def broken(chunk):
+                raise ValueError("the callback failed")
+
+            with pytest.raises(ValueError, match="the callback failed"):
+                await s.exec_wait("echo hi; sleep 30", stdout=broken)
+            assert (await s.run("echo still usable")).stdout == b"still usable\n"
 
     asyncio.run(main())
-    assert got == [b"hi\n"]
+    assert (tmp_path / "h").read_bytes() == data
