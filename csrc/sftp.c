@@ -2241,24 +2241,28 @@ sftp_upload(SFTPObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(read_doc,
-             "read($self, /, handle, offset, n, timeout=None, inflight=16, chunk=32768)\n--\n\n"
+             "read($self, /, handle, offset, n, timeout=None, inflight=16, chunk=32768,\n"
+             "     defer=False)\n--\n\n"
              "Read up to n bytes of the open remote file `handle` from `offset`, with READ\n"
              "requests of `chunk` bytes in flight together. Shorter at the end of the file.\n"
              "Returns (data, status code or -1, status message (bytes)): data holds only bytes\n"
-             "received, up to where the server said the file ends.");
+             "received, up to where the server said the file ends. `defer`: an Op instead, as\n"
+             "batch().");
 
 static PyObject *
 sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"handle", "offset", "n", "timeout", "inflight", "chunk", NULL};
+    static char *kwlist[] = {"handle",   "offset", "n",     "timeout",
+                             "inflight", "chunk",  "defer", NULL};
     unsigned long long offset;
     Py_ssize_t n;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    int defer = 0;
     struct sftp_run R;
     memset(&R, 0, sizeof(R));
     R.x = (struct xfer){OP_DOWNLOAD, -1, NULL, 0, 0, 16, 32768, 0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Kn|O&iI:read", kwlist, &R.handle, &offset, &n,
-                                     pyssh_deadline_conv, &dl, &R.x.inflight, &R.x.chunk)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Kn|O&iIp:read", kwlist, &R.handle, &offset, &n,
+                                     pyssh_deadline_conv, &dl, &R.x.inflight, &R.x.chunk, &defer)) {
         return NULL;
     }
     R.have_handle = 1;
@@ -2271,8 +2275,9 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
         R.x.mem = PyBytes_AS_STRING(R.out);
         R.x.offset = offset;
         R.x.end = offset + (uint64_t)n;
+        /* R.out is the run's (an Op's, deferred) until it ends: x.mem stays valid */
         if (transfer_setup(&R, self) == 0) {
-            return run_go(&R, &transfer_kind, &dl, 0, args, kwds);
+            return run_go(&R, &transfer_kind, &dl, defer, args, kwds);
         }
     }
     run_release(self->session, &R);
@@ -2280,31 +2285,36 @@ sftp_read(SFTPObject *self, PyObject *args, PyObject *kwds)
 }
 
 PyDoc_STRVAR(write_doc,
-             "write($self, /, handle, offset, data, timeout=None, inflight=16, chunk=32768)\n--\n\n"
+             "write($self, /, handle, offset, data, timeout=None, inflight=16, chunk=32768,\n"
+             "      defer=False)\n--\n\n"
              "Write `data` into the open remote file `handle` at `offset`, with WRITE requests\n"
              "of `chunk` bytes in flight together. Returns (bytes acknowledged, status code or\n"
-             "-1, status message (bytes)).");
+             "-1, status message (bytes)). `defer`: an Op instead, as batch() (it holds `data`'s\n"
+             "buffer until it ends).");
 
 static PyObject *
 sftp_write(SFTPObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"handle", "offset", "data", "timeout", "inflight", "chunk", NULL};
+    static char *kwlist[] = {"handle",   "offset", "data",  "timeout",
+                             "inflight", "chunk",  "defer", NULL};
     unsigned long long offset;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    int defer = 0;
     struct sftp_run R;
     memset(&R, 0, sizeof(R));
     R.x = (struct xfer){OP_UPLOAD, -1, NULL, 0, 0, 16, 32768, 0};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|O&iI:write", kwlist, &R.handle, &offset,
-                                     &R.data, pyssh_deadline_conv, &dl, &R.x.inflight,
-                                     &R.x.chunk)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*Ky*|O&iIp:write", kwlist, &R.handle, &offset,
+                                     &R.data, pyssh_deadline_conv, &dl, &R.x.inflight, &R.x.chunk,
+                                     &defer)) {
         return NULL;
     }
     R.have_handle = R.have_data = 1;
     R.x.mem = R.data.buf;
     R.x.offset = offset;
     R.x.end = range_end(offset, (uint64_t)R.data.len);
+    /* the buffer (R.data) is held by the run, an Op's when deferred: x.mem stays valid */
     if (transfer_setup(&R, self) == 0) {
-        return run_go(&R, &transfer_kind, &dl, 0, args, kwds);
+        return run_go(&R, &transfer_kind, &dl, defer, args, kwds);
     }
     run_release(self->session, &R);
     return NULL;

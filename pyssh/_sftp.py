@@ -206,13 +206,20 @@ class SFTPLimits(NamedTuple):
 READ_AHEAD_MAX = 8 << 20  # the file object's read-ahead grows to this on sequential reads
 
 
-class _RemoteRaw(io.RawIOBase):
-    """The raw file under ``SFTP.open()``: positioned reads and writes on an open
-    remote handle. Sequential reads fetch ahead (a window that doubles up to 8 MiB,
+class _FileSteps:
+    """What a remote file object does, written once as flows: the blocking
+    ``_RemoteRaw`` (under ``SFTP.open()``) runs them with ``run_steps``, pyssh.aio's
+    ``AsyncSFTPFile`` in the event loop. Positioned reads and writes on an open
+    remote handle; sequential reads fetch ahead (a window that doubles up to 8 MiB,
     its READ requests in flight together); each write sends its data in WRITE
     requests in flight together."""
 
-    def __init__(
+    name: str
+    mode: str
+    _sftp: SFTP
+    _h: bytes
+
+    def _setup_file(
         self,
         sftp: SFTP,
         path: str,
@@ -221,8 +228,7 @@ class _RemoteRaw(io.RawIOBase):
         readable: bool,
         writable: bool,
         position: int,
-    ):
-        super().__init__()
+    ) -> None:
         self.name = path
         self.mode = mode
         self._sftp = sftp
@@ -234,23 +240,37 @@ class _RemoteRaw(io.RawIOBase):
         self._ahead_at = 0
         self._window = sftp.max_read * 4
 
-    def readable(self) -> bool:
-        return self._readable
-
-    def writable(self) -> bool:
-        return self._writable
-
-    def seekable(self) -> bool:
-        return True
+    def _is_closed(self) -> bool:
+        raise NotImplementedError
 
     def _check(self) -> None:
-        if self.closed:
+        if self._is_closed():
             raise ValueError("I/O operation on closed file.")
 
-    def readinto(self, b: Any) -> int:
+    def _check_read(self) -> None:
         self._check()
         if not self._readable:
             raise io.UnsupportedOperation("read")
+
+    def _check_write(self, what: str = "write") -> None:
+        self._check()
+        if not self._writable:
+            raise io.UnsupportedOperation(what)
+
+    def _fetch_steps(self, offset: int, want: int) -> Steps[bytes]:
+        """Up to `want` bytes from `offset` (READ requests in flight together);
+        fewer only where the server said the file ends."""
+        s = self._sftp
+        got = yield _op(s._c.read, self._h, offset, want, s._timeout, INFLIGHT, s.max_read)
+        if got.status >= 0:
+            raise _error(got.status, got.message, "read", self.name)
+        data: bytes = got.data
+        return data
+
+    def _readinto_steps(self, b: Any) -> Steps[int]:
+        """The raw readinto(): from the fetched data, fetching ahead when it has
+        none at the position (a bigger window while the reads are sequential)."""
+        self._check_read()
         view = memoryview(b).cast("B")
         n = len(view)
         if n == 0:
@@ -264,12 +284,7 @@ class _RemoteRaw(io.RawIOBase):
             want = min(max(n, self._window), OFFSET_MAX - self._pos)
             if want == 0:
                 return 0  # nothing can lie beyond the largest offset
-            got = self._sftp._c.read(
-                self._h, self._pos, want, self._sftp._timeout, INFLIGHT, self._sftp.max_read
-            )
-            data, code, msg = got.data, got.status, got.message
-            if code >= 0:
-                raise _error(code, msg, "read", self.name)
+            data = yield from self._fetch_steps(self._pos, want)
             self._ahead, self._ahead_at, start = data, self._pos, 0
             if not data:
                 return 0
@@ -278,79 +293,199 @@ class _RemoteRaw(io.RawIOBase):
         self._pos += k
         return k
 
-    def readall(self) -> bytes:
+    def _read_steps(self, size: int = -1) -> Steps[bytes]:
+        """Up to `size` bytes from the position (all to the end if negative), fewer
+        only at the end of the file; in pieces of at most 8 MiB (the memory a
+        large `size` takes is what arrives)."""
         chunks: List[bytes] = []
-        while True:
-            b = bytearray(max(self._window, 1 << 20))
-            k = self.readinto(b)
+        left = size if size >= 0 else OFFSET_MAX
+        while left > 0:
+            b = bytearray(min(left, max(self._window, 1 << 20), READ_AHEAD_MAX))
+            k = yield from self._readinto_steps(b)
             if not k:
-                return b"".join(chunks)
+                break
             chunks.append(bytes(b[:k]))
+            left -= k
+        return b"".join(chunks)
 
-    def write(self, b: Any) -> int:
-        self._check()
-        if not self._writable:
-            raise io.UnsupportedOperation("write")
+    def _pread_steps(self, size: int, offset: int) -> Steps[bytes]:
+        """`size` bytes from `offset` (all to the end if negative), the position
+        left as it is: pieces of up to 8 MiB, each READ requests in flight."""
+        self._check_read()
+        _offset_ok(offset, self.name)
+        chunks: List[bytes] = []
+        left = size if size >= 0 else OFFSET_MAX
+        while left > 0:
+            want = min(left, READ_AHEAD_MAX, OFFSET_MAX - offset)
+            if want <= 0:
+                break
+            data = yield from self._fetch_steps(offset, want)
+            chunks.append(data)
+            offset += len(data)
+            left -= len(data)
+            if len(data) < want:
+                break  # the end of the file
+        return b"".join(chunks)
+
+    def _readline_steps(self, sep: bytes = b"\n") -> Steps[bytes]:
+        """One line from the position, `sep` included (b"" at the end); what was
+        fetched past it stays for the next read."""
+        line = bytearray()
+        while True:
+            b = bytearray(max(self._sftp.max_read, 8192))
+            k = yield from self._readinto_steps(b)
+            if not k:
+                return bytes(line)
+            seen = max(0, len(line) - len(sep) + 1)
+            line += b[:k]
+            i = line.find(sep, seen)
+            if i >= 0:
+                end = i + len(sep)
+                self._pos -= len(line) - end  # still in the fetched data
+                return bytes(line[:end])
+
+    def _write_steps(self, b: Any, offset: Optional[int] = None) -> Steps[int]:
+        """Write `b` at the position (moved past it; the end first in append mode),
+        or at `offset` (the position left as it is): the bytes written, all of
+        which the server confirmed."""
+        self._check_write()
         data = bytes(b)
+        if offset is not None:
+            _offset_ok(offset, self.name)
         if not data:
             return 0
-        if self.mode.startswith("a"):
-            self._pos = self._size()
-        done = self._sftp._c.write(
-            self._h, self._pos, data, self._sftp._timeout, INFLIGHT, self._sftp.max_write
-        )
-        moved, code, msg = done.moved, done.status, done.message
-        if code >= 0:
-            raise _error(code, msg, "write", self.name)
-        if moved != len(data):
+        at = offset
+        if at is None:
+            if self.mode.startswith("a"):
+                self._pos = yield from self._size_steps()
+            at = self._pos
+        s = self._sftp
+        self._ahead = b""  # what was fetched may be stale now
+        done = yield _op(s._c.write, self._h, at, data, s._timeout, INFLIGHT, s.max_write)
+        if done.status >= 0:
+            raise _error(done.status, done.message, "write", self.name)
+        if done.moved != len(data):
             raise SFTPError(
-                errno.EIO, f"write: the server confirmed {moved} of {len(data)} bytes", self.name
+                errno.EIO,
+                f"write: the server confirmed {done.moved} of {len(data)} bytes",
+                self.name,
             )
-        self._ahead = b""
-        self._pos += len(data)
+        if offset is None:
+            self._pos = at + len(data)
         return len(data)
 
-    def _attrs(self) -> SFTPAttributes:
-        _, value = self._sftp._call(FSTAT, _str(self._h), "fstat", self.name)
+    def _attrs_steps(self) -> Steps[SFTPAttributes]:
+        _, value = yield from self._sftp._call_steps(FSTAT, _str(self._h), "fstat", self.name)
         return SFTPAttributes._from(value)
 
-    def _size(self) -> int:
-        return self._attrs().st_size or 0
+    def _size_steps(self) -> Steps[int]:
+        return (yield from self._attrs_steps()).st_size or 0
 
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+    def _seek_steps(self, offset: int, whence: int = io.SEEK_SET) -> Steps[int]:
         self._check()
         if whence == io.SEEK_SET:
             pos = offset
         elif whence == io.SEEK_CUR:
             pos = self._pos + offset
         elif whence == io.SEEK_END:
-            pos = self._size() + offset
+            pos = (yield from self._size_steps()) + offset
         else:
             raise ValueError(f"invalid whence ({whence}, should be 0, 1 or 2)")
-        if pos < 0:
-            raise OSError(errno.EINVAL, "Invalid argument: a negative position", self.name)
-        if pos > OFFSET_MAX:
-            raise OSError(
-                errno.EINVAL,
-                "Invalid argument: a position beyond 2**63-1, the largest SFTP offset",
-                self.name,
-            )
+        _offset_ok(pos, self.name)
         self._pos = pos
         return pos
+
+    def _truncate_steps(self, size: Optional[int] = None) -> Steps[int]:
+        self._check_write("truncate")
+        if size is None:
+            size = self._pos
+        _offset_ok(size, self.name)
+        payload = _str(self._h) + _attrs(size=size)
+        yield from self._sftp._status_steps(FSETSTAT, payload, "truncate", self.name)
+        self._ahead = b""
+        return size
+
+    def _fsync_steps(self) -> Steps[None]:
+        self._check()
+        s = self._sftp
+        s._need("fsync@openssh.com", "fsync", self.name)
+        payload = _str(b"fsync@openssh.com") + _str(self._h)
+        yield from s._status_steps(EXTENDED, payload, "fsync", self.name)
+
+    def _close_handle_steps(self) -> Steps[None]:
+        """CLOSE the handle (nothing if the channel is closed; never when the flow
+        is given up)."""
+        if not self._sftp._c.closed:
+            yield from self._sftp._close_handle_steps(self._h)
+
+
+def _offset_ok(pos: int, name: str) -> None:
+    """An SFTP file position: an int from 0 to 2**63-1 (an OSError, EINVAL)."""
+    if isinstance(pos, bool) or not isinstance(pos, int):
+        raise TypeError(f"a file position must be an int, not {type(pos).__name__}")
+    if pos < 0:
+        raise OSError(errno.EINVAL, "Invalid argument: a negative position", name)
+    if pos > OFFSET_MAX:
+        raise OSError(
+            errno.EINVAL,
+            "Invalid argument: a position beyond 2**63-1, the largest SFTP offset",
+            name,
+        )
+
+
+class _RemoteRaw(_FileSteps, io.RawIOBase):
+    """The raw file under ``SFTP.open()``: the flows of :class:`_FileSteps`, run
+    here."""
+
+    def __init__(
+        self,
+        sftp: SFTP,
+        path: str,
+        handle: bytes,
+        mode: str,
+        readable: bool,
+        writable: bool,
+        position: int,
+    ):
+        io.RawIOBase.__init__(self)
+        self._setup_file(sftp, path, handle, mode, readable, writable, position)
+
+    def _is_closed(self) -> bool:
+        return self.closed
+
+    def readable(self) -> bool:
+        return self._readable
+
+    def writable(self) -> bool:
+        return self._writable
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        return run_steps(self._readinto_steps(b))
+
+    def readall(self) -> bytes:
+        return run_steps(self._read_steps(-1))
+
+    def write(self, b: Any) -> int:
+        return run_steps(self._write_steps(b))
+
+    def _attrs(self) -> SFTPAttributes:
+        return run_steps(self._attrs_steps())
+
+    def _size(self) -> int:
+        return run_steps(self._size_steps())
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return run_steps(self._seek_steps(offset, whence))
 
     def tell(self) -> int:
         self._check()
         return self._pos
 
     def truncate(self, size: Optional[int] = None) -> int:
-        self._check()
-        if not self._writable:
-            raise io.UnsupportedOperation("truncate")
-        if size is None:
-            size = self._pos
-        self._sftp._status(FSETSTAT, _str(self._h) + _attrs(size=size), "truncate", self.name)
-        self._ahead = b""
-        return size
+        return run_steps(self._truncate_steps(size))
 
     def fileno(self) -> int:
         raise io.UnsupportedOperation("a remote file has no file descriptor")
@@ -361,17 +496,14 @@ class _RemoteRaw(io.RawIOBase):
     def fsync(self) -> None:
         """Ask the server to write the file to its disk (fsync@openssh.com): on a
         buffered file, ``f.flush()`` first, or ``sftp.fsync(f)`` which does both."""
-        self._check()
-        self._sftp._need("fsync@openssh.com", "fsync", self.name)
-        self._sftp._status(EXTENDED, _str(b"fsync@openssh.com") + _str(self._h), "fsync", self.name)
+        run_steps(self._fsync_steps())
 
     def close(self) -> None:
         if not self.closed:
             try:
-                if not self._sftp._c.closed:
-                    self._sftp._close_handle(self._h)
+                run_steps(self._close_handle_steps())
             finally:
-                super().close()
+                io.RawIOBase.close(self)
 
 
 def _open_mode(
@@ -1231,36 +1363,54 @@ class SFTP:
     def _open_raw(
         self, spath: str, mode: str, kind: str, flags: int, readable: bool, writable: bool
     ) -> _RemoteRaw:
-        """open()'s unbuffered file: opened, refused if it is a directory, at its end
-        for an append."""
+        """open()'s unbuffered file."""
+        raw = _RemoteRaw.__new__(_RemoteRaw)
+        io.RawIOBase.__init__(raw)
         try:
-            h = self._open(spath, flags, 0o666 if flags & F_CREAT else None)
+            run_steps(self._open_file_steps(raw, spath, mode, kind, flags, readable, writable))
+        except BaseException:
+            io.RawIOBase.close(raw)  # never opened: nothing to CLOSE
+            raise
+        return raw
+
+    def _open_file_steps(
+        self,
+        f: _FileSteps,
+        spath: str,
+        mode: str,
+        kind: str,
+        flags: int,
+        readable: bool,
+        writable: bool,
+    ) -> Steps[None]:
+        """Open `spath` into the file object `f` (its state set up): refused if it
+        is a directory, at its end for an append. On a failure after the OPEN, the
+        handle is closed."""
+        try:
+            h = yield from self._open_steps(spath, flags, 0o666 if flags & F_CREAT else None)
         except SFTPError as e:
-            if self._vague(e) and kind == "x" and self._lexists(spath):
+            if self._vague(e) and kind == "x" and (yield from self._lexists_steps(spath)):
                 raise SFTPFileExistsError(
                     errno.EEXIST, f"open: {printable(spath)} already exists", spath
                 ) from None
-            if self._vague(e) and self.is_dir(spath):
+            if self._vague(e) and (yield from self._is_dir_steps(spath)):
                 raise SFTPIsADirectoryError(
                     errno.EISDIR, f"open: {printable(spath)} is a directory", spath
                 ) from None
             raise
-        raw = _RemoteRaw(self, spath, h, mode, readable, writable, 0)
-        if not writable:
+        f._setup_file(self, spath, h, mode, readable, writable, 0)
+        try:
             # OpenSSH opens a directory for reading (its reads then fail): say so now
-            try:
-                is_dir = _stat.S_ISDIR(raw._attrs().st_mode or 0)
-            except BaseException:
-                raw.close()
-                raise
-            if is_dir:
-                raw.close()
+            if not writable and _stat.S_ISDIR((yield from f._attrs_steps()).st_mode or 0):
                 raise SFTPIsADirectoryError(
                     errno.EISDIR, f"open: {printable(spath)} is a directory", spath
                 )
-        if kind == "a":
-            raw._pos = raw._size()
-        return raw
+            if kind == "a":
+                f._pos = yield from f._size_steps()
+        except BaseException:
+            if not self._c.closed and not _closing():
+                yield from self._send_close_steps(self._c, h)
+            raise
 
     # ---- transfers
     def _open(self, path: str, flags: int, mode: Optional[int] = None) -> bytes:

@@ -656,6 +656,7 @@ class SFTP:
         *,
         defer: Literal[True],
     ) -> Op: ...
+    @overload
     def read(
         self,
         handle: _Buffer,
@@ -664,7 +665,21 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
+        defer: Literal[False] = ...,
     ) -> SFTPRead: ...
+    @overload
+    def read(
+        self,
+        handle: _Buffer,
+        offset: int,
+        n: int,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
     def write(
         self,
         handle: _Buffer,
@@ -673,5 +688,18 @@ class SFTP:
         timeout: Optional[float] = ...,
         inflight: int = ...,
         chunk: int = ...,
+        defer: Literal[False] = ...,
     ) -> SFTPTransfer: ...
+    @overload
+    def write(
+        self,
+        handle: _Buffer,
+        offset: int,
+        data: _Buffer,
+        timeout: Optional[float] = ...,
+        inflight: int = ...,
+        chunk: int = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
     def close(self) -> None: ...
