@@ -26,14 +26,14 @@ import collections
 import inspect
 import socket
 import weakref
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set
+from typing import Any, Awaitable, Deque, Dict, List, Mapping, Optional, Set
 
-from . import _exec, _sftp, _ssh, session as _session
+from . import _exec, _ssh, session as _session
 from ._exec import ExecResult
 from ._tcp import Call, Steps, TCPConnect, tcp_steps
-from .errors import SessionClosedError, SFTPFileNotFoundError
+from .errors import SessionClosedError
 
-__all__ = ["AsyncSFTP", "AsyncSession", "connect"]
+__all__ = ["AsyncSFTP", "AsyncSFTPFile", "AsyncSession", "connect"]
 
 
 class _Watch:
@@ -471,138 +471,4 @@ class AsyncSession:
         return AsyncSFTP(sftp, self._bell)
 
 
-class AsyncSFTP:
-    """An SFTP channel for asyncio: :class:`pyssh.SFTP`'s transfers and file
-    operations as coroutines. One operation at a time per channel (open several
-    channels for transfers at once)."""
-
-    def __init__(self, sftp: Any, bell: _Bell):
-        self.sftp = sftp
-        self._bell = bell
-
-    async def __aenter__(self) -> AsyncSFTP:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.sftp.close()
-
-    @property
-    def closed(self) -> bool:
-        return bool(self.sftp.closed)
-
-    async def _do(self, flow: Steps[Any], later: Optional[_Later] = None) -> Any:
-        return await _run(flow, self._bell, later)
-
-    async def put(
-        self,
-        local: Any,
-        remote: Any,
-        *,
-        progress: Optional[Callable[[int, int], Any]] = None,
-        preserve: bool = False,
-        resume: bool = False,
-    ) -> int:
-        """:meth:`pyssh.SFTP.put`: the bytes transferred."""
-        later = _Later()
-        n: int = await self._do(
-            self.sftp._put_steps(local, remote, later.wrap(progress), preserve, resume, None, None),
-            later,
-        )
-        return n
-
-    async def get(
-        self,
-        remote: Any,
-        local: Any,
-        *,
-        progress: Optional[Callable[[int, int], Any]] = None,
-        preserve: bool = False,
-        resume: bool = False,
-    ) -> int:
-        """:meth:`pyssh.SFTP.get`: written to a temporary file beside ``local``,
-        renamed into place once complete; the bytes transferred."""
-        later = _Later()
-        n: int = await self._do(
-            self.sftp._get_path_steps(
-                remote, local, later.wrap(progress), preserve, resume, None, None
-            ),
-            later,
-        )
-        return n
-
-    async def upload(
-        self, files: Any, to: Any = ".", *, preserve: bool = False, resume: bool = False
-    ) -> List[str]:
-        """:meth:`pyssh.SFTP.upload` (trees recursively): the remote paths written."""
-        paths: List[str] = await self._do(
-            self.sftp._upload_steps(files, to, False, None, preserve, resume)
-        )
-        return paths
-
-    async def download(
-        self, files: Any, to: Any = ".", *, preserve: bool = False, resume: bool = False
-    ) -> List[str]:
-        """:meth:`pyssh.SFTP.download` (trees recursively): the local paths written."""
-        paths: List[str] = await self._do(
-            self.sftp._download_steps(files, to, False, None, preserve, resume)
-        )
-        return paths
-
-    async def stat(self, path: Any) -> Any:
-        """:meth:`pyssh.SFTP.stat`: an SFTPAttributes."""
-        return await self._do(self.sftp._stat_steps(path))
-
-    async def is_dir(self, path: Any) -> bool:
-        """:meth:`pyssh.SFTP.is_dir`."""
-        r: bool = await self._do(self.sftp._is_dir_steps(path))
-        return r
-
-    async def lstat(self, path: Any) -> Any:
-        """:meth:`pyssh.SFTP.lstat`: the attributes of a symlink itself."""
-        return await self._do(self.sftp._attrs_of_steps(_sftp.LSTAT, path, "lstat"))
-
-    async def exists(self, path: Any) -> bool:
-        """:meth:`pyssh.SFTP.exists`."""
-        try:
-            await self.stat(path)
-        except SFTPFileNotFoundError:
-            return False
-        return True
-
-    async def listdir_attr(self, path: Any = ".") -> List[Any]:
-        """:meth:`pyssh.SFTP.listdir_attr`: the entries with their attributes, by name."""
-        entries: List[Any] = await self._do(self.sftp._listdir_attr_steps(path))
-        return entries
-
-    async def listdir(self, path: Any = ".") -> List[str]:
-        """:meth:`pyssh.SFTP.listdir`: the names, sorted."""
-        return sorted(a.filename for a in await self.listdir_attr(path) if a.filename is not None)
-
-    async def mkdir(self, path: Any, mode: int = 0o777) -> None:
-        """:meth:`pyssh.SFTP.mkdir`."""
-        await self._do(self.sftp._mkdir_steps(path, mode))
-
-    async def rmdir(self, path: Any) -> None:
-        """:meth:`pyssh.SFTP.rmdir`."""
-        await self._do(self.sftp._rmdir_steps(path))
-
-    async def remove(self, path: Any) -> None:
-        """:meth:`pyssh.SFTP.remove`."""
-        await self._do(self.sftp._remove_steps(path))
-
-    async def rename(self, src: Any, dst: Any) -> None:
-        """:meth:`pyssh.SFTP.rename` (replacing ``dst`` where the server offers
-        posix-rename@openssh.com)."""
-        await self._do(self.sftp._rename_steps(src, dst))
-
-    async def chmod(self, path: Any, mode: int) -> None:
-        """:meth:`pyssh.SFTP.chmod`."""
-        await self._do(self.sftp._chmod_steps(path, mode))
-
-    async def realpath(self, path: Any = ".") -> str:
-        """:meth:`pyssh.SFTP.realpath`."""
-        r: str = await self._do(self.sftp._realpath_steps(path))
-        return r
+from ._aiosftp import AsyncSFTP, AsyncSFTPFile  # noqa: E402  (it builds on this module)
