@@ -1241,6 +1241,9 @@ xfer_round(void *state, ssh_session ssh, int idle)
 {
     struct xfer *X = state;
     int rc;
+    if (X->done) {
+        return 0; /* nothing to move (size 0, n 0) */
+    }
     if (X->mode != X_SEND && keep_stderr(X->ch) < 0) {
         return PYSSH_FAILED;
     }
@@ -1261,63 +1264,6 @@ xfer_round(void *state, ssh_session ssh, int idle)
         return 0; /* finished, or time for a progress report */
     }
     return PYSSH_CHANIO_MORE;
-}
-
-/* Run one transfer to its end: wait, report progress, honour the timeout. */
-static int
-xfer_run(struct xfer *X, pyssh_deadline *dl, PyObject *progress, const char *what)
-{
-    ChannelObject *ch = X->ch;
-    if (progress != NULL && progress != Py_None) {
-        X->next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
-    }
-    pyssh_chanio_job job = {ch->session, &ch->io, xfer_take, xfer_round, X, dl, ROUNDS_MAX};
-    int rc = 0;
-    while (!X->done) {
-        if (pyssh_wait(ch->session, pyssh_chanio_step, &job, dl, PYSSH_EXC_SSHError, what) < 0 ||
-            pyssh_progress(progress, &X->next_progress, X->done, X->moved) < 0 ||
-            PyErr_CheckSignals() < 0) {
-            rc = -1;
-            break;
-        }
-    }
-    return rc;
-}
-
-PyDoc_STRVAR(chanobj_read_doc,
-             "read($self, /, n=65536, timeout=None)\n--\n\n"
-             "Up to `n` bytes of the command's stdout, waiting until there is at least one;\n"
-             "b'' once the command closed its output.");
-
-static PyObject *
-chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"n", "timeout", NULL};
-    Py_ssize_t n = 65536;
-    pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO&:read", kwlist, &n, pyssh_deadline_conv,
-                                     &dl)) {
-        return NULL;
-    }
-    if (claim_sides(self, SIDE_READ, "read", PYSSH_NEED_CONNECTED) < 0) {
-        return NULL;
-    }
-    PyObject *out = NULL;
-    if (exec_done(self) < 0) {
-        goto done;
-    }
-    out = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
-    if (out == NULL || n <= 0) {
-        goto done;
-    }
-    struct xfer X = {.ch = self, .mode = X_READ, .buf = PyBytes_AS_STRING(out), .cap = (size_t)n};
-    if (xfer_run(&X, &dl, NULL, "reading from the command") < 0 ||
-        _PyBytes_Resize(&out, (Py_ssize_t)X.len) < 0) {
-        Py_CLEAR(out);
-    }
-done:
-    unclaim_sides(self, SIDE_READ);
-    return out;
 }
 
 /* The last of stderr, copied under the lock into `tail` (ERRTAIL bytes): the
@@ -1348,64 +1294,6 @@ closed_midway(ChannelObject *self, const char *what)
     return NULL;
 }
 
-PyDoc_STRVAR(chanobj_write_doc, "write($self, data, /, timeout=None)\n--\n\n"
-                                "Send all of `data` (bytes-like) to the command's stdin.");
-
-/* write() and send(): all of `view` sent, or up to where the command ended
- * (send(): the count; write(): an error). */
-static PyObject *
-send_impl(ChannelObject *self, PyObject *args, PyObject *kwds, int partial)
-{
-    static char *kwlist[] = {"data", "timeout", NULL};
-    const char *method = partial ? "send" : "write";
-    Py_buffer view;
-    pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, partial ? "y*|O&:send" : "y*|O&:write", kwlist,
-                                     &view, pyssh_deadline_conv, &dl)) {
-        return NULL;
-    }
-    if (claim_sides(self, SIDE_WRITE, method, PYSSH_NEED_OPEN) < 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    PyObject *result = NULL;
-    struct xfer X = {
-        .ch = self, .mode = partial ? X_SEND : X_WRITE, .buf = view.buf, .len = (size_t)view.len};
-    if (exec_done(self) < 0 || xfer_run(&X, &dl, NULL, "writing to the command") < 0) {
-        goto done;
-    }
-    if (partial) {
-        result = PyLong_FromSize_t(X.pos);
-    }
-    else if (X.pos < X.len) {
-        closed_midway(self, "writing to the command");
-    }
-    else {
-        result = Py_NewRef(Py_None);
-    }
-done:
-    unclaim_sides(self, SIDE_WRITE);
-    PyBuffer_Release(&view);
-    return result;
-}
-
-static PyObject *
-chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
-{
-    return send_impl(self, args, kwds, 0);
-}
-
-PyDoc_STRVAR(chanobj_send_doc,
-             "send($self, data, /, timeout=None)\n--\n\n"
-             "Send `data` (bytes-like) to the command's stdin; the count sent, short only\n"
-             "when the command ended first. Another thread may read meanwhile (recv).");
-
-static PyObject *
-chanobj_send(ChannelObject *self, PyObject *args, PyObject *kwds)
-{
-    return send_impl(self, args, kwds, 1);
-}
-
 /* How a file transfer ended, as an exception, or its byte count. */
 static PyObject *
 fd_result(ChannelObject *self, struct xfer *X, const char *what)
@@ -1426,50 +1314,239 @@ fd_result(ChannelObject *self, struct xfer *X, const char *what)
     return PyLong_FromUnsignedLongLong(X->moved);
 }
 
-static PyObject *
-fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum xfer_mode mode)
+/* A transfer (read(), write(), send(), recv_to_fd(), send_from_fd()) as an
+ * operation: one chanio job per step, progress reported and signals checked
+ * between steps (GIL held), until it is done. Waited for at once, or an Op
+ * (defer=True): the same steps and finish either way. Nothing in it points at
+ * the method's stack: the buffers are the heap's or Python's. */
+struct xfer_op {
+    pyssh_chanio_job job; /* first: the step's */
+    struct xfer X;
+    int sides;          /* what the method claimed (SIDE_*) */
+    PyObject *progress; /* or NULL */
+    PyObject *out;      /* read(): the bytes being filled */
+    Py_buffer view;     /* write(), send(): the data (view.obj NULL: none) */
+    const char *what;
+};
+
+static int
+xfer_step(ssh_session ssh, void *p)
 {
-    static char *kwlist[] = {"fd", "size", "progress", "timeout", NULL};
-    const char *method = mode == X_RECV_FD ? "recv_to_fd" : "send_from_fd";
-    const char *what = mode == X_RECV_FD ? "receiving a file" : "sending a file";
-    struct xfer X = {.ch = self, .mode = mode, .cap = IO_BUF};
-    PyObject *progress = Py_None, *result = NULL;
-    pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    const char *fmt = mode == X_RECV_FD ? "iK|OO&:recv_to_fd" : "iK|OO&:send_from_fd";
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &X.fd, &X.left, &progress,
-                                     pyssh_deadline_conv, &dl)) {
+    return pyssh_chanio_step(ssh, &((struct xfer_op *)p)->job);
+}
+
+static void
+xfer_relocate(void *arg, pyssh_deadline *dl)
+{
+    struct xfer_op *x = arg;
+    SessionObject *s = x->X.ch->session;
+    x->job = (pyssh_chanio_job){s, &x->X.ch->io, xfer_take, xfer_round, &x->X, dl, ROUNDS_MAX};
+}
+
+/* The transfer's result, once done. */
+static PyObject *
+xfer_result(struct xfer_op *x)
+{
+    struct xfer *X = &x->X;
+    switch (X->mode) {
+    case X_READ:
+        if (_PyBytes_Resize(&x->out, (Py_ssize_t)X->len) < 0) {
+            return NULL; /* (x->out was freed and cleared) */
+        }
+        return Py_NewRef(x->out);
+    case X_SEND:
+        return PyLong_FromSize_t(X->pos);
+    case X_WRITE:
+        return X->pos < X->len ? closed_midway(X->ch, x->what) : Py_NewRef(Py_None);
+    default:
+        return fd_result(X->ch, X, x->what);
+    }
+}
+
+static PyObject *
+xfer_finish(SessionObject *s, void *arg, int rc)
+{
+    struct xfer_op *x = arg;
+    struct xfer *X = &x->X;
+    (void)s;
+    (void)rc;
+    if (pyssh_progress(x->progress, &X->next_progress, X->done, X->moved) < 0 ||
+        PyErr_CheckSignals() < 0) {
         return NULL;
     }
-    if (claim(self, method, PYSSH_NEED_CONNECTED) < 0) {
+    return X->done ? xfer_result(x) : PYSSH_OP_MORE;
+}
+
+static void
+xfer_release(SessionObject *s, void *arg)
+{
+    struct xfer_op *x = arg;
+    (void)s;
+    unclaim_sides(x->X.ch, x->sides);
+    if (x->view.obj != NULL) {
+        PyBuffer_Release(&x->view);
+    }
+    if (x->X.mode == X_RECV_FD || x->X.mode == X_SEND_FD) {
+        PyMem_RawFree(x->X.buf);
+    }
+    x->X.buf = NULL;
+    Py_CLEAR(x->out);
+    Py_CLEAR(x->progress);
+}
+
+/* A progress callback may hold the Op (a cycle). */
+static int
+xfer_traverse(void *p, visitproc visit, void *arg)
+{
+    struct xfer_op *x = p;
+    Py_VISIT(x->progress);
+    if (x->view.obj != NULL) {
+        Py_VISIT(x->view.obj);
+    }
+    return 0;
+}
+
+static const pyssh_op_kind xfer_kind = {"moving the command's data",
+                                        PYSSH_EXC_SSHError,
+                                        xfer_step,
+                                        sizeof(struct xfer_op),
+                                        xfer_finish,
+                                        NULL,
+                                        xfer_release,
+                                        xfer_relocate,
+                                        xfer_traverse};
+
+/* Claim, check the command was started, then run or defer the transfer `x`
+ * (its channel, mode, buffers set; released here on every path). */
+static PyObject *
+xfer_start(struct xfer_op *x, const char *method, pyssh_deadline *dl, int defer, PyObject *args,
+           PyObject *kwds)
+{
+    ChannelObject *self = x->X.ch;
+    enum pyssh_need need =
+        x->X.mode == X_SEND || x->X.mode == X_WRITE ? PYSSH_NEED_OPEN : PYSSH_NEED_CONNECTED;
+    if (claim_sides(self, x->sides, method, need) < 0) {
+        x->sides = 0;
+        xfer_release(self->session, x);
         return NULL;
     }
     if (exec_done(self) < 0) {
-        goto done;
+        xfer_release(self->session, x);
+        return NULL;
+    }
+    if (x->progress != NULL) {
+        x->X.next_progress = pyssh_monotonic() + PYSSH_PROGRESS_EVERY;
+    }
+    xfer_relocate(x, dl);
+    return pyssh_op_start(self->session, &xfer_kind, x, dl, x->what, defer, (PyObject *)self, args,
+                          kwds);
+}
+
+PyDoc_STRVAR(chanobj_read_doc,
+             "read($self, /, n=65536, timeout=None, defer=False)\n--\n\n"
+             "Up to `n` bytes of the command's stdout, waiting until there is at least one;\n"
+             "b'' once the command closed its output. With `defer`, returns an Op instead\n"
+             "of waiting.");
+
+static PyObject *
+chanobj_read(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"n", "timeout", "defer", NULL};
+    Py_ssize_t n = 65536;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nO&p:read", kwlist, &n, pyssh_deadline_conv, &dl,
+                                     &defer)) {
+        return NULL;
+    }
+    struct xfer_op x = {.X = {.ch = self, .mode = X_READ}, .sides = SIDE_READ};
+    x.what = "reading from the command";
+    x.out = PyBytes_FromStringAndSize(NULL, n > 0 ? n : 0);
+    if (x.out == NULL) {
+        return NULL;
+    }
+    x.X.buf = PyBytes_AS_STRING(x.out);
+    x.X.cap = n > 0 ? (size_t)n : 0;
+    x.X.done = n <= 0; /* b'' at once */
+    return xfer_start(&x, "read", &dl, defer, args, kwds);
+}
+
+PyDoc_STRVAR(chanobj_write_doc, "write($self, data, /, timeout=None, defer=False)\n--\n\n"
+                                "Send all of `data` (bytes-like) to the command's stdin. With\n"
+                                "`defer`, returns an Op instead of waiting.");
+
+/* write() and send(): all of `view` sent, or up to where the command ended
+ * (send(): the count; write(): an error). */
+static PyObject *
+send_impl(ChannelObject *self, PyObject *args, PyObject *kwds, int partial)
+{
+    static char *kwlist[] = {"data", "timeout", "defer", NULL};
+    struct xfer_op x = {.X = {.ch = self, .mode = partial ? X_SEND : X_WRITE}, .sides = SIDE_WRITE};
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, partial ? "y*|O&p:send" : "y*|O&p:write", kwlist,
+                                     &x.view, pyssh_deadline_conv, &dl, &defer)) {
+        return NULL;
+    }
+    x.what = "writing to the command";
+    x.X.buf = x.view.buf;
+    x.X.len = (size_t)x.view.len;
+    return xfer_start(&x, partial ? "send" : "write", &dl, defer, args, kwds);
+}
+
+static PyObject *
+chanobj_write(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    return send_impl(self, args, kwds, 0);
+}
+
+PyDoc_STRVAR(chanobj_send_doc,
+             "send($self, data, /, timeout=None, defer=False)\n--\n\n"
+             "Send `data` (bytes-like) to the command's stdin; the count sent, short only\n"
+             "when the command ended first. Another thread may read meanwhile (recv). With\n"
+             "`defer`, returns an Op instead of waiting.");
+
+static PyObject *
+chanobj_send(ChannelObject *self, PyObject *args, PyObject *kwds)
+{
+    return send_impl(self, args, kwds, 1);
+}
+
+static PyObject *
+fd_transfer(ChannelObject *self, PyObject *args, PyObject *kwds, enum xfer_mode mode)
+{
+    static char *kwlist[] = {"fd", "size", "progress", "timeout", "defer", NULL};
+    struct xfer_op x = {.X = {.ch = self, .mode = mode, .cap = IO_BUF}, .sides = SIDE_BOTH};
+    PyObject *progress = Py_None;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    int defer = 0;
+    const char *fmt = mode == X_RECV_FD ? "iK|OO&p:recv_to_fd" : "iK|OO&p:send_from_fd";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &x.X.fd, &x.X.left, &progress,
+                                     pyssh_deadline_conv, &dl, &defer)) {
+        return NULL;
     }
     if (progress != Py_None && !PyCallable_Check(progress)) {
         PyErr_SetString(PyExc_TypeError, "progress must be a callable or None");
-        goto done;
+        return NULL;
     }
-    X.buf = PyMem_RawMalloc(IO_BUF);
-    if (X.buf == NULL) {
-        PyErr_NoMemory();
-        goto done;
+    x.what = mode == X_RECV_FD ? "receiving a file" : "sending a file";
+    x.progress = progress != Py_None ? Py_NewRef(progress) : NULL;
+    x.X.buf = PyMem_RawMalloc(IO_BUF);
+    if (x.X.buf == NULL) {
+        Py_XDECREF(x.progress);
+        return PyErr_NoMemory();
     }
-    X.done = X.left == 0;
-    if (xfer_run(&X, &dl, progress, what) == 0) {
-        result = fd_result(self, &X, what);
-    }
-done:
-    unclaim(self);
-    PyMem_RawFree(X.buf);
-    return result;
+    x.X.done = x.X.left == 0;
+    return xfer_start(&x, mode == X_RECV_FD ? "recv_to_fd" : "send_from_fd", &dl, defer, args,
+                      kwds);
 }
 
 /* recv_to_fd() and send_from_fd(): one implementation, two directions (as
  * session.c's AUTH_METHOD makes its methods). */
 #define FD_METHOD(name, mode, doc)                                                                 \
-    PyDoc_STRVAR(chanobj_##name##_doc, #name "($self, fd, size, /, progress=None, timeout=None)\n" \
-                                             "--\n\n" doc);                                        \
+    PyDoc_STRVAR(chanobj_##name##_doc,                                                             \
+                 #name "($self, fd, size, /, progress=None, timeout=None, defer=False)\n"          \
+                       "--\n\n" doc);                                                              \
     static PyObject *chanobj_##name(ChannelObject *self, PyObject *args, PyObject *kwds)           \
     {                                                                                              \
         return fd_transfer(self, args, kwds, mode);                                                \
@@ -1477,34 +1554,68 @@ done:
 
 FD_METHOD(recv_to_fd, X_RECV_FD,
           "Write exactly `size` bytes of the command's stdout to file descriptor `fd`.\n"
-          "`progress(bytes_so_far)` is called a few times a second and at the end.")
+          "`progress(bytes_so_far)` is called a few times a second and at the end. With\n"
+          "`defer`, returns an Op instead of waiting.")
 FD_METHOD(send_from_fd, X_SEND_FD,
-          "Send exactly `size` bytes read from file descriptor `fd` to the command's stdin.")
+          "Send exactly `size` bytes read from file descriptor `fd` to the command's stdin.\n"
+          "With `defer`, returns an Op instead of waiting.")
 
+/* send_eof() as an operation: one step, never waiting for the server. */
 static int
 send_eof_step(ssh_session ssh, void *p)
 {
     (void)ssh;
-    return pyssh_chanio_send_eof(&((ChannelObject *)p)->io);
+    return pyssh_chanio_send_eof(&(*(ChannelObject **)p)->io);
 }
 
-PyDoc_STRVAR(chanobj_send_eof_doc, "send_eof($self, /)\n--\n\n"
-                                   "Tell the command that its stdin has ended.");
+static PyObject *
+send_eof_finish(SessionObject *s, void *arg, int rc)
+{
+    (void)s;
+    (void)arg;
+    (void)rc;
+    Py_RETURN_NONE;
+}
+
+static void
+send_eof_release(SessionObject *s, void *arg)
+{
+    (void)s;
+    unclaim_sides(*(ChannelObject **)arg, SIDE_WRITE);
+}
+
+static const pyssh_op_kind send_eof_kind = {"sending EOF",
+                                            PYSSH_EXC_SSHError,
+                                            send_eof_step,
+                                            sizeof(ChannelObject *),
+                                            send_eof_finish,
+                                            NULL,
+                                            send_eof_release,
+                                            NULL,
+                                            NULL};
+
+PyDoc_STRVAR(chanobj_send_eof_doc, "send_eof($self, /, defer=False)\n--\n\n"
+                                   "Tell the command that its stdin has ended. With `defer`,\n"
+                                   "returns an Op instead of waiting.");
 
 static PyObject *
-chanobj_send_eof(ChannelObject *self, PyObject *Py_UNUSED(ignored))
+chanobj_send_eof(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"defer", NULL};
+    int defer = 0;
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p:send_eof", kwlist, &defer)) {
+        return NULL;
+    }
     if (claim_sides(self, SIDE_WRITE, "send_eof", PYSSH_NEED_CONNECTED) < 0) {
         return NULL;
     }
-    int rc = exec_done(self) < 0 ? -1
-                                 : pyssh_call(self->session, send_eof_step, self,
-                                              PYSSH_EXC_SSHError, "sending EOF");
-    unclaim_sides(self, SIDE_WRITE);
-    if (rc < 0) {
+    if (exec_done(self) < 0) {
+        unclaim_sides(self, SIDE_WRITE);
         return NULL;
     }
-    Py_RETURN_NONE;
+    return pyssh_op_start(self->session, &send_eof_kind, &self, &dl, NULL, defer, (PyObject *)self,
+                          args, kwds);
 }
 
 /* ---- a process: both streams, terminal size, signals, exit ------------------------ *
@@ -1570,13 +1681,15 @@ static int
 recv_done(struct recv_arg *R, int idle)
 {
     /* something moved: return it, so that no wait follows that could end in an
-     * exception (Ctrl-C, the timeout) and drop it */
+     * exception (Ctrl-C, the timeout) and drop it; nor a step cut short by its
+     * slice (Op.step): a cancel between steps would drop it */
     int got = R->len[0] > 0 || R->len[1] > 0 || R->sent > 0;
     int full =
         (R->cap[0] > 0 && R->len[0] == R->cap[0]) || (R->cap[1] > 0 && R->len[1] == R->cap[1]);
     int in_done = R->in.buf != NULL && (R->sent == (size_t)R->in.len || R->in_closed);
     return full || R->fd_ready || in_done || (R->eof && (!R->end || R->ended)) ||
-           (idle && (got || !R->block)) || (got && ++R->rounds >= ROUNDS_MAX / 2);
+           (idle && (got || !R->block)) || (got && ++R->rounds >= ROUNDS_MAX / 2) ||
+           (got && pyssh_chanio_until > 0 && pyssh_monotonic() >= pyssh_chanio_until);
 }
 
 static int
@@ -1644,47 +1757,128 @@ recv_result(pyssh_state *st, struct recv_arg *R)
     return pyssh_named_result(st->ChannelRecvType, v, 6);
 }
 
+/* recv() as an operation: the chanio job and the read. With `fd` it is waited
+ * for here only (pyssh_wait_ex polls the descriptor too); otherwise waited for
+ * or deferred through pyssh_op_start. The same steps and finish either way. */
+struct recv_op {
+    pyssh_chanio_job job; /* first: the step's */
+    struct recv_arg R;
+    int sides;
+};
+
+static int
+recv_step(ssh_session ssh, void *p)
+{
+    return pyssh_chanio_step(ssh, &((struct recv_op *)p)->job);
+}
+
+static void
+recv_relocate(void *arg, pyssh_deadline *dl)
+{
+    struct recv_op *r = arg;
+    SessionObject *s = r->R.ch->session;
+    r->R.ps.fds = r->R.fds;
+    r->job = (pyssh_chanio_job){s, &r->R.ch->io, recv_take, recv_round, &r->R, dl, ROUNDS_MAX};
+}
+
+static PyObject *
+recv_finish(SessionObject *s, void *arg, int rc)
+{
+    (void)rc;
+    return recv_result(s->state, &((struct recv_op *)arg)->R);
+}
+
+static void
+recv_release(SessionObject *s, void *arg)
+{
+    struct recv_op *r = arg;
+    (void)s;
+    unclaim_sides(r->R.ch, r->sides);
+    if (r->R.in.obj != NULL) {
+        PyBuffer_Release(&r->R.in);
+    }
+    Py_CLEAR(r->R.bytes[0]);
+    Py_CLEAR(r->R.bytes[1]);
+}
+
+static int
+recv_traverse(void *p, visitproc visit, void *arg)
+{
+    struct recv_op *r = p;
+    if (r->R.in.obj != NULL) {
+        Py_VISIT(r->R.in.obj);
+    }
+    return 0;
+}
+
+static const pyssh_op_kind recv_kind = {"reading from the command",
+                                        PYSSH_EXC_SSHError,
+                                        recv_step,
+                                        sizeof(struct recv_op),
+                                        recv_finish,
+                                        NULL,
+                                        recv_release,
+                                        recv_relocate,
+                                        recv_traverse};
+
+/* recv() with a local descriptor to watch: waited for here, as pyssh_op_start
+ * would, with the descriptor among what is polled. */
+static PyObject *
+recv_with_fd(struct recv_op *r, pyssh_deadline *dl)
+{
+    SessionObject *s = r->R.ch->session;
+    PyObject *result = NULL;
+    if (pyssh_wait_ex(s, recv_step, r, dl, recv_kind.exc, recv_kind.what, &r->R.ps, NULL) >= 0) {
+        result = recv_finish(s, r, 0);
+    }
+    recv_release(s, r);
+    return result;
+}
+
 PyDoc_STRVAR(chanobj_recv_doc,
              "recv($self, /, n=65536, err_n=65536, timeout=None, fd=-1, block=True, end=False,\n"
-             "     data=None)\n--\n\n"
+             "     data=None, defer=False)\n--\n\n"
              "Up to `n` bytes of stdout and `err_n` of stderr, as a ChannelRecv, sending\n"
              "`data` (bytes-like) to stdin meanwhile as the window allows. Waits until there\n"
              "is output, the output ended (`end`: and the command too), `fd` is readable, or\n"
-             "all of `data` is sent; `block=False` returns at once with what is there.");
+             "all of `data` is sent; `block=False` returns at once with what is there. With\n"
+             "`defer` (not with `fd`), returns an Op instead of waiting; an Op cancelled\n"
+             "between its steps has taken nothing.");
 
 static PyObject *
 chanobj_recv(ChannelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"n", "err_n", "timeout", "fd", "block", "end", "data", NULL};
+    static char *kwlist[] = {"n", "err_n", "timeout", "fd", "block", "end", "data", "defer", NULL};
     Py_ssize_t n = 65536, err_n = 65536;
     pyssh_deadline dl = PYSSH_NO_DEADLINE;
-    struct recv_arg R = {.ch = self, .fd = -1, .block = 1};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nnO&ippz*:recv", kwlist, &n, &err_n,
-                                     pyssh_deadline_conv, &dl, &R.fd, &R.block, &R.end, &R.in)) {
+    int defer = 0;
+    struct recv_op r = {.R = {.ch = self, .fd = -1, .block = 1}};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|nnO&ippz*p:recv", kwlist, &n, &err_n,
+                                     pyssh_deadline_conv, &dl, &r.R.fd, &r.R.block, &r.R.end,
+                                     &r.R.in, &defer)) {
         return NULL;
     }
-    int sides = R.in.buf != NULL ? SIDE_BOTH : SIDE_READ;
-    PyObject *result = NULL;
+    if (defer && r.R.fd >= 0) {
+        PyErr_SetString(PyExc_ValueError, "recv(): defer=True cannot watch a descriptor (fd)");
+        recv_release(self->session, &r);
+        return NULL;
+    }
+    int sides = r.R.in.buf != NULL ? SIDE_BOTH : SIDE_READ;
     if (claim_sides(self, sides, "recv", PYSSH_NEED_CONNECTED) < 0) {
-        goto out;
+        recv_release(self->session, &r);
+        return NULL;
     }
-    if (exec_done(self) < 0 || recv_setup(&R, n, err_n) < 0) {
-        goto done;
+    r.sides = sides;
+    if (exec_done(self) < 0 || recv_setup(&r.R, n, err_n) < 0) {
+        recv_release(self->session, &r);
+        return NULL;
     }
-    pyssh_chanio_job job = {self->session, &self->io, recv_take, recv_round, &R, &dl, ROUNDS_MAX};
-    if (pyssh_wait_ex(self->session, pyssh_chanio_step, &job, &dl, PYSSH_EXC_SSHError,
-                      "reading from the command", &R.ps, NULL) >= 0) {
-        result = recv_result(self->session->state, &R);
+    recv_relocate(&r, &dl);
+    if (r.R.fd >= 0) {
+        return recv_with_fd(&r, &dl);
     }
-done:
-    unclaim_sides(self, sides);
-out:
-    if (R.in.buf != NULL) {
-        PyBuffer_Release(&R.in);
-    }
-    Py_XDECREF(R.bytes[0]);
-    Py_XDECREF(R.bytes[1]);
-    return result;
+    return pyssh_op_start(self->session, &recv_kind, &r, &dl, NULL, defer, (PyObject *)self, args,
+                          kwds);
 }
 
 /* ---- quick requests, from any thread: they need the lock only ---------------------- */
@@ -1884,7 +2078,8 @@ static PyMethodDef chanobj_methods[] = {
     {"resize", (PyCFunction)chanobj_resize, METH_VARARGS, chanobj_resize_doc},
     {"signal", (PyCFunction)chanobj_signal, METH_VARARGS, chanobj_signal_doc},
     {"status", (PyCFunction)chanobj_status, METH_NOARGS, chanobj_status_doc},
-    {"send_eof", (PyCFunction)chanobj_send_eof, METH_NOARGS, chanobj_send_eof_doc},
+    {"send_eof", (PyCFunction)(void (*)(void))chanobj_send_eof, METH_VARARGS | METH_KEYWORDS,
+     chanobj_send_eof_doc},
     {"close", (PyCFunction)chanobj_close, METH_NOARGS, chanobj_close_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -437,8 +437,21 @@ class Channel:
         *,
         defer: Literal[True],
     ) -> Op: ...
-    def read(self, n: int = ..., timeout: Optional[float] = ...) -> bytes: ...
-    def write(self, data: _Buffer, /, timeout: Optional[float] = ...) -> None: ...
+    @overload
+    def read(
+        self, n: int = ..., timeout: Optional[float] = ..., defer: Literal[False] = ...
+    ) -> bytes: ...
+    @overload
+    def read(self, n: int = ..., timeout: Optional[float] = ..., *, defer: Literal[True]) -> Op: ...
+    @overload
+    def write(
+        self, data: _Buffer, /, timeout: Optional[float] = ..., defer: Literal[False] = ...
+    ) -> None: ...
+    @overload
+    def write(
+        self, data: _Buffer, /, timeout: Optional[float] = ..., *, defer: Literal[True]
+    ) -> Op: ...
+    @overload
     def recv_to_fd(
         self,
         fd: int,
@@ -446,7 +459,20 @@ class Channel:
         /,
         progress: Optional[Callable[[int], Any]] = ...,
         timeout: Optional[float] = ...,
+        defer: Literal[False] = ...,
     ) -> int: ...
+    @overload
+    def recv_to_fd(
+        self,
+        fd: int,
+        size: int,
+        /,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
     def send_from_fd(
         self,
         fd: int,
@@ -454,9 +480,32 @@ class Channel:
         /,
         progress: Optional[Callable[[int], Any]] = ...,
         timeout: Optional[float] = ...,
+        defer: Literal[False] = ...,
     ) -> int: ...
-    def send_eof(self) -> None: ...
-    def send(self, data: _Buffer, /, timeout: Optional[float] = ...) -> int: ...
+    @overload
+    def send_from_fd(
+        self,
+        fd: int,
+        size: int,
+        /,
+        progress: Optional[Callable[[int], Any]] = ...,
+        timeout: Optional[float] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
+    def send_eof(self, defer: Literal[False] = ...) -> None: ...
+    @overload
+    def send_eof(self, *, defer: Literal[True]) -> Op: ...
+    @overload
+    def send(
+        self, data: _Buffer, /, timeout: Optional[float] = ..., defer: Literal[False] = ...
+    ) -> int: ...
+    @overload
+    def send(
+        self, data: _Buffer, /, timeout: Optional[float] = ..., *, defer: Literal[True]
+    ) -> Op: ...
+    @overload
     def recv(
         self,
         n: int = ...,
@@ -466,7 +515,21 @@ class Channel:
         block: bool = ...,
         end: bool = ...,
         data: Optional[_Buffer] = ...,
+        defer: Literal[False] = ...,
     ) -> ChannelRecv: ...
+    @overload
+    def recv(
+        self,
+        n: int = ...,
+        err_n: int = ...,
+        timeout: Optional[float] = ...,
+        fd: int = ...,
+        block: bool = ...,
+        end: bool = ...,
+        data: Optional[_Buffer] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
     def resize(self, cols: int, rows: int, /) -> None: ...
     def signal(self, name: str, /) -> bool: ...
     def status(self) -> ExitInfo: ...

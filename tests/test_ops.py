@@ -639,3 +639,213 @@ def test_an_sftp_op_dropped_or_abandoned_leaves_the_channel_usable(server, tmp_p
             os.close(fd)
         assert c.request(STAT, path, timeout=10)[1][0] == 256 << 20
         c.close()
+
+
+# ---- a channel's byte I/O as Ops: read, write, send, recv, the fd transfers, EOF -----
+
+
+def _loop_drive(op):
+    """`op` moved by pyssh.aio's loop driver (Op.step when its socket is ready)."""
+    import asyncio
+
+    from pyssh.aio import _Bell, _drive
+
+    async def main():
+        bell = _Bell()
+        try:
+            return await _drive(op, bell)
+        finally:
+            bell.close()
+
+    return asyncio.run(main())
+
+
+_WAYS = {"blocking": None, "Op.wait": lambda op: op.wait(), "loop": _loop_drive}
+
+
+def _io(how, method, *args, **kw):
+    """Call a Channel method the way `how` says: blocking, or deferred and then
+    waited for by Op.wait() or by the asyncio driver."""
+    if _WAYS[how] is None:
+        return method(*args, **kw)
+    op = method(*args, defer=True, **kw)
+    assert isinstance(op, _ssh.Op) and not op.done
+    return _WAYS[how](op)
+
+
+def _read_all(how, ch, **kw):
+    out = b""
+    while chunk := _io(how, ch.read, 65536, **kw):
+        out += chunk
+    return out
+
+
+def _recv_all(how, ch):
+    out, err = b"", b""
+    while True:
+        r = _io(how, ch.recv, end=True, timeout=10)
+        out, err = out + r.stdout, err + r.stderr
+        if r.eof and r.ended:
+            return out, err
+
+
+@pytest.mark.parametrize("how", list(_WAYS))
+def test_deferred_write_send_eof_and_read_give_what_blocking_gives(server, how):
+    with server.connect() as s:
+        ch, op = _exec_op(s, "cat; echo gone >&2")
+        op.wait()
+        assert _io(how, ch.write, b"abc", timeout=10) is None
+        assert _io(how, ch.send, memoryview(b"defg"), timeout=10) == 4
+        assert _io(how, ch.read, 0) == b""  # n 0: b'' at once, nothing waited for
+        assert _io(how, ch.send_eof) is None
+        assert _read_all(how, ch, timeout=10) == b"abcdefg"
+        assert _io(how, ch.send, b"late", timeout=10) == 0  # the command ended first
+        assert ch.stderr_tail == b"gone\n"
+        ch.close()
+
+
+@pytest.mark.parametrize("how", list(_WAYS))
+def test_deferred_recv_gives_what_blocking_gives(server, how):
+    with server.connect() as s:
+        ch, op = _exec_op(s, "seq 1 20000; seq 5 >&2; exit 4")
+        op.wait()
+        out, err = _recv_all(how, ch)
+        assert out == "".join(f"{i}\n" for i in range(1, 20001)).encode()
+        assert err == b"1\n2\n3\n4\n5\n" and ch.status().exit_status == 4
+        ch.close()
+        ch, op = _exec_op(s, "cat")
+        op.wait()
+        r = _io(how, ch.recv, 0, 0, data=b"xyz" * 1000, timeout=10)
+        assert r.sent == 3000 and r.stdout == b""
+        ch.close()
+
+
+@pytest.mark.parametrize("how", list(_WAYS))
+def test_deferred_fd_transfers_give_what_blocking_gives(server, how, tmp_path):
+    data = os.urandom(700_000)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    with server.connect() as s:
+        ch, op = _exec_op(s, "wc -c")
+        op.wait()
+        with open(src, "rb") as f:
+            assert _io(how, ch.send_from_fd, f.fileno(), len(data), timeout=10) == len(data)
+        _io(how, ch.send_eof)
+        assert _read_all(how, ch, timeout=10).strip() == str(len(data)).encode()
+        ch.close()
+        ch, op = _exec_op(s, f"cat {src}")
+        op.wait()
+        seen = []
+        with open(tmp_path / "dst", "wb") as f:
+            n = _io(how, ch.recv_to_fd, f.fileno(), len(data), progress=seen.append, timeout=10)
+        assert n == len(data) and (tmp_path / "dst").read_bytes() == data
+        assert seen and seen[-1] == len(data)  # the progress callback, last at the end
+        ch.close()
+
+
+def test_a_deferred_channel_method_refused_before_any_op_is_made(server):
+    with server.connect() as s:
+        ch = _ssh.Channel(s)
+        for call in (lambda: ch.read(defer=True), lambda: ch.send_eof(defer=True)):
+            with pytest.raises(pyssh.SSHError, match="call exec"):
+                call()
+        ch.exec("cat")
+        with pytest.raises(ValueError, match="defer=True cannot watch"):
+            ch.recv(fd=0, defer=True)
+        op = ch.read(defer=True)
+        with pytest.raises(RuntimeError, match="in use"):
+            ch.read()  # the Op holds the reading side
+        assert ch.send(b"x") == 1  # not the writing side: stdin is free
+        assert op.wait() == b"x"
+        ch.close()
+
+
+@pytest.mark.slow  # 7 MB of output, stepped and cancelled
+def test_deferred_reads_cancelled_between_steps_take_nothing(server):
+    """recv/read Ops stepped once and cancelled when unfinished, over and over: the
+    output gathered from the ones that finished is all of it, in order. A step cut
+    short by its slice returns what it took, so a cancel between steps drops nothing."""
+    want = "".join(f"{i}\n" for i in range(1, 1000001)).encode()
+    with server.connect() as s:
+        for make in (lambda ch: ch.recv(8 << 20, 0, defer=True), lambda ch: ch.read(defer=True)):
+            ch, op = _exec_op(s, "seq 1 1000000")
+            op.wait()
+            got, cancelled, end = b"", 0, time.monotonic() + 30
+            while time.monotonic() < end:
+                op = make(ch)
+                op.step()
+                if not op.done:
+                    op.cancel()
+                    cancelled += 1
+                    time.sleep(0.0005)
+                    continue
+                r = op.result()
+                chunk = r if isinstance(r, bytes) else r.stdout
+                got += chunk
+                if (isinstance(r, bytes) and not r) or (not isinstance(r, bytes) and r.eof):
+                    break
+            assert got == want and cancelled > 0
+            ch.close()
+
+
+@pytest.mark.slow  # a command's 0.3 s
+def test_a_deferred_read_cancelled_in_the_loop_leaves_the_channel_usable(server, tmp_path):
+    import asyncio
+
+    from pyssh.aio import _drive
+
+    async def main(ch, op):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(_drive(op), 0.1)
+        assert op.done
+        with pytest.raises(pyssh.SSHError, match="abandoned"):
+            op.result()
+
+    with server.connect() as s:
+        ch, op = _exec_op(s, "sleep 0.3; echo late")
+        op.wait()
+        asyncio.run(main(ch, ch.read(defer=True)))
+        assert ch.read(timeout=10) == b"late\n"  # the claim went with the Op; nothing lost
+        ch.close()
+        # a file transfer cancelled midway: its stream position is lost, so the
+        # caller closes the channel; the session goes on
+        ch, op = _exec_op(s, "head -c 1000; sleep 5")
+        op.wait()
+        with open(tmp_path / "part", "wb") as f:
+            asyncio.run(main(ch, ch.recv_to_fd(f.fileno(), 5000, defer=True)))
+        ch.close()
+        assert ch.closed and s.exec_internal("echo on").stdout == b"on\n"
+
+
+@pytest.mark.slow  # two timeouts of 0.3 s each way
+@pytest.mark.parametrize("how", ["Op.wait", "loop"])
+def test_a_stalled_command_still_times_out_deferred(server, how):
+    """A command that neither writes nor reads its stdin: a deferred read and a
+    deferred write of more than the window end in SSHTimeoutError, not a hang."""
+    with server.connect() as s:
+        ch, op = _exec_op(s, "sleep 30")
+        op.wait()
+        for call in (lambda: _io(how, ch.read, timeout=0.3),
+                     lambda: _io(how, ch.write, b"x" * (8 << 20), timeout=0.3)):  # fmt: skip
+            t = time.monotonic()
+            with pytest.raises(pyssh.SSHTimeoutError):
+                call()
+            assert time.monotonic() - t < 3
+        ch.close()
+        assert s.exec_internal("echo alive").stdout == b"alive\n"
+
+
+def test_a_transfer_op_held_by_its_progress_callback_is_collected(server, tmp_path):
+    import gc
+
+    with server.connect() as s:
+        ch, op = _exec_op(s, "cat")
+        op.wait()
+        h = _Holder()
+        with open(tmp_path / "f", "wb") as f:
+            h.op = ch.recv_to_fd(f.fileno(), 10, progress=lambda n, h=h: None, defer=True)
+            oid = id(h.op)
+            del h
+            gc.collect()
+        assert not [o for o in gc.get_objects() if id(o) == oid]
+        ch.close()  # not "in use": the Op gave its claim back
