@@ -436,16 +436,25 @@ class AsyncSession:
         files: Any,
         to: Any = ".",
         *,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
         preserve: bool = False,
         resume: bool = False,
         timeout: Optional[float] = None,
     ) -> List[str]:
         """:meth:`pyssh.Session.sftp_upload` (one SFTP channel, opened and closed):
-        the remote paths written (the top level)."""
+        the remote paths written (the top level). ``progress(path, transferred,
+        total)``: plain or ``async def``, as ``exec_wait``'s callbacks."""
+        later = _Later()
         flow = self.session._sftp_upload_steps(
-            files, to, verbose=False, preserve=preserve, resume=resume, timeout=timeout
+            files,
+            to,
+            verbose=False,
+            progress=later.wrap(progress),
+            preserve=preserve,
+            resume=resume,
+            timeout=timeout,
         )
-        paths: List[str] = await _run(flow, self._bell)
+        paths: List[str] = await _run(flow, self._bell, later)
         return paths
 
     async def sftp_download(
@@ -453,16 +462,25 @@ class AsyncSession:
         files: Any,
         to: Any = ".",
         *,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
         preserve: bool = False,
         resume: bool = False,
         timeout: Optional[float] = None,
     ) -> List[str]:
         """:meth:`pyssh.Session.sftp_download`: each file written to a temporary
-        file and renamed into place once complete; the local paths written."""
+        file and renamed into place once complete; the local paths written.
+        ``progress`` as for :meth:`sftp_upload`."""
+        later = _Later()
         flow = self.session._sftp_download_steps(
-            files, to, verbose=False, preserve=preserve, resume=resume, timeout=timeout
+            files,
+            to,
+            verbose=False,
+            progress=later.wrap(progress),
+            preserve=preserve,
+            resume=resume,
+            timeout=timeout,
         )
-        paths: List[str] = await _run(flow, self._bell)
+        paths: List[str] = await _run(flow, self._bell, later)
         return paths
 
     async def sftp(self, *, timeout: Optional[float] = None) -> AsyncSFTP:

@@ -239,10 +239,10 @@ def interrupt_download(server, method, remote, to):
         assert p.wait(timeout=30) == 0
 
 
-def connection_killer(server):
+def connection_killer(server, connect=None):
     """A session on `server` (a fresh_server of the test's own) and a progress
     callable that SIGKILLs that session's sshd processes: the server dying
-    mid-transfer."""
+    mid-transfer. `connect`: api_connect's, for a session of the API under test."""
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}  # pgrep under ASan
 
     def children(pid):
@@ -250,7 +250,7 @@ def connection_killer(server):
             ["pgrep", "-P", str(pid)], capture_output=True, text=True, env=env
         ).stdout.split()
 
-    s = server.connect()
+    s = server.connect() if connect is None else connect(server)
     conns = children(server.pid)
     assert len(conns) == 1  # this session's sshd process
 
@@ -264,17 +264,18 @@ def connection_killer(server):
     return s, kill_connection
 
 
-def download_killed_midway(server, tmp_path, method):
+def download_killed_midway(server, tmp_path, method, connect=None):
     """Session `method` ("scp_download" or "sftp_download") of a 2 GiB file into a
     directory where a good file of that name stands, with the server killed midway:
     a ConnectError that says so, and the good file is left as it was (no partial file, no temporary
-    one). Returns the (dead) session for further checks."""
+    one). Returns the (dead) session for further checks. `connect` as for
+    connection_killer."""
     os.chmod(tmp_path, 0o755)
     (tmp_path / "b").mkdir()
     with open(tmp_path / "big", "wb") as f:
         f.truncate(2 << 30)
     (tmp_path / "b" / "big").write_bytes(b"old good")
-    s, kill_connection = connection_killer(server)
+    s, kill_connection = connection_killer(server, connect)
     with pytest.raises(pyssh.ConnectError, match="the connection to the server was lost"):
         getattr(s, method)(
             str(tmp_path / "big"), to=tmp_path / "b", verbose=False, progress=kill_connection
@@ -420,3 +421,46 @@ class Echo:
 
     def close(self):
         self.sock.close()
+
+
+# ---- the blocking API's behaviour tests, run again through pyssh.aio -----------------------
+
+# A test decorated with @both_apis runs twice: "blocking" (pyssh.Session) and "aio"
+# (tests/aio_adapter.py: pyssh.aio.AsyncSession with the blocking method names); the
+# aio variants are slow-marked, so the quick tier runs the blocking ones alone.
+API = ["blocking", pytest.param("aio", marks=pytest.mark.slow)]
+both_apis = pytest.mark.parametrize("api", API, indirect=True)
+
+
+@pytest.fixture
+def api(request):
+    """Which API the session fixtures give: "blocking" unless the test is
+    parametrized with both_apis."""
+    return getattr(request, "param", "blocking")
+
+
+@pytest.fixture
+def api_connect(api):
+    """connect(server, **kwargs): server.connect(**kwargs) through the API under
+    test (an AioSession for "aio", its event loop closed after the test)."""
+    from aio_adapter import AioSession
+
+    made = []
+
+    def connect(server, **kwargs):
+        if api == "blocking":
+            return server.connect(**kwargs)
+        s = AioSession.connect(server, **kwargs)
+        made.append(s)
+        return s
+
+    yield connect
+    for s in made:
+        s.end()
+
+
+@pytest.fixture
+def api_plain_session(server, plain_address, api_connect):
+    """plain_session through the API under test."""
+    with api_connect(server, address=plain_address) as s:
+        yield s

@@ -9,12 +9,15 @@ import stat
 
 import pytest
 
+from conftest import both_apis
+
 METHODS = ["scp", "sftp"]
 
 
 @pytest.fixture
-def session(server):
-    with server.connect() as s:
+def session(server, api_connect):
+    """A session through the API under test (both_apis: blocking and pyssh.aio)."""
+    with api_connect(server) as s:
         yield s
 
 
@@ -36,6 +39,7 @@ def mode(path):
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_downloads_honour_the_umask_like_scp(session, area, method, umask077):
@@ -56,6 +60,7 @@ def test_downloads_honour_the_umask_like_scp(session, area, method, umask077):
     assert (mode(got), mode(got / "d"), mode(got / "f")) == (0o777, 0o777, 0o777)
 
 
+@both_apis
 @pytest.mark.parametrize("method", METHODS)
 def test_setuid_bits_never_come_from_the_server(session, area, method):
     f = area / "remote" / "s"
@@ -65,6 +70,7 @@ def test_setuid_bits_never_come_from_the_server(session, area, method):
     assert mode(area / "to" / "s") == 0o755
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", ["n" * 255, "é" * 127 + "x"])
@@ -105,6 +111,7 @@ def test_a_failed_rename_removes_its_temporary_file_sftp(hostile_sftp, area):
     assert os.listdir(area / "to") == ["f.bin"] and os.listdir(dest) == ["keep"]
 
 
+@both_apis
 def test_a_failed_rename_removes_its_temporary_file_scp(session, area, monkeypatch):
     """The same over SCP, with the rename made to fail as it does across devices."""
     (area / "remote" / "f").write_bytes(b"data")
@@ -120,6 +127,7 @@ def test_a_failed_rename_removes_its_temporary_file_scp(session, area, monkeypat
     assert os.listdir(area / "to") == []
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_a_symlink_in_the_way_is_not_followed(session, area, method):
@@ -136,6 +144,7 @@ def test_a_symlink_in_the_way_is_not_followed(session, area, method):
     assert os.listdir(elsewhere) == [] and mode(elsewhere) == 0o751
 
 
+@both_apis
 def test_sftp_does_not_follow_a_link_to_a_directory_inside_a_tree(session, area, caplog):
     """As OpenSSH's sftp: a link to a file comes down as a file, a link to a
     directory is left out (with a warning), so a link to an ancestor cannot make a
@@ -167,6 +176,7 @@ def test_names_are_printed_escaped(session, area, method, capsys):
     assert (area / "to" / name).read_bytes() == b"x"  # the file keeps its real name
 
 
+@both_apis
 def test_sftp_contents_of_dot_land_in_the_target(session, area):
     d = area / "remote" / "d"
     (d / "sub").mkdir(parents=True)
@@ -175,6 +185,7 @@ def test_sftp_contents_of_dot_land_in_the_target(session, area):
     assert sorted(os.listdir(area / "to")) == ["sub", "x"]
 
 
+@both_apis
 def test_scp_refuses_a_source_without_a_name(session, area):
     for src in (".", "/", "~", f"{area}/remote/.."):
         with pytest.raises(ValueError, match="name the files or directory"):

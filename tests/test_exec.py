@@ -18,7 +18,7 @@ import pytest
 
 import pyssh
 
-from conftest import interrupted_child, run_while_python_counts, wait_until
+from conftest import both_apis, interrupted_child, run_while_python_counts, wait_until
 
 ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 # for the system tools the tests run (pgrep hangs with the ASan runtime preloaded)
@@ -33,8 +33,9 @@ def pgrep(*args):
 
 
 @pytest.fixture
-def session(server):
-    with server.connect() as s:
+def session(server, api_connect):
+    """A session through the API under test (both_apis: blocking and pyssh.aio)."""
+    with api_connect(server) as s:
         yield s
 
 
@@ -73,6 +74,7 @@ def open_fds():
 # ---- exit statuses and signals -----------------------------------------------------------
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("status", [0, 1, 255])
 def test_exit_status(session, status):
@@ -82,6 +84,7 @@ def test_exit_status(session, status):
     assert r["status"] == status
 
 
+@both_apis
 def test_nonzero_status_raises_command_error_with_stderr_tail(session):
     script = 'for i in $(seq 1 50); do echo "line $i" >&2; done; echo out; exit 3'
     with pytest.raises(pyssh.CommandError) as ei:
@@ -98,6 +101,7 @@ def test_nonzero_status_raises_command_error_with_stderr_tail(session):
     assert e.result.status == 3
 
 
+@both_apis
 def test_the_stderr_tail_is_shown_escaped(session):
     """The message shows what the command wrote, but cannot drive the terminal that
     prints the traceback; the exception keeps the bytes as they came."""
@@ -110,11 +114,13 @@ def test_the_stderr_tail_is_shown_escaped(session):
     assert ei.value.stderr == b"ok\n\x1b]0;pwned\x07\x1b[2Jgone\n"
 
 
+@both_apis
 def test_empty_stderr_is_said(session):
     with pytest.raises(pyssh.CommandError, match=r"status 1 \(its stderr was empty\)"):
         session.exec_internal("false")
 
 
+@both_apis
 @pytest.mark.slow
 def test_killed_by_signal(session):
     r = session.exec_internal("kill -KILL $$", error=False)
@@ -126,6 +132,7 @@ def test_killed_by_signal(session):
     assert ei.value.signal == "KILL"
 
 
+@both_apis
 def test_check_and_text(session):
     r = session.exec_internal("printf 'h\\xc3\\xa9llo'; printf 'bad \\xff' >&2")
     assert r.check() is r
@@ -149,6 +156,7 @@ def blob(tmp_path_factory):
     return path, data
 
 
+@both_apis
 @pytest.mark.slow
 def test_large_binary_output_on_both_streams(session, blob):
     path, data = blob
@@ -157,6 +165,7 @@ def test_large_binary_output_on_both_streams(session, blob):
     assert r.stderr == data
 
 
+@both_apis
 def test_interleaved_streams_do_not_deadlock(session, blob):
     path, data = blob
     # both streams at once, each far more than a channel window
@@ -166,6 +175,7 @@ def test_interleaved_streams_do_not_deadlock(session, blob):
     assert r.stderr == data * 4
 
 
+@both_apis
 @pytest.mark.slow
 def test_no_output(session):
     r = session.exec_internal("true")
@@ -175,16 +185,19 @@ def test_no_output(session):
     assert got == []
 
 
+@both_apis
 def test_unicode_command(session):
     r = session.exec_internal("echo 'héllo wörld ✓ 日本'")
     assert r.stdout.decode("utf-8") == "héllo wörld ✓ 日本\n"
 
 
+@both_apis
 def test_script_as_a_list(session):
     r = session.exec_internal(["cd /", "pwd", "x=42", "echo $x"])
     assert r.stdout == b"/\n42\n"
 
 
+@both_apis
 def test_callable_target_gets_bytes_in_large_chunks(session):
     chunks = []
     n = 8 * 1024 * 1024
@@ -195,6 +208,7 @@ def test_callable_target_gets_bytes_in_large_chunks(session):
     assert n / len(chunks) >= 16 * 1024, f"{len(chunks)} calls for 8 MiB"
 
 
+@both_apis
 def test_default_targets_are_sys_stdout_and_stderr(session, capsys):
     print("before", flush=False)  # still in the text layer: must come out first
     assert session.exec_wait("echo out; echo err >&2") == 0
@@ -222,6 +236,7 @@ class NotebookStream:
         self.flushes += 1
 
 
+@both_apis
 def test_default_target_without_buffer_gets_decoded_text(session, monkeypatch):
     out, err = NotebookStream(), NotebookStream()
     monkeypatch.setattr(sys, "stdout", out)
@@ -259,6 +274,7 @@ class ConsoleStream:
         self.events.append("flush")
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["stdout", "stderr"])
 @pytest.mark.parametrize("with_buffer", [True, False], ids=["buffer", "text"])
@@ -284,6 +300,7 @@ def test_default_targets_write_and_flush_as_data_arrives(
     assert writes and all(stream.events[i + 1 : i + 2] == ["flush"] for i in writes), stream.events
 
 
+@both_apis
 def test_text_stream_target(session):
     out, err = io.StringIO(), io.StringIO()
     assert session.exec_wait("echo 'ünï'; echo 'ërr' >&2", stdout=out, stderr=err) == 0
@@ -291,6 +308,7 @@ def test_text_stream_target(session):
     assert err.getvalue() == "ërr\n"
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("buffering", [-1, 0])
 def test_binary_file_target(session, blob, tmp_path, buffering):
@@ -304,6 +322,7 @@ def test_binary_file_target(session, blob, tmp_path, buffering):
     assert (tmp_path / "err").read_bytes() == data[:1000]
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", [str, pathlib.Path])
 def test_path_target_is_overwritten(session, tmp_path, kind):
@@ -314,17 +333,20 @@ def test_path_target_is_overwritten(session, tmp_path, kind):
     assert err.read_text() == "oops\n"
 
 
+@both_apis
 def test_same_path_for_both_streams(session, tmp_path):
     both = tmp_path / "both.log"
     assert session.exec_wait("echo out; echo err >&2", stdout=str(both), stderr=both) == 0
     assert sorted(both.read_text().splitlines()) == ["err", "out"]
 
 
+@both_apis
 def test_none_discards(session, capfd):
     assert session.exec_wait("echo out; echo err >&2; exit 4", stdout=None, stderr=None) == 4
     assert capfd.readouterr() == ("", "")
 
 
+@both_apis
 def test_bad_targets(session):
     with pytest.raises(TypeError, match="stdout must be a callable"):
         session.exec_wait("true", stdout=42)
@@ -333,6 +355,7 @@ def test_bad_targets(session):
     assert session.exec_internal("echo fine").stdout == b"fine\n"
 
 
+@both_apis
 def test_unusable_file_objects_are_refused_before_the_command_starts(session, tmp_path):
     ran = tmp_path / "ran"
     cmd = f"touch '{ran}'; echo out; echo err >&2"
@@ -361,6 +384,7 @@ def test_unusable_file_objects_are_refused_before_the_command_starts(session, tm
     assert not ran.exists()
 
 
+@both_apis
 def test_path_targets_that_cannot_be_written(session, tmp_path):
     missing = tmp_path / "no" / "such" / "out.txt"
     with pytest.raises(
@@ -388,6 +412,7 @@ def test_path_targets_that_cannot_be_written(session, tmp_path):
 # ---- stdin -------------------------------------------------------------------------------
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
@@ -407,12 +432,14 @@ def test_stdin_kinds(session, make):
     assert r.stdout == data
 
 
+@both_apis
 @pytest.mark.slow
 def test_stdin_str_is_utf8(session):
     assert session.exec_internal("cat", stdin="héllo\n").stdout == "héllo\n".encode()
     assert session.exec_internal("cat", stdin=["a", b"b", "ç"]).stdout == "abç".encode()
 
 
+@both_apis
 @pytest.mark.slow
 def test_stdin_real_file(session, blob):
     path, data = blob
@@ -423,6 +450,7 @@ def test_stdin_real_file(session, blob):
         )
 
 
+@both_apis
 @pytest.mark.slow
 def test_stdin_larger_than_the_window(session):
     data = os.urandom(1 << 20) * 64  # 64 MiB, 32 times the channel window
@@ -431,6 +459,7 @@ def test_stdin_larger_than_the_window(session):
     assert r.stderr == b"done\n"
 
 
+@both_apis
 @pytest.mark.slow
 def test_stdin_never_read(session):
     data = bytes(64 << 20)
@@ -439,12 +468,14 @@ def test_stdin_never_read(session):
     assert r.stdout == b"ignored\n"
 
 
+@both_apis
 def test_no_stdin_sends_eof_at_once(session):
     # a command that reads stdin gets end-of-file, instead of hanging
     r = session.exec_internal("cat; wc -c", timeout=20)
     assert r.stdout.split() == [b"0"]
 
 
+@both_apis
 @pytest.mark.slow
 def test_stdin_while_output_flows(session):
     # the command writes as much as it reads: input and output move together
@@ -456,6 +487,7 @@ def test_stdin_while_output_flows(session):
     assert b"".join(got) == data
 
 
+@both_apis
 @pytest.mark.slow
 def test_bad_stdin(session):
     with pytest.raises(TypeError, match="stdin must be bytes"):
@@ -467,6 +499,7 @@ def test_bad_stdin(session):
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
+@both_apis
 def test_stdin_source_raising_propagates(session):
     class Broken(Exception):
         pass
@@ -483,6 +516,7 @@ def test_stdin_source_raising_propagates(session):
 # ---- environment -------------------------------------------------------------------------
 
 
+@both_apis
 def test_env_accepted(session):
     r = session.exec_internal(
         'printf "%s|%s" "$PYSSH_A" "$PYSSH_B"', env={"PYSSH_A": "one two", "PYSSH_B": "ü=3"}
@@ -490,12 +524,14 @@ def test_env_accepted(session):
     assert r.stdout.decode() == "one two|ü=3"
 
 
+@both_apis
 def test_env_refused_says_accept_env(session):
     with pytest.raises(pyssh.SSHError, match="NOT_ACCEPTED_VAR.*AcceptEnv"):
         session.exec_internal("true", env={"NOT_ACCEPTED_VAR": "x"})
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
+@both_apis
 @pytest.mark.parametrize(
     "env, err",
     [
@@ -529,28 +565,33 @@ def test_bad_env(session, env, err):
         ("echo " + "x" * 300_000, ValueError, "stdin"),
     ],
 )
+@both_apis
 def test_bad_commands(session, command, err, match):
     with pytest.raises(err, match=match):
         session.exec_wait(command)
 
 
+@both_apis
 @pytest.mark.parametrize("timeout", [0, -1, "5", True, float("nan")])
 def test_bad_timeouts(session, timeout):
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         session.exec_internal("true", timeout=timeout)
 
 
+@both_apis
 def test_timeout_beyond_any_float_is_no_limit(session):
     assert session.exec_internal("echo ok", timeout=10**400).stdout == b"ok\n"
 
 
+@both_apis
 def test_bad_error_flag(session):
     with pytest.raises(TypeError, match="error must be True or False"):
         session.exec_internal("true", error="yes")
 
 
-def test_closed_session(server, tmp_path):
-    s = server.connect()
+@both_apis
+def test_closed_session(server, tmp_path, api_connect):
+    s = api_connect(server)
     s.close()
     with pytest.raises(pyssh.SessionClosedError):
         s.exec_wait("true")
@@ -589,6 +630,7 @@ def test_r_style_aliases(session):
 # ---- stopping a command: timeout, Ctrl-C, a callback that raises ------------------------
 
 
+@both_apis
 @pytest.mark.slow
 def test_timeout_closes_channel_and_session_stays_usable(session):
     # the error itself says the timeout fired (a finished `sleep 30` raises nothing)
@@ -599,6 +641,7 @@ def test_timeout_closes_channel_and_session_stays_usable(session):
     assert session.exec_internal("echo usable", timeout=10).stdout == b"usable\n"
 
 
+@both_apis
 @pytest.mark.slow
 def test_timeout_is_inactivity_a_command_that_keeps_talking_runs_on(session):
     """The timeout is "no progress for so long", as ServerAliveInterval or curl's
@@ -612,6 +655,7 @@ def test_timeout_is_inactivity_a_command_that_keeps_talking_runs_on(session):
         session.exec_internal("echo a; sleep 0.3; echo b; sleep 5; echo c", timeout=1)
 
 
+@both_apis
 @pytest.mark.slow
 def test_timeout_output_before_it_is_kept(session):
     got = []
@@ -620,12 +664,13 @@ def test_timeout_output_before_it_is_kept(session):
     assert b"".join(got) == b"early\n"
 
 
+@both_apis
 @pytest.mark.slow
-def test_timeout_signals_the_command(plain_session):
+def test_timeout_signals_the_command(api_plain_session):
     # OpenSSH delivers the SIGHUP to an ordinary user's command (not to root's)
     marker = f"sleep 4{secrets.randbelow(1000)}.{secrets.randbelow(1000)}"
     with pytest.raises(pyssh.SSHTimeoutError):
-        plain_session.exec_wait(f"exec {marker}", timeout=0.5)
+        api_plain_session.exec_wait(f"exec {marker}", timeout=0.5)
     assert wait_gone(marker), "the remote command was not stopped"
 
 
@@ -688,6 +733,7 @@ class Boom(Exception):
     pass
 
 
+@both_apis
 def test_callback_exception_propagates_and_stops_the_command(session):
     marker = f"yes pyssh-{secrets.token_hex(4)}"
     calls = []
@@ -706,6 +752,7 @@ def test_callback_exception_propagates_and_stops_the_command(session):
     assert session.exec_internal("echo usable").stdout == b"usable\n"
 
 
+@both_apis
 def test_file_target_error_propagates(session):
     # a write that fails while the command runs: a full disk
     with open("/dev/full", "wb", buffering=0) as f:
@@ -807,6 +854,7 @@ def test_other_threads_run_while_output_streams(session):
     )
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["discard", "capture", "callback"])
 def test_idle_command_uses_no_cpu(session, how):
@@ -827,8 +875,9 @@ def test_idle_command_uses_no_cpu(session, how):
 # ---- a server that dies ----------------------------------------------------------------------
 
 
-def test_server_killed_mid_command(fresh_server):
-    s = fresh_server.connect()
+@both_apis
+def test_server_killed_mid_command(fresh_server, api_connect):
+    s = api_connect(fresh_server)
     conns = pgrep("-P", str(fresh_server.pid))
     assert len(conns) == 1  # this session's sshd process
 

@@ -21,8 +21,10 @@ import time
 import pytest
 
 import pyssh
+import pyssh.aio
 
 from conftest import (
+    both_apis,
     connection_killer,
     download_killed_midway,
     interrupt_download,
@@ -58,12 +60,20 @@ class Proto:
         return self.name
 
 
+def aio_lacks(api, method):
+    """Skip the aio variant of a test whose method pyssh.aio does not offer yet."""
+    if api == "aio" and not hasattr(pyssh.aio.AsyncSession, method):
+        pytest.skip(f"pyssh.aio.AsyncSession has no {method} yet")
+
+
 @pytest.fixture(params=["scp", "sftp"])
-def proto(request, plain_session):
+def proto(request, api, api_plain_session):
     """The transfers of one protocol, as the ordinary user of plain_session: its
     shell is /bin/sh (root's may read a slow ~/.bashrc before every scp), and it
-    cannot read what only root may (permission errors)."""
-    return Proto(request.param, plain_session)
+    cannot read what only root may (permission errors). Through the API under test
+    (both_apis: blocking and pyssh.aio)."""
+    aio_lacks(api, f"{request.param}_upload")
+    return Proto(request.param, api_plain_session)
 
 
 @pytest.fixture
@@ -158,6 +168,7 @@ class Stop(Exception):
 # ---- files and trees, both ways -------------------------------------------------------------
 
 
+@both_apis
 @pytest.mark.parametrize(
     "size", [0, 1, (1 << 20) + 1, pytest.param(100 << 20, marks=pytest.mark.slow)]
 )
@@ -180,6 +191,7 @@ def test_file_round_trip(proto, area, size):
     assert os.listdir(area["back"]) == [src.name]  # no temporary file left
 
 
+@both_apis
 def test_tree_round_trip(proto, area):
     src = area["local"] / "tree"
     src.mkdir()
@@ -204,6 +216,7 @@ def test_many_small_files(proto, area):
     assert tree(area["back"] / "many") == tree(src)
 
 
+@both_apis
 def test_several_sources_and_a_symlink(proto, area):
     a = area["local"] / "a.txt"
     a.write_bytes(b"A")
@@ -223,6 +236,7 @@ def test_several_sources_and_a_symlink(proto, area):
         assert not os.path.islink(got) and got.read_bytes() == b"A"
 
 
+@both_apis
 def test_preserve_keeps_times(proto, area):
     src = area["local"] / "old"
     src.mkdir()
@@ -242,6 +256,7 @@ def test_preserve_keeps_times(proto, area):
     assert os.stat(area["local"] / "f.txt").st_mtime > time.time() - 60
 
 
+@both_apis
 def test_remote_names_with_quotes_and_shell_characters(proto, area):
     weird = shared_dir(area["remote"] / "a 'b' \"c\" $d `e` ü;f")
     src = area["local"] / "x.txt"
@@ -255,6 +270,7 @@ def test_remote_names_with_quotes_and_shell_characters(proto, area):
 # ---- errors --------------------------------------------------------------------------------
 
 
+@both_apis
 def test_missing_remote_file(proto, area):
     """A FileNotFoundError of the protocol's own; the good file already in the
     target is kept; the session goes on."""
@@ -270,6 +286,7 @@ def test_missing_remote_file(proto, area):
     assert proto.session.exec_internal("echo usable").stdout == b"usable\n"
 
 
+@both_apis
 @pytest.mark.parametrize("what", ["file", "directory"])
 def test_upload_into_missing_remote_directory(proto, area, what):
     if what == "file":
@@ -289,6 +306,7 @@ def test_upload_into_missing_remote_directory(proto, area, what):
     assert not (area["remote"] / "no").exists()
 
 
+@both_apis
 def test_local_errors_before_any_traffic(proto, area):
     with pytest.raises(FileNotFoundError):
         proto.upload(area["local"] / "missing", to=str(area["remote"]))
@@ -304,6 +322,7 @@ def test_local_errors_before_any_traffic(proto, area):
     assert os.listdir(area["remote"]) == []
 
 
+@both_apis
 def test_download_permission_denied(proto, area, server):
     # an ordinary user cannot read the sshd's private host key
     with pytest.raises(proto.PermissionError) as ei:
@@ -312,6 +331,7 @@ def test_download_permission_denied(proto, area, server):
     assert os.listdir(area["back"]) == []
 
 
+@both_apis
 def test_upload_permission_denied(proto, area):
     src = area["local"] / "x.txt"
     src.write_bytes(b"x")
@@ -402,6 +422,7 @@ def test_raising_progress_stops_an_upload(proto, area, capsys):
     assert len(draws[1:]) == 2
 
 
+@both_apis
 @pytest.mark.slow
 def test_raising_progress_leaves_no_partial_download(proto, area):
     big = area["remote"] / "big.bin"
@@ -473,6 +494,7 @@ def test_local_write_error_mid_download(server, area, method):
     assert (area["back"] / "big.bin").read_bytes() == b"good"
 
 
+@both_apis
 @pytest.mark.slow
 def test_upload_of_a_file_that_shrinks_midway(proto, area):
     src = area["local"] / "shrinks.bin"
@@ -545,20 +567,23 @@ def test_ctrl_c_mid_upload(server, area, method):
     assert err.endswith(f"] {src}\n"), err[-300:]
 
 
+@both_apis
 @pytest.mark.parametrize(
     "method", ["sftp_download", pytest.param("scp_download", marks=pytest.mark.slow)]
 )
-def test_server_killed_mid_download(fresh_server, tmp_path, method):
-    s = download_killed_midway(fresh_server, tmp_path, method)
+def test_server_killed_mid_download(fresh_server, tmp_path, method, api, api_connect):
+    aio_lacks(api, method)
+    s = download_killed_midway(fresh_server, tmp_path, method, api_connect)
     upload = method.replace("download", "upload")
     with pytest.raises(pyssh.SSHError):
         getattr(s, upload)(tmp_path / "b" / "big", to=str(tmp_path), verbose=False)
     s.close()
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["scp_upload", "sftp_upload"])
-def test_server_killed_mid_upload(fresh_server, tmp_path, method):
+def test_server_killed_mid_upload(fresh_server, tmp_path, method, api, api_connect):
     """The server dies while a file goes up: a ConnectError that says so (no hang), and
     later calls on the dead session say so too."""
     os.chmod(tmp_path, 0o755)
@@ -566,7 +591,8 @@ def test_server_killed_mid_upload(fresh_server, tmp_path, method):
     with open(src, "wb") as f:
         f.truncate(4 << 30)
     (tmp_path / "up").mkdir()
-    s, kill_connection = connection_killer(fresh_server)
+    aio_lacks(api, method)
+    s, kill_connection = connection_killer(fresh_server, api_connect)
     lost = "the connection to the server was lost"
     with pytest.raises(pyssh.ConnectError, match=lost):
         getattr(s, method)(src, to=str(tmp_path / "up"), verbose=False, progress=kill_connection)
