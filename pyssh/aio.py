@@ -26,7 +26,7 @@ import collections
 import inspect
 import socket
 import weakref
-from typing import Any, Awaitable, Deque, Dict, List, Mapping, Optional, Set
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set
 
 from . import _exec, _ssh, session as _session
 from ._exec import ExecResult
