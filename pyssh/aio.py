@@ -33,7 +33,29 @@ from ._exec import ExecResult
 from ._tcp import Call, Steps, TCPConnect, tcp_steps
 from .errors import SessionClosedError
 
-__all__ = ["AsyncSFTP", "AsyncSFTPFile", "AsyncSession", "connect"]
+__all__ = ["AsyncSFTP", "AsyncSFTPFile", "AsyncSession", "UnsupportedLoopError", "connect"]
+
+
+class UnsupportedLoopError(NotImplementedError):
+    """The running event loop cannot watch sockets (``add_reader``/``add_writer``
+    raise NotImplementedError), which pyssh.aio needs: Windows' default
+    ``ProactorEventLoop`` is such a loop. Run pyssh.aio in a selector loop instead:
+    ``asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())`` before
+    ``asyncio.run()``, or ``asyncio.Runner(loop_factory=asyncio.SelectorEventLoop)``."""
+
+
+def _watch_fd(add: Callable[..., Any], fd: int, *args: Any) -> None:
+    """``loop.add_reader``/``add_writer``, refused clearly by a loop without them."""
+    try:
+        add(fd, *args)
+    except NotImplementedError:
+        loop = getattr(add, "__self__", None)
+        raise UnsupportedLoopError(
+            f"pyssh.aio needs an event loop that watches sockets (add_reader/add_writer),"
+            f" and {type(loop).__name__} does not (Windows' proactor loop): use a selector"
+            " loop, asyncio.set_event_loop_policy(asyncio.WindowsSelectorEventLoopPolicy())"
+            " or asyncio.Runner(loop_factory=asyncio.SelectorEventLoop)"
+        ) from None
 
 
 class _Watch:
@@ -57,8 +79,8 @@ class _Watch:
     ) -> None:
         waiters = table.get(fd)
         if waiters is None:
+            _watch_fd(add, fd, self._fire, table, fd)
             waiters = table[fd] = set()
-            add(fd, self._fire, table, fd)
         waiters.add(fut)
 
     def _fire(self, table: Dict[int, Set[asyncio.Future[None]]], fd: int) -> None:
@@ -90,8 +112,25 @@ _WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref
 def _watch(loop: asyncio.AbstractEventLoop) -> _Watch:
     w = _WATCHES.get(loop)
     if w is None:
+        _probe(loop)
         w = _WATCHES[loop] = _Watch(loop)
     return w
+
+
+def _probe(loop: asyncio.AbstractEventLoop) -> None:
+    """A loop that cannot watch sockets is refused at its first operation, before
+    any network work (UnsupportedLoopError)."""
+    a, b = socket.socketpair()
+    try:
+        _watch_fd(loop.add_reader, a.fileno(), _nothing)
+        loop.remove_reader(a.fileno())
+    finally:
+        a.close()
+        b.close()
+
+
+def _nothing() -> None:
+    pass
 
 
 class _Ring:
@@ -103,7 +142,12 @@ class _Ring:
         self.rd.setblocking(False)
         self.wr.setblocking(False)
         self.waiting: Set[asyncio.Future[None]] = set()
-        loop.add_reader(self.rd.fileno(), self._rung)
+        try:
+            _watch_fd(loop.add_reader, self.rd.fileno(), self._rung)
+        except BaseException:
+            self.rd.close()
+            self.wr.close()
+            raise
 
     def _rung(self) -> None:
         try:
@@ -180,7 +224,7 @@ async def _drive(op: _ssh.Op, bell: Optional[_Bell] = None, later: Optional[_Lat
                 await later.flush()
             fds, seconds = wants
             if seconds == 0:
-                await asyncio.sleep(0)  # a slice ran out: the loop's other tasks first
+                await _turn(loop)  # a slice ran out: the loop's other work first
                 continue
             await _ready(loop, watch, fds, seconds, bell)
         if later is not None:
@@ -189,6 +233,17 @@ async def _drive(op: _ssh.Op, bell: Optional[_Bell] = None, later: Optional[_Lat
         op.cancel()
         raise
     return op.result()
+
+
+async def _turn(loop: asyncio.AbstractEventLoop) -> None:
+    """Step again after what else the loop has to do now. A timer due now, not
+    ``asyncio.sleep(0)``: that one's task runs first in the next pass, before the
+    callbacks of the timers that fell due during the step (their tasks wake one pass
+    later still), so a task sleeping a millisecond waited two more slices; a timer
+    comes after those that were due before it (asyncio's and uvloop's order)."""
+    fut = loop.create_future()
+    loop.call_at(loop.time(), _wake, fut)
+    await fut
 
 
 async def _ready(
@@ -231,6 +286,7 @@ async def _run(
     executor (getaddrinfo cannot be made non-blocking). The flow never asks on the
     terminal. `later`: the queue of the flow's async callbacks."""
     try:
+        _watch(asyncio.get_running_loop())  # (a loop that cannot watch sockets: refused)
         return await _run_stack([flow], bell, later)
     finally:
         if later is not None:
