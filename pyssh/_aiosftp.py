@@ -4,15 +4,16 @@ remote file), the blocking :class:`pyssh.SFTP`'s flows run in the event loop
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import io
 import os
-from typing import Any, Callable, List, Optional, Union
+import posixpath
+from typing import Any, AsyncIterator, Callable, List, Optional, Tuple, Union
 
 from . import _sftp
 from ._tcp import Steps
 from .aio import _Bell, _Later, _run
-from .errors import SFTPFileNotFoundError
 
 _NEWLINES = (None, "", "\n", "\r", "\r\n")
 
@@ -73,8 +74,8 @@ class AsyncSFTPFile(_sftp._FileSteps):
     file object's reads, writes, seeks and fetching ahead (the same flows), with
     asyncssh's ``SFTPClientFile`` shape. Binary modes read and write bytes, text
     modes str (decoded as it is read; positions are byte offsets). ``async with``
-    closes it; ``async for line in f`` reads it line by line. One operation at a time,
-    as on its :class:`AsyncSFTP` channel."""
+    closes it; ``async for line in f`` reads it line by line. Its operations take turns
+    with the others of its :class:`AsyncSFTP` channel."""
 
     def __init__(self, sftp: AsyncSFTP, text: Optional[_Text]):
         self._owner = sftp
@@ -109,7 +110,7 @@ class AsyncSFTPFile(_sftp._FileSteps):
         return line
 
     async def _do(self, flow: Steps[Any]) -> Any:
-        return await _run(flow, self._owner._bell)
+        return await self._owner._do(flow)
 
     async def read(self, size: int = -1, offset: Optional[int] = None) -> Union[bytes, str]:
         """Up to ``size`` bytes (all to the end when negative) from the position,
@@ -202,12 +203,16 @@ class AsyncSFTPFile(_sftp._FileSteps):
 
 class AsyncSFTP:
     """An SFTP channel for asyncio: :class:`pyssh.SFTP`'s transfers and file
-    operations as coroutines. One operation at a time per channel (open several
-    channels for transfers at once)."""
+    operations as coroutines. The channel runs one operation at a time: operations
+    started together (``asyncio.gather``, its files' reads and writes) take turns
+    (open several channels for transfers at once)."""
 
     def __init__(self, sftp: Any, bell: _Bell):
         self.sftp = sftp
         self._bell = bell
+        # the channel runs one operation at a time: the others (its files' too) wait
+        # their turn here, rather than find it in use
+        self._turn = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncSFTP:
         return self
@@ -223,7 +228,8 @@ class AsyncSFTP:
         return bool(self.sftp.closed)
 
     async def _do(self, flow: Steps[Any], later: Optional[_Later] = None) -> Any:
-        return await _run(flow, self._bell, later)
+        async with self._turn:
+            return await _run(flow, self._bell, later)
 
     async def put(
         self,
@@ -295,11 +301,113 @@ class AsyncSFTP:
 
     async def exists(self, path: Any) -> bool:
         """:meth:`pyssh.SFTP.exists`."""
+        r: bool = await self._do(self.sftp._exists_steps(path))
+        return r
+
+    async def is_file(self, path: Any) -> bool:
+        """:meth:`pyssh.SFTP.is_file`."""
+        r: bool = await self._do(self.sftp._is_file_steps(path))
+        return r
+
+    async def is_symlink(self, path: Any) -> bool:
+        """:meth:`pyssh.SFTP.is_symlink`."""
+        r: bool = await self._do(self.sftp._is_symlink_steps(path))
+        return r
+
+    async def scandir(self, path: Any = ".") -> AsyncIterator[_sftp.SFTPAttributes]:
+        """:meth:`pyssh.SFTP.scandir`: an async iterator of the entries with their
+        attributes, as the server lists them (a READDIR at a time)."""
+        sftp = self.sftp
+        h = await self._do(sftp._opendir_steps(path))
+        spath = os.fspath(path)
         try:
-            await self.stat(path)
-        except SFTPFileNotFoundError:
-            return False
-        return True
+            counts = [0, 0]
+            while True:
+                got = await self._do(sftp._readdir_steps(h, spath, counts))
+                if got is None:
+                    return
+                for a in got:
+                    yield a
+        finally:
+            if not sftp.closed:  # (not waited for: an iterator given up closes too)
+                await self._do(sftp._send_close_steps(sftp._c, h))
+
+    def iterdir(self, path: Any = ".") -> AsyncIterator[_sftp.SFTPAttributes]:
+        """:meth:`pyssh.SFTP.iterdir`: as :meth:`scandir`."""
+        return self.scandir(path)
+
+    async def walk(self, top: Any = ".") -> AsyncIterator[Tuple[str, List[str], List[str]]]:
+        """:meth:`pyssh.SFTP.walk`: ``async for dirpath, dirnames, filenames in
+        sftp.walk(top)``, top-down (``dirnames`` may be pruned in place), symlinks
+        to directories not followed, SFTPError (ELOOP) below 64 levels."""
+        async for x in self._walk(os.fspath(top), 0):
+            yield x
+
+    async def _walk(self, top: str, depth: int) -> AsyncIterator[Tuple[str, List[str], List[str]]]:
+        _sftp._walk_depth(top, depth)
+        dirs, files = _sftp._walk_split(await self.listdir_attr(top))
+        yield top, dirs, files
+        for d in dirs:
+            async for x in self._walk(posixpath.join(top, d), depth + 1):
+                yield x
+
+    async def glob(self, pattern: Any) -> List[str]:
+        """:meth:`pyssh.SFTP.glob`: the matching paths, sorted."""
+        paths: List[str] = await self._do(self.sftp._glob_steps(pattern))
+        return paths
+
+    async def makedirs(self, path: Any, mode: int = 0o777, exist_ok: bool = False) -> None:
+        """:meth:`pyssh.SFTP.makedirs`."""
+        await self._do(self.sftp._makedirs_steps(path, mode, exist_ok))
+
+    async def rmtree(self, path: Any) -> None:
+        """:meth:`pyssh.SFTP.rmtree`: links removed, never followed."""
+        await self._do(self.sftp._rmtree_steps(path))
+
+    async def utime(self, path: Any, times: Optional[Tuple[float, float]] = None) -> None:
+        """:meth:`pyssh.SFTP.utime`."""
+        await self._do(self.sftp._utime_steps(path, times))
+
+    async def readlink(self, path: Any) -> str:
+        """:meth:`pyssh.SFTP.readlink`."""
+        r: str = await self._do(self.sftp._readlink_steps(path))
+        return r
+
+    async def symlink(self, target: Any, link: Any) -> None:
+        """:meth:`pyssh.SFTP.symlink` (``os.symlink``'s order)."""
+        await self._do(self.sftp._symlink_steps(target, link))
+
+    async def link(self, src: Any, dst: Any) -> None:
+        """:meth:`pyssh.SFTP.link` (hardlink@openssh.com)."""
+        await self._do(self.sftp._link_steps(src, dst))
+
+    hardlink = link
+
+    async def chown(self, path: Any, uid: int, gid: int) -> None:
+        """:meth:`pyssh.SFTP.chown`."""
+        await self._do(self.sftp._chown_steps(path, uid, gid))
+
+    async def statvfs(self, path: Any = ".") -> os.statvfs_result:
+        """:meth:`pyssh.SFTP.statvfs` (statvfs@openssh.com)."""
+        r: os.statvfs_result = await self._do(self.sftp._statvfs_steps(path))
+        return r
+
+    def limits(self) -> _sftp.SFTPLimits:
+        """:meth:`pyssh.SFTP.limits`: asked when the channel started, so nothing to
+        await."""
+        limits: _sftp.SFTPLimits = self.sftp.limits()
+        return limits
+
+    async def copy(self, src: Any, dst: Any) -> None:
+        """:meth:`pyssh.SFTP.copy` (copy-data: the bytes never leave the server)."""
+        await self._do(self.sftp._copy_steps(src, dst))
+
+    async def fsync(self, file: Any) -> None:
+        """:meth:`pyssh.SFTP.fsync`: ``file`` an :class:`AsyncSFTPFile` or a path."""
+        if isinstance(file, AsyncSFTPFile):
+            await file.fsync()
+            return
+        await self._do(self.sftp._fsync_path_steps(file))
 
     async def listdir_attr(self, path: Any = ".") -> List[Any]:
         """:meth:`pyssh.SFTP.listdir_attr`: the entries with their attributes, by name."""
@@ -322,10 +430,14 @@ class AsyncSFTP:
         """:meth:`pyssh.SFTP.remove`."""
         await self._do(self.sftp._remove_steps(path))
 
+    unlink = remove
+
     async def rename(self, src: Any, dst: Any) -> None:
         """:meth:`pyssh.SFTP.rename` (replacing ``dst`` where the server offers
         posix-rename@openssh.com)."""
         await self._do(self.sftp._rename_steps(src, dst))
+
+    replace = rename
 
     async def chmod(self, path: Any, mode: int) -> None:
         """:meth:`pyssh.SFTP.chmod`."""

@@ -506,6 +506,25 @@ class _RemoteRaw(_FileSteps, io.RawIOBase):
                 io.RawIOBase.close(self)
 
 
+def _walk_depth(top: str, depth: int) -> None:
+    """walk() stops below 64 levels, as downloads do: a server cannot make it
+    recurse for ever."""
+    if depth > DEPTH_MAX:
+        raise SFTPError(
+            errno.ELOOP, f"walk: {printable(top)} is more than {DEPTH_MAX} directories deep", top
+        )
+
+
+def _walk_split(entries: List[SFTPAttributes]) -> Tuple[List[str], List[str]]:
+    """A directory's entries as walk() gives them: (dirnames, filenames); a symlink
+    to a directory is a file name (never descended)."""
+    dirs: List[str] = []
+    files: List[str] = []
+    for a in entries:
+        (dirs if a.is_dir() else files).append(a.filename or "")
+    return dirs, files
+
+
 def _open_mode(
     mode: Any,
     buffering: int,
@@ -812,8 +831,11 @@ class SFTP:
 
     def exists(self, path: Any) -> bool:
         """True if ``path`` exists (a broken symlink does not)."""
+        return run_steps(self._exists_steps(path))
+
+    def _exists_steps(self, path: Any) -> Steps[bool]:
         try:
-            self.stat(path)
+            yield from self._stat_steps(path)
             return True
         except SFTPFileNotFoundError:
             return False
@@ -830,8 +852,21 @@ class SFTP:
 
     def is_file(self, path: Any) -> bool:
         """True if ``path`` is a regular file (or a symlink to one)."""
+        return run_steps(self._is_file_steps(path))
+
+    def _is_file_steps(self, path: Any) -> Steps[bool]:
         try:
-            return self.stat(path).is_file()
+            return (yield from self._stat_steps(path)).is_file()
+        except SFTPFileNotFoundError:
+            return False
+
+    def is_symlink(self, path: Any) -> bool:
+        """True if ``path`` is a symbolic link (``os.path.islink``: False if missing)."""
+        return run_steps(self._is_symlink_steps(path))
+
+    def _is_symlink_steps(self, path: Any) -> Steps[bool]:
+        try:
+            return (yield from self._attrs_of_steps(LSTAT, path, "lstat")).is_symlink()
         except SFTPFileNotFoundError:
             return False
 
@@ -850,6 +885,11 @@ class SFTP:
         finally:
             if not self._c.closed:
                 self._close_handle(h)
+
+    def _closedir_steps(self, h: bytes) -> Steps[None]:
+        """After a listing (stopped early too): its handle closed, not waited for."""
+        if not self._c.closed and not _closing():
+            yield from self._send_close_steps(self._c, h)
 
     def _opendir_steps(self, path: Any) -> Steps[bytes]:
         """OPENDIR `path`: its handle."""
@@ -1013,20 +1053,23 @@ class SFTP:
 
     def makedirs(self, path: Any, mode: int = 0o777, exist_ok: bool = False) -> None:
         """Make ``path`` and any missing parents (``os.makedirs``)."""
+        run_steps(self._makedirs_steps(path, mode, exist_ok))
+
+    def _makedirs_steps(self, path: Any, mode: int, exist_ok: bool) -> Steps[None]:
         spath = os.fspath(path)
-        if self.is_dir(spath):
+        if (yield from self._is_dir_steps(spath)):
             if exist_ok:
                 return
             raise SFTPFileExistsError(
                 errno.EEXIST, f"makedirs: {printable(spath)} already exists", spath
             )
         parent = posixpath.dirname(spath.rstrip("/"))
-        if parent and parent != spath and not self.is_dir(parent):
-            self.makedirs(parent, mode, exist_ok=True)
+        if parent and parent != spath and not (yield from self._is_dir_steps(parent)):
+            yield from self._makedirs_steps(parent, mode, True)
         try:
-            self.mkdir(spath, mode)
+            yield from self._mkdir_steps(spath, mode)
         except SFTPFileExistsError:
-            if not (exist_ok and self.is_dir(spath)):
+            if not (exist_ok and (yield from self._is_dir_steps(spath))):
                 raise
 
     def _lexists(self, path: Any) -> bool:
@@ -1108,12 +1151,13 @@ class SFTP:
     def utime(self, path: Any, times: Optional[Tuple[float, float]] = None) -> None:
         """Set the access and modification times of ``path`` (``os.utime``: a pair
         (atime, mtime) in seconds, or None for now)."""
-        if times is None:
-            import time
+        run_steps(self._utime_steps(path, times))
 
+    def _utime_steps(self, path: Any, times: Optional[Tuple[float, float]]) -> Steps[None]:
+        if times is None:
             now = time.time()
             times = (now, now)
-        self._status(
+        yield from self._status_steps(
             SETSTAT,
             _str(_path(path)) + _attrs(times=(int(times[0]), int(times[1]))),
             "utime",
@@ -1122,10 +1166,16 @@ class SFTP:
 
     def readlink(self, path: Any) -> str:
         """Where the symlink ``path`` points (``os.readlink``)."""
+        return run_steps(self._readlink_steps(path))
+
+    def _readlink_steps(self, path: Any) -> Steps[str]:
         try:
-            names = self._names(READLINK, _str(_path(path)), "readlink", os.fspath(path))
+            reply = yield from self._call_steps(
+                READLINK, _str(_path(path)), "readlink", os.fspath(path)
+            )
+            names = [_entry(e) for e in reply[1]]
         except SFTPError as e:
-            if self._vague(e) and self._lexists(path):
+            if self._vague(e) and (yield from self._lexists_steps(path)):
                 raise SFTPError(
                     errno.EINVAL,
                     f"readlink: {printable(os.fspath(path))} is not a symbolic link",
@@ -1140,8 +1190,13 @@ class SFTP:
         """Make ``link`` a symlink pointing to ``target`` (``os.symlink``'s order).
         OpenSSH's server takes the two the other way round from the SFTP draft;
         pyssh sends them in the order it expects."""
+        run_steps(self._symlink_steps(target, link))
+
+    def _symlink_steps(self, target: Any, link: Any) -> Steps[None]:
         t, k = _path(target), _path(link)
-        self._status(SYMLINK, _str(t) + _str(k), "symlink", os.fspath(link), os.fspath(target))
+        yield from self._status_steps(
+            SYMLINK, _str(t) + _str(k), "symlink", os.fspath(link), os.fspath(target)
+        )
 
     def realpath(self, path: Any = ".") -> str:
         """The absolute, canonical form of ``path`` on the server (``"."``: the
@@ -1160,12 +1215,15 @@ class SFTP:
     def statvfs(self, path: Any = ".") -> os.statvfs_result:
         """File system statistics for ``path``, where the server offers
         statvfs@openssh.com (OpenSSH does)."""
+        return run_steps(self._statvfs_steps(path))
+
+    def _statvfs_steps(self, path: Any) -> Steps[os.statvfs_result]:
         spath = os.fspath(path)
         if "statvfs@openssh.com" not in self.extensions:
             raise SFTPError(
                 errno.EOPNOTSUPP, "statvfs: the server does not offer statvfs@openssh.com", spath
             )
-        rtype, v = self._call(
+        rtype, v = yield from self._call_steps(
             EXTENDED, _str(b"statvfs@openssh.com") + _str(_path(path)), "statvfs", spath
         )
         if rtype != EXTENDED_REPLY:
@@ -1202,21 +1260,30 @@ class SFTP:
         if isinstance(file, _RemoteRaw):
             file.fsync()
             return
-        spath = os.fspath(file)
+        run_steps(self._fsync_path_steps(file))
+
+    def _fsync_path_steps(self, path: Any) -> Steps[None]:
+        """fsync() of a path: opened for it, then closed."""
+        spath = os.fspath(path)
         self._need("fsync@openssh.com", "fsync", spath)
-        h = self._open(spath, F_READ)
+        h = yield from self._open_steps(spath, F_READ)
         try:
-            self._status(EXTENDED, _str(b"fsync@openssh.com") + _str(h), "fsync", spath)
+            yield from self._status_steps(
+                EXTENDED, _str(b"fsync@openssh.com") + _str(h), "fsync", spath
+            )
         finally:
-            if not self._c.closed:
-                self._close_handle(h)
+            if not self._c.closed and not _closing():
+                yield from self._close_handle_steps(h)
 
     def link(self, src: Any, dst: Any) -> None:
         """Make ``dst`` a hard link to the file ``src`` (``os.link``), with
         hardlink@openssh.com."""
+        run_steps(self._link_steps(src, dst))
+
+    def _link_steps(self, src: Any, dst: Any) -> Steps[None]:
         a, b = _path(src), _path(dst)
         self._need("hardlink@openssh.com", "link", os.fspath(src))
-        self._status(
+        yield from self._status_steps(
             EXTENDED,
             _str(b"hardlink@openssh.com") + _str(a) + _str(b),
             "link",
@@ -1229,17 +1296,22 @@ class SFTP:
     def chown(self, path: Any, uid: int, gid: int) -> None:
         """Set the owner and group of ``path`` by number (``os.chown``; -1 leaves
         one as it is). Only root on the server may give a file away."""
+        run_steps(self._chown_steps(path, uid, gid))
+
+    def _chown_steps(self, path: Any, uid: int, gid: int) -> Steps[None]:
         spath = os.fspath(path)
         for v in (uid, gid):
             if isinstance(v, bool) or not isinstance(v, int) or not -1 <= v <= 0xFFFFFFFF:
                 raise ValueError(f"chown: uid and gid must be ints from -1 to 2**32-1, not {v!r}")
         if uid == -1 or gid == -1:
-            st = self.stat(path)
+            st = yield from self._stat_steps(path)
             uid = st.st_uid if uid == -1 and st.st_uid is not None else uid
             gid = st.st_gid if gid == -1 and st.st_gid is not None else gid
             if uid == -1 or gid == -1:
                 raise SFTPError(errno.EPROTO, "chown: the server did not say the owner", spath)
-        self._status(SETSTAT, _str(_path(path)) + _attrs(owner=(uid, gid)), "chown", spath)
+        yield from self._status_steps(
+            SETSTAT, _str(_path(path)) + _attrs(owner=(uid, gid)), "chown", spath
+        )
 
     def copy(self, src: Any, dst: Any) -> None:
         """Copy the file ``src`` to ``dst`` on the server, the data never leaving it
@@ -1247,25 +1319,28 @@ class SFTP:
         replaced, with ``src``'s permission bits. A server without copy-data: an
         SFTPError (EOPNOTSUPP); copy through the client with :meth:`open` and
         ``shutil.copyfileobj`` then."""
+        run_steps(self._copy_steps(src, dst))
+
+    def _copy_steps(self, src: Any, dst: Any) -> Steps[None]:
         s, d = os.fspath(src), os.fspath(dst)
         self._need("copy-data", "copy", s)
-        st = self.stat(s)
+        st = yield from self._stat_steps(s)
         if st.is_dir():
             raise SFTPIsADirectoryError(errno.EISDIR, f"copy: {printable(s)} is a directory", s)
-        hs = self._open(s, F_READ)
+        hs = yield from self._open_steps(s, F_READ)
         try:
             mode = (st.st_mode or 0o644) & 0o777
-            hd = self._open(d, F_WRITE | F_CREAT | F_TRUNC, mode)
+            hd = yield from self._open_steps(d, F_WRITE | F_CREAT | F_TRUNC, mode)
             try:
                 # read from 0 to the end (length 0), write at 0
                 body = _str(hs) + struct.pack(">QQ", 0, 0) + _str(hd) + struct.pack(">Q", 0)
-                self._status(EXTENDED, _str(b"copy-data") + body, "copy", s, d)
+                yield from self._status_steps(EXTENDED, _str(b"copy-data") + body, "copy", s, d)
             finally:
-                if not self._c.closed:
-                    self._close_handle(hd)
+                if not self._c.closed and not _closing():
+                    yield from self._close_handle_steps(hd)
         finally:
-            if not self._c.closed:
-                self._close_handle(hs)
+            if not self._c.closed and not _closing():
+                yield from self._close_handle_steps(hs)
 
     def rmtree(self, path: Any) -> None:
         """Remove the directory ``path`` and everything in it (``shutil.rmtree``).
@@ -1273,9 +1348,12 @@ class SFTP:
         goes, the directory stays. A link as ``path`` itself is refused, as
         shutil does. Iterative, a level's listings fetched at once; at most 64
         levels deep."""
-        from ._sftptree import rmtree  # it builds on this module
+        run_steps(self._rmtree_steps(path))
 
-        rmtree(self, os.fspath(path))
+    def _rmtree_steps(self, path: Any) -> Steps[None]:
+        from ._sftptree import rmtree_steps  # it builds on this module
+
+        yield from rmtree_steps(self, os.fspath(path))
 
     def glob(self, pattern: Any) -> List[str]:
         """The remote paths matching ``pattern``, sorted, as Python's ``glob.glob``
@@ -1283,9 +1361,14 @@ class SFTP:
         not a leading dot unless the pattern has one; ``**`` as a component matches
         any number of directories (symlinked ones not descended). Relative patterns
         are from the directory SFTP starts in (normally the home). No match: []."""
+        return run_steps(self._glob_steps(pattern))
+
+    def _glob_steps(self, pattern: Any) -> Steps[List[str]]:
         from . import _sftpglob
 
-        return _sftpglob.glob(self, _path(pattern).decode("utf-8", "surrogateescape"))
+        return (
+            yield from _sftpglob.glob_steps(self, _path(pattern).decode("utf-8", "surrogateescape"))
+        )
 
     def _one_match_steps(self, remote: str) -> Steps[str]:
         """get()'s source: itself, or the one file its wildcards match."""
@@ -1306,16 +1389,8 @@ class SFTP:
         return self._walk(os.fspath(top), 0)
 
     def _walk(self, top: str, depth: int) -> Iterator[Tuple[str, List[str], List[str]]]:
-        if depth > DEPTH_MAX:
-            raise SFTPError(
-                errno.ELOOP,
-                f"walk: {printable(top)} is more than {DEPTH_MAX} directories deep",
-                top,
-            )
-        dirs: List[str] = []
-        files: List[str] = []
-        for a in self.listdir_attr(top):
-            (dirs if a.is_dir() else files).append(a.filename or "")
+        _walk_depth(top, depth)
+        dirs, files = _walk_split(self.listdir_attr(top))
         yield top, dirs, files
         for d in dirs:
             yield from self._walk(posixpath.join(top, d), depth + 1)

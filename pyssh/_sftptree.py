@@ -47,6 +47,7 @@ from ._sftp import (
     FX_NO_SUCH_FILE,
     FX_OK,
     HANDLE,
+    LSTAT,
     MKDIR,
     OPEN,
     READ,
@@ -63,7 +64,7 @@ from ._sftp import (
     _str,
     log,
 )
-from ._tcp import Steps
+from ._tcp import Steps, run_steps
 from .errors import SFTPError
 
 if TYPE_CHECKING:
@@ -629,9 +630,13 @@ class Uploads(_Queue):
 
 
 def rmtree(sftp: SFTP, top: str) -> None:
+    run_steps(rmtree_steps(sftp, top))
+
+
+def rmtree_steps(sftp: SFTP, top: str) -> Steps[None]:
     """SFTP.rmtree(): list a level of directories at once, remove their files and
     links in batches, then the directories deepest first. Never follows a link."""
-    st = sftp.lstat(top)
+    st = yield from sftp._attrs_of_steps(LSTAT, top, "lstat")
     if st.is_symlink():
         raise SFTPError(
             errno.ENOTDIR,
@@ -644,17 +649,17 @@ def rmtree(sftp: SFTP, top: str) -> None:
     for _ in range(DEPTH_MAX + 1):
         if not level:
             break
-        listed = sftp._list_many(level)
+        listed = yield from sftp._list_many_steps(level)
         files: List[str] = []
         below: List[str] = []
         for p in level:
             entries = listed.get(p)
             if entries is None:
-                entries = sftp.listdir_attr(p)  # says what went wrong
+                entries = yield from sftp._listdir_attr_steps(p)  # says what went wrong
             for a in entries:
                 sub = posixpath.join(p, a.filename or "")
                 (below if a.is_dir() and not a.is_symlink() else files).append(sub)
-        _statuses(sftp, [(REMOVE, _str(_path(f))) for f in files], files, "rmtree")
+        yield from _statuses(sftp, [(REMOVE, _str(_path(f))) for f in files], files, "rmtree")
         dirs += below
         level = below
     if level:
@@ -662,14 +667,18 @@ def rmtree(sftp: SFTP, top: str) -> None:
             errno.ELOOP, f"rmtree: {printable(top)} is more than {DEPTH_MAX} levels deep", top
         )
     for d in reversed(dirs):  # the deepest first: each is empty by then
-        sftp.rmdir(d)
+        yield from sftp._rmdir_steps(d)
 
 
-def _statuses(sftp: SFTP, reqs: List[Tuple[int, bytes]], paths: List[str], what: str) -> None:
+def _statuses(
+    sftp: SFTP, reqs: List[Tuple[int, bytes]], paths: List[str], what: str
+) -> Steps[None]:
     """Requests answered by a status, in batches; the first failure raised once its
     batch is done (a file already gone counts as removed)."""
     for j in range(0, len(reqs), BATCH_MAX):
-        replies = sftp._c.batch(reqs[j : j + BATCH_MAX], timeout=sftp._timeout, what=what)
+        replies = yield _op(
+            sftp._c.batch, reqs[j : j + BATCH_MAX], timeout=sftp._timeout, what=what
+        )
         for path, (rtype, value) in zip(paths[j : j + BATCH_MAX], replies):
             if rtype == STATUS and value[0] not in (FX_OK, FX_NO_SUCH_FILE):
                 raise _error(value[0], value[1], what, path)

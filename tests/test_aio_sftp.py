@@ -35,6 +35,8 @@ class Blocking:
 
     def __getattr__(self, name):
         fn = getattr(self.sftp, name)
+        if name == "limits":  # nothing to wait for: a plain method both ways
+            return fn
         if name in ("scandir", "iterdir", "walk"):
 
             async def each(*args, **kwargs):
@@ -376,3 +378,217 @@ def test_hostile_early_eof_and_wrong_ids(hostile_sftp, area):
 
     e = _hostile(hostile_sftp, {"wrong_id": True}, wrong)
     assert e.errno == errno.EPROTO and "a request that was not made" in str(e)
+
+
+# ---- os-like operations, blocking and aio --------------------------------------------
+
+
+async def _errors(calls):
+    """(exception type, errno) of each awaited call (None: it succeeded)."""
+    out = []
+    for call in calls:
+        try:
+            await call()
+        except (pyssh.SFTPError, OSError, ValueError) as e:
+            out.append((type(e), getattr(e, "errno", None)))
+        else:
+            out.append(None)
+    return out
+
+
+@pytest.mark.parametrize("api", [pytest.param("blocking", marks=pytest.mark.slow), "aio"])
+def test_os_operations(server, area, api):
+    base = area / "remote" / api
+    base.mkdir()
+    (base / "f").write_bytes(b"0123456789")
+    b = str(base)
+
+    async def body(sftp):
+        await sftp.makedirs(f"{b}/x/y/z")
+        await sftp.makedirs(f"{b}/x/y", exist_ok=True)
+        await sftp.symlink("f", f"{b}/ln")
+        await sftp.link(f"{b}/f", f"{b}/hard")
+        await sftp.utime(f"{b}/f", (1_000_000, 2_000_000))
+        st = await sftp.stat(f"{b}/f")
+        await sftp.chown(f"{b}/f", -1, st.st_gid)
+        await sftp.fsync(f"{b}/f")
+        await sftp.copy(f"{b}/f", f"{b}/copied")
+        names = sorted([a.filename async for a in sftp.scandir(b)])
+        return {
+            "names": names,
+            "iter": sorted([a.filename async for a in sftp.iterdir(b)]),
+            "is": [
+                await sftp.is_file(f"{b}/f"),
+                await sftp.is_file(f"{b}/x"),
+                await sftp.is_file(f"{b}/nope"),
+                await sftp.is_symlink(f"{b}/ln"),
+                await sftp.is_symlink(f"{b}/f"),
+                await sftp.is_symlink(f"{b}/nope"),
+                await sftp.exists(f"{b}/x/y/z"),
+                await sftp.is_dir(f"{b}/x/y/z"),
+            ],
+            "readlink": await sftp.readlink(f"{b}/ln"),
+            "times": (st.st_atime, st.st_mtime),
+            "bsize": (await sftp.statvfs(b)).f_bsize > 0,
+            "limits": sftp.limits().max_read_length > 0,
+            "errors": await _errors(
+                [
+                    lambda: sftp.makedirs(f"{b}/x/y"),
+                    lambda: sftp.readlink(f"{b}/f"),
+                    lambda: sftp.readlink(f"{b}/nope"),
+                    lambda: sftp.symlink("f", f"{b}/ln"),
+                    lambda: sftp.utime(f"{b}/nope", None),
+                    lambda: sftp.chown(f"{b}/f", -2, 0),
+                    lambda: sftp.statvfs(f"{b}/nope"),
+                    lambda: sftp.copy(f"{b}/x", f"{b}/x2"),
+                    lambda: sftp.fsync(f"{b}/nope"),
+                    lambda: sftp.link(f"{b}/nope", f"{b}/l2"),
+                    lambda: sftp.rmtree(f"{b}/ln"),
+                    lambda: sftp.rmtree(f"{b}/f"),
+                ]
+            ),
+        }
+
+    got = both(server, api, body)
+    assert got["names"] == got["iter"] == ["copied", "f", "hard", "ln", "x"]
+    assert got["is"] == [True, False, False, True, False, False, True, True]
+    assert got["readlink"] == "f" and got["times"] == (1_000_000, 2_000_000)
+    assert got["bsize"] and got["limits"]
+    assert (base / "copied").read_bytes() == b"0123456789"
+    assert os.stat(base / "hard").st_ino == os.stat(base / "f").st_ino
+    assert got["errors"] == [
+        (pyssh.SFTPFileExistsError, errno.EEXIST),
+        (pyssh.SFTPError, errno.EINVAL),
+        (pyssh.SFTPFileNotFoundError, errno.ENOENT),
+        (pyssh.SFTPError, errno.EIO),  # OpenSSH says "failure" for an existing link
+        (pyssh.SFTPFileNotFoundError, errno.ENOENT),
+        (ValueError, None),
+        (pyssh.SFTPFileNotFoundError, errno.ENOENT),
+        (pyssh.SFTPIsADirectoryError, errno.EISDIR),
+        (pyssh.SFTPFileNotFoundError, errno.ENOENT),
+        (pyssh.SFTPFileNotFoundError, errno.ENOENT),
+        (pyssh.SFTPError, errno.ENOTDIR),
+        (pyssh.SFTPError, errno.ENOTDIR),
+    ]
+
+
+def _tree(root):
+    """a/ (b/ (c.txt, .hidden), d.txt), e.txt, ln -> a (a link to a directory)."""
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "c.txt").write_text("c")
+    (root / "a" / "b" / ".hidden").write_text("h")
+    (root / "a" / "d.txt").write_text("d")
+    (root / "e.txt").write_text("e")
+    os.symlink("a", root / "ln")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("api", ["blocking", "aio"])
+def test_walk_glob_rmtree(server, area, api):
+    root = area / "remote" / api
+    _tree(root)
+    outside = area / "remote" / f"{api}-outside"
+    outside.mkdir()
+    (outside / "keep").write_text("k")
+    os.symlink(outside, root / "a" / "out")
+    r = str(root)
+
+    async def body(sftp):
+        walked = [w async for w in sftp.walk(r)]
+        pruned = []
+        async for top, dirs, _files in sftp.walk(r):
+            pruned.append(top)
+            dirs[:] = [d for d in dirs if d != "b"]  # pruned in place, as os.walk
+        globs = {
+            p: await sftp.glob(f"{r}/{p}")
+            for p in ("*.txt", "*/*.txt", "**/*.txt", "a/b/*", "a/b/.*", "nope*", "a")
+        }
+        errors = await _errors(
+            [
+                lambda: sftp.walk(f"{r}/nope").__anext__(),
+                lambda: sftp.scandir(f"{r}/e.txt").__anext__(),
+            ]
+        )
+        await sftp.rmtree(f"{r}/a")
+        return walked, pruned, globs, errors, await sftp.listdir(r)
+
+    walked, pruned, globs, errors, left = both(server, api, body)
+    assert walked == [
+        (r, ["a"], ["e.txt", "ln"]),
+        (f"{r}/a", ["b"], ["d.txt", "out"]),
+        (f"{r}/a/b", [], [".hidden", "c.txt"]),
+    ]
+    assert pruned == [r, f"{r}/a"]
+    assert globs == {
+        "*.txt": [f"{r}/e.txt"],
+        "*/*.txt": [f"{r}/a/d.txt", f"{r}/ln/d.txt"],
+        "**/*.txt": [f"{r}/a/b/c.txt", f"{r}/a/d.txt", f"{r}/e.txt"],
+        "a/b/*": [f"{r}/a/b/c.txt"],
+        "a/b/.*": [f"{r}/a/b/.hidden"],
+        "nope*": [],
+        "a": [f"{r}/a"],
+    }
+    assert errors == [
+        (pyssh.SFTPFileNotFoundError, errno.ENOENT),
+        (pyssh.SFTPNotADirectoryError, errno.ENOTDIR),
+    ]
+    assert left == ["e.txt", "ln"] and (outside / "keep").exists()
+
+
+def _open_in_sshd(path):
+    """How many file descriptors of this user's processes (the test sshd's
+    sftp-server among them) are open on `path`."""
+    n = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                n += os.readlink(f"/proc/{pid}/fd/{fd}") == path
+            except OSError:
+                pass
+    return n
+
+
+@pytest.mark.slow
+def test_scandir_given_up_closes_its_handle(server, area):
+    """An async for over scandir left early: the listing's handle is closed when the
+    iterator is (aclose), and the channel goes on."""
+    root = area / "remote" / "many"
+    root.mkdir()
+    for i in range(300):
+        (root / f"f{i:03}").write_bytes(b"")
+
+    async def body(sftp):
+        it = sftp.scandir(str(root))
+        first = await it.__anext__()
+        held = _open_in_sshd(str(root))
+        await it.aclose()
+        n = len(await sftp.listdir(area / "remote"))  # a round trip: the CLOSE was done
+        return first.filename, held, _open_in_sshd(str(root)), n
+
+    name, held, after, n = run(server, body)
+    assert name.startswith("f") and (held, after) == (1, 0) and n == 1
+
+
+def test_operations_started_together_take_turns(server, area):
+    """One channel, many operations at once (asyncio.gather, files' reads among
+    them): each waits its turn rather than finding the channel in use."""
+    rpath, data = remote_file(area, 100 * KIB)
+
+    async def body(sftp):
+        f = await sftp.open(rpath, "rb")
+        got = await asyncio.gather(
+            *[f.read(1000, offset=i * 1000) for i in range(20)],
+            *[sftp.stat(rpath) for _ in range(5)],
+        )
+        await f.close()
+        return got
+
+    got = run(server, body)
+    assert got[:20] == [data[i * 1000 : (i + 1) * 1000] for i in range(20)]
+    assert all(st.st_size == len(data) for st in got[20:])
