@@ -1,0 +1,721 @@
+"""An fsspec filesystem on pyssh.aio: ``fsspec.filesystem("pyssh", host=...)`` and
+``pyssh://user@host:port/path`` URLs (pandas, dask, xarray, pyarrow...).
+
+``SSHFileSystem`` is an ``fsspec.asyn.AsyncFileSystem``: its coroutines run
+pyssh's own SFTP flows in the event loop (fsspec's IO thread for the blocking
+methods, yours with ``asynchronous=True``). Each filesystem instance (fsspec caches
+them per host, port, user and options) keeps one SSH session, connected at its first
+operation, and a small pool of SFTP channels, one lent to each operation under way
+(an SFTP channel does one operation at a time; ``max_channels`` of them at once).
+Files written through ``open(..., "wb")`` or ``pipe_file`` go to a temporary name
+beside the target and are renamed into place when complete: a reader never sees a
+half-written file under its name. Needs the ``fsspec`` package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import errno
+import os
+import posixpath
+import re
+import secrets
+import stat as _stat
+import tempfile
+import weakref
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
+from urllib.parse import unquote
+
+from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
+from fsspec.spec import AbstractBufferedFile
+
+from . import _sftp, aio as _aio, session as _session
+from ._names import printable
+from ._sftp import SFTPAttributes
+from ._tcp import Steps
+from .errors import SFTPError, SFTPFileExistsError, SFTPIsADirectoryError
+
+__all__ = ["SSHFileSystem", "SSHFile"]
+
+DEPTH_MAX = _sftp.DEPTH_MAX  # directories rm(recursive=True) descends at most
+_URL = re.compile(r"^pyssh://([^/]*)(/.*)?$", re.DOTALL)
+# fsspec's own options, passed to AbstractFileSystem; the rest are pyssh.connect's
+_FSSPEC_OPTIONS = {"use_listings_cache", "listings_expiry_time", "max_paths"}
+
+
+def _split_netloc(netloc: str) -> Dict[str, Any]:
+    """``user:password@host:port`` (each part optional, IPv6 in brackets) as
+    connect's keywords; percent-escapes decoded."""
+    out: Dict[str, Any] = {}
+    if "@" in netloc:
+        cred, netloc = netloc.rsplit("@", 1)
+        user, _, password = cred.partition(":")
+        if user:
+            out["user"] = unquote(user)
+        if password:
+            out["password"] = unquote(password)
+    host, port = netloc, ""
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise ValueError(f"invalid pyssh URL host {netloc!r}: an unclosed [")
+        host, port = netloc[1:end], netloc[end + 1 :].lstrip(":")
+    elif netloc.count(":") == 1:
+        host, port = netloc.split(":")
+    if port:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid port in a pyssh URL: {port!r}")
+        out["port"] = int(port)
+    if host:
+        out["host"] = unquote(host)
+    return out
+
+
+def _times(st: SFTPAttributes) -> Dict[str, Any]:
+    return {"mtime": st.st_mtime, "atime": st.st_atime}
+
+
+def _info(name: str, st: SFTPAttributes, link: bool) -> Dict[str, Any]:
+    """fsspec's info dict of `name` from its attributes (a link's: its target's,
+    with ``islink``; a link that leads nowhere is of type "link")."""
+    mode = st.st_mode or 0
+    if _stat.S_ISDIR(mode):
+        kind = "directory"
+    elif _stat.S_ISREG(mode):
+        kind = "file"
+    elif _stat.S_ISLNK(mode):
+        kind = "link"
+    else:
+        kind = "other"
+    return {
+        "name": name,
+        "size": st.st_size if st.st_size is not None else 0,
+        "type": kind,
+        "mode": mode,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        **_times(st),
+        "islink": link,
+    }
+
+
+def _limits(start: Optional[int], end: Optional[int], size: int) -> Tuple[int, int]:
+    """fsspec's byte range (start, end; None: the file's start or end; negative:
+    from the end) as offsets within a file of `size` bytes."""
+    a = 0 if start is None else (max(0, size + start) if start < 0 else min(start, size))
+    b = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
+    return a, max(a, b)
+
+
+def _read_steps(
+    sftp: _sftp.SFTP, path: str, start: Optional[int], end: Optional[int]
+) -> Steps[bytes]:
+    """Bytes `start` to `end` of the remote file `path` (fsspec's range), read by the
+    pipelined download loop into a temporary file and returned."""
+    h = yield from sftp._open_steps(path, _sftp.F_READ)
+    try:
+        _, value = yield from sftp._call_steps(_sftp.FSTAT, _sftp._str(h), "read", path)
+        st = SFTPAttributes._from(value)
+        if st.is_dir():
+            raise SFTPIsADirectoryError(
+                errno.EISDIR, f"read: {printable(path)} is a directory", path
+            )
+        a, b = _limits(start, end, st.st_size or 0)
+        if b <= a:
+            return b""
+        with tempfile.TemporaryFile() as tmp:
+            moved = yield from sftp._download_range_steps(
+                h, path, "a temporary file", tmp.fileno(), a, b, None, 1, False, True
+            )
+            tmp.seek(a)
+            data: bytes = tmp.read(moved)
+            return data
+    finally:
+        if not sftp._c.closed and not _sftp._closing():
+            yield from sftp._send_close_steps(sftp._c, h)
+
+
+def _write_steps(
+    sftp: _sftp.SFTP, path: str, data: bytes, offset: int, flags: int
+) -> Steps[None]:
+    """`data` written at `offset` of the remote file `path` (opened with `flags`,
+    created with mode 0o666 less the server's umask), confirmed by its close."""
+    h = yield from sftp._open_steps(path, flags, 0o666 if flags & _sftp.F_CREAT else None)
+    closed = False
+    try:
+        if data:
+            with tempfile.TemporaryFile() as tmp:
+                tmp.seek(offset)
+                tmp.write(data)
+                tmp.flush()
+                end = offset + len(data)
+                moved = yield from sftp._upload_range_steps(
+                    h, path, "a temporary file", tmp.fileno(), offset, end, None, 1
+                )
+            if moved != len(data):
+                raise SFTPError(
+                    errno.EIO, f"write: the server confirmed {moved} of {len(data)} bytes", path
+                )
+        closed = True
+        yield from sftp._close_handle_steps(h)
+    finally:
+        if not closed and not sftp._c.closed and not _sftp._closing():
+            yield from sftp._send_close_steps(sftp._c, h)
+
+
+def _rename_steps(sftp: _sftp.SFTP, src: str, dst: str, replace: bool) -> Steps[None]:
+    """Rename `src` to `dst`: replacing it (posix-rename@openssh.com), or not (the
+    protocol's own RENAME, which fails when `dst` exists)."""
+    if replace:
+        yield from sftp._rename_steps(src, dst)
+        return
+    body = _sftp._str(_sftp._path(src)) + _sftp._str(_sftp._path(dst))
+    yield from sftp._status_steps(_sftp.RENAME, body, "rename", src, dst)
+
+
+def _copy_steps(sftp: _sftp.SFTP, src: str, dst: str) -> Steps[None]:
+    """SFTP.copy as a flow: the server copies `src` to `dst` (copy-data)."""
+    sftp._need("copy-data", "copy", src)
+    st = yield from sftp._stat_steps(src)
+    if st.is_dir():
+        raise SFTPIsADirectoryError(errno.EISDIR, f"copy: {printable(src)} is a directory", src)
+    hs = yield from sftp._open_steps(src, _sftp.F_READ)
+    try:
+        mode = (st.st_mode or 0o644) & 0o777
+        flags = _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_TRUNC
+        hd = yield from sftp._open_steps(dst, flags, mode)
+        try:
+            body = _sftp._str(hs) + b"\0" * 16 + _sftp._str(hd) + b"\0" * 8
+            yield from sftp._status_steps(
+                _sftp.EXTENDED, _sftp._str(b"copy-data") + body, "copy", src, dst
+            )
+        finally:
+            if not sftp._c.closed and not _sftp._closing():
+                yield from sftp._close_handle_steps(hd)
+    finally:
+        if not sftp._c.closed and not _sftp._closing():
+            yield from sftp._send_close_steps(sftp._c, hs)
+
+
+def _part_name(path: str) -> str:
+    """A temporary name beside `path`, hidden, for a file written whole then renamed."""
+    head, tail = posixpath.split(path)
+    return posixpath.join(head, f".{tail}.{secrets.token_hex(6)}.pyssh-part")
+
+
+class _Link:
+    """A filesystem's connection: one AsyncSession (connected at the first
+    operation, again after it was lost or closed) and a pool of SFTP channels, each
+    lent to one operation at a time. Lives in one event loop's thread."""
+
+    def __init__(self, host: str, kw: Dict[str, Any], channels: int):
+        self.host = host
+        self.kw = kw
+        self.channels = channels
+        self.session: Optional[_aio.AsyncSession] = None
+        self.idle: List[_aio.AsyncSFTP] = []
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self.lock: Optional[asyncio.Lock] = None
+        self.free: Optional[asyncio.Semaphore] = None
+
+    def _here(self) -> None:
+        """The lock and the pool's semaphore belong to the running loop (made again
+        for another: asyncio's primitives are bound to the loop that first waits)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop or self.lock is None or self.free is None:
+            self.loop = loop
+            self.lock = asyncio.Lock()
+            self.free = asyncio.Semaphore(self.channels)
+
+    async def connected(self) -> _aio.AsyncSession:
+        self._here()
+        s = self.session
+        if s is not None and not s.closed:
+            return s
+        assert self.lock is not None
+        async with self.lock:
+            if self.session is None or self.session.closed:
+                self.close()
+                self.session = await _aio.connect(self.host, **self.kw)
+            return self.session
+
+    @contextlib.asynccontextmanager
+    async def channel(self) -> AsyncIterator[_aio.AsyncSFTP]:
+        """An SFTP channel for one operation: an idle one, or a new one while fewer
+        than `channels` are lent. A channel whose operation was cancelled (or
+        interrupted otherwise than by an error of its own) is closed, not reused."""
+        session = await self.connected()
+        assert self.free is not None
+        async with self.free:
+            ch = None
+            while self.idle and ch is None:
+                c = self.idle.pop()
+                ch = c if not c.closed else None
+            if ch is None:
+                ch = await session.sftp(timeout=self.kw.get("timeout"))
+            reuse = False
+            try:
+                yield ch
+                reuse = True
+            except Exception:
+                reuse = True  # the operation's own error: the channel is fine
+                raise
+            finally:
+                if reuse and not ch.closed and self.session is session:
+                    self.idle.append(ch)
+                else:
+                    ch.close()
+
+    def close(self) -> None:
+        """Close the channels and the session (in the loop's thread)."""
+        idle, self.idle = self.idle, []
+        for ch in idle:
+            ch.close()
+        s, self.session = self.session, None
+        if s is not None:
+            s.close()
+
+    def close_soon(self) -> None:
+        """close() from any thread: in the loop's own when it runs elsewhere."""
+        loop = self.loop
+        if loop is not None and loop.is_running() and not loop.is_closed():
+            try:
+                here = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                here = False
+            if not here:
+                with contextlib.suppress(RuntimeError):  # closed meanwhile
+                    loop.call_soon_threadsafe(self.close)
+                    return
+        self.close()
+
+
+class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
+    """Files on an SSH server over SFTP, for fsspec: ``pyssh://[user@]host[:port]/path``.
+
+    ``host`` and the keywords are :func:`pyssh.connect`'s (``port``, ``user`` or
+    ``username``, ``keyfile``, ``password``, ``known_hosts``, ``host_key_policy``,
+    ``config``, ``timeout``...): the same host key checks and authentication.
+    ``max_channels``: SFTP channels used at once (OpenSSH's sshd allows 10 channels
+    per connection). Paths are remote paths: absolute, or relative to the login
+    directory; a URL's path is absolute. ``asynchronous``, ``loop``, ``batch_size``
+    and the listings cache options are fsspec's."""
+
+    protocol = ("pyssh",)
+    root_marker = ""
+
+    def __init__(
+        self,
+        host: str = "",
+        *,
+        max_channels: int = 8,
+        asynchronous: bool = False,
+        loop: Optional[asyncio.AbstractEventLoop] = None,
+        batch_size: Optional[int] = None,
+        **kwargs: Any,
+    ):
+        fs_options = {k: kwargs.pop(k) for k in list(kwargs) if k in _FSSPEC_OPTIONS}
+        super().__init__(asynchronous=asynchronous, loop=loop, batch_size=batch_size, **fs_options)
+        if "username" in kwargs:
+            name = kwargs.pop("username")
+            if kwargs.get("user") not in (None, name):
+                raise TypeError(f"user={kwargs['user']!r} and username={name!r} disagree")
+            kwargs["user"] = name
+        unknown = set(kwargs) - set(_session.CONNECT_DEFAULTS)
+        if unknown:
+            raise TypeError(f"SSHFileSystem() got unexpected keyword arguments {sorted(unknown)}")
+        if not host:
+            raise ValueError("SSHFileSystem needs a host (or a pyssh://host/... URL)")
+        if isinstance(max_channels, bool) or not isinstance(max_channels, int) or max_channels < 1:
+            raise ValueError(f"max_channels must be an int of 1 or more, not {max_channels!r}")
+        self.host = host
+        self._link = _Link(host, kwargs, max_channels)
+        weakref.finalize(self, self._link.close_soon)
+
+    # ---- paths and URLs
+    @classmethod
+    def _strip_protocol(cls, path: Any) -> Any:
+        """A pyssh:// URL's path (absolute), or a path as given; no trailing "/"
+        (but "/" itself stays)."""
+        if isinstance(path, list):
+            return [cls._strip_protocol(p) for p in path]
+        path = os.fspath(path)
+        m = _URL.match(path)
+        if m:
+            path = m.group(2) or "/"
+        stripped = path.rstrip("/")
+        return stripped or ("/" if path.startswith("/") else "")
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> Dict[str, Any]:
+        m = _URL.match(path)
+        return _split_netloc(m.group(1)) if m else {}
+
+    @classmethod
+    def _parent(cls, path: str) -> str:
+        path = cls._strip_protocol(path)
+        head = posixpath.dirname(path)
+        return head or ("/" if path.startswith("/") else "")
+
+    def unstrip_protocol(self, name: str) -> str:
+        user = self._link.kw.get("user")
+        port = self._link.kw.get("port")
+        where = (f"{user}@" if user else "") + self.host + (f":{port}" if port else "")
+        if not name.startswith("/"):
+            name = "/" + name  # a URL's path is absolute
+        return f"pyssh://{where}{name}"
+
+    @staticmethod
+    def _remote(path: str) -> str:
+        """The path to send: "" (the login directory) as "."."""
+        return path or "."
+
+    # ---- life cycle
+    def close(self) -> None:
+        """Close the session and its SFTP channels (the next operation connects
+        again). Also done when the filesystem is garbage collected."""
+        self._link.close_soon()
+
+    async def _do(self, make: Any) -> Any:
+        """Run ``make(sftp)``'s flow on a pooled channel."""
+        async with self._link.channel() as ch:
+            return await ch._do(make(ch.sftp))
+
+    # ---- information
+    async def _info(self, path: str, **kwargs: Any) -> Dict[str, Any]:
+        path = self._strip_protocol(path)
+        rpath = self._remote(path)
+        async with self._link.channel() as ch:
+            st = await ch.lstat(rpath)
+            if not st.is_symlink():
+                return _info(path, st, False)
+            try:
+                return _info(path, await ch.stat(rpath), True)
+            except FileNotFoundError:
+                return _info(path, st, True)  # a link that leads nowhere
+
+    async def _exists(self, path: str, **kwargs: Any) -> bool:
+        try:
+            await self._info(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> List[Any]:
+        path = self._strip_protocol(path)
+        try:
+            entries = await self._do(lambda s: s._listdir_attr_steps(self._remote(path)))
+        except NotADirectoryError:
+            info = await self._info(path)
+            return [info] if detail else [info["name"]]
+        out = []
+        links = []
+        for e in entries:
+            if e.filename in (".", ".."):
+                continue
+            name = posixpath.join(path, e.filename) if path else e.filename
+            out.append(_info(name, e, False))
+            if e.is_symlink():
+                links.append(len(out) - 1)
+        if links:
+            resolved = await asyncio.gather(*(self._info(out[i]["name"]) for i in links))
+            for i, info in zip(links, resolved):
+                out[i] = info
+        out.sort(key=lambda i: i["name"])
+        return out if detail else [i["name"] for i in out]
+
+    async def _modified(self, path: str) -> datetime.datetime:
+        """The last modification time (UTC)."""
+        mtime = (await self._info(path))["mtime"]
+        if mtime is None:
+            raise OSError(errno.EPROTO, "the server did not say the modification time", path)
+        return datetime.datetime.fromtimestamp(mtime, tz=datetime.timezone.utc)
+
+    modified = sync_wrapper(_modified)
+
+    # ---- reading and writing whole files
+    async def _cat_file(
+        self, path: str, start: Optional[int] = None, end: Optional[int] = None, **kwargs: Any
+    ) -> bytes:
+        path = self._remote(self._strip_protocol(path))
+        data: bytes = await self._do(lambda s: _read_steps(s, path, start, end))
+        return data
+
+    async def _pipe_file(
+        self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
+        """Write `value` as the file `path`, whole: to a temporary name beside it,
+        renamed into place (``mode="create"``: FileExistsError if it exists)."""
+        path = self._strip_protocol(path)
+        if mode not in ("overwrite", "create"):
+            raise ValueError(f"mode must be 'overwrite' or 'create', not {mode!r}")
+        if mode == "create" and await self._exists(path):
+            raise FileExistsError(errno.EEXIST, f"{printable(path)} already exists", path)
+        await self._whole(path, bytes(value), replace=mode == "overwrite")
+
+    async def _whole(self, path: str, data: bytes, replace: bool) -> None:
+        tmp = _part_name(path)
+        flags = _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_EXCL
+        try:
+            await self._do(lambda s: _write_steps(s, tmp, data, 0, flags))
+        except FileNotFoundError:  # no directory yet
+            await self._makedirs(self._parent(path), exist_ok=True)
+            await self._do(lambda s: _write_steps(s, tmp, data, 0, flags))
+        await self._commit(tmp, path, replace)
+
+    async def _commit(self, tmp: str, path: str, replace: bool) -> None:
+        """The temporary file `tmp` renamed to `path` (removed if that fails)."""
+        try:
+            await self._do(lambda s: _rename_steps(s, tmp, path, replace))
+        except BaseException as e:
+            with contextlib.suppress(Exception):
+                await self._do(lambda s: s._remove_steps(tmp))
+            if not replace and isinstance(e, SFTPError) and await self._exists(path):
+                raise SFTPFileExistsError(
+                    errno.EEXIST, f"{printable(path)} already exists", path
+                ) from None
+            raise
+
+    # ---- transfers
+    async def _get_file(
+        self, rpath: str, lpath: Any, callback: Any = None, **kwargs: Any
+    ) -> None:
+        """Download `rpath` to the local `lpath` (a temporary file beside it, renamed
+        into place once complete); a remote directory makes the local directory."""
+        rpath = self._remote(self._strip_protocol(rpath))
+        if not isinstance(lpath, (str, os.PathLike)):  # a file object
+            lpath.write(await self._cat_file(rpath))
+            return
+        progress = _progress(callback)
+        try:
+            async with self._link.channel() as ch:
+                await ch.get(rpath, lpath, progress=progress)
+        except IsADirectoryError:
+            os.makedirs(lpath, exist_ok=True)
+
+    async def _put_file(
+        self, lpath: Any, rpath: str, callback: Any = None, mode: str = "overwrite", **kwargs: Any
+    ) -> None:
+        """Upload the local `lpath` to `rpath` (its parent made if missing); a local
+        directory makes the remote directory."""
+        rpath = self._strip_protocol(rpath)
+        if os.path.isdir(lpath):
+            await self._makedirs(rpath, exist_ok=True)
+            return
+        if mode == "create" and await self._exists(rpath):
+            raise FileExistsError(errno.EEXIST, f"{printable(rpath)} already exists", rpath)
+        progress = _progress(callback)
+        for again in (True, False):
+            try:
+                async with self._link.channel() as ch:
+                    await ch.put(lpath, self._remote(rpath), progress=progress)
+                return
+            except FileNotFoundError:
+                parent = self._parent(rpath)
+                if not again or not os.path.exists(lpath) or await self._exists(parent):
+                    raise
+                await self._makedirs(parent, exist_ok=True)
+
+    # ---- directories and names
+    async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        if create_parents:
+            if await self._exists(path):
+                raise FileExistsError(errno.EEXIST, f"{printable(path)} already exists", path)
+            await self._makedirs(path, exist_ok=True)
+            return
+        async with self._link.channel() as ch:
+            await ch.mkdir(self._remote(path))
+
+    async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
+        path = self._strip_protocol(path)
+        if path in ("", "/"):
+            return
+        async with self._link.channel() as ch:
+            try:
+                await ch.mkdir(path)
+                return
+            except FileExistsError:
+                if not exist_ok or not await ch.is_dir(path):
+                    raise
+                return
+            except FileNotFoundError:
+                pass
+        await self._makedirs(self._parent(path), exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # another made it meanwhile
+            await self._do(lambda s: s._mkdir_steps(path, 0o777))
+
+    async def _rmdir(self, path: str) -> None:
+        path = self._strip_protocol(path)
+        await self._do(lambda s: s._rmdir_steps(self._remote(path)))
+
+    async def _rm_file(self, path: str, **kwargs: Any) -> None:
+        path = self._strip_protocol(path)
+        await self._do(lambda s: s._remove_steps(self._remote(path)))
+
+    async def _rm(
+        self,
+        path: Union[str, List[str]],
+        recursive: bool = False,
+        maxdepth: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        """Remove files (and with `recursive`, directories with all in them). A
+        symbolic link is removed, never followed."""
+        if maxdepth is not None:
+            raise NotImplementedError("rm: maxdepth is not supported (rm removes whole trees)")
+        paths = sorted(await self._expand_path(path, recursive=False))
+        gone: List[str] = []
+        for p in paths:
+            if any(p.startswith(g.rstrip("/") + "/") for g in gone):
+                continue  # in a tree removed already
+            async with self._link.channel() as ch:
+                st = await ch.lstat(self._remote(p))
+            if st.is_dir():
+                if not recursive:
+                    raise SFTPIsADirectoryError(
+                        errno.EISDIR, f"rm: {printable(p)} is a directory (recursive=True)", p
+                    )
+                await self._rmtree(p, 0)
+                gone.append(p)
+            else:
+                await self._rm_file(p)
+        self.invalidate_cache()
+
+    async def _rmtree(self, path: str, depth: int) -> None:
+        """Remove the directory `path` and all in it: the listing's attributes are
+        the entries' own (lstat), so links are removed, not followed."""
+        if depth > DEPTH_MAX:
+            raise SFTPError(
+                errno.ELOOP, f"rm: {printable(path)} is more than {DEPTH_MAX} levels deep", path
+            )
+        entries = await self._do(lambda s: s._listdir_attr_steps(self._remote(path)))
+        names = [e for e in entries if e.filename not in (".", "..")]
+        sub = [posixpath.join(path, e.filename) for e in names if e.is_dir()]
+        files = [posixpath.join(path, e.filename) for e in names if not e.is_dir()]
+        await asyncio.gather(*(self._rm_file(f) for f in files))
+        await asyncio.gather(*(self._rmtree(d, depth + 1) for d in sub))
+        await self._rmdir(path)
+
+    async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Copy on the server (copy-data, OpenSSH 9.0 and later; else the data
+        comes to the client and goes back); a directory: made at `path2`."""
+        p1, p2 = self._strip_protocol(path1), self._strip_protocol(path2)
+        if (await self._info(p1))["type"] == "directory":
+            await self._makedirs(p2, exist_ok=True)
+            return
+        for again in (True, False):
+            try:
+                await self._do(lambda s: _copy_steps(s, self._remote(p1), self._remote(p2)))
+                return
+            except FileNotFoundError:
+                if not again or await self._exists(self._parent(p2)):
+                    raise
+                await self._makedirs(self._parent(p2), exist_ok=True)
+            except SFTPError as e:
+                if e.errno != errno.EOPNOTSUPP:
+                    raise
+                await self._whole(p2, await self._cat_file(p1), replace=True)
+                return
+
+    async def _mv(
+        self, path1: Union[str, List[str]], path2: str, recursive: bool = False, **kwargs: Any
+    ) -> None:
+        """Rename on the server, replacing a file at `path2`; into `path2` when it
+        is a directory. A list of sources goes into the directory `path2`."""
+        sources = path1 if isinstance(path1, list) else [path1]
+        dst = self._strip_protocol(path2)
+        into = len(sources) > 1 or isinstance(path1, list) or await self._isdir(dst)
+        for src in sources:
+            s = self._strip_protocol(src)
+            d = posixpath.join(dst, posixpath.basename(s)) if into else dst
+            await self._do(lambda f, s=s, d=d: f._rename_steps(self._remote(s), self._remote(d)))
+        self.invalidate_cache()
+
+    mv = sync_wrapper(_mv)
+
+    # ---- file objects
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: Any = None,
+        autocommit: bool = True,
+        cache_options: Optional[Dict[str, Any]] = None,
+        **kwargs: Any,
+    ) -> SSHFile:
+        path = self._strip_protocol(path)
+        if not autocommit:
+            raise NotImplementedError("pyssh: transactions (autocommit=False) are not supported")
+        if mode == "xb" and self.exists(path):
+            raise FileExistsError(errno.EEXIST, f"{printable(path)} already exists", path)
+        return SSHFile(
+            self, path, mode, block_size=block_size, cache_options=cache_options, **kwargs
+        )
+
+
+def _progress(callback: Any) -> Any:
+    """An fsspec Callback as a transfer's progress(moved, total)."""
+    if callback is None:
+        return None
+
+    def progress(moved: int, total: int) -> None:
+        callback.set_size(total)
+        callback.absolute_update(moved)
+
+    return progress
+
+
+class SSHFile(AbstractBufferedFile):  # type: ignore[misc]
+    """A remote file opened by ``SSHFileSystem.open``: reads fetch the ranges asked
+    for (random access, fsspec's read-ahead cache on top); writes ("wb", "xb")
+    go to a temporary file beside the target, block by block, renamed into place
+    on close; a ``with`` block left by an exception removes it instead, leaving
+    the target as it was. "ab" appends to the file itself."""
+
+    DEFAULT_BLOCK_SIZE = 8 << 20
+    fs: SSHFileSystem
+
+    def __init__(self, fs: SSHFileSystem, path: str, mode: str = "rb", **kwargs: Any):
+        super().__init__(fs, path, mode, **kwargs)
+        self._part = _part_name(path) if mode in ("wb", "xb") else None
+
+    def _run(self, coro: Any) -> Any:
+        return sync(self.fs.loop, lambda: coro)
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        data: bytes = self._run(self.fs._cat_file(self.path, start, end))
+        return data
+
+    def _initiate_upload(self) -> None:
+        pass
+
+    def _upload_chunk(self, final: bool = False) -> bool:
+        data = self.buffer.getvalue()
+        target = self._part or self.path
+        if self._part is not None:
+            flags = _sftp.F_WRITE | (_sftp.F_CREAT | _sftp.F_EXCL if self.offset == 0 else 0)
+        else:
+            flags = _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_APPEND
+        fs = self.fs
+        self._run(fs._do(lambda s: _write_steps(s, fs._remote(target), data, self.offset, flags)))
+        if final and self._part is not None:
+            self._run(fs._commit(self._part, self.path, replace=self.mode == "wb"))
+            self._part = None
+        return True
+
+    def discard(self) -> None:
+        """Throw away what was written (the temporary file)."""
+        part, self._part = self._part, None
+        if part is not None and self.offset is not None:
+            with contextlib.suppress(Exception):
+                self._run(self.fs._rm_file(part))
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None and self.writable() and self._part is not None:
+            self.discard()
+            self.closed = True
+            return
+        self.close()
