@@ -137,9 +137,7 @@ def _read_steps(
             yield from sftp._send_close_steps(sftp._c, h)
 
 
-def _write_steps(
-    sftp: _sftp.SFTP, path: str, data: bytes, offset: int, flags: int
-) -> Steps[None]:
+def _write_steps(sftp: _sftp.SFTP, path: str, data: bytes, offset: int, flags: int) -> Steps[None]:
     """`data` written at `offset` of the remote file `path` (opened with `flags`,
     created with mode 0o666 less the server's umask), confirmed by its close."""
     h = yield from sftp._open_steps(path, flags, 0o666 if flags & _sftp.F_CREAT else None)
@@ -457,13 +455,20 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     async def _whole(self, path: str, data: bytes, replace: bool) -> None:
         tmp = _part_name(path)
-        flags = _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_EXCL
-        try:
-            await self._do(lambda s: _write_steps(s, tmp, data, 0, flags))
-        except FileNotFoundError:  # no directory yet
-            await self._makedirs(self._parent(path), exist_ok=True)
-            await self._do(lambda s: _write_steps(s, tmp, data, 0, flags))
+        await self._write(tmp, data, 0, _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_EXCL)
         await self._commit(tmp, path, replace)
+
+    async def _write(self, path: str, data: bytes, offset: int, flags: int) -> None:
+        """`data` at `offset` of `path`; a file created where its directory is
+        missing: the directory made first, as pipe_file and put do."""
+        rpath = self._remote(path)
+        try:
+            await self._do(lambda s: _write_steps(s, rpath, data, offset, flags))
+        except FileNotFoundError:
+            if not flags & _sftp.F_CREAT:
+                raise
+            await self._makedirs(self._parent(path), exist_ok=True)
+            await self._do(lambda s: _write_steps(s, rpath, data, offset, flags))
 
     async def _commit(self, tmp: str, path: str, replace: bool) -> None:
         """The temporary file `tmp` renamed to `path` (removed if that fails)."""
@@ -479,9 +484,7 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
             raise
 
     # ---- transfers
-    async def _get_file(
-        self, rpath: str, lpath: Any, callback: Any = None, **kwargs: Any
-    ) -> None:
+    async def _get_file(self, rpath: str, lpath: Any, callback: Any = None, **kwargs: Any) -> None:
         """Download `rpath` to the local `lpath` (a temporary file beside it, renamed
         into place once complete); a remote directory makes the local directory."""
         rpath = self._remote(self._strip_protocol(rpath))
@@ -514,7 +517,7 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 return
             except FileNotFoundError:
                 parent = self._parent(rpath)
-                if not again or not os.path.exists(lpath) or await self._exists(parent):
+                if not again or not os.path.exists(lpath):
                     raise
                 await self._makedirs(parent, exist_ok=True)
 
@@ -611,7 +614,7 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 await self._do(lambda s: _copy_steps(s, self._remote(p1), self._remote(p2)))
                 return
             except FileNotFoundError:
-                if not again or await self._exists(self._parent(p2)):
+                if not again:  # (the source is there: its directory is not)
                     raise
                 await self._makedirs(self._parent(p2), exist_ok=True)
             except SFTPError as e:
@@ -700,7 +703,7 @@ class SSHFile(AbstractBufferedFile):  # type: ignore[misc]
         else:
             flags = _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_APPEND
         fs = self.fs
-        self._run(fs._do(lambda s: _write_steps(s, fs._remote(target), data, self.offset, flags)))
+        self._run(fs._write(target, data, self.offset, flags))
         if final and self._part is not None:
             self._run(fs._commit(self._part, self.path, replace=self.mode == "wb"))
             self._part = None
