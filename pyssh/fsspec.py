@@ -15,6 +15,7 @@ half-written file under its name. Needs the ``fsspec`` package.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import errno
@@ -23,7 +24,6 @@ import posixpath
 import re
 import secrets
 import stat as _stat
-import tempfile
 import weakref
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 from urllib.parse import unquote
@@ -107,60 +107,6 @@ def _limits(start: Optional[int], end: Optional[int], size: int) -> Tuple[int, i
     a = 0 if start is None else (max(0, size + start) if start < 0 else min(start, size))
     b = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
     return a, max(a, b)
-
-
-def _read_steps(
-    sftp: _sftp.SFTP, path: str, start: Optional[int], end: Optional[int]
-) -> Steps[bytes]:
-    """Bytes `start` to `end` of the remote file `path` (fsspec's range), read by the
-    pipelined download loop into a temporary file and returned."""
-    h = yield from sftp._open_steps(path, _sftp.F_READ)
-    try:
-        _, value = yield from sftp._call_steps(_sftp.FSTAT, _sftp._str(h), "read", path)
-        st = SFTPAttributes._from(value)
-        if st.is_dir():
-            raise SFTPIsADirectoryError(
-                errno.EISDIR, f"read: {printable(path)} is a directory", path
-            )
-        a, b = _limits(start, end, st.st_size or 0)
-        if b <= a:
-            return b""
-        with tempfile.TemporaryFile() as tmp:
-            moved = yield from sftp._download_range_steps(
-                h, path, "a temporary file", tmp.fileno(), a, b, None, 1, False, True
-            )
-            tmp.seek(a)
-            data: bytes = tmp.read(moved)
-            return data
-    finally:
-        if not sftp._c.closed and not _sftp._closing():
-            yield from sftp._send_close_steps(sftp._c, h)
-
-
-def _write_steps(sftp: _sftp.SFTP, path: str, data: bytes, offset: int, flags: int) -> Steps[None]:
-    """`data` written at `offset` of the remote file `path` (opened with `flags`,
-    created with mode 0o666 less the server's umask), confirmed by its close."""
-    h = yield from sftp._open_steps(path, flags, 0o666 if flags & _sftp.F_CREAT else None)
-    closed = False
-    try:
-        if data:
-            with tempfile.TemporaryFile() as tmp:
-                tmp.seek(offset)
-                tmp.write(data)
-                tmp.flush()
-                end = offset + len(data)
-                moved = yield from sftp._upload_range_steps(
-                    h, path, "a temporary file", tmp.fileno(), offset, end, None, 1
-                )
-            if moved != len(data):
-                raise SFTPError(
-                    errno.EIO, f"write: the server confirmed {moved} of {len(data)} bytes", path
-                )
-        closed = True
-        yield from sftp._close_handle_steps(h)
-    finally:
-        if not closed and not sftp._c.closed and not _sftp._closing():
-            yield from sftp._send_close_steps(sftp._c, h)
 
 
 def _rename_steps(sftp: _sftp.SFTP, src: str, dst: str, replace: bool) -> Steps[None]:
@@ -275,8 +221,9 @@ class _Link:
         if s is not None:
             s.close()
 
-    def close_soon(self) -> None:
-        """close() from any thread: in the loop's own when it runs elsewhere."""
+    def close_soon(self, wait: bool = False) -> None:
+        """close() from any thread: in the loop's own when it runs elsewhere (`wait`:
+        until done there, 10 s at most)."""
         loop = self.loop
         if loop is not None and loop.is_running() and not loop.is_closed():
             try:
@@ -284,9 +231,21 @@ class _Link:
             except RuntimeError:
                 here = False
             if not here:
-                with contextlib.suppress(RuntimeError):  # closed meanwhile
-                    loop.call_soon_threadsafe(self.close)
+
+                async def shut() -> None:
+                    self.close()
+
+                coro = shut()
+                try:
+                    done = asyncio.run_coroutine_threadsafe(coro, loop)
+                except RuntimeError:  # the loop closed meanwhile
+                    coro.close()
+                    self.close()
                     return
+                if wait:
+                    with contextlib.suppress(concurrent.futures.TimeoutError):
+                        done.result(10)
+                return
         self.close()
 
 
@@ -374,7 +333,7 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
     def close(self) -> None:
         """Close the session and its SFTP channels (the next operation connects
         again). Also done when the filesystem is garbage collected."""
-        self._link.close_soon()
+        self._link.close_soon(wait=True)
 
     async def _do(self, make: Any) -> Any:
         """Run ``make(sftp)``'s flow on a pooled channel."""
@@ -437,8 +396,19 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
     async def _cat_file(
         self, path: str, start: Optional[int] = None, end: Optional[int] = None, **kwargs: Any
     ) -> bytes:
-        path = self._remote(self._strip_protocol(path))
-        data: bytes = await self._do(lambda s: _read_steps(s, path, start, end))
+        """The file's bytes from `start` to `end` (None: its start, its end;
+        negative: from its end), by positioned reads, many requests in flight."""
+        rpath = self._remote(self._strip_protocol(path))
+        async with self._link.channel() as ch:
+            async with await ch.open(rpath, "rb") as f:
+                if (start or 0) >= 0 and (end is None or end >= 0):
+                    a = start or 0
+                    n = -1 if end is None else max(0, end - a)
+                else:  # from the end: the size first
+                    a, b = _limits(start, end, (await f.stat()).st_size or 0)
+                    n = b - a
+                data = await f.read(n, offset=a) if n else b""
+        assert isinstance(data, bytes)
         return data
 
     async def _pipe_file(
@@ -455,20 +425,25 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
 
     async def _whole(self, path: str, data: bytes, replace: bool) -> None:
         tmp = _part_name(path)
-        await self._write(tmp, data, 0, _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_EXCL)
+        await self._write(tmp, data, 0, "xb")
         await self._commit(tmp, path, replace)
 
-    async def _write(self, path: str, data: bytes, offset: int, flags: int) -> None:
-        """`data` at `offset` of `path`; a file created where its directory is
-        missing: the directory made first, as pipe_file and put do."""
+    async def _write(self, path: str, data: bytes, offset: int, mode: str) -> None:
+        """`data` at `offset` of `path` opened with `mode` ("xb", "r+b"; "ab": at its
+        end), confirmed by the close; a file created where its directory is missing:
+        the directory made first, as pipe_file and put do."""
         rpath = self._remote(path)
-        try:
-            await self._do(lambda s: _write_steps(s, rpath, data, offset, flags))
-        except FileNotFoundError:
-            if not flags & _sftp.F_CREAT:
-                raise
-            await self._makedirs(self._parent(path), exist_ok=True)
-            await self._do(lambda s: _write_steps(s, rpath, data, offset, flags))
+        for again in (True, False):
+            try:
+                async with self._link.channel() as ch:
+                    async with await ch.open(rpath, mode) as f:
+                        if data:
+                            await f.write(data, None if mode == "ab" else offset)
+                return
+            except FileNotFoundError:
+                if not again or mode == "r+b":
+                    raise
+                await self._makedirs(self._parent(path), exist_ok=True)
 
     async def _commit(self, tmp: str, path: str, replace: bool) -> None:
         """The temporary file `tmp` renamed to `path` (removed if that fails)."""
@@ -697,15 +672,13 @@ class SSHFile(AbstractBufferedFile):  # type: ignore[misc]
 
     def _upload_chunk(self, final: bool = False) -> bool:
         data = self.buffer.getvalue()
-        target = self._part or self.path
-        if self._part is not None:
-            flags = _sftp.F_WRITE | (_sftp.F_CREAT | _sftp.F_EXCL if self.offset == 0 else 0)
+        if self._part is None:
+            self._run(self.fs._write(self.path, data, self.offset, "ab"))
         else:
-            flags = _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_APPEND
-        fs = self.fs
-        self._run(fs._write(target, data, self.offset, flags))
+            mode = "xb" if self.offset == 0 else "r+b"
+            self._run(self.fs._write(self._part, data, self.offset, mode))
         if final and self._part is not None:
-            self._run(fs._commit(self._part, self.path, replace=self.mode == "wb"))
+            self._run(self.fs._commit(self._part, self.path, replace=self.mode == "wb"))
             self._part = None
         return True
 

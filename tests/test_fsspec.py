@@ -315,3 +315,67 @@ def test_pandas_reads_a_pyssh_url(server, remote):
     assert got.equals(df)
     df.to_csv(_url(server, remote + "/w.csv"), index=False, storage_options=_options(server))
     assert pd.read_csv(os.path.join(remote, "w.csv")).equals(df)
+
+
+@pytest.mark.slow
+def test_close_gc_and_pickle(server, remote):
+    import gc
+    import pickle
+
+    from conftest import wait_until
+
+    fs = SSHFileSystem(
+        server.host,
+        port=server.port,
+        user=server.user,
+        skip_instance_cache=True,
+        **_options(server),
+    )
+    fs.pipe_file(remote + "/p", b"pickled")
+    link = fs._link
+    session = link.session.session
+    assert not session.closed and link.idle
+    fs.close()  # in fsspec's IO thread, waited for
+    assert session.closed and link.session is None and not link.idle
+    assert fs.cat_file(remote + "/p") == b"pickled"  # connected again
+    again = pickle.loads(pickle.dumps(fs))  # as dask sends it to its workers
+    assert again.cat_file(remote + "/p") == b"pickled"
+    with fs.open(remote + "/p", "rb") as f:
+        assert pickle.loads(pickle.dumps(f)).read() == b"pickled"
+    session = link.session.session
+    del fs, again, f
+    gc.collect()
+    assert wait_until(lambda: session.closed, 5)  # closed in the loop's thread
+
+
+@pytest.mark.slow
+def test_a_cancelled_read_leaves_a_working_pool(server, remote):
+    with open(os.path.join(remote, "big"), "wb") as f:
+        f.write(os.urandom(64 << 20))
+
+    async def main():
+        fs = SSHFileSystem(
+            server.host,
+            port=server.port,
+            user=server.user,
+            asynchronous=True,
+            skip_instance_cache=True,
+            max_channels=1,
+            **_options(server),
+        )
+        try:
+            await fs._cat_file(remote + "/big", 0, 10)
+            task = asyncio.ensure_future(fs._cat_file(remote + "/big"))
+            await asyncio.sleep(0.02)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert not fs._link.idle  # its channel was not put back
+            assert (
+                await fs._cat_file(remote + "/big", -5)
+                == open(os.path.join(remote, "big"), "rb").read()[-5:]
+            )
+        finally:
+            fs.close()
+
+    asyncio.run(main())
