@@ -25,10 +25,12 @@ import re
 import secrets
 import stat as _stat
 import weakref
+from glob import has_magic
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 from urllib.parse import unquote
 
 from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
+from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.spec import AbstractBufferedFile
 
 from . import _sftp, aio as _aio, session as _session
@@ -495,6 +497,86 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
                 if not again or not os.path.exists(lpath):
                     raise
                 await self._makedirs(parent, exist_ok=True)
+
+    async def _get(
+        self,
+        rpath: Any,
+        lpath: Any,
+        recursive: bool = False,
+        callback: Any = DEFAULT_CALLBACK,
+        maxdepth: Optional[int] = None,
+        **kwargs: Any,
+    ) -> Any:
+        """fsspec's get; a whole remote tree (one directory, recursive, no pattern,
+        no callback) by pyssh's download, which pipelines its small files (fsspec's
+        way: one file after the other on each channel)."""
+        if await self._one_tree(rpath, lpath, recursive, maxdepth, callback, kwargs, remote=True):
+            src = self._strip_protocol(rpath)
+            # as fsspec: into an existing directory (or "dir/") unless the source
+            # ends in "/"; else the directory's contents become the target
+            contents = rpath.endswith("/") or not (lpath.endswith("/") or os.path.isdir(lpath))
+            os.makedirs(lpath, exist_ok=True)
+            async with self._link.channel() as ch:
+                await ch.download([src.rstrip("/") + "/." if contents else src], lpath)
+            return None
+        return await super()._get(
+            rpath, lpath, recursive=recursive, callback=callback, maxdepth=maxdepth, **kwargs
+        )
+
+    async def _put(
+        self,
+        lpath: Any,
+        rpath: Any,
+        recursive: bool = False,
+        callback: Any = DEFAULT_CALLBACK,
+        maxdepth: Optional[int] = None,
+        **kwargs: Any,
+    ) -> Any:
+        """fsspec's put; a whole local tree (as for get) by pyssh's upload."""
+        if await self._one_tree(lpath, rpath, recursive, maxdepth, callback, kwargs, remote=False):
+            dst = self._strip_protocol(rpath)
+            contents = lpath.endswith(("/", os.sep)) or not (
+                rpath.endswith("/") or await self._isdir(dst)
+            )
+            await self._makedirs(dst, exist_ok=True)
+            if contents:
+                files = [os.path.join(lpath, n) for n in sorted(os.listdir(lpath))]
+            else:
+                files = [lpath]
+            if files:
+                async with self._link.channel() as ch:
+                    await ch.upload(files, self._remote(dst))
+            return None
+        return await super()._put(
+            lpath, rpath, recursive=recursive, callback=callback, maxdepth=maxdepth, **kwargs
+        )
+
+    async def _one_tree(
+        self,
+        src: Any,
+        dst: Any,
+        recursive: bool,
+        maxdepth: Optional[int],
+        callback: Any,
+        kwargs: Dict[str, Any],
+        remote: bool,
+    ) -> bool:
+        """Is this get/put one directory tree, copied whole (pyssh's download or
+        upload), with nothing asked that only fsspec's file-by-file way does?"""
+        plain = (
+            recursive
+            and maxdepth is None
+            and callback in (None, DEFAULT_CALLBACK)
+            and not set(kwargs) - {"batch_size"}
+            and isinstance(src, str)
+            and isinstance(dst, str)
+            and not has_magic(src)
+        )
+        if not plain:
+            return False
+        if remote:
+            return bool(await self._isdir(src))
+        return os.path.isdir(src) and not os.path.islink(src)
 
     # ---- directories and names
     async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
