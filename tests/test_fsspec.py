@@ -282,7 +282,8 @@ def test_mv_cp_rm(sshfs, remote):
     assert os.listdir(outside) == ["keep"]  # a link is removed, never followed
 
 
-def test_async_use_in_your_own_loop(server, remote):
+@pytest.mark.parametrize("loop_kind", ["asyncio", pytest.param("uvloop", marks=pytest.mark.slow)])
+def test_async_use_in_your_own_loop(server, remote, loop_kind):
     async def main():
         fs = SSHFileSystem(
             server.host,
@@ -302,7 +303,15 @@ def test_async_use_in_your_own_loop(server, remote):
             fs.close()
         assert fs._link.session is None
 
-    asyncio.run(main())
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        loop = uvloop.new_event_loop()
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+    else:
+        asyncio.run(main())
 
 
 @pytest.mark.slow
