@@ -1,6 +1,6 @@
 """asyncio clients side by side (issue 22): pyssh.aio, asyncssh, and pyssh's blocking API
 run in the loop's thread pool (`run_in_executor`), against one throwaway local sshd, in
-one run. aes128-gcm@openssh.com for all.
+one run; pyssh.aio and asyncssh again in uvloop's loop. aes128-gcm@openssh.com for all.
 
     pip install -e .[bench]       # asyncssh
     python benchmarks/aio.py [-r 3] [--size 256M] [--commands 1000] [--markdown]
@@ -19,8 +19,12 @@ Scenarios (each client connects before the clock starts and keeps its connection
   MaxSessions is 10; 8 at a time was no faster for any client here, sshd's forks
   being the bound); every stdout checked.
 
+Each client has its own loop (asyncio's default one, or uvloop's), in this one thread.
 While each run goes, a heartbeat task sleeps 1 ms at a time: "loop held" is its worst
-lateness (how long the loop was kept from it), the median over the runs. client CPU
+lateness (how long the loop was kept from it, including the time the loop's thread
+waited for a core while sshd and the other processes ran), "loop CPU" the most CPU the
+loop's thread used while the heartbeat waited (the loop's own work: a step, a
+callback, a client's Python code), the medians over the runs. client CPU
 = this process's user + system CPU during the run (all clients run here). Medians of
 -r runs, round-robin, the order rotated (the machines are shared and noisy); ratio =
 the client's median time / pyssh.aio's (above 1: pyssh.aio faster).
@@ -46,17 +50,26 @@ CONNS = 10
 class Heartbeat:
     def __init__(self) -> None:
         self.worst = 0.0
+        self.worst_cpu = 0.0
         self.stop = False
 
     async def run(self) -> None:
         while not self.stop:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             await asyncio.sleep(0.001)
             self.worst = max(self.worst, time.perf_counter() - t - 0.001)
+            self.worst_cpu = max(self.worst_cpu, time.thread_time() - c)
+
+
+def uvloop_factory():
+    import uvloop
+
+    return uvloop.new_event_loop()
 
 
 class PysshAio:
     name = "pyssh.aio"
+    new_loop = staticmethod(asyncio.new_event_loop)
 
     async def open(self, srv):
         import pyssh.aio
@@ -85,8 +98,14 @@ class PysshAio:
             c.close()
 
 
+class PysshAioUvloop(PysshAio):
+    name = "pyssh.aio, uvloop"
+    new_loop = staticmethod(uvloop_factory)
+
+
 class AsyncSSH:
     name = "asyncssh"
+    new_loop = staticmethod(asyncio.new_event_loop)
 
     async def open(self, srv):
         import asyncssh
@@ -115,12 +134,20 @@ class AsyncSSH:
 
     async def close(self):
         self.sftp.exit()
+        await self.sftp.wait_closed()
         for c in self.conns:
             c.close()
+            await c.wait_closed()
+
+
+class AsyncSSHUvloop(AsyncSSH):
+    name = "asyncssh, uvloop"
+    new_loop = staticmethod(uvloop_factory)
 
 
 class Executor:
     name = "pyssh blocking, run_in_executor"
+    new_loop = staticmethod(asyncio.new_event_loop)
 
     async def open(self, srv):
         self.loop = asyncio.get_running_loop()
@@ -147,7 +174,7 @@ class Executor:
             c.close()
 
 
-CLIENTS = [PysshAio, AsyncSSH, Executor]
+CLIENTS = [PysshAio, PysshAioUvloop, AsyncSSH, AsyncSSHUvloop, Executor]
 
 
 async def scenario(client, what, args, d):
@@ -175,9 +202,9 @@ async def scenario(client, what, args, d):
             raise RuntimeError("commands: wrong output")
 
 
-def run_scenario(loop, clients, what, args, d, beats):
+def run_scenario(clients, what, args, d, beats):
     def once(name, warmup):
-        client = clients[name]
+        client, loop = clients[name]
         beat = Heartbeat()
         for old in ("got", "put"):  # each run writes a new file (off the clock): the
             try:  # truncation of a 256 MiB file would be timed too, in the loop's thread
@@ -198,7 +225,7 @@ def run_scenario(loop, clients, what, args, d, beats):
 
         elapsed, cpu = loop.run_until_complete(go())
         if not warmup:
-            beats.setdefault(name, []).append(beat.worst)
+            beats.setdefault(name, []).append((beat.worst, beat.worst_cpu))
         return GCM, elapsed, cpu
 
     rows = {n: {"times": [], "cpu": [], "cipher": "", "error": ""} for n in clients}
@@ -207,11 +234,12 @@ def run_scenario(loop, clients, what, args, d, beats):
 
 def table(what, rows, beats, args):
     base = statistics.median(rows[PysshAio.name]["times"]) if rows[PysshAio.name]["times"] else None
-    head = ["client", "scenario", "time", "MB/s or commands/s", "ratio", "client CPU", "loop held"]
+    head = ["client", "scenario", "time", "MB/s or commands/s", "ratio", "client CPU"]
+    head += ["loop held", "loop CPU"]
     body = []
     for name, row in rows.items():
         if not row["times"]:
-            body.append([name, what, (row["error"] or "no runs")[:100], "", "", "", ""])
+            body.append([name, what, (row["error"] or "no runs")[:100]] + [""] * 5)
             continue
         med = statistics.median(row["times"])
         rate = args.size / med / 1e6 if what != "commands" else args.commands / med
@@ -223,7 +251,8 @@ def table(what, rows, beats, args):
                 f"{rate:.0f}",
                 f"{med / base:.2f}" if base else "",
                 f"{statistics.median(row['cpu']):.2f} s",
-                f"{statistics.median(beats[name]) * 1000:.1f} ms",
+                f"{statistics.median(b[0] for b in beats[name]) * 1000:.1f} ms",
+                f"{statistics.median(b[1] for b in beats[name]) * 1000:.1f} ms",
             ]
         )
     print("\n".join(render(head, body, args.markdown)))
@@ -247,24 +276,26 @@ def main() -> None:
         d = tempfile.mkdtemp(prefix="aio-", dir=srv.dir)
         with open(os.path.join(d, "src"), "wb") as f:
             f.write(os.urandom(args.size))
-        loop = asyncio.new_event_loop()
         clients = {}
         for cls in CLIENTS:
-            c = cls()
+            c, loop = cls(), None
             try:
+                loop = cls.new_loop()
                 loop.run_until_complete(c.open(srv))
-                clients[cls.name] = c
+                clients[cls.name] = (c, loop)
             except Exception as e:  # noqa: BLE001 - a missing client is reported
                 print(f"{cls.name}: not run ({type(e).__name__}: {e})")
+                if loop is not None:
+                    loop.close()
         try:
             for what in args.scenarios.split(","):
                 beats: dict = {}
-                rows = run_scenario(loop, clients, what, args, d, beats)
+                rows = run_scenario(clients, what, args, d, beats)
                 table(what, rows, beats, args)
         finally:
-            for c in clients.values():
+            for c, loop in clients.values():
                 loop.run_until_complete(c.close())
-            loop.close()
+                loop.close()
 
 
 if __name__ == "__main__":
