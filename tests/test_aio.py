@@ -56,23 +56,40 @@ async def _connect(server, **kw):
     return await pyssh.aio.connect(server.address, **_kw(server, **kw))
 
 
+def _queued(fd):
+    """Seconds the thread has waited for a core so far (its schedstat's second
+    field), 0 without one."""
+    return int(os.pread(fd, 100, 0).split()[1]) / 1e9 if fd is not None else 0.0
+
+
 class Heartbeat:
-    """A task that sleeps 1 ms at a time and keeps the worst lateness: how long the
-    loop was held by something else (`worst`), and the most CPU the loop's thread used
-    meanwhile (`worst_cpu`: what the loop's own work held it, without the time the
-    thread waited for a core while other processes ran: the shared 2-core machines)."""
+    """A task that sleeps 1 ms at a time and keeps its worst lateness: how long the
+    loop was kept from it (`worst`, wall clock); the same less the time the loop's
+    thread waited for a core meanwhile (`worst_held`: the loop's own work and its
+    blocking calls, without the other processes of a busy shared machine; Linux's
+    schedstat, elsewhere the wall clock's); and the most CPU the loop's thread used
+    while the heartbeat waited (`worst_cpu`)."""
 
     def __init__(self):
-        self.worst = 0.0
-        self.worst_cpu = 0.0
+        self.worst = self.worst_held = self.worst_cpu = 0.0
         self.stop = False
 
     async def run(self):
-        while not self.stop:
-            t, c = time.perf_counter(), time.thread_time()
-            await asyncio.sleep(0.001)
-            self.worst = max(self.worst, time.perf_counter() - t - 0.001)
-            self.worst_cpu = max(self.worst_cpu, time.thread_time() - c)
+        try:
+            fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            fd = None
+        try:
+            while not self.stop:
+                t, c, q = time.perf_counter(), time.thread_time(), _queued(fd)
+                await asyncio.sleep(0.001)
+                late = time.perf_counter() - t - 0.001
+                self.worst = max(self.worst, late)
+                self.worst_held = max(self.worst_held, late - (_queued(fd) - q))
+                self.worst_cpu = max(self.worst_cpu, time.thread_time() - c)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     async def around(self, coro):
         beat = asyncio.ensure_future(self.run())
@@ -240,8 +257,9 @@ def test_the_loop_stays_responsive_during_a_big_transfer(aio_run, server, tmp_pa
     """256 MiB downloaded, uploaded, or streamed from a command's stdout to a callback,
     stepped about 4 ms at a time: a heartbeat task is never late by much. The loop's
     thread never works for more than 20 ms while the heartbeat is due (issue 22's
-    goal), and the heartbeat's wall-clock lateness, which also counts the time the
-    thread waits for a core on a busy shared machine, stays under 50 ms."""
+    goal), and the heartbeat is never late by more than 50 ms, not counting the time
+    the loop's thread waited for a core (on the shared 2-core machines, with other
+    test runs going, that alone reached 50 ms)."""
     os.chmod(tmp_path, 0o755)
     big = tmp_path / "big"
     with open(big, "wb") as f:
@@ -270,12 +288,13 @@ def test_the_loop_stays_responsive_during_a_big_transfer(aio_run, server, tmp_pa
     if what != "exec":
         assert os.path.getsize(tmp_path / "copy") == BIG
     held = (
-        f"{what}: {BIG / took / 1e6:.0f} MB/s, the heartbeat late by {beat.worst * 1000:.1f}"
-        f" ms at worst, the loop's thread working {beat.worst_cpu * 1000:.1f} ms meanwhile"
+        f"{what}: {BIG / took / 1e6:.0f} MB/s; the heartbeat late by {beat.worst * 1000:.1f}"
+        f" ms at worst, {beat.worst_held * 1000:.1f} ms less the waits for a core; the"
+        f" loop's thread working {beat.worst_cpu * 1000:.1f} ms at most meanwhile"
     )
     print(held)
     assert beat.worst_cpu < 0.02, held
-    assert beat.worst < 0.05, held
+    assert beat.worst_held < 0.05, held
 
 
 @pytest.mark.slow
