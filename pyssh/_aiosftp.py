@@ -131,7 +131,9 @@ class AsyncSFTPFile(_sftp._FileSteps):
     async def readline(self) -> Union[bytes, str]:
         """One line, its end included ("" or b"" at the end of the file)."""
         sep = self._text.sep if self._text is not None else b"\n"
-        data: bytes = await self._do(self._kept(self._readline_steps(sep)))
+        data = self._buffered_line(sep)  # most lines: in the data fetched ahead
+        if data is None:
+            data = await self._do(self._kept(self._readline_steps(sep)))
         if self._text is None:
             return data
         return self._text.decode(data, final=not data.endswith(sep))

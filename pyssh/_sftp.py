@@ -267,27 +267,34 @@ class _FileSteps:
         data: bytes = got.data
         return data
 
+    def _fill_steps(self, n: int) -> Steps[int]:
+        """Make the fetched data hold the position, fetching ahead when it does not
+        (at least `n` bytes; a bigger window while the reads are sequential): where
+        the position is in it, or -1 at the end of the file."""
+        start = self._pos - self._ahead_at
+        if 0 <= start < len(self._ahead):
+            return start
+        sequential = self._pos == self._ahead_at + len(self._ahead) and self._ahead
+        self._window = (
+            min(self._window * 2, READ_AHEAD_MAX) if sequential else self._sftp.max_read * 4
+        )
+        want = min(max(n, self._window), OFFSET_MAX - self._pos)
+        if want == 0:
+            return -1  # nothing can lie beyond the largest offset
+        data = yield from self._fetch_steps(self._pos, want)
+        self._ahead, self._ahead_at = data, self._pos
+        return 0 if data else -1
+
     def _readinto_steps(self, b: Any) -> Steps[int]:
-        """The raw readinto(): from the fetched data, fetching ahead when it has
-        none at the position (a bigger window while the reads are sequential)."""
+        """The raw readinto(): from the fetched data (fetched first if need be)."""
         self._check_read()
         view = memoryview(b).cast("B")
         n = len(view)
         if n == 0:
             return 0
-        start = self._pos - self._ahead_at
-        if not (0 <= start < len(self._ahead)):
-            sequential = self._pos == self._ahead_at + len(self._ahead) and self._ahead
-            self._window = (
-                min(self._window * 2, READ_AHEAD_MAX) if sequential else self._sftp.max_read * 4
-            )
-            want = min(max(n, self._window), OFFSET_MAX - self._pos)
-            if want == 0:
-                return 0  # nothing can lie beyond the largest offset
-            data = yield from self._fetch_steps(self._pos, want)
-            self._ahead, self._ahead_at, start = data, self._pos, 0
-            if not data:
-                return 0
+        start = yield from self._fill_steps(n)
+        if start < 0:
+            return 0
         k = min(n, len(self._ahead) - start)
         view[:k] = self._ahead[start : start + k]
         self._pos += k
@@ -330,19 +337,43 @@ class _FileSteps:
     def _readline_steps(self, sep: bytes = b"\n") -> Steps[bytes]:
         """One line from the position, `sep` included (b"" at the end); what was
         fetched past it stays for the next read."""
+        self._check_read()
         line = bytearray()
         while True:
-            b = bytearray(max(self._sftp.max_read, 8192))
-            k = yield from self._readinto_steps(b)
-            if not k:
+            start = yield from self._fill_steps(1)
+            if start < 0:
                 return bytes(line)
-            seen = max(0, len(line) - len(sep) + 1)
-            line += b[:k]
-            i = line.find(sep, seen)
-            if i >= 0:
-                end = i + len(sep)
-                self._pos -= len(line) - end  # still in the fetched data
-                return bytes(line[:end])
+            end = self._line_end(bytes(line[-(len(sep) - 1) :]) if line else b"", start, sep)
+            if end >= 0:
+                line += self._ahead[start:end]
+                self._pos += end - start
+                return bytes(line)
+            line += self._ahead[start:]
+            self._pos += len(self._ahead) - start
+
+    def _line_end(self, tail: bytes, start: int, sep: bytes) -> int:
+        """Where in the fetched data from `start` a line ends (past `sep`), -1 if
+        not there; `tail`: the end of the line so far (a `sep` of more than one byte
+        may begin there)."""
+        ahead = self._ahead
+        if tail and len(sep) > 1:
+            joint = (tail + ahead[start : start + len(sep) - 1]).find(sep)
+            if joint >= 0:
+                return start + joint + len(sep) - len(tail)
+        i = ahead.find(sep, start)
+        return i + len(sep) if i >= 0 else -1
+
+    def _buffered_line(self, sep: bytes) -> Optional[bytes]:
+        """The next line if the fetched data holds all of it (no waiting), else None."""
+        self._check_read()
+        start = self._pos - self._ahead_at
+        if not (0 <= start < len(self._ahead)):
+            return None
+        end = self._line_end(b"", start, sep)
+        if end < 0:
+            return None
+        self._pos += end - start
+        return self._ahead[start:end]
 
     def _write_steps(self, b: Any, offset: Optional[int] = None) -> Steps[int]:
         """Write `b` at the position (moved past it; the end first in append mode),

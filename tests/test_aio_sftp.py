@@ -150,6 +150,12 @@ def test_lines_binary_and_text(server, area):
             assert got == "é" * 15
         async with await sftp.open(str(path), "rt", encoding="latin-1") as f:
             assert await f.read(5) == "premi"
+        # a "\r\n" split between two fetches ahead (the first is 4 x max_read)
+        edge = 4 * sftp.sftp.max_read
+        async with await sftp.open(str(path) + "2", "wb") as f:
+            await f.write(b"x" * (edge - 1) + b"\r\nnext\rline\r\n")
+        async with await sftp.open(str(path) + "2", "r", newline="\r\n") as f:
+            assert [len(line) async for line in f] == [edge + 1, 11]
 
     run(server, body)
 
