@@ -41,7 +41,6 @@ from .errors import SFTPError, SFTPFileExistsError, SFTPIsADirectoryError
 
 __all__ = ["SSHFileSystem", "SSHFile"]
 
-DEPTH_MAX = _sftp.DEPTH_MAX  # directories rm(recursive=True) descends at most
 _URL = re.compile(r"^pyssh://([^/]*)(/.*)?$", re.DOTALL)
 # fsspec's own options, passed to AbstractFileSystem; the rest are pyssh.connect's
 _FSSPEC_OPTIONS = {"use_listings_cache", "listings_expiry_time", "max_paths"}
@@ -119,30 +118,6 @@ def _rename_steps(sftp: _sftp.SFTP, src: str, dst: str, replace: bool) -> Steps[
         return
     body = _sftp._str(_sftp._path(src)) + _sftp._str(_sftp._path(dst))
     yield from sftp._status_steps(_sftp.RENAME, body, "rename", src, dst)
-
-
-def _copy_steps(sftp: _sftp.SFTP, src: str, dst: str) -> Steps[None]:
-    """SFTP.copy as a flow: the server copies `src` to `dst` (copy-data)."""
-    sftp._need("copy-data", "copy", src)
-    st = yield from sftp._stat_steps(src)
-    if st.is_dir():
-        raise SFTPIsADirectoryError(errno.EISDIR, f"copy: {printable(src)} is a directory", src)
-    hs = yield from sftp._open_steps(src, _sftp.F_READ)
-    try:
-        mode = (st.st_mode or 0o644) & 0o777
-        flags = _sftp.F_WRITE | _sftp.F_CREAT | _sftp.F_TRUNC
-        hd = yield from sftp._open_steps(dst, flags, mode)
-        try:
-            body = _sftp._str(hs) + b"\0" * 16 + _sftp._str(hd) + b"\0" * 8
-            yield from sftp._status_steps(
-                _sftp.EXTENDED, _sftp._str(b"copy-data") + body, "copy", src, dst
-            )
-        finally:
-            if not sftp._c.closed and not _sftp._closing():
-                yield from sftp._close_handle_steps(hd)
-    finally:
-        if not sftp._c.closed and not _sftp._closing():
-            yield from sftp._send_close_steps(sftp._c, hs)
 
 
 def _part_name(path: str) -> str:
@@ -351,9 +326,11 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
             if not st.is_symlink():
                 return _info(path, st, False)
             try:
-                return _info(path, await ch.stat(rpath), True)
+                info = _info(path, await ch.stat(rpath), True)
             except FileNotFoundError:
-                return _info(path, st, True)  # a link that leads nowhere
+                info = _info(path, st, True)  # a link that leads nowhere
+            info["destination"] = await ch.readlink(rpath)
+            return info
 
     async def _exists(self, path: str, **kwargs: Any) -> bool:
         try:
@@ -638,40 +615,28 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
                     raise SFTPIsADirectoryError(
                         errno.EISDIR, f"rm: {printable(p)} is a directory (recursive=True)", p
                     )
-                await self._rmtree(p, 0)
+                async with self._link.channel() as ch:
+                    await ch.rmtree(self._remote(p))  # links removed, not followed
                 gone.append(p)
             else:
                 await self._rm_file(p)
         self.invalidate_cache()
 
-    async def _rmtree(self, path: str, depth: int) -> None:
-        """Remove the directory `path` and all in it: the listing's attributes are
-        the entries' own (lstat), so links are removed, not followed."""
-        if depth > DEPTH_MAX:
-            raise SFTPError(
-                errno.ELOOP, f"rm: {printable(path)} is more than {DEPTH_MAX} levels deep", path
-            )
-        entries = await self._do(lambda s: s._listdir_attr_steps(self._remote(path)))
-        names = [e for e in entries if e.filename not in (".", "..")]
-        sub = [posixpath.join(path, e.filename) for e in names if e.is_dir()]
-        files = [posixpath.join(path, e.filename) for e in names if not e.is_dir()]
-        await asyncio.gather(*(self._rm_file(f) for f in files))
-        await asyncio.gather(*(self._rmtree(d, depth + 1) for d in sub))
-        await self._rmdir(path)
-
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Copy on the server (copy-data, OpenSSH 9.0 and later; else the data
-        comes to the client and goes back); a directory: made at `path2`."""
+        comes to the client and goes back); a directory: made at `path2`. The
+        directory `path2` goes in is made if missing."""
         p1, p2 = self._strip_protocol(path1), self._strip_protocol(path2)
-        if (await self._info(p1))["type"] == "directory":
-            await self._makedirs(p2, exist_ok=True)
-            return
         for again in (True, False):
             try:
-                await self._do(lambda s: _copy_steps(s, self._remote(p1), self._remote(p2)))
+                async with self._link.channel() as ch:
+                    await ch.copy(self._remote(p1), self._remote(p2))
+                return
+            except IsADirectoryError:
+                await self._makedirs(p2, exist_ok=True)
                 return
             except FileNotFoundError:
-                if not again:  # (the source is there: its directory is not)
+                if not again or not await self._exists(p1):
                     raise
                 await self._makedirs(self._parent(p2), exist_ok=True)
             except SFTPError as e:

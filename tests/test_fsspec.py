@@ -184,7 +184,9 @@ def test_info_ls_and_errors(sshfs, remote):
     assert info["mtime"] == int(os.stat(os.path.join(remote, "f.txt")).st_mtime)
     link = sshfs.info(remote + "/link")
     assert (link["type"], link["size"], link["islink"]) == ("file", 5, True)
-    assert sshfs.info(remote + "/dangling")["type"] == "link"
+    assert link["destination"] == "f.txt"
+    dangling = sshfs.info(remote + "/dangling")
+    assert (dangling["type"], dangling["destination"]) == ("link", "nowhere")
     listing = {i["name"]: i for i in sshfs.ls(remote, detail=True)}
     assert sorted(listing) == [remote + "/" + n for n in ("d", "dangling", "f.txt", "link")]
     assert listing[remote + "/d"]["type"] == "directory"
@@ -268,6 +270,9 @@ def test_mv_cp_rm(sshfs, remote):
     assert sshfs.cat_file(remote + "/b") == b"A" and not sshfs.exists(remote + "/a")
     sshfs.cp(remote + "/b", remote + "/c")
     assert sshfs.cat_file(remote + "/c") == b"A"
+    with pytest.raises(FileNotFoundError):
+        sshfs.cp_file(remote + "/none", remote + "/nd/x")
+    assert not os.path.exists(os.path.join(remote, "nd"))  # nothing made for it
     sshfs.makedirs(remote + "/t/u")
     sshfs.mv(remote + "/c", remote + "/t")  # into a directory
     assert sshfs.cat_file(remote + "/t/c") == b"A"
