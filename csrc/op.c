@@ -399,8 +399,15 @@ op_wants(OpObject *op)
 {
     pyssh_many *e = &op->ent;
     PyObject *fds = PyList_New(0);
-    for (int i = -1; fds != NULL && i < e->cn; i++) {
-        const pyssh_pollfd *p = i < 0 ? &e->want : &e->carried[i];
+    /* the session's socket, the bridges, then the step's own sockets (a tunnel's) */
+    const pyssh_pollset *ps = e->ps;
+    int own = ps != NULL && ps->fds != NULL && ps->n > PYSSH_POLL_RESERVED
+                  ? ps->n - PYSSH_POLL_RESERVED
+                  : 0;
+    for (int i = -1; fds != NULL && i < e->cn + own; i++) {
+        const pyssh_pollfd *p = i < 0       ? &e->want
+                                : i < e->cn ? &e->carried[i]
+                                            : &ps->fds[PYSSH_POLL_RESERVED + i - e->cn];
         if (p->fd == PYSSH_INVALID_SOCKET || p->events == 0) {
             continue;
         }

@@ -569,6 +569,11 @@ typedef struct {
      * its packets rings it): the Driver's pipe (pyssh_many_attach) */
     struct pyssh_waiter *waiter;
     int listed;
+    /* a step that polls sockets of its own (a tunnel's run(defer=True)): its
+     * slots [PYSSH_POLL_RESERVED, n) are polled with the entry's, their revents
+     * read (a poll without waiting) before each step, as pyssh_wait_ex leaves
+     * them; its wait_ms caps the wait. NULL: none */
+    pyssh_pollset *ps;
 } pyssh_many;
 
 /* Step the due entries and poll all of them (GIL released by the caller)

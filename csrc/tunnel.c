@@ -185,6 +185,11 @@ struct TunnelObject {
     pyssh_waiter wake;
     pyssh_pollset ps;
     int fds_cap;
+    /* run(defer=True): an Op steps the tunnel (an event loop polls its set), and
+     * `wake` is polled as the set's last slot (`wakeidx`), for stop() */
+    int deferred;
+    int wakeidx;
+    char what[700]; /* what run() or listen_remote() does, for messages (an Op's `what`) */
 };
 
 /* The session's remote forwards, and which tunnel has a global request
@@ -1216,7 +1221,7 @@ accept_remote(TunnelObject *t, ssh_session ssh)
 static int
 pollset_build(TunnelObject *t)
 {
-    int need = PYSSH_POLL_RESERVED + 1 + t->nconns;
+    int need = PYSSH_POLL_RESERVED + 2 + t->nconns;
     if (need > t->fds_cap) {
         int cap = t->fds_cap ? t->fds_cap : 16;
         while (cap < need) {
@@ -1269,6 +1274,15 @@ pollset_build(TunnelObject *t)
             n++;
         }
     }
+    t->wakeidx = -1;
+    if (t->deferred && t->wake.rd != PYSSH_INVALID_SOCKET) {
+        /* the blocking run's wait polls it in its own slot; an event loop sees
+         * only the set */
+        t->ps.fds[n].fd = t->wake.rd;
+        t->ps.fds[n].events = POLLIN;
+        t->ps.fds[n].revents = 0;
+        t->wakeidx = n++;
+    }
     t->ps.n = n;
     return 0;
 }
@@ -1301,6 +1315,11 @@ pollset_read(TunnelObject *t)
         }
         k->pollidx = -1;
     }
+    if (t->wakeidx >= 0 && t->wakeidx < t->ps.n && t->ps.fds[t->wakeidx].revents != 0) {
+        t->ps.fds[t->wakeidx].revents = 0;
+        pyssh_wake_drain(t->wake.rd); /* a stop(): this step sees `stopping` */
+    }
+    t->wakeidx = -1;
     return listen_ready;
 }
 
@@ -1536,6 +1555,7 @@ tunnel_init(PyObject *obj)
     self->max_conns = -1;
     self->idle_timeout = -1;
     self->socks_timeout = 30.0;
+    self->wakeidx = -1;
     self->wake.rd = self->wake.wr = PYSSH_INVALID_SOCKET;
     int err = pyssh_waiter_open(&self->wake);
     if (err != 0) {
@@ -1941,27 +1961,26 @@ remote_target(TunnelObject *self, const char *thost, int tport)
     return 0;
 }
 
-/* Ask the server to listen (the tunnel is set up for it): 0, or -1 with an
- * exception. */
-static int
-remote_listen(TunnelObject *self, pyssh_deadline *dl)
+/* Where a remote forward asks the server to listen, for messages. */
+static void
+remote_where(const TunnelObject *self, char *where, size_t n)
 {
-    char where[320], what[700];
     if (self->rpath != NULL) {
-        snprintf(where, sizeof(where), "the socket %.300s", self->rpath);
+        snprintf(where, n, "the socket %.300s", self->rpath);
     }
     else {
-        snprintf(where, sizeof(where), "%.280s:%d", *self->host ? self->host : "*", self->port);
+        snprintf(where, n, "%.280s:%d", *self->host ? self->host : "*", self->port);
     }
-    snprintf(what, sizeof(what), "asking the server to listen on %s for a tunnel to %s", where,
-             self->target);
-    struct greq_arg a = {self, 0, 0, 0};
-    int rc = pyssh_wait(self->session, greq_step, &a, dl, PYSSH_EXC_SSHError, what);
-    if (rc < 0) {
-        greq_orphan(self);
-        return -1;
-    }
-    if (a.refused) {
+}
+
+/* The server's answer to the request to listen: 0 (the tunnel is set up), or
+ * -1 with an exception (it refused). */
+static int
+remote_listened(TunnelObject *self, const struct greq_arg *a)
+{
+    if (a->refused) {
+        char where[320];
+        remote_where(self, where, sizeof(where));
         pyssh_raise(self->session->state, PYSSH_EXC_SSHError,
                     self->rpath != NULL
                         ? "the server refused to listen on %s: the socket may exist already "
@@ -1978,11 +1997,68 @@ remote_listen(TunnelObject *self, pyssh_deadline *dl)
     return 0;
 }
 
+/* listen_remote(defer=True): the request as an Op, whose result is the port. */
+static PyObject *
+listen_finish(SessionObject *s, void *p, int rc)
+{
+    (void)s;
+    (void)rc;
+    struct greq_arg *a = p;
+    return remote_listened(a->t, a) < 0 ? NULL : PyLong_FromLong(a->t->bound);
+}
+
+static void
+listen_release(SessionObject *s, void *p)
+{
+    (void)s;
+    struct greq_arg *a = p;
+    if (!a->t->configured) {
+        greq_orphan(a->t); /* failed or cancelled: its reply may still be due */
+    }
+    unclaim(a->t);
+}
+
+static const pyssh_op_kind listen_kind = {"asking the server to listen",
+                                          PYSSH_EXC_SSHError,
+                                          greq_step,
+                                          sizeof(struct greq_arg),
+                                          listen_finish,
+                                          NULL,
+                                          listen_release,
+                                          NULL,
+                                          NULL};
+
+/* Ask the server to listen (the tunnel is set up for it, and claimed): the
+ * port, or NULL with an exception. `defer`: an Op that asks, which holds the
+ * claim until it ends. */
+static PyObject *
+remote_listen(TunnelObject *self, pyssh_deadline *dl, int defer)
+{
+    char where[320];
+    remote_where(self, where, sizeof(where));
+    snprintf(self->what, sizeof(self->what),
+             "asking the server to listen on %.200s for a tunnel to %.180s", where, self->target);
+    struct greq_arg a = {self, 0, 0, 0};
+    if (defer) {
+        return pyssh_op_start(self->session, &listen_kind, &a, dl, self->what, 1, (PyObject *)self,
+                              NULL, NULL);
+    }
+    int rc = pyssh_wait(self->session, greq_step, &a, dl, PYSSH_EXC_SSHError, self->what);
+    if (rc < 0) {
+        greq_orphan(self);
+        return NULL;
+    }
+    if (remote_listened(self, &a) < 0) {
+        return NULL;
+    }
+    return PyLong_FromLong(self->bound); /* written by its own request's step */
+}
+
 /* listen_remote() and listen_remote_unix(): set up and ask. `rpath`: the
  * server's socket path, or NULL for bind:port. */
 static PyObject *
 listen_remote_on(TunnelObject *self, const char *call, const char *bind, int port,
-                 const char *rpath, const char *thost, int tport, pyssh_deadline *dl)
+                 const char *rpath, const char *thost, int tport, pyssh_deadline *dl, int defer)
 {
     if (claim(self, call, 1) < 0) {
         return NULL;
@@ -2004,59 +2080,66 @@ listen_remote_on(TunnelObject *self, const char *call, const char *bind, int por
         goto done;
     }
     set_kind_port(self, REMOTE, port);
-    if (remote_listen(self, dl) == 0) {
-        result = PyLong_FromLong(self->bound); /* written by its own request's step */
+    result = remote_listen(self, dl, defer);
+    if (defer) {
+        return result; /* the Op's claim now (NULL: listen_release gave it back) */
     }
 done:
     unclaim(self);
     return result;
 }
 
-PyDoc_STRVAR(
-    listen_remote_doc,
-    "listen_remote($self, bind_address, port, target_host, target_port, timeout, /)\n--\n\n"
-    "Ask the server to listen on bind_address:port (port 0: it picks one) and carry\n"
-    "each connection to target_host:target_port from here (ssh -R); target_port 0:\n"
-    "to the local Unix socket target_host. Returns the port.");
+PyDoc_STRVAR(listen_remote_doc,
+             "listen_remote($self, bind_address, port, target_host, target_port, timeout, /, *,\n"
+             "              defer=False)\n--\n\n"
+             "Ask the server to listen on bind_address:port (port 0: it picks one) and carry\n"
+             "each connection to target_host:target_port from here (ssh -R); target_port 0:\n"
+             "to the local Unix socket target_host. Returns the port (defer=True: an Op whose\n"
+             "result it is).");
 
 static PyObject *
-tunnel_listen_remote(TunnelObject *self, PyObject *args)
+tunnel_listen_remote(TunnelObject *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"", "", "", "", "", "defer", NULL};
     const char *bind, *thost;
-    int port, tport;
+    int port, tport, defer = 0;
     pyssh_deadline dl;
-    if (!PyArg_ParseTuple(args, "sisiO&:listen_remote", &bind, &port, &thost, &tport,
-                          pyssh_deadline_conv, &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "sisiO&|$p:listen_remote", kwlist, &bind, &port,
+                                     &thost, &tport, pyssh_deadline_conv, &dl, &defer)) {
         return NULL;
     }
-    return listen_remote_on(self, "listen_remote", bind, port, NULL, thost, tport, &dl);
+    return listen_remote_on(self, "listen_remote", bind, port, NULL, thost, tport, &dl, defer);
 }
 
 PyDoc_STRVAR(listen_remote_unix_doc,
-             "listen_remote_unix($self, path, target_host, target_port, timeout, /)\n--\n\n"
+             "listen_remote_unix($self, path, target_host, target_port, timeout, /, *,\n"
+             "                   defer=False)\n--\n\n"
              "Ask the server to listen on its Unix socket `path` (streamlocal-forward) and\n"
              "carry each connection to target_host:target_port from here (target_port 0: to\n"
-             "the local Unix socket target_host). Returns 0.");
+             "the local Unix socket target_host). Returns 0 (defer=True: an Op whose result\n"
+             "it is).");
 
 static PyObject *
-tunnel_listen_remote_unix(TunnelObject *self, PyObject *args)
+tunnel_listen_remote_unix(TunnelObject *self, PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"", "", "", "", "defer", NULL};
     const char *path, *thost;
-    int tport;
+    int tport, defer = 0;
     pyssh_deadline dl;
-    if (!PyArg_ParseTuple(args, "ssiO&:listen_remote_unix", &path, &thost, &tport,
-                          pyssh_deadline_conv, &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "ssiO&|$p:listen_remote_unix", kwlist, &path,
+                                     &thost, &tport, pyssh_deadline_conv, &dl, &defer)) {
         return NULL;
     }
 #ifndef PYSSH_LIBSSH_STREAMLOCAL
     (void)self;
     (void)path;
+    (void)defer;
     PyErr_SetString(PyExc_NotImplementedError,
                     "remote forwarding of a Unix socket needs pyssh's libssh patch "
                     "(vendor/patches/libssh-*-streamlocal.patch), which this build lacks");
     return NULL;
 #else
-    return listen_remote_on(self, "listen_remote_unix", "", 0, path, thost, tport, &dl);
+    return listen_remote_on(self, "listen_remote_unix", "", 0, path, thost, tport, &dl, defer);
 #endif
 }
 
@@ -2148,20 +2231,133 @@ stats_tuple(TunnelObject *self)
     return pyssh_named_result(self->session->state->TunnelCountsType, v, 5);
 }
 
+/* What run() does, for messages, into self->what. */
+static void
+run_what(TunnelObject *self)
+{
+    char *what = self->what;
+    size_t n = sizeof(self->what);
+    if (self->kind == LOCAL && self->rpath != NULL) {
+        snprintf(what, n, "tunnel to the server's socket %.300s", self->rpath);
+    }
+    else if (self->kind == LOCAL) {
+        snprintf(what, n, "tunnel to %.300s:%d", self->host, self->port);
+    }
+    else if (self->kind == DYNAMIC) {
+        snprintf(what, n, "SOCKS proxy through the server");
+    }
+    else if (self->kind == REMOTE && self->rpath != NULL) {
+        snprintf(what, n, "tunnel from the server's socket %.100s to %.200s", self->rpath,
+                 self->target);
+    }
+    else if (self->kind == REMOTE) {
+        snprintf(what, n, "tunnel from the server's port %d to %.300s", self->bound, self->target);
+    }
+    else {
+        snprintf(what, n, "agent forwarding to %.300s", self->target);
+    }
+}
+
+/* run()'s end, whatever ended it: this run took the stop request. Cleared
+ * under the lock: stop() sets it under the lock from any thread, and the
+ * server's agent channel opens read it (pyssh_tunnel_agent) in any thread's
+ * step; no GIL orders them. `failed` (Ctrl-C, the session closed or failed, an
+ * Op cancelled): every connection goes. */
+static void
+run_end(TunnelObject *self, int failed)
+{
+    if (failed) {
+        tunnel_drop(self, 1);
+    }
+    pyssh_lock(self->session);
+    self->stopping = 0;
+    pyssh_unlock(self->session);
+}
+
+/* ---- run(defer=True): an Op that an event loop steps ---------------------------------------- */
+
+typedef struct {
+    TunnelObject *t; /* kept alive by the Op (its owner) */
+    int finished;    /* served to its end: the stats are the result */
+} run_arg;
+
+static int
+run_step(ssh_session ssh, void *p)
+{
+    return tunnel_step(ssh, ((run_arg *)p)->t);
+}
+
+static PyObject *
+run_finish(SessionObject *s, void *p, int rc)
+{
+    (void)rc;
+    run_arg *a = p;
+    a->finished = 1;
+    run_end(a->t, 0);
+    pyssh_lock(s); /* as the stats getter: the counts are the steps' */
+    PyObject *r = stats_tuple(a->t);
+    pyssh_unlock(s);
+    return r;
+}
+
+/* Once, however it ended: a failure or Op.cancel() ends the connections as
+ * Ctrl-C does the blocking run's; then the claim goes. */
+static void
+run_release(SessionObject *s, void *p)
+{
+    (void)s;
+    run_arg *a = p;
+    if (!a->finished) {
+        run_end(a->t, 1);
+    }
+    a->t->deferred = 0;
+    a->t->wakeidx = -1;
+    unclaim(a->t);
+}
+
+static const pyssh_op_kind run_kind = {"running a tunnel",
+                                       PYSSH_EXC_SSHError,
+                                       run_step,
+                                       sizeof(run_arg),
+                                       run_finish,
+                                       NULL,
+                                       run_release,
+                                       NULL,
+                                       NULL};
+
+/* The claimed tunnel's run() as an Op: the claim is the Op's until it ends. */
+static PyObject *
+run_deferred(TunnelObject *self)
+{
+    run_arg a = {self, 0};
+    pyssh_deadline dl = PYSSH_NO_DEADLINE;
+    self->deferred = 1;
+    PyObject *op = pyssh_op_start(self->session, &run_kind, &a, &dl, self->what, 1,
+                                  (PyObject *)self, NULL, NULL);
+    if (op != NULL) {
+        pyssh_op_entry(op)->ps = &self->ps; /* Op.step() reports the tunnel's sockets */
+    }
+    return op; /* (NULL: run_release gave the claim back) */
+}
+
 PyDoc_STRVAR(run_doc,
-             "run($self, /, max_connections=None, idle_timeout=None)\n--\n\n"
+             "run($self, /, max_connections=None, idle_timeout=None, *, defer=False)\n--\n\n"
              "Serve connections until stop(), until max_connections have been served and\n"
              "have ended, or until idle_timeout seconds pass with no connection open. The\n"
-             "GIL is released while it runs. Returns the stats tuple.");
+             "GIL is released while it runs. Returns the stats tuple. With defer=True,\n"
+             "an Op that serves them as it is stepped (Op.step(), an event loop): its\n"
+             "result is the stats tuple; Op.cancel() closes every connection; stop() from\n"
+             "any thread ends it.");
 
 static PyObject *
 tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"max_connections", "idle_timeout", NULL};
+    static char *kwlist[] = {"max_connections", "idle_timeout", "defer", NULL};
     PyObject *maxobj = Py_None;
     pyssh_deadline idle = PYSSH_NO_DEADLINE; /* its seconds: the one timeout converter */
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO&:run", kwlist, &maxobj, pyssh_deadline_conv,
-                                     &idle)) {
+    int defer = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO&$p:run", kwlist, &maxobj, pyssh_deadline_conv,
+                                     &idle, &defer)) {
         return NULL;
     }
     if (claim(self, "run", 1) < 0) {
@@ -2187,45 +2383,19 @@ tunnel_run(TunnelObject *self, PyObject *args, PyObject *kwds)
      * and the tunnel would serve on, its closer waiting for it forever */
     self->stop_deadline = 0;
     self->ps.wait_ms = -1;
-
-    char what[400];
-    if (self->kind == LOCAL && self->rpath != NULL) {
-        snprintf(what, sizeof(what), "tunnel to the server's socket %.300s", self->rpath);
+    run_what(self);
+    if (defer) {
+        return run_deferred(self);
     }
-    else if (self->kind == LOCAL) {
-        snprintf(what, sizeof(what), "tunnel to %s:%d", self->host, self->port);
-    }
-    else if (self->kind == DYNAMIC) {
-        snprintf(what, sizeof(what), "SOCKS proxy through the server");
-    }
-    else if (self->kind == REMOTE && self->rpath != NULL) {
-        snprintf(what, sizeof(what), "tunnel from the server's socket %.100s to %.200s",
-                 self->rpath, self->target);
-    }
-    else if (self->kind == REMOTE) {
-        snprintf(what, sizeof(what), "tunnel from the server's port %d to %s", self->bound,
-                 self->target);
-    }
-    else {
-        snprintf(what, sizeof(what), "agent forwarding to %s", self->target);
-    }
-    int rc = pyssh_wait_ex(self->session, tunnel_step, self, NULL, PYSSH_EXC_SSHError, what,
+    int rc = pyssh_wait_ex(self->session, tunnel_step, self, NULL, PYSSH_EXC_SSHError, self->what,
                            &self->ps, &self->wake);
-    /* This run took the stop request. Cleared under the lock: stop() sets it
-     * under the lock from any thread, and the server's agent channel opens read
-     * it (pyssh_tunnel_agent) in any thread's step; no GIL orders them. */
-    pyssh_lock(self->session);
-    self->stopping = 0;
-    pyssh_unlock(self->session);
-    if (rc < 0) {
-        /* Ctrl-C, the session closed or failed: every connection goes */
-        tunnel_drop(self, 1);
-        goto done;
+    run_end(self, rc < 0);
+    if (rc >= 0) {
+        /* under the lock, as the stats getter: the counts are the steps' */
+        pyssh_lock(self->session);
+        result = stats_tuple(self);
+        pyssh_unlock(self->session);
     }
-    /* under the lock, as the stats getter: the counts are the steps' */
-    pyssh_lock(self->session);
-    result = stats_tuple(self);
-    pyssh_unlock(self->session);
 done:
     unclaim(self);
     return result;
@@ -2246,19 +2416,68 @@ tunnel_stop(TunnelObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* The end of close(), whatever the server answered: the claimed tunnel is set
+ * up no more. Under the lock: the port getter reads `bound`, stop() and the
+ * agent's channel opens `stopping`, from any thread and without the claim. */
+static void
+close_end(TunnelObject *self)
+{
+    pyssh_lock(self->session);
+    self->bound = 0;
+    self->rlistening = 0;
+    self->stopping = 0; /* a stop() no run() took does not outlive the close */
+    pyssh_unlock(self->session);
+    self->configured = 0;
+    unclaim(self);
+}
+
+/* close(defer=True) of a remote forward: the cancel request as an Op. */
+static PyObject *
+close_finish(SessionObject *s, void *p, int rc)
+{
+    (void)s;
+    (void)p;
+    (void)rc;
+    Py_RETURN_NONE;
+}
+
+static void
+close_release(SessionObject *s, void *p)
+{
+    (void)s;
+    struct greq_arg *a = p;
+    greq_orphan(a->t); /* failed or cancelled: its reply may still be due (the forward
+                          ends with the session); answered: nothing */
+    close_end(a->t);
+}
+
+static const pyssh_op_kind close_kind = {"closing the server's port",
+                                         PYSSH_EXC_SSHError,
+                                         greq_step,
+                                         sizeof(struct greq_arg),
+                                         close_finish,
+                                         NULL,
+                                         close_release,
+                                         NULL,
+                                         NULL};
+
 PyDoc_STRVAR(close_doc,
-             "close($self, /, timeout=5.0)\n--\n\n"
+             "close($self, /, timeout=5.0, *, defer=False)\n--\n\n"
              "Close every connection and, for a remote forward, ask the server to stop\n"
              "listening (waiting at most `timeout` seconds for its answer). Safe to call more\n"
-             "than once; not while run() runs.");
+             "than once; not while run() runs. defer=True: the connections are closed at\n"
+             "once, and the request to the server is an Op (result None; an error of its\n"
+             "only says the forward ends with the session), or None when there is none.");
 
 static PyObject *
 tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"timeout", NULL};
+    static char *kwlist[] = {"timeout", "defer", NULL};
     pyssh_deadline dl;
+    int defer = 0;
     pyssh_deadline_start(&dl, 5.0, 0);
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&:close", kwlist, pyssh_deadline_conv, &dl)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O&$p:close", kwlist, pyssh_deadline_conv, &dl,
+                                     &defer)) {
         return NULL;
     }
     /* claimed too: dropping the connections waits for the session lock with the
@@ -2270,30 +2489,27 @@ tunnel_close(TunnelObject *self, PyObject *args, PyObject *kwds)
     tunnel_drop(self, 1);
     if (listening && pyssh_session_ssh(self->session) != NULL && self->pid == pyssh_getpid()) {
         struct greq_arg a = {self, 1, 0, 0};
-        char what[360];
         if (self->rpath != NULL) {
-            snprintf(what, sizeof(what), "closing the server's socket %.300s", self->rpath);
+            snprintf(self->what, sizeof(self->what), "closing the server's socket %.300s",
+                     self->rpath);
         }
         else {
-            snprintf(what, sizeof(what), "closing the server's port %d", self->bound);
+            snprintf(self->what, sizeof(self->what), "closing the server's port %d", self->bound);
         }
         pyssh_deadline_start(&dl, dl.timeout, 0); /* from here: dropping took its time */
-        int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, what);
+        if (defer) {
+            /* (NULL: close_release ended the close) */
+            return pyssh_op_start(self->session, &close_kind, &a, &dl, self->what, 1,
+                                  (PyObject *)self, NULL, NULL);
+        }
+        int rc = pyssh_wait(self->session, greq_step, &a, &dl, PYSSH_EXC_SSHError, self->what);
         if (rc < 0) {
             greq_orphan(self);
             /* the connection is gone or slow: the forward ends with the session */
             PyErr_Clear();
         }
     }
-    /* under the lock: the port getter reads `bound`, stop() and the agent's
-     * channel opens `stopping`, from any thread and without the claim */
-    pyssh_lock(self->session);
-    self->bound = 0;
-    self->rlistening = 0;
-    self->stopping = 0; /* a stop() no run() took does not outlive the close */
-    pyssh_unlock(self->session);
-    self->configured = 0;
-    unclaim(self);
+    close_end(self);
     Py_RETURN_NONE;
 }
 
@@ -2323,9 +2539,10 @@ static PyMethodDef tunnel_methods[] = {
     {"listen_local", (PyCFunction)tunnel_listen_local, METH_VARARGS, listen_local_doc},
     {"listen_dynamic", (PyCFunction)tunnel_listen_dynamic, METH_VARARGS, listen_dynamic_doc},
     {"adopt_local", (PyCFunction)tunnel_adopt_local, METH_VARARGS, adopt_local_doc},
-    {"listen_remote", (PyCFunction)tunnel_listen_remote, METH_VARARGS, listen_remote_doc},
-    {"listen_remote_unix", (PyCFunction)tunnel_listen_remote_unix, METH_VARARGS,
-     listen_remote_unix_doc},
+    {"listen_remote", (PyCFunction)(void (*)(void))tunnel_listen_remote,
+     METH_VARARGS | METH_KEYWORDS, listen_remote_doc},
+    {"listen_remote_unix", (PyCFunction)(void (*)(void))tunnel_listen_remote_unix,
+     METH_VARARGS | METH_KEYWORDS, listen_remote_unix_doc},
     {"listen_agent", (PyCFunction)tunnel_listen_agent, METH_VARARGS, listen_agent_doc},
     {"run", (PyCFunction)(void (*)(void))tunnel_run, METH_VARARGS | METH_KEYWORDS, run_doc},
     {"stop", (PyCFunction)tunnel_stop, METH_NOARGS, stop_doc},

@@ -1010,6 +1010,35 @@ pyssh_many_detach(pyssh_many *e)
     e->waiter = NULL;
 }
 
+/* The step's own sockets (slots [PYSSH_POLL_RESERVED, n) of its set): their
+ * revents as a poll now says, for the step to read, as pyssh_wait_ex leaves
+ * them after its poll (whoever woke this step did not say which was ready). */
+static void
+many_pollset_look(pyssh_pollset *ps)
+{
+    if (ps == NULL || ps->fds == NULL || ps->n <= PYSSH_POLL_RESERVED) {
+        return;
+    }
+    pyssh_pollfd *own = ps->fds + PYSSH_POLL_RESERVED;
+    unsigned n = (unsigned)(ps->n - PYSSH_POLL_RESERVED);
+    for (unsigned i = 0; i < n; i++) {
+        own[i].revents = 0;
+    }
+    pyssh_poll(own, n, 0); /* (failed: nothing ready, the step looks again later) */
+}
+
+/* After the step: its own limit on the wait, as a time to step again. */
+static void
+many_pollset_due(pyssh_many *e)
+{
+    if (e->ps != NULL && e->ps->wait_ms >= 0) {
+        double at = pyssh_monotonic() + e->ps->wait_ms / 1000.0;
+        if (e->due_at <= 0 || at < e->due_at) {
+            e->due_at = at;
+        }
+    }
+}
+
 /* One step of a session's entry, as wait_slice's loop does one. */
 static void
 many_step(pyssh_many *e)
@@ -1021,10 +1050,12 @@ many_step(pyssh_many *e)
     int closed = 0;
     waitctx c = {e->waiter, 0, e->listed};
     e->cn = s->carrier != NULL ? carry_all(s, e->carried, &e->logs, why, sizeof(why)) : 0;
+    many_pollset_look(e->ps);
     int rc = locked_step(s, e->step, e->arg, &closed, &e->fail, &want, &more,
                          e->waiter != NULL ? &c : NULL);
     e->listed = c.listed;
     e->due_at = want.due;
+    many_pollset_due(e);
     logs_append(&e->logs, more);
     if (s->carrier != NULL && !closed) {
         pyssh_pollfd again[2 * PYSSH_MAX_HOPS];
@@ -1038,13 +1069,23 @@ many_step(pyssh_many *e)
     e->want.events = want.events;
 }
 
+/* How many sockets of its own the entry's step polls (its pollset's). */
+static int
+many_own(const pyssh_many *e)
+{
+    const pyssh_pollset *ps = e->ps;
+    return ps != NULL && ps->fds != NULL && ps->n > PYSSH_POLL_RESERVED
+               ? ps->n - PYSSH_POLL_RESERVED
+               : 0;
+}
+
 /* The poll set of all pending entries, and the wake pipe last. */
 static pyssh_pollfd *
 many_fds(pyssh_many **e, int n, pyssh_socket_t wake, int *count)
 {
     int total = 1;
     for (int i = 0; i < n; i++) {
-        total += 1 + e[i]->cn;
+        total += 1 + e[i]->cn + many_own(e[i]);
     }
     pyssh_pollfd *fds = malloc(sizeof(*fds) * (size_t)total);
     if (fds == NULL) {
@@ -1056,6 +1097,10 @@ many_fds(pyssh_many **e, int n, pyssh_socket_t wake, int *count)
         fds[k++].revents = 0;
         for (int j = 0; j < e[i]->cn; j++) {
             fds[k] = e[i]->carried[j];
+            fds[k++].revents = 0;
+        }
+        for (int j = 0, own = many_own(e[i]); j < own; j++) {
+            fds[k] = e[i]->ps->fds[PYSSH_POLL_RESERVED + j];
             fds[k++].revents = 0;
         }
     }
@@ -1096,7 +1141,7 @@ many_mark(pyssh_many **e, int n, const pyssh_pollfd *fds, double now)
     int finished = 0, k = 0;
     for (int i = 0; i < n; i++) {
         short ready = fds[k++].revents;
-        for (int j = 0; j < e[i]->cn; j++) {
+        for (int j = 0, more = e[i]->cn + many_own(e[i]); j < more; j++) {
             ready |= fds[k++].revents;
         }
         int idle = e[i]->want.fd == PYSSH_INVALID_SOCKET && e[i]->cn == 0;

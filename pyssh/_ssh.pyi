@@ -548,9 +548,29 @@ class Tunnel:
     def port(self) -> int: ...
     def listen_local(self, fd: int, host: str, port: int, remote_unix: bool = False, /) -> None: ...
     def adopt_local(self, fd: int, host: str, port: int, /) -> None: ...
+    @overload
     def listen_remote_unix(
-        self, path: str, target_host: str, target_port: int, timeout: Optional[float], /
+        self,
+        path: str,
+        target_host: str,
+        target_port: int,
+        timeout: Optional[float],
+        /,
+        *,
+        defer: Literal[False] = ...,
     ) -> int: ...
+    @overload
+    def listen_remote_unix(
+        self,
+        path: str,
+        target_host: str,
+        target_port: int,
+        timeout: Optional[float],
+        /,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
+    @overload
     def listen_remote(
         self,
         bind_address: str,
@@ -559,14 +579,44 @@ class Tunnel:
         target_port: int,
         timeout: Optional[float],
         /,
+        *,
+        defer: Literal[False] = ...,
     ) -> int: ...
+    @overload
+    def listen_remote(
+        self,
+        bind_address: str,
+        port: int,
+        target_host: str,
+        target_port: int,
+        timeout: Optional[float],
+        /,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
     def listen_dynamic(self, fd: int, handshake_timeout: float = ..., /) -> None: ...
     def listen_agent(self, path: _Path, /) -> None: ...
+    @overload
     def run(
-        self, max_connections: Optional[int] = ..., idle_timeout: Optional[float] = ...
+        self,
+        max_connections: Optional[int] = ...,
+        idle_timeout: Optional[float] = ...,
+        *,
+        defer: Literal[False] = ...,
     ) -> _TunnelStats: ...
+    @overload
+    def run(
+        self,
+        max_connections: Optional[int] = ...,
+        idle_timeout: Optional[float] = ...,
+        *,
+        defer: Literal[True],
+    ) -> Op: ...
     def stop(self) -> None: ...
-    def close(self, timeout: Optional[float] = ...) -> None: ...
+    @overload
+    def close(self, timeout: Optional[float] = ..., *, defer: Literal[False] = ...) -> None: ...
+    @overload
+    def close(self, timeout: Optional[float] = ..., *, defer: Literal[True]) -> Optional[Op]: ...
 
 @final
 class SFTP:
