@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Set, Tuple, Union
 
 from . import _ssh
+from ._tcp import Steps, run_steps
 from ._util import check_open, check_timeout
 
 log = logging.getLogger("pyssh")
@@ -386,9 +387,39 @@ def _target(target: Any, local: bool) -> Tuple[str, int, str]:
     return host, tport, f"{host}:{tport}"
 
 
-def forward_local(
-    session: Any, port: Any, target: Any, bind: str, registry: Set[Tunnel], unlink: bool = False
-) -> Tunnel:
+@dataclass
+class Setup:
+    """A forward set up, not yet served: its C tunnel, its local listening socket
+    (None for a remote forward), and what it says about itself. The blocking
+    :class:`Tunnel` serves it in a thread; ``pyssh.aio``'s ``AsyncTunnel`` in the
+    event loop."""
+
+    c: Any
+    sock: Optional[socket.socket]
+    kind: str
+    port: int
+    target: str
+    listen: str
+    unix: Optional[Tuple[str, Tuple[int, int]]] = None  # a local socket: path, identity
+
+    def start(self, session: Any, registry: Set[Tunnel]) -> Tunnel:
+        t = Tunnel(
+            session,
+            registry,
+            self.c,
+            self.sock,
+            self.kind,
+            self.port,
+            self.target,
+            self.listen,
+            self.unix,
+        )
+        registry.add(t)
+        return t
+
+
+def local_setup(session: Any, port: Any, target: Any, bind: str, unlink: bool) -> Setup:
+    """forward_local's checks, listening socket and C tunnel (nothing waits)."""
     host, tport, shown_target = _target(target, False)
     lpath = unix_path(port, "the local socket", True)
     check_open(session)
@@ -406,13 +437,16 @@ def forward_local(
             unix_remove(lpath, ident)
         raise
     if lpath is not None and ident is not None:
-        t = Tunnel(session, registry, c, sock, "local", 0, shown_target, lpath, (lpath, ident))
-    else:
-        bound = sock.getsockname()[1]
-        shown = f"[{bind}]" if ":" in bind else bind
-        t = Tunnel(session, registry, c, sock, "local", bound, shown_target, f"{shown}:{bound}")
-    registry.add(t)
-    return t
+        return Setup(c, sock, "local", 0, shown_target, lpath, (lpath, ident))
+    bound = sock.getsockname()[1]
+    shown = f"[{bind}]" if ":" in bind else bind
+    return Setup(c, sock, "local", bound, shown_target, f"{shown}:{bound}")
+
+
+def forward_local(
+    session: Any, port: Any, target: Any, bind: str, registry: Set[Tunnel], unlink: bool = False
+) -> Tunnel:
+    return local_setup(session, port, target, bind, unlink).start(session, registry)
 
 
 # how long a SOCKS client may take to send its request before it is closed (read at
@@ -420,9 +454,8 @@ def forward_local(
 SOCKS_HANDSHAKE_TIMEOUT = 30.0
 
 
-def forward_dynamic(session: Any, port: int, bind: str, registry: Set[Tunnel]) -> Tunnel:
-    """Session.forward_dynamic: a SOCKS 4/4a/5 proxy on bind:port whose connections go
-    out through the server (ssh -D)."""
+def dynamic_setup(session: Any, port: int, bind: str) -> Setup:
+    """forward_dynamic's listening socket and C tunnel (nothing waits)."""
     check_open(session)
     sock = listen_socket(bind, port)
     c = _ssh.Tunnel(session)
@@ -441,19 +474,20 @@ def forward_dynamic(session: Any, port: int, bind: str, registry: Set[Tunnel]) -
             bound,
             session.host,
         )
-    t = Tunnel(session, registry, c, sock, "dynamic", bound, "SOCKS", f"{shown}:{bound}")
-    registry.add(t)
-    return t
+    return Setup(c, sock, "dynamic", bound, "SOCKS", f"{shown}:{bound}")
 
 
-def forward_remote(
-    session: Any,
-    remote_port: Any,
-    target: Any,
-    bind_address: str,
-    timeout: Optional[float],
-    registry: Set[Tunnel],
-) -> Tunnel:
+def forward_dynamic(session: Any, port: int, bind: str, registry: Set[Tunnel]) -> Tunnel:
+    """Session.forward_dynamic: a SOCKS 4/4a/5 proxy on bind:port whose connections go
+    out through the server (ssh -D)."""
+    return dynamic_setup(session, port, bind).start(session, registry)
+
+
+def remote_steps(
+    session: Any, remote_port: Any, target: Any, bind_address: str, timeout: Optional[float]
+) -> Steps[Setup]:
+    """forward_remote's checks and request to the server, as a flow (the request
+    to listen is an Op)."""
     host, tport, shown_target = _target(target, True)
     rpath = unix_path(remote_port, "the server's socket", False)
     if rpath is None:
@@ -468,15 +502,23 @@ def forward_remote(
     c = _ssh.Tunnel(session)
     wait_s = 30.0 if wait is None else wait
     if rpath is not None:
-        bound = c.listen_remote_unix(rpath, host, tport, wait_s)
-        listen = f"{rpath} (on the server)"
-    else:
-        bound = c.listen_remote(bind_address, remote_port, host, tport, wait_s)
-        shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
-        listen = f"{shown}:{bound} (on the server)"
-    t = Tunnel(session, registry, c, None, "remote", bound, shown_target, listen)
-    registry.add(t)
-    return t
+        bound = yield c.listen_remote_unix(rpath, host, tport, wait_s, defer=True)
+        return Setup(c, None, "remote", bound, shown_target, f"{rpath} (on the server)")
+    bound = yield c.listen_remote(bind_address, remote_port, host, tport, wait_s, defer=True)
+    shown = f"[{bind_address}]" if ":" in bind_address else (bind_address or "*")
+    return Setup(c, None, "remote", bound, shown_target, f"{shown}:{bound} (on the server)")
+
+
+def forward_remote(
+    session: Any,
+    remote_port: Any,
+    target: Any,
+    bind_address: str,
+    timeout: Optional[float],
+    registry: Set[Tunnel],
+) -> Tunnel:
+    setup = run_steps(remote_steps(session, remote_port, target, bind_address, timeout))
+    return setup.start(session, registry)
 
 
 # ---- agent forwarding (ssh -A) -------------------------------------------------------

@@ -28,12 +28,20 @@ import socket
 import weakref
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set
 
-from . import _exec, _ssh, session as _session
+from . import _exec, _ssh, _tunnel, session as _session
+from ._aiotunnel import AsyncTunnel
 from ._exec import ExecResult
 from ._tcp import Call, Steps, TCPConnect, tcp_steps
 from .errors import SessionClosedError
 
-__all__ = ["AsyncSFTP", "AsyncSFTPFile", "AsyncSession", "UnsupportedLoopError", "connect"]
+__all__ = [
+    "AsyncSFTP",
+    "AsyncSFTPFile",
+    "AsyncSession",
+    "AsyncTunnel",
+    "UnsupportedLoopError",
+    "connect",
+]
 
 
 class UnsupportedLoopError(NotImplementedError):
@@ -543,6 +551,51 @@ class AsyncSession:
         """An SFTP channel: an :class:`AsyncSFTP` (``async with`` closes it)."""
         sftp = await _run(self.session._sftp_steps(timeout=timeout), self._bell)
         return AsyncSFTP(sftp, self._bell)
+
+    # ---- tunnels (pyssh/_aiotunnel.py): served by the loop, one task each
+    def _drive_tunnel(self, op: _ssh.Op) -> Awaitable[Any]:
+        return _drive(op, self._bell)
+
+    async def forward_local(
+        self,
+        port: _tunnel.Listen,
+        target: _tunnel.Target,
+        *,
+        bind: str = "127.0.0.1",
+        unlink: Optional[bool] = None,
+    ) -> AsyncTunnel:
+        """:meth:`pyssh.Session.forward_local` (``ssh -L``) in the loop: listen on
+        ``bind:port`` (0: a free port, ``.port`` says which; or a Unix socket's path)
+        and carry each connection to ``target`` (``"host:port"`` as the server sees
+        it, or a socket's path on the server). A running :class:`AsyncTunnel`,
+        served by a task of the loop."""
+        if unlink is None:
+            unlink = self.session._unlink
+        setup = _tunnel.local_setup(self.session, port, target, bind, unlink)
+        return AsyncTunnel(setup, self._drive_tunnel)
+
+    async def forward_remote(
+        self,
+        remote_port: _tunnel.Listen,
+        target: _tunnel.Target,
+        *,
+        bind_address: str = "localhost",
+        timeout: Optional[float] = None,
+    ) -> AsyncTunnel:
+        """:meth:`pyssh.Session.forward_remote` (``ssh -R``) in the loop: the server
+        listens on ``bind_address:remote_port`` (0: it picks one, ``.port`` says
+        which) and each connection is carried to ``target`` from here. ``timeout``:
+        seconds to wait for the server's answer (default 30)."""
+        flow = _tunnel.remote_steps(self.session, remote_port, target, bind_address, timeout)
+        setup: _tunnel.Setup = await _run(flow, self._bell)
+        return AsyncTunnel(setup, self._drive_tunnel)
+
+    async def forward_dynamic(self, port: int = 1080, *, bind: str = "127.0.0.1") -> AsyncTunnel:
+        """:meth:`pyssh.Session.forward_dynamic` (``ssh -D``) in the loop: a SOCKS 4,
+        4a and 5 proxy on ``bind:port`` whose connections go out through the server.
+        Keep ``bind`` a loopback address."""
+        setup = _tunnel.dynamic_setup(self.session, port, bind)
+        return AsyncTunnel(setup, self._drive_tunnel)
 
 
 from ._aiosftp import AsyncSFTP, AsyncSFTPFile  # noqa: E402  (it builds on this module)
