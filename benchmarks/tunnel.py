@@ -1,6 +1,7 @@
 """Tunnels: throughput of one connection carrying 1 GiB (by default) through a local
-forward (ssh -L) to a target on this machine, each way, for pyssh's forward_local,
-OpenSSH's ssh -N -L, paramiko with sshtunnel and asyncssh's forward_local_port,
+forward (ssh -L) to a target on this machine, each way, for pyssh's forward_local
+(a background thread), pyssh.aio's forward_local (served by an asyncio loop), OpenSSH's
+ssh -N -L, paramiko with sshtunnel and asyncssh's forward_local_port,
 side by side in one run, all with the cipher forced to aes128-gcm@openssh.com.
 
     pip install -e .[bench]       # paramiko, sshtunnel, asyncssh; a missing one is skipped
@@ -179,6 +180,37 @@ def make_clients(srv, GCM) -> dict:
         return t.port, s.info()["cipher"], stop, lambda: self_cpu() - cpu0
 
     clients["pyssh forward_local"] = pyssh_start
+
+    import pyssh.aio
+
+    aio_loop = asyncio.new_event_loop()  # the loop serving the tunnel: one thread
+    threading.Thread(target=aio_loop.run_forever, daemon=True).start()
+
+    def aio_start(tport):
+        async def up():
+            s = await pyssh.aio.connect(
+                srv.address,
+                keyfile=srv.client_key,
+                known_hosts=srv.known_hosts,
+                config=False,
+                ciphers=[GCM],
+            )
+            return s, await s.forward_local(0, f"127.0.0.1:{tport}")
+
+        s, t = asyncio.run_coroutine_threadsafe(up(), aio_loop).result()
+        cpu0 = self_cpu()
+
+        def stop():
+            async def down():
+                await t.close()
+                s.close()
+
+            asyncio.run_coroutine_threadsafe(down(), aio_loop).result()
+            return self_cpu() - cpu0
+
+        return t.port, s.session.info()["cipher"], stop, lambda: self_cpu() - cpu0
+
+    clients["pyssh.aio forward_local"] = aio_start
 
     def ssh_start(tport):
         port = free_port()
@@ -407,6 +439,7 @@ def main() -> None:
     ap.add_argument("-r", type=int, default=5, help="repetitions (default 5)")
     ap.add_argument("--size", type=parse_size, default="1G", help="bytes per run (default 1G)")
     ap.add_argument("--markdown", action="store_true", help="also print markdown tables")
+    ap.add_argument("--only", default="", help="only the clients whose name has this text")
     args = ap.parse_args()
     print("\n".join(info := machine()))
     peer = subprocess.Popen(
@@ -419,6 +452,8 @@ def main() -> None:
         ports = [int(p) for p in peer.stdout.readline().split()]
         with SSHServer() as srv:
             clients = make_clients(srv, GCM)
+            if args.only:
+                clients = {k: v for k, v in clients.items() if args.only in k}
             print(
                 f"(measuring {args.size / 2**20:.0f} MiB x {args.r} runs per client and "
                 "direction ...)",
