@@ -77,17 +77,24 @@ def test_forward_local_round_trip_stats_and_close(server):
 
 
 @pytest.mark.slow
-def test_many_concurrent_connections_and_commands_meanwhile(server):
+def test_many_concurrent_connections_on_two_tunnels_and_commands_meanwhile(server):
     async def main():
         srv, eport = await _echo_server()
         async with await _connect(server) as s:
-            async with await s.forward_local(0, f"127.0.0.1:{eport}") as t:
+            a = await s.forward_local(0, f"127.0.0.1:{eport}")
+            b = await s.forward_local(0, f"127.0.0.1:{eport}")
+            async with a, b:
                 payloads = [os.urandom(1000 + 997 * i) for i in range(60)]
                 runs = [s.run(f"echo {i}") for i in range(5)]
-                got = await asyncio.gather(*(_round_trip(t.port, p) for p in payloads), *runs)
+                ports = [a.port, b.port] * 30
+                got = await asyncio.gather(
+                    *(_round_trip(p, d) for p, d in zip(ports, payloads)), *runs
+                )
                 assert got[:60] == payloads
                 assert [r.stdout for r in got[60:]] == [f"{i}\n".encode() for i in range(5)]
-                assert t.stats.connections == 60 and t.stats.failed == 0
+                for t in (a, b):
+                    assert t.stats.connections == 30 and t.stats.failed == 0
+                assert not _threads()
         srv.close()
 
     asyncio.run(main())
