@@ -51,7 +51,11 @@ class AsyncTunnel:
         self._drive = drive
         self._closing: Optional[asyncio.Future[None]] = None
         self._final: Optional[TunnelStats] = None
-        self._op = self._c.run(defer=True)
+        try:
+            self._op = self._c.run(defer=True)
+        except BaseException:  # (the session closed meanwhile)
+            self._release()
+            raise
         self.task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
             self._serve(), name=f"pyssh-tunnel-{self.kind}-{self.port}"
         )

@@ -319,3 +319,54 @@ def test_deferred_run_op_reports_the_tunnels_sockets(server):
         assert op.result()[0] == 0
         c.close()
         sock.close()
+
+
+@pytest.mark.slow
+def test_a_driver_moves_a_deferred_tunnel(server):
+    """The same Op in pyssh.Group's engine (one poll() for many, in a worker thread,
+    whose slices last 5 s): its tunnel's sockets are polled with the session's, and
+    stop() from another thread ends it."""
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen()
+
+    def serve():
+        c, _ = echo.accept()
+        with c:
+            while data := c.recv(65536):
+                c.sendall(data)
+
+    def drive(d, op, box):
+        while not op.done and time.monotonic() < start + 20:
+            d.wait(timeout=10)
+        box.append(time.monotonic() - start)
+
+    with pyssh.connect(
+        server.address, keyfile=server.client_key, known_hosts=server.known_hosts, config=False
+    ) as s:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        c = _ssh.Tunnel(s)
+        c.listen_local(sock.fileno(), "127.0.0.1", echo.getsockname()[1], False)
+        d = _ssh.Driver()
+        op = c.run(defer=True)
+        d.add(op)
+        took = []
+        start = time.monotonic()
+        threading.Thread(target=serve, daemon=True).start()
+        worker = threading.Thread(target=drive, args=(d, op, took), daemon=True)
+        worker.start()
+        time.sleep(0.2)  # the Driver waits: only the listening socket can wake it now
+        with socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=10) as k:
+            time.sleep(0.2)  # and then only the connection's socket
+            k.sendall(b"through the driver")
+            k.shutdown(socket.SHUT_WR)
+            assert k.recv(100) == b"through the driver"
+        c.stop()
+        worker.join(20)
+        assert op.done and took[0] < 2, f"{took}: the driver's poll missed the tunnel's sockets"
+        assert op.result()[:3] == (1, 18, 18)
+        c.close()
+        sock.close()
+    echo.close()
