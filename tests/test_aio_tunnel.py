@@ -148,7 +148,10 @@ def test_large_transfer_integrity_and_loop_responsiveness(server):
                 sent, got, n = out.split()
                 assert int(n) == mib << 20 and got == sent
                 assert t.stats.bytes_to_target == mib << 20 == t.stats.bytes_from_target
-                assert beat.worst < 0.05, f"the loop was held {beat.worst * 1000:.0f} ms"
+                # the loop's own holds (less the time its thread waited for a core on a
+                # busy machine), and the CPU it spent while the heartbeat waited
+                assert beat.worst_held < 0.05, f"the loop was held {beat.worst_held * 1e3:.0f} ms"
+                assert beat.worst_cpu < 0.02, f"a step took {beat.worst_cpu * 1e3:.0f} ms of CPU"
         srv.close()
 
     asyncio.run(main())
