@@ -8,6 +8,11 @@ sends (``_ssh.scp_parse``: names that could escape the target directory, bad
 modes and sizes are refused there). This module walks the trees, keeps the
 directory nesting honest, writes downloads to a temporary file renamed into place
 only when complete, and reports progress.
+
+Written once as flows (pyssh/_tcp.py): each wait on the channel is an ``_ssh.Op``
+(the channel methods called with ``defer=True``) yielded by ``upload_steps`` and
+``download_steps``; the blocking ``Session.scp_upload``/``scp_download`` run them
+with ``run_steps``, ``pyssh.aio`` in the event loop. The checks are the same code.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from . import _local, _ssh
 from ._names import printable
 from ._progress import Progress, Reporter
+from ._tcp import Steps, run_steps
 from ._util import transfer_paths
 from .errors import (
     SCPError,
@@ -158,27 +164,27 @@ def _server_error(text: bytes, path: Optional[str]) -> SCPError:
 
 
 class _Reader:
-    """Buffered reading of the server's side of the protocol."""
+    """Buffered reading of the server's side of the protocol (flows)."""
 
     def __init__(self, ch: Any, what: str):
         self.ch = ch
         self.buf = b""
         self.what = what
 
-    def _more(self) -> bool:
-        data = self.ch.read(65536)
+    def _more(self) -> Steps[bool]:
+        data = yield self.ch.read(65536)
         if not data:
             return False
         self.buf += data
         return True
 
-    def byte(self) -> Optional[bytes]:
-        if not self.buf and not self._more():
+    def byte(self) -> Steps[Optional[bytes]]:
+        if not self.buf and not (yield from self._more()):
             return None
         b, self.buf = self.buf[:1], self.buf[1:]
         return b
 
-    def line(self) -> Optional[bytes]:
+    def line(self) -> Steps[Optional[bytes]]:
         """One message, without its newline; None at the end of the stream."""
         while True:
             i = self.buf.find(b"\n")
@@ -189,7 +195,7 @@ class _Reader:
                 raise SCPProtocolError(
                     f"{self.what}: the server sent a message longer than {LINE_MAX} bytes"
                 )
-            if not self._more():
+            if not (yield from self._more()):
                 if self.buf:
                     raise SCPProtocolError(
                         f"{self.what}: the server's output ended inside a "
@@ -197,7 +203,7 @@ class _Reader:
                     )
                 return None
 
-    def to_fd(self, fd: int, size: int, progress: Optional[Callable[[int], Any]]) -> None:
+    def to_fd(self, fd: int, size: int, progress: Optional[Callable[[int], Any]]) -> Steps[None]:
         head = self.buf[:size]
         self.buf = self.buf[len(head) :]
         done = 0
@@ -206,14 +212,15 @@ class _Reader:
         if size > len(head):
             offset = len(head)
             cb = None if progress is None else (lambda n: progress(offset + n))
-            self.ch.recv_to_fd(fd, size - len(head), progress=cb)
+            yield self.ch.recv_to_fd(fd, size - len(head), progress=cb)
         elif progress is not None:
             progress(size)
 
 
 class _Timed:
     """The SCP channel, with the transfer's timeout on every wait: each read, write
-    or file transfer raises SSHTimeoutError when nothing moves for that long."""
+    or file transfer is an Op (to yield) that raises SSHTimeoutError when nothing
+    moves for that long."""
 
     def __init__(self, ch: Any, timeout: Optional[float]):
         self.ch = ch
@@ -222,21 +229,32 @@ class _Timed:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.ch, name)
 
-    def read(self, n: int) -> bytes:
-        data: bytes = self.ch.read(n, timeout=self.timeout)
-        return data
+    def read(self, n: int) -> _ssh.Op:
+        op: _ssh.Op = self.ch.read(n, timeout=self.timeout, defer=True)
+        return op
 
-    def write(self, data: bytes) -> None:
-        self.ch.write(data, timeout=self.timeout)
+    def write(self, data: bytes) -> _ssh.Op:
+        op: _ssh.Op = self.ch.write(data, timeout=self.timeout, defer=True)
+        return op
 
-    def recv_to_fd(self, fd: int, size: int, progress: Any = None) -> Any:
-        return self.ch.recv_to_fd(fd, size, progress=progress, timeout=self.timeout)
+    def recv_to_fd(self, fd: int, size: int, progress: Any = None) -> _ssh.Op:
+        op: _ssh.Op = self.ch.recv_to_fd(
+            fd, size, progress=progress, timeout=self.timeout, defer=True
+        )
+        return op
 
-    def send_from_fd(self, fd: int, size: int, progress: Any = None) -> Any:
-        return self.ch.send_from_fd(fd, size, progress=progress, timeout=self.timeout)
+    def send_from_fd(self, fd: int, size: int, progress: Any = None) -> _ssh.Op:
+        op: _ssh.Op = self.ch.send_from_fd(
+            fd, size, progress=progress, timeout=self.timeout, defer=True
+        )
+        return op
+
+    def send_eof(self) -> _ssh.Op:
+        op: _ssh.Op = self.ch.send_eof(defer=True)
+        return op
 
 
-def _finish(ch: Any, what: str) -> None:
+def _finish(ch: Any, what: str) -> Steps[None]:
     """The end of the protocol: let the remote scp exit, and check how it did. What
     it writes now is not progress: the wait is bounded in all (the transfer's
     timeout, or 30 s), and only the last STDERR_KEPT bytes of its stderr are kept."""
@@ -260,7 +278,7 @@ def _finish(ch: Any, what: str) -> None:
         del kept[:-STDERR_KEPT]
         in_time()
 
-    r = ch.run(stdout=on_stdout, stderr=on_stderr, timeout=limit)
+    r = yield ch.run(stdout=on_stdout, stderr=on_stderr, timeout=limit, defer=True)
     status, signame = r.exit_status, r.signal
     if status not in (0, None) or signame:
         tail = (ch.stderr_tail + bytes(kept)).decode("utf-8", "replace").strip()
@@ -271,10 +289,10 @@ def _finish(ch: Any, what: str) -> None:
         )
 
 
-def _start(session: Any, command: str, what: str, timeout: Optional[float]) -> _Timed:
+def _start(session: Any, command: str, what: str, timeout: Optional[float]) -> Steps[_Timed]:
     ch = _ssh.Channel(session)
     try:
-        ch.exec(command, env=[], timeout=timeout, agent=False)  # as scp: no ssh -A
+        yield ch.exec(command, env=[], timeout=timeout, agent=False, defer=True)  # no ssh -A
     except BaseException:
         ch.close()
         raise
@@ -314,6 +332,19 @@ def upload(
     preserve: bool,
     timeout: Optional[float] = None,
 ) -> List[str]:
+    return run_steps(upload_steps(session, files, to, verbose, progress, preserve, timeout))
+
+
+def upload_steps(
+    session: Any,
+    files: Any,
+    to: PathArg,
+    verbose: bool,
+    progress: Optional[Progress],
+    preserve: bool,
+    timeout: Optional[float] = None,
+) -> Steps[List[str]]:
+    """upload() as a flow."""
     sources = transfer_paths(files, "files")
     to = _to_path(to, "remote")
     stats = []
@@ -326,18 +357,18 @@ def upload(
     flags = "-t -d" + (" -r" if recursive else "") + (" -p" if preserve else "")
     what = f"scp_upload to {to}"
     rep = Reporter(verbose, progress, upload=True)
-    ch = _start(session, f"scp {flags} -- {remote_quote(to)}", what, timeout)
+    ch = yield from _start(session, f"scp {flags} -- {remote_quote(to)}", what, timeout)
     sender = _Sender(ch, what, rep, preserve)
     written = []
     try:
-        sender.ack(to, first=True)  # the remote scp says it is ready
+        yield from sender.ack(to, first=True)  # the remote scp says it is ready
         for src, st in zip(sources, stats):
             name = os.path.basename(os.path.normpath(src))
             rpath = posixpath.join(to, name)
-            sender.send(src, name, st, rpath)
+            yield from sender.send(src, name, st, rpath)
             written.append(rpath)
-        ch.send_eof()
-        _finish(ch, what)
+        yield ch.send_eof()
+        yield from _finish(ch, what)
     except BaseException:
         rep.stopped()
         raise
@@ -356,65 +387,65 @@ class _Sender:
         self.rep = rep
         self.preserve = preserve
 
-    def ack(self, rpath: str, first: bool = False) -> None:
+    def ack(self, rpath: str, first: bool = False) -> Steps[None]:
         """The server's answer about remote path `rpath`."""
-        b = self.reader.byte()
+        b = yield from self.reader.byte()
         if b == b"\0":
             return
         if b is None:
             raise _no_scp(self.ch, self.what, rpath)
         if b in (b"\1", b"\2"):
-            raise _server_error(self.reader.line() or b"", rpath)
+            raise _server_error((yield from self.reader.line()) or b"", rpath)
         raise SCPProtocolError(
             f"{self.what}: the server answered {b!r} instead of an acknowledgement"
             + (NOT_SCP_HINT if first else "")
         )
 
-    def send_times(self, st: os.stat_result, rpath: str) -> None:
-        self.ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
-        self.ack(rpath)
+    def send_times(self, st: os.stat_result, rpath: str) -> Steps[None]:
+        yield self.ch.write(b"T%d 0 %d 0\n" % (int(st.st_mtime), int(st.st_atime)))
+        yield from self.ack(rpath)
 
-    def send(self, path: str, name: str, st: os.stat_result, rpath: str) -> None:
+    def send(self, path: str, name: str, st: os.stat_result, rpath: str) -> Steps[None]:
         """Local `path` as `name` into the remote directory being filled, `rpath` its
         remote path (for errors)."""
         bname = os.fsencode(name)
         if b"\n" in bname:
             raise ValueError(f"{path}: SCP cannot send a name with a newline in it")
         if stat.S_ISDIR(st.st_mode):
-            self.send_dir(path, bname, st, rpath)
+            yield from self.send_dir(path, bname, st, rpath)
         else:
-            self.send_file(path, bname, rpath)
+            yield from self.send_file(path, bname, rpath)
 
-    def send_dir(self, path: str, bname: bytes, st: os.stat_result, rpath: str) -> None:
+    def send_dir(self, path: str, bname: bytes, st: os.stat_result, rpath: str) -> Steps[None]:
         if self.preserve:
-            self.send_times(st, rpath)
-        self.ch.write(b"D%04o 0 %s\n" % (stat.S_IMODE(st.st_mode), bname))
-        self.ack(rpath)
+            yield from self.send_times(st, rpath)
+        yield self.ch.write(b"D%04o 0 %s\n" % (stat.S_IMODE(st.st_mode), bname))
+        yield from self.ack(rpath)
         for entry in sorted(os.listdir(path)):  # hidden files too
             sub = os.path.join(path, entry)
             sst = os.stat(sub)  # follows symlinks, as scp does
             if stat.S_ISDIR(sst.st_mode) or stat.S_ISREG(sst.st_mode):
-                self.send(sub, entry, sst, posixpath.join(rpath, entry))
+                yield from self.send(sub, entry, sst, posixpath.join(rpath, entry))
             else:
                 raise OSError(errno.EINVAL, "not a regular file or a directory", sub)
-        self.ch.write(b"E\n")
-        self.ack(rpath)
+        yield self.ch.write(b"E\n")
+        yield from self.ack(rpath)
 
-    def send_file(self, path: str, bname: bytes, rpath: str) -> None:
+    def send_file(self, path: str, bname: bytes, rpath: str) -> Steps[None]:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
             st = os.fstat(fd)
             if self.preserve:
-                self.send_times(st, rpath)
+                yield from self.send_times(st, rpath)
             size = st.st_size
-            self.ch.write(b"C%04o %d %s\n" % (stat.S_IMODE(st.st_mode), size, bname))
-            self.ack(rpath)
+            yield self.ch.write(b"C%04o %d %s\n" % (stat.S_IMODE(st.st_mode), size, bname))
+            yield from self.ack(rpath)
             try:
-                self.ch.send_from_fd(fd, size, progress=self.rep.callback(path, size))
+                yield self.ch.send_from_fd(fd, size, progress=self.rep.callback(path, size))
             except OSError as e:
                 raise _with_path(e, path) from None
-            self.ch.write(b"\0")
-            self.ack(rpath)
+            yield self.ch.write(b"\0")
+            yield from self.ack(rpath)
         finally:
             os.close(fd)
         self.rep.finished(path, size)
@@ -432,6 +463,19 @@ def download(
     preserve: bool,
     timeout: Optional[float] = None,
 ) -> List[str]:
+    return run_steps(download_steps(session, files, to, verbose, progress, preserve, timeout))
+
+
+def download_steps(
+    session: Any,
+    files: Any,
+    to: PathArg,
+    verbose: bool,
+    progress: Optional[Progress],
+    preserve: bool,
+    timeout: Optional[float] = None,
+) -> Steps[List[str]]:
+    """download() as a flow."""
     sources = transfer_paths(files, "files")
     to = _to_path(to, "local")
     if not os.path.isdir(to):
@@ -454,12 +498,12 @@ def download(
     rep = Reporter(verbose, progress, upload=False)
     flags = "-f -r" + (" -p" if preserve else "")
     quoted = (remote_pattern(s) if has_wildcards(s) else remote_quote(s) for s in sources)
-    ch = _start(session, f"scp {flags} -- " + " ".join(quoted), what, timeout)
+    ch = yield from _start(session, f"scp {flags} -- " + " ".join(quoted), what, timeout)
     receiver = _Receiver(ch, what, to, expected, asked, rep, preserve, timeout)
     receiver.patterns = patterns
     try:
-        receiver.run()
-        receiver.finish(sources)
+        yield from receiver.run()
+        yield from receiver.finish(sources)
     finally:
         ch.close()
     return receiver.written
@@ -501,14 +545,14 @@ class _Receiver:
         self.moved_at = time.monotonic()  # when the last message that was not a warning
         self.warned = False  # was handled; and whether one came since
 
-    def run(self) -> None:
+    def run(self) -> Steps[None]:
         """Answer and handle the server's messages until its output ends or it sends
         an error."""
-        self.ch.write(b"\0")
+        yield self.ch.write(b"\0")
         while True:
             if not self.warned:
                 self.moved_at = time.monotonic()
-            line = self.reader.line()
+            line = yield from self.reader.line()
             if line is None:
                 return
             msg = self.parse(line)
@@ -526,11 +570,11 @@ class _Receiver:
             self.after_t = kind == "T"
             if kind == "T":
                 self.times = (msg[2], msg[1])
-                self.ch.write(b"\0")
+                yield self.ch.write(b"\0")
             elif kind == "E":
-                self.leave_dir()
+                yield from self.leave_dir()
             else:
-                self.entry(msg)
+                yield from self.entry(msg)
 
     def parse(self, line: bytes) -> Any:
         try:
@@ -590,7 +634,7 @@ class _Receiver:
             )
         names[name] = n
 
-    def entry(self, msg: Any) -> None:
+    def entry(self, msg: Any) -> Steps[None]:
         """A C (file) or D (directory) message."""
         kind, mode, size, bname = msg
         self.check_top(bname)
@@ -604,11 +648,11 @@ class _Receiver:
         else:
             rpath = posixpath.join(self.rstack[-1], name)
         if kind == "D":
-            self.enter_dir(dest, rpath, mode)
+            yield from self.enter_dir(dest, rpath, mode)
         else:
-            self.receive_file(dest, rpath, mode, size)
+            yield from self.receive_file(dest, rpath, mode, size)
 
-    def enter_dir(self, dest: str, rpath: str, mode: int) -> None:
+    def enter_dir(self, dest: str, rpath: str, mode: int) -> Steps[None]:
         if len(self.stack) > DEPTH_MAX:
             raise SCPProtocolError(
                 f"{self.what}: the server sent directories more than {DEPTH_MAX} deep"
@@ -623,9 +667,9 @@ class _Receiver:
         self.times = None
         if len(self.stack) == 2:
             self.written.append(dest)
-        self.ch.write(b"\0")
+        yield self.ch.write(b"\0")
 
-    def leave_dir(self) -> None:
+    def leave_dir(self) -> Steps[None]:
         if len(self.stack) == 1:
             raise SCPProtocolError(f"{self.what}: the server left a directory it never entered")
         path = self.stack.pop()
@@ -635,21 +679,21 @@ class _Receiver:
         _local.leave_dir(
             path, made, _local.mode_for(mode, self.preserve, 0o755), self.preserve, dtimes
         )
-        self.ch.write(b"\0")
+        yield self.ch.write(b"\0")
 
-    def receive_file(self, dest: str, rpath: str, mode: int, size: int) -> None:
+    def receive_file(self, dest: str, rpath: str, mode: int, size: int) -> Steps[None]:
         fd, tmp = _local.open_part(dest)
         ok = False
         try:
-            self.ch.write(b"\0")
+            yield self.ch.write(b"\0")
             try:
-                self.reader.to_fd(fd, size, self.rep.callback(dest, size))
+                yield from self.reader.to_fd(fd, size, self.rep.callback(dest, size))
             except OSError as e:
                 raise _with_path(e, dest) from None
-            status = self.reader.byte()
+            status = yield from self.reader.byte()
             if status != b"\0":
                 if status in (b"\1", b"\2"):
-                    raise _server_error(self.reader.line() or b"", rpath)
+                    raise _server_error((yield from self.reader.line()) or b"", rpath)
                 raise SCPProtocolError(
                     f"{self.what}: the server sent {status!r} after the data "
                     f"of {printable(dest)} instead of its end mark"
@@ -661,12 +705,12 @@ class _Receiver:
                 _local.discard(tmp)
         _local.finish_part(tmp, dest, _local.mode_for(mode, self.preserve), self.times)
         self.times = None
-        self.ch.write(b"\0")
+        yield self.ch.write(b"\0")
         self.rep.finished(dest, size)
         if len(self.stack) == 1:
             self.written.append(dest)
 
-    def finish(self, sources: List[str]) -> None:
+    def finish(self, sources: List[str]) -> Steps[None]:
         """The end of the server's output: every directory left, no error reported,
         and the remote scp's exit."""
         if len(self.stack) != 1:
@@ -685,4 +729,4 @@ class _Receiver:
                     pat,
                 ) from None
             raise err
-        _finish(self.ch, self.what)
+        yield from _finish(self.ch, self.what)

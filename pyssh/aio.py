@@ -28,7 +28,7 @@ import socket
 import weakref
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set
 
-from . import _exec, _ssh, _tunnel, session as _session
+from . import _exec, _scp, _ssh, _tunnel, _util, session as _session
 from ._aiotunnel import AsyncTunnel
 from ._exec import ExecResult
 from ._tcp import Call, Steps, TCPConnect, tcp_steps
@@ -494,6 +494,46 @@ class AsyncSession:
         flow = _exec.run_flow(self.session, command, out, err, stdin, timeout, env, False)
         result: ExecResult = await _run(flow, self._bell, later)
         return result.status
+
+    async def scp_upload(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
+        """:meth:`pyssh.Session.scp_upload` (no ``verbose``: nothing is printed): the
+        remote paths written (the top level). ``progress(path, transferred, total)``:
+        plain or ``async def``, as ``exec_wait``'s callbacks."""
+        later = _Later()
+        flow = _scp.upload_steps(
+            self.session, files, to, False, later.wrap(progress), preserve,
+            _util.check_timeout(timeout),
+        )  # fmt: skip
+        paths: List[str] = await _run(flow, self._bell, later)
+        return paths
+
+    async def scp_download(
+        self,
+        files: Any,
+        to: Any = ".",
+        *,
+        progress: Optional[Callable[[str, int, int], Any]] = None,
+        preserve: bool = False,
+        timeout: Optional[float] = None,
+    ) -> List[str]:
+        """:meth:`pyssh.Session.scp_download`: what the server sends checked as in the
+        blocking API, each file written to a temporary file and renamed into place
+        once complete (a cancelled download leaves none); the local paths written."""
+        later = _Later()
+        flow = _scp.download_steps(
+            self.session, files, to, False, later.wrap(progress), preserve,
+            _util.check_timeout(timeout),
+        )  # fmt: skip
+        paths: List[str] = await _run(flow, self._bell, later)
+        return paths
 
     async def sftp_upload(
         self,

@@ -371,16 +371,17 @@ while sys.stdin.buffer.read(65536):
 @pytest.fixture(scope="module")
 def hostile_scp(tmp_path_factory):
     """An sshd whose every command is a fake `scp -f` sending the scenario's chunks,
-    one per acknowledgement. run(steps, to, files="wanted", timeout=10) downloads."""
+    one per acknowledgement. run(steps, to, files="wanted", timeout=10) downloads
+    (`connect`: api_connect's, for a session of the API under test)."""
     d = tmp_path_factory.mktemp("hostile-scp")
     os.chmod(d, 0o755)
     script = d / "fake_scp.py"
     script.write_text(FAKE_SCP)
     with SSHServer(extra_config=[f"ForceCommand {sys.executable} {script}"]) as srv:
 
-        def run(steps, to, files="wanted", timeout=10):
+        def run(steps, to, files="wanted", timeout=10, connect=None):
             (d / "scenario.txt").write_text(repr(steps))
-            with srv.connect() as s:
+            with srv.connect() if connect is None else connect(srv) as s:
                 return s.scp_download(files, to=to, verbose=False, timeout=timeout)
 
         yield run

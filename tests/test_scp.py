@@ -3,6 +3,7 @@ so remote paths are local paths in the test's temporary directory): remote names
 quoted for the remote shell, the remote home, the server's messages parsed and a
 hostile server refused. What SCP and SFTP promise alike is in test_transfers.py."""
 
+import functools
 import os
 import re
 import stat
@@ -16,14 +17,22 @@ import pyssh
 from pyssh import _ssh
 
 from conftest import (
+    both_apis,
     run_while_python_counts,
 )
 
 
 @pytest.fixture
-def session(server):
-    with server.connect() as s:
+def session(server, api_connect):
+    """A session through the API under test (both_apis: blocking and pyssh.aio)."""
+    with api_connect(server) as s:
         yield s
+
+
+@pytest.fixture
+def hostile_scp(hostile_scp, api_connect):
+    """conftest's hostile_scp, its session through the API under test."""
+    return functools.partial(hostile_scp, connect=api_connect)
 
 
 @pytest.fixture
@@ -38,6 +47,7 @@ def area(tmp_path):
     return dirs
 
 
+@both_apis
 @pytest.mark.slow
 def test_no_remote_shell_injection(session, area, tmp_path):
     """Remote names are quoted for the remote shell (names with quotes and shell
@@ -62,6 +72,7 @@ def test_no_remote_shell_injection(session, area, tmp_path):
     assert not marker.exists()
 
 
+@both_apis
 def test_one_missing_among_several_still_fetches_the_rest(session, area):
     (area["remote"] / "here.txt").write_bytes(b"here")
     with pytest.raises(pyssh.SCPFileNotFoundError):
@@ -73,6 +84,7 @@ def test_one_missing_among_several_still_fetches_the_rest(session, area):
     assert (area["back"] / "here.txt").read_bytes() == b"here"
 
 
+@both_apis
 def test_wrong_argument_types(session, area):
     src = area["local"] / "x.txt"
     src.write_bytes(b"x")
@@ -214,6 +226,7 @@ def test_parse_refuses_bad_or_unsafe_messages(line):
 # hostile_scp (conftest): an sshd whose every command is a fake `scp -f`.
 
 
+@both_apis
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "steps, match",
@@ -250,6 +263,7 @@ def test_hostile_server_is_refused(hostile_scp, tmp_path, steps, match):
     assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil")
 
 
+@both_apis
 def test_hostile_dot_directory_cannot_change_the_target(hostile_scp, tmp_path):
     """CVE-2018-20685: "D0777 0 ." would chmod the target directory itself."""
     to = tmp_path / "to"
@@ -260,6 +274,7 @@ def test_hostile_dot_directory_cannot_change_the_target(hostile_scp, tmp_path):
     assert stat.S_IMODE(os.stat(to).st_mode) == 0o700 and os.listdir(to) == []
 
 
+@both_apis
 @pytest.mark.slow
 def test_hostile_truncated_file_is_not_kept(hostile_scp, tmp_path):
     to = tmp_path / "to"
@@ -269,6 +284,7 @@ def test_hostile_truncated_file_is_not_kept(hostile_scp, tmp_path):
     assert os.listdir(to) == []
 
 
+@both_apis
 def test_hostile_error_after_data_is_not_kept(hostile_scp, tmp_path):
     to = tmp_path / "to"
     to.mkdir()
@@ -278,6 +294,7 @@ def test_hostile_error_after_data_is_not_kept(hostile_scp, tmp_path):
     assert os.listdir(to) == ["wanted"] and (to / "wanted").read_bytes() == b"good"
 
 
+@both_apis
 @pytest.mark.slow
 def test_hostile_setuid_mode_is_dropped(hostile_scp, tmp_path):
     to = tmp_path / "to"
@@ -321,8 +338,9 @@ def test_two_transfers_in_two_threads(server, area):
 # ---- the remote home, permissions, sizes over 4 GiB --------------------------------------
 
 
-def test_tilde_is_the_remote_home(plain_session, area):
-    s = plain_session
+@both_apis
+def test_tilde_is_the_remote_home(api_plain_session, area):
+    s = api_plain_session
     home = s.exec_internal('printf %s "$HOME"').stdout.decode()
     sub = f"pyssh-scp-{os.getpid()}"
     s.exec_internal(f"mkdir -p ~/{sub}")
@@ -362,11 +380,15 @@ def test_file_over_4_gib(session, area):
         assert f.read() == b"tail!"
 
 
+@both_apis
 @pytest.mark.slow
-def test_server_without_scp(tmp_path):
+def test_server_without_scp(tmp_path, api_connect):
     from pyssh.testing import SSHServer
 
-    with SSHServer(extra_config=["ForceCommand /nonexistent/bin/scp"]) as srv, srv.connect() as s:
+    with (
+        SSHServer(extra_config=["ForceCommand /nonexistent/bin/scp"]) as srv,
+        api_connect(srv) as s,
+    ):
         (tmp_path / "x").write_bytes(b"x")
         with pytest.raises(pyssh.SCPError, match="no scp command") as ei:
             s.scp_download("x", to=tmp_path, verbose=False)
@@ -376,8 +398,9 @@ def test_server_without_scp(tmp_path):
         assert ei.value.filename == "some/dir" and "/nonexistent/bin/scp" in ei.value.server_message
 
 
+@both_apis
 @pytest.mark.slow
-def test_login_script_that_prints(tmp_path):
+def test_login_script_that_prints(tmp_path, api_connect):
     """What a ~/.bashrc that prints does to SCP: an error that says so."""
     from pyssh.testing import SSHServer
 
@@ -386,7 +409,7 @@ def test_login_script_that_prints(tmp_path):
         SSHServer(
             extra_config=['ForceCommand echo Welcome; exec sh -c "$SSH_ORIGINAL_COMMAND"']
         ) as srv,
-        srv.connect() as s,
+        api_connect(srv) as s,
     ):
         with pytest.raises(pyssh.SCPProtocolError, match="login script"):
             s.scp_download(str(tmp_path / "x"), to=tmp_path, verbose=False)
@@ -410,3 +433,102 @@ def test_demo_scp_example():
     assert "\nthe same\n" in r.stdout
     assert re.search(r"\[100%\] .*hello\.bin\n", r.stderr)  # verbose upload
     assert re.search(r" 1048576 .*back/hello\.bin\n", r.stderr)  # verbose download
+
+
+# ---- pyssh.aio alone: cancellation, async callbacks, the loop kept free -----------------
+
+
+def _aio_kw(server):
+    return dict(keyfile=server.client_key, known_hosts=server.known_hosts, config=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["download", "upload"])
+def test_aio_cancelled_transfer_leaves_no_partial_file(server, area, how):
+    """Cancelling the task mid-transfer ends it at once: no partial file under its
+    final name (the good one there kept), no temporary one, and the session goes on
+    with another transfer. The blocking API's Ctrl-C tests (test_transfers.py) ask the
+    same of KeyboardInterrupt."""
+    import asyncio
+
+    import pyssh.aio
+
+    size = 2 << 30  # sparse: far longer to move than the test waits
+    src = area["remote" if how == "download" else "local"] / "big.bin"
+    with open(src, "wb") as f:
+        f.truncate(size)
+    dest = area["back" if how == "download" else "remote"]
+    (dest / "big.bin").write_bytes(b"the good old content")
+    (area["remote"] / "small").write_bytes(b"small")
+
+    async def main():
+        async with await pyssh.aio.connect(server.address, **_aio_kw(server)) as s:
+            moving = asyncio.Event()
+
+            def progress(path, moved, total):
+                if moved > 0:
+                    moving.set()
+
+            method = s.scp_download if how == "download" else s.scp_upload
+            task = asyncio.ensure_future(method(str(src), str(dest), progress=progress))
+            await asyncio.wait_for(moving.wait(), 20)
+            started = time.monotonic()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert time.monotonic() - started < 0.5
+            if how == "download":
+                assert os.listdir(dest) == ["big.bin"]  # no temporary file
+                assert (dest / "big.bin").read_bytes() == b"the good old content"
+            got = await s.scp_download(str(area["remote"] / "small"), area["back"])
+            assert got == [str(area["back"] / "small")]
+            assert (await s.run("echo usable")).stdout == b"usable\n"
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_aio_async_progress_and_a_free_loop(server, area):
+    """An async def progress is awaited between steps, in order; a 256 MiB download
+    (over a second) leaves the loop free: a 1 ms heartbeat goes on throughout. Its
+    worst delay is a few milliseconds on an idle machine (a step moves data for about
+    4 ms); the bound is loose for a busy CI machine, and would still catch a transfer
+    that holds the loop from start to end."""
+    import asyncio
+
+    import pyssh.aio
+
+    size = 256 << 20
+    src = area["remote"] / "quarter.bin"
+    with open(src, "wb") as f:
+        f.truncate(size)
+    calls = []
+    worst = [0.0]
+
+    async def progress(path, moved, total):
+        await asyncio.sleep(0)
+        calls.append((path, moved, total))
+
+    async def heartbeat(stop):
+        while not stop.is_set():
+            t = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst[0] = max(worst[0], time.perf_counter() - t - 0.001)
+
+    async def main():
+        async with await pyssh.aio.connect(server.address, **_aio_kw(server)) as s:
+            stop = asyncio.Event()
+            beat = asyncio.ensure_future(heartbeat(stop))
+            try:
+                await s.scp_download(str(src), area["back"], progress=progress)
+            finally:
+                stop.set()
+                await beat
+
+    asyncio.run(main())
+    assert os.path.getsize(area["back"] / "quarter.bin") == size
+    dest = str(area["back"] / "quarter.bin")
+    assert calls[-1] == (dest, size, size)
+    moved = [m for _, m, _ in calls]
+    assert moved == sorted(moved) and len(calls) > 2
+    assert worst[0] < 0.25, f"the loop was held for {worst[0] * 1000:.1f} ms"
