@@ -400,6 +400,33 @@ def test_server_without_scp(tmp_path, api_connect):
 
 @both_apis
 @pytest.mark.slow
+def test_a_silent_server_times_out(tmp_path, api_connect):
+    """A server whose scp never answers (here: a command that reads and says
+    nothing): SSHTimeoutError after `timeout` seconds each way, no file left, and the
+    session goes on. (Servers that talk without end: test_redteam.py.)"""
+    from pyssh.testing import SSHServer
+
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "x").write_bytes(b"x")
+    (tmp_path / "to").mkdir()
+    with (
+        SSHServer(extra_config=["ForceCommand exec cat >/dev/null"]) as srv,
+        api_connect(srv) as s,
+    ):
+        for call in (
+            lambda: s.scp_upload(tmp_path / "x", to="up", verbose=False, timeout=0.5),
+            lambda: s.scp_download("x", to=tmp_path / "to", verbose=False, timeout=0.5),
+        ):
+            started = time.monotonic()
+            with pytest.raises(pyssh.SSHTimeoutError, match="timeout=0.5"):
+                call()
+            assert time.monotonic() - started < 5
+        assert os.listdir(tmp_path / "to") == []
+        assert s.exec_internal("printf usable").stdout == b""  # (its ForceCommand's)
+
+
+@both_apis
+@pytest.mark.slow
 def test_login_script_that_prints(tmp_path, api_connect):
     """What a ~/.bashrc that prints does to SCP: an error that says so."""
     from pyssh.testing import SSHServer
