@@ -37,7 +37,7 @@ from . import _sftp, aio as _aio, session as _session
 from ._names import printable
 from ._sftp import SFTPAttributes
 from ._tcp import Steps
-from .errors import SFTPError, SFTPFileExistsError, SFTPIsADirectoryError
+from .errors import SFTPError, SFTPFileExistsError, SFTPIsADirectoryError, SSHError
 
 __all__ = ["SSHFileSystem", "SSHFile"]
 
@@ -165,8 +165,8 @@ class _Link:
     @contextlib.asynccontextmanager
     async def channel(self) -> AsyncIterator[_aio.AsyncSFTP]:
         """An SFTP channel for one operation: an idle one, or a new one while fewer
-        than `channels` are lent. A channel whose operation was cancelled (or
-        interrupted otherwise than by an error of its own) is closed, not reused."""
+        than `channels` are lent. A channel whose operation was cancelled, timed
+        out or lost its connection is closed, not reused."""
         session = await self.connected()
         assert self.free is not None
         async with self.free:
@@ -180,8 +180,12 @@ class _Link:
             try:
                 yield ch
                 reuse = True
-            except Exception:
-                reuse = True  # the operation's own error: the channel is fine
+            except Exception as e:
+                # the server's answer to the operation: the channel is fine; a lost
+                # connection, a timeout, a broken protocol: it goes
+                reuse = not isinstance(e, SSHError) or (
+                    isinstance(e, SFTPError) and e.errno != errno.EPROTO
+                )
                 raise
             finally:
                 if reuse and not ch.closed and self.session is session:
