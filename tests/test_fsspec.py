@@ -121,6 +121,9 @@ def test_urls_are_parsed():
     assert SSHFileSystem._parent("/a/b") == "/a"
     assert SSHFileSystem._parent("/a") == "/"
     assert SSHFileSystem._parent("a/b") == "a"
+    fs = SSHFileSystem("example.org", user="alice", port=2222, skip_instance_cache=True)
+    assert fs.unstrip_protocol("/data/x.csv") == "pyssh://alice@example.org:2222/data/x.csv"
+    assert fs._link.session is None  # made without connecting
 
 
 def test_the_entry_point_is_declared():
