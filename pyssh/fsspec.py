@@ -29,7 +29,7 @@ from glob import has_magic
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Union
 from urllib.parse import unquote
 
-from fsspec.asyn import AsyncFileSystem, sync, sync_wrapper
+from fsspec.asyn import AbstractAsyncStreamedFile, AsyncFileSystem, sync, sync_wrapper
 from fsspec.callbacks import DEFAULT_CALLBACK
 from fsspec.spec import AbstractBufferedFile
 
@@ -39,7 +39,7 @@ from ._sftp import SFTPAttributes
 from ._tcp import Steps
 from .errors import SFTPError, SFTPFileExistsError, SFTPIsADirectoryError, SSHError
 
-__all__ = ["SSHFileSystem", "SSHFile"]
+__all__ = ["AsyncSSHFile", "SSHFile", "SSHFileSystem"]
 
 _URL = re.compile(r"^pyssh://([^/]*)(/.*)?$", re.DOTALL)
 # fsspec's own options, passed to AbstractFileSystem; the rest are pyssh.connect's
@@ -684,6 +684,17 @@ class SSHFileSystem(AsyncFileSystem):  # type: ignore[misc]
             self, path, mode, block_size=block_size, cache_options=cache_options, **kwargs
         )
 
+    async def open_async(self, path: str, mode: str = "rb", **kwargs: Any) -> AsyncSSHFile:
+        """The file for coroutines (``async with await fs.open_async(path) as f``):
+        ``await f.read(n)`` reads the range asked for; "wb" writes as ``open()``
+        does (a temporary file renamed into place on ``await f.close()``), "ab"
+        appends. Binary modes only."""
+        if mode not in ("rb", "wb", "ab") or kwargs.get("compression"):
+            raise ValueError(f"open_async: mode must be 'rb', 'wb' or 'ab', not {mode!r}")
+        path = self._strip_protocol(path)
+        size = (await self._info(path))["size"] if mode == "rb" else None
+        return AsyncSSHFile(self, path, mode, size=size, cache_type="none", **kwargs)
+
 
 def _progress(callback: Any) -> Any:
     """An fsspec Callback as a transfer's progress(moved, total)."""
@@ -695,6 +706,19 @@ def _progress(callback: Any) -> Any:
         callback.absolute_update(moved)
 
     return progress
+
+
+async def _send_block(f: Any, final: bool) -> None:
+    """A written file's buffer sent at its offset: to the temporary file ("wb",
+    "xb"; renamed into place after the `final` block), or appended ("ab")."""
+    data = f.buffer.getvalue()
+    if f._part is None:
+        await f.fs._write(f.path, data, f.offset, "ab")
+    else:
+        await f.fs._write(f._part, data, f.offset, "xb" if f.offset == 0 else "r+b")
+    if final and f._part is not None:
+        await f.fs._commit(f._part, f.path, replace=f.mode != "xb")
+        f._part = None
 
 
 class SSHFile(AbstractBufferedFile):  # type: ignore[misc]
@@ -722,15 +746,7 @@ class SSHFile(AbstractBufferedFile):  # type: ignore[misc]
         pass
 
     def _upload_chunk(self, final: bool = False) -> bool:
-        data = self.buffer.getvalue()
-        if self._part is None:
-            self._run(self.fs._write(self.path, data, self.offset, "ab"))
-        else:
-            mode = "xb" if self.offset == 0 else "r+b"
-            self._run(self.fs._write(self._part, data, self.offset, mode))
-        if final and self._part is not None:
-            self._run(self.fs._commit(self._part, self.path, replace=self.mode == "wb"))
-            self._part = None
+        self._run(_send_block(self, final))
         return True
 
     def discard(self) -> None:
@@ -746,3 +762,37 @@ class SSHFile(AbstractBufferedFile):  # type: ignore[misc]
             self.closed = True
             return
         self.close()
+
+
+class AsyncSSHFile(AbstractAsyncStreamedFile):  # type: ignore[misc]
+    """A remote file from ``SSHFileSystem.open_async``: ``await f.read(n)`` is a
+    ranged read at the position; writes as :class:`SSHFile`'s; ``async with``
+    closes it, or throws away what was written when its block raised."""
+
+    DEFAULT_BLOCK_SIZE = 8 << 20
+    fs: SSHFileSystem
+
+    def __init__(self, fs: SSHFileSystem, path: str, mode: str = "rb", **kwargs: Any):
+        super().__init__(fs, path, mode, **kwargs)
+        self._part = _part_name(path) if mode == "wb" else None
+
+    async def _fetch_range(self, start: int, end: int) -> bytes:
+        return await self.fs._cat_file(self.path, start, end)
+
+    async def _upload_chunk(self, final: bool = False) -> bool:
+        await _send_block(self, final)
+        return True
+
+    async def discard(self) -> None:
+        """Throw away what was written (the temporary file)."""
+        part, self._part = self._part, None
+        if part is not None and self.offset is not None:
+            with contextlib.suppress(Exception):
+                await self.fs._rm_file(part)
+
+    async def __aexit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None and self._part is not None:
+            await self.discard()
+            self.closed = True
+            return
+        await self.close()

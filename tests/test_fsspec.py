@@ -396,3 +396,40 @@ def test_a_cancelled_read_leaves_a_working_pool(server, remote):
             fs.close()
 
     asyncio.run(main())
+
+
+def test_open_async(server, remote):
+    async def main():
+        fs = SSHFileSystem(
+            server.host,
+            port=server.port,
+            user=server.user,
+            asynchronous=True,
+            skip_instance_cache=True,
+            **_options(server),
+        )
+        try:
+            async with await fs.open_async(remote + "/a.bin", "wb") as f:
+                await f.write(b"0123456789")
+                assert not os.path.exists(os.path.join(remote, "a.bin"))  # not yet
+            async with await fs.open_async(remote + "/a.bin", "rb") as f:
+                assert f.size == 10
+                f.seek(3)
+                assert await f.read(4) == b"3456"
+                assert await f.read() == b"789"
+            with pytest.raises(RuntimeError):
+                async with await fs.open_async(remote + "/a.bin", "wb", block_size=4) as f:
+                    await f.write(b"lost data")  # sent to the temporary file...
+                    assert f.offset == 9
+                    raise RuntimeError("stop")
+            assert await fs._cat_file(remote + "/a.bin") == b"0123456789"  # ...not kept
+            assert os.listdir(remote) == ["a.bin"]
+            async with await fs.open_async(remote + "/a.bin", "ab") as f:
+                await f.write(b"+")
+            assert await fs._cat_file(remote + "/a.bin", -2) == b"9+"
+            with pytest.raises(ValueError, match="mode"):
+                await fs.open_async(remote + "/a.bin", "xb")
+        finally:
+            fs.close()
+
+    asyncio.run(main())
