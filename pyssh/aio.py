@@ -26,7 +26,7 @@ import collections
 import inspect
 import socket
 import weakref
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set
+from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
 from . import _exec, _scp, _ssh, _tunnel, _util, session as _session
 from ._aiotunnel import AsyncTunnel
@@ -637,5 +637,31 @@ class AsyncSession:
         setup = _tunnel.dynamic_setup(self.session, port, bind)
         return AsyncTunnel(setup, self._drive_tunnel)
 
+    async def create_process(
+        self,
+        command: Optional[_exec.Command],
+        *,
+        pty: bool = False,
+        term: str = "xterm-256color",
+        size: Tuple[int, int] = (80, 24),
+        modes: Optional[Mapping[str, int]] = None,
+        env: Optional[Mapping[str, str]] = None,
+        stderr: int = asyncio.subprocess.PIPE,
+        limit: int = 64 * 1024,
+        timeout: Optional[float] = None,
+    ) -> AsyncProcess:
+        """:meth:`pyssh.Session.popen` for asyncio: start ``command`` (None: the login
+        shell) and return an :class:`AsyncProcess` (asyncio's ``Process`` shape:
+        ``stdin``, ``stdout``, ``stderr`` streams, ``wait()``, ``communicate()``,
+        signals). ``pty``, ``term``, ``size``, ``modes``, ``env`` as for ``popen``;
+        ``stderr``: ``asyncio.subprocess.PIPE``, ``STDOUT`` (into stdout) or
+        ``DEVNULL``; ``limit``: each stream's buffer (the channel waits beyond it);
+        ``timeout``: for starting it. ``async with`` ends and closes it."""
+        return await _create_process(
+            self, command, pty=pty, term=term, size=size, modes=modes, env=env,
+            stderr=stderr, limit=limit, timeout=timeout,
+        )  # fmt: skip
 
+
+from ._aioprocess import AsyncProcess, create_process as _create_process  # noqa: E402
 from ._aiosftp import AsyncSFTP, AsyncSFTPFile  # noqa: E402  (it builds on this module)
