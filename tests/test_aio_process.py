@@ -1,18 +1,32 @@
 """pyssh.aio's processes: AsyncSession.create_process against the test sshd. Each test
-runs its own loop (asyncio.run) over one module-wide session of an ordinary account
-(as root: sshd delivers no signals to root sessions, as in test_process.py)."""
+runs its own loop (test_aio's `aio_run`: asyncio's, and uvloop's in the slow tier) over
+one module-wide session of an ordinary account (as root: sshd delivers no signals to
+root sessions, as in test_process.py)."""
 
 import asyncio
 import os
 import time
 
 import pytest
+from test_aio import LOOPS, uvloop
 
 import pyssh
 import pyssh.aio
 from pyssh import _aioprocess
 
 from conftest import IS_ROOT, wait_until
+
+
+@pytest.fixture(params=LOOPS)
+def aio_run(request):
+    """test_aio's: a coroutine run to its end in a new loop of the parameter's kind."""
+    factory = uvloop.new_event_loop if request.param == "uvloop" else None
+
+    def run(coro):
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(coro)
+
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +47,7 @@ def gone(pid):
     return False
 
 
-def test_cat_echoes_each_line_as_it_is_written(asession):
+def test_cat_echoes_each_line_as_it_is_written(aio_run, asession):
     async def main():
         async with await asession.create_process("cat") as p:
             assert isinstance(p, pyssh.aio.AsyncProcess) and p.returncode is None
@@ -51,10 +65,10 @@ def test_cat_echoes_each_line_as_it_is_written(asession):
             with pytest.raises(ValueError, match="closed stdin"):
                 p.stdin.write(b"late")
 
-    asyncio.run(main())
+    aio_run(main())
 
 
-def test_readexactly_readuntil_and_their_errors_at_eof(asession):
+def test_readexactly_readuntil_and_their_errors_at_eof(aio_run, asession):
     async def main():
         async with await asession.create_process("printf 'abcdef--xyz'; printf E >&2") as p:
             assert await p.stdout.readexactly(3) == b"abc"
@@ -68,11 +82,11 @@ def test_readexactly_readuntil_and_their_errors_at_eof(asession):
             assert await p.stderr.read(100) == b"E"
             assert await p.wait() == 0
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_a_line_longer_than_the_limit(asession):
+def test_a_line_longer_than_the_limit(aio_run, asession):
     """As asyncio's StreamReader: readuntil raises LimitOverrunError and keeps the data;
     readline raises ValueError and drops what the buffer held of it; reading goes on."""
 
@@ -86,11 +100,11 @@ def test_a_line_longer_than_the_limit(asession):
                 await p.stdout.readline()
             assert [line async for line in p.stdout] == [b"x" * 476 + b"\n", b"next\n"]
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow  # 30 MB through a slow reader
-def test_a_slow_reader_keeps_the_buffer_bounded_and_the_command_waits(asession):
+def test_a_slow_reader_keeps_the_buffer_bounded_and_the_command_waits(aio_run, asession):
     """The reader stops for 0.5 s: the buffer holds the limit, no more, and the command
     (30 MB to write, far more than the window) has not ended: the channel waits.
     Then all 30 MB arrive, the buffer never above the limit."""
@@ -111,12 +125,12 @@ def test_a_slow_reader_keeps_the_buffer_bounded_and_the_command_waits(asession):
             assert await p.wait() == 0
             return most
 
-    most = asyncio.run(main())
+    most = aio_run(main())
     print(f"the buffer held {most} bytes at most")
 
 
 @pytest.mark.slow  # 8 MiB of stdin
-def test_stdin_drain_keeps_the_queue_short_and_write_eof_ends_it(asession):
+def test_stdin_drain_keeps_the_queue_short_and_write_eof_ends_it(aio_run, asession):
     async def main():
         async with await asession.create_process("wc -c") as p:
             worst = 0
@@ -130,11 +144,11 @@ def test_stdin_drain_keeps_the_queue_short_and_write_eof_ends_it(asession):
             assert (await p.stdout.read()).strip() == str(128 * 65536).encode()
             assert await p.wait() == 0
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_writing_to_a_command_that_ended_is_a_broken_pipe(asession):
+def test_writing_to_a_command_that_ended_is_a_broken_pipe(aio_run, asession):
     async def main():
         async with await asession.create_process("exit 7") as p:
             assert await p.wait() == 7
@@ -142,11 +156,11 @@ def test_writing_to_a_command_that_ended_is_a_broken_pipe(asession):
                 p.stdin.write(b"x")
                 await p.stdin.drain()
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_exit_status_terminate_and_send_signal(asession):
+def test_exit_status_terminate_and_send_signal(aio_run, asession):
     async def main():
         async with await asession.create_process("echo $$; exec sleep 30") as p:
             pid = int(await p.stdout.readline())
@@ -162,11 +176,11 @@ def test_exit_status_terminate_and_send_signal(asession):
             p.kill()
             assert await p.wait(10) == -9
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_a_terminal_its_size_and_resize(asession):
+def test_a_terminal_its_size_and_resize(aio_run, asession):
     async def main():
         p = await asession.create_process("stty size; read x; stty size", pty=True, size=(100, 30))
         async with p:
@@ -180,11 +194,11 @@ def test_a_terminal_its_size_and_resize(asession):
             with pytest.raises(pyssh.SSHError, match="no terminal"):
                 p.resize(10, 10)
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow  # 4 MB each way
-def test_communicate_moves_big_input_and_output_at_once(asession):
+def test_communicate_moves_big_input_and_output_at_once(aio_run, asession):
     data = os.urandom(4_000_000)
 
     async def main():
@@ -198,11 +212,11 @@ def test_communicate_moves_big_input_and_output_at_once(asession):
         async with await asession.create_process(cmd, stderr=asyncio.subprocess.DEVNULL) as p:
             assert await p.communicate() == (b"out\n", None) and p.stderr is None
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_cancelled_reads_and_waits_lose_nothing(asession):
+def test_cancelled_reads_and_waits_lose_nothing(aio_run, asession):
     """A task awaiting readexactly, read() to EOF or wait() is cancelled: the bytes
     that had come stay in the buffer, and the process goes on."""
 
@@ -231,11 +245,11 @@ def test_cancelled_reads_and_waits_lose_nothing(asession):
             p.stdin.write_eof()
             assert await p.wait(10) == 0
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_one_reader_per_stream(asession):
+def test_one_reader_per_stream(aio_run, asession):
     async def main():
         async with await asession.create_process("sleep 5") as p:
             t = asyncio.ensure_future(p.stdout.read(1))
@@ -244,10 +258,10 @@ def test_one_reader_per_stream(asession):
                 await p.stdout.readline()
             t.cancel()
 
-    asyncio.run(main())
+    aio_run(main())
 
 
-def test_closing_ends_the_command_and_the_readers_see_eof(asession):
+def test_closing_ends_the_command_and_the_readers_see_eof(aio_run, asession):
     async def main():
         p = await asession.create_process("echo $$; exec sleep 30")
         pid = int(await p.stdout.readline())
@@ -260,13 +274,13 @@ def test_closing_ends_the_command_and_the_readers_see_eof(asession):
         assert p._channel.closed
         return pid
 
-    pid = asyncio.run(main())
+    pid = aio_run(main())
     assert wait_until(lambda: gone(pid), 10)
     assert asession.session.exec_internal("echo on").stdout == b"on\n"
 
 
 @pytest.mark.slow  # a heartbeat over 2000 lines each way
-def test_both_streams_and_stdin_at_once_keep_the_loop_free(asession):
+def test_both_streams_and_stdin_at_once_keep_the_loop_free(aio_run, asession):
     """Readers of stdout and stderr and a writer, concurrently, on one process; a 1 ms
     heartbeat measures how long the loop is ever held."""
     n = 2000
@@ -298,13 +312,13 @@ def test_both_streams_and_stdin_at_once_keep_the_loop_free(asession):
         assert err.split() == [b"e%d" % i for i in range(n)]
         return max(g for g, _ in gaps), max(c for _, c in gaps)
 
-    worst, worst_cpu = asyncio.run(main())
+    worst, worst_cpu = aio_run(main())
     print(f"heartbeat: {worst * 1000:.1f} ms late at worst, {worst_cpu * 1000:.1f} ms CPU")
     assert worst_cpu < 0.02, f"the loop's thread was held {worst_cpu * 1000:.0f} ms"
 
 
 @pytest.mark.slow
-def test_a_closed_session_fails_the_readers(server):
+def test_a_closed_session_fails_the_readers(aio_run, server):
     async def main():
         s = pyssh.aio.AsyncSession(server.connect())
         p = await s.create_process("sleep 30")
@@ -316,11 +330,11 @@ def test_a_closed_session_fails_the_readers(server):
         p.close()
         await p.wait_closed()
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_bad_arguments_are_refused_before_any_channel(asession):
+def test_bad_arguments_are_refused_before_any_channel(aio_run, asession):
     async def main():
         with pytest.raises(ValueError, match="stderr"):
             await asession.create_process("true", stderr=5)
@@ -331,11 +345,11 @@ def test_bad_arguments_are_refused_before_any_channel(asession):
         with pytest.raises(pyssh.SSHError, match="AcceptEnv"):
             await asession.create_process("true", env={"X": "1"})
 
-    asyncio.run(main())
+    aio_run(main())
 
 
 @pytest.mark.slow
-def test_wait_keeps_the_output_that_comes_meanwhile(asession):
+def test_wait_keeps_the_output_that_comes_meanwhile(aio_run, asession):
     """As Process.wait: a command that prints more than the limit ends while nobody
     reads (wait() lets each stream keep up to 8 MiB); the output is all there after."""
 
@@ -346,4 +360,4 @@ def test_wait_keeps_the_output_that_comes_meanwhile(asession):
             assert len(await p.stdout.read()) == 1000000
             assert await p.stderr.read() == b"err\n"
 
-    asyncio.run(main())
+    aio_run(main())
