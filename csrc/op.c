@@ -442,26 +442,6 @@ op_wants(OpObject *op)
  * tasks wait no longer than this (and one round's work) for the thread. */
 #define STEP_SLICE 0.004
 
-/* How many times one step() steps again at once for a writable socket. */
-#define STEP_WRITABLE_AGAIN 2
-
-/* Whether the unfinished session entry `e` waits for its socket to be writable
- * and it is, now. libssh asks for POLLOUT after every send, even one that went
- * out whole (socket.c: the next send is only queued until a poll has seen the
- * socket writable): the event loop would wake the step at once for it, a round
- * trip through the loop (a future, add_writer, epoll) for every packet sent, 1.4
- * of a short command's 3.4 waits. Stepping again here is the same step, sooner. */
-static int
-writable_now(pyssh_many *e, double until)
-{
-    if (e->rc != PYSSH_AGAIN || e->s == NULL || e->cn != 0 || !(e->want.events & POLLOUT) ||
-        e->want.fd == PYSSH_INVALID_SOCKET || pyssh_monotonic() >= until) {
-        return 0;
-    }
-    pyssh_pollfd p = {e->want.fd, POLLOUT, 0};
-    return pyssh_poll(&p, 1, 0) > 0 && (p.revents & POLLOUT) != 0;
-}
-
 PyDoc_STRVAR(op_step_doc,
              "step($self, /)\n--\n\n"
              "Take one step of the operation now, without waiting (the GIL released while\n"
@@ -547,9 +527,6 @@ op_step(OpObject *op, PyObject *Py_UNUSED(ignored))
         double until = pyssh_monotonic() + STEP_SLICE;
         pyssh_chanio_until = until;
         pyssh_many_step_once(e);
-        for (int again = 0; again < STEP_WRITABLE_AGAIN && writable_now(e, until); again++) {
-            pyssh_many_step_once(e);
-        }
         pyssh_chanio_until = 0;
         /* its slice ran out: more may be there to do without a socket's event */
         e->due = e->rc == PYSSH_AGAIN && pyssh_monotonic() >= until;
