@@ -521,7 +521,8 @@ class AsyncProcessWriter:
         self._closing = False
 
     def _queue(self, data: Any) -> None:
-        view = memoryview(bytes(data)).cast("B")  # a copy unless bytes: theirs may change
+        # a copy unless bytes: theirs may change
+        view = memoryview(data if type(data) is bytes else bytes(data))
         p = self._proc
         if view:
             p._in.append(view)
@@ -546,7 +547,10 @@ class AsyncProcessWriter:
             raise BrokenPipeError("the remote command ended before reading all of its stdin")
 
     async def drain(self) -> None:
-        """Wait until the queue is below 64 KiB."""
+        """Wait until the queue is below 64 KiB. Always lets the loop's other tasks
+        (the pump that sends it) run first: a loop of write() and drain() never holds
+        the loop."""
+        await asyncio.sleep(0)
         while self._proc._in_len > HIGH_WATER:
             self._broken()
             await self._proc._wait_change()

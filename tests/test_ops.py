@@ -769,7 +769,7 @@ def test_deferred_reads_cancelled_between_steps_take_nothing(server):
     want = "".join(f"{i}\n" for i in range(1, 1000001)).encode()
     with server.connect() as s:
         for make in (lambda ch: ch.recv(8 << 20, 0, defer=True), lambda ch: ch.read(defer=True)):
-            ch, op = _exec_op(s, "seq 1 1000000")
+            ch, op = _exec_op(s, "sleep 0.1; seq 1 1000000")  # (the first steps find nothing)
             op.wait()
             got, cancelled, end = b"", 0, time.monotonic() + 30
             while time.monotonic() < end:
