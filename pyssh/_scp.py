@@ -37,6 +37,7 @@ from .errors import (
     SCPFileNotFoundError,
     SCPPermissionError,
     SCPProtocolError,
+    SessionClosedError,
     SSHError,
     SSHTimeoutError,
 )
@@ -548,7 +549,15 @@ class _Receiver:
     def run(self) -> Steps[None]:
         """Answer and handle the server's messages until its output ends or it sends
         an error."""
-        yield self.ch.write(b"\0")
+        try:
+            yield self.ch.write(b"\0")
+        except SessionClosedError:
+            raise
+        except SSHError:
+            # the server's scp may have ended before reading a byte (no scp command,
+            # a ForceCommand): its output and stderr, read next, say why
+            if not self.ch.status().ended:
+                raise
         while True:
             if not self.warned:
                 self.moved_at = time.monotonic()
