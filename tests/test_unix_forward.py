@@ -199,18 +199,31 @@ def test_blocking_tunnel_on_a_local_socket(session, sockdir):
     local = os.path.join(sockdir, "local.sock")
     got = []
 
+    def connectable():
+        # the path appears at bind(), and connect() is refused until listen()
+        # (chmod comes between): a client tries again, as this one does
+        c = socket.socket(socket.AF_UNIX)
+        try:
+            c.connect(local)
+            return True
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        finally:
+            c.close()
+
     def client():
-        wait_until(lambda: os.path.exists(local), 30, interval=0.02)
+        wait_until(connectable, 30, interval=0.02)
         got.append(stat.S_IMODE(os.lstat(local).st_mode))
         got.append(round_trip(local, b"blocking"))
 
     th = threading.Thread(target=client)
     th.start()
     try:
-        stats = session.tunnel(local, remote.address, max_connections=1)
+        # the idle timeout ends the test should the client fail (never a hang)
+        stats = session.tunnel(local, remote.address, max_connections=2, timeout=30)
     finally:
         th.join(30)
         remote.close()
     assert got == [0o600, (hashlib.sha256(b"blocking").hexdigest(), 8)]
-    assert (stats.connections, stats.bytes_to_target) == (1, 8)
+    assert (stats.connections, stats.bytes_to_target) == (2, 8)  # the probe, the round trip
     assert not os.path.exists(local)
