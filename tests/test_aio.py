@@ -188,6 +188,13 @@ def test_cancelling_a_command_ends_it_and_the_session_goes_on(aio_run, server):
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(s.run("sleep 30"), 0.3)
             assert (await s.run("echo again")).stdout == b"again\n"
+            if hasattr(asyncio, "timeout"):  # Python 3.11's context manager, its own way
+                t = time.monotonic()
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.3):
+                        await s.run("sleep 30")
+                assert time.monotonic() - t < 0.8
+                assert (await s.run("echo once more")).stdout == b"once more\n"
             return took
 
     assert aio_run(main()) < 0.5
