@@ -3,7 +3,14 @@ run in the loop's thread pool (`run_in_executor`), against one throwaway local s
 one run; pyssh.aio and asyncssh again in uvloop's loop. aes128-gcm@openssh.com for all.
 
     pip install -e .[bench]       # asyncssh
-    python benchmarks/aio.py [-r 3] [--size 256M] [--commands 1000] [--markdown]
+    python benchmarks/aio.py [-r 3] [--size 256M] [--commands 1000] [--rtt 0,10,30]
+                             [--scenarios get,put,exec,commands] [--markdown]
+
+--rtt MS,MS,... runs every scenario once per round-trip time, in turn (default 0:
+loopback, no relay): at each MS > 0, every client connects through a relay
+(benchmarks/relay.py, in its own process) that holds each chunk MS/2 milliseconds
+each way, as benchmarks/transfer.py --delays does (this machine's kernel has no netem).
+The relay's plain-TCP ceiling at that delay is printed first.
 
 Scenarios (each client connects before the clock starts and keeps its connections):
 
@@ -25,15 +32,19 @@ lateness (how long the loop was kept from it, including the time the loop's thre
 waited for a core while sshd and the other processes ran), "loop CPU" the most CPU the
 loop's thread used while the heartbeat waited (the loop's own work: a step, a
 callback, a client's Python code), the medians over the runs. client CPU
-= this process's user + system CPU during the run (all clients run here). Medians of
--r runs, round-robin, the order rotated (the machines are shared and noisy); ratio =
-the client's median time / pyssh.aio's (above 1: pyssh.aio faster).
+= this process's user + system CPU during the run (all clients run here; the relay's
+is its own process's, not counted), also per byte moved (per command). Medians of
+-r runs, round-robin, the order rotated (the machines are shared and noisy). "vs
+asyncssh" = asyncssh's median time (in the same kind of loop) / the client's, "vs
+executor" = the executor's / the client's: above 1, the client is that much faster.
+Each table's title gives the load average when it was printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -41,6 +52,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import relay  # noqa: E402
+
 from _common import cpu_seconds, machine, parse_size, render, round_robin  # noqa: E402
 
 GCM = "aes128-gcm@openssh.com"
@@ -238,25 +251,39 @@ def run_scenario(clients, what, args, d, beats):
     return round_robin(rows, once, args.reps)
 
 
-def table(what, rows, beats, args):
-    base = statistics.median(rows[PysshAio.name]["times"]) if rows[PysshAio.name]["times"] else None
-    head = ["client", "scenario", "time", "MB/s or commands/s", "ratio", "client CPU"]
-    head += ["loop held", "loop CPU"]
+def baseline(rows, name):
+    """The client's median time, or None if it did not run."""
+    times = rows.get(name, {}).get("times")
+    return statistics.median(times) if times else None
+
+
+def table(what, rows, beats, args, rtt):
+    where = f"{rtt:g} ms round trip added (relay)" if rtt else "loopback, no delay"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{what} -- {where}; load average {load}")
+    commands = what == "commands"
+    head = ["client", "scenario", "time", "commands/s" if commands else "MB/s"]
+    head += ["vs asyncssh", "vs executor", "client CPU"]
+    head += ["CPU per command" if commands else "CPU per MB", "loop held", "loop CPU"]
     body = []
     for name, row in rows.items():
         if not row["times"]:
-            body.append([name, what, (row["error"] or "no runs")[:100]] + [""] * 5)
+            body.append([name, what, (row["error"] or "no runs")[:100]] + [""] * 7)
             continue
-        med = statistics.median(row["times"])
-        rate = args.size / med / 1e6 if what != "commands" else args.commands / med
+        med, cpu = statistics.median(row["times"]), statistics.median(row["cpu"])
+        rate = args.commands / med if commands else args.size / med / 1e6
+        peer = AsyncSSHUvloop.name if "uvloop" in name else AsyncSSH.name
+        ratios = [baseline(rows, peer), baseline(rows, Executor.name)]
         body.append(
-            [
-                name,
-                what,
-                f"{med:.2f} s",
-                f"{rate:.0f}",
-                f"{med / base:.2f}" if base else "",
-                f"{statistics.median(row['cpu']):.2f} s",
+            [name, what, f"{med:.2f} s", f"{rate:.0f}"]
+            + [f"{b / med:.2f}" if b else "" for b in ratios]
+            + [f"{cpu:.2f} s"]
+            + [
+                f"{cpu / args.commands * 1000:.2f} ms"
+                if commands
+                else f"{cpu / (args.size / 1e6) * 1000:.2f} ms"
+            ]
+            + [
                 f"{statistics.median(b[0] for b in beats[name]) * 1000:.1f} ms",
                 f"{statistics.median(b[1] for b in beats[name]) * 1000:.1f} ms",
             ]
@@ -265,15 +292,89 @@ def table(what, rows, beats, args):
     sys.stdout.flush()
 
 
+class Relayed:
+    """The server as seen through the relay on `port`: what the clients use of it."""
+
+    def __init__(self, srv, port: int):
+        self.host, self.port, self.user = srv.host, port, srv.user
+        self.address = f"{srv.user}@{srv.host}:{port}"
+        self.client_key, self._srv = srv.client_key, srv
+        self.known_hosts = os.path.join(srv.dir, f"known_hosts_relay_{port}")
+        key = " ".join(srv.host_key_line.split()[1:3])
+        with open(self.known_hosts, "w") as f:
+            f.write(f"[{srv.host}]:{port} {key}\n")
+
+    def connect(self, **kwargs):
+        import pyssh
+
+        kwargs.setdefault("keyfile", self.client_key)
+        kwargs.setdefault("known_hosts", self.known_hosts)
+        kwargs.setdefault("config", False)
+        return pyssh.connect(self.address, **kwargs)
+
+
+@contextlib.contextmanager
+def through(srv, rtt: float):
+    """The server itself (rtt 0), or through a relay at rtt ms, its ceiling printed."""
+    if not rtt:
+        yield srv
+        return
+    try:
+        c = relay.ceiling(rtt, size=256 << 20)
+        print(
+            f"relay at {rtt:g} ms, plain TCP: "
+            + ", ".join(f"{op} {r['mb_s']:.0f} MB/s" for op, r in c.items())
+        )
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        print(f"relay ceiling at {rtt:g} ms: {type(e).__name__}: {e}")
+    with relay.spawned(rtt, srv.port) as port:
+        yield Relayed(srv, port)
+
+
+def open_clients(target):
+    clients = {}
+    for cls in CLIENTS:
+        c, loop = cls(), None
+        try:
+            loop = cls.new_loop()
+            loop.run_until_complete(c.open(target))
+            clients[cls.name] = (c, loop)
+        except Exception as e:  # noqa: BLE001 - a missing client is reported
+            print(f"{cls.name}: not run ({type(e).__name__}: {e})")
+            if loop is not None:
+                loop.close()
+    return clients
+
+
+def run_rtt(srv, rtt, args, d) -> None:
+    with through(srv, rtt) as target:
+        clients = open_clients(target)
+        try:
+            for what in args.scenarios.split(","):
+                beats: dict = {}
+                rows = run_scenario(clients, what, args, d, beats)
+                table(what, rows, beats, args, rtt)
+        finally:
+            for c, loop in clients.values():
+                loop.run_until_complete(c.close())
+                loop.close()
+
+
+def rtts(text: str) -> list:
+    return [float(x) for x in text.split(",")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-r", "--reps", type=int, default=3)
     ap.add_argument("--size", type=parse_size, default="256M")
     ap.add_argument("--commands", type=int, default=1000)
     ap.add_argument("--scenarios", default="get,put,exec,commands")
+    ap.add_argument("--rtt", type=rtts, default="0", help="round trips added, ms (0: none)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     print("\n".join(machine()))
+    print(f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     from pyssh.testing import SSHServer
 
     # SetEnv SHLVL=1: a login shell of this machine's root runs pyenv init, slow (every
@@ -282,26 +383,8 @@ def main() -> None:
         d = tempfile.mkdtemp(prefix="aio-", dir=srv.dir)
         with open(os.path.join(d, "src"), "wb") as f:
             f.write(os.urandom(args.size))
-        clients = {}
-        for cls in CLIENTS:
-            c, loop = cls(), None
-            try:
-                loop = cls.new_loop()
-                loop.run_until_complete(c.open(srv))
-                clients[cls.name] = (c, loop)
-            except Exception as e:  # noqa: BLE001 - a missing client is reported
-                print(f"{cls.name}: not run ({type(e).__name__}: {e})")
-                if loop is not None:
-                    loop.close()
-        try:
-            for what in args.scenarios.split(","):
-                beats: dict = {}
-                rows = run_scenario(clients, what, args, d, beats)
-                table(what, rows, beats, args)
-        finally:
-            for c, loop in clients.values():
-                loop.run_until_complete(c.close())
-                loop.close()
+        for rtt in args.rtt:
+            run_rtt(srv, rtt, args, d)
 
 
 if __name__ == "__main__":
