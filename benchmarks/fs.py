@@ -3,7 +3,12 @@
 local sshd, in one run. aes128-gcm@openssh.com for all.
 
     pip install -e .[bench,test]      # fsspec, pandas, paramiko, sshfs
-    python benchmarks/fs.py [-r 3] [--size 256M] [--csv-rows 1000000] [--markdown]
+    python benchmarks/fs.py [-r 3] [--size 256M] [--csv-rows 1000000] [--rtt 0,10,30]
+                            [--markdown]
+
+--rtt MS,MS,... runs every scenario once per round-trip time, in turn (default 0:
+loopback): at each MS > 0 every filesystem connects through benchmarks/relay.py,
+which holds each chunk MS/2 milliseconds each way (see benchmarks/aio.py).
 
 (This file is not named fsspec.py: run as a script, its directory comes first on
 sys.path, and it would be imported as fsspec itself.)
@@ -18,12 +23,14 @@ Scenarios (each filesystem is made and connected before the clock starts):
 
 Medians of -r runs, round-robin, the order rotated (the machines are shared and
 noisy); ratio = the filesystem's median time / pyssh's (above 1: pyssh faster);
-client CPU = this process's user + system CPU during the run.
+client CPU = this process's user + system CPU during the run (not the relay's), also
+per MB moved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -31,6 +38,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from aio import Relayed, rtts  # noqa: E402
+from relay import spawned  # noqa: E402
+
 from _common import (  # noqa: E402
     GCM,
     cpu_seconds,
@@ -136,16 +146,19 @@ def run_scenario(filesystems, what, args, d):
     return round_robin(rows, once, args.reps)
 
 
-def table(what, rows, args, nbytes):
+def table(what, rows, args, nbytes, rtt):
+    where = f"{rtt:g} ms round trip added (relay)" if rtt else "loopback, no delay"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{what} -- {where}; load average {load}")
     first = next(iter(rows.values()))
     base = statistics.median(first["times"]) if first["times"] else None
-    head = ["filesystem", "scenario", "time", "MB/s", "ratio", "client CPU"]
+    head = ["filesystem", "scenario", "time", "MB/s", "ratio", "client CPU", "CPU per MB"]
     body = []
     for name, row in rows.items():
         if not row["times"]:
-            body.append([name, what, (row["error"] or "no runs")[:100], "", "", ""])
+            body.append([name, what, (row["error"] or "no runs")[:100]] + [""] * 4)
             continue
-        med = statistics.median(row["times"])
+        med, cpu = statistics.median(row["times"]), statistics.median(row["cpu"])
         body.append(
             [
                 name,
@@ -153,11 +166,26 @@ def table(what, rows, args, nbytes):
                 f"{med:.2f} s",
                 f"{nbytes / med / 1e6:.0f}",
                 f"{med / base:.2f}" if base else "",
-                f"{statistics.median(row['cpu']):.2f} s",
+                f"{cpu:.2f} s",
+                f"{cpu / (nbytes / 1e6) * 1000:.2f} ms",
             ]
         )
     print("\n".join(render(head, body, args.markdown)))
     sys.stdout.flush()
+
+
+def run_rtt(target, rtt, args, d, csv_bytes) -> None:
+    filesystems = {}
+    for name, make in FILESYSTEMS.items():
+        try:
+            fs = make(target)
+            fs.ls(d)  # connected before the clock starts
+            filesystems[name] = fs
+        except Exception as e:  # noqa: BLE001 - a missing filesystem is reported
+            print(f"{name}: not run ({type(e).__name__}: {e})")
+    for what in args.scenarios.split(","):
+        rows = run_scenario(filesystems, what, args, d)
+        table(what, rows, args, args.size if what == "get" else csv_bytes, rtt)
 
 
 def main() -> None:
@@ -166,9 +194,11 @@ def main() -> None:
     ap.add_argument("--size", type=parse_size, default="256M")
     ap.add_argument("--csv-rows", type=int, default=1_800_000)
     ap.add_argument("--scenarios", default="get,read_csv")
+    ap.add_argument("--rtt", type=rtts, default="0", help="round trips added, ms (0: none)")
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     print("\n".join(machine()))
+    print(f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     from pyssh.testing import SSHServer
 
     with SSHServer(extra_config=["SetEnv SHLVL=1"]) as srv:
@@ -176,18 +206,13 @@ def main() -> None:
         with open(os.path.join(d, "src"), "wb") as f:
             f.write(os.urandom(args.size))
         csv_bytes = write_csv(os.path.join(d, "data.csv"), args.csv_rows)
-        print(f"get: {args.size} random bytes; read_csv: {csv_bytes / 1e6:.0f} MB")
-        filesystems = {}
-        for name, make in FILESYSTEMS.items():
-            try:
-                fs = make(srv)
-                fs.ls(d)  # connected before the clock starts
-                filesystems[name] = fs
-            except Exception as e:  # noqa: BLE001 - a missing filesystem is reported
-                print(f"{name}: not run ({type(e).__name__}: {e})")
-        for what in args.scenarios.split(","):
-            rows = run_scenario(filesystems, what, args, d)
-            table(what, rows, args, args.size if what == "get" else csv_bytes)
+        print(f"get: {args.size} random bytes; read_csv: {csv_bytes / 1e6:.1f} MB")
+        for rtt in args.rtt:
+            with contextlib.ExitStack() as stack:
+                target = srv
+                if rtt:
+                    target = Relayed(srv, stack.enter_context(spawned(rtt, srv.port)))
+                run_rtt(target, rtt, args, d, csv_bytes)
 
 
 if __name__ == "__main__":
