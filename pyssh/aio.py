@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import socket
+import threading
 import weakref
 from typing import Any, Awaitable, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
 
@@ -113,6 +115,55 @@ class _Watch:
                     del table[fd]
                     self._remove(table, fd)
 
+    def forget(self, fds: Set[int]) -> None:
+        """A session closes: its sockets leave the loop before they are closed (an
+        fd closed while the loop watches it may come back as another socket), and
+        their waiters step once more (their session closed: SessionClosedError)."""
+        for fd in fds:
+            for table in (self.readers, self.writers):
+                waiters = table.pop(fd, None)
+                if waiters is not None:
+                    self._remove(table, fd)
+                    for fut in waiters:
+                        _wake(fut)
+
+
+# The longest wait in the loop between two steps of an operation with no deadline
+# nearer. The blocking waits step again at least every slice (wait.c: 100 ms in the
+# main thread, 5 s in others), so a wake-up that never came costs that slice; in the
+# loop it would cost for ever (seen once, 1000 commands over 10 sessions under
+# AddressSanitizer's slower steps: the ops waited on an idle socket, epoll with no
+# timeout). One step a second per waiting operation is its price (tens of microseconds).
+RESTEP_SECONDS = 1.0
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    """Call fn in `loop`'s thread (now, when that is this thread or the loop is not
+    running), waiting for it up to 5 s: a loop's watches are its own thread's."""
+    if loop.is_closed():
+        return
+    try:
+        here = asyncio.get_running_loop() is loop
+    except RuntimeError:
+        here = False
+    if here or not loop.is_running():
+        fn()
+        return
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            fn()
+        finally:
+            done.set()
+
+    loop.call_soon_threadsafe(call)
+    done.wait(5)  # (a loop held that long: its watches are left to the closed fd)
+
+
+def _forget(loop: asyncio.AbstractEventLoop, fds: Set[int]) -> None:
+    _watch(loop).forget(fds)
+
 
 _WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
 
@@ -194,6 +245,8 @@ class _Bell:
     def __init__(self) -> None:
         self.rings: Dict[asyncio.AbstractEventLoop, _Ring] = {}
         self.closed = False
+        self.closing = False  # no new watches of its sockets
+        self.fds: Set[int] = set()  # the sockets its operations waited for
 
     def ring(self) -> _Ring:
         """The running loop's pair (made at its first operation)."""
@@ -210,6 +263,12 @@ class _Bell:
     def attach(self, op: _ssh.Op) -> None:
         r = self.ring()
         op.attach(r.rd.fileno(), r.wr.fileno())
+
+    def unwatch(self) -> None:
+        """Before the session's socket closes: out of every loop that watches it."""
+        self.closing = True
+        for loop in list(self.rings):
+            _in_loop(loop, functools.partial(_forget, loop, self.fds))
 
     def close(self) -> None:
         self.closed = True
@@ -261,15 +320,20 @@ async def _ready(
     seconds: Optional[float],
     bell: Optional[_Bell],
 ) -> None:
-    """Until one of the sockets is ready for its events, `seconds` pass, or the
-    session's bell rings."""
+    """Until one of the sockets is ready for its events, `seconds` pass (at most
+    RESTEP_SECONDS), or the session's bell rings."""
     fut: asyncio.Future[None] = loop.create_future()
-    for fd, events in fds:
-        watch.add(fd, events, fut)
+    if bell is not None:
+        bell.fds.update(fd for fd, _ in fds)
+    if bell is None or not bell.closing:
+        for fd, events in fds:
+            watch.add(fd, events, fut)
     waiting = bell.ring().waiting if bell is not None else None
     if waiting is not None:
         waiting.add(fut)
-    timer = loop.call_later(seconds, _wake, fut) if seconds is not None else None
+    if seconds is None or seconds > RESTEP_SECONDS:
+        seconds = RESTEP_SECONDS
+    timer = loop.call_later(seconds, _wake, fut)
     try:
         await fut
     finally:
@@ -277,8 +341,7 @@ async def _ready(
             watch.drop(fd, fut)
         if waiting is not None:
             waiting.discard(fut)
-        if timer is not None:
-            timer.cancel()
+        timer.cancel()
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -437,7 +500,9 @@ class AsyncSession:
         return bool(self.session.closed)
 
     def close(self) -> None:
-        """Close the session (its operations under way end with SessionClosedError)."""
+        """Close the session (its operations under way end with SessionClosedError),
+        from any thread."""
+        self._bell.unwatch()
         self.session.close()
         self._bell.close()
 

@@ -207,3 +207,26 @@ def test_async_def_callbacks_are_awaited_in_order_none_lost(server, tmp_path):
 
     asyncio.run(main())
     assert (tmp_path / "h").read_bytes() == data
+
+
+def test_a_wait_with_no_deadline_is_bounded_by_the_restep(monkeypatch):
+    """An operation with no deadline waits for its socket or its session's bell; should
+    a wake-up never come, it steps again after RESTEP_SECONDS (the blocking waits'
+    slices do the same), never waits for ever."""
+    monkeypatch.setattr(pyssh.aio, "RESTEP_SECONDS", 0.05)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()  # a socket nothing is ever written to
+        try:
+            t = time.monotonic()
+            wait = pyssh.aio._ready(
+                loop, pyssh.aio._watch(loop), [(a.fileno(), pyssh._ssh.POLLIN)], None, None
+            )
+            await asyncio.wait_for(wait, 2)
+            return time.monotonic() - t
+        finally:
+            a.close()
+            b.close()
+
+    assert asyncio.run(main()) < 0.5
