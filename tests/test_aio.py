@@ -17,6 +17,10 @@ try:
 except ImportError:  # (none for Windows)
     uvloop = None
 
+# a sanitizer's build (.ci/run tsan, asan) runs the C code several times slower: the
+# bounds on how long the loop is held grow with it
+SLOWER = 5 if os.environ.get("PYSSH_TSAN") or os.environ.get("PYSSH_ASAN") else 1
+
 LOOPS = [
     pytest.param("asyncio"),
     pytest.param(
@@ -159,7 +163,7 @@ def test_many_commands_on_few_sessions_at_once(aio_run, server):
         return elapsed, beat.worst
 
     elapsed, worst = aio_run(main())
-    assert worst < 0.1, f"the loop was held {worst * 1000:.0f} ms"
+    assert worst < 0.1 * SLOWER, f"the loop was held {worst * 1000:.0f} ms"
 
 
 @pytest.mark.slow
@@ -300,8 +304,8 @@ def test_the_loop_stays_responsive_during_a_big_transfer(aio_run, server, tmp_pa
         f" loop's thread working {beat.worst_cpu * 1000:.1f} ms at most meanwhile"
     )
     print(held)
-    assert beat.worst_cpu < 0.02, held
-    assert beat.worst_held < 0.05, held
+    assert beat.worst_cpu < 0.02 * SLOWER, held
+    assert beat.worst_held < 0.05 * SLOWER, held
 
 
 @pytest.mark.slow

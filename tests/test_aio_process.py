@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from test_aio import LOOPS, uvloop
+from test_aio import LOOPS, SLOWER, uvloop
 
 import pyssh
 import pyssh.aio
@@ -314,7 +314,7 @@ def test_both_streams_and_stdin_at_once_keep_the_loop_free(aio_run, asession):
 
     worst, worst_cpu = aio_run(main())
     print(f"heartbeat: {worst * 1000:.1f} ms late at worst, {worst_cpu * 1000:.1f} ms CPU")
-    assert worst_cpu < 0.02, f"the loop's thread was held {worst_cpu * 1000:.0f} ms"
+    assert worst_cpu < 0.02 * SLOWER, f"the loop's thread was held {worst_cpu * 1000:.0f} ms"
 
 
 @pytest.mark.slow

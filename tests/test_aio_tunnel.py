@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from test_aio import Heartbeat, _connect  # (tests/ is on sys.path: pytest puts it there)
+from test_aio import SLOWER, Heartbeat, _connect  # (tests/ is on sys.path: pytest puts it there)
 
 import pyssh
 import pyssh.aio
@@ -150,8 +150,9 @@ def test_large_transfer_integrity_and_loop_responsiveness(server):
                 assert t.stats.bytes_to_target == mib << 20 == t.stats.bytes_from_target
                 # the loop's own holds (less the time its thread waited for a core on a
                 # busy machine), and the CPU it spent while the heartbeat waited
-                assert beat.worst_held < 0.05, f"the loop was held {beat.worst_held * 1e3:.0f} ms"
-                assert beat.worst_cpu < 0.02, f"a step took {beat.worst_cpu * 1e3:.0f} ms of CPU"
+                held, cpu = beat.worst_held * 1e3, beat.worst_cpu * 1e3
+                assert held < 50 * SLOWER, f"the loop was held {held:.0f} ms"
+                assert cpu < 20 * SLOWER, f"a step took {cpu:.0f} ms of CPU"
         srv.close()
 
     asyncio.run(main())
