@@ -161,8 +161,8 @@ def _in_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
     done.wait(5)  # (a loop held that long: its watches are left to the closed fd)
 
 
-def _forget(loop: asyncio.AbstractEventLoop, fds: Set[int]) -> None:
-    _watch(loop).forget(fds)
+def _forget(loop: asyncio.AbstractEventLoop, fds: Dict[int, int]) -> None:
+    _watch(loop).forget(set(fds))  # (in the loop's thread: what its waits hold now)
 
 
 _WATCHES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Watch] = weakref.WeakKeyDictionary()
@@ -246,7 +246,7 @@ class _Bell:
         self.rings: Dict[asyncio.AbstractEventLoop, _Ring] = {}
         self.closed = False
         self.closing = False  # no new watches of its sockets
-        self.fds: Set[int] = set()  # the sockets its operations waited for
+        self.fds: Dict[int, int] = {}  # the sockets its operations wait for now: how many
 
     def ring(self) -> _Ring:
         """The running loop's pair (made at its first operation)."""
@@ -323,12 +323,12 @@ async def _ready(
     """Until one of the sockets is ready for its events, `seconds` pass (at most
     RESTEP_SECONDS), or the session's bell rings."""
     fut: asyncio.Future[None] = loop.create_future()
-    if bell is not None:
-        bell.fds.update(fd for fd, _ in fds)
-    if bell is None or not bell.closing:
-        for fd, events in fds:
-            watch.add(fd, events, fut)
-    waiting = bell.ring().waiting if bell is not None else None
+    waiting = bell.ring().waiting if bell is not None else None  # (closed: raises)
+    watched = fds if bell is None or not bell.closing else []
+    for fd, events in watched:
+        watch.add(fd, events, fut)
+        if bell is not None:
+            bell.fds[fd] = bell.fds.get(fd, 0) + 1
     if waiting is not None:
         waiting.add(fut)
     if seconds is None or seconds > RESTEP_SECONDS:
@@ -337,8 +337,12 @@ async def _ready(
     try:
         await fut
     finally:
-        for fd, _ in fds:
+        for fd, _ in watched:
             watch.drop(fd, fut)
+            if bell is not None:
+                n = bell.fds.pop(fd, 1) - 1
+                if n > 0:
+                    bell.fds[fd] = n
         if waiting is not None:
             waiting.discard(fut)
         timer.cancel()

@@ -160,6 +160,9 @@ def test_closing_from_another_thread_ends_the_loops_waiting_operations(server):
         threading.Thread(target=s.close).start()
         with pytest.raises(pyssh.SessionClosedError):
             await asyncio.wait_for(task, 5)
+        # its socket left the loop's watches (before it closed: in the loop's thread)
+        watch = pyssh.aio._watch(asyncio.get_running_loop())
+        assert not s._bell.fds and not watch.readers and not watch.writers
 
     asyncio.run(main())
 
