@@ -459,10 +459,18 @@ pyssh_chanio_close(pyssh_chanio *io, long pid, const char *signal, int emit_logs
     PyThread_acquire_lock(s->lock, WAIT_LOCK);
     if (io->chan != NULL && pyssh_session_ssh(s) != NULL && !forked) {
         pyssh_log_attach(s);
+        uint64_t packets = s->rcounter.in_packets;
         if (signal != NULL && !pyssh_chanio_ended(io)) {
             ssh_channel_request_send_signal(io->chan, signal);
         }
         pyssh_chanio_release(io);
+        if (s->rcounter.in_packets != packets) {
+            /* libssh's close flushes the EOF and CLOSE by polling the socket, and
+             * reads what came meanwhile: other waiters' packets (their channel's
+             * open confirmation, their output), read from the socket that no
+             * longer looks readable. Ring them, as a step that read does. */
+            pyssh_waiters_ring_all(s);
+        }
         logs = pyssh_log_take(s);
     }
     pyssh_chanio_forget(io);
